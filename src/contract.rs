@@ -1,0 +1,88 @@
+//! Names that clusters in the field already depend on; see `../shared/CONTRACT.md`.
+//! Everything that reads or writes a contract name takes it from here.
+
+/// Default namespace of the service, the steps and the status ConfigMap.
+pub const DEFAULT_NAMESPACE: &str = "catalyst";
+/// Environment variable that overrides [`DEFAULT_NAMESPACE`].
+pub const ENV_NAMESPACE: &str = "CATALYST_CUTOVER_NAMESPACE";
+/// Default name of the status ConfigMap.
+pub const DEFAULT_STATUS_CONFIGMAP: &str = "self-sovereign-cutover-status";
+/// Environment variable that overrides [`DEFAULT_STATUS_CONFIGMAP`].
+pub const ENV_STATUS_CONFIGMAP: &str = "CATALYST_CUTOVER_STATUS_CONFIGMAP";
+
+/// `app.kubernetes.io/part-of` value shared by steps, Jobs and the status ConfigMap.
+pub const PART_OF: &str = "self-sovereign-cutover";
+/// Label key `app.kubernetes.io/part-of`.
+pub const LABEL_PART_OF: &str = "app.kubernetes.io/part-of";
+/// Label key `app.kubernetes.io/component`.
+pub const LABEL_COMPONENT: &str = "app.kubernetes.io/component";
+/// Component of a step ConfigMap.
+pub const COMPONENT_STEP: &str = "cutover-step";
+/// Component of a step Job and its pods.
+pub const COMPONENT_JOB: &str = "cutover-job";
+/// Component of the status ConfigMap.
+pub const COMPONENT_STATUS: &str = "cutover-status";
+/// The exact selector of step ConfigMaps.
+pub const STEP_SELECTOR: &str =
+    "app.kubernetes.io/part-of=self-sovereign-cutover,app.kubernetes.io/component=cutover-step";
+
+/// Step ConfigMap name prefix, followed by `NN-<slug>`.
+pub const STEP_CONFIGMAP_PREFIX: &str = "cutover-step-";
+/// Step label: integer order, ascending; ties broken by ConfigMap name.
+pub const LABEL_STEP_ORDER: &str = "bp.openova.io/cutover-order";
+/// Step label: `job` (default) or `daemonset-wait`.
+pub const LABEL_STEP_MODE: &str = "bp.openova.io/cutover-mode";
+/// Step label: the DaemonSet a `daemonset-wait` step waits for.
+pub const LABEL_STEP_DAEMONSET: &str = "bp.openova.io/cutover-daemonset";
+/// Step data key: the step's name.
+pub const DATA_STEP_NAME: &str = "stepName";
+/// Step data key: the step's YAML PodSpec.
+pub const DATA_POD_SPEC: &str = "podSpec";
+/// Label on a Job and its pod template naming the step.
+pub const LABEL_JOB_STEP: &str = "cutover.openova.io/step";
+
+/// Annotation that keeps the status ConfigMap across `helm uninstall`.
+pub const ANNOTATION_RESOURCE_POLICY: &str = "helm.sh/resource-policy";
+
+/// Status ConfigMap keys.
+pub mod key {
+    /// `"true"` / `"false"`.
+    pub const CUTOVER_COMPLETE: &str = "cutoverComplete";
+    /// First start of the cutover.
+    pub const CUTOVER_STARTED_AT: &str = "cutoverStartedAt";
+    /// Completion of the cutover.
+    pub const CUTOVER_FINISHED_AT: &str = "cutoverFinishedAt";
+    /// Start of the latest attempt.
+    pub const CUTOVER_LAST_ATTEMPT_STARTED_AT: &str = "cutoverLastAttemptStartedAt";
+    /// stepName running now, `""` when none.
+    pub const CURRENT_STEP: &str = "currentStep";
+    /// 0-based index of the current step.
+    pub const CURRENT_STEP_INDEX: &str = "currentStepIndex";
+    /// Number of steps.
+    pub const TOTAL_STEPS: &str = "totalSteps";
+    /// 100·done/total.
+    pub const PROGRESS_PERCENT: &str = "progressPercent";
+    /// The failed step.
+    pub const FAILED_STEP: &str = "failedStep";
+    /// A human-readable reason for the failure.
+    pub const LAST_ERROR: &str = "lastError";
+    /// `v1` / `v2`: the registry-pivot DaemonSet follows this key.
+    pub const REGISTRIES_YAML_ACTIVE: &str = "registriesYamlActive";
+
+    /// `step.<stepName>.<field>`.
+    pub fn step(step_name: &str, field: &str) -> String {
+        format!("step.{step_name}.{field}")
+    }
+    /// `node.<nodeName>.registriesYaml`, written by the DaemonSet's pods.
+    pub fn node_registries_yaml(node_name: &str) -> String {
+        format!("node.{node_name}.registriesYaml")
+    }
+    /// Per-step field: start time.
+    pub const STEP_STARTED_AT: &str = "startedAt";
+    /// Per-step field: finish time.
+    pub const STEP_FINISHED_AT: &str = "finishedAt";
+    /// Per-step field: `running`, `success`, `failed`, `skipped` or `""`.
+    pub const STEP_RESULT: &str = "result";
+    /// Per-step field: the Job, or the DaemonSet for daemonset-wait.
+    pub const STEP_JOB_NAME: &str = "jobName";
+}

@@ -1,0 +1,1 @@
+//! The service HTTP layer: routes, handlers and errors mapped to stable codes.

@@ -1,0 +1,23 @@
+//! catalyst-cutover takes a Sovereign cluster off its upstream registries and git hosts and
+//! onto its own Harbor and Gitea, one step Job at a time, with every transition recorded in
+//! the `self-sovereign-cutover-status` ConfigMap.
+//!
+//! The layout follows the architecture:
+//! - [`contract`]: the names the field already depends on (`../shared/CONTRACT.md`).
+//! - [`step`]: the step model, parsed and validated from step ConfigMaps.
+//! - [`render`]: the Job renderer (handlebars, strict mode).
+//! - [`status`]: the status ConfigMap, its pure state machine and its store.
+//! - [`runner`]: the engine that runs the steps exactly once.
+//! - [`http`]: the service's HTTP layer.
+//! - [`sandbox`]: the embedded Kubernetes API server and cluster simulator.
+//! - [`cli`]: the `catalyst-cutover` subcommands.
+
+pub mod cli;
+pub mod contract;
+pub mod http;
+pub mod render;
+pub mod runner;
+pub mod sandbox;
+pub mod status;
+pub mod step;
+pub mod telemetry;

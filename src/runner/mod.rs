@@ -1,0 +1,1 @@
+//! The engine: exactly one runner that takes each step to a terminal result.

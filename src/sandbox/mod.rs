@@ -1,0 +1,5 @@
+//! The embedded sandbox: an in-process Kubernetes API server ([`api`]) and a cluster
+//! simulator ([`sim`]) that acts only through the API.
+
+pub mod api;
+pub mod sim;

@@ -1,0 +1,1 @@
+//! The cluster simulator: controllers that act only through the Kubernetes API.

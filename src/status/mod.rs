@@ -1,0 +1,1 @@
+//! The status ConfigMap: its pure state machine and the store that writes it.

@@ -1,0 +1,1 @@
+//! The step model: step ConfigMaps parsed and validated into typed steps.
