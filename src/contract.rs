@@ -86,3 +86,7 @@ pub mod key {
     /// Per-step field: the Job, or the DaemonSet for daemonset-wait.
     pub const STEP_JOB_NAME: &str = "jobName";
 }
+
+/// Label on a Job and its pod template naming the attempt of the step (project-owned, not in
+/// the earlier implementation): a retry is a new attempt and therefore a new Job.
+pub const LABEL_JOB_ATTEMPT: &str = "cutover.openova.io/attempt";
