@@ -11,6 +11,7 @@
 pub mod ack;
 pub mod agent;
 pub mod behaviour;
+pub mod bench;
 pub mod daemonset;
 pub mod daemonset_controller;
 pub mod job;
@@ -93,6 +94,15 @@ pub enum SimError {
     /// The node is not one of the simulator's.
     #[error("node {0:?} is not a simulated node")]
     UnknownNode(String),
+    /// Waiting on an object's watch failed.
+    #[error("simulator could not watch {what}: {source}")]
+    Wait {
+        /// The object waited for.
+        what: String,
+        /// The watch's error.
+        #[source]
+        source: kube::runtime::wait::Error,
+    },
     /// The configuration cannot work.
     #[error("invalid simulator configuration: {0}")]
     Config(String),

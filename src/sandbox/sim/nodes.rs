@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use futures::{StreamExt, stream};
 use k8s_openapi::api::core::v1::{
     Node, NodeAddress, NodeCondition, NodeStatus, NodeSystemInfo, Pod,
 };
@@ -19,6 +20,8 @@ use super::{SimError, api_error, is_not_found, scoped};
 
 /// Node label naming the simulated pool.
 pub const LABEL_POOL: &str = "sandbox.catalyst.openova.io/pool";
+/// Node creations in flight at once when a pool is created.
+const PARALLEL_CREATES: usize = 32;
 /// Standard node label carrying the node's name.
 const LABEL_HOSTNAME: &str = "kubernetes.io/hostname";
 
@@ -152,10 +155,13 @@ impl NodeManager {
             }
             self.registry.insert(&name);
         }
-        for _ in existing.items.len()..count {
-            self.add().await?;
-        }
-        Ok(())
+        let missing = count.saturating_sub(existing.items.len());
+        let added: Vec<Result<String, SimError>> = stream::iter(0..missing)
+            .map(|_| self.add())
+            .buffer_unordered(PARALLEL_CREATES)
+            .collect()
+            .await;
+        added.into_iter().try_for_each(|r| r.map(drop))
     }
 
     /// Creates the next node `<pool>-<n>`, Ready.
