@@ -4,17 +4,18 @@
 //! decides.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
 use std::time::Duration;
 
-use futures::{StreamExt, stream};
 use k8s_openapi::api::core::v1::{ConfigMap, Pod};
 use kube::api::Patch;
-use kube::runtime::reflector::{self, Store};
-use kube::runtime::{WatchStreamExt, watcher};
+use kube::runtime::reflector::Store;
+use kube::runtime::watcher;
 use kube::{Api, Client};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{Notify, mpsc, watch};
 
 use super::ack::due_acks;
+use super::watched::{Watched, watched};
 use super::{SimError, api_error, pod_state, scoped};
 use crate::contract::key;
 
@@ -50,40 +51,31 @@ struct Due {
 pub async fn run(mut params: AgentParams) {
     let (cm_ns, cm_name) = params.status_configmap.clone();
     let cms: Api<ConfigMap> = Api::namespaced(params.client.clone(), &cm_ns);
-    let (cm_store, cm_writer) = reflector::store::<ConfigMap>();
-    let cm_events = reflector::reflector(
-        cm_writer,
-        watcher(
-            cms.clone(),
-            watcher::Config::default().fields(&format!("metadata.name={cm_name}")),
-        ),
-    )
-    .default_backoff()
-    .map(|_| ());
-    let (pod_store, pod_writer) = reflector::store::<Pod>();
-    let pod_events = reflector::reflector(
-        pod_writer,
-        watcher(
-            scoped(&params.client, params.namespace.as_deref()),
-            watcher::Config::default(),
-        ),
-    )
-    .default_backoff()
-    .map(|_| ());
-    let mut events = stream::select(cm_events.boxed(), pod_events.boxed());
+    let changed = Arc::new(Notify::new());
+    let status: Watched<ConfigMap> = watched(
+        cms.clone(),
+        watcher::Config::default().fields(&format!("metadata.name={cm_name}")),
+        changed.clone(),
+    );
+    let pods: Watched<Pod> = watched(
+        scoped(&params.client, params.namespace.as_deref()),
+        watcher::Config::default(),
+        changed.clone(),
+    );
+    let (cm_store, pod_store) = (&status.store, &pods.store);
     let (due_tx, mut due_rx) = mpsc::unbounded_channel::<Due>();
     // Acknowledgements waiting for their delay or being written, by node, with the value.
     let mut scheduled: HashMap<String, String> = HashMap::new();
 
     loop {
         tokio::select! {
-            event = events.next() => if event.is_none() { return },
+            () = changed.notified() => {}
             changed = params.never_ack.changed() => if changed.is_err() { return },
             Some(due) = due_rx.recv() => {
                 match due.done {
                     None => {
                         // The delay passed: write if the node still owes exactly this.
-                        let still = current_due(&cm_store, &pod_store, &params)
+                        let still = current_due(cm_store, pod_store, &params)
                             .contains(&(due.node.clone(), due.value.clone()));
                         if still {
                             tokio::spawn(acknowledge(cms.clone(), cm_name.clone(), due, due_tx.clone()));
@@ -102,7 +94,7 @@ pub async fn run(mut params: AgentParams) {
                 }
             }
         }
-        for (node, value) in current_due(&cm_store, &pod_store, &params) {
+        for (node, value) in current_due(cm_store, pod_store, &params) {
             if scheduled.get(&node) == Some(&value) {
                 continue;
             }

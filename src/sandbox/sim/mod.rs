@@ -20,6 +20,7 @@ pub mod kubelet;
 pub mod lifecycle;
 pub mod nodes;
 pub mod pod_state;
+pub mod watched;
 
 use std::collections::BTreeSet;
 use std::fmt::Debug;
