@@ -20,6 +20,7 @@ pub mod migrate;
 pub mod render;
 pub mod runner;
 pub mod sandbox;
+pub mod service;
 pub mod status;
 pub mod step;
 pub mod telemetry;

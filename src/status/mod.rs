@@ -2,11 +2,13 @@
 //! the body the HTTP API serves, the watch-fed cache reads are served from, and the store
 //! that writes transitions with optimistic concurrency.
 
+pub mod body;
 pub mod cache;
 pub mod model;
 pub mod store;
 pub mod transition;
 
+pub use body::StatusBody;
 pub use cache::StatusCache;
 pub use model::{Phase, StatusData, StepResult, StepRow};
 pub use store::{StatusStore, StoreError};

@@ -99,6 +99,16 @@ pub enum Transition {
         /// RFC 3339 time.
         at: String,
     },
+    /// The runner cannot go on (the step ConfigMaps turned invalid mid-run): the cutover
+    /// fails with `reason`, on `step` when one is concerned.
+    Halt {
+        /// The step concerned, if any.
+        step: Option<String>,
+        /// A reason a person can act on.
+        reason: String,
+        /// RFC 3339 time.
+        at: String,
+    },
     /// Every step is done.
     Completed {
         /// Steps in the plan.
@@ -271,6 +281,19 @@ impl Transition {
                 require_running(phase)?;
                 let reason = format!("aborted by {by}");
                 fail(data, step, &reason, at);
+                Ok(())
+            }
+            Transition::Halt { step, reason, at } => {
+                require_running(phase)?;
+                match step {
+                    Some(step) => fail(data, step, reason, at),
+                    None => {
+                        set(data, KEY_PHASE, Phase::Failed.as_str());
+                        set(data, key::FAILED_STEP, "");
+                        set(data, key::LAST_ERROR, reason);
+                        set(data, key::CURRENT_STEP, "");
+                    }
+                }
                 Ok(())
             }
             Transition::Completed { total_steps, at } => {
