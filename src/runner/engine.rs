@@ -269,7 +269,7 @@ async fn run_step(
                     StepOutcome::Failed(format!(
                         "DaemonSet {daemonset} did not switch every node to registries v2 within {}s: {}",
                         deadline.as_secs(),
-                        why.borrow()
+                        why.borrow().as_str()
                     ))
                 }),
                 () = cancelled => StepOutcome::Cancelled,
