@@ -3,8 +3,10 @@
 
 pub mod config;
 pub mod context;
+pub mod run;
 pub mod steps;
 
 pub use config::ServiceConfig;
 pub use context::Context;
+pub use run::{Service, StartError};
 pub use steps::{PlanState, StepSource};
