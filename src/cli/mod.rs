@@ -1,5 +1,7 @@
 //! The `catalyst-cutover` command line: one module per subcommand.
 
+mod plan;
+
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
@@ -12,11 +14,16 @@ pub struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
-enum Command {}
+enum Command {
+    /// Print the Jobs the cutover would run, as YAML, without running anything.
+    Plan(plan::PlanArgs),
+}
 
 /// Parses the command line, runs the subcommand and maps its outcome to an exit code.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     crate::telemetry::init();
-    match cli.command {}
+    match cli.command {
+        Command::Plan(args) => plan::run(args),
+    }
 }

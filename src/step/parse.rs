@@ -274,10 +274,15 @@ fn parse_pod_spec(cm_name: &str, raw: &str, problems: &mut Vec<StepProblem>) -> 
         Ok(spec) => spec,
         Err(err) => {
             // serde_yaml's message carries the line and column, counted within the value.
+            let within = if err.location().is_some() {
+                " (lines of the podSpec value)"
+            } else {
+                ""
+            };
             problems.push(StepProblem::at(
                 cm_name,
                 field,
-                format!("not a valid PodSpec: {err}"),
+                format!("not a valid PodSpec: {err}{within}"),
             ));
             return None;
         }
