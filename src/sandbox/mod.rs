@@ -2,4 +2,5 @@
 //! simulator ([`sim`]) that acts only through the API.
 
 pub mod api;
+pub mod auth;
 pub mod sim;
