@@ -1,6 +1,9 @@
 //! The `catalyst-cutover` command line: one module per subcommand.
 
+mod args;
+mod migrate;
 mod plan;
+mod serve;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -17,6 +20,10 @@ pub struct Cli {
 enum Command {
     /// Print the Jobs the cutover would run, as YAML, without running anything.
     Plan(plan::PlanArgs),
+    /// Serve the HTTP API and run the cutover when triggered (one runner per cluster).
+    Serve(serve::ServeArgs),
+    /// Bring the status ConfigMap to the latest schema version.
+    Migrate(migrate::MigrateArgs),
 }
 
 /// Parses the command line, runs the subcommand and maps its outcome to an exit code.
@@ -25,5 +32,7 @@ pub fn main() -> ExitCode {
     crate::telemetry::init();
     match cli.command {
         Command::Plan(args) => plan::run(args),
+        Command::Serve(args) => serve::run(args),
+        Command::Migrate(args) => migrate::run(args),
     }
 }

@@ -1,7 +1,8 @@
 //! `catalyst-cutover plan`: the Jobs a cutover would run, as YAML, without running anything.
 
+use super::args::{RenderArgs, connect};
 use crate::contract::{DEFAULT_NAMESPACE, ENV_NAMESPACE, key::REGISTRIES_YAML_ACTIVE};
-use crate::render::{JobRenderer, RenderConfig, RenderError};
+use crate::render::{JobRenderer, RenderError};
 use crate::step::{
     DiscoverError, LoadError, StepKind, StepPlan, StepReport, discover, load_dir, parse_plan,
 };
@@ -9,7 +10,6 @@ use std::fmt::Write as _;
 use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
 
 /// Exit code of invalid steps (the validation report is on stderr).
 const EXIT_INVALID_STEPS: u8 = 2;
@@ -30,58 +30,6 @@ pub struct PlanArgs {
     namespace: String,
     #[command(flatten)]
     render: RenderArgs,
-}
-
-/// The Job settings, shared by every subcommand that renders Jobs.
-#[derive(Debug, Clone, clap::Args)]
-pub struct RenderArgs {
-    /// Directory holding an operator's job.yaml.hbs [default: the built-in template].
-    #[arg(long, value_name = "DIR")]
-    template_dir: Option<PathBuf>,
-    /// The Jobs' backoffLimit.
-    #[arg(long, value_name = "N", default_value_t = RenderConfig::default().backoff_limit,
-          value_parser = clap::value_parser!(i32).range(0..))]
-    backoff_limit: i32,
-    /// The Jobs' ttlSecondsAfterFinished.
-    #[arg(long, value_name = "SECONDS",
-          default_value_t = RenderConfig::default().ttl_seconds_after_finished,
-          value_parser = clap::value_parser!(i32).range(0..))]
-    ttl_seconds: i32,
-    /// A step's deadline unless its PodSpec sets a longer activeDeadlineSeconds, e.g. 15m,
-    /// 1h30m, 900s, PT15M or bare seconds [default: 15m].
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
-    step_deadline: Option<Duration>,
-}
-
-impl RenderArgs {
-    /// The renderer settings these flags ask for.
-    pub fn config(&self) -> RenderConfig {
-        let defaults = RenderConfig::default();
-        RenderConfig {
-            backoff_limit: self.backoff_limit,
-            ttl_seconds_after_finished: self.ttl_seconds,
-            step_deadline: self.step_deadline.unwrap_or(defaults.step_deadline),
-            template_dir: self.template_dir.clone(),
-        }
-    }
-}
-
-/// A positive duration: jiff's friendly (`15m`, `1h 30m`) or ISO 8601 (`PT15M`) form, or bare
-/// seconds.
-fn parse_duration(raw: &str) -> Result<Duration, String> {
-    let raw = raw.trim();
-    let parsed = match raw.parse::<u64>() {
-        Ok(seconds) => Duration::from_secs(seconds),
-        Err(_) => raw
-            .parse::<jiff::SignedDuration>()
-            .map_err(|err| format!("{raw:?} is not a duration such as 15m or 1h30m: {err}"))?
-            .try_into()
-            .map_err(|_| format!("{raw:?} is negative"))?,
-    };
-    if parsed.is_zero() {
-        return Err(format!("{raw:?} is zero: a step needs time to run"));
-    }
-    Ok(parsed)
 }
 
 /// Why `plan` failed.
@@ -145,21 +93,9 @@ fn discover_in_cluster(args: &PlanArgs) -> Result<StepPlan, PlanError> {
         .build()
         .map_err(PlanError::Write)?;
     runtime.block_on(async {
-        let config = match &args.kubeconfig {
-            Some(path) => {
-                let kubeconfig = kube::config::Kubeconfig::read_from(path)
-                    .map_err(|err| PlanError::Connect(format!("{}: {err}", path.display())))?;
-                let options = kube::config::KubeConfigOptions::default();
-                kube::Config::from_custom_kubeconfig(kubeconfig, &options)
-                    .await
-                    .map_err(|err| PlanError::Connect(format!("{}: {err}", path.display())))?
-            }
-            None => kube::Config::infer()
-                .await
-                .map_err(|err| PlanError::Connect(err.to_string()))?,
-        };
-        let client =
-            kube::Client::try_from(config).map_err(|err| PlanError::Connect(err.to_string()))?;
+        let client = connect(args.kubeconfig.as_deref())
+            .await
+            .map_err(PlanError::Connect)?;
         Ok(discover(&client, &args.namespace).await?)
     })
 }
@@ -206,20 +142,4 @@ fn render_plan(
         }
     }
     Ok(out)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn durations_in_friendly_iso_or_seconds() {
-        assert_eq!(parse_duration("15m"), Ok(Duration::from_secs(900)));
-        assert_eq!(parse_duration("1h30m"), Ok(Duration::from_secs(5400)));
-        assert_eq!(parse_duration("PT2M"), Ok(Duration::from_secs(120)));
-        assert_eq!(parse_duration("90"), Ok(Duration::from_secs(90)));
-        for bad in ["", "soon", "-5m", "0s", "0"] {
-            assert!(parse_duration(bad).is_err(), "{bad:?}");
-        }
-    }
 }

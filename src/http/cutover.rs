@@ -155,9 +155,9 @@ pub async fn abort(
     let failed = crate::status::model::get(&data, crate::contract::key::FAILED_STEP).to_owned();
     let row = crate::status::StepRow::read(&data, &failed);
     let is_job_step = match ctx.steps.current() {
-        PlanState::Ready(plan) => plan
-            .iter()
-            .any(|s| s.name.as_str() == failed && matches!(s.kind, crate::step::StepKind::Job { .. })),
+        PlanState::Ready(plan) => plan.iter().any(|s| {
+            s.name.as_str() == failed && matches!(s.kind, crate::step::StepKind::Job { .. })
+        }),
         _ => true,
     };
     if is_job_step && !row.job_name.is_empty() {
@@ -177,7 +177,9 @@ pub async fn status(State(ctx): State<Arc<Context>>) -> Result<Json<StatusBody>,
 /// The status body for `data` with the steps in execution order.
 pub fn body(ctx: &Context, data: &StatusData) -> StatusBody {
     let names = ctx.steps.names();
-    let refs: Option<Vec<&str>> = names.as_ref().map(|n| n.iter().map(String::as_str).collect());
+    let refs: Option<Vec<&str>> = names
+        .as_ref()
+        .map(|n| n.iter().map(String::as_str).collect());
     StatusBody::build(data, refs.as_deref())
 }
 

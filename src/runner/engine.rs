@@ -236,7 +236,9 @@ async fn run_step(
                         rendered.metadata.name = Some(target.to_owned());
                         rendered
                     }
-                    Err(err) => return StepOutcome::Failed(format!("could not render the Job: {err}")),
+                    Err(err) => {
+                        return StepOutcome::Failed(format!("could not render the Job: {err}"));
+                    }
                 };
                 if let Err(reason) = job::ensure(&jobs, &rendered, step_name, resume).await {
                     return StepOutcome::Failed(reason);
@@ -262,7 +264,13 @@ async fn run_step(
         StepKind::DaemonSetWait { daemonset } => {
             let daemonsets: Api<DaemonSet> = Api::namespaced(ctx.client.clone(), ns);
             let (progress, why) = watch::channel(String::new());
-            let work = daemonset::wait(daemonsets, pods, ctx.store.cache().clone(), daemonset, &progress);
+            let work = daemonset::wait(
+                daemonsets,
+                pods,
+                ctx.store.cache().clone(),
+                daemonset,
+                &progress,
+            );
             let limit = deadline.saturating_sub(elapsed);
             tokio::select! {
                 outcome = tokio::time::timeout(limit, work) => outcome.unwrap_or_else(|_| {

@@ -4,8 +4,8 @@
 
 use super::StepOutcome;
 use crate::contract;
-use crate::status::store::{is_status, is_transient};
 use crate::status::store::Backoff;
+use crate::status::store::{is_status, is_transient};
 use futures::StreamExt;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
@@ -36,8 +36,15 @@ pub fn job_state(job: &Job) -> JobState {
         .as_ref()
         .and_then(|s| s.conditions.as_deref())
         .unwrap_or_default();
-    let holds = |t: &str| conditions.iter().find(|c| c.type_ == t && c.status == "True");
-    if holds("Complete").or_else(|| holds("SuccessCriteriaMet")).is_some() {
+    let holds = |t: &str| {
+        conditions
+            .iter()
+            .find(|c| c.type_ == t && c.status == "True")
+    };
+    if holds("Complete")
+        .or_else(|| holds("SuccessCriteriaMet"))
+        .is_some()
+    {
         return JobState::Succeeded;
     }
     match holds("Failed").or_else(|| holds("FailureTarget")) {
@@ -124,9 +131,7 @@ pub async fn follow(jobs: &Api<Job>, pods: &Api<Pod>, name: &str) -> StepOutcome
                 }
             }
             Ok(None) if seen => {
-                return StepOutcome::Failed(format!(
-                    "Job {name} was deleted before it finished"
-                ));
+                return StepOutcome::Failed(format!("Job {name} was deleted before it finished"));
             }
             Ok(None) => {}
             Err(err) => tracing::warn!(job = %name, error = %err, "Job watch error; retrying"),
@@ -216,16 +221,26 @@ mod tests {
     #[test]
     fn terminal_conditions() {
         assert_eq!(job_state(&job(&[])), JobState::Running);
-        assert_eq!(job_state(&job(&[("Complete", "True", "")])), JobState::Succeeded);
         assert_eq!(
-            job_state(&job(&[("SuccessCriteriaMet", "True", "CompletionsReached")])),
+            job_state(&job(&[("Complete", "True", "")])),
+            JobState::Succeeded
+        );
+        assert_eq!(
+            job_state(&job(&[(
+                "SuccessCriteriaMet",
+                "True",
+                "CompletionsReached"
+            )])),
             JobState::Succeeded
         );
         assert!(matches!(
             job_state(&job(&[("FailureTarget", "True", "BackoffLimitExceeded")])),
             JobState::Failed { reason, .. } if reason == "BackoffLimitExceeded"
         ));
-        assert_eq!(job_state(&job(&[("Failed", "False", "x")])), JobState::Running);
+        assert_eq!(
+            job_state(&job(&[("Failed", "False", "x")])),
+            JobState::Running
+        );
     }
 
     #[test]
@@ -234,7 +249,10 @@ mod tests {
             "cutover-harbor-prewarm-a1",
             "BackoffLimitExceeded",
             "Job has reached the specified backoff limit",
-            Some(("cutover-harbor-prewarm-a1-x7k2p".into(), "3 images failed\n".into())),
+            Some((
+                "cutover-harbor-prewarm-a1-x7k2p".into(),
+                "3 images failed\n".into(),
+            )),
         );
         assert_eq!(
             text,

@@ -1,12 +1,12 @@
 //! The engine that runs the steps exactly once: leader election, the pure decision of what
 //! comes next, Job steps and daemonset-wait steps.
 
-pub mod decide;
-pub mod lease;
-pub mod rollout;
 pub mod daemonset;
+pub mod decide;
 pub mod engine;
 pub mod job;
+pub mod lease;
+pub mod rollout;
 
 /// How one attempt of a step ended.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -79,7 +79,11 @@ impl Service {
 
         let mut tasks = JoinSet::new();
         let cm_api: Api<ConfigMap> = Api::namespaced(client.clone(), &ns);
-        tasks.spawn(cache.clone().follow(cm_api, config.status_configmap.clone()));
+        tasks.spawn(
+            cache
+                .clone()
+                .follow(cm_api, config.status_configmap.clone()),
+        );
         let (steps, follow_steps) = StepSource::follow(client.clone(), &ns);
         tasks.spawn(follow_steps);
 
@@ -90,7 +94,11 @@ impl Service {
         };
         let lease_api: Api<Lease> = Api::namespaced(client.clone(), &ns);
         let (leading_tx, leading) = watch::channel(false);
-        tasks.spawn(lease::elect(lease_api.clone(), lease_cfg.clone(), leading_tx));
+        tasks.spawn(lease::elect(
+            lease_api.clone(),
+            lease_cfg.clone(),
+            leading_tx,
+        ));
 
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await

@@ -82,7 +82,9 @@ impl StepSource {
     /// The step names in execution order, when the plan is valid.
     pub fn names(&self) -> Option<Vec<String>> {
         match &*self.rx.borrow() {
-            PlanState::Ready(plan) => Some(plan.iter().map(|s| s.name.as_str().to_owned()).collect()),
+            PlanState::Ready(plan) => {
+                Some(plan.iter().map(|s| s.name.as_str().to_owned()).collect())
+            }
             _ => None,
         }
     }
