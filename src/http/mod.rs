@@ -74,3 +74,6 @@ async fn openapi() -> ([(axum::http::HeaderName, &'static str); 1], &'static str
         OPENAPI,
     )
 }
+
+#[cfg(test)]
+mod spec_tests;
