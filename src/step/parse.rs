@@ -1,5 +1,6 @@
 //! Validation of step ConfigMaps into a [`StepPlan`], reporting every problem at once.
 
+use super::unknown::unknown_fields;
 use super::{Step, StepKind, StepMode, StepName, StepPlan};
 use crate::contract::{
     DATA_POD_SPEC, DATA_STEP_NAME, LABEL_STEP_DAEMONSET, LABEL_STEP_MODE, LABEL_STEP_ORDER,
@@ -276,6 +277,16 @@ fn parse_pod_spec(cm_name: &str, raw: &str, problems: &mut Vec<StepProblem>) -> 
         }
     };
     let before = problems.len();
+    // The value parsed as a PodSpec above, so it parses as plain YAML too.
+    let written = serde_yaml::from_str::<serde_yaml::Value>(raw).unwrap_or_default();
+    let typed = serde_json::to_value(&spec).unwrap_or_default();
+    for path in unknown_fields(&written, &typed) {
+        problems.push(StepProblem::at(
+            cm_name,
+            format!("{field}.{path}"),
+            "unknown field: a PodSpec has no such field, so it would be dropped (misspelt?)",
+        ));
+    }
     if spec.containers.is_empty() {
         problems.push(StepProblem::at(
             cm_name,
@@ -585,6 +596,21 @@ data:
         let p = problems(&[c, wrong_type]);
         assert!(has(&p, "cm-a", "data.podSpec", "line 3 column"), "{p:#?}");
         assert!(has(&p, "cm-b", "data.podSpec", "line 4 column"), "{p:#?}");
+    }
+
+    #[test]
+    fn unknown_pod_spec_fields_are_reported() {
+        let mut c = job_cm("cm-a", "1", "a");
+        let spec = "restartPolicyy: Always\ncontainers:\n- name: main\n  image: alpine\n";
+        c.data
+            .as_mut()
+            .unwrap()
+            .insert(DATA_POD_SPEC.into(), spec.into());
+        let p = problems(&[c]);
+        assert!(
+            has(&p, "cm-a", "data.podSpec.restartPolicyy", "unknown field"),
+            "{p:#?}"
+        );
     }
 
     #[test]
