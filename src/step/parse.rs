@@ -371,12 +371,15 @@ pub(super) fn label_field(key: &str) -> String {
     format!("metadata.labels[\"{key}\"]")
 }
 
+/// The other ConfigMaps of a duplicate group, for a message; a ConfigMap given twice (the
+/// same manifest in two files) is its own duplicate.
 fn others(cms: &[String], me: &str) -> String {
-    cms.iter()
-        .filter(|c| c.as_str() != me)
-        .cloned()
-        .collect::<Vec<_>>()
-        .join(", ")
+    let others: Vec<_> = cms.iter().filter(|c| c.as_str() != me).cloned().collect();
+    if others.is_empty() {
+        format!("another ConfigMap named {me} (given twice)")
+    } else {
+        others.join(", ")
+    }
 }
 
 #[cfg(test)]
@@ -509,6 +512,15 @@ data:
         let p = problems(&[job_cm("cm-a", "1", "a"), job_cm("cm-b", "1", "b")]);
         assert!(has(&p, "cm-a", &field, "also used by cm-b"), "{p:#?}");
         assert!(has(&p, "cm-b", &field, "also used by cm-a"), "{p:#?}");
+    }
+
+    #[test]
+    fn the_same_configmap_twice() {
+        let p = problems(&[job_cm("cm-a", "1", "a"), job_cm("cm-a", "1", "a")]);
+        assert!(
+            has(&p, "cm-a", "data.stepName", "another ConfigMap named cm-a"),
+            "{p:#?}"
+        );
     }
 
     #[test]
