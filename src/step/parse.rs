@@ -44,11 +44,23 @@ impl fmt::Display for StepProblem {
     }
 }
 
+/// The plan-wide problem of a namespace without step ConfigMaps.
+const NO_STEPS: &str = "no step ConfigMaps found: a cutover needs at least one step";
+
 /// Every problem found in a set of step ConfigMaps; never empty.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub struct StepReport {
     /// The problems, plan-wide ones first, then by ConfigMap name.
     pub problems: Vec<StepProblem>,
+}
+
+impl StepReport {
+    /// Whether the report says there are no steps at all (as opposed to invalid ones).
+    pub fn found_no_steps(&self) -> bool {
+        self.problems
+            .iter()
+            .any(|p| p.configmap.is_none() && p.field.is_none() && p.message == NO_STEPS)
+    }
 }
 
 impl fmt::Display for StepReport {
@@ -93,7 +105,7 @@ pub(super) fn parse_steps(configmaps: &[ConfigMap]) -> (Vec<Step>, Vec<StepProbl
         problems.push(StepProblem {
             configmap: None,
             field: None,
-            message: "no step ConfigMaps found: a cutover needs at least one step".to_owned(),
+            message: NO_STEPS.to_owned(),
         });
     }
     let mut steps = Vec::new();
