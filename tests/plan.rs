@@ -189,3 +189,45 @@ fn an_empty_directory_is_no_steps_and_a_missing_one_an_error() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read"));
 }
+
+#[test]
+fn an_operator_template_is_used_and_a_broken_one_refused() {
+    let dir = TempDir::new();
+    dir.write("steps/01.yaml", &job_step(1, "gitea-mirror", ""));
+    let builtin = include_str!("../templates/job.yaml.hbs");
+    dir.write(
+        "tpl/job.yaml.hbs",
+        &builtin.replace("backoffLimit: {{json backoffLimit}}", "backoffLimit: 0"),
+    );
+    dir.write(
+        "bad/job.yaml.hbs",
+        &builtin.replace("{{json podSpec}}", "{{json podSpecc}}"),
+    );
+    let steps = dir.0.join("steps");
+
+    let tpl = dir.0.join("tpl");
+    let out = plan(&steps, &["--template-dir", tpl.to_str().unwrap()], &[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        parse_jobs(&out.stdout)[0]
+            .spec
+            .as_ref()
+            .unwrap()
+            .backoff_limit,
+        Some(0)
+    );
+
+    let bad = dir.0.join("bad");
+    let out = plan(&steps, &["--template-dir", bad.to_str().unwrap()], &[]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("bad/job.yaml.hbs") && stderr.contains("podSpecc"),
+        "{stderr}"
+    );
+    assert!(out.stdout.is_empty());
+}

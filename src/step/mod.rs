@@ -9,6 +9,7 @@ mod load;
 mod model;
 mod name;
 mod parse;
+mod unknown;
 
 pub use discover::{DiscoverError, discover};
 pub use load::{LoadError, load_dir};

@@ -1,5 +1,6 @@
 //! Validation of step ConfigMaps into a [`StepPlan`], reporting every problem at once.
 
+use super::unknown::unknown_fields;
 use super::{Step, StepKind, StepMode, StepName, StepPlan};
 use crate::contract::{
     DATA_POD_SPEC, DATA_STEP_NAME, LABEL_STEP_DAEMONSET, LABEL_STEP_MODE, LABEL_STEP_ORDER,
@@ -288,6 +289,16 @@ fn parse_pod_spec(cm_name: &str, raw: &str, problems: &mut Vec<StepProblem>) -> 
         }
     };
     let before = problems.len();
+    // The value parsed as a PodSpec above, so it parses as plain YAML too.
+    let written = serde_yaml::from_str::<serde_yaml::Value>(raw).unwrap_or_default();
+    let typed = serde_json::to_value(&spec).unwrap_or_default();
+    for path in unknown_fields(&written, &typed) {
+        problems.push(StepProblem::at(
+            cm_name,
+            format!("{field}.{path}"),
+            "unknown field: a PodSpec has no such field, so it would be dropped (misspelt?)",
+        ));
+    }
     if spec.containers.is_empty() {
         problems.push(StepProblem::at(
             cm_name,
@@ -372,12 +383,15 @@ pub(super) fn label_field(key: &str) -> String {
     format!("metadata.labels[\"{key}\"]")
 }
 
+/// The other ConfigMaps of a duplicate group, for a message; a ConfigMap given twice (the
+/// same manifest in two files) is its own duplicate.
 fn others(cms: &[String], me: &str) -> String {
-    cms.iter()
-        .filter(|c| c.as_str() != me)
-        .cloned()
-        .collect::<Vec<_>>()
-        .join(", ")
+    let others: Vec<_> = cms.iter().filter(|c| c.as_str() != me).cloned().collect();
+    if others.is_empty() {
+        format!("another ConfigMap named {me} (given twice)")
+    } else {
+        others.join(", ")
+    }
 }
 
 #[cfg(test)]
@@ -513,6 +527,15 @@ data:
     }
 
     #[test]
+    fn the_same_configmap_twice() {
+        let p = problems(&[job_cm("cm-a", "1", "a"), job_cm("cm-a", "1", "a")]);
+        assert!(
+            has(&p, "cm-a", "data.stepName", "another ConfigMap named cm-a"),
+            "{p:#?}"
+        );
+    }
+
+    #[test]
     fn unknown_mode() {
         let mut c = job_cm("cm-a", "1", "a");
         c.metadata
@@ -597,6 +620,21 @@ data:
         let p = problems(&[c, wrong_type]);
         assert!(has(&p, "cm-a", "data.podSpec", "line 3 column"), "{p:#?}");
         assert!(has(&p, "cm-b", "data.podSpec", "line 4 column"), "{p:#?}");
+    }
+
+    #[test]
+    fn unknown_pod_spec_fields_are_reported() {
+        let mut c = job_cm("cm-a", "1", "a");
+        let spec = "restartPolicyy: Always\ncontainers:\n- name: main\n  image: alpine\n";
+        c.data
+            .as_mut()
+            .unwrap()
+            .insert(DATA_POD_SPEC.into(), spec.into());
+        let p = problems(&[c]);
+        assert!(
+            has(&p, "cm-a", "data.podSpec.restartPolicyy", "unknown field"),
+            "{p:#?}"
+        );
     }
 
     #[test]
