@@ -63,6 +63,11 @@ pub fn parse_duration(raw: &str) -> Result<Duration, String> {
 /// A client for the cluster of `kubeconfig`, or of the inferred configuration ($KUBECONFIG,
 /// ~/.kube/config or the in-cluster service account).
 pub async fn connect(kubeconfig: Option<&Path>) -> Result<kube::Client, String> {
+    kube::Client::try_from(kube_config(kubeconfig).await?).map_err(|err| err.to_string())
+}
+
+/// The client configuration of `kubeconfig`, or the inferred one.
+pub async fn kube_config(kubeconfig: Option<&Path>) -> Result<kube::Config, String> {
     let config = match kubeconfig {
         Some(path) => {
             let kubeconfig = kube::config::Kubeconfig::read_from(path)
@@ -74,7 +79,7 @@ pub async fn connect(kubeconfig: Option<&Path>) -> Result<kube::Client, String> 
         }
         None => kube::Config::infer().await.map_err(|err| err.to_string())?,
     };
-    kube::Client::try_from(config).map_err(|err| err.to_string())
+    Ok(config)
 }
 
 /// Where the service's objects live, shared by `serve` and `migrate`.

@@ -1,6 +1,6 @@
 //! `catalyst-cutover serve`: one replica of the service, until SIGTERM or Ctrl-C.
 
-use super::args::{RenderArgs, TargetArgs, connect, parse_duration, runtime, shutdown_signal};
+use super::args::{RenderArgs, TargetArgs, kube_config, parse_duration, runtime, shutdown_signal};
 use crate::service::{Service, ServiceConfig};
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -52,8 +52,8 @@ impl ServeArgs {
 pub fn run(args: ServeArgs) -> ExitCode {
     let result = runtime().map_err(|e| e.to_string()).and_then(|rt| {
         rt.block_on(async {
-            let client = connect(args.target.kubeconfig.as_deref()).await?;
-            let service = Service::start(client, args.config())
+            let kube_config = kube_config(args.target.kubeconfig.as_deref()).await?;
+            let service = Service::start(kube_config, args.config())
                 .await
                 .map_err(|e| e.to_string())?;
             shutdown_signal().await;

@@ -22,6 +22,9 @@ pub enum StartError {
     /// A migration file is broken (a build defect).
     #[error(transparent)]
     Migration(#[from] &'static crate::migrate::MigrationError),
+    /// The Kubernetes client cannot be built from the configuration.
+    #[error("cannot build the Kubernetes client: {0}")]
+    Client(#[source] kube::Error),
     /// The status ConfigMap cannot be read, created or migrated.
     #[error("cannot prepare the status ConfigMap: {0}")]
     Status(#[from] StoreError),
@@ -66,8 +69,12 @@ pub async fn migrate(store: &StatusStore) -> Result<Vec<u32>, StartError> {
 }
 
 impl Service {
-    /// Starts a replica against the API server `client` talks to.
-    pub async fn start(client: kube::Client, config: ServiceConfig) -> Result<Service, StartError> {
+    /// Starts a replica against the API server `kube_config` points at.
+    pub async fn start(
+        kube_config: kube::Config,
+        config: ServiceConfig,
+    ) -> Result<Service, StartError> {
+        let client = kube::Client::try_from(kube_config).map_err(StartError::Client)?;
         let renderer = JobRenderer::new(config.render.clone())?;
         let ns = config.namespace.clone();
         let cache = StatusCache::new();
