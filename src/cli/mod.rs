@@ -1,5 +1,7 @@
 //! The `catalyst-cutover` command line: one module per subcommand.
 
+mod sandbox;
+
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
@@ -12,11 +14,16 @@ pub struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
-enum Command {}
+enum Command {
+    /// Run the embedded Kubernetes API server until interrupted.
+    Sandbox(sandbox::SandboxArgs),
+}
 
 /// Parses the command line, runs the subcommand and maps its outcome to an exit code.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     crate::telemetry::init();
-    match cli.command {}
+    match cli.command {
+        Command::Sandbox(args) => sandbox::main(args),
+    }
 }
