@@ -5,6 +5,7 @@ use super::discovery;
 use super::errors::ApiError;
 use super::kinds::KindInfo;
 use super::meta::{self, Part};
+use super::openapi;
 use super::patch::{self, PatchType};
 use super::route::{self, ResourcePath, Target};
 use super::selectors::{FieldSelector, LabelSelector, Selectors};
@@ -82,7 +83,9 @@ fn dispatch(
         Target::Group(g) => found(discovery::group(registry, &g)),
         Target::GroupVersion(g, v) => found(discovery::resources(registry, &g, &v)),
         Target::Health => Ok((StatusCode::OK, "ok").into_response()),
-        Target::OpenApi | Target::Unknown => Err(ApiError::no_route()),
+        Target::OpenApiIndex => found(Some(openapi::index(registry))),
+        Target::OpenApiGroupVersion(gv) => found(openapi::group_version(registry, &gv)),
+        Target::Unknown => Err(ApiError::no_route()),
         Target::Resource(rp) => {
             let kind = registry
                 .lookup(&rp.group, &rp.version, &rp.plural)
@@ -102,7 +105,18 @@ fn dry_run(params: &Params) -> Result<bool, ApiError> {
     }
 }
 
-fn parse_body(body: &[u8]) -> Result<Value, ApiError> {
+/// Decodes a JSON (or YAML) request body; protobuf is refused with 415, as the sandbox does
+/// not carry the protobuf schemas (kubectl's typed `create <kind>` helpers send protobuf).
+fn parse_body(headers: &HeaderMap, body: &[u8]) -> Result<Value, ApiError> {
+    let ct = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    if ct.starts_with("application/vnd.kubernetes.protobuf") || ct.starts_with("application/cbor") {
+        return Err(ApiError::unsupported_media_type(format!(
+            "the catalyst-cutover sandbox accepts JSON or YAML request bodies, not {ct}; use `kubectl apply -f` or `kubectl create -f` with a manifest"
+        )));
+    }
     serde_json::from_slice(body)
         .or_else(|_| serde_yaml::from_slice(body))
         .map_err(|e| {
@@ -169,11 +183,18 @@ fn resource(
             if kind.namespaced && ns.is_none() {
                 return Err(ApiError::no_route());
             }
-            let obj = store.create(kind, ns, parse_body(&body)?, dry_run(params)?)?;
+            let obj = store.create(kind, ns, parse_body(headers, &body)?, dry_run(params)?)?;
             Ok(object_response(StatusCode::CREATED, &obj))
         }
         (Method::PUT, Some(name)) => {
-            let obj = store.update(kind, ns, name, parse_body(&body)?, part, dry_run(params)?)?;
+            let obj = store.update(
+                kind,
+                ns,
+                name,
+                parse_body(headers, &body)?,
+                part,
+                dry_run(params)?,
+            )?;
             Ok(object_response(StatusCode::OK, &obj))
         }
         (Method::PATCH, Some(name)) => {
@@ -188,7 +209,7 @@ fn resource(
             Ok(object_response(StatusCode::OK, &obj))
         }
         (Method::DELETE, Some(name)) if part == Part::Main => {
-            let opts = delete_options(params, &body)?;
+            let opts = delete_options(params, headers, &body)?;
             match store.delete(kind, ns, name, &opts)? {
                 Deleted::Pending(obj) => Ok(object_response(StatusCode::OK, &obj)),
                 Deleted::Gone(obj) if kind.custom => Ok(object_response(StatusCode::OK, &obj)),
@@ -197,7 +218,7 @@ fn resource(
                 }
             }
         }
-        (Method::DELETE, None) => delete_collection(store, kind, ns, params, &body),
+        (Method::DELETE, None) => delete_collection(store, kind, ns, params, headers, &body),
         (verb, _) => Err(ApiError::method_not_supported(kind, verb.as_str())),
     }
 }
@@ -216,11 +237,15 @@ fn success_status(kind: &KindInfo, obj: &Value) -> Value {
     json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "details": details})
 }
 
-fn delete_options(params: &Params, body: &[u8]) -> Result<DeleteOptions, ApiError> {
+fn delete_options(
+    params: &Params,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<DeleteOptions, ApiError> {
     let body: Value = if body.iter().all(u8::is_ascii_whitespace) {
         json!({})
     } else {
-        parse_body(body)?
+        parse_body(headers, body)?
     };
     let propagation = match body
         .get("propagationPolicy")
@@ -306,9 +331,10 @@ fn delete_collection(
     kind: &Arc<KindInfo>,
     ns: Option<&str>,
     params: &Params,
+    headers: &HeaderMap,
     body: &[u8],
 ) -> Result<Response, ApiError> {
-    let opts = delete_options(params, body)?;
+    let opts = delete_options(params, headers, body)?;
     let page = store.list(kind, ns, &list_options(kind, params)?)?;
     let mut deleted = Vec::new();
     for item in &page.items {

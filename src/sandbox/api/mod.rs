@@ -9,6 +9,7 @@ mod history;
 mod kinds;
 mod kubeconfig;
 mod meta;
+mod openapi;
 mod patch;
 mod route;
 mod selectors;

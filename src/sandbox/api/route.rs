@@ -32,8 +32,10 @@ pub enum Target {
     Group(String),
     /// `/api/v1` or `/apis/<group>/<version>`
     GroupVersion(String, String),
-    /// `/openapi/v2` or `/openapi/v3...`
-    OpenApi,
+    /// `/openapi/v3`
+    OpenApiIndex,
+    /// `/openapi/v3/<api/v1 | apis/group/version>`
+    OpenApiGroupVersion(String),
     /// `/healthz`, `/livez`, `/readyz`
     Health,
     /// A resource.
@@ -55,7 +57,8 @@ pub fn resolve(path: &str) -> Target {
     match parts.as_slice() {
         ["version"] => Target::Version,
         ["healthz" | "livez" | "readyz", ..] => Target::Health,
-        ["openapi", ..] => Target::OpenApi,
+        ["openapi", "v3"] => Target::OpenApiIndex,
+        ["openapi", "v3", gv @ ..] => Target::OpenApiGroupVersion(gv.join("/")),
         ["api"] => Target::CoreVersions,
         ["api", v] => Target::GroupVersion(String::new(), v.to_string()),
         ["api", v, rest @ ..] => resource("", v, rest),
@@ -133,5 +136,10 @@ mod tests {
         );
         assert_eq!(resolve("/api"), Target::CoreVersions);
         assert_eq!(resolve("/foo"), Target::Unknown);
+        assert_eq!(resolve("/openapi/v2"), Target::Unknown);
+        assert_eq!(
+            resolve("/openapi/v3/apis/batch/v1"),
+            Target::OpenApiGroupVersion("apis/batch/v1".into())
+        );
     }
 }
