@@ -3,6 +3,7 @@
 mod args;
 mod migrate;
 mod plan;
+mod sandbox;
 mod serve;
 
 use clap::{Parser, Subcommand};
@@ -24,6 +25,8 @@ enum Command {
     Serve(serve::ServeArgs),
     /// Bring the status ConfigMap to the latest schema version.
     Migrate(migrate::MigrateArgs),
+    /// Run the embedded Kubernetes API server until interrupted.
+    Sandbox(sandbox::SandboxArgs),
 }
 
 /// Parses the command line, runs the subcommand and maps its outcome to an exit code.
@@ -34,5 +37,6 @@ pub fn main() -> ExitCode {
         Command::Plan(args) => plan::run(args),
         Command::Serve(args) => serve::run(args),
         Command::Migrate(args) => migrate::run(args),
+        Command::Sandbox(args) => sandbox::main(args),
     }
 }
