@@ -71,6 +71,11 @@ impl StepSource {
         (StepSource { rx }, driver)
     }
 
+    /// A receiver woken on every change of the plan.
+    pub fn subscribe(&self) -> watch::Receiver<PlanState> {
+        self.rx.clone()
+    }
+
     /// The latest state.
     pub fn current(&self) -> PlanState {
         self.rx.borrow().clone()
