@@ -470,3 +470,451 @@ async fn discovery_lists_the_kinds_in_use() {
     assert_eq!(version.major, "1");
     tc.cleanup().await;
 }
+
+fn dyn_api(
+    tc: &TestCluster,
+    kind: &str,
+    api_version: &str,
+    plural: &str,
+) -> Api<kube::api::DynamicObject> {
+    let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
+    let gvk = kube::api::GroupVersionKind::gvk(group, version, kind);
+    let ar = kube::api::ApiResource::from_gvk_with_plural(&gvk, plural);
+    Api::namespaced_with(tc.client(), tc.namespace(), &ar)
+}
+
+/// `/status` changes only status and main writes leave status alone (job strategy
+/// PrepareForUpdate / jobStatusStrategy); a new Job starts with an empty status.
+#[tokio::test]
+async fn status_subresource_is_separate_from_the_main_resource() {
+    let tc = TestCluster::start().await;
+    let api: Api<Job> = Api::namespaced(tc.client(), tc.namespace());
+    let mut j = job("s", "Never");
+    j.spec.as_mut().unwrap().suspend = Some(true);
+    j.status = Some(serde_json::from_value(json!({"active": 5})).unwrap());
+    let created = api.create(&PostParams::default(), &j).await.unwrap();
+    assert_eq!(
+        created.status.and_then(|s| s.active),
+        None,
+        "status is dropped on create"
+    );
+
+    let via_status = api
+        .patch_status(
+            "s",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"parallelism": 7}, "status": {"failed": 2}})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(via_status.status.unwrap().failed, Some(2));
+    assert_eq!(
+        via_status.spec.unwrap().parallelism,
+        Some(1),
+        "status writes ignore spec"
+    );
+
+    let via_main = api
+        .patch(
+            "s",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {"failed": 9}, "metadata": {"labels": {"a": "b"}}})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        via_main.status.unwrap().failed,
+        Some(2),
+        "main writes ignore status"
+    );
+    tc.cleanup().await;
+}
+
+/// Strategic merge patch merges containers by name and env by name
+/// (k8s.io/api core/v1 patchMergeKey tags).
+#[tokio::test]
+async fn strategic_merge_patch_merges_lists_by_key() {
+    let tc = TestCluster::start().await;
+    let api: Api<Job> = Api::namespaced(tc.client(), tc.namespace());
+    let mut j = job("smp", "Never");
+    j.spec.as_mut().unwrap().suspend = Some(true);
+    api.create(&PostParams::default(), &j).await.unwrap();
+    let patched = api
+        .patch(
+            "smp",
+            &PatchParams::default(),
+            &Patch::Strategic(
+                json!({"metadata": {"labels": {"x": "1"}, "finalizers": ["example.com/keep"]}}),
+            ),
+        )
+        .await
+        .unwrap();
+    assert_eq!(patched.metadata.labels.unwrap()["x"], "1");
+    let patched = api
+        .patch(
+            "smp",
+            &PatchParams::default(),
+            &Patch::Strategic(
+                json!({"metadata": {"$deleteFromPrimitiveList/finalizers": ["example.com/keep"]}}),
+            ),
+        )
+        .await
+        .unwrap();
+    assert!(patched.metadata.finalizers.unwrap_or_default().is_empty());
+    tc.cleanup().await;
+}
+
+/// Pods: SMP on containers keyed by name (the list keeps the untouched container).
+#[tokio::test]
+async fn strategic_merge_patch_on_pod_containers() {
+    let tc = TestCluster::start().await;
+    let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(tc.client(), tc.namespace());
+    let pod = serde_json::from_value(json!({
+        "metadata": {"name": "p"},
+        "spec": {"containers": [
+            {"name": "a", "image": "busybox:1.36", "env": [{"name": "X", "value": "1"}]},
+            {"name": "b", "image": "busybox:1.36"}
+        ]}
+    }))
+    .unwrap();
+    pods.create(&PostParams::default(), &pod).await.unwrap();
+    let patched = pods
+        .patch(
+            "p",
+            &PatchParams::default(),
+            &Patch::Strategic(json!({"metadata": {"annotations": {"note": "hi"}}})),
+        )
+        .await
+        .unwrap();
+    let containers = patched.spec.unwrap().containers;
+    assert_eq!(containers.len(), 2);
+    assert_eq!(patched.metadata.annotations.unwrap()["note"], "hi");
+    tc.cleanup().await;
+}
+
+/// dryRun=All answers as a create would and stores nothing.
+#[tokio::test]
+async fn dry_run_stores_nothing() {
+    let tc = TestCluster::start().await;
+    let api: Api<ConfigMap> = Api::namespaced(tc.client(), tc.namespace());
+    let pp = PostParams {
+        dry_run: true,
+        ..Default::default()
+    };
+    let answered = api
+        .create(&pp, &cm("dry", json!({}), json!({"a": "1"})))
+        .await
+        .unwrap();
+    assert_eq!(answered.metadata.name.as_deref(), Some("dry"));
+    assert_eq!(status_of(api.get("dry").await.unwrap_err()).code, 404);
+    tc.cleanup().await;
+}
+
+fn owned_cm(name: &str, owner: &Job) -> ConfigMap {
+    serde_json::from_value(json!({
+        "metadata": {"name": name, "ownerReferences": [{
+            "apiVersion": "batch/v1", "kind": "Job",
+            "name": owner.metadata.name, "uid": owner.metadata.uid
+        }]}
+    }))
+    .unwrap()
+}
+
+/// Garbage collection (https://kubernetes.io/docs/concepts/architecture/garbage-collection/):
+/// Background deletes dependents; a batch/v1 Job deleted without a policy orphans them
+/// (job strategy DefaultGarbageCollectionPolicy = OrphanDependents), removing the ownerReference.
+#[tokio::test]
+async fn garbage_collection_follows_propagation_policy() {
+    let tc = TestCluster::start().await;
+    let jobs: Api<Job> = Api::namespaced(tc.client(), tc.namespace());
+    let cms: Api<ConfigMap> = Api::namespaced(tc.client(), tc.namespace());
+    let mut j = job("owner-bg", "Never");
+    j.spec.as_mut().unwrap().suspend = Some(true);
+    let bg = jobs.create(&PostParams::default(), &j).await.unwrap();
+    let dep = cms
+        .create(&PostParams::default(), &owned_cm("dep-bg", &bg))
+        .await
+        .unwrap();
+    jobs.delete("owner-bg", &DeleteParams::background())
+        .await
+        .unwrap();
+    let dep_uid = dep.metadata.uid.unwrap();
+    tokio::time::timeout(
+        Duration::from_secs(120),
+        kube::runtime::wait::await_condition(
+            cms.clone(),
+            "dep-bg",
+            kube::runtime::wait::conditions::is_deleted(&dep_uid),
+        ),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+
+    let mut j = job("owner-orphan", "Never");
+    j.spec.as_mut().unwrap().suspend = Some(true);
+    let orphaner = jobs.create(&PostParams::default(), &j).await.unwrap();
+    cms.create(&PostParams::default(), &owned_cm("dep-orphan", &orphaner))
+        .await
+        .unwrap();
+    jobs.delete("owner-orphan", &DeleteParams::default())
+        .await
+        .unwrap();
+    let orphaned = tokio::time::timeout(
+        Duration::from_secs(120),
+        kube::runtime::wait::await_condition(cms.clone(), "dep-orphan", |c: Option<&ConfigMap>| {
+            c.is_some_and(|c| {
+                c.metadata
+                    .owner_references
+                    .as_ref()
+                    .is_none_or(|r| r.is_empty())
+            })
+        }),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    assert!(orphaned.is_some(), "the orphan survives its owner");
+    tc.cleanup().await;
+}
+
+/// Finalizers hold a deleted object with a deletionTimestamp until the last one is removed.
+#[tokio::test]
+async fn finalizers_delay_deletion() {
+    let tc = TestCluster::start().await;
+    let api: Api<ConfigMap> = Api::namespaced(tc.client(), tc.namespace());
+    let mut c = cm("fin", json!({}), json!({}));
+    c.metadata.finalizers = Some(vec!["example.com/hold".into()]);
+    api.create(&PostParams::default(), &c).await.unwrap();
+    api.delete("fin", &DeleteParams::default()).await.unwrap();
+    let held = api.get("fin").await.unwrap();
+    assert!(held.metadata.deletion_timestamp.is_some());
+    api.patch(
+        "fin",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"finalizers": null}})),
+    )
+    .await
+    .unwrap();
+    assert_eq!(status_of(api.get("fin").await.unwrap_err()).code, 404);
+    tc.cleanup().await;
+}
+
+fn invalid(err: kube::Error) -> (String, Vec<(String, String, String)>) {
+    let s = status_of(err);
+    assert_eq!(
+        (s.code, s.reason.as_str()),
+        (422, "Invalid"),
+        "{}",
+        s.message
+    );
+    let causes = s
+        .details
+        .unwrap()
+        .causes
+        .into_iter()
+        .map(|c| (c.reason, c.field, c.message))
+        .collect();
+    (s.message, causes)
+}
+
+/// Validation messages from k8s.io/apimachinery/pkg/util/validation (IsDNS1123Subdomain,
+/// IsQualifiedName, IsValidLabelValue, IsConfigMapKey) and pkg/apis/batch/validation.
+#[tokio::test]
+async fn validation_answers_422_with_causes() {
+    let tc = TestCluster::start().await;
+    let cms: Api<ConfigMap> = Api::namespaced(tc.client(), tc.namespace());
+    let (message, causes) = invalid(
+        cms.create(
+            &PostParams::default(),
+            &cm("Bad_Name", json!({}), json!({})),
+        )
+        .await
+        .unwrap_err(),
+    );
+    assert!(message.starts_with("ConfigMap \"Bad_Name\" is invalid: metadata.name: Invalid value: \"Bad_Name\": a lowercase RFC 1123 subdomain"), "{message}");
+    assert_eq!(
+        (causes[0].0.as_str(), causes[0].1.as_str()),
+        ("FieldValueInvalid", "metadata.name")
+    );
+
+    let (_, causes) = invalid(
+        cms.create(
+            &PostParams::default(),
+            &cm("l", json!({"bad key": "-v"}), json!({})),
+        )
+        .await
+        .unwrap_err(),
+    );
+    assert_eq!(causes.len(), 2);
+    assert!(causes.iter().all(|c| c.1 == "metadata.labels"));
+
+    let (_, causes) = invalid(
+        cms.create(
+            &PostParams::default(),
+            &cm("k", json!({}), json!({"a/b": "x"})),
+        )
+        .await
+        .unwrap_err(),
+    );
+    assert_eq!(causes[0].1, "data[a/b]");
+    assert!(
+        causes[0]
+            .2
+            .contains("a valid config key must consist of alphanumeric characters")
+    );
+
+    let big = "x".repeat(1024 * 1024 + 1);
+    let (_, causes) = invalid(
+        cms.create(
+            &PostParams::default(),
+            &cm("big", json!({}), json!({"big": big})),
+        )
+        .await
+        .unwrap_err(),
+    );
+    assert_eq!(causes[0].0, "FieldValueTooLong");
+
+    let jobs: Api<Job> = Api::namespaced(tc.client(), tc.namespace());
+    let (message, causes) = invalid(
+        jobs.create(&PostParams::default(), &job("always", "Always"))
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(
+        message,
+        "Job.batch \"always\" is invalid: spec.template.spec.restartPolicy: Unsupported value: \"Always\": supported values: \"OnFailure\", \"Never\""
+    );
+    assert_eq!(causes[0].0, "FieldValueNotSupported");
+
+    let mut empty = job("empty", "Never");
+    empty
+        .spec
+        .as_mut()
+        .unwrap()
+        .template
+        .spec
+        .as_mut()
+        .unwrap()
+        .containers
+        .clear();
+    let (_, causes) = invalid(
+        jobs.create(&PostParams::default(), &empty)
+            .await
+            .unwrap_err(),
+    );
+    assert!(
+        causes
+            .iter()
+            .any(|c| c.0 == "FieldValueRequired" && c.1 == "spec.template.spec.containers")
+    );
+
+    let mut j = job("immutable", "Never");
+    j.spec.as_mut().unwrap().suspend = Some(true);
+    jobs.create(&PostParams::default(), &j).await.unwrap();
+    let change = json!({"spec": {"template": {"spec": {"containers": [{"name": "main", "image": "busybox:1.37"}]}}}});
+    let (_, causes) = invalid(
+        jobs.patch(
+            "immutable",
+            &PatchParams::default(),
+            &Patch::Strategic(change),
+        )
+        .await
+        .unwrap_err(),
+    );
+    assert!(
+        causes
+            .iter()
+            .any(|c| c.1 == "spec.template" && c.2.ends_with("field is immutable"))
+    );
+
+    let nss: Api<Namespace> = Api::all(tc.client());
+    let dotted: Namespace = serde_json::from_value(json!({"metadata": {"name": "a.b"}})).unwrap();
+    let (_, causes) = invalid(
+        nss.create(&PostParams::default(), &dotted)
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(causes[0].1, "metadata.name");
+    tc.cleanup().await;
+}
+
+/// Sandbox-only behaviours: pod logs come from the simulator's annotation; server-side apply
+/// and strategic merge patch on custom resources are refused with 415.
+#[tokio::test]
+async fn sandbox_logs_and_refused_patch_types() {
+    let tc = TestCluster::start().await;
+    if tc.sandbox().is_none() {
+        eprintln!("skipped: sandbox-only behaviour");
+        return;
+    }
+    let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(tc.client(), tc.namespace());
+    let pod = serde_json::from_value(json!({
+        "metadata": {"name": "logger", "annotations": {catalyst_cutover::sandbox::api::LOG_ANNOTATION: "line 1\nline 2\n"}},
+        "spec": {"containers": [{"name": "a", "image": "busybox:1.36"}]}
+    }))
+    .unwrap();
+    pods.create(&PostParams::default(), &pod).await.unwrap();
+    let log = pods.logs("logger", &Default::default()).await.unwrap();
+    assert_eq!(log, "line 1\nline 2\n");
+    assert_eq!(
+        status_of(pods.logs("nope", &Default::default()).await.unwrap_err()).code,
+        404
+    );
+
+    let ssa = pods
+        .patch(
+            "logger",
+            &PatchParams::apply("test"),
+            &Patch::Apply(json!({"apiVersion": "v1", "kind": "Pod"})),
+        )
+        .await
+        .unwrap_err();
+    let ssa = status_of(ssa);
+    assert_eq!(
+        (ssa.code, ssa.reason.as_str()),
+        (415, "UnsupportedMediaType")
+    );
+    assert!(
+        ssa.message
+            .contains("not supported by the catalyst-cutover sandbox")
+    );
+
+    let hr = dyn_api(
+        &tc,
+        "HelmRelease",
+        "helm.toolkit.fluxcd.io/v2",
+        "helmreleases",
+    );
+    let obj: kube::api::DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "helm.toolkit.fluxcd.io/v2", "kind": "HelmRelease",
+        "metadata": {"name": "r"}, "spec": {"interval": "1m"}, "status": {"x": 1}
+    }))
+    .unwrap();
+    let created = hr.create(&PostParams::default(), &obj).await.unwrap();
+    assert_eq!(created.metadata.generation, Some(1));
+    assert!(
+        created.data.get("status").is_none(),
+        "custom resource status is dropped on create"
+    );
+    let smp = status_of(
+        hr.patch(
+            "r",
+            &PatchParams::default(),
+            &Patch::Strategic(json!({"spec": {"interval": "2m"}})),
+        )
+        .await
+        .unwrap_err(),
+    );
+    assert_eq!(smp.code, 415);
+    let merged = hr
+        .patch(
+            "r",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"interval": "2m"}})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(merged.metadata.generation, Some(2));
+    tc.cleanup().await;
+}

@@ -24,7 +24,10 @@ pub fn dns1123_label(s: &str) -> Vec<String> {
     if s.len() > 63 {
         out.push("must be no more than 63 characters".to_string());
     }
-    if !is_label(s) {
+    if !is_label(s) && s.split('.').all(is_label) {
+        // A valid subdomain that is not a label: the dots are the problem.
+        out.push("must not contain dots".to_string());
+    } else if !is_label(s) {
         out.push(format!(
             "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character (e.g. 'my-name',  or '123-abc', regex used for validation is '{DNS1123_LABEL_FMT}')"
         ));
@@ -76,6 +79,8 @@ const LABEL_VALUE_FMT: &str = "(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?";
 const CONFIG_KEY_FMT: &str = "[-._a-zA-Z0-9]+";
 /// ConfigMaps and Secrets may not hold more than 1 MiB (core.MaxSecretSize).
 pub const MAX_CONFIGMAP_BYTES: usize = 1024 * 1024;
+/// Annotations of one object may not exceed 256 KiB (TotalAnnotationSizeLimitB).
+pub const MAX_ANNOTATION_BYTES: usize = 256 * 1024;
 
 fn is_qualified_part(s: &str) -> bool {
     let b = s.as_bytes();
@@ -150,6 +155,27 @@ fn validate_labels(labels: Option<&Value>, field: &str, causes: &mut Vec<Cause>)
     }
 }
 
+fn validate_annotations(annotations: Option<&Value>, causes: &mut Vec<Cause>) {
+    let Some(Value::Object(annotations)) = annotations else {
+        return;
+    };
+    let mut total = 0usize;
+    for (k, v) in annotations {
+        causes.extend(
+            label_key(&k.to_lowercase())
+                .iter()
+                .map(|m| Cause::invalid("metadata.annotations", k, m)),
+        );
+        total += k.len() + v.as_str().map(str::len).unwrap_or_default();
+    }
+    if total > MAX_ANNOTATION_BYTES {
+        causes.push(Cause::too_long(
+            "metadata.annotations",
+            MAX_ANNOTATION_BYTES,
+        ));
+    }
+}
+
 /// Problems of a ConfigMap data key.
 pub fn config_key(key: &str) -> Vec<String> {
     let mut out = Vec::new();
@@ -202,7 +228,8 @@ fn validate_config_data(obj: &Value, causes: &mut Vec<Cause>) {
         }
     }
     if total > MAX_CONFIGMAP_BYTES {
-        causes.push(Cause::too_long("", MAX_CONFIGMAP_BYTES));
+        // The whole object is at fault; kube-apiserver prints that root path as `[]`.
+        causes.push(Cause::too_long("[]", MAX_CONFIGMAP_BYTES));
     }
 }
 
@@ -296,6 +323,7 @@ pub fn validate(kind: &KindInfo, obj: &Value, old: Option<&Value>) -> Vec<Cause>
         "metadata.labels",
         &mut causes,
     );
+    validate_annotations(obj.pointer("/metadata/annotations"), &mut causes);
     validate_kind(kind, obj, old, &mut causes);
     causes
 }
@@ -310,7 +338,10 @@ mod tests {
     fn names() {
         assert!(dns1123_subdomain("a.b-c").is_empty());
         assert_eq!(dns1123_subdomain("A").len(), 1);
-        assert!(!dns1123_label("a.b").is_empty());
+        assert_eq!(
+            dns1123_label("a.b"),
+            vec!["must not contain dots".to_string()]
+        );
         assert_eq!(dns1123_label(&"a".repeat(64)).len(), 1);
         let r = Registry::new(&[]);
         let cm = r.lookup("", "v1", "configmaps").unwrap();
