@@ -1,6 +1,10 @@
 //! The `catalyst-cutover` command line: one module per subcommand.
 
+mod args;
+mod migrate;
+mod plan;
 mod sandbox;
+mod serve;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -15,6 +19,12 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Print the Jobs the cutover would run, as YAML, without running anything.
+    Plan(plan::PlanArgs),
+    /// Serve the HTTP API and run the cutover when triggered (one runner per cluster).
+    Serve(serve::ServeArgs),
+    /// Bring the status ConfigMap to the latest schema version.
+    Migrate(migrate::MigrateArgs),
     /// Run the embedded Kubernetes API server until interrupted.
     Sandbox(sandbox::SandboxArgs),
 }
@@ -24,6 +34,9 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     crate::telemetry::init();
     match cli.command {
+        Command::Plan(args) => plan::run(args),
+        Command::Serve(args) => serve::run(args),
+        Command::Migrate(args) => migrate::run(args),
         Command::Sandbox(args) => sandbox::main(args),
     }
 }

@@ -2,4 +2,6 @@
 //! simulator ([`sim`]) that acts only through the API.
 
 pub mod api;
+pub mod auth;
+pub mod faults;
 pub mod sim;
