@@ -918,3 +918,124 @@ async fn sandbox_logs_and_refused_patch_types() {
     assert_eq!(merged.metadata.generation, Some(2));
     tc.cleanup().await;
 }
+
+async fn client_for(kc: kube::config::Kubeconfig) -> kube::Client {
+    let config = kube::Config::from_custom_kubeconfig(kc, &Default::default())
+        .await
+        .unwrap();
+    kube::Client::try_from(config).unwrap()
+}
+
+/// Authentication and RBAC (sandbox-only: it configures the token table). Messages from
+/// responsewriters/errors.go (forbidden) and filters/authentication.go (Unauthorized).
+#[tokio::test]
+async fn tokens_and_rbac_decide_access() {
+    use catalyst_cutover::sandbox::api::{ApiServer, ApiServerConfig};
+    use catalyst_cutover::sandbox::auth::TokenTable;
+    use k8s_openapi::api::authentication::v1::TokenReview;
+    use k8s_openapi::api::authorization::v1::SubjectAccessReview;
+    use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
+
+    let server = ApiServer::start(ApiServerConfig {
+        tokens: Some(TokenTable::parse("t-alice=alice:dev").unwrap()),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let admin = server.admin_client().await.unwrap();
+    let alice = client_for(server.kubeconfig("t-alice")).await;
+    let nobody = client_for(server.kubeconfig("wrong")).await;
+    let nss: Api<Namespace> = Api::all(admin.clone());
+    nss.create(
+        &PostParams::default(),
+        &serde_json::from_value(json!({"metadata": {"name": "team"}})).unwrap(),
+    )
+    .await
+    .unwrap();
+    Api::<ConfigMap>::namespaced(admin.clone(), "team")
+        .create(&PostParams::default(), &cm("x", json!({}), json!({})))
+        .await
+        .unwrap();
+
+    let unknown = status_of(
+        Api::<ConfigMap>::namespaced(nobody, "team")
+            .get("x")
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(
+        (
+            unknown.code,
+            unknown.reason.as_str(),
+            unknown.message.as_str()
+        ),
+        (401, "Unauthorized", "Unauthorized")
+    );
+
+    let alice_cms: Api<ConfigMap> = Api::namespaced(alice.clone(), "team");
+    let denied = status_of(alice_cms.get("x").await.unwrap_err());
+    assert_eq!((denied.code, denied.reason.as_str()), (403, "Forbidden"));
+    assert_eq!(
+        denied.message,
+        "configmaps \"x\" is forbidden: User \"alice\" cannot get resource \"configmaps\" in API group \"\" in the namespace \"team\""
+    );
+
+    let role: Role = serde_json::from_value(json!({"metadata": {"name": "reader"},
+        "rules": [{"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "list"]}]}))
+    .unwrap();
+    Api::<Role>::namespaced(admin.clone(), "team")
+        .create(&PostParams::default(), &role)
+        .await
+        .unwrap();
+    let binding: RoleBinding = serde_json::from_value(json!({"metadata": {"name": "alice-reads"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "reader"},
+        "subjects": [{"kind": "User", "apiGroup": "rbac.authorization.k8s.io", "name": "alice"}]}))
+    .unwrap();
+    Api::<RoleBinding>::namespaced(admin.clone(), "team")
+        .create(&PostParams::default(), &binding)
+        .await
+        .unwrap();
+    assert!(alice_cms.get("x").await.is_ok());
+    let no_delete = status_of(
+        alice_cms
+            .delete("x", &DeleteParams::default())
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(no_delete.code, 403);
+
+    let review: TokenReview =
+        serde_json::from_value(json!({"spec": {"token": "t-alice"}})).unwrap();
+    let reviewed = Api::<TokenReview>::all(admin.clone())
+        .create(&PostParams::default(), &review)
+        .await
+        .unwrap();
+    let status = reviewed.status.unwrap();
+    assert_eq!(status.authenticated, Some(true));
+    assert_eq!(status.user.unwrap().username.as_deref(), Some("alice"));
+
+    let sar = |verb: &str| -> SubjectAccessReview {
+        serde_json::from_value(json!({"spec": {"user": "alice", "groups": ["dev"],
+            "resourceAttributes": {"namespace": "team", "verb": verb, "resource": "configmaps"}}}))
+        .unwrap()
+    };
+    let sars = Api::<SubjectAccessReview>::all(admin.clone());
+    assert!(
+        sars.create(&PostParams::default(), &sar("list"))
+            .await
+            .unwrap()
+            .status
+            .unwrap()
+            .allowed
+    );
+    assert!(
+        !sars
+            .create(&PostParams::default(), &sar("delete"))
+            .await
+            .unwrap()
+            .status
+            .unwrap()
+            .allowed
+    );
+    server.shutdown().await;
+}

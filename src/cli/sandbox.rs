@@ -2,6 +2,7 @@
 //! kubeconfig that `kubectl` and the service accept.
 
 use crate::sandbox::api::{ApiServer, ApiServerConfig, ApiServerError};
+use crate::sandbox::auth::TokenTable;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -18,6 +19,10 @@ pub struct SandboxArgs {
     /// Number of simulated nodes (used by the simulator).
     #[arg(long, default_value_t = 3)]
     pub nodes: usize,
+    /// Bearer tokens `TOKEN=USER[:GROUP[+GROUP...]],...`; turns on authentication and RBAC
+    /// (the kubeconfig written keeps the admin token).
+    #[arg(long, value_parser = TokenTable::parse)]
+    pub token: Option<TokenTable>,
 }
 
 /// Why the sandbox command failed.
@@ -46,6 +51,7 @@ pub enum SandboxCliError {
 pub async fn run(args: SandboxArgs) -> Result<(), SandboxCliError> {
     let server = ApiServer::start(ApiServerConfig {
         listen: args.listen,
+        tokens: args.token,
         ..ApiServerConfig::default()
     })
     .await?;

@@ -1,16 +1,19 @@
 //! HTTP handlers: decode the request, call the store, encode the answer. No decisions here
 //! beyond picking the operation.
 
+use super::access::{self, Access};
 use super::discovery;
 use super::errors::ApiError;
 use super::kinds::KindInfo;
 use super::meta::{self, Part};
 use super::openapi;
 use super::patch::{self, PatchType};
+use super::reviews;
 use super::route::{self, ResourcePath, Target};
 use super::selectors::{FieldSelector, LabelSelector, Selectors};
 use super::store::{DeleteOptions, Deleted, ListOptions, ListPage, Propagation, Store, WatchFrom};
 use super::watch::{self, WatchParams};
+use crate::sandbox::auth::{Decision, UserInfo};
 use axum::body::{Body, Bytes};
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
@@ -33,6 +36,8 @@ pub struct App {
     pub bookmark_every: Duration,
     /// Flips to `true` at shutdown so open watches end.
     pub closing: tokio::sync::watch::Receiver<bool>,
+    /// Token table and authentication mode.
+    pub access: Access,
 }
 
 type Params = HashMap<String, String>;
@@ -49,7 +54,26 @@ pub async fn handle(
         Ok(Query(p)) => p,
         Err(e) => return ApiError::bad_request(e.to_string()).into_response(),
     };
-    match dispatch(&app, &method, uri.path(), &params, &headers, body) {
+    let target = route::resolve(uri.path());
+    let user = match target {
+        Target::Health => None,
+        _ => match app.access.authenticate(&headers) {
+            Some(user) => Some(user),
+            None => {
+                let (code, body) = access::unauthorized();
+                return value_response(code, &body);
+            }
+        },
+    };
+    match dispatch(
+        &app,
+        user.as_ref(),
+        target,
+        &method,
+        &params,
+        &headers,
+        body,
+    ) {
         Ok(r) => r,
         Err(e) => e.into_response(),
     }
@@ -65,8 +89,9 @@ fn value_response(code: StatusCode, v: &Value) -> Response {
 
 fn dispatch(
     app: &Arc<App>,
+    user: Option<&UserInfo>,
+    target: Target,
     method: &Method,
-    path: &str,
     params: &Params,
     headers: &HeaderMap,
     body: Bytes,
@@ -76,7 +101,7 @@ fn dispatch(
         v.map(|v| value_response(StatusCode::OK, &v))
             .ok_or_else(ApiError::no_route)
     };
-    match route::resolve(path) {
+    match target {
         Target::Version => found(Some(discovery::version())),
         Target::CoreVersions => found(Some(discovery::core_versions(&app.server_address))),
         Target::Groups => found(Some(discovery::groups(registry))),
@@ -90,9 +115,39 @@ fn dispatch(
             let kind = registry
                 .lookup(&rp.group, &rp.version, &rp.plural)
                 .ok_or_else(ApiError::no_route)?;
+            let watching = rp.watch || is_true(params, "watch");
+            if let Some(user) = user {
+                let attrs = access::attributes(method, &rp, watching);
+                if let Decision::Deny { reason } = access::decide(&app.store, user, &attrs) {
+                    let (code, body) = access::forbidden(user, &attrs, &reason);
+                    return Ok(value_response(code, &body));
+                }
+            }
+            if kind.create_only {
+                return review(app, &kind, &rp, method, headers, &body);
+            }
             resource(app, &kind, &rp, method, params, headers, body)
         }
     }
+}
+
+fn review(
+    app: &App,
+    kind: &KindInfo,
+    rp: &ResourcePath,
+    method: &Method,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<Response, ApiError> {
+    if *method != Method::POST || rp.name.is_some() || rp.subresource.is_some() {
+        return Err(ApiError::method_not_supported(kind, method.as_str()));
+    }
+    let request = parse_body(headers, body)?;
+    let answer = match kind.kind.as_str() {
+        "TokenReview" => reviews::token_review(&app.access, request)?,
+        _ => reviews::subject_access_review(&app.store, request)?,
+    };
+    Ok(value_response(StatusCode::CREATED, &answer))
 }
 
 fn dry_run(params: &Params) -> Result<bool, ApiError> {

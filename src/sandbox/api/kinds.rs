@@ -137,15 +137,6 @@ impl KindInfo {
         }
     }
 
-    /// `ConfigMap` or `Job.batch`, as Invalid messages name the kind.
-    pub fn qualified_kind(&self) -> String {
-        if self.group.is_empty() {
-            self.kind.clone()
-        } else {
-            format!("{}.{}", self.kind, self.group)
-        }
-    }
-
     /// Verbs listed in discovery.
     pub fn verbs(&self) -> Vec<&'static str> {
         if self.create_only {
@@ -383,7 +374,6 @@ mod tests {
         let r = Registry::new(&flux_and_cilium_kinds());
         let job = r.lookup("batch", "v1", "jobs").unwrap();
         assert_eq!(job.qualified_resource(), "jobs.batch");
-        assert_eq!(job.qualified_kind(), "Job.batch");
         assert_eq!(
             r.lookup("", "v1", "configmaps")
                 .unwrap()

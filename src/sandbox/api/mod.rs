@@ -1,6 +1,7 @@
 //! The in-process Kubernetes API server: real HTTP on 127.0.0.1, kube-apiserver semantics for
 //! the kinds the cutover touches, reachable by `kube::Client` and `kubectl` via a kubeconfig.
 
+mod access;
 mod defaults;
 mod discovery;
 mod errors;
@@ -11,6 +12,7 @@ mod kubeconfig;
 mod meta;
 mod openapi;
 mod patch;
+mod reviews;
 mod route;
 mod selectors;
 mod smp;
@@ -18,10 +20,12 @@ mod store;
 mod validation;
 mod watch;
 
+pub use access::ADMIN_USER;
 pub use handlers::LOG_ANNOTATION;
 pub use kinds::{CustomResourceKind, flux_and_cilium_kinds};
 pub use kubeconfig::CONTEXT as KUBECONFIG_CONTEXT;
 
+use crate::sandbox::auth::TokenTable;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use handlers::App;
@@ -35,6 +39,9 @@ use tokio::task::JoinHandle;
 pub struct ApiServerConfig {
     /// Where to listen; port 0 picks a free one.
     pub listen: SocketAddr,
+    /// Bearer tokens and their users; `None` turns authentication and authorization off
+    /// (every request is the admin). The admin token is always valid either way.
+    pub tokens: Option<TokenTable>,
     /// Custom resources served as plain JSON, beside the builtins.
     pub custom_resources: Vec<CustomResourceKind>,
     /// How many changes watches can resume from; older resourceVersions answer 410.
@@ -47,6 +54,7 @@ impl Default for ApiServerConfig {
     fn default() -> Self {
         ApiServerConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            tokens: None,
             custom_resources: flux_and_cilium_kinds(),
             history_limit: 10_000,
             tls: false,
@@ -123,12 +131,14 @@ impl ApiServer {
                 );
             }
         }
+        let admin_token = format!("sandbox-admin-{}", uuid::Uuid::new_v4().simple());
         let (close, closing) = tokio::sync::watch::channel(false);
         let app = Arc::new(App {
             store,
             server_address: addr.to_string(),
             bookmark_every: BOOKMARK_EVERY,
             closing,
+            access: access::Access::new(cfg.tokens, &admin_token),
         });
         let router = Router::new()
             .fallback(handlers::handle)
@@ -146,7 +156,7 @@ impl ApiServer {
         tracing::info!(%addr, "sandbox API server listening");
         Ok(ApiServer {
             addr,
-            admin_token: format!("sandbox-admin-{}", uuid::Uuid::new_v4().simple()),
+            admin_token,
             close,
             task,
         })
