@@ -1039,3 +1039,226 @@ async fn tokens_and_rbac_decide_access() {
     );
     server.shutdown().await;
 }
+
+/// Runs kubectl against the cluster under test; `None` when kubectl is not installed.
+struct Kubectl {
+    kubeconfig: std::path::PathBuf,
+    namespace: String,
+}
+
+impl Kubectl {
+    fn new(tc: &TestCluster) -> Option<Kubectl> {
+        let found = std::process::Command::new("kubectl")
+            .args(["version", "--client"])
+            .output()
+            .is_ok_and(|o| o.status.success());
+        if !found {
+            eprintln!("skipped: kubectl is not installed");
+            return None;
+        }
+        let kubeconfig = std::env::temp_dir().join(format!("{}.kubeconfig", tc.namespace()));
+        std::fs::write(&kubeconfig, serde_yaml::to_string(tc.kubeconfig()).unwrap()).unwrap();
+        Some(Kubectl {
+            kubeconfig,
+            namespace: tc.namespace().to_string(),
+        })
+    }
+
+    fn command(&self, args: &[&str]) -> std::process::Command {
+        let mut cmd = std::process::Command::new("kubectl");
+        cmd.arg("--kubeconfig")
+            .arg(&self.kubeconfig)
+            .args(["-n", &self.namespace])
+            .args(args);
+        cmd
+    }
+
+    /// Runs and returns stdout; panics with stderr on failure.
+    fn run(&self, args: &[&str]) -> String {
+        let out = self.command(args).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "kubectl {args:?} failed: {stderr}");
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    /// `kubectl apply -f -` with `manifest` on stdin.
+    fn apply(&self, manifest: &str, extra: &[&str]) -> String {
+        use std::io::Write;
+        let mut args = vec!["apply", "-f", "-"];
+        args.extend_from_slice(extra);
+        let mut child = self
+            .command(&args)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(manifest.as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "kubectl apply: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+}
+
+impl Drop for Kubectl {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.kubeconfig);
+    }
+}
+
+const APPLIED_CM: &str = "apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: applied
+  labels: {app: kubectl-test}
+data:
+  k: v1
+";
+
+/// kubectl get/apply/patch/delete/wait against the cluster under test (client-side apply:
+/// GET, then a strategic merge PATCH carrying the last-applied annotation).
+// kubectl blocks its thread; the server needs another.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_get_apply_patch_wait_delete() {
+    let tc = TestCluster::start().await;
+    let Some(k) = Kubectl::new(&tc) else { return };
+    assert!(
+        k.apply(APPLIED_CM, &[])
+            .contains("configmap/applied created")
+    );
+    assert!(
+        k.apply(&APPLIED_CM.replace("k: v1", "k: v2"), &[])
+            .contains("configured")
+    );
+    assert!(
+        k.apply(&APPLIED_CM.replace("k: v1", "k: v3"), &["--validate=false"])
+            .contains("configured")
+    );
+    let yaml = k.run(&["get", "configmap", "applied", "-o", "yaml"]);
+    assert!(
+        yaml.contains("k: v3") && yaml.contains("kubectl.kubernetes.io/last-applied-configuration")
+    );
+    let names = k.run(&["get", "configmaps", "-l", "app=kubectl-test", "-o", "name"]);
+    assert_eq!(names.trim(), "configmap/applied");
+    let table = k.run(&["get", "configmaps", "-l", "app=kubectl-test"]);
+    assert!(table.contains("applied"), "{table}");
+
+    k.run(&[
+        "patch",
+        "configmap",
+        "applied",
+        "--type",
+        "merge",
+        "-p",
+        r#"{"data":{"m":"1"}}"#,
+    ]);
+    k.run(&[
+        "patch",
+        "configmap",
+        "applied",
+        "--type",
+        "json",
+        "-p",
+        r#"[{"op":"add","path":"/data/j","value":"2"}]"#,
+    ]);
+    k.run(&[
+        "patch",
+        "configmap",
+        "applied",
+        "--type",
+        "strategic",
+        "-p",
+        r#"{"data":{"s":"3"}}"#,
+    ]);
+    let data = k.run(&["get", "configmap", "applied", "-o", "jsonpath={.data}"]);
+    let data: serde_json::Value = serde_json::from_str(&data).unwrap();
+    assert_eq!(data, json!({"k": "v3", "m": "1", "j": "2", "s": "3"}));
+
+    k.run(&[
+        "wait",
+        "--for=jsonpath={.data.m}=1",
+        "configmap/applied",
+        "--timeout=60s",
+    ]);
+    assert!(
+        k.run(&["delete", "configmap", "applied"])
+            .contains("deleted")
+    );
+    let out = k
+        .command(&["get", "configmap", "applied"])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stderr).contains("NotFound"));
+    tc.cleanup().await;
+}
+
+/// `kubectl get -w` prints objects as they change.
+// kubectl blocks its thread; the server needs another.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_watch_sees_changes() {
+    use std::io::BufRead;
+    let tc = TestCluster::start().await;
+    let Some(k) = Kubectl::new(&tc) else { return };
+    let mut child = k
+        .command(&["get", "configmaps", "-w", "-o", "name"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let api: Api<ConfigMap> = Api::namespaced(tc.client(), tc.namespace());
+    api.create(&PostParams::default(), &cm("watched", json!({}), json!({})))
+        .await
+        .unwrap();
+    let seen = tokio::task::spawn_blocking(move || {
+        std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+            .any(|l| l.contains("configmap/watched"))
+    });
+    let seen = tokio::time::timeout(Duration::from_secs(60), seen).await;
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(seen.unwrap().unwrap());
+    tc.cleanup().await;
+}
+
+/// `kubectl wait --for=condition=Complete` on a Job whose status says so (sandbox-only: on a
+/// real cluster the Job controller owns that status).
+// kubectl blocks its thread; the server needs another.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_waits_for_job_condition() {
+    let tc = TestCluster::start().await;
+    if tc.sandbox().is_none() {
+        eprintln!("skipped: sandbox-only behaviour");
+        return;
+    }
+    let Some(k) = Kubectl::new(&tc) else { return };
+    let jobs: Api<Job> = Api::namespaced(tc.client(), tc.namespace());
+    jobs.create(&PostParams::default(), &job("done", "Never"))
+        .await
+        .unwrap();
+    jobs.patch_status(
+        "done",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"status": {"succeeded": 1, "conditions": [{"type": "Complete", "status": "True"}]}})),
+    )
+    .await
+    .unwrap();
+    let out = k.run(&[
+        "wait",
+        "--for=condition=Complete",
+        "job/done",
+        "--timeout=60s",
+    ]);
+    assert!(out.contains("condition met"), "{out}");
+    tc.cleanup().await;
+}
