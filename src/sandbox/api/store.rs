@@ -526,6 +526,11 @@ impl Store {
                 "the body of the request was not a JSON object",
             ));
         }
+        if !meta::resource_version_of(&obj).is_empty() {
+            return Err(ApiError::bad_request(
+                "resourceVersion should not be set on objects to be created",
+            ));
+        }
         let ns = ns.filter(|_| kind.namespaced);
         if let Some(body_ns) = obj.pointer("/metadata/namespace").and_then(Value::as_str)
             && !body_ns.is_empty()

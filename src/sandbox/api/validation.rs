@@ -216,6 +216,10 @@ fn validate_config_data(obj: &Value, causes: &mut Vec<Cause>) {
             total += k.len() + v.as_str().map(str::len).unwrap_or_default();
         }
     }
+    // Secrets hold base64 in `data`; their limit counts decoded bytes.
+    if obj.get("kind").and_then(Value::as_str) == Some("Secret") {
+        total = total * 3 / 4;
+    }
     if let (Some(Value::Object(data)), Some(Value::Object(bin))) =
         (obj.get("data"), obj.get("binaryData"))
     {
@@ -280,13 +284,81 @@ fn validate_pod_spec(
     }
 }
 
+/// ConfigMaps and Secrets marked `immutable: true` keep their data and the mark
+/// (ValidateConfigMapUpdate / ValidateSecretUpdate).
+fn validate_immutable_data(obj: &Value, old: &Value, causes: &mut Vec<Cause>) {
+    if old.get("immutable").and_then(Value::as_bool) != Some(true) {
+        return;
+    }
+    if obj.get("immutable").and_then(Value::as_bool) != Some(true) {
+        causes.push(Cause::forbidden(
+            "immutable",
+            "field is immutable when `immutable` is set",
+        ));
+    }
+    for section in ["data", "binaryData"] {
+        if obj.get(section) != old.get(section) {
+            causes.push(Cause::forbidden(
+                section,
+                "field is immutable when `immutable` is set",
+            ));
+        }
+    }
+}
+
+/// What a pod update may change (ValidatePodUpdate).
+const POD_UPDATE_FORBIDDEN: &str = "pod updates may not change fields other than `spec.containers[*].image`,`spec.initContainers[*].image`,`spec.activeDeadlineSeconds`,`spec.tolerations` (only additions to existing tolerations),`spec.terminationGracePeriodSeconds` (allow it to be set to 1 if it was previously negative)";
+
+fn validate_pod_spec_update(obj: &Value, old: &Value, causes: &mut Vec<Cause>) {
+    let (Some(new_spec), Some(old_spec)) = (obj.get("spec"), old.get("spec")) else {
+        return;
+    };
+    let mut masked = new_spec.clone();
+    for list in ["containers", "initContainers"] {
+        let old_list = old_spec.get(list).and_then(Value::as_array);
+        let new_list = masked.get_mut(list).and_then(Value::as_array_mut);
+        if let (Some(old_list), Some(new_list)) = (old_list, new_list)
+            && old_list.len() == new_list.len()
+        {
+            for (n, o) in new_list.iter_mut().zip(old_list) {
+                if let Some(image) = o.get("image") {
+                    n["image"] = image.clone();
+                }
+            }
+        }
+    }
+    if let Some(m) = masked.as_object_mut() {
+        for field in [
+            "activeDeadlineSeconds",
+            "tolerations",
+            "terminationGracePeriodSeconds",
+        ] {
+            match old_spec.get(field) {
+                Some(v) => m.insert(field.to_string(), v.clone()),
+                None => m.remove(field),
+            };
+        }
+    }
+    if masked != *old_spec {
+        causes.push(Cause::forbidden("spec", POD_UPDATE_FORBIDDEN));
+    }
+}
+
 fn validate_kind(kind: &KindInfo, obj: &Value, old: Option<&Value>, causes: &mut Vec<Cause>) {
     if kind.custom {
         return;
     }
     match (kind.group.as_str(), kind.kind.as_str()) {
-        ("", "ConfigMap") => validate_config_data(obj, causes),
-        ("", "Pod") if old.is_none() => validate_pod_spec(obj.get("spec"), "spec", None, causes),
+        ("", "ConfigMap" | "Secret") => {
+            validate_config_data(obj, causes);
+            if let Some(old) = old {
+                validate_immutable_data(obj, old, causes);
+            }
+        }
+        ("", "Pod") => match old {
+            None => validate_pod_spec(obj.get("spec"), "spec", None, causes),
+            Some(old) => validate_pod_spec_update(obj, old, causes),
+        },
         ("batch", "Job") => {
             let template = obj.pointer("/spec/template/spec");
             validate_pod_spec(
@@ -356,6 +428,27 @@ mod tests {
             c[0].message,
             "Required value: name or generateName is required"
         );
+    }
+
+    #[test]
+    fn pod_updates_only_change_images_and_immutable_configmaps_keep_data() {
+        let r = Registry::new(&[]);
+        let pod = r.lookup("", "v1", "pods").unwrap();
+        let old = json!({"metadata": {"name": "p"}, "spec": {"restartPolicy": "Always", "containers": [{"name": "c", "image": "a:1"}]}});
+        let mut new = old.clone();
+        new["spec"]["containers"][0]["image"] = json!("a:2");
+        assert!(validate(&pod, &new, Some(&old)).is_empty());
+        new["spec"]["nodeName"] = json!("n1");
+        assert_eq!(
+            validate(&pod, &new, Some(&old))[0].reason,
+            "FieldValueForbidden"
+        );
+
+        let cm = r.lookup("", "v1", "configmaps").unwrap();
+        let old = json!({"metadata": {"name": "c"}, "immutable": true, "data": {"a": "1"}});
+        let mut new = old.clone();
+        new["data"]["a"] = json!("2");
+        assert_eq!(validate(&cm, &new, Some(&old))[0].field, "data");
     }
 
     #[test]
