@@ -1150,6 +1150,17 @@ async fn kubectl_get_apply_patch_wait_delete() {
     let names = k.run(&["get", "configmaps", "-l", "app=kubectl-test", "-o", "name"]);
     assert_eq!(names.trim(), "configmap/applied");
     let table = k.run(&["get", "configmaps", "-l", "app=kubectl-test"]);
+    let header: Vec<&str> = table
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect();
+    assert_eq!(
+        header,
+        ["NAME", "DATA", "AGE"],
+        "server-side printing: {table}"
+    );
     assert!(table.contains("applied"), "{table}");
 
     k.run(&[

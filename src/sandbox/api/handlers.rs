@@ -12,6 +12,7 @@ use super::reviews;
 use super::route::{self, ResourcePath, Target};
 use super::selectors::{FieldSelector, LabelSelector, Selectors};
 use super::store::{DeleteOptions, Deleted, ListOptions, ListPage, Propagation, Store, WatchFrom};
+use super::table;
 use super::watch::{self, WatchParams};
 use crate::sandbox::auth::{Decision, UserInfo};
 use axum::body::{Body, Bytes};
@@ -227,11 +228,18 @@ fn resource(
     };
     let watching = rp.watch || is_true(params, "watch");
     match (method.clone(), rp.name.as_deref()) {
-        (Method::GET, None) if watching => watch(app, kind, ns, params, None),
-        (Method::GET, Some(name)) if watching => watch(app, kind, ns, params, Some(name)),
-        (Method::GET, None) => list(store, kind, ns, params),
+        (Method::GET, None) if watching => watch(app, kind, ns, params, headers, None),
+        (Method::GET, Some(name)) if watching => watch(app, kind, ns, params, headers, Some(name)),
+        (Method::GET, None) => list(store, kind, ns, params, table::wanted(headers)),
         (Method::GET, Some(name)) => {
             let obj = store.get(kind, ns, name)?;
+            if table::wanted(headers) && part == Part::Main {
+                let rv = json!({"resourceVersion": meta::resource_version_of(&obj)});
+                return Ok(value_response(
+                    StatusCode::OK,
+                    &table::table(kind, &[obj], rv),
+                ));
+            }
             Ok(object_response(StatusCode::OK, &obj))
         }
         (Method::POST, None) if part == Part::Main => {
@@ -345,7 +353,7 @@ fn list_options(kind: &KindInfo, params: &Params) -> Result<ListOptions, ApiErro
     })
 }
 
-fn list_body(kind: &KindInfo, page: &ListPage) -> Vec<u8> {
+fn list_meta(page: &ListPage) -> Value {
     let mut meta = json!({"resourceVersion": page.resource_version.to_string()});
     if let Some(c) = &page.continue_token {
         meta["continue"] = json!(c);
@@ -353,6 +361,11 @@ fn list_body(kind: &KindInfo, page: &ListPage) -> Vec<u8> {
     if let Some(r) = page.remaining {
         meta["remainingItemCount"] = json!(r);
     }
+    meta
+}
+
+fn list_body(kind: &KindInfo, page: &ListPage) -> Vec<u8> {
+    let meta = list_meta(page);
     let mut out = format!(
         "{{\"kind\":\"{}List\",\"apiVersion\":\"{}\",\"metadata\":{},\"items\":[",
         kind.kind,
@@ -376,8 +389,13 @@ fn list(
     kind: &KindInfo,
     ns: Option<&str>,
     params: &Params,
+    as_table: bool,
 ) -> Result<Response, ApiError> {
     let page = store.list(kind, ns, &list_options(kind, params)?)?;
+    if as_table {
+        let t = table::table(kind, &page.items, list_meta(&page));
+        return Ok(value_response(StatusCode::OK, &t));
+    }
     Ok(json_response(StatusCode::OK, list_body(kind, &page)))
 }
 
@@ -433,6 +451,7 @@ fn watch(
     kind: &Arc<KindInfo>,
     ns: Option<&str>,
     params: &Params,
+    headers: &HeaderMap,
     name: Option<&str>,
 ) -> Result<Response, ApiError> {
     let selectors = selectors(kind, params, name)?;
@@ -459,6 +478,7 @@ fn watch(
         bookmarks,
         bookmark_every: app.bookmark_every,
         initial_events_end: send_initial && bookmarks,
+        as_table: table::wanted(headers),
     };
     let body = match app.store.watch(kind, ns, &selectors, from) {
         Ok(start) => Body::from_stream(watch::stream(start, wp, app.closing.clone())),

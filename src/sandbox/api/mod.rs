@@ -17,6 +17,7 @@ mod route;
 mod selectors;
 mod smp;
 mod store;
+mod table;
 mod validation;
 mod watch;
 
