@@ -1273,3 +1273,55 @@ async fn kubectl_waits_for_job_condition() {
     assert!(out.contains("condition met"), "{out}");
     tc.cleanup().await;
 }
+
+/// Optional TLS: clients verify the server against the CA in the kubeconfig (sandbox-only).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_serving_is_verified_through_the_kubeconfig() {
+    use catalyst_cutover::sandbox::api::{ApiServer, ApiServerConfig};
+    let server = ApiServer::start(ApiServerConfig {
+        tls: true,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    assert!(server.url().starts_with("https://127.0.0.1:"));
+    let client = server.admin_client().await.unwrap();
+    let nss: Api<Namespace> = Api::all(client.clone());
+    assert!(nss.get("default").await.is_ok());
+    let mut events = watcher(
+        Api::<ConfigMap>::namespaced(client.clone(), "default"),
+        watcher::Config::default(),
+    )
+    .boxed();
+    assert!(events.try_next().await.unwrap().is_some());
+
+    let found = std::process::Command::new("kubectl")
+        .arg("version")
+        .arg("--client")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if found {
+        let path =
+            std::env::temp_dir().join(format!("tls-{}.kubeconfig", uuid::Uuid::new_v4().simple()));
+        std::fs::write(
+            &path,
+            serde_yaml::to_string(&server.kubeconfig(server.admin_token())).unwrap(),
+        )
+        .unwrap();
+        let out = std::process::Command::new("kubectl")
+            .arg("--kubeconfig")
+            .arg(&path)
+            .args(["get", "namespace", "default", "-o", "name"])
+            .output()
+            .unwrap();
+        let _ = std::fs::remove_file(&path);
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout).trim(),
+            "namespace/default",
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    drop(events);
+    server.shutdown().await;
+}

@@ -23,6 +23,9 @@ pub struct SandboxArgs {
     /// (the kubeconfig written keeps the admin token).
     #[arg(long, value_parser = TokenTable::parse)]
     pub token: Option<TokenTable>,
+    /// Serve HTTPS with a certificate from a CA made at start-up (the kubeconfig carries it).
+    #[arg(long)]
+    pub tls: bool,
 }
 
 /// Why the sandbox command failed.
@@ -52,6 +55,7 @@ pub async fn run(args: SandboxArgs) -> Result<(), SandboxCliError> {
     let server = ApiServer::start(ApiServerConfig {
         listen: args.listen,
         tokens: args.token,
+        tls: args.tls,
         ..ApiServerConfig::default()
     })
     .await?;

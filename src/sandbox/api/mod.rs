@@ -15,9 +15,11 @@ mod patch;
 mod reviews;
 mod route;
 mod selectors;
+mod serve;
 mod smp;
 mod store;
 mod table;
+mod tls;
 mod validation;
 mod watch;
 
@@ -47,7 +49,8 @@ pub struct ApiServerConfig {
     pub custom_resources: Vec<CustomResourceKind>,
     /// How many changes watches can resume from; older resourceVersions answer 410.
     pub history_limit: usize,
-    /// Serve HTTPS with a self-signed certificate (not supported yet: start fails).
+    /// Serve HTTPS with a certificate from a CA made at start-up; the kubeconfig carries
+    /// the CA.
     pub tls: bool,
 }
 
@@ -74,9 +77,9 @@ pub enum ApiServerError {
         /// The OS error.
         source: std::io::Error,
     },
-    /// TLS was asked for but is not available.
-    #[error("TLS serving is not supported by the sandbox API server yet")]
-    TlsUnsupported,
+    /// The TLS material could not be made.
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
     /// The kubeconfig could not be turned into a client configuration.
     #[error("sandbox kubeconfig rejected: {0}")]
     Kubeconfig(#[from] kube::config::KubeconfigError),
@@ -97,14 +100,12 @@ pub struct ApiServer {
     admin_token: String,
     close: tokio::sync::watch::Sender<bool>,
     task: JoinHandle<()>,
+    ca_pem: Option<String>,
 }
 
 impl ApiServer {
     /// Binds, seeds the initial namespaces and serves in the background.
     pub async fn start(cfg: ApiServerConfig) -> Result<ApiServer, ApiServerError> {
-        if cfg.tls {
-            return Err(ApiServerError::TlsUnsupported);
-        }
         let listener = tokio::net::TcpListener::bind(cfg.listen)
             .await
             .map_err(|source| ApiServerError::Bind {
@@ -145,27 +146,36 @@ impl ApiServer {
             .fallback(handlers::handle)
             .with_state(app)
             .layer(DefaultBodyLimit::max(3 * 1024 * 1024));
-        let mut shutdown = close.subscribe();
-        let task = tokio::spawn(async move {
-            let serve = axum::serve(listener, router).with_graceful_shutdown(async move {
-                let _ = shutdown.wait_for(|c| *c).await;
-            });
-            if let Err(error) = serve.await {
-                tracing::error!(%error, "sandbox API server stopped");
-            }
-        });
-        tracing::info!(%addr, "sandbox API server listening");
+        let tls = if cfg.tls {
+            Some(tls::self_signed(addr.ip())?)
+        } else {
+            None
+        };
+        let ca_pem = tls.as_ref().map(|t| t.ca_pem.clone());
+        let task = serve::spawn(listener, router, tls.map(|t| t.acceptor), close.subscribe());
+        tracing::info!(%addr, tls = cfg.tls, "sandbox API server listening");
         Ok(ApiServer {
             addr,
             admin_token,
             close,
             task,
+            ca_pem,
         })
     }
 
-    /// `http://127.0.0.1:<port>`.
+    /// `http://127.0.0.1:<port>`, or `https://` when serving TLS.
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        let scheme = if self.ca_pem.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        format!("{scheme}://{}", self.addr)
+    }
+
+    /// PEM of the CA that signed the server certificate, when serving TLS.
+    pub fn ca_pem(&self) -> Option<&str> {
+        self.ca_pem.as_deref()
     }
 
     /// The bound address.
@@ -180,7 +190,7 @@ impl ApiServer {
 
     /// A kubeconfig for this server with `token`, cluster/user/context named `sandbox`.
     pub fn kubeconfig(&self, token: &str) -> kube::config::Kubeconfig {
-        kubeconfig::build(&self.url(), token, None)
+        kubeconfig::build(&self.url(), token, self.ca_pem.as_deref())
     }
 
     /// A client authenticated as the admin.
