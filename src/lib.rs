@@ -11,6 +11,7 @@
 //! - [`runner`]: the engine that runs the steps exactly once.
 //! - [`http`]: the service's HTTP layer.
 //! - [`sandbox`]: the embedded Kubernetes API server and cluster simulator.
+//! - [`retry`]: which API errors are retried, and how.
 //! - [`cli`]: the `catalyst-cutover` subcommands.
 
 pub mod cli;
@@ -18,6 +19,7 @@ pub mod contract;
 pub mod http;
 pub mod migrate;
 pub mod render;
+pub mod retry;
 pub mod runner;
 pub mod sandbox;
 pub mod service;

@@ -42,7 +42,9 @@ impl StepSource {
         let (reader, writer) = reflector::store::<ConfigMap>();
         let config = watcher::Config::default().labels(contract::STEP_SELECTOR);
         let driver = async move {
-            let stream = watcher(api, config).default_backoff().reflect(writer);
+            let stream = watcher(api, config)
+                .backoff(crate::retry::watch_backoff())
+                .reflect(writer);
             futures::pin_mut!(stream);
             let mut synced = false;
             while let Some(event) = stream.next().await {
