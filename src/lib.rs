@@ -7,6 +7,7 @@
 //! - [`step`]: the step model, parsed and validated from step ConfigMaps.
 //! - [`render`]: the Job renderer (handlebars, strict mode).
 //! - [`status`]: the status ConfigMap, its pure state machine and its store.
+//! - [`migrate`]: the declarative migrations of the status ConfigMap (`migrations/`).
 //! - [`runner`]: the engine that runs the steps exactly once.
 //! - [`http`]: the service's HTTP layer.
 //! - [`sandbox`]: the embedded Kubernetes API server and cluster simulator.
@@ -15,9 +16,11 @@
 pub mod cli;
 pub mod contract;
 pub mod http;
+pub mod migrate;
 pub mod render;
 pub mod runner;
 pub mod sandbox;
+pub mod service;
 pub mod status;
 pub mod step;
 pub mod telemetry;

@@ -1,5 +1,11 @@
 //! The `catalyst-cutover` command line: one module per subcommand.
 
+mod args;
+mod migrate;
+mod plan;
+mod sandbox;
+mod serve;
+
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
@@ -12,11 +18,25 @@ pub struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
-enum Command {}
+enum Command {
+    /// Print the Jobs the cutover would run, as YAML, without running anything.
+    Plan(plan::PlanArgs),
+    /// Serve the HTTP API and run the cutover when triggered (one runner per cluster).
+    Serve(serve::ServeArgs),
+    /// Bring the status ConfigMap to the latest schema version.
+    Migrate(migrate::MigrateArgs),
+    /// Run the embedded Kubernetes API server until interrupted.
+    Sandbox(sandbox::SandboxArgs),
+}
 
 /// Parses the command line, runs the subcommand and maps its outcome to an exit code.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     crate::telemetry::init();
-    match cli.command {}
+    match cli.command {
+        Command::Plan(args) => plan::run(args),
+        Command::Serve(args) => serve::run(args),
+        Command::Migrate(args) => migrate::run(args),
+        Command::Sandbox(args) => sandbox::main(args),
+    }
 }

@@ -1,0 +1,88 @@
+//! `catalyst-cutover sandbox`: runs the sandbox API server until interrupted and writes a
+//! kubeconfig that `kubectl` and the service accept.
+
+use crate::sandbox::api::{ApiServer, ApiServerConfig, ApiServerError};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// Arguments of `catalyst-cutover sandbox`.
+#[derive(Debug, clap::Args)]
+pub struct SandboxArgs {
+    /// Address to listen on; port 0 picks a free port.
+    #[arg(long, default_value = "127.0.0.1:0")]
+    pub listen: SocketAddr,
+    /// Where to write the kubeconfig (admin token).
+    #[arg(long)]
+    pub kubeconfig_out: PathBuf,
+    /// Number of simulated nodes (used by the simulator).
+    #[arg(long, default_value_t = 3)]
+    pub nodes: usize,
+}
+
+/// Why the sandbox command failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SandboxCliError {
+    /// The API server did not start.
+    #[error(transparent)]
+    Start(#[from] ApiServerError),
+    /// The kubeconfig could not be serialized.
+    #[error("cannot serialize the kubeconfig: {0}")]
+    Serialize(#[from] serde_yaml::Error),
+    /// The kubeconfig could not be written.
+    #[error("cannot write the kubeconfig to {path}: {source}")]
+    Write {
+        /// The file asked for.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// Waiting for Ctrl-C failed.
+    #[error("cannot wait for Ctrl-C: {0}")]
+    Signal(std::io::Error),
+}
+
+/// Runs the sandbox until Ctrl-C.
+pub async fn run(args: SandboxArgs) -> Result<(), SandboxCliError> {
+    let server = ApiServer::start(ApiServerConfig {
+        listen: args.listen,
+        ..ApiServerConfig::default()
+    })
+    .await?;
+    let kubeconfig = serde_yaml::to_string(&server.kubeconfig(server.admin_token()))?;
+    tokio::fs::write(&args.kubeconfig_out, kubeconfig)
+        .await
+        .map_err(|source| SandboxCliError::Write {
+            path: args.kubeconfig_out.clone(),
+            source,
+        })?;
+    tracing::info!(
+        url = %server.url(),
+        kubeconfig = %args.kubeconfig_out.display(),
+        nodes = args.nodes,
+        "sandbox running; press Ctrl-C to stop"
+    );
+    let waited = tokio::signal::ctrl_c()
+        .await
+        .map_err(SandboxCliError::Signal);
+    server.shutdown().await;
+    waited
+}
+
+/// Entry point from the command line.
+pub fn main(args: SandboxArgs) -> ExitCode {
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(error) => {
+            tracing::error!(%error, "cannot start the async runtime");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!(%error, "sandbox failed");
+            ExitCode::FAILURE
+        }
+    }
+}
