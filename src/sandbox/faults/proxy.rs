@@ -23,7 +23,7 @@ use tokio::time::Instant;
 
 use super::answer;
 use super::decide::{Action, decide, is_watch, watch_cut_at};
-use super::handle::Faults;
+use super::handle::{ConnectionGuard, Faults};
 
 /// Name of the cluster, user and context in [`FaultProxy::kubeconfig`].
 const KUBECONFIG_NAME: &str = "faults";
@@ -165,7 +165,9 @@ async fn accept_loop(listener: TcpListener, upstream: Arc<Upstream>) {
     loop {
         match listener.accept().await {
             Ok((stream, _)) => {
-                tokio::spawn(serve_connection(stream, upstream.clone()));
+                // Registered before the task runs, so a restart right now drops it too.
+                let guard = upstream.faults.connection();
+                tokio::spawn(serve_connection(stream, guard, upstream.clone()));
             }
             Err(error) => {
                 // Out of file descriptors and the like: pause rather than spin.
@@ -176,8 +178,7 @@ async fn accept_loop(listener: TcpListener, upstream: Arc<Upstream>) {
     }
 }
 
-async fn serve_connection(stream: TcpStream, upstream: Arc<Upstream>) {
-    let mut guard = upstream.faults.connection();
+async fn serve_connection(stream: TcpStream, mut guard: ConnectionGuard, upstream: Arc<Upstream>) {
     let service = service_fn(move |request| {
         let upstream = upstream.clone();
         async move { Ok::<_, Infallible>(handle(&upstream, request).await) }
