@@ -63,6 +63,23 @@ async fn drained<S: Stream + Unpin>(stream: &mut S) {
     while stream.next().await.is_some() {}
 }
 
+/// Waits until a watcher's stream delivers the object `name`, skipping errors it recovers from.
+async fn seen_named<S>(seen: &mut S, name: &str)
+where
+    S: Stream<Item = Result<ConfigMap, watcher::Error>> + Unpin,
+{
+    bounded(&format!("the watcher seeing {name}"), async {
+        loop {
+            match seen.next().await {
+                Some(Ok(cm)) if cm.name_any() == name => break,
+                Some(_) => {}
+                None => panic!("the watcher stream ended"),
+            }
+        }
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn requests_pass_through_unchanged() {
     let cluster = TestCluster::start().await;
@@ -169,16 +186,7 @@ async fn cut_watches_end_and_watchers_recover() {
         api.create(&PostParams::default(), &config_map(&name))
             .await
             .expect("create");
-        bounded("the watcher seeing a new object", async {
-            loop {
-                match seen.next().await {
-                    Some(Ok(cm)) if cm.name_any() == name => break,
-                    Some(_) => {}
-                    None => panic!("the watcher stream ended"),
-                }
-            }
-        })
-        .await;
+        seen_named(&mut seen, &name).await;
         // Spread the creations over several cut periods.
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
@@ -202,6 +210,11 @@ async fn restart_drops_streams_answers_503_then_recovers() {
         .await
         .expect("watch")
         .boxed();
+    let mut seen = watcher(once.clone(), watcher::Config::default())
+        .default_backoff()
+        .applied_objects()
+        .boxed();
+    seen_named(&mut seen, "survivor").await;
 
     proxy.faults().restart(Duration::from_secs(5)).await;
     bounded("the open watch being dropped", drained(&mut open)).await;
