@@ -645,15 +645,16 @@ async fn two_replicas_run_one_runner_and_fail_over() {
     assert_eq!(data["cutoverPhase"], "complete", "{data:#?}");
     let jobs = env.jobs_by_step().await;
     assert!(jobs.values().all(|j| j.len() == 1), "{jobs:?}");
-    let holder_after = leases
-        .get("catalyst-cutover")
-        .await
-        .unwrap()
-        .spec
-        .unwrap()
-        .holder_identity
-        .unwrap();
-    assert_ne!(holder, holder_after, "the survivor took the Lease over");
+    let lease = leases.get("catalyst-cutover").await.unwrap().spec.unwrap();
+    assert_eq!(
+        lease.lease_transitions,
+        Some(2),
+        "the survivor took the Lease over"
+    );
+    assert_eq!(
+        lease.holder_identity, None,
+        "an idle service holds no Lease"
+    );
     survivor.shutdown().await;
     env.cleanup().await;
 }
