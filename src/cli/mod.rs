@@ -2,6 +2,7 @@
 
 mod args;
 mod migrate;
+mod operator_args;
 mod plan;
 mod sandbox;
 mod serve;

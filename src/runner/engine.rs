@@ -139,6 +139,7 @@ async fn drive(ctx: &Context) -> Result<(), StoreError> {
                 let outcome = run_step(ctx, step, attempt, &target, resume)
                     .instrument(span)
                     .await;
+                ctx.metrics.step_terminal_seen();
                 let at = now_rfc3339();
                 let name = step.name.as_str().to_owned();
                 match outcome {
@@ -243,6 +244,7 @@ async fn run_step(
                 if let Err(reason) = job::ensure(&jobs, &rendered, step_name, resume).await {
                     return StepOutcome::Failed(reason);
                 }
+                ctx.metrics.next_job_created();
                 job::follow(&jobs, &pods, target).await
             };
             let limit = (deadline + JOB_DEADLINE_GRACE).saturating_sub(elapsed);
