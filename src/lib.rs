@@ -14,6 +14,7 @@
 //! - [`events`]: live event frames, their broadcaster and the Kubernetes Events.
 //! - [`metrics`]: the Prometheus metrics.
 //! - [`sandbox`]: the embedded Kubernetes API server and cluster simulator.
+//! - [`retry`]: which API errors are retried, and how.
 //! - [`cli`]: the `catalyst-cutover` subcommands.
 
 pub mod auth;
@@ -24,6 +25,7 @@ pub mod http;
 pub mod metrics;
 pub mod migrate;
 pub mod render;
+pub mod retry;
 pub mod runner;
 pub mod sandbox;
 pub mod service;

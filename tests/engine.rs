@@ -31,6 +31,9 @@ struct Env {
 
 impl Env {
     async fn start(nodes: usize) -> Env {
+        if std::env::var_os("RUST_LOG").is_some() {
+            catalyst_cutover::telemetry::init();
+        }
         let cluster = TestCluster::start().await;
         let ns = cluster.namespace().to_owned();
         create_daemonset(&cluster.client(), &ns).await;
@@ -52,6 +55,22 @@ impl Env {
         .await
         .expect("start simulator");
         Env { cluster, sim }
+    }
+
+    /// The simulated nodes of this test, as the API lists them.
+    async fn nodes(&self) -> Vec<String> {
+        let api: Api<k8s_openapi::api::core::v1::Node> = Api::all(self.client());
+        let selector = format!("sandbox.catalyst.openova.io/pool={}", self.ns());
+        let mut names: Vec<String> = api
+            .list(&ListParams::default().labels(&selector))
+            .await
+            .expect("nodes")
+            .items
+            .into_iter()
+            .filter_map(|n| n.metadata.name)
+            .collect();
+        names.sort();
+        names
     }
 
     fn ns(&self) -> &str {
@@ -87,7 +106,9 @@ impl Env {
     async fn add_steps(&self, steps: Vec<ConfigMap>) {
         let api: Api<ConfigMap> = Api::namespaced(self.client(), self.ns());
         for cm in steps {
-            api.create(&PostParams::default(), &cm).await.expect("create step");
+            api.create(&PostParams::default(), &cm)
+                .await
+                .expect("create step");
         }
     }
 
@@ -138,7 +159,10 @@ impl Env {
         let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
         for job in api.list(&ListParams::default()).await.expect("jobs").items {
             let labels = job.metadata.labels.clone().unwrap_or_default();
-            let step = labels.get(contract::LABEL_JOB_STEP).cloned().unwrap_or_default();
+            let step = labels
+                .get(contract::LABEL_JOB_STEP)
+                .cloned()
+                .unwrap_or_default();
             out.entry(step)
                 .or_default()
                 .push(job.metadata.name.unwrap_or_default());
@@ -179,15 +203,20 @@ fn job_step(order: u32, name: &str, env: &[(&str, &str)]) -> ConfigMap {
     let pod_spec = json!({
         "containers": [{"name": "step", "image": "alpine/k8s:1.33.1", "command": ["sh", "-c", "echo {{ .not.a.template }}"], "env": env}]
     });
-    step_cm(order, name, "job", Some(serde_yaml::to_string(&pod_spec).unwrap()))
+    step_cm(
+        order,
+        name,
+        "job",
+        Some(serde_yaml::to_string(&pod_spec).unwrap()),
+    )
 }
 
 fn daemonset_step(order: u32, name: &str) -> ConfigMap {
     let mut cm = step_cm(order, name, "daemonset-wait", None);
-    cm.metadata
-        .labels
-        .get_or_insert_default()
-        .insert(contract::LABEL_STEP_DAEMONSET.to_owned(), DAEMONSET.to_owned());
+    cm.metadata.labels.get_or_insert_default().insert(
+        contract::LABEL_STEP_DAEMONSET.to_owned(),
+        DAEMONSET.to_owned(),
+    );
     cm
 }
 
@@ -262,7 +291,10 @@ async fn ready(base: &str) {
         {
             return;
         }
-        assert!(tokio::time::Instant::now() < deadline, "service never became ready");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "service never became ready"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -288,8 +320,16 @@ async fn happy_path_runs_eight_steps_and_records_every_key() {
     assert_eq!(data["failedStep"], "");
     assert_eq!(data["lastError"], "");
     assert_eq!(data["registriesYamlActive"], "v2");
-    for key in ["cutoverStartedAt", "cutoverFinishedAt", "cutoverLastAttemptStartedAt"] {
-        assert!(data[key].parse::<jiff::Timestamp>().is_ok(), "{key}: {:?}", data[key]);
+    for key in [
+        "cutoverStartedAt",
+        "cutoverFinishedAt",
+        "cutoverLastAttemptStartedAt",
+    ] {
+        assert!(
+            data[key].parse::<jiff::Timestamp>().is_ok(),
+            "{key}: {:?}",
+            data[key]
+        );
     }
     for step in EIGHT {
         assert_eq!(data[&format!("step.{step}.result")], "success", "{step}");
@@ -299,7 +339,7 @@ async fn happy_path_runs_eight_steps_and_records_every_key() {
     }
     assert_eq!(data["step.registry-pivot.jobName"], DAEMONSET);
     assert_eq!(data["step.gitea-mirror.jobName"], "cutover-gitea-mirror-a1");
-    for node in env.sim.nodes() {
+    for node in env.nodes().await {
         assert_eq!(data[&format!("node.{node}.registriesYaml")], "v2", "{node}");
     }
     let jobs = env.jobs_by_step().await;
@@ -336,7 +376,10 @@ async fn a_failing_step_stays_failed_with_its_reason_until_retried() {
             &[
                 ("CUTOVER_SIM_OUTCOME", "fail"),
                 ("CUTOVER_SIM_FAIL_ATTEMPTS", "4"),
-                ("CUTOVER_SIM_MESSAGE", "harbor answered 503 for library/nginx"),
+                (
+                    "CUTOVER_SIM_MESSAGE",
+                    "harbor answered 503 for library/nginx",
+                ),
             ],
         ),
         job_step(3, "third", &[]),
@@ -354,30 +397,33 @@ async fn a_failing_step_stays_failed_with_its_reason_until_retried() {
     let error = &data["lastError"];
     assert!(error.contains("cutover-second-a1"), "{error}");
     assert!(error.contains("BackoffLimitExceeded"), "{error}");
-    assert!(error.contains("harbor answered 503 for library/nginx"), "{error}");
+    assert!(
+        error.contains("harbor answered 503 for library/nginx"),
+        "{error}"
+    );
 
     let (code, body) = post(&base, "/cutover", None).await;
     assert_eq!(code, 409);
     assert_eq!(body["error"], "cutover-failed");
     assert!(body["detail"].as_str().unwrap().contains("second"));
-    assert_eq!(env.status().await["lastError"], *error, "a refused start keeps the reason");
+    assert_eq!(
+        env.status().await["lastError"],
+        *error,
+        "a refused start keeps the reason"
+    );
 
     // The operator fixes the cause (here: the step itself), then retries.
     let api: Api<ConfigMap> = Api::namespaced(env.client(), env.ns());
-    api.replace(
-        "cutover-step-02-second",
-        &PostParams::default(),
-        &{
-            let mut cm = job_step(2, "second", &[]);
-            cm.metadata.resource_version = api
-                .get("cutover-step-02-second")
-                .await
-                .unwrap()
-                .metadata
-                .resource_version;
-            cm
-        },
-    )
+    api.replace("cutover-step-02-second", &PostParams::default(), &{
+        let mut cm = job_step(2, "second", &[]);
+        cm.metadata.resource_version = api
+            .get("cutover-step-02-second")
+            .await
+            .unwrap()
+            .metadata
+            .resource_version;
+        cm
+    })
     .await
     .unwrap();
     let (code, body) = post(&base, "/cutover/retry", None).await;
@@ -406,13 +452,19 @@ async fn abort_deletes_the_running_job_and_names_who_aborted() {
     let service = env.service("a").await;
     let base = service.url();
     ready(&base).await;
-    assert_eq!(post(&base, "/cutover/abort", None).await.0, 409, "nothing to abort");
+    assert_eq!(
+        post(&base, "/cutover/abort", None).await.0,
+        409,
+        "nothing to abort"
+    );
     assert_eq!(post(&base, "/cutover", None).await.0, 202);
     env.wait_step("stuck", "running").await;
     let jobs: Api<Job> = Api::namespaced(env.client(), env.ns());
     tokio::time::timeout(
         GUARD,
-        await_condition(jobs.clone(), "cutover-stuck-a1", |j: Option<&Job>| j.is_some()),
+        await_condition(jobs.clone(), "cutover-stuck-a1", |j: Option<&Job>| {
+            j.is_some()
+        }),
     )
     .await
     .unwrap()
@@ -423,8 +475,17 @@ async fn abort_deletes_the_running_job_and_names_who_aborted() {
     let data = env.wait_phase(&["failed"]).await;
     assert_eq!(data["failedStep"], "stuck");
     assert_eq!(data["step.stuck.result"], "failed");
-    assert!(data["lastError"].starts_with("aborted by "), "{}", data["lastError"]);
-    assert_eq!(data.get("step.never.result").map(String::as_str).unwrap_or(""), "");
+    assert!(
+        data["lastError"].starts_with("aborted by "),
+        "{}",
+        data["lastError"]
+    );
+    assert_eq!(
+        data.get("step.never.result")
+            .map(String::as_str)
+            .unwrap_or(""),
+        ""
+    );
     tokio::time::timeout(
         GUARD,
         await_condition(jobs, "cutover-stuck-a1", |j: Option<&Job>| j.is_none()),
@@ -469,9 +530,13 @@ async fn kill_and_restart_at_any_point_never_duplicates_a_job() {
     assert_eq!(post(&service.url(), "/cutover", None).await.0, 202);
     // Kill the service at several points of the run, each time starting a fresh replica
     // that must resume from the status ConfigMap.
-    for (i, step) in ["harbor-projects", "registry-pivot", "helmrepository-patches"]
-        .iter()
-        .enumerate()
+    for (i, step) in [
+        "harbor-projects",
+        "registry-pivot",
+        "helmrepository-patches",
+    ]
+    .iter()
+    .enumerate()
     {
         env.wait_step(step, "running").await;
         service.kill();
@@ -505,21 +570,33 @@ async fn a_job_that_finished_while_the_service_was_down_is_recorded() {
     assert_eq!(post(&service.url(), "/cutover", None).await.0, 202);
     env.wait_step("slow", "running").await;
     let jobs: Api<Job> = Api::namespaced(env.client(), env.ns());
-    tokio::time::timeout(GUARD, await_condition(jobs.clone(), "cutover-slow-a1", |j: Option<&Job>| j.is_some()))
-        .await
-        .unwrap()
-        .unwrap();
+    tokio::time::timeout(
+        GUARD,
+        await_condition(jobs.clone(), "cutover-slow-a1", |j: Option<&Job>| {
+            j.is_some()
+        }),
+    )
+    .await
+    .unwrap()
+    .unwrap();
     service.kill();
     let complete = |job: Option<&Job>| {
         job.and_then(|j| j.status.as_ref())
             .and_then(|s| s.conditions.as_ref())
-            .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Complete" && c.status == "True"))
+            .is_some_and(|cs| {
+                cs.iter()
+                    .any(|c| c.type_ == "Complete" && c.status == "True")
+            })
     };
     tokio::time::timeout(GUARD, await_condition(jobs, "cutover-slow-a1", complete))
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(env.status().await["step.slow.result"], "running", "nobody recorded it yet");
+    assert_eq!(
+        env.status().await["step.slow.result"],
+        "running",
+        "nobody recorded it yet"
+    );
 
     let service = env.service("b").await;
     let data = env.wait_phase(&["complete", "failed"]).await;
@@ -584,7 +661,9 @@ async fn two_replicas_run_one_runner_and_fail_over() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_conflicting_writer_loses_no_transition_and_no_key_of_its_own() {
     let env = Env::start(1).await;
-    let steps: Vec<ConfigMap> = (1..=5).map(|i| job_step(i, &format!("s{i}"), &[])).collect();
+    let steps: Vec<ConfigMap> = (1..=5)
+        .map(|i| job_step(i, &format!("s{i}"), &[]))
+        .collect();
     env.add_steps(steps).await;
     let service = env.service("a").await;
     ready(&service.url()).await;
@@ -594,9 +673,14 @@ async fn a_conflicting_writer_loses_no_transition_and_no_key_of_its_own() {
         tokio::spawn(async move {
             let mut n = 0u32;
             loop {
-                let patch = json!({"data": {format!("node.writer-{}.registriesYaml", n % 50): "v1"}});
+                let patch =
+                    json!({"data": {format!("node.writer-{}.registriesYaml", n % 50): "v1"}});
                 let _ = api
-                    .patch(DEFAULT_STATUS_CONFIGMAP, &PatchParams::default(), &Patch::Merge(&patch))
+                    .patch(
+                        DEFAULT_STATUS_CONFIGMAP,
+                        &PatchParams::default(),
+                        &Patch::Merge(&patch),
+                    )
                     .await;
                 n += 1;
                 tokio::task::yield_now().await;
@@ -611,7 +695,10 @@ async fn a_conflicting_writer_loses_no_transition_and_no_key_of_its_own() {
         assert_eq!(data[&format!("step.s{i}.result")], "success");
         assert!(!data[&format!("step.s{i}.finishedAt")].is_empty());
     }
-    assert!(data.keys().any(|k| k.starts_with("node.writer-")), "writer's keys kept");
+    assert!(
+        data.keys().any(|k| k.starts_with("node.writer-")),
+        "writer's keys kept"
+    );
     service.shutdown().await;
     env.cleanup().await;
 }
@@ -619,9 +706,12 @@ async fn a_conflicting_writer_loses_no_transition_and_no_key_of_its_own() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn daemonset_wait_ignores_stale_acks_and_follows_a_replaced_node() {
     let env = Env::start(2).await;
-    env.add_steps(vec![daemonset_step(1, "registry-pivot"), job_step(2, "after", &[])])
-        .await;
-    let nodes = env.sim.nodes();
+    env.add_steps(vec![
+        daemonset_step(1, "registry-pivot"),
+        job_step(2, "after", &[]),
+    ])
+    .await;
+    let nodes = env.nodes().await;
     let stuck = nodes[0].clone();
     env.sim.set_never_ack(&stuck, true);
     // A stale acknowledgement of a node that no longer exists must not count.
@@ -643,18 +733,31 @@ async fn daemonset_wait_ignores_stale_acks_and_follows_a_replaced_node() {
             .and_then(|d| d.get(&other))
             .is_some_and(|v| v == "v2")
     };
-    tokio::time::timeout(GUARD, await_condition(api.clone(), DEFAULT_STATUS_CONFIGMAP, cond))
-        .await
-        .unwrap()
-        .unwrap();
+    tokio::time::timeout(
+        GUARD,
+        await_condition(api.clone(), DEFAULT_STATUS_CONFIGMAP, cond),
+    )
+    .await
+    .unwrap()
+    .unwrap();
     let data = env.status().await;
-    assert_eq!(data["step.registry-pivot.result"], "running", "one node has not acknowledged");
+    assert_eq!(
+        data["step.registry-pivot.result"], "running",
+        "one node has not acknowledged"
+    );
     assert_eq!(data["registriesYamlActive"], "v2");
 
-    let replacement = env.sim.replace_node(&stuck).await.expect("replace node");
+    // The stuck node is replaced: the new node must acknowledge before the step completes.
+    let replacement = env.sim.add_node().await.expect("add node");
+    env.sim.delete_node(&stuck).await.expect("delete node");
     let data = env.wait_phase(&["complete", "failed"]).await;
     assert_eq!(data["cutoverPhase"], "complete", "{data:#?}");
-    assert_eq!(data[&format!("node.{replacement}.registriesYaml")], "v2");
+    assert_eq!(
+        data.get(&format!("node.{replacement}.registriesYaml"))
+            .map(String::as_str),
+        Some("v2")
+    );
+    assert_eq!(data.get(&format!("node.{stuck}.registriesYaml")), None);
     service.shutdown().await;
     env.cleanup().await;
 }
@@ -670,7 +773,12 @@ async fn invalid_steps_start_nothing_and_every_problem_is_reported() {
     assert_eq!(body["error"], "no-steps-found");
 
     let mut no_order = job_step(1, "no-order", &[]);
-    no_order.metadata.labels.as_mut().unwrap().remove(contract::LABEL_STEP_ORDER);
+    no_order
+        .metadata
+        .labels
+        .as_mut()
+        .unwrap()
+        .remove(contract::LABEL_STEP_ORDER);
     let mut bad_mode = job_step(2, "bad-mode", &[]);
     bad_mode
         .metadata
@@ -684,36 +792,31 @@ async fn invalid_steps_start_nothing_and_every_problem_is_reported() {
         "restartPolicy: Always\ncontainers: [{name: x, image: alpine:3.20}]\n".to_owned(),
     );
     let mut unparsable = job_step(4, "unparsable", &[]);
-    unparsable
-        .data
-        .as_mut()
-        .unwrap()
-        .insert(contract::DATA_POD_SPEC.to_owned(), "containers: [\n  - {".to_owned());
+    unparsable.data.as_mut().unwrap().insert(
+        contract::DATA_POD_SPEC.to_owned(),
+        "containers: [\n  - {".to_owned(),
+    );
     let mut no_containers = job_step(5, "no-containers", &[]);
-    no_containers
-        .data
-        .as_mut()
-        .unwrap()
-        .insert(contract::DATA_POD_SPEC.to_owned(), "containers: []\n".to_owned());
+    no_containers.data.as_mut().unwrap().insert(
+        contract::DATA_POD_SPEC.to_owned(),
+        "containers: []\n".to_owned(),
+    );
     let duplicate = job_step(5, "duplicate-order", &[]);
     let mut missing_ds = daemonset_step(6, "pivot");
-    missing_ds
-        .metadata
-        .labels
-        .as_mut()
-        .unwrap()
-        .insert(contract::LABEL_STEP_DAEMONSET.to_owned(), "no-such-ds".to_owned());
+    missing_ds.metadata.labels.as_mut().unwrap().insert(
+        contract::LABEL_STEP_DAEMONSET.to_owned(),
+        "no-such-ds".to_owned(),
+    );
     let mut ds_with_pod = daemonset_step(7, "pivot-with-pod");
     ds_with_pod.data.as_mut().unwrap().insert(
         contract::DATA_POD_SPEC.to_owned(),
         "containers: [{name: x, image: alpine:3.20}]\n".to_owned(),
     );
     let mut bad_name = job_step(8, "x", &[]);
-    bad_name
-        .data
-        .as_mut()
-        .unwrap()
-        .insert(contract::DATA_STEP_NAME.to_owned(), "Not A Valid Name!".to_owned());
+    bad_name.data.as_mut().unwrap().insert(
+        contract::DATA_STEP_NAME.to_owned(),
+        "Not A Valid Name!".to_owned(),
+    );
     env.add_steps(vec![
         no_order,
         bad_mode,
@@ -763,11 +866,14 @@ async fn cut_watches_and_an_api_server_restart_mid_step_do_not_derail_the_run() 
     steps.push(daemonset_step(3, "registry-pivot"));
     steps.push(job_step(4, "after", &[("CUTOVER_SIM_RUN_MS", "300")]));
     env.add_steps(steps).await;
-    let proxy = FaultProxy::start(env.kube_config().await).await.expect("proxy");
-    let faults = proxy.faults();
-    let through_proxy = kube::Config::from_custom_kubeconfig(proxy.kubeconfig(), &KubeConfigOptions::default())
+    let proxy = FaultProxy::start(env.kube_config().await)
         .await
-        .expect("proxy kube config");
+        .expect("proxy");
+    let faults = proxy.faults();
+    let through_proxy =
+        kube::Config::from_custom_kubeconfig(proxy.kubeconfig(), &KubeConfigOptions::default())
+            .await
+            .expect("proxy kube config");
     let service = Service::start(through_proxy, env.service_config("a"))
         .await
         .expect("service");

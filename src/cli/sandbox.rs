@@ -2,6 +2,7 @@
 //! kubeconfig that `kubectl` and the service accept.
 
 use crate::sandbox::api::{ApiServer, ApiServerConfig, ApiServerError};
+use crate::sandbox::auth::TokenTable;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -18,6 +19,13 @@ pub struct SandboxArgs {
     /// Number of simulated nodes (used by the simulator).
     #[arg(long, default_value_t = 3)]
     pub nodes: usize,
+    /// Bearer tokens `TOKEN=USER[:GROUP[+GROUP...]],...`; turns on authentication and RBAC
+    /// (the kubeconfig written keeps the admin token).
+    #[arg(long, value_parser = TokenTable::parse)]
+    pub token: Option<TokenTable>,
+    /// Serve HTTPS with a certificate from a CA made at start-up (the kubeconfig carries it).
+    #[arg(long)]
+    pub tls: bool,
 }
 
 /// Why the sandbox command failed.
@@ -46,6 +54,8 @@ pub enum SandboxCliError {
 pub async fn run(args: SandboxArgs) -> Result<(), SandboxCliError> {
     let server = ApiServer::start(ApiServerConfig {
         listen: args.listen,
+        tokens: args.token,
+        tls: args.tls,
         ..ApiServerConfig::default()
     })
     .await?;

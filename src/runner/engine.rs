@@ -8,7 +8,7 @@ use crate::render::job_name;
 use crate::service::Context;
 use crate::status::model::{Phase, StatusData, StepResult, StepRow};
 use crate::status::{StoreError, Transition, now_rfc3339};
-use crate::step::{Step, StepKind, StepPlan};
+use crate::step::{DiscoverError, Step, StepKind, StepPlan};
 use k8s_openapi::api::apps::v1::DaemonSet;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
@@ -55,6 +55,7 @@ async fn drive(ctx: &Context) -> Result<(), StoreError> {
     let mut changes = ctx.store.cache().subscribe();
     let mut plan: Option<Arc<StepPlan>> = None;
     let mut pending: Vec<Transition> = Vec::new();
+    let mut discover_backoff = crate::retry::Backoff::new();
     loop {
         let data = current_data(ctx).await?;
         let mut view = data.clone();
@@ -79,14 +80,19 @@ async fn drive(ctx: &Context) -> Result<(), StoreError> {
                     plan = Some(found.clone());
                     found
                 }
-                Err(err) => {
+                Err(DiscoverError::Invalid(report)) => {
                     let mut ts = std::mem::take(&mut pending);
                     ts.push(Transition::Halt {
                         step: None,
-                        reason: format!("the cutover cannot go on: {err}"),
+                        reason: format!("the cutover cannot go on: {report}"),
                         at: now_rfc3339(),
                     });
                     apply(ctx, ts).await?;
+                    continue;
+                }
+                Err(err) => {
+                    tracing::warn!(error = %err, "cannot read the steps; retrying");
+                    discover_backoff.wait().await;
                     continue;
                 }
             },
@@ -196,7 +202,7 @@ async fn current_data(ctx: &Context) -> Result<StatusData, StoreError> {
         Some(cm) => cm,
         None => {
             ctx.store
-                .read_or_create(&mut crate::status::store::Backoff::new())
+                .read_or_create(&mut crate::retry::Backoff::new())
                 .await?
         }
     };

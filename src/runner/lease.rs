@@ -3,7 +3,7 @@
 //! decision (acquire, renew, wait) is a pure function of the Lease and the clock; the async
 //! shell only reads and writes it with optimistic concurrency.
 
-use crate::status::store::is_status;
+use crate::retry::is_status;
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
 use kube::api::{Api, PostParams};

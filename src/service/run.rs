@@ -184,6 +184,16 @@ impl Service {
         format!("http://{}", self.addr)
     }
 
+    /// Resolves once the status and step caches are synced (what `/readyz` reports).
+    pub async fn ready(&self) {
+        let mut status = self.ctx.store.cache().subscribe();
+        let _ = status.wait_for(|snap| snap.synced).await;
+        let mut steps = self.ctx.steps.subscribe();
+        let _ = steps
+            .wait_for(|state| !matches!(state, super::PlanState::Unsynced))
+            .await;
+    }
+
     /// The shared context (for the CLI's progress display).
     pub fn context(&self) -> &Arc<Context> {
         &self.ctx

@@ -7,11 +7,11 @@ use super::cache::StatusCache;
 use super::model::{KEY_PHASE, KEY_SCHEMA_VERSION, Phase, StatusData};
 use super::transition::{Rejected, Transition};
 use crate::contract::{self, key};
+use crate::retry::{Backoff, is_status, is_transient};
 use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, PostParams};
 use std::collections::BTreeMap;
-use std::time::Duration;
 
 /// What can go wrong writing the status ConfigMap.
 #[derive(Debug, thiserror::Error)]
@@ -169,55 +169,6 @@ impl StatusStore {
             name: self.name.clone(),
             source,
         }
-    }
-}
-
-/// Capped exponential backoff with jitter for retries that must eventually succeed.
-pub struct Backoff {
-    inner: Box<dyn Iterator<Item = Duration> + Send>,
-}
-
-impl Backoff {
-    /// Starts at 20 ms, doubles up to 5 s, and never gives up: the caller decides how long
-    /// to wait by dropping the future.
-    pub fn new() -> Self {
-        use backon::BackoffBuilder;
-        let inner = backon::ExponentialBuilder::default()
-            .with_min_delay(Duration::from_millis(20))
-            .with_max_delay(Duration::from_secs(5))
-            .with_jitter()
-            .without_max_times()
-            .build();
-        Backoff {
-            inner: Box::new(inner),
-        }
-    }
-
-    /// Sleeps for the next delay.
-    pub async fn wait(&mut self) {
-        let delay = self.inner.next().unwrap_or(Duration::from_secs(5));
-        tokio::time::sleep(delay).await;
-    }
-}
-
-impl Default for Backoff {
-    fn default() -> Self {
-        Backoff::new()
-    }
-}
-
-/// Whether `err` is an API answer with HTTP status `code`.
-pub fn is_status(err: &kube::Error, code: u16) -> bool {
-    matches!(err, kube::Error::Api(status) if status.code == code)
-}
-
-/// Whether retrying `err` may succeed: server errors, throttling, timeouts and lost
-/// connections, as opposed to refusals (4xx) that need a person.
-pub fn is_transient(err: &kube::Error) -> bool {
-    match err {
-        kube::Error::Api(status) => status.code >= 500 || status.code == 429 || status.code == 408,
-        kube::Error::HyperError(_) | kube::Error::Service(_) | kube::Error::ReadEvents(_) => true,
-        _ => false,
     }
 }
 

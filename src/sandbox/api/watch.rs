@@ -6,6 +6,7 @@ use super::history::{Change, EventType};
 use super::kinds::KindInfo;
 use super::selectors::Selectors;
 use super::store::{WatchStart, too_old};
+use super::table;
 use bytes::Bytes;
 use futures::Stream;
 use serde_json::json;
@@ -30,6 +31,8 @@ pub struct WatchParams {
     pub bookmark_every: Duration,
     /// `sendInitialEvents`: end the initial ADDED events with an annotated bookmark.
     pub initial_events_end: bool,
+    /// Send each object as a one-row Table (`kubectl get -w`).
+    pub as_table: bool,
 }
 
 /// An event line as it goes on the wire.
@@ -69,7 +72,13 @@ fn visible_as(change: &Change, p: &WatchParams) -> Option<EventType> {
 }
 
 fn render(change: &Change, p: &WatchParams) -> Option<Bytes> {
-    visible_as(change, p).map(|t| line(t.as_str(), change.object_json()))
+    let event_type = visible_as(change, p)?;
+    if p.as_table {
+        let rv = json!({"resourceVersion": change.rv.to_string()});
+        let t = table::table(&p.kind, std::slice::from_ref(&change.object), rv);
+        return Some(line(event_type.as_str(), &t.to_string()));
+    }
+    Some(line(event_type.as_str(), change.object_json()))
 }
 
 fn bookmark(kind: &KindInfo, rv: u64, initial_end: bool) -> Bytes {
@@ -161,6 +170,7 @@ mod tests {
             bookmarks: false,
             bookmark_every: Duration::from_secs(1),
             initial_events_end: false,
+            as_table: false,
         };
         let obj = |v: &str| {
             Arc::new(json!({"metadata": {"name": "x", "namespace": "ns", "labels": {"a": v}}}))

@@ -23,7 +23,7 @@ use tokio::time::Instant;
 
 use super::answer;
 use super::decide::{Action, decide, is_watch, watch_cut_at};
-use super::handle::Faults;
+use super::handle::{ConnectionGuard, Faults};
 
 /// Name of the cluster, user and context in [`FaultProxy::kubeconfig`].
 const KUBECONFIG_NAME: &str = "faults";
@@ -86,7 +86,7 @@ impl FaultProxy {
         let mut caller_config = config.clone();
         caller_config.auth_info = AuthInfo::default();
         let upstream = Arc::new(Upstream {
-            faults: Faults::default(),
+            faults: Faults::new(),
             with_credentials: kube::Client::try_from(config).map_err(FaultError::Upstream)?,
             caller_credentials: kube::Client::try_from(caller_config)
                 .map_err(FaultError::Upstream)?,
@@ -165,7 +165,9 @@ async fn accept_loop(listener: TcpListener, upstream: Arc<Upstream>) {
     loop {
         match listener.accept().await {
             Ok((stream, _)) => {
-                tokio::spawn(serve_connection(stream, upstream.clone()));
+                // Registered before the task runs, so a restart right now drops it too.
+                let guard = upstream.faults.connection();
+                tokio::spawn(serve_connection(stream, guard, upstream.clone()));
             }
             Err(error) => {
                 // Out of file descriptors and the like: pause rather than spin.
@@ -176,8 +178,7 @@ async fn accept_loop(listener: TcpListener, upstream: Arc<Upstream>) {
     }
 }
 
-async fn serve_connection(stream: TcpStream, upstream: Arc<Upstream>) {
-    let mut guard = upstream.faults.connection();
+async fn serve_connection(stream: TcpStream, mut guard: ConnectionGuard, upstream: Arc<Upstream>) {
     let service = service_fn(move |request| {
         let upstream = upstream.clone();
         async move { Ok::<_, Infallible>(handle(&upstream, request).await) }
@@ -208,8 +209,10 @@ async fn handle(upstream: &Upstream, request: Request<Incoming>) -> Response<Bod
     let body = match axum::body::to_bytes(Body::new(body), MAX_REQUEST_BODY).await {
         Ok(body) => body,
         Err(error) => {
-            tracing::debug!(%error, "fault proxy could not read a request body");
-            return answer::injected_error(StatusCode::BAD_REQUEST);
+            return answer::proxy_failure(
+                StatusCode::BAD_REQUEST,
+                format!("the fault proxy could not read the request body: {error}"),
+            );
         }
     };
     let path_and_query = parts
@@ -227,13 +230,21 @@ async fn handle(upstream: &Upstream, request: Request<Incoming>) -> Response<Bod
     *forward.headers_mut() = end_to_end(parts.headers);
     match path_and_query.parse() {
         Ok(uri) => *forward.uri_mut() = uri,
-        Err(_) => return answer::injected_error(StatusCode::BAD_REQUEST),
+        Err(error) => {
+            return answer::proxy_failure(
+                StatusCode::BAD_REQUEST,
+                format!("the fault proxy cannot forward path {path_and_query:?}: {error}"),
+            );
+        }
     }
     let response = match client.send(forward).await {
         Ok(response) => response,
         Err(error) => {
             tracing::debug!(%error, path = %path_and_query, "fault proxy upstream request failed");
-            return answer::bad_gateway(&error);
+            return answer::proxy_failure(
+                StatusCode::BAD_GATEWAY,
+                format!("the fault proxy could not reach the upstream: {error}"),
+            );
         }
     };
     let (mut parts, body) = response.into_parts();
