@@ -19,6 +19,8 @@ pub struct Numbered {
     pub id: u64,
     /// The frame.
     pub frame: Frame,
+    /// The frame as JSON, serialized once for every client.
+    pub json: String,
 }
 
 struct State {
@@ -91,9 +93,11 @@ impl EventHub {
         self.observe(&state.last, &next, &frames);
         let mut sent = Vec::with_capacity(frames.len());
         for frame in frames {
+            let json = serde_json::to_string(&frame).unwrap_or_else(|_| "{}".to_owned());
             let numbered = Arc::new(Numbered {
                 id: state.next_id,
                 frame,
+                json,
             });
             state.next_id += 1;
             if state.replay.len() == self.replay_capacity {

@@ -76,7 +76,10 @@ pub async fn stream(
 }
 
 fn frame_event(numbered: &Numbered) -> Event {
-    event(numbered.frame.phase, &numbered.frame).id(numbered.id.to_string())
+    Event::default()
+        .event(numbered.frame.phase.as_str())
+        .data(&numbered.json)
+        .id(numbered.id.to_string())
 }
 
 fn status_event(head: u64, status: StatusBody) -> Event {
