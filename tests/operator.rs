@@ -746,3 +746,63 @@ async fn a_run_is_streamed_recorded_and_measured() {
     drop(stalled);
     env.stop(service).await;
 }
+
+/// Schemathesis (PyPI `schemathesis`, command `st`) against `openapi.yaml` and the running
+/// service: no server error, no response outside the spec. Skipped when `st` is missing,
+/// except in CI (`CI=true`), where it must be installed.
+#[tokio::test]
+async fn schemathesis_finds_no_server_error_and_no_spec_violation() {
+    let available = std::process::Command::new("st")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !available {
+        assert_ne!(
+            std::env::var("CI").as_deref(),
+            Ok("true"),
+            "schemathesis (`pip install schemathesis`) is required in CI"
+        );
+        eprintln!("skipped: schemathesis (`st`) is not installed");
+        return;
+    }
+    let env = Env::start(2).await;
+    let service = env.service(env.config()).await;
+    // The operator's routes as alice; the internal ones as the allow-listed service account.
+    // The event streams never end; their frames are covered above.
+    schemathesis(
+        &service.url(),
+        ALICE,
+        &["--exclude-path-regex", "events$|internal"],
+    )
+    .await;
+    schemathesis(
+        &service.url(),
+        CONSOLE_SA,
+        &["--include-path-regex", "internal"],
+    )
+    .await;
+    env.stop(service).await;
+}
+
+/// Runs `st run` against the service with `token` and `filter`; fails on any finding.
+async fn schemathesis(base: &str, token: &str, filter: &[&str]) {
+    let spec = concat!(env!("CARGO_MANIFEST_DIR"), "/openapi.yaml");
+    let mut command = std::process::Command::new("st");
+    command
+        .args(["run", spec, "--url", base, "--no-color"])
+        .args(["-H", &format!("Authorization: Bearer {token}")])
+        .args(["--checks", "all", "--max-examples", "25", "--workers", "2"])
+        .args(filter)
+        .arg("--report-dir")
+        .arg(std::env::temp_dir().join(format!("schemathesis-{}", uuid::Uuid::new_v4())));
+    let output = tokio::task::spawn_blocking(move || command.output())
+        .await
+        .expect("join")
+        .expect("run st");
+    assert!(
+        output.status.success(),
+        "schemathesis found problems:\n{}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}

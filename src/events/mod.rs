@@ -21,6 +21,8 @@ pub struct EventsConfig {
     pub lag: usize,
     /// Interval of the keep-alive comments.
     pub keep_alive: Duration,
+    /// Whether the leader records a Kubernetes Event per frame on the status ConfigMap.
+    pub kubernetes_events: bool,
 }
 
 impl Default for EventsConfig {
@@ -29,6 +31,7 @@ impl Default for EventsConfig {
             replay: 1024,
             lag: 256,
             keep_alive: Duration::from_secs(15),
+            kubernetes_events: true,
         }
     }
 }

@@ -46,7 +46,7 @@ pub async fn start(
     let request: StartRequest = if body.iter().all(u8::is_ascii_whitespace) {
         StartRequest::default()
     } else {
-        serde_json::from_slice(&body).map_err(|e| ApiError::BadRequest(e.to_string()))?
+        super::body::json_object(&body)?
     };
     begin(&ctx, &caller, Trigger::Api, request.retry).await
 }

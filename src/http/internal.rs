@@ -101,8 +101,7 @@ pub async fn operator_login(
     caller: Caller,
     body_bytes: Bytes,
 ) -> Result<(StatusCode, Json<LoginResponse>), ApiError> {
-    let request: LoginRequest =
-        serde_json::from_slice(&body_bytes).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    let request: LoginRequest = super::body::json_object(&body_bytes)?;
     let operator = request.operator.trim();
     if operator.is_empty() || operator.len() > MAX_OPERATOR_LEN {
         return Err(ApiError::BadRequest(format!(

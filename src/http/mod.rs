@@ -2,6 +2,7 @@
 //! the routes, each in its own module. Errors are [`error::ApiError`].
 
 pub mod auth;
+pub mod body;
 pub mod caller;
 pub mod cutover;
 pub mod error;

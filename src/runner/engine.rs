@@ -141,7 +141,11 @@ async fn drive(ctx: &Context) -> Result<(), StoreError> {
                 if !apply(ctx, ts).await? {
                     continue;
                 }
-                let span = tracing::info_span!("step", step = %step.name.as_str(), attempt, job = %target, resume);
+                let run = crate::status::model::get(
+                    &view,
+                    crate::contract::key::CUTOVER_LAST_ATTEMPT_STARTED_AT,
+                );
+                let span = tracing::info_span!("step", %run, step = %step.name.as_str(), attempt, job = %target, resume);
                 let outcome = run_step(ctx, step, attempt, &target, resume)
                     .instrument(span)
                     .await;

@@ -127,15 +127,17 @@ impl Service {
 
         let events = EventHub::new(config.events.replay, config.events.lag, metrics.clone());
         tasks.spawn(events.clone().follow(cache.clone(), steps.clone()));
-        tasks.spawn(crate::events::recorder::record(
-            events.clone(),
-            client.clone(),
-            cache.clone(),
-            ns.clone(),
-            config.status_configmap.clone(),
-            config.identity.clone(),
-            leading.clone(),
-        ));
+        if config.events.kubernetes_events {
+            tasks.spawn(crate::events::recorder::record(
+                events.clone(),
+                client.clone(),
+                cache.clone(),
+                ns.clone(),
+                config.status_configmap.clone(),
+                config.identity.clone(),
+                leading.clone(),
+            ));
+        }
         let ctx = Arc::new(Context {
             auth: Authenticator::new(client.clone(), config.auth.clone(), &ns),
             client,
