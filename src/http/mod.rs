@@ -1,10 +1,15 @@
 //! The service's HTTP layer: the router, its middleware (request id, tracing, timeout) and
 //! the routes, each in its own module. Errors are [`error::ApiError`].
 
+pub mod auth;
+pub mod body;
 pub mod caller;
 pub mod cutover;
 pub mod error;
+pub mod events;
 pub mod health;
+pub mod internal;
+pub mod metrics;
 
 use crate::service::Context;
 use axum::Router;
@@ -28,12 +33,18 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("/cutover/abort", "post"),
     ("/api/v1/sovereign/cutover/start", "post"),
     ("/api/v1/sovereign/cutover/status", "get"),
+    ("/cutover/events", "get"),
+    ("/api/v1/sovereign/cutover/events", "get"),
+    ("/api/v1/internal/cutover/trigger", "post"),
+    ("/api/v1/internal/cutover/operator-login", "post"),
     ("/healthz", "get"),
     ("/readyz", "get"),
+    ("/metrics", "get"),
     ("/openapi.yaml", "get"),
 ];
 
-/// The router with its middleware.
+/// The router with its middleware: authentication on every route but the open ones,
+/// request metrics by matched route, then request id, tracing and timeout.
 pub fn router(ctx: Arc<Context>) -> Router {
     let request_id = HeaderName::from_static("x-request-id");
     let timeout = ctx.config.request_timeout;
@@ -43,9 +54,25 @@ pub fn router(ctx: Arc<Context>) -> Router {
         .route("/cutover/abort", post(cutover::abort))
         .route("/api/v1/sovereign/cutover/start", post(cutover::start))
         .route("/api/v1/sovereign/cutover/status", get(cutover::status))
+        .route("/cutover/events", get(events::stream))
+        .route("/api/v1/sovereign/cutover/events", get(events::stream))
+        .route("/api/v1/internal/cutover/trigger", post(internal::trigger))
+        .route(
+            "/api/v1/internal/cutover/operator-login",
+            post(internal::operator_login),
+        )
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
+        .route("/metrics", get(metrics::metrics))
         .route("/openapi.yaml", get(openapi))
+        .route_layer(axum::middleware::from_fn_with_state(
+            ctx.clone(),
+            auth::require,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            ctx.clone(),
+            metrics::track,
+        ))
         .with_state(ctx)
         .layer(
             ServiceBuilder::new()

@@ -41,8 +41,12 @@ fn offline_context() -> Arc<Context> {
     let (_tx, leading) = tokio::sync::watch::channel(false);
     let mut config = ServiceConfig::new("ns");
     config.request_timeout = std::time::Duration::from_millis(200);
+    let metrics = Arc::new(crate::metrics::Metrics::new());
     Arc::new(Context {
         store: StatusStore::new(client.clone(), "ns", "status", StatusCache::new()),
+        auth: crate::auth::Authenticator::new(client.clone(), config.auth.clone(), "ns"),
+        events: crate::events::EventHub::new(16, 16, metrics.clone()),
+        metrics,
         client,
         config,
         steps,
@@ -98,6 +102,7 @@ async fn router_serves_every_listed_route() {
 #[test]
 fn spec_lists_every_error_code() {
     use super::error::ApiError;
+    use crate::auth::AuthError;
     let spec = spec();
     let listed: BTreeSet<&str> =
         spec["components"]["schemas"]["Error"]["properties"]["error"]["enum"]
@@ -126,6 +131,20 @@ fn spec_lists_every_error_code() {
         ApiError::BadRequest(String::new()),
         ApiError::Unavailable(String::new()),
         ApiError::Upstream(String::new()),
+        ApiError::Auth(AuthError::MissingBearer(String::new())),
+        ApiError::Auth(AuthError::InvalidToken(String::new())),
+        ApiError::Auth(AuthError::Forbidden {
+            user: String::new(),
+            verb: String::new(),
+            resource: String::new(),
+            namespace: String::new(),
+            reason: String::new(),
+        }),
+        ApiError::Auth(AuthError::UnauthorizedSa {
+            user: String::new(),
+            allowed: String::new(),
+        }),
+        ApiError::Auth(AuthError::Unavailable(String::new())),
     ];
     for err in errors {
         assert!(

@@ -8,6 +8,9 @@ use super::model::{
 };
 use crate::contract::key;
 
+/// How `lastError` of an aborted step begins, followed by who aborted it.
+pub const ABORTED_BY_PREFIX: &str = "aborted by ";
+
 /// What started an attempt of the cutover.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Trigger {
@@ -106,6 +109,13 @@ pub enum Transition {
         step: Option<String>,
         /// A reason a person can act on.
         reason: String,
+        /// RFC 3339 time.
+        at: String,
+    },
+    /// The first operator login ever: recorded once; later logins change nothing.
+    FirstOperatorLogin {
+        /// The operator's name.
+        operator: String,
         /// RFC 3339 time.
         at: String,
     },
@@ -269,7 +279,7 @@ impl Transition {
             }
             Transition::Abort { step, by, at } => {
                 require_running(phase)?;
-                let reason = format!("aborted by {by}");
+                let reason = format!("{ABORTED_BY_PREFIX}{by}");
                 fail(data, step, &reason, at);
                 Ok(())
             }
@@ -283,6 +293,13 @@ impl Transition {
                         set(data, key::LAST_ERROR, reason);
                         set(data, key::CURRENT_STEP, "");
                     }
+                }
+                Ok(())
+            }
+            Transition::FirstOperatorLogin { operator, at } => {
+                if get(data, key::FIRST_OPERATOR_LOGIN).is_empty() {
+                    set(data, key::FIRST_OPERATOR_LOGIN, operator);
+                    set(data, key::FIRST_OPERATOR_LOGIN_AT, at);
                 }
                 Ok(())
             }
@@ -544,6 +561,26 @@ mod tests {
         let before = d.clone();
         assert!(succeeded("a", 0, 1).apply(&mut d).is_err());
         assert_eq!(before, d);
+    }
+
+    #[test]
+    fn first_operator_login_is_recorded_once() {
+        let login = |who: &str, at: &str| Transition::FirstOperatorLogin {
+            operator: who.into(),
+            at: at.into(),
+        };
+        let mut d = StatusData::new();
+        run(&mut d, &[login("alice", T0)]);
+        assert_eq!(get(&d, "firstOperatorLogin"), "alice");
+        assert_eq!(get(&d, "firstOperatorLoginAt"), T0);
+        let before = d.clone();
+        run(&mut d, &[login("bob", T1), login("alice", T1)]);
+        assert_eq!(before, d, "a later login changes nothing");
+        assert_eq!(
+            Phase::of(&d),
+            Phase::Idle,
+            "recording a login starts nothing"
+        );
     }
 
     #[test]
