@@ -1,14 +1,14 @@
 //! Kubernetes Events (events.k8s.io/v1) on the status ConfigMap, one per frame, so that
-//! `kubectl describe cm self-sovereign-cutover-status` tells the story. Every replica
-//! derives the frames; only the leader records them, so each transition is told once.
+//! `kubectl describe cm self-sovereign-cutover-status` tells the story. A replica tells the
+//! transitions it wrote itself (a start on any replica, the steps on the leader): each is
+//! written by exactly one replica, so each is told exactly once, leader or not.
 
-use super::frames::{Frame, FramePhase, Level};
-use super::hub::EventHub;
-use crate::status::StatusCache;
+use super::frames::{Frame, FramePhase, Level, derive};
+use crate::service::StepSource;
+use crate::status::{StatusStore, now_rfc3339};
 use k8s_openapi::api::core::v1::ObjectReference;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use tokio::sync::broadcast::error::RecvError;
-use tokio::sync::watch;
 
 /// The reporting controller's name on every Event.
 pub const CONTROLLER: &str = "catalyst-cutover";
@@ -56,18 +56,10 @@ pub fn event_of(frame: &Frame, job: Option<ObjectReference>) -> Event {
     }
 }
 
-/// Records every frame of `hub` as an Event on the status ConfigMap while `leading`, until
-/// the future is dropped. A failed write is logged, never retried: Events are a courtesy,
-/// the status ConfigMap is the record.
-pub async fn record(
-    hub: EventHub,
-    client: kube::Client,
-    cache: StatusCache,
-    namespace: String,
-    name: String,
-    identity: String,
-    leading: watch::Receiver<bool>,
-) {
+/// Records, as Events on the status ConfigMap, the frames of every write `store` makes,
+/// until the future is dropped. A failed write is logged, never retried: Events are a
+/// courtesy, the status ConfigMap is the record.
+pub async fn record(store: StatusStore, steps: StepSource, client: kube::Client, identity: String) {
     let recorder = Recorder::new(
         client,
         Reporter {
@@ -75,10 +67,12 @@ pub async fn record(
             instance: Some(identity),
         },
     );
-    let mut frames = hub.receiver();
+    let namespace = store.namespace().to_owned();
+    let name = store.name().to_owned();
+    let mut writes = store.writes();
     loop {
-        let numbered = match frames.recv().await {
-            Ok(numbered) => numbered,
+        let write = match writes.recv().await {
+            Ok(write) => write,
             Err(RecvError::Lagged(missed)) => {
                 tracing::warn!(
                     missed,
@@ -88,27 +82,30 @@ pub async fn record(
             }
             Err(RecvError::Closed) => return,
         };
-        if !*leading.borrow() {
-            continue;
-        }
+        let order = steps.names().unwrap_or_default();
         let regarding = ObjectReference {
             api_version: Some("v1".to_owned()),
             kind: Some("ConfigMap".to_owned()),
             name: Some(name.clone()),
             namespace: Some(namespace.clone()),
-            uid: cache.configmap().and_then(|cm| cm.metadata.uid.clone()),
+            uid: store
+                .cache()
+                .configmap()
+                .and_then(|cm| cm.metadata.uid.clone()),
             ..ObjectReference::default()
         };
-        let job = numbered.frame.job_name.as_ref().map(|job| ObjectReference {
-            api_version: Some("batch/v1".to_owned()),
-            kind: Some("Job".to_owned()),
-            name: Some(job.clone()),
-            namespace: Some(namespace.clone()),
-            ..ObjectReference::default()
-        });
-        let event = event_of(&numbered.frame, job);
-        if let Err(err) = recorder.publish(&event, &regarding).await {
-            tracing::warn!(error = %err, reason = %event.reason, "cannot record a Kubernetes Event");
+        for frame in derive(&write.before, &write.after, &order, &now_rfc3339()) {
+            let job = frame.job_name.as_ref().map(|job| ObjectReference {
+                api_version: Some("batch/v1".to_owned()),
+                kind: Some("Job".to_owned()),
+                name: Some(job.clone()),
+                namespace: Some(namespace.clone()),
+                ..ObjectReference::default()
+            });
+            let event = event_of(&frame, job);
+            if let Err(err) = recorder.publish(&event, &regarding).await {
+                tracing::warn!(error = %err, reason = %event.reason, "cannot record a Kubernetes Event");
+            }
         }
     }
 }

@@ -152,13 +152,10 @@ impl Service {
         tasks.spawn(events.clone().follow(cache.clone(), steps.clone()));
         if config.events.kubernetes_events {
             tasks.spawn(crate::events::recorder::record(
-                events.clone(),
+                store.clone(),
+                steps.clone(),
                 client.clone(),
-                cache.clone(),
-                ns.clone(),
-                config.status_configmap.clone(),
                 config.identity.clone(),
-                leading.clone(),
             ));
         }
         let ctx = Arc::new(Context {
