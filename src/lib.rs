@@ -7,17 +7,28 @@
 //! - [`step`]: the step model, parsed and validated from step ConfigMaps.
 //! - [`render`]: the Job renderer (handlebars, strict mode).
 //! - [`status`]: the status ConfigMap, its pure state machine and its store.
+//! - [`migrate`]: the declarative migrations of the status ConfigMap (`migrations/`).
 //! - [`runner`]: the engine that runs the steps exactly once.
 //! - [`http`]: the service's HTTP layer.
+//! - [`auth`]: who may call it (TokenReview, SubjectAccessReview).
+//! - [`events`]: live event frames, their broadcaster and the Kubernetes Events.
+//! - [`metrics`]: the Prometheus metrics.
 //! - [`sandbox`]: the embedded Kubernetes API server and cluster simulator.
+//! - [`retry`]: which API errors are retried, and how.
 //! - [`cli`]: the `catalyst-cutover` subcommands.
 
+pub mod auth;
 pub mod cli;
 pub mod contract;
+pub mod events;
 pub mod http;
+pub mod metrics;
+pub mod migrate;
 pub mod render;
+pub mod retry;
 pub mod runner;
 pub mod sandbox;
+pub mod service;
 pub mod status;
 pub mod step;
 pub mod telemetry;

@@ -1,5 +1,13 @@
 //! The `catalyst-cutover` command line: one module per subcommand.
 
+mod args;
+mod demo;
+mod migrate;
+mod operator_args;
+mod plan;
+mod sandbox;
+mod serve;
+
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
@@ -12,11 +20,31 @@ pub struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
-enum Command {}
+enum Command {
+    /// Run the whole cutover on the embedded sandbox and show it live.
+    Demo(demo::DemoArgs),
+    /// Print the Jobs the cutover would run, as YAML, without running anything.
+    Plan(plan::PlanArgs),
+    /// Serve the HTTP API and run the cutover when triggered (one runner per cluster).
+    Serve(serve::ServeArgs),
+    /// Bring the status ConfigMap to the latest schema version.
+    Migrate(migrate::MigrateArgs),
+    /// Run the embedded Kubernetes API server until interrupted.
+    Sandbox(sandbox::SandboxArgs),
+}
 
 /// Parses the command line, runs the subcommand and maps its outcome to an exit code.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    crate::telemetry::init();
-    match cli.command {}
+    match cli.command {
+        Command::Demo(_) => crate::telemetry::init_with("warn"),
+        _ => crate::telemetry::init(),
+    }
+    match cli.command {
+        Command::Demo(args) => demo::run(args),
+        Command::Plan(args) => plan::run(args),
+        Command::Serve(args) => serve::run(args),
+        Command::Migrate(args) => migrate::run(args),
+        Command::Sandbox(args) => sandbox::main(args),
+    }
 }

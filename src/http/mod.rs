@@ -1,1 +1,127 @@
-//! The service HTTP layer: routes, handlers and errors mapped to stable codes.
+//! The service's HTTP layer: the router, its middleware (request id, tracing, timeout) and
+//! the routes, each in its own module. Errors are [`error::ApiError`].
+
+pub mod auth;
+pub mod body;
+pub mod caller;
+pub mod cutover;
+pub mod error;
+pub mod events;
+pub mod health;
+pub mod internal;
+pub mod metrics;
+
+use crate::service::Context;
+use axum::Router;
+use axum::http::{HeaderName, StatusCode};
+use axum::routing::{MethodRouter, get, post};
+use std::sync::Arc;
+use tower::ServiceBuilder;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::TraceLayer;
+
+/// The OpenAPI 3.1 description of every route, served at `/openapi.yaml`.
+pub const OPENAPI: &str = include_str!("../../openapi.yaml");
+
+/// One route: its path, its method (lower case, as OpenAPI writes it) and its handler.
+type Route = (&'static str, &'static str, MethodRouter<Arc<Context>>);
+
+/// Every route the router serves, the one table both the router and the OpenAPI test are
+/// built from, so they cannot disagree.
+fn table() -> Vec<Route> {
+    vec![
+        ("/cutover", "get", get(cutover::status)),
+        ("/cutover", "post", post(cutover::start)),
+        ("/cutover/retry", "post", post(cutover::retry)),
+        ("/cutover/abort", "post", post(cutover::abort)),
+        (
+            "/api/v1/sovereign/cutover/start",
+            "post",
+            post(cutover::start),
+        ),
+        (
+            "/api/v1/sovereign/cutover/status",
+            "get",
+            get(cutover::status),
+        ),
+        ("/cutover/events", "get", get(events::stream)),
+        (
+            "/api/v1/sovereign/cutover/events",
+            "get",
+            get(events::stream),
+        ),
+        (
+            "/api/v1/internal/cutover/trigger",
+            "post",
+            post(internal::trigger),
+        ),
+        (
+            "/api/v1/internal/cutover/operator-login",
+            "post",
+            post(internal::operator_login),
+        ),
+        ("/healthz", "get", get(health::healthz)),
+        ("/readyz", "get", get(health::readyz)),
+        ("/metrics", "get", get(metrics::metrics)),
+        ("/openapi.yaml", "get", get(openapi)),
+    ]
+}
+
+/// Every route with its method, as the router serves them.
+pub fn routes() -> Vec<(&'static str, &'static str)> {
+    table()
+        .into_iter()
+        .map(|(path, method, _)| (path, method))
+        .collect()
+}
+
+/// The router with its middleware: authentication on every route but the open ones,
+/// request metrics by matched route, then request id, tracing and timeout.
+pub fn router(ctx: Arc<Context>) -> Router {
+    let request_id = HeaderName::from_static("x-request-id");
+    let timeout = ctx.config.request_timeout;
+    table()
+        .into_iter()
+        .fold(Router::new(), |router, (path, _, handler)| {
+            router.route(path, handler)
+        })
+        .route_layer(axum::middleware::from_fn_with_state(
+            ctx.clone(),
+            auth::require,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            ctx.clone(),
+            metrics::track,
+        ))
+        .with_state(ctx)
+        .layer(
+            ServiceBuilder::new()
+                .layer(SetRequestIdLayer::new(request_id.clone(), MakeRequestUuid))
+                .layer(TraceLayer::new_for_http().make_span_with(
+                    |req: &axum::http::Request<axum::body::Body>| {
+                        let id = req
+                            .headers()
+                            .get("x-request-id")
+                            .and_then(|v| v.to_str().ok())
+                            .unwrap_or("");
+                        tracing::info_span!("http", method = %req.method(), path = %req.uri().path(), request_id = %id)
+                    },
+                ))
+                .layer(PropagateRequestIdLayer::new(request_id))
+                .layer(TimeoutLayer::with_status_code(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    timeout,
+                )),
+        )
+}
+
+async fn openapi() -> ([(axum::http::HeaderName, &'static str); 1], &'static str) {
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/yaml")],
+        OPENAPI,
+    )
+}
+
+#[cfg(test)]
+mod spec_tests;

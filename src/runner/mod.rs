@@ -1,1 +1,20 @@
-//! The engine: exactly one runner that takes each step to a terminal result.
+//! The engine that runs the steps exactly once: leader election, the pure decision of what
+//! comes next, Job steps and daemonset-wait steps.
+
+pub mod daemonset;
+pub mod decide;
+pub mod engine;
+pub mod job;
+pub mod lease;
+pub mod rollout;
+
+/// How one attempt of a step ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StepOutcome {
+    /// It did what it should.
+    Succeeded,
+    /// It failed, with a reason a person can act on.
+    Failed(String),
+    /// The status stopped showing it as running (an abort): nothing more to record.
+    Cancelled,
+}

@@ -1,1 +1,22 @@
-//! The status ConfigMap: its pure state machine and the store that writes it.
+//! The status ConfigMap: its typed model, the pure transitions of the cutover state machine,
+//! the body the HTTP API serves, the watch-fed cache reads are served from, and the store
+//! that writes transitions with optimistic concurrency.
+
+pub mod body;
+pub mod cache;
+pub mod model;
+pub mod store;
+pub mod transition;
+
+pub use body::StatusBody;
+pub use cache::StatusCache;
+pub use model::{Phase, StatusData, StepResult, StepRow};
+pub use store::{StatusStore, StoreError};
+pub use transition::{Rejected, Transition, Trigger};
+
+/// Now, as the RFC 3339 UTC string (whole seconds) the status ConfigMap stores.
+pub fn now_rfc3339() -> String {
+    jiff::Timestamp::now()
+        .strftime("%Y-%m-%dT%H:%M:%SZ")
+        .to_string()
+}

@@ -1,1 +1,19 @@
 //! The step model: step ConfigMaps parsed and validated into typed steps.
+//!
+//! Steps come from the cluster ([`discover`]) or from manifest files ([`load_dir`] then
+//! [`parse_plan`]); either way every problem is reported at once, naming the ConfigMap and the
+//! field, and nothing is half-parsed: a [`StepPlan`] only exists when every step is valid.
+
+mod discover;
+mod load;
+mod model;
+mod name;
+mod parse;
+mod unknown;
+
+pub use discover::{DiscoverError, discover};
+pub use load::{LoadError, load_dir};
+pub use model::{Step, StepKind, StepMode, StepPlan, UnknownStepMode};
+pub use name::{InvalidStepName, StepName};
+pub(crate) use parse::normalize_restart_policy;
+pub use parse::{StepProblem, StepReport, parse_plan};

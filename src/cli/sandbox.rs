@@ -1,0 +1,115 @@
+//! `catalyst-cutover sandbox`: runs the sandbox API server until interrupted and writes a
+//! kubeconfig that `kubectl` and the service accept.
+
+use crate::sandbox::api::ApiServerConfig;
+use crate::sandbox::auth::TokenTable;
+use crate::sandbox::{Sandbox, SandboxError, SandboxOptions};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// Arguments of `catalyst-cutover sandbox`.
+#[derive(Debug, clap::Args)]
+pub struct SandboxArgs {
+    /// Address to listen on; port 0 picks a free port.
+    #[arg(long, default_value = "127.0.0.1:0")]
+    pub listen: SocketAddr,
+    /// Where to write the kubeconfig (admin token).
+    #[arg(long)]
+    pub kubeconfig_out: PathBuf,
+    /// Number of simulated nodes.
+    #[arg(long, default_value_t = 3)]
+    pub nodes: usize,
+    /// Bearer tokens `TOKEN=USER[:GROUP[+GROUP...]],...`; turns on authentication and RBAC
+    /// (the kubeconfig written keeps the admin token).
+    #[arg(long, value_parser = TokenTable::parse)]
+    pub token: Option<TokenTable>,
+    /// Serve HTTPS with a certificate from a CA made at start-up (the kubeconfig carries it).
+    #[arg(long)]
+    pub tls: bool,
+    /// Run the API server alone, without the simulator: a cluster with no kubelet and no
+    /// controllers, as the test suite expects of `CUTOVER_TEST_KUBECONFIG`.
+    #[arg(long)]
+    pub no_simulator: bool,
+}
+
+/// Why the sandbox command failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SandboxCliError {
+    /// The API server or the simulator did not start.
+    #[error(transparent)]
+    Start(#[from] SandboxError),
+    /// The kubeconfig could not be serialized.
+    #[error("cannot serialize the kubeconfig: {0}")]
+    Serialize(#[from] serde_yaml::Error),
+    /// The kubeconfig could not be written.
+    #[error("cannot write the kubeconfig to {path}: {source}")]
+    Write {
+        /// The file asked for.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// Waiting for Ctrl-C failed.
+    #[error("cannot wait for Ctrl-C: {0}")]
+    Signal(std::io::Error),
+}
+
+/// Runs the sandbox (API server and simulator) until Ctrl-C.
+pub async fn run(args: SandboxArgs) -> Result<(), SandboxCliError> {
+    let sandbox = Sandbox::start(SandboxOptions {
+        api: ApiServerConfig {
+            listen: args.listen,
+            tokens: args.token,
+            tls: args.tls,
+            ..ApiServerConfig::default()
+        },
+        nodes: args.nodes,
+        simulator: !args.no_simulator,
+        ..SandboxOptions::default()
+    })
+    .await?;
+    let server = sandbox.api();
+    let kubeconfig = serde_yaml::to_string(&server.kubeconfig(server.admin_token()))?;
+    // Written whole, then renamed into place, so whoever waits for the file reads it entire.
+    let partial = args.kubeconfig_out.with_extension("partial");
+    let write_err = |source| SandboxCliError::Write {
+        path: args.kubeconfig_out.clone(),
+        source,
+    };
+    tokio::fs::write(&partial, kubeconfig)
+        .await
+        .map_err(write_err)?;
+    tokio::fs::rename(&partial, &args.kubeconfig_out)
+        .await
+        .map_err(write_err)?;
+    tracing::info!(
+        url = %server.url(),
+        kubeconfig = %args.kubeconfig_out.display(),
+        nodes = args.nodes,
+        "sandbox running; press Ctrl-C to stop"
+    );
+    let waited = tokio::signal::ctrl_c()
+        .await
+        .map_err(SandboxCliError::Signal);
+    sandbox.shutdown().await;
+    waited
+}
+
+/// Entry point from the command line.
+pub fn main(args: SandboxArgs) -> ExitCode {
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(error) => {
+            tracing::error!(%error, "cannot start the async runtime");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!(%error, "sandbox failed");
+            ExitCode::FAILURE
+        }
+    }
+}

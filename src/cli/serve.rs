@@ -1,0 +1,76 @@
+//! `catalyst-cutover serve`: one replica of the service, until SIGTERM or Ctrl-C.
+
+use super::args::{RenderArgs, TargetArgs, kube_config, parse_duration, runtime, shutdown_signal};
+use super::operator_args::OperatorArgs;
+use crate::service::{Service, ServiceConfig};
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::time::Duration;
+
+/// Arguments of `serve`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    target: TargetArgs,
+    /// Address the HTTP API listens on.
+    #[arg(
+        long,
+        value_name = "ADDR",
+        env = "CATALYST_CUTOVER_LISTEN",
+        default_value = "0.0.0.0:8080"
+    )]
+    listen: SocketAddr,
+    /// This replica's identity in the Lease [default: $POD_NAME, else a random one].
+    #[arg(long, value_name = "ID", env = "POD_NAME")]
+    identity: Option<String>,
+    /// Name of the Lease that elects the one runner.
+    #[arg(long, value_name = "NAME", default_value = "catalyst-cutover")]
+    lease_name: String,
+    /// How long the leader keeps the Lease without renewing it.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "15s")]
+    lease_duration: Duration,
+    #[command(flatten)]
+    render: RenderArgs,
+    #[command(flatten)]
+    operator: OperatorArgs,
+}
+
+impl ServeArgs {
+    /// The service configuration these flags ask for.
+    pub fn config(&self) -> ServiceConfig {
+        let mut config = ServiceConfig::new(&self.target.namespace);
+        config.status_configmap = self.target.status_configmap.clone();
+        config.listen = self.listen;
+        if let Some(identity) = &self.identity {
+            config.identity = identity.clone();
+        }
+        config.lease_name = self.lease_name.clone();
+        config.lease_duration = self.lease_duration;
+        config.render = self.render.config();
+        self.operator.apply(&mut config);
+        config
+    }
+}
+
+/// Runs `serve`: 0 after a graceful shutdown, 1 when the service cannot start.
+pub fn run(args: ServeArgs) -> ExitCode {
+    let result = runtime().map_err(|e| e.to_string()).and_then(|rt| {
+        rt.block_on(async {
+            let kube_config = kube_config(args.target.kubeconfig.as_deref()).await?;
+            let service = Service::start(kube_config, args.config())
+                .await
+                .map_err(|e| e.to_string())?;
+            shutdown_signal().await;
+            tracing::info!("shutting down");
+            service.shutdown().await;
+            Ok::<(), String>(())
+        })
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("catalyst-cutover serve: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}

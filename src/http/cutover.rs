@@ -1,0 +1,263 @@
+//! The cutover routes: start, retry, abort and status. Writes go through the status store
+//! (optimistic concurrency decides races: of a hundred concurrent starts exactly one
+//! applies); reads come from the watch-fed caches.
+
+use super::caller::Caller;
+use super::error::ApiError;
+use crate::runner::job;
+use crate::service::{Context, PlanState};
+use crate::status::model::{Phase, StatusData};
+use crate::status::{Rejected, StatusBody, StoreError, Transition, Trigger, now_rfc3339};
+use crate::step::{DiscoverError, StepPlan};
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::StatusCode;
+use k8s_openapi::api::batch::v1::Job;
+use kube::api::Api;
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+
+/// The optional body of `POST /cutover`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StartRequest {
+    /// Resume a failed cutover from its failed step instead of answering 409.
+    #[serde(default)]
+    pub retry: bool,
+}
+
+/// The answer of start and retry: what happened, and the status after it.
+#[derive(Debug, Serialize)]
+pub struct StartResponse {
+    /// `started`, `retried` or `cutover-already-complete`.
+    pub outcome: &'static str,
+    /// The status body.
+    #[serde(flatten)]
+    pub status: StatusBody,
+}
+
+/// `POST /cutover` (and the console's start route).
+pub async fn start(
+    State(ctx): State<Arc<Context>>,
+    caller: Caller,
+    body: Bytes,
+) -> Result<(StatusCode, Json<StartResponse>), ApiError> {
+    let request: StartRequest = if body.iter().all(u8::is_ascii_whitespace) {
+        StartRequest::default()
+    } else {
+        super::body::json_object(&body)?
+    };
+    begin(&ctx, &caller, Trigger::Api, request.retry).await
+}
+
+/// `POST /cutover/retry`.
+pub async fn retry(
+    State(ctx): State<Arc<Context>>,
+    caller: Caller,
+) -> Result<(StatusCode, Json<StartResponse>), ApiError> {
+    let phase = Phase::of(&cached_data(&ctx)?);
+    if matches!(phase, Phase::Idle) {
+        return Err(ApiError::NotFailed {
+            phase: phase.as_str(),
+        });
+    }
+    begin(&ctx, &caller, Trigger::Retry, true).await
+}
+
+/// Starts (or retries) a run for `caller`; shared by every start route and trigger.
+pub async fn begin(
+    ctx: &Context,
+    caller: &Caller,
+    trigger: Trigger,
+    retry: bool,
+) -> Result<(StatusCode, Json<StartResponse>), ApiError> {
+    let data = cached_data(ctx)?;
+    match Phase::of(&data) {
+        Phase::Complete => return Ok(already_complete(ctx, &data)),
+        Phase::Running => return Err(in_progress(&data)),
+        Phase::Failed if !retry => {
+            return Err(rejected(Rejected::Failed {
+                step: crate::status::model::get(&data, crate::contract::key::FAILED_STEP)
+                    .to_owned(),
+                error: crate::status::model::get(&data, crate::contract::key::LAST_ERROR)
+                    .to_owned(),
+            }));
+        }
+        _ => {}
+    }
+    let plan = validated_plan(ctx).await?;
+    let transition = Transition::Start {
+        at: now_rfc3339(),
+        trigger,
+        by: caller.username.clone(),
+        total_steps: plan.len(),
+        retry,
+    };
+    match ctx.store.apply(&[transition]).await {
+        Ok(data) => {
+            tracing::info!(trigger = trigger.as_str(), by = %caller.username, retry, "cutover started");
+            let outcome = if retry && data_had_failure(&data) {
+                "retried"
+            } else {
+                "started"
+            };
+            Ok((
+                StatusCode::ACCEPTED,
+                Json(StartResponse {
+                    outcome,
+                    status: body(ctx, &data),
+                }),
+            ))
+        }
+        Err(StoreError::Rejected(Rejected::AlreadyComplete)) => {
+            Ok(already_complete(ctx, &cached_data(ctx)?))
+        }
+        Err(StoreError::Rejected(r)) => Err(rejected(r)),
+        Err(err) => Err(ApiError::Upstream(err.to_string())),
+    }
+}
+
+fn data_had_failure(data: &StatusData) -> bool {
+    data.iter()
+        .any(|(k, v)| k.ends_with(".result") && v == crate::status::StepResult::Failed.as_str())
+}
+
+/// `POST /cutover/abort`: records the running step failed, naming who aborted it; the
+/// runner sees it and stops, and the Job is deleted here too so it stops even while no
+/// runner is up.
+pub async fn abort(
+    State(ctx): State<Arc<Context>>,
+    caller: Caller,
+) -> Result<Json<StatusBody>, ApiError> {
+    let names = ctx.steps.names().unwrap_or_default();
+    let result = ctx
+        .store
+        .update(|data| {
+            Transition::Abort {
+                step: current_or_next_step(data, &names),
+                by: caller.username.clone(),
+                at: now_rfc3339(),
+            }
+            .apply(data)
+        })
+        .await;
+    let data = match result {
+        Ok(data) => data,
+        Err(StoreError::Rejected(Rejected::NotRunning { phase })) => {
+            return Err(ApiError::NotRunning {
+                phase: phase.as_str(),
+            });
+        }
+        Err(StoreError::Rejected(r)) => return Err(rejected(r)),
+        Err(err) => return Err(ApiError::Upstream(err.to_string())),
+    };
+    let failed = crate::status::model::get(&data, crate::contract::key::FAILED_STEP).to_owned();
+    let row = crate::status::StepRow::read(&data, &failed);
+    let is_job_step = match ctx.steps.current() {
+        PlanState::Ready(plan) => plan.iter().any(|s| {
+            s.name.as_str() == failed && matches!(s.kind, crate::step::StepKind::Job { .. })
+        }),
+        _ => true,
+    };
+    if is_job_step && !row.job_name.is_empty() {
+        let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), &ctx.config.namespace);
+        job::delete(&jobs, &row.job_name).await;
+    }
+    tracing::warn!(by = %caller.username, step = %failed, "cutover aborted");
+    Ok(Json(body(&ctx, &data)))
+}
+
+/// `GET /cutover` (and the console's status route): from the cache, no API request.
+pub async fn status(State(ctx): State<Arc<Context>>) -> Result<Json<StatusBody>, ApiError> {
+    let data = cached_data(&ctx)?;
+    Ok(Json(body(&ctx, &data)))
+}
+
+/// The status body for `data` with the steps in execution order.
+pub fn body(ctx: &Context, data: &StatusData) -> StatusBody {
+    let names = ctx.steps.names();
+    let refs: Option<Vec<&str>> = names
+        .as_ref()
+        .map(|n| n.iter().map(String::as_str).collect());
+    StatusBody::build(data, refs.as_deref())
+}
+
+/// The status data of the watch-fed cache, or 503 until it is synced.
+pub fn cached_data(ctx: &Context) -> Result<StatusData, ApiError> {
+    if !ctx.store.cache().synced() {
+        return Err(ApiError::Unavailable(
+            "the status cache is not synced yet; retry in a moment".to_owned(),
+        ));
+    }
+    Ok(ctx
+        .store
+        .cache()
+        .configmap()
+        .and_then(|cm| cm.data.clone())
+        .unwrap_or_default())
+}
+
+fn already_complete(ctx: &Context, data: &StatusData) -> (StatusCode, Json<StartResponse>) {
+    (
+        StatusCode::OK,
+        Json(StartResponse {
+            outcome: "cutover-already-complete",
+            status: body(ctx, data),
+        }),
+    )
+}
+
+fn in_progress(data: &StatusData) -> ApiError {
+    ApiError::InProgress {
+        current_step: crate::status::model::get(data, crate::contract::key::CURRENT_STEP)
+            .to_owned(),
+    }
+}
+
+fn rejected(r: Rejected) -> ApiError {
+    match r {
+        Rejected::InProgress { current_step } => ApiError::InProgress { current_step },
+        Rejected::Failed { step, error } => ApiError::Failed {
+            step,
+            reason: error,
+        },
+        Rejected::NotRunning { phase } => ApiError::NotRunning {
+            phase: phase.as_str(),
+        },
+        Rejected::AlreadyComplete | Rejected::StaleAttempt { .. } => ApiError::InProgress {
+            current_step: String::new(),
+        },
+    }
+}
+
+/// The plan as the cluster holds it now, validated in full (DaemonSets included) so that
+/// invalid steps start nothing.
+async fn validated_plan(ctx: &Context) -> Result<StepPlan, ApiError> {
+    match crate::step::discover(&ctx.client, &ctx.config.namespace).await {
+        Ok(plan) => Ok(plan),
+        Err(DiscoverError::Invalid(report)) if report.found_no_steps() => {
+            Err(ApiError::NoStepsFound {
+                namespace: ctx.config.namespace.clone(),
+                selector: crate::contract::STEP_SELECTOR,
+            })
+        }
+        Err(DiscoverError::Invalid(report)) => Err(ApiError::InvalidSteps {
+            report: report.to_string(),
+        }),
+        Err(err) => Err(ApiError::Unavailable(err.to_string())),
+    }
+}
+
+/// The step an abort stops: the one running, or the first not done.
+fn current_or_next_step(data: &StatusData, names: &[String]) -> String {
+    let current = crate::status::model::get(data, crate::contract::key::CURRENT_STEP);
+    if !current.is_empty() {
+        return current.to_owned();
+    }
+    names
+        .iter()
+        .find(|n| !crate::status::StepRow::read(data, n).result.is_done())
+        .cloned()
+        .unwrap_or_default()
+}

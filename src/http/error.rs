@@ -1,0 +1,128 @@
+//! The HTTP API's errors: each a stable kebab-case code, an HTTP status and a detail a
+//! person can act on, answered as `{"error": "<code>", "detail": "..."}` (contract).
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+/// An error answer of the HTTP API.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// A run is already under way.
+    #[error("a cutover is already in progress{}", step_suffix(.current_step))]
+    InProgress {
+        /// The step running now.
+        current_step: String,
+    },
+    /// The cutover failed and the request did not ask to retry.
+    #[error(
+        "the cutover failed at step {step:?}: {reason}; POST /cutover/retry (or POST /cutover with {{\"retry\": true}}) resumes it from that step"
+    )]
+    Failed {
+        /// The failed step.
+        step: String,
+        /// Its reason.
+        reason: String,
+    },
+    /// Retry asked for a cutover that has not failed.
+    #[error("the cutover is {phase}; only a failed cutover can be retried")]
+    NotFailed {
+        /// The phase found.
+        phase: &'static str,
+    },
+    /// Abort asked for a cutover that is not running.
+    #[error("the cutover is {phase}; only a running cutover can be aborted")]
+    NotRunning {
+        /// The phase found.
+        phase: &'static str,
+    },
+    /// No step ConfigMaps match the contract's selector.
+    #[error("no step ConfigMaps labelled {selector} in namespace {namespace}")]
+    NoStepsFound {
+        /// Namespace searched.
+        namespace: String,
+        /// The selector.
+        selector: &'static str,
+    },
+    /// The step ConfigMaps do not validate; nothing was started.
+    #[error("the step ConfigMaps are invalid; nothing was started:\n{report}")]
+    InvalidSteps {
+        /// Every problem, each naming the ConfigMap and the field.
+        report: String,
+    },
+    /// The request body is not what the route accepts.
+    #[error("invalid request body: {0}")]
+    BadRequest(String),
+    /// The caches are not synced yet, or the API server cannot be reached.
+    #[error("{0}")]
+    Unavailable(String),
+    /// The API server refused a request the service made.
+    #[error("the Kubernetes API refused the request: {0}")]
+    Upstream(String),
+    /// The request is not authenticated or not authorized (401, 403), or its token could
+    /// not be checked (503).
+    #[error(transparent)]
+    Auth(#[from] crate::auth::AuthError),
+}
+
+fn step_suffix(step: &str) -> String {
+    if step.is_empty() {
+        String::new()
+    } else {
+        format!(" (step {step:?} is running)")
+    }
+}
+
+impl ApiError {
+    /// The stable kebab-case code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ApiError::InProgress { .. } => "cutover-in-progress",
+            ApiError::Failed { .. } => "cutover-failed",
+            ApiError::NotFailed { .. } => "cutover-not-failed",
+            ApiError::NotRunning { .. } => "cutover-not-running",
+            ApiError::NoStepsFound { .. } => "no-steps-found",
+            ApiError::InvalidSteps { .. } => "invalid-steps",
+            ApiError::BadRequest(_) => "bad-request",
+            ApiError::Unavailable(_) => "unavailable",
+            ApiError::Upstream(_) => "kubernetes-api-error",
+            ApiError::Auth(err) => err.code(),
+        }
+    }
+
+    /// The HTTP status.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::InProgress { .. }
+            | ApiError::Failed { .. }
+            | ApiError::NotFailed { .. }
+            | ApiError::NotRunning { .. } => StatusCode::CONFLICT,
+            ApiError::NoStepsFound { .. } => StatusCode::FAILED_DEPENDENCY,
+            ApiError::InvalidSteps { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Upstream(_) => StatusCode::BAD_GATEWAY,
+            ApiError::Auth(err) => err.status(),
+        }
+    }
+}
+
+/// The JSON error body.
+#[derive(Debug, Serialize)]
+pub struct ErrorBody {
+    /// The stable code.
+    pub error: &'static str,
+    /// What happened and what to do.
+    pub detail: String,
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = ErrorBody {
+            error: self.code(),
+            detail: self.to_string(),
+        };
+        (self.status(), Json(body)).into_response()
+    }
+}

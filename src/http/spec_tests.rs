@@ -1,0 +1,156 @@
+//! The router and `openapi.yaml` must agree: every route the router serves is described,
+//! every described route is served, and every error code the API can answer is listed.
+
+use super::{OPENAPI, router, routes};
+use crate::render::{JobRenderer, RenderConfig};
+use crate::service::{Context, ServiceConfig, StepSource};
+use crate::status::{StatusCache, StatusStore};
+use axum::body::Body;
+use axum::http::{Method, Request, StatusCode};
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use tower::ServiceExt;
+
+fn spec() -> serde_yaml::Value {
+    serde_yaml::from_str(OPENAPI).unwrap()
+}
+
+fn spec_routes() -> BTreeSet<(String, String)> {
+    let spec = spec();
+    let paths = spec["paths"].as_mapping().unwrap();
+    paths
+        .iter()
+        .flat_map(|(path, item)| {
+            let path = path.as_str().unwrap().to_owned();
+            item.as_mapping()
+                .unwrap()
+                .keys()
+                .filter_map(|m| m.as_str())
+                .filter(|m| ["get", "post", "put", "patch", "delete"].contains(m))
+                .map(move |m| (path.clone(), m.to_owned()))
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+/// A context whose API server is unreachable: routing is tested, not the cluster.
+fn offline_context() -> Arc<Context> {
+    let config = kube::Config::new("http://127.0.0.1:9".parse().unwrap());
+    let client = kube::Client::try_from(config).unwrap();
+    let (steps, _driver) = StepSource::follow(client.clone(), "ns");
+    let (_tx, leading) = tokio::sync::watch::channel(false);
+    let mut config = ServiceConfig::new("ns");
+    config.request_timeout = std::time::Duration::from_millis(200);
+    let metrics = Arc::new(crate::metrics::Metrics::new());
+    Arc::new(Context {
+        store: StatusStore::new(client.clone(), "ns", "status", StatusCache::new()),
+        auth: crate::auth::Authenticator::new(client.clone(), config.auth.clone(), "ns"),
+        events: crate::events::EventHub::new(16, 16, metrics.clone()),
+        metrics,
+        client,
+        config,
+        steps,
+        renderer: JobRenderer::new(RenderConfig::default()).unwrap(),
+        leading,
+    })
+}
+
+#[test]
+fn spec_describes_exactly_the_routes() {
+    let served: BTreeSet<(String, String)> = routes()
+        .into_iter()
+        .map(|(p, m)| (p.to_owned(), m.to_owned()))
+        .collect();
+    assert_eq!(spec_routes(), served);
+}
+
+#[tokio::test]
+async fn router_serves_every_listed_route() {
+    let app = router(offline_context());
+    for (path, method) in routes() {
+        let method = Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
+        let response = app
+            .clone()
+            .oneshot(
+                Request::builder()
+                    .method(method.clone())
+                    .uri(path)
+                    .body(Body::empty())
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        assert_ne!(response.status(), StatusCode::NOT_FOUND, "{method} {path}");
+        assert_ne!(
+            response.status(),
+            StatusCode::METHOD_NOT_ALLOWED,
+            "{method} {path}"
+        );
+    }
+    let missing = app
+        .oneshot(
+            Request::builder()
+                .uri("/not-a-route")
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(missing.status(), StatusCode::NOT_FOUND);
+}
+
+#[test]
+fn spec_lists_every_error_code() {
+    use super::error::ApiError;
+    use crate::auth::AuthError;
+    let spec = spec();
+    let listed: BTreeSet<&str> =
+        spec["components"]["schemas"]["Error"]["properties"]["error"]["enum"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .filter_map(|v| v.as_str())
+            .collect();
+    let errors = [
+        ApiError::InProgress {
+            current_step: String::new(),
+        },
+        ApiError::Failed {
+            step: String::new(),
+            reason: String::new(),
+        },
+        ApiError::NotFailed { phase: "idle" },
+        ApiError::NotRunning { phase: "idle" },
+        ApiError::NoStepsFound {
+            namespace: String::new(),
+            selector: "",
+        },
+        ApiError::InvalidSteps {
+            report: String::new(),
+        },
+        ApiError::BadRequest(String::new()),
+        ApiError::Unavailable(String::new()),
+        ApiError::Upstream(String::new()),
+        ApiError::Auth(AuthError::MissingBearer(String::new())),
+        ApiError::Auth(AuthError::InvalidToken(String::new())),
+        ApiError::Auth(AuthError::Forbidden {
+            user: String::new(),
+            verb: String::new(),
+            resource: String::new(),
+            namespace: String::new(),
+            reason: String::new(),
+        }),
+        ApiError::Auth(AuthError::UnauthorizedSa {
+            user: String::new(),
+            allowed: String::new(),
+        }),
+        ApiError::Auth(AuthError::Unavailable(String::new())),
+    ];
+    for err in errors {
+        assert!(
+            listed.contains(err.code()),
+            "{} missing from openapi.yaml",
+            err.code()
+        );
+    }
+}

@@ -1,0 +1,114 @@
+//! A `daemonset-wait` step: with `registriesYamlActive=v2` written (by the engine, on every
+//! attempt and every resume), follow the DaemonSet, its pods and the status ConfigMap with
+//! watches until [`evaluate`] says every current node acknowledged.
+
+use super::StepOutcome;
+use super::rollout::{Rollout, evaluate};
+use crate::status::StatusCache;
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::DaemonSet;
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::Api;
+use kube::runtime::WatchStreamExt;
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::watcher;
+use std::pin::Pin;
+
+type PodStream = Pin<Box<dyn futures::Stream<Item = ()> + Send>>;
+
+/// Waits until DaemonSet `name` is rolled out and acknowledged. The caller bounds it with
+/// the step's deadline; `progress` holds why it is still waiting, for the failure reason.
+pub async fn wait(
+    daemonsets: Api<DaemonSet>,
+    pods: Api<Pod>,
+    status: StatusCache,
+    name: &str,
+    progress: &tokio::sync::watch::Sender<String>,
+) -> StepOutcome {
+    let ds_stream = watcher::watch_object(daemonsets, name).backoff(crate::retry::watch_backoff());
+    futures::pin_mut!(ds_stream);
+    let mut status_rx = status.subscribe();
+    let mut ds: Option<DaemonSet> = None;
+    let mut pod_store: Option<(String, Store<Pod>, PodStream)> = None;
+    loop {
+        if let Some(ds) = &ds {
+            let selector = selector_of(ds);
+            if pod_store.as_ref().is_none_or(|(s, _, _)| *s != selector) {
+                pod_store = Some(follow_pods(pods.clone(), selector));
+            }
+            if let Some((_, store, _)) = &pod_store {
+                let pods: Vec<Pod> = store.state().iter().map(|p| (**p).clone()).collect();
+                let data = status
+                    .configmap()
+                    .and_then(|cm| cm.data.clone())
+                    .unwrap_or_default();
+                match evaluate(ds, &pods, &data) {
+                    Rollout::Done { nodes } => {
+                        tracing::info!(daemonset = %name, nodes = nodes.len(), "every node is on registries v2");
+                        return StepOutcome::Succeeded;
+                    }
+                    Rollout::Waiting(reason) => {
+                        progress.send_if_modified(|p| {
+                            if *p == reason {
+                                false
+                            } else {
+                                tracing::debug!(daemonset = %name, %reason, "waiting");
+                                *p = reason;
+                                true
+                            }
+                        });
+                    }
+                }
+            }
+        } else {
+            progress.send_replace(format!("DaemonSet {name} not found"));
+        }
+        let pod_events = async {
+            match pod_store.as_mut() {
+                Some((_, _, stream)) => stream.next().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            event = ds_stream.next() => match event {
+                Some(Ok(found)) => ds = found,
+                Some(Err(err)) => tracing::warn!(daemonset = %name, error = %err, "DaemonSet watch error; retrying"),
+                None => return StepOutcome::Failed(format!("the watch of DaemonSet {name} ended")),
+            },
+            _ = pod_events => {},
+            changed = status_rx.changed() => {
+                if changed.is_err() {
+                    return StepOutcome::Failed("the status cache closed".to_owned());
+                }
+            }
+        }
+    }
+}
+
+fn selector_of(ds: &DaemonSet) -> String {
+    ds.spec
+        .as_ref()
+        .and_then(|s| s.selector.match_labels.as_ref())
+        .map(|labels| {
+            labels
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+                .join(",")
+        })
+        .unwrap_or_default()
+}
+
+fn follow_pods(pods: Api<Pod>, selector: String) -> (String, Store<Pod>, PodStream) {
+    let (reader, writer) = reflector::store::<Pod>();
+    let stream = watcher(pods, watcher::Config::default().labels(&selector))
+        .backoff(crate::retry::watch_backoff())
+        .reflect(writer)
+        .filter_map(|event| async move {
+            if let Err(err) = event {
+                tracing::warn!(error = %err, "DaemonSet pod watch error; retrying");
+            }
+            Some(())
+        });
+    (selector, reader, Box::pin(stream))
+}

@@ -1,0 +1,319 @@
+//! The runner's loop on the leader: read the status, decide the next move, record it, run
+//! the step, record the outcome. Every decision is re-derived from the status ConfigMap, so
+//! a restarted or newly elected runner resumes exactly where the last one stopped.
+
+use super::decide::{Next, next};
+use super::{StepOutcome, daemonset, job};
+use crate::render::job_name;
+use crate::service::Context;
+use crate::status::model::{Phase, StatusData, StepResult, StepRow};
+use crate::status::{StoreError, Transition, now_rfc3339};
+use crate::step::{DiscoverError, Step, StepKind, StepPlan};
+use k8s_openapi::api::apps::v1::DaemonSet;
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::Api;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+use tracing::Instrument;
+
+/// Extra time a Job step gets past its deadline before the runner gives up on it itself:
+/// the Job's own `activeDeadlineSeconds` should end it first.
+const JOB_DEADLINE_GRACE: Duration = Duration::from_secs(60);
+
+/// Runs the cutover whenever this replica leads, until the future is dropped.
+pub async fn lead(ctx: Arc<Context>) {
+    let mut leading = ctx.leading.clone();
+    loop {
+        while !*leading.borrow_and_update() {
+            if leading.changed().await.is_err() {
+                return;
+            }
+        }
+        let lost = async {
+            loop {
+                if leading.changed().await.is_err() || !*leading.borrow() {
+                    return;
+                }
+            }
+        };
+        tokio::select! {
+            result = drive(&ctx) => {
+                if let Err(err) = result {
+                    tracing::error!(error = %err, "the runner cannot write the status ConfigMap; retrying in 5s");
+                    tokio::time::sleep(Duration::from_secs(5)).await;
+                }
+            }
+            () = lost => tracing::warn!("no longer the leader; the runner stops"),
+        }
+    }
+}
+
+/// Drives the cutover while the status says it runs; returns only on a refused write.
+async fn drive(ctx: &Context) -> Result<(), StoreError> {
+    let mut changes = ctx.store.cache().subscribe();
+    let mut plan: Option<Arc<StepPlan>> = None;
+    let mut pending: Vec<Transition> = Vec::new();
+    let mut discover_backoff = crate::retry::Backoff::new();
+    loop {
+        let data = current_data(ctx).await?;
+        let mut view = data.clone();
+        if pending.iter().any(|t| t.apply(&mut view).is_err()) {
+            pending.clear();
+            view = data;
+        }
+        if Phase::of(&view) != Phase::Running {
+            plan = None;
+            if !pending.is_empty() {
+                apply(ctx, std::mem::take(&mut pending)).await?;
+                continue;
+            }
+            let _ = changes.changed().await;
+            continue;
+        }
+        let current_plan = match &plan {
+            Some(plan) => plan.clone(),
+            None => match crate::step::discover(&ctx.client, &ctx.config.namespace).await {
+                Ok(found) => {
+                    let found = Arc::new(found);
+                    plan = Some(found.clone());
+                    found
+                }
+                Err(DiscoverError::Invalid(report)) => {
+                    let mut ts = std::mem::take(&mut pending);
+                    ts.push(Transition::Halt {
+                        step: None,
+                        reason: format!("the cutover cannot go on: {report}"),
+                        at: now_rfc3339(),
+                    });
+                    apply(ctx, ts).await?;
+                    continue;
+                }
+                Err(err) => {
+                    tracing::warn!(error = %err, "cannot read the steps; retrying");
+                    discover_backoff.wait().await;
+                    continue;
+                }
+            },
+        };
+        let names: Vec<&str> = current_plan.iter().map(|s| s.name.as_str()).collect();
+        let total_steps = names.len();
+        match next(&names, &view) {
+            Next::Wait => {}
+            Next::Complete => {
+                let mut ts = std::mem::take(&mut pending);
+                ts.push(Transition::Completed {
+                    total_steps,
+                    at: now_rfc3339(),
+                });
+                if apply(ctx, ts).await? {
+                    tracing::info!(steps = total_steps, "the cutover is complete");
+                }
+            }
+            Next::Run {
+                index,
+                attempt,
+                resume,
+                recorded_job,
+            } => {
+                let step = &current_plan.steps()[index];
+                let target = match &step.kind {
+                    StepKind::Job { .. } => {
+                        recorded_job.unwrap_or_else(|| job_name(&step.name, attempt))
+                    }
+                    StepKind::DaemonSetWait { daemonset } => daemonset.clone(),
+                };
+                let mut ts = std::mem::take(&mut pending);
+                if !resume {
+                    ts.push(Transition::StepStarted {
+                        step: step.name.as_str().to_owned(),
+                        index,
+                        total_steps,
+                        attempt,
+                        job_name: target.clone(),
+                        at: now_rfc3339(),
+                    });
+                }
+                if matches!(step.kind, StepKind::DaemonSetWait { .. }) {
+                    ts.push(Transition::RegistriesV2);
+                }
+                if !apply(ctx, ts).await? {
+                    continue;
+                }
+                let run = crate::status::model::get(
+                    &view,
+                    crate::contract::key::CUTOVER_LAST_ATTEMPT_STARTED_AT,
+                );
+                let span = tracing::info_span!("step", %run, step = %step.name.as_str(), attempt, job = %target, resume);
+                let outcome = run_step(ctx, step, attempt, &target, resume)
+                    .instrument(span)
+                    .await;
+                ctx.metrics.step_terminal_seen();
+                let at = now_rfc3339();
+                let name = step.name.as_str().to_owned();
+                match outcome {
+                    StepOutcome::Succeeded => {
+                        tracing::info!(step = %name, attempt, job = %target, "step succeeded");
+                        pending.push(Transition::StepSucceeded {
+                            step: name,
+                            index,
+                            total_steps,
+                            attempt,
+                            at,
+                        });
+                    }
+                    StepOutcome::Failed(reason) => {
+                        tracing::warn!(step = %name, attempt, job = %target, %reason, "step failed");
+                        apply(
+                            ctx,
+                            vec![Transition::StepFailed {
+                                step: name,
+                                attempt,
+                                reason,
+                                at,
+                            }],
+                        )
+                        .await?;
+                    }
+                    StepOutcome::Cancelled => {
+                        tracing::warn!(step = %name, attempt, job = %target, "step stopped: the cutover is no longer running it");
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Applies `ts` as one write; `Ok(false)` when they no longer apply (someone aborted or
+/// another runner moved on), which makes the loop re-read and re-decide.
+async fn apply(ctx: &Context, ts: Vec<Transition>) -> Result<bool, StoreError> {
+    if ts.is_empty() {
+        return Ok(true);
+    }
+    match ctx.store.apply(&ts).await {
+        Ok(_) => Ok(true),
+        Err(StoreError::Rejected(rejected)) => {
+            tracing::info!(%rejected, "transition no longer applies; re-reading the status");
+            Ok(false)
+        }
+        Err(err) => Err(err),
+    }
+}
+
+async fn current_data(ctx: &Context) -> Result<StatusData, StoreError> {
+    let cm = match ctx.store.cache().configmap() {
+        Some(cm) => cm,
+        None => {
+            ctx.store
+                .read_or_create(&mut crate::retry::Backoff::new())
+                .await?
+        }
+    };
+    Ok(cm.data.clone().unwrap_or_default())
+}
+
+/// Runs one attempt of `step` until it ends, its deadline passes, or the status says it is
+/// no longer running (aborted).
+async fn run_step(
+    ctx: &Context,
+    step: &Step,
+    attempt: u32,
+    target: &str,
+    resume: bool,
+) -> StepOutcome {
+    let ns = &ctx.config.namespace;
+    let step_name = step.name.as_str();
+    let deadline = ctx.config.render.deadline_for(step);
+    let started = ctx
+        .store
+        .cache()
+        .configmap()
+        .and_then(|cm| cm.data.clone())
+        .map(|d| StepRow::read(&d, step_name).started_at)
+        .and_then(|s| s.parse::<jiff::Timestamp>().ok())
+        .unwrap_or_else(jiff::Timestamp::now);
+    let elapsed = jiff::Timestamp::now()
+        .duration_since(started)
+        .unsigned_abs();
+    let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), ns);
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), ns);
+    let cancelled = cancelled(ctx, step_name, attempt);
+    match &step.kind {
+        StepKind::Job { .. } => {
+            let work = async {
+                let rendered = match ctx.renderer.render(step, attempt, ns) {
+                    Ok(mut rendered) => {
+                        rendered.metadata.name = Some(target.to_owned());
+                        rendered
+                    }
+                    Err(err) => {
+                        return StepOutcome::Failed(format!("could not render the Job: {err}"));
+                    }
+                };
+                if let Err(reason) = job::ensure(&jobs, &rendered, step_name, resume).await {
+                    return StepOutcome::Failed(reason);
+                }
+                ctx.metrics.next_job_created();
+                job::follow(&jobs, &pods, target).await
+            };
+            let limit = (deadline + JOB_DEADLINE_GRACE).saturating_sub(elapsed);
+            let outcome = tokio::select! {
+                outcome = tokio::time::timeout(limit, work) => match outcome {
+                    Ok(outcome) => return outcome,
+                    Err(_) => StepOutcome::Failed(format!(
+                        "Job {target} did not finish within the step deadline of {}s",
+                        deadline.as_secs()
+                    )),
+                },
+                () = cancelled => StepOutcome::Cancelled,
+            };
+            // A Job that ended on its own stays for inspection (its TTL removes it); one the
+            // runner gave up on, or that was aborted, must stop now.
+            job::delete(&jobs, target).await;
+            outcome
+        }
+        StepKind::DaemonSetWait { daemonset } => {
+            let daemonsets: Api<DaemonSet> = Api::namespaced(ctx.client.clone(), ns);
+            let (progress, why) = watch::channel(String::new());
+            let work = daemonset::wait(
+                daemonsets,
+                pods,
+                ctx.store.cache().clone(),
+                daemonset,
+                &progress,
+            );
+            let limit = deadline.saturating_sub(elapsed);
+            tokio::select! {
+                outcome = tokio::time::timeout(limit, work) => outcome.unwrap_or_else(|_| {
+                    StepOutcome::Failed(format!(
+                        "DaemonSet {daemonset} did not switch every node to registries v2 within {}s: {}",
+                        deadline.as_secs(),
+                        why.borrow().as_str()
+                    ))
+                }),
+                () = cancelled => StepOutcome::Cancelled,
+            }
+        }
+    }
+}
+
+/// Resolves when the status no longer shows `step` running at `attempt` (an abort).
+async fn cancelled(ctx: &Context, step: &str, attempt: u32) {
+    let mut rx = ctx.store.cache().subscribe();
+    loop {
+        let still_running = rx.borrow_and_update().configmap.as_ref().is_none_or(|cm| {
+            let data = cm.data.clone().unwrap_or_default();
+            let row = StepRow::read(&data, step);
+            Phase::of(&data) == Phase::Running
+                && row.result == StepResult::Running
+                && row.attempt == attempt
+        });
+        if !still_running {
+            return;
+        }
+        if rx.changed().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
+}

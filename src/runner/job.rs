@@ -1,0 +1,261 @@
+//! A `job` step: create the attempt's Job (or adopt the one that exists), follow it with a
+//! watch to a terminal condition, and explain a failure with the Job's condition and the
+//! failed pod's termination message.
+
+use super::StepOutcome;
+use crate::contract;
+use crate::retry::{Backoff, is_status, is_transient};
+use futures::StreamExt;
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, DeleteParams, ListParams, PostParams, PropagationPolicy};
+use kube::runtime::WatchStreamExt;
+use kube::runtime::watcher;
+
+/// Where a Job stands, read from its conditions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JobState {
+    /// Not terminal yet.
+    Running,
+    /// `Complete` (or the earlier `SuccessCriteriaMet`).
+    Succeeded,
+    /// `Failed` (or the earlier `FailureTarget`), with the condition's reason and message.
+    Failed {
+        /// e.g. `BackoffLimitExceeded`, `DeadlineExceeded`.
+        reason: String,
+        /// The condition's message.
+        message: String,
+    },
+}
+
+/// Reads a Job's state from its status conditions. Pure.
+pub fn job_state(job: &Job) -> JobState {
+    let conditions = job
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.as_deref())
+        .unwrap_or_default();
+    let holds = |t: &str| {
+        conditions
+            .iter()
+            .find(|c| c.type_ == t && c.status == "True")
+    };
+    if holds("Complete")
+        .or_else(|| holds("SuccessCriteriaMet"))
+        .is_some()
+    {
+        return JobState::Succeeded;
+    }
+    match holds("Failed").or_else(|| holds("FailureTarget")) {
+        Some(c) => JobState::Failed {
+            reason: c.reason.clone().unwrap_or_else(|| "Failed".to_owned()),
+            message: c.message.clone().unwrap_or_default(),
+        },
+        None => JobState::Running,
+    }
+}
+
+/// Whether `job` was rendered for `step` (so adopting it cannot run someone else's Job).
+fn belongs_to(job: &Job, step: &str) -> bool {
+    job.metadata
+        .labels
+        .as_ref()
+        .and_then(|l| l.get(contract::LABEL_JOB_STEP))
+        .is_some_and(|s| s == step)
+}
+
+/// Creates `job` unless a Job of that name exists, and returns whether it was adopted.
+/// Exactly once per attempt: the name is deterministic, so a second create answers 409.
+pub async fn ensure(api: &Api<Job>, job: &Job, step: &str, resume: bool) -> Result<bool, String> {
+    let name = job.metadata.name.clone().unwrap_or_default();
+    let mut backoff = Backoff::new();
+    loop {
+        if resume {
+            match api.get_opt(&name).await {
+                Ok(Some(existing)) => return adopt(existing, step),
+                Ok(None) => {}
+                Err(err) if is_transient(&err) => {
+                    backoff.wait().await;
+                    continue;
+                }
+                Err(err) => return Err(format!("could not read Job {name}: {err}")),
+            }
+        }
+        match api.create(&PostParams::default(), job).await {
+            Ok(_) => return Ok(false),
+            Err(err) if is_status(&err, 409) => match api.get_opt(&name).await {
+                Ok(Some(existing)) => return adopt(existing, step),
+                Ok(None) => continue,
+                Err(err) if is_transient(&err) => backoff.wait().await,
+                Err(err) => return Err(format!("could not read Job {name}: {err}")),
+            },
+            Err(err) if is_transient(&err) => {
+                tracing::warn!(job = %name, error = %err, "Job create failed; retrying");
+                backoff.wait().await;
+            }
+            Err(err) => return Err(format!("the API server refused Job {name}: {err}")),
+        }
+    }
+}
+
+fn adopt(existing: Job, step: &str) -> Result<bool, String> {
+    let name = existing.metadata.name.clone().unwrap_or_default();
+    if belongs_to(&existing, step) {
+        tracing::info!(job = %name, "adopted the existing Job of this attempt");
+        Ok(true)
+    } else {
+        Err(format!(
+            "Job {name} already exists but is not labelled {}={step}; delete or rename it",
+            contract::LABEL_JOB_STEP
+        ))
+    }
+}
+
+/// Follows Job `name` with a watch until it is terminal, and says how it ended.
+pub async fn follow(jobs: &Api<Job>, pods: &Api<Pod>, name: &str) -> StepOutcome {
+    let stream = watcher::watch_object(jobs.clone(), name).backoff(crate::retry::watch_backoff());
+    futures::pin_mut!(stream);
+    let mut seen = false;
+    while let Some(event) = stream.next().await {
+        match event {
+            Ok(Some(job)) => {
+                seen = true;
+                match job_state(&job) {
+                    JobState::Running => {}
+                    JobState::Succeeded => return StepOutcome::Succeeded,
+                    JobState::Failed { reason, message } => {
+                        let pod_message = failed_pod_message(pods, name).await;
+                        return StepOutcome::Failed(explain(name, &reason, &message, pod_message));
+                    }
+                }
+            }
+            Ok(None) if seen => {
+                return StepOutcome::Failed(format!("Job {name} was deleted before it finished"));
+            }
+            Ok(None) => {}
+            Err(err) => tracing::warn!(job = %name, error = %err, "Job watch error; retrying"),
+        }
+    }
+    StepOutcome::Failed(format!("the watch of Job {name} ended"))
+}
+
+/// The failure reason recorded in `lastError`: the condition, and the pod's own words.
+pub fn explain(job: &str, reason: &str, message: &str, pod: Option<(String, String)>) -> String {
+    let mut text = format!("Job {job} failed ({reason})");
+    if !message.is_empty() {
+        text.push_str(": ");
+        text.push_str(message.trim_end_matches('.'));
+    }
+    if let Some((pod, termination)) = pod {
+        text.push_str(&format!("; pod {pod}: {}", termination.trim()));
+    }
+    text
+}
+
+/// The newest failed pod of the Job with a termination message, if any.
+async fn failed_pod_message(pods: &Api<Pod>, job: &str) -> Option<(String, String)> {
+    let params = ListParams::default().labels(&format!("batch.kubernetes.io/job-name={job}"));
+    let list = match pods.list(&params).await {
+        Ok(list) => list,
+        Err(err) => {
+            tracing::warn!(job, error = %err, "could not list the Job's pods");
+            return None;
+        }
+    };
+    let mut failed: Vec<&Pod> = list
+        .items
+        .iter()
+        .filter(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Failed"))
+        .collect();
+    failed.sort_by_key(|p| p.metadata.creation_timestamp.clone().map(|t| t.0));
+    failed.iter().rev().find_map(|pod| {
+        let statuses = pod.status.as_ref()?.container_statuses.as_ref()?;
+        let message = statuses.iter().find_map(|c| {
+            let terminated = c.state.as_ref()?.terminated.as_ref()?;
+            terminated.message.clone().filter(|m| !m.trim().is_empty())
+        })?;
+        Some((pod.metadata.name.clone().unwrap_or_default(), message))
+    })
+}
+
+/// Deletes Job `name` and its pods (background propagation). A Job already gone is fine.
+pub async fn delete(jobs: &Api<Job>, name: &str) {
+    let params = DeleteParams {
+        propagation_policy: Some(PropagationPolicy::Background),
+        ..DeleteParams::default()
+    };
+    match jobs.delete(name, &params).await {
+        Ok(_) => tracing::info!(job = %name, "deleted the Job"),
+        Err(err) if is_status(&err, 404) => {}
+        Err(err) => tracing::warn!(job = %name, error = %err, "could not delete the Job"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::batch::v1::{JobCondition, JobStatus};
+
+    fn job(conditions: &[(&str, &str, &str)]) -> Job {
+        Job {
+            status: Some(JobStatus {
+                conditions: Some(
+                    conditions
+                        .iter()
+                        .map(|(t, s, r)| JobCondition {
+                            type_: (*t).into(),
+                            status: (*s).into(),
+                            reason: Some((*r).into()),
+                            message: Some("Job has reached the specified backoff limit".into()),
+                            ..JobCondition::default()
+                        })
+                        .collect(),
+                ),
+                ..JobStatus::default()
+            }),
+            ..Job::default()
+        }
+    }
+
+    #[test]
+    fn terminal_conditions() {
+        assert_eq!(job_state(&job(&[])), JobState::Running);
+        assert_eq!(
+            job_state(&job(&[("Complete", "True", "")])),
+            JobState::Succeeded
+        );
+        assert_eq!(
+            job_state(&job(&[(
+                "SuccessCriteriaMet",
+                "True",
+                "CompletionsReached"
+            )])),
+            JobState::Succeeded
+        );
+        assert!(matches!(
+            job_state(&job(&[("FailureTarget", "True", "BackoffLimitExceeded")])),
+            JobState::Failed { reason, .. } if reason == "BackoffLimitExceeded"
+        ));
+        assert_eq!(
+            job_state(&job(&[("Failed", "False", "x")])),
+            JobState::Running
+        );
+    }
+
+    #[test]
+    fn explanation_names_the_job_reason_and_pod() {
+        let text = explain(
+            "cutover-harbor-prewarm-a1",
+            "BackoffLimitExceeded",
+            "Job has reached the specified backoff limit",
+            Some((
+                "cutover-harbor-prewarm-a1-x7k2p".into(),
+                "3 images failed\n".into(),
+            )),
+        );
+        assert_eq!(
+            text,
+            "Job cutover-harbor-prewarm-a1 failed (BackoffLimitExceeded): Job has reached the specified backoff limit; pod cutover-harbor-prewarm-a1-x7k2p: 3 images failed"
+        );
+    }
+}

@@ -1,0 +1,230 @@
+//! When a `daemonset-wait` step is done: the DaemonSet is fully rolled out at its current
+//! generation, and every node that runs a current, ready pod of it now has acknowledged
+//! `v2`. Acknowledgements are looked up per node that runs such a pod, never counted as
+//! keys, so stale keys of replaced nodes cannot satisfy the wait (contract defect 4).
+
+use crate::contract::key;
+use crate::status::model::{StatusData, get};
+use k8s_openapi::api::apps::v1::DaemonSet;
+use k8s_openapi::api::core::v1::Pod;
+use std::collections::BTreeSet;
+
+/// The DaemonSet annotation holding the template generation its pods are labelled with.
+const ANNOTATION_TEMPLATE_GENERATION: &str = "deprecated.daemonset.template.generation";
+/// The pod label the DaemonSet controller sets to the template generation.
+const LABEL_TEMPLATE_GENERATION: &str = "pod-template-generation";
+
+/// Where a DaemonSet's registry pivot stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Rollout {
+    /// Every current, ready pod's node acknowledged `v2`.
+    Done {
+        /// The nodes that acknowledged.
+        nodes: BTreeSet<String>,
+    },
+    /// Still waiting, and why (for logs and the step's failure reason at its deadline).
+    Waiting(String),
+}
+
+/// Evaluates the rollout of `ds` with its `pods` against the status `data`. Pure.
+pub fn evaluate(ds: &DaemonSet, pods: &[Pod], data: &StatusData) -> Rollout {
+    let name = ds.metadata.name.as_deref().unwrap_or("");
+    let generation = ds.metadata.generation.unwrap_or(0);
+    let Some(status) = ds.status.as_ref() else {
+        return Rollout::Waiting(format!("DaemonSet {name} has no status yet"));
+    };
+    let observed = status.observed_generation.unwrap_or(0);
+    if observed < generation {
+        return Rollout::Waiting(format!(
+            "DaemonSet {name} controller has observed generation {observed}, not {generation}"
+        ));
+    }
+    let desired = status.desired_number_scheduled;
+    let updated = status.updated_number_scheduled.unwrap_or(0);
+    if desired == 0 {
+        return Rollout::Waiting(format!("DaemonSet {name} schedules no pods"));
+    }
+    if updated < desired || status.number_ready < desired {
+        return Rollout::Waiting(format!(
+            "DaemonSet {name}: {updated} of {desired} pods updated, {} ready",
+            status.number_ready
+        ));
+    }
+    let template_generation = ds
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(ANNOTATION_TEMPLATE_GENERATION).cloned())
+        .unwrap_or_else(|| generation.to_string());
+    let uid = ds.metadata.uid.as_deref();
+    let nodes: BTreeSet<String> = pods
+        .iter()
+        .filter(|pod| owned_by(pod, uid))
+        .filter(|pod| pod.metadata.deletion_timestamp.is_none())
+        .filter(|pod| {
+            pod.metadata
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(LABEL_TEMPLATE_GENERATION))
+                .is_none_or(|g| *g == template_generation)
+        })
+        .filter(|pod| is_ready(pod))
+        .filter_map(|pod| pod.spec.as_ref()?.node_name.clone())
+        .collect();
+    if nodes.len() < usize::try_from(desired).unwrap_or(0) {
+        return Rollout::Waiting(format!(
+            "DaemonSet {name}: {} of {desired} current pods seen ready",
+            nodes.len()
+        ));
+    }
+    let missing: Vec<&str> = nodes
+        .iter()
+        .filter(|node| get(data, &key::node_registries_yaml(node)) != "v2")
+        .map(String::as_str)
+        .collect();
+    if missing.is_empty() {
+        Rollout::Done { nodes }
+    } else {
+        Rollout::Waiting(format!(
+            "nodes not yet on registries v2: {}",
+            missing.join(", ")
+        ))
+    }
+}
+
+fn owned_by(pod: &Pod, uid: Option<&str>) -> bool {
+    let Some(uid) = uid else { return true };
+    pod.metadata
+        .owner_references
+        .as_ref()
+        .is_some_and(|refs| refs.iter().any(|r| r.uid == uid))
+}
+
+fn is_ready(pod: &Pod) -> bool {
+    pod.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::apps::v1::DaemonSetStatus;
+    use k8s_openapi::api::core::v1::{PodCondition, PodSpec, PodStatus};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+    use std::collections::BTreeMap;
+
+    fn ds(generation: i64, observed: i64, desired: i32, updated: i32, ready: i32) -> DaemonSet {
+        DaemonSet {
+            metadata: ObjectMeta {
+                name: Some("registry-pivot".into()),
+                uid: Some("ds-uid".into()),
+                generation: Some(generation),
+                ..ObjectMeta::default()
+            },
+            spec: None,
+            status: Some(DaemonSetStatus {
+                observed_generation: Some(observed),
+                desired_number_scheduled: desired,
+                current_number_scheduled: desired,
+                updated_number_scheduled: Some(updated),
+                number_ready: ready,
+                ..DaemonSetStatus::default()
+            }),
+        }
+    }
+
+    fn pod(node: &str, generation: &str, ready: bool) -> Pod {
+        Pod {
+            metadata: ObjectMeta {
+                name: Some(format!("registry-pivot-{node}")),
+                labels: Some(BTreeMap::from([(
+                    LABEL_TEMPLATE_GENERATION.to_owned(),
+                    generation.to_owned(),
+                )])),
+                owner_references: Some(vec![OwnerReference {
+                    uid: "ds-uid".into(),
+                    ..OwnerReference::default()
+                }]),
+                ..ObjectMeta::default()
+            },
+            spec: Some(PodSpec {
+                node_name: Some(node.into()),
+                ..PodSpec::default()
+            }),
+            status: Some(PodStatus {
+                conditions: Some(vec![PodCondition {
+                    type_: "Ready".into(),
+                    status: if ready { "True" } else { "False" }.into(),
+                    ..PodCondition::default()
+                }]),
+                ..PodStatus::default()
+            }),
+        }
+    }
+
+    fn acks(nodes: &[&str]) -> StatusData {
+        nodes
+            .iter()
+            .map(|n| (format!("node.{n}.registriesYaml"), "v2".to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn done_when_every_current_ready_node_acknowledged() {
+        let pods = [pod("n1", "2", true), pod("n2", "2", true)];
+        assert!(matches!(
+            evaluate(&ds(2, 2, 2, 2, 2), &pods, &acks(&["n1", "n2"])),
+            Rollout::Done { nodes } if nodes.len() == 2
+        ));
+    }
+
+    #[test]
+    fn unobserved_generation_or_partial_rollout_waits() {
+        let pods = [pod("n1", "2", true), pod("n2", "2", true)];
+        let all = acks(&["n1", "n2"]);
+        assert!(matches!(
+            evaluate(&ds(3, 2, 2, 2, 2), &pods, &all),
+            Rollout::Waiting(_)
+        ));
+        assert!(matches!(
+            evaluate(&ds(2, 2, 2, 1, 2), &pods, &all),
+            Rollout::Waiting(_)
+        ));
+        assert!(matches!(
+            evaluate(&ds(2, 2, 2, 2, 1), &pods, &all),
+            Rollout::Waiting(_)
+        ));
+    }
+
+    #[test]
+    fn stale_acknowledgement_of_a_replaced_node_does_not_count() {
+        let pods = [pod("n1", "2", true), pod("n3", "2", true)];
+        let data = acks(&["n1", "n2"]);
+        assert_eq!(
+            evaluate(&ds(2, 2, 2, 2, 2), &pods, &data),
+            Rollout::Waiting("nodes not yet on registries v2: n3".into())
+        );
+    }
+
+    #[test]
+    fn old_generation_and_unready_pods_do_not_count() {
+        let pods = [pod("n1", "1", true), pod("n2", "2", false)];
+        assert!(matches!(
+            evaluate(&ds(2, 2, 2, 2, 2), &pods, &acks(&["n1", "n2"])),
+            Rollout::Waiting(_)
+        ));
+    }
+
+    #[test]
+    fn v1_acknowledgement_is_not_v2() {
+        let pods = [pod("n1", "2", true)];
+        let mut data = acks(&[]);
+        data.insert("node.n1.registriesYaml".into(), "v1".into());
+        assert!(matches!(
+            evaluate(&ds(2, 2, 1, 1, 1), &pods, &data),
+            Rollout::Waiting(_)
+        ));
+    }
+}

@@ -1,0 +1,287 @@
+//! The registry of kinds the sandbox serves: builtins plus custom resources given at start-up.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+/// When `metadata.generation` moves, as each kind's registry strategy decides in kube-apiserver.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GenerationPolicy {
+    /// The kind carries no generation (ConfigMap, Secret, Namespace, ...).
+    None,
+    /// Bumped when `spec` changes (Job, DaemonSet, Pod).
+    Spec,
+    /// Custom resources: bumped on any change outside `metadata` and `status`.
+    AllButMetadataAndStatus,
+}
+
+/// A custom resource kind served as plain JSON, with a `/status` subresource.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CustomResourceKind {
+    /// API group, e.g. `source.toolkit.fluxcd.io`.
+    pub group: String,
+    /// API version within the group, e.g. `v1`.
+    pub version: String,
+    /// Kind, e.g. `GitRepository`.
+    pub kind: String,
+    /// Plural resource name, e.g. `gitrepositories`.
+    pub plural: String,
+    /// Whether objects live in a namespace.
+    pub namespaced: bool,
+}
+
+impl CustomResourceKind {
+    fn new(group: &str, version: &str, kind: &str, plural: &str, namespaced: bool) -> Self {
+        CustomResourceKind {
+            group: group.into(),
+            version: version.into(),
+            kind: kind.into(),
+            plural: plural.into(),
+            namespaced,
+        }
+    }
+}
+
+/// The Flux and Cilium kinds the chart's steps create.
+#[rustfmt::skip]
+pub fn flux_and_cilium_kinds() -> Vec<CustomResourceKind> {
+    vec![
+        CustomResourceKind::new("source.toolkit.fluxcd.io", "v1", "GitRepository", "gitrepositories", true),
+        CustomResourceKind::new("source.toolkit.fluxcd.io", "v1", "HelmRepository", "helmrepositories", true),
+        CustomResourceKind::new("helm.toolkit.fluxcd.io", "v2", "HelmRelease", "helmreleases", true),
+        CustomResourceKind::new("kustomize.toolkit.fluxcd.io", "v1", "Kustomization", "kustomizations", true),
+        CustomResourceKind::new("cilium.io", "v2", "CiliumNetworkPolicy", "ciliumnetworkpolicies", true),
+        CustomResourceKind::new("cilium.io", "v2", "CiliumClusterwideNetworkPolicy", "ciliumclusterwidenetworkpolicies", false),
+    ]
+}
+
+/// Everything the server needs to know about one resource.
+#[derive(Debug, Clone)]
+pub struct KindInfo {
+    /// API group, `""` for core.
+    pub group: String,
+    /// Version, e.g. `v1`.
+    pub version: String,
+    /// Kind, e.g. `ConfigMap`.
+    pub kind: String,
+    /// Plural resource name, e.g. `configmaps`.
+    pub plural: String,
+    /// Lower-case singular name.
+    pub singular: String,
+    /// Whether objects live in a namespace.
+    pub namespaced: bool,
+    /// Whether `/status` exists (and main writes keep status).
+    pub has_status: bool,
+    /// Whether `/log` exists (pods).
+    pub has_log: bool,
+    /// How generation moves.
+    pub generation: GenerationPolicy,
+    /// Create-only virtual kinds (TokenReview, SubjectAccessReview): answered, never stored.
+    pub create_only: bool,
+    /// Custom resources: strategic merge patch is refused for them.
+    pub custom: bool,
+    /// kubectl short names.
+    pub short_names: Vec<&'static str>,
+}
+
+impl KindInfo {
+    /// `v1` or `group/version`.
+    pub fn api_version(&self) -> String {
+        if self.group.is_empty() {
+            self.version.clone()
+        } else {
+            format!("{}/{}", self.group, self.version)
+        }
+    }
+
+    /// `configmaps` or `jobs.batch`, as error messages name the resource.
+    pub fn qualified_resource(&self) -> String {
+        if self.group.is_empty() {
+            self.plural.clone()
+        } else {
+            format!("{}.{}", self.plural, self.group)
+        }
+    }
+
+    /// Verbs listed in discovery.
+    pub fn verbs(&self) -> Vec<&'static str> {
+        if self.create_only {
+            vec!["create"]
+        } else {
+            vec![
+                "create",
+                "delete",
+                "deletecollection",
+                "get",
+                "list",
+                "patch",
+                "update",
+                "watch",
+            ]
+        }
+    }
+}
+
+struct Builtin {
+    group: &'static str,
+    version: &'static str,
+    kind: &'static str,
+    plural: &'static str,
+    namespaced: bool,
+    has_status: bool,
+    generation: GenerationPolicy,
+    short_names: &'static [&'static str],
+}
+
+const fn builtin(
+    group: &'static str,
+    kind: &'static str,
+    plural: &'static str,
+    namespaced: bool,
+    has_status: bool,
+    generation: GenerationPolicy,
+    short_names: &'static [&'static str],
+) -> Builtin {
+    Builtin {
+        group,
+        version: "v1",
+        kind,
+        plural,
+        namespaced,
+        has_status,
+        generation,
+        short_names,
+    }
+}
+
+use GenerationPolicy::{None as NoGen, Spec};
+
+#[rustfmt::skip]
+const BUILTINS: &[Builtin] = &[
+    builtin("", "Namespace", "namespaces", false, true, NoGen, &["ns"]),
+    builtin("", "ConfigMap", "configmaps", true, false, NoGen, &["cm"]),
+    builtin("", "Secret", "secrets", true, false, NoGen, &[]),
+    builtin("", "Pod", "pods", true, true, Spec, &["po"]),
+    builtin("", "Node", "nodes", false, true, NoGen, &["no"]),
+    builtin("", "Event", "events", true, false, NoGen, &["ev"]),
+    builtin("", "ServiceAccount", "serviceaccounts", true, false, NoGen, &["sa"]),
+    builtin("apps", "DaemonSet", "daemonsets", true, true, Spec, &["ds"]),
+    builtin("batch", "Job", "jobs", true, true, Spec, &[]),
+    builtin("coordination.k8s.io", "Lease", "leases", true, false, NoGen, &[]),
+    builtin("events.k8s.io", "Event", "events", true, false, NoGen, &["ev"]),
+    builtin("rbac.authorization.k8s.io", "Role", "roles", true, false, NoGen, &[]),
+    builtin("rbac.authorization.k8s.io", "ClusterRole", "clusterroles", false, false, NoGen, &[]),
+    builtin("rbac.authorization.k8s.io", "RoleBinding", "rolebindings", true, false, NoGen, &[]),
+    builtin("rbac.authorization.k8s.io", "ClusterRoleBinding", "clusterrolebindings", false, false, NoGen, &[]),
+    builtin("authentication.k8s.io", "TokenReview", "tokenreviews", false, false, NoGen, &[]),
+    builtin("authorization.k8s.io", "SubjectAccessReview", "subjectaccessreviews", false, false, NoGen, &[]),
+];
+
+/// The kinds served, looked up by (group, version, plural).
+#[derive(Debug, Clone)]
+pub struct Registry {
+    kinds: Vec<Arc<KindInfo>>,
+    by_resource: BTreeMap<(String, String, String), Arc<KindInfo>>,
+}
+
+impl Registry {
+    /// The builtins plus the given custom resources.
+    pub fn new(custom: &[CustomResourceKind]) -> Self {
+        let mut kinds: Vec<Arc<KindInfo>> = BUILTINS
+            .iter()
+            .map(|b| {
+                Arc::new(KindInfo {
+                    group: b.group.into(),
+                    version: b.version.into(),
+                    kind: b.kind.into(),
+                    plural: b.plural.into(),
+                    singular: b.kind.to_lowercase(),
+                    namespaced: b.namespaced,
+                    has_status: b.has_status,
+                    has_log: b.plural == "pods" && b.group.is_empty(),
+                    generation: b.generation,
+                    create_only: b.group.starts_with("authentication.")
+                        || b.group.starts_with("authorization."),
+                    custom: false,
+                    short_names: b.short_names.to_vec(),
+                })
+            })
+            .collect();
+        kinds.extend(custom.iter().map(|c| {
+            Arc::new(KindInfo {
+                group: c.group.clone(),
+                version: c.version.clone(),
+                kind: c.kind.clone(),
+                plural: c.plural.clone(),
+                singular: c.kind.to_lowercase(),
+                namespaced: c.namespaced,
+                has_status: true,
+                has_log: false,
+                generation: GenerationPolicy::AllButMetadataAndStatus,
+                create_only: false,
+                custom: true,
+                short_names: Vec::new(),
+            })
+        }));
+        let by_resource = kinds
+            .iter()
+            .map(|k| {
+                (
+                    (k.group.clone(), k.version.clone(), k.plural.clone()),
+                    k.clone(),
+                )
+            })
+            .collect();
+        Registry { kinds, by_resource }
+    }
+
+    /// The kind served at `group/version/plural`, if any.
+    pub fn lookup(&self, group: &str, version: &str, plural: &str) -> Option<Arc<KindInfo>> {
+        self.by_resource
+            .get(&(group.to_string(), version.to_string(), plural.to_string()))
+            .cloned()
+    }
+
+    /// Every kind, in registration order.
+    pub fn kinds(&self) -> &[Arc<KindInfo>] {
+        &self.kinds
+    }
+
+    /// Every (group, version) pair, builtins first, core (`""`) included.
+    pub fn group_versions(&self) -> Vec<(String, String)> {
+        let mut out: Vec<(String, String)> = Vec::new();
+        for k in &self.kinds {
+            let gv = (k.group.clone(), k.version.clone());
+            if !out.contains(&gv) {
+                out.push(gv);
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn looks_up_builtins_and_custom_resources() {
+        let r = Registry::new(&flux_and_cilium_kinds());
+        let job = r.lookup("batch", "v1", "jobs").unwrap();
+        assert_eq!(job.qualified_resource(), "jobs.batch");
+        assert_eq!(
+            r.lookup("", "v1", "configmaps")
+                .unwrap()
+                .qualified_resource(),
+            "configmaps"
+        );
+        let hr = r
+            .lookup("helm.toolkit.fluxcd.io", "v2", "helmreleases")
+            .unwrap();
+        assert!(hr.custom && hr.has_status);
+        assert!(r.lookup("", "v1", "services").is_none());
+        assert!(
+            r.group_versions()
+                .contains(&("cilium.io".into(), "v2".into()))
+        );
+    }
+}

@@ -1,0 +1,894 @@
+//! The object store: every object as JSON, one cluster-wide resourceVersion, the change
+//! history and the live change feed. Handlers stay thin over these functions.
+
+use super::errors::ApiError;
+use super::history::{Change, EventType, History};
+use super::kinds::{KindInfo, Registry};
+use super::meta::{self, Part};
+use super::selectors::Selectors;
+use super::{defaults, validation};
+use parking_lot::RwLock;
+use serde_json::{Value, json};
+use std::collections::{BTreeMap, HashMap};
+use std::ops::Bound;
+use std::sync::Arc;
+use tokio::sync::broadcast;
+
+/// `(namespace, name)`; namespace is `""` for cluster-scoped objects.
+type ObjKey = (String, String);
+
+/// How dependents are treated when their owner is deleted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Propagation {
+    /// Dependents are deleted after the owner.
+    Background,
+    /// Dependents are deleted before the owner.
+    Foreground,
+    /// Dependents lose their ownerReference and stay.
+    Orphan,
+}
+
+impl Propagation {
+    /// Parses `propagationPolicy`.
+    pub fn parse(s: &str) -> Result<Self, ApiError> {
+        match s {
+            "Background" => Ok(Propagation::Background),
+            "Foreground" => Ok(Propagation::Foreground),
+            "Orphan" => Ok(Propagation::Orphan),
+            other => Err(ApiError::bad_request(format!(
+                "DeleteOptions.meta.k8s.io \"\" is invalid: propagationPolicy: Unsupported value: \"{other}\": supported values: \"Foreground\", \"Background\", \"Orphan\", \"nil\""
+            ))),
+        }
+    }
+
+    /// The default of a kind: batch/v1 Jobs orphan their pods unless told otherwise
+    /// (pkg/registry/batch/job/strategy.go DefaultGarbageCollectionPolicy).
+    fn default_for(kind: &KindInfo) -> Self {
+        if kind.group == "batch" && kind.kind == "Job" {
+            Propagation::Orphan
+        } else {
+            Propagation::Background
+        }
+    }
+}
+
+/// Options of a delete.
+#[derive(Debug, Clone, Default)]
+pub struct DeleteOptions {
+    /// `propagationPolicy`; `None` takes the kind's default.
+    pub propagation: Option<Propagation>,
+    /// `preconditions.uid`.
+    pub uid: Option<String>,
+    /// `preconditions.resourceVersion`.
+    pub resource_version: Option<String>,
+    /// `dryRun=All`.
+    pub dry_run: bool,
+}
+
+/// What a delete did.
+#[derive(Debug, Clone)]
+pub enum Deleted {
+    /// The object is gone; this was its last state.
+    Gone(Arc<Value>),
+    /// Finalizers hold the object; it now carries a deletionTimestamp.
+    Pending(Arc<Value>),
+}
+
+/// Options of a list.
+#[derive(Debug, Clone, Default)]
+pub struct ListOptions {
+    /// Label and field selectors.
+    pub selectors: Selectors,
+    /// `limit` (0 or `None` = everything).
+    pub limit: Option<usize>,
+    /// `continue` token from a previous page.
+    pub continue_token: Option<String>,
+}
+
+/// One page of a list.
+#[derive(Debug, Clone)]
+pub struct ListPage {
+    /// The list's resourceVersion.
+    pub resource_version: u64,
+    /// The objects, ordered by namespace and name.
+    pub items: Vec<Arc<Value>>,
+    /// Token for the next page.
+    pub continue_token: Option<String>,
+    /// How many objects the next pages hold.
+    pub remaining: Option<usize>,
+}
+
+/// Where a watch starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WatchFrom {
+    /// Synthetic ADDED events for the current objects, then live changes.
+    Now,
+    /// Changes strictly after this resourceVersion.
+    After(u64),
+}
+
+/// A watch's starting point: the events to send first and the live feed after them.
+pub struct WatchStart {
+    /// Events to send before live ones (history replay, or synthetic ADDED).
+    pub initial: Vec<Arc<Change>>,
+    /// Live changes committed after `resource_version`.
+    pub live: broadcast::Receiver<Arc<Change>>,
+    /// The resourceVersion `initial` brings the watcher to.
+    pub resource_version: u64,
+}
+
+struct Collection {
+    kind: Arc<KindInfo>,
+    key: Arc<str>,
+    objects: BTreeMap<ObjKey, Arc<Value>>,
+}
+
+struct Inner {
+    rv: u64,
+    collections: HashMap<Arc<str>, Collection>,
+    history: History,
+}
+
+/// The store of all objects.
+pub struct Store {
+    inner: RwLock<Inner>,
+    feed: broadcast::Sender<Arc<Change>>,
+    registry: Registry,
+}
+
+/// The first resourceVersion; any positive start works, a non-trivial one catches clients
+/// that assume versions start small.
+const START_RV: u64 = 1000;
+/// Live-feed capacity; a watcher that falls further behind is ended with 410 and relists.
+const FEED_CAPACITY: usize = 16 * 1024;
+
+fn storage_key(kind: &KindInfo) -> Arc<str> {
+    kind.qualified_resource().into()
+}
+
+fn obj_key(kind: &KindInfo, ns: Option<&str>, name: &str) -> ObjKey {
+    let ns = if kind.namespaced {
+        ns.unwrap_or_default()
+    } else {
+        ""
+    };
+    (ns.to_string(), name.to_string())
+}
+
+fn encode_continue(rv: u64, last: &ObjKey) -> String {
+    hex::encode(json!({"rv": rv, "ns": last.0, "name": last.1}).to_string())
+}
+
+fn decode_continue(token: &str) -> Result<(u64, ObjKey), ApiError> {
+    let bad = || ApiError::bad_request(format!("continue key is not valid: {token}"));
+    let bytes = hex::decode(token).map_err(|_| bad())?;
+    let v: Value = serde_json::from_slice(&bytes).map_err(|_| bad())?;
+    let rv = v["rv"].as_u64().ok_or_else(bad)?;
+    let ns = v["ns"].as_str().ok_or_else(bad)?.to_string();
+    let name = v["name"].as_str().ok_or_else(bad)?.to_string();
+    Ok((rv, (ns, name)))
+}
+
+/// The 410 message of kube-apiserver's watch cache for a compacted resourceVersion.
+pub fn too_old(rv: u64, oldest: u64) -> ApiError {
+    ApiError::expired(format!("too old resource version: {rv} ({oldest})"))
+}
+
+fn owner_uids(obj: &Value) -> impl Iterator<Item = &str> {
+    obj.pointer("/metadata/ownerReferences")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|r| r.get("uid").and_then(Value::as_str))
+}
+
+fn finalizers_pending(obj: &Value) -> bool {
+    obj.pointer("/metadata/finalizers")
+        .and_then(Value::as_array)
+        .is_some_and(|f| !f.is_empty())
+}
+
+/// A uid precondition (from DeleteOptions or the body of a write) that the stored object must
+/// meet; empty means none.
+fn check_uid(
+    kind: &KindInfo,
+    name: &str,
+    want: Option<&str>,
+    current: &Value,
+) -> Result<(), ApiError> {
+    match want.filter(|u| !u.is_empty()) {
+        Some(uid) if uid != meta::uid_of(current) => Err(ApiError::conflict_with(
+            kind,
+            name,
+            &format!(
+                "Precondition failed: UID in precondition: {uid}, UID in object meta: {}",
+                meta::uid_of(current)
+            ),
+        )),
+        _ => Ok(()),
+    }
+}
+
+impl Inner {
+    /// The stored object, or 404.
+    fn current(
+        &mut self,
+        kind: &KindInfo,
+        key: &ObjKey,
+        name: &str,
+    ) -> Result<Arc<Value>, ApiError> {
+        self.collection(kind)?
+            .objects
+            .get(key)
+            .cloned()
+            .ok_or_else(|| ApiError::not_found(kind, name))
+    }
+
+    fn collection(&mut self, kind: &KindInfo) -> Result<&mut Collection, ApiError> {
+        self.collections
+            .get_mut(&*storage_key(kind))
+            .ok_or_else(|| {
+                ApiError::internal(format!("no storage for {}", kind.qualified_resource()))
+            })
+    }
+
+    /// Assigns the next resourceVersion, records the change and returns it for the feed.
+    fn commit(
+        &mut self,
+        resource: &Arc<str>,
+        kind: EventType,
+        mut object: Value,
+        old: Option<Arc<Value>>,
+    ) -> Arc<Change> {
+        self.rv += 1;
+        meta::metadata_mut(&mut object)
+            .insert("resourceVersion".into(), json!(self.rv.to_string()));
+        let namespace = object
+            .pointer("/metadata/namespace")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string();
+        let change = Arc::new(Change::new(
+            self.rv,
+            resource.clone(),
+            namespace,
+            kind,
+            Arc::new(object),
+            old,
+        ));
+        self.history.push(change.clone());
+        change
+    }
+
+    fn store(&mut self, change: &Arc<Change>) {
+        let key = (
+            change.namespace.clone(),
+            meta::name_of(&change.object).to_string(),
+        );
+        if let Some(c) = self.collections.get_mut(&change.resource) {
+            if change.kind == EventType::Deleted {
+                c.objects.remove(&key);
+            } else {
+                c.objects.insert(key, change.object.clone());
+            }
+        }
+    }
+
+    fn apply(
+        &mut self,
+        resource: &Arc<str>,
+        kind: EventType,
+        object: Value,
+        old: Option<Arc<Value>>,
+    ) -> Arc<Change> {
+        let change = self.commit(resource, kind, object, old);
+        self.store(&change);
+        change
+    }
+
+    /// Deletes one object and, per `propagation`, its dependents; returns every change.
+    fn delete_cascade(
+        &mut self,
+        kind: &Arc<KindInfo>,
+        key: &ObjKey,
+        propagation: Propagation,
+        changes: &mut Vec<Arc<Change>>,
+    ) -> Option<Deleted> {
+        let resource = storage_key(kind);
+        let current = self.collections.get(&resource)?.objects.get(key)?.clone();
+        if finalizers_pending(&current) {
+            if current.pointer("/metadata/deletionTimestamp").is_some() {
+                return Some(Deleted::Pending(current));
+            }
+            let mut marked = (*current).clone();
+            let m = meta::metadata_mut(&mut marked);
+            m.insert("deletionTimestamp".into(), json!(meta::now_rfc3339()));
+            m.insert("deletionGracePeriodSeconds".into(), json!(0));
+            let change = self.apply(&resource, EventType::Modified, marked, Some(current));
+            changes.push(change.clone());
+            return Some(Deleted::Pending(change.object.clone()));
+        }
+        let uid = meta::uid_of(&current).to_string();
+        if propagation == Propagation::Foreground {
+            self.handle_dependents(&uid, propagation, changes);
+        }
+        if kind.kind == "Namespace" {
+            self.delete_namespace_contents(&key.1, changes);
+        }
+        let change = self.apply(
+            &resource,
+            EventType::Deleted,
+            (*current).clone(),
+            Some(current),
+        );
+        changes.push(change.clone());
+        if propagation != Propagation::Foreground {
+            self.handle_dependents(&uid, propagation, changes);
+        }
+        Some(Deleted::Gone(change.object.clone()))
+    }
+
+    /// Garbage collection: dependents of `owner_uid` are deleted, or orphaned.
+    fn handle_dependents(
+        &mut self,
+        owner_uid: &str,
+        propagation: Propagation,
+        changes: &mut Vec<Arc<Change>>,
+    ) {
+        if owner_uid.is_empty() {
+            return;
+        }
+        let dependents: Vec<(Arc<KindInfo>, ObjKey, Arc<Value>)> = self
+            .collections
+            .values()
+            .flat_map(|c| {
+                c.objects
+                    .iter()
+                    .filter(|(_, o)| owner_uids(o).any(|u| u == owner_uid))
+                    .map(|(k, o)| (c.kind.clone(), k.clone(), o.clone()))
+            })
+            .collect();
+        for (kind, key, obj) in dependents {
+            if propagation == Propagation::Orphan {
+                let mut orphan = (*obj).clone();
+                if let Some(refs) = orphan
+                    .pointer_mut("/metadata/ownerReferences")
+                    .and_then(Value::as_array_mut)
+                {
+                    refs.retain(|r| r.get("uid").and_then(Value::as_str) != Some(owner_uid));
+                    if refs.is_empty()
+                        && let Some(m) = orphan.get_mut("metadata").and_then(Value::as_object_mut)
+                    {
+                        m.remove("ownerReferences");
+                    }
+                }
+                changes.push(self.apply(
+                    &storage_key(&kind),
+                    EventType::Modified,
+                    orphan,
+                    Some(obj),
+                ));
+            } else {
+                self.delete_cascade(&kind, &key, Propagation::Background, changes);
+            }
+        }
+    }
+
+    fn delete_namespace_contents(&mut self, ns: &str, changes: &mut Vec<Arc<Change>>) {
+        let doomed: Vec<(Arc<str>, Arc<Value>)> = self
+            .collections
+            .values()
+            .filter(|c| c.kind.namespaced)
+            .flat_map(|c| {
+                let start = (ns.to_string(), String::new());
+                c.objects
+                    .range(start..)
+                    .take_while(|((o_ns, _), _)| o_ns == ns)
+                    .map(|(_, o)| (c.key.clone(), o.clone()))
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        for (resource, obj) in doomed {
+            changes.push(self.apply(&resource, EventType::Deleted, (*obj).clone(), Some(obj)));
+        }
+    }
+}
+
+impl Store {
+    /// An empty store for the registry's kinds, keeping `history_limit` changes.
+    pub fn new(registry: Registry, history_limit: usize) -> Self {
+        let collections = registry
+            .kinds()
+            .iter()
+            .map(|k| {
+                let key = storage_key(k);
+                (
+                    key.clone(),
+                    Collection {
+                        kind: k.clone(),
+                        key,
+                        objects: BTreeMap::new(),
+                    },
+                )
+            })
+            .collect();
+        let (feed, _) = broadcast::channel(FEED_CAPACITY);
+        Store {
+            inner: RwLock::new(Inner {
+                rv: START_RV,
+                collections,
+                history: History::new(history_limit, START_RV),
+            }),
+            feed,
+            registry,
+        }
+    }
+
+    /// The kinds served.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// The newest resourceVersion.
+    pub fn resource_version(&self) -> u64 {
+        self.inner.read().rv
+    }
+
+    /// Sends changes to live watchers; called with the write lock held so that watchers see
+    /// changes in resourceVersion order.
+    fn publish(&self, changes: Vec<Arc<Change>>) {
+        for c in changes {
+            // No receivers is normal: nobody is watching.
+            let _ = self.feed.send(c);
+        }
+    }
+
+    /// One object.
+    pub fn get(
+        &self,
+        kind: &KindInfo,
+        ns: Option<&str>,
+        name: &str,
+    ) -> Result<Arc<Value>, ApiError> {
+        let inner = self.inner.read();
+        inner
+            .collections
+            .get(&*storage_key(kind))
+            .and_then(|c| c.objects.get(&obj_key(kind, ns, name)))
+            .cloned()
+            .ok_or_else(|| ApiError::not_found(kind, name))
+    }
+
+    /// A page of objects in `ns` (or everywhere) that pass the selectors.
+    pub fn list(
+        &self,
+        kind: &KindInfo,
+        ns: Option<&str>,
+        opts: &ListOptions,
+    ) -> Result<ListPage, ApiError> {
+        let inner = self.inner.read();
+        let (list_rv, after) = match &opts.continue_token {
+            Some(t) => {
+                let (rv, last) = decode_continue(t)?;
+                if rv < inner.history.compacted() {
+                    return Err(ApiError::expired(
+                        "The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter, or use the continue token in this response to retrieve the remainder of the results. Continuing with the provided token results in an inconsistent list - objects that were created, modified, or deleted between the time the first chunk was returned and now may show up in the list.",
+                    ));
+                }
+                (rv, Some(last))
+            }
+            None => (inner.rv, None),
+        };
+        let Some(c) = inner.collections.get(&*storage_key(kind)) else {
+            return Err(ApiError::not_found(kind, ""));
+        };
+        let lower = match &after {
+            Some(k) => Bound::Excluded(k.clone()),
+            None => match ns.filter(|_| kind.namespaced) {
+                Some(ns) => Bound::Included((ns.to_string(), String::new())),
+                None => Bound::Unbounded,
+            },
+        };
+        let ns_filter = ns.filter(|_| kind.namespaced);
+        let matching = c
+            .objects
+            .range((lower, Bound::Unbounded))
+            .take_while(|((o_ns, _), _)| ns_filter.is_none_or(|n| n == o_ns))
+            .filter(|(_, o)| opts.selectors.matches(o));
+        let limit = opts.limit.filter(|l| *l > 0).unwrap_or(usize::MAX);
+        let (mut items, mut last, mut remaining) = (Vec::new(), None, 0usize);
+        for (k, o) in matching {
+            if items.len() < limit {
+                items.push(o.clone());
+                last = Some(k);
+            } else {
+                remaining += 1;
+            }
+        }
+        let (continue_token, remaining) = match last {
+            Some(last) if remaining > 0 => (Some(encode_continue(list_rv, last)), Some(remaining)),
+            _ => (None, None),
+        };
+        Ok(ListPage {
+            resource_version: list_rv,
+            items,
+            continue_token,
+            remaining,
+        })
+    }
+
+    fn check_namespace(inner: &Inner, kind: &KindInfo, ns: Option<&str>) -> Result<(), ApiError> {
+        if !kind.namespaced {
+            return Ok(());
+        }
+        let ns = ns.unwrap_or_default();
+        let found = inner
+            .collections
+            .get("namespaces")
+            .and_then(|c| c.objects.get(&(String::new(), ns.to_string())));
+        match found {
+            None => {
+                let ns_kind = inner.collections.get("namespaces").map(|c| c.kind.clone());
+                Err(match ns_kind {
+                    Some(k) => ApiError::not_found(&k, ns),
+                    None => ApiError::internal("namespaces are not served"),
+                })
+            }
+            Some(n) if n.pointer("/metadata/deletionTimestamp").is_some() => {
+                Err(ApiError::forbidden(
+                    kind,
+                    "",
+                    format!(
+                        "{} is forbidden: unable to create new content in namespace {ns} because it is being terminated",
+                        kind.qualified_resource()
+                    ),
+                ))
+            }
+            Some(_) => Ok(()),
+        }
+    }
+
+    /// Creates an object; `ns` is the namespace of the request path.
+    pub fn create(
+        &self,
+        kind: &Arc<KindInfo>,
+        ns: Option<&str>,
+        mut obj: Value,
+        dry_run: bool,
+    ) -> Result<Arc<Value>, ApiError> {
+        if !obj.is_object() {
+            return Err(ApiError::bad_request(
+                "the body of the request was not a JSON object",
+            ));
+        }
+        if !meta::resource_version_of(&obj).is_empty() {
+            return Err(ApiError::bad_request(
+                "resourceVersion should not be set on objects to be created",
+            ));
+        }
+        let ns = ns.filter(|_| kind.namespaced);
+        if let Some(body_ns) = obj.pointer("/metadata/namespace").and_then(Value::as_str)
+            && !body_ns.is_empty()
+            && ns.is_some_and(|n| n != body_ns)
+        {
+            return Err(ApiError::bad_request(
+                "the namespace of the provided object does not match the namespace sent on the request",
+            ));
+        }
+        meta::prepare_create(kind, &mut obj, ns);
+        defaults::apply(kind, &mut obj);
+        let name = meta::name_of(&obj).to_string();
+        let causes = validation::validate(kind, &obj, None);
+        if !causes.is_empty() {
+            return Err(ApiError::invalid(kind, &name, causes));
+        }
+        let mut inner = self.inner.write();
+        Self::check_namespace(&inner, kind, ns)?;
+        let key = obj_key(kind, ns, &name);
+        let resource = storage_key(kind);
+        if inner.collection(kind)?.objects.contains_key(&key) {
+            return Err(ApiError::already_exists(kind, &name));
+        }
+        if dry_run {
+            return Ok(Arc::new(obj));
+        }
+        let change = inner.apply(&resource, EventType::Added, obj, None);
+        let out = change.object.clone();
+        self.publish(vec![change]);
+        drop(inner);
+        Ok(out)
+    }
+
+    /// Replaces an object (PUT), honouring a resourceVersion precondition in the body.
+    pub fn update(
+        &self,
+        kind: &Arc<KindInfo>,
+        ns: Option<&str>,
+        name: &str,
+        obj: Value,
+        part: Part,
+        dry_run: bool,
+    ) -> Result<Arc<Value>, ApiError> {
+        if !obj.is_object() {
+            return Err(ApiError::bad_request(
+                "the body of the request was not a JSON object",
+            ));
+        }
+        self.modify(kind, ns, name, part, dry_run, |_| Ok(obj))
+    }
+
+    /// Read-modify-write under the store lock: `f` turns the stored object into the new one
+    /// (a patch, or a replacement). A resourceVersion in the result that differs from the
+    /// stored one is a conflict, so clients can compare-and-swap.
+    pub fn modify(
+        &self,
+        kind: &Arc<KindInfo>,
+        ns: Option<&str>,
+        name: &str,
+        part: Part,
+        dry_run: bool,
+        f: impl FnOnce(&Value) -> Result<Value, ApiError>,
+    ) -> Result<Arc<Value>, ApiError> {
+        let ns = ns.filter(|_| kind.namespaced);
+        let key = obj_key(kind, ns, name);
+        let mut inner = self.inner.write();
+        let resource = storage_key(kind);
+        let old = inner.current(kind, &key, name)?;
+        let new = f(&old)?;
+        let body_name = meta::name_of(&new);
+        if !body_name.is_empty() && body_name != name {
+            return Err(ApiError::bad_request(format!(
+                "the name of the object ({body_name}) does not match the name on the URL ({name})"
+            )));
+        }
+        if let (Some(want), Some(body_ns)) = (
+            ns,
+            new.pointer("/metadata/namespace").and_then(Value::as_str),
+        ) && !body_ns.is_empty()
+            && body_ns != want
+        {
+            return Err(ApiError::bad_request(
+                "the namespace of the provided object does not match the namespace sent on the request",
+            ));
+        }
+        let body_rv = meta::resource_version_of(&new);
+        if !body_rv.is_empty() && body_rv != meta::resource_version_of(&old) {
+            return Err(ApiError::conflict(kind, name));
+        }
+        check_uid(kind, name, Some(meta::uid_of(&new)), &old)?;
+        let mut next = meta::prepare_update(kind, &old, new, part);
+        meta::metadata_mut(&mut next).insert(
+            "resourceVersion".into(),
+            json!(meta::resource_version_of(&old)),
+        );
+        defaults::apply(kind, &mut next);
+        let causes = validation::validate(kind, &next, Some(&old));
+        if !causes.is_empty() {
+            return Err(ApiError::invalid(kind, name, causes));
+        }
+        if meta::same_content(&old, &next) {
+            return Ok(old);
+        }
+        if dry_run {
+            return Ok(Arc::new(next));
+        }
+        let finished =
+            next.pointer("/metadata/deletionTimestamp").is_some() && !finalizers_pending(&next);
+        let kind_of_change = if finished {
+            EventType::Deleted
+        } else {
+            EventType::Modified
+        };
+        let mut changes = vec![inner.apply(&resource, kind_of_change, next, Some(old))];
+        let out = changes[0].object.clone();
+        if finished {
+            inner.handle_dependents(meta::uid_of(&out), Propagation::Background, &mut changes);
+        }
+        self.publish(changes);
+        drop(inner);
+        Ok(out)
+    }
+
+    /// Deletes an object with garbage collection of its dependents.
+    pub fn delete(
+        &self,
+        kind: &Arc<KindInfo>,
+        ns: Option<&str>,
+        name: &str,
+        opts: &DeleteOptions,
+    ) -> Result<Deleted, ApiError> {
+        let ns = ns.filter(|_| kind.namespaced);
+        let key = obj_key(kind, ns, name);
+        let mut inner = self.inner.write();
+        let current = inner.current(kind, &key, name)?;
+        check_uid(kind, name, opts.uid.as_deref(), &current)?;
+        if let Some(rv) = opts
+            .resource_version
+            .as_deref()
+            .filter(|rv| *rv != meta::resource_version_of(&current))
+        {
+            return Err(ApiError::conflict_with(
+                kind,
+                name,
+                &format!(
+                    "Precondition failed: ResourceVersion in precondition: {rv}, ResourceVersion in object meta: {}",
+                    meta::resource_version_of(&current)
+                ),
+            ));
+        }
+        if opts.dry_run {
+            return Ok(Deleted::Gone(current));
+        }
+        let propagation = opts
+            .propagation
+            .unwrap_or_else(|| Propagation::default_for(kind));
+        let mut changes = Vec::new();
+        let outcome = inner
+            .delete_cascade(kind, &key, propagation, &mut changes)
+            .ok_or_else(|| ApiError::not_found(kind, name))?;
+        self.publish(changes);
+        drop(inner);
+        Ok(outcome)
+    }
+
+    /// Starts a watch on `kind` in `ns` (or everywhere).
+    pub fn watch(
+        &self,
+        kind: &KindInfo,
+        ns: Option<&str>,
+        selectors: &Selectors,
+        from: WatchFrom,
+    ) -> Result<WatchStart, ApiError> {
+        let inner = self.inner.read();
+        let resource = storage_key(kind);
+        let ns = ns.filter(|_| kind.namespaced);
+        let live = self.feed.subscribe();
+        let initial = match from {
+            WatchFrom::After(rv) => inner
+                .history
+                .since(rv)
+                .ok_or_else(|| too_old(rv, inner.history.compacted() + 1))?
+                .filter(|c| c.resource == resource && ns.is_none_or(|n| n == c.namespace))
+                .cloned()
+                .collect(),
+            WatchFrom::Now => {
+                let c = inner
+                    .collections
+                    .get(&resource)
+                    .ok_or_else(|| ApiError::not_found(kind, ""))?;
+                c.objects
+                    .iter()
+                    .filter(|((o_ns, _), o)| ns.is_none_or(|n| n == o_ns) && selectors.matches(o))
+                    .map(|((o_ns, _), o)| {
+                        Arc::new(Change::new(
+                            inner.rv,
+                            resource.clone(),
+                            o_ns.clone(),
+                            EventType::Added,
+                            o.clone(),
+                            None,
+                        ))
+                    })
+                    .collect()
+            }
+        };
+        Ok(WatchStart {
+            initial,
+            live,
+            resource_version: inner.rv,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sandbox::api::selectors::LabelSelector;
+
+    fn setup() -> (Store, Arc<KindInfo>, Arc<KindInfo>) {
+        let store = Store::new(Registry::new(&[]), 100);
+        let ns = store.registry().lookup("", "v1", "namespaces").unwrap();
+        let cm = store.registry().lookup("", "v1", "configmaps").unwrap();
+        store
+            .create(&ns, None, json!({"metadata": {"name": "a"}}), false)
+            .unwrap();
+        (store, ns, cm)
+    }
+
+    #[test]
+    fn create_get_conflict_and_noop_update() {
+        let (store, _, cm) = setup();
+        let o = store
+            .create(
+                &cm,
+                Some("a"),
+                json!({"metadata": {"name": "x"}, "data": {"k": "v"}}),
+                false,
+            )
+            .unwrap();
+        let rv = meta::resource_version_of(&o).to_string();
+        let again = store.create(&cm, Some("a"), json!({"metadata": {"name": "x"}}), false);
+        assert_eq!(again.unwrap_err().reason, "AlreadyExists");
+        let same = store
+            .update(&cm, Some("a"), "x", (*o).clone(), Part::Main, false)
+            .unwrap();
+        assert_eq!(
+            meta::resource_version_of(&same),
+            rv,
+            "no-op update keeps the version"
+        );
+        let mut changed = (*o).clone();
+        changed["data"]["k"] = json!("w");
+        let new = store
+            .update(&cm, Some("a"), "x", changed.clone(), Part::Main, false)
+            .unwrap();
+        assert_ne!(meta::resource_version_of(&new), rv);
+        let stale = store.update(&cm, Some("a"), "x", changed, Part::Main, false);
+        assert_eq!(stale.unwrap_err().reason, "Conflict");
+        let missing_ns = store.create(&cm, Some("nope"), json!({"metadata": {"name": "x"}}), false);
+        assert_eq!(
+            missing_ns.unwrap_err().message,
+            "namespaces \"nope\" not found"
+        );
+    }
+
+    #[test]
+    fn list_pages_and_selects() {
+        let (store, _, cm) = setup();
+        for i in 0..5 {
+            let labels = json!({"i": i.to_string(), "even": (i % 2 == 0).to_string()});
+            store
+                .create(
+                    &cm,
+                    Some("a"),
+                    json!({"metadata": {"name": format!("c{i}"), "labels": labels}}),
+                    false,
+                )
+                .unwrap();
+        }
+        let mut opts = ListOptions {
+            limit: Some(2),
+            ..Default::default()
+        };
+        let p1 = store.list(&cm, Some("a"), &opts).unwrap();
+        assert_eq!(p1.items.len(), 2);
+        assert_eq!(p1.remaining, Some(3));
+        opts.continue_token = p1.continue_token.clone();
+        let p2 = store.list(&cm, Some("a"), &opts).unwrap();
+        assert_eq!(meta::name_of(&p2.items[0]), "c2");
+        opts.selectors.labels = LabelSelector::parse("even=true").unwrap();
+        opts.limit = None;
+        opts.continue_token = None;
+        assert_eq!(store.list(&cm, None, &opts).unwrap().items.len(), 3);
+    }
+
+    #[test]
+    fn namespace_deletion_removes_contents_and_history_expires() {
+        let store = Store::new(Registry::new(&[]), 3);
+        let ns = store.registry().lookup("", "v1", "namespaces").unwrap();
+        let cm = store.registry().lookup("", "v1", "configmaps").unwrap();
+        store
+            .create(&ns, None, json!({"metadata": {"name": "a"}}), false)
+            .unwrap();
+        let first = store.resource_version();
+        for i in 0..3 {
+            store
+                .create(
+                    &cm,
+                    Some("a"),
+                    json!({"metadata": {"name": format!("c{i}")}}),
+                    false,
+                )
+                .unwrap();
+        }
+        store
+            .delete(&ns, None, "a", &DeleteOptions::default())
+            .unwrap();
+        assert!(store.get(&cm, Some("a"), "c0").is_err());
+        let err = store
+            .watch(&cm, None, &Selectors::default(), WatchFrom::After(first))
+            .err()
+            .unwrap();
+        assert_eq!(err.code.as_u16(), 410);
+    }
+}

@@ -1,0 +1,497 @@
+//! Validation where kube-apiserver validates, with its messages
+//! (k8s.io/apimachinery/pkg/util/validation and pkg/apis/*/validation).
+
+use super::errors::Cause;
+use super::kinds::KindInfo;
+use serde_json::Value;
+
+const DNS1123_LABEL_FMT: &str = "[a-z0-9]([-a-z0-9]*[a-z0-9])?";
+const DNS1123_SUBDOMAIN_FMT: &str =
+    "[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*";
+
+fn is_label(s: &str) -> bool {
+    let b = s.as_bytes();
+    let alnum = |c: &u8| c.is_ascii_lowercase() || c.is_ascii_digit();
+    !b.is_empty()
+        && b.iter().all(|c| alnum(c) || *c == b'-')
+        && b.first().is_some_and(alnum)
+        && b.last().is_some_and(alnum)
+}
+
+/// Problems of `s` as an RFC 1123 label (namespace names).
+pub fn dns1123_label(s: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    if s.len() > 63 {
+        out.push("must be no more than 63 characters".to_string());
+    }
+    if !is_label(s) && s.split('.').all(is_label) {
+        // A valid subdomain that is not a label: the dots are the problem.
+        out.push("must not contain dots".to_string());
+    } else if !is_label(s) {
+        out.push(format!(
+            "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character (e.g. 'my-name',  or '123-abc', regex used for validation is '{DNS1123_LABEL_FMT}')"
+        ));
+    }
+    out
+}
+
+/// Problems of `s` as an RFC 1123 subdomain (most object names).
+pub fn dns1123_subdomain(s: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    if s.len() > 253 {
+        out.push("must be no more than 253 characters".to_string());
+    }
+    if !s.split('.').all(is_label) {
+        out.push(format!(
+            "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character (e.g. 'example.com', regex used for validation is '{DNS1123_SUBDOMAIN_FMT}')"
+        ));
+    }
+    out
+}
+
+/// Checks `metadata.name` (namespaces: label; everything else: subdomain).
+fn validate_name(kind: &KindInfo, obj: &Value, causes: &mut Vec<Cause>) {
+    let name = obj
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    if name.is_empty() {
+        causes.push(Cause::required(
+            "metadata.name",
+            "name or generateName is required",
+        ));
+        return;
+    }
+    let problems = if kind.kind == "Namespace" {
+        dns1123_label(name)
+    } else {
+        dns1123_subdomain(name)
+    };
+    causes.extend(
+        problems
+            .iter()
+            .map(|p| Cause::invalid("metadata.name", name, p)),
+    );
+}
+
+const QUALIFIED_NAME_FMT: &str = "([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]";
+const LABEL_VALUE_FMT: &str = "(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?";
+const CONFIG_KEY_FMT: &str = "[-._a-zA-Z0-9]+";
+/// ConfigMaps and Secrets may not hold more than 1 MiB (core.MaxSecretSize).
+pub const MAX_CONFIGMAP_BYTES: usize = 1024 * 1024;
+/// Annotations of one object may not exceed 256 KiB (TotalAnnotationSizeLimitB).
+pub const MAX_ANNOTATION_BYTES: usize = 256 * 1024;
+
+fn is_qualified_part(s: &str) -> bool {
+    let b = s.as_bytes();
+    !b.is_empty()
+        && b.iter()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'))
+        && b.first().is_some_and(u8::is_ascii_alphanumeric)
+        && b.last().is_some_and(u8::is_ascii_alphanumeric)
+}
+
+/// Problems of a label key (`[prefix/]name`), as IsQualifiedName reports them.
+pub fn label_key(key: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let (prefix, name) = match key.split_once('/') {
+        Some((p, n)) => (Some(p), n),
+        None => (None, key),
+    };
+    if let Some(p) = prefix {
+        if p.is_empty() {
+            out.push("prefix part must be non-empty".to_string());
+        } else {
+            out.extend(
+                dns1123_subdomain(p)
+                    .into_iter()
+                    .map(|m| format!("prefix part {m}")),
+            );
+        }
+    }
+    if name.is_empty() {
+        out.push("name part must be non-empty".to_string());
+    } else {
+        if name.len() > 63 {
+            out.push("name part must be no more than 63 characters".to_string());
+        }
+        if !is_qualified_part(name) {
+            out.push(format!(
+                "name part must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyName',  or 'my.name',  or '123-abc', regex used for validation is '{QUALIFIED_NAME_FMT}')"
+            ));
+        }
+    }
+    out
+}
+
+/// Problems of a label value.
+pub fn label_value(value: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    if value.len() > 63 {
+        out.push("must be no more than 63 characters".to_string());
+    }
+    if !value.is_empty() && !is_qualified_part(value) {
+        out.push(format!(
+            "a valid label must be an empty string or consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyValue',  or 'my_value',  or '12345', regex used for validation is '{LABEL_VALUE_FMT}')"
+        ));
+    }
+    out
+}
+
+fn validate_labels(labels: Option<&Value>, field: &str, causes: &mut Vec<Cause>) {
+    let Some(Value::Object(labels)) = labels else {
+        return;
+    };
+    for (k, v) in labels {
+        causes.extend(label_key(k).iter().map(|m| Cause::invalid(field, k, m)));
+        match v.as_str() {
+            Some(v) => causes.extend(label_value(v).iter().map(|m| Cause::invalid(field, v, m))),
+            None => causes.push(Cause::invalid_json(
+                field,
+                v,
+                "label values must be strings",
+            )),
+        }
+    }
+}
+
+fn validate_annotations(annotations: Option<&Value>, causes: &mut Vec<Cause>) {
+    let Some(Value::Object(annotations)) = annotations else {
+        return;
+    };
+    let mut total = 0usize;
+    for (k, v) in annotations {
+        causes.extend(
+            label_key(&k.to_lowercase())
+                .iter()
+                .map(|m| Cause::invalid("metadata.annotations", k, m)),
+        );
+        total += k.len() + v.as_str().map(str::len).unwrap_or_default();
+    }
+    if total > MAX_ANNOTATION_BYTES {
+        causes.push(Cause::too_long(
+            "metadata.annotations",
+            MAX_ANNOTATION_BYTES,
+        ));
+    }
+}
+
+/// Problems of a ConfigMap data key.
+pub fn config_key(key: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    if key.len() > 253 {
+        out.push("must be no more than 253 characters".to_string());
+    }
+    if key.is_empty()
+        || !key
+            .bytes()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'))
+    {
+        out.push(format!(
+            "a valid config key must consist of alphanumeric characters, '-', '_' or '.' (e.g. 'key.name',  or 'KEY_NAME',  or 'key-name', regex used for validation is '{CONFIG_KEY_FMT}')"
+        ));
+    }
+    match key {
+        "." => out.push("must not be '.'".to_string()),
+        ".." => out.push("must not be '..'".to_string()),
+        k if k.starts_with("..") => out.push("must not start with '..'".to_string()),
+        _ => {}
+    }
+    out
+}
+
+fn validate_config_data(obj: &Value, causes: &mut Vec<Cause>) {
+    let mut total = 0usize;
+    for section in ["data", "binaryData"] {
+        let Some(Value::Object(map)) = obj.get(section) else {
+            continue;
+        };
+        for (k, v) in map {
+            let field = format!("{section}[{k}]");
+            causes.extend(
+                config_key(k)
+                    .iter()
+                    .map(|m| Cause::invalid(field.clone(), k, m)),
+            );
+            total += k.len() + v.as_str().map(str::len).unwrap_or_default();
+        }
+    }
+    // Secrets hold base64 in `data`; their limit counts decoded bytes.
+    if obj.get("kind").and_then(Value::as_str) == Some("Secret") {
+        total = total * 3 / 4;
+    }
+    if let (Some(Value::Object(data)), Some(Value::Object(bin))) =
+        (obj.get("data"), obj.get("binaryData"))
+    {
+        for k in data.keys().filter(|k| bin.contains_key(*k)) {
+            causes.push(Cause::invalid(
+                format!("data[{k}]"),
+                k,
+                "duplicate of key present in binaryData",
+            ));
+        }
+    }
+    if total > MAX_CONFIGMAP_BYTES {
+        // The whole object is at fault; kube-apiserver prints that root path as `[]`.
+        causes.push(Cause::too_long("[]", MAX_CONFIGMAP_BYTES));
+    }
+}
+
+/// Checks a pod spec at `path` (`spec` or `spec.template.spec`); `restart` lists the allowed
+/// restartPolicy values where the owning kind narrows them.
+fn validate_pod_spec(
+    spec: Option<&Value>,
+    path: &str,
+    restart: Option<&[&str]>,
+    causes: &mut Vec<Cause>,
+) {
+    let containers = spec
+        .and_then(|s| s.get("containers"))
+        .and_then(Value::as_array);
+    match containers {
+        None => causes.push(Cause::required(format!("{path}.containers"), "")),
+        Some(list) if list.is_empty() => {
+            causes.push(Cause::required(format!("{path}.containers"), ""))
+        }
+        Some(list) => {
+            for (i, c) in list.iter().enumerate() {
+                for field in ["name", "image"] {
+                    if c.get(field)
+                        .and_then(Value::as_str)
+                        .is_none_or(str::is_empty)
+                    {
+                        causes.push(Cause::required(
+                            format!("{path}.containers[{i}].{field}"),
+                            "",
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    let policy = spec
+        .and_then(|s| s.get("restartPolicy"))
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    let allowed = restart.unwrap_or(&["Always", "OnFailure", "Never"]);
+    if !allowed.contains(&policy) {
+        let field = format!("{path}.restartPolicy");
+        if policy.is_empty() {
+            causes.push(Cause::required(field, ""));
+        } else {
+            causes.push(Cause::not_supported(field, policy, allowed));
+        }
+    }
+}
+
+/// ConfigMaps and Secrets marked `immutable: true` keep their data and the mark
+/// (ValidateConfigMapUpdate / ValidateSecretUpdate).
+fn validate_immutable_data(obj: &Value, old: &Value, causes: &mut Vec<Cause>) {
+    if old.get("immutable").and_then(Value::as_bool) != Some(true) {
+        return;
+    }
+    if obj.get("immutable").and_then(Value::as_bool) != Some(true) {
+        causes.push(Cause::forbidden(
+            "immutable",
+            "field is immutable when `immutable` is set",
+        ));
+    }
+    for section in ["data", "binaryData"] {
+        if obj.get(section) != old.get(section) {
+            causes.push(Cause::forbidden(
+                section,
+                "field is immutable when `immutable` is set",
+            ));
+        }
+    }
+}
+
+/// What a pod update may change (ValidatePodUpdate).
+const POD_UPDATE_FORBIDDEN: &str = "pod updates may not change fields other than `spec.containers[*].image`,`spec.initContainers[*].image`,`spec.activeDeadlineSeconds`,`spec.tolerations` (only additions to existing tolerations),`spec.terminationGracePeriodSeconds` (allow it to be set to 1 if it was previously negative)";
+
+fn validate_pod_spec_update(obj: &Value, old: &Value, causes: &mut Vec<Cause>) {
+    let (Some(new_spec), Some(old_spec)) = (obj.get("spec"), old.get("spec")) else {
+        return;
+    };
+    let mut masked = new_spec.clone();
+    for list in ["containers", "initContainers"] {
+        let old_list = old_spec.get(list).and_then(Value::as_array);
+        let new_list = masked.get_mut(list).and_then(Value::as_array_mut);
+        if let (Some(old_list), Some(new_list)) = (old_list, new_list)
+            && old_list.len() == new_list.len()
+        {
+            for (n, o) in new_list.iter_mut().zip(old_list) {
+                if let Some(image) = o.get("image") {
+                    n["image"] = image.clone();
+                }
+            }
+        }
+    }
+    if let Some(m) = masked.as_object_mut() {
+        for field in [
+            "activeDeadlineSeconds",
+            "tolerations",
+            "terminationGracePeriodSeconds",
+        ] {
+            match old_spec.get(field) {
+                Some(v) => m.insert(field.to_string(), v.clone()),
+                None => m.remove(field),
+            };
+        }
+    }
+    if masked != *old_spec {
+        causes.push(Cause::forbidden("spec", POD_UPDATE_FORBIDDEN));
+    }
+}
+
+fn validate_kind(kind: &KindInfo, obj: &Value, old: Option<&Value>, causes: &mut Vec<Cause>) {
+    if kind.custom {
+        return;
+    }
+    match (kind.group.as_str(), kind.kind.as_str()) {
+        ("", "ConfigMap" | "Secret") => {
+            validate_config_data(obj, causes);
+            if let Some(old) = old {
+                validate_immutable_data(obj, old, causes);
+            }
+        }
+        ("", "Pod") => match old {
+            None => validate_pod_spec(obj.get("spec"), "spec", None, causes),
+            Some(old) => validate_pod_spec_update(obj, old, causes),
+        },
+        ("batch", "Job") => {
+            let template = obj.pointer("/spec/template/spec");
+            validate_pod_spec(
+                template,
+                "spec.template.spec",
+                Some(&["OnFailure", "Never"]),
+                causes,
+            );
+            if let Some(old) = old {
+                let new_t = obj.pointer("/spec/template");
+                if new_t != old.pointer("/spec/template") {
+                    causes.push(Cause::invalid_json(
+                        "spec.template",
+                        new_t.unwrap_or(&Value::Null),
+                        "field is immutable",
+                    ));
+                }
+            }
+        }
+        ("apps", "DaemonSet") => {
+            let template = obj.pointer("/spec/template/spec");
+            validate_pod_spec(template, "spec.template.spec", Some(&["Always"]), causes);
+        }
+        _ => {}
+    }
+}
+
+/// Every problem of an object about to be stored; `old` is the stored version on update.
+pub fn validate(kind: &KindInfo, obj: &Value, old: Option<&Value>) -> Vec<Cause> {
+    let mut causes = Vec::new();
+    validate_name(kind, obj, &mut causes);
+    validate_labels(
+        obj.pointer("/metadata/labels"),
+        "metadata.labels",
+        &mut causes,
+    );
+    validate_annotations(obj.pointer("/metadata/annotations"), &mut causes);
+    validate_kind(kind, obj, old, &mut causes);
+    causes
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sandbox::api::kinds::Registry;
+    use serde_json::json;
+
+    #[test]
+    fn names() {
+        assert!(dns1123_subdomain("a.b-c").is_empty());
+        assert_eq!(dns1123_subdomain("A").len(), 1);
+        assert_eq!(
+            dns1123_label("a.b"),
+            vec!["must not contain dots".to_string()]
+        );
+        assert_eq!(dns1123_label(&"a".repeat(64)).len(), 1);
+        let r = Registry::new(&[]);
+        let cm = r.lookup("", "v1", "configmaps").unwrap();
+        let c = validate(&cm, &json!({"metadata": {"name": "Bad_Name"}}), None);
+        assert_eq!(c[0].field, "metadata.name");
+        assert!(
+            c[0].message
+                .starts_with("Invalid value: \"Bad_Name\": a lowercase RFC 1123 subdomain")
+        );
+        let c = validate(&cm, &json!({"metadata": {}}), None);
+        assert_eq!(
+            c[0].message,
+            "Required value: name or generateName is required"
+        );
+    }
+
+    #[test]
+    fn pod_updates_only_change_images_and_immutable_configmaps_keep_data() {
+        let r = Registry::new(&[]);
+        let pod = r.lookup("", "v1", "pods").unwrap();
+        let old = json!({"metadata": {"name": "p"}, "spec": {"restartPolicy": "Always", "containers": [{"name": "c", "image": "a:1"}]}});
+        let mut new = old.clone();
+        new["spec"]["containers"][0]["image"] = json!("a:2");
+        assert!(validate(&pod, &new, Some(&old)).is_empty());
+        new["spec"]["nodeName"] = json!("n1");
+        assert_eq!(
+            validate(&pod, &new, Some(&old))[0].reason,
+            "FieldValueForbidden"
+        );
+
+        let cm = r.lookup("", "v1", "configmaps").unwrap();
+        let old = json!({"metadata": {"name": "c"}, "immutable": true, "data": {"a": "1"}});
+        let mut new = old.clone();
+        new["data"]["a"] = json!("2");
+        assert_eq!(validate(&cm, &new, Some(&old))[0].field, "data");
+    }
+
+    #[test]
+    fn labels_and_config_keys() {
+        assert!(label_key("app.kubernetes.io/part-of").is_empty());
+        assert_eq!(label_key("bad key").len(), 1);
+        assert_eq!(
+            label_key("Bad_Prefix/x")[0].split(' ').next(),
+            Some("prefix")
+        );
+        assert!(label_value("").is_empty());
+        assert_eq!(label_value("-x").len(), 1);
+        assert!(config_key("podSpec").is_empty());
+        assert_eq!(config_key("a/b").len(), 1);
+        assert_eq!(
+            config_key("..x"),
+            vec!["must not start with '..'".to_string()]
+        );
+    }
+
+    #[test]
+    fn jobs_need_containers_and_a_batch_restart_policy() {
+        let r = Registry::new(&[]);
+        let job = r.lookup("batch", "v1", "jobs").unwrap();
+        let j = json!({"metadata": {"name": "j"}, "spec": {"template": {"spec": {"restartPolicy": "Always", "containers": []}}}});
+        let c = validate(&job, &j, None);
+        let fields: Vec<&str> = c.iter().map(|c| c.field.as_str()).collect();
+        assert_eq!(
+            fields,
+            vec![
+                "spec.template.spec.containers",
+                "spec.template.spec.restartPolicy"
+            ]
+        );
+        assert_eq!(
+            c[1].message,
+            "Unsupported value: \"Always\": supported values: \"OnFailure\", \"Never\""
+        );
+        let old = json!({"spec": {"template": {"spec": {}}}});
+        assert!(
+            validate(&job, &j, Some(&old))
+                .iter()
+                .any(|c| c.message.ends_with("field is immutable"))
+        );
+    }
+}

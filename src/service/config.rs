@@ -1,0 +1,54 @@
+//! The service's configuration, from flags and the contract's environment variables.
+
+use crate::auth::AuthConfig;
+use crate::events::EventsConfig;
+use crate::render::RenderConfig;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// How one replica of the service runs.
+#[derive(Debug, Clone)]
+pub struct ServiceConfig {
+    /// Namespace of the steps, the status ConfigMap, the Lease and the Jobs.
+    pub namespace: String,
+    /// Name of the status ConfigMap.
+    pub status_configmap: String,
+    /// Name of the Lease that elects the runner.
+    pub lease_name: String,
+    /// This replica's identity in the Lease.
+    pub identity: String,
+    /// How long a Lease holder keeps it without renewing.
+    pub lease_duration: Duration,
+    /// How the Jobs are rendered, and the step deadline.
+    pub render: RenderConfig,
+    /// Address the HTTP API listens on.
+    pub listen: SocketAddr,
+    /// How long one HTTP request may take.
+    pub request_timeout: Duration,
+    /// Who may call the HTTP API. Off in [`ServiceConfig::new`] (embedding, tests, the
+    /// demo); `serve` turns it on unless `--auth=false`.
+    pub auth: AuthConfig,
+    /// Whether the first operator login starts an idle cutover.
+    pub auto_fire: bool,
+    /// The live event stream's buffers and keep-alive.
+    pub events: EventsConfig,
+}
+
+impl ServiceConfig {
+    /// Defaults for `namespace`, with a random identity.
+    pub fn new(namespace: &str) -> Self {
+        ServiceConfig {
+            namespace: namespace.to_owned(),
+            status_configmap: crate::contract::DEFAULT_STATUS_CONFIGMAP.to_owned(),
+            lease_name: "catalyst-cutover".to_owned(),
+            identity: format!("catalyst-cutover-{}", uuid::Uuid::new_v4().simple()),
+            lease_duration: Duration::from_secs(15),
+            render: RenderConfig::default(),
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            request_timeout: Duration::from_secs(30),
+            auth: AuthConfig::disabled(),
+            auto_fire: true,
+            events: EventsConfig::default(),
+        }
+    }
+}

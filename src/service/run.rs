@@ -1,0 +1,243 @@
+//! Start-up and shutdown of one replica: migrate the status ConfigMap, start the caches,
+//! the Lease election, the runner and the HTTP server.
+
+use super::{Context, ServiceConfig, StepSource};
+use crate::auth::Authenticator;
+use crate::events::EventHub;
+use crate::metrics::{KubeMetricsLayer, Metrics};
+use crate::render::{JobRenderer, RenderError};
+use crate::runner::{engine, lease};
+use crate::status::{StatusCache, StatusStore, StoreError};
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::ConfigMap;
+use kube::api::Api;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+/// Why the service could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The Job template does not load.
+    #[error(transparent)]
+    Render(#[from] RenderError),
+    /// A migration file is broken (a build defect).
+    #[error(transparent)]
+    Migration(#[from] &'static crate::migrate::MigrationError),
+    /// The Kubernetes client cannot be built from the configuration.
+    #[error("cannot build the Kubernetes client: {0}")]
+    Client(#[source] kube::Error),
+    /// The status ConfigMap cannot be read, created or migrated.
+    #[error("cannot prepare the status ConfigMap: {0}")]
+    Status(#[from] StoreError),
+    /// The listen address is taken or invalid.
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        /// The address.
+        addr: SocketAddr,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// A running replica.
+pub struct Service {
+    ctx: Arc<Context>,
+    addr: SocketAddr,
+    tasks: JoinSet<()>,
+    http: tokio::task::JoinHandle<()>,
+    stop_http: watch::Sender<bool>,
+    lease_api: Api<Lease>,
+    lease: lease::LeaseConfig,
+}
+
+/// Migrates the status ConfigMap (creating it as the chart would when missing) and returns
+/// the versions applied.
+pub async fn migrate(store: &StatusStore) -> Result<Vec<u32>, StartError> {
+    crate::migrate::migrations()?;
+    let applied = std::sync::Mutex::new(Vec::new());
+    store
+        .update(|data| {
+            if let Ok(versions) = crate::migrate::migrate(data)
+                && let Ok(mut applied) = applied.lock()
+            {
+                *applied = versions;
+            }
+            Ok(())
+        })
+        .await?;
+    Ok(applied.into_inner().unwrap_or_default())
+}
+
+/// Publishes whether the cutover needs a runner (its phase is `running`), from the status
+/// cache: replicas only contend for the Lease then.
+async fn runner_wanted(cache: StatusCache, wanted: watch::Sender<bool>) {
+    let mut snapshots = cache.subscribe();
+    loop {
+        let running = snapshots
+            .borrow_and_update()
+            .configmap
+            .as_ref()
+            .is_some_and(|cm| {
+                let data = cm.data.clone().unwrap_or_default();
+                crate::status::Phase::of(&data) == crate::status::Phase::Running
+            });
+        wanted.send_if_modified(|w| std::mem::replace(w, running) != running);
+        if snapshots.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+impl Service {
+    /// Starts a replica against the API server `kube_config` points at.
+    pub async fn start(
+        kube_config: kube::Config,
+        config: ServiceConfig,
+    ) -> Result<Service, StartError> {
+        let metrics = Arc::new(Metrics::new());
+        let client = kube::client::ClientBuilder::try_from(kube_config)
+            .map_err(StartError::Client)?
+            .with_layer(&KubeMetricsLayer::new(metrics.clone()))
+            .build();
+        let renderer = JobRenderer::new(config.render.clone())?;
+        let ns = config.namespace.clone();
+        let cache = StatusCache::new();
+        let store = StatusStore::new(client.clone(), &ns, &config.status_configmap, cache.clone());
+        let applied = migrate(&store).await?;
+        if !applied.is_empty() {
+            tracing::info!(versions = ?applied, "migrated the status ConfigMap");
+        }
+
+        let mut tasks = JoinSet::new();
+        let cm_api: Api<ConfigMap> = Api::namespaced(client.clone(), &ns);
+        tasks.spawn(
+            cache
+                .clone()
+                .follow(cm_api, config.status_configmap.clone()),
+        );
+        let (steps, follow_steps) = StepSource::follow(client.clone(), &ns);
+        tasks.spawn(follow_steps);
+
+        let lease_cfg = lease::LeaseConfig {
+            duration: config.lease_duration,
+            renew_every: config.lease_duration / 4,
+            ..lease::LeaseConfig::new(&config.lease_name, &config.identity)
+        };
+        let lease_api: Api<Lease> = Api::namespaced(client.clone(), &ns);
+        let (leading_tx, leading) = watch::channel(false);
+        let (wanted_tx, wanted) = watch::channel(false);
+        tasks.spawn(runner_wanted(cache.clone(), wanted_tx));
+        tasks.spawn(lease::elect(
+            lease_api.clone(),
+            lease_cfg.clone(),
+            leading_tx,
+            wanted,
+        ));
+
+        let listener = tokio::net::TcpListener::bind(config.listen)
+            .await
+            .map_err(|source| StartError::Listen {
+                addr: config.listen,
+                source,
+            })?;
+        let addr = listener.local_addr().map_err(|source| StartError::Listen {
+            addr: config.listen,
+            source,
+        })?;
+
+        let events = EventHub::new(config.events.replay, config.events.lag, metrics.clone());
+        tasks.spawn(events.clone().follow(cache.clone(), steps.clone()));
+        if config.events.kubernetes_events {
+            tasks.spawn(crate::events::recorder::record(
+                store.clone(),
+                steps.clone(),
+                client.clone(),
+                config.identity.clone(),
+            ));
+        }
+        let ctx = Arc::new(Context {
+            auth: Authenticator::new(client.clone(), config.auth.clone(), &ns),
+            client,
+            config,
+            store,
+            steps,
+            renderer,
+            leading,
+            events,
+            metrics,
+        });
+        tasks.spawn(engine::lead(ctx.clone()));
+
+        let (stop_http, mut stop_rx) = watch::channel(false);
+        let app = crate::http::router(ctx.clone());
+        let http = tokio::spawn(async move {
+            let shutdown = async move {
+                let _ = stop_rx.wait_for(|stop| *stop).await;
+            };
+            if let Err(err) = axum::serve(listener, app)
+                .with_graceful_shutdown(shutdown)
+                .await
+            {
+                tracing::error!(error = %err, "the HTTP server stopped");
+            }
+        });
+        tracing::info!(%addr, namespace = %ctx.config.namespace, identity = %ctx.config.identity, "catalyst-cutover is serving");
+        Ok(Service {
+            ctx,
+            addr,
+            tasks,
+            http,
+            stop_http,
+            lease_api,
+            lease: lease_cfg,
+        })
+    }
+
+    /// The HTTP API's address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The HTTP API's base URL.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Resolves once the status and step caches are synced (what `/readyz` reports).
+    pub async fn ready(&self) {
+        let mut status = self.ctx.store.cache().subscribe();
+        let _ = status.wait_for(|snap| snap.synced).await;
+        let mut steps = self.ctx.steps.subscribe();
+        let _ = steps
+            .wait_for(|state| !matches!(state, super::PlanState::Unsynced))
+            .await;
+    }
+
+    /// The shared context (for the CLI's progress display).
+    pub fn context(&self) -> &Arc<Context> {
+        &self.ctx
+    }
+
+    /// Stops gracefully: finishes the HTTP requests in flight, then gives up the Lease so
+    /// another replica takes over at once. The step in flight is not touched: its Job runs
+    /// on, and the next leader adopts it.
+    pub async fn shutdown(mut self) {
+        self.ctx.events.close();
+        self.stop_http.send_replace(true);
+        let grace = std::time::Duration::from_secs(5);
+        if tokio::time::timeout(grace, &mut self.http).await.is_err() {
+            self.http.abort();
+        }
+        self.tasks.abort_all();
+        lease::release(&self.lease_api, &self.lease).await;
+    }
+
+    /// Stops at once, as a crash would: no request finished, no Lease released.
+    pub fn kill(mut self) {
+        self.http.abort();
+        self.tasks.abort_all();
+    }
+}

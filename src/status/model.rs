@@ -1,0 +1,238 @@
+//! A typed view of the status ConfigMap's data map: phase, step rows and counters, parsed
+//! once from the strings the contract fixes.
+
+use crate::contract::key;
+use std::collections::BTreeMap;
+use std::fmt;
+
+/// The status ConfigMap's data: every value is a string (contract).
+pub type StatusData = BTreeMap<String, String>;
+
+/// Key of the cutover's phase. Not written by the earlier implementation: when absent the
+/// phase is derived from the contract keys (see [`Phase::of`]).
+pub const KEY_PHASE: &str = "cutoverPhase";
+/// Key of what started the latest attempt (`api`, `internal-trigger`, `first-login`, ...).
+pub const KEY_TRIGGER: &str = "cutoverTrigger";
+/// Key of the identity that started the latest attempt.
+pub const KEY_TRIGGERED_BY: &str = "cutoverTriggeredBy";
+/// Key of the schema version the migrations brought the ConfigMap to.
+pub const KEY_SCHEMA_VERSION: &str = "schemaVersion";
+/// Per-step field: the attempt number of the step's latest Job.
+pub const STEP_ATTEMPT: &str = "attempt";
+
+/// Where the cutover as a whole stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// Never started.
+    Idle,
+    /// Started and neither failed nor complete: the leader runs (or resumes) it.
+    Running,
+    /// A step failed; stays so until someone retries.
+    Failed,
+    /// Every step succeeded.
+    Complete,
+}
+
+impl Phase {
+    /// The string written under [`KEY_PHASE`].
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Idle => "idle",
+            Phase::Running => "running",
+            Phase::Failed => "failed",
+            Phase::Complete => "complete",
+        }
+    }
+
+    /// Reads the phase: the explicit key when it holds a known value, otherwise derived
+    /// from the keys the earlier implementation wrote, so an adopted ConfigMap has a phase.
+    pub fn of(data: &StatusData) -> Phase {
+        let explicit = match get(data, KEY_PHASE) {
+            "idle" => Some(Phase::Idle),
+            "running" => Some(Phase::Running),
+            "failed" => Some(Phase::Failed),
+            "complete" => Some(Phase::Complete),
+            _ => None,
+        };
+        explicit.unwrap_or_else(|| Phase::derive(data))
+    }
+
+    /// The phase as the earlier implementation's keys imply it.
+    pub fn derive(data: &StatusData) -> Phase {
+        if get(data, key::CUTOVER_COMPLETE) == "true" {
+            Phase::Complete
+        } else if !get(data, key::FAILED_STEP).is_empty() {
+            Phase::Failed
+        } else if !get(data, key::CURRENT_STEP).is_empty() {
+            Phase::Running
+        } else {
+            Phase::Idle
+        }
+    }
+}
+
+impl fmt::Display for Phase {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The result of one step, as `step.<name>.result` holds it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StepResult {
+    /// `""`: not started.
+    Pending,
+    /// `running`.
+    Running,
+    /// `success`.
+    Success,
+    /// `failed`.
+    Failed,
+    /// `skipped`.
+    Skipped,
+}
+
+impl StepResult {
+    /// The contract string.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StepResult::Pending => "",
+            StepResult::Running => "running",
+            StepResult::Success => "success",
+            StepResult::Failed => "failed",
+            StepResult::Skipped => "skipped",
+        }
+    }
+
+    /// Parses the contract string; anything unknown counts as not started, so a row the
+    /// engine does not understand is run again rather than silently taken as done.
+    pub fn parse(value: &str) -> StepResult {
+        match value {
+            "running" => StepResult::Running,
+            "success" => StepResult::Success,
+            "failed" => StepResult::Failed,
+            "skipped" => StepResult::Skipped,
+            _ => StepResult::Pending,
+        }
+    }
+
+    /// Whether the step needs no more work.
+    pub fn is_done(self) -> bool {
+        matches!(self, StepResult::Success | StepResult::Skipped)
+    }
+}
+
+/// One step's row: the `step.<name>.*` keys.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StepRow {
+    /// `result`.
+    pub result: StepResult,
+    /// `startedAt`, `""` when never started.
+    pub started_at: String,
+    /// `finishedAt`, `""` while running or never run.
+    pub finished_at: String,
+    /// `jobName`: the Job of the latest attempt, or the DaemonSet.
+    pub job_name: String,
+    /// The latest attempt; 0 when never started. Rows of the earlier implementation carry
+    /// no attempt: a started row without one counts as attempt 1.
+    pub attempt: u32,
+}
+
+impl StepRow {
+    /// Reads the row of `step` from the data map.
+    pub fn read(data: &StatusData, step: &str) -> StepRow {
+        let field = |f: &str| get(data, &key::step(step, f)).to_owned();
+        let started_at = field(key::STEP_STARTED_AT);
+        let result = StepResult::parse(&field(key::STEP_RESULT));
+        let attempt = field(STEP_ATTEMPT).parse().unwrap_or({
+            if result == StepResult::Pending && started_at.is_empty() {
+                0
+            } else {
+                1
+            }
+        });
+        StepRow {
+            result,
+            started_at,
+            finished_at: field(key::STEP_FINISHED_AT),
+            job_name: field(key::STEP_JOB_NAME),
+            attempt,
+        }
+    }
+}
+
+/// A value of the map, `""` when absent.
+pub fn get<'a>(data: &'a StatusData, key: &str) -> &'a str {
+    data.get(key).map(String::as_str).unwrap_or("")
+}
+
+/// An integer value of the map, 0 when absent or not an integer.
+pub fn get_u32(data: &StatusData, key: &str) -> u32 {
+    get(data, key).trim().parse().unwrap_or(0)
+}
+
+/// A data map from literal pairs, for tests.
+#[cfg(test)]
+pub fn data_of(pairs: &[(&str, &str)]) -> StatusData {
+    pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use data_of as data;
+
+    #[test]
+    fn phase_is_derived_from_earlier_keys_when_absent() {
+        assert_eq!(Phase::of(&data(&[])), Phase::Idle);
+        assert_eq!(
+            Phase::of(&data(&[("cutoverComplete", "true")])),
+            Phase::Complete
+        );
+        assert_eq!(
+            Phase::of(&data(&[("failedStep", "harbor-prewarm")])),
+            Phase::Failed
+        );
+        assert_eq!(
+            Phase::of(&data(&[("currentStep", "gitea-mirror")])),
+            Phase::Running
+        );
+        assert_eq!(
+            Phase::of(&data(&[
+                ("cutoverPhase", "bogus"),
+                ("cutoverComplete", "true")
+            ])),
+            Phase::Complete
+        );
+    }
+
+    #[test]
+    fn explicit_phase_wins() {
+        let d = data(&[("cutoverPhase", "running"), ("failedStep", "x")]);
+        assert_eq!(Phase::of(&d), Phase::Running);
+    }
+
+    #[test]
+    fn step_row_of_earlier_implementation_counts_as_attempt_one() {
+        let d = data(&[
+            ("step.a.result", "running"),
+            ("step.a.startedAt", "2026-01-01T00:00:00Z"),
+            ("step.a.jobName", "cutover-a"),
+        ]);
+        let row = StepRow::read(&d, "a");
+        assert_eq!(row.result, StepResult::Running);
+        assert_eq!(row.attempt, 1);
+        assert_eq!(row.job_name, "cutover-a");
+        assert_eq!(StepRow::read(&d, "b").attempt, 0);
+    }
+
+    #[test]
+    fn unknown_result_is_not_done() {
+        assert_eq!(StepResult::parse("succeeded"), StepResult::Pending);
+        assert!(!StepResult::parse("succeeded").is_done());
+        assert!(StepResult::parse("skipped").is_done());
+    }
+}

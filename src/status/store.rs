@@ -1,0 +1,248 @@
+//! Writes transitions into the status ConfigMap with optimistic concurrency: read, apply the
+//! pure transition, replace with the read resourceVersion, and on a conflict read again and
+//! re-apply. Transient API errors are retried with backoff; the transitions are idempotent,
+//! so a write whose answer was lost is applied again safely.
+
+use super::cache::StatusCache;
+use super::model::{KEY_PHASE, KEY_SCHEMA_VERSION, Phase, StatusData};
+use super::transition::{Rejected, Transition};
+use crate::contract::{self, key};
+use crate::retry::{Backoff, is_status, is_transient};
+use k8s_openapi::api::core::v1::ConfigMap;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::api::{Api, PostParams};
+use std::collections::BTreeMap;
+
+/// What can go wrong writing the status ConfigMap.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The transition does not apply to the status as it is now.
+    #[error(transparent)]
+    Rejected(#[from] Rejected),
+    /// The API server refused the request for a reason retrying cannot fix.
+    #[error("the API server refused to write ConfigMap {namespace}/{name}: {source}")]
+    Refused {
+        /// Namespace.
+        namespace: String,
+        /// ConfigMap name.
+        name: String,
+        /// The refusal.
+        #[source]
+        source: kube::Error,
+    },
+}
+
+/// One write this replica made: the data before and after it.
+#[derive(Debug)]
+pub struct Write {
+    /// The data the transitions were applied to.
+    pub before: StatusData,
+    /// The data written.
+    pub after: StatusData,
+}
+
+/// The writer of the status ConfigMap.
+#[derive(Clone)]
+pub struct StatusStore {
+    api: Api<ConfigMap>,
+    namespace: String,
+    name: String,
+    cache: StatusCache,
+    writes: tokio::sync::broadcast::Sender<std::sync::Arc<Write>>,
+}
+
+impl StatusStore {
+    /// A store for ConfigMap `name` in `namespace`; `cache` is fed by the store's own writes
+    /// as well as by its watch.
+    pub fn new(client: kube::Client, namespace: &str, name: &str, cache: StatusCache) -> Self {
+        StatusStore {
+            api: Api::namespaced(client, namespace),
+            namespace: namespace.to_owned(),
+            name: name.to_owned(),
+            cache,
+            writes: tokio::sync::broadcast::Sender::new(256),
+        }
+    }
+
+    /// Every write this store makes from now on, once it has succeeded. Each transition is
+    /// written by exactly one replica, so what a replica tells from its own writes (the
+    /// Kubernetes Events) is told once cluster-wide.
+    pub fn writes(&self) -> tokio::sync::broadcast::Receiver<std::sync::Arc<Write>> {
+        self.writes.subscribe()
+    }
+
+    /// The namespace of the status ConfigMap.
+    pub fn namespace(&self) -> &str {
+        &self.namespace
+    }
+
+    /// The name of the status ConfigMap.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The cache this store feeds.
+    pub fn cache(&self) -> &StatusCache {
+        &self.cache
+    }
+
+    /// Applies `transitions` in order as one write and returns the data written. Either all
+    /// apply or none is written. Retries conflicts and transient errors until it succeeds,
+    /// is rejected, or is refused; the caller bounds it by dropping the future.
+    pub async fn apply(&self, transitions: &[Transition]) -> Result<StatusData, StoreError> {
+        self.update(|data| {
+            for t in transitions {
+                t.apply(data)?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    /// Applies an arbitrary pure change with the same guarantees as [`StatusStore::apply`].
+    pub async fn update<F>(&self, change: F) -> Result<StatusData, StoreError>
+    where
+        F: Fn(&mut StatusData) -> Result<(), Rejected>,
+    {
+        let mut backoff = Backoff::new();
+        let mut current = match self.cache.configmap() {
+            Some(cm) => cm,
+            None => self.read_or_create(&mut backoff).await?,
+        };
+        loop {
+            let before = current.data.clone().unwrap_or_default();
+            let mut data = before.clone();
+            change(&mut data)?;
+            if data == before {
+                return Ok(data);
+            }
+            let mut next = (*current).clone();
+            next.data = Some(data.clone());
+            match self
+                .api
+                .replace(&self.name, &PostParams::default(), &next)
+                .await
+            {
+                Ok(written) => {
+                    self.cache.offer(written);
+                    let _ = self.writes.send(std::sync::Arc::new(Write {
+                        before,
+                        after: data.clone(),
+                    }));
+                    return Ok(data);
+                }
+                Err(err) if is_status(&err, 409) => {
+                    tracing::debug!(configmap = %self.name, "status write conflict; re-reading");
+                }
+                Err(err) if is_status(&err, 404) => {
+                    tracing::warn!(configmap = %self.name, "status ConfigMap vanished; recreating");
+                }
+                Err(err) if is_transient(&err) => {
+                    tracing::warn!(configmap = %self.name, error = %err, "status write failed; retrying");
+                    backoff.wait().await;
+                }
+                Err(source) => return Err(self.refused(source)),
+            }
+            current = self.read_or_create(&mut backoff).await?;
+        }
+    }
+
+    /// Reads the ConfigMap from the API server, creating it as the chart would when missing.
+    pub async fn read_or_create(
+        &self,
+        backoff: &mut Backoff,
+    ) -> Result<std::sync::Arc<ConfigMap>, StoreError> {
+        loop {
+            let result = match self.api.get_opt(&self.name).await {
+                Ok(Some(cm)) => Ok(cm),
+                Ok(None) => match self
+                    .api
+                    .create(&PostParams::default(), &initial_configmap(&self.name))
+                    .await
+                {
+                    Ok(cm) => {
+                        tracing::info!(configmap = %self.name, "created the status ConfigMap");
+                        Ok(cm)
+                    }
+                    Err(err) if is_status(&err, 409) => continue,
+                    Err(err) => Err(err),
+                },
+                Err(err) => Err(err),
+            };
+            match result {
+                Ok(cm) => {
+                    self.cache.offer(cm);
+                    if let Some(cm) = self.cache.configmap() {
+                        return Ok(cm);
+                    }
+                }
+                Err(err) if is_transient(&err) => {
+                    tracing::warn!(configmap = %self.name, error = %err, "status read failed; retrying");
+                    backoff.wait().await;
+                }
+                Err(source) => return Err(self.refused(source)),
+            }
+        }
+    }
+
+    fn refused(&self, source: kube::Error) -> StoreError {
+        StoreError::Refused {
+            namespace: self.namespace.clone(),
+            name: self.name.clone(),
+            source,
+        }
+    }
+}
+
+/// The status data the chart installs: every contract key with its initial value.
+pub fn initial_data() -> StatusData {
+    let pairs = [
+        (key::CUTOVER_COMPLETE, "false"),
+        (key::CUTOVER_STARTED_AT, ""),
+        (key::CUTOVER_FINISHED_AT, ""),
+        (key::CUTOVER_LAST_ATTEMPT_STARTED_AT, ""),
+        (key::CURRENT_STEP, ""),
+        (key::CURRENT_STEP_INDEX, "0"),
+        (key::TOTAL_STEPS, "0"),
+        (key::PROGRESS_PERCENT, "0"),
+        (key::FAILED_STEP, ""),
+        (key::LAST_ERROR, ""),
+        (key::REGISTRIES_YAML_ACTIVE, "v1"),
+        (KEY_PHASE, Phase::Idle.as_str()),
+    ];
+    let mut data: StatusData = pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+    data.insert(
+        KEY_SCHEMA_VERSION.to_owned(),
+        crate::migrate::latest_version().to_string(),
+    );
+    data
+}
+
+/// The status ConfigMap as the chart creates it.
+pub fn initial_configmap(name: &str) -> ConfigMap {
+    ConfigMap {
+        metadata: ObjectMeta {
+            name: Some(name.to_owned()),
+            labels: Some(BTreeMap::from([
+                (
+                    contract::LABEL_PART_OF.to_owned(),
+                    contract::PART_OF.to_owned(),
+                ),
+                (
+                    contract::LABEL_COMPONENT.to_owned(),
+                    contract::COMPONENT_STATUS.to_owned(),
+                ),
+            ])),
+            annotations: Some(BTreeMap::from([(
+                contract::ANNOTATION_RESOURCE_POLICY.to_owned(),
+                "keep".to_owned(),
+            )])),
+            ..ObjectMeta::default()
+        },
+        data: Some(initial_data()),
+        ..ConfigMap::default()
+    }
+}
