@@ -16,15 +16,19 @@ use catalyst_cutover::sandbox::sim::daemonset::LABEL_REVISION_HASH;
 use catalyst_cutover::sandbox::sim::job::{
     ANNOTATION_ATTEMPT, LABEL_CONTROLLER_UID, LABEL_JOB_NAME,
 };
+use catalyst_cutover::sandbox::sim::pod_state;
 use catalyst_cutover::sandbox::sim::{
     ANNOTATION_LOG, AgentConfig, LABEL_POOL, SimConfig, Simulator,
 };
 use common::TestCluster;
+use futures::StreamExt;
 use k8s_openapi::api::apps::v1::DaemonSet;
 use k8s_openapi::api::batch::v1::{Job, JobCondition};
-use k8s_openapi::api::core::v1::{ConfigMap, Node, Pod};
+use k8s_openapi::api::core::v1::{ConfigMap, ContainerStateTerminated, Node, Pod};
 use kube::api::{Api, DeleteParams, ListParams, LogParams, Patch, PatchParams, PostParams};
+use kube::runtime::reflector;
 use kube::runtime::wait::{Condition, await_condition, conditions};
+use kube::runtime::watcher;
 use serde_json::{Value, json};
 
 /// Guard against a hung test; no assertion depends on it.
@@ -123,18 +127,9 @@ async fn pods_of(tc: &TestCluster, job: &Job) -> Vec<Pod> {
     pods
 }
 
-fn terminated(pod: &Pod) -> k8s_openapi::api::core::v1::ContainerStateTerminated {
-    pod.status
-        .as_ref()
-        .unwrap()
-        .container_statuses
-        .as_ref()
-        .unwrap()[0]
-        .state
-        .as_ref()
-        .unwrap()
-        .terminated
-        .clone()
+fn terminated(pod: &Pod) -> ContainerStateTerminated {
+    pod_state::first_container_state(pod)
+        .and_then(|s| s.terminated.clone())
         .expect("terminated container")
 }
 
@@ -466,6 +461,37 @@ async fn ds_pods(tc: &TestCluster, app: &str) -> Vec<Pod> {
         .items
 }
 
+/// Waits until the ready pods labelled `app` run on exactly `nodes`.
+async fn ready_pods_on(tc: &TestCluster, app: &str, nodes: &BTreeSet<String>) {
+    let pods: Api<Pod> = Api::namespaced(tc.client(), tc.namespace());
+    let (store, writer) = reflector::store();
+    let events = reflector::reflector(
+        writer,
+        watcher(
+            pods,
+            watcher::Config::default().labels(&format!("app={app}")),
+        ),
+    );
+    let on_nodes = async {
+        let mut events = std::pin::pin!(events);
+        while let Some(event) = events.next().await {
+            event.expect("watch pods");
+            let ready: Vec<Pod> = store
+                .state()
+                .iter()
+                .filter(|p| pod_state::is_ready(p))
+                .map(|p| (**p).clone())
+                .collect();
+            if ready.len() == nodes.len() && pod_nodes(&ready) == *nodes {
+                return;
+            }
+        }
+    };
+    tokio::time::timeout(PATIENCE, on_nodes)
+        .await
+        .unwrap_or_else(|_| panic!("gave up waiting for {app} pods on {nodes:?}"));
+}
+
 fn pod_nodes(pods: &[Pod]) -> BTreeSet<String> {
     pods.iter()
         .filter_map(|p| p.spec.as_ref()?.node_name.clone())
@@ -561,9 +587,11 @@ async fn nodes_are_added_deleted_and_replaced() {
 
     let replacement = sim.replace_node(&format!("{ns}-1")).await.unwrap();
     assert_eq!(replacement, format!("{ns}-4"));
-    wait_for(&api, "fleet", settled(3)).await;
+    // Three nodes before and after: the status alone cannot tell the replacement has been
+    // seen, the pods can.
     let expected: BTreeSet<String> = [format!("{ns}-2"), added, replacement].into();
-    assert_eq!(pod_nodes(&ds_pods(&tc, "fleet").await), expected);
+    ready_pods_on(&tc, "fleet", &expected).await;
+    wait_for(&api, "fleet", settled(3)).await;
 
     assert!(sim.delete_node("not-a-sim-node").await.is_err());
     sim.shutdown().await;
