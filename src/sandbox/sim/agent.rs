@@ -15,7 +15,7 @@ use kube::{Api, Client};
 use tokio::sync::{Notify, mpsc, watch};
 
 use super::ack::due_acks;
-use super::watched::{Watched, watched};
+use super::watched::{Watched, pace, watched};
 use super::{SimError, api_error, pod_state, scoped};
 use crate::contract::key;
 
@@ -72,35 +72,54 @@ pub async fn run(mut params: AgentParams) {
             () = changed.notified() => {}
             changed = params.never_ack.changed() => if changed.is_err() { return },
             Some(due) = due_rx.recv() => {
-                match due.done {
+                let forget = |scheduled: &mut HashMap<String, String>, due: &Due| {
+                    if scheduled.get(&due.node) == Some(&due.value) {
+                        scheduled.remove(&due.node);
+                    }
+                };
+                match &due.done {
                     None => {
                         // The delay passed: write if the node still owes exactly this.
-                        let still = current_due(cm_store, pod_store, &params)
+                        let still = current_due(cm_store, pod_store, &params, Some(&due.node))
                             .contains(&(due.node.clone(), due.value.clone()));
                         if still {
                             tokio::spawn(acknowledge(cms.clone(), cm_name.clone(), due, due_tx.clone()));
-                            continue;
+                        } else {
+                            forget(&mut scheduled, &due);
                         }
-                        scheduled.remove(&due.node);
                     }
-                    Some(Ok(())) => {
-                        scheduled.remove(&due.node);
-                    }
+                    // The ConfigMap's event tells whether anything is still owed.
+                    Some(Ok(())) => forget(&mut scheduled, &due),
                     Some(Err(error)) => {
                         tracing::debug!(node = %due.node, %error, "registry-pivot ack retries");
                         schedule(RETRY, due.node, due.value, &due_tx);
-                        continue;
                     }
                 }
-            }
-        }
-        for (node, value) in current_due(cm_store, pod_store, &params) {
-            if scheduled.get(&node) == Some(&value) {
                 continue;
             }
-            scheduled.insert(node.clone(), value.clone());
-            schedule(params.ack_delay, node, value, &due_tx);
         }
+        // A look at every node costs the size of the pod store: paced, as the DaemonSet
+        // controller's passes are, so one look covers a burst of changes.
+        let started = tokio::time::Instant::now();
+        let due = current_due(cm_store, pod_store, &params, None);
+        schedule_due(&due, &mut scheduled, &params, &due_tx);
+        pace(started).await;
+    }
+}
+
+/// Starts the delay of each acknowledgement in `due` not already on its way.
+fn schedule_due(
+    due: &[(String, String)],
+    scheduled: &mut HashMap<String, String>,
+    params: &AgentParams,
+    tx: &mpsc::UnboundedSender<Due>,
+) {
+    for (node, value) in due {
+        if scheduled.get(node) == Some(value) {
+            continue;
+        }
+        scheduled.insert(node.clone(), value.clone());
+        schedule(params.ack_delay, node.clone(), value.clone(), tx);
     }
 }
 
@@ -144,11 +163,12 @@ async fn acknowledge(
     });
 }
 
-/// The acknowledgements due now, from the stores.
+/// The acknowledgements due now, from the stores; of node `only` if given.
 fn current_due(
     cm_store: &Store<ConfigMap>,
     pod_store: &Store<Pod>,
     params: &AgentParams,
+    only: Option<&str>,
 ) -> Vec<(String, String)> {
     let (_, cm_name) = &params.status_configmap;
     let cm = cm_store.find(|cm| cm.metadata.name.as_deref() == Some(cm_name.as_str()));
@@ -158,6 +178,7 @@ fn current_due(
         .iter()
         .filter(|p| runs_agent(p, &params.daemonset) && pod_state::is_ready(p))
         .filter(|p| pod_state::state(p) == pod_state::PodState::Active)
+        .filter(|p| only.is_none() || pod_state::node_name(p) == only)
         .filter_map(|p| pod_state::node_name(p).map(str::to_owned))
         .collect();
     due_acks(data.as_ref(), &ready_nodes, &params.never_ack.borrow())

@@ -21,15 +21,13 @@ use tokio::time::Instant;
 
 use super::daemonset::{NodeInfo, reconcile_daemonset};
 use super::nodes::NodeRegistry;
-use super::watched::{Watched, watched};
+use super::watched::{Watched, pace, watched};
 use super::{SimError, api_error, is_not_found, pod_state, scoped};
 
 /// API calls in flight at once within a pass.
 const PARALLEL_CALLS: usize = 32;
 /// How long a created pod is trusted to show up in the watch before it is created again.
 const EXPECTATION_TTL: Duration = Duration::from_secs(10);
-/// Shortest pause between two passes.
-const MIN_PAUSE: Duration = Duration::from_millis(5);
 /// Wait before a pass that failed is run again.
 const RETRY: Duration = Duration::from_millis(200);
 
@@ -70,10 +68,7 @@ pub async fn run(client: Client, namespace: Option<String>, nodes: Arc<NodeRegis
         }
         let started = Instant::now();
         let outcome = controller.pass().await;
-        // A pass costs the size of the pod store: spacing passes by twice their cost keeps
-        // the controller to a third of a core while thousands of pods start, and lets one
-        // pass cover the changes of the pause.
-        tokio::time::sleep(MIN_PAUSE.max(started.elapsed() * 2)).await;
+        pace(started).await;
         retry_at = match outcome {
             Ok(()) => None,
             Err(error) => {
