@@ -71,6 +71,26 @@ pub async fn migrate(store: &StatusStore) -> Result<Vec<u32>, StartError> {
     Ok(applied.into_inner().unwrap_or_default())
 }
 
+/// Publishes whether the cutover needs a runner (its phase is `running`), from the status
+/// cache: replicas only contend for the Lease then.
+async fn runner_wanted(cache: StatusCache, wanted: watch::Sender<bool>) {
+    let mut snapshots = cache.subscribe();
+    loop {
+        let running = snapshots
+            .borrow_and_update()
+            .configmap
+            .as_ref()
+            .is_some_and(|cm| {
+                let data = cm.data.clone().unwrap_or_default();
+                crate::status::Phase::of(&data) == crate::status::Phase::Running
+            });
+        wanted.send_if_modified(|w| std::mem::replace(w, running) != running);
+        if snapshots.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
 impl Service {
     /// Starts a replica against the API server `kube_config` points at.
     pub async fn start(
@@ -108,10 +128,13 @@ impl Service {
         };
         let lease_api: Api<Lease> = Api::namespaced(client.clone(), &ns);
         let (leading_tx, leading) = watch::channel(false);
+        let (wanted_tx, wanted) = watch::channel(false);
+        tasks.spawn(runner_wanted(cache.clone(), wanted_tx));
         tasks.spawn(lease::elect(
             lease_api.clone(),
             lease_cfg.clone(),
             leading_tx,
+            wanted,
         ));
 
         let listener = tokio::net::TcpListener::bind(config.listen)

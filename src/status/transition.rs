@@ -251,13 +251,8 @@ impl Transition {
                 attempt,
                 at,
             } => {
-                let row = StepRow::read(data, step);
-                if row.result == StepResult::Success && row.attempt == *attempt {
+                if ends(data, phase, step, *attempt, StepResult::Success)? {
                     return Ok(());
-                }
-                require_running(phase)?;
-                if row.result != StepResult::Running || row.attempt != *attempt {
-                    return Err(stale(step, *attempt, &row));
                 }
                 set_step(data, step, key::STEP_RESULT, StepResult::Success.as_str());
                 set_step(data, step, key::STEP_FINISHED_AT, at);
@@ -276,13 +271,8 @@ impl Transition {
                 reason,
                 at,
             } => {
-                let row = StepRow::read(data, step);
-                if row.result == StepResult::Failed && row.attempt == *attempt {
+                if ends(data, phase, step, *attempt, StepResult::Failed)? {
                     return Ok(());
-                }
-                require_running(phase)?;
-                if row.result != StepResult::Running || row.attempt != *attempt {
-                    return Err(stale(step, *attempt, &row));
                 }
                 fail(data, step, reason, at);
                 Ok(())
@@ -337,6 +327,26 @@ fn fail(data: &mut StatusData, step: &str, reason: &str, at: &str) {
     set(data, key::FAILED_STEP, step);
     set(data, key::LAST_ERROR, reason);
     set(data, key::CURRENT_STEP, "");
+}
+
+/// Whether `attempt` of `step` may end with `result`: `Ok(true)` when it already has (a
+/// replayed write), `Ok(false)` when the row shows that attempt running.
+fn ends(
+    data: &StatusData,
+    phase: Phase,
+    step: &str,
+    attempt: u32,
+    result: StepResult,
+) -> Result<bool, Rejected> {
+    let row = StepRow::read(data, step);
+    if row.result == result && row.attempt == attempt {
+        return Ok(true);
+    }
+    require_running(phase)?;
+    if row.result != StepResult::Running || row.attempt != attempt {
+        return Err(stale(step, attempt, &row));
+    }
+    Ok(false)
 }
 
 fn require_running(phase: Phase) -> Result<(), Rejected> {
