@@ -691,19 +691,19 @@ async fn a_run_is_streamed_recorded_and_measured() {
     assert_eq!(resumed_ids, ids[3..].to_vec());
     assert_ne!(resumed[0].event, "cutover-status");
 
-    // Kubernetes Events on the status ConfigMap tell the story.
-    let k8s_events = Api::<Event>::namespaced(env.client().await, &env.ns)
-        .list(&ListParams::default())
-        .await
-        .expect("events")
-        .items;
-    let reasons: BTreeSet<String> = k8s_events
-        .iter()
-        .filter(|e| {
-            e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(DEFAULT_STATUS_CONFIGMAP)
-        })
-        .filter_map(|e| e.reason.clone())
-        .collect();
+    // Kubernetes Events on the status ConfigMap tell the story (recorded asynchronously
+    // by the leader: wait for the last one).
+    let reasons = tokio::time::timeout(GUARD, async {
+        loop {
+            let reasons = event_reasons(&env).await;
+            if reasons.contains("CutoverCompleted") {
+                return reasons;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("the completion Event in time");
     for reason in [
         "CutoverStarted",
         "StepStarted",
@@ -791,7 +791,7 @@ async fn schemathesis(base: &str, token: &str, filter: &[&str]) {
     command
         .args(["run", spec, "--url", base, "--no-color"])
         .args(["-H", &format!("Authorization: Bearer {token}")])
-        .args(["--checks", "all", "--max-examples", "25", "--workers", "2"])
+        .args(["--checks", "all", "--max-examples", "25", "--workers", "1"])
         .args(filter)
         .arg("--report-dir")
         .arg(std::env::temp_dir().join(format!("schemathesis-{}", uuid::Uuid::new_v4())));
@@ -805,4 +805,19 @@ async fn schemathesis(base: &str, token: &str, filter: &[&str]) {
         String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr)
     );
+}
+
+/// The reasons of the Kubernetes Events regarding the status ConfigMap.
+async fn event_reasons(env: &Env) -> BTreeSet<String> {
+    Api::<Event>::namespaced(env.client().await, &env.ns)
+        .list(&ListParams::default())
+        .await
+        .expect("events")
+        .items
+        .into_iter()
+        .filter(|e| {
+            e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(DEFAULT_STATUS_CONFIGMAP)
+        })
+        .filter_map(|e| e.reason)
+        .collect()
 }

@@ -16,7 +16,7 @@ use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use std::sync::{Arc, Mutex};
 
-/// Longest operator name accepted (a Kubernetes username's practical bound).
+/// Longest operator name accepted, in characters (a Kubernetes username's practical bound).
 const MAX_OPERATOR_LEN: usize = 253;
 
 /// `POST /api/v1/internal/cutover/trigger`: starts the cutover as the chart's hook does.
@@ -103,9 +103,9 @@ pub async fn operator_login(
 ) -> Result<(StatusCode, Json<LoginResponse>), ApiError> {
     let request: LoginRequest = super::body::json_object(&body_bytes)?;
     let operator = request.operator.trim();
-    if operator.is_empty() || operator.len() > MAX_OPERATOR_LEN {
+    if operator.is_empty() || request.operator.chars().count() > MAX_OPERATOR_LEN {
         return Err(ApiError::BadRequest(format!(
-            "field `operator` must name the operator (1 to {MAX_OPERATOR_LEN} bytes)"
+            "field `operator` must name the operator (up to {MAX_OPERATOR_LEN} characters, not only spaces)"
         )));
     }
     let cached = cached_data(&ctx)?;

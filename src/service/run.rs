@@ -151,13 +151,17 @@ impl Service {
         let events = EventHub::new(config.events.replay, config.events.lag, metrics.clone());
         tasks.spawn(events.clone().follow(cache.clone(), steps.clone()));
         if config.events.kubernetes_events {
+            let recorder = crate::events::recorder::RecorderConfig {
+                namespace: ns.clone(),
+                name: config.status_configmap.clone(),
+                identity: config.identity.clone(),
+                grace: config.lease_duration,
+            };
             tasks.spawn(crate::events::recorder::record(
                 events.clone(),
                 client.clone(),
                 cache.clone(),
-                ns.clone(),
-                config.status_configmap.clone(),
-                config.identity.clone(),
+                recorder,
                 leading.clone(),
             ));
         }
