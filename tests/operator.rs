@@ -1,5 +1,6 @@
 //! The operator surface over real HTTP: bearer tokens checked by the sandbox's TokenReview
-//! and SubjectAccessReview against RBAC objects the tests create, the internal routes, the
+//! and SubjectAccessReview against RBAC objects the tests create (the chart's ClusterRole
+//! `catalyst-cutover-operator` among them), the internal routes, the
 //! first-login auto-fire, the live event stream, Kubernetes Events and `/metrics`.
 //!
 //! These tests need users with known tokens, so they always run on the embedded sandbox
@@ -67,15 +68,8 @@ impl Env {
             .create(&PostParams::default(), &namespace)
             .await
             .expect("namespace");
-        grant(
-            &client,
-            &ns,
-            "alice",
-            OPERATOR_ROLE,
-            &["get", "create", "delete"],
-        )
-        .await;
-        grant(&client, &ns, "reader", "cutover-reader", &["get"]).await;
+        grant(&client, &ns, "alice", chart_operator_role()).await;
+        grant(&client, &ns, "reader", role("cutover-reader", &["get"])).await;
         let api: Api<ConfigMap> = Api::namespaced(client.clone(), &ns);
         for order in 1..=steps {
             api.create(&PostParams::default(), &step(order))
@@ -168,20 +162,37 @@ impl Env {
     }
 }
 
-/// A ClusterRole `role` with `verbs` on cutovers.catalyst.openova.io, bound to `user` in
-/// `ns` by a RoleBinding.
-async fn grant(client: &kube::Client, ns: &str, user: &str, role: &str, verbs: &[&str]) {
-    let cluster_role: ClusterRole = serde_json::from_value(json!({
-        "metadata": {"name": role},
+/// The ClusterRole `catalyst-cutover-operator` exactly as the chart ships it.
+fn chart_operator_role() -> ClusterRole {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/chart/templates/service-rbac.yaml"
+    );
+    let text = std::fs::read_to_string(path).expect("the chart's service RBAC");
+    text.split("\n---")
+        .filter_map(|doc| serde_yaml::from_str::<ClusterRole>(doc).ok())
+        .find(|role| role.metadata.name.as_deref() == Some(OPERATOR_ROLE))
+        .expect("the chart ships ClusterRole catalyst-cutover-operator")
+}
+
+/// A ClusterRole `name` with `verbs` on cutovers.catalyst.openova.io.
+fn role(name: &str, verbs: &[&str]) -> ClusterRole {
+    serde_json::from_value(json!({
+        "metadata": {"name": name},
         "rules": [{"apiGroups": ["catalyst.openova.io"], "resources": ["cutovers"], "verbs": verbs}]
     }))
-    .unwrap();
+    .unwrap()
+}
+
+/// Creates `role` and binds it to `user` in `ns` with a RoleBinding.
+async fn grant(client: &kube::Client, ns: &str, user: &str, role: ClusterRole) {
+    let name = role.metadata.name.clone().unwrap_or_default();
     let _ = Api::<ClusterRole>::all(client.clone())
-        .create(&PostParams::default(), &cluster_role)
+        .create(&PostParams::default(), &role)
         .await;
     let binding: RoleBinding = serde_json::from_value(json!({
-        "metadata": {"name": format!("{role}-{user}")},
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role},
+        "metadata": {"name": format!("{name}-{user}")},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": name},
         "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": user}]
     }))
     .unwrap();
