@@ -210,48 +210,27 @@ fn duration(row: &StepRow) -> Option<std::time::Duration> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::status::{Transition, Trigger};
+    use crate::status::fixtures::{applied, completed, start, started, succeeded};
 
     fn hub(replay: usize) -> EventHub {
         EventHub::new(replay, 64, Arc::new(Metrics::new()))
     }
 
+    /// The states of a one-step run: started, step started, succeeded, complete.
     fn states() -> Vec<StatusData> {
         let mut data = StatusData::new();
-        let mut out = Vec::new();
-        let ts = [
-            Transition::Start {
-                at: "2026-11-23T10:00:00Z".into(),
-                trigger: Trigger::Api,
-                by: "alice".into(),
-                total_steps: 1,
-                retry: false,
-            },
-            Transition::StepStarted {
-                step: "a".into(),
-                index: 0,
-                total_steps: 1,
-                attempt: 1,
-                job_name: "job-a".into(),
-                at: "2026-11-23T10:00:00Z".into(),
-            },
-            Transition::StepSucceeded {
-                step: "a".into(),
-                index: 0,
-                total_steps: 1,
-                attempt: 1,
-                at: "2026-11-23T10:00:05Z".into(),
-            },
-            Transition::Completed {
-                total_steps: 1,
-                at: "2026-11-23T10:00:05Z".into(),
-            },
-        ];
-        for t in ts {
-            t.apply(&mut data).unwrap();
-            out.push(data.clone());
-        }
-        out
+        [
+            start(false),
+            started("a", 0, 1),
+            succeeded("a", 0, 1),
+            completed(),
+        ]
+        .into_iter()
+        .map(|t| {
+            data = applied(&data, &[t]);
+            data.clone()
+        })
+        .collect()
     }
 
     #[test]
@@ -309,7 +288,7 @@ mod tests {
         );
         assert!(text.contains("catalyst_cutover_phase{phase=\"complete\"} 1"));
         assert!(text.contains(
-            "catalyst_cutover_step_duration_seconds_sum{step=\"a\",result=\"success\"} 5"
+            "catalyst_cutover_step_duration_seconds_sum{step=\"a\",result=\"success\"} 60"
         ));
     }
 }

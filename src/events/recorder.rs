@@ -7,10 +7,10 @@ use super::hub::{EventHub, Numbered};
 use crate::status::StatusCache;
 use k8s_openapi::api::core::v1::ObjectReference;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
-use tokio::sync::broadcast::error::RecvError;
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::watch;
 
 /// The reporting controller's name on every Event.
@@ -209,7 +209,10 @@ mod tests {
             Gate::Record,
             "the leader let go a moment ago: the frame is about its run"
         );
-        assert_eq!(gate(false, Some(Duration::from_secs(60)), grace), Gate::Hold);
+        assert_eq!(
+            gate(false, Some(Duration::from_secs(60)), grace),
+            Gate::Hold
+        );
     }
 
     #[test]

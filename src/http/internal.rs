@@ -186,20 +186,13 @@ fn plan_len(ctx: &Context) -> Result<usize, ApiError> {
 mod tests {
     use super::*;
 
-    const T0: &str = "2026-11-23T10:00:00Z";
-
-    fn apply(data: &mut StatusData, ts: &[Transition]) {
-        for t in ts {
-            t.apply(data).unwrap();
-        }
-    }
+    use crate::status::fixtures::{T0, applied};
 
     #[test]
     fn first_login_records_and_fires_in_one_write() {
-        let mut data = StatusData::new();
-        let (outcome, ts) = login_transitions(&data, "alice", T0, true, Some(8));
+        let (outcome, ts) = login_transitions(&StatusData::new(), "alice", T0, true, Some(8));
         assert_eq!(outcome, LoginOutcome::FirstLoginStartedCutover);
-        apply(&mut data, &ts);
+        let data = applied(&StatusData::new(), &ts);
         assert_eq!(get(&data, "firstOperatorLogin"), "alice");
         assert_eq!(get(&data, "firstOperatorLoginAt"), T0);
         assert_eq!(get(&data, "cutoverTrigger"), "first-login");
