@@ -238,6 +238,15 @@ mod tests {
     use crate::status::fixtures::{T0, T1, applied as apply, completed, start, started, succeeded};
 
     const NOW: &str = "2026-11-23T12:00:00Z";
+    /// The frames of a two-step run, in order.
+    const TWO_STEP_RUN: [&str; 6] = [
+        "cutover-started",
+        "cutover-step-started",
+        "cutover-step-finished",
+        "cutover-step-started",
+        "cutover-step-finished",
+        "cutover-completed",
+    ];
 
     fn order() -> Vec<String> {
         vec!["a".into(), "b".into()]
@@ -263,17 +272,7 @@ mod tests {
             all.extend(derive(&data, &next, &order(), NOW));
             data = next;
         }
-        assert_eq!(
-            phases(&all),
-            [
-                "cutover-started",
-                "cutover-step-started",
-                "cutover-step-finished",
-                "cutover-step-started",
-                "cutover-step-finished",
-                "cutover-completed"
-            ]
-        );
+        assert_eq!(phases(&all), TWO_STEP_RUN);
         assert_eq!(all[1].job_name.as_deref(), Some("cutover-a-a1"));
         assert_eq!(all[1].time, T0);
         assert_eq!(all[2].time, T1);
@@ -294,17 +293,7 @@ mod tests {
                 completed(),
             ],
         );
-        assert_eq!(
-            phases(&derive(&prev, &next, &order(), NOW)),
-            [
-                "cutover-started",
-                "cutover-step-started",
-                "cutover-step-finished",
-                "cutover-step-started",
-                "cutover-step-finished",
-                "cutover-completed"
-            ]
-        );
+        assert_eq!(phases(&derive(&prev, &next, &order(), NOW)), TWO_STEP_RUN);
     }
 
     #[test]
