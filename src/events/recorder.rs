@@ -1,17 +1,14 @@
 //! Kubernetes Events (events.k8s.io/v1) on the status ConfigMap, one per frame, so that
-//! `kubectl describe cm self-sovereign-cutover-status` tells the story. Every replica
-//! derives the frames; only the leader records them, so each transition is told once.
+//! `kubectl describe cm self-sovereign-cutover-status` tells the story. A replica tells the
+//! transitions it wrote itself (a start on any replica, the steps on the leader): each is
+//! written by exactly one replica, so each is told exactly once, leader or not.
 
-use super::frames::{Frame, FramePhase, Level};
-use super::hub::{EventHub, Numbered};
-use crate::status::StatusCache;
+use super::frames::{Frame, FramePhase, Level, derive};
+use crate::service::StepSource;
+use crate::status::{StatusStore, now_rfc3339};
 use k8s_openapi::api::core::v1::ObjectReference;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
-use std::collections::VecDeque;
-use std::sync::Arc;
-use std::time::{Duration, Instant};
 use tokio::sync::broadcast::error::RecvError;
-use tokio::sync::watch;
 
 /// The reporting controller's name on every Event.
 pub const CONTROLLER: &str = "catalyst-cutover";
@@ -59,161 +56,63 @@ pub fn event_of(frame: &Frame, job: Option<ObjectReference>) -> Event {
     }
 }
 
-/// Whether to record a frame now or hold it: the Lease is held only while a run needs a
-/// runner, so the frame that starts a run arrives before anyone leads, and the one that
-/// ends it may arrive just after the leader let go.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Gate {
-    /// This replica leads, or led a moment ago (the frame is about its own tenure).
-    Record,
-    /// Nobody here leads: keep the frame; it is recorded if this replica leads soon.
-    Hold,
-}
-
-/// The gate for a frame, given whether this replica leads and how long ago it stopped.
-pub fn gate(leading: bool, since_led: Option<Duration>, grace: Duration) -> Gate {
-    if leading || since_led.is_some_and(|d| d <= grace) {
-        Gate::Record
-    } else {
-        Gate::Hold
-    }
-}
-
-/// Where the Events go and how long frames wait for leadership.
-pub struct RecorderConfig {
-    /// Namespace of the status ConfigMap.
-    pub namespace: String,
-    /// Name of the status ConfigMap.
-    pub name: String,
-    /// This replica's identity (the Events' reporting instance).
-    pub identity: String,
-    /// How long after losing the Lease frames are still recorded, and how long held frames
-    /// wait for this replica to lead.
-    pub grace: Duration,
-}
-
-/// Records every frame of `hub` as an Event on the status ConfigMap when this replica
-/// leads (see [`gate`]), until the future is dropped. A failed write is logged, never
-/// retried: Events are a courtesy, the status ConfigMap is the record.
-pub async fn record(
-    hub: EventHub,
-    client: kube::Client,
-    cache: StatusCache,
-    config: RecorderConfig,
-    mut leading: watch::Receiver<bool>,
-) {
+/// Records, as Events on the status ConfigMap, the frames of every write `store` makes,
+/// until the future is dropped. A failed write is logged, never retried: Events are a
+/// courtesy, the status ConfigMap is the record.
+pub async fn record(store: StatusStore, steps: StepSource, client: kube::Client, identity: String) {
     let recorder = Recorder::new(
         client,
         Reporter {
             controller: CONTROLLER.to_owned(),
-            instance: Some(config.identity.clone()),
+            instance: Some(identity),
         },
     );
-    let mut frames = hub.receiver();
-    let mut held: VecDeque<(Instant, Arc<Numbered>)> = VecDeque::new();
-    let mut stopped_leading: Option<Instant> = None;
-    // What this task last took from `leading`: a frame and the Lease's release can both be
-    // ready at once, and the frame is still about the tenure the task saw.
-    let mut led = false;
+    let namespace = store.namespace().to_owned();
+    let name = store.name().to_owned();
+    let mut writes = store.writes();
     loop {
-        let ready: Vec<Arc<Numbered>> = tokio::select! {
-            received = frames.recv() => match received {
-                Ok(numbered) => {
-                    let is_leading = led || *leading.borrow();
-                    let since = stopped_leading.map(|at| at.elapsed());
-                    match gate(is_leading, since, config.grace) {
-                        Gate::Record => vec![numbered],
-                        Gate::Hold => {
-                            held.retain(|(at, _)| at.elapsed() <= config.grace);
-                            if held.len() == HELD_LIMIT {
-                                held.pop_front();
-                            }
-                            held.push_back((Instant::now(), numbered));
-                            Vec::new()
-                        }
-                    }
-                }
-                Err(RecvError::Lagged(missed)) => {
-                    tracing::warn!(missed, "the Event recorder fell behind; Events were skipped");
-                    Vec::new()
-                }
-                Err(RecvError::Closed) => return,
-            },
-            changed = leading.changed() => {
-                if changed.is_err() {
-                    return;
-                }
-                let now_leading = *leading.borrow_and_update();
-                let was_leading = std::mem::replace(&mut led, now_leading);
-                if now_leading {
-                    stopped_leading = None;
-                    held.drain(..)
-                        .filter(|(at, _)| at.elapsed() <= config.grace)
-                        .map(|(_, n)| n)
-                        .collect()
-                } else {
-                    if was_leading {
-                        stopped_leading = Some(Instant::now());
-                    }
-                    Vec::new()
-                }
+        let write = match writes.recv().await {
+            Ok(write) => write,
+            Err(RecvError::Lagged(missed)) => {
+                tracing::warn!(
+                    missed,
+                    "the Event recorder fell behind; Events were skipped"
+                );
+                continue;
             }
+            Err(RecvError::Closed) => return,
         };
-        for numbered in ready {
-            publish(&recorder, &cache, &config, &numbered).await;
+        let order = steps.names().unwrap_or_default();
+        let regarding = ObjectReference {
+            api_version: Some("v1".to_owned()),
+            kind: Some("ConfigMap".to_owned()),
+            name: Some(name.clone()),
+            namespace: Some(namespace.clone()),
+            uid: store
+                .cache()
+                .configmap()
+                .and_then(|cm| cm.metadata.uid.clone()),
+            ..ObjectReference::default()
+        };
+        for frame in derive(&write.before, &write.after, &order, &now_rfc3339()) {
+            let job = frame.job_name.as_ref().map(|job| ObjectReference {
+                api_version: Some("batch/v1".to_owned()),
+                kind: Some("Job".to_owned()),
+                name: Some(job.clone()),
+                namespace: Some(namespace.clone()),
+                ..ObjectReference::default()
+            });
+            let event = event_of(&frame, job);
+            if let Err(err) = recorder.publish(&event, &regarding).await {
+                tracing::warn!(error = %err, reason = %event.reason, "cannot record a Kubernetes Event");
+            }
         }
-    }
-}
-
-/// Most frames held while waiting for leadership.
-const HELD_LIMIT: usize = 256;
-
-async fn publish(
-    recorder: &Recorder,
-    cache: &StatusCache,
-    config: &RecorderConfig,
-    numbered: &Numbered,
-) {
-    let regarding = ObjectReference {
-        api_version: Some("v1".to_owned()),
-        kind: Some("ConfigMap".to_owned()),
-        name: Some(config.name.clone()),
-        namespace: Some(config.namespace.clone()),
-        uid: cache.configmap().and_then(|cm| cm.metadata.uid.clone()),
-        ..ObjectReference::default()
-    };
-    let job = numbered.frame.job_name.as_ref().map(|job| ObjectReference {
-        api_version: Some("batch/v1".to_owned()),
-        kind: Some("Job".to_owned()),
-        name: Some(job.clone()),
-        namespace: Some(config.namespace.clone()),
-        ..ObjectReference::default()
-    });
-    let event = event_of(&numbered.frame, job);
-    if let Err(err) = recorder.publish(&event, &regarding).await {
-        tracing::warn!(error = %err, reason = %event.reason, "cannot record a Kubernetes Event");
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn frames_are_recorded_by_the_leader_or_held_for_it() {
-        let grace = Duration::from_secs(15);
-        assert_eq!(gate(true, None, grace), Gate::Record);
-        assert_eq!(gate(false, None, grace), Gate::Hold, "nobody led yet: wait");
-        assert_eq!(
-            gate(false, Some(Duration::from_secs(1)), grace),
-            Gate::Record,
-            "the leader let go a moment ago: the frame is about its run"
-        );
-        assert_eq!(
-            gate(false, Some(Duration::from_secs(60)), grace),
-            Gate::Hold
-        );
-    }
 
     #[test]
     fn events_are_typed_by_level_and_notes_bounded() {

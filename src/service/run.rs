@@ -151,18 +151,11 @@ impl Service {
         let events = EventHub::new(config.events.replay, config.events.lag, metrics.clone());
         tasks.spawn(events.clone().follow(cache.clone(), steps.clone()));
         if config.events.kubernetes_events {
-            let recorder = crate::events::recorder::RecorderConfig {
-                namespace: ns.clone(),
-                name: config.status_configmap.clone(),
-                identity: config.identity.clone(),
-                grace: config.lease_duration,
-            };
             tasks.spawn(crate::events::recorder::record(
-                events.clone(),
+                store.clone(),
+                steps.clone(),
                 client.clone(),
-                cache.clone(),
-                recorder,
-                leading.clone(),
+                config.identity.clone(),
             ));
         }
         let ctx = Arc::new(Context {
