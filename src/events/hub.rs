@@ -141,8 +141,13 @@ impl EventHub {
         let receiver = self.tx.subscribe();
         let head = state.next_id - 1;
         let replay = last_event_id.and_then(|last| {
-            if last >= head {
+            // An id past the head was given by another replica, or before a restart: this
+            // replica cannot tell what the client missed, so it sends a snapshot.
+            if last == head {
                 return Some(Vec::new());
+            }
+            if last > head {
+                return None;
             }
             let oldest = state.replay.front()?.id;
             (last + 1 >= oldest).then(|| {
@@ -247,6 +252,10 @@ mod tests {
         assert_eq!(ids, [3, 4]);
         assert_eq!(resumed.head, 4);
         assert_eq!(hub.subscribe(Some(4)).replay.unwrap().len(), 0);
+        assert!(
+            hub.subscribe(Some(99)).replay.is_none(),
+            "an id from another replica gets a snapshot"
+        );
     }
 
     #[test]
