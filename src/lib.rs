@@ -13,9 +13,11 @@
 //! - [`auth`]: who may call it (TokenReview, SubjectAccessReview).
 //! - [`events`]: live event frames, their broadcaster and the Kubernetes Events.
 //! - [`metrics`]: the Prometheus metrics.
+//! - [`service`]: one replica: configuration, shared context, start-up and shutdown.
 //! - [`sandbox`]: the embedded Kubernetes API server and cluster simulator.
 //! - [`retry`]: which API errors are retried, and how.
 //! - [`cli`]: the `catalyst-cutover` subcommands.
+//! - [`telemetry`]: logs (JSON in a cluster, human on a terminal).
 
 pub mod auth;
 pub mod cli;

@@ -645,15 +645,23 @@ async fn two_replicas_run_one_runner_and_fail_over() {
     assert_eq!(data["cutoverPhase"], "complete", "{data:#?}");
     let jobs = env.jobs_by_step().await;
     assert!(jobs.values().all(|j| j.len() == 1), "{jobs:?}");
+    // Once idle, the survivor releases the Lease it took over.
+    let released = |l: Option<&k8s_openapi::api::coordination::v1::Lease>| {
+        l.and_then(|l| l.spec.as_ref())
+            .is_some_and(|s| s.holder_identity.is_none())
+    };
+    tokio::time::timeout(
+        GUARD,
+        await_condition(leases.clone(), "catalyst-cutover", released),
+    )
+    .await
+    .expect("an idle service holds no Lease")
+    .unwrap();
     let lease = leases.get("catalyst-cutover").await.unwrap().spec.unwrap();
     assert_eq!(
         lease.lease_transitions,
         Some(2),
         "the survivor took the Lease over"
-    );
-    assert_eq!(
-        lease.holder_identity, None,
-        "an idle service holds no Lease"
     );
     survivor.shutdown().await;
     env.cleanup().await;

@@ -1,5 +1,6 @@
 //! The operator surface over real HTTP: bearer tokens checked by the sandbox's TokenReview
-//! and SubjectAccessReview against RBAC objects the tests create, the internal routes, the
+//! and SubjectAccessReview against RBAC objects the tests create (the chart's ClusterRole
+//! `catalyst-cutover-operator` among them), the internal routes, the
 //! first-login auto-fire, the live event stream, Kubernetes Events and `/metrics`.
 //!
 //! These tests need users with known tokens, so they always run on the embedded sandbox
@@ -67,15 +68,8 @@ impl Env {
             .create(&PostParams::default(), &namespace)
             .await
             .expect("namespace");
-        grant(
-            &client,
-            &ns,
-            "alice",
-            OPERATOR_ROLE,
-            &["get", "create", "delete"],
-        )
-        .await;
-        grant(&client, &ns, "reader", "cutover-reader", &["get"]).await;
+        grant(&client, &ns, "alice", chart_operator_role()).await;
+        grant(&client, &ns, "reader", role("cutover-reader", &["get"])).await;
         let api: Api<ConfigMap> = Api::namespaced(client.clone(), &ns);
         for order in 1..=steps {
             api.create(&PostParams::default(), &step(order))
@@ -168,20 +162,37 @@ impl Env {
     }
 }
 
-/// A ClusterRole `role` with `verbs` on cutovers.catalyst.openova.io, bound to `user` in
-/// `ns` by a RoleBinding.
-async fn grant(client: &kube::Client, ns: &str, user: &str, role: &str, verbs: &[&str]) {
-    let cluster_role: ClusterRole = serde_json::from_value(json!({
-        "metadata": {"name": role},
+/// The ClusterRole `catalyst-cutover-operator` exactly as the chart ships it.
+fn chart_operator_role() -> ClusterRole {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/chart/templates/service-rbac.yaml"
+    );
+    let text = std::fs::read_to_string(path).expect("the chart's service RBAC");
+    text.split("\n---")
+        .filter_map(|doc| serde_yaml::from_str::<ClusterRole>(doc).ok())
+        .find(|role| role.metadata.name.as_deref() == Some(OPERATOR_ROLE))
+        .expect("the chart ships ClusterRole catalyst-cutover-operator")
+}
+
+/// A ClusterRole `name` with `verbs` on cutovers.catalyst.openova.io.
+fn role(name: &str, verbs: &[&str]) -> ClusterRole {
+    serde_json::from_value(json!({
+        "metadata": {"name": name},
         "rules": [{"apiGroups": ["catalyst.openova.io"], "resources": ["cutovers"], "verbs": verbs}]
     }))
-    .unwrap();
+    .unwrap()
+}
+
+/// Creates `role` and binds it to `user` in `ns` with a RoleBinding.
+async fn grant(client: &kube::Client, ns: &str, user: &str, role: ClusterRole) {
+    let name = role.metadata.name.clone().unwrap_or_default();
     let _ = Api::<ClusterRole>::all(client.clone())
-        .create(&PostParams::default(), &cluster_role)
+        .create(&PostParams::default(), &role)
         .await;
     let binding: RoleBinding = serde_json::from_value(json!({
-        "metadata": {"name": format!("{role}-{user}")},
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role},
+        "metadata": {"name": format!("{name}-{user}")},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": name},
         "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": user}]
     }))
     .unwrap();
@@ -691,19 +702,19 @@ async fn a_run_is_streamed_recorded_and_measured() {
     assert_eq!(resumed_ids, ids[3..].to_vec());
     assert_ne!(resumed[0].event, "cutover-status");
 
-    // Kubernetes Events on the status ConfigMap tell the story.
-    let k8s_events = Api::<Event>::namespaced(env.client().await, &env.ns)
-        .list(&ListParams::default())
-        .await
-        .expect("events")
-        .items;
-    let reasons: BTreeSet<String> = k8s_events
-        .iter()
-        .filter(|e| {
-            e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(DEFAULT_STATUS_CONFIGMAP)
-        })
-        .filter_map(|e| e.reason.clone())
-        .collect();
+    // Kubernetes Events on the status ConfigMap tell the story (recorded asynchronously
+    // by the leader: wait for the last one).
+    let reasons = tokio::time::timeout(GUARD, async {
+        loop {
+            let reasons = event_reasons(&env).await;
+            if reasons.contains("CutoverCompleted") {
+                return reasons;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("the completion Event in time");
     for reason in [
         "CutoverStarted",
         "StepStarted",
@@ -788,10 +799,12 @@ async fn schemathesis_finds_no_server_error_and_no_spec_violation() {
 async fn schemathesis(base: &str, token: &str, filter: &[&str]) {
     let spec = concat!(env!("CARGO_MANIFEST_DIR"), "/openapi.yaml");
     let mut command = std::process::Command::new("st");
+    // st keeps a cache in its working directory: not in the source tree.
     command
+        .current_dir(std::env::temp_dir())
         .args(["run", spec, "--url", base, "--no-color"])
         .args(["-H", &format!("Authorization: Bearer {token}")])
-        .args(["--checks", "all", "--max-examples", "25", "--workers", "2"])
+        .args(["--checks", "all", "--max-examples", "25", "--workers", "1"])
         .args(filter)
         .arg("--report-dir")
         .arg(std::env::temp_dir().join(format!("schemathesis-{}", uuid::Uuid::new_v4())));
@@ -805,4 +818,19 @@ async fn schemathesis(base: &str, token: &str, filter: &[&str]) {
         String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr)
     );
+}
+
+/// The reasons of the Kubernetes Events regarding the status ConfigMap.
+async fn event_reasons(env: &Env) -> BTreeSet<String> {
+    Api::<Event>::namespaced(env.client().await, &env.ns)
+        .list(&ListParams::default())
+        .await
+        .expect("events")
+        .items
+        .into_iter()
+        .filter(|e| {
+            e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(DEFAULT_STATUS_CONFIGMAP)
+        })
+        .filter_map(|e| e.reason)
+        .collect()
 }

@@ -24,10 +24,10 @@ pub struct OperatorArgs {
     #[arg(
         long,
         value_name = "USERS",
-        env = "CATALYST_CUTOVER_INTERNAL_SERVICE_ACCOUNTS",
+        env = "CATALYST_CUTOVER_INTERNAL_CALLERS",
         value_delimiter = ','
     )]
-    pub internal_service_accounts: Vec<String>,
+    pub internal_callers: Vec<String>,
     /// Start an idle cutover on the first operator login.
     #[arg(long, value_name = "BOOL", env = "CATALYST_CUTOVER_AUTO_FIRE", default_value_t = true,
           action = ArgAction::Set)]
@@ -42,7 +42,7 @@ impl OperatorArgs {
             group: self.auth_group.clone(),
             resource: self.auth_resource.clone(),
             internal_service_accounts: self
-                .internal_service_accounts
+                .internal_callers
                 .iter()
                 .map(|s| s.trim().to_owned())
                 .filter(|s| !s.is_empty())
@@ -50,5 +50,39 @@ impl OperatorArgs {
             ..AuthConfig::enabled()
         };
         config.auto_fire = self.auto_fire;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Debug, Parser)]
+    struct Cli {
+        #[command(flatten)]
+        operator: OperatorArgs,
+    }
+
+    #[test]
+    fn defaults_and_overrides() {
+        let mut config = ServiceConfig::new("ns");
+        Cli::parse_from(["x"]).operator.apply(&mut config);
+        assert!(config.auth.enabled && config.auto_fire);
+        assert!(config.auth.internal_service_accounts.is_empty());
+        let cli = Cli::parse_from([
+            "x",
+            "--auth=false",
+            "--auto-fire",
+            "false",
+            "--internal-callers",
+            "system:serviceaccount:a:b, system:serviceaccount:a:c",
+        ]);
+        cli.operator.apply(&mut config);
+        assert!(!config.auth.enabled && !config.auto_fire);
+        assert_eq!(
+            config.auth.internal_service_accounts,
+            ["system:serviceaccount:a:b", "system:serviceaccount:a:c"]
+        );
     }
 }

@@ -234,53 +234,22 @@ fn or_now<'a>(time: &'a str, now: &'a str) -> &'a str {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::status::{Transition, Trigger};
+    use crate::status::Transition;
+    use crate::status::fixtures::{T0, T1, applied as apply, completed, start, started, succeeded};
 
     const NOW: &str = "2026-11-23T12:00:00Z";
-    const T0: &str = "2026-11-23T10:00:00Z";
-    const T1: &str = "2026-11-23T10:01:00Z";
+    /// The frames of a two-step run, in order.
+    const TWO_STEP_RUN: [&str; 6] = [
+        "cutover-started",
+        "cutover-step-started",
+        "cutover-step-finished",
+        "cutover-step-started",
+        "cutover-step-finished",
+        "cutover-completed",
+    ];
 
     fn order() -> Vec<String> {
         vec!["a".into(), "b".into()]
-    }
-
-    fn apply(data: &StatusData, ts: &[Transition]) -> StatusData {
-        let mut next = data.clone();
-        for t in ts {
-            t.apply(&mut next).unwrap();
-        }
-        next
-    }
-
-    fn start(retry: bool) -> Transition {
-        Transition::Start {
-            at: T0.into(),
-            trigger: Trigger::Api,
-            by: "alice".into(),
-            total_steps: 2,
-            retry,
-        }
-    }
-
-    fn started(step: &str, index: usize, attempt: u32) -> Transition {
-        Transition::StepStarted {
-            step: step.into(),
-            index,
-            total_steps: 2,
-            attempt,
-            job_name: format!("cutover-{step}-{attempt}"),
-            at: T0.into(),
-        }
-    }
-
-    fn succeeded(step: &str, index: usize, attempt: u32) -> Transition {
-        Transition::StepSucceeded {
-            step: step.into(),
-            index,
-            total_steps: 2,
-            attempt,
-            at: T1.into(),
-        }
     }
 
     fn phases(frames: &[Frame]) -> Vec<&'static str> {
@@ -297,27 +266,14 @@ mod tests {
             vec![succeeded("a", 0, 1)],
             vec![started("b", 1, 1)],
             vec![succeeded("b", 1, 1)],
-            vec![Transition::Completed {
-                total_steps: 2,
-                at: T1.into(),
-            }],
+            vec![completed()],
         ] {
             let next = apply(&data, &ts);
             all.extend(derive(&data, &next, &order(), NOW));
             data = next;
         }
-        assert_eq!(
-            phases(&all),
-            [
-                "cutover-started",
-                "cutover-step-started",
-                "cutover-step-finished",
-                "cutover-step-started",
-                "cutover-step-finished",
-                "cutover-completed"
-            ]
-        );
-        assert_eq!(all[1].job_name.as_deref(), Some("cutover-a-1"));
+        assert_eq!(phases(&all), TWO_STEP_RUN);
+        assert_eq!(all[1].job_name.as_deref(), Some("cutover-a-a1"));
         assert_eq!(all[1].time, T0);
         assert_eq!(all[2].time, T1);
         assert!(derive(&data, &data, &order(), NOW).is_empty());
@@ -334,23 +290,10 @@ mod tests {
                 succeeded("a", 0, 1),
                 started("b", 1, 1),
                 succeeded("b", 1, 1),
-                Transition::Completed {
-                    total_steps: 2,
-                    at: T1.into(),
-                },
+                completed(),
             ],
         );
-        assert_eq!(
-            phases(&derive(&prev, &next, &order(), NOW)),
-            [
-                "cutover-started",
-                "cutover-step-started",
-                "cutover-step-finished",
-                "cutover-step-started",
-                "cutover-step-finished",
-                "cutover-completed"
-            ]
-        );
+        assert_eq!(phases(&derive(&prev, &next, &order(), NOW)), TWO_STEP_RUN);
     }
 
     #[test]
@@ -420,7 +363,7 @@ mod tests {
         let json = serde_json::to_value(frame).unwrap();
         assert_eq!(json["phase"], "cutover-step-started");
         assert_eq!(json["level"], "info");
-        assert_eq!(json["jobName"], "cutover-a-1");
+        assert_eq!(json["jobName"], "cutover-a-a1");
         assert_eq!(json["step"], "a");
         assert!(json["time"].is_string() && json["message"].is_string());
         let start_frame = &derive(&StatusData::new(), &running, &order(), NOW)[0];

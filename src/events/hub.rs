@@ -141,8 +141,13 @@ impl EventHub {
         let receiver = self.tx.subscribe();
         let head = state.next_id - 1;
         let replay = last_event_id.and_then(|last| {
-            if last >= head {
+            // An id past the head was given by another replica, or before a restart: this
+            // replica cannot tell what the client missed, so it sends a snapshot.
+            if last == head {
                 return Some(Vec::new());
+            }
+            if last > head {
+                return None;
             }
             let oldest = state.replay.front()?.id;
             (last + 1 >= oldest).then(|| {
@@ -210,48 +215,27 @@ fn duration(row: &StepRow) -> Option<std::time::Duration> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::status::{Transition, Trigger};
+    use crate::status::fixtures::{applied, completed, start, started, succeeded};
 
     fn hub(replay: usize) -> EventHub {
         EventHub::new(replay, 64, Arc::new(Metrics::new()))
     }
 
+    /// The states of a one-step run: started, step started, succeeded, complete.
     fn states() -> Vec<StatusData> {
         let mut data = StatusData::new();
-        let mut out = Vec::new();
-        let ts = [
-            Transition::Start {
-                at: "2026-11-23T10:00:00Z".into(),
-                trigger: Trigger::Api,
-                by: "alice".into(),
-                total_steps: 1,
-                retry: false,
-            },
-            Transition::StepStarted {
-                step: "a".into(),
-                index: 0,
-                total_steps: 1,
-                attempt: 1,
-                job_name: "job-a".into(),
-                at: "2026-11-23T10:00:00Z".into(),
-            },
-            Transition::StepSucceeded {
-                step: "a".into(),
-                index: 0,
-                total_steps: 1,
-                attempt: 1,
-                at: "2026-11-23T10:00:05Z".into(),
-            },
-            Transition::Completed {
-                total_steps: 1,
-                at: "2026-11-23T10:00:05Z".into(),
-            },
-        ];
-        for t in ts {
-            t.apply(&mut data).unwrap();
-            out.push(data.clone());
-        }
-        out
+        [
+            start(false),
+            started("a", 0, 1),
+            succeeded("a", 0, 1),
+            completed(),
+        ]
+        .into_iter()
+        .map(|t| {
+            data = applied(&data, &[t]);
+            data.clone()
+        })
+        .collect()
     }
 
     #[test]
@@ -268,6 +252,10 @@ mod tests {
         assert_eq!(ids, [3, 4]);
         assert_eq!(resumed.head, 4);
         assert_eq!(hub.subscribe(Some(4)).replay.unwrap().len(), 0);
+        assert!(
+            hub.subscribe(Some(99)).replay.is_none(),
+            "an id from another replica gets a snapshot"
+        );
     }
 
     #[test]
@@ -309,7 +297,7 @@ mod tests {
         );
         assert!(text.contains("catalyst_cutover_phase{phase=\"complete\"} 1"));
         assert!(text.contains(
-            "catalyst_cutover_step_duration_seconds_sum{step=\"a\",result=\"success\"} 5"
+            "catalyst_cutover_step_duration_seconds_sum{step=\"a\",result=\"success\"} 60"
         ));
     }
 }

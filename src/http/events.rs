@@ -116,3 +116,49 @@ fn event(phase: FramePhase, data: &impl Serialize) -> Event {
     let data = serde_json::to_string(data).unwrap_or_else(|_| "{}".to_owned());
     Event::default().event(phase.as_str()).data(data)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::{router, spec_tests::offline_context};
+    use crate::status::StatusData;
+    use axum::body::Body;
+    use axum::http::Request;
+    use tower::ServiceExt;
+
+    #[tokio::test]
+    async fn a_client_that_falls_behind_gets_a_last_frame_and_is_closed() {
+        let ctx = offline_context();
+        ctx.events.baseline(StatusData::new());
+        let response = router(ctx.clone())
+            .oneshot(
+                Request::builder()
+                    .uri("/cutover/events")
+                    .body(Body::empty())
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        // The client reads nothing while more frames arrive than it may fall behind by.
+        let mut data = StatusData::new();
+        for n in 0..64 {
+            data.insert(format!("step.s{n}.result"), "running".to_owned());
+            ctx.events.publish(data.clone(), &[]);
+        }
+        let body = tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            axum::body::to_bytes(response.into_body(), usize::MAX),
+        )
+        .await
+        .expect("the stream ends")
+        .unwrap();
+        let text = String::from_utf8_lossy(&body);
+        let events: Vec<&str> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("event: "))
+            .collect();
+        assert_eq!(events.first(), Some(&"cutover-status"));
+        assert_eq!(events.last(), Some(&"cutover-stream-lagged"));
+        assert!(text.contains("Last-Event-ID"));
+    }
+}

@@ -16,7 +16,7 @@ use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use std::sync::{Arc, Mutex};
 
-/// Longest operator name accepted (a Kubernetes username's practical bound).
+/// Longest operator name accepted, in characters (a Kubernetes username's practical bound).
 const MAX_OPERATOR_LEN: usize = 253;
 
 /// `POST /api/v1/internal/cutover/trigger`: starts the cutover as the chart's hook does.
@@ -103,9 +103,9 @@ pub async fn operator_login(
 ) -> Result<(StatusCode, Json<LoginResponse>), ApiError> {
     let request: LoginRequest = super::body::json_object(&body_bytes)?;
     let operator = request.operator.trim();
-    if operator.is_empty() || operator.len() > MAX_OPERATOR_LEN {
+    if operator.is_empty() || request.operator.chars().count() > MAX_OPERATOR_LEN {
         return Err(ApiError::BadRequest(format!(
-            "field `operator` must name the operator (1 to {MAX_OPERATOR_LEN} bytes)"
+            "field `operator` must name the operator (up to {MAX_OPERATOR_LEN} characters, not only spaces)"
         )));
     }
     let cached = cached_data(&ctx)?;
@@ -186,20 +186,13 @@ fn plan_len(ctx: &Context) -> Result<usize, ApiError> {
 mod tests {
     use super::*;
 
-    const T0: &str = "2026-11-23T10:00:00Z";
-
-    fn apply(data: &mut StatusData, ts: &[Transition]) {
-        for t in ts {
-            t.apply(data).unwrap();
-        }
-    }
+    use crate::status::fixtures::{T0, applied};
 
     #[test]
     fn first_login_records_and_fires_in_one_write() {
-        let mut data = StatusData::new();
-        let (outcome, ts) = login_transitions(&data, "alice", T0, true, Some(8));
+        let (outcome, ts) = login_transitions(&StatusData::new(), "alice", T0, true, Some(8));
         assert_eq!(outcome, LoginOutcome::FirstLoginStartedCutover);
-        apply(&mut data, &ts);
+        let data = applied(&StatusData::new(), &ts);
         assert_eq!(get(&data, "firstOperatorLogin"), "alice");
         assert_eq!(get(&data, "firstOperatorLoginAt"), T0);
         assert_eq!(get(&data, "cutoverTrigger"), "first-login");

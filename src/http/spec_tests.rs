@@ -34,7 +34,7 @@ fn spec_routes() -> BTreeSet<(String, String)> {
 }
 
 /// A context whose API server is unreachable: routing is tested, not the cluster.
-fn offline_context() -> Arc<Context> {
+pub(super) fn offline_context() -> Arc<Context> {
     let config = kube::Config::new("http://127.0.0.1:9".parse().unwrap());
     let client = kube::Client::try_from(config).unwrap();
     let (steps, _driver) = StepSource::follow(client.clone(), "ns");

@@ -383,48 +383,7 @@ fn set_step(data: &mut StatusData, step: &str, field: &str, value: &str) {
 mod tests {
     use super::*;
 
-    const T0: &str = "2026-11-23T10:00:00Z";
-    const T1: &str = "2026-11-23T10:01:00Z";
-
-    fn start(retry: bool) -> Transition {
-        Transition::Start {
-            at: T0.into(),
-            trigger: Trigger::Api,
-            by: "alice".into(),
-            total_steps: 2,
-            retry,
-        }
-    }
-
-    fn started(step: &str, index: usize, attempt: u32) -> Transition {
-        Transition::StepStarted {
-            step: step.into(),
-            index,
-            total_steps: 2,
-            attempt,
-            job_name: format!("cutover-{step}-a{attempt}"),
-            at: T0.into(),
-        }
-    }
-
-    fn succeeded(step: &str, index: usize, attempt: u32) -> Transition {
-        Transition::StepSucceeded {
-            step: step.into(),
-            index,
-            total_steps: 2,
-            attempt,
-            at: T1.into(),
-        }
-    }
-
-    fn failed(step: &str, attempt: u32) -> Transition {
-        Transition::StepFailed {
-            step: step.into(),
-            attempt,
-            reason: "BackoffLimitExceeded".into(),
-            at: T1.into(),
-        }
-    }
+    use crate::status::fixtures::{T0, T1, failed, start, started, succeeded};
 
     fn run(data: &mut StatusData, ts: &[Transition]) {
         for t in ts {
