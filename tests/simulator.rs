@@ -12,6 +12,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use catalyst_cutover::contract::{DEFAULT_STATUS_CONFIGMAP, key};
+use catalyst_cutover::sandbox::faults::FaultProxy;
 use catalyst_cutover::sandbox::sim::daemonset::LABEL_REVISION_HASH;
 use catalyst_cutover::sandbox::sim::job::{
     ANNOTATION_ATTEMPT, LABEL_CONTROLLER_UID, LABEL_JOB_NAME,
@@ -22,10 +23,12 @@ use catalyst_cutover::sandbox::sim::{
 };
 use common::TestCluster;
 use futures::StreamExt;
+use http::StatusCode;
 use k8s_openapi::api::apps::v1::DaemonSet;
 use k8s_openapi::api::batch::v1::{Job, JobCondition};
 use k8s_openapi::api::core::v1::{ConfigMap, ContainerStateTerminated, Node, Pod};
 use kube::api::{Api, DeleteParams, ListParams, LogParams, Patch, PatchParams, PostParams};
+use kube::config::KubeConfigOptions;
 use kube::runtime::reflector;
 use kube::runtime::wait::{Condition, await_condition, conditions};
 use kube::runtime::watcher;
@@ -693,5 +696,77 @@ async fn agents_acknowledge_the_flip_and_follow_replaced_nodes() {
     )
     .await;
     sim.shutdown().await;
+    tc.cleanup().await;
+}
+
+/// The simulator through a fault-injecting proxy (watches cut every 200 ms, one request in
+/// five answered 500, then a restart): every controller still converges, and no attempt is
+/// run or counted twice.
+#[tokio::test]
+async fn controllers_converge_through_faults() {
+    let tc = TestCluster::start().await;
+    let ns = tc.namespace().to_owned();
+    let proxy = FaultProxy::start(tc.config().await).await.expect("proxy");
+    let through_proxy =
+        kube::Config::from_custom_kubeconfig(proxy.kubeconfig(), &KubeConfigOptions::default())
+            .await
+            .expect("proxy kube config");
+    let sim_client = kube::Client::try_from(through_proxy).expect("proxy client");
+    let sim = Simulator::start(
+        sim_client,
+        SimConfig {
+            namespace: Some(ns.clone()),
+            nodes: 3,
+            pool: ns.clone(),
+            status_configmap: Some((ns.clone(), DEFAULT_STATUS_CONFIGMAP.into())),
+            agent: AgentConfig {
+                daemonset: Some(AGENT_DS.into()),
+                ack_delay: Duration::from_millis(20),
+                never_ack: BTreeSet::new(),
+            },
+            default_run: Duration::from_millis(100),
+        },
+    )
+    .await
+    .expect("start simulator");
+    let faults = proxy.faults();
+    faults.cut_watches_every(Some(Duration::from_millis(200)));
+    faults.set_error_rate(0.2, StatusCode::INTERNAL_SERVER_ERROR);
+
+    let cms: Api<ConfigMap> = Api::namespaced(tc.client(), &ns);
+    let status: ConfigMap = serde_json::from_value(json!({
+        "metadata": {"name": DEFAULT_STATUS_CONFIGMAP},
+        "data": {key::REGISTRIES_YAML_ACTIVE: "v2"}
+    }))
+    .unwrap();
+    cms.create(&PostParams::default(), &status).await.unwrap();
+    let dss: Api<DaemonSet> = Api::namespaced(tc.client(), &ns);
+    dss.create(&PostParams::default(), &daemonset_json(AGENT_DS, "pivot:1"))
+        .await
+        .unwrap();
+    let jobs: Api<Job> = Api::namespaced(tc.client(), &ns);
+    jobs.create(
+        &PostParams::default(),
+        &job_json(
+            "flaky",
+            "Never",
+            &[("CUTOVER_SIM_FAIL_ATTEMPTS", "1")],
+            json!({"backoffLimit": 3}),
+        ),
+    )
+    .await
+    .unwrap();
+    faults.restart(Duration::from_millis(500)).await;
+
+    let job = wait_for(&jobs, "flaky", job_condition("Complete")).await;
+    let status = job.status.clone().unwrap();
+    assert_eq!((status.failed, status.succeeded), (Some(1), Some(1)));
+    assert_eq!(pods_of(&tc, &job).await.len(), 2, "one pod per attempt");
+    wait_for(&dss, AGENT_DS, settled(3)).await;
+    let nodes: Vec<String> = (0..3).map(|i| format!("{ns}-{i}")).collect();
+    wait_for(&cms, DEFAULT_STATUS_CONFIGMAP, acked(nodes, "v2")).await;
+    faults.clear();
+    sim.shutdown().await;
+    proxy.shutdown().await;
     tc.cleanup().await;
 }

@@ -16,6 +16,7 @@ use kube::{Api, Client};
 use super::behaviour::Behaviour;
 use super::lifecycle::{KubeletStep, next_step};
 use super::nodes::NodeRegistry;
+use super::watched::QuickBackoff;
 use super::{ANNOTATION_LOG, SimError, api_error, is_not_found, pod_state, scoped};
 
 /// Field manager of the kubelet's writes.
@@ -54,6 +55,7 @@ pub async fn run(
         runs: Mutex::new(HashMap::new()),
     });
     Controller::new(pods, watcher::Config::default())
+        .trigger_backoff(QuickBackoff::default())
         .with_config(controller::Config::default().concurrency(CONCURRENCY))
         .run(reconcile, error_policy, ctx)
         .for_each(|_| futures::future::ready(()))

@@ -11,6 +11,7 @@ use futures::StreamExt;
 use kube::Api;
 use kube::Resource;
 use kube::runtime::reflector::{self, Store};
+use kube::runtime::utils::Backoff;
 use kube::runtime::{WatchStreamExt, watcher};
 use serde::de::DeserializeOwned;
 use tokio::sync::Notify;
@@ -50,7 +51,7 @@ where
     let notify = changed.clone();
     let task = tokio::spawn(
         reflector::reflector(writer, watcher(api, config))
-            .default_backoff()
+            .backoff(QuickBackoff::default())
             .for_each(move |_| {
                 notify.notify_one();
                 futures::future::ready(())
@@ -71,4 +72,53 @@ const MIN_PAUSE: Duration = Duration::from_millis(5);
 /// and each pass covers the changes of the pause.
 pub async fn pace(started: Instant) {
     tokio::time::sleep(MIN_PAUSE.max(started.elapsed() * 2)).await;
+}
+
+/// Watch retry delays: 50 ms doubling to 2 s, back to 50 ms after a success. kube's default
+/// (800 ms to 30 s, reset after two quiet minutes) suits a fleet of real controllers; a
+/// simulator behind a flaky connection should pick up again as soon as the server answers.
+#[derive(Debug, Clone, Copy)]
+pub struct QuickBackoff {
+    next: Duration,
+}
+
+impl QuickBackoff {
+    const FIRST: Duration = Duration::from_millis(50);
+    const MAX: Duration = Duration::from_secs(2);
+}
+
+impl Default for QuickBackoff {
+    fn default() -> Self {
+        QuickBackoff { next: Self::FIRST }
+    }
+}
+
+impl Iterator for QuickBackoff {
+    type Item = Duration;
+
+    fn next(&mut self) -> Option<Duration> {
+        let delay = self.next;
+        self.next = (self.next * 2).min(Self::MAX);
+        Some(delay)
+    }
+}
+
+impl Backoff for QuickBackoff {
+    fn reset(&mut self) {
+        self.next = Self::FIRST;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quick_backoff_doubles_to_its_cap_and_resets() {
+        let mut b = QuickBackoff::default();
+        let delays: Vec<u128> = b.by_ref().take(8).map(|d| d.as_millis()).collect();
+        assert_eq!(delays, [50, 100, 200, 400, 800, 1600, 2000, 2000]);
+        b.reset();
+        assert_eq!(b.next(), Some(Duration::from_millis(50)));
+    }
 }
