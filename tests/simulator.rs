@@ -60,6 +60,21 @@ async fn start(tc: &TestCluster, never_ack: &[&str]) -> Simulator {
     .expect("start simulator")
 }
 
+/// Stops the simulator and removes what it made outside the test's namespace (its nodes), so
+/// a shared real cluster is left as found.
+async fn finish(sim: Simulator, tc: TestCluster) {
+    sim.shutdown().await;
+    let nodes: Api<Node> = Api::all(tc.client());
+    let pool = format!("{LABEL_POOL}={}", tc.namespace());
+    if let Ok(list) = nodes.list(&ListParams::default().labels(&pool)).await {
+        for node in list.items.iter().filter_map(|n| n.metadata.name.as_deref()) {
+            // Best effort, as the namespace's deletion in `cleanup` is.
+            let _ = nodes.delete(node, &DeleteParams::default()).await;
+        }
+    }
+    tc.cleanup().await;
+}
+
 async fn wait_for<K>(api: &Api<K>, name: &str, cond: impl Condition<K>) -> K
 where
     K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + 'static,
@@ -211,8 +226,7 @@ async fn job_succeeds_with_labelled_owned_pod_and_log() {
             .unwrap();
         assert_eq!(served, log);
     }
-    sim.shutdown().await;
-    tc.cleanup().await;
+    finish(sim, tc).await;
 }
 
 #[tokio::test]
@@ -263,8 +277,7 @@ async fn failing_job_reaches_backoff_limit_with_termination_message() {
             (1, Some("Error"), Some("harbor unreachable"))
         );
     }
-    sim.shutdown().await;
-    tc.cleanup().await;
+    finish(sim, tc).await;
 }
 
 #[tokio::test]
@@ -313,8 +326,7 @@ async fn first_attempts_fail_then_the_job_succeeds() {
         .as_ref()
         .unwrap()[0];
     assert_eq!(cs.restart_count, 1);
-    sim.shutdown().await;
-    tc.cleanup().await;
+    finish(sim, tc).await;
 }
 
 #[tokio::test]
@@ -345,8 +357,7 @@ async fn hanging_job_fails_at_its_deadline() {
         pods_of(&tc, &job).await.is_empty(),
         "the running pod is deleted"
     );
-    sim.shutdown().await;
-    tc.cleanup().await;
+    finish(sim, tc).await;
 }
 
 #[tokio::test]
@@ -377,8 +388,7 @@ async fn suspended_job_runs_nothing_until_resumed() {
         (resumed.status.as_str(), resumed.reason.as_deref()),
         ("False", Some("JobResumed"))
     );
-    sim.shutdown().await;
-    tc.cleanup().await;
+    finish(sim, tc).await;
 }
 
 #[tokio::test]
@@ -423,8 +433,7 @@ async fn deleting_a_job_collects_its_pods() {
     .await
     .expect("pod collected")
     .unwrap();
-    sim.shutdown().await;
-    tc.cleanup().await;
+    finish(sim, tc).await;
 }
 
 fn daemonset_json(name: &str, image: &str) -> DaemonSet {
@@ -543,8 +552,7 @@ async fn daemonset_settles_and_rolls_out_a_new_template() {
             Some("agent:2")
         );
     }
-    sim.shutdown().await;
-    tc.cleanup().await;
+    finish(sim, tc).await;
 }
 
 #[tokio::test]
@@ -597,8 +605,7 @@ async fn nodes_are_added_deleted_and_replaced() {
     wait_for(&api, "fleet", settled(3)).await;
 
     assert!(sim.delete_node("not-a-sim-node").await.is_err());
-    sim.shutdown().await;
-    tc.cleanup().await;
+    finish(sim, tc).await;
 }
 
 fn acks(cm: &ConfigMap) -> BTreeMap<String, String> {
@@ -695,8 +702,7 @@ async fn agents_acknowledge_the_flip_and_follow_replaced_nodes() {
         acked(vec![node(1), node(2), new], "v1"),
     )
     .await;
-    sim.shutdown().await;
-    tc.cleanup().await;
+    finish(sim, tc).await;
 }
 
 /// The simulator through a fault-injecting proxy (watches cut every 200 ms, one request in
@@ -766,7 +772,6 @@ async fn controllers_converge_through_faults() {
     let nodes: Vec<String> = (0..3).map(|i| format!("{ns}-{i}")).collect();
     wait_for(&cms, DEFAULT_STATUS_CONFIGMAP, acked(nodes, "v2")).await;
     faults.clear();
-    sim.shutdown().await;
+    finish(sim, tc).await;
     proxy.shutdown().await;
-    tc.cleanup().await;
 }
