@@ -1,26 +1,26 @@
 //! The cluster simulator: controllers that act only through the Kubernetes API, so they run
 //! as well against a real API server that has no kubelet or controller-manager.
 //!
-//! - [`job_controller`] runs Jobs ([`job`] decides), one pod per attempt;
-//! - [`kubelet`] moves pods bound to simulated nodes through their phases ([`lifecycle`]
+//! - `job_controller` runs Jobs ([`job`] decides), one pod per attempt;
+//! - `kubelet` moves pods bound to simulated nodes through their phases ([`lifecycle`]
 //!   decides, [`behaviour`] reads what the pod's template asks for);
-//! - [`nodes`] keeps the simulated Node objects;
-//! - [`daemonset_controller`] runs one pod per node per DaemonSet ([`daemonset`] decides);
-//! - [`agent`] is the registry-pivot agent of each node ([`ack`] decides).
+//! - `nodes` keeps the simulated Node objects;
+//! - `daemonset_controller` runs one pod per node per DaemonSet ([`daemonset`] decides);
+//! - `agent` is the registry-pivot agent of each node ([`ack`] decides).
 
 pub mod ack;
-pub mod agent;
+mod agent;
 pub mod behaviour;
 pub mod bench;
 pub mod daemonset;
-pub mod daemonset_controller;
+mod daemonset_controller;
 pub mod job;
-pub mod job_controller;
-pub mod kubelet;
+mod job_controller;
+mod kubelet;
 pub mod lifecycle;
-pub mod nodes;
+mod nodes;
 pub mod pod_state;
-pub mod watched;
+mod watched;
 
 use std::collections::BTreeSet;
 use std::fmt::Debug;

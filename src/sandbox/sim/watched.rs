@@ -25,8 +25,6 @@ where
 {
     /// The objects, as of the last event applied.
     pub store: Store<K>,
-    /// Notified after each event is applied; a notification given while nobody waits is kept.
-    pub changed: Arc<Notify>,
     task: JoinHandle<()>,
 }
 
@@ -40,28 +38,24 @@ where
     }
 }
 
-/// Starts watching `api` into a store; `changed` is shared, so several stores can wake one
-/// loop.
+/// Starts watching `api` into a store; `changed` is notified after each event is applied (a
+/// notification given while nobody waits is kept), and may be shared so several stores wake
+/// one loop.
 pub fn watched<K>(api: Api<K>, config: watcher::Config, changed: Arc<Notify>) -> Watched<K>
 where
     K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
     K::DynamicType: Default + Eq + Hash + Clone + Send + Sync,
 {
     let (store, writer) = reflector::store::<K>();
-    let notify = changed.clone();
     let task = tokio::spawn(
         reflector::reflector(writer, watcher(api, config))
             .backoff(QuickBackoff::default())
             .for_each(move |_| {
-                notify.notify_one();
+                changed.notify_one();
                 futures::future::ready(())
             }),
     );
-    Watched {
-        store,
-        changed,
-        task,
-    }
+    Watched { store, task }
 }
 
 /// Shortest pause after a pass over a store.
