@@ -13,6 +13,7 @@ use kube::runtime::reflector::Store;
 use kube::runtime::watcher;
 use kube::{Api, Client};
 use tokio::sync::{Notify, mpsc, watch};
+use tokio::task::JoinSet;
 
 use super::ack::due_acks;
 use super::watched::{Watched, pace, watched};
@@ -40,7 +41,7 @@ pub struct AgentParams {
     pub never_ack: watch::Receiver<BTreeSet<String>>,
 }
 
-/// An acknowledgement whose delay has passed (`done == false`) or whose write finished.
+/// An acknowledgement whose delay has passed (`done: None`) or whose write finished.
 struct Due {
     node: String,
     value: String,
@@ -66,8 +67,12 @@ pub async fn run(mut params: AgentParams) {
     let (due_tx, mut due_rx) = mpsc::unbounded_channel::<Due>();
     // Acknowledgements waiting for their delay or being written, by node, with the value.
     let mut scheduled: HashMap<String, String> = HashMap::new();
+    // The delays and writes in flight: dropped with this loop, so none outlives a shutdown.
+    let mut tasks = JoinSet::new();
 
     loop {
+        // Finished tasks report through `due_rx`; their join results only need reaping.
+        while tasks.try_join_next().is_some() {}
         tokio::select! {
             () = changed.notified() => {}
             changed = params.never_ack.changed() => if changed.is_err() { return },
@@ -83,7 +88,7 @@ pub async fn run(mut params: AgentParams) {
                         let still = current_due(cm_store, pod_store, &params, Some(&due.node))
                             .contains(&(due.node.clone(), due.value.clone()));
                         if still {
-                            tokio::spawn(acknowledge(cms.clone(), cm_name.clone(), due, due_tx.clone()));
+                            tasks.spawn(acknowledge(cms.clone(), cm_name.clone(), due, due_tx.clone()));
                         } else {
                             forget(&mut scheduled, &due);
                         }
@@ -92,7 +97,7 @@ pub async fn run(mut params: AgentParams) {
                     Some(Ok(())) => forget(&mut scheduled, &due),
                     Some(Err(error)) => {
                         tracing::debug!(node = %due.node, %error, "registry-pivot ack retries");
-                        schedule(RETRY, due.node, due.value, &due_tx);
+                        schedule(&mut tasks, RETRY, due.node, due.value, &due_tx);
                     }
                 }
                 continue;
@@ -102,13 +107,14 @@ pub async fn run(mut params: AgentParams) {
         // controller's passes are, so one look covers a burst of changes.
         let started = tokio::time::Instant::now();
         let due = current_due(cm_store, pod_store, &params, None);
-        schedule_due(&due, &mut scheduled, &params, &due_tx);
+        schedule_due(&mut tasks, &due, &mut scheduled, &params, &due_tx);
         pace(started).await;
     }
 }
 
 /// Starts the delay of each acknowledgement in `due` not already on its way.
 fn schedule_due(
+    tasks: &mut JoinSet<()>,
     due: &[(String, String)],
     scheduled: &mut HashMap<String, String>,
     params: &AgentParams,
@@ -119,13 +125,19 @@ fn schedule_due(
             continue;
         }
         scheduled.insert(node.clone(), value.clone());
-        schedule(params.ack_delay, node.clone(), value.clone(), tx);
+        schedule(tasks, params.ack_delay, node.clone(), value.clone(), tx);
     }
 }
 
-fn schedule(delay: Duration, node: String, value: String, tx: &mpsc::UnboundedSender<Due>) {
+fn schedule(
+    tasks: &mut JoinSet<()>,
+    delay: Duration,
+    node: String,
+    value: String,
+    tx: &mpsc::UnboundedSender<Due>,
+) {
     let tx = tx.clone();
-    tokio::spawn(async move {
+    tasks.spawn(async move {
         tokio::time::sleep(delay).await;
         // The loop has gone when this fails: nothing is left to acknowledge for.
         let _ = tx.send(Due {
