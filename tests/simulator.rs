@@ -12,15 +12,14 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use catalyst_cutover::contract::{DEFAULT_STATUS_CONFIGMAP, key};
+use catalyst_cutover::sandbox::api::LOG_ANNOTATION;
 use catalyst_cutover::sandbox::faults::FaultProxy;
 use catalyst_cutover::sandbox::sim::daemonset::LABEL_REVISION_HASH;
 use catalyst_cutover::sandbox::sim::job::{
     ANNOTATION_ATTEMPT, LABEL_CONTROLLER_UID, LABEL_JOB_NAME,
 };
 use catalyst_cutover::sandbox::sim::pod_state;
-use catalyst_cutover::sandbox::sim::{
-    ANNOTATION_LOG, AgentConfig, LABEL_POOL, SimConfig, Simulator,
-};
+use catalyst_cutover::sandbox::sim::{AgentConfig, LABEL_POOL, SimConfig, Simulator};
 use common::TestCluster;
 use futures::StreamExt;
 use http::StatusCode;
@@ -216,7 +215,7 @@ async fn job_succeeds_with_labelled_owned_pod_and_log() {
         (0, Some("Completed"))
     );
     assert_eq!(
-        pod.metadata.annotations.as_ref().unwrap()[ANNOTATION_LOG],
+        pod.metadata.annotations.as_ref().unwrap()[LOG_ANNOTATION],
         log
     );
     if tc.sandbox().is_some() {

@@ -17,7 +17,8 @@ use super::behaviour::Behaviour;
 use super::lifecycle::{KubeletStep, next_step};
 use super::nodes::NodeRegistry;
 use super::watched::QuickBackoff;
-use super::{ANNOTATION_LOG, SimError, api_error, is_not_found, pod_state, scoped};
+use super::{SimError, api_error, is_not_found, pod_state, scoped};
+use crate::sandbox::api::LOG_ANNOTATION;
 
 /// Field manager of the kubelet's writes.
 const MANAGER: &str = "sandbox-kubelet";
@@ -143,13 +144,13 @@ async fn write_log(api: &Api<Pod>, pod: &Pod, behaviour: &Behaviour) -> Result<(
         .metadata
         .annotations
         .as_ref()
-        .and_then(|a| a.get(ANNOTATION_LOG))
+        .and_then(|a| a.get(LOG_ANNOTATION))
         .is_some_and(|v| v == log);
     if present {
         return Ok(());
     }
     let name = pod_state::name(pod);
-    let patch = serde_json::json!({ "metadata": { "annotations": { ANNOTATION_LOG: log } } });
+    let patch = serde_json::json!({ "metadata": { "annotations": { LOG_ANNOTATION: log } } });
     api.patch(name, &super::manager(MANAGER), &Patch::Merge(&patch))
         .await
         .map_err(api_error(format!("write the log of pod {name}")))?;

@@ -36,9 +36,6 @@ use nodes::{NodeManager, NodeRegistry};
 
 pub use nodes::LABEL_POOL;
 
-/// Pod annotation holding the container's log text, served by the sandbox's pod `/log`.
-pub const ANNOTATION_LOG: &str = "sandbox.catalyst.openova.io/log";
-
 /// What the simulator runs.
 #[derive(Debug, Clone)]
 pub struct SimConfig {
