@@ -774,3 +774,44 @@ async fn controllers_converge_through_faults() {
     finish(sim, tc).await;
     proxy.shutdown().await;
 }
+
+/// A simulator stopped mid-run and started again against the same server adopts the pool's
+/// nodes (none added twice) and finishes what the first one began: all its state is in the API.
+#[tokio::test]
+async fn a_restarted_simulator_adopts_nodes_and_finishes_running_jobs() {
+    let tc = TestCluster::start().await;
+    let ns = tc.namespace().to_owned();
+    let first = start(&tc, &[]).await;
+    let jobs: Api<Job> = Api::namespaced(tc.client(), &ns);
+    jobs.create(
+        &PostParams::default(),
+        &job_json("long", "Never", &[("CUTOVER_SIM_RUN_MS", "300")], json!({})),
+    )
+    .await
+    .unwrap();
+    wait_for(&jobs, "long", |j: Option<&Job>| {
+        j.and_then(|j| j.status.as_ref())
+            .is_some_and(|s| s.ready == Some(1))
+    })
+    .await;
+    first.shutdown().await;
+
+    let second = start(&tc, &[]).await;
+    let job = wait_for(&jobs, "long", job_condition("Complete")).await;
+    assert_eq!(
+        pods_of(&tc, &job).await.len(),
+        1,
+        "the running pod was adopted"
+    );
+    let pool = Api::<Node>::all(tc.client())
+        .list(&ListParams::default().labels(&format!("{LABEL_POOL}={ns}")))
+        .await
+        .unwrap();
+    assert_eq!(pool.items.len(), 3);
+    assert_eq!(
+        second.add_node().await.unwrap(),
+        format!("{ns}-3"),
+        "numbering goes on after the adopted nodes"
+    );
+    finish(second, tc).await;
+}
