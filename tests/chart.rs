@@ -6,12 +6,23 @@
 //! then run over the rendered manifests: the contract's step format, the status ConfigMap,
 //! RBAC, pinned images, the values schema and the step scripts (`sh -n` and ShellCheck).
 
+#[path = "chart/cluster.rs"]
+mod cluster;
+mod common;
+#[path = "chart/standins.rs"]
+mod standins;
+#[path = "chart/steps.rs"]
+mod steps;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use catalyst_cutover::contract::{self, key};
+use catalyst_cutover::status::model::KEY_SCHEMA_VERSION;
+use catalyst_cutover::status::store::initial_data;
+use catalyst_cutover::step::{StepKind, load_dir, parse_plan};
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ConfigMap, PodSpec, Secret, Service, ServiceAccount};
@@ -700,6 +711,42 @@ fn the_status_configmap_is_kept_and_seeded_with_the_contract_keys() {
     for (k, v) in expected {
         assert_eq!(data.get(k).map(String::as_str), Some(v), "status key {k}");
     }
+}
+
+#[test]
+fn the_engine_reads_the_chart_steps_as_the_eight_step_plan() {
+    let configmaps = load_dir(&chart().join("steps")).expect("the step files load");
+    let plan = parse_plan(&configmaps).unwrap_or_else(|report| panic!("{report}"));
+    let names: Vec<&str> = plan.iter().map(|step| step.name.as_str()).collect();
+    assert_eq!(names, STEPS);
+    for step in plan.iter() {
+        match &step.kind {
+            StepKind::DaemonSetWait { daemonset } => {
+                assert_eq!(
+                    (step.name.as_str(), daemonset.as_str()),
+                    ("registry-pivot", "registry-pivot")
+                );
+            }
+            StepKind::Job { pod_spec } => {
+                assert_eq!(
+                    pod_spec.restart_policy.as_deref(),
+                    Some("Never"),
+                    "{}",
+                    step.name.as_str()
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn the_chart_seeds_the_status_the_service_would_create() {
+    let docs = Renderer::new(default_values()).render();
+    let cm = typed::<ConfigMap>(find(&docs, "ConfigMap", contract::DEFAULT_STATUS_CONFIGMAP));
+    let mut expected = initial_data();
+    // The service records the schema version itself after running its migrations.
+    expected.remove(KEY_SCHEMA_VERSION);
+    assert_eq!(cm.data.unwrap_or_default(), expected);
 }
 
 // ---------------------------------------------------------------------------------------
