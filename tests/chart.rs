@@ -20,6 +20,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use catalyst_cutover::contract::{self, key};
+use catalyst_cutover::sandbox::auth::{Attributes, RbacRules, UserInfo, authorize};
 use catalyst_cutover::status::model::KEY_SCHEMA_VERSION;
 use catalyst_cutover::status::store::initial_data;
 use catalyst_cutover::step::{StepKind, load_dir, parse_plan};
@@ -864,6 +865,170 @@ fn rbac_grants_what_the_service_the_agent_and_operators_need() {
         Some(["cutovers".to_owned()].as_slice())
     );
     assert_eq!(operator[0].verbs, ["get", "create", "delete"]);
+}
+
+/// The chart's RBAC as the sandbox's authorizer reads it, installed into [`NAMESPACE`], plus
+/// `alice` bound to the operator ClusterRole.
+fn installed_rbac() -> RbacRules {
+    let mut rbac = RbacRules::default();
+    for (_, doc) in Renderer::new(all_on_values()).render() {
+        match kind(&doc) {
+            "Role" => {
+                let mut role: Role = typed(&doc);
+                role.metadata.namespace = Some(NAMESPACE.to_owned());
+                rbac.roles.push(role);
+            }
+            "RoleBinding" => {
+                let mut binding: RoleBinding = typed(&doc);
+                binding.metadata.namespace = Some(NAMESPACE.to_owned());
+                rbac.role_bindings.push(binding);
+            }
+            "ClusterRole" => rbac.cluster_roles.push(typed(&doc)),
+            "ClusterRoleBinding" => rbac.cluster_role_bindings.push(typed(&doc)),
+            _ => {}
+        }
+    }
+    rbac.cluster_role_bindings.push(typed(
+        &serde_yaml::from_str::<Yaml>(
+            "metadata: {name: operators}\nroleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: catalyst-cutover-operator}\nsubjects: [{kind: User, name: alice, apiGroup: rbac.authorization.k8s.io}]",
+        )
+        .expect("binding"),
+    ));
+    rbac
+}
+
+/// `verb group/resource[/subresource] [namespace/]name`, e.g. `patch apps/deployments catalyst/catalyst-api`
+/// or `list helm.toolkit.fluxcd.io/helmreleases` (cluster-wide).
+fn request(call: &str) -> Attributes {
+    let mut words = call.split_whitespace();
+    let (verb, what) = (words.next().expect("verb"), words.next().expect("resource"));
+    let (group, resource) = what.split_once('/').expect("group/resource");
+    let (resource, subresource) = match resource.split_once('/') {
+        Some((resource, sub)) => (resource, Some(sub.to_owned())),
+        None => (resource, None),
+    };
+    let mut attrs = Attributes::resource(verb, group, resource);
+    attrs.subresource = subresource;
+    if let Some(target) = words.next() {
+        attrs = match target.split_once('/') {
+            Some((namespace, "*")) => attrs.in_namespace(namespace),
+            Some((namespace, name)) => attrs.in_namespace(namespace).named(name),
+            None => attrs.named(target),
+        };
+    }
+    attrs
+}
+
+fn allowed(rbac: &RbacRules, username: &str, call: &str) -> bool {
+    authorize(&UserInfo::new(username, Vec::new()), &request(call), rbac).is_allowed()
+}
+
+#[test]
+fn each_identity_may_make_exactly_the_calls_its_scripts_and_code_make() {
+    let rbac = installed_rbac();
+    let runner = format!("system:serviceaccount:{NAMESPACE}:cutover-runner");
+    let agent = format!("system:serviceaccount:{NAMESPACE}:registry-pivot");
+    let service = format!("system:serviceaccount:{NAMESPACE}:catalyst-cutover");
+    let allowed_calls: [(&str, &[&str]); 4] = [
+        (
+            &runner,
+            &[
+                // 03 harbor-prewarm
+                "list apps/deployments",
+                "list apps/statefulsets",
+                "list apps/daemonsets",
+                "list batch/cronjobs",
+                // 05 flux-gitrepository-patch
+                "get source.toolkit.fluxcd.io/gitrepositories flux-system/flux-system",
+                "patch source.toolkit.fluxcd.io/gitrepositories flux-system/flux-system",
+                // 06 helmrepository-patches
+                "list source.toolkit.fluxcd.io/helmrepositories",
+                "patch source.toolkit.fluxcd.io/helmrepositories platform/openova",
+                // 07 catalyst-api-env-patch (and its rollout wait)
+                "get apps/deployments catalyst/catalyst-api",
+                "patch apps/deployments catalyst/catalyst-api",
+                "watch apps/deployments catalyst/*",
+                // 08 egress-block-test
+                "list source.toolkit.fluxcd.io/gitrepositories",
+                "list helm.toolkit.fluxcd.io/helmreleases",
+                "list kustomize.toolkit.fluxcd.io/kustomizations",
+                "get cilium.io/ciliumclusterwidenetworkpolicies cutover-egress-block",
+                "create cilium.io/ciliumclusterwidenetworkpolicies",
+                "patch cilium.io/ciliumclusterwidenetworkpolicies cutover-egress-block",
+                "delete cilium.io/ciliumclusterwidenetworkpolicies cutover-egress-block",
+            ],
+        ),
+        (
+            &agent,
+            &[
+                "get /configmaps catalyst/self-sovereign-cutover-status",
+                "patch /configmaps catalyst/self-sovereign-cutover-status",
+            ],
+        ),
+        (
+            &service,
+            &[
+                "list /configmaps catalyst/*",
+                "watch /configmaps catalyst/*",
+                "get /configmaps catalyst/cutover-step-01-gitea-mirror",
+                "update /configmaps catalyst/self-sovereign-cutover-status",
+                "patch /configmaps catalyst/self-sovereign-cutover-status",
+                "create /configmaps catalyst/*",
+                "create batch/jobs catalyst/*",
+                "watch batch/jobs catalyst/*",
+                "delete batch/jobs catalyst/cutover-gitea-mirror-1",
+                "list /pods catalyst/*",
+                "get /pods/log catalyst/cutover-gitea-mirror-1-abcde",
+                "create coordination.k8s.io/leases catalyst/*",
+                "update coordination.k8s.io/leases catalyst/catalyst-cutover",
+                "get apps/daemonsets catalyst/registry-pivot",
+                "watch /nodes",
+                "create authentication.k8s.io/tokenreviews",
+                "create authorization.k8s.io/subjectaccessreviews",
+                "create /events catalyst/*",
+                "patch events.k8s.io/events catalyst/x.123",
+            ],
+        ),
+        (
+            "alice",
+            &[
+                "get catalyst.openova.io/cutovers",
+                "create catalyst.openova.io/cutovers",
+                "delete catalyst.openova.io/cutovers",
+            ],
+        ),
+    ];
+    for (user, calls) in allowed_calls {
+        for call in calls {
+            assert!(allowed(&rbac, user, call), "{user} may not `{call}`");
+        }
+    }
+    for (user, call) in [
+        (runner.as_str(), "create apps/deployments catalyst/*"),
+        (runner.as_str(), "patch apps/deployments catalyst/other"),
+        (
+            runner.as_str(),
+            "delete cilium.io/ciliumclusterwidenetworkpolicies other",
+        ),
+        (runner.as_str(), "get /secrets catalyst/cutover-credentials"),
+        (agent.as_str(), "get /configmaps catalyst/cutover-settings"),
+        (
+            agent.as_str(),
+            "update /configmaps catalyst/self-sovereign-cutover-status",
+        ),
+        (
+            service.as_str(),
+            "update /configmaps catalyst/cutover-step-01-gitea-mirror",
+        ),
+        (service.as_str(), "list /configmaps other/*"),
+        (
+            service.as_str(),
+            "get /secrets catalyst/cutover-credentials",
+        ),
+        ("alice", "update catalyst.openova.io/cutovers"),
+    ] {
+        assert!(!allowed(&rbac, user, call), "{user} must not `{call}`");
+    }
 }
 
 // ---------------------------------------------------------------------------------------

@@ -1482,3 +1482,54 @@ async fn egress_block_holds_while_flux_stays_ready_and_always_lifts() {
     assert!(run.output.contains("nothing to block"), "{}", run.output);
     cluster.cleanup().await;
 }
+
+// ---------------------------------------------------------------------------------------
+// The chart's manifests against the API server
+// ---------------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_server_accepts_every_manifest_the_chart_installs() {
+    let cluster = Cluster::start().await;
+    let mut unserved = Vec::new();
+    let docs = crate::Renderer::new(crate::all_on_values()).render();
+    for (template, doc) in &docs {
+        let object: DynamicObject = serde_yaml::from_value(doc.clone()).expect("object");
+        let types = object.types.clone().expect("apiVersion and kind");
+        let gvk = GroupVersionKind::try_from(&types).expect("group version kind");
+        let Ok((resource, capabilities)) =
+            kube::discovery::pinned_kind(&cluster.client(), &gvk).await
+        else {
+            unserved.push(types.kind.clone());
+            continue;
+        };
+        let api: Api<DynamicObject> = if capabilities.scope == kube::discovery::Scope::Namespaced {
+            Api::namespaced_with(cluster.client(), cluster.namespace(), &resource)
+        } else {
+            Api::all_with(cluster.client(), &resource)
+        };
+        let dry_run = PostParams {
+            dry_run: true,
+            ..PostParams::default()
+        };
+        match api.create(&dry_run, &object).await {
+            Ok(_) => {}
+            // A real cluster may hold the chart's cluster-scoped objects already.
+            Err(kube::Error::Api(status))
+                if status.code == 409 && capabilities.scope == kube::discovery::Scope::Cluster => {}
+            Err(e) => panic!(
+                "{template}: {} {} refused: {e}",
+                types.kind,
+                object.metadata.name.clone().unwrap_or_default()
+            ),
+        }
+    }
+    // The sandbox serves no Service; a real cluster serves everything.
+    let expected: &[&str] =
+        if std::env::var(crate::common::ENV_KUBECONFIG).is_ok_and(|v| !v.is_empty()) {
+            &[]
+        } else {
+            &["Service"]
+        };
+    assert_eq!(unserved, expected, "kinds the API server does not serve");
+    cluster.cleanup().await;
+}
