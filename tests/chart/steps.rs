@@ -85,30 +85,43 @@ impl Runner {
 
     /// Runs `text` with `sh` and exactly `env` (plus PATH, HOME, TMPDIR, KUBECONFIG).
     async fn run_script(&self, text: &str, env: &BTreeMap<String, String>) -> Outcome {
+        let child = self.spawn(text, env);
+        finish(child).await
+    }
+
+    /// Starts `text` with `sh` and exactly `env` (plus PATH, HOME, TMPDIR, KUBECONFIG).
+    fn spawn(&self, text: &str, env: &BTreeMap<String, String>) -> std::process::Child {
         let path = self.dir.join(format!("{}.sh", uuid::Uuid::new_v4()));
         std::fs::write(&path, text).expect("write script");
-        let mut command = Command::new("sh");
-        command
+        Command::new("sh")
             .arg(&path)
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .env("HOME", &self.dir)
             .env("TMPDIR", &self.dir)
             .env("KUBECONFIG", self.dir.join("kubeconfig"))
-            .envs(env);
-        let output = tokio::task::spawn_blocking(move || command.output())
-            .await
-            .expect("join")
-            .expect("sh runs");
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        );
-        Outcome {
-            success: output.status.success(),
-            output: text,
-        }
+            .envs(env)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("sh runs")
+    }
+}
+
+/// Waits for a script started by [`Runner::spawn`].
+async fn finish(child: std::process::Child) -> Outcome {
+    let output = tokio::task::spawn_blocking(move || child.wait_with_output())
+        .await
+        .expect("join")
+        .expect("sh ends");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    Outcome {
+        success: output.status.success(),
+        output: text,
     }
 }
 
@@ -537,6 +550,29 @@ async fn gitea_mirror_creates_the_pull_mirror_then_only_syncs_it() {
             "GET /repos/openova/platform",
             "POST /repos/openova/platform/mirror-sync"
         ]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gitea_mirror_passes_credentials_for_a_private_upstream() {
+    if !tools_present() {
+        return;
+    }
+    let gitea = standins::gitea(Gitea::default()).await;
+    let mut settings = mirror_settings(&gitea);
+    settings.insert("UPSTREAM_GIT_USERNAME".into(), "bot".into());
+    settings.insert("UPSTREAM_GIT_PASSWORD".into(), "ghp_token".into());
+    let run = Runner::new(None).run(STEP_01, &settings).await;
+    assert!(run.success, "{}", run.output);
+    assert!(
+        !run.output.contains("ghp_token"),
+        "credentials never printed: {}",
+        run.output
+    );
+    let migration = gitea.state.lock().expect("lock").migrations[0].clone();
+    assert_eq!(
+        (&migration["auth_username"], &migration["auth_password"]),
+        (&json!("bot"), &json!("ghp_token"))
     );
 }
 
@@ -1388,13 +1424,15 @@ fn egress_settings() -> BTreeMap<String, String> {
 }
 
 /// Waits for the policy to appear and returns its denied CIDRs.
+/// Gives up after about a minute, so a step that never applies it fails the test.
 async fn observed_block(api: Api<DynamicObject>) -> Json {
-    loop {
+    for _ in 0..1200 {
         if let Some(policy) = api.get_opt(POLICY).await.expect("get policy") {
             return policy.data["specs"][0]["egressDeny"][0]["toCIDRSet"].clone();
         }
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
+    panic!("the egress block never appeared");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1480,6 +1518,39 @@ async fn egress_block_holds_while_flux_stays_ready_and_always_lifts() {
     let run = runner.run(STEP_08, &nothing).await;
     assert!(!run.success);
     assert!(run.output.contains("nothing to block"), "{}", run.output);
+    cluster.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn egress_block_is_lifted_when_the_step_is_terminated() {
+    let Some((cluster, runner)) = on_cluster().await else {
+        return;
+    };
+    let mut settings = egress_settings();
+    settings.insert("EGRESS_HOLD_SECONDS".into(), "600".into());
+    let child = runner.spawn(&script(&format!("steps/{STEP_08}"), "run.sh"), &settings);
+    observed_block(policy_api(&cluster)).await;
+    // What the kubelet does at the Job's deadline.
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(killed.success());
+    let run = finish(child).await;
+    assert!(!run.success, "{}", run.output);
+    assert!(
+        run.output.contains("removed the egress block"),
+        "{}",
+        run.output
+    );
+    assert!(
+        policy_api(&cluster)
+            .get_opt(POLICY)
+            .await
+            .expect("get")
+            .is_none(),
+        "a terminated step lifts the block"
+    );
     cluster.cleanup().await;
 }
 
