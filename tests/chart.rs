@@ -166,8 +166,8 @@ fn parse(tokens: &mut impl Iterator<Item = Token>) -> (Vec<Node>, Option<String>
 }
 
 /// Renders templates the way Helm would, for the allow-listed expressions only:
-/// `.Values.<path>` (existing in the values) optionally `| quote`, `join " " .Values.<path> |
-/// quote`, `.Release.Namespace`, `if .Values.<path>` / `else` / `end`, comments, the `lookup`
+/// `.Values.<path>` (existing in the values) or `join "<separator>" .Values.<path>` (a list
+/// of strings), either optionally `| quote`, `.Release.Namespace`, `if .Values.<path>` / `else` / `end`, comments, the `lookup`
 /// of the status ConfigMap, `.Files.Get "<file>"` and `range $path, $_ := .Files.Glob
 /// "<dir>/*<suffix>"` with `$.Files.Get $path`.
 struct Renderer {
@@ -231,10 +231,10 @@ impl Renderer {
             Some((head, pipe)) => (head, Some(pipe)),
             None => (a, None),
         };
-        let text = if let Some(list) = head.strip_prefix("join \" \" ") {
-            if pipe != Some("quote") {
-                return Err(format!("`{a}`: join must be quoted"));
-            }
+        let text = if let Some(rest) = head.strip_prefix("join \"") {
+            let (separator, list) = rest
+                .split_once("\" ")
+                .ok_or_else(|| format!("`{a}`: join needs a quoted separator"))?;
             self.value(list)?
                 .as_array()
                 .ok_or_else(|| format!("`{a}`: not a list"))?
@@ -242,7 +242,7 @@ impl Renderer {
                 .map(|item| item.as_str().map(str::to_owned))
                 .collect::<Option<Vec<_>>>()
                 .ok_or_else(|| format!("`{a}`: not a list of strings"))?
-                .join(" ")
+                .join(separator)
         } else {
             scalar(self.value(head)?).ok_or_else(|| format!("`{a}`: not a scalar"))?
         };
@@ -521,6 +521,77 @@ fn a_default_install_runs_nothing_but_the_service_and_the_dormant_agent() {
         annotations.get("helm.sh/hook").map(String::as_str),
         Some("post-install")
     );
+}
+
+#[test]
+fn the_service_runs_two_probed_replicas_configured_for_its_namespace_and_callers() {
+    let docs = Renderer::new(default_values()).render();
+    let deployment: Deployment = typed(find(&docs, "Deployment", "catalyst-cutover"));
+    let spec = deployment.spec.expect("spec");
+    assert_eq!(spec.replicas, Some(2));
+    let pod_labels = spec
+        .template
+        .metadata
+        .and_then(|m| m.labels)
+        .unwrap_or_default();
+    let pod = spec.template.spec.expect("pod spec");
+    assert_eq!(
+        pod.service_account_name.as_deref(),
+        Some("catalyst-cutover")
+    );
+    let container = &pod.containers[0];
+    let probe_path = |probe: &Option<k8s_openapi::api::core::v1::Probe>| {
+        probe
+            .as_ref()
+            .and_then(|p| p.http_get.as_ref())
+            .and_then(|h| h.path.clone())
+    };
+    assert_eq!(
+        probe_path(&container.readiness_probe).as_deref(),
+        Some("/readyz")
+    );
+    assert_eq!(
+        probe_path(&container.liveness_probe).as_deref(),
+        Some("/healthz")
+    );
+    let env: BTreeMap<String, String> = container
+        .env
+        .iter()
+        .flatten()
+        .map(|e| {
+            let from_field = e
+                .value_from
+                .as_ref()
+                .and_then(|v| v.field_ref.as_ref())
+                .map(|f| format!("fieldRef {}", f.field_path));
+            (
+                e.name.clone(),
+                e.value.clone().or(from_field).unwrap_or_default(),
+            )
+        })
+        .collect();
+    assert_eq!(env[contract::ENV_NAMESPACE], "fieldRef metadata.namespace");
+    assert_eq!(
+        env[contract::ENV_STATUS_CONFIGMAP],
+        contract::DEFAULT_STATUS_CONFIGMAP
+    );
+    assert_eq!(env["POD_NAME"], "fieldRef metadata.name");
+    assert_eq!(
+        env["CATALYST_CUTOVER_INTERNAL_CALLERS"],
+        format!(
+            "system:serviceaccount:{NAMESPACE}:catalyst-cutover-trigger,system:serviceaccount:catalyst:catalyst-api"
+        )
+    );
+    let service: Service = typed(find(&docs, "Service", "catalyst-cutover"));
+    let selector = service.spec.and_then(|s| s.selector).unwrap_or_default();
+    assert!(!selector.is_empty());
+    for (k, v) in &selector {
+        assert_eq!(
+            pod_labels.get(k),
+            Some(v),
+            "the Service selects the service's pods"
+        );
+    }
 }
 
 // ---------------------------------------------------------------------------------------
