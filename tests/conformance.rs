@@ -470,3 +470,858 @@ async fn discovery_lists_the_kinds_in_use() {
     assert_eq!(version.major, "1");
     tc.cleanup().await;
 }
+
+fn dyn_api(
+    tc: &TestCluster,
+    kind: &str,
+    api_version: &str,
+    plural: &str,
+) -> Api<kube::api::DynamicObject> {
+    let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
+    let gvk = kube::api::GroupVersionKind::gvk(group, version, kind);
+    let ar = kube::api::ApiResource::from_gvk_with_plural(&gvk, plural);
+    Api::namespaced_with(tc.client(), tc.namespace(), &ar)
+}
+
+/// `/status` changes only status and main writes leave status alone (job strategy
+/// PrepareForUpdate / jobStatusStrategy); a new Job starts with an empty status.
+#[tokio::test]
+async fn status_subresource_is_separate_from_the_main_resource() {
+    let tc = TestCluster::start().await;
+    let api: Api<Job> = Api::namespaced(tc.client(), tc.namespace());
+    let mut j = job("s", "Never");
+    j.spec.as_mut().unwrap().suspend = Some(true);
+    j.status = Some(serde_json::from_value(json!({"active": 5})).unwrap());
+    let created = api.create(&PostParams::default(), &j).await.unwrap();
+    assert_eq!(
+        created.status.and_then(|s| s.active),
+        None,
+        "status is dropped on create"
+    );
+
+    let via_status = api
+        .patch_status(
+            "s",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"parallelism": 7}, "status": {"failed": 2}})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(via_status.status.unwrap().failed, Some(2));
+    assert_eq!(
+        via_status.spec.unwrap().parallelism,
+        Some(1),
+        "status writes ignore spec"
+    );
+
+    let via_main = api
+        .patch(
+            "s",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {"failed": 9}, "metadata": {"labels": {"a": "b"}}})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        via_main.status.unwrap().failed,
+        Some(2),
+        "main writes ignore status"
+    );
+    tc.cleanup().await;
+}
+
+/// Strategic merge patch merges containers by name and env by name
+/// (k8s.io/api core/v1 patchMergeKey tags).
+#[tokio::test]
+async fn strategic_merge_patch_merges_lists_by_key() {
+    let tc = TestCluster::start().await;
+    let api: Api<Job> = Api::namespaced(tc.client(), tc.namespace());
+    let mut j = job("smp", "Never");
+    j.spec.as_mut().unwrap().suspend = Some(true);
+    api.create(&PostParams::default(), &j).await.unwrap();
+    let patched = api
+        .patch(
+            "smp",
+            &PatchParams::default(),
+            &Patch::Strategic(
+                json!({"metadata": {"labels": {"x": "1"}, "finalizers": ["example.com/keep"]}}),
+            ),
+        )
+        .await
+        .unwrap();
+    assert_eq!(patched.metadata.labels.unwrap()["x"], "1");
+    let patched = api
+        .patch(
+            "smp",
+            &PatchParams::default(),
+            &Patch::Strategic(
+                json!({"metadata": {"$deleteFromPrimitiveList/finalizers": ["example.com/keep"]}}),
+            ),
+        )
+        .await
+        .unwrap();
+    assert!(patched.metadata.finalizers.unwrap_or_default().is_empty());
+    tc.cleanup().await;
+}
+
+/// Pods: SMP on containers keyed by name (the list keeps the untouched container).
+#[tokio::test]
+async fn strategic_merge_patch_on_pod_containers() {
+    let tc = TestCluster::start().await;
+    let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(tc.client(), tc.namespace());
+    let pod = serde_json::from_value(json!({
+        "metadata": {"name": "p"},
+        "spec": {"containers": [
+            {"name": "a", "image": "busybox:1.36", "env": [{"name": "X", "value": "1"}]},
+            {"name": "b", "image": "busybox:1.36"}
+        ]}
+    }))
+    .unwrap();
+    pods.create(&PostParams::default(), &pod).await.unwrap();
+    let patched = pods
+        .patch(
+            "p",
+            &PatchParams::default(),
+            &Patch::Strategic(json!({"metadata": {"annotations": {"note": "hi"}}})),
+        )
+        .await
+        .unwrap();
+    let containers = patched.spec.unwrap().containers;
+    assert_eq!(containers.len(), 2);
+    assert_eq!(patched.metadata.annotations.unwrap()["note"], "hi");
+    tc.cleanup().await;
+}
+
+/// dryRun=All answers as a create would and stores nothing.
+#[tokio::test]
+async fn dry_run_stores_nothing() {
+    let tc = TestCluster::start().await;
+    let api: Api<ConfigMap> = Api::namespaced(tc.client(), tc.namespace());
+    let pp = PostParams {
+        dry_run: true,
+        ..Default::default()
+    };
+    let answered = api
+        .create(&pp, &cm("dry", json!({}), json!({"a": "1"})))
+        .await
+        .unwrap();
+    assert_eq!(answered.metadata.name.as_deref(), Some("dry"));
+    assert_eq!(status_of(api.get("dry").await.unwrap_err()).code, 404);
+    tc.cleanup().await;
+}
+
+fn owned_cm(name: &str, owner: &Job) -> ConfigMap {
+    serde_json::from_value(json!({
+        "metadata": {"name": name, "ownerReferences": [{
+            "apiVersion": "batch/v1", "kind": "Job",
+            "name": owner.metadata.name, "uid": owner.metadata.uid
+        }]}
+    }))
+    .unwrap()
+}
+
+/// Garbage collection (https://kubernetes.io/docs/concepts/architecture/garbage-collection/):
+/// Background deletes dependents; a batch/v1 Job deleted without a policy orphans them
+/// (job strategy DefaultGarbageCollectionPolicy = OrphanDependents), removing the ownerReference.
+#[tokio::test]
+async fn garbage_collection_follows_propagation_policy() {
+    let tc = TestCluster::start().await;
+    let jobs: Api<Job> = Api::namespaced(tc.client(), tc.namespace());
+    let cms: Api<ConfigMap> = Api::namespaced(tc.client(), tc.namespace());
+    let mut j = job("owner-bg", "Never");
+    j.spec.as_mut().unwrap().suspend = Some(true);
+    let bg = jobs.create(&PostParams::default(), &j).await.unwrap();
+    let dep = cms
+        .create(&PostParams::default(), &owned_cm("dep-bg", &bg))
+        .await
+        .unwrap();
+    jobs.delete("owner-bg", &DeleteParams::background())
+        .await
+        .unwrap();
+    let dep_uid = dep.metadata.uid.unwrap();
+    tokio::time::timeout(
+        Duration::from_secs(120),
+        kube::runtime::wait::await_condition(
+            cms.clone(),
+            "dep-bg",
+            kube::runtime::wait::conditions::is_deleted(&dep_uid),
+        ),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+
+    let mut j = job("owner-orphan", "Never");
+    j.spec.as_mut().unwrap().suspend = Some(true);
+    let orphaner = jobs.create(&PostParams::default(), &j).await.unwrap();
+    cms.create(&PostParams::default(), &owned_cm("dep-orphan", &orphaner))
+        .await
+        .unwrap();
+    jobs.delete("owner-orphan", &DeleteParams::default())
+        .await
+        .unwrap();
+    let orphaned = tokio::time::timeout(
+        Duration::from_secs(120),
+        kube::runtime::wait::await_condition(cms.clone(), "dep-orphan", |c: Option<&ConfigMap>| {
+            c.is_some_and(|c| {
+                c.metadata
+                    .owner_references
+                    .as_ref()
+                    .is_none_or(|r| r.is_empty())
+            })
+        }),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    assert!(orphaned.is_some(), "the orphan survives its owner");
+    tc.cleanup().await;
+}
+
+/// Finalizers hold a deleted object with a deletionTimestamp until the last one is removed.
+#[tokio::test]
+async fn finalizers_delay_deletion() {
+    let tc = TestCluster::start().await;
+    let api: Api<ConfigMap> = Api::namespaced(tc.client(), tc.namespace());
+    let mut c = cm("fin", json!({}), json!({}));
+    c.metadata.finalizers = Some(vec!["example.com/hold".into()]);
+    api.create(&PostParams::default(), &c).await.unwrap();
+    api.delete("fin", &DeleteParams::default()).await.unwrap();
+    let held = api.get("fin").await.unwrap();
+    assert!(held.metadata.deletion_timestamp.is_some());
+    api.patch(
+        "fin",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"finalizers": null}})),
+    )
+    .await
+    .unwrap();
+    assert_eq!(status_of(api.get("fin").await.unwrap_err()).code, 404);
+    tc.cleanup().await;
+}
+
+fn invalid(err: kube::Error) -> (String, Vec<(String, String, String)>) {
+    let s = status_of(err);
+    assert_eq!(
+        (s.code, s.reason.as_str()),
+        (422, "Invalid"),
+        "{}",
+        s.message
+    );
+    let causes = s
+        .details
+        .unwrap()
+        .causes
+        .into_iter()
+        .map(|c| (c.reason, c.field, c.message))
+        .collect();
+    (s.message, causes)
+}
+
+/// Validation messages from k8s.io/apimachinery/pkg/util/validation (IsDNS1123Subdomain,
+/// IsQualifiedName, IsValidLabelValue, IsConfigMapKey) and pkg/apis/batch/validation.
+#[tokio::test]
+async fn validation_answers_422_with_causes() {
+    let tc = TestCluster::start().await;
+    let cms: Api<ConfigMap> = Api::namespaced(tc.client(), tc.namespace());
+    let (message, causes) = invalid(
+        cms.create(
+            &PostParams::default(),
+            &cm("Bad_Name", json!({}), json!({})),
+        )
+        .await
+        .unwrap_err(),
+    );
+    assert!(message.starts_with("ConfigMap \"Bad_Name\" is invalid: metadata.name: Invalid value: \"Bad_Name\": a lowercase RFC 1123 subdomain"), "{message}");
+    assert_eq!(
+        (causes[0].0.as_str(), causes[0].1.as_str()),
+        ("FieldValueInvalid", "metadata.name")
+    );
+
+    let (_, causes) = invalid(
+        cms.create(
+            &PostParams::default(),
+            &cm("l", json!({"bad key": "-v"}), json!({})),
+        )
+        .await
+        .unwrap_err(),
+    );
+    assert_eq!(causes.len(), 2);
+    assert!(causes.iter().all(|c| c.1 == "metadata.labels"));
+
+    let (_, causes) = invalid(
+        cms.create(
+            &PostParams::default(),
+            &cm("k", json!({}), json!({"a/b": "x"})),
+        )
+        .await
+        .unwrap_err(),
+    );
+    assert_eq!(causes[0].1, "data[a/b]");
+    assert!(
+        causes[0]
+            .2
+            .contains("a valid config key must consist of alphanumeric characters")
+    );
+
+    let big = "x".repeat(1024 * 1024 + 1);
+    let (_, causes) = invalid(
+        cms.create(
+            &PostParams::default(),
+            &cm("big", json!({}), json!({"big": big})),
+        )
+        .await
+        .unwrap_err(),
+    );
+    assert_eq!(causes[0].0, "FieldValueTooLong");
+
+    let jobs: Api<Job> = Api::namespaced(tc.client(), tc.namespace());
+    let (message, causes) = invalid(
+        jobs.create(&PostParams::default(), &job("always", "Always"))
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(
+        message,
+        "Job.batch \"always\" is invalid: spec.template.spec.restartPolicy: Unsupported value: \"Always\": supported values: \"OnFailure\", \"Never\""
+    );
+    assert_eq!(causes[0].0, "FieldValueNotSupported");
+
+    let mut empty = job("empty", "Never");
+    empty
+        .spec
+        .as_mut()
+        .unwrap()
+        .template
+        .spec
+        .as_mut()
+        .unwrap()
+        .containers
+        .clear();
+    let (_, causes) = invalid(
+        jobs.create(&PostParams::default(), &empty)
+            .await
+            .unwrap_err(),
+    );
+    assert!(
+        causes
+            .iter()
+            .any(|c| c.0 == "FieldValueRequired" && c.1 == "spec.template.spec.containers")
+    );
+
+    let mut j = job("immutable", "Never");
+    j.spec.as_mut().unwrap().suspend = Some(true);
+    jobs.create(&PostParams::default(), &j).await.unwrap();
+    let change = json!({"spec": {"template": {"spec": {"containers": [{"name": "main", "image": "busybox:1.37"}]}}}});
+    let (_, causes) = invalid(
+        jobs.patch(
+            "immutable",
+            &PatchParams::default(),
+            &Patch::Strategic(change),
+        )
+        .await
+        .unwrap_err(),
+    );
+    assert!(
+        causes
+            .iter()
+            .any(|c| c.1 == "spec.template" && c.2.ends_with("field is immutable"))
+    );
+
+    let nss: Api<Namespace> = Api::all(tc.client());
+    let dotted: Namespace = serde_json::from_value(json!({"metadata": {"name": "a.b"}})).unwrap();
+    let (_, causes) = invalid(
+        nss.create(&PostParams::default(), &dotted)
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(causes[0].1, "metadata.name");
+    tc.cleanup().await;
+}
+
+/// Sandbox-only behaviours: pod logs come from the simulator's annotation; server-side apply
+/// and strategic merge patch on custom resources are refused with 415.
+#[tokio::test]
+async fn sandbox_logs_and_refused_patch_types() {
+    let tc = TestCluster::start().await;
+    if tc.sandbox().is_none() {
+        eprintln!("skipped: sandbox-only behaviour");
+        return;
+    }
+    let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(tc.client(), tc.namespace());
+    let pod = serde_json::from_value(json!({
+        "metadata": {"name": "logger", "annotations": {catalyst_cutover::sandbox::api::LOG_ANNOTATION: "line 1\nline 2\n"}},
+        "spec": {"containers": [{"name": "a", "image": "busybox:1.36"}]}
+    }))
+    .unwrap();
+    pods.create(&PostParams::default(), &pod).await.unwrap();
+    let log = pods.logs("logger", &Default::default()).await.unwrap();
+    assert_eq!(log, "line 1\nline 2\n");
+    assert_eq!(
+        status_of(pods.logs("nope", &Default::default()).await.unwrap_err()).code,
+        404
+    );
+
+    let ssa = pods
+        .patch(
+            "logger",
+            &PatchParams::apply("test"),
+            &Patch::Apply(json!({"apiVersion": "v1", "kind": "Pod"})),
+        )
+        .await
+        .unwrap_err();
+    let ssa = status_of(ssa);
+    assert_eq!(
+        (ssa.code, ssa.reason.as_str()),
+        (415, "UnsupportedMediaType")
+    );
+    assert!(
+        ssa.message
+            .contains("not supported by the catalyst-cutover sandbox")
+    );
+
+    let hr = dyn_api(
+        &tc,
+        "HelmRelease",
+        "helm.toolkit.fluxcd.io/v2",
+        "helmreleases",
+    );
+    let obj: kube::api::DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "helm.toolkit.fluxcd.io/v2", "kind": "HelmRelease",
+        "metadata": {"name": "r"}, "spec": {"interval": "1m"}, "status": {"x": 1}
+    }))
+    .unwrap();
+    let created = hr.create(&PostParams::default(), &obj).await.unwrap();
+    assert_eq!(created.metadata.generation, Some(1));
+    assert!(
+        created.data.get("status").is_none(),
+        "custom resource status is dropped on create"
+    );
+    let smp = status_of(
+        hr.patch(
+            "r",
+            &PatchParams::default(),
+            &Patch::Strategic(json!({"spec": {"interval": "2m"}})),
+        )
+        .await
+        .unwrap_err(),
+    );
+    assert_eq!(smp.code, 415);
+    let merged = hr
+        .patch(
+            "r",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"interval": "2m"}})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(merged.metadata.generation, Some(2));
+    tc.cleanup().await;
+}
+
+async fn client_for(kc: kube::config::Kubeconfig) -> kube::Client {
+    let config = kube::Config::from_custom_kubeconfig(kc, &Default::default())
+        .await
+        .unwrap();
+    kube::Client::try_from(config).unwrap()
+}
+
+/// Authentication and RBAC (sandbox-only: it configures the token table). Messages from
+/// responsewriters/errors.go (forbidden) and filters/authentication.go (Unauthorized).
+#[tokio::test]
+async fn tokens_and_rbac_decide_access() {
+    use catalyst_cutover::sandbox::api::{ApiServer, ApiServerConfig};
+    use catalyst_cutover::sandbox::auth::TokenTable;
+    use k8s_openapi::api::authentication::v1::TokenReview;
+    use k8s_openapi::api::authorization::v1::SubjectAccessReview;
+    use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
+
+    let server = ApiServer::start(ApiServerConfig {
+        tokens: Some(TokenTable::parse("t-alice=alice:dev").unwrap()),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let admin = server.admin_client().await.unwrap();
+    let alice = client_for(server.kubeconfig("t-alice")).await;
+    let nobody = client_for(server.kubeconfig("wrong")).await;
+    let nss: Api<Namespace> = Api::all(admin.clone());
+    nss.create(
+        &PostParams::default(),
+        &serde_json::from_value(json!({"metadata": {"name": "team"}})).unwrap(),
+    )
+    .await
+    .unwrap();
+    Api::<ConfigMap>::namespaced(admin.clone(), "team")
+        .create(&PostParams::default(), &cm("x", json!({}), json!({})))
+        .await
+        .unwrap();
+
+    let unknown = status_of(
+        Api::<ConfigMap>::namespaced(nobody, "team")
+            .get("x")
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(
+        (
+            unknown.code,
+            unknown.reason.as_str(),
+            unknown.message.as_str()
+        ),
+        (401, "Unauthorized", "Unauthorized")
+    );
+
+    let alice_cms: Api<ConfigMap> = Api::namespaced(alice.clone(), "team");
+    let denied = status_of(alice_cms.get("x").await.unwrap_err());
+    assert_eq!((denied.code, denied.reason.as_str()), (403, "Forbidden"));
+    assert_eq!(
+        denied.message,
+        "configmaps \"x\" is forbidden: User \"alice\" cannot get resource \"configmaps\" in API group \"\" in the namespace \"team\""
+    );
+
+    let role: Role = serde_json::from_value(json!({"metadata": {"name": "reader"},
+        "rules": [{"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "list"]}]}))
+    .unwrap();
+    Api::<Role>::namespaced(admin.clone(), "team")
+        .create(&PostParams::default(), &role)
+        .await
+        .unwrap();
+    let binding: RoleBinding = serde_json::from_value(json!({"metadata": {"name": "alice-reads"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "reader"},
+        "subjects": [{"kind": "User", "apiGroup": "rbac.authorization.k8s.io", "name": "alice"}]}))
+    .unwrap();
+    Api::<RoleBinding>::namespaced(admin.clone(), "team")
+        .create(&PostParams::default(), &binding)
+        .await
+        .unwrap();
+    assert!(alice_cms.get("x").await.is_ok());
+    let no_delete = status_of(
+        alice_cms
+            .delete("x", &DeleteParams::default())
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(no_delete.code, 403);
+
+    let review: TokenReview =
+        serde_json::from_value(json!({"spec": {"token": "t-alice"}})).unwrap();
+    let reviewed = Api::<TokenReview>::all(admin.clone())
+        .create(&PostParams::default(), &review)
+        .await
+        .unwrap();
+    let status = reviewed.status.unwrap();
+    assert_eq!(status.authenticated, Some(true));
+    assert_eq!(status.user.unwrap().username.as_deref(), Some("alice"));
+
+    let sar = |verb: &str| -> SubjectAccessReview {
+        serde_json::from_value(json!({"spec": {"user": "alice", "groups": ["dev"],
+            "resourceAttributes": {"namespace": "team", "verb": verb, "resource": "configmaps"}}}))
+        .unwrap()
+    };
+    let sars = Api::<SubjectAccessReview>::all(admin.clone());
+    assert!(
+        sars.create(&PostParams::default(), &sar("list"))
+            .await
+            .unwrap()
+            .status
+            .unwrap()
+            .allowed
+    );
+    assert!(
+        !sars
+            .create(&PostParams::default(), &sar("delete"))
+            .await
+            .unwrap()
+            .status
+            .unwrap()
+            .allowed
+    );
+    server.shutdown().await;
+}
+
+/// Runs kubectl against the cluster under test; `None` when kubectl is not installed.
+struct Kubectl {
+    kubeconfig: std::path::PathBuf,
+    namespace: String,
+}
+
+impl Kubectl {
+    fn new(tc: &TestCluster) -> Option<Kubectl> {
+        let found = std::process::Command::new("kubectl")
+            .args(["version", "--client"])
+            .output()
+            .is_ok_and(|o| o.status.success());
+        if !found {
+            eprintln!("skipped: kubectl is not installed");
+            return None;
+        }
+        let kubeconfig = std::env::temp_dir().join(format!("{}.kubeconfig", tc.namespace()));
+        std::fs::write(&kubeconfig, serde_yaml::to_string(tc.kubeconfig()).unwrap()).unwrap();
+        Some(Kubectl {
+            kubeconfig,
+            namespace: tc.namespace().to_string(),
+        })
+    }
+
+    fn command(&self, args: &[&str]) -> std::process::Command {
+        let mut cmd = std::process::Command::new("kubectl");
+        cmd.arg("--kubeconfig")
+            .arg(&self.kubeconfig)
+            .args(["-n", &self.namespace])
+            .args(args);
+        cmd
+    }
+
+    /// Runs and returns stdout; panics with stderr on failure.
+    fn run(&self, args: &[&str]) -> String {
+        let out = self.command(args).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "kubectl {args:?} failed: {stderr}");
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    /// `kubectl apply -f -` with `manifest` on stdin.
+    fn apply(&self, manifest: &str, extra: &[&str]) -> String {
+        use std::io::Write;
+        let mut args = vec!["apply", "-f", "-"];
+        args.extend_from_slice(extra);
+        let mut child = self
+            .command(&args)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(manifest.as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "kubectl apply: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+}
+
+impl Drop for Kubectl {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.kubeconfig);
+    }
+}
+
+const APPLIED_CM: &str = "apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: applied
+  labels: {app: kubectl-test}
+data:
+  k: v1
+";
+
+/// kubectl get/apply/patch/delete/wait against the cluster under test (client-side apply:
+/// GET, then a strategic merge PATCH carrying the last-applied annotation).
+// kubectl blocks its thread; the server needs another.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_get_apply_patch_wait_delete() {
+    let tc = TestCluster::start().await;
+    let Some(k) = Kubectl::new(&tc) else { return };
+    assert!(
+        k.apply(APPLIED_CM, &[])
+            .contains("configmap/applied created")
+    );
+    assert!(
+        k.apply(&APPLIED_CM.replace("k: v1", "k: v2"), &[])
+            .contains("configured")
+    );
+    assert!(
+        k.apply(&APPLIED_CM.replace("k: v1", "k: v3"), &["--validate=false"])
+            .contains("configured")
+    );
+    let yaml = k.run(&["get", "configmap", "applied", "-o", "yaml"]);
+    assert!(
+        yaml.contains("k: v3") && yaml.contains("kubectl.kubernetes.io/last-applied-configuration")
+    );
+    let names = k.run(&["get", "configmaps", "-l", "app=kubectl-test", "-o", "name"]);
+    assert_eq!(names.trim(), "configmap/applied");
+    let table = k.run(&["get", "configmaps", "-l", "app=kubectl-test"]);
+    let header: Vec<&str> = table
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect();
+    assert_eq!(
+        header,
+        ["NAME", "DATA", "AGE"],
+        "server-side printing: {table}"
+    );
+    assert!(table.contains("applied"), "{table}");
+
+    k.run(&[
+        "patch",
+        "configmap",
+        "applied",
+        "--type",
+        "merge",
+        "-p",
+        r#"{"data":{"m":"1"}}"#,
+    ]);
+    k.run(&[
+        "patch",
+        "configmap",
+        "applied",
+        "--type",
+        "json",
+        "-p",
+        r#"[{"op":"add","path":"/data/j","value":"2"}]"#,
+    ]);
+    k.run(&[
+        "patch",
+        "configmap",
+        "applied",
+        "--type",
+        "strategic",
+        "-p",
+        r#"{"data":{"s":"3"}}"#,
+    ]);
+    let data = k.run(&["get", "configmap", "applied", "-o", "jsonpath={.data}"]);
+    let data: serde_json::Value = serde_json::from_str(&data).unwrap();
+    assert_eq!(data, json!({"k": "v3", "m": "1", "j": "2", "s": "3"}));
+
+    k.run(&[
+        "wait",
+        "--for=jsonpath={.data.m}=1",
+        "configmap/applied",
+        "--timeout=60s",
+    ]);
+    assert!(
+        k.run(&["delete", "configmap", "applied"])
+            .contains("deleted")
+    );
+    let out = k
+        .command(&["get", "configmap", "applied"])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stderr).contains("NotFound"));
+    tc.cleanup().await;
+}
+
+/// `kubectl get -w` prints objects as they change.
+// kubectl blocks its thread; the server needs another.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_watch_sees_changes() {
+    use std::io::BufRead;
+    let tc = TestCluster::start().await;
+    let Some(k) = Kubectl::new(&tc) else { return };
+    let mut child = k
+        .command(&["get", "configmaps", "-w", "-o", "name"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let api: Api<ConfigMap> = Api::namespaced(tc.client(), tc.namespace());
+    api.create(&PostParams::default(), &cm("watched", json!({}), json!({})))
+        .await
+        .unwrap();
+    let seen = tokio::task::spawn_blocking(move || {
+        std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+            .any(|l| l.contains("configmap/watched"))
+    });
+    let seen = tokio::time::timeout(Duration::from_secs(60), seen).await;
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(seen.unwrap().unwrap());
+    tc.cleanup().await;
+}
+
+/// `kubectl wait --for=condition=Complete` on a Job whose status says so (sandbox-only: on a
+/// real cluster the Job controller owns that status).
+// kubectl blocks its thread; the server needs another.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_waits_for_job_condition() {
+    let tc = TestCluster::start().await;
+    if tc.sandbox().is_none() {
+        eprintln!("skipped: sandbox-only behaviour");
+        return;
+    }
+    let Some(k) = Kubectl::new(&tc) else { return };
+    let jobs: Api<Job> = Api::namespaced(tc.client(), tc.namespace());
+    jobs.create(&PostParams::default(), &job("done", "Never"))
+        .await
+        .unwrap();
+    jobs.patch_status(
+        "done",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"status": {"succeeded": 1, "conditions": [{"type": "Complete", "status": "True"}]}})),
+    )
+    .await
+    .unwrap();
+    let out = k.run(&[
+        "wait",
+        "--for=condition=Complete",
+        "job/done",
+        "--timeout=60s",
+    ]);
+    assert!(out.contains("condition met"), "{out}");
+    tc.cleanup().await;
+}
+
+/// Optional TLS: clients verify the server against the CA in the kubeconfig (sandbox-only).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_serving_is_verified_through_the_kubeconfig() {
+    use catalyst_cutover::sandbox::api::{ApiServer, ApiServerConfig};
+    let server = ApiServer::start(ApiServerConfig {
+        tls: true,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    assert!(server.url().starts_with("https://127.0.0.1:"));
+    let client = server.admin_client().await.unwrap();
+    let nss: Api<Namespace> = Api::all(client.clone());
+    assert!(nss.get("default").await.is_ok());
+    let mut events = watcher(
+        Api::<ConfigMap>::namespaced(client.clone(), "default"),
+        watcher::Config::default(),
+    )
+    .boxed();
+    assert!(events.try_next().await.unwrap().is_some());
+
+    let found = std::process::Command::new("kubectl")
+        .arg("version")
+        .arg("--client")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if found {
+        let path =
+            std::env::temp_dir().join(format!("tls-{}.kubeconfig", uuid::Uuid::new_v4().simple()));
+        std::fs::write(
+            &path,
+            serde_yaml::to_string(&server.kubeconfig(server.admin_token())).unwrap(),
+        )
+        .unwrap();
+        let out = std::process::Command::new("kubectl")
+            .arg("--kubeconfig")
+            .arg(&path)
+            .args(["get", "namespace", "default", "-o", "name"])
+            .output()
+            .unwrap();
+        let _ = std::fs::remove_file(&path);
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout).trim(),
+            "namespace/default",
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    drop(events);
+    server.shutdown().await;
+}

@@ -1,7 +1,9 @@
 //! The `catalyst-cutover` command line: one module per subcommand.
 
 mod args;
+mod demo;
 mod migrate;
+mod operator_args;
 mod plan;
 mod sandbox;
 mod serve;
@@ -19,6 +21,8 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run the whole cutover on the embedded sandbox and show it live.
+    Demo(demo::DemoArgs),
     /// Print the Jobs the cutover would run, as YAML, without running anything.
     Plan(plan::PlanArgs),
     /// Serve the HTTP API and run the cutover when triggered (one runner per cluster).
@@ -32,8 +36,12 @@ enum Command {
 /// Parses the command line, runs the subcommand and maps its outcome to an exit code.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    crate::telemetry::init();
     match cli.command {
+        Command::Demo(_) => crate::telemetry::init_with("warn"),
+        _ => crate::telemetry::init(),
+    }
+    match cli.command {
+        Command::Demo(args) => demo::run(args),
         Command::Plan(args) => plan::run(args),
         Command::Serve(args) => serve::run(args),
         Command::Migrate(args) => migrate::run(args),

@@ -25,7 +25,7 @@ pub async fn wait(
     name: &str,
     progress: &tokio::sync::watch::Sender<String>,
 ) -> StepOutcome {
-    let ds_stream = watcher::watch_object(daemonsets, name).default_backoff();
+    let ds_stream = watcher::watch_object(daemonsets, name).backoff(crate::retry::watch_backoff());
     futures::pin_mut!(ds_stream);
     let mut status_rx = status.subscribe();
     let mut ds: Option<DaemonSet> = None;
@@ -102,7 +102,7 @@ fn selector_of(ds: &DaemonSet) -> String {
 fn follow_pods(pods: Api<Pod>, selector: String) -> (String, Store<Pod>, PodStream) {
     let (reader, writer) = reflector::store::<Pod>();
     let stream = watcher(pods, watcher::Config::default().labels(&selector))
-        .default_backoff()
+        .backoff(crate::retry::watch_backoff())
         .reflect(writer)
         .filter_map(|event| async move {
             if let Err(err) = event {

@@ -8,7 +8,7 @@ use crate::render::job_name;
 use crate::service::Context;
 use crate::status::model::{Phase, StatusData, StepResult, StepRow};
 use crate::status::{StoreError, Transition, now_rfc3339};
-use crate::step::{Step, StepKind, StepPlan};
+use crate::step::{DiscoverError, Step, StepKind, StepPlan};
 use k8s_openapi::api::apps::v1::DaemonSet;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
@@ -55,6 +55,7 @@ async fn drive(ctx: &Context) -> Result<(), StoreError> {
     let mut changes = ctx.store.cache().subscribe();
     let mut plan: Option<Arc<StepPlan>> = None;
     let mut pending: Vec<Transition> = Vec::new();
+    let mut discover_backoff = crate::retry::Backoff::new();
     loop {
         let data = current_data(ctx).await?;
         let mut view = data.clone();
@@ -79,14 +80,19 @@ async fn drive(ctx: &Context) -> Result<(), StoreError> {
                     plan = Some(found.clone());
                     found
                 }
-                Err(err) => {
+                Err(DiscoverError::Invalid(report)) => {
                     let mut ts = std::mem::take(&mut pending);
                     ts.push(Transition::Halt {
                         step: None,
-                        reason: format!("the cutover cannot go on: {err}"),
+                        reason: format!("the cutover cannot go on: {report}"),
                         at: now_rfc3339(),
                     });
                     apply(ctx, ts).await?;
+                    continue;
+                }
+                Err(err) => {
+                    tracing::warn!(error = %err, "cannot read the steps; retrying");
+                    discover_backoff.wait().await;
                     continue;
                 }
             },
@@ -135,10 +141,15 @@ async fn drive(ctx: &Context) -> Result<(), StoreError> {
                 if !apply(ctx, ts).await? {
                     continue;
                 }
-                let span = tracing::info_span!("step", step = %step.name.as_str(), attempt, job = %target, resume);
+                let run = crate::status::model::get(
+                    &view,
+                    crate::contract::key::CUTOVER_LAST_ATTEMPT_STARTED_AT,
+                );
+                let span = tracing::info_span!("step", %run, step = %step.name.as_str(), attempt, job = %target, resume);
                 let outcome = run_step(ctx, step, attempt, &target, resume)
                     .instrument(span)
                     .await;
+                ctx.metrics.step_terminal_seen();
                 let at = now_rfc3339();
                 let name = step.name.as_str().to_owned();
                 match outcome {
@@ -195,7 +206,7 @@ async fn current_data(ctx: &Context) -> Result<StatusData, StoreError> {
         Some(cm) => cm,
         None => {
             ctx.store
-                .read_or_create(&mut crate::status::store::Backoff::new())
+                .read_or_create(&mut crate::retry::Backoff::new())
                 .await?
         }
     };
@@ -243,6 +254,7 @@ async fn run_step(
                 if let Err(reason) = job::ensure(&jobs, &rendered, step_name, resume).await {
                     return StepOutcome::Failed(reason);
                 }
+                ctx.metrics.next_job_created();
                 job::follow(&jobs, &pods, target).await
             };
             let limit = (deadline + JOB_DEADLINE_GRACE).saturating_sub(elapsed);

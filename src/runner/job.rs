@@ -4,8 +4,7 @@
 
 use super::StepOutcome;
 use crate::contract;
-use crate::status::store::Backoff;
-use crate::status::store::{is_status, is_transient};
+use crate::retry::{Backoff, is_status, is_transient};
 use futures::StreamExt;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
@@ -114,7 +113,7 @@ fn adopt(existing: Job, step: &str) -> Result<bool, String> {
 
 /// Follows Job `name` with a watch until it is terminal, and says how it ended.
 pub async fn follow(jobs: &Api<Job>, pods: &Api<Pod>, name: &str) -> StepOutcome {
-    let stream = watcher::watch_object(jobs.clone(), name).default_backoff();
+    let stream = watcher::watch_object(jobs.clone(), name).backoff(crate::retry::watch_backoff());
     futures::pin_mut!(stream);
     let mut seen = false;
     while let Some(event) = stream.next().await {

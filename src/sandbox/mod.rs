@@ -3,5 +3,8 @@
 
 pub mod api;
 pub mod auth;
+pub mod cluster;
 pub mod faults;
 pub mod sim;
+
+pub use cluster::{Sandbox, SandboxError, SandboxOptions};

@@ -42,7 +42,9 @@ impl StepSource {
         let (reader, writer) = reflector::store::<ConfigMap>();
         let config = watcher::Config::default().labels(contract::STEP_SELECTOR);
         let driver = async move {
-            let stream = watcher(api, config).default_backoff().reflect(writer);
+            let stream = watcher(api, config)
+                .backoff(crate::retry::watch_backoff())
+                .reflect(writer);
             futures::pin_mut!(stream);
             let mut synced = false;
             while let Some(event) = stream.next().await {
@@ -67,6 +69,11 @@ impl StepSource {
             }
         };
         (StepSource { rx }, driver)
+    }
+
+    /// A receiver woken on every change of the plan.
+    pub fn subscribe(&self) -> watch::Receiver<PlanState> {
+        self.rx.clone()
     }
 
     /// The latest state.

@@ -82,7 +82,7 @@ impl StatusCache {
     /// Follows ConfigMap `name` through `api` until the future is dropped; watch errors are
     /// retried with kube-runtime's default backoff.
     pub async fn follow(self, api: Api<ConfigMap>, name: String) {
-        let stream = watcher::watch_object(api, &name).default_backoff();
+        let stream = watcher::watch_object(api, &name).backoff(crate::retry::watch_backoff());
         futures::pin_mut!(stream);
         while let Some(item) = stream.next().await {
             match item {

@@ -7,11 +7,11 @@ use super::cache::StatusCache;
 use super::model::{KEY_PHASE, KEY_SCHEMA_VERSION, Phase, StatusData};
 use super::transition::{Rejected, Transition};
 use crate::contract::{self, key};
+use crate::retry::{Backoff, is_status, is_transient};
 use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, PostParams};
 use std::collections::BTreeMap;
-use std::time::Duration;
 
 /// What can go wrong writing the status ConfigMap.
 #[derive(Debug, thiserror::Error)]
@@ -32,6 +32,15 @@ pub enum StoreError {
     },
 }
 
+/// One write this replica made: the data before and after it.
+#[derive(Debug)]
+pub struct Write {
+    /// The data the transitions were applied to.
+    pub before: StatusData,
+    /// The data written.
+    pub after: StatusData,
+}
+
 /// The writer of the status ConfigMap.
 #[derive(Clone)]
 pub struct StatusStore {
@@ -39,6 +48,7 @@ pub struct StatusStore {
     namespace: String,
     name: String,
     cache: StatusCache,
+    writes: tokio::sync::broadcast::Sender<std::sync::Arc<Write>>,
 }
 
 impl StatusStore {
@@ -50,7 +60,15 @@ impl StatusStore {
             namespace: namespace.to_owned(),
             name: name.to_owned(),
             cache,
+            writes: tokio::sync::broadcast::Sender::new(256),
         }
+    }
+
+    /// Every write this store makes from now on, once it has succeeded. Each transition is
+    /// written by exactly one replica, so what a replica tells from its own writes (the
+    /// Kubernetes Events) is told once cluster-wide.
+    pub fn writes(&self) -> tokio::sync::broadcast::Receiver<std::sync::Arc<Write>> {
+        self.writes.subscribe()
     }
 
     /// The namespace of the status ConfigMap.
@@ -107,6 +125,10 @@ impl StatusStore {
             {
                 Ok(written) => {
                     self.cache.offer(written);
+                    let _ = self.writes.send(std::sync::Arc::new(Write {
+                        before,
+                        after: data.clone(),
+                    }));
                     return Ok(data);
                 }
                 Err(err) if is_status(&err, 409) => {
@@ -169,55 +191,6 @@ impl StatusStore {
             name: self.name.clone(),
             source,
         }
-    }
-}
-
-/// Capped exponential backoff with jitter for retries that must eventually succeed.
-pub struct Backoff {
-    inner: Box<dyn Iterator<Item = Duration> + Send>,
-}
-
-impl Backoff {
-    /// Starts at 20 ms, doubles up to 5 s, and never gives up: the caller decides how long
-    /// to wait by dropping the future.
-    pub fn new() -> Self {
-        use backon::BackoffBuilder;
-        let inner = backon::ExponentialBuilder::default()
-            .with_min_delay(Duration::from_millis(20))
-            .with_max_delay(Duration::from_secs(5))
-            .with_jitter()
-            .without_max_times()
-            .build();
-        Backoff {
-            inner: Box::new(inner),
-        }
-    }
-
-    /// Sleeps for the next delay.
-    pub async fn wait(&mut self) {
-        let delay = self.inner.next().unwrap_or(Duration::from_secs(5));
-        tokio::time::sleep(delay).await;
-    }
-}
-
-impl Default for Backoff {
-    fn default() -> Self {
-        Backoff::new()
-    }
-}
-
-/// Whether `err` is an API answer with HTTP status `code`.
-pub fn is_status(err: &kube::Error, code: u16) -> bool {
-    matches!(err, kube::Error::Api(status) if status.code == code)
-}
-
-/// Whether retrying `err` may succeed: server errors, throttling, timeouts and lost
-/// connections, as opposed to refusals (4xx) that need a person.
-pub fn is_transient(err: &kube::Error) -> bool {
-    match err {
-        kube::Error::Api(status) => status.code >= 500 || status.code == 429 || status.code == 408,
-        kube::Error::HyperError(_) | kube::Error::Service(_) | kube::Error::ReadEvents(_) => true,
-        _ => false,
     }
 }
 

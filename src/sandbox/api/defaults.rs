@@ -83,6 +83,27 @@ fn job_selector(obj: &mut Value) {
     }
 }
 
+/// Secrets: `stringData` is write-only, merged into `data` as base64; `type` defaults to
+/// Opaque (secret strategy PrepareForCreate/Update, SetDefaults_Secret).
+fn secret(obj: &mut Value) {
+    use base64::Engine;
+    let Some(o) = obj.as_object_mut() else { return };
+    set_default(o, "type", json!("Opaque"));
+    let Some(Value::Object(plain)) = o.remove("stringData") else {
+        return;
+    };
+    let data = o.entry("data").or_insert_with(|| json!({}));
+    if let Some(data) = data.as_object_mut() {
+        for (k, v) in plain {
+            let text = v.as_str().unwrap_or_default();
+            data.insert(
+                k,
+                json!(base64::engine::general_purpose::STANDARD.encode(text)),
+            );
+        }
+    }
+}
+
 /// Applies the kind's defaults in place.
 pub fn apply(kind: &KindInfo, obj: &mut Value) {
     if kind.custom {
@@ -106,6 +127,7 @@ pub fn apply(kind: &KindInfo, obj: &mut Value) {
             job_selector(obj);
             template_spec(obj);
         }
+        ("", "Secret") => secret(obj),
         ("apps", "DaemonSet") => {
             if let Some(spec) = obj.get_mut("spec").and_then(Value::as_object_mut) {
                 set_default(spec, "revisionHistoryLimit", json!(10));
@@ -145,5 +167,17 @@ mod tests {
             "IfNotPresent"
         );
         assert!(j["spec"].get("manualSelector").is_none());
+    }
+
+    #[test]
+    fn secret_string_data_becomes_base64_data() {
+        let r = Registry::new(&[]);
+        let secret = r.lookup("", "v1", "secrets").unwrap();
+        let mut s =
+            json!({"metadata": {"name": "s"}, "stringData": {"a": "hi"}, "data": {"b": "eA=="}});
+        apply(&secret, &mut s);
+        assert_eq!(s["data"], json!({"a": "aGk=", "b": "eA=="}));
+        assert_eq!(s["type"], "Opaque");
+        assert!(s.get("stringData").is_none());
     }
 }

@@ -81,24 +81,21 @@ fn resource_entries(kind: &KindInfo) -> Vec<Value> {
     if kind.custom {
         main["categories"] = json!(["all"]);
     }
+    let sub = |name: &str, verbs: &[&str]| {
+        json!({
+            "name": format!("{}/{name}", kind.plural),
+            "singularName": "",
+            "namespaced": kind.namespaced,
+            "kind": kind.kind,
+            "verbs": verbs,
+        })
+    };
     let mut out = vec![main];
     if kind.has_status {
-        out.push(json!({
-            "name": format!("{}/status", kind.plural),
-            "singularName": "",
-            "namespaced": kind.namespaced,
-            "kind": kind.kind,
-            "verbs": ["get", "patch", "update"],
-        }));
+        out.push(sub("status", &["get", "patch", "update"]));
     }
     if kind.has_log {
-        out.push(json!({
-            "name": format!("{}/log", kind.plural),
-            "singularName": "",
-            "namespaced": kind.namespaced,
-            "kind": kind.kind,
-            "verbs": ["get"],
-        }));
+        out.push(sub("log", &["get"]));
     }
     out
 }

@@ -55,6 +55,15 @@ impl Cause {
         }
     }
 
+    /// `Forbidden: <detail>`.
+    pub fn forbidden(field: impl Into<String>, detail: &str) -> Self {
+        Cause {
+            reason: "FieldValueForbidden",
+            field: field.into(),
+            message: format!("Forbidden: {detail}"),
+        }
+    }
+
     /// `Too long: may not be more than <max> bytes`.
     pub fn too_long(field: impl Into<String>, max: usize) -> Self {
         Cause {
@@ -153,6 +162,11 @@ impl ApiError {
 
     /// 422 Invalid with one cause per field.
     pub fn invalid(kind: &KindInfo, name: &str, causes: Vec<Cause>) -> Self {
+        Self::invalid_kind(&kind.kind, &kind.group, name, causes)
+    }
+
+    /// 422 Invalid for a kind given by name and group.
+    pub fn invalid_kind(kind: &str, group: &str, name: &str, causes: Vec<Cause>) -> Self {
         let summary = match causes.as_slice() {
             [one] => one.full(),
             many => format!(
@@ -162,16 +176,19 @@ impl ApiError {
         };
         let mut d = json!({
             "name": name,
-            "kind": kind.kind,
+            "kind": kind,
             "causes": causes.iter().map(|c| json!({"reason": c.reason, "message": c.message, "field": c.field})).collect::<Vec<_>>(),
         });
-        if !kind.group.is_empty() {
-            d["group"] = json!(kind.group);
-        }
+        let qualified = if group.is_empty() {
+            kind.to_string()
+        } else {
+            d["group"] = json!(group);
+            format!("{kind}.{group}")
+        };
         ApiError {
             code: StatusCode::UNPROCESSABLE_ENTITY,
             reason: "Invalid",
-            message: format!("{} \"{name}\" is invalid: {summary}", kind.qualified_kind()),
+            message: format!("{qualified} \"{name}\" is invalid: {summary}"),
             details: Some(d),
         }
     }

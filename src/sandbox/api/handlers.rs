@@ -1,16 +1,20 @@
 //! HTTP handlers: decode the request, call the store, encode the answer. No decisions here
 //! beyond picking the operation.
 
+use super::access::{self, Access};
 use super::discovery;
 use super::errors::ApiError;
 use super::kinds::KindInfo;
 use super::meta::{self, Part};
 use super::openapi;
 use super::patch::{self, PatchType};
+use super::reviews;
 use super::route::{self, ResourcePath, Target};
 use super::selectors::{FieldSelector, LabelSelector, Selectors};
 use super::store::{DeleteOptions, Deleted, ListOptions, ListPage, Propagation, Store, WatchFrom};
+use super::table;
 use super::watch::{self, WatchParams};
+use crate::sandbox::auth::{Decision, UserInfo};
 use axum::body::{Body, Bytes};
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
@@ -33,6 +37,8 @@ pub struct App {
     pub bookmark_every: Duration,
     /// Flips to `true` at shutdown so open watches end.
     pub closing: tokio::sync::watch::Receiver<bool>,
+    /// Token table and authentication mode.
+    pub access: Access,
 }
 
 type Params = HashMap<String, String>;
@@ -49,7 +55,26 @@ pub async fn handle(
         Ok(Query(p)) => p,
         Err(e) => return ApiError::bad_request(e.to_string()).into_response(),
     };
-    match dispatch(&app, &method, uri.path(), &params, &headers, body) {
+    let target = route::resolve(uri.path());
+    let user = match target {
+        Target::Health => None,
+        _ => match app.access.authenticate(&headers) {
+            Some(user) => Some(user),
+            None => {
+                let (code, body) = access::unauthorized();
+                return value_response(code, &body);
+            }
+        },
+    };
+    match dispatch(
+        &app,
+        user.as_ref(),
+        target,
+        &method,
+        &params,
+        &headers,
+        body,
+    ) {
         Ok(r) => r,
         Err(e) => e.into_response(),
     }
@@ -65,8 +90,9 @@ fn value_response(code: StatusCode, v: &Value) -> Response {
 
 fn dispatch(
     app: &Arc<App>,
+    user: Option<&UserInfo>,
+    target: Target,
     method: &Method,
-    path: &str,
     params: &Params,
     headers: &HeaderMap,
     body: Bytes,
@@ -76,7 +102,7 @@ fn dispatch(
         v.map(|v| value_response(StatusCode::OK, &v))
             .ok_or_else(ApiError::no_route)
     };
-    match route::resolve(path) {
+    match target {
         Target::Version => found(Some(discovery::version())),
         Target::CoreVersions => found(Some(discovery::core_versions(&app.server_address))),
         Target::Groups => found(Some(discovery::groups(registry))),
@@ -90,9 +116,39 @@ fn dispatch(
             let kind = registry
                 .lookup(&rp.group, &rp.version, &rp.plural)
                 .ok_or_else(ApiError::no_route)?;
+            let watching = rp.watch || is_true(params, "watch");
+            if let Some(user) = user {
+                let attrs = access::attributes(method, &rp, watching);
+                if let Decision::Deny { reason } = access::decide(&app.store, user, &attrs) {
+                    let (code, body) = access::forbidden(user, &attrs, &reason);
+                    return Ok(value_response(code, &body));
+                }
+            }
+            if kind.create_only {
+                return review(app, &kind, &rp, method, headers, &body);
+            }
             resource(app, &kind, &rp, method, params, headers, body)
         }
     }
+}
+
+fn review(
+    app: &App,
+    kind: &KindInfo,
+    rp: &ResourcePath,
+    method: &Method,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<Response, ApiError> {
+    if *method != Method::POST || rp.name.is_some() || rp.subresource.is_some() {
+        return Err(ApiError::method_not_supported(kind, method.as_str()));
+    }
+    let request = parse_body(headers, body)?;
+    let answer = match kind.kind.as_str() {
+        "TokenReview" => reviews::token_review(&app.access, request)?,
+        _ => reviews::subject_access_review(&app.store, request)?,
+    };
+    Ok(value_response(StatusCode::CREATED, &answer))
 }
 
 fn dry_run(params: &Params) -> Result<bool, ApiError> {
@@ -172,11 +228,18 @@ fn resource(
     };
     let watching = rp.watch || is_true(params, "watch");
     match (method.clone(), rp.name.as_deref()) {
-        (Method::GET, None) if watching => watch(app, kind, ns, params, None),
-        (Method::GET, Some(name)) if watching => watch(app, kind, ns, params, Some(name)),
-        (Method::GET, None) => list(store, kind, ns, params),
+        (Method::GET, None) if watching => watch(app, kind, ns, params, headers, None),
+        (Method::GET, Some(name)) if watching => watch(app, kind, ns, params, headers, Some(name)),
+        (Method::GET, None) => list(store, kind, ns, params, table::wanted(headers)),
         (Method::GET, Some(name)) => {
             let obj = store.get(kind, ns, name)?;
+            if table::wanted(headers) && part == Part::Main {
+                let rv = json!({"resourceVersion": meta::resource_version_of(&obj)});
+                return Ok(value_response(
+                    StatusCode::OK,
+                    &table::table(kind, &[obj], rv),
+                ));
+            }
             Ok(object_response(StatusCode::OK, &obj))
         }
         (Method::POST, None) if part == Part::Main => {
@@ -290,7 +353,7 @@ fn list_options(kind: &KindInfo, params: &Params) -> Result<ListOptions, ApiErro
     })
 }
 
-fn list_body(kind: &KindInfo, page: &ListPage) -> Vec<u8> {
+fn list_meta(page: &ListPage) -> Value {
     let mut meta = json!({"resourceVersion": page.resource_version.to_string()});
     if let Some(c) = &page.continue_token {
         meta["continue"] = json!(c);
@@ -298,6 +361,11 @@ fn list_body(kind: &KindInfo, page: &ListPage) -> Vec<u8> {
     if let Some(r) = page.remaining {
         meta["remainingItemCount"] = json!(r);
     }
+    meta
+}
+
+fn list_body(kind: &KindInfo, page: &ListPage) -> Vec<u8> {
+    let meta = list_meta(page);
     let mut out = format!(
         "{{\"kind\":\"{}List\",\"apiVersion\":\"{}\",\"metadata\":{},\"items\":[",
         kind.kind,
@@ -321,8 +389,13 @@ fn list(
     kind: &KindInfo,
     ns: Option<&str>,
     params: &Params,
+    as_table: bool,
 ) -> Result<Response, ApiError> {
     let page = store.list(kind, ns, &list_options(kind, params)?)?;
+    if as_table {
+        let t = table::table(kind, &page.items, list_meta(&page));
+        return Ok(value_response(StatusCode::OK, &t));
+    }
     Ok(json_response(StatusCode::OK, list_body(kind, &page)))
 }
 
@@ -378,6 +451,7 @@ fn watch(
     kind: &Arc<KindInfo>,
     ns: Option<&str>,
     params: &Params,
+    headers: &HeaderMap,
     name: Option<&str>,
 ) -> Result<Response, ApiError> {
     let selectors = selectors(kind, params, name)?;
@@ -404,6 +478,7 @@ fn watch(
         bookmarks,
         bookmark_every: app.bookmark_every,
         initial_events_end: send_initial && bookmarks,
+        as_table: table::wanted(headers),
     };
     let body = match app.store.watch(kind, ns, &selectors, from) {
         Ok(start) => Body::from_stream(watch::stream(start, wp, app.closing.clone())),

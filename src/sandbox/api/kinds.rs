@@ -42,50 +42,15 @@ impl CustomResourceKind {
 }
 
 /// The Flux and Cilium kinds the chart's steps create.
+#[rustfmt::skip]
 pub fn flux_and_cilium_kinds() -> Vec<CustomResourceKind> {
     vec![
-        CustomResourceKind::new(
-            "source.toolkit.fluxcd.io",
-            "v1",
-            "GitRepository",
-            "gitrepositories",
-            true,
-        ),
-        CustomResourceKind::new(
-            "source.toolkit.fluxcd.io",
-            "v1",
-            "HelmRepository",
-            "helmrepositories",
-            true,
-        ),
-        CustomResourceKind::new(
-            "helm.toolkit.fluxcd.io",
-            "v2",
-            "HelmRelease",
-            "helmreleases",
-            true,
-        ),
-        CustomResourceKind::new(
-            "kustomize.toolkit.fluxcd.io",
-            "v1",
-            "Kustomization",
-            "kustomizations",
-            true,
-        ),
-        CustomResourceKind::new(
-            "cilium.io",
-            "v2",
-            "CiliumNetworkPolicy",
-            "ciliumnetworkpolicies",
-            true,
-        ),
-        CustomResourceKind::new(
-            "cilium.io",
-            "v2",
-            "CiliumClusterwideNetworkPolicy",
-            "ciliumclusterwidenetworkpolicies",
-            false,
-        ),
+        CustomResourceKind::new("source.toolkit.fluxcd.io", "v1", "GitRepository", "gitrepositories", true),
+        CustomResourceKind::new("source.toolkit.fluxcd.io", "v1", "HelmRepository", "helmrepositories", true),
+        CustomResourceKind::new("helm.toolkit.fluxcd.io", "v2", "HelmRelease", "helmreleases", true),
+        CustomResourceKind::new("kustomize.toolkit.fluxcd.io", "v1", "Kustomization", "kustomizations", true),
+        CustomResourceKind::new("cilium.io", "v2", "CiliumNetworkPolicy", "ciliumnetworkpolicies", true),
+        CustomResourceKind::new("cilium.io", "v2", "CiliumClusterwideNetworkPolicy", "ciliumclusterwidenetworkpolicies", false),
     ]
 }
 
@@ -134,15 +99,6 @@ impl KindInfo {
             self.plural.clone()
         } else {
             format!("{}.{}", self.plural, self.group)
-        }
-    }
-
-    /// `ConfigMap` or `Job.batch`, as Invalid messages name the kind.
-    pub fn qualified_kind(&self) -> String {
-        if self.group.is_empty() {
-            self.kind.clone()
-        } else {
-            format!("{}.{}", self.kind, self.group)
         }
     }
 
@@ -199,6 +155,7 @@ const fn builtin(
 
 use GenerationPolicy::{None as NoGen, Spec};
 
+#[rustfmt::skip]
 const BUILTINS: &[Builtin] = &[
     builtin("", "Namespace", "namespaces", false, true, NoGen, &["ns"]),
     builtin("", "ConfigMap", "configmaps", true, false, NoGen, &["cm"]),
@@ -206,89 +163,17 @@ const BUILTINS: &[Builtin] = &[
     builtin("", "Pod", "pods", true, true, Spec, &["po"]),
     builtin("", "Node", "nodes", false, true, NoGen, &["no"]),
     builtin("", "Event", "events", true, false, NoGen, &["ev"]),
-    builtin(
-        "",
-        "ServiceAccount",
-        "serviceaccounts",
-        true,
-        false,
-        NoGen,
-        &["sa"],
-    ),
+    builtin("", "ServiceAccount", "serviceaccounts", true, false, NoGen, &["sa"]),
     builtin("apps", "DaemonSet", "daemonsets", true, true, Spec, &["ds"]),
     builtin("batch", "Job", "jobs", true, true, Spec, &[]),
-    builtin(
-        "coordination.k8s.io",
-        "Lease",
-        "leases",
-        true,
-        false,
-        NoGen,
-        &[],
-    ),
-    builtin(
-        "events.k8s.io",
-        "Event",
-        "events",
-        true,
-        false,
-        NoGen,
-        &["ev"],
-    ),
-    builtin(
-        "rbac.authorization.k8s.io",
-        "Role",
-        "roles",
-        true,
-        false,
-        NoGen,
-        &[],
-    ),
-    builtin(
-        "rbac.authorization.k8s.io",
-        "ClusterRole",
-        "clusterroles",
-        false,
-        false,
-        NoGen,
-        &[],
-    ),
-    builtin(
-        "rbac.authorization.k8s.io",
-        "RoleBinding",
-        "rolebindings",
-        true,
-        false,
-        NoGen,
-        &[],
-    ),
-    builtin(
-        "rbac.authorization.k8s.io",
-        "ClusterRoleBinding",
-        "clusterrolebindings",
-        false,
-        false,
-        NoGen,
-        &[],
-    ),
-    builtin(
-        "authentication.k8s.io",
-        "TokenReview",
-        "tokenreviews",
-        false,
-        false,
-        NoGen,
-        &[],
-    ),
-    builtin(
-        "authorization.k8s.io",
-        "SubjectAccessReview",
-        "subjectaccessreviews",
-        false,
-        false,
-        NoGen,
-        &[],
-    ),
+    builtin("coordination.k8s.io", "Lease", "leases", true, false, NoGen, &[]),
+    builtin("events.k8s.io", "Event", "events", true, false, NoGen, &["ev"]),
+    builtin("rbac.authorization.k8s.io", "Role", "roles", true, false, NoGen, &[]),
+    builtin("rbac.authorization.k8s.io", "ClusterRole", "clusterroles", false, false, NoGen, &[]),
+    builtin("rbac.authorization.k8s.io", "RoleBinding", "rolebindings", true, false, NoGen, &[]),
+    builtin("rbac.authorization.k8s.io", "ClusterRoleBinding", "clusterrolebindings", false, false, NoGen, &[]),
+    builtin("authentication.k8s.io", "TokenReview", "tokenreviews", false, false, NoGen, &[]),
+    builtin("authorization.k8s.io", "SubjectAccessReview", "subjectaccessreviews", false, false, NoGen, &[]),
 ];
 
 /// The kinds served, looked up by (group, version, plural).
@@ -383,7 +268,6 @@ mod tests {
         let r = Registry::new(&flux_and_cilium_kinds());
         let job = r.lookup("batch", "v1", "jobs").unwrap();
         assert_eq!(job.qualified_resource(), "jobs.batch");
-        assert_eq!(job.qualified_kind(), "Job.batch");
         assert_eq!(
             r.lookup("", "v1", "configmaps")
                 .unwrap()

@@ -1,6 +1,7 @@
 //! The in-process Kubernetes API server: real HTTP on 127.0.0.1, kube-apiserver semantics for
 //! the kinds the cutover touches, reachable by `kube::Client` and `kubectl` via a kubeconfig.
 
+mod access;
 mod defaults;
 mod discovery;
 mod errors;
@@ -11,17 +12,23 @@ mod kubeconfig;
 mod meta;
 mod openapi;
 mod patch;
+mod reviews;
 mod route;
 mod selectors;
+mod serve;
 mod smp;
 mod store;
+mod table;
+mod tls;
 mod validation;
 mod watch;
 
+pub use access::ADMIN_USER;
 pub use handlers::LOG_ANNOTATION;
 pub use kinds::{CustomResourceKind, flux_and_cilium_kinds};
 pub use kubeconfig::CONTEXT as KUBECONFIG_CONTEXT;
 
+use crate::sandbox::auth::TokenTable;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use handlers::App;
@@ -35,11 +42,15 @@ use tokio::task::JoinHandle;
 pub struct ApiServerConfig {
     /// Where to listen; port 0 picks a free one.
     pub listen: SocketAddr,
+    /// Bearer tokens and their users; `None` turns authentication and authorization off
+    /// (every request is the admin). The admin token is always valid either way.
+    pub tokens: Option<TokenTable>,
     /// Custom resources served as plain JSON, beside the builtins.
     pub custom_resources: Vec<CustomResourceKind>,
     /// How many changes watches can resume from; older resourceVersions answer 410.
     pub history_limit: usize,
-    /// Serve HTTPS with a self-signed certificate (not supported yet: start fails).
+    /// Serve HTTPS with a certificate from a CA made at start-up; the kubeconfig carries
+    /// the CA.
     pub tls: bool,
 }
 
@@ -47,6 +58,7 @@ impl Default for ApiServerConfig {
     fn default() -> Self {
         ApiServerConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            tokens: None,
             custom_resources: flux_and_cilium_kinds(),
             history_limit: 10_000,
             tls: false,
@@ -65,9 +77,9 @@ pub enum ApiServerError {
         /// The OS error.
         source: std::io::Error,
     },
-    /// TLS was asked for but is not available.
-    #[error("TLS serving is not supported by the sandbox API server yet")]
-    TlsUnsupported,
+    /// The TLS material could not be made.
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
     /// The kubeconfig could not be turned into a client configuration.
     #[error("sandbox kubeconfig rejected: {0}")]
     Kubeconfig(#[from] kube::config::KubeconfigError),
@@ -88,14 +100,12 @@ pub struct ApiServer {
     admin_token: String,
     close: tokio::sync::watch::Sender<bool>,
     task: JoinHandle<()>,
+    ca_pem: Option<String>,
 }
 
 impl ApiServer {
     /// Binds, seeds the initial namespaces and serves in the background.
     pub async fn start(cfg: ApiServerConfig) -> Result<ApiServer, ApiServerError> {
-        if cfg.tls {
-            return Err(ApiServerError::TlsUnsupported);
-        }
         let listener = tokio::net::TcpListener::bind(cfg.listen)
             .await
             .map_err(|source| ApiServerError::Bind {
@@ -123,38 +133,49 @@ impl ApiServer {
                 );
             }
         }
+        let admin_token = format!("sandbox-admin-{}", uuid::Uuid::new_v4().simple());
         let (close, closing) = tokio::sync::watch::channel(false);
         let app = Arc::new(App {
             store,
             server_address: addr.to_string(),
             bookmark_every: BOOKMARK_EVERY,
             closing,
+            access: access::Access::new(cfg.tokens, &admin_token),
         });
         let router = Router::new()
             .fallback(handlers::handle)
             .with_state(app)
             .layer(DefaultBodyLimit::max(3 * 1024 * 1024));
-        let mut shutdown = close.subscribe();
-        let task = tokio::spawn(async move {
-            let serve = axum::serve(listener, router).with_graceful_shutdown(async move {
-                let _ = shutdown.wait_for(|c| *c).await;
-            });
-            if let Err(error) = serve.await {
-                tracing::error!(%error, "sandbox API server stopped");
-            }
-        });
-        tracing::info!(%addr, "sandbox API server listening");
+        let tls = if cfg.tls {
+            Some(tls::self_signed(addr.ip())?)
+        } else {
+            None
+        };
+        let ca_pem = tls.as_ref().map(|t| t.ca_pem.clone());
+        let task = serve::spawn(listener, router, tls.map(|t| t.acceptor), close.subscribe());
+        tracing::info!(%addr, tls = cfg.tls, "sandbox API server listening");
         Ok(ApiServer {
             addr,
-            admin_token: format!("sandbox-admin-{}", uuid::Uuid::new_v4().simple()),
+            admin_token,
             close,
             task,
+            ca_pem,
         })
     }
 
-    /// `http://127.0.0.1:<port>`.
+    /// `http://127.0.0.1:<port>`, or `https://` when serving TLS.
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        let scheme = if self.ca_pem.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        format!("{scheme}://{}", self.addr)
+    }
+
+    /// PEM of the CA that signed the server certificate, when serving TLS.
+    pub fn ca_pem(&self) -> Option<&str> {
+        self.ca_pem.as_deref()
     }
 
     /// The bound address.
@@ -169,7 +190,7 @@ impl ApiServer {
 
     /// A kubeconfig for this server with `token`, cluster/user/context named `sandbox`.
     pub fn kubeconfig(&self, token: &str) -> kube::config::Kubeconfig {
-        kubeconfig::build(&self.url(), token, None)
+        kubeconfig::build(&self.url(), token, self.ca_pem.as_deref())
     }
 
     /// A client authenticated as the admin.

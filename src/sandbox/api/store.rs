@@ -188,7 +188,42 @@ fn finalizers_pending(obj: &Value) -> bool {
         .is_some_and(|f| !f.is_empty())
 }
 
+/// A uid precondition (from DeleteOptions or the body of a write) that the stored object must
+/// meet; empty means none.
+fn check_uid(
+    kind: &KindInfo,
+    name: &str,
+    want: Option<&str>,
+    current: &Value,
+) -> Result<(), ApiError> {
+    match want.filter(|u| !u.is_empty()) {
+        Some(uid) if uid != meta::uid_of(current) => Err(ApiError::conflict_with(
+            kind,
+            name,
+            &format!(
+                "Precondition failed: UID in precondition: {uid}, UID in object meta: {}",
+                meta::uid_of(current)
+            ),
+        )),
+        _ => Ok(()),
+    }
+}
+
 impl Inner {
+    /// The stored object, or 404.
+    fn current(
+        &mut self,
+        kind: &KindInfo,
+        key: &ObjKey,
+        name: &str,
+    ) -> Result<Arc<Value>, ApiError> {
+        self.collection(kind)?
+            .objects
+            .get(key)
+            .cloned()
+            .ok_or_else(|| ApiError::not_found(kind, name))
+    }
+
     fn collection(&mut self, kind: &KindInfo) -> Result<&mut Collection, ApiError> {
         self.collections
             .get_mut(&*storage_key(kind))
@@ -526,6 +561,11 @@ impl Store {
                 "the body of the request was not a JSON object",
             ));
         }
+        if !meta::resource_version_of(&obj).is_empty() {
+            return Err(ApiError::bad_request(
+                "resourceVersion should not be set on objects to be created",
+            ));
+        }
         let ns = ns.filter(|_| kind.namespaced);
         if let Some(body_ns) = obj.pointer("/metadata/namespace").and_then(Value::as_str)
             && !body_ns.is_empty()
@@ -593,12 +633,7 @@ impl Store {
         let key = obj_key(kind, ns, name);
         let mut inner = self.inner.write();
         let resource = storage_key(kind);
-        let old = inner
-            .collection(kind)?
-            .objects
-            .get(&key)
-            .cloned()
-            .ok_or_else(|| ApiError::not_found(kind, name))?;
+        let old = inner.current(kind, &key, name)?;
         let new = f(&old)?;
         let body_name = meta::name_of(&new);
         if !body_name.is_empty() && body_name != name {
@@ -620,17 +655,7 @@ impl Store {
         if !body_rv.is_empty() && body_rv != meta::resource_version_of(&old) {
             return Err(ApiError::conflict(kind, name));
         }
-        let body_uid = meta::uid_of(&new);
-        if !body_uid.is_empty() && body_uid != meta::uid_of(&old) {
-            return Err(ApiError::conflict_with(
-                kind,
-                name,
-                &format!(
-                    "Precondition failed: UID in precondition: {body_uid}, UID in object meta: {}",
-                    meta::uid_of(&old)
-                ),
-            ));
-        }
+        check_uid(kind, name, Some(meta::uid_of(&new)), &old)?;
         let mut next = meta::prepare_update(kind, &old, new, part);
         meta::metadata_mut(&mut next).insert(
             "resourceVersion".into(),
@@ -675,22 +700,8 @@ impl Store {
         let ns = ns.filter(|_| kind.namespaced);
         let key = obj_key(kind, ns, name);
         let mut inner = self.inner.write();
-        let current = inner
-            .collection(kind)?
-            .objects
-            .get(&key)
-            .cloned()
-            .ok_or_else(|| ApiError::not_found(kind, name))?;
-        if let Some(uid) = opts.uid.as_deref().filter(|u| *u != meta::uid_of(&current)) {
-            return Err(ApiError::conflict_with(
-                kind,
-                name,
-                &format!(
-                    "Precondition failed: UID in precondition: {uid}, UID in object meta: {}",
-                    meta::uid_of(&current)
-                ),
-            ));
-        }
+        let current = inner.current(kind, &key, name)?;
+        check_uid(kind, name, opts.uid.as_deref(), &current)?;
         if let Some(rv) = opts
             .resource_version
             .as_deref()

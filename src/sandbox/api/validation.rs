@@ -24,7 +24,10 @@ pub fn dns1123_label(s: &str) -> Vec<String> {
     if s.len() > 63 {
         out.push("must be no more than 63 characters".to_string());
     }
-    if !is_label(s) {
+    if !is_label(s) && s.split('.').all(is_label) {
+        // A valid subdomain that is not a label: the dots are the problem.
+        out.push("must not contain dots".to_string());
+    } else if !is_label(s) {
         out.push(format!(
             "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character (e.g. 'my-name',  or '123-abc', regex used for validation is '{DNS1123_LABEL_FMT}')"
         ));
@@ -76,6 +79,8 @@ const LABEL_VALUE_FMT: &str = "(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?";
 const CONFIG_KEY_FMT: &str = "[-._a-zA-Z0-9]+";
 /// ConfigMaps and Secrets may not hold more than 1 MiB (core.MaxSecretSize).
 pub const MAX_CONFIGMAP_BYTES: usize = 1024 * 1024;
+/// Annotations of one object may not exceed 256 KiB (TotalAnnotationSizeLimitB).
+pub const MAX_ANNOTATION_BYTES: usize = 256 * 1024;
 
 fn is_qualified_part(s: &str) -> bool {
     let b = s.as_bytes();
@@ -150,6 +155,27 @@ fn validate_labels(labels: Option<&Value>, field: &str, causes: &mut Vec<Cause>)
     }
 }
 
+fn validate_annotations(annotations: Option<&Value>, causes: &mut Vec<Cause>) {
+    let Some(Value::Object(annotations)) = annotations else {
+        return;
+    };
+    let mut total = 0usize;
+    for (k, v) in annotations {
+        causes.extend(
+            label_key(&k.to_lowercase())
+                .iter()
+                .map(|m| Cause::invalid("metadata.annotations", k, m)),
+        );
+        total += k.len() + v.as_str().map(str::len).unwrap_or_default();
+    }
+    if total > MAX_ANNOTATION_BYTES {
+        causes.push(Cause::too_long(
+            "metadata.annotations",
+            MAX_ANNOTATION_BYTES,
+        ));
+    }
+}
+
 /// Problems of a ConfigMap data key.
 pub fn config_key(key: &str) -> Vec<String> {
     let mut out = Vec::new();
@@ -190,6 +216,10 @@ fn validate_config_data(obj: &Value, causes: &mut Vec<Cause>) {
             total += k.len() + v.as_str().map(str::len).unwrap_or_default();
         }
     }
+    // Secrets hold base64 in `data`; their limit counts decoded bytes.
+    if obj.get("kind").and_then(Value::as_str) == Some("Secret") {
+        total = total * 3 / 4;
+    }
     if let (Some(Value::Object(data)), Some(Value::Object(bin))) =
         (obj.get("data"), obj.get("binaryData"))
     {
@@ -202,7 +232,8 @@ fn validate_config_data(obj: &Value, causes: &mut Vec<Cause>) {
         }
     }
     if total > MAX_CONFIGMAP_BYTES {
-        causes.push(Cause::too_long("", MAX_CONFIGMAP_BYTES));
+        // The whole object is at fault; kube-apiserver prints that root path as `[]`.
+        causes.push(Cause::too_long("[]", MAX_CONFIGMAP_BYTES));
     }
 }
 
@@ -253,13 +284,81 @@ fn validate_pod_spec(
     }
 }
 
+/// ConfigMaps and Secrets marked `immutable: true` keep their data and the mark
+/// (ValidateConfigMapUpdate / ValidateSecretUpdate).
+fn validate_immutable_data(obj: &Value, old: &Value, causes: &mut Vec<Cause>) {
+    if old.get("immutable").and_then(Value::as_bool) != Some(true) {
+        return;
+    }
+    if obj.get("immutable").and_then(Value::as_bool) != Some(true) {
+        causes.push(Cause::forbidden(
+            "immutable",
+            "field is immutable when `immutable` is set",
+        ));
+    }
+    for section in ["data", "binaryData"] {
+        if obj.get(section) != old.get(section) {
+            causes.push(Cause::forbidden(
+                section,
+                "field is immutable when `immutable` is set",
+            ));
+        }
+    }
+}
+
+/// What a pod update may change (ValidatePodUpdate).
+const POD_UPDATE_FORBIDDEN: &str = "pod updates may not change fields other than `spec.containers[*].image`,`spec.initContainers[*].image`,`spec.activeDeadlineSeconds`,`spec.tolerations` (only additions to existing tolerations),`spec.terminationGracePeriodSeconds` (allow it to be set to 1 if it was previously negative)";
+
+fn validate_pod_spec_update(obj: &Value, old: &Value, causes: &mut Vec<Cause>) {
+    let (Some(new_spec), Some(old_spec)) = (obj.get("spec"), old.get("spec")) else {
+        return;
+    };
+    let mut masked = new_spec.clone();
+    for list in ["containers", "initContainers"] {
+        let old_list = old_spec.get(list).and_then(Value::as_array);
+        let new_list = masked.get_mut(list).and_then(Value::as_array_mut);
+        if let (Some(old_list), Some(new_list)) = (old_list, new_list)
+            && old_list.len() == new_list.len()
+        {
+            for (n, o) in new_list.iter_mut().zip(old_list) {
+                if let Some(image) = o.get("image") {
+                    n["image"] = image.clone();
+                }
+            }
+        }
+    }
+    if let Some(m) = masked.as_object_mut() {
+        for field in [
+            "activeDeadlineSeconds",
+            "tolerations",
+            "terminationGracePeriodSeconds",
+        ] {
+            match old_spec.get(field) {
+                Some(v) => m.insert(field.to_string(), v.clone()),
+                None => m.remove(field),
+            };
+        }
+    }
+    if masked != *old_spec {
+        causes.push(Cause::forbidden("spec", POD_UPDATE_FORBIDDEN));
+    }
+}
+
 fn validate_kind(kind: &KindInfo, obj: &Value, old: Option<&Value>, causes: &mut Vec<Cause>) {
     if kind.custom {
         return;
     }
     match (kind.group.as_str(), kind.kind.as_str()) {
-        ("", "ConfigMap") => validate_config_data(obj, causes),
-        ("", "Pod") if old.is_none() => validate_pod_spec(obj.get("spec"), "spec", None, causes),
+        ("", "ConfigMap" | "Secret") => {
+            validate_config_data(obj, causes);
+            if let Some(old) = old {
+                validate_immutable_data(obj, old, causes);
+            }
+        }
+        ("", "Pod") => match old {
+            None => validate_pod_spec(obj.get("spec"), "spec", None, causes),
+            Some(old) => validate_pod_spec_update(obj, old, causes),
+        },
         ("batch", "Job") => {
             let template = obj.pointer("/spec/template/spec");
             validate_pod_spec(
@@ -296,6 +395,7 @@ pub fn validate(kind: &KindInfo, obj: &Value, old: Option<&Value>) -> Vec<Cause>
         "metadata.labels",
         &mut causes,
     );
+    validate_annotations(obj.pointer("/metadata/annotations"), &mut causes);
     validate_kind(kind, obj, old, &mut causes);
     causes
 }
@@ -310,7 +410,10 @@ mod tests {
     fn names() {
         assert!(dns1123_subdomain("a.b-c").is_empty());
         assert_eq!(dns1123_subdomain("A").len(), 1);
-        assert!(!dns1123_label("a.b").is_empty());
+        assert_eq!(
+            dns1123_label("a.b"),
+            vec!["must not contain dots".to_string()]
+        );
         assert_eq!(dns1123_label(&"a".repeat(64)).len(), 1);
         let r = Registry::new(&[]);
         let cm = r.lookup("", "v1", "configmaps").unwrap();
@@ -325,6 +428,27 @@ mod tests {
             c[0].message,
             "Required value: name or generateName is required"
         );
+    }
+
+    #[test]
+    fn pod_updates_only_change_images_and_immutable_configmaps_keep_data() {
+        let r = Registry::new(&[]);
+        let pod = r.lookup("", "v1", "pods").unwrap();
+        let old = json!({"metadata": {"name": "p"}, "spec": {"restartPolicy": "Always", "containers": [{"name": "c", "image": "a:1"}]}});
+        let mut new = old.clone();
+        new["spec"]["containers"][0]["image"] = json!("a:2");
+        assert!(validate(&pod, &new, Some(&old)).is_empty());
+        new["spec"]["nodeName"] = json!("n1");
+        assert_eq!(
+            validate(&pod, &new, Some(&old))[0].reason,
+            "FieldValueForbidden"
+        );
+
+        let cm = r.lookup("", "v1", "configmaps").unwrap();
+        let old = json!({"metadata": {"name": "c"}, "immutable": true, "data": {"a": "1"}});
+        let mut new = old.clone();
+        new["data"]["a"] = json!("2");
+        assert_eq!(validate(&cm, &new, Some(&old))[0].field, "data");
     }
 
     #[test]

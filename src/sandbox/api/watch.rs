@@ -6,6 +6,7 @@ use super::history::{Change, EventType};
 use super::kinds::KindInfo;
 use super::selectors::Selectors;
 use super::store::{WatchStart, too_old};
+use super::table;
 use bytes::Bytes;
 use futures::Stream;
 use serde_json::json;
@@ -30,6 +31,8 @@ pub struct WatchParams {
     pub bookmark_every: Duration,
     /// `sendInitialEvents`: end the initial ADDED events with an annotated bookmark.
     pub initial_events_end: bool,
+    /// Send each object as a one-row Table (`kubectl get -w`).
+    pub as_table: bool,
 }
 
 /// An event line as it goes on the wire.
@@ -69,7 +72,13 @@ fn visible_as(change: &Change, p: &WatchParams) -> Option<EventType> {
 }
 
 fn render(change: &Change, p: &WatchParams) -> Option<Bytes> {
-    visible_as(change, p).map(|t| line(t.as_str(), change.object_json()))
+    let event_type = visible_as(change, p)?;
+    if p.as_table {
+        let rv = json!({"resourceVersion": change.rv.to_string()});
+        let t = table::table(&p.kind, std::slice::from_ref(&change.object), rv);
+        return Some(line(event_type.as_str(), &t.to_string()));
+    }
+    Some(line(event_type.as_str(), change.object_json()))
 }
 
 fn bookmark(kind: &KindInfo, rv: u64, initial_end: bool) -> Bytes {
@@ -129,7 +138,12 @@ pub fn stream(
                             yield Ok(b);
                         }
                     }
-                    Err(RecvError::Lagged(_)) => {
+                    Err(RecvError::Lagged(missed)) => {
+                        tracing::warn!(
+                            resource = %p.kind.qualified_resource(),
+                            missed,
+                            "a watcher fell behind the live feed; ending it with 410 Expired"
+                        );
                         yield Ok(error_event(&too_old(last_rv, last_rv + 1)));
                         break;
                     }
@@ -161,6 +175,7 @@ mod tests {
             bookmarks: false,
             bookmark_every: Duration::from_secs(1),
             initial_events_end: false,
+            as_table: false,
         };
         let obj = |v: &str| {
             Arc::new(json!({"metadata": {"name": "x", "namespace": "ns", "labels": {"a": v}}}))
@@ -189,5 +204,41 @@ mod tests {
         );
         assert_eq!(visible_as(&other_ns, &p), None);
         assert_eq!(too_old(1, 2).status()["code"], 410);
+    }
+
+    #[tokio::test]
+    async fn bookmarks_flow_and_the_watch_ends_at_its_timeout() {
+        use crate::sandbox::api::store::{Store, WatchFrom};
+        use futures::StreamExt;
+        let store = Store::new(Registry::new(&[]), 10);
+        let cm = store.registry().lookup("", "v1", "configmaps").unwrap();
+        let start = store
+            .watch(&cm, None, &Selectors::default(), WatchFrom::Now)
+            .unwrap();
+        let p = WatchParams {
+            kind: cm,
+            namespace: None,
+            selectors: Selectors::default(),
+            timeout: Duration::from_millis(300),
+            bookmarks: true,
+            bookmark_every: Duration::from_millis(50),
+            initial_events_end: true,
+            as_table: false,
+        };
+        let (_close, closing) = tokio::sync::watch::channel(false);
+        let lines: Vec<String> = stream(start, p, closing)
+            .map(|b| String::from_utf8(b.unwrap().to_vec()).unwrap())
+            .collect()
+            .await;
+        assert!(
+            lines[0].contains("\"k8s.io/initial-events-end\":\"true\""),
+            "{lines:?}"
+        );
+        assert!(
+            lines.len() > 2
+                && lines
+                    .iter()
+                    .all(|l| l.starts_with("{\"type\":\"BOOKMARK\""))
+        );
     }
 }

@@ -46,13 +46,7 @@ pub fn injected_error(status: StatusCode) -> Response<Body> {
         }
         other => {
             let text = other.canonical_reason().unwrap_or("error");
-            let body = Status {
-                code: Some(i32::from(other.as_u16())),
-                message: Some(format!("{text}: {INJECTED}")),
-                status: Some("Failure".to_owned()),
-                ..Status::default()
-            };
-            respond(other, &body)
+            proxy_failure(other, format!("{text}: {INJECTED}"))
         }
     }
 }
@@ -72,17 +66,16 @@ pub fn unavailable(left: Duration) -> Response<Body> {
     with_retry_after(respond(StatusCode::SERVICE_UNAVAILABLE, &body), seconds)
 }
 
-/// The answer when the upstream could not be reached at all.
-pub fn bad_gateway(error: &kube::Error) -> Response<Body> {
+/// The answer when the proxy itself fails a request: `code` 400 for a request it could not
+/// read, 502 for an upstream it could not reach.
+pub fn proxy_failure(code: StatusCode, message: String) -> Response<Body> {
     let body = Status {
-        code: Some(502),
-        message: Some(format!(
-            "the fault proxy could not reach the upstream: {error}"
-        )),
+        code: Some(i32::from(code.as_u16())),
+        message: Some(message),
         status: Some("Failure".to_owned()),
         ..Status::default()
     };
-    respond(StatusCode::BAD_GATEWAY, &body)
+    respond(code, &body)
 }
 
 fn failure(code: StatusCode, reason: &str, message: String, details: StatusDetails) -> Status {

@@ -11,7 +11,7 @@ use tokio::time::Instant;
 use super::decide::{FaultState, sanitize_rate};
 
 /// Changes a running [`super::FaultProxy`]'s faults; clones share them.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Faults {
     shared: Arc<Shared>,
 }
@@ -59,6 +59,13 @@ impl ConnectionGuard {
 }
 
 impl Faults {
+    /// A handle with no fault in force and no connection yet.
+    pub(super) fn new() -> Self {
+        Faults {
+            shared: Arc::default(),
+        }
+    }
+
     /// Adds `latency` before every request is answered.
     pub fn set_latency(&self, latency: Duration) {
         self.state().latency = latency;
@@ -142,7 +149,7 @@ mod tests {
 
     #[test]
     fn settings_are_shared_between_clones_and_cleared() {
-        let faults = Faults::default();
+        let faults = Faults::new();
         let other = faults.clone();
         other.set_latency(Duration::from_millis(50));
         other.set_error_rate(2.0, StatusCode::TOO_MANY_REQUESTS);
@@ -158,7 +165,7 @@ mod tests {
 
     #[tokio::test]
     async fn restart_signals_open_connections_and_waits_for_them() {
-        let faults = Faults::default();
+        let faults = Faults::new();
         let mut guard = faults.connection();
         let held = tokio::spawn(async move {
             guard.dropped().await;
@@ -173,7 +180,7 @@ mod tests {
 
     #[tokio::test]
     async fn restart_without_connections_returns_at_once() {
-        let faults = Faults::default();
+        let faults = Faults::new();
         faults.restart(Duration::ZERO).await;
         faults.restart(Duration::ZERO).await;
     }

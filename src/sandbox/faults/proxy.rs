@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use axum::body::Body;
 use futures::StreamExt;
-use http::{HeaderMap, Request, Response, StatusCode, header};
+use http::{HeaderMap, Request, Response, StatusCode, Uri, header};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
@@ -23,7 +23,7 @@ use tokio::time::Instant;
 
 use super::answer;
 use super::decide::{Action, decide, is_watch, watch_cut_at};
-use super::handle::Faults;
+use super::handle::{ConnectionGuard, Faults};
 
 /// Name of the cluster, user and context in [`FaultProxy::kubeconfig`].
 const KUBECONFIG_NAME: &str = "faults";
@@ -86,7 +86,7 @@ impl FaultProxy {
         let mut caller_config = config.clone();
         caller_config.auth_info = AuthInfo::default();
         let upstream = Arc::new(Upstream {
-            faults: Faults::default(),
+            faults: Faults::new(),
             with_credentials: kube::Client::try_from(config).map_err(FaultError::Upstream)?,
             caller_credentials: kube::Client::try_from(caller_config)
                 .map_err(FaultError::Upstream)?,
@@ -165,7 +165,9 @@ async fn accept_loop(listener: TcpListener, upstream: Arc<Upstream>) {
     loop {
         match listener.accept().await {
             Ok((stream, _)) => {
-                tokio::spawn(serve_connection(stream, upstream.clone()));
+                // Registered before the task runs, so a restart right now drops it too.
+                let guard = upstream.faults.connection();
+                tokio::spawn(serve_connection(stream, guard, upstream.clone()));
             }
             Err(error) => {
                 // Out of file descriptors and the like: pause rather than spin.
@@ -176,8 +178,7 @@ async fn accept_loop(listener: TcpListener, upstream: Arc<Upstream>) {
     }
 }
 
-async fn serve_connection(stream: TcpStream, upstream: Arc<Upstream>) {
-    let mut guard = upstream.faults.connection();
+async fn serve_connection(stream: TcpStream, mut guard: ConnectionGuard, upstream: Arc<Upstream>) {
     let service = service_fn(move |request| {
         let upstream = upstream.clone();
         async move { Ok::<_, Infallible>(handle(&upstream, request).await) }
@@ -203,37 +204,45 @@ async fn handle(upstream: &Upstream, request: Request<Incoming>) -> Response<Bod
         }
         Action::Forward { delay } => tokio::time::sleep(delay).await,
     }
+    forward(upstream, request).await
+}
+
+/// Sends a request on to the upstream and streams its answer back.
+async fn forward(upstream: &Upstream, request: Request<Incoming>) -> Response<Body> {
     let watch = is_watch(request.uri().path(), request.uri().query());
     let (parts, body) = request.into_parts();
     let body = match axum::body::to_bytes(Body::new(body), MAX_REQUEST_BODY).await {
         Ok(body) => body,
         Err(error) => {
-            tracing::debug!(%error, "fault proxy could not read a request body");
-            return answer::injected_error(StatusCode::BAD_REQUEST);
+            return answer::proxy_failure(
+                StatusCode::BAD_REQUEST,
+                format!("the fault proxy could not read the request body: {error}"),
+            );
         }
     };
-    let path_and_query = parts
-        .uri
-        .path_and_query()
-        .map_or("/", |pq| pq.as_str())
-        .to_owned();
     let client = if parts.headers.contains_key(header::AUTHORIZATION) {
         &upstream.caller_credentials
     } else {
         &upstream.with_credentials
     };
+    // Relative, as kube::Client wants it: its base-URI layer prefixes the upstream's URL.
+    let uri = parts
+        .uri
+        .path_and_query()
+        .cloned()
+        .map_or_else(|| Uri::from_static("/"), Uri::from);
     let mut forward = Request::new(kube::client::Body::from(body));
     *forward.method_mut() = parts.method;
     *forward.headers_mut() = end_to_end(parts.headers);
-    match path_and_query.parse() {
-        Ok(uri) => *forward.uri_mut() = uri,
-        Err(_) => return answer::injected_error(StatusCode::BAD_REQUEST),
-    }
+    *forward.uri_mut() = uri.clone();
     let response = match client.send(forward).await {
         Ok(response) => response,
         Err(error) => {
-            tracing::debug!(%error, path = %path_and_query, "fault proxy upstream request failed");
-            return answer::bad_gateway(&error);
+            tracing::debug!(%error, %uri, "fault proxy upstream request failed");
+            return answer::proxy_failure(
+                StatusCode::BAD_GATEWAY,
+                format!("the fault proxy could not reach the upstream: {error}"),
+            );
         }
     };
     let (mut parts, body) = response.into_parts();

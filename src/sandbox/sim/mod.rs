@@ -1,1 +1,268 @@
-//! The cluster simulator: controllers that act only through the Kubernetes API.
+//! The cluster simulator: controllers that act only through the Kubernetes API, so they run
+//! as well against a real API server that has no kubelet or controller-manager.
+//!
+//! - [`job_controller`] runs Jobs ([`job`] decides), one pod per attempt;
+//! - [`kubelet`] moves pods bound to simulated nodes through their phases ([`lifecycle`]
+//!   decides, [`behaviour`] reads what the pod's template asks for);
+//! - [`nodes`] keeps the simulated Node objects;
+//! - [`daemonset_controller`] runs one pod per node per DaemonSet ([`daemonset`] decides);
+//! - [`agent`] is the registry-pivot agent of each node ([`ack`] decides).
+
+pub mod ack;
+pub mod agent;
+pub mod behaviour;
+pub mod bench;
+pub mod daemonset;
+pub mod daemonset_controller;
+pub mod job;
+pub mod job_controller;
+pub mod kubelet;
+pub mod lifecycle;
+pub mod nodes;
+pub mod pod_state;
+
+use std::collections::BTreeSet;
+use std::fmt::Debug;
+use std::sync::Arc;
+use std::time::Duration;
+
+use kube::{Api, Client, Resource};
+use serde::de::DeserializeOwned;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use nodes::{NodeManager, NodeRegistry};
+
+pub use nodes::LABEL_POOL;
+
+/// Pod annotation holding the container's log text, served by the sandbox's pod `/log`.
+pub const ANNOTATION_LOG: &str = "sandbox.catalyst.openova.io/log";
+
+/// What the simulator runs.
+#[derive(Debug, Clone)]
+pub struct SimConfig {
+    /// Namespace watched for Jobs, DaemonSets and pods; `None`: all namespaces.
+    pub namespace: Option<String>,
+    /// Number of nodes at start.
+    pub nodes: usize,
+    /// Node pool: nodes are named `<pool>-<n>` and labelled [`LABEL_POOL`]`=<pool>`.
+    pub pool: String,
+    /// `(namespace, name)` of the status ConfigMap the agents follow; `None`: no agents.
+    pub status_configmap: Option<(String, String)>,
+    /// The registry-pivot agents.
+    pub agent: AgentConfig,
+    /// Run time of a pod whose template does not say.
+    pub default_run: Duration,
+}
+
+impl Default for SimConfig {
+    fn default() -> Self {
+        SimConfig {
+            namespace: None,
+            nodes: 3,
+            pool: "sim".into(),
+            status_configmap: None,
+            agent: AgentConfig::default(),
+            default_run: Duration::from_millis(50),
+        }
+    }
+}
+
+/// The simulated registry-pivot agents.
+#[derive(Debug, Clone, Default)]
+pub struct AgentConfig {
+    /// The DaemonSet whose ready pods run the agent; `None`: no agents.
+    pub daemonset: Option<String>,
+    /// Time between a node seeing `registriesYamlActive` change and its acknowledgement.
+    pub ack_delay: Duration,
+    /// Nodes that never acknowledge.
+    pub never_ack: BTreeSet<String>,
+}
+
+/// Errors of the simulator.
+#[derive(Debug, thiserror::Error)]
+pub enum SimError {
+    /// An API call failed.
+    #[error("simulator could not {action}: {source}")]
+    Api {
+        /// What the simulator was doing.
+        action: String,
+        /// The client's error.
+        #[source]
+        source: kube::Error,
+    },
+    /// The node is not one of the simulator's.
+    #[error("node {0:?} is not a simulated node")]
+    UnknownNode(String),
+    /// Waiting on an object's watch failed.
+    #[error("simulator could not watch {what}: {source}")]
+    Wait {
+        /// The object waited for.
+        what: String,
+        /// The watch's error.
+        #[source]
+        source: kube::runtime::wait::Error,
+    },
+    /// The configuration cannot work.
+    #[error("invalid simulator configuration: {0}")]
+    Config(String),
+}
+
+/// A running simulator.
+pub struct Simulator {
+    nodes: NodeManager,
+    never_ack: watch::Sender<BTreeSet<String>>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for Simulator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Simulator")
+            .field("tasks", &self.tasks.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Simulator {
+    /// Creates the nodes and starts every controller on `client`.
+    pub async fn start(client: Client, cfg: SimConfig) -> Result<Simulator, SimError> {
+        if !is_dns_label(&cfg.pool) || cfg.pool.len() > 40 {
+            return Err(SimError::Config(format!(
+                "pool {:?} must be a DNS-1123 label of at most 40 characters",
+                cfg.pool
+            )));
+        }
+        let registry = Arc::new(NodeRegistry::new(&cfg.pool));
+        let nodes = NodeManager::new(client.clone(), cfg.namespace.clone(), registry.clone());
+        nodes.ensure(cfg.nodes).await?;
+        let (never_ack, never_ack_rx) = watch::channel(cfg.agent.never_ack.clone());
+        let ns = cfg.namespace.clone();
+        let mut tasks = vec![
+            tokio::spawn(kubelet::run(
+                client.clone(),
+                ns.clone(),
+                registry.clone(),
+                cfg.default_run,
+            )),
+            tokio::spawn(job_controller::run(
+                client.clone(),
+                ns.clone(),
+                registry.clone(),
+            )),
+            tokio::spawn(daemonset_controller::run(
+                client.clone(),
+                ns.clone(),
+                registry.clone(),
+            )),
+        ];
+        if let (Some(daemonset), Some(status)) =
+            (cfg.agent.daemonset.clone(), cfg.status_configmap.clone())
+        {
+            tasks.push(tokio::spawn(agent::run(agent::AgentParams {
+                client,
+                namespace: ns,
+                daemonset,
+                status_configmap: status,
+                ack_delay: cfg.agent.ack_delay,
+                never_ack: never_ack_rx,
+            })));
+        }
+        Ok(Simulator {
+            nodes,
+            never_ack,
+            tasks,
+        })
+    }
+
+    /// Adds a Ready node `<pool>-<n>` and returns its name.
+    pub async fn add_node(&self) -> Result<String, SimError> {
+        self.nodes.add().await
+    }
+
+    /// Deletes a simulated node and the pods bound to it.
+    pub async fn delete_node(&self, name: &str) -> Result<(), SimError> {
+        self.nodes.delete(name).await
+    }
+
+    /// Replaces a node by a new one with a new name (as a cloud replaces a machine) and returns
+    /// the new name.
+    pub async fn replace_node(&self, name: &str) -> Result<String, SimError> {
+        self.nodes.delete(name).await?;
+        self.nodes.add().await
+    }
+
+    /// Makes `node` acknowledge again (`never == false`) or never (`true`).
+    pub fn set_never_ack(&self, node: &str, never: bool) {
+        self.never_ack.send_modify(|set| {
+            if never {
+                set.insert(node.to_owned());
+            } else {
+                set.remove(node);
+            }
+        });
+    }
+
+    /// Stops every controller; the objects they made stay in the API.
+    pub async fn shutdown(self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+        for task in self.tasks {
+            // An aborted task answers Err(cancelled), which is the expected end here.
+            let _ = task.await;
+        }
+    }
+}
+
+/// An API over `namespace`, or over all namespaces.
+fn scoped<K>(client: &Client, namespace: Option<&str>) -> Api<K>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope> + Clone + DeserializeOwned + Debug,
+    K::DynamicType: Default,
+{
+    match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
+}
+
+/// Wraps a client error with what the simulator was doing.
+fn api_error(action: impl Into<String>) -> impl FnOnce(kube::Error) -> SimError {
+    let action = action.into();
+    move |source| SimError::Api { action, source }
+}
+
+/// Write parameters naming the simulator's field manager.
+fn manager(name: &str) -> kube::api::PatchParams {
+    kube::api::PatchParams {
+        field_manager: Some(name.to_owned()),
+        ..Default::default()
+    }
+}
+
+fn is_not_found(e: &kube::Error) -> bool {
+    matches!(e, kube::Error::Api(s) if s.code == 404)
+}
+
+fn is_dns_label(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !s.starts_with('-')
+        && !s.ends_with('-')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pool_names_are_dns_labels() {
+        assert!(is_dns_label("sim"));
+        assert!(is_dns_label("pool-2"));
+        for bad in ["", "-a", "a-", "Pool", "a.b"] {
+            assert!(!is_dns_label(bad), "{bad:?}");
+        }
+    }
+}

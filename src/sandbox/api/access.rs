@@ -1,0 +1,189 @@
+//! Authentication and authorization of requests: bearer token → user through the token
+//! table, then RBAC over the Role/Binding objects in the store ([`crate::sandbox::auth`]).
+
+use super::route::ResourcePath;
+use super::store::{ListOptions, Store};
+use crate::sandbox::auth::{self, Attributes, Decision, RbacRules, TokenTable, UserInfo};
+use axum::http::{HeaderMap, Method, StatusCode, header};
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+/// Username of the always-valid admin token.
+pub const ADMIN_USER: &str = "sandbox-admin";
+
+/// How requests are authenticated.
+pub struct Access {
+    /// Known tokens (the admin token included); `None` = auth off, every request is admin.
+    pub tokens: Option<TokenTable>,
+    /// Tokens TokenReview answers from: the configured ones plus the admin token, even with
+    /// auth off.
+    pub reviewable: TokenTable,
+}
+
+/// The admin user: in `system:masters`, so RBAC always allows it.
+pub fn admin_user() -> UserInfo {
+    UserInfo::new(ADMIN_USER, [auth::MASTERS_GROUP.to_string()])
+}
+
+impl Access {
+    /// Token tables for `configured` plus the admin token.
+    pub fn new(configured: Option<TokenTable>, admin_token: &str) -> Self {
+        let with_admin = |mut t: TokenTable| {
+            t.insert(admin_token, admin_user());
+            t
+        };
+        Access {
+            reviewable: with_admin(configured.clone().unwrap_or_default()),
+            tokens: configured.map(with_admin),
+        }
+    }
+
+    /// The user of a request, or `None` when auth is on and the bearer token is missing or
+    /// unknown (401).
+    pub fn authenticate(&self, headers: &HeaderMap) -> Option<UserInfo> {
+        let Some(tokens) = &self.tokens else {
+            return Some(admin_user());
+        };
+        let token = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::trim)?;
+        tokens.authenticate(token)
+    }
+}
+
+/// The API verb of a resource request (kube-apiserver's RequestInfoFactory).
+pub fn verb(method: &Method, rp: &ResourcePath, watching: bool) -> &'static str {
+    match (method.as_str(), rp.name.is_some()) {
+        ("GET", _) if watching => "watch",
+        ("GET", true) => "get",
+        ("GET", false) => "list",
+        ("POST", _) => "create",
+        ("PUT", _) => "update",
+        ("PATCH", _) => "patch",
+        ("DELETE", true) => "delete",
+        ("DELETE", false) => "deletecollection",
+        _ => "",
+    }
+}
+
+/// The authorization attributes of a resource request.
+pub fn attributes(method: &Method, rp: &ResourcePath, watching: bool) -> Attributes {
+    let mut attrs = Attributes::resource(
+        verb(method, rp, watching),
+        rp.group.clone(),
+        rp.plural.clone(),
+    );
+    attrs.namespace = rp.namespace.clone();
+    // A namespace is its own namespace for authorization (RequestInfo sets it from the name).
+    if rp.plural == "namespaces" && rp.group.is_empty() {
+        attrs.namespace.clone_from(&rp.name);
+    }
+    attrs.name.clone_from(&rp.name);
+    attrs.subresource.clone_from(&rp.subresource);
+    attrs
+}
+
+fn all_of<T: DeserializeOwned>(store: &Store, group: &str, plural: &str) -> Vec<T> {
+    let Some(kind) = store.registry().lookup(group, "v1", plural) else {
+        return Vec::new();
+    };
+    store
+        .list(&kind, None, &ListOptions::default())
+        .map(|page| {
+            page.items
+                .iter()
+                .filter_map(|o| serde_json::from_value((**o).clone()).ok())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The RBAC objects currently stored.
+pub fn rbac_rules(store: &Store) -> RbacRules {
+    const RBAC: &str = "rbac.authorization.k8s.io";
+    RbacRules {
+        roles: all_of(store, RBAC, "roles"),
+        cluster_roles: all_of(store, RBAC, "clusterroles"),
+        role_bindings: all_of(store, RBAC, "rolebindings"),
+        cluster_role_bindings: all_of(store, RBAC, "clusterrolebindings"),
+    }
+}
+
+/// RBAC's decision for `user` doing `attrs` against the stored rules.
+pub fn decide(store: &Store, user: &UserInfo, attrs: &Attributes) -> Decision {
+    if user.in_group(auth::MASTERS_GROUP) {
+        return Decision::Allow;
+    }
+    auth::authorize(user, attrs, &rbac_rules(store))
+}
+
+/// The 401 answer.
+pub fn unauthorized() -> (StatusCode, Value) {
+    (
+        StatusCode::UNAUTHORIZED,
+        serde_json::to_value(auth::unauthorized_status()).unwrap_or_default(),
+    )
+}
+
+/// The 403 answer for a denied request.
+pub fn forbidden(user: &UserInfo, attrs: &Attributes, reason: &str) -> (StatusCode, Value) {
+    (
+        StatusCode::FORBIDDEN,
+        serde_json::to_value(auth::forbidden_status(user, attrs, reason)).unwrap_or_default(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sandbox::api::route::{Target, resolve};
+
+    fn rp(path: &str) -> ResourcePath {
+        match resolve(path) {
+            Target::Resource(r) => r,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn verbs_and_attributes_follow_request_info() {
+        let cm = rp("/api/v1/namespaces/ns/configmaps/x");
+        assert_eq!(verb(&Method::GET, &cm, false), "get");
+        assert_eq!(verb(&Method::GET, &cm, true), "watch");
+        assert_eq!(
+            verb(
+                &Method::DELETE,
+                &rp("/api/v1/namespaces/ns/configmaps"),
+                false
+            ),
+            "deletecollection"
+        );
+        let a = attributes(&Method::GET, &rp("/api/v1/namespaces/ns/pods/p/log"), false);
+        assert_eq!(
+            (a.namespace.as_deref(), a.subresource.as_deref()),
+            (Some("ns"), Some("log"))
+        );
+        let ns = attributes(&Method::DELETE, &rp("/api/v1/namespaces/team"), false);
+        assert_eq!(ns.namespace.as_deref(), Some("team"));
+    }
+
+    #[test]
+    fn tokens_authenticate_and_auth_off_is_admin() {
+        let mut headers = HeaderMap::new();
+        let off = Access::new(None, "adm");
+        assert_eq!(off.authenticate(&headers).unwrap().username, ADMIN_USER);
+        let on = Access::new(Some(TokenTable::parse("t1=alice:dev").unwrap()), "adm");
+        assert!(on.authenticate(&headers).is_none());
+        headers.insert(header::AUTHORIZATION, "Bearer t1".parse().unwrap());
+        assert_eq!(on.authenticate(&headers).unwrap().username, "alice");
+        headers.insert(header::AUTHORIZATION, "Bearer adm".parse().unwrap());
+        assert!(
+            on.authenticate(&headers)
+                .unwrap()
+                .in_group(auth::MASTERS_GROUP)
+        );
+        assert!(off.reviewable.authenticate("adm").is_some());
+    }
+}

@@ -1,0 +1,148 @@
+//! TokenReview and SubjectAccessReview: create-only, answered from the same token table and
+//! RBAC rules the server itself uses, never stored (authentication.k8s.io/v1,
+//! authorization.k8s.io/v1).
+
+use super::access::{self, Access};
+use super::errors::{ApiError, Cause};
+use super::store::Store;
+use crate::sandbox::auth::{Attributes, Decision, UserInfo};
+use serde_json::{Value, json};
+
+fn reviewed(mut body: Value, api_version: &str, kind: &str, status: Value) -> Value {
+    body["apiVersion"] = json!(api_version);
+    body["kind"] = json!(kind);
+    if !body.get("metadata").is_some_and(Value::is_object) {
+        body["metadata"] = json!({});
+    }
+    body["metadata"]["creationTimestamp"] = Value::Null;
+    body["status"] = status;
+    body
+}
+
+/// Answers a TokenReview: `status.authenticated` and the user behind `spec.token`.
+pub fn token_review(access: &Access, body: Value) -> Result<Value, ApiError> {
+    let token = body
+        .pointer("/spec/token")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    if token.is_empty() {
+        return Err(ApiError::invalid_kind(
+            "TokenReview",
+            "authentication.k8s.io",
+            "",
+            vec![Cause::required("spec.token", "token must be set")],
+        ));
+    }
+    let status = match access.reviewable.authenticate(token) {
+        Some(user) => json!({
+            "authenticated": true,
+            "user": {"username": user.username, "uid": user.uid, "groups": user.groups},
+            "audiences": body.pointer("/spec/audiences").cloned().unwrap_or(json!([])),
+        }),
+        None => json!({"authenticated": false, "user": {}, "error": "invalid bearer token"}),
+    };
+    Ok(reviewed(
+        body,
+        "authentication.k8s.io/v1",
+        "TokenReview",
+        status,
+    ))
+}
+
+fn str_at<'a>(v: &'a Value, pointer: &str) -> &'a str {
+    v.pointer(pointer)
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+}
+
+/// Answers a SubjectAccessReview: RBAC's decision for `spec.user`/`spec.groups` doing the
+/// resource or non-resource action described.
+pub fn subject_access_review(store: &Store, body: Value) -> Result<Value, ApiError> {
+    let spec = body.get("spec").cloned().unwrap_or_else(|| json!({}));
+    let user = UserInfo {
+        username: str_at(&spec, "/user").to_string(),
+        uid: str_at(&spec, "/uid").to_string(),
+        groups: spec
+            .get("groups")
+            .and_then(Value::as_array)
+            .map(|g| {
+                g.iter()
+                    .filter_map(Value::as_str)
+                    .map(String::from)
+                    .collect()
+            })
+            .unwrap_or_default(),
+    };
+    let attrs = if let Some(r) = spec.get("resourceAttributes") {
+        let opt = |p: &str| Some(str_at(r, p).to_string()).filter(|s| !s.is_empty());
+        Attributes {
+            verb: str_at(r, "/verb").to_string(),
+            api_group: str_at(r, "/group").to_string(),
+            resource: str_at(r, "/resource").to_string(),
+            subresource: opt("/subresource"),
+            namespace: opt("/namespace"),
+            name: opt("/name"),
+            path: None,
+        }
+    } else if let Some(n) = spec.get("nonResourceAttributes") {
+        Attributes::non_resource(str_at(n, "/verb"), str_at(n, "/path"))
+    } else {
+        return Err(ApiError::invalid_kind(
+            "SubjectAccessReview",
+            "authorization.k8s.io",
+            "",
+            vec![Cause::invalid(
+                "spec.resourceAttributes",
+                "null",
+                "exactly one of nonResourceAttributes or resourceAttributes must be specified",
+            )],
+        ));
+    };
+    let status = match access::decide(store, &user, &attrs) {
+        Decision::Allow => json!({"allowed": true, "reason": "allowed by RBAC"}),
+        Decision::Deny { reason } => json!({"allowed": false, "reason": reason}),
+    };
+    Ok(reviewed(
+        body,
+        "authorization.k8s.io/v1",
+        "SubjectAccessReview",
+        status,
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sandbox::api::kinds::Registry;
+    use crate::sandbox::auth::TokenTable;
+
+    #[test]
+    fn token_review_answers_from_the_table() {
+        let access = Access::new(Some(TokenTable::parse("t1=alice:dev").unwrap()), "adm");
+        let ok = token_review(&access, json!({"spec": {"token": "t1"}})).unwrap();
+        assert_eq!(ok["status"]["authenticated"], true);
+        assert_eq!(ok["status"]["user"]["username"], "alice");
+        let bad = token_review(&access, json!({"spec": {"token": "nope"}})).unwrap();
+        assert_eq!(bad["status"]["authenticated"], false);
+        assert_eq!(
+            token_review(&access, json!({})).unwrap_err().code.as_u16(),
+            422
+        );
+    }
+
+    #[test]
+    fn subject_access_review_uses_rbac() {
+        let store = Store::new(Registry::new(&[]), 10);
+        let sar = json!({"spec": {"user": "bob", "groups": ["system:masters"],
+            "resourceAttributes": {"verb": "get", "resource": "pods", "namespace": "x"}}});
+        assert_eq!(
+            subject_access_review(&store, sar).unwrap()["status"]["allowed"],
+            true
+        );
+        let sar = json!({"spec": {"user": "bob", "resourceAttributes": {"verb": "get", "resource": "pods"}}});
+        assert_eq!(
+            subject_access_review(&store, sar).unwrap()["status"]["allowed"],
+            false
+        );
+    }
+}

@@ -1,0 +1,141 @@
+//! The simulated kubelet of every simulated node: a controller over pods that writes their
+//! status through `pods/status`, as [`lifecycle`](super::lifecycle) decides.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::StreamExt;
+use jiff::Timestamp;
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{DeleteParams, Patch};
+use kube::runtime::controller::{self, Action, Controller};
+use kube::runtime::watcher;
+use kube::{Api, Client};
+
+use super::behaviour::Behaviour;
+use super::lifecycle::{KubeletStep, next_step};
+use super::nodes::NodeRegistry;
+use super::{ANNOTATION_LOG, SimError, api_error, is_not_found, pod_state, scoped};
+
+/// Field manager of the kubelet's writes.
+const MANAGER: &str = "sandbox-kubelet";
+/// Pods handled at once; bounds the burst of status writes when thousands of pods start.
+const CONCURRENCY: u16 = 64;
+
+struct Kubelet {
+    client: Client,
+    nodes: Arc<NodeRegistry>,
+    default_run: Duration,
+    /// Start of each pod's current container run, by pod uid, at full precision (the API
+    /// keeps whole seconds). Entries go once the pod needs no more timing.
+    runs: Mutex<HashMap<String, Timestamp>>,
+}
+
+impl Kubelet {
+    fn runs(&self) -> std::sync::MutexGuard<'_, HashMap<String, Timestamp>> {
+        // The map holds plain timestamps: one left by a panicking holder is still valid.
+        self.runs.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Runs the kubelet until the task is aborted.
+pub async fn run(
+    client: Client,
+    namespace: Option<String>,
+    nodes: Arc<NodeRegistry>,
+    default_run: Duration,
+) {
+    let pods: Api<Pod> = scoped(&client, namespace.as_deref());
+    let ctx = Arc::new(Kubelet {
+        client,
+        nodes,
+        default_run,
+        runs: Mutex::new(HashMap::new()),
+    });
+    Controller::new(pods, watcher::Config::default())
+        .with_config(controller::Config::default().concurrency(CONCURRENCY))
+        .run(reconcile, error_policy, ctx)
+        .for_each(|_| futures::future::ready(()))
+        .await;
+}
+
+async fn reconcile(pod: Arc<Pod>, ctx: Arc<Kubelet>) -> Result<Action, SimError> {
+    if !pod_state::node_name(&pod).is_some_and(|n| ctx.nodes.contains(n)) {
+        return Ok(Action::await_change());
+    }
+    let ns = pod.metadata.namespace.as_deref().unwrap_or_default();
+    let name = pod_state::name(&pod);
+    let uid = pod.metadata.uid.clone().unwrap_or_default();
+    let api: Api<Pod> = Api::namespaced(ctx.client.clone(), ns);
+    let (behaviour, problems) = Behaviour::from_spec(pod.spec.as_ref(), ctx.default_run);
+    let known = ctx.runs().get(&uid).copied();
+    let now = Timestamp::now();
+    match next_step(&pod, &behaviour, known, now) {
+        KubeletStep::Write {
+            status,
+            then,
+            starts_run,
+        } => {
+            if starts_run && pod_state::phase(&pod) != "Running" {
+                for problem in &problems {
+                    tracing::warn!(pod = %name, namespace = %ns, %problem, "simulated pod behaviour");
+                }
+                write_log(&api, &pod, &behaviour).await?;
+            }
+            let patch = serde_json::json!({ "status": status });
+            api.patch_status(name, &super::manager(MANAGER), &Patch::Merge(&patch))
+                .await
+                .map_err(api_error(format!("write the status of pod {ns}/{name}")))?;
+            if starts_run {
+                ctx.runs().insert(uid, now);
+            } else if then.is_none() {
+                ctx.runs().remove(&uid);
+            }
+            Ok(then.map_or_else(Action::await_change, Action::requeue))
+        }
+        KubeletStep::Wait(d) => Ok(Action::requeue(d)),
+        KubeletStep::Remove => {
+            ctx.runs().remove(&uid);
+            match api
+                .delete(name, &DeleteParams::default().grace_period(0))
+                .await
+            {
+                Ok(_) => Ok(Action::await_change()),
+                Err(e) if is_not_found(&e) => Ok(Action::await_change()),
+                Err(e) => Err(api_error(format!("finish deleting pod {ns}/{name}"))(e)),
+            }
+        }
+        KubeletStep::Idle => {
+            ctx.runs().remove(&uid);
+            Ok(Action::await_change())
+        }
+    }
+}
+
+/// Writes the container's log text where the sandbox's `/log` reads it.
+async fn write_log(api: &Api<Pod>, pod: &Pod, behaviour: &Behaviour) -> Result<(), SimError> {
+    let Some(log) = behaviour.log.as_deref() else {
+        return Ok(());
+    };
+    let present = pod
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(ANNOTATION_LOG))
+        .is_some_and(|v| v == log);
+    if present {
+        return Ok(());
+    }
+    let name = pod_state::name(pod);
+    let patch = serde_json::json!({ "metadata": { "annotations": { ANNOTATION_LOG: log } } });
+    api.patch(name, &super::manager(MANAGER), &Patch::Merge(&patch))
+        .await
+        .map_err(api_error(format!("write the log of pod {name}")))?;
+    Ok(())
+}
+
+fn error_policy(pod: Arc<Pod>, error: &SimError, _ctx: Arc<Kubelet>) -> Action {
+    tracing::debug!(pod = %pod_state::name(&pod), %error, "kubelet retries");
+    Action::requeue(Duration::from_millis(200))
+}

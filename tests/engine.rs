@@ -1,0 +1,1052 @@
+//! The cutover engine over real HTTP: the service under test talks to a Kubernetes API (the
+//! sandbox, or `CUTOVER_TEST_KUBECONFIG`), the simulator runs the Jobs and the DaemonSet as
+//! an API client, and the test drives the service through its own HTTP API.
+
+mod common;
+
+use catalyst_cutover::contract::{self, DEFAULT_STATUS_CONFIGMAP};
+use catalyst_cutover::sandbox::sim::{AgentConfig, SimConfig, Simulator};
+use catalyst_cutover::service::{Service, ServiceConfig};
+use common::TestCluster;
+use futures::future::join_all;
+use k8s_openapi::api::apps::v1::DaemonSet;
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::ConfigMap;
+use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use kube::config::KubeConfigOptions;
+use kube::runtime::wait::await_condition;
+use serde_json::{Value, json};
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+/// Upper bound for one cutover in these tests: a hang guard, not a speed assertion.
+const GUARD: Duration = Duration::from_secs(60);
+const DAEMONSET: &str = "registry-pivot";
+
+/// A cluster, its simulator and helpers to run the service against it.
+struct Env {
+    cluster: TestCluster,
+    sim: Simulator,
+}
+
+impl Env {
+    async fn start(nodes: usize) -> Env {
+        if std::env::var_os("RUST_LOG").is_some() {
+            catalyst_cutover::telemetry::init();
+        }
+        let cluster = TestCluster::start().await;
+        let ns = cluster.namespace().to_owned();
+        create_daemonset(&cluster.client(), &ns).await;
+        let sim = Simulator::start(
+            cluster.client(),
+            SimConfig {
+                namespace: Some(ns.clone()),
+                nodes,
+                pool: ns.clone(),
+                status_configmap: Some((ns.clone(), DEFAULT_STATUS_CONFIGMAP.to_owned())),
+                agent: AgentConfig {
+                    daemonset: Some(DAEMONSET.to_owned()),
+                    ack_delay: Duration::from_millis(20),
+                    never_ack: BTreeSet::new(),
+                },
+                default_run: Duration::from_millis(20),
+            },
+        )
+        .await
+        .expect("start simulator");
+        Env { cluster, sim }
+    }
+
+    /// The simulated nodes of this test, as the API lists them.
+    async fn nodes(&self) -> Vec<String> {
+        let api: Api<k8s_openapi::api::core::v1::Node> = Api::all(self.client());
+        let selector = format!("sandbox.catalyst.openova.io/pool={}", self.ns());
+        let mut names: Vec<String> = api
+            .list(&ListParams::default().labels(&selector))
+            .await
+            .expect("nodes")
+            .items
+            .into_iter()
+            .filter_map(|n| n.metadata.name)
+            .collect();
+        names.sort();
+        names
+    }
+
+    fn ns(&self) -> &str {
+        self.cluster.namespace()
+    }
+
+    fn client(&self) -> kube::Client {
+        self.cluster.client()
+    }
+
+    async fn kube_config(&self) -> kube::Config {
+        kube::Config::from_custom_kubeconfig(
+            self.cluster.kubeconfig().clone(),
+            &KubeConfigOptions::default(),
+        )
+        .await
+        .expect("kube config")
+    }
+
+    fn service_config(&self, identity: &str) -> ServiceConfig {
+        let mut config = ServiceConfig::new(self.ns());
+        config.identity = identity.to_owned();
+        config.lease_duration = Duration::from_secs(2);
+        config
+    }
+
+    async fn service(&self, identity: &str) -> Service {
+        Service::start(self.kube_config().await, self.service_config(identity))
+            .await
+            .expect("start service")
+    }
+
+    async fn add_steps(&self, steps: Vec<ConfigMap>) {
+        let api: Api<ConfigMap> = Api::namespaced(self.client(), self.ns());
+        for cm in steps {
+            api.create(&PostParams::default(), &cm)
+                .await
+                .expect("create step");
+        }
+    }
+
+    async fn status(&self) -> BTreeMap<String, String> {
+        let api: Api<ConfigMap> = Api::namespaced(self.client(), self.ns());
+        api.get(DEFAULT_STATUS_CONFIGMAP)
+            .await
+            .expect("status ConfigMap")
+            .data
+            .unwrap_or_default()
+    }
+
+    /// Waits (through a watch) until the status ConfigMap's phase is one of `phases`.
+    async fn wait_phase(&self, phases: &[&str]) -> BTreeMap<String, String> {
+        let api: Api<ConfigMap> = Api::namespaced(self.client(), self.ns());
+        let phases: Vec<String> = phases.iter().map(|p| (*p).to_owned()).collect();
+        let cond = move |cm: Option<&ConfigMap>| {
+            cm.and_then(|cm| cm.data.as_ref())
+                .and_then(|d| d.get("cutoverPhase"))
+                .is_some_and(|p| phases.contains(p))
+        };
+        tokio::time::timeout(GUARD, await_condition(api, DEFAULT_STATUS_CONFIGMAP, cond))
+            .await
+            .expect("cutover reached the phase in time")
+            .expect("watch");
+        self.status().await
+    }
+
+    /// Waits until step `step`'s row says `result`.
+    async fn wait_step(&self, step: &str, result: &str) {
+        let api: Api<ConfigMap> = Api::namespaced(self.client(), self.ns());
+        let key = format!("step.{step}.result");
+        let result = result.to_owned();
+        let cond = move |cm: Option<&ConfigMap>| {
+            cm.and_then(|cm| cm.data.as_ref())
+                .and_then(|d| d.get(&key))
+                .is_some_and(|r| *r == result)
+        };
+        tokio::time::timeout(GUARD, await_condition(api, DEFAULT_STATUS_CONFIGMAP, cond))
+            .await
+            .expect("step reached the result in time")
+            .expect("watch");
+    }
+
+    /// Jobs per step label in this namespace.
+    async fn jobs_by_step(&self) -> BTreeMap<String, Vec<String>> {
+        let api: Api<Job> = Api::namespaced(self.client(), self.ns());
+        let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for job in api.list(&ListParams::default()).await.expect("jobs").items {
+            let labels = job.metadata.labels.clone().unwrap_or_default();
+            let step = labels
+                .get(contract::LABEL_JOB_STEP)
+                .cloned()
+                .unwrap_or_default();
+            out.entry(step)
+                .or_default()
+                .push(job.metadata.name.unwrap_or_default());
+        }
+        out
+    }
+
+    async fn cleanup(self) {
+        self.sim.shutdown().await;
+        self.cluster.cleanup().await;
+    }
+}
+
+async fn create_daemonset(client: &kube::Client, ns: &str) {
+    let ds: DaemonSet = serde_json::from_value(json!({
+        "metadata": {"name": DAEMONSET},
+        "spec": {
+            "selector": {"matchLabels": {"app": DAEMONSET}},
+            "template": {
+                "metadata": {"labels": {"app": DAEMONSET}},
+                "spec": {"containers": [{"name": "agent", "image": "busybox:1.36"}]}
+            }
+        }
+    }))
+    .expect("daemonset");
+    Api::<DaemonSet>::namespaced(client.clone(), ns)
+        .create(&PostParams::default(), &ds)
+        .await
+        .expect("create DaemonSet");
+}
+
+/// A `job` step ConfigMap whose pod behaves as `env` tells the simulator.
+fn job_step(order: u32, name: &str, env: &[(&str, &str)]) -> ConfigMap {
+    let env: Vec<Value> = env
+        .iter()
+        .map(|(k, v)| json!({"name": k, "value": v}))
+        .collect();
+    let pod_spec = json!({
+        "containers": [{"name": "step", "image": "alpine/k8s:1.33.1", "command": ["sh", "-c", "echo {{ .not.a.template }}"], "env": env}]
+    });
+    step_cm(
+        order,
+        name,
+        "job",
+        Some(serde_yaml::to_string(&pod_spec).unwrap()),
+    )
+}
+
+fn daemonset_step(order: u32, name: &str) -> ConfigMap {
+    let mut cm = step_cm(order, name, "daemonset-wait", None);
+    cm.metadata.labels.get_or_insert_default().insert(
+        contract::LABEL_STEP_DAEMONSET.to_owned(),
+        DAEMONSET.to_owned(),
+    );
+    cm
+}
+
+fn step_cm(order: u32, name: &str, mode: &str, pod_spec: Option<String>) -> ConfigMap {
+    let mut data = BTreeMap::from([(contract::DATA_STEP_NAME.to_owned(), name.to_owned())]);
+    if let Some(pod_spec) = pod_spec {
+        data.insert(contract::DATA_POD_SPEC.to_owned(), pod_spec);
+    }
+    serde_json::from_value(json!({
+        "metadata": {
+            "name": format!("cutover-step-{order:02}-{name}"),
+            "labels": {
+                contract::LABEL_PART_OF: contract::PART_OF,
+                contract::LABEL_COMPONENT: contract::COMPONENT_STEP,
+                contract::LABEL_STEP_ORDER: order.to_string(),
+                contract::LABEL_STEP_MODE: mode,
+            }
+        },
+        "data": data,
+    }))
+    .expect("step ConfigMap")
+}
+
+/// The chart's eight steps, with the simulator's default behaviour for every Job.
+fn eight_steps() -> Vec<ConfigMap> {
+    vec![
+        job_step(1, "gitea-mirror", &[]),
+        job_step(2, "harbor-projects", &[]),
+        job_step(3, "harbor-prewarm", &[]),
+        daemonset_step(4, "registry-pivot"),
+        job_step(5, "flux-gitrepository-patch", &[]),
+        job_step(6, "helmrepository-patches", &[]),
+        job_step(7, "catalyst-api-env-patch", &[]),
+        job_step(8, "egress-block-test", &[]),
+    ]
+}
+
+const EIGHT: [&str; 8] = [
+    "gitea-mirror",
+    "harbor-projects",
+    "harbor-prewarm",
+    "registry-pivot",
+    "flux-gitrepository-patch",
+    "helmrepository-patches",
+    "catalyst-api-env-patch",
+    "egress-block-test",
+];
+
+async fn post(base: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+    let client = reqwest::Client::new();
+    let mut req = client.post(format!("{base}{path}"));
+    if let Some(body) = body {
+        req = req.json(&body);
+    }
+    let resp = req.send().await.expect("POST");
+    let code = resp.status().as_u16();
+    (code, resp.json().await.unwrap_or(Value::Null))
+}
+
+async fn get(base: &str, path: &str) -> (u16, Value) {
+    let resp = reqwest::get(format!("{base}{path}")).await.expect("GET");
+    let code = resp.status().as_u16();
+    (code, resp.json().await.unwrap_or(Value::Null))
+}
+
+/// Waits until the service's caches are synced.
+async fn ready(base: &str) {
+    let deadline = tokio::time::Instant::now() + GUARD;
+    loop {
+        if let Ok(resp) = reqwest::get(format!("{base}/readyz")).await
+            && resp.status().is_success()
+        {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "service never became ready"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn happy_path_runs_eight_steps_and_records_every_key() {
+    let env = Env::start(3).await;
+    env.add_steps(eight_steps()).await;
+    let service = env.service("a").await;
+    let base = service.url();
+    ready(&base).await;
+
+    let (code, body) = post(&base, "/cutover", None).await;
+    assert_eq!(code, 202, "{body}");
+    assert_eq!(body["outcome"], "started");
+    let data = env.wait_phase(&["complete", "failed"]).await;
+
+    assert_eq!(data["cutoverPhase"], "complete", "{data:#?}");
+    assert_eq!(data["cutoverComplete"], "true");
+    assert_eq!(data["progressPercent"], "100");
+    assert_eq!(data["totalSteps"], "8");
+    assert_eq!(data["currentStep"], "");
+    assert_eq!(data["failedStep"], "");
+    assert_eq!(data["lastError"], "");
+    assert_eq!(data["registriesYamlActive"], "v2");
+    for key in [
+        "cutoverStartedAt",
+        "cutoverFinishedAt",
+        "cutoverLastAttemptStartedAt",
+    ] {
+        assert!(
+            data[key].parse::<jiff::Timestamp>().is_ok(),
+            "{key}: {:?}",
+            data[key]
+        );
+    }
+    for step in EIGHT {
+        assert_eq!(data[&format!("step.{step}.result")], "success", "{step}");
+        assert_eq!(data[&format!("step.{step}.attempt")], "1", "{step}");
+        assert!(!data[&format!("step.{step}.startedAt")].is_empty());
+        assert!(!data[&format!("step.{step}.finishedAt")].is_empty());
+    }
+    assert_eq!(data["step.registry-pivot.jobName"], DAEMONSET);
+    assert_eq!(data["step.gitea-mirror.jobName"], "cutover-gitea-mirror-a1");
+    for node in env.nodes().await {
+        assert_eq!(data[&format!("node.{node}.registriesYaml")], "v2", "{node}");
+    }
+    let jobs = env.jobs_by_step().await;
+    assert_eq!(jobs.len(), 7, "{jobs:?}");
+    assert!(jobs.values().all(|j| j.len() == 1), "{jobs:?}");
+
+    let (code, body) = get(&base, "/cutover").await;
+    assert_eq!(code, 200);
+    assert_eq!(body["state"], "sovereign");
+    let names: Vec<&str> = body["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, EIGHT, "steps in execution order");
+
+    let (code, body) = post(&base, "/cutover", None).await;
+    assert_eq!(code, 200);
+    assert_eq!(body["outcome"], "cutover-already-complete");
+
+    service.shutdown().await;
+    env.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_step_stays_failed_with_its_reason_until_retried() {
+    let env = Env::start(1).await;
+    env.add_steps(vec![
+        job_step(1, "first", &[]),
+        job_step(
+            2,
+            "second",
+            &[
+                ("CUTOVER_SIM_OUTCOME", "fail"),
+                ("CUTOVER_SIM_FAIL_ATTEMPTS", "4"),
+                (
+                    "CUTOVER_SIM_MESSAGE",
+                    "harbor answered 503 for library/nginx",
+                ),
+            ],
+        ),
+        job_step(3, "third", &[]),
+    ])
+    .await;
+    let service = env.service("a").await;
+    let base = service.url();
+    ready(&base).await;
+    assert_eq!(post(&base, "/cutover", None).await.0, 202);
+    let data = env.wait_phase(&["failed", "complete"]).await;
+    assert_eq!(data["cutoverPhase"], "failed");
+    assert_eq!(data["failedStep"], "second");
+    assert_eq!(data["step.first.result"], "success");
+    assert_eq!(data["step.second.result"], "failed");
+    let error = &data["lastError"];
+    assert!(error.contains("cutover-second-a1"), "{error}");
+    assert!(error.contains("BackoffLimitExceeded"), "{error}");
+    assert!(
+        error.contains("harbor answered 503 for library/nginx"),
+        "{error}"
+    );
+
+    let (code, body) = post(&base, "/cutover", None).await;
+    assert_eq!(code, 409);
+    assert_eq!(body["error"], "cutover-failed");
+    assert!(body["detail"].as_str().unwrap().contains("second"));
+    assert_eq!(
+        env.status().await["lastError"],
+        *error,
+        "a refused start keeps the reason"
+    );
+
+    // The operator fixes the cause (here: the step itself), then retries.
+    let api: Api<ConfigMap> = Api::namespaced(env.client(), env.ns());
+    api.replace("cutover-step-02-second", &PostParams::default(), &{
+        let mut cm = job_step(2, "second", &[]);
+        cm.metadata.resource_version = api
+            .get("cutover-step-02-second")
+            .await
+            .unwrap()
+            .metadata
+            .resource_version;
+        cm
+    })
+    .await
+    .unwrap();
+    let (code, body) = post(&base, "/cutover/retry", None).await;
+    assert_eq!(code, 202, "{body}");
+    let data = env.wait_phase(&["complete", "failed"]).await;
+    assert_eq!(data["cutoverPhase"], "complete", "{data:#?}");
+    assert_eq!(data["step.second.attempt"], "2");
+    assert_eq!(data["step.second.jobName"], "cutover-second-a2");
+    assert_eq!(data["step.first.attempt"], "1", "earlier success kept");
+    let jobs = env.jobs_by_step().await;
+    assert_eq!(jobs["first"].len(), 1);
+    assert_eq!(jobs["second"].len(), 2);
+
+    service.shutdown().await;
+    env.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn abort_deletes_the_running_job_and_names_who_aborted() {
+    let env = Env::start(1).await;
+    env.add_steps(vec![
+        job_step(1, "stuck", &[("CUTOVER_SIM_OUTCOME", "hang")]),
+        job_step(2, "never", &[]),
+    ])
+    .await;
+    let service = env.service("a").await;
+    let base = service.url();
+    ready(&base).await;
+    assert_eq!(
+        post(&base, "/cutover/abort", None).await.0,
+        409,
+        "nothing to abort"
+    );
+    assert_eq!(post(&base, "/cutover", None).await.0, 202);
+    env.wait_step("stuck", "running").await;
+    let jobs: Api<Job> = Api::namespaced(env.client(), env.ns());
+    tokio::time::timeout(
+        GUARD,
+        await_condition(jobs.clone(), "cutover-stuck-a1", |j: Option<&Job>| {
+            j.is_some()
+        }),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+
+    let (code, body) = post(&base, "/cutover/abort", None).await;
+    assert_eq!(code, 200, "{body}");
+    let data = env.wait_phase(&["failed"]).await;
+    assert_eq!(data["failedStep"], "stuck");
+    assert_eq!(data["step.stuck.result"], "failed");
+    assert!(
+        data["lastError"].starts_with("aborted by "),
+        "{}",
+        data["lastError"]
+    );
+    assert_eq!(
+        data.get("step.never.result")
+            .map(String::as_str)
+            .unwrap_or(""),
+        ""
+    );
+    tokio::time::timeout(
+        GUARD,
+        await_condition(jobs, "cutover-stuck-a1", |j: Option<&Job>| j.is_none()),
+    )
+    .await
+    .expect("the aborted Job is deleted")
+    .unwrap();
+
+    service.shutdown().await;
+    env.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hundred_concurrent_posts_start_exactly_one_run() {
+    let env = Env::start(1).await;
+    env.add_steps(vec![job_step(1, "only", &[("CUTOVER_SIM_RUN_MS", "300")])])
+        .await;
+    let service = env.service("a").await;
+    let base = service.url();
+    ready(&base).await;
+    let answers = join_all((0..100).map(|_| post(&base, "/cutover", None))).await;
+    let started = answers.iter().filter(|(c, _)| *c == 202).count();
+    let refused = answers
+        .iter()
+        .filter(|(c, b)| *c == 409 && b["error"] == "cutover-in-progress")
+        .count();
+    assert_eq!(started, 1, "{answers:?}");
+    assert_eq!(refused, 99);
+    let data = env.wait_phase(&["complete", "failed"]).await;
+    assert_eq!(data["cutoverPhase"], "complete");
+    assert_eq!(env.jobs_by_step().await["only"].len(), 1);
+    service.shutdown().await;
+    env.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_and_restart_at_any_point_never_duplicates_a_job() {
+    let env = Env::start(2).await;
+    env.add_steps(eight_steps()).await;
+    let mut service = env.service("first").await;
+    ready(&service.url()).await;
+    assert_eq!(post(&service.url(), "/cutover", None).await.0, 202);
+    // Kill the service at several points of the run, each time starting a fresh replica
+    // that must resume from the status ConfigMap.
+    for (i, step) in [
+        "harbor-projects",
+        "registry-pivot",
+        "helmrepository-patches",
+    ]
+    .iter()
+    .enumerate()
+    {
+        env.wait_step(step, "running").await;
+        service.kill();
+        service = env.service(&format!("restart-{i}")).await;
+    }
+    let data = env.wait_phase(&["complete", "failed"]).await;
+    assert_eq!(data["cutoverPhase"], "complete", "{data:#?}");
+    let jobs = env.jobs_by_step().await;
+    assert_eq!(jobs.len(), 7, "{jobs:?}");
+    for (step, names) in &jobs {
+        assert_eq!(names.len(), 1, "step {step} ran more than once: {names:?}");
+    }
+    for step in EIGHT {
+        assert_eq!(data[&format!("step.{step}.result")], "success", "{step}");
+        assert_eq!(data[&format!("step.{step}.attempt")], "1", "{step}");
+    }
+    service.shutdown().await;
+    env.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_that_finished_while_the_service_was_down_is_recorded() {
+    let env = Env::start(1).await;
+    env.add_steps(vec![
+        job_step(1, "slow", &[("CUTOVER_SIM_RUN_MS", "400")]),
+        job_step(2, "after", &[]),
+    ])
+    .await;
+    let service = env.service("a").await;
+    ready(&service.url()).await;
+    assert_eq!(post(&service.url(), "/cutover", None).await.0, 202);
+    env.wait_step("slow", "running").await;
+    let jobs: Api<Job> = Api::namespaced(env.client(), env.ns());
+    tokio::time::timeout(
+        GUARD,
+        await_condition(jobs.clone(), "cutover-slow-a1", |j: Option<&Job>| {
+            j.is_some()
+        }),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    service.kill();
+    let complete = |job: Option<&Job>| {
+        job.and_then(|j| j.status.as_ref())
+            .and_then(|s| s.conditions.as_ref())
+            .is_some_and(|cs| {
+                cs.iter()
+                    .any(|c| c.type_ == "Complete" && c.status == "True")
+            })
+    };
+    tokio::time::timeout(GUARD, await_condition(jobs, "cutover-slow-a1", complete))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        env.status().await["step.slow.result"],
+        "running",
+        "nobody recorded it yet"
+    );
+
+    let service = env.service("b").await;
+    let data = env.wait_phase(&["complete", "failed"]).await;
+    assert_eq!(data["cutoverPhase"], "complete");
+    assert_eq!(env.jobs_by_step().await["slow"].len(), 1);
+    service.shutdown().await;
+    env.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_run_one_runner_and_fail_over() {
+    let env = Env::start(1).await;
+    let steps: Vec<ConfigMap> = (1..=4)
+        .map(|i| job_step(i, &format!("s{i}"), &[("CUTOVER_SIM_RUN_MS", "150")]))
+        .collect();
+    env.add_steps(steps).await;
+    let a = env.service("replica-a").await;
+    let b = env.service("replica-b").await;
+    ready(&a.url()).await;
+    ready(&b.url()).await;
+    // Start through the replica that may not lead: the leader picks it up from the status.
+    let (code, _) = post(&b.url(), "/cutover", None).await;
+    assert_eq!(code, 202);
+    let (code, body) = post(&a.url(), "/cutover", None).await;
+    assert_eq!(code, 409, "{body}");
+    env.wait_step("s2", "running").await;
+
+    let leases: Api<k8s_openapi::api::coordination::v1::Lease> =
+        Api::namespaced(env.client(), env.ns());
+    let holder = leases
+        .get("catalyst-cutover")
+        .await
+        .unwrap()
+        .spec
+        .unwrap()
+        .holder_identity
+        .unwrap();
+    let survivor = if holder == "replica-a" {
+        a.kill();
+        b
+    } else {
+        b.kill();
+        a
+    };
+    let data = env.wait_phase(&["complete", "failed"]).await;
+    assert_eq!(data["cutoverPhase"], "complete", "{data:#?}");
+    let jobs = env.jobs_by_step().await;
+    assert!(jobs.values().all(|j| j.len() == 1), "{jobs:?}");
+    // Once idle, the survivor releases the Lease it took over.
+    let released = |l: Option<&k8s_openapi::api::coordination::v1::Lease>| {
+        l.and_then(|l| l.spec.as_ref())
+            .is_some_and(|s| s.holder_identity.is_none())
+    };
+    tokio::time::timeout(
+        GUARD,
+        await_condition(leases.clone(), "catalyst-cutover", released),
+    )
+    .await
+    .expect("an idle service holds no Lease")
+    .unwrap();
+    let lease = leases.get("catalyst-cutover").await.unwrap().spec.unwrap();
+    assert_eq!(
+        lease.lease_transitions,
+        Some(2),
+        "the survivor took the Lease over"
+    );
+    survivor.shutdown().await;
+    env.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_conflicting_writer_loses_no_transition_and_no_key_of_its_own() {
+    let env = Env::start(1).await;
+    let steps: Vec<ConfigMap> = (1..=5)
+        .map(|i| job_step(i, &format!("s{i}"), &[]))
+        .collect();
+    env.add_steps(steps).await;
+    let service = env.service("a").await;
+    ready(&service.url()).await;
+    let api: Api<ConfigMap> = Api::namespaced(env.client(), env.ns());
+    let writer = {
+        let api = api.clone();
+        tokio::spawn(async move {
+            let mut n = 0u32;
+            loop {
+                let patch =
+                    json!({"data": {format!("node.writer-{}.registriesYaml", n % 50): "v1"}});
+                let _ = api
+                    .patch(
+                        DEFAULT_STATUS_CONFIGMAP,
+                        &PatchParams::default(),
+                        &Patch::Merge(&patch),
+                    )
+                    .await;
+                n += 1;
+                tokio::task::yield_now().await;
+            }
+        })
+    };
+    assert_eq!(post(&service.url(), "/cutover", None).await.0, 202);
+    let data = env.wait_phase(&["complete", "failed"]).await;
+    writer.abort();
+    assert_eq!(data["cutoverPhase"], "complete");
+    for i in 1..=5 {
+        assert_eq!(data[&format!("step.s{i}.result")], "success");
+        assert!(!data[&format!("step.s{i}.finishedAt")].is_empty());
+    }
+    assert!(
+        data.keys().any(|k| k.starts_with("node.writer-")),
+        "writer's keys kept"
+    );
+    service.shutdown().await;
+    env.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn daemonset_wait_ignores_stale_acks_and_follows_a_replaced_node() {
+    let env = Env::start(2).await;
+    env.add_steps(vec![
+        daemonset_step(1, "registry-pivot"),
+        job_step(2, "after", &[]),
+    ])
+    .await;
+    let nodes = env.nodes().await;
+    let stuck = nodes[0].clone();
+    env.sim.set_never_ack(&stuck, true);
+    // A stale acknowledgement of a node that no longer exists must not count.
+    let api: Api<ConfigMap> = Api::namespaced(env.client(), env.ns());
+    let service = env.service("a").await;
+    ready(&service.url()).await;
+    api.patch(
+        DEFAULT_STATUS_CONFIGMAP,
+        &PatchParams::default(),
+        &Patch::Merge(json!({"data": {"node.gone-node.registriesYaml": "v2"}})),
+    )
+    .await
+    .unwrap();
+    assert_eq!(post(&service.url(), "/cutover", None).await.0, 202);
+    env.wait_step("registry-pivot", "running").await;
+    let other = format!("node.{}.registriesYaml", nodes[1]);
+    let cond = move |cm: Option<&ConfigMap>| {
+        cm.and_then(|c| c.data.as_ref())
+            .and_then(|d| d.get(&other))
+            .is_some_and(|v| v == "v2")
+    };
+    tokio::time::timeout(
+        GUARD,
+        await_condition(api.clone(), DEFAULT_STATUS_CONFIGMAP, cond),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    let data = env.status().await;
+    assert_eq!(
+        data["step.registry-pivot.result"], "running",
+        "one node has not acknowledged"
+    );
+    assert_eq!(data["registriesYamlActive"], "v2");
+
+    // The stuck node is replaced: the new node must acknowledge before the step completes.
+    let replacement = env.sim.add_node().await.expect("add node");
+    env.sim.delete_node(&stuck).await.expect("delete node");
+    let data = env.wait_phase(&["complete", "failed"]).await;
+    assert_eq!(data["cutoverPhase"], "complete", "{data:#?}");
+    assert_eq!(
+        data.get(&format!("node.{replacement}.registriesYaml"))
+            .map(String::as_str),
+        Some("v2")
+    );
+    assert_eq!(data.get(&format!("node.{stuck}.registriesYaml")), None);
+    service.shutdown().await;
+    env.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_steps_start_nothing_and_every_problem_is_reported() {
+    let env = Env::start(1).await;
+    let service = env.service("a").await;
+    let base = service.url();
+    ready(&base).await;
+    let (code, body) = post(&base, "/cutover", None).await;
+    assert_eq!(code, 424, "{body}");
+    assert_eq!(body["error"], "no-steps-found");
+
+    let mut no_order = job_step(1, "no-order", &[]);
+    no_order
+        .metadata
+        .labels
+        .as_mut()
+        .unwrap()
+        .remove(contract::LABEL_STEP_ORDER);
+    let mut bad_mode = job_step(2, "bad-mode", &[]);
+    bad_mode
+        .metadata
+        .labels
+        .as_mut()
+        .unwrap()
+        .insert(contract::LABEL_STEP_MODE.to_owned(), "cronjob".to_owned());
+    let mut always = job_step(3, "always", &[]);
+    always.data.as_mut().unwrap().insert(
+        contract::DATA_POD_SPEC.to_owned(),
+        "restartPolicy: Always\ncontainers: [{name: x, image: alpine:3.20}]\n".to_owned(),
+    );
+    let mut unparsable = job_step(4, "unparsable", &[]);
+    unparsable.data.as_mut().unwrap().insert(
+        contract::DATA_POD_SPEC.to_owned(),
+        "containers: [\n  - {".to_owned(),
+    );
+    let mut no_containers = job_step(5, "no-containers", &[]);
+    no_containers.data.as_mut().unwrap().insert(
+        contract::DATA_POD_SPEC.to_owned(),
+        "containers: []\n".to_owned(),
+    );
+    let duplicate = job_step(5, "duplicate-order", &[]);
+    let mut missing_ds = daemonset_step(6, "pivot");
+    missing_ds.metadata.labels.as_mut().unwrap().insert(
+        contract::LABEL_STEP_DAEMONSET.to_owned(),
+        "no-such-ds".to_owned(),
+    );
+    let mut ds_with_pod = daemonset_step(7, "pivot-with-pod");
+    ds_with_pod.data.as_mut().unwrap().insert(
+        contract::DATA_POD_SPEC.to_owned(),
+        "containers: [{name: x, image: alpine:3.20}]\n".to_owned(),
+    );
+    let mut bad_name = job_step(8, "x", &[]);
+    bad_name.data.as_mut().unwrap().insert(
+        contract::DATA_STEP_NAME.to_owned(),
+        "Not A Valid Name!".to_owned(),
+    );
+    env.add_steps(vec![
+        no_order,
+        bad_mode,
+        always,
+        unparsable,
+        no_containers,
+        duplicate,
+        missing_ds,
+        ds_with_pod,
+        bad_name,
+    ])
+    .await;
+    let status_before = env.status().await;
+    let (code, body) = post(&base, "/cutover", None).await;
+    assert_eq!(code, 422, "{body}");
+    assert_eq!(body["error"], "invalid-steps");
+    let detail = body["detail"].as_str().unwrap();
+    for needle in [
+        "cutover-step-01-no-order",
+        "cutover-step-02-bad-mode",
+        "cutover-step-03-always",
+        "cutover-step-04-unparsable",
+        "cutover-step-05-no-containers",
+        "cutover-step-05-duplicate-order",
+        "cutover-step-06-pivot",
+        "no-such-ds",
+        "cutover-step-07-pivot-with-pod",
+        "cutover-step-08-x",
+        "line",
+    ] {
+        assert!(detail.contains(needle), "report lacks {needle}:\n{detail}");
+    }
+    assert!(env.jobs_by_step().await.is_empty(), "no Job created");
+    assert_eq!(env.status().await, status_before, "status untouched");
+    service.shutdown().await;
+    env.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cut_watches_and_an_api_server_restart_mid_step_do_not_derail_the_run() {
+    use catalyst_cutover::sandbox::faults::FaultProxy;
+    let env = Env::start(2).await;
+    let mut steps = vec![
+        job_step(1, "before", &[("CUTOVER_SIM_RUN_MS", "300")]),
+        job_step(2, "during", &[("CUTOVER_SIM_RUN_MS", "1500")]),
+    ];
+    steps.push(daemonset_step(3, "registry-pivot"));
+    steps.push(job_step(4, "after", &[("CUTOVER_SIM_RUN_MS", "300")]));
+    env.add_steps(steps).await;
+    let proxy = FaultProxy::start(env.kube_config().await)
+        .await
+        .expect("proxy");
+    let faults = proxy.faults();
+    let through_proxy =
+        kube::Config::from_custom_kubeconfig(proxy.kubeconfig(), &KubeConfigOptions::default())
+            .await
+            .expect("proxy kube config");
+    let service = Service::start(through_proxy, env.service_config("a"))
+        .await
+        .expect("service");
+    ready(&service.url()).await;
+    faults.cut_watches_every(Some(Duration::from_millis(300)));
+    assert_eq!(post(&service.url(), "/cutover", None).await.0, 202);
+    env.wait_step("during", "running").await;
+    faults.restart(Duration::from_secs(1)).await;
+    faults.set_error_rate(0.2, http::StatusCode::INTERNAL_SERVER_ERROR);
+    env.wait_step("registry-pivot", "running").await;
+    faults.set_error_rate(0.0, http::StatusCode::INTERNAL_SERVER_ERROR);
+    let data = env.wait_phase(&["complete", "failed"]).await;
+    assert_eq!(data["cutoverPhase"], "complete", "{data:#?}");
+    let jobs = env.jobs_by_step().await;
+    assert!(jobs.values().all(|j| j.len() == 1), "{jobs:?}");
+    for step in ["before", "during", "registry-pivot", "after"] {
+        assert_eq!(data[&format!("step.{step}.result")], "success", "{step}");
+    }
+    faults.clear();
+    service.shutdown().await;
+    proxy.shutdown().await;
+    env.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn adopts_the_earlier_implementations_status_and_resumes_it() {
+    let env = Env::start(1).await;
+    env.add_steps(vec![
+        job_step(1, "gitea-mirror", &[]),
+        job_step(2, "harbor-projects", &[]),
+        job_step(3, "harbor-prewarm", &[]),
+    ])
+    .await;
+    // What the earlier implementation left behind when it crashed mid-step a minute ago: no
+    // phase, no schemaVersion, no attempts, a stale totalSteps and a `running` row.
+    let minute_ago = (jiff::Timestamp::now() - jiff::SignedDuration::from_secs(60))
+        .strftime("%Y-%m-%dT%H:%M:%SZ")
+        .to_string();
+    let earlier: ConfigMap = serde_json::from_value(json!({
+        "metadata": {"name": DEFAULT_STATUS_CONFIGMAP, "labels": {
+            contract::LABEL_COMPONENT: contract::COMPONENT_STATUS}},
+        "data": {
+            "cutoverComplete": "false",
+            "cutoverStartedAt": "2026-01-01T00:00:00Z",
+            "currentStep": "harbor-projects",
+            "currentStepIndex": "1",
+            "totalSteps": "5",
+            "progressPercent": "20",
+            "registriesYamlActive": "v1",
+            "step.gitea-mirror.result": "success",
+            "step.gitea-mirror.startedAt": "2026-01-01T00:00:00Z",
+            "step.gitea-mirror.finishedAt": "2026-01-01T00:01:00Z",
+            "step.gitea-mirror.jobName": "cutover-gitea-mirror",
+            "step.harbor-projects.result": "running",
+            "step.harbor-projects.startedAt": minute_ago,
+            "step.harbor-projects.jobName": "cutover-harbor-projects",
+            "operatorNote": "kept"
+        }
+    }))
+    .unwrap();
+    let api: Api<ConfigMap> = Api::namespaced(env.client(), env.ns());
+    api.create(&PostParams::default(), &earlier).await.unwrap();
+
+    let service = env.service("a").await;
+    let data = env.wait_phase(&["complete", "failed"]).await;
+    assert_eq!(data["cutoverPhase"], "complete", "{data:#?}");
+    assert_eq!(data["schemaVersion"], "2");
+    assert_eq!(
+        data["cutoverStartedAt"], "2026-01-01T00:00:00Z",
+        "first start kept"
+    );
+    assert_eq!(data["operatorNote"], "kept", "no key lost");
+    assert_eq!(data["totalSteps"], "3", "stale totalSteps corrected");
+    assert_eq!(
+        data["step.gitea-mirror.jobName"], "cutover-gitea-mirror",
+        "done step untouched"
+    );
+    assert_eq!(
+        data["step.harbor-projects.jobName"], "cutover-harbor-projects",
+        "resumed under its recorded Job"
+    );
+    let jobs = env.jobs_by_step().await;
+    assert!(
+        !jobs.contains_key("gitea-mirror"),
+        "a finished step is not run again"
+    );
+    assert_eq!(
+        jobs["harbor-projects"],
+        vec!["cutover-harbor-projects".to_owned()]
+    );
+    service.shutdown().await;
+
+    // `catalyst-cutover migrate` against the same cluster: nothing left to do.
+    let kubeconfig = std::env::temp_dir().join(format!("{}.kubeconfig", env.ns()));
+    std::fs::write(
+        &kubeconfig,
+        serde_yaml::to_string(env.cluster.kubeconfig()).unwrap(),
+    )
+    .unwrap();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_catalyst-cutover"))
+        .args(["migrate", "--namespace", env.ns(), "--kubeconfig"])
+        .arg(&kubeconfig)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout} {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(stdout.contains("already at schema version 2"), "{stdout}");
+    let _ = std::fs::remove_file(kubeconfig);
+    env.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_step_has_a_deadline() {
+    let env = Env::start(2).await;
+    env.add_steps(vec![job_step(
+        1,
+        "hangs",
+        &[("CUTOVER_SIM_OUTCOME", "hang")],
+    )])
+    .await;
+    let mut config = env.service_config("a");
+    config.render.step_deadline = Duration::from_secs(1);
+    let service = Service::start(env.kube_config().await, config.clone())
+        .await
+        .unwrap();
+    ready(&service.url()).await;
+    assert_eq!(post(&service.url(), "/cutover", None).await.0, 202);
+    let data = env.wait_phase(&["failed", "complete"]).await;
+    assert_eq!(data["failedStep"], "hangs");
+    assert!(
+        data["lastError"].contains("DeadlineExceeded"),
+        "{}",
+        data["lastError"]
+    );
+    service.shutdown().await;
+
+    // A daemonset-wait step whose node never acknowledges fails at its deadline, naming it.
+    let api: Api<ConfigMap> = Api::namespaced(env.client(), env.ns());
+    api.delete("cutover-step-01-hangs", &Default::default())
+        .await
+        .unwrap();
+    api.delete(DEFAULT_STATUS_CONFIGMAP, &Default::default())
+        .await
+        .unwrap();
+    env.add_steps(vec![daemonset_step(1, "registry-pivot")])
+        .await;
+    let silent = env.nodes().await[0].clone();
+    env.sim.set_never_ack(&silent, true);
+    let service = Service::start(env.kube_config().await, config)
+        .await
+        .unwrap();
+    ready(&service.url()).await;
+    assert_eq!(post(&service.url(), "/cutover", None).await.0, 202);
+    let data = env.wait_phase(&["failed", "complete"]).await;
+    assert_eq!(data["failedStep"], "registry-pivot");
+    let error = &data["lastError"];
+    assert!(
+        error.contains("within 1s") && error.contains(&silent),
+        "{error}"
+    );
+    service.shutdown().await;
+    env.cleanup().await;
+}
