@@ -59,6 +59,28 @@ struct Outcome {
     output: String,
 }
 
+impl Outcome {
+    /// The script succeeded (else the test fails showing its output).
+    fn succeeds(&self) {
+        assert!(self.success, "{}", self.output);
+    }
+
+    /// The script failed and said `text`.
+    fn fails_with(&self, text: &str) {
+        assert!(!self.success, "succeeded:\n{}", self.output);
+        self.says(text);
+    }
+
+    /// The script said `text`.
+    fn says(&self, text: &str) {
+        assert!(
+            self.output.contains(text),
+            "`{text}` not in:\n{}",
+            self.output
+        );
+    }
+}
+
 /// A place to run scripts against one cluster: a kubeconfig file and a HOME.
 struct Runner {
     dir: PathBuf,
@@ -203,7 +225,7 @@ async fn flux_gitrepository_patch_points_flux_at_gitea_and_is_idempotent() {
     let settings = gitea_settings(&cluster);
 
     let first = runner.run(STEP_05, &settings).await;
-    assert!(first.success, "{}", first.output);
+    first.succeeds();
     assert!(
         first
             .output
@@ -224,12 +246,8 @@ async fn flux_gitrepository_patch_points_flux_at_gitea_and_is_idempotent() {
     assert!(annotations.contains_key("reconcile.fluxcd.io/requestedAt"));
 
     let second = runner.run(STEP_05, &settings).await;
-    assert!(second.success, "{}", second.output);
-    assert!(
-        second.output.contains("already points at"),
-        "{}",
-        second.output
-    );
+    second.succeeds();
+    second.says("already points at");
     let again = git_repository_api(&cluster)
         .get("flux-system")
         .await
@@ -243,7 +261,7 @@ async fn flux_gitrepository_patch_points_flux_at_gitea_and_is_idempotent() {
     let mut with_secret = settings.clone();
     with_secret.insert("FLUX_GIT_SECRET_REF".into(), "gitea-auth".into());
     let third = runner.run(STEP_05, &with_secret).await;
-    assert!(third.success, "{}", third.output);
+    third.succeeds();
     let repo = git_repository_api(&cluster)
         .get("flux-system")
         .await
@@ -260,25 +278,15 @@ async fn flux_gitrepository_patch_fails_clearly_without_its_gitrepository_or_set
     let settings = gitea_settings(&cluster);
 
     let missing = runner.run(STEP_05, &settings).await;
-    assert!(!missing.success);
-    assert!(
-        missing.output.contains(&format!(
-            "cannot read GitRepository {}/flux-system",
-            cluster.namespace()
-        )),
-        "{}",
-        missing.output
-    );
+    missing.fails_with(&format!(
+        "cannot read GitRepository {}/flux-system",
+        cluster.namespace()
+    ));
 
     let mut unset = settings.clone();
     unset.remove("GITEA_URL");
     let unset = runner.run(STEP_05, &unset).await;
-    assert!(!unset.success);
-    assert!(
-        unset.output.contains("setting GITEA_URL is empty"),
-        "{}",
-        unset.output
-    );
+    unset.fails_with("setting GITEA_URL is empty");
     cluster.cleanup().await;
 }
 
@@ -323,8 +331,8 @@ async fn flux_gitrepository_patch_waits_until_flux_has_fetched_from_gitea() {
     ));
     let run = runner.run(STEP_05, &settings).await;
     flux.abort();
-    assert!(run.success, "{}", run.output);
-    assert!(run.output.contains("is Ready from"), "{}", run.output);
+    run.succeeds();
+    run.says("is Ready from");
     cluster.cleanup().await;
 }
 
@@ -398,7 +406,7 @@ async fn catalyst_api_env_patch_sets_the_repository_url_once() {
     settings.insert("CATALYST_API_CONTAINER".into(), "api".into());
 
     let first = runner.run(STEP_07, &settings).await;
-    assert!(first.success, "{}", first.output);
+    first.succeeds();
     let (containers, generation) = console_env(&cluster).await;
     assert_eq!(
         containers[1]["env"],
@@ -410,8 +418,8 @@ async fn catalyst_api_env_patch_sets_the_repository_url_once() {
     );
 
     let second = runner.run(STEP_07, &settings).await;
-    assert!(second.success, "{}", second.output);
-    assert!(second.output.contains("already sets"), "{}", second.output);
+    second.succeeds();
+    second.says("already sets");
     assert_eq!(
         console_env(&cluster).await,
         (containers, generation),
@@ -432,7 +440,7 @@ async fn catalyst_api_env_patch_adds_the_variable_to_the_first_container() {
     .await;
 
     let run = runner.run(STEP_07, &console_settings(&cluster)).await;
-    assert!(run.success, "{}", run.output);
+    run.succeeds();
     let (containers, _) = console_env(&cluster).await;
     assert_eq!(
         containers[0]["env"],
@@ -449,12 +457,7 @@ async fn catalyst_api_env_patch_fails_clearly_on_a_missing_deployment_or_contain
     let settings = console_settings(&cluster);
 
     let missing = runner.run(STEP_07, &settings).await;
-    assert!(!missing.success);
-    assert!(
-        missing.output.contains("cannot read deployment"),
-        "{}",
-        missing.output
-    );
+    missing.fails_with("cannot read deployment");
 
     create_console_backend(
         &cluster,
@@ -464,12 +467,7 @@ async fn catalyst_api_env_patch_fails_clearly_on_a_missing_deployment_or_contain
     let mut wrong = settings.clone();
     wrong.insert("CATALYST_API_CONTAINER".into(), "backend".into());
     let wrong = runner.run(STEP_07, &wrong).await;
-    assert!(!wrong.success);
-    assert!(
-        wrong.output.contains("has no container 'backend'"),
-        "{}",
-        wrong.output
-    );
+    wrong.fails_with("has no container 'backend'");
     cluster.cleanup().await;
 }
 
@@ -506,7 +504,7 @@ async fn gitea_mirror_creates_the_pull_mirror_then_only_syncs_it() {
     let settings = mirror_settings(&gitea);
 
     let first = runner.run(STEP_01, &settings).await;
-    assert!(first.success, "{}", first.output);
+    first.succeeds();
     assert_eq!(
         gitea_calls(&gitea),
         ["GET /repos/openova/platform", "POST /repos/migrate"]
@@ -537,12 +535,8 @@ async fn gitea_mirror_creates_the_pull_mirror_then_only_syncs_it() {
     );
 
     let second = runner.run(STEP_01, &settings).await;
-    assert!(second.success, "{}", second.output);
-    assert!(
-        second.output.contains("already mirrors every 10m0s"),
-        "{}",
-        second.output
-    );
+    second.succeeds();
+    second.says("already mirrors every 10m0s");
     assert_eq!(
         gitea_calls(&gitea),
         [
@@ -563,7 +557,7 @@ async fn gitea_mirror_passes_credentials_for_a_private_upstream() {
     settings.insert("UPSTREAM_GIT_USERNAME".into(), "bot".into());
     settings.insert("UPSTREAM_GIT_PASSWORD".into(), "ghp_token".into());
     let run = Runner::new(None).run(STEP_01, &settings).await;
-    assert!(run.success, "{}", run.output);
+    run.succeeds();
     assert!(
         !run.output.contains("ghp_token"),
         "credentials never printed: {}",
@@ -590,7 +584,7 @@ async fn gitea_mirror_adopts_an_upstream_already_migrated() {
     let run = Runner::new(None)
         .run(STEP_01, &mirror_settings(&gitea))
         .await;
-    assert!(run.success, "{}", run.output);
+    run.succeeds();
     let calls = gitea_calls(&gitea);
     assert!(
         calls.contains(&"PATCH /repos/openova/platform".to_owned()),
@@ -620,13 +614,7 @@ async fn gitea_mirror_fails_with_the_reason() {
     .await;
     let runner = Runner::new(None);
     let run = runner.run(STEP_01, &mirror_settings(&failing)).await;
-    assert!(!run.success);
-    assert!(
-        run.output
-            .contains("answered 500: migrate: upstream unreachable"),
-        "{}",
-        run.output
-    );
+    run.fails_with("answered 500: migrate: upstream unreachable");
 
     let mut state = Gitea::default();
     state.repos.insert(
@@ -635,12 +623,7 @@ async fn gitea_mirror_fails_with_the_reason() {
     );
     let not_mirror = standins::gitea(state).await;
     let run = runner.run(STEP_01, &mirror_settings(&not_mirror)).await;
-    assert!(!run.success);
-    assert!(
-        run.output.contains("is not a mirror; refusing to touch it"),
-        "{}",
-        run.output
-    );
+    run.fails_with("is not a mirror; refusing to touch it");
     assert_eq!(
         gitea_calls(&not_mirror),
         ["GET /repos/openova/platform", "GET /repos/openova/platform"]
@@ -649,8 +632,7 @@ async fn gitea_mirror_fails_with_the_reason() {
     let mut wrong_password = mirror_settings(&not_mirror);
     wrong_password.insert("GITEA_PASSWORD".into(), "wrong".into());
     let run = runner.run(STEP_01, &wrong_password).await;
-    assert!(!run.success);
-    assert!(run.output.contains("answered 401"), "{}", run.output);
+    run.fails_with("answered 401");
 }
 
 // ---------------------------------------------------------------------------------------
@@ -690,7 +672,7 @@ async fn harbor_projects_creates_endpoints_then_proxy_cache_projects_once() {
     let settings = harbor_settings(&harbor);
 
     let first = runner.run(STEP_02, &settings).await;
-    assert!(first.success, "{}", first.output);
+    first.succeeds();
     assert_eq!(
         harbor_writes(&harbor),
         [
@@ -723,7 +705,7 @@ async fn harbor_projects_creates_endpoints_then_proxy_cache_projects_once() {
     }
 
     let second = runner.run(STEP_02, &settings).await;
-    assert!(second.success, "{}", second.output);
+    second.succeeds();
     assert_eq!(
         harbor_writes(&harbor),
         Vec::<String>::new(),
@@ -743,12 +725,7 @@ async fn harbor_projects_fails_with_the_reason() {
     })
     .await;
     let run = runner.run(STEP_02, &harbor_settings(&failing)).await;
-    assert!(!run.success);
-    assert!(
-        run.output.contains("answered 500: internal server error"),
-        "{}",
-        run.output
-    );
+    run.fails_with("answered 500: internal server error");
 
     let mut state = Harbor::default();
     state.projects.insert(
@@ -757,13 +734,7 @@ async fn harbor_projects_fails_with_the_reason() {
     );
     let taken = standins::harbor(state).await;
     let run = runner.run(STEP_02, &harbor_settings(&taken)).await;
-    assert!(!run.success);
-    assert!(
-        run.output
-            .contains("project docker.io exists but is not a proxy cache"),
-        "{}",
-        run.output
-    );
+    run.fails_with("project docker.io exists but is not a proxy cache");
 }
 
 // ---------------------------------------------------------------------------------------
@@ -848,7 +819,7 @@ async fn harbor_prewarm_pulls_every_platform_image_through_the_cache() {
     );
 
     let run = runner.run(STEP_03, &settings).await;
-    assert!(run.success, "{}", run.output);
+    run.succeeds();
     assert!(
         run.output
             .contains("summary: 4 pre-warmed, 1 skipped, 0 failed of 5"),
@@ -866,17 +837,8 @@ async fn harbor_prewarm_pulls_every_platform_image_through_the_cache() {
         "ghcr.io/openova-io/missing:9".into(),
     );
     let run = runner.run(STEP_03, &settings).await;
-    assert!(!run.success);
-    assert!(
-        run.output.contains("failed ghcr.io/openova-io/missing:9"),
-        "{}",
-        run.output
-    );
-    assert!(
-        run.output.contains("1 of 5 images could not be pre-warmed"),
-        "{}",
-        run.output
-    );
+    run.fails_with("failed ghcr.io/openova-io/missing:9");
+    run.says("1 of 5 images could not be pre-warmed");
     cluster.cleanup().await;
 }
 
@@ -954,7 +916,7 @@ async fn registry_pivot_agent_follows_the_status_and_never_rolls_back_on_a_faile
 
     set_status(&cluster, json!({"registriesYamlActive": "v1"})).await;
     let dormant = runner.run_script(&agent, &settings).await;
-    assert!(dormant.success, "{}", dormant.output);
+    dormant.succeeds();
     assert_eq!(
         read(&registries_yaml),
         "mirrors: {}\n",
@@ -968,7 +930,7 @@ async fn registry_pivot_agent_follows_the_status_and_never_rolls_back_on_a_faile
 
     set_status(&cluster, json!({"registriesYamlActive": "v2"})).await;
     let pivot = runner.run_script(&agent, &settings).await;
-    assert!(pivot.success, "{}", pivot.output);
+    pivot.succeeds();
     let v2 = read(&registries_yaml);
     assert!(
         v2.contains(&format!(
@@ -987,7 +949,7 @@ async fn registry_pivot_agent_follows_the_status_and_never_rolls_back_on_a_faile
     assert_eq!(data.get(ack).map(String::as_str), Some("v2"));
 
     let again = runner.run_script(&agent, &settings).await;
-    assert!(again.success, "{}", again.output);
+    again.succeeds();
     assert_eq!(
         status_data(&cluster).await.1,
         version,
@@ -1001,7 +963,7 @@ async fn registry_pivot_agent_follows_the_status_and_never_rolls_back_on_a_faile
     ] {
         set_status(&cluster, data).await;
         let run = runner.run_script(&agent, &settings).await;
-        assert!(run.success, "{}", run.output);
+        run.succeeds();
         assert_eq!(
             read(&registries_yaml),
             v2,
@@ -1013,12 +975,8 @@ async fn registry_pivot_agent_follows_the_status_and_never_rolls_back_on_a_faile
         .await
         .expect("delete status");
     let unreadable = runner.run_script(&agent, &settings).await;
-    assert!(unreadable.success, "{}", unreadable.output);
-    assert!(
-        unreadable.output.contains("keeping the node as it is"),
-        "{}",
-        unreadable.output
-    );
+    unreadable.succeeds();
+    unreadable.says("keeping the node as it is");
     assert_eq!(
         read(&registries_yaml),
         v2,
@@ -1031,7 +989,7 @@ async fn registry_pivot_agent_follows_the_status_and_never_rolls_back_on_a_faile
     )
     .await;
     let rollback = runner.run_script(&agent, &settings).await;
-    assert!(rollback.success, "{}", rollback.output);
+    rollback.succeeds();
     assert_eq!(
         read(&registries_yaml),
         "mirrors: {}\n",
@@ -1078,8 +1036,8 @@ async fn registry_pivot_agent_does_not_acknowledge_while_the_registry_is_down() 
     ]);
     set_status(&cluster, json!({"registriesYamlActive": "v2"})).await;
     let run = runner.run_script(&agent_script(), &settings).await;
-    assert!(run.success, "{}", run.output);
-    assert!(run.output.contains("does not answer yet"), "{}", run.output);
+    run.succeeds();
+    run.says("does not answer yet");
     assert!(
         !status_data(&cluster)
             .await
@@ -1219,7 +1177,7 @@ async fn flux_apply(runner: &Runner, url: &str) {
         "set -eu\nd=$(mktemp -d)\ngit clone --quiet \"{url}\" \"$d/repo\"\nkubectl apply -f \"$d/repo/clusters/bootstrap-kit/\"\nrm -rf \"$d\"\n"
     );
     let run = runner.run_script(&apply, &BTreeMap::new()).await;
-    assert!(run.success, "{}", run.output);
+    run.succeeds();
 }
 
 async fn live_urls(cluster: &Cluster) -> BTreeMap<String, String> {
@@ -1279,7 +1237,7 @@ async fn helmrepository_patches_pivot_live_and_in_git_so_a_reapply_keeps_them_lo
 
     let settings = pivot_settings(&cluster, &url);
     let first = runner.run(STEP_06, &settings).await;
-    assert!(first.success, "{}", first.output);
+    first.succeeds();
     let local = BTreeMap::from([
         (
             "bitnami".to_owned(),
@@ -1318,12 +1276,8 @@ async fn helmrepository_patches_pivot_live_and_in_git_so_a_reapply_keeps_them_lo
     );
 
     let second = runner.run(STEP_06, &settings).await;
-    assert!(second.success, "{}", second.output);
-    assert!(
-        second.output.contains("already points at"),
-        "{}",
-        second.output
-    );
+    second.succeeds();
+    second.says("already points at");
     assert_eq!(
         git(&bare, &["rev-parse", "main"]),
         head,
@@ -1366,12 +1320,7 @@ async fn helmrepository_patches_fails_clearly_when_the_push_is_refused() {
     create_git_repository(&cluster, "flux-system", &url).await;
 
     let run = runner.run(STEP_06, &pivot_settings(&cluster, &url)).await;
-    assert!(!run.success);
-    assert!(
-        run.output.contains(&format!("cannot push to {url} (main)")),
-        "{}",
-        run.output
-    );
+    run.fails_with(&format!("cannot push to {url} (main)"));
     cluster.cleanup().await;
 }
 
@@ -1459,8 +1408,8 @@ async fn egress_block_holds_while_flux_stays_ready_and_always_lifts() {
 
     let seen = tokio::spawn(observed_block(policy_api(&cluster)));
     let run = runner.run(STEP_08, &egress_settings()).await;
-    assert!(run.success, "{}", run.output);
-    assert!(run.output.contains("stayed Ready for 2s"), "{}", run.output);
+    run.succeeds();
+    run.says("stayed Ready for 2s");
     assert!(seen.is_finished(), "the block was never applied");
     assert_eq!(
         seen.await.expect("observer"),
@@ -1495,15 +1444,10 @@ async fn egress_block_holds_while_flux_stays_ready_and_always_lifts() {
     )
     .await;
     let run = runner.run(STEP_08, &egress_settings()).await;
-    assert!(!run.success);
-    assert!(
-        run.output.contains(&format!(
-            "helmreleases.helm.toolkit.fluxcd.io {}/broken: Test HelmRelease is False",
-            cluster.namespace()
-        )),
-        "{}",
-        run.output
-    );
+    run.fails_with(&format!(
+        "helmreleases.helm.toolkit.fluxcd.io {}/broken: Test HelmRelease is False",
+        cluster.namespace()
+    ));
     assert!(
         policy_api(&cluster)
             .get_opt(POLICY)
@@ -1516,8 +1460,7 @@ async fn egress_block_holds_while_flux_stays_ready_and_always_lifts() {
     let mut nothing = egress_settings();
     nothing.insert("EGRESS_BLOCK_CIDRS".into(), String::new());
     let run = runner.run(STEP_08, &nothing).await;
-    assert!(!run.success);
-    assert!(run.output.contains("nothing to block"), "{}", run.output);
+    run.fails_with("nothing to block");
     cluster.cleanup().await;
 }
 
@@ -1537,12 +1480,7 @@ async fn egress_block_is_lifted_when_the_step_is_terminated() {
         .expect("kill runs");
     assert!(killed.success());
     let run = finish(child).await;
-    assert!(!run.success, "{}", run.output);
-    assert!(
-        run.output.contains("removed the egress block"),
-        "{}",
-        run.output
-    );
+    run.fails_with("removed the egress block");
     assert!(
         policy_api(&cluster)
             .get_opt(POLICY)
