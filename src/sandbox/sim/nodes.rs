@@ -224,6 +224,9 @@ impl NodeManager {
     }
 
     /// Deletes a simulated node and, as the pod garbage collector does, the pods bound to it.
+    /// Unlike PodGC, the pods are not first marked Failed (DisruptionTarget): without the Job
+    /// controller's tracking finalizer that mark could not be counted reliably, so a Job whose
+    /// pod goes with its node runs a new pod without counting a failure.
     pub async fn delete(&self, name: &str) -> Result<(), SimError> {
         if !self.registry.remove(name) {
             return Err(SimError::UnknownNode(name.to_owned()));
