@@ -1083,9 +1083,15 @@ impl GitServer {
             .local_addr()
             .expect("addr")
             .port();
-        let child = Command::new("git")
+        // `git daemon` runs git-daemon as a child of its own; start that binary directly so
+        // that killing our child stops the server.
+        let exec_path = Command::new("git")
+            .arg("--exec-path")
+            .output()
+            .expect("git --exec-path");
+        let exec_path = String::from_utf8_lossy(&exec_path.stdout).trim().to_owned();
+        let child = Command::new(std::path::Path::new(&exec_path).join("git-daemon"))
             .args([
-                "daemon",
                 "--reuseaddr",
                 "--export-all",
                 "--enable=receive-pack",
