@@ -535,6 +535,8 @@ async fn memory(bench: &Bench) -> BenchResult<()> {
             &format!("127.0.0.1:{port}"),
             "--namespace",
             &ns,
+            // As the in-process service of the other figures: no bearer token to bring.
+            "--auth=false",
         ])
         .arg("--kubeconfig")
         .arg(&kubeconfig)

@@ -1,7 +1,8 @@
-//! Capacity of the sandbox API server, printed rather than asserted: simple GETs per second
-//! with concurrent clients, and how many open watches it holds while still delivering events.
+//! Capacity of the sandbox, printed rather than asserted: simple GETs per second with
+//! concurrent clients, how many open watches the API server holds while still delivering
+//! events, and how long a DaemonSet over 5,000 simulated nodes takes to settle.
 //!
-//! `cargo bench --bench sandbox` (add `-- --quick` for a shorter run).
+//! `cargo bench --bench sandbox` (add `-- --quick` for a shorter run with 500 nodes).
 
 use catalyst_cutover::sandbox::api::{ApiServer, ApiServerConfig};
 use futures::StreamExt;
@@ -11,6 +12,8 @@ use std::time::{Duration, Instant};
 
 const CLIENTS: &[usize] = &[1, 8, 32];
 const WATCHES: usize = 1_000;
+const NODES: usize = 5_000;
+const QUICK_NODES: usize = 500;
 
 async fn seed(server: &ApiServer) -> String {
     let client = reqwest::Client::new();
@@ -28,6 +31,41 @@ async fn seed(server: &ApiServer) -> String {
         response.status()
     );
     format!("{url}/bench")
+}
+
+/// Merge-patches one object from `clients` concurrent clients: each patch is a write with a
+/// new resourceVersion and a watch event.
+async fn patches_per_second(url: &str, clients: usize, run_for: Duration) -> f64 {
+    let done = Arc::new(AtomicU64::new(0));
+    let deadline = Instant::now() + run_for;
+    let tasks: Vec<_> = (0..clients)
+        .map(|i| {
+            let (url, done) = (url.to_string(), done.clone());
+            tokio::spawn(async move {
+                let client = reqwest::Client::new();
+                let mut n = 0u64;
+                while Instant::now() < deadline {
+                    n += 1;
+                    let body = serde_json::json!({"data": {format!("c{i}"): n.to_string()}});
+                    let ok = client
+                        .patch(&url)
+                        .header("Content-Type", "application/merge-patch+json")
+                        .body(body.to_string())
+                        .send()
+                        .await
+                        .is_ok_and(|r| r.status().is_success());
+                    if ok {
+                        done.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            })
+        })
+        .collect();
+    let started = Instant::now();
+    for t in tasks {
+        let _ = t.await;
+    }
+    done.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64()
 }
 
 async fn gets_per_second(url: &str, clients: usize, run_for: Duration) -> f64 {
@@ -130,8 +168,20 @@ fn main() {
                 "sandbox GET configmap: {clients:>3} concurrent clients: {rate:>9.0} requests/s"
             );
         }
+        let rate = patches_per_second(&url, 8, run_for).await;
+        println!("sandbox PATCH configmap:  8 concurrent clients: {rate:>9.0} requests/s");
         let (opened, took) = hold_watches(&server, &url, WATCHES).await;
         println!("sandbox watches: {opened} open; one change reached all of them in {took:?}");
+        let nodes = if quick { QUICK_NODES } else { NODES };
+        let client = server.admin_client().await.expect("client");
+        match catalyst_cutover::sandbox::sim::bench::daemonset_settle(client, "bench", nodes).await
+        {
+            Ok(f) => println!(
+                "sandbox DaemonSet over {} nodes: nodes up in {:?}, settled in {:?}",
+                f.nodes, f.start, f.settle
+            ),
+            Err(error) => println!("sandbox DaemonSet over {nodes} nodes: failed: {error}"),
+        }
         server.shutdown().await;
     });
 }

@@ -1,8 +1,9 @@
 //! `catalyst-cutover sandbox`: runs the sandbox API server until interrupted and writes a
 //! kubeconfig that `kubectl` and the service accept.
 
-use crate::sandbox::api::{ApiServer, ApiServerConfig, ApiServerError};
+use crate::sandbox::api::ApiServerConfig;
 use crate::sandbox::auth::TokenTable;
+use crate::sandbox::{Sandbox, SandboxError, SandboxOptions};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -16,7 +17,7 @@ pub struct SandboxArgs {
     /// Where to write the kubeconfig (admin token).
     #[arg(long)]
     pub kubeconfig_out: PathBuf,
-    /// Number of simulated nodes (used by the simulator).
+    /// Number of simulated nodes.
     #[arg(long, default_value_t = 3)]
     pub nodes: usize,
     /// Bearer tokens `TOKEN=USER[:GROUP[+GROUP...]],...`; turns on authentication and RBAC
@@ -26,14 +27,18 @@ pub struct SandboxArgs {
     /// Serve HTTPS with a certificate from a CA made at start-up (the kubeconfig carries it).
     #[arg(long)]
     pub tls: bool,
+    /// Run the API server alone, without the simulator: a cluster with no kubelet and no
+    /// controllers, as the test suite expects of `CUTOVER_TEST_KUBECONFIG`.
+    #[arg(long)]
+    pub no_simulator: bool,
 }
 
 /// Why the sandbox command failed.
 #[derive(Debug, thiserror::Error)]
 pub enum SandboxCliError {
-    /// The API server did not start.
+    /// The API server or the simulator did not start.
     #[error(transparent)]
-    Start(#[from] ApiServerError),
+    Start(#[from] SandboxError),
     /// The kubeconfig could not be serialized.
     #[error("cannot serialize the kubeconfig: {0}")]
     Serialize(#[from] serde_yaml::Error),
@@ -50,22 +55,34 @@ pub enum SandboxCliError {
     Signal(std::io::Error),
 }
 
-/// Runs the sandbox until Ctrl-C.
+/// Runs the sandbox (API server and simulator) until Ctrl-C.
 pub async fn run(args: SandboxArgs) -> Result<(), SandboxCliError> {
-    let server = ApiServer::start(ApiServerConfig {
-        listen: args.listen,
-        tokens: args.token,
-        tls: args.tls,
-        ..ApiServerConfig::default()
+    let sandbox = Sandbox::start(SandboxOptions {
+        api: ApiServerConfig {
+            listen: args.listen,
+            tokens: args.token,
+            tls: args.tls,
+            ..ApiServerConfig::default()
+        },
+        nodes: args.nodes,
+        simulator: !args.no_simulator,
+        ..SandboxOptions::default()
     })
     .await?;
+    let server = sandbox.api();
     let kubeconfig = serde_yaml::to_string(&server.kubeconfig(server.admin_token()))?;
-    tokio::fs::write(&args.kubeconfig_out, kubeconfig)
+    // Written whole, then renamed into place, so whoever waits for the file reads it entire.
+    let partial = args.kubeconfig_out.with_extension("partial");
+    let write_err = |source| SandboxCliError::Write {
+        path: args.kubeconfig_out.clone(),
+        source,
+    };
+    tokio::fs::write(&partial, kubeconfig)
         .await
-        .map_err(|source| SandboxCliError::Write {
-            path: args.kubeconfig_out.clone(),
-            source,
-        })?;
+        .map_err(write_err)?;
+    tokio::fs::rename(&partial, &args.kubeconfig_out)
+        .await
+        .map_err(write_err)?;
     tracing::info!(
         url = %server.url(),
         kubeconfig = %args.kubeconfig_out.display(),
@@ -75,7 +92,7 @@ pub async fn run(args: SandboxArgs) -> Result<(), SandboxCliError> {
     let waited = tokio::signal::ctrl_c()
         .await
         .map_err(SandboxCliError::Signal);
-    server.shutdown().await;
+    sandbox.shutdown().await;
     waited
 }
 

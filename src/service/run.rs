@@ -2,6 +2,9 @@
 //! the Lease election, the runner and the HTTP server.
 
 use super::{Context, ServiceConfig, StepSource};
+use crate::auth::Authenticator;
+use crate::events::EventHub;
+use crate::metrics::{KubeMetricsLayer, Metrics};
 use crate::render::{JobRenderer, RenderError};
 use crate::runner::{engine, lease};
 use crate::status::{StatusCache, StatusStore, StoreError};
@@ -94,7 +97,11 @@ impl Service {
         kube_config: kube::Config,
         config: ServiceConfig,
     ) -> Result<Service, StartError> {
-        let client = kube::Client::try_from(kube_config).map_err(StartError::Client)?;
+        let metrics = Arc::new(Metrics::new());
+        let client = kube::client::ClientBuilder::try_from(kube_config)
+            .map_err(StartError::Client)?
+            .with_layer(&KubeMetricsLayer::new(metrics.clone()))
+            .build();
         let renderer = JobRenderer::new(config.render.clone())?;
         let ns = config.namespace.clone();
         let cache = StatusCache::new();
@@ -141,13 +148,26 @@ impl Service {
             source,
         })?;
 
+        let events = EventHub::new(config.events.replay, config.events.lag, metrics.clone());
+        tasks.spawn(events.clone().follow(cache.clone(), steps.clone()));
+        if config.events.kubernetes_events {
+            tasks.spawn(crate::events::recorder::record(
+                store.clone(),
+                steps.clone(),
+                client.clone(),
+                config.identity.clone(),
+            ));
+        }
         let ctx = Arc::new(Context {
+            auth: Authenticator::new(client.clone(), config.auth.clone(), &ns),
             client,
             config,
             store,
             steps,
             renderer,
             leading,
+            events,
+            metrics,
         });
         tasks.spawn(engine::lead(ctx.clone()));
 
@@ -205,6 +225,7 @@ impl Service {
     /// another replica takes over at once. The step in flight is not touched: its Job runs
     /// on, and the next leader adopts it.
     pub async fn shutdown(mut self) {
+        self.ctx.events.close();
         self.stop_http.send_replace(true);
         let grace = std::time::Duration::from_secs(5);
         if tokio::time::timeout(grace, &mut self.http).await.is_err() {

@@ -173,12 +173,29 @@ fn pod_cells(obj: &Value) -> Vec<Value> {
         .flatten()
         .filter_map(|c| c["restartCount"].as_i64())
         .sum();
-    let reason = match s(obj, "/status/reason") {
-        "" => s(obj, "/status/phase"),
-        r => r,
+    let mut reason = match s(obj, "/status/reason") {
+        "" => s(obj, "/status/phase").to_string(),
+        r => r.to_string(),
     };
+    // As printPod: the last container with a waiting or terminated state names the status.
+    for c in statuses.into_iter().flatten().rev() {
+        let waiting = s(c, "/state/waiting/reason");
+        let terminated = c.pointer("/state/terminated");
+        if !waiting.is_empty() {
+            reason = waiting.to_string();
+            break;
+        }
+        if let Some(t) = terminated {
+            reason = match (s(t, "/reason"), n(t, "/signal"), n(t, "/exitCode")) {
+                ("", 0, code) => format!("ExitCode:{code}"),
+                ("", signal, _) => format!("Signal:{signal}"),
+                (r, _, _) => r.to_string(),
+            };
+            break;
+        }
+    }
     let status = if obj.pointer("/metadata/deletionTimestamp").is_some() {
-        "Terminating"
+        "Terminating".to_string()
     } else {
         reason
     };
@@ -271,6 +288,19 @@ mod tests {
         assert_eq!(human_duration(600), "10m");
         assert_eq!(human_duration(3 * 3600 + 60), "3h1m");
         assert_eq!(human_duration(3 * 86400), "3d");
+    }
+
+    #[test]
+    fn pod_status_names_the_container_state() {
+        let r = Registry::new(&[]);
+        let pod = r.lookup("", "v1", "pods").unwrap();
+        let done = json!({"metadata": {"name": "p"}, "spec": {"containers": [{"name": "c"}]},
+            "status": {"phase": "Succeeded", "containerStatuses": [{"ready": false, "restartCount": 0,
+                "state": {"terminated": {"reason": "Completed", "exitCode": 0}}}]}});
+        assert_eq!(
+            cells(&pod, &done)[1..4],
+            [json!("0/1"), json!("Completed"), json!("0")]
+        );
     }
 
     #[test]

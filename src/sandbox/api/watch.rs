@@ -138,7 +138,12 @@ pub fn stream(
                             yield Ok(b);
                         }
                     }
-                    Err(RecvError::Lagged(_)) => {
+                    Err(RecvError::Lagged(missed)) => {
+                        tracing::warn!(
+                            resource = %p.kind.qualified_resource(),
+                            missed,
+                            "a watcher fell behind the live feed; ending it with 410 Expired"
+                        );
                         yield Ok(error_event(&too_old(last_rv, last_rv + 1)));
                         break;
                     }
@@ -199,5 +204,41 @@ mod tests {
         );
         assert_eq!(visible_as(&other_ns, &p), None);
         assert_eq!(too_old(1, 2).status()["code"], 410);
+    }
+
+    #[tokio::test]
+    async fn bookmarks_flow_and_the_watch_ends_at_its_timeout() {
+        use crate::sandbox::api::store::{Store, WatchFrom};
+        use futures::StreamExt;
+        let store = Store::new(Registry::new(&[]), 10);
+        let cm = store.registry().lookup("", "v1", "configmaps").unwrap();
+        let start = store
+            .watch(&cm, None, &Selectors::default(), WatchFrom::Now)
+            .unwrap();
+        let p = WatchParams {
+            kind: cm,
+            namespace: None,
+            selectors: Selectors::default(),
+            timeout: Duration::from_millis(300),
+            bookmarks: true,
+            bookmark_every: Duration::from_millis(50),
+            initial_events_end: true,
+            as_table: false,
+        };
+        let (_close, closing) = tokio::sync::watch::channel(false);
+        let lines: Vec<String> = stream(start, p, closing)
+            .map(|b| String::from_utf8(b.unwrap().to_vec()).unwrap())
+            .collect()
+            .await;
+        assert!(
+            lines[0].contains("\"k8s.io/initial-events-end\":\"true\""),
+            "{lines:?}"
+        );
+        assert!(
+            lines.len() > 2
+                && lines
+                    .iter()
+                    .all(|l| l.starts_with("{\"type\":\"BOOKMARK\""))
+        );
     }
 }
