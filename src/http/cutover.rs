@@ -1,6 +1,7 @@
 //! The cutover routes: start, retry, abort and status. Writes go through the status store
 //! (optimistic concurrency decides races: of a hundred concurrent starts exactly one
-//! applies); reads come from the watch-fed caches.
+//! applies); reads come from the watch-fed caches, and the status body is serialized once
+//! per status version and plan ([`BodyCache`]).
 
 use super::caller::Caller;
 use super::error::ApiError;
@@ -12,11 +13,13 @@ use crate::step::{DiscoverError, StepPlan};
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::Api;
 use serde::{Deserialize, Serialize};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 /// The optional body of `POST /cutover`.
 #[derive(Debug, Default, Deserialize)]
@@ -168,27 +171,122 @@ pub async fn abort(
     Ok(Json(body(&ctx, &data)))
 }
 
-/// `GET /cutover` (and the console's status route): from the cache, no API request.
-pub async fn status(State(ctx): State<Arc<Context>>) -> Result<Json<StatusBody>, ApiError> {
-    let data = cached_data(&ctx)?;
-    Ok(Json(body(&ctx, &data)))
+/// `GET /cutover` (and the console's status route): from the cache, no API request, and
+/// serialized only when the status or the plan changed since the last GET.
+pub async fn status(State(ctx): State<Arc<Context>>) -> Result<Response, ApiError> {
+    if !ctx.store.cache().synced() {
+        return Err(not_synced());
+    }
+    let Some(configmap) = ctx.store.cache().configmap() else {
+        return Ok(Json(body(&ctx, &StatusData::default())).into_response());
+    };
+    let plan = ready_plan(&ctx);
+    let json = STATUS_BODY
+        .get_or_build(&configmap, plan.as_ref(), || {
+            let data = configmap.data.clone().unwrap_or_default();
+            serde_json::to_vec(&body_with(&data, plan.as_deref())).map(Bytes::from)
+        })
+        .map_err(|e| ApiError::Unavailable(format!("cannot serialize the status body: {e}")))?;
+    Ok(([(header::CONTENT_TYPE, "application/json")], json).into_response())
 }
 
 /// The status body for `data` with the steps in execution order.
 pub fn body(ctx: &Context, data: &StatusData) -> StatusBody {
-    let names = ctx.steps.names();
-    let refs: Option<Vec<&str>> = names
-        .as_ref()
-        .map(|n| n.iter().map(String::as_str).collect());
-    StatusBody::build(data, refs.as_deref())
+    body_with(data, ready_plan(ctx).as_deref())
+}
+
+fn body_with(data: &StatusData, plan: Option<&StepPlan>) -> StatusBody {
+    let names: Option<Vec<&str>> = plan.map(|p| p.iter().map(|s| s.name.as_str()).collect());
+    StatusBody::build(data, names.as_deref())
+}
+
+fn ready_plan(ctx: &Context) -> Option<Arc<StepPlan>> {
+    match ctx.steps.current() {
+        PlanState::Ready(plan) => Some(plan),
+        _ => None,
+    }
+}
+
+/// The serialized status body of this process's service. One slot is enough: a process
+/// serves one status ConfigMap, and the key makes a shared slot (several services in one
+/// test process) merely less effective, never wrong.
+static STATUS_BODY: BodyCache = BodyCache::new();
+
+/// The last serialized status body, keyed by the identity of the cached status ConfigMap
+/// and of the plan it was built with. The status cache and the step source publish a new
+/// `Arc` for every change, so identity stands for version; holding both `Arc`s keeps their
+/// addresses from being reused by a later version.
+pub struct BodyCache {
+    last: Mutex<Option<CachedBody>>,
+}
+
+struct CachedBody {
+    configmap: Arc<ConfigMap>,
+    plan: Option<Arc<StepPlan>>,
+    json: Bytes,
+}
+
+impl CachedBody {
+    fn is_for(&self, configmap: &Arc<ConfigMap>, plan: Option<&Arc<StepPlan>>) -> bool {
+        Arc::ptr_eq(&self.configmap, configmap)
+            && match (&self.plan, plan) {
+                (Some(held), Some(plan)) => Arc::ptr_eq(held, plan),
+                (None, None) => true,
+                _ => false,
+            }
+    }
+}
+
+impl BodyCache {
+    /// An empty cache.
+    pub const fn new() -> Self {
+        BodyCache {
+            last: Mutex::new(None),
+        }
+    }
+
+    /// The body of `configmap` and `plan`: the cached one when it is theirs, else `build`'s,
+    /// which is cached in its place. `build` runs without the lock held.
+    pub fn get_or_build<E>(
+        &self,
+        configmap: &Arc<ConfigMap>,
+        plan: Option<&Arc<StepPlan>>,
+        build: impl FnOnce() -> Result<Bytes, E>,
+    ) -> Result<Bytes, E> {
+        if let Some(cached) = self.lock().as_ref()
+            && cached.is_for(configmap, plan)
+        {
+            return Ok(cached.json.clone());
+        }
+        let json = build()?;
+        *self.lock() = Some(CachedBody {
+            configmap: configmap.clone(),
+            plan: plan.cloned(),
+            json: json.clone(),
+        });
+        Ok(json)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<CachedBody>> {
+        // A plain memo: a panic elsewhere leaves it consistent.
+        self.last.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl Default for BodyCache {
+    fn default() -> Self {
+        BodyCache::new()
+    }
+}
+
+fn not_synced() -> ApiError {
+    ApiError::Unavailable("the status cache is not synced yet; retry in a moment".to_owned())
 }
 
 /// The status data of the watch-fed cache, or 503 until it is synced.
 pub fn cached_data(ctx: &Context) -> Result<StatusData, ApiError> {
     if !ctx.store.cache().synced() {
-        return Err(ApiError::Unavailable(
-            "the status cache is not synced yet; retry in a moment".to_owned(),
-        ));
+        return Err(not_synced());
     }
     Ok(ctx
         .store
@@ -260,4 +358,65 @@ fn current_or_next_step(data: &StatusData, names: &[String]) -> String {
         .find(|n| !crate::status::StepRow::read(data, n).result.is_done())
         .cloned()
         .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::contract;
+    use std::cell::Cell;
+    use std::convert::Infallible;
+
+    fn plan(step: &str) -> Arc<StepPlan> {
+        let cm: ConfigMap = serde_json::from_value(serde_json::json!({
+            "metadata": {
+                "name": format!("cutover-step-01-{step}"),
+                "labels": {contract::LABEL_STEP_ORDER: "1"},
+            },
+            "data": {
+                contract::DATA_STEP_NAME: step,
+                contract::DATA_POD_SPEC: "containers:\n- name: s\n  image: busybox\n",
+            },
+        }))
+        .unwrap();
+        Arc::new(crate::step::parse_plan(&[cm]).unwrap())
+    }
+
+    #[test]
+    fn body_is_built_once_per_status_version_and_plan() {
+        let cache = BodyCache::new();
+        let builds = Cell::new(0);
+        let get = |cm: &Arc<ConfigMap>, plan: Option<&Arc<StepPlan>>| {
+            cache
+                .get_or_build(cm, plan, || {
+                    builds.set(builds.get() + 1);
+                    Ok::<_, Infallible>(Bytes::from(builds.get().to_string()))
+                })
+                .unwrap()
+        };
+        let (v1, v2) = (
+            Arc::new(ConfigMap::default()),
+            Arc::new(ConfigMap::default()),
+        );
+        let (a, b) = (plan("a"), plan("b"));
+
+        assert_eq!(get(&v1, Some(&a)), "1");
+        assert_eq!(get(&v1, Some(&a)), "1");
+        // A new status version, another plan, no plan, a republished plan: each rebuilds.
+        assert_eq!(get(&v2, Some(&a)), "2");
+        assert_eq!(get(&v2, Some(&b)), "3");
+        assert_eq!(get(&v2, None), "4");
+        assert_eq!(get(&v2, None), "4");
+        assert_eq!(get(&v2, Some(&plan("b"))), "5");
+        assert_eq!(builds.get(), 5);
+    }
+
+    #[test]
+    fn a_failed_build_caches_nothing() {
+        let cache = BodyCache::new();
+        let cm = Arc::new(ConfigMap::default());
+        assert!(cache.get_or_build(&cm, None, || Err("no")).is_err());
+        let built = cache.get_or_build(&cm, None, || Ok::<_, &str>(Bytes::from_static(b"{}")));
+        assert_eq!(built.unwrap(), "{}");
+    }
 }

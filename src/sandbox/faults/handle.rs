@@ -1,6 +1,7 @@
 //! The run-time handle on a proxy's faults, and the bookkeeping of its open connections that
 //! lets a "restart" drop them all at once.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -20,6 +21,7 @@ pub struct Faults {
 struct Shared {
     state: Mutex<FaultState>,
     connections: Mutex<Generation>,
+    requests: AtomicU64,
 }
 
 /// The connections accepted since the last restart: each holds a clone of `alive` and
@@ -99,6 +101,18 @@ impl Faults {
         *self.state() = FaultState::default();
     }
 
+    /// How many requests the proxy has forwarded upstream since it started (a watch counts
+    /// once, however many events it streams; requests answered by an injected fault do not
+    /// count). Benchmarks read it to count the API requests of the client behind the proxy.
+    pub fn requests(&self) -> u64 {
+        self.shared.requests.load(Ordering::Relaxed)
+    }
+
+    /// Counts one request forwarded upstream.
+    pub(super) fn count_request(&self) {
+        self.shared.requests.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// The faults in force now.
     pub fn current(&self) -> FaultState {
         self.state().clone()
@@ -161,6 +175,17 @@ mod tests {
         assert_eq!(state.cut_watches_every, Some(Duration::from_secs(1)));
         faults.clear();
         assert_eq!(other.current(), FaultState::default());
+    }
+
+    #[test]
+    fn forwarded_requests_are_counted_across_clones_and_survive_clear() {
+        let faults = Faults::new();
+        assert_eq!(faults.requests(), 0);
+        let other = faults.clone();
+        other.count_request();
+        faults.count_request();
+        faults.clear();
+        assert_eq!(other.requests(), 2);
     }
 
     #[tokio::test]

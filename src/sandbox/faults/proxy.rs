@@ -165,6 +165,11 @@ async fn accept_loop(listener: TcpListener, upstream: Arc<Upstream>) {
     loop {
         match listener.accept().await {
             Ok((stream, _)) => {
+                // Watch events are small writes; Nagle would hold each one back until the
+                // client's delayed ACK of the one before (up to 40 ms on Linux).
+                if let Err(error) = stream.set_nodelay(true) {
+                    tracing::debug!(%error, "fault proxy cannot set TCP_NODELAY");
+                }
                 // Registered before the task runs, so a restart right now drops it too.
                 let guard = upstream.faults.connection();
                 tokio::spawn(serve_connection(stream, guard, upstream.clone()));
@@ -231,6 +236,7 @@ async fn forward(upstream: &Upstream, request: Request<Incoming>) -> Response<Bo
         .path_and_query()
         .cloned()
         .map_or_else(|| Uri::from_static("/"), Uri::from);
+    upstream.faults.count_request();
     let mut forward = Request::new(kube::client::Body::from(body));
     *forward.method_mut() = parts.method;
     *forward.headers_mut() = end_to_end(parts.headers);
@@ -299,4 +305,39 @@ fn cut_when_due(body: Body, faults: Faults) -> Body {
             }
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sandbox::api::{ApiServer, ApiServerConfig};
+    use kube::config::KubeConfigOptions;
+
+    #[tokio::test]
+    async fn counts_forwarded_requests_but_not_injected_errors() {
+        let server = ApiServer::start(ApiServerConfig::default()).await.unwrap();
+        let upstream = kube::Config::from_custom_kubeconfig(
+            server.kubeconfig(server.admin_token()),
+            &KubeConfigOptions::default(),
+        )
+        .await
+        .unwrap();
+        let proxy = FaultProxy::start(upstream).await.unwrap();
+        let url = format!("{}/api/v1/namespaces", proxy.url());
+        let get = || async { reqwest::get(&url).await.unwrap().status() };
+
+        assert_eq!(proxy.faults().requests(), 0);
+        assert!(get().await.is_success());
+        assert!(get().await.is_success());
+        assert_eq!(proxy.faults().requests(), 2);
+
+        proxy
+            .faults()
+            .set_error_rate(1.0, StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(get().await, StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(proxy.faults().requests(), 2);
+
+        proxy.shutdown().await;
+        server.shutdown().await;
+    }
 }
