@@ -177,6 +177,10 @@ impl Service {
             let shutdown = async move {
                 let _ = stop_rx.wait_for(|stop| *stop).await;
             };
+            // Event-stream frames are small writes that must not wait for a delayed ACK.
+            let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+                let _ = tcp.set_nodelay(true);
+            });
             if let Err(err) = axum::serve(listener, app)
                 .with_graceful_shutdown(shutdown)
                 .await

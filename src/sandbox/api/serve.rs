@@ -1,6 +1,7 @@
 //! The accept loops: plain HTTP through `axum::serve`, HTTPS through rustls and hyper.
 
 use axum::Router;
+use axum::serve::ListenerExt;
 use hyper_util::rt::TokioIo;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
@@ -22,6 +23,11 @@ pub fn spawn(
 }
 
 async fn plain(listener: TcpListener, router: Router, mut shutdown: watch::Receiver<bool>) {
+    // Small writes (watch events) must leave at once, as kube-apiserver's do: without
+    // TCP_NODELAY, Nagle holds them for the client's delayed ACK (up to ~40 ms).
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     let serve = axum::serve(listener, router).with_graceful_shutdown(async move {
         let _ = shutdown.wait_for(|c| *c).await;
     });
@@ -42,7 +48,10 @@ async fn https(
             _ = shutdown.wait_for(|c| *c) => break,
             accepted = listener.accept() => {
                 let (tcp, peer) = match accepted {
-                    Ok(conn) => conn,
+                    Ok((tcp, peer)) => {
+                        let _ = tcp.set_nodelay(true);
+                        (tcp, peer)
+                    }
                     Err(error) => {
                         tracing::warn!(%error, "sandbox API server: accept failed");
                         continue;
