@@ -4,6 +4,7 @@
 use super::access::{self, Access};
 use super::discovery;
 use super::errors::ApiError;
+use super::history::StoredObject;
 use super::kinds::KindInfo;
 use super::meta::{self, Part};
 use super::openapi;
@@ -286,8 +287,13 @@ fn resource(
     }
 }
 
-fn object_response(code: StatusCode, obj: &Value) -> Response {
-    json_response(code, serde_json::to_vec(obj).unwrap_or_default())
+fn object_response(code: StatusCode, obj: &StoredObject) -> Response {
+    (
+        code,
+        [(header::CONTENT_TYPE, "application/json")],
+        obj.json().clone(),
+    )
+        .into_response()
 }
 
 /// The Status a delete answers when the object is gone (generic registry, no ReturnDeletedObject).
@@ -377,8 +383,7 @@ fn list_body(kind: &KindInfo, page: &ListPage) -> Vec<u8> {
         if i > 0 {
             out.push(b',');
         }
-        // Writing a Value into a Vec cannot fail.
-        let _ = serde_json::to_writer(&mut out, &**item);
+        out.extend_from_slice(item.json());
     }
     out.extend_from_slice(b"]}");
     out

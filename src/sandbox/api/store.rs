@@ -2,7 +2,7 @@
 //! history and the live change feed. Handlers stay thin over these functions.
 
 use super::errors::ApiError;
-use super::history::{Change, EventType, History};
+use super::history::{Change, EventType, History, StoredObject};
 use super::kinds::{KindInfo, Registry};
 use super::meta::{self, Part};
 use super::selectors::Selectors;
@@ -69,9 +69,9 @@ pub struct DeleteOptions {
 #[derive(Debug, Clone)]
 pub enum Deleted {
     /// The object is gone; this was its last state.
-    Gone(Arc<Value>),
+    Gone(Arc<StoredObject>),
     /// Finalizers hold the object; it now carries a deletionTimestamp.
-    Pending(Arc<Value>),
+    Pending(Arc<StoredObject>),
 }
 
 /// Options of a list.
@@ -91,7 +91,7 @@ pub struct ListPage {
     /// The list's resourceVersion.
     pub resource_version: u64,
     /// The objects, ordered by namespace and name.
-    pub items: Vec<Arc<Value>>,
+    pub items: Vec<Arc<StoredObject>>,
     /// Token for the next page.
     pub continue_token: Option<String>,
     /// How many objects the next pages hold.
@@ -120,7 +120,7 @@ pub struct WatchStart {
 struct Collection {
     kind: Arc<KindInfo>,
     key: Arc<str>,
-    objects: BTreeMap<ObjKey, Arc<Value>>,
+    objects: BTreeMap<ObjKey, Arc<StoredObject>>,
 }
 
 struct Inner {
@@ -216,7 +216,7 @@ impl Inner {
         kind: &KindInfo,
         key: &ObjKey,
         name: &str,
-    ) -> Result<Arc<Value>, ApiError> {
+    ) -> Result<Arc<StoredObject>, ApiError> {
         self.collection(kind)?
             .objects
             .get(key)
@@ -238,7 +238,7 @@ impl Inner {
         resource: &Arc<str>,
         kind: EventType,
         mut object: Value,
-        old: Option<Arc<Value>>,
+        old: Option<Arc<StoredObject>>,
     ) -> Arc<Change> {
         self.rv += 1;
         meta::metadata_mut(&mut object)
@@ -253,7 +253,7 @@ impl Inner {
             resource.clone(),
             namespace,
             kind,
-            Arc::new(object),
+            StoredObject::new(object),
             old,
         ));
         self.history.push(change.clone());
@@ -279,7 +279,7 @@ impl Inner {
         resource: &Arc<str>,
         kind: EventType,
         object: Value,
-        old: Option<Arc<Value>>,
+        old: Option<Arc<StoredObject>>,
     ) -> Arc<Change> {
         let change = self.commit(resource, kind, object, old);
         self.store(&change);
@@ -338,7 +338,7 @@ impl Inner {
         if owner_uid.is_empty() {
             return;
         }
-        let dependents: Vec<(Arc<KindInfo>, ObjKey, Arc<Value>)> = self
+        let dependents: Vec<(Arc<KindInfo>, ObjKey, Arc<StoredObject>)> = self
             .collections
             .values()
             .flat_map(|c| {
@@ -375,7 +375,7 @@ impl Inner {
     }
 
     fn delete_namespace_contents(&mut self, ns: &str, changes: &mut Vec<Arc<Change>>) {
-        let doomed: Vec<(Arc<str>, Arc<Value>)> = self
+        let doomed: Vec<(Arc<str>, Arc<StoredObject>)> = self
             .collections
             .values()
             .filter(|c| c.kind.namespaced)
@@ -449,7 +449,7 @@ impl Store {
         kind: &KindInfo,
         ns: Option<&str>,
         name: &str,
-    ) -> Result<Arc<Value>, ApiError> {
+    ) -> Result<Arc<StoredObject>, ApiError> {
         let inner = self.inner.read();
         inner
             .collections
@@ -555,7 +555,7 @@ impl Store {
         ns: Option<&str>,
         mut obj: Value,
         dry_run: bool,
-    ) -> Result<Arc<Value>, ApiError> {
+    ) -> Result<Arc<StoredObject>, ApiError> {
         if !obj.is_object() {
             return Err(ApiError::bad_request(
                 "the body of the request was not a JSON object",
@@ -590,7 +590,7 @@ impl Store {
             return Err(ApiError::already_exists(kind, &name));
         }
         if dry_run {
-            return Ok(Arc::new(obj));
+            return Ok(StoredObject::new(obj));
         }
         let change = inner.apply(&resource, EventType::Added, obj, None);
         let out = change.object.clone();
@@ -608,7 +608,7 @@ impl Store {
         obj: Value,
         part: Part,
         dry_run: bool,
-    ) -> Result<Arc<Value>, ApiError> {
+    ) -> Result<Arc<StoredObject>, ApiError> {
         if !obj.is_object() {
             return Err(ApiError::bad_request(
                 "the body of the request was not a JSON object",
@@ -628,7 +628,7 @@ impl Store {
         part: Part,
         dry_run: bool,
         f: impl FnOnce(&Value) -> Result<Value, ApiError>,
-    ) -> Result<Arc<Value>, ApiError> {
+    ) -> Result<Arc<StoredObject>, ApiError> {
         let ns = ns.filter(|_| kind.namespaced);
         let key = obj_key(kind, ns, name);
         let mut inner = self.inner.write();
@@ -670,7 +670,7 @@ impl Store {
             return Ok(old);
         }
         if dry_run {
-            return Ok(Arc::new(next));
+            return Ok(StoredObject::new(next));
         }
         let finished =
             next.pointer("/metadata/deletionTimestamp").is_some() && !finalizers_pending(&next);

@@ -1,6 +1,7 @@
 //! Server-side printing: `meta.k8s.io/v1` Tables for `kubectl get`, with the columns
 //! kube-apiserver's printers give the served kinds (pkg/printers/internalversion/printers.go).
 
+use super::history::StoredObject;
 use super::kinds::KindInfo;
 use super::meta;
 use axum::http::{HeaderMap, header};
@@ -259,7 +260,7 @@ fn row(kind: &KindInfo, obj: &Value) -> Value {
 }
 
 /// A Table of `items`; `list_meta` is the list's metadata (resourceVersion, continue).
-pub fn table(kind: &KindInfo, items: &[Arc<Value>], list_meta: Value) -> Value {
+pub fn table(kind: &KindInfo, items: &[Arc<StoredObject>], list_meta: Value) -> Value {
     let column_definitions: Vec<Value> = columns(kind)
         .iter()
         .map(|(name, ty)| {
@@ -309,7 +310,7 @@ mod tests {
         let cm = r.lookup("", "v1", "configmaps").unwrap();
         let t = table(
             &cm,
-            &[Arc::new(
+            &[StoredObject::new(
                 json!({"metadata": {"name": "a"}, "data": {"x": "1", "y": "2"}}),
             )],
             json!({}),

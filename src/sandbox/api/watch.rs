@@ -36,10 +36,14 @@ pub struct WatchParams {
 }
 
 /// An event line as it goes on the wire.
-fn line(event_type: &str, object_json: &str) -> Bytes {
-    Bytes::from(format!(
-        "{{\"type\":\"{event_type}\",\"object\":{object_json}}}\n"
-    ))
+fn line(event_type: &str, object_json: &[u8]) -> Bytes {
+    let mut out = Vec::with_capacity(object_json.len() + 32);
+    out.extend_from_slice(b"{\"type\":\"");
+    out.extend_from_slice(event_type.as_bytes());
+    out.extend_from_slice(b"\",\"object\":");
+    out.extend_from_slice(object_json);
+    out.extend_from_slice(b"}\n");
+    Bytes::from(out)
 }
 
 /// The event type this watcher sees for a change, given its selectors: an object that
@@ -76,9 +80,9 @@ fn render(change: &Change, p: &WatchParams) -> Option<Bytes> {
     if p.as_table {
         let rv = json!({"resourceVersion": change.rv.to_string()});
         let t = table::table(&p.kind, std::slice::from_ref(&change.object), rv);
-        return Some(line(event_type.as_str(), &t.to_string()));
+        return Some(line(event_type.as_str(), t.to_string().as_bytes()));
     }
-    Some(line(event_type.as_str(), change.object_json()))
+    Some(line(event_type.as_str(), change.object.json()))
 }
 
 fn bookmark(kind: &KindInfo, rv: u64, initial_end: bool) -> Bytes {
@@ -87,11 +91,11 @@ fn bookmark(kind: &KindInfo, rv: u64, initial_end: bool) -> Bytes {
         meta["annotations"] = json!({"k8s.io/initial-events-end": "true"});
     }
     let obj = json!({"kind": kind.kind, "apiVersion": kind.api_version(), "metadata": meta});
-    line("BOOKMARK", &obj.to_string())
+    line("BOOKMARK", obj.to_string().as_bytes())
 }
 
 fn error_event(err: &ApiError) -> Bytes {
-    line("ERROR", &err.status().to_string())
+    line("ERROR", err.status().to_string().as_bytes())
 }
 
 /// A watch whose start failed (410): one ERROR event, then the end, as the watch cache does.
@@ -157,6 +161,7 @@ pub fn stream(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sandbox::api::history::StoredObject;
     use crate::sandbox::api::kinds::Registry;
     use crate::sandbox::api::selectors::LabelSelector;
 
@@ -178,7 +183,9 @@ mod tests {
             as_table: false,
         };
         let obj = |v: &str| {
-            Arc::new(json!({"metadata": {"name": "x", "namespace": "ns", "labels": {"a": v}}}))
+            StoredObject::new(
+                json!({"metadata": {"name": "x", "namespace": "ns", "labels": {"a": v}}}),
+            )
         };
         let change = |old: &str, new: &str| {
             Change::new(
