@@ -126,7 +126,7 @@ fn dispatch(
                 }
             }
             if kind.create_only {
-                return review(app, &kind, &rp, method, headers, &body);
+                return review(app, user, &kind, &rp, method, headers, &body);
             }
             resource(app, &kind, &rp, method, params, headers, body)
         }
@@ -135,6 +135,7 @@ fn dispatch(
 
 fn review(
     app: &App,
+    user: Option<&UserInfo>,
     kind: &KindInfo,
     rp: &ResourcePath,
     method: &Method,
@@ -145,8 +146,14 @@ fn review(
         return Err(ApiError::method_not_supported(kind, method.as_str()));
     }
     let request = parse_body(headers, body)?;
+    let admin = access::admin_user();
+    let user = user.unwrap_or(&admin);
     let answer = match kind.kind.as_str() {
         "TokenReview" => reviews::token_review(&app.access, request)?,
+        "SelfSubjectReview" => reviews::self_subject_review(user, request),
+        "SelfSubjectAccessReview" => {
+            reviews::self_subject_access_review(&app.store, user, request)?
+        }
         _ => reviews::subject_access_review(&app.store, request)?,
     };
     Ok(value_response(StatusCode::CREATED, &answer))

@@ -173,7 +173,9 @@ const BUILTINS: &[Builtin] = &[
     builtin("rbac.authorization.k8s.io", "RoleBinding", "rolebindings", true, false, NoGen, &[]),
     builtin("rbac.authorization.k8s.io", "ClusterRoleBinding", "clusterrolebindings", false, false, NoGen, &[]),
     builtin("authentication.k8s.io", "TokenReview", "tokenreviews", false, false, NoGen, &[]),
+    builtin("authentication.k8s.io", "SelfSubjectReview", "selfsubjectreviews", false, false, NoGen, &[]),
     builtin("authorization.k8s.io", "SubjectAccessReview", "subjectaccessreviews", false, false, NoGen, &[]),
+    builtin("authorization.k8s.io", "SelfSubjectAccessReview", "selfsubjectaccessreviews", false, false, NoGen, &[]),
 ];
 
 /// The kinds served, looked up by (group, version, plural).
