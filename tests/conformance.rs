@@ -1212,6 +1212,44 @@ async fn kubectl_get_apply_patch_wait_delete() {
     tc.cleanup().await;
 }
 
+/// kubectl's typed helpers send protobuf bodies: `create configmap|secret` and
+/// `auth can-i|whoami` work as on a real cluster.
+// kubectl blocks its thread; the server needs another.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_typed_create_and_auth() {
+    let tc = TestCluster::start().await;
+    let Some(k) = Kubectl::new(&tc) else { return };
+    k.run(&[
+        "create",
+        "configmap",
+        "made",
+        "--from-literal=a=b",
+        "--from-literal=c=d",
+    ]);
+    let data = k.run(&["get", "configmap", "made", "-o", "jsonpath={.data}"]);
+    let data: serde_json::Value = serde_json::from_str(&data).unwrap();
+    assert_eq!(data, json!({"a": "b", "c": "d"}));
+    k.run(&[
+        "create",
+        "secret",
+        "generic",
+        "pw",
+        "--from-literal=pw=hunter2",
+    ]);
+    let secret = k.run(&["get", "secret", "pw", "-o", "jsonpath={.type} {.data.pw}"]);
+    assert_eq!(secret.trim(), "Opaque aHVudGVyMg==");
+    assert_eq!(
+        k.run(&["auth", "can-i", "list", "configmaps"]).trim(),
+        "yes"
+    );
+    assert!(
+        k.run(&["auth", "whoami", "-o", "name"])
+            .trim()
+            .starts_with("selfsubjectreview")
+    );
+    tc.cleanup().await;
+}
+
 /// `kubectl get -w` prints objects as they change.
 // kubectl blocks its thread; the server needs another.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

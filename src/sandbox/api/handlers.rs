@@ -9,6 +9,7 @@ use super::kinds::KindInfo;
 use super::meta::{self, Part};
 use super::openapi;
 use super::patch::{self, PatchType};
+use super::protobuf;
 use super::reviews;
 use super::route::{self, ResourcePath, Target};
 use super::selectors::{FieldSelector, LabelSelector, Selectors};
@@ -145,7 +146,7 @@ fn review(
     if *method != Method::POST || rp.name.is_some() || rp.subresource.is_some() {
         return Err(ApiError::method_not_supported(kind, method.as_str()));
     }
-    let request = parse_body(headers, body)?;
+    let request = parse_body(Some(kind), headers, body)?;
     let admin = access::admin_user();
     let user = user.unwrap_or(&admin);
     let answer = match kind.kind.as_str() {
@@ -169,17 +170,35 @@ fn dry_run(params: &Params) -> Result<bool, ApiError> {
     }
 }
 
-/// Decodes a JSON (or YAML) request body; protobuf is refused with 415, as the sandbox does
-/// not carry the protobuf schemas (kubectl's typed `create <kind>` helpers send protobuf).
-fn parse_body(headers: &HeaderMap, body: &[u8]) -> Result<Value, ApiError> {
+/// Decodes a JSON (or YAML) request body of `kind`. Protobuf, which kubectl's typed helpers
+/// send, is read for the few kinds [`protobuf`] knows and refused with 415 otherwise.
+fn parse_body(
+    kind: Option<&KindInfo>,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<Value, ApiError> {
     let ct = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default();
-    if ct.starts_with("application/vnd.kubernetes.protobuf") || ct.starts_with("application/cbor") {
-        return Err(ApiError::unsupported_media_type(format!(
-            "the catalyst-cutover sandbox accepts JSON or YAML request bodies, not {ct}; use `kubectl apply -f` or `kubectl create -f` with a manifest"
-        )));
+    let refused = || {
+        ApiError::unsupported_media_type(format!(
+            "the catalyst-cutover sandbox reads {ct} bodies only for namespaces, configmaps, secrets and self reviews; send JSON or YAML, e.g. with `kubectl apply -f` or `kubectl create -f`"
+        ))
+    };
+    if ct.starts_with("application/vnd.kubernetes.protobuf") {
+        let kind = kind.ok_or_else(refused)?;
+        let mut obj = protobuf::decode(&kind.group, &kind.kind, body)
+            .map_err(|e| {
+                ApiError::bad_request(format!("the protobuf body could not be decoded: {e}"))
+            })?
+            .ok_or_else(refused)?;
+        obj["apiVersion"] = json!(kind.api_version());
+        obj["kind"] = json!(kind.kind);
+        return Ok(obj);
+    }
+    if ct.starts_with("application/cbor") {
+        return Err(refused());
     }
     serde_json::from_slice(body)
         .or_else(|_| serde_yaml::from_slice(body))
@@ -254,7 +273,12 @@ fn resource(
             if kind.namespaced && ns.is_none() {
                 return Err(ApiError::no_route());
             }
-            let obj = store.create(kind, ns, parse_body(headers, &body)?, dry_run(params)?)?;
+            let obj = store.create(
+                kind,
+                ns,
+                parse_body(Some(kind), headers, &body)?,
+                dry_run(params)?,
+            )?;
             Ok(object_response(StatusCode::CREATED, &obj))
         }
         (Method::PUT, Some(name)) => {
@@ -262,7 +286,7 @@ fn resource(
                 kind,
                 ns,
                 name,
-                parse_body(headers, &body)?,
+                parse_body(Some(kind), headers, &body)?,
                 part,
                 dry_run(params)?,
             )?;
@@ -321,7 +345,7 @@ fn delete_options(
     let body: Value = if body.iter().all(u8::is_ascii_whitespace) {
         json!({})
     } else {
-        parse_body(headers, body)?
+        parse_body(None, headers, body)?
     };
     let propagation = match body
         .get("propagationPolicy")

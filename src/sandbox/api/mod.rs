@@ -12,6 +12,7 @@ mod kubeconfig;
 mod meta;
 mod openapi;
 mod patch;
+mod protobuf;
 mod reviews;
 mod route;
 mod selectors;
