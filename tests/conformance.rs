@@ -1363,3 +1363,44 @@ async fn tls_serving_is_verified_through_the_kubeconfig() {
     drop(events);
     server.shutdown().await;
 }
+
+/// events.k8s.io/v1 and core/v1 Events are one resource in two versions (as kube-runtime's
+/// Recorder writes the first and `kubectl get events` reads the second).
+#[tokio::test]
+async fn events_are_shared_between_api_versions() {
+    use k8s_openapi::api::core::v1::Event as CoreEvent;
+    use k8s_openapi::api::events::v1::Event;
+    let tc = TestCluster::start().await;
+    let new_api: Api<Event> = Api::namespaced(tc.client(), tc.namespace());
+    let event: Event = serde_json::from_value(json!({
+        "metadata": {"name": "ev1"},
+        "eventTime": "2026-01-01T00:00:00.000000Z",
+        "reportingController": "catalyst.openova.io/cutover",
+        "reportingInstance": "test",
+        "action": "Run",
+        "reason": "Started",
+        "type": "Normal",
+        "note": "step started",
+        "regarding": {"kind": "Job", "name": "j", "namespace": tc.namespace(), "apiVersion": "batch/v1"}
+    }))
+    .unwrap();
+    new_api
+        .create(&PostParams::default(), &event)
+        .await
+        .unwrap();
+    let core: Api<CoreEvent> = Api::namespaced(tc.client(), tc.namespace());
+    let seen = core.get("ev1").await.unwrap();
+    assert_eq!(seen.message.as_deref(), Some("step started"));
+    assert_eq!(seen.involved_object.name.as_deref(), Some("j"));
+    let by_field = core
+        .list(&ListParams::default().fields("involvedObject.name=j"))
+        .await
+        .unwrap();
+    assert_eq!(by_field.items.len(), 1);
+    let back = new_api
+        .list(&ListParams::default().fields("regarding.name=j"))
+        .await
+        .unwrap();
+    assert_eq!(back.items[0].note.as_deref(), Some("step started"));
+    tc.cleanup().await;
+}

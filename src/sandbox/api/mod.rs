@@ -22,6 +22,7 @@ mod store;
 mod table;
 mod tls;
 mod validation;
+mod view;
 mod watch;
 
 pub use access::ADMIN_USER;
