@@ -68,6 +68,10 @@ pub mod key {
     pub const LAST_ERROR: &str = "lastError";
     /// `v1` / `v2`: the registry-pivot DaemonSet follows this key.
     pub const REGISTRIES_YAML_ACTIVE: &str = "registriesYamlActive";
+    /// The operator whose login was the first ever (recorded once, never overwritten).
+    pub const FIRST_OPERATOR_LOGIN: &str = "firstOperatorLogin";
+    /// When the first operator login happened.
+    pub const FIRST_OPERATOR_LOGIN_AT: &str = "firstOperatorLoginAt";
 
     /// `step.<stepName>.<field>`.
     pub fn step(step_name: &str, field: &str) -> String {

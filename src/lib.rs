@@ -10,13 +10,21 @@
 //! - [`migrate`]: the declarative migrations of the status ConfigMap (`migrations/`).
 //! - [`runner`]: the engine that runs the steps exactly once.
 //! - [`http`]: the service's HTTP layer.
+//! - [`auth`]: who may call it (TokenReview, SubjectAccessReview).
+//! - [`events`]: live event frames, their broadcaster and the Kubernetes Events.
+//! - [`metrics`]: the Prometheus metrics.
+//! - [`service`]: one replica: configuration, shared context, start-up and shutdown.
 //! - [`sandbox`]: the embedded Kubernetes API server and cluster simulator.
 //! - [`retry`]: which API errors are retried, and how.
 //! - [`cli`]: the `catalyst-cutover` subcommands.
+//! - [`telemetry`]: logs (JSON in a cluster, human on a terminal).
 
+pub mod auth;
 pub mod cli;
 pub mod contract;
+pub mod events;
 pub mod http;
+pub mod metrics;
 pub mod migrate;
 pub mod render;
 pub mod retry;

@@ -645,15 +645,24 @@ async fn two_replicas_run_one_runner_and_fail_over() {
     assert_eq!(data["cutoverPhase"], "complete", "{data:#?}");
     let jobs = env.jobs_by_step().await;
     assert!(jobs.values().all(|j| j.len() == 1), "{jobs:?}");
-    let holder_after = leases
-        .get("catalyst-cutover")
-        .await
-        .unwrap()
-        .spec
-        .unwrap()
-        .holder_identity
-        .unwrap();
-    assert_ne!(holder, holder_after, "the survivor took the Lease over");
+    // Once idle, the survivor releases the Lease it took over.
+    let released = |l: Option<&k8s_openapi::api::coordination::v1::Lease>| {
+        l.and_then(|l| l.spec.as_ref())
+            .is_some_and(|s| s.holder_identity.is_none())
+    };
+    tokio::time::timeout(
+        GUARD,
+        await_condition(leases.clone(), "catalyst-cutover", released),
+    )
+    .await
+    .expect("an idle service holds no Lease")
+    .unwrap();
+    let lease = leases.get("catalyst-cutover").await.unwrap().spec.unwrap();
+    assert_eq!(
+        lease.lease_transitions,
+        Some(2),
+        "the survivor took the Lease over"
+    );
     survivor.shutdown().await;
     env.cleanup().await;
 }
@@ -895,5 +904,149 @@ async fn cut_watches_and_an_api_server_restart_mid_step_do_not_derail_the_run() 
     faults.clear();
     service.shutdown().await;
     proxy.shutdown().await;
+    env.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn adopts_the_earlier_implementations_status_and_resumes_it() {
+    let env = Env::start(1).await;
+    env.add_steps(vec![
+        job_step(1, "gitea-mirror", &[]),
+        job_step(2, "harbor-projects", &[]),
+        job_step(3, "harbor-prewarm", &[]),
+    ])
+    .await;
+    // What the earlier implementation left behind when it crashed mid-step a minute ago: no
+    // phase, no schemaVersion, no attempts, a stale totalSteps and a `running` row.
+    let minute_ago = (jiff::Timestamp::now() - jiff::SignedDuration::from_secs(60))
+        .strftime("%Y-%m-%dT%H:%M:%SZ")
+        .to_string();
+    let earlier: ConfigMap = serde_json::from_value(json!({
+        "metadata": {"name": DEFAULT_STATUS_CONFIGMAP, "labels": {
+            contract::LABEL_COMPONENT: contract::COMPONENT_STATUS}},
+        "data": {
+            "cutoverComplete": "false",
+            "cutoverStartedAt": "2026-01-01T00:00:00Z",
+            "currentStep": "harbor-projects",
+            "currentStepIndex": "1",
+            "totalSteps": "5",
+            "progressPercent": "20",
+            "registriesYamlActive": "v1",
+            "step.gitea-mirror.result": "success",
+            "step.gitea-mirror.startedAt": "2026-01-01T00:00:00Z",
+            "step.gitea-mirror.finishedAt": "2026-01-01T00:01:00Z",
+            "step.gitea-mirror.jobName": "cutover-gitea-mirror",
+            "step.harbor-projects.result": "running",
+            "step.harbor-projects.startedAt": minute_ago,
+            "step.harbor-projects.jobName": "cutover-harbor-projects",
+            "operatorNote": "kept"
+        }
+    }))
+    .unwrap();
+    let api: Api<ConfigMap> = Api::namespaced(env.client(), env.ns());
+    api.create(&PostParams::default(), &earlier).await.unwrap();
+
+    let service = env.service("a").await;
+    let data = env.wait_phase(&["complete", "failed"]).await;
+    assert_eq!(data["cutoverPhase"], "complete", "{data:#?}");
+    assert_eq!(data["schemaVersion"], "2");
+    assert_eq!(
+        data["cutoverStartedAt"], "2026-01-01T00:00:00Z",
+        "first start kept"
+    );
+    assert_eq!(data["operatorNote"], "kept", "no key lost");
+    assert_eq!(data["totalSteps"], "3", "stale totalSteps corrected");
+    assert_eq!(
+        data["step.gitea-mirror.jobName"], "cutover-gitea-mirror",
+        "done step untouched"
+    );
+    assert_eq!(
+        data["step.harbor-projects.jobName"], "cutover-harbor-projects",
+        "resumed under its recorded Job"
+    );
+    let jobs = env.jobs_by_step().await;
+    assert!(
+        !jobs.contains_key("gitea-mirror"),
+        "a finished step is not run again"
+    );
+    assert_eq!(
+        jobs["harbor-projects"],
+        vec!["cutover-harbor-projects".to_owned()]
+    );
+    service.shutdown().await;
+
+    // `catalyst-cutover migrate` against the same cluster: nothing left to do.
+    let kubeconfig = std::env::temp_dir().join(format!("{}.kubeconfig", env.ns()));
+    std::fs::write(
+        &kubeconfig,
+        serde_yaml::to_string(env.cluster.kubeconfig()).unwrap(),
+    )
+    .unwrap();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_catalyst-cutover"))
+        .args(["migrate", "--namespace", env.ns(), "--kubeconfig"])
+        .arg(&kubeconfig)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout} {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(stdout.contains("already at schema version 2"), "{stdout}");
+    let _ = std::fs::remove_file(kubeconfig);
+    env.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_step_has_a_deadline() {
+    let env = Env::start(2).await;
+    env.add_steps(vec![job_step(
+        1,
+        "hangs",
+        &[("CUTOVER_SIM_OUTCOME", "hang")],
+    )])
+    .await;
+    let mut config = env.service_config("a");
+    config.render.step_deadline = Duration::from_secs(1);
+    let service = Service::start(env.kube_config().await, config.clone())
+        .await
+        .unwrap();
+    ready(&service.url()).await;
+    assert_eq!(post(&service.url(), "/cutover", None).await.0, 202);
+    let data = env.wait_phase(&["failed", "complete"]).await;
+    assert_eq!(data["failedStep"], "hangs");
+    assert!(
+        data["lastError"].contains("DeadlineExceeded"),
+        "{}",
+        data["lastError"]
+    );
+    service.shutdown().await;
+
+    // A daemonset-wait step whose node never acknowledges fails at its deadline, naming it.
+    let api: Api<ConfigMap> = Api::namespaced(env.client(), env.ns());
+    api.delete("cutover-step-01-hangs", &Default::default())
+        .await
+        .unwrap();
+    api.delete(DEFAULT_STATUS_CONFIGMAP, &Default::default())
+        .await
+        .unwrap();
+    env.add_steps(vec![daemonset_step(1, "registry-pivot")])
+        .await;
+    let silent = env.nodes().await[0].clone();
+    env.sim.set_never_ack(&silent, true);
+    let service = Service::start(env.kube_config().await, config)
+        .await
+        .unwrap();
+    ready(&service.url()).await;
+    assert_eq!(post(&service.url(), "/cutover", None).await.0, 202);
+    let data = env.wait_phase(&["failed", "complete"]).await;
+    assert_eq!(data["failedStep"], "registry-pivot");
+    let error = &data["lastError"];
+    assert!(
+        error.contains("within 1s") && error.contains(&silent),
+        "{error}"
+    );
+    service.shutdown().await;
     env.cleanup().await;
 }

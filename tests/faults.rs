@@ -7,7 +7,7 @@ use std::future::Future;
 use std::time::Duration;
 
 use catalyst_cutover::sandbox::faults::FaultProxy;
-use common::TestCluster;
+use common::{TestCluster, api_status};
 use futures::{Stream, StreamExt};
 use http::{Request, StatusCode, header};
 use k8s_openapi::api::core::v1::ConfigMap;
@@ -27,10 +27,7 @@ async fn bounded<F: Future>(what: &str, future: F) -> F::Output {
 
 /// A proxy in front of the cluster under test.
 async fn proxy_for(cluster: &TestCluster) -> FaultProxy {
-    let upstream =
-        Config::from_custom_kubeconfig(cluster.kubeconfig().clone(), &KubeConfigOptions::default())
-            .await
-            .expect("upstream config");
+    let upstream = cluster.config().await;
     FaultProxy::start(upstream).await.expect("start proxy")
 }
 
@@ -49,13 +46,6 @@ fn config_map(name: &str) -> ConfigMap {
     cm.metadata.name = Some(name.to_owned());
     cm.data = Some([("k".to_owned(), name.to_owned())].into());
     cm
-}
-
-fn api_status(error: kube::Error) -> kube::core::Status {
-    match error {
-        kube::Error::Api(status) => *status,
-        other => panic!("expected an API error, got {other}"),
-    }
 }
 
 /// Waits until `stream` ends.

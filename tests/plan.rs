@@ -1,4 +1,7 @@
-//! `catalyst-cutover plan --from-dir`: the built binary against directories of step manifests.
+//! `catalyst-cutover plan`: the built binary against directories of step manifests, and
+//! against a cluster.
+
+mod common;
 
 use k8s_openapi::api::batch::v1::Job;
 use serde::Deserialize;
@@ -230,4 +233,63 @@ fn an_operator_template_is_used_and_a_broken_one_refused() {
         "{stderr}"
     );
     assert!(out.stdout.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plan_reads_the_steps_of_a_cluster_and_checks_its_daemonsets() {
+    use k8s_openapi::api::core::v1::ConfigMap;
+    use kube::api::{Api, PostParams};
+    let cluster = common::TestCluster::start().await;
+    let api: Api<ConfigMap> = Api::namespaced(cluster.client(), cluster.namespace());
+    for text in [
+        job_step(1, "gitea-mirror", ""),
+        wait_step(2, "registry-pivot"),
+    ] {
+        let cm: ConfigMap = serde_yaml::from_str(&text).unwrap();
+        api.create(&PostParams::default(), &cm).await.unwrap();
+    }
+    let kubeconfig = TempDir::new();
+    kubeconfig.write(
+        "config",
+        &serde_yaml::to_string(cluster.kubeconfig()).unwrap(),
+    );
+    let run = || {
+        Command::new(env!("CARGO_BIN_EXE_catalyst-cutover"))
+            .args(["plan", "--namespace", cluster.namespace(), "--kubeconfig"])
+            .arg(kubeconfig.0.join("config"))
+            .output()
+            .unwrap()
+    };
+    let out = tokio::task::block_in_place(run);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("cutover-step-02-registry-pivot") && stderr.contains("registry-pivot"),
+        "the missing DaemonSet is reported: {stderr}"
+    );
+
+    let ds: k8s_openapi::api::apps::v1::DaemonSet = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "registry-pivot"},
+        "spec": {"selector": {"matchLabels": {"app": "p"}}, "template": {
+            "metadata": {"labels": {"app": "p"}},
+            "spec": {"containers": [{"name": "a", "image": "busybox:1.36"}]}}}
+    }))
+    .unwrap();
+    Api::namespaced(cluster.client(), cluster.namespace())
+        .create(&PostParams::default(), &ds)
+        .await
+        .unwrap();
+    let out = tokio::task::block_in_place(run);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let jobs = parse_jobs(&out.stdout);
+    assert_eq!(jobs.len(), 1);
+    assert_eq!(
+        jobs[0].metadata.namespace.as_deref(),
+        Some(cluster.namespace())
+    );
+    cluster.cleanup().await;
 }

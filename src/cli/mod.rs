@@ -3,6 +3,7 @@
 mod args;
 mod demo;
 mod migrate;
+mod operator_args;
 mod plan;
 mod sandbox;
 mod serve;

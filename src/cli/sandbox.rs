@@ -28,6 +28,10 @@ pub struct SandboxArgs {
     /// Serve HTTPS with a certificate from a CA made at start-up (the kubeconfig carries it).
     #[arg(long)]
     pub tls: bool,
+    /// Run the API server alone, without the simulator: a cluster with no kubelet and no
+    /// controllers, as the test suite expects of `CUTOVER_TEST_KUBECONFIG`.
+    #[arg(long)]
+    pub no_simulator: bool,
 }
 
 /// Why the sandbox command failed.
@@ -62,17 +66,24 @@ pub async fn run(args: SandboxArgs) -> Result<(), SandboxCliError> {
             ..ApiServerConfig::default()
         },
         nodes: args.nodes,
+        simulator: !args.no_simulator,
         ..SandboxOptions::default()
     })
     .await?;
     let server = sandbox.api();
     let kubeconfig = serde_yaml::to_string(&server.kubeconfig(server.admin_token()))?;
-    tokio::fs::write(&args.kubeconfig_out, kubeconfig)
+    // Written whole, then renamed into place, so whoever waits for the file reads it entire.
+    let partial = args.kubeconfig_out.with_extension("partial");
+    let write_err = |source| SandboxCliError::Write {
+        path: args.kubeconfig_out.clone(),
+        source,
+    };
+    tokio::fs::write(&partial, kubeconfig)
         .await
-        .map_err(|source| SandboxCliError::Write {
-            path: args.kubeconfig_out.clone(),
-            source,
-        })?;
+        .map_err(write_err)?;
+    tokio::fs::rename(&partial, &args.kubeconfig_out)
+        .await
+        .map_err(write_err)?;
     tracing::info!(
         url = %server.url(),
         kubeconfig = %args.kubeconfig_out.display(),

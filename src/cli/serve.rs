@@ -1,6 +1,7 @@
 //! `catalyst-cutover serve`: one replica of the service, until SIGTERM or Ctrl-C.
 
 use super::args::{RenderArgs, TargetArgs, kube_config, parse_duration, runtime, shutdown_signal};
+use super::operator_args::OperatorArgs;
 use crate::service::{Service, ServiceConfig};
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -30,6 +31,8 @@ pub struct ServeArgs {
     lease_duration: Duration,
     #[command(flatten)]
     render: RenderArgs,
+    #[command(flatten)]
+    operator: OperatorArgs,
 }
 
 impl ServeArgs {
@@ -44,6 +47,7 @@ impl ServeArgs {
         config.lease_name = self.lease_name.clone();
         config.lease_duration = self.lease_duration;
         config.render = self.render.config();
+        self.operator.apply(&mut config);
         config
     }
 }

@@ -46,7 +46,7 @@ pub async fn start(
     let request: StartRequest = if body.iter().all(u8::is_ascii_whitespace) {
         StartRequest::default()
     } else {
-        serde_json::from_slice(&body).map_err(|e| ApiError::BadRequest(e.to_string()))?
+        super::body::json_object(&body)?
     };
     begin(&ctx, &caller, Trigger::Api, request.retry).await
 }
@@ -183,7 +183,8 @@ pub fn body(ctx: &Context, data: &StatusData) -> StatusBody {
     StatusBody::build(data, refs.as_deref())
 }
 
-fn cached_data(ctx: &Context) -> Result<StatusData, ApiError> {
+/// The status data of the watch-fed cache, or 503 until it is synced.
+pub fn cached_data(ctx: &Context) -> Result<StatusData, ApiError> {
     if !ctx.store.cache().synced() {
         return Err(ApiError::Unavailable(
             "the status cache is not synced yet; retry in a moment".to_owned(),

@@ -60,6 +60,10 @@ pub enum ApiError {
     /// The API server refused a request the service made.
     #[error("the Kubernetes API refused the request: {0}")]
     Upstream(String),
+    /// The request is not authenticated or not authorized (401, 403), or its token could
+    /// not be checked (503).
+    #[error(transparent)]
+    Auth(#[from] crate::auth::AuthError),
 }
 
 fn step_suffix(step: &str) -> String {
@@ -83,6 +87,7 @@ impl ApiError {
             ApiError::BadRequest(_) => "bad-request",
             ApiError::Unavailable(_) => "unavailable",
             ApiError::Upstream(_) => "kubernetes-api-error",
+            ApiError::Auth(err) => err.code(),
         }
     }
 
@@ -98,6 +103,7 @@ impl ApiError {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Upstream(_) => StatusCode::BAD_GATEWAY,
+            ApiError::Auth(err) => err.status(),
         }
     }
 }

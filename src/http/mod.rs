@@ -1,15 +1,20 @@
 //! The service's HTTP layer: the router, its middleware (request id, tracing, timeout) and
 //! the routes, each in its own module. Errors are [`error::ApiError`].
 
+pub mod auth;
+pub mod body;
 pub mod caller;
 pub mod cutover;
 pub mod error;
+pub mod events;
 pub mod health;
+pub mod internal;
+pub mod metrics;
 
 use crate::service::Context;
 use axum::Router;
 use axum::http::{HeaderName, StatusCode};
-use axum::routing::{get, post};
+use axum::routing::{MethodRouter, get, post};
 use std::sync::Arc;
 use tower::ServiceBuilder;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
@@ -19,33 +24,76 @@ use tower_http::trace::TraceLayer;
 /// The OpenAPI 3.1 description of every route, served at `/openapi.yaml`.
 pub const OPENAPI: &str = include_str!("../../openapi.yaml");
 
-/// Every route with its methods, as the router serves them; the OpenAPI test compares the
-/// spec against this list.
-pub const ROUTES: &[(&str, &str)] = &[
-    ("/cutover", "get"),
-    ("/cutover", "post"),
-    ("/cutover/retry", "post"),
-    ("/cutover/abort", "post"),
-    ("/api/v1/sovereign/cutover/start", "post"),
-    ("/api/v1/sovereign/cutover/status", "get"),
-    ("/healthz", "get"),
-    ("/readyz", "get"),
-    ("/openapi.yaml", "get"),
-];
+/// One route: its path, its method (lower case, as OpenAPI writes it) and its handler.
+type Route = (&'static str, &'static str, MethodRouter<Arc<Context>>);
 
-/// The router with its middleware.
+/// Every route the router serves, the one table both the router and the OpenAPI test are
+/// built from, so they cannot disagree.
+fn table() -> Vec<Route> {
+    vec![
+        ("/cutover", "get", get(cutover::status)),
+        ("/cutover", "post", post(cutover::start)),
+        ("/cutover/retry", "post", post(cutover::retry)),
+        ("/cutover/abort", "post", post(cutover::abort)),
+        (
+            "/api/v1/sovereign/cutover/start",
+            "post",
+            post(cutover::start),
+        ),
+        (
+            "/api/v1/sovereign/cutover/status",
+            "get",
+            get(cutover::status),
+        ),
+        ("/cutover/events", "get", get(events::stream)),
+        (
+            "/api/v1/sovereign/cutover/events",
+            "get",
+            get(events::stream),
+        ),
+        (
+            "/api/v1/internal/cutover/trigger",
+            "post",
+            post(internal::trigger),
+        ),
+        (
+            "/api/v1/internal/cutover/operator-login",
+            "post",
+            post(internal::operator_login),
+        ),
+        ("/healthz", "get", get(health::healthz)),
+        ("/readyz", "get", get(health::readyz)),
+        ("/metrics", "get", get(metrics::metrics)),
+        ("/openapi.yaml", "get", get(openapi)),
+    ]
+}
+
+/// Every route with its method, as the router serves them.
+pub fn routes() -> Vec<(&'static str, &'static str)> {
+    table()
+        .into_iter()
+        .map(|(path, method, _)| (path, method))
+        .collect()
+}
+
+/// The router with its middleware: authentication on every route but the open ones,
+/// request metrics by matched route, then request id, tracing and timeout.
 pub fn router(ctx: Arc<Context>) -> Router {
     let request_id = HeaderName::from_static("x-request-id");
     let timeout = ctx.config.request_timeout;
-    Router::new()
-        .route("/cutover", get(cutover::status).post(cutover::start))
-        .route("/cutover/retry", post(cutover::retry))
-        .route("/cutover/abort", post(cutover::abort))
-        .route("/api/v1/sovereign/cutover/start", post(cutover::start))
-        .route("/api/v1/sovereign/cutover/status", get(cutover::status))
-        .route("/healthz", get(health::healthz))
-        .route("/readyz", get(health::readyz))
-        .route("/openapi.yaml", get(openapi))
+    table()
+        .into_iter()
+        .fold(Router::new(), |router, (path, _, handler)| {
+            router.route(path, handler)
+        })
+        .route_layer(axum::middleware::from_fn_with_state(
+            ctx.clone(),
+            auth::require,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            ctx.clone(),
+            metrics::track,
+        ))
         .with_state(ctx)
         .layer(
             ServiceBuilder::new()

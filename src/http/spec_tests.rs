@@ -1,7 +1,7 @@
 //! The router and `openapi.yaml` must agree: every route the router serves is described,
 //! every described route is served, and every error code the API can answer is listed.
 
-use super::{OPENAPI, ROUTES, router};
+use super::{OPENAPI, router, routes};
 use crate::render::{JobRenderer, RenderConfig};
 use crate::service::{Context, ServiceConfig, StepSource};
 use crate::status::{StatusCache, StatusStore};
@@ -34,15 +34,19 @@ fn spec_routes() -> BTreeSet<(String, String)> {
 }
 
 /// A context whose API server is unreachable: routing is tested, not the cluster.
-fn offline_context() -> Arc<Context> {
+pub(super) fn offline_context() -> Arc<Context> {
     let config = kube::Config::new("http://127.0.0.1:9".parse().unwrap());
     let client = kube::Client::try_from(config).unwrap();
     let (steps, _driver) = StepSource::follow(client.clone(), "ns");
     let (_tx, leading) = tokio::sync::watch::channel(false);
     let mut config = ServiceConfig::new("ns");
     config.request_timeout = std::time::Duration::from_millis(200);
+    let metrics = Arc::new(crate::metrics::Metrics::new());
     Arc::new(Context {
         store: StatusStore::new(client.clone(), "ns", "status", StatusCache::new()),
+        auth: crate::auth::Authenticator::new(client.clone(), config.auth.clone(), "ns"),
+        events: crate::events::EventHub::new(16, 16, metrics.clone()),
+        metrics,
         client,
         config,
         steps,
@@ -53,9 +57,9 @@ fn offline_context() -> Arc<Context> {
 
 #[test]
 fn spec_describes_exactly_the_routes() {
-    let served: BTreeSet<(String, String)> = ROUTES
-        .iter()
-        .map(|(p, m)| ((*p).to_owned(), (*m).to_owned()))
+    let served: BTreeSet<(String, String)> = routes()
+        .into_iter()
+        .map(|(p, m)| (p.to_owned(), m.to_owned()))
         .collect();
     assert_eq!(spec_routes(), served);
 }
@@ -63,14 +67,14 @@ fn spec_describes_exactly_the_routes() {
 #[tokio::test]
 async fn router_serves_every_listed_route() {
     let app = router(offline_context());
-    for (path, method) in ROUTES {
+    for (path, method) in routes() {
         let method = Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
         let response = app
             .clone()
             .oneshot(
                 Request::builder()
                     .method(method.clone())
-                    .uri(*path)
+                    .uri(path)
                     .body(Body::empty())
                     .unwrap(),
             )
@@ -98,6 +102,7 @@ async fn router_serves_every_listed_route() {
 #[test]
 fn spec_lists_every_error_code() {
     use super::error::ApiError;
+    use crate::auth::AuthError;
     let spec = spec();
     let listed: BTreeSet<&str> =
         spec["components"]["schemas"]["Error"]["properties"]["error"]["enum"]
@@ -126,6 +131,20 @@ fn spec_lists_every_error_code() {
         ApiError::BadRequest(String::new()),
         ApiError::Unavailable(String::new()),
         ApiError::Upstream(String::new()),
+        ApiError::Auth(AuthError::MissingBearer(String::new())),
+        ApiError::Auth(AuthError::InvalidToken(String::new())),
+        ApiError::Auth(AuthError::Forbidden {
+            user: String::new(),
+            verb: String::new(),
+            resource: String::new(),
+            namespace: String::new(),
+            reason: String::new(),
+        }),
+        ApiError::Auth(AuthError::UnauthorizedSa {
+            user: String::new(),
+            allowed: String::new(),
+        }),
+        ApiError::Auth(AuthError::Unavailable(String::new())),
     ];
     for err in errors {
         assert!(

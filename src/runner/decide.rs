@@ -58,10 +58,7 @@ mod tests {
     use super::*;
 
     fn data(pairs: &[(&str, &str)]) -> StatusData {
-        let mut d: StatusData = pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
+        let mut d = crate::status::model::data_of(pairs);
         d.insert("cutoverPhase".into(), "running".into());
         d
     }

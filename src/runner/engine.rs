@@ -141,10 +141,15 @@ async fn drive(ctx: &Context) -> Result<(), StoreError> {
                 if !apply(ctx, ts).await? {
                     continue;
                 }
-                let span = tracing::info_span!("step", step = %step.name.as_str(), attempt, job = %target, resume);
+                let run = crate::status::model::get(
+                    &view,
+                    crate::contract::key::CUTOVER_LAST_ATTEMPT_STARTED_AT,
+                );
+                let span = tracing::info_span!("step", %run, step = %step.name.as_str(), attempt, job = %target, resume);
                 let outcome = run_step(ctx, step, attempt, &target, resume)
                     .instrument(span)
                     .await;
+                ctx.metrics.step_terminal_seen();
                 let at = now_rfc3339();
                 let name = step.name.as_str().to_owned();
                 match outcome {
@@ -249,6 +254,7 @@ async fn run_step(
                 if let Err(reason) = job::ensure(&jobs, &rendered, step_name, resume).await {
                     return StepOutcome::Failed(reason);
                 }
+                ctx.metrics.next_job_created();
                 job::follow(&jobs, &pods, target).await
             };
             let limit = (deadline + JOB_DEADLINE_GRACE).saturating_sub(elapsed);

@@ -89,21 +89,41 @@ fn held(mut lease: Lease, action: &LeaseAction, cfg: &LeaseConfig, now: jiff::Ti
 }
 
 /// Runs the election until the future is dropped, publishing whether this replica leads.
-/// Leadership is given up locally as soon as a renewal has not succeeded within the lease
-/// duration, before any other replica may take it over.
-pub async fn elect(api: Api<Lease>, cfg: LeaseConfig, leading: watch::Sender<bool>) {
+/// Replicas only contend while `wanted` is true (the cutover is running): an idle service
+/// holds no Lease and makes no request for it. Leadership is given up locally as soon as a
+/// renewal has not succeeded within the lease duration, before another replica may take
+/// it over.
+pub async fn elect(
+    api: Api<Lease>,
+    cfg: LeaseConfig,
+    leading: watch::Sender<bool>,
+    mut wanted: watch::Receiver<bool>,
+) {
+    let mut held: Option<Lease> = None;
     let mut last_renewed: Option<tokio::time::Instant> = None;
     loop {
-        let now = jiff::Timestamp::now();
-        match try_once(&api, &cfg, now).await {
-            Ok(true) => {
+        if !*wanted.borrow_and_update() {
+            if held.take().is_some() || *leading.borrow() {
+                leading.send_replace(false);
+                release(&api, &cfg).await;
+                tracing::info!(lease = %cfg.name, "nothing to run; released the lease");
+            }
+            last_renewed = None;
+            if wanted.changed().await.is_err() {
+                return;
+            }
+            continue;
+        }
+        match try_once(&api, &cfg, held.take(), jiff::Timestamp::now()).await {
+            Ok(Some(lease)) => {
                 if !*leading.borrow() {
                     tracing::info!(lease = %cfg.name, identity = %cfg.identity, "became the leader");
                 }
+                held = Some(lease);
                 last_renewed = Some(tokio::time::Instant::now());
                 leading.send_replace(true);
             }
-            Ok(false) => {
+            Ok(None) => {
                 if *leading.borrow() {
                     tracing::warn!(lease = %cfg.name, "lost the lease to another replica");
                 }
@@ -120,47 +140,61 @@ pub async fn elect(api: Api<Lease>, cfg: LeaseConfig, leading: watch::Sender<boo
                 }
             }
         }
-        tokio::time::sleep(cfg.renew_every).await;
+        tokio::select! {
+            () = tokio::time::sleep(cfg.renew_every) => {}
+            changed = wanted.changed() => if changed.is_err() { return },
+        }
     }
 }
 
-/// One round: returns whether we hold the Lease afterwards.
+/// One round: returns the Lease as we wrote it when we hold it afterwards. `cached` is the
+/// Lease of our last successful write, so a renewal costs one request, not two; a conflict
+/// means someone else wrote it, and the round reads it afresh.
 async fn try_once(
     api: &Api<Lease>,
     cfg: &LeaseConfig,
+    cached: Option<Lease>,
     now: jiff::Timestamp,
-) -> Result<bool, kube::Error> {
-    let current = api.get_opt(&cfg.name).await?;
-    let action = decide(current.as_ref(), &cfg.identity, now);
-    let result = match (&action, current) {
-        (LeaseAction::Follow { .. }, _) => return Ok(false),
-        (LeaseAction::Create, _) | (_, None) => {
-            let lease = Lease {
-                metadata: ObjectMeta {
-                    name: Some(cfg.name.clone()),
-                    ..ObjectMeta::default()
-                },
-                spec: Some(LeaseSpec::default()),
-            };
-            api.create(
-                &PostParams::default(),
-                &held(lease, &LeaseAction::Create, cfg, now),
-            )
-            .await
+) -> Result<Option<Lease>, kube::Error> {
+    let mut cached = cached;
+    loop {
+        let from_cache = cached.is_some();
+        let current = match cached.take() {
+            Some(lease) => Some(lease),
+            None => api.get_opt(&cfg.name).await?,
+        };
+        let action = decide(current.as_ref(), &cfg.identity, now);
+        let result = match (&action, current) {
+            (LeaseAction::Follow { .. }, _) => return Ok(None),
+            (LeaseAction::Create, _) | (_, None) => {
+                let lease = Lease {
+                    metadata: ObjectMeta {
+                        name: Some(cfg.name.clone()),
+                        ..ObjectMeta::default()
+                    },
+                    spec: Some(LeaseSpec::default()),
+                };
+                api.create(
+                    &PostParams::default(),
+                    &held(lease, &LeaseAction::Create, cfg, now),
+                )
+                .await
+            }
+            (_, Some(lease)) => {
+                api.replace(
+                    &cfg.name,
+                    &PostParams::default(),
+                    &held(lease, &action, cfg, now),
+                )
+                .await
+            }
+        };
+        match result {
+            Ok(lease) => return Ok(Some(lease)),
+            Err(err) if is_status(&err, 409) && from_cache => continue,
+            Err(err) if is_status(&err, 409) => return Ok(None),
+            Err(err) => return Err(err),
         }
-        (_, Some(lease)) => {
-            api.replace(
-                &cfg.name,
-                &PostParams::default(),
-                &held(lease, &action, cfg, now),
-            )
-            .await
-        }
-    };
-    match result {
-        Ok(_) => Ok(true),
-        Err(err) if is_status(&err, 409) => Ok(false),
-        Err(err) => Err(err),
     }
 }
 

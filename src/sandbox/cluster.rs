@@ -19,6 +19,9 @@ pub struct SandboxOptions {
     pub namespace: String,
     /// How long a step pod runs when its template says nothing.
     pub default_run: Duration,
+    /// Whether to run the simulator; without it the sandbox is an API server with no
+    /// kubelet and no controllers, like a real cluster to the tests' own simulators.
+    pub simulator: bool,
 }
 
 impl Default for SandboxOptions {
@@ -29,6 +32,7 @@ impl Default for SandboxOptions {
             daemonset: "registry-pivot".to_owned(),
             namespace: contract::DEFAULT_NAMESPACE.to_owned(),
             default_run: Duration::from_millis(300),
+            simulator: true,
         }
     }
 }
@@ -47,13 +51,16 @@ pub enum SandboxError {
 /// A running API server and simulator.
 pub struct Sandbox {
     api: ApiServer,
-    sim: Simulator,
+    sim: Option<Simulator>,
 }
 
 impl Sandbox {
     /// Starts the API server, then the simulator as one of its clients.
     pub async fn start(options: SandboxOptions) -> Result<Sandbox, SandboxError> {
         let api = ApiServer::start(options.api).await?;
+        if !options.simulator {
+            return Ok(Sandbox { api, sim: None });
+        }
         let client = api.admin_client().await?;
         let sim = Simulator::start(
             client,
@@ -74,7 +81,10 @@ impl Sandbox {
             },
         )
         .await?;
-        Ok(Sandbox { api, sim })
+        Ok(Sandbox {
+            api,
+            sim: Some(sim),
+        })
     }
 
     /// The API server.
@@ -82,14 +92,16 @@ impl Sandbox {
         &self.api
     }
 
-    /// The simulator.
-    pub fn sim(&self) -> &Simulator {
-        &self.sim
+    /// The simulator, unless started without one.
+    pub fn sim(&self) -> Option<&Simulator> {
+        self.sim.as_ref()
     }
 
     /// Stops the simulator, then the API server.
     pub async fn shutdown(self) {
-        self.sim.shutdown().await;
+        if let Some(sim) = self.sim {
+            sim.shutdown().await;
+        }
         self.api.shutdown().await;
     }
 }

@@ -1,5 +1,7 @@
 //! The service's configuration, from flags and the contract's environment variables.
 
+use crate::auth::AuthConfig;
+use crate::events::EventsConfig;
 use crate::render::RenderConfig;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -23,6 +25,13 @@ pub struct ServiceConfig {
     pub listen: SocketAddr,
     /// How long one HTTP request may take.
     pub request_timeout: Duration,
+    /// Who may call the HTTP API. Off in [`ServiceConfig::new`] (embedding, tests, the
+    /// demo); `serve` turns it on unless `--auth=false`.
+    pub auth: AuthConfig,
+    /// Whether the first operator login starts an idle cutover.
+    pub auto_fire: bool,
+    /// The live event stream's buffers and keep-alive.
+    pub events: EventsConfig,
 }
 
 impl ServiceConfig {
@@ -37,6 +46,9 @@ impl ServiceConfig {
             render: RenderConfig::default(),
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             request_timeout: Duration::from_secs(30),
+            auth: AuthConfig::disabled(),
+            auto_fire: true,
+            events: EventsConfig::default(),
         }
     }
 }

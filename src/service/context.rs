@@ -3,8 +3,12 @@
 
 use super::config::ServiceConfig;
 use super::steps::StepSource;
+use crate::auth::Authenticator;
+use crate::events::EventHub;
+use crate::metrics::Metrics;
 use crate::render::JobRenderer;
 use crate::status::StatusStore;
+use std::sync::Arc;
 use tokio::sync::watch;
 
 /// The shared state of one service replica.
@@ -21,4 +25,10 @@ pub struct Context {
     pub renderer: JobRenderer,
     /// Whether this replica holds the Lease.
     pub leading: watch::Receiver<bool>,
+    /// Who may call the HTTP API.
+    pub auth: Authenticator,
+    /// The live event frames.
+    pub events: EventHub,
+    /// The Prometheus metrics.
+    pub metrics: Arc<Metrics>,
 }

@@ -2,6 +2,9 @@
 //! the Lease election, the runner and the HTTP server.
 
 use super::{Context, ServiceConfig, StepSource};
+use crate::auth::Authenticator;
+use crate::events::EventHub;
+use crate::metrics::{KubeMetricsLayer, Metrics};
 use crate::render::{JobRenderer, RenderError};
 use crate::runner::{engine, lease};
 use crate::status::{StatusCache, StatusStore, StoreError};
@@ -68,13 +71,37 @@ pub async fn migrate(store: &StatusStore) -> Result<Vec<u32>, StartError> {
     Ok(applied.into_inner().unwrap_or_default())
 }
 
+/// Publishes whether the cutover needs a runner (its phase is `running`), from the status
+/// cache: replicas only contend for the Lease then.
+async fn runner_wanted(cache: StatusCache, wanted: watch::Sender<bool>) {
+    let mut snapshots = cache.subscribe();
+    loop {
+        let running = snapshots
+            .borrow_and_update()
+            .configmap
+            .as_ref()
+            .is_some_and(|cm| {
+                let data = cm.data.clone().unwrap_or_default();
+                crate::status::Phase::of(&data) == crate::status::Phase::Running
+            });
+        wanted.send_if_modified(|w| std::mem::replace(w, running) != running);
+        if snapshots.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
 impl Service {
     /// Starts a replica against the API server `kube_config` points at.
     pub async fn start(
         kube_config: kube::Config,
         config: ServiceConfig,
     ) -> Result<Service, StartError> {
-        let client = kube::Client::try_from(kube_config).map_err(StartError::Client)?;
+        let metrics = Arc::new(Metrics::new());
+        let client = kube::client::ClientBuilder::try_from(kube_config)
+            .map_err(StartError::Client)?
+            .with_layer(&KubeMetricsLayer::new(metrics.clone()))
+            .build();
         let renderer = JobRenderer::new(config.render.clone())?;
         let ns = config.namespace.clone();
         let cache = StatusCache::new();
@@ -101,10 +128,13 @@ impl Service {
         };
         let lease_api: Api<Lease> = Api::namespaced(client.clone(), &ns);
         let (leading_tx, leading) = watch::channel(false);
+        let (wanted_tx, wanted) = watch::channel(false);
+        tasks.spawn(runner_wanted(cache.clone(), wanted_tx));
         tasks.spawn(lease::elect(
             lease_api.clone(),
             lease_cfg.clone(),
             leading_tx,
+            wanted,
         ));
 
         let listener = tokio::net::TcpListener::bind(config.listen)
@@ -118,13 +148,26 @@ impl Service {
             source,
         })?;
 
+        let events = EventHub::new(config.events.replay, config.events.lag, metrics.clone());
+        tasks.spawn(events.clone().follow(cache.clone(), steps.clone()));
+        if config.events.kubernetes_events {
+            tasks.spawn(crate::events::recorder::record(
+                store.clone(),
+                steps.clone(),
+                client.clone(),
+                config.identity.clone(),
+            ));
+        }
         let ctx = Arc::new(Context {
+            auth: Authenticator::new(client.clone(), config.auth.clone(), &ns),
             client,
             config,
             store,
             steps,
             renderer,
             leading,
+            events,
+            metrics,
         });
         tasks.spawn(engine::lead(ctx.clone()));
 
@@ -182,6 +225,7 @@ impl Service {
     /// another replica takes over at once. The step in flight is not touched: its Job runs
     /// on, and the next leader adopts it.
     pub async fn shutdown(mut self) {
+        self.ctx.events.close();
         self.stop_http.send_replace(true);
         let grace = std::time::Duration::from_secs(5);
         if tokio::time::timeout(grace, &mut self.http).await.is_err() {

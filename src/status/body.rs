@@ -124,13 +124,7 @@ fn rows_in_start_order(data: &StatusData) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn data(pairs: &[(&str, &str)]) -> StatusData {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
-    }
+    use crate::status::model::data_of as data;
 
     #[test]
     fn steps_follow_execution_order_not_the_alphabet() {

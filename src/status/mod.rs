@@ -4,6 +4,8 @@
 
 pub mod body;
 pub mod cache;
+#[cfg(test)]
+pub mod fixtures;
 pub mod model;
 pub mod store;
 pub mod transition;

@@ -171,16 +171,19 @@ pub fn get_u32(data: &StatusData, key: &str) -> u32 {
     get(data, key).trim().parse().unwrap_or(0)
 }
 
+/// A data map from literal pairs, for tests.
+#[cfg(test)]
+pub fn data_of(pairs: &[(&str, &str)]) -> StatusData {
+    pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn data(pairs: &[(&str, &str)]) -> StatusData {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
-    }
+    use data_of as data;
 
     #[test]
     fn phase_is_derived_from_earlier_keys_when_absent() {

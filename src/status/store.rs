@@ -32,6 +32,15 @@ pub enum StoreError {
     },
 }
 
+/// One write this replica made: the data before and after it.
+#[derive(Debug)]
+pub struct Write {
+    /// The data the transitions were applied to.
+    pub before: StatusData,
+    /// The data written.
+    pub after: StatusData,
+}
+
 /// The writer of the status ConfigMap.
 #[derive(Clone)]
 pub struct StatusStore {
@@ -39,6 +48,7 @@ pub struct StatusStore {
     namespace: String,
     name: String,
     cache: StatusCache,
+    writes: tokio::sync::broadcast::Sender<std::sync::Arc<Write>>,
 }
 
 impl StatusStore {
@@ -50,7 +60,15 @@ impl StatusStore {
             namespace: namespace.to_owned(),
             name: name.to_owned(),
             cache,
+            writes: tokio::sync::broadcast::Sender::new(256),
         }
+    }
+
+    /// Every write this store makes from now on, once it has succeeded. Each transition is
+    /// written by exactly one replica, so what a replica tells from its own writes (the
+    /// Kubernetes Events) is told once cluster-wide.
+    pub fn writes(&self) -> tokio::sync::broadcast::Receiver<std::sync::Arc<Write>> {
+        self.writes.subscribe()
     }
 
     /// The namespace of the status ConfigMap.
@@ -107,6 +125,10 @@ impl StatusStore {
             {
                 Ok(written) => {
                     self.cache.offer(written);
+                    let _ = self.writes.send(std::sync::Arc::new(Write {
+                        before,
+                        after: data.clone(),
+                    }));
                     return Ok(data);
                 }
                 Err(err) if is_status(&err, 409) => {

@@ -8,6 +8,9 @@ use super::model::{
 };
 use crate::contract::key;
 
+/// How `lastError` of an aborted step begins, followed by who aborted it.
+pub const ABORTED_BY_PREFIX: &str = "aborted by ";
+
 /// What started an attempt of the cutover.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Trigger {
@@ -106,6 +109,13 @@ pub enum Transition {
         step: Option<String>,
         /// A reason a person can act on.
         reason: String,
+        /// RFC 3339 time.
+        at: String,
+    },
+    /// The first operator login ever: recorded once; later logins change nothing.
+    FirstOperatorLogin {
+        /// The operator's name.
+        operator: String,
         /// RFC 3339 time.
         at: String,
     },
@@ -241,13 +251,8 @@ impl Transition {
                 attempt,
                 at,
             } => {
-                let row = StepRow::read(data, step);
-                if row.result == StepResult::Success && row.attempt == *attempt {
+                if ends(data, phase, step, *attempt, StepResult::Success)? {
                     return Ok(());
-                }
-                require_running(phase)?;
-                if row.result != StepResult::Running || row.attempt != *attempt {
-                    return Err(stale(step, *attempt, &row));
                 }
                 set_step(data, step, key::STEP_RESULT, StepResult::Success.as_str());
                 set_step(data, step, key::STEP_FINISHED_AT, at);
@@ -266,20 +271,15 @@ impl Transition {
                 reason,
                 at,
             } => {
-                let row = StepRow::read(data, step);
-                if row.result == StepResult::Failed && row.attempt == *attempt {
+                if ends(data, phase, step, *attempt, StepResult::Failed)? {
                     return Ok(());
-                }
-                require_running(phase)?;
-                if row.result != StepResult::Running || row.attempt != *attempt {
-                    return Err(stale(step, *attempt, &row));
                 }
                 fail(data, step, reason, at);
                 Ok(())
             }
             Transition::Abort { step, by, at } => {
                 require_running(phase)?;
-                let reason = format!("aborted by {by}");
+                let reason = format!("{ABORTED_BY_PREFIX}{by}");
                 fail(data, step, &reason, at);
                 Ok(())
             }
@@ -293,6 +293,13 @@ impl Transition {
                         set(data, key::LAST_ERROR, reason);
                         set(data, key::CURRENT_STEP, "");
                     }
+                }
+                Ok(())
+            }
+            Transition::FirstOperatorLogin { operator, at } => {
+                if get(data, key::FIRST_OPERATOR_LOGIN).is_empty() {
+                    set(data, key::FIRST_OPERATOR_LOGIN, operator);
+                    set(data, key::FIRST_OPERATOR_LOGIN_AT, at);
                 }
                 Ok(())
             }
@@ -320,6 +327,26 @@ fn fail(data: &mut StatusData, step: &str, reason: &str, at: &str) {
     set(data, key::FAILED_STEP, step);
     set(data, key::LAST_ERROR, reason);
     set(data, key::CURRENT_STEP, "");
+}
+
+/// Whether `attempt` of `step` may end with `result`: `Ok(true)` when it already has (a
+/// replayed write), `Ok(false)` when the row shows that attempt running.
+fn ends(
+    data: &StatusData,
+    phase: Phase,
+    step: &str,
+    attempt: u32,
+    result: StepResult,
+) -> Result<bool, Rejected> {
+    let row = StepRow::read(data, step);
+    if row.result == result && row.attempt == attempt {
+        return Ok(true);
+    }
+    require_running(phase)?;
+    if row.result != StepResult::Running || row.attempt != attempt {
+        return Err(stale(step, attempt, &row));
+    }
+    Ok(false)
 }
 
 fn require_running(phase: Phase) -> Result<(), Rejected> {
@@ -356,48 +383,7 @@ fn set_step(data: &mut StatusData, step: &str, field: &str, value: &str) {
 mod tests {
     use super::*;
 
-    const T0: &str = "2026-11-23T10:00:00Z";
-    const T1: &str = "2026-11-23T10:01:00Z";
-
-    fn start(retry: bool) -> Transition {
-        Transition::Start {
-            at: T0.into(),
-            trigger: Trigger::Api,
-            by: "alice".into(),
-            total_steps: 2,
-            retry,
-        }
-    }
-
-    fn started(step: &str, index: usize, attempt: u32) -> Transition {
-        Transition::StepStarted {
-            step: step.into(),
-            index,
-            total_steps: 2,
-            attempt,
-            job_name: format!("cutover-{step}-a{attempt}"),
-            at: T0.into(),
-        }
-    }
-
-    fn succeeded(step: &str, index: usize, attempt: u32) -> Transition {
-        Transition::StepSucceeded {
-            step: step.into(),
-            index,
-            total_steps: 2,
-            attempt,
-            at: T1.into(),
-        }
-    }
-
-    fn failed(step: &str, attempt: u32) -> Transition {
-        Transition::StepFailed {
-            step: step.into(),
-            attempt,
-            reason: "BackoffLimitExceeded".into(),
-            at: T1.into(),
-        }
-    }
+    use crate::status::fixtures::{T0, T1, failed, start, started, succeeded};
 
     fn run(data: &mut StatusData, ts: &[Transition]) {
         for t in ts {
@@ -534,6 +520,26 @@ mod tests {
         let before = d.clone();
         assert!(succeeded("a", 0, 1).apply(&mut d).is_err());
         assert_eq!(before, d);
+    }
+
+    #[test]
+    fn first_operator_login_is_recorded_once() {
+        let login = |who: &str, at: &str| Transition::FirstOperatorLogin {
+            operator: who.into(),
+            at: at.into(),
+        };
+        let mut d = StatusData::new();
+        run(&mut d, &[login("alice", T0)]);
+        assert_eq!(get(&d, "firstOperatorLogin"), "alice");
+        assert_eq!(get(&d, "firstOperatorLoginAt"), T0);
+        let before = d.clone();
+        run(&mut d, &[login("bob", T1), login("alice", T1)]);
+        assert_eq!(before, d, "a later login changes nothing");
+        assert_eq!(
+            Phase::of(&d),
+            Phase::Idle,
+            "recording a login starts nothing"
+        );
     }
 
     #[test]

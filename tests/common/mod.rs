@@ -24,15 +24,18 @@ pub struct TestCluster {
 impl TestCluster {
     /// Starts a sandbox (or connects to `CUTOVER_TEST_KUBECONFIG`) and creates `ct-<random>`.
     pub async fn start() -> TestCluster {
+        Self::start_with(ApiServerConfig::default()).await
+    }
+
+    /// As [`Self::start`], with `sandbox` configuring the sandbox (unused on a real cluster).
+    pub async fn start_with(sandbox: ApiServerConfig) -> TestCluster {
         let (server, kubeconfig) = match std::env::var(ENV_KUBECONFIG) {
             Ok(path) if !path.is_empty() => (
                 None,
                 Kubeconfig::read_from(&path).expect("read CUTOVER_TEST_KUBECONFIG"),
             ),
             _ => {
-                let server = ApiServer::start(ApiServerConfig::default())
-                    .await
-                    .expect("start sandbox");
+                let server = ApiServer::start(sandbox).await.expect("start sandbox");
                 let kc = server.kubeconfig(server.admin_token());
                 (Some(server), kc)
             }
@@ -73,6 +76,13 @@ impl TestCluster {
         &self.kubeconfig
     }
 
+    /// A client configuration for the cluster under test, from its kubeconfig.
+    pub async fn config(&self) -> kube::Config {
+        kube::Config::from_custom_kubeconfig(self.kubeconfig.clone(), &KubeConfigOptions::default())
+            .await
+            .expect("client config")
+    }
+
     /// The sandbox, when the tests run against one (`None` on a real cluster).
     pub fn sandbox(&self) -> Option<&ApiServer> {
         self.server.as_ref()
@@ -86,5 +96,13 @@ impl TestCluster {
         if let Some(server) = self.server {
             server.shutdown().await;
         }
+    }
+}
+
+/// The `metav1.Status` of an API error; panics on any other error.
+pub fn api_status(error: kube::Error) -> kube::core::Status {
+    match error {
+        kube::Error::Api(status) => *status,
+        other => panic!("expected an API error, got {other}"),
     }
 }

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use axum::body::Body;
 use futures::StreamExt;
-use http::{HeaderMap, Request, Response, StatusCode, header};
+use http::{HeaderMap, Request, Response, StatusCode, Uri, header};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
@@ -204,6 +204,11 @@ async fn handle(upstream: &Upstream, request: Request<Incoming>) -> Response<Bod
         }
         Action::Forward { delay } => tokio::time::sleep(delay).await,
     }
+    forward(upstream, request).await
+}
+
+/// Sends a request on to the upstream and streams its answer back.
+async fn forward(upstream: &Upstream, request: Request<Incoming>) -> Response<Body> {
     let watch = is_watch(request.uri().path(), request.uri().query());
     let (parts, body) = request.into_parts();
     let body = match axum::body::to_bytes(Body::new(body), MAX_REQUEST_BODY).await {
@@ -215,32 +220,25 @@ async fn handle(upstream: &Upstream, request: Request<Incoming>) -> Response<Bod
             );
         }
     };
-    let path_and_query = parts
-        .uri
-        .path_and_query()
-        .map_or("/", |pq| pq.as_str())
-        .to_owned();
     let client = if parts.headers.contains_key(header::AUTHORIZATION) {
         &upstream.caller_credentials
     } else {
         &upstream.with_credentials
     };
+    // Relative, as kube::Client wants it: its base-URI layer prefixes the upstream's URL.
+    let uri = parts
+        .uri
+        .path_and_query()
+        .cloned()
+        .map_or_else(|| Uri::from_static("/"), Uri::from);
     let mut forward = Request::new(kube::client::Body::from(body));
     *forward.method_mut() = parts.method;
     *forward.headers_mut() = end_to_end(parts.headers);
-    match path_and_query.parse() {
-        Ok(uri) => *forward.uri_mut() = uri,
-        Err(error) => {
-            return answer::proxy_failure(
-                StatusCode::BAD_REQUEST,
-                format!("the fault proxy cannot forward path {path_and_query:?}: {error}"),
-            );
-        }
-    }
+    *forward.uri_mut() = uri.clone();
     let response = match client.send(forward).await {
         Ok(response) => response,
         Err(error) => {
-            tracing::debug!(%error, path = %path_and_query, "fault proxy upstream request failed");
+            tracing::debug!(%error, %uri, "fault proxy upstream request failed");
             return answer::proxy_failure(
                 StatusCode::BAD_GATEWAY,
                 format!("the fault proxy could not reach the upstream: {error}"),

@@ -1,0 +1,295 @@
+//! The operator surface's costs, printed rather than asserted:
+//! - 10,000 authorized GETs from one user: Kubernetes API requests behind them (target ≤ 10);
+//! - 1,000 concurrent event-stream clients (run by this binary in a child process): extra
+//!   resident memory of the service (target ≤ 30 MiB) and how long after the start is
+//!   written each client sees its frame (target ≤ 50 ms).
+//!
+//! `cargo bench --bench operator`.
+
+use catalyst_cutover::auth::AuthConfig;
+use catalyst_cutover::contract;
+use catalyst_cutover::sandbox::api::{ApiServer, ApiServerConfig};
+use catalyst_cutover::sandbox::auth::{TokenTable, UserInfo};
+use catalyst_cutover::service::{Service, ServiceConfig};
+use futures::future::join_all;
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
+use k8s_openapi::api::rbac::v1::{ClusterRole, RoleBinding};
+use kube::api::{Api, PostParams};
+use kube::config::KubeConfigOptions;
+use serde_json::json;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const NS: &str = "bench";
+const TOKEN: &str = "bench-operator-token";
+const GETS: usize = 10_000;
+const GET_CLIENTS: usize = 16;
+const SSE_CLIENTS: usize = 1_000;
+/// Environment variable that turns this binary into the event-stream client swarm.
+const CLIENT_MODE: &str = "CATALYST_CUTOVER_BENCH_SSE_ADDR";
+
+fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+async fn setup() -> (ApiServer, Service) {
+    let mut tokens = TokenTable::default();
+    tokens.insert(TOKEN, UserInfo::new("operator", Vec::new()));
+    let server = ApiServer::start(ApiServerConfig {
+        tokens: Some(tokens),
+        ..ApiServerConfig::default()
+    })
+    .await
+    .expect("sandbox");
+    let client = server.admin_client().await.expect("client");
+    let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": NS}})).unwrap();
+    Api::<Namespace>::all(client.clone())
+        .create(&PostParams::default(), &ns)
+        .await
+        .expect("namespace");
+    let role: ClusterRole = serde_json::from_value(json!({
+        "metadata": {"name": "catalyst-cutover-operator"},
+        "rules": [{"apiGroups": ["catalyst.openova.io"], "resources": ["cutovers"],
+                   "verbs": ["get", "create", "delete"]}]
+    }))
+    .unwrap();
+    Api::<ClusterRole>::all(client.clone())
+        .create(&PostParams::default(), &role)
+        .await
+        .expect("role");
+    let binding: RoleBinding = serde_json::from_value(json!({
+        "metadata": {"name": "operator"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                    "name": "catalyst-cutover-operator"},
+        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "operator"}]
+    }))
+    .unwrap();
+    Api::<RoleBinding>::namespaced(client.clone(), NS)
+        .create(&PostParams::default(), &binding)
+        .await
+        .expect("binding");
+    let step: ConfigMap = serde_json::from_value(json!({
+        "metadata": {"name": "cutover-step-01-only", "labels": {
+            contract::LABEL_PART_OF: contract::PART_OF,
+            contract::LABEL_COMPONENT: contract::COMPONENT_STEP,
+            contract::LABEL_STEP_ORDER: "1"}},
+        "data": {contract::DATA_STEP_NAME: "only",
+                 contract::DATA_POD_SPEC: "containers:\n- name: s\n  image: busybox\n"}
+    }))
+    .unwrap();
+    Api::<ConfigMap>::namespaced(client, NS)
+        .create(&PostParams::default(), &step)
+        .await
+        .expect("step");
+    let kube_config = kube::Config::from_custom_kubeconfig(
+        server.kubeconfig(server.admin_token()),
+        &KubeConfigOptions::default(),
+    )
+    .await
+    .expect("kube config");
+    let mut config = ServiceConfig::new(NS);
+    config.auth = AuthConfig::enabled();
+    let service = Service::start(kube_config, config).await.expect("service");
+    let http = reqwest::Client::new();
+    while http
+        .get(format!("{}/readyz", service.url()))
+        .send()
+        .await
+        .map_or(true, |r| r.status() != 200)
+    {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    (server, service)
+}
+
+/// TokenReviews and SubjectAccessReviews made so far: the `create` requests of an idle
+/// service.
+fn reviews(exposition: &str) -> u64 {
+    exposition
+        .lines()
+        .filter(|l| l.starts_with("catalyst_cutover_kube_api_requests_total{verb=\"create\""))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
+}
+
+async fn authorized_gets(service: &Service) {
+    let metrics = service.context().metrics.clone();
+    let before = metrics.kube_requests_total();
+    let reviews_before = reviews(&metrics.encode());
+    let url = format!("{}/cutover", service.url());
+    let remaining = Arc::new(AtomicUsize::new(GETS));
+    let started = Instant::now();
+    let workers = (0..GET_CLIENTS).map(|_| {
+        let (url, remaining) = (url.clone(), remaining.clone());
+        tokio::spawn(async move {
+            let http = reqwest::Client::new();
+            let mut ok = 0usize;
+            while remaining
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                .is_ok()
+            {
+                let r = http.get(&url).bearer_auth(TOKEN).send().await;
+                if r.is_ok_and(|r| r.status() == 200) {
+                    ok += 1;
+                }
+            }
+            ok
+        })
+    });
+    let ok: usize = join_all(workers)
+        .await
+        .into_iter()
+        .map(|r| r.unwrap_or(0))
+        .sum();
+    let elapsed = started.elapsed();
+    let requests = metrics.kube_requests_total() - before;
+    let reviews = reviews(&metrics.encode()) - reviews_before;
+    println!(
+        "authorized GETs: {ok}/{GETS} answered 200 in {:.2}s ({:.0}/s); Kubernetes API requests meanwhile: {requests}, of which TokenReviews and SubjectAccessReviews: {reviews} (target <= 10; the rest is the Lease)",
+        elapsed.as_secs_f64(),
+        ok as f64 / elapsed.as_secs_f64()
+    );
+}
+
+/// Connects a minimal SSE client and resolves with the wall-clock time (ns) it sees `cutover-started`.
+async fn sse_client(addr: std::net::SocketAddr, connected: Arc<AtomicUsize>) -> Option<u128> {
+    let mut socket = tokio::net::TcpStream::connect(addr).await.ok()?;
+    let request = format!(
+        "GET /cutover/events HTTP/1.1\r\nhost: bench\r\nauthorization: Bearer {TOKEN}\r\naccept: text/event-stream\r\n\r\n"
+    );
+    socket.write_all(request.as_bytes()).await.ok()?;
+    let mut seen = Vec::with_capacity(4096);
+    let mut buf = [0u8; 2048];
+    let mut counted = false;
+    loop {
+        let n = socket.read(&mut buf).await.ok()?;
+        if n == 0 {
+            return None;
+        }
+        seen.extend_from_slice(&buf[..n]);
+        if !counted && seen.windows(14).any(|w| w == b"cutover-status") {
+            counted = true;
+            connected.fetch_add(1, Ordering::SeqCst);
+        }
+        if seen.windows(15).any(|w| w == b"cutover-started") {
+            return Some(wall_nanos());
+        }
+        if seen.len() > 64 * 1024 {
+            seen.drain(..seen.len() - 64);
+        }
+    }
+}
+
+/// Runs the event-stream clients in a child process (this binary, in client mode), so that
+/// the resident memory measured here is the service's alone.
+async fn event_stream_fan_out(service: &Service) {
+    use std::io::BufRead;
+    let rss_before = rss_kib();
+    let mut child = std::process::Command::new(std::env::current_exe().expect("exe"))
+        .env(CLIENT_MODE, service.addr().to_string())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("client process");
+    let stdout = child.stdout.take().expect("stdout");
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    while rx.recv().await.is_some_and(|line| line != "connected") {}
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let rss_connected = rss_kib();
+    let written = wall_nanos();
+    let started = reqwest::Client::new()
+        .post(format!("{}/cutover", service.url()))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .expect("start");
+    let answered = wall_nanos();
+    assert_eq!(started.status(), 202);
+    let mut latencies: Vec<f64> = Vec::new();
+    while let Some(line) = rx.recv().await {
+        if let Some(at) = line
+            .strip_prefix("recv ")
+            .and_then(|n| n.parse::<u128>().ok())
+        {
+            latencies.push(at.saturating_sub(written) as f64 / 1e6);
+        }
+    }
+    let _ = child.wait();
+    latencies.sort_by(f64::total_cmp);
+    let pick = |q: f64| latencies[((latencies.len() - 1) as f64 * q) as usize];
+    println!(
+        "{SSE_CLIENTS} event-stream clients (in a child process): the service's extra RSS {:.1} MiB (target <= 30 MiB)",
+        (rss_connected.saturating_sub(rss_before)) as f64 / 1024.0
+    );
+    println!(
+        "delivery of the start frame to {} clients, from the POST that wrote it (its round trip: {:.1} ms): p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms (target <= 50 ms after the write)",
+        latencies.len(),
+        answered.saturating_sub(written) as f64 / 1e6,
+        pick(0.5),
+        pick(0.99),
+        pick(1.0)
+    );
+}
+
+fn wall_nanos() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos())
+}
+
+/// Client mode: connects the clients to the address in [`CLIENT_MODE`], prints
+/// `connected` once all have their snapshot, then `recv <wall-clock ns>` per client as
+/// each sees the start frame.
+async fn clients(addr: std::net::SocketAddr) {
+    let connected = Arc::new(AtomicUsize::new(0));
+    let clients: Vec<_> = (0..SSE_CLIENTS)
+        .map(|_| tokio::spawn(sse_client(addr, connected.clone())))
+        .collect();
+    while connected.load(Ordering::SeqCst) < SSE_CLIENTS {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    println!("connected");
+    for at in join_all(clients)
+        .await
+        .into_iter()
+        .filter_map(|r| r.ok().flatten())
+    {
+        println!("recv {at}");
+    }
+}
+
+fn main() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    if let Ok(addr) = std::env::var(CLIENT_MODE) {
+        runtime.block_on(clients(addr.parse().expect("address")));
+        return;
+    }
+    runtime.block_on(async {
+        let (server, service) = setup().await;
+        authorized_gets(&service).await;
+        event_stream_fan_out(&service).await;
+        service.kill();
+        server.shutdown().await;
+    });
+}

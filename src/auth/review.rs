@@ -1,0 +1,129 @@
+//! The shell that asks the API server: a TokenReview for who the caller is, a
+//! SubjectAccessReview for what they may do, answers cached by [`DecisionCache`].
+
+use super::cache::{DecisionCache, TokenHash};
+use super::config::AuthConfig;
+use super::decision::{self, Action, AuthError};
+use crate::http::caller::Caller;
+use axum::http::HeaderValue;
+use k8s_openapi::api::authentication::v1::{TokenReview, TokenReviewSpec, UserInfo};
+use k8s_openapi::api::authorization::v1::{SubjectAccessReview, SubjectAccessReviewSpec};
+use kube::api::{Api, PostParams};
+
+/// The cached answer of one (token, action): the caller, or a definite refusal.
+type Answer = Result<Caller, AuthError>;
+
+/// Authenticates and authorizes requests with the service's own client.
+pub struct Authenticator {
+    client: kube::Client,
+    config: AuthConfig,
+    namespace: String,
+    cache: DecisionCache<Answer>,
+}
+
+impl Authenticator {
+    /// An authenticator asking about resources in `namespace`.
+    pub fn new(client: kube::Client, config: AuthConfig, namespace: &str) -> Self {
+        let cache = DecisionCache::new(config.cache_ttl, config.cache_capacity);
+        Authenticator {
+            client,
+            config,
+            namespace: namespace.to_owned(),
+            cache,
+        }
+    }
+
+    /// Whether requests need a token.
+    pub fn enabled(&self) -> bool {
+        self.config.enabled
+    }
+
+    /// The caller of a request with `header` (`Authorization`) asking for `action`.
+    pub async fn check(
+        &self,
+        action: Action,
+        header: Option<&HeaderValue>,
+    ) -> Result<Caller, AuthError> {
+        if !self.config.enabled {
+            return Ok(Caller::anonymous());
+        }
+        let token = decision::bearer(header)?;
+        let key = (TokenHash::of(token), action);
+        let answer = self
+            .cache
+            .get_or_try(key, || async {
+                match self.review(token, action).await {
+                    Err(err) if !err.is_definite() => Err(err),
+                    answer => Ok(answer),
+                }
+            })
+            .await;
+        answer.and_then(|answer| answer)
+    }
+
+    async fn review(&self, token: &str, action: Action) -> Answer {
+        let user = self.authenticate(token).await?;
+        let username = user.username.clone().unwrap_or_default();
+        match decision::attributes(&self.config, action, &self.namespace) {
+            None => decision::internal_caller(&username, &self.config.internal_service_accounts)?,
+            Some(attrs) => {
+                let review = SubjectAccessReview {
+                    spec: SubjectAccessReviewSpec {
+                        user: user.username.clone(),
+                        groups: user.groups.clone(),
+                        uid: user.uid.clone(),
+                        extra: user.extra.clone(),
+                        resource_attributes: Some(attrs.clone()),
+                        ..SubjectAccessReviewSpec::default()
+                    },
+                    ..SubjectAccessReview::default()
+                };
+                let answer = Api::<SubjectAccessReview>::all(self.client.clone())
+                    .create(&PostParams::default(), &review)
+                    .await
+                    .map_err(|err| unavailable("SubjectAccessReview", &err))?;
+                decision::authorized(&username, &attrs, answer.status.as_ref())?;
+            }
+        }
+        tracing::debug!(user = %username, ?action, "authorized");
+        Ok(Caller { username })
+    }
+
+    async fn authenticate(&self, token: &str) -> Result<UserInfo, AuthError> {
+        let review = TokenReview {
+            spec: TokenReviewSpec {
+                token: Some(token.to_owned()),
+                ..TokenReviewSpec::default()
+            },
+            ..TokenReview::default()
+        };
+        let answer = Api::<TokenReview>::all(self.client.clone())
+            .create(&PostParams::default(), &review)
+            .await
+            .map_err(|err| unavailable("TokenReview", &err))?;
+        decision::authenticated(answer.status.as_ref())
+    }
+}
+
+/// A review the API server did not answer: the service cannot tell, so 503 (never a
+/// verdict on the token). The error text names the review, never the token.
+fn unavailable(review: &str, err: &kube::Error) -> AuthError {
+    let why = match err {
+        kube::Error::Api(status) if status.code == 401 || status.code == 403 => format!(
+            "the API server refused the service's {review} ({}); grant its service account create on {}",
+            status.code,
+            if review == "TokenReview" {
+                "tokenreviews.authentication.k8s.io"
+            } else {
+                "subjectaccessreviews.authorization.k8s.io"
+            }
+        ),
+        kube::Error::Api(status) => format!(
+            "the API server answered the {review} with {} {}",
+            status.code, status.reason
+        ),
+        _ => format!("the Kubernetes API server cannot be reached for a {review}"),
+    };
+    tracing::warn!(review, error = %err, "authentication review failed");
+    AuthError::Unavailable(why)
+}

@@ -1,0 +1,138 @@
+//! Kubernetes Events (events.k8s.io/v1) on the status ConfigMap, one per frame, so that
+//! `kubectl describe cm self-sovereign-cutover-status` tells the story. A replica tells the
+//! transitions it wrote itself (a start on any replica, the steps on the leader): each is
+//! written by exactly one replica, so each is told exactly once, leader or not.
+
+use super::frames::{Frame, FramePhase, Level, derive};
+use crate::service::StepSource;
+use crate::status::{StatusStore, now_rfc3339};
+use k8s_openapi::api::core::v1::ObjectReference;
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use tokio::sync::broadcast::error::RecvError;
+
+/// The reporting controller's name on every Event.
+pub const CONTROLLER: &str = "catalyst-cutover";
+/// Kubernetes caps an Event's note at 1 kB.
+const NOTE_LIMIT: usize = 1024;
+
+/// The `reason` (PascalCase, as `kubectl describe` shows it) and `action` of a frame.
+pub fn reason_and_action(phase: FramePhase) -> (&'static str, &'static str) {
+    match phase {
+        FramePhase::CutoverStarted => ("CutoverStarted", "Start"),
+        FramePhase::CutoverRetried => ("CutoverRetried", "Retry"),
+        FramePhase::CutoverStepStarted => ("StepStarted", "RunStep"),
+        FramePhase::CutoverStepFinished => ("StepSucceeded", "RunStep"),
+        FramePhase::CutoverStepFailed => ("StepFailed", "RunStep"),
+        FramePhase::CutoverAborted => ("CutoverAborted", "Abort"),
+        FramePhase::CutoverFailed => ("CutoverFailed", "Halt"),
+        FramePhase::CutoverCompleted => ("CutoverCompleted", "Complete"),
+        FramePhase::CutoverStatus => ("CutoverStatus", "Report"),
+        FramePhase::CutoverStreamLagged => ("StreamLagged", "Report"),
+    }
+}
+
+/// The Event telling `frame`; `job` references the step's Job so that two steps' Events
+/// are never merged into one series.
+pub fn event_of(frame: &Frame, job: Option<ObjectReference>) -> Event {
+    let (reason, action) = reason_and_action(frame.phase);
+    let mut note = frame.message.clone();
+    if note.len() > NOTE_LIMIT {
+        let mut cut = NOTE_LIMIT - 3;
+        while !note.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        note.truncate(cut);
+        note.push_str("...");
+    }
+    Event {
+        type_: match frame.level {
+            Level::Info => EventType::Normal,
+            Level::Warning | Level::Error => EventType::Warning,
+        },
+        reason: reason.to_owned(),
+        note: Some(note),
+        action: action.to_owned(),
+        secondary: job,
+    }
+}
+
+/// Records, as Events on the status ConfigMap, the frames of every write `store` makes,
+/// until the future is dropped. A failed write is logged, never retried: Events are a
+/// courtesy, the status ConfigMap is the record.
+pub async fn record(store: StatusStore, steps: StepSource, client: kube::Client, identity: String) {
+    let recorder = Recorder::new(
+        client,
+        Reporter {
+            controller: CONTROLLER.to_owned(),
+            instance: Some(identity),
+        },
+    );
+    let namespace = store.namespace().to_owned();
+    let name = store.name().to_owned();
+    let mut writes = store.writes();
+    loop {
+        let write = match writes.recv().await {
+            Ok(write) => write,
+            Err(RecvError::Lagged(missed)) => {
+                tracing::warn!(
+                    missed,
+                    "the Event recorder fell behind; Events were skipped"
+                );
+                continue;
+            }
+            Err(RecvError::Closed) => return,
+        };
+        let order = steps.names().unwrap_or_default();
+        let regarding = ObjectReference {
+            api_version: Some("v1".to_owned()),
+            kind: Some("ConfigMap".to_owned()),
+            name: Some(name.clone()),
+            namespace: Some(namespace.clone()),
+            uid: store
+                .cache()
+                .configmap()
+                .and_then(|cm| cm.metadata.uid.clone()),
+            ..ObjectReference::default()
+        };
+        for frame in derive(&write.before, &write.after, &order, &now_rfc3339()) {
+            let job = frame.job_name.as_ref().map(|job| ObjectReference {
+                api_version: Some("batch/v1".to_owned()),
+                kind: Some("Job".to_owned()),
+                name: Some(job.clone()),
+                namespace: Some(namespace.clone()),
+                ..ObjectReference::default()
+            });
+            let event = event_of(&frame, job);
+            if let Err(err) = recorder.publish(&event, &regarding).await {
+                tracing::warn!(error = %err, reason = %event.reason, "cannot record a Kubernetes Event");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_are_typed_by_level_and_notes_bounded() {
+        let mut frame = Frame::cutover(
+            "2026-11-23T10:00:00Z",
+            FramePhase::CutoverStepFailed,
+            Level::Error,
+            "é".repeat(2000),
+        );
+        frame.step = Some("a".into());
+        let event = event_of(&frame, None);
+        assert_eq!(event.type_, EventType::Warning);
+        assert_eq!(event.reason, "StepFailed");
+        assert!(event.note.unwrap().len() <= NOTE_LIMIT);
+        let ok = Frame::cutover(
+            "t",
+            FramePhase::CutoverCompleted,
+            Level::Info,
+            "done".into(),
+        );
+        assert_eq!(event_of(&ok, None).type_, EventType::Normal);
+    }
+}

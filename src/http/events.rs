@@ -1,0 +1,164 @@
+//! `GET /cutover/events` (and the console's route): server-sent events. On connect a
+//! `cutover-status` snapshot (or, with `Last-Event-ID`, the frames missed, while the replay
+//! buffer holds them), then every frame as the status changes, keep-alive comments between,
+//! until the client leaves or the service stops. A client too slow to keep up gets a final
+//! `cutover-stream-lagged` frame and is closed; nobody waits for it.
+
+use super::cutover::body;
+use crate::events::{Frame, FramePhase, Level, Numbered, Subscription};
+use crate::service::Context;
+use crate::status::{StatusBody, now_rfc3339};
+use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use futures::Stream;
+use serde::Serialize;
+use std::convert::Infallible;
+use std::sync::Arc;
+use tokio::sync::broadcast::error::RecvError;
+
+/// The snapshot frame: a frame with the status body.
+#[derive(Debug, Serialize)]
+pub struct StatusFrame {
+    /// The frame fields.
+    #[serde(flatten)]
+    pub frame: Frame,
+    /// The status body, steps in execution order.
+    pub status: StatusBody,
+}
+
+/// The event stream.
+pub async fn stream(
+    State(ctx): State<Arc<Context>>,
+    headers: HeaderMap,
+) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+    let last_event_id = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    let Subscription {
+        head,
+        data,
+        replay,
+        mut receiver,
+        mut closed,
+    } = ctx.events.subscribe(last_event_id);
+    let snapshot = match replay {
+        Some(_) => None,
+        None => Some(status_event(head, body(&ctx, &data))),
+    };
+    let guard = ctx.metrics.sse_subscriber();
+    let keep_alive = ctx.config.events.keep_alive;
+    let frames = async_stream::stream! {
+        let _guard = guard;
+        if let Some(snapshot) = snapshot {
+            yield Ok(snapshot);
+        }
+        for numbered in replay.unwrap_or_default() {
+            yield Ok(frame_event(&numbered));
+        }
+        loop {
+            tokio::select! {
+                received = receiver.recv() => match received {
+                    Ok(numbered) => yield Ok(frame_event(&numbered)),
+                    Err(RecvError::Lagged(missed)) => {
+                        tracing::info!(missed, "an event-stream client fell behind; closing its stream");
+                        yield Ok(lagged_event(missed));
+                        break;
+                    }
+                    Err(RecvError::Closed) => break,
+                },
+                _ = closed.changed() => break,
+            }
+        }
+    };
+    Sse::new(frames).keep_alive(KeepAlive::new().interval(keep_alive))
+}
+
+fn frame_event(numbered: &Numbered) -> Event {
+    Event::default()
+        .event(numbered.frame.phase.as_str())
+        .data(&numbered.json)
+        .id(numbered.id.to_string())
+}
+
+fn status_event(head: u64, status: StatusBody) -> Event {
+    let frame = Frame::cutover(
+        &now_rfc3339(),
+        FramePhase::CutoverStatus,
+        Level::Info,
+        format!(
+            "cutover is {} ({}% done)",
+            status.phase, status.progress_percent
+        ),
+    );
+    let event = event(FramePhase::CutoverStatus, &StatusFrame { frame, status });
+    if head == 0 {
+        event
+    } else {
+        event.id(head.to_string())
+    }
+}
+
+fn lagged_event(missed: u64) -> Event {
+    let frame = Frame::cutover(
+        &now_rfc3339(),
+        FramePhase::CutoverStreamLagged,
+        Level::Warning,
+        format!(
+            "this client fell {missed} frames behind and is disconnected; reconnect with Last-Event-ID to resume"
+        ),
+    );
+    event(FramePhase::CutoverStreamLagged, &frame)
+}
+
+fn event(phase: FramePhase, data: &impl Serialize) -> Event {
+    let data = serde_json::to_string(data).unwrap_or_else(|_| "{}".to_owned());
+    Event::default().event(phase.as_str()).data(data)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{router, spec_tests::offline_context};
+    use crate::status::StatusData;
+    use axum::body::Body;
+    use axum::http::Request;
+    use tower::ServiceExt;
+
+    #[tokio::test]
+    async fn a_client_that_falls_behind_gets_a_last_frame_and_is_closed() {
+        let ctx = offline_context();
+        ctx.events.baseline(StatusData::new());
+        let response = router(ctx.clone())
+            .oneshot(
+                Request::builder()
+                    .uri("/cutover/events")
+                    .body(Body::empty())
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        // The client reads nothing while more frames arrive than it may fall behind by.
+        let mut data = StatusData::new();
+        for n in 0..64 {
+            data.insert(format!("step.s{n}.result"), "running".to_owned());
+            ctx.events.publish(data.clone(), &[]);
+        }
+        let body = tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            axum::body::to_bytes(response.into_body(), usize::MAX),
+        )
+        .await
+        .expect("the stream ends")
+        .unwrap();
+        let text = String::from_utf8_lossy(&body);
+        let events: Vec<&str> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("event: "))
+            .collect();
+        assert_eq!(events.first(), Some(&"cutover-status"));
+        assert_eq!(events.last(), Some(&"cutover-stream-lagged"));
+        assert!(text.contains("Last-Event-ID"));
+    }
+}

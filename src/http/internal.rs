@@ -1,0 +1,224 @@
+//! The internal routes, for in-cluster callers whose service account is allow-listed (the
+//! authentication layer checks that): the chart's trigger, and the console backend's
+//! report of each operator login, whose first ever may fire the cutover.
+
+use super::caller::Caller;
+use super::cutover::{StartResponse, begin, body, cached_data};
+use super::error::ApiError;
+use crate::contract::key;
+use crate::service::{Context, PlanState};
+use crate::status::model::{Phase, StatusData, get};
+use crate::status::{StatusBody, StoreError, Transition, Trigger, now_rfc3339};
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::StatusCode;
+use serde::{Deserialize, Serialize};
+use std::sync::{Arc, Mutex};
+
+/// Longest operator name accepted, in characters (a Kubernetes username's practical bound).
+const MAX_OPERATOR_LEN: usize = 253;
+
+/// `POST /api/v1/internal/cutover/trigger`: starts the cutover as the chart's hook does.
+pub async fn trigger(
+    State(ctx): State<Arc<Context>>,
+    caller: Caller,
+) -> Result<(StatusCode, Json<StartResponse>), ApiError> {
+    begin(&ctx, &caller, Trigger::InternalTrigger, false).await
+}
+
+/// The body of `POST /api/v1/internal/cutover/operator-login`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoginRequest {
+    /// The operator who logged in.
+    pub operator: String,
+}
+
+/// What a login report changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LoginOutcome {
+    /// The first login was recorded and the cutover started.
+    FirstLoginStartedCutover,
+    /// The first login was recorded; the cutover was not started (auto-fire off, or it
+    /// had already started or finished).
+    FirstLoginRecorded,
+    /// A first login was recorded before: nothing changed.
+    AlreadyRecorded,
+}
+
+/// The answer of the login route.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LoginResponse {
+    /// What this call changed.
+    pub outcome: LoginOutcome,
+    /// The first operator ever to log in.
+    pub first_operator_login: String,
+    /// When.
+    pub first_operator_login_at: String,
+    /// The status after the call.
+    pub status: StatusBody,
+}
+
+/// The transitions a login report applies to `data`: none when a first login is recorded
+/// already; otherwise the record, and with `auto_fire` on an idle cutover the start too,
+/// so that both land in one write and concurrent reports fire exactly one run. A
+/// cutover that has started or finished is never fired by a login.
+pub fn login_transitions(
+    data: &StatusData,
+    operator: &str,
+    at: &str,
+    auto_fire: bool,
+    total_steps: Option<usize>,
+) -> (LoginOutcome, Vec<Transition>) {
+    if !get(data, key::FIRST_OPERATOR_LOGIN).is_empty() {
+        return (LoginOutcome::AlreadyRecorded, Vec::new());
+    }
+    let mut ts = vec![Transition::FirstOperatorLogin {
+        operator: operator.to_owned(),
+        at: at.to_owned(),
+    }];
+    match total_steps {
+        Some(total_steps) if auto_fire && Phase::of(data) == Phase::Idle => {
+            ts.push(Transition::Start {
+                at: at.to_owned(),
+                trigger: Trigger::FirstLogin,
+                by: operator.to_owned(),
+                total_steps,
+                retry: false,
+            });
+            (LoginOutcome::FirstLoginStartedCutover, ts)
+        }
+        _ => (LoginOutcome::FirstLoginRecorded, ts),
+    }
+}
+
+/// `POST /api/v1/internal/cutover/operator-login`.
+pub async fn operator_login(
+    State(ctx): State<Arc<Context>>,
+    caller: Caller,
+    body_bytes: Bytes,
+) -> Result<(StatusCode, Json<LoginResponse>), ApiError> {
+    let request: LoginRequest = super::body::json_object(&body_bytes)?;
+    let operator = request.operator.trim();
+    if operator.is_empty() || request.operator.chars().count() > MAX_OPERATOR_LEN {
+        return Err(ApiError::BadRequest(format!(
+            "field `operator` must name the operator (up to {MAX_OPERATOR_LEN} characters, not only spaces)"
+        )));
+    }
+    let cached = cached_data(&ctx)?;
+    if !get(&cached, key::FIRST_OPERATOR_LOGIN).is_empty() {
+        return Ok(answer(&ctx, LoginOutcome::AlreadyRecorded, &cached));
+    }
+    let auto_fire = ctx.config.auto_fire && Phase::of(&cached) == Phase::Idle;
+    let total_steps = if auto_fire {
+        Some(plan_len(&ctx)?)
+    } else {
+        None
+    };
+    let at = now_rfc3339();
+    let outcome = Mutex::new(LoginOutcome::AlreadyRecorded);
+    let result = ctx
+        .store
+        .update(|data| {
+            let (decided, ts) = login_transitions(data, operator, &at, auto_fire, total_steps);
+            for t in &ts {
+                t.apply(data)?;
+            }
+            if let Ok(mut outcome) = outcome.lock() {
+                *outcome = decided;
+            }
+            Ok(())
+        })
+        .await;
+    let data = match result {
+        Ok(data) => data,
+        Err(StoreError::Rejected(r)) => return Err(ApiError::Unavailable(r.to_string())),
+        Err(err) => return Err(ApiError::Upstream(err.to_string())),
+    };
+    let outcome = outcome
+        .into_inner()
+        .unwrap_or(LoginOutcome::AlreadyRecorded);
+    tracing::info!(operator, by = %caller.username, ?outcome, "operator login reported");
+    Ok(answer(&ctx, outcome, &data))
+}
+
+fn answer(
+    ctx: &Context,
+    outcome: LoginOutcome,
+    data: &StatusData,
+) -> (StatusCode, Json<LoginResponse>) {
+    let code = match outcome {
+        LoginOutcome::FirstLoginStartedCutover => StatusCode::ACCEPTED,
+        _ => StatusCode::OK,
+    };
+    (
+        code,
+        Json(LoginResponse {
+            outcome,
+            first_operator_login: get(data, key::FIRST_OPERATOR_LOGIN).to_owned(),
+            first_operator_login_at: get(data, key::FIRST_OPERATOR_LOGIN_AT).to_owned(),
+            status: body(ctx, data),
+        }),
+    )
+}
+
+/// The number of steps of the watch-fed plan, or why the cutover cannot start.
+fn plan_len(ctx: &Context) -> Result<usize, ApiError> {
+    match ctx.steps.current() {
+        PlanState::Ready(plan) => Ok(plan.len()),
+        PlanState::Invalid(report) if report.found_no_steps() => Err(ApiError::NoStepsFound {
+            namespace: ctx.config.namespace.clone(),
+            selector: crate::contract::STEP_SELECTOR,
+        }),
+        PlanState::Invalid(report) => Err(ApiError::InvalidSteps {
+            report: report.to_string(),
+        }),
+        PlanState::Unsynced => Err(ApiError::Unavailable(
+            "the step ConfigMaps are not synced yet; retry in a moment".to_owned(),
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    use crate::status::fixtures::{T0, applied};
+
+    #[test]
+    fn first_login_records_and_fires_in_one_write() {
+        let (outcome, ts) = login_transitions(&StatusData::new(), "alice", T0, true, Some(8));
+        assert_eq!(outcome, LoginOutcome::FirstLoginStartedCutover);
+        let data = applied(&StatusData::new(), &ts);
+        assert_eq!(get(&data, "firstOperatorLogin"), "alice");
+        assert_eq!(get(&data, "firstOperatorLoginAt"), T0);
+        assert_eq!(get(&data, "cutoverTrigger"), "first-login");
+        assert_eq!(Phase::of(&data), Phase::Running);
+        let (outcome, ts) = login_transitions(&data, "bob", T0, true, Some(8));
+        assert_eq!((outcome, ts.len()), (LoginOutcome::AlreadyRecorded, 0));
+    }
+
+    #[test]
+    fn a_started_or_finished_cutover_is_never_fired_by_a_login() {
+        for phase in ["running", "failed", "complete"] {
+            let data: StatusData = [("cutoverPhase".to_owned(), phase.to_owned())].into();
+            let (outcome, ts) = login_transitions(&data, "alice", T0, true, Some(8));
+            assert_eq!(outcome, LoginOutcome::FirstLoginRecorded, "{phase}");
+            assert!(
+                ts.iter().all(|t| !matches!(t, Transition::Start { .. })),
+                "{phase}"
+            );
+        }
+    }
+
+    #[test]
+    fn auto_fire_off_records_only() {
+        let data = StatusData::new();
+        let (outcome, ts) = login_transitions(&data, "alice", T0, false, Some(8));
+        assert_eq!(outcome, LoginOutcome::FirstLoginRecorded);
+        assert_eq!(ts.len(), 1);
+    }
+}

@@ -1,0 +1,348 @@
+//! The service's Prometheus metrics, served at `/metrics` in the text exposition format:
+//! the cutover's phase and steps (derived from status changes, see [`crate::events`]),
+//! orchestration overhead (from the runner), Kubernetes API requests (a layer on the
+//! service's client, [`kube_layer`]), HTTP requests and event-stream subscribers.
+
+pub mod kube_layer;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+pub use kube_layer::KubeMetricsLayer;
+
+/// The content type of [`Metrics::encode`]'s output.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// Labels `phase`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct PhaseLabels {
+    /// `idle`, `running`, `failed` or `complete`.
+    pub phase: String,
+}
+
+/// Labels `step`, `result`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct StepResultLabels {
+    /// The step name.
+    pub step: String,
+    /// `success`, `failed` or `skipped`.
+    pub result: String,
+}
+
+/// Label `step`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct StepLabels {
+    /// The step name.
+    pub step: String,
+}
+
+/// Labels of a Kubernetes API request.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct KubeLabels {
+    /// `get`, `list`, `watch`, `create`, `update`, `patch`, `delete`, ...
+    pub verb: String,
+    /// The HTTP status, or `error` when no answer came.
+    pub code: String,
+}
+
+/// Label `verb`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct VerbLabels {
+    /// The request verb.
+    pub verb: String,
+}
+
+/// Labels of an HTTP request the service answered.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct HttpLabels {
+    /// The matched route (`unmatched` for 404s), never the raw path.
+    pub route: String,
+    /// The method.
+    pub method: String,
+    /// The status code.
+    pub code: String,
+}
+
+/// Labels of an HTTP request's latency.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct RouteLabels {
+    /// The matched route.
+    pub route: String,
+    /// The method.
+    pub method: String,
+}
+
+fn step_buckets() -> Histogram {
+    Histogram::new(exponential_buckets(1.0, 2.0, 14))
+}
+
+fn latency_buckets() -> Histogram {
+    Histogram::new(exponential_buckets(0.0005, 2.0, 16))
+}
+
+/// Every metric of one replica.
+pub struct Metrics {
+    registry: Registry,
+    phase: Family<PhaseLabels, Gauge>,
+    step_duration: Family<StepResultLabels, Histogram, fn() -> Histogram>,
+    step_results: Family<StepResultLabels, Counter>,
+    step_attempts: Family<StepLabels, Counter>,
+    overhead: Histogram,
+    overhead_mark: Mutex<Option<Instant>>,
+    kube_requests: Family<KubeLabels, Counter>,
+    kube_errors: Family<VerbLabels, Counter>,
+    kube_total: AtomicU64,
+    http_requests: Family<HttpLabels, Counter>,
+    http_latency: Family<RouteLabels, Histogram, fn() -> Histogram>,
+    sse_subscribers: Gauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+impl Metrics {
+    /// A registry with every metric registered, all at zero.
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("catalyst_cutover");
+        let m = Metrics {
+            phase: Family::default(),
+            step_duration: Family::new_with_constructor(step_buckets),
+            step_results: Family::default(),
+            step_attempts: Family::default(),
+            overhead: Histogram::new(exponential_buckets(0.0005, 2.0, 14)),
+            overhead_mark: Mutex::new(None),
+            kube_requests: Family::default(),
+            kube_errors: Family::default(),
+            kube_total: AtomicU64::new(0),
+            http_requests: Family::default(),
+            http_latency: Family::new_with_constructor(latency_buckets),
+            sse_subscribers: Gauge::default(),
+            registry: Registry::default(),
+        };
+        registry.register(
+            "phase",
+            "1 for the cutover's current phase, 0 for the others",
+            m.phase.clone(),
+        );
+        registry.register(
+            "step_duration_seconds",
+            "Duration of step attempts, from the status ConfigMap's startedAt/finishedAt",
+            m.step_duration.clone(),
+        );
+        registry.register(
+            "step_results",
+            "Step attempts ended, by step and result",
+            m.step_results.clone(),
+        );
+        registry.register(
+            "step_attempts",
+            "Step attempts started, by step",
+            m.step_attempts.clone(),
+        );
+        registry.register(
+            "orchestration_overhead_seconds",
+            "From a step's Job seen terminal to the next step's Job created",
+            m.overhead.clone(),
+        );
+        registry.register(
+            "kube_api_requests",
+            "Requests to the Kubernetes API server, by verb and status code",
+            m.kube_requests.clone(),
+        );
+        registry.register(
+            "kube_api_errors",
+            "Kubernetes API requests that got no answer or a server error, by verb",
+            m.kube_errors.clone(),
+        );
+        registry.register(
+            "http_requests",
+            "HTTP requests answered, by route, method and status code",
+            m.http_requests.clone(),
+        );
+        registry.register(
+            "http_request_duration_seconds",
+            "Time to answer an HTTP request (to the response head), by route and method",
+            m.http_latency.clone(),
+        );
+        registry.register(
+            "sse_subscribers",
+            "Clients connected to the live event stream",
+            m.sse_subscribers.clone(),
+        );
+        Metrics { registry, ..m }
+    }
+
+    /// The text exposition of every metric.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
+            out.clear();
+        }
+        out
+    }
+
+    /// Sets the phase gauge to `phase`.
+    pub fn set_phase(&self, phase: crate::status::Phase) {
+        use crate::status::Phase;
+        for p in [Phase::Idle, Phase::Running, Phase::Failed, Phase::Complete] {
+            let value = i64::from(p == phase);
+            self.phase
+                .get_or_create(&PhaseLabels {
+                    phase: p.as_str().to_owned(),
+                })
+                .set(value);
+        }
+    }
+
+    /// A step attempt started.
+    pub fn step_started(&self, step: &str) {
+        self.step_attempts
+            .get_or_create(&StepLabels {
+                step: step.to_owned(),
+            })
+            .inc();
+    }
+
+    /// A step attempt ended with `result` after `duration` (when known).
+    pub fn step_ended(&self, step: &str, result: &str, duration: Option<Duration>) {
+        let labels = StepResultLabels {
+            step: step.to_owned(),
+            result: result.to_owned(),
+        };
+        self.step_results.get_or_create(&labels).inc();
+        if let Some(duration) = duration {
+            self.step_duration
+                .get_or_create(&labels)
+                .observe(duration.as_secs_f64());
+        }
+    }
+
+    /// The runner saw a step's Job (or wait) end: the overhead clock starts.
+    pub fn step_terminal_seen(&self) {
+        if let Ok(mut mark) = self.overhead_mark.lock() {
+            *mark = Some(Instant::now());
+        }
+    }
+
+    /// The runner created (or adopted) the next step's Job: the overhead clock stops.
+    pub fn next_job_created(&self) {
+        let started = self.overhead_mark.lock().ok().and_then(|mut m| m.take());
+        if let Some(started) = started {
+            self.overhead.observe(started.elapsed().as_secs_f64());
+        }
+    }
+
+    /// A Kubernetes API request with `verb` ended with HTTP `status` (`None`: no answer).
+    pub fn kube_request(&self, verb: &str, status: Option<u16>) {
+        self.kube_total.fetch_add(1, Ordering::Relaxed);
+        let code = status.map_or_else(|| "error".to_owned(), |s| s.to_string());
+        self.kube_requests
+            .get_or_create(&KubeLabels {
+                verb: verb.to_owned(),
+                code,
+            })
+            .inc();
+        if status.is_none_or(|s| s >= 500) {
+            self.kube_errors
+                .get_or_create(&VerbLabels {
+                    verb: verb.to_owned(),
+                })
+                .inc();
+        }
+    }
+
+    /// Kubernetes API requests made so far (every verb and code).
+    pub fn kube_requests_total(&self) -> u64 {
+        self.kube_total.load(Ordering::Relaxed)
+    }
+
+    /// An HTTP request answered.
+    pub fn http_request(&self, route: &str, method: &str, code: u16, elapsed: Duration) {
+        self.http_requests
+            .get_or_create(&HttpLabels {
+                route: route.to_owned(),
+                method: method.to_owned(),
+                code: code.to_string(),
+            })
+            .inc();
+        self.http_latency
+            .get_or_create(&RouteLabels {
+                route: route.to_owned(),
+                method: method.to_owned(),
+            })
+            .observe(elapsed.as_secs_f64());
+    }
+
+    /// An event-stream client connected; the guard counts it until dropped.
+    pub fn sse_subscriber(&self) -> SubscriberGuard {
+        self.sse_subscribers.inc();
+        SubscriberGuard(self.sse_subscribers.clone())
+    }
+}
+
+/// Counts one event-stream client while alive.
+pub struct SubscriberGuard(Gauge);
+
+impl Drop for SubscriberGuard {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exposition_names_every_metric_and_counts() {
+        let m = Metrics::new();
+        m.set_phase(crate::status::Phase::Running);
+        m.step_started("gitea-mirror");
+        m.step_ended("gitea-mirror", "success", Some(Duration::from_secs(3)));
+        m.kube_request("get", Some(200));
+        m.kube_request("create", None);
+        m.kube_request("list", Some(503));
+        m.http_request("/cutover", "GET", 200, Duration::from_millis(2));
+        let guard = m.sse_subscriber();
+        let text = m.encode();
+        for name in [
+            "catalyst_cutover_phase{phase=\"running\"} 1",
+            "catalyst_cutover_phase{phase=\"idle\"} 0",
+            "catalyst_cutover_step_attempts_total{step=\"gitea-mirror\"} 1",
+            "catalyst_cutover_step_results_total{step=\"gitea-mirror\",result=\"success\"} 1",
+            "catalyst_cutover_step_duration_seconds_count",
+            "catalyst_cutover_kube_api_errors_total{verb=\"create\"} 1",
+            "catalyst_cutover_http_requests_total{route=\"/cutover\",method=\"GET\",code=\"200\"} 1",
+            "catalyst_cutover_sse_subscribers 1",
+            "catalyst_cutover_orchestration_overhead_seconds_count 0",
+        ] {
+            assert!(text.contains(name), "{name} missing from:\n{text}");
+        }
+        assert_eq!(m.kube_requests_total(), 3);
+        drop(guard);
+        assert!(m.encode().contains("catalyst_cutover_sse_subscribers 0"));
+    }
+
+    #[test]
+    fn overhead_is_observed_from_terminal_to_next_job() {
+        let m = Metrics::new();
+        m.next_job_created();
+        m.step_terminal_seen();
+        m.next_job_created();
+        m.next_job_created();
+        assert!(
+            m.encode()
+                .contains("catalyst_cutover_orchestration_overhead_seconds_count 1")
+        );
+    }
+}
