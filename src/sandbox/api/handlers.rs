@@ -71,7 +71,7 @@ pub async fn handle(
     };
     match dispatch(
         &app,
-        user.as_ref(),
+        user.as_deref(),
         target,
         &method,
         &params,

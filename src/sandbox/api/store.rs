@@ -143,7 +143,7 @@ const START_RV: u64 = 1000;
 const FEED_CAPACITY: usize = 16 * 1024;
 
 fn storage_key(kind: &KindInfo) -> Arc<str> {
-    kind.qualified_resource().into()
+    kind.resource_key()
 }
 
 fn obj_key(kind: &KindInfo, ns: Option<&str>, name: &str) -> ObjKey {
