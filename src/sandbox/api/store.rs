@@ -863,6 +863,44 @@ mod tests {
     }
 
     #[test]
+    fn continue_tokens_expire_with_the_history() {
+        let store = Store::new(Registry::new(&[]), 2);
+        let ns = store.registry().lookup("", "v1", "namespaces").unwrap();
+        let cm = store.registry().lookup("", "v1", "configmaps").unwrap();
+        store
+            .create(&ns, None, json!({"metadata": {"name": "a"}}), false)
+            .unwrap();
+        for i in 0..3 {
+            store
+                .create(
+                    &cm,
+                    Some("a"),
+                    json!({"metadata": {"name": format!("c{i}")}}),
+                    false,
+                )
+                .unwrap();
+        }
+        let mut opts = ListOptions {
+            limit: Some(1),
+            ..Default::default()
+        };
+        opts.continue_token = store.list(&cm, Some("a"), &opts).unwrap().continue_token;
+        assert!(store.list(&cm, Some("a"), &opts).is_ok());
+        for i in 3..6 {
+            store
+                .create(
+                    &cm,
+                    Some("a"),
+                    json!({"metadata": {"name": format!("c{i}")}}),
+                    false,
+                )
+                .unwrap();
+        }
+        let gone = store.list(&cm, Some("a"), &opts).unwrap_err();
+        assert_eq!((gone.code.as_u16(), gone.reason), (410, "Expired"));
+    }
+
+    #[test]
     fn namespace_deletion_removes_contents_and_history_expires() {
         let store = Store::new(Registry::new(&[]), 3);
         let ns = store.registry().lookup("", "v1", "namespaces").unwrap();
