@@ -136,6 +136,9 @@ pub struct Store {
     registry: Registry,
 }
 
+/// Namespaces the NamespaceLifecycle admission plugin never lets go.
+const IMMORTAL_NAMESPACES: &[&str] = &["default", "kube-system", "kube-public"];
+
 /// The first resourceVersion; any positive start works, a non-trivial one catches clients
 /// that assume versions start small.
 const START_RV: u64 = 1000;
@@ -701,6 +704,13 @@ impl Store {
         let key = obj_key(kind, ns, name);
         let mut inner = self.inner.write();
         let current = inner.current(kind, &key, name)?;
+        if kind.kind == "Namespace" && IMMORTAL_NAMESPACES.contains(&name) {
+            return Err(ApiError::forbidden(
+                kind,
+                name,
+                format!("namespaces \"{name}\" is forbidden: this namespace may not be deleted"),
+            ));
+        }
         check_uid(kind, name, opts.uid.as_deref(), &current)?;
         if let Some(rv) = opts
             .resource_version
