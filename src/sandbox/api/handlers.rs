@@ -148,6 +148,12 @@ fn review(
         return Err(ApiError::method_not_supported(kind, method.as_str()));
     }
     let request = parse_body(Some(kind), headers, body)?;
+    if !request.is_object() {
+        return Err(ApiError::bad_request(format!(
+            "the body of a {} must be a JSON object",
+            kind.kind
+        )));
+    }
     let admin = access::admin_user();
     let user = user.unwrap_or(&admin);
     let answer = match kind.kind.as_str() {

@@ -638,6 +638,13 @@ impl Store {
         let resource = storage_key(kind);
         let old = inner.current(kind, &key, name)?;
         let new = f(&old)?;
+        if !new.is_object() {
+            // A JSON patch may replace the whole document with anything.
+            return Err(ApiError::bad_request(format!(
+                "the updated {} \"{name}\" is not a JSON object",
+                kind.kind
+            )));
+        }
         let body_name = meta::name_of(&new);
         if !body_name.is_empty() && body_name != name {
             return Err(ApiError::bad_request(format!(
@@ -840,6 +847,18 @@ mod tests {
             missing_ns.unwrap_err().message,
             "namespaces \"nope\" not found"
         );
+    }
+
+    #[test]
+    fn a_patch_that_replaces_the_document_is_refused() {
+        let (store, _, cm) = setup();
+        store
+            .create(&cm, Some("a"), json!({"metadata": {"name": "x"}}), false)
+            .unwrap();
+        let err = store
+            .modify(&cm, Some("a"), "x", Part::Main, false, |_| Ok(json!(5)))
+            .unwrap_err();
+        assert_eq!(err.code.as_u16(), 400);
     }
 
     #[test]
