@@ -1404,3 +1404,24 @@ async fn events_are_shared_between_api_versions() {
     assert_eq!(back.items[0].note.as_deref(), Some("step started"));
     tc.cleanup().await;
 }
+
+/// The legacy `/watch/` path prefix still serves watches, starting with the current objects
+/// as ADDED when no resourceVersion is given, and `timeoutSeconds` ends the stream.
+#[tokio::test]
+async fn legacy_watch_path_and_timeout() {
+    let tc = TestCluster::start().await;
+    let api: Api<ConfigMap> = Api::namespaced(tc.client(), tc.namespace());
+    api.create(&PostParams::default(), &cm("legacy", json!({}), json!({})))
+        .await
+        .unwrap();
+    let path = format!(
+        "/api/v1/watch/namespaces/{}/configmaps?timeoutSeconds=1",
+        tc.namespace()
+    );
+    let request = http::Request::get(path).body(Vec::new()).unwrap();
+    let text = tc.client().request_text(request).await.unwrap();
+    let first: serde_json::Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
+    assert_eq!(first["type"], "ADDED");
+    assert_eq!(first["object"]["metadata"]["name"], "legacy");
+    tc.cleanup().await;
+}
