@@ -6,12 +6,24 @@
 //! then run over the rendered manifests: the contract's step format, the status ConfigMap,
 //! RBAC, pinned images, the values schema and the step scripts (`sh -n` and ShellCheck).
 
+#[path = "chart/cluster.rs"]
+mod cluster;
+mod common;
+#[path = "chart/standins.rs"]
+mod standins;
+#[path = "chart/steps.rs"]
+mod steps;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use catalyst_cutover::contract::{self, key};
+use catalyst_cutover::sandbox::auth::{Attributes, RbacRules, UserInfo, authorize};
+use catalyst_cutover::status::model::KEY_SCHEMA_VERSION;
+use catalyst_cutover::status::store::initial_data;
+use catalyst_cutover::step::{StepKind, load_dir, parse_plan};
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ConfigMap, PodSpec, Secret, Service, ServiceAccount};
@@ -154,8 +166,8 @@ fn parse(tokens: &mut impl Iterator<Item = Token>) -> (Vec<Node>, Option<String>
 }
 
 /// Renders templates the way Helm would, for the allow-listed expressions only:
-/// `.Values.<path>` (existing in the values) optionally `| quote`, `join " " .Values.<path> |
-/// quote`, `.Release.Namespace`, `if .Values.<path>` / `else` / `end`, comments, the `lookup`
+/// `.Values.<path>` (existing in the values) or `join "<separator>" .Values.<path>` (a list
+/// of strings), either optionally `| quote`, `.Release.Namespace`, `if .Values.<path>` / `else` / `end`, comments, the `lookup`
 /// of the status ConfigMap, `.Files.Get "<file>"` and `range $path, $_ := .Files.Glob
 /// "<dir>/*<suffix>"` with `$.Files.Get $path`.
 struct Renderer {
@@ -219,10 +231,10 @@ impl Renderer {
             Some((head, pipe)) => (head, Some(pipe)),
             None => (a, None),
         };
-        let text = if let Some(list) = head.strip_prefix("join \" \" ") {
-            if pipe != Some("quote") {
-                return Err(format!("`{a}`: join must be quoted"));
-            }
+        let text = if let Some(rest) = head.strip_prefix("join \"") {
+            let (separator, list) = rest
+                .split_once("\" ")
+                .ok_or_else(|| format!("`{a}`: join needs a quoted separator"))?;
             self.value(list)?
                 .as_array()
                 .ok_or_else(|| format!("`{a}`: not a list"))?
@@ -230,7 +242,7 @@ impl Renderer {
                 .map(|item| item.as_str().map(str::to_owned))
                 .collect::<Option<Vec<_>>>()
                 .ok_or_else(|| format!("`{a}`: not a list of strings"))?
-                .join(" ")
+                .join(separator)
         } else {
             scalar(self.value(head)?).ok_or_else(|| format!("`{a}`: not a scalar"))?
         };
@@ -511,6 +523,77 @@ fn a_default_install_runs_nothing_but_the_service_and_the_dormant_agent() {
     );
 }
 
+#[test]
+fn the_service_runs_two_probed_replicas_configured_for_its_namespace_and_callers() {
+    let docs = Renderer::new(default_values()).render();
+    let deployment: Deployment = typed(find(&docs, "Deployment", "catalyst-cutover"));
+    let spec = deployment.spec.expect("spec");
+    assert_eq!(spec.replicas, Some(2));
+    let pod_labels = spec
+        .template
+        .metadata
+        .and_then(|m| m.labels)
+        .unwrap_or_default();
+    let pod = spec.template.spec.expect("pod spec");
+    assert_eq!(
+        pod.service_account_name.as_deref(),
+        Some("catalyst-cutover")
+    );
+    let container = &pod.containers[0];
+    let probe_path = |probe: &Option<k8s_openapi::api::core::v1::Probe>| {
+        probe
+            .as_ref()
+            .and_then(|p| p.http_get.as_ref())
+            .and_then(|h| h.path.clone())
+    };
+    assert_eq!(
+        probe_path(&container.readiness_probe).as_deref(),
+        Some("/readyz")
+    );
+    assert_eq!(
+        probe_path(&container.liveness_probe).as_deref(),
+        Some("/healthz")
+    );
+    let env: BTreeMap<String, String> = container
+        .env
+        .iter()
+        .flatten()
+        .map(|e| {
+            let from_field = e
+                .value_from
+                .as_ref()
+                .and_then(|v| v.field_ref.as_ref())
+                .map(|f| format!("fieldRef {}", f.field_path));
+            (
+                e.name.clone(),
+                e.value.clone().or(from_field).unwrap_or_default(),
+            )
+        })
+        .collect();
+    assert_eq!(env[contract::ENV_NAMESPACE], "fieldRef metadata.namespace");
+    assert_eq!(
+        env[contract::ENV_STATUS_CONFIGMAP],
+        contract::DEFAULT_STATUS_CONFIGMAP
+    );
+    assert_eq!(env["POD_NAME"], "fieldRef metadata.name");
+    assert_eq!(
+        env["CATALYST_CUTOVER_INTERNAL_CALLERS"],
+        format!(
+            "system:serviceaccount:{NAMESPACE}:catalyst-cutover-trigger,system:serviceaccount:catalyst:catalyst-api"
+        )
+    );
+    let service: Service = typed(find(&docs, "Service", "catalyst-cutover"));
+    let selector = service.spec.and_then(|s| s.selector).unwrap_or_default();
+    assert!(!selector.is_empty());
+    for (k, v) in &selector {
+        assert_eq!(
+            pod_labels.get(k),
+            Some(v),
+            "the Service selects the service's pods"
+        );
+    }
+}
+
 // ---------------------------------------------------------------------------------------
 // The contract.
 // ---------------------------------------------------------------------------------------
@@ -702,6 +785,42 @@ fn the_status_configmap_is_kept_and_seeded_with_the_contract_keys() {
     }
 }
 
+#[test]
+fn the_engine_reads_the_chart_steps_as_the_eight_step_plan() {
+    let configmaps = load_dir(&chart().join("steps")).expect("the step files load");
+    let plan = parse_plan(&configmaps).unwrap_or_else(|report| panic!("{report}"));
+    let names: Vec<&str> = plan.iter().map(|step| step.name.as_str()).collect();
+    assert_eq!(names, STEPS);
+    for step in plan.iter() {
+        match &step.kind {
+            StepKind::DaemonSetWait { daemonset } => {
+                assert_eq!(
+                    (step.name.as_str(), daemonset.as_str()),
+                    ("registry-pivot", "registry-pivot")
+                );
+            }
+            StepKind::Job { pod_spec } => {
+                assert_eq!(
+                    pod_spec.restart_policy.as_deref(),
+                    Some("Never"),
+                    "{}",
+                    step.name.as_str()
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn the_chart_seeds_the_status_the_service_would_create() {
+    let docs = Renderer::new(default_values()).render();
+    let cm = typed::<ConfigMap>(find(&docs, "ConfigMap", contract::DEFAULT_STATUS_CONFIGMAP));
+    let mut expected = initial_data();
+    // The service records the schema version itself after running its migrations.
+    expected.remove(KEY_SCHEMA_VERSION);
+    assert_eq!(cm.data.unwrap_or_default(), expected);
+}
+
 // ---------------------------------------------------------------------------------------
 // RBAC.
 // ---------------------------------------------------------------------------------------
@@ -817,6 +936,170 @@ fn rbac_grants_what_the_service_the_agent_and_operators_need() {
         Some(["cutovers".to_owned()].as_slice())
     );
     assert_eq!(operator[0].verbs, ["get", "create", "delete"]);
+}
+
+/// The chart's RBAC as the sandbox's authorizer reads it, installed into [`NAMESPACE`], plus
+/// `alice` bound to the operator ClusterRole.
+fn installed_rbac() -> RbacRules {
+    let mut rbac = RbacRules::default();
+    for (_, doc) in Renderer::new(all_on_values()).render() {
+        match kind(&doc) {
+            "Role" => {
+                let mut role: Role = typed(&doc);
+                role.metadata.namespace = Some(NAMESPACE.to_owned());
+                rbac.roles.push(role);
+            }
+            "RoleBinding" => {
+                let mut binding: RoleBinding = typed(&doc);
+                binding.metadata.namespace = Some(NAMESPACE.to_owned());
+                rbac.role_bindings.push(binding);
+            }
+            "ClusterRole" => rbac.cluster_roles.push(typed(&doc)),
+            "ClusterRoleBinding" => rbac.cluster_role_bindings.push(typed(&doc)),
+            _ => {}
+        }
+    }
+    rbac.cluster_role_bindings.push(typed(
+        &serde_yaml::from_str::<Yaml>(
+            "metadata: {name: operators}\nroleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: catalyst-cutover-operator}\nsubjects: [{kind: User, name: alice, apiGroup: rbac.authorization.k8s.io}]",
+        )
+        .expect("binding"),
+    ));
+    rbac
+}
+
+/// `verb group/resource[/subresource] [namespace/]name`, e.g. `patch apps/deployments catalyst/catalyst-api`
+/// or `list helm.toolkit.fluxcd.io/helmreleases` (cluster-wide).
+fn request(call: &str) -> Attributes {
+    let mut words = call.split_whitespace();
+    let (verb, what) = (words.next().expect("verb"), words.next().expect("resource"));
+    let (group, resource) = what.split_once('/').expect("group/resource");
+    let (resource, subresource) = match resource.split_once('/') {
+        Some((resource, sub)) => (resource, Some(sub.to_owned())),
+        None => (resource, None),
+    };
+    let mut attrs = Attributes::resource(verb, group, resource);
+    attrs.subresource = subresource;
+    if let Some(target) = words.next() {
+        attrs = match target.split_once('/') {
+            Some((namespace, "*")) => attrs.in_namespace(namespace),
+            Some((namespace, name)) => attrs.in_namespace(namespace).named(name),
+            None => attrs.named(target),
+        };
+    }
+    attrs
+}
+
+fn allowed(rbac: &RbacRules, username: &str, call: &str) -> bool {
+    authorize(&UserInfo::new(username, Vec::new()), &request(call), rbac).is_allowed()
+}
+
+#[test]
+fn each_identity_may_make_exactly_the_calls_its_scripts_and_code_make() {
+    let rbac = installed_rbac();
+    let runner = format!("system:serviceaccount:{NAMESPACE}:cutover-runner");
+    let agent = format!("system:serviceaccount:{NAMESPACE}:registry-pivot");
+    let service = format!("system:serviceaccount:{NAMESPACE}:catalyst-cutover");
+    let allowed_calls: [(&str, &[&str]); 4] = [
+        (
+            &runner,
+            &[
+                // 03 harbor-prewarm
+                "list apps/deployments",
+                "list apps/statefulsets",
+                "list apps/daemonsets",
+                "list batch/cronjobs",
+                // 05 flux-gitrepository-patch
+                "get source.toolkit.fluxcd.io/gitrepositories flux-system/flux-system",
+                "patch source.toolkit.fluxcd.io/gitrepositories flux-system/flux-system",
+                // 06 helmrepository-patches
+                "list source.toolkit.fluxcd.io/helmrepositories",
+                "patch source.toolkit.fluxcd.io/helmrepositories platform/openova",
+                // 07 catalyst-api-env-patch (and its rollout wait)
+                "get apps/deployments catalyst/catalyst-api",
+                "patch apps/deployments catalyst/catalyst-api",
+                "watch apps/deployments catalyst/*",
+                // 08 egress-block-test
+                "list source.toolkit.fluxcd.io/gitrepositories",
+                "list helm.toolkit.fluxcd.io/helmreleases",
+                "list kustomize.toolkit.fluxcd.io/kustomizations",
+                "get cilium.io/ciliumclusterwidenetworkpolicies cutover-egress-block",
+                "create cilium.io/ciliumclusterwidenetworkpolicies",
+                "patch cilium.io/ciliumclusterwidenetworkpolicies cutover-egress-block",
+                "delete cilium.io/ciliumclusterwidenetworkpolicies cutover-egress-block",
+            ],
+        ),
+        (
+            &agent,
+            &[
+                "get /configmaps catalyst/self-sovereign-cutover-status",
+                "patch /configmaps catalyst/self-sovereign-cutover-status",
+            ],
+        ),
+        (
+            &service,
+            &[
+                "list /configmaps catalyst/*",
+                "watch /configmaps catalyst/*",
+                "get /configmaps catalyst/cutover-step-01-gitea-mirror",
+                "update /configmaps catalyst/self-sovereign-cutover-status",
+                "patch /configmaps catalyst/self-sovereign-cutover-status",
+                "create /configmaps catalyst/*",
+                "create batch/jobs catalyst/*",
+                "watch batch/jobs catalyst/*",
+                "delete batch/jobs catalyst/cutover-gitea-mirror-1",
+                "list /pods catalyst/*",
+                "get /pods/log catalyst/cutover-gitea-mirror-1-abcde",
+                "create coordination.k8s.io/leases catalyst/*",
+                "update coordination.k8s.io/leases catalyst/catalyst-cutover",
+                "get apps/daemonsets catalyst/registry-pivot",
+                "watch /nodes",
+                "create authentication.k8s.io/tokenreviews",
+                "create authorization.k8s.io/subjectaccessreviews",
+                "create /events catalyst/*",
+                "patch events.k8s.io/events catalyst/x.123",
+            ],
+        ),
+        (
+            "alice",
+            &[
+                "get catalyst.openova.io/cutovers",
+                "create catalyst.openova.io/cutovers",
+                "delete catalyst.openova.io/cutovers",
+            ],
+        ),
+    ];
+    for (user, calls) in allowed_calls {
+        for call in calls {
+            assert!(allowed(&rbac, user, call), "{user} may not `{call}`");
+        }
+    }
+    for (user, call) in [
+        (runner.as_str(), "create apps/deployments catalyst/*"),
+        (runner.as_str(), "patch apps/deployments catalyst/other"),
+        (
+            runner.as_str(),
+            "delete cilium.io/ciliumclusterwidenetworkpolicies other",
+        ),
+        (runner.as_str(), "get /secrets catalyst/cutover-credentials"),
+        (agent.as_str(), "get /configmaps catalyst/cutover-settings"),
+        (
+            agent.as_str(),
+            "update /configmaps catalyst/self-sovereign-cutover-status",
+        ),
+        (
+            service.as_str(),
+            "update /configmaps catalyst/cutover-step-01-gitea-mirror",
+        ),
+        (service.as_str(), "list /configmaps other/*"),
+        (
+            service.as_str(),
+            "get /secrets catalyst/cutover-credentials",
+        ),
+        ("alice", "update catalyst.openova.io/cutovers"),
+    ] {
+        assert!(!allowed(&rbac, user, call), "{user} must not `{call}`");
+    }
 }
 
 // ---------------------------------------------------------------------------------------

@@ -1,0 +1,1544 @@
+//! Behaviour of the step scripts: each runs for real with `sh`, its kubectl talking to the
+//! cluster under test (the sandbox with the Flux and Cilium kinds, or
+//! `CUTOVER_TEST_KUBECONFIG`) through a kubeconfig file. Flux itself is played by the test
+//! as an API client where a step waits for it.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::Command;
+
+use crate::cluster::Cluster;
+use crate::standins::{self, Gitea, Harbor, PASSWORD, USER};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::ConfigMap;
+use kube::api::{
+    Api, ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams, PostParams,
+};
+use serde_json::{Value as Json, json};
+
+/// The tools the scripts call; the image of the steps has them all.
+const TOOLS: [&str; 5] = ["sh", "kubectl", "jq", "curl", "git"];
+
+/// Whether the tools are here; without them the behaviour tests are skipped, except in CI.
+fn tools_present() -> bool {
+    let missing: Vec<&str> = TOOLS
+        .into_iter()
+        .filter(|tool| {
+            Command::new("sh")
+                .args(["-c", &format!("command -v {tool}")])
+                .output()
+                .map_or(true, |o| !o.status.success())
+        })
+        .collect();
+    if missing.is_empty() {
+        return true;
+    }
+    assert!(
+        std::env::var("CI").as_deref() != Ok("true"),
+        "CI lacks {missing:?}"
+    );
+    eprintln!("note: {missing:?} not on PATH; step behaviour tests skipped");
+    false
+}
+
+/// The script `key` of the first ConfigMap in chart file `rel`.
+fn script(rel: &str, key: &str) -> String {
+    let text = crate::read(rel);
+    let first = serde_yaml::Deserializer::from_str(&text)
+        .next()
+        .expect("a document");
+    let cm: ConfigMap = serde::Deserialize::deserialize(first).expect("ConfigMap parses");
+    cm.data
+        .and_then(|mut d| d.remove(key))
+        .unwrap_or_else(|| panic!("{rel} has no {key}"))
+}
+
+/// What one run of a script printed and how it ended.
+struct Outcome {
+    success: bool,
+    output: String,
+}
+
+impl Outcome {
+    /// The script succeeded (else the test fails showing its output).
+    fn succeeds(&self) {
+        assert!(self.success, "{}", self.output);
+    }
+
+    /// The script failed and said `text`.
+    fn fails_with(&self, text: &str) {
+        assert!(!self.success, "succeeded:\n{}", self.output);
+        self.says(text);
+    }
+
+    /// The script said `text`.
+    fn says(&self, text: &str) {
+        assert!(
+            self.output.contains(text),
+            "`{text}` not in:\n{}",
+            self.output
+        );
+    }
+}
+
+/// A place to run scripts against one cluster: a kubeconfig file and a HOME.
+struct Runner {
+    dir: PathBuf,
+}
+
+impl Runner {
+    /// Without a cluster, kubectl finds no kubeconfig and reaches nothing.
+    fn new(cluster: Option<&Cluster>) -> Runner {
+        let dir = std::env::temp_dir().join(format!("chart-steps-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        if let Some(cluster) = cluster {
+            let kubeconfig =
+                serde_yaml::to_string(cluster.kubeconfig()).expect("kubeconfig serializes");
+            std::fs::write(dir.join("kubeconfig"), kubeconfig).expect("write kubeconfig");
+        }
+        Runner { dir }
+    }
+
+    /// Runs the script of `chart/steps/<file>`.
+    async fn run(&self, file: &str, env: &BTreeMap<String, String>) -> Outcome {
+        self.run_script(&script(&format!("steps/{file}"), "run.sh"), env)
+            .await
+    }
+
+    /// Runs `text` with `sh` and exactly `env` (plus PATH, HOME, TMPDIR, KUBECONFIG).
+    async fn run_script(&self, text: &str, env: &BTreeMap<String, String>) -> Outcome {
+        let child = self.spawn(text, env);
+        finish(child).await
+    }
+
+    /// Starts `text` with `sh` and exactly `env` (plus PATH, HOME, TMPDIR, KUBECONFIG).
+    fn spawn(&self, text: &str, env: &BTreeMap<String, String>) -> std::process::Child {
+        let path = self.dir.join(format!("{}.sh", uuid::Uuid::new_v4()));
+        std::fs::write(&path, text).expect("write script");
+        Command::new("sh")
+            .arg(&path)
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("HOME", &self.dir)
+            .env("TMPDIR", &self.dir)
+            .env("KUBECONFIG", self.dir.join("kubeconfig"))
+            .envs(env)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("sh runs")
+    }
+}
+
+/// Waits for a script started by [`Runner::spawn`].
+async fn finish(child: std::process::Child) -> Outcome {
+    let output = tokio::task::spawn_blocking(move || child.wait_with_output())
+        .await
+        .expect("join")
+        .expect("sh ends");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    Outcome {
+        success: output.status.success(),
+        output: text,
+    }
+}
+
+impl Drop for Runner {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A cluster with a runner on it; `None` (the test is skipped) without the tools.
+async fn on_cluster() -> Option<(Cluster, Runner)> {
+    if !tools_present() {
+        return None;
+    }
+    let cluster = Cluster::start().await;
+    let runner = Runner::new(Some(&cluster));
+    Some((cluster, runner))
+}
+
+fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+    pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect()
+}
+
+fn git_repository_api(cluster: &Cluster) -> Api<DynamicObject> {
+    let gvk = GroupVersionKind::gvk("source.toolkit.fluxcd.io", "v1", "GitRepository");
+    Api::namespaced_with(
+        cluster.client(),
+        cluster.namespace(),
+        &ApiResource::from_gvk(&gvk),
+    )
+}
+
+async fn create_git_repository(cluster: &Cluster, name: &str, url: &str) {
+    let object: DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "source.toolkit.fluxcd.io/v1",
+        "kind": "GitRepository",
+        "metadata": {"name": name},
+        "spec": {"url": url, "interval": "1m", "ref": {"branch": "main"},
+                 "secretRef": {"name": "github-auth"}},
+    }))
+    .expect("GitRepository");
+    git_repository_api(cluster)
+        .create(&PostParams::default(), &object)
+        .await
+        .expect("create GitRepository");
+}
+
+const LOCAL_REPO: &str = "https://gitea.sovereign.test/openova/platform.git";
+const UPSTREAM_REPO: &str = "https://github.com/openova-io/openova.git";
+
+fn gitea_settings(cluster: &Cluster) -> BTreeMap<String, String> {
+    env(&[
+        ("FLUX_NAMESPACE", cluster.namespace()),
+        ("FLUX_GITREPOSITORY", "flux-system"),
+        ("GITEA_URL", "https://gitea.sovereign.test"),
+        ("GITEA_OWNER", "openova"),
+        ("GITEA_REPO", "platform"),
+        ("GITEA_REPO_URL", ""),
+        ("FLUX_GIT_SECRET_REF", ""),
+        ("FLUX_READY_TIMEOUT_SECONDS", "0"),
+    ])
+}
+
+// ---------------------------------------------------------------------------------------
+// 05 flux-gitrepository-patch
+// ---------------------------------------------------------------------------------------
+
+const STEP_05: &str = "05-flux-gitrepository-patch.yaml";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flux_gitrepository_patch_points_flux_at_gitea_and_is_idempotent() {
+    let Some((cluster, runner)) = on_cluster().await else {
+        return;
+    };
+    create_git_repository(&cluster, "flux-system", UPSTREAM_REPO).await;
+    let settings = gitea_settings(&cluster);
+
+    let first = runner.run(STEP_05, &settings).await;
+    first.succeeds();
+    assert!(
+        first
+            .output
+            .contains(&format!("from {UPSTREAM_REPO} to {LOCAL_REPO}")),
+        "{}",
+        first.output
+    );
+    let repo = git_repository_api(&cluster)
+        .get("flux-system")
+        .await
+        .expect("get");
+    assert_eq!(repo.data["spec"]["url"], LOCAL_REPO);
+    assert_eq!(
+        repo.data["spec"]["secretRef"]["name"], "github-auth",
+        "no secret setting: untouched"
+    );
+    let annotations = repo.metadata.annotations.clone().unwrap_or_default();
+    assert!(annotations.contains_key("reconcile.fluxcd.io/requestedAt"));
+
+    let second = runner.run(STEP_05, &settings).await;
+    second.succeeds();
+    second.says("already points at");
+    let again = git_repository_api(&cluster)
+        .get("flux-system")
+        .await
+        .expect("get");
+    assert_eq!(
+        again.data["spec"], repo.data["spec"],
+        "a second run changes no spec"
+    );
+    assert_eq!(again.metadata.generation, repo.metadata.generation);
+
+    let mut with_secret = settings.clone();
+    with_secret.insert("FLUX_GIT_SECRET_REF".into(), "gitea-auth".into());
+    let third = runner.run(STEP_05, &with_secret).await;
+    third.succeeds();
+    let repo = git_repository_api(&cluster)
+        .get("flux-system")
+        .await
+        .expect("get");
+    assert_eq!(repo.data["spec"]["secretRef"]["name"], "gitea-auth");
+    cluster.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flux_gitrepository_patch_fails_clearly_without_its_gitrepository_or_settings() {
+    let Some((cluster, runner)) = on_cluster().await else {
+        return;
+    };
+    let settings = gitea_settings(&cluster);
+
+    let missing = runner.run(STEP_05, &settings).await;
+    missing.fails_with(&format!(
+        "cannot read GitRepository {}/flux-system",
+        cluster.namespace()
+    ));
+
+    let mut unset = settings.clone();
+    unset.remove("GITEA_URL");
+    let unset = runner.run(STEP_05, &unset).await;
+    unset.fails_with("setting GITEA_URL is empty");
+    cluster.cleanup().await;
+}
+
+/// Plays Flux's source-controller for one GitRepository: once the reconcile request
+/// appears, reports the fetch as done and Ready.
+async fn play_source_controller(api: Api<DynamicObject>, name: &str) {
+    loop {
+        let repo = api.get(name).await.expect("get GitRepository");
+        let requested = repo
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get("reconcile.fluxcd.io/requestedAt").cloned());
+        if let Some(at) = requested {
+            let status = json!({"status": {
+                "observedGeneration": repo.metadata.generation,
+                "lastHandledReconcileAt": at,
+                "conditions": [{"type": "Ready", "status": "True", "reason": "Succeeded",
+                    "message": "stored artifact", "lastTransitionTime": "2026-01-01T00:00:00Z"}],
+            }});
+            api.patch_status(name, &PatchParams::default(), &Patch::Merge(&status))
+                .await
+                .expect("patch status");
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flux_gitrepository_patch_waits_until_flux_has_fetched_from_gitea() {
+    let Some((cluster, runner)) = on_cluster().await else {
+        return;
+    };
+    create_git_repository(&cluster, "flux-system", UPSTREAM_REPO).await;
+    let mut settings = gitea_settings(&cluster);
+    settings.insert("FLUX_READY_TIMEOUT_SECONDS".into(), "120".into());
+
+    let flux = tokio::spawn(play_source_controller(
+        git_repository_api(&cluster),
+        "flux-system",
+    ));
+    let run = runner.run(STEP_05, &settings).await;
+    flux.abort();
+    run.succeeds();
+    run.says("is Ready from");
+    cluster.cleanup().await;
+}
+
+// ---------------------------------------------------------------------------------------
+// 07 catalyst-api-env-patch
+// ---------------------------------------------------------------------------------------
+
+const STEP_07: &str = "07-catalyst-api-env-patch.yaml";
+
+async fn create_console_backend(cluster: &Cluster, containers: Json) {
+    let deployment: Deployment = serde_json::from_value(json!({
+        "metadata": {"name": "catalyst-api"},
+        "spec": {
+            "selector": {"matchLabels": {"app": "catalyst-api"}},
+            "template": {"metadata": {"labels": {"app": "catalyst-api"}}, "spec": {"containers": containers}},
+        },
+    }))
+    .expect("Deployment");
+    Api::<Deployment>::namespaced(cluster.client(), cluster.namespace())
+        .create(&PostParams::default(), &deployment)
+        .await
+        .expect("create Deployment");
+}
+
+fn console_settings(cluster: &Cluster) -> BTreeMap<String, String> {
+    let mut settings = gitea_settings(cluster);
+    settings.extend(env(&[
+        ("CATALYST_API_NAMESPACE", cluster.namespace()),
+        ("CATALYST_API_DEPLOYMENT", "catalyst-api"),
+        ("CATALYST_API_CONTAINER", ""),
+        ("CATALYST_API_ENV_NAME", "CATALYST_GITOPS_REPO_URL"),
+        ("ROLLOUT_TIMEOUT_SECONDS", "0"),
+    ]));
+    settings
+}
+
+async fn console_env(cluster: &Cluster) -> (Json, Option<i64>) {
+    let deployment = Api::<Deployment>::namespaced(cluster.client(), cluster.namespace())
+        .get("catalyst-api")
+        .await
+        .expect("get Deployment");
+    let containers = serde_json::to_value(
+        &deployment
+            .spec
+            .expect("spec")
+            .template
+            .spec
+            .expect("pod spec")
+            .containers,
+    )
+    .expect("containers");
+    (containers, deployment.metadata.generation)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn catalyst_api_env_patch_sets_the_repository_url_once() {
+    let Some((cluster, runner)) = on_cluster().await else {
+        return;
+    };
+    create_console_backend(
+        &cluster,
+        json!([
+            {"name": "sidecar", "image": "busybox:1.36"},
+            {"name": "api", "image": "catalyst-api:1.0", "env": [
+                {"name": "LOG_LEVEL", "value": "info"},
+                {"name": "CATALYST_GITOPS_REPO_URL", "value": UPSTREAM_REPO}]},
+        ]),
+    )
+    .await;
+    let mut settings = console_settings(&cluster);
+    settings.insert("CATALYST_API_CONTAINER".into(), "api".into());
+
+    let first = runner.run(STEP_07, &settings).await;
+    first.succeeds();
+    let (containers, generation) = console_env(&cluster).await;
+    assert_eq!(
+        containers[1]["env"],
+        json!([{"name": "LOG_LEVEL", "value": "info"}, {"name": "CATALYST_GITOPS_REPO_URL", "value": LOCAL_REPO}])
+    );
+    assert!(
+        containers[0].get("env").is_none(),
+        "other containers untouched"
+    );
+
+    let second = runner.run(STEP_07, &settings).await;
+    second.succeeds();
+    second.says("already sets");
+    assert_eq!(
+        console_env(&cluster).await,
+        (containers, generation),
+        "a second run changes nothing"
+    );
+    cluster.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn catalyst_api_env_patch_adds_the_variable_to_the_first_container() {
+    let Some((cluster, runner)) = on_cluster().await else {
+        return;
+    };
+    create_console_backend(
+        &cluster,
+        json!([{"name": "api", "image": "catalyst-api:1.0"}]),
+    )
+    .await;
+
+    let run = runner.run(STEP_07, &console_settings(&cluster)).await;
+    run.succeeds();
+    let (containers, _) = console_env(&cluster).await;
+    assert_eq!(
+        containers[0]["env"],
+        json!([{"name": "CATALYST_GITOPS_REPO_URL", "value": LOCAL_REPO}])
+    );
+    cluster.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn catalyst_api_env_patch_fails_clearly_on_a_missing_deployment_or_container() {
+    let Some((cluster, runner)) = on_cluster().await else {
+        return;
+    };
+    let settings = console_settings(&cluster);
+
+    let missing = runner.run(STEP_07, &settings).await;
+    missing.fails_with("cannot read deployment");
+
+    create_console_backend(
+        &cluster,
+        json!([{"name": "api", "image": "catalyst-api:1.0"}]),
+    )
+    .await;
+    let mut wrong = settings.clone();
+    wrong.insert("CATALYST_API_CONTAINER".into(), "backend".into());
+    let wrong = runner.run(STEP_07, &wrong).await;
+    wrong.fails_with("has no container 'backend'");
+    cluster.cleanup().await;
+}
+
+// ---------------------------------------------------------------------------------------
+// 01 gitea-mirror (HTTP only)
+// ---------------------------------------------------------------------------------------
+
+const STEP_01: &str = "01-gitea-mirror.yaml";
+
+fn mirror_settings(gitea: &standins::Server<Gitea>) -> BTreeMap<String, String> {
+    env(&[
+        ("GITEA_URL", &gitea.url),
+        ("GITEA_OWNER", "openova"),
+        ("GITEA_REPO", "platform"),
+        ("UPSTREAM_REPO_URL", UPSTREAM_REPO),
+        ("GITEA_MIRROR_INTERVAL", "10m0s"),
+        ("GITEA_USERNAME", USER),
+        ("GITEA_PASSWORD", PASSWORD),
+        ("HTTP_TIMEOUT_SECONDS", "10"),
+    ])
+}
+
+fn gitea_calls(gitea: &standins::Server<Gitea>) -> Vec<String> {
+    std::mem::take(&mut gitea.state.lock().expect("lock").calls)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gitea_mirror_creates_the_pull_mirror_then_only_syncs_it() {
+    if !tools_present() {
+        return;
+    }
+    let gitea = standins::gitea(Gitea::default()).await;
+    let runner = Runner::new(None);
+    let settings = mirror_settings(&gitea);
+
+    let first = runner.run(STEP_01, &settings).await;
+    first.succeeds();
+    assert_eq!(
+        gitea_calls(&gitea),
+        ["GET /repos/openova/platform", "POST /repos/migrate"]
+    );
+    let migration = gitea.state.lock().expect("lock").migrations[0].clone();
+    for (field, value) in [
+        ("clone_addr", json!(UPSTREAM_REPO)),
+        ("repo_owner", json!("openova")),
+        ("repo_name", json!("platform")),
+        ("mirror", json!(true)),
+        ("mirror_interval", json!("10m0s")),
+    ] {
+        assert_eq!(migration[field], value, "{field}");
+    }
+    for off in [
+        "issues",
+        "pull_requests",
+        "wiki",
+        "labels",
+        "milestones",
+        "releases",
+    ] {
+        assert_eq!(migration[off], json!(false), "{off} must not be migrated");
+    }
+    assert!(
+        migration.get("auth_password").is_none(),
+        "a public upstream needs no credentials"
+    );
+
+    let second = runner.run(STEP_01, &settings).await;
+    second.succeeds();
+    second.says("already mirrors every 10m0s");
+    assert_eq!(
+        gitea_calls(&gitea),
+        [
+            "GET /repos/openova/platform",
+            "GET /repos/openova/platform",
+            "POST /repos/openova/platform/mirror-sync"
+        ]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gitea_mirror_passes_credentials_for_a_private_upstream() {
+    if !tools_present() {
+        return;
+    }
+    let gitea = standins::gitea(Gitea::default()).await;
+    let mut settings = mirror_settings(&gitea);
+    settings.insert("UPSTREAM_GIT_USERNAME".into(), "bot".into());
+    settings.insert("UPSTREAM_GIT_PASSWORD".into(), "ghp_token".into());
+    let run = Runner::new(None).run(STEP_01, &settings).await;
+    run.succeeds();
+    assert!(
+        !run.output.contains("ghp_token"),
+        "credentials never printed: {}",
+        run.output
+    );
+    let migration = gitea.state.lock().expect("lock").migrations[0].clone();
+    assert_eq!(
+        (&migration["auth_username"], &migration["auth_password"]),
+        (&json!("bot"), &json!("ghp_token"))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gitea_mirror_adopts_an_upstream_already_migrated() {
+    if !tools_present() {
+        return;
+    }
+    let mut state = Gitea::default();
+    state.repos.insert(
+        "openova/platform".into(),
+        Gitea::repo("openova", "platform", true, "8h0m0s", UPSTREAM_REPO),
+    );
+    let gitea = standins::gitea(state).await;
+    let run = Runner::new(None)
+        .run(STEP_01, &mirror_settings(&gitea))
+        .await;
+    run.succeeds();
+    let calls = gitea_calls(&gitea);
+    assert!(
+        calls.contains(&"PATCH /repos/openova/platform".to_owned()),
+        "{calls:?}"
+    );
+    assert!(
+        calls.contains(&"POST /repos/openova/platform/mirror-sync".to_owned()),
+        "{calls:?}"
+    );
+    assert!(
+        !calls.contains(&"POST /repos/migrate".to_owned()),
+        "{calls:?}"
+    );
+    let state = gitea.state.lock().expect("lock");
+    assert_eq!(state.repos["openova/platform"]["mirror_interval"], "10m0s");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gitea_mirror_fails_with_the_reason() {
+    if !tools_present() {
+        return;
+    }
+    let failing = standins::gitea(Gitea {
+        fail_migrate: Some(500),
+        ..Gitea::default()
+    })
+    .await;
+    let runner = Runner::new(None);
+    let run = runner.run(STEP_01, &mirror_settings(&failing)).await;
+    run.fails_with("answered 500: migrate: upstream unreachable");
+
+    let mut state = Gitea::default();
+    state.repos.insert(
+        "openova/platform".into(),
+        Gitea::repo("openova", "platform", false, "", ""),
+    );
+    let not_mirror = standins::gitea(state).await;
+    let run = runner.run(STEP_01, &mirror_settings(&not_mirror)).await;
+    run.fails_with("is not a mirror; refusing to touch it");
+    assert_eq!(
+        gitea_calls(&not_mirror),
+        ["GET /repos/openova/platform", "GET /repos/openova/platform"]
+    );
+
+    let mut wrong_password = mirror_settings(&not_mirror);
+    wrong_password.insert("GITEA_PASSWORD".into(), "wrong".into());
+    let run = runner.run(STEP_01, &wrong_password).await;
+    run.fails_with("answered 401");
+}
+
+// ---------------------------------------------------------------------------------------
+// 02 harbor-projects (HTTP only)
+// ---------------------------------------------------------------------------------------
+
+const STEP_02: &str = "02-harbor-projects.yaml";
+const REGISTRIES: &str = "docker.io ghcr.io registry.k8s.io";
+
+fn harbor_settings(harbor: &standins::Server<Harbor>) -> BTreeMap<String, String> {
+    env(&[
+        ("HARBOR_URL", &harbor.url),
+        ("HARBOR_REGISTRY", &harbor.host),
+        ("HARBOR_INSECURE", "true"),
+        ("UPSTREAM_REGISTRIES", REGISTRIES),
+        ("HARBOR_USERNAME", USER),
+        ("HARBOR_PASSWORD", PASSWORD),
+        ("HTTP_TIMEOUT_SECONDS", "10"),
+    ])
+}
+
+fn harbor_writes(harbor: &standins::Server<Harbor>) -> Vec<String> {
+    let calls = std::mem::take(&mut harbor.state.lock().expect("lock").calls);
+    calls
+        .into_iter()
+        .filter(|c| c.starts_with("POST"))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn harbor_projects_creates_endpoints_then_proxy_cache_projects_once() {
+    if !tools_present() {
+        return;
+    }
+    let harbor = standins::harbor(Harbor::default()).await;
+    let runner = Runner::new(None);
+    let settings = harbor_settings(&harbor);
+
+    let first = runner.run(STEP_02, &settings).await;
+    first.succeeds();
+    assert_eq!(
+        harbor_writes(&harbor),
+        [
+            "POST /registries docker.io",
+            "POST /registries ghcr.io",
+            "POST /registries registry.k8s.io",
+            "POST /projects docker.io",
+            "POST /projects ghcr.io",
+            "POST /projects registry.k8s.io",
+        ]
+    );
+    {
+        let state = harbor.state.lock().expect("lock");
+        let docker = &state.registries[0];
+        assert_eq!(
+            (&docker["type"], &docker["url"]),
+            (&json!("docker-hub"), &json!("https://hub.docker.com"))
+        );
+        assert_eq!(
+            (&state.registries[1]["type"], &state.registries[1]["url"]),
+            (&json!("docker-registry"), &json!("https://ghcr.io"))
+        );
+        for registry in &state.registries {
+            let project = &state.projects[registry["name"].as_str().expect("name")];
+            assert_eq!(
+                project["registry_id"], registry["id"],
+                "each project proxies its own endpoint"
+            );
+        }
+    }
+
+    let second = runner.run(STEP_02, &settings).await;
+    second.succeeds();
+    assert_eq!(
+        harbor_writes(&harbor),
+        Vec::<String>::new(),
+        "a second run creates nothing"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn harbor_projects_fails_with_the_reason() {
+    if !tools_present() {
+        return;
+    }
+    let runner = Runner::new(None);
+    let failing = standins::harbor(Harbor {
+        fail_projects: Some(500),
+        ..Harbor::default()
+    })
+    .await;
+    let run = runner.run(STEP_02, &harbor_settings(&failing)).await;
+    run.fails_with("answered 500: internal server error");
+
+    let mut state = Harbor::default();
+    state.projects.insert(
+        "docker.io".into(),
+        json!({"name": "docker.io", "registry_id": null}),
+    );
+    let taken = standins::harbor(state).await;
+    let run = runner.run(STEP_02, &harbor_settings(&taken)).await;
+    run.fails_with("project docker.io exists but is not a proxy cache");
+}
+
+// ---------------------------------------------------------------------------------------
+// 03 harbor-prewarm
+// ---------------------------------------------------------------------------------------
+
+const STEP_03: &str = "03-harbor-prewarm.yaml";
+
+async fn create_object(cluster: &Cluster, api_version: &str, kind: &str, body: Json) {
+    let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
+    let gvk = GroupVersionKind::gvk(group, version, kind);
+    let api: Api<DynamicObject> = Api::namespaced_with(
+        cluster.client(),
+        cluster.namespace(),
+        &ApiResource::from_gvk(&gvk),
+    );
+    let mut body = body;
+    body["apiVersion"] = json!(api_version);
+    body["kind"] = json!(kind);
+    let object: DynamicObject = serde_json::from_value(body).expect("object");
+    api.create(&PostParams::default(), &object)
+        .await
+        .unwrap_or_else(|e| panic!("create {kind}: {e}"));
+}
+
+fn pod_template(containers: Json, init: Json) -> Json {
+    json!({"metadata": {"labels": {"app": "x"}}, "spec": {"containers": containers, "initContainers": init}})
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn harbor_prewarm_pulls_every_platform_image_through_the_cache() {
+    let Some((cluster, runner)) = on_cluster().await else {
+        return;
+    };
+    let state = Harbor {
+        images: [
+            "docker.io/library/nginx:1.27",
+            "ghcr.io/openova-io/api:1.2.3",
+            "registry.k8s.io/pause:3.10",
+            "docker.io/bitnami/redis:7.4",
+        ]
+        .into_iter()
+        .map(str::to_owned)
+        .collect(),
+        ..Harbor::default()
+    };
+    let harbor = standins::harbor(state).await;
+    let flux = json!({"helm.toolkit.fluxcd.io/name": "platform", "helm.toolkit.fluxcd.io/namespace": "flux-system"});
+    create_object(&cluster, "apps/v1", "Deployment", json!({
+        "metadata": {"name": "api", "labels": flux},
+        "spec": {"selector": {"matchLabels": {"app": "x"}}, "template": pod_template(
+            json!([{"name": "nginx", "image": "nginx:1.27"}, {"name": "api", "image": "ghcr.io/openova-io/api:1.2.3"}]),
+            json!([{"name": "local", "image": format!("{}/docker.io/library/busybox:1.36", harbor.host)}]))},
+    })).await;
+    create_object(
+        &cluster,
+        "batch/v1",
+        "CronJob",
+        json!({
+            "metadata": {"name": "backup", "labels": flux},
+            "spec": {"schedule": "@daily", "jobTemplate": {"spec": {"template": pod_template(
+                json!([{"name": "redis", "image": "bitnami/redis:7.4"}]), json!([]))}}},
+        }),
+    )
+    .await;
+    create_object(
+        &cluster,
+        "apps/v1",
+        "Deployment",
+        json!({
+            "metadata": {"name": "not-flux"},
+            "spec": {"selector": {"matchLabels": {"app": "x"}}, "template": pod_template(
+                json!([{"name": "x", "image": "quay.io/not/platform:1"}]), json!([]))},
+        }),
+    )
+    .await;
+    let mut settings = harbor_settings(&harbor);
+    settings.insert("PREWARM_PARALLELISM".into(), "2".into());
+    settings.insert(
+        "PREWARM_EXTRA_IMAGES".into(),
+        "registry.k8s.io/pause:3.10".into(),
+    );
+
+    let run = runner.run(STEP_03, &settings).await;
+    run.succeeds();
+    assert!(
+        run.output
+            .contains("summary: 4 pre-warmed, 1 skipped, 0 failed of 5"),
+        "{}",
+        run.output
+    );
+    assert!(
+        !run.output.contains("quay.io/not/platform"),
+        "only the HelmReleases' workloads: {}",
+        run.output
+    );
+
+    settings.insert(
+        "PREWARM_EXTRA_IMAGES".into(),
+        "ghcr.io/openova-io/missing:9".into(),
+    );
+    let run = runner.run(STEP_03, &settings).await;
+    run.fails_with("failed ghcr.io/openova-io/missing:9");
+    run.says("1 of 5 images could not be pre-warmed");
+    cluster.cleanup().await;
+}
+
+// ---------------------------------------------------------------------------------------
+// The registry-pivot agent
+// ---------------------------------------------------------------------------------------
+
+fn agent_script() -> String {
+    script("daemonset/registry-pivot.yaml", "agent.sh")
+}
+
+fn status_api(cluster: &Cluster) -> Api<ConfigMap> {
+    Api::namespaced(cluster.client(), cluster.namespace())
+}
+
+async fn set_status(cluster: &Cluster, data: Json) {
+    let api = status_api(cluster);
+    let patch = json!({"metadata": {"name": "self-sovereign-cutover-status"}, "data": data});
+    if api
+        .get_opt("self-sovereign-cutover-status")
+        .await
+        .expect("get")
+        .is_some()
+    {
+        api.patch(
+            "self-sovereign-cutover-status",
+            &PatchParams::default(),
+            &Patch::Merge(&patch),
+        )
+        .await
+        .expect("patch status");
+    } else {
+        let cm: ConfigMap = serde_json::from_value(patch).expect("ConfigMap");
+        api.create(&PostParams::default(), &cm)
+            .await
+            .expect("create status");
+    }
+}
+
+async fn status_data(cluster: &Cluster) -> (BTreeMap<String, String>, Option<String>) {
+    let cm = status_api(cluster)
+        .get("self-sovereign-cutover-status")
+        .await
+        .expect("get status");
+    (cm.data.unwrap_or_default(), cm.metadata.resource_version)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registry_pivot_agent_follows_the_status_and_never_rolls_back_on_a_failed_read() {
+    let Some((cluster, runner)) = on_cluster().await else {
+        return;
+    };
+    let harbor = standins::harbor(Harbor::default()).await;
+    let registries_yaml = runner.dir.join("host/registries.yaml");
+    let certs = runner.dir.join("host/certs.d");
+    std::fs::create_dir_all(registries_yaml.parent().expect("parent")).expect("host dir");
+    std::fs::write(&registries_yaml, "mirrors: {}\n").expect("the node's own registries.yaml");
+    let settings = env(&[
+        ("NODE_NAME", "node-a"),
+        ("POD_NAMESPACE", cluster.namespace()),
+        ("HARBOR_REGISTRY", &harbor.host),
+        ("HARBOR_INSECURE", "true"),
+        ("UPSTREAM_REGISTRIES", REGISTRIES),
+        ("REGISTRIES_YAML", registries_yaml.to_str().expect("utf-8")),
+        ("CERTS_DIR", certs.to_str().expect("utf-8")),
+        (
+            "READY_FILE",
+            runner.dir.join("ready").to_str().expect("utf-8"),
+        ),
+        ("PIVOT_ONCE", "true"),
+    ]);
+    let agent = agent_script();
+    let read = |path: &std::path::Path| std::fs::read_to_string(path).unwrap_or_default();
+    let ack = "node.node-a.registriesYaml";
+
+    set_status(&cluster, json!({"registriesYamlActive": "v1"})).await;
+    let dormant = runner.run_script(&agent, &settings).await;
+    dormant.succeeds();
+    assert_eq!(
+        read(&registries_yaml),
+        "mirrors: {}\n",
+        "v1: the node keeps its own configuration"
+    );
+    assert!(
+        runner.dir.join("ready").exists(),
+        "ready once the status was read"
+    );
+    assert!(!status_data(&cluster).await.0.contains_key(ack));
+
+    set_status(&cluster, json!({"registriesYamlActive": "v2"})).await;
+    let pivot = runner.run_script(&agent, &settings).await;
+    pivot.succeeds();
+    let v2 = read(&registries_yaml);
+    assert!(
+        v2.contains(&format!(
+            "\"ghcr.io\":\n    endpoint:\n      - \"http://{}\"",
+            harbor.host
+        )),
+        "{v2}"
+    );
+    assert!(v2.contains("\"^(.*)$\": \"ghcr.io/$1\""), "{v2}");
+    let hosts = read(&certs.join("docker.io/hosts.toml"));
+    assert!(
+        hosts.contains(&format!("[host.\"http://{}/v2/docker.io\"]", harbor.host)),
+        "{hosts}"
+    );
+    let (data, version) = status_data(&cluster).await;
+    assert_eq!(data.get(ack).map(String::as_str), Some("v2"));
+
+    let again = runner.run_script(&agent, &settings).await;
+    again.succeeds();
+    assert_eq!(
+        status_data(&cluster).await.1,
+        version,
+        "a second pass writes nothing"
+    );
+    assert_eq!(read(&registries_yaml), v2);
+
+    for data in [
+        json!({"registriesYamlActive": ""}),
+        json!({"registriesYamlActive": "v3"}),
+    ] {
+        set_status(&cluster, data).await;
+        let run = runner.run_script(&agent, &settings).await;
+        run.succeeds();
+        assert_eq!(
+            read(&registries_yaml),
+            v2,
+            "an empty or unknown value keeps v2"
+        );
+    }
+    status_api(&cluster)
+        .delete("self-sovereign-cutover-status", &Default::default())
+        .await
+        .expect("delete status");
+    let unreadable = runner.run_script(&agent, &settings).await;
+    unreadable.succeeds();
+    unreadable.says("keeping the node as it is");
+    assert_eq!(
+        read(&registries_yaml),
+        v2,
+        "a failed read never rolls the node back"
+    );
+
+    set_status(
+        &cluster,
+        json!({"registriesYamlActive": "v1", "node.node-a.registriesYaml": "v2"}),
+    )
+    .await;
+    let rollback = runner.run_script(&agent, &settings).await;
+    rollback.succeeds();
+    assert_eq!(
+        read(&registries_yaml),
+        "mirrors: {}\n",
+        "v1 restores the node's own file"
+    );
+    assert!(!certs.join("docker.io/hosts.toml").exists());
+    assert_eq!(
+        status_data(&cluster).await.0.get(ack).map(String::as_str),
+        Some("v1")
+    );
+    cluster.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registry_pivot_agent_does_not_acknowledge_while_the_registry_is_down() {
+    let Some((cluster, runner)) = on_cluster().await else {
+        return;
+    };
+    // A port nothing listens on: bound, then released.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .to_string();
+    let settings = env(&[
+        ("NODE_NAME", "node-b"),
+        ("POD_NAMESPACE", cluster.namespace()),
+        ("HARBOR_REGISTRY", &closed),
+        ("HARBOR_INSECURE", "true"),
+        ("UPSTREAM_REGISTRIES", REGISTRIES),
+        (
+            "REGISTRIES_YAML",
+            runner.dir.join("registries.yaml").to_str().expect("utf-8"),
+        ),
+        (
+            "CERTS_DIR",
+            runner.dir.join("certs.d").to_str().expect("utf-8"),
+        ),
+        (
+            "READY_FILE",
+            runner.dir.join("ready").to_str().expect("utf-8"),
+        ),
+        ("PIVOT_ONCE", "true"),
+    ]);
+    set_status(&cluster, json!({"registriesYamlActive": "v2"})).await;
+    let run = runner.run_script(&agent_script(), &settings).await;
+    run.succeeds();
+    run.says("does not answer yet");
+    assert!(
+        !status_data(&cluster)
+            .await
+            .0
+            .contains_key("node.node-b.registriesYaml")
+    );
+    cluster.cleanup().await;
+}
+
+// ---------------------------------------------------------------------------------------
+// 06 helmrepository-patches, with a local git server
+// ---------------------------------------------------------------------------------------
+
+const STEP_06: &str = "06-helmrepository-patches.yaml";
+const HARBOR_HOST: &str = "harbor.sovereign.test";
+
+fn git(dir: &std::path::Path, args: &[&str]) -> String {
+    let output = Command::new("git")
+        .args(["-c", "user.name=test", "-c", "user.email=test@example.org"])
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("git runs");
+    assert!(
+        output.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).trim().to_owned()
+}
+
+/// `git daemon` serving `<root>/*.git` read-write on 127.0.0.1, stopped on drop.
+struct GitServer {
+    child: std::process::Child,
+    url: String,
+}
+
+impl GitServer {
+    async fn start(root: &std::path::Path) -> GitServer {
+        // A free port: bound, then released for the daemon.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .expect("bind")
+            .local_addr()
+            .expect("addr")
+            .port();
+        let child = Command::new("git")
+            .args([
+                "daemon",
+                "--reuseaddr",
+                "--export-all",
+                "--enable=receive-pack",
+                "--informative-errors",
+            ])
+            .arg(format!("--base-path={}", root.display()))
+            .args(["--listen=127.0.0.1", &format!("--port={port}")])
+            .arg(root)
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("git daemon starts");
+        for _ in 0..200 {
+            if tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .is_ok()
+            {
+                return GitServer {
+                    child,
+                    url: format!("git://127.0.0.1:{port}"),
+                };
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        let mut child = child;
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("git daemon does not listen on {port}");
+    }
+}
+
+impl Drop for GitServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn helm_repository(namespace: &str, name: &str, kind: &str, url: &str) -> String {
+    format!(
+        "apiVersion: source.toolkit.fluxcd.io/v1\nkind: HelmRepository\nmetadata:\n  name: {name}\n  namespace: {namespace}\nspec:\n  type: {kind}\n  interval: 10m\n  url: {url}\n"
+    )
+}
+
+/// A bare `platform.git` whose bootstrap-kit holds HelmRepositories pointing upstream.
+fn platform_repository(root: &std::path::Path, namespace: &str) -> PathBuf {
+    let bare = root.join("platform.git");
+    let work = root.join("seed");
+    std::fs::create_dir_all(work.join("clusters/bootstrap-kit")).expect("seed dir");
+    git(
+        root,
+        &[
+            "init",
+            "--quiet",
+            "--bare",
+            "--initial-branch=main",
+            "platform.git",
+        ],
+    );
+    let kit = [
+        helm_repository(
+            namespace,
+            "openova",
+            "oci",
+            "oci://ghcr.io/openova-io/charts",
+        ),
+        helm_repository(namespace, "bitnami", "oci", "oci://docker.io/bitnamicharts"),
+        helm_repository(namespace, "legacy", "default", "https://charts.example.org"),
+    ]
+    .join("---\n");
+    std::fs::write(
+        work.join("clusters/bootstrap-kit/helmrepositories.yaml"),
+        kit,
+    )
+    .expect("kit");
+    std::fs::write(work.join("README.md"), "platform\n").expect("readme");
+    git(&work, &["init", "--quiet", "--initial-branch=main"]);
+    git(&work, &["add", "."]);
+    git(&work, &["commit", "--quiet", "-m", "platform"]);
+    git(
+        &work,
+        &["push", "--quiet", bare.to_str().expect("utf-8"), "main"],
+    );
+    bare
+}
+
+/// What Flux's kustomize-controller does: apply the bootstrap-kit at the repository's HEAD.
+async fn flux_apply(runner: &Runner, url: &str) {
+    let apply = format!(
+        "set -eu\nd=$(mktemp -d)\ngit clone --quiet \"{url}\" \"$d/repo\"\nkubectl apply -f \"$d/repo/clusters/bootstrap-kit/\"\nrm -rf \"$d\"\n"
+    );
+    let run = runner.run_script(&apply, &BTreeMap::new()).await;
+    run.succeeds();
+}
+
+async fn live_urls(cluster: &Cluster) -> BTreeMap<String, String> {
+    let gvk = GroupVersionKind::gvk("source.toolkit.fluxcd.io", "v1", "HelmRepository");
+    let api: Api<DynamicObject> = Api::namespaced_with(
+        cluster.client(),
+        cluster.namespace(),
+        &ApiResource::from_gvk(&gvk),
+    );
+    api.list(&Default::default())
+        .await
+        .expect("list HelmRepositories")
+        .items
+        .into_iter()
+        .map(|r| {
+            (
+                r.metadata.name.clone().unwrap_or_default(),
+                r.data["spec"]["url"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned(),
+            )
+        })
+        .collect()
+}
+
+fn pivot_settings(cluster: &Cluster, repo_url: &str) -> BTreeMap<String, String> {
+    let mut settings = gitea_settings(cluster);
+    settings.extend(env(&[
+        ("GITEA_REPO_URL", repo_url),
+        ("GITEA_BRANCH", "main"),
+        ("GITEA_USERNAME", USER),
+        ("GITEA_PASSWORD", PASSWORD),
+        ("HARBOR_REGISTRY", HARBOR_HOST),
+        ("UPSTREAM_REGISTRIES", REGISTRIES),
+        ("FLUX_BOOTSTRAP_KIT_PATH", "clusters/bootstrap-kit"),
+        ("GIT_AUTHOR_NAME", "catalyst-cutover"),
+        ("GIT_AUTHOR_EMAIL", "cutover@openova.io"),
+    ]));
+    settings
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn helmrepository_patches_pivot_live_and_in_git_so_a_reapply_keeps_them_local() {
+    let Some((cluster, runner)) = on_cluster().await else {
+        return;
+    };
+    let root = runner.dir.join("git");
+    std::fs::create_dir_all(&root).expect("git root");
+    let bare = platform_repository(&root, cluster.namespace());
+    let server = GitServer::start(&root).await;
+    let url = format!("{}/platform.git", server.url);
+    create_git_repository(&cluster, "flux-system", &url).await;
+    flux_apply(&runner, &url).await;
+    let upstream = live_urls(&cluster).await;
+    assert_eq!(upstream["openova"], "oci://ghcr.io/openova-io/charts");
+
+    let settings = pivot_settings(&cluster, &url);
+    let first = runner.run(STEP_06, &settings).await;
+    first.succeeds();
+    let local = BTreeMap::from([
+        (
+            "bitnami".to_owned(),
+            format!("oci://{HARBOR_HOST}/docker.io/bitnamicharts"),
+        ),
+        ("legacy".to_owned(), "https://charts.example.org".to_owned()),
+        (
+            "openova".to_owned(),
+            format!("oci://{HARBOR_HOST}/ghcr.io/openova-io/charts"),
+        ),
+    ]);
+    assert_eq!(live_urls(&cluster).await, local);
+    let head = git(&bare, &["rev-parse", "main"]);
+    let kit = git(
+        &bare,
+        &["show", "main:clusters/bootstrap-kit/helmrepositories.yaml"],
+    );
+    assert!(
+        kit.contains(&format!(
+            "url: oci://{HARBOR_HOST}/ghcr.io/openova-io/charts"
+        )),
+        "{kit}"
+    );
+    assert!(!kit.contains("url: oci://ghcr.io/"), "{kit}");
+    assert_eq!(
+        git(&bare, &["log", "-1", "--format=%an <%ae>", "main"]),
+        "catalyst-cutover <cutover@openova.io>"
+    );
+
+    // Flux re-applies what git holds: the pivot stays.
+    flux_apply(&runner, &url).await;
+    assert_eq!(
+        live_urls(&cluster).await,
+        local,
+        "a git-driven re-apply keeps the pivot"
+    );
+
+    let second = runner.run(STEP_06, &settings).await;
+    second.succeeds();
+    second.says("already points at");
+    assert_eq!(
+        git(&bare, &["rev-parse", "main"]),
+        head,
+        "a second run pushes nothing"
+    );
+    let repo = git_repository_api(&cluster)
+        .get("flux-system")
+        .await
+        .expect("get");
+    assert!(
+        repo.metadata
+            .annotations
+            .unwrap_or_default()
+            .contains_key("reconcile.fluxcd.io/requestedAt")
+    );
+    cluster.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn helmrepository_patches_fails_clearly_when_the_push_is_refused() {
+    let Some((cluster, runner)) = on_cluster().await else {
+        return;
+    };
+    let root = runner.dir.join("git");
+    std::fs::create_dir_all(&root).expect("git root");
+    let bare = platform_repository(&root, cluster.namespace());
+    let hook = bare.join("hooks/pre-receive");
+    std::fs::write(
+        &hook,
+        "#!/bin/sh\necho 'mirror repository is read-only' >&2\nexit 1\n",
+    )
+    .expect("hook");
+    Command::new("chmod")
+        .arg("+x")
+        .arg(&hook)
+        .status()
+        .expect("chmod");
+    let server = GitServer::start(&root).await;
+    let url = format!("{}/platform.git", server.url);
+    create_git_repository(&cluster, "flux-system", &url).await;
+
+    let run = runner.run(STEP_06, &pivot_settings(&cluster, &url)).await;
+    run.fails_with(&format!("cannot push to {url} (main)"));
+    cluster.cleanup().await;
+}
+
+// ---------------------------------------------------------------------------------------
+// 08 egress-block-test
+// ---------------------------------------------------------------------------------------
+
+const STEP_08: &str = "08-egress-block-test.yaml";
+const POLICY: &str = "cutover-egress-block";
+
+fn policy_api(cluster: &Cluster) -> Api<DynamicObject> {
+    let gvk = GroupVersionKind::gvk("cilium.io", "v2", "CiliumClusterwideNetworkPolicy");
+    Api::all_with(cluster.client(), &ApiResource::from_gvk(&gvk))
+}
+
+/// A Flux object with the given Ready condition status.
+async fn flux_object(cluster: &Cluster, api_version: &str, kind: &str, name: &str, ready: &str) {
+    create_object(
+        cluster,
+        api_version,
+        kind,
+        json!({"metadata": {"name": name}, "spec": {"interval": "1m"}}),
+    )
+    .await;
+    let (group, version) = api_version.split_once('/').expect("group/version");
+    let gvk = GroupVersionKind::gvk(group, version, kind);
+    let api: Api<DynamicObject> = Api::namespaced_with(
+        cluster.client(),
+        cluster.namespace(),
+        &ApiResource::from_gvk(&gvk),
+    );
+    let status = json!({"status": {"conditions": [{"type": "Ready", "status": ready, "reason": "Test",
+        "message": format!("{kind} is {ready}"), "lastTransitionTime": "2026-01-01T00:00:00Z"}]}});
+    api.patch_status(name, &PatchParams::default(), &Patch::Merge(&status))
+        .await
+        .expect("patch status");
+}
+
+fn egress_settings() -> BTreeMap<String, String> {
+    env(&[
+        (
+            "FLUX_READY_KINDS",
+            "gitrepositories.source.toolkit.fluxcd.io helmrepositories.source.toolkit.fluxcd.io helmreleases.helm.toolkit.fluxcd.io kustomizations.kustomize.toolkit.fluxcd.io",
+        ),
+        ("EGRESS_BLOCK_HOSTS", ""),
+        ("EGRESS_BLOCK_CIDRS", "203.0.113.0/24 2001:db8::/32"),
+        ("EGRESS_HOLD_SECONDS", "2"),
+        ("EGRESS_CHECK_INTERVAL_SECONDS", "1"),
+    ])
+}
+
+/// Waits for the policy to appear and returns its denied CIDRs.
+/// Gives up after about a minute, so a step that never applies it fails the test.
+async fn observed_block(api: Api<DynamicObject>) -> Json {
+    for _ in 0..1200 {
+        if let Some(policy) = api.get_opt(POLICY).await.expect("get policy") {
+            return policy.data["specs"][0]["egressDeny"][0]["toCIDRSet"].clone();
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("the egress block never appeared");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn egress_block_holds_while_flux_stays_ready_and_always_lifts() {
+    let Some((cluster, runner)) = on_cluster().await else {
+        return;
+    };
+    flux_object(
+        &cluster,
+        "source.toolkit.fluxcd.io/v1",
+        "GitRepository",
+        "flux-system",
+        "True",
+    )
+    .await;
+    flux_object(
+        &cluster,
+        "helm.toolkit.fluxcd.io/v2",
+        "HelmRelease",
+        "platform",
+        "True",
+    )
+    .await;
+
+    let seen = tokio::spawn(observed_block(policy_api(&cluster)));
+    let run = runner.run(STEP_08, &egress_settings()).await;
+    run.succeeds();
+    run.says("stayed Ready for 2s");
+    assert!(seen.is_finished(), "the block was never applied");
+    assert_eq!(
+        seen.await.expect("observer"),
+        json!([{"cidr": "2001:db8::/32"}, {"cidr": "203.0.113.0/24"}])
+    );
+    assert!(
+        policy_api(&cluster)
+            .get_opt(POLICY)
+            .await
+            .expect("get")
+            .is_none(),
+        "the block is lifted"
+    );
+    let source = git_repository_api(&cluster)
+        .get("flux-system")
+        .await
+        .expect("get");
+    assert!(
+        source
+            .metadata
+            .annotations
+            .unwrap_or_default()
+            .contains_key("reconcile.fluxcd.io/requestedAt")
+    );
+
+    flux_object(
+        &cluster,
+        "helm.toolkit.fluxcd.io/v2",
+        "HelmRelease",
+        "broken",
+        "False",
+    )
+    .await;
+    let run = runner.run(STEP_08, &egress_settings()).await;
+    run.fails_with(&format!(
+        "helmreleases.helm.toolkit.fluxcd.io {}/broken: Test HelmRelease is False",
+        cluster.namespace()
+    ));
+    assert!(
+        policy_api(&cluster)
+            .get_opt(POLICY)
+            .await
+            .expect("get")
+            .is_none(),
+        "lifted after a failure too"
+    );
+
+    let mut nothing = egress_settings();
+    nothing.insert("EGRESS_BLOCK_CIDRS".into(), String::new());
+    let run = runner.run(STEP_08, &nothing).await;
+    run.fails_with("nothing to block");
+    cluster.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn egress_block_is_lifted_when_the_step_is_terminated() {
+    let Some((cluster, runner)) = on_cluster().await else {
+        return;
+    };
+    let mut settings = egress_settings();
+    settings.insert("EGRESS_HOLD_SECONDS".into(), "600".into());
+    let child = runner.spawn(&script(&format!("steps/{STEP_08}"), "run.sh"), &settings);
+    observed_block(policy_api(&cluster)).await;
+    // What the kubelet does at the Job's deadline.
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(killed.success());
+    let run = finish(child).await;
+    run.fails_with("removed the egress block");
+    assert!(
+        policy_api(&cluster)
+            .get_opt(POLICY)
+            .await
+            .expect("get")
+            .is_none(),
+        "a terminated step lifts the block"
+    );
+    cluster.cleanup().await;
+}
+
+// ---------------------------------------------------------------------------------------
+// The chart's manifests against the API server
+// ---------------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_server_accepts_every_manifest_the_chart_installs() {
+    let cluster = Cluster::start().await;
+    let mut unserved = Vec::new();
+    let docs = crate::Renderer::new(crate::all_on_values()).render();
+    for (template, doc) in &docs {
+        let object: DynamicObject = serde_yaml::from_value(doc.clone()).expect("object");
+        let types = object.types.clone().expect("apiVersion and kind");
+        let gvk = GroupVersionKind::try_from(&types).expect("group version kind");
+        let Ok((resource, capabilities)) =
+            kube::discovery::pinned_kind(&cluster.client(), &gvk).await
+        else {
+            unserved.push(types.kind.clone());
+            continue;
+        };
+        let api: Api<DynamicObject> = if capabilities.scope == kube::discovery::Scope::Namespaced {
+            Api::namespaced_with(cluster.client(), cluster.namespace(), &resource)
+        } else {
+            Api::all_with(cluster.client(), &resource)
+        };
+        let dry_run = PostParams {
+            dry_run: true,
+            ..PostParams::default()
+        };
+        match api.create(&dry_run, &object).await {
+            Ok(_) => {}
+            // A real cluster may hold the chart's cluster-scoped objects already.
+            Err(kube::Error::Api(status))
+                if status.code == 409 && capabilities.scope == kube::discovery::Scope::Cluster => {}
+            Err(e) => panic!(
+                "{template}: {} {} refused: {e}",
+                types.kind,
+                object.metadata.name.clone().unwrap_or_default()
+            ),
+        }
+    }
+    // The sandbox serves no Service; a real cluster serves everything.
+    let expected: &[&str] =
+        if std::env::var(crate::common::ENV_KUBECONFIG).is_ok_and(|v| !v.is_empty()) {
+            &[]
+        } else {
+            &["Service"]
+        };
+    assert_eq!(unserved, expected, "kinds the API server does not serve");
+    cluster.cleanup().await;
+}
