@@ -4,17 +4,19 @@
 //! decides.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
 use std::time::Duration;
 
-use futures::{StreamExt, stream};
 use k8s_openapi::api::core::v1::{ConfigMap, Pod};
 use kube::api::Patch;
-use kube::runtime::reflector::{self, Store};
-use kube::runtime::{WatchStreamExt, watcher};
+use kube::runtime::reflector::Store;
+use kube::runtime::watcher;
 use kube::{Api, Client};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{Notify, mpsc, watch};
+use tokio::task::JoinSet;
 
 use super::ack::due_acks;
+use super::watched::{Watched, pace, watched};
 use super::{SimError, api_error, pod_state, scoped};
 use crate::contract::key;
 
@@ -39,7 +41,7 @@ pub struct AgentParams {
     pub never_ack: watch::Receiver<BTreeSet<String>>,
 }
 
-/// An acknowledgement whose delay has passed (`done == false`) or whose write finished.
+/// An acknowledgement whose delay has passed (`done: None`) or whose write finished.
 struct Due {
     node: String,
     value: String,
@@ -50,71 +52,92 @@ struct Due {
 pub async fn run(mut params: AgentParams) {
     let (cm_ns, cm_name) = params.status_configmap.clone();
     let cms: Api<ConfigMap> = Api::namespaced(params.client.clone(), &cm_ns);
-    let (cm_store, cm_writer) = reflector::store::<ConfigMap>();
-    let cm_events = reflector::reflector(
-        cm_writer,
-        watcher(
-            cms.clone(),
-            watcher::Config::default().fields(&format!("metadata.name={cm_name}")),
-        ),
-    )
-    .default_backoff()
-    .map(|_| ());
-    let (pod_store, pod_writer) = reflector::store::<Pod>();
-    let pod_events = reflector::reflector(
-        pod_writer,
-        watcher(
-            scoped(&params.client, params.namespace.as_deref()),
-            watcher::Config::default(),
-        ),
-    )
-    .default_backoff()
-    .map(|_| ());
-    let mut events = stream::select(cm_events.boxed(), pod_events.boxed());
+    let changed = Arc::new(Notify::new());
+    let status: Watched<ConfigMap> = watched(
+        cms.clone(),
+        watcher::Config::default().fields(&format!("metadata.name={cm_name}")),
+        changed.clone(),
+    );
+    let pods: Watched<Pod> = watched(
+        scoped(&params.client, params.namespace.as_deref()),
+        watcher::Config::default(),
+        changed.clone(),
+    );
+    let (cm_store, pod_store) = (&status.store, &pods.store);
     let (due_tx, mut due_rx) = mpsc::unbounded_channel::<Due>();
     // Acknowledgements waiting for their delay or being written, by node, with the value.
     let mut scheduled: HashMap<String, String> = HashMap::new();
+    // The delays and writes in flight: dropped with this loop, so none outlives a shutdown.
+    let mut tasks = JoinSet::new();
 
     loop {
+        // Finished tasks report through `due_rx`; their join results only need reaping.
+        while tasks.try_join_next().is_some() {}
         tokio::select! {
-            event = events.next() => if event.is_none() { return },
+            () = changed.notified() => {}
             changed = params.never_ack.changed() => if changed.is_err() { return },
             Some(due) = due_rx.recv() => {
-                match due.done {
+                let forget = |scheduled: &mut HashMap<String, String>, due: &Due| {
+                    if scheduled.get(&due.node) == Some(&due.value) {
+                        scheduled.remove(&due.node);
+                    }
+                };
+                match &due.done {
                     None => {
                         // The delay passed: write if the node still owes exactly this.
-                        let still = current_due(&cm_store, &pod_store, &params)
+                        let still = current_due(cm_store, pod_store, &params, Some(&due.node))
                             .contains(&(due.node.clone(), due.value.clone()));
                         if still {
-                            tokio::spawn(acknowledge(cms.clone(), cm_name.clone(), due, due_tx.clone()));
-                            continue;
+                            tasks.spawn(acknowledge(cms.clone(), cm_name.clone(), due, due_tx.clone()));
+                        } else {
+                            forget(&mut scheduled, &due);
                         }
-                        scheduled.remove(&due.node);
                     }
-                    Some(Ok(())) => {
-                        scheduled.remove(&due.node);
-                    }
+                    // The ConfigMap's event tells whether anything is still owed.
+                    Some(Ok(())) => forget(&mut scheduled, &due),
                     Some(Err(error)) => {
                         tracing::debug!(node = %due.node, %error, "registry-pivot ack retries");
-                        schedule(RETRY, due.node, due.value, &due_tx);
-                        continue;
+                        schedule(&mut tasks, RETRY, due.node, due.value, &due_tx);
                     }
                 }
-            }
-        }
-        for (node, value) in current_due(&cm_store, &pod_store, &params) {
-            if scheduled.get(&node) == Some(&value) {
                 continue;
             }
-            scheduled.insert(node.clone(), value.clone());
-            schedule(params.ack_delay, node, value, &due_tx);
         }
+        // A look at every node costs the size of the pod store: paced, as the DaemonSet
+        // controller's passes are, so one look covers a burst of changes.
+        let started = tokio::time::Instant::now();
+        let due = current_due(cm_store, pod_store, &params, None);
+        schedule_due(&mut tasks, &due, &mut scheduled, &params, &due_tx);
+        pace(started).await;
     }
 }
 
-fn schedule(delay: Duration, node: String, value: String, tx: &mpsc::UnboundedSender<Due>) {
+/// Starts the delay of each acknowledgement in `due` not already on its way.
+fn schedule_due(
+    tasks: &mut JoinSet<()>,
+    due: &[(String, String)],
+    scheduled: &mut HashMap<String, String>,
+    params: &AgentParams,
+    tx: &mpsc::UnboundedSender<Due>,
+) {
+    for (node, value) in due {
+        if scheduled.get(node) == Some(value) {
+            continue;
+        }
+        scheduled.insert(node.clone(), value.clone());
+        schedule(tasks, params.ack_delay, node.clone(), value.clone(), tx);
+    }
+}
+
+fn schedule(
+    tasks: &mut JoinSet<()>,
+    delay: Duration,
+    node: String,
+    value: String,
+    tx: &mpsc::UnboundedSender<Due>,
+) {
     let tx = tx.clone();
-    tokio::spawn(async move {
+    tasks.spawn(async move {
         tokio::time::sleep(delay).await;
         // The loop has gone when this fails: nothing is left to acknowledge for.
         let _ = tx.send(Due {
@@ -152,11 +175,12 @@ async fn acknowledge(
     });
 }
 
-/// The acknowledgements due now, from the stores.
+/// The acknowledgements due now, from the stores; of node `only` if given.
 fn current_due(
     cm_store: &Store<ConfigMap>,
     pod_store: &Store<Pod>,
     params: &AgentParams,
+    only: Option<&str>,
 ) -> Vec<(String, String)> {
     let (_, cm_name) = &params.status_configmap;
     let cm = cm_store.find(|cm| cm.metadata.name.as_deref() == Some(cm_name.as_str()));
@@ -166,6 +190,7 @@ fn current_due(
         .iter()
         .filter(|p| runs_agent(p, &params.daemonset) && pod_state::is_ready(p))
         .filter(|p| pod_state::state(p) == pod_state::PodState::Active)
+        .filter(|p| only.is_none() || pod_state::node_name(p) == only)
         .filter_map(|p| pod_state::node_name(p).map(str::to_owned))
         .collect();
     due_acks(data.as_ref(), &ready_nodes, &params.never_ack.borrow())

@@ -281,6 +281,15 @@ mod tests {
         pod
     }
 
+    /// The pods `d` creates over `n` nodes, running and ready.
+    fn running(d: &DaemonSet, n: usize) -> Vec<Pod> {
+        reconcile_daemonset(d, &nodes(n), NONE)
+            .create
+            .into_iter()
+            .map(|p| ready(p, true))
+            .collect()
+    }
+
     #[test]
     fn one_pod_per_node_with_labels_owner_and_node() {
         let d = ds("a");
@@ -314,11 +323,7 @@ mod tests {
     #[test]
     fn settled_daemonset_reports_full_status_and_then_nothing() {
         let mut d = ds("a");
-        let pods: Vec<Pod> = reconcile_daemonset(&d, &nodes(2), NONE)
-            .create
-            .into_iter()
-            .map(|p| ready(p, true))
-            .collect();
+        let pods = running(&d, 2);
         let plan = reconcile_daemonset(&d, &nodes(2), &pods);
         assert!(plan.create.is_empty() && plan.delete.is_empty());
         let s = plan.status.unwrap();
@@ -342,11 +347,7 @@ mod tests {
     #[test]
     fn template_change_rolls_one_node_at_a_time() {
         let d = ds("a");
-        let pods: Vec<Pod> = reconcile_daemonset(&d, &nodes(3), NONE)
-            .create
-            .into_iter()
-            .map(|p| ready(p, true))
-            .collect();
+        let pods = running(&d, 3);
         let mut d2 = ds("b");
         d2.metadata.generation = Some(2);
         let plan = reconcile_daemonset(&d2, &nodes(3), &pods);
@@ -382,11 +383,7 @@ mod tests {
     #[test]
     fn pods_on_gone_or_unselected_nodes_are_deleted() {
         let d = ds("a");
-        let pods: Vec<Pod> = reconcile_daemonset(&d, &nodes(3), NONE)
-            .create
-            .into_iter()
-            .map(|p| ready(p, true))
-            .collect();
+        let pods = running(&d, 3);
         let plan = reconcile_daemonset(&d, &nodes(2), &pods);
         assert_eq!(plan.delete, vec![pod_state::name(&pods[2]).to_string()]);
         let mut picky = ds("a");

@@ -2,10 +2,10 @@
 //! and one pass over every DaemonSet after each burst of changes, carrying out what
 //! [`reconcile_daemonset`] decides.
 //!
-//! Not a `kube_runtime::Controller`: a pass reads the pod store, so the trigger and the store
-//! must be the same watch stream, which the stable `Controller` API does not offer.
+//! Not a `kube_runtime::Controller`: a pass reads the pod store, so the trigger must come
+//! after the store has the change, which the stable `Controller` API does not offer.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,13 +13,15 @@ use futures::{FutureExt, StreamExt, stream};
 use k8s_openapi::api::apps::v1::DaemonSet;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{DeleteParams, PostParams};
-use kube::runtime::reflector::{self, Store};
-use kube::runtime::{WatchStreamExt, watcher};
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::watcher;
 use kube::{Api, Client};
+use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use super::daemonset::{NodeInfo, reconcile_daemonset};
 use super::nodes::NodeRegistry;
+use super::watched::{Watched, pace, watched};
 use super::{SimError, api_error, is_not_found, pod_state, scoped};
 
 /// API calls in flight at once within a pass.
@@ -31,33 +33,23 @@ const RETRY: Duration = Duration::from_millis(200);
 
 /// Runs the DaemonSet controller until the task is aborted.
 pub async fn run(client: Client, namespace: Option<String>, nodes: Arc<NodeRegistry>) {
-    let (ds_store, ds_writer) = reflector::store::<DaemonSet>();
-    let (pod_store, pod_writer) = reflector::store::<Pod>();
-    let ds_events = reflector::reflector(
-        ds_writer,
-        watcher(
-            scoped(&client, namespace.as_deref()),
-            watcher::Config::default(),
-        ),
-    )
-    .default_backoff()
-    .map(|_| ());
-    let pod_events = reflector::reflector(
-        pod_writer,
-        watcher(
-            scoped(&client, namespace.as_deref()),
-            watcher::Config::default(),
-        ),
-    )
-    .default_backoff()
-    .map(|_| ());
-    let mut events = stream::select(ds_events.boxed(), pod_events.boxed());
+    let changed = Arc::new(Notify::new());
+    let daemonsets: Watched<DaemonSet> = watched(
+        scoped(&client, namespace.as_deref()),
+        watcher::Config::default(),
+        changed.clone(),
+    );
+    let pods: Watched<Pod> = watched(
+        scoped(&client, namespace.as_deref()),
+        watcher::Config::default(),
+        changed.clone(),
+    );
     let mut node_changes = nodes.subscribe();
     let mut controller = DaemonSets {
         client,
         nodes,
-        ds_store,
-        pod_store,
+        ds_store: daemonsets.store.clone(),
+        pod_store: pods.store.clone(),
         expected: HashMap::new(),
     };
     let mut retry_at: Option<Instant> = None;
@@ -68,14 +60,16 @@ pub async fn run(client: Client, namespace: Option<String>, nodes: Arc<NodeRegis
                 None => futures::future::pending().await,
             }
         };
+        // Changes that arrive during a pass leave one wake-up behind: one pass covers them all.
         tokio::select! {
-            event = events.next() => if event.is_none() { return },
+            () = changed.notified() => {}
             changed = node_changes.changed() => if changed.is_err() { return },
             () = retry => {}
         }
-        // Take the whole burst before a pass: one pass, not one per event.
-        while let Some(Some(())) = events.next().now_or_never() {}
-        retry_at = match controller.pass().await {
+        let started = Instant::now();
+        let outcome = controller.pass().await;
+        pace(started).await;
+        retry_at = match outcome {
             Ok(()) => None,
             Err(error) => {
                 tracing::debug!(%error, "daemonset controller retries");
@@ -90,8 +84,8 @@ struct DaemonSets {
     nodes: Arc<NodeRegistry>,
     ds_store: Store<DaemonSet>,
     pod_store: Store<Pod>,
-    /// Pods created but not yet seen in the watch, by `namespace/name`, with creation time.
-    expected: HashMap<String, Instant>,
+    /// Pods created but not yet seen in the watch, by (namespace, name), with creation time.
+    expected: HashMap<(String, String), Instant>,
 }
 
 impl DaemonSets {
@@ -104,16 +98,17 @@ impl DaemonSets {
         }
         let nodes = self.nodes.snapshot();
         let mut owned: HashMap<String, Vec<Arc<Pod>>> = HashMap::new();
-        let mut seen = HashSet::new();
         for pod in self.pod_store.state() {
-            seen.insert(key(&pod));
             if let Some(uid) = pod_state::controller_uid(&pod) {
                 owned.entry(uid.to_owned()).or_default().push(pod.clone());
             }
         }
         let now = Instant::now();
-        self.expected
-            .retain(|k, at| !seen.contains(k) && now.duration_since(*at) < EXPECTATION_TTL);
+        let store = &self.pod_store;
+        self.expected.retain(|(ns, name), at| {
+            store.get(&ObjectRef::new(name).within(ns)).is_none()
+                && now.duration_since(*at) < EXPECTATION_TTL
+        });
         let mut result = Ok(());
         for ds in self.ds_store.state() {
             if ds.metadata.deletion_timestamp.is_some() {
@@ -141,7 +136,7 @@ impl DaemonSets {
         plan.create.retain(|p| !self.expected.contains_key(&key(p)));
         let pods_api: Api<Pod> = Api::namespaced(self.client.clone(), ns);
 
-        let created: Vec<Result<String, SimError>> = stream::iter(plan.create)
+        let created: Vec<Result<(String, String), SimError>> = stream::iter(plan.create)
             .map(|pod| {
                 let api = pods_api.clone();
                 async move {
@@ -151,7 +146,8 @@ impl DaemonSets {
                         // Created by an earlier pass whose event has not arrived yet.
                         Err(kube::Error::Api(s)) if s.code == 409 => Ok(k),
                         Err(e) => Err(api_error(format!(
-                            "create pod {k} for daemonset {ns}/{name}"
+                            "create pod {ns}/{} for daemonset {ns}/{name}",
+                            k.1
                         ))(e)),
                     }
                 }
@@ -210,10 +206,9 @@ impl DaemonSets {
     }
 }
 
-fn key(pod: &Pod) -> String {
-    format!(
-        "{}/{}",
-        pod.metadata.namespace.as_deref().unwrap_or_default(),
-        pod_state::name(pod)
+fn key(pod: &Pod) -> (String, String) {
+    (
+        pod.metadata.namespace.clone().unwrap_or_default(),
+        pod_state::name(pod).to_owned(),
     )
 }

@@ -191,37 +191,29 @@ pub fn reconcile_job(job: &Job, pods: &[Pod], now: Timestamp) -> Vec<JobAction> 
             }
         }
 
-        if let Some(target) = condition(&conditions, cond::FAILURE_TARGET)
-            .filter(|c| c.status == "True")
-            .cloned()
-        {
-            let deleting = remaining_active.len();
-            delete_active(&mut actions, &mut remaining_active);
-            // The terminal condition waits until no pod of the Job is still terminating,
-            // including the ones deleted now.
-            if terminating + deleting == 0 {
-                set_condition(
-                    &mut conditions,
-                    cond::FAILED,
-                    true,
-                    target.reason.as_deref().unwrap_or_default(),
-                    target.message.as_deref().unwrap_or_default(),
-                    now,
-                );
-            }
-        } else if is_true(&conditions, cond::SUCCESS_CRITERIA_MET) {
+        // A decided Job gets its terminal condition once no pod of it is still terminating,
+        // including the ones deleted now.
+        let terminal = match condition(&conditions, cond::FAILURE_TARGET) {
+            Some(target) if target.status == "True" => Some((
+                cond::FAILED,
+                target.reason.clone().unwrap_or_default(),
+                target.message.clone().unwrap_or_default(),
+            )),
+            _ if is_true(&conditions, cond::SUCCESS_CRITERIA_MET) => Some((
+                cond::COMPLETE,
+                cond::REASON_COMPLETIONS_REACHED.to_owned(),
+                cond::MESSAGE_COMPLETIONS_REACHED.to_owned(),
+            )),
+            _ => None,
+        };
+        if let Some((ty, reason, message)) = terminal {
             let deleting = remaining_active.len();
             delete_active(&mut actions, &mut remaining_active);
             if terminating + deleting == 0 {
-                set_condition(
-                    &mut conditions,
-                    cond::COMPLETE,
-                    true,
-                    cond::REASON_COMPLETIONS_REACHED,
-                    cond::MESSAGE_COMPLETIONS_REACHED,
-                    now,
-                );
-                status.completion_time = Some(Time(now));
+                set_condition(&mut conditions, ty, true, &reason, &message, now);
+                if ty == cond::COMPLETE {
+                    status.completion_time = Some(Time(now));
+                }
             }
         } else {
             if active.is_empty() {
@@ -419,6 +411,14 @@ mod tests {
         }
     }
 
+    /// A Job after its first pass at t(0): one pod asked for, startTime written.
+    fn started(f: impl FnOnce(&mut JobSpec)) -> Job {
+        let mut j = job(f);
+        let first = reconcile_job(&j, &[], t(0));
+        apply(&mut j, &first);
+        j
+    }
+
     /// Applies the status writes of `actions` to `job`, as the API server would.
     fn apply(job: &mut Job, actions: &[JobAction]) {
         for a in actions {
@@ -487,9 +487,7 @@ mod tests {
 
     #[test]
     fn running_pod_is_not_duplicated_and_ready_is_counted() {
-        let mut j = job(|_| {});
-        let first = reconcile_job(&j, &[], t(0));
-        apply(&mut j, &first);
+        let j = started(|_| {});
         let actions = reconcile_job(&j, &[pod("step-a", "Running", true, 0)], t(1));
         assert_eq!(actions.len(), 1, "{actions:?}");
         assert_eq!(status(&actions).ready, Some(1));
@@ -500,9 +498,7 @@ mod tests {
 
     #[test]
     fn success_writes_success_criteria_met_then_complete() {
-        let mut j = job(|_| {});
-        let first = reconcile_job(&j, &[], t(0));
-        apply(&mut j, &first);
+        let mut j = started(|_| {});
         let actions = reconcile_job(&j, &[pod("step-a", "Succeeded", false, 0)], t(5));
         let s = status(&actions);
         assert_eq!(
@@ -531,9 +527,7 @@ mod tests {
 
     #[test]
     fn failures_beyond_backoff_limit_fail_the_job() {
-        let mut j = job(|_| {});
-        let first = reconcile_job(&j, &[], t(0));
-        apply(&mut j, &first);
+        let mut j = started(|_| {});
         // backoffLimit 1: the first failure is retried with attempt 1.
         let one = [pod("step-a", "Failed", false, 0)];
         let actions = reconcile_job(&j, &one, t(1));
@@ -550,12 +544,7 @@ mod tests {
         assert!(!actions.iter().any(|a| matches!(a, JobAction::CreatePod(_))));
         let s = status(&actions);
         assert_eq!(s.failed, Some(2));
-        let failed = s
-            .conditions
-            .iter()
-            .flatten()
-            .find(|c| c.type_ == "Failed")
-            .unwrap();
+        let failed = condition(s.conditions.as_deref().unwrap(), cond::FAILED).unwrap();
         assert_eq!(failed.reason.as_deref(), Some(cond::REASON_BACKOFF_LIMIT));
         assert_eq!(failed.message.as_deref(), Some(cond::MESSAGE_BACKOFF_LIMIT));
         assert!(is_true(
@@ -567,12 +556,10 @@ mod tests {
 
     #[test]
     fn on_failure_restarts_count_toward_backoff_limit() {
-        let mut j = job(|s| {
+        let mut j = started(|s| {
             s.backoff_limit = Some(2);
             s.template.spec.as_mut().unwrap().restart_policy = Some("OnFailure".into());
         });
-        let first = reconcile_job(&j, &[], t(0));
-        apply(&mut j, &first);
         let a = reconcile_job(&j, &[pod("step-a", "Running", false, 1)], t(1));
         assert!(!a.iter().any(|a| matches!(a, JobAction::DeletePod(_))));
         apply(&mut j, &a);
@@ -608,21 +595,14 @@ mod tests {
         assert!(!is_true(s.conditions.as_ref().unwrap(), cond::FAILED));
         apply(&mut j, &a);
         let s = status(&reconcile_job(&j, &[], t(11)));
-        let failed = s
-            .conditions
-            .iter()
-            .flatten()
-            .find(|c| c.type_ == "Failed")
-            .unwrap();
+        let failed = condition(s.conditions.as_deref().unwrap(), cond::FAILED).unwrap();
         assert_eq!(failed.reason.as_deref(), Some(cond::REASON_DEADLINE));
         assert_eq!(failed.message.as_deref(), Some(cond::MESSAGE_DEADLINE));
     }
 
     #[test]
     fn terminating_pod_delays_the_terminal_condition() {
-        let mut j = job(|s| s.active_deadline_seconds = Some(1));
-        let first = reconcile_job(&j, &[], t(0));
-        apply(&mut j, &first);
+        let j = started(|s| s.active_deadline_seconds = Some(1));
         let mut p = pod("step-a", "Running", true, 0);
         p.metadata.deletion_timestamp = Some(Time(t(1)));
         let a = reconcile_job(&j, &[p], t(2));

@@ -15,6 +15,7 @@ use kube::{Api, Client};
 
 use super::job::{JobAction, LABEL_CONTROLLER_UID, reconcile_job};
 use super::nodes::NodeRegistry;
+use super::watched::QuickBackoff;
 use super::{SimError, api_error, is_not_found, scoped};
 
 /// Characters of generated name suffixes, as the API server's `generateName` uses.
@@ -31,6 +32,7 @@ pub async fn run(client: Client, namespace: Option<String>, nodes: Arc<NodeRegis
     let pods: Api<Pod> = scoped(&client, namespace.as_deref());
     let ctx = Arc::new(Ctx { client, nodes });
     Controller::new(jobs, watcher::Config::default())
+        .trigger_backoff(QuickBackoff::default())
         .owns(pods, watcher::Config::default())
         .run(reconcile, error_policy, ctx)
         .for_each(|_| futures::future::ready(()))

@@ -16,7 +16,9 @@ use kube::{Api, Client};
 use super::behaviour::Behaviour;
 use super::lifecycle::{KubeletStep, next_step};
 use super::nodes::NodeRegistry;
-use super::{ANNOTATION_LOG, SimError, api_error, is_not_found, pod_state, scoped};
+use super::watched::QuickBackoff;
+use super::{SimError, api_error, is_not_found, pod_state, scoped};
+use crate::sandbox::api::LOG_ANNOTATION;
 
 /// Field manager of the kubelet's writes.
 const MANAGER: &str = "sandbox-kubelet";
@@ -54,6 +56,7 @@ pub async fn run(
         runs: Mutex::new(HashMap::new()),
     });
     Controller::new(pods, watcher::Config::default())
+        .trigger_backoff(QuickBackoff::default())
         .with_config(controller::Config::default().concurrency(CONCURRENCY))
         .run(reconcile, error_policy, ctx)
         .for_each(|_| futures::future::ready(()))
@@ -67,49 +70,68 @@ async fn reconcile(pod: Arc<Pod>, ctx: Arc<Kubelet>) -> Result<Action, SimError>
     let ns = pod.metadata.namespace.as_deref().unwrap_or_default();
     let name = pod_state::name(&pod);
     let uid = pod.metadata.uid.clone().unwrap_or_default();
+    let started = ctx.runs().get(&uid).copied();
+    if started.is_some() && pod_state::phase(&pod) != "Running" {
+        // The cache has not caught up with the start written earlier; its event will come.
+        return Ok(Action::await_change());
+    }
     let api: Api<Pod> = Api::namespaced(ctx.client.clone(), ns);
     let (behaviour, problems) = Behaviour::from_spec(pod.spec.as_ref(), ctx.default_run);
-    let known = ctx.runs().get(&uid).copied();
-    let now = Timestamp::now();
-    match next_step(&pod, &behaviour, known, now) {
-        KubeletStep::Write {
-            status,
-            then,
-            starts_run,
-        } => {
-            if starts_run && pod_state::phase(&pod) != "Running" {
-                for problem in &problems {
-                    tracing::warn!(pod = %name, namespace = %ns, %problem, "simulated pod behaviour");
+    let mut current = pod.clone();
+    loop {
+        let known = ctx.runs().get(&uid).copied();
+        let now = Timestamp::now();
+        let action = match next_step(&current, &behaviour, known, now) {
+            KubeletStep::Write {
+                status,
+                then,
+                starts_run,
+            } => {
+                if starts_run && pod_state::phase(&current) != "Running" {
+                    for problem in &problems {
+                        tracing::warn!(pod = %name, namespace = %ns, %problem, "simulated pod behaviour");
+                    }
+                    write_log(&api, &current, &behaviour).await?;
                 }
-                write_log(&api, &pod, &behaviour).await?;
+                let patch = serde_json::json!({ "status": status });
+                let written = api
+                    .patch_status(name, &super::manager(MANAGER), &Patch::Merge(&patch))
+                    .await
+                    .map_err(api_error(format!("write the status of pod {ns}/{name}")))?;
+                if starts_run {
+                    ctx.runs().insert(uid.clone(), now);
+                } else if then.is_none() {
+                    ctx.runs().remove(&uid);
+                }
+                match then {
+                    // Nothing to wait for: go on from the object just written rather than
+                    // from a cache that does not show the write yet.
+                    Some(d) if d.is_zero() => {
+                        current = Arc::new(written);
+                        continue;
+                    }
+                    Some(d) => Action::requeue(d),
+                    None => Action::await_change(),
+                }
             }
-            let patch = serde_json::json!({ "status": status });
-            api.patch_status(name, &super::manager(MANAGER), &Patch::Merge(&patch))
-                .await
-                .map_err(api_error(format!("write the status of pod {ns}/{name}")))?;
-            if starts_run {
-                ctx.runs().insert(uid, now);
-            } else if then.is_none() {
+            KubeletStep::Wait(d) => Action::requeue(d),
+            KubeletStep::Remove => {
                 ctx.runs().remove(&uid);
+                match api
+                    .delete(name, &DeleteParams::default().grace_period(0))
+                    .await
+                {
+                    Ok(_) => Action::await_change(),
+                    Err(e) if is_not_found(&e) => Action::await_change(),
+                    Err(e) => return Err(api_error(format!("finish deleting pod {ns}/{name}"))(e)),
+                }
             }
-            Ok(then.map_or_else(Action::await_change, Action::requeue))
-        }
-        KubeletStep::Wait(d) => Ok(Action::requeue(d)),
-        KubeletStep::Remove => {
-            ctx.runs().remove(&uid);
-            match api
-                .delete(name, &DeleteParams::default().grace_period(0))
-                .await
-            {
-                Ok(_) => Ok(Action::await_change()),
-                Err(e) if is_not_found(&e) => Ok(Action::await_change()),
-                Err(e) => Err(api_error(format!("finish deleting pod {ns}/{name}"))(e)),
+            KubeletStep::Idle => {
+                ctx.runs().remove(&uid);
+                Action::await_change()
             }
-        }
-        KubeletStep::Idle => {
-            ctx.runs().remove(&uid);
-            Ok(Action::await_change())
-        }
+        };
+        return Ok(action);
     }
 }
 
@@ -122,13 +144,13 @@ async fn write_log(api: &Api<Pod>, pod: &Pod, behaviour: &Behaviour) -> Result<(
         .metadata
         .annotations
         .as_ref()
-        .and_then(|a| a.get(ANNOTATION_LOG))
+        .and_then(|a| a.get(LOG_ANNOTATION))
         .is_some_and(|v| v == log);
     if present {
         return Ok(());
     }
     let name = pod_state::name(pod);
-    let patch = serde_json::json!({ "metadata": { "annotations": { ANNOTATION_LOG: log } } });
+    let patch = serde_json::json!({ "metadata": { "annotations": { LOG_ANNOTATION: log } } });
     api.patch(name, &super::manager(MANAGER), &Patch::Merge(&patch))
         .await
         .map_err(api_error(format!("write the log of pod {name}")))?;

@@ -109,13 +109,7 @@ fn write(status: PodStatus, then: Option<Duration>) -> KubeletStep {
 }
 
 fn running_since(pod: &Pod) -> Option<Timestamp> {
-    pod.status
-        .as_ref()?
-        .container_statuses
-        .as_ref()?
-        .first()?
-        .state
-        .as_ref()?
+    pod_state::first_container_state(pod)?
         .running
         .as_ref()?
         .started_at
@@ -304,17 +298,8 @@ mod tests {
     }
 
     fn terminated_of(pod: &Pod) -> ContainerStateTerminated {
-        pod.status
-            .as_ref()
-            .unwrap()
-            .container_statuses
-            .as_ref()
-            .unwrap()[0]
-            .state
-            .as_ref()
-            .unwrap()
-            .terminated
-            .clone()
+        pod_state::first_container_state(pod)
+            .and_then(|s| s.terminated.clone())
             .unwrap()
     }
 

@@ -1,25 +1,26 @@
 //! The cluster simulator: controllers that act only through the Kubernetes API, so they run
 //! as well against a real API server that has no kubelet or controller-manager.
 //!
-//! - [`job_controller`] runs Jobs ([`job`] decides), one pod per attempt;
-//! - [`kubelet`] moves pods bound to simulated nodes through their phases ([`lifecycle`]
+//! - `job_controller` runs Jobs ([`job`] decides), one pod per attempt;
+//! - `kubelet` moves pods bound to simulated nodes through their phases ([`lifecycle`]
 //!   decides, [`behaviour`] reads what the pod's template asks for);
-//! - [`nodes`] keeps the simulated Node objects;
-//! - [`daemonset_controller`] runs one pod per node per DaemonSet ([`daemonset`] decides);
-//! - [`agent`] is the registry-pivot agent of each node ([`ack`] decides).
+//! - `nodes` keeps the simulated Node objects;
+//! - `daemonset_controller` runs one pod per node per DaemonSet ([`daemonset`] decides);
+//! - `agent` is the registry-pivot agent of each node ([`ack`] decides).
 
 pub mod ack;
-pub mod agent;
+mod agent;
 pub mod behaviour;
 pub mod bench;
 pub mod daemonset;
-pub mod daemonset_controller;
+mod daemonset_controller;
 pub mod job;
-pub mod job_controller;
-pub mod kubelet;
+mod job_controller;
+mod kubelet;
 pub mod lifecycle;
-pub mod nodes;
+mod nodes;
 pub mod pod_state;
+mod watched;
 
 use std::collections::BTreeSet;
 use std::fmt::Debug;
@@ -35,15 +36,13 @@ use nodes::{NodeManager, NodeRegistry};
 
 pub use nodes::LABEL_POOL;
 
-/// Pod annotation holding the container's log text, served by the sandbox's pod `/log`.
-pub const ANNOTATION_LOG: &str = "sandbox.catalyst.openova.io/log";
-
 /// What the simulator runs.
 #[derive(Debug, Clone)]
 pub struct SimConfig {
     /// Namespace watched for Jobs, DaemonSets and pods; `None`: all namespaces.
     pub namespace: Option<String>,
-    /// Number of nodes at start.
+    /// Number of nodes at start. Job pods are bound to these nodes in turn: without nodes
+    /// they stay Pending, as on a cluster with no schedulable node.
     pub nodes: usize,
     /// Node pool: nodes are named `<pool>-<n>` and labelled [`LABEL_POOL`]`=<pool>`.
     pub pool: String,
@@ -126,12 +125,7 @@ impl std::fmt::Debug for Simulator {
 impl Simulator {
     /// Creates the nodes and starts every controller on `client`.
     pub async fn start(client: Client, cfg: SimConfig) -> Result<Simulator, SimError> {
-        if !is_dns_label(&cfg.pool) || cfg.pool.len() > 40 {
-            return Err(SimError::Config(format!(
-                "pool {:?} must be a DNS-1123 label of at most 40 characters",
-                cfg.pool
-            )));
-        }
+        validate(&cfg)?;
         let registry = Arc::new(NodeRegistry::new(&cfg.pool));
         let nodes = NodeManager::new(client.clone(), cfg.namespace.clone(), registry.clone());
         nodes.ensure(cfg.nodes).await?;
@@ -214,6 +208,24 @@ impl Simulator {
     }
 }
 
+/// Rejects a configuration that cannot work, naming the field.
+fn validate(cfg: &SimConfig) -> Result<(), SimError> {
+    // Node names are `<pool>-<n>` and pod names of DaemonSets are derived from nothing
+    // longer, so 40 characters leave room within the 63 of a label.
+    if !is_dns_label(&cfg.pool) || cfg.pool.len() > 40 {
+        return Err(SimError::Config(format!(
+            "pool {:?} must be a DNS-1123 label of at most 40 characters",
+            cfg.pool
+        )));
+    }
+    if cfg.agent.daemonset.is_some() && cfg.status_configmap.is_none() {
+        return Err(SimError::Config(
+            "agent.daemonset is set but status_configmap is not: the agents would have nothing to follow".into(),
+        ));
+    }
+    Ok(())
+}
+
 /// An API over `namespace`, or over all namespaces.
 fn scoped<K>(client: &Client, namespace: Option<&str>) -> Api<K>
 where
@@ -256,6 +268,29 @@ fn is_dns_label(s: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bad_configurations_are_named() {
+        assert!(validate(&SimConfig::default()).is_ok());
+        let long = SimConfig {
+            pool: "p".repeat(41),
+            ..SimConfig::default()
+        };
+        assert!(validate(&long).unwrap_err().to_string().contains("pool"));
+        let orphan_agent = SimConfig {
+            agent: AgentConfig {
+                daemonset: Some("registry-pivot".into()),
+                ..AgentConfig::default()
+            },
+            ..SimConfig::default()
+        };
+        assert!(
+            validate(&orphan_agent)
+                .unwrap_err()
+                .to_string()
+                .contains("status_configmap")
+        );
+    }
 
     #[test]
     fn pool_names_are_dns_labels() {

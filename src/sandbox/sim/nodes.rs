@@ -25,11 +25,18 @@ const PARALLEL_CREATES: usize = 32;
 /// Standard node label carrying the node's name.
 const LABEL_HOSTNAME: &str = "kubernetes.io/hostname";
 
+/// The node set, and its ordered list once asked for.
+#[derive(Debug, Default)]
+struct Nodes {
+    by_name: BTreeMap<String, NodeInfo>,
+    list: Option<Arc<[NodeInfo]>>,
+}
+
 /// The simulated nodes, shared by the controllers.
 #[derive(Debug)]
 pub struct NodeRegistry {
     pool: String,
-    nodes: Mutex<BTreeMap<String, NodeInfo>>,
+    nodes: Mutex<Nodes>,
     next_index: AtomicUsize,
     round_robin: AtomicUsize,
     changed: watch::Sender<u64>,
@@ -40,36 +47,42 @@ impl NodeRegistry {
     pub fn new(pool: &str) -> Self {
         NodeRegistry {
             pool: pool.to_owned(),
-            nodes: Mutex::new(BTreeMap::new()),
+            nodes: Mutex::new(Nodes::default()),
             next_index: AtomicUsize::new(0),
             round_robin: AtomicUsize::new(0),
             changed: watch::Sender::new(0),
         }
     }
 
-    fn lock(&self) -> MutexGuard<'_, BTreeMap<String, NodeInfo>> {
+    fn lock(&self) -> MutexGuard<'_, Nodes> {
         // A panic while holding this lock leaves the map itself intact.
         self.nodes.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Whether `name` is a simulated node.
     pub fn contains(&self, name: &str) -> bool {
-        self.lock().contains_key(name)
+        self.lock().by_name.contains_key(name)
     }
 
-    /// Every simulated node, ordered by name.
-    pub fn snapshot(&self) -> Vec<NodeInfo> {
-        self.lock().values().cloned().collect()
+    /// Every simulated node, ordered by name (shared: built once per change of the set).
+    pub fn snapshot(&self) -> Arc<[NodeInfo]> {
+        let mut nodes = self.lock();
+        if let Some(list) = &nodes.list {
+            return list.clone();
+        }
+        let list: Arc<[NodeInfo]> = nodes.by_name.values().cloned().collect();
+        nodes.list = Some(list.clone());
+        list
     }
 
     /// A node for the next Job pod, taking the nodes in turn; `None` without nodes.
     pub fn pick(&self) -> Option<String> {
         let nodes = self.lock();
-        if nodes.is_empty() {
+        if nodes.by_name.is_empty() {
             return None;
         }
-        let i = self.round_robin.fetch_add(1, Ordering::Relaxed) % nodes.len();
-        nodes.keys().nth(i).cloned()
+        let i = self.round_robin.fetch_add(1, Ordering::Relaxed) % nodes.by_name.len();
+        nodes.by_name.keys().nth(i).cloned()
     }
 
     /// A receiver told about every change of the node set.
@@ -79,18 +92,24 @@ impl NodeRegistry {
 
     fn insert(&self, name: &str) {
         let labels = node_labels(&self.pool, name);
-        self.lock().insert(
-            name.to_owned(),
-            NodeInfo {
+        {
+            let mut nodes = self.lock();
+            let info = NodeInfo {
                 name: name.to_owned(),
                 labels,
-            },
-        );
+            };
+            nodes.by_name.insert(name.to_owned(), info);
+            nodes.list = None;
+        }
         self.changed.send_modify(|v| *v += 1);
     }
 
     fn remove(&self, name: &str) -> bool {
-        let removed = self.lock().remove(name).is_some();
+        let removed = {
+            let mut nodes = self.lock();
+            nodes.list = None;
+            nodes.by_name.remove(name).is_some()
+        };
         if removed {
             self.changed.send_modify(|v| *v += 1);
         }
@@ -205,6 +224,9 @@ impl NodeManager {
     }
 
     /// Deletes a simulated node and, as the pod garbage collector does, the pods bound to it.
+    /// Unlike PodGC, the pods are not first marked Failed (DisruptionTarget): without the Job
+    /// controller's tracking finalizer that mark could not be counted reliably, so a Job whose
+    /// pod goes with its node runs a new pod without counting a failure.
     pub async fn delete(&self, name: &str) -> Result<(), SimError> {
         if !self.registry.remove(name) {
             return Err(SimError::UnknownNode(name.to_owned()));

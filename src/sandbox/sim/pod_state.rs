@@ -1,6 +1,6 @@
 //! How the controllers read a pod: where it is in its life, readiness, restarts, owner.
 
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{ContainerState, Pod};
 
 /// Where a pod is in its life, as the workload controllers count it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,6 +58,17 @@ pub fn controller_uid(pod: &Pod) -> Option<&str> {
         .iter()
         .find(|o| o.controller == Some(true))
         .map(|o| o.uid.as_str())
+}
+
+/// The state of the pod's first container, as last reported.
+pub fn first_container_state(pod: &Pod) -> Option<&ContainerState> {
+    pod.status
+        .as_ref()?
+        .container_statuses
+        .as_ref()?
+        .first()?
+        .state
+        .as_ref()
 }
 
 /// `metadata.name`, `""` when unset.
