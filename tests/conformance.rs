@@ -1212,6 +1212,44 @@ async fn kubectl_get_apply_patch_wait_delete() {
     tc.cleanup().await;
 }
 
+/// kubectl's typed helpers send protobuf bodies: `create configmap|secret` and
+/// `auth can-i|whoami` work as on a real cluster.
+// kubectl blocks its thread; the server needs another.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_typed_create_and_auth() {
+    let tc = TestCluster::start().await;
+    let Some(k) = Kubectl::new(&tc) else { return };
+    k.run(&[
+        "create",
+        "configmap",
+        "made",
+        "--from-literal=a=b",
+        "--from-literal=c=d",
+    ]);
+    let data = k.run(&["get", "configmap", "made", "-o", "jsonpath={.data}"]);
+    let data: serde_json::Value = serde_json::from_str(&data).unwrap();
+    assert_eq!(data, json!({"a": "b", "c": "d"}));
+    k.run(&[
+        "create",
+        "secret",
+        "generic",
+        "pw",
+        "--from-literal=pw=hunter2",
+    ]);
+    let secret = k.run(&["get", "secret", "pw", "-o", "jsonpath={.type} {.data.pw}"]);
+    assert_eq!(secret.trim(), "Opaque aHVudGVyMg==");
+    assert_eq!(
+        k.run(&["auth", "can-i", "list", "configmaps"]).trim(),
+        "yes"
+    );
+    assert!(
+        k.run(&["auth", "whoami", "-o", "name"])
+            .trim()
+            .starts_with("selfsubjectreview")
+    );
+    tc.cleanup().await;
+}
+
 /// `kubectl get -w` prints objects as they change.
 // kubectl blocks its thread; the server needs another.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1324,4 +1362,66 @@ async fn tls_serving_is_verified_through_the_kubeconfig() {
     }
     drop(events);
     server.shutdown().await;
+}
+
+/// events.k8s.io/v1 and core/v1 Events are one resource in two versions (as kube-runtime's
+/// Recorder writes the first and `kubectl get events` reads the second).
+#[tokio::test]
+async fn events_are_shared_between_api_versions() {
+    use k8s_openapi::api::core::v1::Event as CoreEvent;
+    use k8s_openapi::api::events::v1::Event;
+    let tc = TestCluster::start().await;
+    let new_api: Api<Event> = Api::namespaced(tc.client(), tc.namespace());
+    let event: Event = serde_json::from_value(json!({
+        "metadata": {"name": "ev1"},
+        "eventTime": "2026-01-01T00:00:00.000000Z",
+        "reportingController": "catalyst.openova.io/cutover",
+        "reportingInstance": "test",
+        "action": "Run",
+        "reason": "Started",
+        "type": "Normal",
+        "note": "step started",
+        "regarding": {"kind": "Job", "name": "j", "namespace": tc.namespace(), "apiVersion": "batch/v1"}
+    }))
+    .unwrap();
+    new_api
+        .create(&PostParams::default(), &event)
+        .await
+        .unwrap();
+    let core: Api<CoreEvent> = Api::namespaced(tc.client(), tc.namespace());
+    let seen = core.get("ev1").await.unwrap();
+    assert_eq!(seen.message.as_deref(), Some("step started"));
+    assert_eq!(seen.involved_object.name.as_deref(), Some("j"));
+    let by_field = core
+        .list(&ListParams::default().fields("involvedObject.name=j"))
+        .await
+        .unwrap();
+    assert_eq!(by_field.items.len(), 1);
+    let back = new_api
+        .list(&ListParams::default().fields("regarding.name=j"))
+        .await
+        .unwrap();
+    assert_eq!(back.items[0].note.as_deref(), Some("step started"));
+    tc.cleanup().await;
+}
+
+/// The legacy `/watch/` path prefix still serves watches, starting with the current objects
+/// as ADDED when no resourceVersion is given, and `timeoutSeconds` ends the stream.
+#[tokio::test]
+async fn legacy_watch_path_and_timeout() {
+    let tc = TestCluster::start().await;
+    let api: Api<ConfigMap> = Api::namespaced(tc.client(), tc.namespace());
+    api.create(&PostParams::default(), &cm("legacy", json!({}), json!({})))
+        .await
+        .unwrap();
+    let path = format!(
+        "/api/v1/watch/namespaces/{}/configmaps?timeoutSeconds=1",
+        tc.namespace()
+    );
+    let request = http::Request::get(path).body(Vec::new()).unwrap();
+    let text = tc.client().request_text(request).await.unwrap();
+    let first: serde_json::Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
+    assert_eq!(first["type"], "ADDED");
+    assert_eq!(first["object"]["metadata"]["name"], "legacy");
+    tc.cleanup().await;
 }

@@ -21,7 +21,8 @@ pub struct SandboxArgs {
     #[arg(long, default_value_t = 3)]
     pub nodes: usize,
     /// Bearer tokens `TOKEN=USER[:GROUP[+GROUP...]],...`; turns on authentication and RBAC
-    /// (the kubeconfig written keeps the admin token).
+    /// (the kubeconfig written keeps the admin token). Implies `--tls`: kubectl sends tokens
+    /// only over HTTPS.
     #[arg(long, value_parser = TokenTable::parse)]
     pub token: Option<TokenTable>,
     /// Serve HTTPS with a certificate from a CA made at start-up (the kubeconfig carries it).
@@ -60,8 +61,8 @@ pub async fn run(args: SandboxArgs) -> Result<(), SandboxCliError> {
     let sandbox = Sandbox::start(SandboxOptions {
         api: ApiServerConfig {
             listen: args.listen,
+            tls: args.tls || args.token.is_some(),
             tokens: args.token,
-            tls: args.tls,
             ..ApiServerConfig::default()
         },
         nodes: args.nodes,

@@ -7,6 +7,7 @@ use crate::sandbox::auth::{self, Attributes, Decision, RbacRules, TokenTable, Us
 use axum::http::{HeaderMap, Method, StatusCode, header};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
+use std::borrow::Cow;
 
 /// Username of the always-valid admin token.
 pub const ADMIN_USER: &str = "sandbox-admin";
@@ -18,6 +19,8 @@ pub struct Access {
     /// Tokens TokenReview answers from: the configured ones plus the admin token, even with
     /// auth off.
     pub reviewable: TokenTable,
+    /// The user of every request while auth is off.
+    admin: UserInfo,
 }
 
 /// The admin user: in `system:masters`, so RBAC always allows it.
@@ -35,21 +38,22 @@ impl Access {
         Access {
             reviewable: with_admin(configured.clone().unwrap_or_default()),
             tokens: configured.map(with_admin),
+            admin: admin_user(),
         }
     }
 
     /// The user of a request, or `None` when auth is on and the bearer token is missing or
     /// unknown (401).
-    pub fn authenticate(&self, headers: &HeaderMap) -> Option<UserInfo> {
+    pub fn authenticate(&self, headers: &HeaderMap) -> Option<Cow<'_, UserInfo>> {
         let Some(tokens) = &self.tokens else {
-            return Some(admin_user());
+            return Some(Cow::Borrowed(&self.admin));
         };
         let token = headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "))
             .map(str::trim)?;
-        tokens.authenticate(token)
+        tokens.authenticate(token).map(Cow::Owned)
     }
 }
 
@@ -111,9 +115,20 @@ pub fn rbac_rules(store: &Store) -> RbacRules {
     }
 }
 
+/// What kube-apiserver's bootstrap ClusterRole `system:basic-user` grants every
+/// authenticated user: asking who they are and what they may do.
+fn basic_user_may(attrs: &Attributes) -> bool {
+    attrs.verb == "create"
+        && matches!(
+            (attrs.api_group.as_str(), attrs.resource.as_str()),
+            ("authentication.k8s.io", "selfsubjectreviews")
+                | ("authorization.k8s.io", "selfsubjectaccessreviews")
+        )
+}
+
 /// RBAC's decision for `user` doing `attrs` against the stored rules.
 pub fn decide(store: &Store, user: &UserInfo, attrs: &Attributes) -> Decision {
-    if user.in_group(auth::MASTERS_GROUP) {
+    if user.in_group(auth::MASTERS_GROUP) || basic_user_may(attrs) {
         return Decision::Allow;
     }
     auth::authorize(user, attrs, &rbac_rules(store))

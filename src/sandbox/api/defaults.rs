@@ -88,7 +88,12 @@ fn job_selector(obj: &mut Value) {
 fn secret(obj: &mut Value) {
     use base64::Engine;
     let Some(o) = obj.as_object_mut() else { return };
-    set_default(o, "type", json!("Opaque"));
+    if o.get("type")
+        .and_then(Value::as_str)
+        .is_none_or(str::is_empty)
+    {
+        o.insert("type".into(), json!("Opaque"));
+    }
     let Some(Value::Object(plain)) = o.remove("stringData") else {
         return;
     };

@@ -91,6 +91,14 @@ impl Cause {
 fn go_value(v: &Value) -> String {
     match v {
         Value::String(s) => json!(s).to_string(),
+        // Labels and other string maps print as Go's `map[string]string{"k":"v"}`.
+        Value::Object(m) if m.values().all(Value::is_string) => {
+            let pairs: Vec<String> = m
+                .iter()
+                .map(|(k, v)| format!("{}:{}", json!(k), v))
+                .collect();
+            format!("map[string]string{{{}}}", pairs.join(", "))
+        }
         Value::Object(_) | Value::Array(_) => "{...}".to_string(),
         other => other.to_string(),
     }

@@ -4,15 +4,18 @@
 use super::access::{self, Access};
 use super::discovery;
 use super::errors::ApiError;
+use super::history::StoredObject;
 use super::kinds::KindInfo;
 use super::meta::{self, Part};
 use super::openapi;
 use super::patch::{self, PatchType};
+use super::protobuf;
 use super::reviews;
 use super::route::{self, ResourcePath, Target};
 use super::selectors::{FieldSelector, LabelSelector, Selectors};
 use super::store::{DeleteOptions, Deleted, ListOptions, ListPage, Propagation, Store, WatchFrom};
 use super::table;
+use super::view::View;
 use super::watch::{self, WatchParams};
 use crate::sandbox::auth::{Decision, UserInfo};
 use axum::body::{Body, Bytes};
@@ -68,7 +71,7 @@ pub async fn handle(
     };
     match dispatch(
         &app,
-        user.as_ref(),
+        user.as_deref(),
         target,
         &method,
         &params,
@@ -125,7 +128,7 @@ fn dispatch(
                 }
             }
             if kind.create_only {
-                return review(app, &kind, &rp, method, headers, &body);
+                return review(app, user, &kind, &rp, method, headers, &body);
             }
             resource(app, &kind, &rp, method, params, headers, body)
         }
@@ -134,6 +137,7 @@ fn dispatch(
 
 fn review(
     app: &App,
+    user: Option<&UserInfo>,
     kind: &KindInfo,
     rp: &ResourcePath,
     method: &Method,
@@ -143,9 +147,21 @@ fn review(
     if *method != Method::POST || rp.name.is_some() || rp.subresource.is_some() {
         return Err(ApiError::method_not_supported(kind, method.as_str()));
     }
-    let request = parse_body(headers, body)?;
+    let request = parse_body(Some(kind), headers, body)?;
+    if !request.is_object() {
+        return Err(ApiError::bad_request(format!(
+            "the body of a {} must be a JSON object",
+            kind.kind
+        )));
+    }
+    let admin = access::admin_user();
+    let user = user.unwrap_or(&admin);
     let answer = match kind.kind.as_str() {
         "TokenReview" => reviews::token_review(&app.access, request)?,
+        "SelfSubjectReview" => reviews::self_subject_review(user, request),
+        "SelfSubjectAccessReview" => {
+            reviews::self_subject_access_review(&app.store, user, request)?
+        }
         _ => reviews::subject_access_review(&app.store, request)?,
     };
     Ok(value_response(StatusCode::CREATED, &answer))
@@ -161,17 +177,35 @@ fn dry_run(params: &Params) -> Result<bool, ApiError> {
     }
 }
 
-/// Decodes a JSON (or YAML) request body; protobuf is refused with 415, as the sandbox does
-/// not carry the protobuf schemas (kubectl's typed `create <kind>` helpers send protobuf).
-fn parse_body(headers: &HeaderMap, body: &[u8]) -> Result<Value, ApiError> {
+/// Decodes a JSON (or YAML) request body of `kind`. Protobuf, which kubectl's typed helpers
+/// send, is read for the few kinds [`protobuf`] knows and refused with 415 otherwise.
+fn parse_body(
+    kind: Option<&KindInfo>,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<Value, ApiError> {
     let ct = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default();
-    if ct.starts_with("application/vnd.kubernetes.protobuf") || ct.starts_with("application/cbor") {
-        return Err(ApiError::unsupported_media_type(format!(
-            "the catalyst-cutover sandbox accepts JSON or YAML request bodies, not {ct}; use `kubectl apply -f` or `kubectl create -f` with a manifest"
-        )));
+    let refused = || {
+        ApiError::unsupported_media_type(format!(
+            "the catalyst-cutover sandbox reads {ct} bodies only for namespaces, configmaps, secrets and self reviews; send JSON or YAML, e.g. with `kubectl apply -f` or `kubectl create -f`"
+        ))
+    };
+    if ct.starts_with("application/vnd.kubernetes.protobuf") {
+        let kind = kind.ok_or_else(refused)?;
+        let mut obj = protobuf::decode(&kind.group, &kind.kind, body)
+            .map_err(|e| {
+                ApiError::bad_request(format!("the protobuf body could not be decoded: {e}"))
+            })?
+            .ok_or_else(refused)?;
+        obj["apiVersion"] = json!(kind.api_version());
+        obj["kind"] = json!(kind.kind);
+        return Ok(obj);
+    }
+    if ct.starts_with("application/cbor") {
+        return Err(refused());
     }
     serde_json::from_slice(body)
         .or_else(|_| serde_yaml::from_slice(body))
@@ -180,7 +214,7 @@ fn parse_body(headers: &HeaderMap, body: &[u8]) -> Result<Value, ApiError> {
         })
 }
 
-fn selectors(kind: &KindInfo, params: &Params, name: Option<&str>) -> Result<Selectors, ApiError> {
+fn selectors(view: &View, params: &Params, name: Option<&str>) -> Result<Selectors, ApiError> {
     let labels = LabelSelector::parse(
         params
             .get("labelSelector")
@@ -188,14 +222,20 @@ fn selectors(kind: &KindInfo, params: &Params, name: Option<&str>) -> Result<Sel
             .unwrap_or_default(),
     )
     .map_err(ApiError::bad_request)?;
-    let mut field_spec = params.get("fieldSelector").cloned().unwrap_or_default();
+    let mut field_spec = view.field_selector(
+        params
+            .get("fieldSelector")
+            .map(String::as_str)
+            .unwrap_or_default(),
+    );
     if let Some(name) = name {
         if !field_spec.is_empty() {
             field_spec.push(',');
         }
         field_spec.push_str(&format!("metadata.name={name}"));
     }
-    let fields = FieldSelector::parse(&field_spec, &kind.plural).map_err(ApiError::bad_request)?;
+    let fields =
+        FieldSelector::parse(&field_spec, &view.storage.plural).map_err(ApiError::bad_request)?;
     Ok(Selectors { labels, fields })
 }
 
@@ -216,6 +256,8 @@ fn resource(
     if rp.namespace.is_some() && !kind.namespaced {
         return Err(ApiError::no_route());
     }
+    let view = View::of(store.registry(), kind);
+    let stored = &view.storage;
     let ns = rp.namespace.as_deref();
     let part = match rp.subresource.as_deref() {
         None => Part::Main,
@@ -227,12 +269,13 @@ fn resource(
         Some(_) => return Err(ApiError::no_route()),
     };
     let watching = rp.watch || is_true(params, "watch");
+    let respond = |code, obj: &Arc<StoredObject>| object_response(code, &view.outbound(obj));
     match (method.clone(), rp.name.as_deref()) {
-        (Method::GET, None) if watching => watch(app, kind, ns, params, headers, None),
-        (Method::GET, Some(name)) if watching => watch(app, kind, ns, params, headers, Some(name)),
-        (Method::GET, None) => list(store, kind, ns, params, table::wanted(headers)),
+        (Method::GET, None) if watching => watch(app, &view, ns, params, headers, None),
+        (Method::GET, Some(name)) if watching => watch(app, &view, ns, params, headers, Some(name)),
+        (Method::GET, None) => list(store, &view, ns, params, table::wanted(headers)),
         (Method::GET, Some(name)) => {
-            let obj = store.get(kind, ns, name)?;
+            let obj = view.outbound(&store.get(stored, ns, name)?);
             if table::wanted(headers) && part == Part::Main {
                 let rv = json!({"resourceVersion": meta::resource_version_of(&obj)});
                 return Ok(value_response(
@@ -246,19 +289,14 @@ fn resource(
             if kind.namespaced && ns.is_none() {
                 return Err(ApiError::no_route());
             }
-            let obj = store.create(kind, ns, parse_body(headers, &body)?, dry_run(params)?)?;
-            Ok(object_response(StatusCode::CREATED, &obj))
+            let body = view.inbound(parse_body(Some(kind), headers, &body)?);
+            let obj = store.create(stored, ns, body, dry_run(params)?)?;
+            Ok(respond(StatusCode::CREATED, &obj))
         }
         (Method::PUT, Some(name)) => {
-            let obj = store.update(
-                kind,
-                ns,
-                name,
-                parse_body(headers, &body)?,
-                part,
-                dry_run(params)?,
-            )?;
-            Ok(object_response(StatusCode::OK, &obj))
+            let body = view.inbound(parse_body(Some(kind), headers, &body)?);
+            let obj = store.update(stored, ns, name, body, part, dry_run(params)?)?;
+            Ok(respond(StatusCode::OK, &obj))
         }
         (Method::PATCH, Some(name)) => {
             let ct = headers
@@ -266,28 +304,34 @@ fn resource(
                 .and_then(|v| v.to_str().ok())
                 .unwrap_or_default();
             let patch_type = PatchType::from_content_type(ct)?;
-            let obj = store.modify(kind, ns, name, part, dry_run(params)?, |current| {
-                patch::apply(kind, patch_type, current, &body)
+            let obj = store.modify(stored, ns, name, part, dry_run(params)?, |current| {
+                let shown = view.outbound_value(current.clone());
+                Ok(view.inbound(patch::apply(kind, patch_type, &shown, &body)?))
             })?;
-            Ok(object_response(StatusCode::OK, &obj))
+            Ok(respond(StatusCode::OK, &obj))
         }
         (Method::DELETE, Some(name)) if part == Part::Main => {
             let opts = delete_options(params, headers, &body)?;
-            match store.delete(kind, ns, name, &opts)? {
-                Deleted::Pending(obj) => Ok(object_response(StatusCode::OK, &obj)),
-                Deleted::Gone(obj) if kind.custom => Ok(object_response(StatusCode::OK, &obj)),
+            match store.delete(stored, ns, name, &opts)? {
+                Deleted::Pending(obj) => Ok(respond(StatusCode::OK, &obj)),
+                Deleted::Gone(obj) if kind.custom => Ok(respond(StatusCode::OK, &obj)),
                 Deleted::Gone(obj) => {
                     Ok(value_response(StatusCode::OK, &success_status(kind, &obj)))
                 }
             }
         }
-        (Method::DELETE, None) => delete_collection(store, kind, ns, params, headers, &body),
+        (Method::DELETE, None) => delete_collection(store, &view, ns, params, headers, &body),
         (verb, _) => Err(ApiError::method_not_supported(kind, verb.as_str())),
     }
 }
 
-fn object_response(code: StatusCode, obj: &Value) -> Response {
-    json_response(code, serde_json::to_vec(obj).unwrap_or_default())
+fn object_response(code: StatusCode, obj: &StoredObject) -> Response {
+    (
+        code,
+        [(header::CONTENT_TYPE, "application/json")],
+        obj.json().clone(),
+    )
+        .into_response()
 }
 
 /// The Status a delete answers when the object is gone (generic registry, no ReturnDeletedObject).
@@ -308,7 +352,7 @@ fn delete_options(
     let body: Value = if body.iter().all(u8::is_ascii_whitespace) {
         json!({})
     } else {
-        parse_body(headers, body)?
+        parse_body(None, headers, body)?
     };
     let propagation = match body
         .get("propagationPolicy")
@@ -338,7 +382,7 @@ fn delete_options(
     })
 }
 
-fn list_options(kind: &KindInfo, params: &Params) -> Result<ListOptions, ApiError> {
+fn list_options(view: &View, params: &Params) -> Result<ListOptions, ApiError> {
     let limit = match params.get("limit") {
         Some(l) if !l.is_empty() => Some(
             l.parse::<usize>()
@@ -347,7 +391,7 @@ fn list_options(kind: &KindInfo, params: &Params) -> Result<ListOptions, ApiErro
         _ => None,
     };
     Ok(ListOptions {
-        selectors: selectors(kind, params, None)?,
+        selectors: selectors(view, params, None)?,
         limit,
         continue_token: params.get("continue").filter(|c| !c.is_empty()).cloned(),
     })
@@ -377,8 +421,7 @@ fn list_body(kind: &KindInfo, page: &ListPage) -> Vec<u8> {
         if i > 0 {
             out.push(b',');
         }
-        // Writing a Value into a Vec cannot fail.
-        let _ = serde_json::to_writer(&mut out, &**item);
+        out.extend_from_slice(item.json());
     }
     out.extend_from_slice(b"]}");
     out
@@ -386,34 +429,35 @@ fn list_body(kind: &KindInfo, page: &ListPage) -> Vec<u8> {
 
 fn list(
     store: &Store,
-    kind: &KindInfo,
+    view: &View,
     ns: Option<&str>,
     params: &Params,
     as_table: bool,
 ) -> Result<Response, ApiError> {
-    let page = store.list(kind, ns, &list_options(kind, params)?)?;
+    let mut page = store.list(&view.storage, ns, &list_options(view, params)?)?;
+    page.items = page.items.iter().map(|o| view.outbound(o)).collect();
     if as_table {
-        let t = table::table(kind, &page.items, list_meta(&page));
+        let t = table::table(&view.api, &page.items, list_meta(&page));
         return Ok(value_response(StatusCode::OK, &t));
     }
-    Ok(json_response(StatusCode::OK, list_body(kind, &page)))
+    Ok(json_response(StatusCode::OK, list_body(&view.api, &page)))
 }
 
 fn delete_collection(
     store: &Store,
-    kind: &Arc<KindInfo>,
+    view: &View,
     ns: Option<&str>,
     params: &Params,
     headers: &HeaderMap,
     body: &[u8],
 ) -> Result<Response, ApiError> {
     let opts = delete_options(params, headers, body)?;
-    let page = store.list(kind, ns, &list_options(kind, params)?)?;
+    let page = store.list(&view.storage, ns, &list_options(view, params)?)?;
     let mut deleted = Vec::new();
     for item in &page.items {
         let item_ns = item.pointer("/metadata/namespace").and_then(Value::as_str);
-        match store.delete(kind, item_ns, meta::name_of(item), &opts) {
-            Ok(Deleted::Gone(o) | Deleted::Pending(o)) => deleted.push(o),
+        match store.delete(&view.storage, item_ns, meta::name_of(item), &opts) {
+            Ok(Deleted::Gone(o) | Deleted::Pending(o)) => deleted.push(view.outbound(&o)),
             Err(e) if e.code == StatusCode::NOT_FOUND => {}
             Err(e) => return Err(e),
         }
@@ -424,7 +468,7 @@ fn delete_collection(
         continue_token: None,
         remaining: None,
     };
-    Ok(json_response(StatusCode::OK, list_body(kind, &page)))
+    Ok(json_response(StatusCode::OK, list_body(&view.api, &page)))
 }
 
 fn pod_log(
@@ -448,13 +492,13 @@ const DEFAULT_WATCH_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 
 fn watch(
     app: &Arc<App>,
-    kind: &Arc<KindInfo>,
+    view: &View,
     ns: Option<&str>,
     params: &Params,
     headers: &HeaderMap,
     name: Option<&str>,
 ) -> Result<Response, ApiError> {
-    let selectors = selectors(kind, params, name)?;
+    let selectors = selectors(view, params, name)?;
     let from = match params.get("resourceVersion").map(String::as_str) {
         None | Some("") | Some("0") => WatchFrom::Now,
         Some(rv) => WatchFrom::After(
@@ -471,7 +515,7 @@ fn watch(
         .unwrap_or(DEFAULT_WATCH_TIMEOUT);
     let bookmarks = is_true(params, "allowWatchBookmarks");
     let wp = WatchParams {
-        kind: kind.clone(),
+        view: view.clone(),
         namespace: ns.map(String::from),
         selectors: selectors.clone(),
         timeout,
@@ -480,7 +524,7 @@ fn watch(
         initial_events_end: send_initial && bookmarks,
         as_table: table::wanted(headers),
     };
-    let body = match app.store.watch(kind, ns, &selectors, from) {
+    let body = match app.store.watch(&view.storage, ns, &selectors, from) {
         Ok(start) => Body::from_stream(watch::stream(start, wp, app.closing.clone())),
         Err(e) if e.code == StatusCode::GONE => Body::from_stream(watch::failed(e)),
         Err(e) => return Err(e),

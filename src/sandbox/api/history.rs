@@ -1,8 +1,42 @@
 //! Watch events and the bounded history that watches resume from.
 
+use bytes::Bytes;
 use serde_json::Value;
 use std::collections::VecDeque;
+use std::ops::Deref;
 use std::sync::{Arc, OnceLock};
+
+/// One stored version of an object, serialized to JSON at most once however many GETs,
+/// lists and watchers send it.
+#[derive(Debug)]
+pub struct StoredObject {
+    value: Value,
+    json: OnceLock<Bytes>,
+}
+
+impl StoredObject {
+    /// Wraps a version for sharing.
+    pub fn new(value: Value) -> Arc<Self> {
+        Arc::new(StoredObject {
+            value,
+            json: OnceLock::new(),
+        })
+    }
+
+    /// The JSON text of the object.
+    pub fn json(&self) -> &Bytes {
+        self.json
+            .get_or_init(|| Bytes::from(serde_json::to_vec(&self.value).unwrap_or_default()))
+    }
+}
+
+impl Deref for StoredObject {
+    type Target = Value;
+
+    fn deref(&self) -> &Value {
+        &self.value
+    }
+}
 
 /// The `type` of a watch event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,10 +72,9 @@ pub struct Change {
     /// What happened.
     pub kind: EventType,
     /// The object after the change (its last state for a deletion).
-    pub object: Arc<Value>,
+    pub object: Arc<StoredObject>,
     /// The object before the change, for watchers whose selector it leaves or enters.
-    pub old: Option<Arc<Value>>,
-    json: OnceLock<String>,
+    pub old: Option<Arc<StoredObject>>,
 }
 
 impl Change {
@@ -51,8 +84,8 @@ impl Change {
         resource: Arc<str>,
         namespace: String,
         kind: EventType,
-        object: Arc<Value>,
-        old: Option<Arc<Value>>,
+        object: Arc<StoredObject>,
+        old: Option<Arc<StoredObject>>,
     ) -> Self {
         Change {
             rv,
@@ -61,13 +94,7 @@ impl Change {
             kind,
             object,
             old,
-            json: OnceLock::new(),
         }
-    }
-
-    /// The object serialized once, however many watchers send it.
-    pub fn object_json(&self) -> &str {
-        self.json.get_or_init(|| self.object.to_string())
     }
 }
 
@@ -125,7 +152,7 @@ mod tests {
             "configmaps".into(),
             "ns".into(),
             EventType::Added,
-            Arc::new(json!({})),
+            StoredObject::new(json!({})),
             None,
         ))
     }

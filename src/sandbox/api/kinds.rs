@@ -1,6 +1,5 @@
 //! The registry of kinds the sandbox serves: builtins plus custom resources given at start-up.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 /// When `metadata.generation` moves, as each kind's registry strategy decides in kube-apiserver.
@@ -81,6 +80,16 @@ pub struct KindInfo {
     pub custom: bool,
     /// kubectl short names.
     pub short_names: Vec<&'static str>,
+    /// `configmaps` or `jobs.batch`: the storage key, made once.
+    resource_key: Arc<str>,
+}
+
+fn resource_key(group: &str, plural: &str) -> Arc<str> {
+    if group.is_empty() {
+        plural.into()
+    } else {
+        format!("{plural}.{group}").into()
+    }
 }
 
 impl KindInfo {
@@ -94,12 +103,13 @@ impl KindInfo {
     }
 
     /// `configmaps` or `jobs.batch`, as error messages name the resource.
-    pub fn qualified_resource(&self) -> String {
-        if self.group.is_empty() {
-            self.plural.clone()
-        } else {
-            format!("{}.{}", self.plural, self.group)
-        }
+    pub fn qualified_resource(&self) -> &str {
+        &self.resource_key
+    }
+
+    /// [`Self::qualified_resource`], shared.
+    pub fn resource_key(&self) -> Arc<str> {
+        self.resource_key.clone()
     }
 
     /// Verbs listed in discovery.
@@ -173,14 +183,15 @@ const BUILTINS: &[Builtin] = &[
     builtin("rbac.authorization.k8s.io", "RoleBinding", "rolebindings", true, false, NoGen, &[]),
     builtin("rbac.authorization.k8s.io", "ClusterRoleBinding", "clusterrolebindings", false, false, NoGen, &[]),
     builtin("authentication.k8s.io", "TokenReview", "tokenreviews", false, false, NoGen, &[]),
+    builtin("authentication.k8s.io", "SelfSubjectReview", "selfsubjectreviews", false, false, NoGen, &[]),
     builtin("authorization.k8s.io", "SubjectAccessReview", "subjectaccessreviews", false, false, NoGen, &[]),
+    builtin("authorization.k8s.io", "SelfSubjectAccessReview", "selfsubjectaccessreviews", false, false, NoGen, &[]),
 ];
 
 /// The kinds served, looked up by (group, version, plural).
 #[derive(Debug, Clone)]
 pub struct Registry {
     kinds: Vec<Arc<KindInfo>>,
-    by_resource: BTreeMap<(String, String, String), Arc<KindInfo>>,
 }
 
 impl Registry {
@@ -203,6 +214,7 @@ impl Registry {
                         || b.group.starts_with("authorization."),
                     custom: false,
                     short_names: b.short_names.to_vec(),
+                    resource_key: resource_key(b.group, b.plural),
                 })
             })
             .collect();
@@ -220,24 +232,18 @@ impl Registry {
                 create_only: false,
                 custom: true,
                 short_names: Vec::new(),
+                resource_key: resource_key(&c.group, &c.plural),
             })
         }));
-        let by_resource = kinds
-            .iter()
-            .map(|k| {
-                (
-                    (k.group.clone(), k.version.clone(), k.plural.clone()),
-                    k.clone(),
-                )
-            })
-            .collect();
-        Registry { kinds, by_resource }
+        Registry { kinds }
     }
 
     /// The kind served at `group/version/plural`, if any.
     pub fn lookup(&self, group: &str, version: &str, plural: &str) -> Option<Arc<KindInfo>> {
-        self.by_resource
-            .get(&(group.to_string(), version.to_string(), plural.to_string()))
+        // A few dozen kinds: a scan costs less than building an owned key per request.
+        self.kinds
+            .iter()
+            .find(|k| k.plural == plural && k.group == group && k.version == version)
             .cloned()
     }
 

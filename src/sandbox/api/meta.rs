@@ -180,39 +180,51 @@ pub fn prepare_update(kind: &KindInfo, old: &Value, new: Value, part: Part) -> V
     out
 }
 
-fn without(obj: &Value, keys: &[&str]) -> Value {
-    let mut o = obj.clone();
-    if let Some(m) = o.as_object_mut() {
-        for k in keys {
-            m.remove(*k);
-        }
-    }
-    o
-}
-
 fn generation_changes(kind: &KindInfo, old: &Value, new: &Value) -> bool {
     match kind.generation {
         GenerationPolicy::None => false,
         GenerationPolicy::Spec => old.get("spec") != new.get("spec"),
-        GenerationPolicy::AllButMetadataAndStatus => {
-            let ignored = ["metadata", "status", "apiVersion", "kind"];
-            without(old, &ignored) != without(new, &ignored)
-        }
+        GenerationPolicy::AllButMetadataAndStatus => match (old.as_object(), new.as_object()) {
+            (Some(o), Some(n)) => {
+                !equal_except(o, n, &["metadata", "status", "apiVersion", "kind"])
+            }
+            _ => old != new,
+        },
     }
+}
+
+/// Whether two maps are equal but for the keys in `skip`.
+fn equal_except(x: &Map<String, Value>, y: &Map<String, Value>, skip: &[&str]) -> bool {
+    let kept = |m: &Map<String, Value>| m.keys().filter(|k| !skip.contains(&k.as_str())).count();
+    kept(x) == kept(y)
+        && x.iter()
+            .filter(|(k, _)| !skip.contains(&k.as_str()))
+            .all(|(k, v)| y.get(k) == Some(v))
+}
+
+fn metadata_of<'a>(
+    m: &'a Map<String, Value>,
+    empty: &'a Map<String, Value>,
+) -> &'a Map<String, Value> {
+    m.get("metadata")
+        .and_then(Value::as_object)
+        .unwrap_or(empty)
 }
 
 /// Whether two versions of an object differ in anything but their resourceVersion: an update
 /// that changes nothing is a no-op on the real server (no new resourceVersion, no event).
+/// Compared in place, without copies: this runs on every write.
 pub fn same_content(a: &Value, b: &Value) -> bool {
-    let strip = |v: &Value| {
-        let mut v = v.clone();
-        if let Some(m) = v.get_mut("metadata").and_then(Value::as_object_mut) {
-            m.remove("resourceVersion");
-            m.remove("managedFields");
-        }
-        v
+    let (Some(a), Some(b)) = (a.as_object(), b.as_object()) else {
+        return a == b;
     };
-    strip(a) == strip(b)
+    let empty = Map::new();
+    equal_except(a, b, &["metadata"])
+        && equal_except(
+            metadata_of(a, &empty),
+            metadata_of(b, &empty),
+            &["resourceVersion", "managedFields"],
+        )
 }
 
 #[cfg(test)]
@@ -237,6 +249,17 @@ mod tests {
         prepare_create(&job, &mut j, Some("ns"));
         assert_eq!(j["metadata"]["generation"], 1);
         assert_eq!(j["status"], json!({}));
+    }
+
+    #[test]
+    fn same_content_ignores_only_the_resource_version() {
+        let a = json!({"metadata": {"name": "x", "resourceVersion": "1"}, "data": {"k": "v"}});
+        let b = json!({"metadata": {"name": "x", "resourceVersion": "2"}, "data": {"k": "v"}});
+        assert!(same_content(&a, &b));
+        let c = json!({"metadata": {"name": "x", "resourceVersion": "2", "labels": {}}, "data": {"k": "v"}});
+        assert!(!same_content(&a, &c));
+        let d = json!({"metadata": {"name": "x"}, "data": {"k": "w"}});
+        assert!(!same_content(&a, &d));
     }
 
     #[test]

@@ -12,6 +12,7 @@ mod kubeconfig;
 mod meta;
 mod openapi;
 mod patch;
+mod protobuf;
 mod reviews;
 mod route;
 mod selectors;
@@ -21,6 +22,7 @@ mod store;
 mod table;
 mod tls;
 mod validation;
+mod view;
 mod watch;
 
 pub use access::ADMIN_USER;

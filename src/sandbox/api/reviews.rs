@@ -1,6 +1,6 @@
-//! TokenReview and SubjectAccessReview: create-only, answered from the same token table and
-//! RBAC rules the server itself uses, never stored (authentication.k8s.io/v1,
-//! authorization.k8s.io/v1).
+//! TokenReview, SubjectAccessReview and their "self" forms (`kubectl auth whoami`,
+//! `kubectl auth can-i`): create-only, answered from the same token table and RBAC rules the
+//! server itself uses, never stored (authentication.k8s.io/v1, authorization.k8s.io/v1).
 
 use super::access::{self, Access};
 use super::errors::{ApiError, Cause};
@@ -55,9 +55,49 @@ fn str_at<'a>(v: &'a Value, pointer: &str) -> &'a str {
         .unwrap_or_default()
 }
 
+/// The action a (Self)SubjectAccessReview asks about.
+fn attributes_of(kind: &str, spec: &Value) -> Result<Attributes, ApiError> {
+    if let Some(r) = spec.get("resourceAttributes") {
+        let opt = |p: &str| Some(str_at(r, p).to_string()).filter(|s| !s.is_empty());
+        Ok(Attributes {
+            verb: str_at(r, "/verb").to_string(),
+            api_group: str_at(r, "/group").to_string(),
+            resource: str_at(r, "/resource").to_string(),
+            subresource: opt("/subresource"),
+            namespace: opt("/namespace"),
+            name: opt("/name"),
+            path: None,
+        })
+    } else if let Some(n) = spec.get("nonResourceAttributes") {
+        Ok(Attributes::non_resource(
+            str_at(n, "/verb"),
+            str_at(n, "/path"),
+        ))
+    } else {
+        Err(ApiError::invalid_kind(
+            kind,
+            "authorization.k8s.io",
+            "",
+            vec![Cause::invalid(
+                "spec.resourceAttributes",
+                "null",
+                "exactly one of nonResourceAttributes or resourceAttributes must be specified",
+            )],
+        ))
+    }
+}
+
+fn access_status(store: &Store, user: &UserInfo, attrs: &Attributes) -> Value {
+    match access::decide(store, user, attrs) {
+        Decision::Allow => json!({"allowed": true, "reason": "allowed by RBAC"}),
+        Decision::Deny { reason } => json!({"allowed": false, "reason": reason}),
+    }
+}
+
 /// Answers a SubjectAccessReview: RBAC's decision for `spec.user`/`spec.groups` doing the
 /// resource or non-resource action described.
 pub fn subject_access_review(store: &Store, body: Value) -> Result<Value, ApiError> {
+    const KIND: &str = "SubjectAccessReview";
     let spec = body.get("spec").cloned().unwrap_or_else(|| json!({}));
     let user = UserInfo {
         username: str_at(&spec, "/user").to_string(),
@@ -73,41 +113,32 @@ pub fn subject_access_review(store: &Store, body: Value) -> Result<Value, ApiErr
             })
             .unwrap_or_default(),
     };
-    let attrs = if let Some(r) = spec.get("resourceAttributes") {
-        let opt = |p: &str| Some(str_at(r, p).to_string()).filter(|s| !s.is_empty());
-        Attributes {
-            verb: str_at(r, "/verb").to_string(),
-            api_group: str_at(r, "/group").to_string(),
-            resource: str_at(r, "/resource").to_string(),
-            subresource: opt("/subresource"),
-            namespace: opt("/namespace"),
-            name: opt("/name"),
-            path: None,
-        }
-    } else if let Some(n) = spec.get("nonResourceAttributes") {
-        Attributes::non_resource(str_at(n, "/verb"), str_at(n, "/path"))
-    } else {
-        return Err(ApiError::invalid_kind(
-            "SubjectAccessReview",
-            "authorization.k8s.io",
-            "",
-            vec![Cause::invalid(
-                "spec.resourceAttributes",
-                "null",
-                "exactly one of nonResourceAttributes or resourceAttributes must be specified",
-            )],
-        ));
-    };
-    let status = match access::decide(store, &user, &attrs) {
-        Decision::Allow => json!({"allowed": true, "reason": "allowed by RBAC"}),
-        Decision::Deny { reason } => json!({"allowed": false, "reason": reason}),
-    };
-    Ok(reviewed(
+    let status = access_status(store, &user, &attributes_of(KIND, &spec)?);
+    Ok(reviewed(body, "authorization.k8s.io/v1", KIND, status))
+}
+
+/// Answers a SelfSubjectAccessReview: the same decision for the requesting user.
+pub fn self_subject_access_review(
+    store: &Store,
+    user: &UserInfo,
+    body: Value,
+) -> Result<Value, ApiError> {
+    const KIND: &str = "SelfSubjectAccessReview";
+    let spec = body.get("spec").cloned().unwrap_or_else(|| json!({}));
+    let status = access_status(store, user, &attributes_of(KIND, &spec)?);
+    Ok(reviewed(body, "authorization.k8s.io/v1", KIND, status))
+}
+
+/// Answers a SelfSubjectReview: who the requesting user is.
+pub fn self_subject_review(user: &UserInfo, body: Value) -> Value {
+    let status =
+        json!({"userInfo": {"username": user.username, "uid": user.uid, "groups": user.groups}});
+    reviewed(
         body,
-        "authorization.k8s.io/v1",
-        "SubjectAccessReview",
+        "authentication.k8s.io/v1",
+        "SelfSubjectReview",
         status,
-    ))
+    )
 }
 
 #[cfg(test)]

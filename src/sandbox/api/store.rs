@@ -2,7 +2,7 @@
 //! history and the live change feed. Handlers stay thin over these functions.
 
 use super::errors::ApiError;
-use super::history::{Change, EventType, History};
+use super::history::{Change, EventType, History, StoredObject};
 use super::kinds::{KindInfo, Registry};
 use super::meta::{self, Part};
 use super::selectors::Selectors;
@@ -69,9 +69,9 @@ pub struct DeleteOptions {
 #[derive(Debug, Clone)]
 pub enum Deleted {
     /// The object is gone; this was its last state.
-    Gone(Arc<Value>),
+    Gone(Arc<StoredObject>),
     /// Finalizers hold the object; it now carries a deletionTimestamp.
-    Pending(Arc<Value>),
+    Pending(Arc<StoredObject>),
 }
 
 /// Options of a list.
@@ -91,7 +91,7 @@ pub struct ListPage {
     /// The list's resourceVersion.
     pub resource_version: u64,
     /// The objects, ordered by namespace and name.
-    pub items: Vec<Arc<Value>>,
+    pub items: Vec<Arc<StoredObject>>,
     /// Token for the next page.
     pub continue_token: Option<String>,
     /// How many objects the next pages hold.
@@ -120,7 +120,7 @@ pub struct WatchStart {
 struct Collection {
     kind: Arc<KindInfo>,
     key: Arc<str>,
-    objects: BTreeMap<ObjKey, Arc<Value>>,
+    objects: BTreeMap<ObjKey, Arc<StoredObject>>,
 }
 
 struct Inner {
@@ -136,6 +136,9 @@ pub struct Store {
     registry: Registry,
 }
 
+/// Namespaces the NamespaceLifecycle admission plugin never lets go.
+const IMMORTAL_NAMESPACES: &[&str] = &["default", "kube-system", "kube-public"];
+
 /// The first resourceVersion; any positive start works, a non-trivial one catches clients
 /// that assume versions start small.
 const START_RV: u64 = 1000;
@@ -143,7 +146,7 @@ const START_RV: u64 = 1000;
 const FEED_CAPACITY: usize = 16 * 1024;
 
 fn storage_key(kind: &KindInfo) -> Arc<str> {
-    kind.qualified_resource().into()
+    kind.resource_key()
 }
 
 fn obj_key(kind: &KindInfo, ns: Option<&str>, name: &str) -> ObjKey {
@@ -216,7 +219,7 @@ impl Inner {
         kind: &KindInfo,
         key: &ObjKey,
         name: &str,
-    ) -> Result<Arc<Value>, ApiError> {
+    ) -> Result<Arc<StoredObject>, ApiError> {
         self.collection(kind)?
             .objects
             .get(key)
@@ -238,7 +241,7 @@ impl Inner {
         resource: &Arc<str>,
         kind: EventType,
         mut object: Value,
-        old: Option<Arc<Value>>,
+        old: Option<Arc<StoredObject>>,
     ) -> Arc<Change> {
         self.rv += 1;
         meta::metadata_mut(&mut object)
@@ -253,7 +256,7 @@ impl Inner {
             resource.clone(),
             namespace,
             kind,
-            Arc::new(object),
+            StoredObject::new(object),
             old,
         ));
         self.history.push(change.clone());
@@ -279,7 +282,7 @@ impl Inner {
         resource: &Arc<str>,
         kind: EventType,
         object: Value,
-        old: Option<Arc<Value>>,
+        old: Option<Arc<StoredObject>>,
     ) -> Arc<Change> {
         let change = self.commit(resource, kind, object, old);
         self.store(&change);
@@ -338,7 +341,7 @@ impl Inner {
         if owner_uid.is_empty() {
             return;
         }
-        let dependents: Vec<(Arc<KindInfo>, ObjKey, Arc<Value>)> = self
+        let dependents: Vec<(Arc<KindInfo>, ObjKey, Arc<StoredObject>)> = self
             .collections
             .values()
             .flat_map(|c| {
@@ -375,7 +378,7 @@ impl Inner {
     }
 
     fn delete_namespace_contents(&mut self, ns: &str, changes: &mut Vec<Arc<Change>>) {
-        let doomed: Vec<(Arc<str>, Arc<Value>)> = self
+        let doomed: Vec<(Arc<str>, Arc<StoredObject>)> = self
             .collections
             .values()
             .filter(|c| c.kind.namespaced)
@@ -449,7 +452,7 @@ impl Store {
         kind: &KindInfo,
         ns: Option<&str>,
         name: &str,
-    ) -> Result<Arc<Value>, ApiError> {
+    ) -> Result<Arc<StoredObject>, ApiError> {
         let inner = self.inner.read();
         inner
             .collections
@@ -555,7 +558,7 @@ impl Store {
         ns: Option<&str>,
         mut obj: Value,
         dry_run: bool,
-    ) -> Result<Arc<Value>, ApiError> {
+    ) -> Result<Arc<StoredObject>, ApiError> {
         if !obj.is_object() {
             return Err(ApiError::bad_request(
                 "the body of the request was not a JSON object",
@@ -590,7 +593,7 @@ impl Store {
             return Err(ApiError::already_exists(kind, &name));
         }
         if dry_run {
-            return Ok(Arc::new(obj));
+            return Ok(StoredObject::new(obj));
         }
         let change = inner.apply(&resource, EventType::Added, obj, None);
         let out = change.object.clone();
@@ -608,7 +611,7 @@ impl Store {
         obj: Value,
         part: Part,
         dry_run: bool,
-    ) -> Result<Arc<Value>, ApiError> {
+    ) -> Result<Arc<StoredObject>, ApiError> {
         if !obj.is_object() {
             return Err(ApiError::bad_request(
                 "the body of the request was not a JSON object",
@@ -628,13 +631,20 @@ impl Store {
         part: Part,
         dry_run: bool,
         f: impl FnOnce(&Value) -> Result<Value, ApiError>,
-    ) -> Result<Arc<Value>, ApiError> {
+    ) -> Result<Arc<StoredObject>, ApiError> {
         let ns = ns.filter(|_| kind.namespaced);
         let key = obj_key(kind, ns, name);
         let mut inner = self.inner.write();
         let resource = storage_key(kind);
         let old = inner.current(kind, &key, name)?;
         let new = f(&old)?;
+        if !new.is_object() {
+            // A JSON patch may replace the whole document with anything.
+            return Err(ApiError::bad_request(format!(
+                "the updated {} \"{name}\" is not a JSON object",
+                kind.kind
+            )));
+        }
         let body_name = meta::name_of(&new);
         if !body_name.is_empty() && body_name != name {
             return Err(ApiError::bad_request(format!(
@@ -670,7 +680,7 @@ impl Store {
             return Ok(old);
         }
         if dry_run {
-            return Ok(Arc::new(next));
+            return Ok(StoredObject::new(next));
         }
         let finished =
             next.pointer("/metadata/deletionTimestamp").is_some() && !finalizers_pending(&next);
@@ -701,6 +711,13 @@ impl Store {
         let key = obj_key(kind, ns, name);
         let mut inner = self.inner.write();
         let current = inner.current(kind, &key, name)?;
+        if kind.kind == "Namespace" && IMMORTAL_NAMESPACES.contains(&name) {
+            return Err(ApiError::forbidden(
+                kind,
+                name,
+                format!("namespaces \"{name}\" is forbidden: this namespace may not be deleted"),
+            ));
+        }
         check_uid(kind, name, opts.uid.as_deref(), &current)?;
         if let Some(rv) = opts
             .resource_version
@@ -833,6 +850,18 @@ mod tests {
     }
 
     #[test]
+    fn a_patch_that_replaces_the_document_is_refused() {
+        let (store, _, cm) = setup();
+        store
+            .create(&cm, Some("a"), json!({"metadata": {"name": "x"}}), false)
+            .unwrap();
+        let err = store
+            .modify(&cm, Some("a"), "x", Part::Main, false, |_| Ok(json!(5)))
+            .unwrap_err();
+        assert_eq!(err.code.as_u16(), 400);
+    }
+
+    #[test]
     fn list_pages_and_selects() {
         let (store, _, cm) = setup();
         for i in 0..5 {
@@ -860,6 +889,44 @@ mod tests {
         opts.limit = None;
         opts.continue_token = None;
         assert_eq!(store.list(&cm, None, &opts).unwrap().items.len(), 3);
+    }
+
+    #[test]
+    fn continue_tokens_expire_with_the_history() {
+        let store = Store::new(Registry::new(&[]), 2);
+        let ns = store.registry().lookup("", "v1", "namespaces").unwrap();
+        let cm = store.registry().lookup("", "v1", "configmaps").unwrap();
+        store
+            .create(&ns, None, json!({"metadata": {"name": "a"}}), false)
+            .unwrap();
+        for i in 0..3 {
+            store
+                .create(
+                    &cm,
+                    Some("a"),
+                    json!({"metadata": {"name": format!("c{i}")}}),
+                    false,
+                )
+                .unwrap();
+        }
+        let mut opts = ListOptions {
+            limit: Some(1),
+            ..Default::default()
+        };
+        opts.continue_token = store.list(&cm, Some("a"), &opts).unwrap().continue_token;
+        assert!(store.list(&cm, Some("a"), &opts).is_ok());
+        for i in 3..6 {
+            store
+                .create(
+                    &cm,
+                    Some("a"),
+                    json!({"metadata": {"name": format!("c{i}")}}),
+                    false,
+                )
+                .unwrap();
+        }
+        let gone = store.list(&cm, Some("a"), &opts).unwrap_err();
+        assert_eq!((gone.code.as_u16(), gone.reason), (410, "Expired"));
     }
 
     #[test]

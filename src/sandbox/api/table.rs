@@ -1,6 +1,7 @@
 //! Server-side printing: `meta.k8s.io/v1` Tables for `kubectl get`, with the columns
 //! kube-apiserver's printers give the served kinds (pkg/printers/internalversion/printers.go).
 
+use super::history::StoredObject;
 use super::kinds::KindInfo;
 use super::meta;
 use axum::http::{HeaderMap, header};
@@ -67,15 +68,46 @@ pub fn human_duration(secs: i64) -> String {
     format!("{}y", hours / 24 / 365)
 }
 
-fn age(obj: &Value) -> String {
-    let created = obj
-        .pointer("/metadata/creationTimestamp")
-        .and_then(Value::as_str)
-        .and_then(|t| t.parse::<jiff::Timestamp>().ok());
-    match created {
-        Some(t) => human_duration(jiff::Timestamp::now().as_second() - t.as_second()),
-        None => "<unknown>".into(),
+fn since(time: &str) -> String {
+    match time.parse::<jiff::Timestamp>() {
+        Ok(t) => human_duration(jiff::Timestamp::now().as_second() - t.as_second()),
+        Err(_) => "<unknown>".into(),
     }
+}
+
+fn age(obj: &Value) -> String {
+    since(s(obj, "/metadata/creationTimestamp"))
+}
+
+/// `kubectl get events` columns, for core/v1 and events.k8s.io/v1 field names alike.
+fn event_cells(obj: &Value) -> Vec<Value> {
+    let first = |pointers: &[&str]| {
+        pointers
+            .iter()
+            .map(|p| s(obj, p))
+            .find(|v| !v.is_empty())
+            .unwrap_or_default()
+            .to_string()
+    };
+    let last_seen = first(&[
+        "/series/lastObservedTime",
+        "/lastTimestamp",
+        "/deprecatedLastTimestamp",
+        "/eventTime",
+        "/metadata/creationTimestamp",
+    ]);
+    let object = format!(
+        "{}/{}",
+        first(&["/involvedObject/kind", "/regarding/kind"]).to_lowercase(),
+        first(&["/involvedObject/name", "/regarding/name"])
+    );
+    vec![
+        json!(since(&last_seen)),
+        json!(s(obj, "/type")),
+        json!(s(obj, "/reason")),
+        json!(object),
+        json!(first(&["/message", "/note"])),
+    ]
 }
 
 fn s<'a>(obj: &'a Value, pointer: &str) -> &'a str {
@@ -143,6 +175,13 @@ fn columns(kind: &KindInfo) -> &'static [(&'static str, &'static str)] {
         ("coordination.k8s.io", "Lease") => {
             &[("Name", "string"), ("Holder", "string"), ("Age", "string")]
         }
+        (_, "Event") => &[
+            ("Last Seen", "string"),
+            ("Type", "string"),
+            ("Reason", "string"),
+            ("Object", "string"),
+            ("Message", "string"),
+        ],
         _ => &[("Name", "string"), ("Age", "string")],
     }
 }
@@ -207,6 +246,9 @@ fn pod_cells(obj: &Value) -> Vec<Value> {
 }
 
 fn cells(kind: &KindInfo, obj: &Value) -> Vec<Value> {
+    if kind.kind == "Event" {
+        return event_cells(obj);
+    }
     let mut out = vec![json!(meta::name_of(obj))];
     let middle = match (kind.group.as_str(), kind.kind.as_str()) {
         ("", "ConfigMap") => vec![json!(count(obj, "/data") + count(obj, "/binaryData"))],
@@ -259,7 +301,7 @@ fn row(kind: &KindInfo, obj: &Value) -> Value {
 }
 
 /// A Table of `items`; `list_meta` is the list's metadata (resourceVersion, continue).
-pub fn table(kind: &KindInfo, items: &[Arc<Value>], list_meta: Value) -> Value {
+pub fn table(kind: &KindInfo, items: &[Arc<StoredObject>], list_meta: Value) -> Value {
     let column_definitions: Vec<Value> = columns(kind)
         .iter()
         .map(|(name, ty)| {
@@ -309,7 +351,7 @@ mod tests {
         let cm = r.lookup("", "v1", "configmaps").unwrap();
         let t = table(
             &cm,
-            &[Arc::new(
+            &[StoredObject::new(
                 json!({"metadata": {"name": "a"}, "data": {"x": "1", "y": "2"}}),
             )],
             json!({}),
@@ -321,5 +363,17 @@ mod tests {
         let done = json!({"metadata": {"name": "j"}, "spec": {"completions": 1},
             "status": {"succeeded": 1, "conditions": [{"type": "Complete", "status": "True"}]}});
         assert_eq!(cells(&job, &done)[1..3], [json!("Complete"), json!("1/1")]);
+        let ev = r.lookup("events.k8s.io", "v1", "events").unwrap();
+        let e = json!({"type": "Normal", "reason": "Started", "note": "go",
+            "regarding": {"kind": "Job", "name": "j"}, "eventTime": "2020-01-01T00:00:00.000000Z"});
+        assert_eq!(
+            cells(&ev, &e)[1..],
+            [
+                json!("Normal"),
+                json!("Started"),
+                json!("job/j"),
+                json!("go")
+            ]
+        );
     }
 }

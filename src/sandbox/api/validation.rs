@@ -3,7 +3,7 @@
 
 use super::errors::Cause;
 use super::kinds::KindInfo;
-use serde_json::Value;
+use serde_json::{Value, json};
 
 const DNS1123_LABEL_FMT: &str = "[a-z0-9]([-a-z0-9]*[a-z0-9])?";
 const DNS1123_SUBDOMAIN_FMT: &str =
@@ -344,6 +344,69 @@ fn validate_pod_spec_update(obj: &Value, old: &Value, causes: &mut Vec<Cause>) {
     }
 }
 
+/// Whether `labels` satisfy a metav1.LabelSelector (matchLabels and matchExpressions).
+fn selector_matches(selector: &Value, labels: &Value) -> bool {
+    let get = |k: &str| labels.get(k).and_then(Value::as_str);
+    let by_labels = selector
+        .get("matchLabels")
+        .and_then(Value::as_object)
+        .into_iter()
+        .flatten()
+        .all(|(k, v)| get(k) == v.as_str());
+    let by_expressions = selector
+        .get("matchExpressions")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .all(|e| {
+            let key = e.get("key").and_then(Value::as_str).unwrap_or_default();
+            let values: Vec<&str> = e
+                .get("values")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+                .collect();
+            match e.get("operator").and_then(Value::as_str) {
+                Some("In") => get(key).is_some_and(|v| values.contains(&v)),
+                Some("NotIn") => get(key).is_none_or(|v| !values.contains(&v)),
+                Some("Exists") => get(key).is_some(),
+                Some("DoesNotExist") => get(key).is_none(),
+                _ => false,
+            }
+        });
+    by_labels && by_expressions
+}
+
+/// apps/v1 workloads: a selector is required, must select the template's labels and never
+/// changes (ValidateDaemonSet / ValidateDaemonSetUpdate).
+fn validate_selector(obj: &Value, old: Option<&Value>, causes: &mut Vec<Cause>) {
+    let Some(selector) = obj.pointer("/spec/selector").filter(|s| s.is_object()) else {
+        causes.push(Cause::required("spec.selector", ""));
+        return;
+    };
+    let empty = json!({});
+    let labels = obj
+        .pointer("/spec/template/metadata/labels")
+        .unwrap_or(&empty);
+    if !selector_matches(selector, labels) {
+        causes.push(Cause::invalid_json(
+            "spec.template.metadata.labels",
+            labels,
+            "`selector` does not match template `labels`",
+        ));
+    }
+    if let Some(old_selector) = old.and_then(|o| o.pointer("/spec/selector"))
+        && old_selector != selector
+    {
+        causes.push(Cause::invalid_json(
+            "spec.selector",
+            selector,
+            "field is immutable",
+        ));
+    }
+}
+
 fn validate_kind(kind: &KindInfo, obj: &Value, old: Option<&Value>, causes: &mut Vec<Cause>) {
     if kind.custom {
         return;
@@ -381,6 +444,7 @@ fn validate_kind(kind: &KindInfo, obj: &Value, old: Option<&Value>, causes: &mut
         ("apps", "DaemonSet") => {
             let template = obj.pointer("/spec/template/spec");
             validate_pod_spec(template, "spec.template.spec", Some(&["Always"]), causes);
+            validate_selector(obj, old, causes);
         }
         _ => {}
     }
@@ -449,6 +513,37 @@ mod tests {
         let mut new = old.clone();
         new["data"]["a"] = json!("2");
         assert_eq!(validate(&cm, &new, Some(&old))[0].field, "data");
+    }
+
+    #[test]
+    fn daemonset_selector_must_select_the_template() {
+        let r = Registry::new(&[]);
+        let ds = r.lookup("apps", "v1", "daemonsets").unwrap();
+        let spec = |selector: Value| {
+            json!({"metadata": {"name": "d"}, "spec": {"selector": selector, "template": {
+                "metadata": {"labels": {"app": "x"}},
+                "spec": {"restartPolicy": "Always", "containers": [{"name": "c", "image": "i"}]}}}})
+        };
+        assert!(validate(&ds, &spec(json!({"matchLabels": {"app": "x"}})), None).is_empty());
+        let expr =
+            json!({"matchExpressions": [{"key": "app", "operator": "In", "values": ["x", "y"]}]});
+        assert!(validate(&ds, &spec(expr), None).is_empty());
+        let c = validate(&ds, &spec(json!({"matchLabels": {"app": "y"}})), None);
+        assert_eq!(c[0].field, "spec.template.metadata.labels");
+        assert_eq!(
+            c[0].message,
+            "Invalid value: map[string]string{\"app\":\"x\"}: `selector` does not match template `labels`"
+        );
+        let old = spec(json!({"matchLabels": {"app": "x"}}));
+        let moved = spec(json!({"matchExpressions": [{"key": "app", "operator": "Exists"}]}));
+        assert!(
+            validate(&ds, &moved, Some(&old))
+                .iter()
+                .any(|c| c.field == "spec.selector")
+        );
+        let mut none = old.clone();
+        none["spec"].as_object_mut().unwrap().remove("selector");
+        assert_eq!(validate(&ds, &none, None)[0].reason, "FieldValueRequired");
     }
 
     #[test]

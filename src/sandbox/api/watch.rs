@@ -7,18 +7,18 @@ use super::kinds::KindInfo;
 use super::selectors::Selectors;
 use super::store::{WatchStart, too_old};
 use super::table;
+use super::view::View;
 use bytes::Bytes;
 use futures::Stream;
 use serde_json::json;
 use std::convert::Infallible;
-use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::broadcast::error::RecvError;
 
 /// What one watcher asked for.
 pub struct WatchParams {
-    /// The watched kind.
-    pub kind: Arc<KindInfo>,
+    /// The watched kind, as requested and as stored.
+    pub view: View,
     /// Namespace filter (`None` = all).
     pub namespace: Option<String>,
     /// Label and field selectors.
@@ -36,20 +36,24 @@ pub struct WatchParams {
 }
 
 /// An event line as it goes on the wire.
-fn line(event_type: &str, object_json: &str) -> Bytes {
-    Bytes::from(format!(
-        "{{\"type\":\"{event_type}\",\"object\":{object_json}}}\n"
-    ))
+fn line(event_type: &str, object_json: &[u8]) -> Bytes {
+    let mut out = Vec::with_capacity(object_json.len() + 32);
+    out.extend_from_slice(b"{\"type\":\"");
+    out.extend_from_slice(event_type.as_bytes());
+    out.extend_from_slice(b"\",\"object\":");
+    out.extend_from_slice(object_json);
+    out.extend_from_slice(b"}\n");
+    Bytes::from(out)
 }
 
 /// The event type this watcher sees for a change, given its selectors: an object that
 /// enters the selection is ADDED, one that leaves it is DELETED.
 fn visible_as(change: &Change, p: &WatchParams) -> Option<EventType> {
-    let resource = p.kind.qualified_resource();
+    let resource = p.view.storage.qualified_resource();
     if *change.resource != *resource
         || p.namespace
             .as_deref()
-            .is_some_and(|n| p.kind.namespaced && n != change.namespace)
+            .is_some_and(|n| p.view.storage.namespaced && n != change.namespace)
     {
         return None;
     }
@@ -73,12 +77,13 @@ fn visible_as(change: &Change, p: &WatchParams) -> Option<EventType> {
 
 fn render(change: &Change, p: &WatchParams) -> Option<Bytes> {
     let event_type = visible_as(change, p)?;
+    let object = p.view.outbound(&change.object);
     if p.as_table {
         let rv = json!({"resourceVersion": change.rv.to_string()});
-        let t = table::table(&p.kind, std::slice::from_ref(&change.object), rv);
-        return Some(line(event_type.as_str(), &t.to_string()));
+        let t = table::table(&p.view.api, std::slice::from_ref(&object), rv);
+        return Some(line(event_type.as_str(), t.to_string().as_bytes()));
     }
-    Some(line(event_type.as_str(), change.object_json()))
+    Some(line(event_type.as_str(), object.json()))
 }
 
 fn bookmark(kind: &KindInfo, rv: u64, initial_end: bool) -> Bytes {
@@ -87,11 +92,11 @@ fn bookmark(kind: &KindInfo, rv: u64, initial_end: bool) -> Bytes {
         meta["annotations"] = json!({"k8s.io/initial-events-end": "true"});
     }
     let obj = json!({"kind": kind.kind, "apiVersion": kind.api_version(), "metadata": meta});
-    line("BOOKMARK", &obj.to_string())
+    line("BOOKMARK", obj.to_string().as_bytes())
 }
 
 fn error_event(err: &ApiError) -> Bytes {
-    line("ERROR", &err.status().to_string())
+    line("ERROR", err.status().to_string().as_bytes())
 }
 
 /// A watch whose start failed (410): one ERROR event, then the end, as the watch cache does.
@@ -114,7 +119,7 @@ pub fn stream(
             }
         }
         if p.initial_events_end {
-            yield Ok(bookmark(&p.kind, resource_version, true));
+            yield Ok(bookmark(&p.view.api, resource_version, true));
         }
         let deadline = tokio::time::sleep(p.timeout);
         tokio::pin!(deadline);
@@ -126,7 +131,7 @@ pub fn stream(
             tokio::select! {
                 _ = &mut deadline => break,
                 _ = closing.changed() => break,
-                _ = ticks.tick(), if p.bookmarks => yield Ok(bookmark(&p.kind, last_rv, false)),
+                _ = ticks.tick(), if p.bookmarks => yield Ok(bookmark(&p.view.api, last_rv, false)),
                 received = live.recv() => match received {
                     Ok(change) => {
                         // Changes committed before the watch started are already in `initial`.
@@ -140,7 +145,7 @@ pub fn stream(
                     }
                     Err(RecvError::Lagged(missed)) => {
                         tracing::warn!(
-                            resource = %p.kind.qualified_resource(),
+                            resource = %p.view.api.qualified_resource(),
                             missed,
                             "a watcher fell behind the live feed; ending it with 410 Expired"
                         );
@@ -157,6 +162,7 @@ pub fn stream(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sandbox::api::history::StoredObject;
     use crate::sandbox::api::kinds::Registry;
     use crate::sandbox::api::selectors::LabelSelector;
 
@@ -165,7 +171,7 @@ mod tests {
         let r = Registry::new(&[]);
         let cm = r.lookup("", "v1", "configmaps").unwrap();
         let p = WatchParams {
-            kind: cm,
+            view: View::of(&r, &cm),
             namespace: Some("ns".into()),
             selectors: Selectors {
                 labels: LabelSelector::parse("a=1").unwrap(),
@@ -178,7 +184,9 @@ mod tests {
             as_table: false,
         };
         let obj = |v: &str| {
-            Arc::new(json!({"metadata": {"name": "x", "namespace": "ns", "labels": {"a": v}}}))
+            StoredObject::new(
+                json!({"metadata": {"name": "x", "namespace": "ns", "labels": {"a": v}}}),
+            )
         };
         let change = |old: &str, new: &str| {
             Change::new(
@@ -216,7 +224,7 @@ mod tests {
             .watch(&cm, None, &Selectors::default(), WatchFrom::Now)
             .unwrap();
         let p = WatchParams {
-            kind: cm,
+            view: View::of(store.registry(), &cm),
             namespace: None,
             selectors: Selectors::default(),
             timeout: Duration::from_millis(300),
