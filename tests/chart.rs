@@ -994,9 +994,11 @@ fn allowed(rbac: &RbacRules, username: &str, call: &str) -> bool {
     authorize(&UserInfo::new(username, Vec::new()), &request(call), rbac).is_allowed()
 }
 
-#[test]
-fn each_identity_may_make_exactly_the_calls_its_scripts_and_code_make() {
-    let rbac = installed_rbac();
+/// `(username, call)` pairs in the form [`request`] reads.
+type Calls = Vec<(String, String)>;
+
+/// The calls each identity makes (and must be allowed), and calls it must not be allowed.
+fn expected_calls() -> (Calls, Calls) {
     let runner = format!("system:serviceaccount:{NAMESPACE}:cutover-runner");
     let agent = format!("system:serviceaccount:{NAMESPACE}:registry-pivot");
     let service = format!("system:serviceaccount:{NAMESPACE}:catalyst-cutover");
@@ -1069,12 +1071,11 @@ fn each_identity_may_make_exactly_the_calls_its_scripts_and_code_make() {
             ],
         ),
     ];
-    for (user, calls) in allowed_calls {
-        for call in calls {
-            assert!(allowed(&rbac, user, call), "{user} may not `{call}`");
-        }
-    }
-    for (user, call) in [
+    let allowed = allowed_calls
+        .iter()
+        .flat_map(|(user, calls)| calls.iter().map(|c| ((*user).to_owned(), (*c).to_owned())))
+        .collect();
+    let denied = [
         (runner.as_str(), "create apps/deployments catalyst/*"),
         (runner.as_str(), "patch apps/deployments catalyst/other"),
         (
@@ -1097,9 +1098,113 @@ fn each_identity_may_make_exactly_the_calls_its_scripts_and_code_make() {
             "get /secrets catalyst/cutover-credentials",
         ),
         ("alice", "update catalyst.openova.io/cutovers"),
-    ] {
+    ]
+    .iter()
+    .map(|(user, call)| ((*user).to_owned(), (*call).to_owned()))
+    .collect();
+    (allowed, denied)
+}
+
+#[test]
+fn each_identity_may_make_exactly_the_calls_its_scripts_and_code_make() {
+    let rbac = installed_rbac();
+    let (allowed_calls, denied_calls) = expected_calls();
+    for (user, call) in &allowed_calls {
+        assert!(allowed(&rbac, user, call), "{user} may not `{call}`");
+    }
+    for (user, call) in &denied_calls {
         assert!(!allowed(&rbac, user, call), "{user} must not `{call}`");
     }
+}
+
+/// The same calls as SubjectAccessReviews through the API, with the chart's RBAC objects
+/// created in the cluster under test (the sandbox, or `CUTOVER_TEST_KUBECONFIG`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_identity_passes_subject_access_reviews_through_the_api() {
+    use k8s_openapi::api::authorization::v1::{
+        ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec,
+    };
+    use k8s_openapi::api::core::v1::Namespace;
+    use kube::api::{Api, PostParams};
+    let cluster = common::TestCluster::start().await;
+    let client = cluster.client();
+    let create = PostParams::default();
+    let ns: Namespace =
+        serde_json::from_value(serde_json::json!({"metadata": {"name": NAMESPACE}}))
+            .expect("namespace");
+    let _ = Api::<Namespace>::all(client.clone())
+        .create(&create, &ns)
+        .await;
+    let rbac = installed_rbac();
+    for role in &rbac.roles {
+        Api::<Role>::namespaced(client.clone(), NAMESPACE)
+            .create(&create, role)
+            .await
+            .expect("Role");
+    }
+    for binding in &rbac.role_bindings {
+        Api::<RoleBinding>::namespaced(client.clone(), NAMESPACE)
+            .create(&create, binding)
+            .await
+            .expect("RoleBinding");
+    }
+    for role in &rbac.cluster_roles {
+        Api::<ClusterRole>::all(client.clone())
+            .create(&create, role)
+            .await
+            .expect("ClusterRole");
+    }
+    for binding in &rbac.cluster_role_bindings {
+        Api::<ClusterRoleBinding>::all(client.clone())
+            .create(&create, binding)
+            .await
+            .expect("ClusterRoleBinding");
+    }
+    let reviews: Api<SubjectAccessReview> = Api::all(client.clone());
+    let review = |user: String, call: String| {
+        let reviews = reviews.clone();
+        async move {
+            let attrs = request(&call);
+            let spec = SubjectAccessReviewSpec {
+                user: Some(user.clone()),
+                resource_attributes: Some(ResourceAttributes {
+                    verb: Some(attrs.verb.clone()),
+                    group: Some(attrs.api_group.clone()),
+                    resource: Some(attrs.resource.clone()),
+                    subresource: attrs.subresource.clone(),
+                    namespace: attrs.namespace.clone(),
+                    name: attrs.name.clone(),
+                    ..ResourceAttributes::default()
+                }),
+                ..SubjectAccessReviewSpec::default()
+            };
+            let answer = reviews
+                .create(
+                    &PostParams::default(),
+                    &SubjectAccessReview {
+                        spec,
+                        ..SubjectAccessReview::default()
+                    },
+                )
+                .await
+                .expect("SubjectAccessReview");
+            answer.status.is_some_and(|s| s.allowed)
+        }
+    };
+    let (allowed_calls, denied_calls) = expected_calls();
+    for (user, call) in allowed_calls {
+        assert!(
+            review(user.clone(), call.clone()).await,
+            "{user} may not `{call}`"
+        );
+    }
+    for (user, call) in denied_calls {
+        assert!(
+            !review(user.clone(), call.clone()).await,
+            "{user} must not `{call}`"
+        );
+    }
+    cluster.cleanup().await;
 }
 
 // ---------------------------------------------------------------------------------------

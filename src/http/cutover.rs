@@ -181,7 +181,8 @@ pub async fn status(State(ctx): State<Arc<Context>>) -> Result<Response, ApiErro
         return Ok(Json(body(&ctx, &StatusData::default())).into_response());
     };
     let plan = ready_plan(&ctx);
-    let json = STATUS_BODY
+    let json = ctx
+        .bodies
         .get_or_build(&configmap, plan.as_ref(), || {
             let data = configmap.data.clone().unwrap_or_default();
             serde_json::to_vec(&body_with(&data, plan.as_deref())).map(Bytes::from)
@@ -206,11 +207,6 @@ fn ready_plan(ctx: &Context) -> Option<Arc<StepPlan>> {
         _ => None,
     }
 }
-
-/// The serialized status body of this process's service. One slot is enough: a process
-/// serves one status ConfigMap, and the key makes a shared slot (several services in one
-/// test process) merely less effective, never wrong.
-static STATUS_BODY: BodyCache = BodyCache::new();
 
 /// The last serialized status body, keyed by the identity of the cached status ConfigMap
 /// and of the plan it was built with. The status cache and the step source publish a new

@@ -47,6 +47,7 @@ pub(super) fn offline_context() -> Arc<Context> {
         auth: crate::auth::Authenticator::new(client.clone(), config.auth.clone(), "ns"),
         events: crate::events::EventHub::new(16, 16, metrics.clone()),
         metrics,
+        bodies: Default::default(),
         client,
         config,
         steps,

@@ -31,4 +31,7 @@ pub struct Context {
     pub events: EventHub,
     /// The Prometheus metrics.
     pub metrics: Arc<Metrics>,
+    /// The serialized status body of the latest status version, so that a busy console's
+    /// GETs serialize nothing.
+    pub bodies: crate::http::cutover::BodyCache,
 }

@@ -168,6 +168,7 @@ impl Service {
             leading,
             events,
             metrics,
+            bodies: Default::default(),
         });
         tasks.spawn(engine::lead(ctx.clone()));
 
