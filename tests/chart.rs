@@ -36,16 +36,7 @@ const NAMESPACE: &str = "catalyst";
 /// The one tools image (kubectl, git, curl, jq) of the steps, the agent and the hook.
 const TOOLS_IMAGE: &str = "docker.io/alpine/k8s:1.33.4";
 /// The eight steps, in order.
-const STEPS: [&str; 8] = [
-    "gitea-mirror",
-    "harbor-projects",
-    "harbor-prewarm",
-    "registry-pivot",
-    "flux-gitrepository-patch",
-    "helmrepository-patches",
-    "catalyst-api-env-patch",
-    "egress-block-test",
-];
+const STEPS: [&str; 8] = common::CHART_STEPS;
 
 fn chart() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("chart")

@@ -1,6 +1,8 @@
 //! `catalyst-cutover demo`, as a newcomer runs it: the chart's eight steps on the embedded
 //! sandbox, triggered through the service's HTTP API, exit 0 on completion.
 
+mod common;
+
 use std::process::Command;
 
 #[test]
@@ -29,16 +31,7 @@ fn demo_runs_the_charts_eight_steps_to_completion() {
         stdout.contains("cutover complete: 8 steps, 100% (state sovereign)"),
         "{stdout}"
     );
-    for step in [
-        "gitea-mirror",
-        "harbor-projects",
-        "harbor-prewarm",
-        "registry-pivot",
-        "flux-gitrepository-patch",
-        "helmrepository-patches",
-        "catalyst-api-env-patch",
-        "egress-block-test",
-    ] {
+    for step in common::CHART_STEPS {
         assert!(
             stdout.contains(&format!("step.{step}.result: success")),
             "{step}\n{stdout}"

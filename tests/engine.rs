@@ -254,16 +254,7 @@ fn eight_steps() -> Vec<ConfigMap> {
     ]
 }
 
-const EIGHT: [&str; 8] = [
-    "gitea-mirror",
-    "harbor-projects",
-    "harbor-prewarm",
-    "registry-pivot",
-    "flux-gitrepository-patch",
-    "helmrepository-patches",
-    "catalyst-api-env-patch",
-    "egress-block-test",
-];
+const EIGHT: [&str; 8] = common::CHART_STEPS;
 
 async fn post(base: &str, path: &str, body: Option<Value>) -> (u16, Value) {
     let client = reqwest::Client::new();

@@ -158,7 +158,7 @@ async fn on_cluster() -> Option<(Cluster, Runner)> {
     if !tools_present() {
         return None;
     }
-    let cluster = Cluster::start().await;
+    let cluster = crate::cluster::start().await;
     let runner = Runner::new(Some(&cluster));
     Some((cluster, runner))
 }
@@ -1504,7 +1504,7 @@ async fn egress_block_is_lifted_when_the_step_is_terminated() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_api_server_accepts_every_manifest_the_chart_installs() {
-    let cluster = Cluster::start().await;
+    let cluster = crate::cluster::start().await;
     let mut unserved = Vec::new();
     let docs = crate::Renderer::new(crate::all_on_values()).render();
     for (template, doc) in &docs {

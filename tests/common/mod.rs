@@ -10,6 +10,18 @@ use k8s_openapi::api::core::v1::Namespace;
 use kube::api::{Api, DeleteParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 
+/// The chart's eight steps, in execution order.
+pub const CHART_STEPS: [&str; 8] = [
+    "gitea-mirror",
+    "harbor-projects",
+    "harbor-prewarm",
+    "registry-pivot",
+    "flux-gitrepository-patch",
+    "helmrepository-patches",
+    "catalyst-api-env-patch",
+    "egress-block-test",
+];
+
 /// Environment variable naming a kubeconfig of a real cluster to test against.
 pub const ENV_KUBECONFIG: &str = "CUTOVER_TEST_KUBECONFIG";
 
