@@ -41,8 +41,8 @@ pub struct DemoArgs {
     /// Ctrl-C.
     #[arg(long)]
     serve: bool,
-    /// Address of the service's HTTP API.
-    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080")]
+    /// Address of the service's HTTP API (port 0 picks a free one; the URL is printed).
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:0")]
     listen: SocketAddr,
     /// Where to write the sandbox's kubeconfig [default: a file in the temp directory].
     #[arg(long, value_name = "FILE")]
