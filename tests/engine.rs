@@ -817,7 +817,36 @@ async fn invalid_steps_start_nothing_and_every_problem_is_reported() {
         contract::DATA_STEP_NAME.to_owned(),
         "Not A Valid Name!".to_owned(),
     );
+    let mut word_order = job_step(9, "word-order", &[]);
+    word_order
+        .metadata
+        .labels
+        .as_mut()
+        .unwrap()
+        .insert(contract::LABEL_STEP_ORDER.to_owned(), "ninth".to_owned());
+    let mut no_name = job_step(10, "no-name", &[]);
+    no_name
+        .data
+        .as_mut()
+        .unwrap()
+        .remove(contract::DATA_STEP_NAME);
+    let mut same_name = job_step(11, "same-name", &[]);
+    same_name
+        .data
+        .as_mut()
+        .unwrap()
+        .insert(contract::DATA_STEP_NAME.to_owned(), "no-order".to_owned());
+    let mut no_pod_spec = job_step(12, "no-pod-spec", &[]);
+    no_pod_spec
+        .data
+        .as_mut()
+        .unwrap()
+        .remove(contract::DATA_POD_SPEC);
     env.add_steps(vec![
+        word_order,
+        no_name,
+        same_name,
+        no_pod_spec,
         no_order,
         bad_mode,
         always,
@@ -845,7 +874,11 @@ async fn invalid_steps_start_nothing_and_every_problem_is_reported() {
         "no-such-ds",
         "cutover-step-07-pivot-with-pod",
         "cutover-step-08-x",
-        "line",
+        "cutover-step-09-word-order",
+        "cutover-step-10-no-name",
+        "duplicate stepName \"no-order\"",
+        "cutover-step-12-no-pod-spec",
+        "line 2 column 3",
     ] {
         assert!(detail.contains(needle), "report lacks {needle}:\n{detail}");
     }
