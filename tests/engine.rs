@@ -170,6 +170,17 @@ impl Env {
         out
     }
 
+    /// The cluster's kubeconfig in a file, for the binary's `--kubeconfig`.
+    fn kubeconfig_file(&self) -> std::path::PathBuf {
+        let path = std::env::temp_dir().join(format!("{}.kubeconfig", self.ns()));
+        std::fs::write(
+            &path,
+            serde_yaml::to_string(self.cluster.kubeconfig()).unwrap(),
+        )
+        .unwrap();
+        path
+    }
+
     async fn cleanup(self) {
         self.sim.shutdown().await;
         self.cluster.cleanup().await;
@@ -1000,12 +1011,7 @@ async fn adopts_the_earlier_implementations_status_and_resumes_it() {
     service.shutdown().await;
 
     // `catalyst-cutover migrate` against the same cluster: nothing left to do.
-    let kubeconfig = std::env::temp_dir().join(format!("{}.kubeconfig", env.ns()));
-    std::fs::write(
-        &kubeconfig,
-        serde_yaml::to_string(env.cluster.kubeconfig()).unwrap(),
-    )
-    .unwrap();
+    let kubeconfig = env.kubeconfig_file();
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_catalyst-cutover"))
         .args(["migrate", "--namespace", env.ns(), "--kubeconfig"])
         .arg(&kubeconfig)
@@ -1072,5 +1078,163 @@ async fn every_step_has_a_deadline() {
         "{error}"
     );
     service.shutdown().await;
+    env.cleanup().await;
+}
+
+/// Reads `serve`'s log lines into `lines` until one satisfies `done`.
+async fn log_until(
+    rx: &mut tokio::sync::mpsc::UnboundedReceiver<String>,
+    lines: &mut Vec<Value>,
+    done: impl Fn(&Value) -> bool,
+) -> Value {
+    loop {
+        let Ok(Some(line)) = tokio::time::timeout(GUARD, rx.recv()).await else {
+            panic!("serve logged nothing more in time; so far: {lines:#?}");
+        };
+        let json: Value =
+            serde_json::from_str(&line).unwrap_or_else(|e| panic!("not a JSON line ({e}): {line}"));
+        lines.push(json.clone());
+        if done(&json) {
+            return json;
+        }
+    }
+}
+
+/// `serve` as it runs in a cluster, its stderr a pipe: JSON lines; every line of a step's
+/// work names the run, the step, the attempt and the Job; every request line its request
+/// id; probes stay out of the info log; a bearer token never shows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_logs_json_lines_naming_the_step_and_the_request() {
+    const SECRET: &str = "a-bearer-token-that-must-not-be-logged";
+    let env = Env::start(1).await;
+    env.add_steps(vec![job_step(1, "logged", &[]), daemonset_step(2, "pivot")])
+        .await;
+    let kubeconfig = env.kubeconfig_file();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_catalyst-cutover"))
+        .args([
+            "serve",
+            "--auth=false",
+            "--listen",
+            "127.0.0.1:0",
+            "--namespace",
+        ])
+        .arg(env.ns())
+        .arg("--kubeconfig")
+        .arg(&kubeconfig)
+        .env("RUST_LOG", "info")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    let message = |line: &Value| line["fields"]["message"].as_str().unwrap_or("").to_owned();
+    let mut lines = Vec::new();
+    let serving = log_until(&mut rx, &mut lines, |l| {
+        message(l) == "catalyst-cutover is serving"
+    })
+    .await;
+    let url = format!("http://{}", serving["fields"]["addr"].as_str().unwrap());
+    ready(&url).await;
+    let client = reqwest::Client::new();
+    let started = client
+        .post(format!("{url}/cutover"))
+        .bearer_auth(SECRET)
+        .header("x-request-id", "from-the-test")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(started.status(), 202);
+    log_until(&mut rx, &mut lines, |l| {
+        message(l) == "every step succeeded; completing the cutover"
+    })
+    .await;
+    assert_eq!(
+        env.wait_phase(&["complete", "failed"]).await["cutoverPhase"],
+        "complete"
+    );
+    assert_eq!(
+        client
+            .get(format!("{url}/cutover"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    log_until(&mut rx, &mut lines, |l| {
+        l["span"]["name"] == "http"
+            && l["span"]["method"] == "GET"
+            && l["span"]["path"] == "/cutover"
+    })
+    .await;
+    let _ = child.kill();
+    let _ = child.wait();
+    let _ = std::fs::remove_file(kubeconfig);
+    let all = serde_json::to_string(&lines).unwrap();
+
+    for line in &lines {
+        assert!(
+            line["timestamp"].is_string() && line["level"].is_string(),
+            "{line}"
+        );
+    }
+    let in_step = |step: &str, text: &str| {
+        lines
+            .iter()
+            .find(|l| {
+                l["span"]["name"] == "step" && l["span"]["step"] == step && message(l) == text
+            })
+            .unwrap_or_else(|| panic!("no {text:?} line in step {step}'s span: {all}"))
+            .clone()
+    };
+    let status = env.status().await;
+    for (step, text, job) in [
+        ("logged", "created the Job", "cutover-logged-a1"),
+        ("logged", "step succeeded", "cutover-logged-a1"),
+        ("pivot", "every node is on registries v2", DAEMONSET),
+        ("pivot", "step succeeded", DAEMONSET),
+    ] {
+        let line = in_step(step, text);
+        assert_eq!(line["span"]["job"], job, "{line}");
+        assert_eq!(line["span"]["attempt"], 1, "{line}");
+        assert_eq!(
+            line["span"]["run"].as_str(),
+            Some(status["cutoverLastAttemptStartedAt"].as_str()),
+            "{line}"
+        );
+    }
+    let answered: Vec<&Value> = lines.iter().filter(|l| message(l) == "answered").collect();
+    assert!(
+        answered
+            .iter()
+            .any(|l| l["span"]["request_id"] == "from-the-test"
+                && l["span"]["path"] == "/cutover"
+                && l["fields"]["status"] == 202),
+        "{all}"
+    );
+    for line in &answered {
+        assert!(
+            line["span"]["request_id"]
+                .as_str()
+                .is_some_and(|id| !id.is_empty()),
+            "{line}"
+        );
+        if line["level"] == "INFO" {
+            assert_ne!(line["span"]["path"], "/readyz", "probes log at debug level");
+        }
+    }
+    assert!(!all.contains(SECRET), "a bearer token reached the log");
     env.cleanup().await;
 }

@@ -20,7 +20,7 @@ pub enum Action {
 }
 
 /// Routes open to anyone: probes and metrics scrapes carry no token.
-const OPEN_ROUTES: &[&str] = &["/healthz", "/readyz", "/metrics"];
+pub const OPEN_ROUTES: &[&str] = &["/healthz", "/readyz", "/metrics"];
 /// Prefix of the routes only allow-listed service accounts may call.
 const INTERNAL_PREFIX: &str = "/api/v1/internal/";
 

@@ -105,15 +105,40 @@ pub fn router(ctx: Arc<Context>) -> Router {
                             .get("x-request-id")
                             .and_then(|v| v.to_str().ok())
                             .unwrap_or("");
-                        tracing::info_span!("http", method = %req.method(), path = %req.uri().path(), request_id = %id)
+                        let path = req.uri().path();
+                        // Probes and scrapes log at debug level: an operator's log shows what
+                        // people and the console asked for.
+                        if crate::auth::decision::OPEN_ROUTES.contains(&path) {
+                            tracing::debug_span!("http", method = %req.method(), %path, request_id = %id)
+                        } else {
+                            tracing::info_span!("http", method = %req.method(), %path, request_id = %id)
+                        }
                     },
-                ))
+                ).on_response(answered))
                 .layer(PropagateRequestIdLayer::new(request_id))
                 .layer(TimeoutLayer::with_status_code(
                     StatusCode::SERVICE_UNAVAILABLE,
                     timeout,
                 )),
         )
+}
+
+/// One line per answered request, in the request's span (method, path, request id).
+fn answered<B>(
+    response: &axum::http::Response<B>,
+    latency: std::time::Duration,
+    span: &tracing::Span,
+) {
+    let status = response.status().as_u16();
+    let latency_ms = latency.as_secs_f64() * 1e3;
+    if span
+        .metadata()
+        .is_some_and(|m| *m.level() == tracing::Level::INFO)
+    {
+        tracing::info!(status, latency_ms, "answered");
+    } else {
+        tracing::debug!(status, latency_ms, "answered");
+    }
 }
 
 async fn openapi() -> ([(axum::http::HeaderName, &'static str); 1], &'static str) {

@@ -102,14 +102,18 @@ async fn drive(ctx: &Context) -> Result<(), StoreError> {
         match next(&names, &view) {
             Next::Wait => {}
             Next::Complete => {
+                // Logged before the write: once written, the phase change releases the
+                // Lease, which may stop this runner before the write's answer is read.
+                tracing::info!(
+                    steps = total_steps,
+                    "every step succeeded; completing the cutover"
+                );
                 let mut ts = std::mem::take(&mut pending);
                 ts.push(Transition::Completed {
                     total_steps,
                     at: now_rfc3339(),
                 });
-                if apply(ctx, ts).await? {
-                    tracing::info!(steps = total_steps, "the cutover is complete");
-                }
+                apply(ctx, ts).await?;
             }
             Next::Run {
                 index,
@@ -147,14 +151,14 @@ async fn drive(ctx: &Context) -> Result<(), StoreError> {
                 );
                 let span = tracing::info_span!("step", %run, step = %step.name.as_str(), attempt, job = %target, resume);
                 let outcome = run_step(ctx, step, attempt, &target, resume)
-                    .instrument(span)
+                    .instrument(span.clone())
                     .await;
                 ctx.metrics.step_terminal_seen();
                 let at = now_rfc3339();
                 let name = step.name.as_str().to_owned();
                 match outcome {
                     StepOutcome::Succeeded => {
-                        tracing::info!(step = %name, attempt, job = %target, "step succeeded");
+                        tracing::info!(parent: &span, "step succeeded");
                         pending.push(Transition::StepSucceeded {
                             step: name,
                             index,
@@ -164,7 +168,7 @@ async fn drive(ctx: &Context) -> Result<(), StoreError> {
                         });
                     }
                     StepOutcome::Failed(reason) => {
-                        tracing::warn!(step = %name, attempt, job = %target, %reason, "step failed");
+                        tracing::warn!(parent: &span, %reason, "step failed");
                         apply(
                             ctx,
                             vec![Transition::StepFailed {
@@ -177,7 +181,7 @@ async fn drive(ctx: &Context) -> Result<(), StoreError> {
                         .await?;
                     }
                     StepOutcome::Cancelled => {
-                        tracing::warn!(step = %name, attempt, job = %target, "step stopped: the cutover is no longer running it");
+                        tracing::warn!(parent: &span, "step stopped: the cutover is no longer running it");
                     }
                 }
             }

@@ -82,7 +82,10 @@ pub async fn ensure(api: &Api<Job>, job: &Job, step: &str, resume: bool) -> Resu
             }
         }
         match api.create(&PostParams::default(), job).await {
-            Ok(_) => return Ok(false),
+            Ok(_) => {
+                tracing::info!(job = %name, "created the Job");
+                return Ok(false);
+            }
             Err(err) if is_status(&err, 409) => match api.get_opt(&name).await {
                 Ok(Some(existing)) => return adopt(existing, step),
                 Ok(None) => continue,

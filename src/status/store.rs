@@ -30,6 +30,9 @@ pub enum StoreError {
         #[source]
         source: kube::Error,
     },
+    /// The process is stopping: the write's task was cancelled with the runtime.
+    #[error("the service is stopping; the status write may or may not have been made")]
+    Interrupted,
 }
 
 /// One write this replica made: the data before and after it.
@@ -118,19 +121,17 @@ impl StatusStore {
             }
             let mut next = (*current).clone();
             next.data = Some(data.clone());
-            match self
-                .api
-                .replace(&self.name, &PostParams::default(), &next)
-                .await
-            {
-                Ok(written) => {
-                    self.cache.offer(written);
-                    let _ = self.writes.send(std::sync::Arc::new(Write {
-                        before,
-                        after: data.clone(),
-                    }));
-                    return Ok(data);
-                }
+            // The request runs in its own task: a caller dropped while it is in flight (a
+            // runner whose Lease went at that moment) must not leave a write the API server
+            // made unannounced, or no frame, Event or metric would ever tell it.
+            let attempt = tokio::spawn(self.clone().write_once(next, before, data.clone()));
+            let written = match attempt.await {
+                Ok(written) => written,
+                Err(join) if join.is_panic() => std::panic::resume_unwind(join.into_panic()),
+                Err(_) => return Err(StoreError::Interrupted),
+            };
+            match written {
+                Ok(()) => return Ok(data),
                 Err(err) if is_status(&err, 409) => {
                     tracing::debug!(configmap = %self.name, "status write conflict; re-reading");
                 }
@@ -145,6 +146,25 @@ impl StatusStore {
             }
             current = self.read_or_create(&mut backoff).await?;
         }
+    }
+
+    /// One replace with the resource version read; on success the cache and the writes'
+    /// subscribers hear of it.
+    async fn write_once(
+        self,
+        next: ConfigMap,
+        before: StatusData,
+        after: StatusData,
+    ) -> Result<(), kube::Error> {
+        let written = self
+            .api
+            .replace(&self.name, &PostParams::default(), &next)
+            .await?;
+        self.cache.offer(written);
+        let _ = self
+            .writes
+            .send(std::sync::Arc::new(Write { before, after }));
+        Ok(())
     }
 
     /// Reads the ConfigMap from the API server, creating it as the chart would when missing.
