@@ -817,6 +817,25 @@ async fn gitea_mirror_fails_with_the_reason() {
     wrong_password.insert("GITEA_PASSWORD".into(), "wrong".into());
     let run = runner.run(STEP_01, &wrong_password).await;
     run.fails_with("answered 401");
+
+    // A repository of someone else's, without the branch Flux is to follow.
+    let no_branch = gitea_with_org().await;
+    no_branch.add_repo("openova", "platform", None, "");
+    let elsewhere = gitea_repo(&no_branch, RUN_FROM);
+    git(
+        &upstream,
+        &[
+            "push",
+            "--quiet",
+            elsewhere.to_str().expect("utf-8"),
+            "release-1.0",
+        ],
+    );
+    let run = runner
+        .run(STEP_01, &mirror_settings(&no_branch, &upstream))
+        .await;
+    run.fails_with("openova/platform has no branch main, which Flux is to follow");
+    run.says("leaving its content alone");
 }
 
 // ---------------------------------------------------------------------------------------
