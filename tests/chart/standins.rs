@@ -3,6 +3,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 
 use axum::Router;
@@ -70,28 +72,134 @@ fn answer(code: StatusCode, body: Json) -> Response {
 // Gitea
 // ---------------------------------------------------------------------------------------
 
-/// The Gitea stand-in's repositories and call log.
+/// A directory of bare git repositories, `<dir>/<owner>/<name>.git`, removed on drop.
+pub struct GitRoot(pub PathBuf);
+
+impl Default for GitRoot {
+    fn default() -> Self {
+        let dir = std::env::temp_dir().join(format!("gitea-standin-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).expect("git root");
+        GitRoot(dir)
+    }
+}
+
+impl Drop for GitRoot {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// The Gitea stand-in's organisations, repositories and call log. Its repositories are
+/// real bare git repositories served over smart HTTP (`git http-backend`) like Gitea's
+/// `<url>/<owner>/<name>.git`, and, like Gitea, it refuses every push to a pull mirror.
 #[derive(Default)]
 pub struct Gitea {
+    /// Organisations (`GET /orgs/{org}` finds them; repositories can be created in them).
+    pub orgs: BTreeSet<String>,
     /// `owner/name` → the repository as `GET /repos/{owner}/{repo}` answers it.
     pub repos: BTreeMap<String, Json>,
-    /// `METHOD path` of every authorized call, in order.
+    /// `METHOD path` of every authorized API call, in order (git traffic is not logged).
     pub calls: Vec<String>,
     /// Bodies of the `POST /repos/migrate` calls.
     pub migrations: Vec<Json>,
+    /// Bodies of the repository creations (`POST /orgs/{org}/repos`, `POST /user/repos`).
+    pub creations: Vec<Json>,
     /// When set, `POST /repos/migrate` answers this status with a message.
     pub fail_migrate: Option<u16>,
+    /// Where the repositories live.
+    pub git: GitRoot,
 }
 
 impl Gitea {
     /// A repository as Gitea describes it.
     pub fn repo(owner: &str, name: &str, mirror: bool, interval: &str, origin: &str) -> Json {
         json!({"full_name": format!("{owner}/{name}"), "mirror": mirror, "mirror_interval": interval,
-               "original_url": origin, "empty": false})
+               "original_url": origin})
+    }
+
+    /// The bare git repository of `owner/name`.
+    pub fn path(&self, full_name: &str) -> PathBuf {
+        self.git.0.join(format!("{full_name}.git"))
+    }
+
+    /// `owner/name` and the path of a repository about to be made, or Gitea's refusal.
+    fn new_repo(
+        &self,
+        owner: Option<&str>,
+        name: Option<&str>,
+    ) -> Result<(String, PathBuf), (StatusCode, &'static str)> {
+        let (Some(owner), Some(name)) = (owner, name) else {
+            return Err((StatusCode::UNPROCESSABLE_ENTITY, "owner and name required"));
+        };
+        let full = format!("{owner}/{name}");
+        if self.repos.contains_key(&full) {
+            return Err((
+                StatusCode::CONFLICT,
+                "The repository with the same name already exists.",
+            ));
+        }
+        let path = self.path(&full);
+        Ok((full, path))
     }
 }
 
-/// Starts a Gitea stand-in serving `/api/v1`.
+impl Server<Gitea> {
+    /// Adds an existing repository: a pull mirror of the git repository at `mirror_of`,
+    /// or an empty normal one.
+    pub fn add_repo(&self, owner: &str, name: &str, mirror_of: Option<&str>, interval: &str) {
+        let mut gitea = self.state.lock().expect("lock");
+        let full = format!("{owner}/{name}");
+        let path = gitea.path(&full);
+        match mirror_of {
+            Some(origin) => clone_mirror(origin, &path),
+            None => init_bare(&path, "main"),
+        }
+        .expect("create the repository");
+        let repo = Gitea::repo(
+            owner,
+            name,
+            mirror_of.is_some(),
+            interval,
+            mirror_of.unwrap_or_default(),
+        );
+        gitea.repos.insert(full, repo);
+    }
+}
+
+/// Runs git with `args`; its stderr is the error.
+fn run_git(args: &[&std::ffi::OsStr]) -> Result<(), String> {
+    let output = Command::new("git")
+        .args(args)
+        .output()
+        .map_err(|e| format!("git: {e}"))?;
+    if output.status.success() {
+        Ok(())
+    } else {
+        Err(String::from_utf8_lossy(&output.stderr).trim().to_owned())
+    }
+}
+
+fn clone_mirror(origin: &str, path: &std::path::Path) -> Result<(), String> {
+    run_git(&[
+        "clone".as_ref(),
+        "--quiet".as_ref(),
+        "--mirror".as_ref(),
+        origin.as_ref(),
+        path.as_os_str(),
+    ])
+}
+
+fn init_bare(path: &std::path::Path, branch: &str) -> Result<(), String> {
+    run_git(&[
+        "init".as_ref(),
+        "--quiet".as_ref(),
+        "--bare".as_ref(),
+        format!("--initial-branch={branch}").as_ref(),
+        path.as_os_str(),
+    ])
+}
+
+/// Starts a Gitea stand-in serving `/api/v1` and its repositories over git's smart HTTP.
 pub async fn gitea(state: Gitea) -> Server<Gitea> {
     let router = Router::new()
         .route("/api/v1/repos/migrate", post(gitea_migrate))
@@ -99,7 +207,11 @@ pub async fn gitea(state: Gitea) -> Server<Gitea> {
             "/api/v1/repos/{owner}/{repo}",
             get(gitea_get).patch(gitea_patch),
         )
-        .route("/api/v1/repos/{owner}/{repo}/mirror-sync", post(gitea_sync));
+        .route("/api/v1/repos/{owner}/{repo}/mirror-sync", post(gitea_sync))
+        .route("/api/v1/orgs/{org}", get(gitea_org))
+        .route("/api/v1/orgs/{org}/repos", post(gitea_create_in_org))
+        .route("/api/v1/user/repos", post(gitea_create_for_user))
+        .fallback(gitea_git);
     serve(state, router).await
 }
 
@@ -114,6 +226,13 @@ fn gitea_call(state: &GiteaState, headers: &HeaderMap, call: String) -> Option<R
     }
     state.lock().expect("lock").calls.push(call);
     None
+}
+
+fn not_found() -> Response {
+    answer(
+        StatusCode::NOT_FOUND,
+        json!({"message": "The target couldn't be found."}),
+    )
 }
 
 async fn gitea_get(
@@ -131,10 +250,7 @@ async fn gitea_get(
         .get(&format!("{owner}/{repo}"))
     {
         Some(found) => answer(StatusCode::OK, found.clone()),
-        None => answer(
-            StatusCode::NOT_FOUND,
-            json!({"message": "The target couldn't be found."}),
-        ),
+        None => not_found(),
     }
 }
 
@@ -149,10 +265,7 @@ async fn gitea_patch(
     }
     let mut gitea = state.lock().expect("lock");
     let Some(found) = gitea.repos.get_mut(&format!("{owner}/{repo}")) else {
-        return answer(
-            StatusCode::NOT_FOUND,
-            json!({"message": "The target couldn't be found."}),
-        );
+        return not_found();
     };
     if let Some(interval) = body.get("mirror_interval") {
         found["mirror_interval"] = interval.clone();
@@ -160,6 +273,7 @@ async fn gitea_patch(
     answer(StatusCode::OK, found.clone())
 }
 
+/// Fetches from the mirror's origin at once (Gitea queues it; the stand-in is synchronous).
 async fn gitea_sync(
     state: GiteaState,
     headers: HeaderMap,
@@ -172,22 +286,41 @@ async fn gitea_sync(
     ) {
         return denied;
     }
-    match state
-        .lock()
-        .expect("lock")
-        .repos
-        .get(&format!("{owner}/{repo}"))
-    {
-        Some(found) if found["mirror"] == true => StatusCode::OK.into_response(),
-        Some(_) => answer(
-            StatusCode::BAD_REQUEST,
-            json!({"message": "Repository is not a mirror"}),
-        ),
-        None => answer(
-            StatusCode::NOT_FOUND,
-            json!({"message": "The target couldn't be found."}),
+    let full = format!("{owner}/{repo}");
+    let path = {
+        let gitea = state.lock().expect("lock");
+        match gitea.repos.get(&full) {
+            Some(found) if found["mirror"] == true => gitea.path(&full),
+            Some(_) => {
+                return answer(
+                    StatusCode::BAD_REQUEST,
+                    json!({"message": "Repository is not a mirror"}),
+                );
+            }
+            None => return not_found(),
+        }
+    };
+    let fetched = blocking(move || {
+        run_git(&[
+            "-C".as_ref(),
+            path.as_os_str(),
+            "remote".as_ref(),
+            "update".as_ref(),
+            "--prune".as_ref(),
+        ])
+    })
+    .await;
+    match fetched {
+        Ok(()) => StatusCode::OK.into_response(),
+        Err(e) => answer(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            json!({"message": format!("mirror-sync: {e}")}),
         ),
     }
+}
+
+async fn blocking<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> T {
+    tokio::task::spawn_blocking(work).await.expect("join")
 }
 
 async fn gitea_migrate(
@@ -198,35 +331,254 @@ async fn gitea_migrate(
     if let Some(denied) = gitea_call(&state, &headers, "POST /repos/migrate".to_owned()) {
         return denied;
     }
-    let mut gitea = state.lock().expect("lock");
-    gitea.migrations.push(body.clone());
-    if let Some(code) = gitea.fail_migrate {
-        let code = StatusCode::from_u16(code).expect("status code");
-        return answer(code, json!({"message": "migrate: upstream unreachable"}));
-    }
-    let (Some(owner), Some(name)) = (body["repo_owner"].as_str(), body["repo_name"].as_str())
-    else {
-        return answer(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            json!({"message": "repo_owner and repo_name required"}),
-        );
+    let (full, path) = {
+        let mut gitea = state.lock().expect("lock");
+        gitea.migrations.push(body.clone());
+        if let Some(code) = gitea.fail_migrate {
+            let code = StatusCode::from_u16(code).expect("status code");
+            return answer(code, json!({"message": "migrate: upstream unreachable"}));
+        }
+        match gitea.new_repo(body["repo_owner"].as_str(), body["repo_name"].as_str()) {
+            Ok(found) => found,
+            Err((code, message)) => return answer(code, json!({ "message": message })),
+        }
     };
-    let full = format!("{owner}/{name}");
-    if gitea.repos.contains_key(&full) {
+    let origin = body["clone_addr"].as_str().unwrap_or_default().to_owned();
+    let mirror = body["mirror"] == true;
+    let cloned = {
+        let origin = origin.clone();
+        blocking(move || {
+            clone_mirror(&origin, &path)?;
+            if mirror {
+                Ok(())
+            } else {
+                // A plain migration keeps no link to its origin.
+                run_git(&[
+                    "-C".as_ref(),
+                    path.as_os_str(),
+                    "remote".as_ref(),
+                    "remove".as_ref(),
+                    "origin".as_ref(),
+                ])
+            }
+        })
+        .await
+    };
+    let interval = body["mirror_interval"].as_str().unwrap_or("8h0m0s");
+    created(&state, &full, cloned, mirror, interval, &origin)
+}
+
+async fn gitea_org(state: GiteaState, headers: HeaderMap, Path(org): Path<String>) -> Response {
+    if let Some(denied) = gitea_call(&state, &headers, format!("GET /orgs/{org}")) {
+        return denied;
+    }
+    if state.lock().expect("lock").orgs.contains(&org) {
+        answer(StatusCode::OK, json!({"username": org}))
+    } else {
+        not_found()
+    }
+}
+
+async fn gitea_create_in_org(
+    state: GiteaState,
+    headers: HeaderMap,
+    Path(org): Path<String>,
+    axum::Json(body): axum::Json<Json>,
+) -> Response {
+    if let Some(denied) = gitea_call(&state, &headers, format!("POST /orgs/{org}/repos")) {
+        return denied;
+    }
+    if !state.lock().expect("lock").orgs.contains(&org) {
+        return not_found();
+    }
+    create_repo(&state, &org, body).await
+}
+
+async fn gitea_create_for_user(
+    state: GiteaState,
+    headers: HeaderMap,
+    axum::Json(body): axum::Json<Json>,
+) -> Response {
+    if let Some(denied) = gitea_call(&state, &headers, "POST /user/repos".to_owned()) {
+        return denied;
+    }
+    create_repo(&state, USER, body).await
+}
+
+/// A new, empty, normal repository (`auto_init` is not supported: the steps never ask).
+async fn create_repo(state: &GiteaState, owner: &str, body: Json) -> Response {
+    let (full, path) = {
+        let mut gitea = state.lock().expect("lock");
+        gitea.creations.push(body.clone());
+        match gitea.new_repo(Some(owner), body["name"].as_str()) {
+            Ok(found) => found,
+            Err((code, message)) => return answer(code, json!({ "message": message })),
+        }
+    };
+    let branch = body["default_branch"].as_str().unwrap_or("main").to_owned();
+    let made = blocking(move || init_bare(&path, &branch)).await;
+    created(state, &full, made, false, "", "")
+}
+
+/// The answer to a repository creation, recording the repository once git has made it.
+fn created(
+    state: &GiteaState,
+    full: &str,
+    made: Result<(), String>,
+    mirror: bool,
+    interval: &str,
+    origin: &str,
+) -> Response {
+    if let Err(e) = made {
         return answer(
-            StatusCode::CONFLICT,
-            json!({"message": "The repository with the same name already exists."}),
+            StatusCode::INTERNAL_SERVER_ERROR,
+            json!({"message": format!("create {full}: {e}")}),
         );
     }
-    let repo = Gitea::repo(
-        owner,
-        name,
-        body["mirror"] == true,
-        body["mirror_interval"].as_str().unwrap_or("8h0m0s"),
-        body["clone_addr"].as_str().unwrap_or_default(),
-    );
-    gitea.repos.insert(full, repo.clone());
+    let (owner, name) = full.split_once('/').expect("owner/name");
+    let repo = Gitea::repo(owner, name, mirror, interval, origin);
+    state
+        .lock()
+        .expect("lock")
+        .repos
+        .insert(full.to_owned(), repo.clone());
     answer(StatusCode::CREATED, repo)
+}
+
+fn plain(code: StatusCode, text: &str) -> Response {
+    (
+        code,
+        [("content-type", "text/plain; charset=utf-8")],
+        text.to_owned(),
+    )
+        .into_response()
+}
+
+/// Git's smart HTTP on `/<owner>/<name>.git/...`, as Gitea answers it: credentials
+/// required (private repositories), and a push to a pull mirror refused with 403.
+async fn gitea_git(
+    state: GiteaState,
+    method: Method,
+    headers: HeaderMap,
+    uri: Uri,
+    body: Bytes,
+) -> Response {
+    let path = uri.path().to_owned();
+    let query = uri.query().unwrap_or_default().to_owned();
+    let Some((full, rest)) = path
+        .trim_start_matches('/')
+        .split_once(".git/")
+        .map(|(f, r)| (f.to_owned(), r.to_owned()))
+    else {
+        return plain(StatusCode::NOT_FOUND, "Not found");
+    };
+    let service = match (method.as_str(), rest.as_str()) {
+        ("GET", "info/refs") => query
+            .split('&')
+            .find_map(|kv| kv.strip_prefix("service="))
+            .unwrap_or_default()
+            .to_owned(),
+        ("POST", "git-upload-pack" | "git-receive-pack") => rest.clone(),
+        _ => return plain(StatusCode::NOT_FOUND, "Not found"),
+    };
+    if !authorized(&headers) {
+        return (
+            StatusCode::UNAUTHORIZED,
+            [("www-authenticate", "Basic realm=\"Gitea\"")],
+            "Unauthorized",
+        )
+            .into_response();
+    }
+    let root = {
+        let gitea = state.lock().expect("lock");
+        let Some(repo) = gitea.repos.get(&full) else {
+            return plain(StatusCode::NOT_FOUND, "Repository not found");
+        };
+        if service == "git-receive-pack" && repo["mirror"] == true {
+            // Gitea's routers/web/repo/githttp.go, word for word.
+            return plain(StatusCode::FORBIDDEN, "mirror repository is read-only");
+        }
+        gitea.git.0.clone()
+    };
+    let header = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let cgi_env = [
+        ("GIT_PROJECT_ROOT", root.display().to_string()),
+        ("GIT_HTTP_EXPORT_ALL", "1".to_owned()),
+        ("PATH_INFO", path),
+        ("REQUEST_METHOD", method.as_str().to_owned()),
+        ("QUERY_STRING", query),
+        ("CONTENT_TYPE", header("content-type")),
+        ("HTTP_CONTENT_ENCODING", header("content-encoding")),
+        ("HTTP_GIT_PROTOCOL", header("git-protocol")),
+        // Set, so that http-backend serves receive-pack.
+        ("REMOTE_USER", USER.to_owned()),
+        ("REMOTE_ADDR", "127.0.0.1".to_owned()),
+    ];
+    match blocking(move || http_backend(&cgi_env, &body)).await {
+        Ok(response) => response,
+        Err(e) => plain(StatusCode::INTERNAL_SERVER_ERROR, &e),
+    }
+}
+
+/// Runs `git http-backend` as a CGI program and turns its output into a response.
+fn http_backend(cgi_env: &[(&str, String)], body: &[u8]) -> Result<Response, String> {
+    use std::io::Write;
+    let mut child = Command::new("git")
+        .arg("http-backend")
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .envs(cgi_env.iter().map(|(k, v)| (k, v)))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("git http-backend: {e}"))?;
+    let mut stdin = child.stdin.take().expect("stdin");
+    let body = body.to_vec();
+    // Written from a thread of its own: http-backend may answer before it has read it all.
+    let writer = std::thread::spawn(move || stdin.write_all(&body));
+    let output = child
+        .wait_with_output()
+        .map_err(|e| format!("git http-backend: {e}"))?;
+    let _ = writer.join();
+    let out = output.stdout;
+    let split = out
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map(|i| (i, i + 4))
+        .or_else(|| {
+            out.windows(2)
+                .position(|w| w == b"\n\n")
+                .map(|i| (i, i + 2))
+        })
+        .ok_or_else(|| {
+            format!(
+                "git http-backend: no CGI headers: {}",
+                String::from_utf8_lossy(&output.stderr)
+            )
+        })?;
+    let mut response = Response::builder();
+    for line in String::from_utf8_lossy(&out[..split.0]).lines() {
+        let Some((name, value)) = line.split_once(':') else {
+            continue;
+        };
+        let value = value.trim();
+        if name.eq_ignore_ascii_case("status") {
+            let code = value.split_whitespace().next().unwrap_or("500");
+            response = response.status(code.parse::<u16>().unwrap_or(500));
+        } else {
+            response = response.header(name, value);
+        }
+    }
+    response
+        .body(axum::body::Body::from(out[split.1..].to_vec()))
+        .map_err(|e| format!("git http-backend: {e}"))
 }
 
 // ---------------------------------------------------------------------------------------

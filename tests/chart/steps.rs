@@ -472,17 +472,42 @@ async fn catalyst_api_env_patch_fails_clearly_on_a_missing_deployment_or_contain
 }
 
 // ---------------------------------------------------------------------------------------
-// 01 gitea-mirror (HTTP only)
+// 01 gitea-mirror (the Gitea stand-in serves real git repositories)
 // ---------------------------------------------------------------------------------------
 
 const STEP_01: &str = "01-gitea-mirror.yaml";
+const MIRROR: &str = "openova/platform-upstream";
+const RUN_FROM: &str = "openova/platform";
 
-fn mirror_settings(gitea: &standins::Server<Gitea>) -> BTreeMap<String, String> {
+/// A Gitea stand-in with the organisation `openova`.
+async fn gitea_with_org() -> standins::Server<Gitea> {
+    standins::gitea(Gitea {
+        orgs: ["openova".to_owned()].into(),
+        ..Gitea::default()
+    })
+    .await
+}
+
+/// An upstream platform repository (branches `main` and `release-1.0`, tag `v1.0.0`;
+/// HelmRepositories in `namespace`) in the runner's directory, by path.
+fn upstream_repository(runner: &Runner, namespace: &str) -> PathBuf {
+    let root = runner.dir.join("upstream");
+    std::fs::create_dir_all(&root).expect("upstream root");
+    platform_repository(&root, namespace)
+}
+
+fn mirror_settings(
+    gitea: &standins::Server<Gitea>,
+    upstream: &std::path::Path,
+) -> BTreeMap<String, String> {
     env(&[
         ("GITEA_URL", &gitea.url),
         ("GITEA_OWNER", "openova"),
         ("GITEA_REPO", "platform"),
-        ("UPSTREAM_REPO_URL", UPSTREAM_REPO),
+        ("GITEA_MIRROR_REPO", ""),
+        ("GITEA_REPO_URL", ""),
+        ("GITEA_BRANCH", "main"),
+        ("UPSTREAM_REPO_URL", upstream.to_str().expect("utf-8")),
         ("GITEA_MIRROR_INTERVAL", "10m0s"),
         ("GITEA_USERNAME", USER),
         ("GITEA_PASSWORD", PASSWORD),
@@ -494,26 +519,78 @@ fn gitea_calls(gitea: &standins::Server<Gitea>) -> Vec<String> {
     std::mem::take(&mut gitea.state.lock().expect("lock").calls)
 }
 
+/// The bare repository of `full_name` in the stand-in.
+fn gitea_repo(gitea: &standins::Server<Gitea>, full_name: &str) -> PathBuf {
+    gitea.state.lock().expect("lock").path(full_name)
+}
+
+/// Every branch and tag of a repository, `refname objectname` per line.
+fn refs(repo: &std::path::Path) -> String {
+    git(
+        repo,
+        &[
+            "for-each-ref",
+            "--format=%(refname) %(objectname)",
+            "refs/heads",
+            "refs/tags",
+        ],
+    )
+}
+
+/// A commit on `main` of the bare repository `repo`, as someone else's push would make it.
+fn commit_to(repo: &std::path::Path, file: &str) -> String {
+    let work = repo.with_extension(format!("work-{}", uuid::Uuid::new_v4()));
+    git(
+        repo.parent().expect("parent"),
+        &[
+            "clone",
+            "--quiet",
+            repo.to_str().expect("utf-8"),
+            work.to_str().expect("utf-8"),
+        ],
+    );
+    std::fs::write(work.join(file), "change\n").expect("write");
+    git(&work, &["add", "."]);
+    git(&work, &["commit", "--quiet", "-m", file]);
+    git(&work, &["push", "--quiet", "origin", "main"]);
+    let head = git(&work, &["rev-parse", "HEAD"]);
+    std::fs::remove_dir_all(&work).expect("remove clone");
+    head
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn gitea_mirror_creates_the_pull_mirror_then_only_syncs_it() {
+async fn gitea_mirror_mirrors_upstream_and_seeds_the_repository_the_sovereign_runs_from() {
     if !tools_present() {
         return;
     }
-    let gitea = standins::gitea(Gitea::default()).await;
+    let gitea = gitea_with_org().await;
     let runner = Runner::new(None);
-    let settings = mirror_settings(&gitea);
+    let upstream = upstream_repository(&runner, "flux-system");
+    let settings = mirror_settings(&gitea, &upstream);
 
     let first = runner.run(STEP_01, &settings).await;
     first.succeeds();
+    first.says("seeded openova/platform with 2 branches and 1 tags");
     assert_eq!(
         gitea_calls(&gitea),
-        ["GET /repos/openova/platform", "POST /repos/migrate"]
+        [
+            "GET /repos/openova/platform",
+            "GET /repos/openova/platform-upstream",
+            "POST /repos/migrate",
+            "GET /orgs/openova",
+            "POST /orgs/openova/repos",
+        ]
     );
-    let migration = gitea.state.lock().expect("lock").migrations[0].clone();
+    let (migration, creation) = {
+        let state = gitea.state.lock().expect("lock");
+        assert_eq!(state.repos[MIRROR]["mirror"], true);
+        assert_eq!(state.repos[RUN_FROM]["mirror"], false);
+        (state.migrations[0].clone(), state.creations[0].clone())
+    };
     for (field, value) in [
-        ("clone_addr", json!(UPSTREAM_REPO)),
+        ("clone_addr", json!(upstream.to_str())),
         ("repo_owner", json!("openova")),
-        ("repo_name", json!("platform")),
+        ("repo_name", json!("platform-upstream")),
         ("mirror", json!(true)),
         ("mirror_interval", json!("10m0s")),
     ] {
@@ -533,73 +610,171 @@ async fn gitea_mirror_creates_the_pull_mirror_then_only_syncs_it() {
         migration.get("auth_password").is_none(),
         "a public upstream needs no credentials"
     );
+    for (field, value) in [
+        ("name", json!("platform")),
+        ("private", json!(true)),
+        ("auto_init", json!(false)),
+        ("default_branch", json!("main")),
+    ] {
+        assert_eq!(creation[field], value, "{field}");
+    }
+    let upstream_refs = refs(&upstream);
+    assert!(
+        upstream_refs.contains("refs/heads/release-1.0")
+            && upstream_refs.contains("refs/tags/v1.0.0"),
+        "{upstream_refs}"
+    );
+    assert_eq!(
+        refs(&gitea_repo(&gitea, MIRROR)),
+        upstream_refs,
+        "the mirror"
+    );
+    assert_eq!(
+        refs(&gitea_repo(&gitea, RUN_FROM)),
+        upstream_refs,
+        "every branch and tag seeded"
+    );
+
+    // Meanwhile upstream moves on and the cutover commits to the repository it runs from.
+    let upstream_head = commit_to(&upstream, "upstream-change");
+    let local_head = commit_to(&gitea_repo(&gitea, RUN_FROM), "cutover-change");
 
     let second = runner.run(STEP_01, &settings).await;
     second.succeeds();
     second.says("already mirrors every 10m0s");
+    second.says("leaving its content alone");
     assert_eq!(
         gitea_calls(&gitea),
         [
             "GET /repos/openova/platform",
-            "GET /repos/openova/platform",
-            "POST /repos/openova/platform/mirror-sync"
+            "GET /repos/openova/platform-upstream",
+            "GET /repos/openova/platform-upstream",
+            "POST /repos/openova/platform-upstream/mirror-sync",
         ]
+    );
+    assert_eq!(
+        git(&gitea_repo(&gitea, MIRROR), &["rev-parse", "main"]),
+        upstream_head,
+        "the sync brought upstream's commit"
+    );
+    assert_eq!(
+        git(&gitea_repo(&gitea, RUN_FROM), &["rev-parse", "main"]),
+        local_head,
+        "the repository the Sovereign runs from keeps its own commits"
     );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn gitea_mirror_passes_credentials_for_a_private_upstream() {
+async fn gitea_mirror_passes_credentials_and_creates_a_user_repository() {
     if !tools_present() {
         return;
     }
+    // No organisations: the owner is the user the step authenticates as.
     let gitea = standins::gitea(Gitea::default()).await;
-    let mut settings = mirror_settings(&gitea);
+    let runner = Runner::new(None);
+    let upstream = upstream_repository(&runner, "flux-system");
+    let mut settings = mirror_settings(&gitea, &upstream);
+    settings.insert("GITEA_OWNER".into(), USER.into());
+    settings.insert("GITEA_MIRROR_REPO".into(), "platform-github".into());
     settings.insert("UPSTREAM_GIT_USERNAME".into(), "bot".into());
     settings.insert("UPSTREAM_GIT_PASSWORD".into(), "ghp_token".into());
-    let run = Runner::new(None).run(STEP_01, &settings).await;
+    let run = runner.run(STEP_01, &settings).await;
     run.succeeds();
     assert!(
-        !run.output.contains("ghp_token"),
+        !run.output.contains("ghp_token") && !run.output.contains(PASSWORD),
         "credentials never printed: {}",
         run.output
+    );
+    assert_eq!(
+        gitea_calls(&gitea),
+        [
+            format!("GET /repos/{USER}/platform"),
+            format!("GET /repos/{USER}/platform-github"),
+            "POST /repos/migrate".to_owned(),
+            format!("GET /orgs/{USER}"),
+            "POST /user/repos".to_owned(),
+        ]
     );
     let migration = gitea.state.lock().expect("lock").migrations[0].clone();
     assert_eq!(
         (&migration["auth_username"], &migration["auth_password"]),
         (&json!("bot"), &json!("ghp_token"))
     );
+    assert_eq!(migration["repo_name"], "platform-github");
+    assert_eq!(
+        refs(&gitea_repo(&gitea, &format!("{USER}/platform"))),
+        refs(&upstream)
+    );
+
+    let mut stranger = settings.clone();
+    stranger.insert("GITEA_OWNER".into(), "someone-else".into());
+    let run = runner.run(STEP_01, &stranger).await;
+    run.fails_with("someone-else is neither an organisation of the local Gitea nor the user");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn gitea_mirror_adopts_an_upstream_already_migrated() {
+async fn gitea_mirror_adopts_an_upstream_already_migrated_and_an_empty_repository() {
     if !tools_present() {
         return;
     }
-    let mut state = Gitea::default();
-    state.repos.insert(
-        "openova/platform".into(),
-        Gitea::repo("openova", "platform", true, "8h0m0s", UPSTREAM_REPO),
-    );
-    let gitea = standins::gitea(state).await;
-    let run = Runner::new(None)
-        .run(STEP_01, &mirror_settings(&gitea))
+    let gitea = gitea_with_org().await;
+    let runner = Runner::new(None);
+    let upstream = upstream_repository(&runner, "flux-system");
+    let upstream_url = upstream.to_str().expect("utf-8");
+    gitea.add_repo("openova", "platform-upstream", Some(upstream_url), "8h0m0s");
+    // Created by a run that stopped before seeding it.
+    gitea.add_repo("openova", "platform", None, "");
+    let run = runner
+        .run(STEP_01, &mirror_settings(&gitea, &upstream))
         .await;
     run.succeeds();
-    let calls = gitea_calls(&gitea);
-    assert!(
-        calls.contains(&"PATCH /repos/openova/platform".to_owned()),
-        "{calls:?}"
+    run.says("seeding openova/platform with every branch and tag of openova/platform-upstream");
+    assert_eq!(
+        gitea_calls(&gitea),
+        [
+            "GET /repos/openova/platform",
+            "GET /repos/openova/platform-upstream",
+            "GET /repos/openova/platform-upstream",
+            "PATCH /repos/openova/platform-upstream",
+            "POST /repos/openova/platform-upstream/mirror-sync",
+        ]
     );
-    assert!(
-        calls.contains(&"POST /repos/openova/platform/mirror-sync".to_owned()),
-        "{calls:?}"
-    );
-    assert!(
-        !calls.contains(&"POST /repos/migrate".to_owned()),
-        "{calls:?}"
-    );
+    assert_eq!(refs(&gitea_repo(&gitea, RUN_FROM)), refs(&upstream));
     let state = gitea.state.lock().expect("lock");
-    assert_eq!(state.repos["openova/platform"]["mirror_interval"], "10m0s");
+    assert_eq!(state.repos[MIRROR]["mirror_interval"], "10m0s");
+    assert!(state.migrations.is_empty() && state.creations.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gitea_mirror_refuses_to_run_from_a_mirror() {
+    if !tools_present() {
+        return;
+    }
+    let gitea = gitea_with_org().await;
+    let runner = Runner::new(None);
+    let upstream = upstream_repository(&runner, "flux-system");
+    // The earlier chart's layout: the repository Flux follows is the pull mirror itself.
+    gitea.add_repo(
+        "openova",
+        "platform",
+        Some(upstream.to_str().expect("utf-8")),
+        "10m0s",
+    );
+    let settings = mirror_settings(&gitea, &upstream);
+    let run = runner.run(STEP_01, &settings).await;
+    run.fails_with("openova/platform is a pull mirror");
+    run.says("rename it in Gitea to openova/platform-upstream");
+    assert_eq!(
+        gitea_calls(&gitea),
+        ["GET /repos/openova/platform"],
+        "nothing created or changed"
+    );
+
+    let mut same = settings.clone();
+    same.insert("GITEA_MIRROR_REPO".into(), "platform".into());
+    let run = runner.run(STEP_01, &same).await;
+    run.fails_with("so they must differ");
+    assert_eq!(gitea_calls(&gitea), Vec::<String>::new());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -607,32 +782,60 @@ async fn gitea_mirror_fails_with_the_reason() {
     if !tools_present() {
         return;
     }
+    let runner = Runner::new(None);
+    let upstream = upstream_repository(&runner, "flux-system");
     let failing = standins::gitea(Gitea {
         fail_migrate: Some(500),
         ..Gitea::default()
     })
     .await;
-    let runner = Runner::new(None);
-    let run = runner.run(STEP_01, &mirror_settings(&failing)).await;
+    let run = runner
+        .run(STEP_01, &mirror_settings(&failing, &upstream))
+        .await;
     run.fails_with("answered 500: migrate: upstream unreachable");
-
-    let mut state = Gitea::default();
-    state.repos.insert(
-        "openova/platform".into(),
-        Gitea::repo("openova", "platform", false, "", ""),
+    assert!(
+        failing.state.lock().expect("lock").creations.is_empty(),
+        "no repository without its mirror"
     );
-    let not_mirror = standins::gitea(state).await;
-    let run = runner.run(STEP_01, &mirror_settings(&not_mirror)).await;
-    run.fails_with("is not a mirror; refusing to touch it");
+
+    let not_mirror = gitea_with_org().await;
+    not_mirror.add_repo("openova", "platform-upstream", None, "");
+    let run = runner
+        .run(STEP_01, &mirror_settings(&not_mirror, &upstream))
+        .await;
+    run.fails_with("openova/platform-upstream exists in the local Gitea but is not a mirror; refusing to touch it");
     assert_eq!(
         gitea_calls(&not_mirror),
-        ["GET /repos/openova/platform", "GET /repos/openova/platform"]
+        [
+            "GET /repos/openova/platform",
+            "GET /repos/openova/platform-upstream",
+            "GET /repos/openova/platform-upstream"
+        ]
     );
 
-    let mut wrong_password = mirror_settings(&not_mirror);
+    let mut wrong_password = mirror_settings(&not_mirror, &upstream);
     wrong_password.insert("GITEA_PASSWORD".into(), "wrong".into());
     let run = runner.run(STEP_01, &wrong_password).await;
     run.fails_with("answered 401");
+
+    // A repository of someone else's, without the branch Flux is to follow.
+    let no_branch = gitea_with_org().await;
+    no_branch.add_repo("openova", "platform", None, "");
+    let elsewhere = gitea_repo(&no_branch, RUN_FROM);
+    git(
+        &upstream,
+        &[
+            "push",
+            "--quiet",
+            elsewhere.to_str().expect("utf-8"),
+            "release-1.0",
+        ],
+    );
+    let run = runner
+        .run(STEP_01, &mirror_settings(&no_branch, &upstream))
+        .await;
+    run.fails_with("openova/platform has no branch main, which Flux is to follow");
+    run.says("leaving its content alone");
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1135,7 +1338,8 @@ fn helm_repository(namespace: &str, name: &str, kind: &str, url: &str) -> String
     )
 }
 
-/// A bare `platform.git` whose bootstrap-kit holds HelmRepositories pointing upstream.
+/// A bare `platform.git` whose bootstrap-kit holds HelmRepositories pointing upstream
+/// (branches `main` and `release-1.0`, tag `v1.0.0`).
 fn platform_repository(root: &std::path::Path, namespace: &str) -> PathBuf {
     let bare = root.join("platform.git");
     let work = root.join("seed");
@@ -1170,9 +1374,18 @@ fn platform_repository(root: &std::path::Path, namespace: &str) -> PathBuf {
     git(&work, &["init", "--quiet", "--initial-branch=main"]);
     git(&work, &["add", "."]);
     git(&work, &["commit", "--quiet", "-m", "platform"]);
+    git(&work, &["branch", "release-1.0"]);
+    git(&work, &["tag", "v1.0.0"]);
     git(
         &work,
-        &["push", "--quiet", bare.to_str().expect("utf-8"), "main"],
+        &[
+            "push",
+            "--quiet",
+            bare.to_str().expect("utf-8"),
+            "main",
+            "release-1.0",
+            "v1.0.0",
+        ],
     );
     bare
 }
@@ -1226,6 +1439,21 @@ fn pivot_settings(cluster: &Cluster, repo_url: &str) -> BTreeMap<String, String>
     settings
 }
 
+/// The bootstrap-kit YAML on `main` of the bare repository `repo` points at the local Harbor.
+fn assert_kit_points_local(repo: &std::path::Path) {
+    let kit = git(
+        repo,
+        &["show", "main:clusters/bootstrap-kit/helmrepositories.yaml"],
+    );
+    assert!(
+        kit.contains(&format!(
+            "url: oci://{HARBOR_HOST}/ghcr.io/openova-io/charts"
+        )),
+        "{kit}"
+    );
+    assert!(!kit.contains("url: oci://ghcr.io/"), "{kit}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn helmrepository_patches_pivot_live_and_in_git_so_a_reapply_keeps_them_local() {
     let Some((cluster, runner)) = on_cluster().await else {
@@ -1257,17 +1485,7 @@ async fn helmrepository_patches_pivot_live_and_in_git_so_a_reapply_keeps_them_lo
     ]);
     assert_eq!(live_urls(&cluster).await, local);
     let head = git(&bare, &["rev-parse", "main"]);
-    let kit = git(
-        &bare,
-        &["show", "main:clusters/bootstrap-kit/helmrepositories.yaml"],
-    );
-    assert!(
-        kit.contains(&format!(
-            "url: oci://{HARBOR_HOST}/ghcr.io/openova-io/charts"
-        )),
-        "{kit}"
-    );
-    assert!(!kit.contains("url: oci://ghcr.io/"), "{kit}");
+    assert_kit_points_local(&bare);
     assert_eq!(
         git(&bare, &["log", "-1", "--format=%an <%ae>", "main"]),
         "catalyst-cutover <cutover@openova.io>"
@@ -1302,31 +1520,52 @@ async fn helmrepository_patches_pivot_live_and_in_git_so_a_reapply_keeps_them_lo
     cluster.cleanup().await;
 }
 
+/// Step 01 then step 06 against the Gitea stand-in, which refuses pushes to a mirror like
+/// Gitea: the earlier layout (Flux following the mirror itself) stops at step 06, the
+/// repository step 01 seeds takes the push, and a later step 01 keeps that commit.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn helmrepository_patches_fails_clearly_when_the_push_is_refused() {
+async fn helmrepository_patches_pushes_to_the_seeded_repository_never_to_the_mirror() {
     let Some((cluster, runner)) = on_cluster().await else {
         return;
     };
-    let root = runner.dir.join("git");
-    std::fs::create_dir_all(&root).expect("git root");
-    let bare = platform_repository(&root, cluster.namespace());
-    let hook = bare.join("hooks/pre-receive");
-    std::fs::write(
-        &hook,
-        "#!/bin/sh\necho 'mirror repository is read-only' >&2\nexit 1\n",
-    )
-    .expect("hook");
-    Command::new("chmod")
-        .arg("+x")
-        .arg(&hook)
-        .status()
-        .expect("chmod");
-    let server = GitServer::start(&root).await;
-    let url = format!("{}/platform.git", server.url);
-    create_git_repository(&cluster, "flux-system", &url).await;
+    let gitea = gitea_with_org().await;
+    let upstream = upstream_repository(&runner, cluster.namespace());
+    let upstream_head = git(&upstream, &["rev-parse", "main"]);
+    let step_01 = mirror_settings(&gitea, &upstream);
+    runner.run(STEP_01, &step_01).await.succeeds();
+    create_git_repository(&cluster, "flux-system", LOCAL_REPO).await;
+    flux_apply(&runner, upstream.to_str().expect("utf-8")).await;
 
-    let run = runner.run(STEP_06, &pivot_settings(&cluster, &url)).await;
-    run.fails_with(&format!("cannot push to {url} (main)"));
+    let mut settings = pivot_settings(&cluster, "");
+    settings.insert("GITEA_URL".into(), gitea.url.clone());
+
+    let mut old_layout = settings.clone();
+    old_layout.insert("GITEA_REPO".into(), "platform-upstream".into());
+    let refused = runner.run(STEP_06, &old_layout).await;
+    refused.fails_with(&format!("cannot push to {}/{MIRROR}.git (main)", gitea.url));
+    refused.says("mirror repository is read-only");
+    assert_eq!(
+        git(&gitea_repo(&gitea, MIRROR), &["rev-parse", "main"]),
+        upstream_head,
+        "the mirror took nothing"
+    );
+
+    let pushed = runner.run(STEP_06, &settings).await;
+    pushed.succeeds();
+    pushed.says(&format!("to {}/{RUN_FROM}.git (main)", gitea.url));
+    let run_from = gitea_repo(&gitea, RUN_FROM);
+    let head = git(&run_from, &["rev-parse", "main"]);
+    assert_ne!(head, upstream_head);
+    assert_kit_points_local(&run_from);
+
+    let again = runner.run(STEP_01, &step_01).await;
+    again.succeeds();
+    again.says("leaving its content alone");
+    assert_eq!(
+        git(&run_from, &["rev-parse", "main"]),
+        head,
+        "step 01 keeps step 06's commit"
+    );
     cluster.cleanup().await;
 }
 
