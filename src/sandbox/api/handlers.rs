@@ -15,6 +15,7 @@ use super::route::{self, ResourcePath, Target};
 use super::selectors::{FieldSelector, LabelSelector, Selectors};
 use super::store::{DeleteOptions, Deleted, ListOptions, ListPage, Propagation, Store, WatchFrom};
 use super::table;
+use super::token_request;
 use super::view::View;
 use super::watch::{self, WatchParams};
 use crate::sandbox::auth::{Decision, UserInfo};
@@ -61,7 +62,7 @@ pub async fn handle(
     let target = route::resolve(uri.path());
     let user = match target {
         Target::Health => None,
-        _ => match app.access.authenticate(&headers) {
+        _ => match app.access.authenticate(&headers, &app.store) {
             Some(user) => Some(user),
             None => {
                 let (code, body) = access::unauthorized();
@@ -157,7 +158,7 @@ fn review(
     let admin = access::admin_user();
     let user = user.unwrap_or(&admin);
     let answer = match kind.kind.as_str() {
-        "TokenReview" => reviews::token_review(&app.access, request)?,
+        "TokenReview" => reviews::token_review(&app.access, &app.store, request)?,
         "SelfSubjectReview" => reviews::self_subject_review(user, request),
         "SelfSubjectAccessReview" => {
             reviews::self_subject_access_review(&app.store, user, request)?
@@ -265,6 +266,17 @@ fn resource(
         Some("log") if kind.has_log && *method == Method::GET => {
             let name = rp.name.as_deref().unwrap_or_default();
             return pod_log(store, kind, ns, name);
+        }
+        Some("token") if kind.has_token => {
+            let (Some(ns), Some(name)) = (ns, rp.name.as_deref()) else {
+                return Err(ApiError::no_route());
+            };
+            if *method != Method::POST {
+                return Err(ApiError::method_not_supported(kind, method.as_str()));
+            }
+            let request = parse_body(None, headers, &body)?;
+            let answer = token_request::create(store, &app.access, kind, ns, name, &request)?;
+            return Ok(value_response(StatusCode::CREATED, &answer));
         }
         Some(_) => return Err(ApiError::no_route()),
     };

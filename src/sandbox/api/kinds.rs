@@ -72,6 +72,8 @@ pub struct KindInfo {
     pub has_status: bool,
     /// Whether `/log` exists (pods).
     pub has_log: bool,
+    /// Whether `/token` exists (serviceaccounts: the TokenRequest API).
+    pub has_token: bool,
     /// How generation moves.
     pub generation: GenerationPolicy,
     /// Create-only virtual kinds (TokenReview, SubjectAccessReview): answered, never stored.
@@ -209,6 +211,7 @@ impl Registry {
                     namespaced: b.namespaced,
                     has_status: b.has_status,
                     has_log: b.plural == "pods" && b.group.is_empty(),
+                    has_token: b.plural == "serviceaccounts" && b.group.is_empty(),
                     generation: b.generation,
                     create_only: b.group.starts_with("authentication.")
                         || b.group.starts_with("authorization."),
@@ -228,6 +231,7 @@ impl Registry {
                 namespaced: c.namespaced,
                 has_status: true,
                 has_log: false,
+                has_token: false,
                 generation: GenerationPolicy::AllButMetadataAndStatus,
                 create_only: false,
                 custom: true,
