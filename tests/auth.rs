@@ -14,10 +14,10 @@ use std::time::Duration;
 use catalyst_cutover::sandbox::api::ApiServerConfig;
 use catalyst_cutover::sandbox::auth::TokenTable;
 use catalyst_cutover::sandbox::faults::FaultProxy;
-use common::{TestCluster, api_status};
-use k8s_openapi::api::authentication::v1::{
-    TokenRequest, TokenRequestSpec, TokenReview, TokenReviewSpec, TokenReviewStatus,
+use common::{
+    TestCluster, api_status, create_service_account, request_token, sleep_until, token_of,
 };
+use k8s_openapi::api::authentication::v1::{TokenReview, TokenReviewSpec, TokenReviewStatus};
 use k8s_openapi::api::authorization::v1::{
     NonResourceAttributes, ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec,
 };
@@ -442,40 +442,6 @@ async fn per_user_auth_holds_behind_the_fault_proxy() {
     cluster.cleanup().await;
 }
 
-/// Creates ServiceAccount `name` in `ns`.
-async fn create_service_account(client: &Client, ns: &str, name: &str) -> ServiceAccount {
-    let mut sa = ServiceAccount::default();
-    sa.metadata.name = Some(name.to_owned());
-    Api::<ServiceAccount>::namespaced(client.clone(), ns)
-        .create(&PostParams::default(), &sa)
-        .await
-        .expect("create serviceaccount")
-}
-
-/// Asks the TokenRequest API for a token of `name` in `ns`, `seconds` long (default: unset).
-async fn request_token(
-    client: &Client,
-    ns: &str,
-    name: &str,
-    seconds: Option<i64>,
-) -> Result<TokenRequest, kube::Error> {
-    let request = TokenRequest {
-        spec: TokenRequestSpec {
-            expiration_seconds: seconds,
-            ..TokenRequestSpec::default()
-        },
-        ..TokenRequest::default()
-    };
-    Api::<ServiceAccount>::namespaced(client.clone(), ns)
-        .create_token_request(name, &PostParams::default(), &request)
-        .await
-}
-
-/// The token of an answered TokenRequest.
-fn token_of(answer: &TokenRequest) -> String {
-    answer.status.as_ref().expect("status").token.clone()
-}
-
 #[tokio::test]
 async fn token_requests_issue_service_account_tokens() {
     let cluster = start().await;
@@ -632,12 +598,4 @@ async fn issued_tokens_expire() {
     );
     assert_eq!(status.code, 401);
     cluster.cleanup().await;
-}
-
-/// Sleeps until `deadline` on this machine's clock has passed.
-async fn sleep_until(deadline: jiff::Timestamp) {
-    let left = deadline.duration_since(jiff::Timestamp::now());
-    if let Ok(left) = Duration::try_from(left) {
-        tokio::time::sleep(left).await;
-    }
 }
