@@ -148,7 +148,7 @@ fn review(
     if *method != Method::POST || rp.name.is_some() || rp.subresource.is_some() {
         return Err(ApiError::method_not_supported(kind, method.as_str()));
     }
-    let request = parse_body(Some(kind), headers, body)?;
+    let request = parse_body(Some(BodyKind::of(kind)), headers, body)?;
     if !request.is_object() {
         return Err(ApiError::bad_request(format!(
             "the body of a {} must be a JSON object",
@@ -178,10 +178,35 @@ fn dry_run(params: &Params) -> Result<bool, ApiError> {
     }
 }
 
+/// The kind a request body is read as.
+#[derive(Clone, Copy)]
+struct BodyKind<'a> {
+    group: &'a str,
+    version: &'a str,
+    kind: &'a str,
+}
+
+impl<'a> BodyKind<'a> {
+    fn of(kind: &'a KindInfo) -> Self {
+        BodyKind {
+            group: &kind.group,
+            version: &kind.version,
+            kind: &kind.kind,
+        }
+    }
+}
+
+/// The body of `serviceaccounts/<name>/token`.
+const TOKEN_REQUEST: BodyKind<'static> = BodyKind {
+    group: "authentication.k8s.io",
+    version: "v1",
+    kind: "TokenRequest",
+};
+
 /// Decodes a JSON (or YAML) request body of `kind`. Protobuf, which kubectl's typed helpers
 /// send, is read for the few kinds [`protobuf`] knows and refused with 415 otherwise.
 fn parse_body(
-    kind: Option<&KindInfo>,
+    kind: Option<BodyKind<'_>>,
     headers: &HeaderMap,
     body: &[u8],
 ) -> Result<Value, ApiError> {
@@ -196,12 +221,16 @@ fn parse_body(
     };
     if ct.starts_with("application/vnd.kubernetes.protobuf") {
         let kind = kind.ok_or_else(refused)?;
-        let mut obj = protobuf::decode(&kind.group, &kind.kind, body)
+        let mut obj = protobuf::decode(kind.group, kind.kind, body)
             .map_err(|e| {
                 ApiError::bad_request(format!("the protobuf body could not be decoded: {e}"))
             })?
             .ok_or_else(refused)?;
-        obj["apiVersion"] = json!(kind.api_version());
+        obj["apiVersion"] = json!(if kind.group.is_empty() {
+            kind.version.to_owned()
+        } else {
+            format!("{}/{}", kind.group, kind.version)
+        });
         obj["kind"] = json!(kind.kind);
         return Ok(obj);
     }
@@ -274,7 +303,7 @@ fn resource(
             if *method != Method::POST {
                 return Err(ApiError::method_not_supported(kind, method.as_str()));
             }
-            let request = parse_body(None, headers, &body)?;
+            let request = parse_body(Some(TOKEN_REQUEST), headers, &body)?;
             let answer = token_request::create(store, &app.access, kind, ns, name, &request)?;
             return Ok(value_response(StatusCode::CREATED, &answer));
         }
@@ -301,12 +330,12 @@ fn resource(
             if kind.namespaced && ns.is_none() {
                 return Err(ApiError::no_route());
             }
-            let body = view.inbound(parse_body(Some(kind), headers, &body)?);
+            let body = view.inbound(parse_body(Some(BodyKind::of(kind)), headers, &body)?);
             let obj = store.create(stored, ns, body, dry_run(params)?)?;
             Ok(respond(StatusCode::CREATED, &obj))
         }
         (Method::PUT, Some(name)) => {
-            let body = view.inbound(parse_body(Some(kind), headers, &body)?);
+            let body = view.inbound(parse_body(Some(BodyKind::of(kind)), headers, &body)?);
             let obj = store.update(stored, ns, name, body, part, dry_run(params)?)?;
             Ok(respond(StatusCode::OK, &obj))
         }
