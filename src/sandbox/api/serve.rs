@@ -28,9 +28,11 @@ async fn plain(listener: TcpListener, router: Router, mut shutdown: watch::Recei
     let listener = listener.tap_io(|tcp| {
         let _ = tcp.set_nodelay(true);
     });
-    let serve = axum::serve(listener, router).with_graceful_shutdown(async move {
-        let _ = shutdown.wait_for(|c| *c).await;
-    });
+    // Built once; `serve(listener, router)` would rebuild the route table per connection.
+    let serve =
+        axum::serve(listener, router.into_make_service()).with_graceful_shutdown(async move {
+            let _ = shutdown.wait_for(|c| *c).await;
+        });
     if let Err(error) = serve.await {
         tracing::error!(%error, "sandbox API server stopped");
     }
