@@ -216,7 +216,8 @@ fn role(name: &str, verbs: &[&str]) -> ClusterRole {
 
 /// Creates `role` (or, on a cluster that has it from an earlier run, sets its rules), binds
 /// it to ServiceAccount `sa` in `ns` with a RoleBinding, and waits until the API server's
-/// authorizer sees the binding (a real cluster's RBAC follows its informers).
+/// authorizer lets `sa` read cutovers (a real cluster's RBAC follows its informers; every
+/// role granted here includes `get`).
 async fn grant(client: &kube::Client, ns: &str, sa: &str, role: ClusterRole) {
     let name = role.metadata.name.clone().unwrap_or_default();
     let roles = Api::<ClusterRole>::all(client.clone());
@@ -244,14 +245,6 @@ async fn grant(client: &kube::Client, ns: &str, sa: &str, role: ClusterRole) {
         .create(&PostParams::default(), &binding)
         .await
         .expect("role binding");
-    let verb = role
-        .rules
-        .iter()
-        .flatten()
-        .flat_map(|rule| rule.verbs.first())
-        .next()
-        .cloned()
-        .unwrap_or_default();
     let review = SubjectAccessReview {
         spec: SubjectAccessReviewSpec {
             user: Some(format!("system:serviceaccount:{ns}:{sa}")),
@@ -261,7 +254,7 @@ async fn grant(client: &kube::Client, ns: &str, sa: &str, role: ClusterRole) {
                 "system:authenticated".to_owned(),
             ]),
             resource_attributes: Some(ResourceAttributes {
-                verb: Some(verb),
+                verb: Some("get".to_owned()),
                 group: Some("catalyst.openova.io".to_owned()),
                 resource: Some("cutovers".to_owned()),
                 namespace: Some(ns.to_owned()),
