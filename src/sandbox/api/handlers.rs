@@ -5,7 +5,7 @@ use super::access::{self, Access};
 use super::discovery;
 use super::errors::ApiError;
 use super::history::StoredObject;
-use super::kinds::KindInfo;
+use super::kinds::{self, KindInfo};
 use super::meta::{self, Part};
 use super::openapi;
 use super::patch::{self, PatchType};
@@ -226,11 +226,7 @@ fn parse_body(
                 ApiError::bad_request(format!("the protobuf body could not be decoded: {e}"))
             })?
             .ok_or_else(refused)?;
-        obj["apiVersion"] = json!(if kind.group.is_empty() {
-            kind.version.to_owned()
-        } else {
-            format!("{}/{}", kind.group, kind.version)
-        });
+        obj["apiVersion"] = json!(kinds::api_version(kind.group, kind.version));
         obj["kind"] = json!(kind.kind);
         return Ok(obj);
     }

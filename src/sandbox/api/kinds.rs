@@ -86,6 +86,15 @@ pub struct KindInfo {
     resource_key: Arc<str>,
 }
 
+/// `v1` for the core group, `group/version` for the others.
+pub fn api_version(group: &str, version: &str) -> String {
+    if group.is_empty() {
+        version.to_owned()
+    } else {
+        format!("{group}/{version}")
+    }
+}
+
 fn resource_key(group: &str, plural: &str) -> Arc<str> {
     if group.is_empty() {
         plural.into()
@@ -97,11 +106,7 @@ fn resource_key(group: &str, plural: &str) -> Arc<str> {
 impl KindInfo {
     /// `v1` or `group/version`.
     pub fn api_version(&self) -> String {
-        if self.group.is_empty() {
-            self.version.clone()
-        } else {
-            format!("{}/{}", self.group, self.version)
-        }
+        api_version(&self.group, &self.version)
     }
 
     /// `configmaps` or `jobs.batch`, as error messages name the resource.
