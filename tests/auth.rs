@@ -1,5 +1,6 @@
 //! Authentication and authorization as a client meets them: 401 for unknown tokens, RBAC's
-//! 403 with kube-apiserver's own message, TokenReview and SubjectAccessReview round trips, and
+//! 403 with kube-apiserver's own message, TokenReview and SubjectAccessReview round trips,
+//! service-account tokens from the TokenRequest API (expiry and deletion included), and
 //! per-user auth still holding behind the fault proxy.
 //!
 //! Against a real cluster (CUTOVER_TEST_KUBECONFIG) the parts that need a user's bearer token
@@ -13,12 +14,14 @@ use std::time::Duration;
 use catalyst_cutover::sandbox::api::ApiServerConfig;
 use catalyst_cutover::sandbox::auth::TokenTable;
 use catalyst_cutover::sandbox::faults::FaultProxy;
-use common::{TestCluster, api_status};
+use common::{
+    TestCluster, api_status, create_service_account, request_token, sleep_until, token_of,
+};
 use k8s_openapi::api::authentication::v1::{TokenReview, TokenReviewSpec, TokenReviewStatus};
 use k8s_openapi::api::authorization::v1::{
     NonResourceAttributes, ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec,
 };
-use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Node, Pod};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Node, Pod, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject};
 use kube::api::{ListParams, LogParams, PostParams};
 use kube::config::{AuthInfo, KubeConfigOptions};
@@ -436,5 +439,163 @@ async fn per_user_auth_holds_behind_the_fault_proxy() {
     );
     assert_eq!(status.code, 401);
     proxy.shutdown().await;
+    cluster.cleanup().await;
+}
+
+#[tokio::test]
+async fn token_requests_issue_service_account_tokens() {
+    let cluster = start().await;
+    let admin = cluster.client();
+    let ns = cluster.namespace().to_owned();
+    let runner = create_service_account(&admin, &ns, "runner").await;
+
+    // The ServiceAccount is looked up before the lifetime is checked.
+    let missing = api_status(
+        request_token(&admin, &ns, "nobody", Some(60))
+            .await
+            .expect_err("404"),
+    );
+    assert_eq!((missing.code, missing.reason.as_str()), (404, "NotFound"));
+    let short = api_status(
+        request_token(&admin, &ns, "runner", Some(60))
+            .await
+            .expect_err("422"),
+    );
+    assert_eq!((short.code, short.reason.as_str()), (422, "Invalid"));
+    assert!(
+        short
+            .message
+            .contains("spec.expirationSeconds: Invalid value: 60: may not specify a duration less than 10 minutes"),
+        "{}",
+        short.message
+    );
+
+    let answer = request_token(&admin, &ns, "runner", None)
+        .await
+        .expect("token");
+    let status = answer.status.clone().expect("status");
+    let lifetime = status
+        .expiration_timestamp
+        .0
+        .duration_since(jiff::Timestamp::now());
+    assert!(
+        lifetime.as_secs() > 0 && lifetime.as_secs() <= 3600,
+        "the default lifetime is an hour, {lifetime:?} left"
+    );
+    let token = token_of(&answer);
+    let reviewed = review_token(&admin, &token).await;
+    assert_eq!(reviewed.authenticated, Some(true), "{reviewed:?}");
+    let user = reviewed.user.expect("user");
+    assert_eq!(
+        user.username.as_deref(),
+        Some(format!("system:serviceaccount:{ns}:runner").as_str())
+    );
+    assert_eq!(user.uid, runner.metadata.uid);
+    let groups = user.groups.unwrap_or_default();
+    for group in [
+        "system:serviceaccounts".to_owned(),
+        format!("system:serviceaccounts:{ns}"),
+        "system:authenticated".to_owned(),
+    ] {
+        assert!(groups.contains(&group), "{group} missing from {groups:?}");
+    }
+
+    // The token authenticates requests; RBAC decides, the token subresource included.
+    let as_runner = client_with_token(&cluster, &token).await;
+    let denied = api_status(
+        request_token(&as_runner, &ns, "runner", None)
+            .await
+            .expect_err("403"),
+    );
+    assert_eq!(denied.code, 403);
+    assert_eq!(
+        denied.message,
+        format!(
+            r#"serviceaccounts "runner" is forbidden: User "system:serviceaccount:{ns}:runner" cannot create resource "serviceaccounts/token" in API group "" in the namespace "{ns}""#
+        )
+    );
+    grant(
+        &admin,
+        &ns,
+        "token-issuer",
+        vec![rule(&["create"], &["serviceaccounts/token"])],
+        subject("ServiceAccount", "runner", Some(&ns)),
+    )
+    .await;
+    eventually("the token-issuer binding taking effect", || async {
+        request_token(&as_runner, &ns, "runner", None).await.is_ok()
+    })
+    .await;
+
+    // A bound token dies with its ServiceAccount.
+    Api::<ServiceAccount>::namespaced(admin.clone(), &ns)
+        .delete("runner", &Default::default())
+        .await
+        .expect("delete serviceaccount");
+    eventually("the token being refused", || async {
+        !review_token(&admin, &token)
+            .await
+            .authenticated
+            .unwrap_or(false)
+    })
+    .await;
+    let gone = review_token(&admin, &token).await;
+    assert!(!gone.error.unwrap_or_default().is_empty());
+    let status = api_status(
+        Api::<ConfigMap>::namespaced(as_runner, &ns)
+            .list(&ListParams::default())
+            .await
+            .expect_err("401"),
+    );
+    assert_eq!(status.code, 401);
+    cluster.cleanup().await;
+}
+
+#[tokio::test]
+async fn issued_tokens_expire() {
+    let cluster = TestCluster::start_with(ApiServerConfig {
+        tokens: Some(TokenTable::default()),
+        min_token_expiration: Duration::from_secs(1),
+        ..ApiServerConfig::default()
+    })
+    .await;
+    let admin = cluster.client();
+    let ns = cluster.namespace().to_owned();
+    create_service_account(&admin, &ns, "brief").await;
+    let answer = match request_token(&admin, &ns, "brief", Some(2)).await {
+        Ok(answer) => answer,
+        Err(kube::Error::Api(status)) if status.code == 422 => {
+            eprintln!(
+                "skipped: this API server refuses a 2-second token ({}); its minimum lifetime is too long to wait for",
+                status.message
+            );
+            cluster.cleanup().await;
+            return;
+        }
+        Err(other) => panic!("token request: {other}"),
+    };
+    let token = token_of(&answer);
+    assert_eq!(review_token(&admin, &token).await.authenticated, Some(true));
+    let as_brief = client_with_token(&cluster, &token).await;
+    let forbidden = api_status(
+        Api::<ConfigMap>::namespaced(as_brief.clone(), &ns)
+            .list(&ListParams::default())
+            .await
+            .expect_err("403 while valid"),
+    );
+    assert_eq!(forbidden.code, 403);
+
+    sleep_until(answer.status.expect("status").expiration_timestamp.0).await;
+    let expired = review_token(&admin, &token).await;
+    assert!(!expired.authenticated.unwrap_or(false), "{expired:?}");
+    let error = expired.error.unwrap_or_default();
+    assert!(error.contains("expired"), "{error}");
+    let status = api_status(
+        Api::<ConfigMap>::namespaced(as_brief, &ns)
+            .list(&ListParams::default())
+            .await
+            .expect_err("401 once expired"),
+    );
+    assert_eq!(status.code, 401);
     cluster.cleanup().await;
 }

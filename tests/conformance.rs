@@ -1238,6 +1238,26 @@ async fn kubectl_typed_create_and_auth() {
     ]);
     let secret = k.run(&["get", "secret", "pw", "-o", "jsonpath={.type} {.data.pw}"]);
     assert_eq!(secret.trim(), "Opaque aHVudGVyMg==");
+    // `kubectl create token`: the TokenRequest API, its 10-minute floor included.
+    k.run(&["create", "serviceaccount", "robot"]);
+    let token = k.run(&["create", "token", "robot", "--duration", "1h"]);
+    assert!(!token.trim().is_empty());
+    let short = k
+        .command(&["create", "token", "robot", "--duration", "1m"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&short.stderr);
+    assert!(
+        !short.status.success()
+            && stderr.contains("may not specify a duration less than 10 minutes"),
+        "{stderr}"
+    );
+    let missing = k.command(&["create", "token", "nobody"]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&missing.stderr);
+    assert!(
+        !missing.status.success() && stderr.contains("not found"),
+        "{stderr}"
+    );
     assert_eq!(
         k.run(&["auth", "can-i", "list", "configmaps"]).trim(),
         "yes"

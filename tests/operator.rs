@@ -1,24 +1,33 @@
-//! The operator surface over real HTTP: bearer tokens checked by the sandbox's TokenReview
+//! The operator surface over real HTTP: bearer tokens checked by the API server's TokenReview
 //! and SubjectAccessReview against RBAC objects the tests create (the chart's ClusterRole
-//! `catalyst-cutover-operator` among them), the internal routes, the
+//! `catalyst-cutover-operator` among them), tokens that expire, the internal routes, the
 //! first-login auto-fire, the live event stream, Kubernetes Events and `/metrics`.
 //!
-//! These tests need users with known tokens, so they always run on the embedded sandbox
-//! (started with a token table), not on `CUTOVER_TEST_KUBECONFIG`.
+//! Runs against the sandbox, or unchanged against a real cluster when
+//! `CUTOVER_TEST_KUBECONFIG` is set: each test has a namespace of its own, its users are
+//! ServiceAccounts there, their tokens come from the TokenRequest API and their rights from
+//! RoleBindings. Only the expired-token test needs a token shorter-lived than kube-apiserver
+//! grants (10 minutes at least); where the API server refuses one, it says so and returns.
+
+mod common;
 
 use catalyst_cutover::auth::AuthConfig;
 use catalyst_cutover::contract::{self, DEFAULT_STATUS_CONFIGMAP};
-use catalyst_cutover::sandbox::api::{ApiServer, ApiServerConfig};
-use catalyst_cutover::sandbox::auth::{TokenTable, UserInfo};
+use catalyst_cutover::sandbox::api::ApiServerConfig;
+use catalyst_cutover::sandbox::faults::FaultProxy;
 use catalyst_cutover::sandbox::sim::{AgentConfig, SimConfig, Simulator};
 use catalyst_cutover::service::{Service, ServiceConfig};
+use common::{TestCluster, create_service_account, request_token, sleep_until, token_of};
 use futures::StreamExt;
 use futures::future::join_all;
+use k8s_openapi::api::authorization::v1::{
+    ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec,
+};
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
+use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::api::rbac::v1::{ClusterRole, RoleBinding};
-use kube::api::{Api, ListParams, PostParams};
+use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use kube::config::KubeConfigOptions;
 use kube::runtime::wait::await_condition;
 use serde_json::{Value, json};
@@ -29,45 +38,52 @@ use std::time::Duration;
 const GUARD: Duration = Duration::from_secs(60);
 /// The ClusterRole the chart ships for operators.
 const OPERATOR_ROLE: &str = "catalyst-cutover-operator";
-const ALICE: &str = "alice-token";
-const BOB: &str = "bob-token";
-const READER: &str = "reader-token";
-const CONSOLE_SA: &str = "console-sa-token";
-const OTHER_SA: &str = "other-sa-token";
+
+/// Bearer tokens of the test's ServiceAccounts, from the TokenRequest API.
+struct Tokens {
+    /// `alice`: bound to the chart's operator role.
+    alice: String,
+    /// `bob`: no role.
+    bob: String,
+    /// `reader`: `get` on cutovers only.
+    reader: String,
+    /// `console`: the console backend, allow-listed for the internal routes.
+    console: String,
+    /// `other`: a service account that is not allow-listed.
+    other: String,
+}
 
 struct Env {
-    server: ApiServer,
-    ns: String,
+    cluster: TestCluster,
     sim: Simulator,
+    tokens: Tokens,
 }
 
 impl Env {
-    /// A sandbox with users alice (operator role), bob (no role), reader (get only) and two
-    /// service accounts, a namespace with `steps` job steps, and the simulator.
+    /// A cluster with service accounts alice (operator role), bob (no role), reader (get
+    /// only), console and other, `steps` job steps in the test's namespace, and the
+    /// simulator.
     async fn start(steps: usize) -> Env {
+        Self::start_with(steps, ApiServerConfig::default()).await
+    }
+
+    /// As [`Env::start`], with `sandbox` configuring the sandbox (unused on a real cluster).
+    async fn start_with(steps: usize, sandbox: ApiServerConfig) -> Env {
         if std::env::var_os("RUST_LOG").is_some() {
             catalyst_cutover::telemetry::init();
         }
-        let ns = format!("op-{}", &uuid::Uuid::new_v4().simple().to_string()[..10]);
-        let mut tokens = TokenTable::default();
-        tokens.insert(ALICE, UserInfo::new("alice", Vec::new()));
-        tokens.insert(BOB, UserInfo::new("bob", Vec::new()));
-        tokens.insert(READER, UserInfo::new("reader", Vec::new()));
-        tokens.insert(CONSOLE_SA, UserInfo::service_account(&ns, "console"));
-        tokens.insert(OTHER_SA, UserInfo::service_account(&ns, "other"));
-        let server = ApiServer::start(ApiServerConfig {
-            tokens: Some(tokens),
-            ..ApiServerConfig::default()
-        })
-        .await
-        .expect("start sandbox");
-        let client = server.admin_client().await.expect("admin client");
-        let namespace: Namespace =
-            serde_json::from_value(json!({"metadata": {"name": ns}})).unwrap();
-        Api::<Namespace>::all(client.clone())
-            .create(&PostParams::default(), &namespace)
-            .await
-            .expect("namespace");
+        let cluster = TestCluster::start_with(sandbox).await;
+        let client = cluster.client();
+        let ns = cluster.namespace().to_owned();
+        let mut issued = Vec::new();
+        for name in ["alice", "bob", "reader", "console", "other"] {
+            create_service_account(&client, &ns, name).await;
+            let answer = request_token(&client, &ns, name, None)
+                .await
+                .expect("token request");
+            issued.push(token_of(&answer));
+        }
+        let [alice, bob, reader, console, other] = <[String; 5]>::try_from(issued).unwrap();
         grant(&client, &ns, "alice", chart_operator_role()).await;
         grant(&client, &ns, "reader", role("cutover-reader", &["get"])).await;
         let api: Api<ConfigMap> = Api::namespaced(client.clone(), &ns);
@@ -82,7 +98,7 @@ impl Env {
                 namespace: Some(ns.clone()),
                 nodes: 1,
                 pool: ns.clone(),
-                status_configmap: Some((ns.clone(), DEFAULT_STATUS_CONFIGMAP.to_owned())),
+                status_configmap: Some((ns, DEFAULT_STATUS_CONFIGMAP.to_owned())),
                 agent: AgentConfig {
                     daemonset: None,
                     ack_delay: Duration::from_millis(10),
@@ -93,26 +109,44 @@ impl Env {
         )
         .await
         .expect("simulator");
-        Env { server, ns, sim }
+        Env {
+            cluster,
+            sim,
+            tokens: Tokens {
+                alice,
+                bob,
+                reader,
+                console,
+                other,
+            },
+        }
+    }
+
+    fn ns(&self) -> &str {
+        self.cluster.namespace()
+    }
+
+    fn client(&self) -> kube::Client {
+        self.cluster.client()
     }
 
     fn config(&self) -> ServiceConfig {
-        let mut config = ServiceConfig::new(&self.ns);
+        let mut config = ServiceConfig::new(self.ns());
         config.lease_duration = Duration::from_secs(2);
         config.auth = AuthConfig {
-            internal_service_accounts: vec![format!("system:serviceaccount:{}:console", self.ns)],
+            internal_service_accounts: vec![format!("system:serviceaccount:{}:console", self.ns())],
             ..AuthConfig::enabled()
         };
         config
     }
 
+    /// The service, talking to the cluster with the test's (admin) credentials.
     async fn service(&self, config: ServiceConfig) -> Service {
-        let kube_config = kube::Config::from_custom_kubeconfig(
-            self.server.kubeconfig(self.server.admin_token()),
-            &KubeConfigOptions::default(),
-        )
-        .await
-        .expect("kube config");
+        self.service_on(self.cluster.config().await, config).await
+    }
+
+    /// The service, talking to the API server `kube_config` names.
+    async fn service_on(&self, kube_config: kube::Config, config: ServiceConfig) -> Service {
         let service = Service::start(kube_config, config)
             .await
             .expect("start service");
@@ -120,12 +154,8 @@ impl Env {
         service
     }
 
-    async fn client(&self) -> kube::Client {
-        self.server.admin_client().await.expect("admin client")
-    }
-
     async fn wait_phase(&self, phase: &str) -> BTreeMap<String, String> {
-        let api: Api<ConfigMap> = Api::namespaced(self.client().await, &self.ns);
+        let api: Api<ConfigMap> = Api::namespaced(self.client(), self.ns());
         let want = phase.to_owned();
         let cond = move |cm: Option<&ConfigMap>| {
             cm.and_then(|cm| cm.data.as_ref())
@@ -147,7 +177,7 @@ impl Env {
     }
 
     async fn job_count(&self) -> usize {
-        Api::<Job>::namespaced(self.client().await, &self.ns)
+        Api::<Job>::namespaced(self.client(), self.ns())
             .list(&ListParams::default())
             .await
             .expect("jobs")
@@ -158,7 +188,7 @@ impl Env {
     async fn stop(self, service: Service) {
         service.shutdown().await;
         self.sim.shutdown().await;
-        self.server.shutdown().await;
+        self.cluster.cleanup().await;
     }
 }
 
@@ -184,22 +214,71 @@ fn role(name: &str, verbs: &[&str]) -> ClusterRole {
     .unwrap()
 }
 
-/// Creates `role` and binds it to `user` in `ns` with a RoleBinding.
-async fn grant(client: &kube::Client, ns: &str, user: &str, role: ClusterRole) {
+/// Creates `role` (or, on a cluster that has it from an earlier run, sets its rules), binds
+/// it to ServiceAccount `sa` in `ns` with a RoleBinding, and waits until the API server's
+/// authorizer lets `sa` read cutovers (a real cluster's RBAC follows its informers; every
+/// role granted here includes `get`).
+async fn grant(client: &kube::Client, ns: &str, sa: &str, role: ClusterRole) {
     let name = role.metadata.name.clone().unwrap_or_default();
-    let _ = Api::<ClusterRole>::all(client.clone())
-        .create(&PostParams::default(), &role)
-        .await;
+    let roles = Api::<ClusterRole>::all(client.clone());
+    match roles.create(&PostParams::default(), &role).await {
+        Ok(_) => {}
+        Err(kube::Error::Api(status)) if status.code == 409 => {
+            roles
+                .patch(
+                    &name,
+                    &PatchParams::default(),
+                    &Patch::Merge(json!({"rules": role.rules})),
+                )
+                .await
+                .expect("update cluster role");
+        }
+        Err(other) => panic!("create cluster role {name}: {other}"),
+    }
     let binding: RoleBinding = serde_json::from_value(json!({
-        "metadata": {"name": format!("{name}-{user}")},
+        "metadata": {"name": format!("{name}-{sa}")},
         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": name},
-        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": user}]
+        "subjects": [{"kind": "ServiceAccount", "name": sa, "namespace": ns}]
     }))
     .unwrap();
     Api::<RoleBinding>::namespaced(client.clone(), ns)
         .create(&PostParams::default(), &binding)
         .await
         .expect("role binding");
+    let review = SubjectAccessReview {
+        spec: SubjectAccessReviewSpec {
+            user: Some(format!("system:serviceaccount:{ns}:{sa}")),
+            groups: Some(vec![
+                "system:serviceaccounts".to_owned(),
+                format!("system:serviceaccounts:{ns}"),
+                "system:authenticated".to_owned(),
+            ]),
+            resource_attributes: Some(ResourceAttributes {
+                verb: Some("get".to_owned()),
+                group: Some("catalyst.openova.io".to_owned()),
+                resource: Some("cutovers".to_owned()),
+                namespace: Some(ns.to_owned()),
+                ..ResourceAttributes::default()
+            }),
+            ..SubjectAccessReviewSpec::default()
+        },
+        ..SubjectAccessReview::default()
+    };
+    let reviews = Api::<SubjectAccessReview>::all(client.clone());
+    let granted = tokio::time::timeout(GUARD, async {
+        loop {
+            let answer = reviews
+                .create(&PostParams::default(), &review)
+                .await
+                .expect("subjectaccessreview");
+            if answer.status.is_some_and(|s| s.allowed) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+    assert!(granted.is_ok(), "{name} for {sa} never took effect");
 }
 
 fn step(order: usize) -> ConfigMap {
@@ -335,6 +414,7 @@ fn sum(samples: &BTreeMap<String, f64>, prefix: &str) -> f64 {
 #[tokio::test]
 async fn tokens_are_authenticated_and_authorized() {
     let env = Env::start(1).await;
+    let t = &env.tokens;
     let service = env.service(env.config()).await;
     let base = service.url();
     let http = reqwest::Client::new();
@@ -347,11 +427,12 @@ async fn tokens_are_authenticated_and_authorized() {
         (code, body["error"].as_str()),
         (401, Some("missing-bearer"))
     );
+    // The token alone, without `Bearer `, is no bearer token either.
     for header in [
         "Basic YWxpY2U6cHc=",
         "Bearer",
         "Bearer two words",
-        "alice-token",
+        t.alice.as_str(),
     ] {
         let response = http
             .get(format!("{base}/cutover"))
@@ -368,7 +449,7 @@ async fn tokens_are_authenticated_and_authorized() {
     assert_eq!((code, body["error"].as_str()), (401, Some("invalid-token")));
     assert!(!body["detail"].as_str().unwrap().contains("not-a-token"));
 
-    let (code, body) = get(&base, "/cutover", Some(BOB)).await;
+    let (code, body) = get(&base, "/cutover", Some(&t.bob)).await;
     assert_eq!((code, body["error"].as_str()), (403, Some("forbidden")));
     let detail = body["detail"].as_str().unwrap();
     assert!(
@@ -378,37 +459,37 @@ async fn tokens_are_authenticated_and_authorized() {
         "{detail}"
     );
 
-    assert_eq!(get(&base, "/cutover", Some(READER)).await.0, 200);
+    assert_eq!(get(&base, "/cutover", Some(&t.reader)).await.0, 200);
     assert_eq!(
-        get(&base, "/api/v1/sovereign/cutover/status", Some(ALICE))
+        get(&base, "/api/v1/sovereign/cutover/status", Some(&t.alice))
             .await
             .0,
         200
     );
-    let (code, body) = post(&base, "/cutover", Some(READER), None).await;
+    let (code, body) = post(&base, "/cutover", Some(&t.reader), None).await;
     assert_eq!(code, 403);
     assert!(
         body["detail"].as_str().unwrap().contains("create"),
         "{body}"
     );
-    let (code, body) = post(&base, "/cutover/abort", Some(READER), None).await;
+    let (code, body) = post(&base, "/cutover/abort", Some(&t.reader), None).await;
     assert!(
         code == 403 && body["detail"].as_str().unwrap().contains("delete"),
         "{body}"
     );
 
-    for token in [ALICE, OTHER_SA] {
+    for (who, token) in [("alice", &t.alice), ("other", &t.other)] {
         let (code, body) = post(&base, "/api/v1/internal/cutover/trigger", Some(token), None).await;
         assert_eq!(
             (code, body["error"].as_str()),
             (403, Some("unauthorized-sa")),
-            "{token}"
+            "{who}"
         );
     }
     let (code, body) = post(
         &base,
         "/api/v1/internal/cutover/trigger",
-        Some(CONSOLE_SA),
+        Some(&t.console),
         None,
     )
     .await;
@@ -416,7 +497,7 @@ async fn tokens_are_authenticated_and_authorized() {
     let data = env.wait_phase("complete").await;
     assert_eq!(data["cutoverTrigger"], "internal-trigger");
     assert!(data["cutoverTriggeredBy"].ends_with(":console"));
-    let (code, body) = post(&base, "/cutover", Some(ALICE), None).await;
+    let (code, body) = post(&base, "/cutover", Some(&t.alice), None).await;
     assert_eq!(
         (code, body["outcome"].as_str()),
         (200, Some("cutover-already-complete"))
@@ -430,7 +511,7 @@ async fn tokens_are_authenticated_and_authorized() {
         )
     };
     let before = reviews(&metrics(&base).await);
-    let reads = (0..200).map(|_| get(&base, "/cutover", Some(READER)));
+    let reads = (0..200).map(|_| get(&base, "/cutover", Some(&t.reader)));
     assert!(join_all(reads).await.iter().all(|(code, _)| *code == 200));
     let after = reviews(&metrics(&base).await);
     assert!(
@@ -444,12 +525,19 @@ async fn tokens_are_authenticated_and_authorized() {
 #[tokio::test]
 async fn the_api_server_unreachable_is_503_never_a_verdict() {
     let env = Env::start(1).await;
-    let service = env.service(env.config()).await;
+    let t = &env.tokens;
+    // The service reaches the API server through a proxy, which then goes away.
+    let proxy = FaultProxy::start(env.cluster.config().await)
+        .await
+        .expect("proxy");
+    let through_proxy =
+        kube::Config::from_custom_kubeconfig(proxy.kubeconfig(), &KubeConfigOptions::default())
+            .await
+            .expect("proxy kube config");
+    let service = env.service_on(through_proxy, env.config()).await;
     let base = service.url();
-    let Env { server, sim, .. } = env;
-    sim.shutdown().await;
-    server.shutdown().await;
-    let (code, body) = get(&base, "/cutover", Some(ALICE)).await;
+    proxy.shutdown().await;
+    let (code, body) = get(&base, "/cutover", Some(&t.alice)).await;
     assert_eq!(
         (code, body["error"].as_str()),
         (503, Some("unavailable")),
@@ -457,11 +545,81 @@ async fn the_api_server_unreachable_is_503_never_a_verdict() {
     );
     assert_eq!(get(&base, "/cutover", None).await.0, 401);
     service.kill();
+    let Env { cluster, sim, .. } = env;
+    sim.shutdown().await;
+    cluster.cleanup().await;
+}
+
+/// A token good when issued is refused once it has expired, never later than the service's
+/// auth-cache TTL after its expiration, however busily it was used until then.
+#[tokio::test]
+async fn an_expired_token_is_refused_once_the_cache_lets_it_go() {
+    let env = Env::start_with(
+        1,
+        ApiServerConfig {
+            min_token_expiration: Duration::from_secs(1),
+            ..ApiServerConfig::default()
+        },
+    )
+    .await;
+    let mut config = env.config();
+    config.auth.cache_ttl = Duration::from_secs(1);
+    let cache_ttl = config.auth.cache_ttl;
+    let service = env.service(config).await;
+    let base = service.url();
+    let client = env.client();
+    create_service_account(&client, env.ns(), "brief").await;
+    grant(&client, env.ns(), "brief", chart_operator_role()).await;
+    let answer = match request_token(&client, env.ns(), "brief", Some(4)).await {
+        Ok(answer) => answer,
+        Err(kube::Error::Api(status)) if status.code == 422 => {
+            eprintln!(
+                "skipped: this API server refuses a 4-second token ({}); the tokens it grants live 10 minutes at least",
+                status.message
+            );
+            env.stop(service).await;
+            return;
+        }
+        Err(other) => panic!("token request: {other}"),
+    };
+    let token = token_of(&answer);
+    let expires = answer
+        .status
+        .as_ref()
+        .expect("status")
+        .expiration_timestamp
+        .0;
+    let (code, body) = get(&base, "/cutover", Some(&token)).await;
+    assert_eq!(code, 200, "{body}");
+    // Used until it expires, so the cache holds an answer as late as the token allows.
+    while jiff::Timestamp::now() < expires {
+        let (code, body) = get(&base, "/cutover", Some(&token)).await;
+        assert!(
+            code == 200 || body["error"] == "invalid-token",
+            "{code} {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    sleep_until(expires + cache_ttl + Duration::from_millis(250)).await;
+    let (code, body) = get(&base, "/cutover", Some(&token)).await;
+    assert_eq!(
+        (code, body["error"].as_str()),
+        (401, Some("invalid-token")),
+        "{body}"
+    );
+    assert!(!body["detail"].as_str().unwrap_or_default().contains(&token));
+    // The ServiceAccount itself is fine: a fresh token of it is good.
+    let fresh = request_token(&client, env.ns(), "brief", Some(600))
+        .await
+        .expect("fresh token");
+    assert_eq!(get(&base, "/cutover", Some(&token_of(&fresh))).await.0, 200);
+    env.stop(service).await;
 }
 
 #[tokio::test]
 async fn a_thousand_concurrent_first_logins_fire_exactly_one_cutover() {
     let env = Env::start(2).await;
+    let t = &env.tokens;
     let service = env.service(env.config()).await;
     let base = service.url();
     let http = reqwest::Client::new();
@@ -469,7 +627,7 @@ async fn a_thousand_concurrent_first_logins_fire_exactly_one_cutover() {
     let (code, body) = post(
         &base,
         "/api/v1/internal/cutover/operator-login",
-        Some(OTHER_SA),
+        Some(&t.other),
         Some(json!({"operator": "x"})),
     )
     .await;
@@ -480,7 +638,7 @@ async fn a_thousand_concurrent_first_logins_fire_exactly_one_cutover() {
     let (code, _) = post(
         &base,
         "/api/v1/internal/cutover/operator-login",
-        Some(CONSOLE_SA),
+        Some(&t.console),
         Some(json!({"name": "x"})),
     )
     .await;
@@ -491,7 +649,7 @@ async fn a_thousand_concurrent_first_logins_fire_exactly_one_cutover() {
             &http,
             reqwest::Method::POST,
             url.clone(),
-            Some(CONSOLE_SA),
+            Some(&t.console),
             Some(json!({"operator": format!("operator-{i}")})),
         )
     });
@@ -528,7 +686,7 @@ async fn a_thousand_concurrent_first_logins_fire_exactly_one_cutover() {
     let (code, body) = post(
         &base,
         "/api/v1/internal/cutover/operator-login",
-        Some(CONSOLE_SA),
+        Some(&t.console),
         Some(json!({"operator": "late"})),
     )
     .await;
@@ -547,14 +705,15 @@ async fn a_thousand_concurrent_first_logins_fire_exactly_one_cutover() {
 #[tokio::test]
 async fn a_first_login_after_completion_fires_nothing() {
     let env = Env::start(1).await;
+    let t = &env.tokens;
     let service = env.service(env.config()).await;
     let base = service.url();
-    assert_eq!(post(&base, "/cutover", Some(ALICE), None).await.0, 202);
+    assert_eq!(post(&base, "/cutover", Some(&t.alice), None).await.0, 202);
     let before = env.wait_phase("complete").await;
     let (code, body) = post(
         &base,
         "/api/v1/internal/cutover/operator-login",
-        Some(CONSOLE_SA),
+        Some(&t.console),
         Some(json!({"operator": "alice"})),
     )
     .await;
@@ -622,10 +781,15 @@ async fn read_events(response: reqwest::Response, stop: impl Fn(&Sse) -> bool) -
     events
 }
 
-async fn open_stream(base: &str, path: &str, last_event_id: Option<u64>) -> reqwest::Response {
+async fn open_stream(
+    base: &str,
+    path: &str,
+    token: &str,
+    last_event_id: Option<u64>,
+) -> reqwest::Response {
     let mut req = reqwest::Client::new()
         .get(format!("{base}{path}"))
-        .bearer_auth(ALICE);
+        .bearer_auth(token);
     if let Some(id) = last_event_id {
         req = req.header("last-event-id", id.to_string());
     }
@@ -643,25 +807,29 @@ async fn open_stream(base: &str, path: &str, last_event_id: Option<u64>) -> reqw
 #[tokio::test]
 async fn a_run_is_streamed_recorded_and_measured() {
     let env = Env::start(3).await;
+    let t = &env.tokens;
     let service = env.service(env.config()).await;
     let base = service.url();
     let metrics_before = metrics(&base).await;
 
-    let stream = open_stream(&base, "/cutover/events", None).await;
-    let console = open_stream(&base, "/api/v1/sovereign/cutover/events", None).await;
+    let stream = open_stream(&base, "/cutover/events", &t.alice, None).await;
+    let console = open_stream(&base, "/api/v1/sovereign/cutover/events", &t.alice, None).await;
     // A client that never reads: it must not hold up the run or the other clients.
     let mut stalled = tokio::net::TcpStream::connect(service.addr())
         .await
         .unwrap();
     tokio::io::AsyncWriteExt::write_all(
         &mut stalled,
-        format!("GET /cutover/events HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {ALICE}\r\n\r\n")
-            .as_bytes(),
+        format!(
+            "GET /cutover/events HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {}\r\n\r\n",
+            t.alice
+        )
+        .as_bytes(),
     )
     .await
     .unwrap();
 
-    assert_eq!(post(&base, "/cutover", Some(ALICE), None).await.0, 202);
+    assert_eq!(post(&base, "/cutover", Some(&t.alice), None).await.0, 202);
     let is_done = |e: &Sse| e.event == "cutover-completed";
     let (events, console_events) =
         tokio::join!(read_events(stream, is_done), read_events(console, is_done));
@@ -694,7 +862,7 @@ async fn a_run_is_streamed_recorded_and_measured() {
     // Reconnecting with Last-Event-ID replays exactly the frames after it.
     let resume_after = ids[2];
     let resumed = read_events(
-        open_stream(&base, "/cutover/events", Some(resume_after)).await,
+        open_stream(&base, "/cutover/events", &t.alice, Some(resume_after)).await,
         is_done,
     )
     .await;
@@ -777,18 +945,19 @@ async fn schemathesis_finds_no_server_error_and_no_spec_violation() {
         return;
     }
     let env = Env::start(2).await;
+    let t = &env.tokens;
     let service = env.service(env.config()).await;
     // The operator's routes as alice; the internal ones as the allow-listed service account.
     // The event streams never end; their frames are covered above.
     schemathesis(
         &service.url(),
-        ALICE,
+        &t.alice,
         &["--exclude-path-regex", "events$|internal"],
     )
     .await;
     schemathesis(
         &service.url(),
-        CONSOLE_SA,
+        &t.console,
         &["--include-path-regex", "internal"],
     )
     .await;
@@ -822,7 +991,7 @@ async fn schemathesis(base: &str, token: &str, filter: &[&str]) {
 
 /// The reasons of the Kubernetes Events regarding the status ConfigMap.
 async fn event_reasons(env: &Env) -> BTreeSet<String> {
-    Api::<Event>::namespaced(env.client().await, &env.ns)
+    Api::<Event>::namespaced(env.client(), env.ns())
         .list(&ListParams::default())
         .await
         .expect("events")

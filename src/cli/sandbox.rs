@@ -2,11 +2,12 @@
 //! kubeconfig that `kubectl` and the service accept.
 
 use crate::sandbox::api::ApiServerConfig;
-use crate::sandbox::auth::TokenTable;
+use crate::sandbox::auth::{MIN_TOKEN_EXPIRATION, TokenTable};
 use crate::sandbox::{Sandbox, SandboxError, SandboxOptions};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 /// Arguments of `catalyst-cutover sandbox`.
 #[derive(Debug, clap::Args)]
@@ -32,6 +33,11 @@ pub struct SandboxArgs {
     /// controllers, as the test suite expects of `CUTOVER_TEST_KUBECONFIG`.
     #[arg(long)]
     pub no_simulator: bool,
+    /// The shortest lifetime, in seconds, a TokenRequest
+    /// (`serviceaccounts/<name>/token`, `kubectl create token`) may ask for; kube-apiserver
+    /// refuses less than 600.
+    #[arg(long, default_value_t = MIN_TOKEN_EXPIRATION.as_secs())]
+    pub min_token_expiration_seconds: u64,
 }
 
 /// Why the sandbox command failed.
@@ -63,6 +69,7 @@ pub async fn run(args: SandboxArgs) -> Result<(), SandboxCliError> {
             listen: args.listen,
             tls: args.tls || args.token.is_some(),
             tokens: args.token,
+            min_token_expiration: Duration::from_secs(args.min_token_expiration_seconds),
             ..ApiServerConfig::default()
         },
         nodes: args.nodes,

@@ -6,7 +6,8 @@
 #![allow(dead_code)]
 
 use catalyst_cutover::sandbox::api::{ApiServer, ApiServerConfig};
-use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
+use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
 use kube::api::{Api, DeleteParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 
@@ -116,5 +117,48 @@ pub fn api_status(error: kube::Error) -> kube::core::Status {
     match error {
         kube::Error::Api(status) => *status,
         other => panic!("expected an API error, got {other}"),
+    }
+}
+
+/// Creates ServiceAccount `name` in `ns`.
+pub async fn create_service_account(client: &kube::Client, ns: &str, name: &str) -> ServiceAccount {
+    let mut sa = ServiceAccount::default();
+    sa.metadata.name = Some(name.to_owned());
+    Api::<ServiceAccount>::namespaced(client.clone(), ns)
+        .create(&PostParams::default(), &sa)
+        .await
+        .expect("create serviceaccount")
+}
+
+/// Asks the TokenRequest API for a token of ServiceAccount `name` in `ns`, `seconds` long
+/// (`None`: the server's default), as `client`.
+pub async fn request_token(
+    client: &kube::Client,
+    ns: &str,
+    name: &str,
+    seconds: Option<i64>,
+) -> Result<TokenRequest, kube::Error> {
+    let request = TokenRequest {
+        spec: TokenRequestSpec {
+            expiration_seconds: seconds,
+            ..TokenRequestSpec::default()
+        },
+        ..TokenRequest::default()
+    };
+    Api::<ServiceAccount>::namespaced(client.clone(), ns)
+        .create_token_request(name, &PostParams::default(), &request)
+        .await
+}
+
+/// The token of an answered TokenRequest.
+pub fn token_of(answer: &TokenRequest) -> String {
+    answer.status.as_ref().expect("status").token.clone()
+}
+
+/// Sleeps until `deadline` has passed on this machine's clock.
+pub async fn sleep_until(deadline: jiff::Timestamp) {
+    let left = deadline.duration_since(jiff::Timestamp::now());
+    if let Ok(left) = std::time::Duration::try_from(left) {
+        tokio::time::sleep(left).await;
     }
 }

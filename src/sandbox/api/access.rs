@@ -1,13 +1,18 @@
 //! Authentication and authorization of requests: bearer token → user through the token
-//! table, then RBAC over the Role/Binding objects in the store ([`crate::sandbox::auth`]).
+//! table or the tokens TokenRequest issued, then RBAC over the Role/Binding objects in the
+//! store ([`crate::sandbox::auth`]).
 
+use super::meta;
 use super::route::ResourcePath;
 use super::store::{ListOptions, Store};
-use crate::sandbox::auth::{self, Attributes, Decision, RbacRules, TokenTable, UserInfo};
+use crate::sandbox::auth::{
+    self, Attributes, Decision, IssuedTokens, RbacRules, TokenRejected, TokenTable, UserInfo,
+};
 use axum::http::{HeaderMap, Method, StatusCode, header};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 use std::borrow::Cow;
+use std::time::Duration;
 
 /// Username of the always-valid admin token.
 pub const ADMIN_USER: &str = "sandbox-admin";
@@ -19,6 +24,11 @@ pub struct Access {
     /// Tokens TokenReview answers from: the configured ones plus the admin token, even with
     /// auth off.
     pub reviewable: TokenTable,
+    /// Service-account tokens the TokenRequest API issued; good for requests (when auth is
+    /// on) and TokenReviews alike.
+    pub issued: IssuedTokens,
+    /// The shortest lifetime a TokenRequest may ask for.
+    pub min_token_expiration: Duration,
     /// The user of every request while auth is off.
     admin: UserInfo,
 }
@@ -29,8 +39,13 @@ pub fn admin_user() -> UserInfo {
 }
 
 impl Access {
-    /// Token tables for `configured` plus the admin token.
-    pub fn new(configured: Option<TokenTable>, admin_token: &str) -> Self {
+    /// Token tables for `configured` plus the admin token; TokenRequests may ask for
+    /// lifetimes from `min_token_expiration` up.
+    pub fn new(
+        configured: Option<TokenTable>,
+        admin_token: &str,
+        min_token_expiration: Duration,
+    ) -> Self {
         let with_admin = |mut t: TokenTable| {
             t.insert(admin_token, admin_user());
             t
@@ -38,13 +53,36 @@ impl Access {
         Access {
             reviewable: with_admin(configured.clone().unwrap_or_default()),
             tokens: configured.map(with_admin),
+            issued: IssuedTokens::default(),
+            min_token_expiration,
             admin: admin_user(),
         }
     }
 
-    /// The user of a request, or `None` when auth is on and the bearer token is missing or
-    /// unknown (401).
-    pub fn authenticate(&self, headers: &HeaderMap) -> Option<Cow<'_, UserInfo>> {
+    /// The user behind an issued service-account token for `audiences` (empty: the API
+    /// server's) and the audiences it is good for; `None` when no TokenRequest issued it.
+    pub fn issued_user(
+        &self,
+        store: &Store,
+        token: &str,
+        audiences: &[String],
+    ) -> Option<Result<(UserInfo, Vec<String>), TokenRejected>> {
+        let claims = self.issued.lookup(token)?;
+        let current_uid = store
+            .registry()
+            .lookup("", "v1", "serviceaccounts")
+            .and_then(|kind| {
+                store
+                    .get(&kind, Some(&claims.namespace), &claims.service_account)
+                    .ok()
+            })
+            .map(|sa| meta::uid_of(&sa).to_owned());
+        Some(claims.check(jiff::Timestamp::now(), current_uid.as_deref(), audiences))
+    }
+
+    /// The user of a request, or `None` when auth is on and the bearer token is missing,
+    /// unknown, expired or its ServiceAccount gone (401).
+    pub fn authenticate(&self, headers: &HeaderMap, store: &Store) -> Option<Cow<'_, UserInfo>> {
         let Some(tokens) = &self.tokens else {
             return Some(Cow::Borrowed(&self.admin));
         };
@@ -53,7 +91,16 @@ impl Access {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "))
             .map(str::trim)?;
-        tokens.authenticate(token).map(Cow::Owned)
+        match tokens.authenticate(token) {
+            Some(user) => Some(Cow::Owned(user)),
+            None => match self.issued_user(store, token, &[])? {
+                Ok((user, _)) => Some(Cow::Owned(user)),
+                Err(why) => {
+                    tracing::debug!(%why, "issued service-account token refused");
+                    None
+                }
+            },
+        }
     }
 }
 
@@ -153,7 +200,10 @@ pub fn forbidden(user: &UserInfo, attrs: &Attributes, reason: &str) -> (StatusCo
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sandbox::api::kinds::Registry;
     use crate::sandbox::api::route::{Target, resolve};
+    use crate::sandbox::api::token_request;
+    use serde_json::json;
 
     fn rp(path: &str) -> ResourcePath {
         match resolve(path) {
@@ -186,19 +236,75 @@ mod tests {
 
     #[test]
     fn tokens_authenticate_and_auth_off_is_admin() {
+        let store = Store::new(Registry::new(&[]), 10);
         let mut headers = HeaderMap::new();
-        let off = Access::new(None, "adm");
-        assert_eq!(off.authenticate(&headers).unwrap().username, ADMIN_USER);
-        let on = Access::new(Some(TokenTable::parse("t1=alice:dev").unwrap()), "adm");
-        assert!(on.authenticate(&headers).is_none());
+        let off = Access::new(None, "adm", auth::MIN_TOKEN_EXPIRATION);
+        assert_eq!(
+            off.authenticate(&headers, &store).unwrap().username,
+            ADMIN_USER
+        );
+        let on = Access::new(
+            Some(TokenTable::parse("t1=alice:dev").unwrap()),
+            "adm",
+            auth::MIN_TOKEN_EXPIRATION,
+        );
+        assert!(on.authenticate(&headers, &store).is_none());
         headers.insert(header::AUTHORIZATION, "Bearer t1".parse().unwrap());
-        assert_eq!(on.authenticate(&headers).unwrap().username, "alice");
+        assert_eq!(on.authenticate(&headers, &store).unwrap().username, "alice");
         headers.insert(header::AUTHORIZATION, "Bearer adm".parse().unwrap());
         assert!(
-            on.authenticate(&headers)
+            on.authenticate(&headers, &store)
                 .unwrap()
                 .in_group(auth::MASTERS_GROUP)
         );
         assert!(off.reviewable.authenticate("adm").is_some());
+    }
+
+    #[test]
+    fn issued_tokens_authenticate_while_their_service_account_lives() {
+        let (store, sa_kind) = token_request::tests::store_with_service_account();
+        let access = Access::new(
+            Some(TokenTable::default()),
+            "adm",
+            auth::MIN_TOKEN_EXPIRATION,
+        );
+        let answer = token_request::create(&store, &access, &sa_kind, "ns", "sa", &json!({}));
+        let token = answer.unwrap()["status"]["token"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::AUTHORIZATION,
+            format!("Bearer {token}").parse().unwrap(),
+        );
+        let user = access.authenticate(&headers, &store).unwrap();
+        assert_eq!(user.username, "system:serviceaccount:ns:sa");
+        store
+            .delete(&sa_kind, Some("ns"), "sa", &Default::default())
+            .unwrap();
+        assert!(access.authenticate(&headers, &store).is_none());
+        assert!(matches!(
+            access.issued_user(&store, &token, &[]),
+            Some(Err(TokenRejected::ServiceAccountGone { .. }))
+        ));
+    }
+
+    #[test]
+    fn token_requests_are_create_on_the_token_subresource() {
+        let a = attributes(
+            &Method::POST,
+            &rp("/api/v1/namespaces/ns/serviceaccounts/runner/token"),
+            false,
+        );
+        assert_eq!(
+            (
+                a.verb.as_str(),
+                a.resource.as_str(),
+                a.subresource.as_deref(),
+                a.name.as_deref()
+            ),
+            ("create", "serviceaccounts", Some("token"), Some("runner"))
+        );
     }
 }

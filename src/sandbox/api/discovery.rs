@@ -97,6 +97,17 @@ fn resource_entries(kind: &KindInfo) -> Vec<Value> {
     if kind.has_log {
         out.push(sub("log", &["get"]));
     }
+    if kind.has_token {
+        out.push(json!({
+            "name": format!("{}/token", kind.plural),
+            "singularName": "",
+            "namespaced": kind.namespaced,
+            "group": "authentication.k8s.io",
+            "version": "v1",
+            "kind": "TokenRequest",
+            "verbs": ["create"],
+        }));
+    }
     out
 }
 
@@ -148,6 +159,20 @@ mod tests {
             .collect();
         assert!(
             rs.contains(&"pods/log") && rs.contains(&"pods/status") && rs.contains(&"configmaps")
+        );
+        let token = core["resources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["name"] == "serviceaccounts/token")
+            .unwrap();
+        assert_eq!(
+            (&token["kind"], &token["group"], &token["verbs"]),
+            (
+                &json!("TokenRequest"),
+                &json!("authentication.k8s.io"),
+                &json!(["create"])
+            )
         );
         assert!(resources(&r, "batch", "v2").is_none());
         assert_eq!(

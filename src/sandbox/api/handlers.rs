@@ -5,7 +5,7 @@ use super::access::{self, Access};
 use super::discovery;
 use super::errors::ApiError;
 use super::history::StoredObject;
-use super::kinds::KindInfo;
+use super::kinds::{self, KindInfo};
 use super::meta::{self, Part};
 use super::openapi;
 use super::patch::{self, PatchType};
@@ -15,6 +15,7 @@ use super::route::{self, ResourcePath, Target};
 use super::selectors::{FieldSelector, LabelSelector, Selectors};
 use super::store::{DeleteOptions, Deleted, ListOptions, ListPage, Propagation, Store, WatchFrom};
 use super::table;
+use super::token_request;
 use super::view::View;
 use super::watch::{self, WatchParams};
 use crate::sandbox::auth::{Decision, UserInfo};
@@ -61,7 +62,7 @@ pub async fn handle(
     let target = route::resolve(uri.path());
     let user = match target {
         Target::Health => None,
-        _ => match app.access.authenticate(&headers) {
+        _ => match app.access.authenticate(&headers, &app.store) {
             Some(user) => Some(user),
             None => {
                 let (code, body) = access::unauthorized();
@@ -147,7 +148,7 @@ fn review(
     if *method != Method::POST || rp.name.is_some() || rp.subresource.is_some() {
         return Err(ApiError::method_not_supported(kind, method.as_str()));
     }
-    let request = parse_body(Some(kind), headers, body)?;
+    let request = parse_body(Some(BodyKind::of(kind)), headers, body)?;
     if !request.is_object() {
         return Err(ApiError::bad_request(format!(
             "the body of a {} must be a JSON object",
@@ -157,7 +158,7 @@ fn review(
     let admin = access::admin_user();
     let user = user.unwrap_or(&admin);
     let answer = match kind.kind.as_str() {
-        "TokenReview" => reviews::token_review(&app.access, request)?,
+        "TokenReview" => reviews::token_review(&app.access, &app.store, request)?,
         "SelfSubjectReview" => reviews::self_subject_review(user, request),
         "SelfSubjectAccessReview" => {
             reviews::self_subject_access_review(&app.store, user, request)?
@@ -177,10 +178,35 @@ fn dry_run(params: &Params) -> Result<bool, ApiError> {
     }
 }
 
+/// The kind a request body is read as.
+#[derive(Clone, Copy)]
+struct BodyKind<'a> {
+    group: &'a str,
+    version: &'a str,
+    kind: &'a str,
+}
+
+impl<'a> BodyKind<'a> {
+    fn of(kind: &'a KindInfo) -> Self {
+        BodyKind {
+            group: &kind.group,
+            version: &kind.version,
+            kind: &kind.kind,
+        }
+    }
+}
+
+/// The body of `serviceaccounts/<name>/token`.
+const TOKEN_REQUEST: BodyKind<'static> = BodyKind {
+    group: "authentication.k8s.io",
+    version: "v1",
+    kind: "TokenRequest",
+};
+
 /// Decodes a JSON (or YAML) request body of `kind`. Protobuf, which kubectl's typed helpers
 /// send, is read for the few kinds [`protobuf`] knows and refused with 415 otherwise.
 fn parse_body(
-    kind: Option<&KindInfo>,
+    kind: Option<BodyKind<'_>>,
     headers: &HeaderMap,
     body: &[u8],
 ) -> Result<Value, ApiError> {
@@ -195,12 +221,12 @@ fn parse_body(
     };
     if ct.starts_with("application/vnd.kubernetes.protobuf") {
         let kind = kind.ok_or_else(refused)?;
-        let mut obj = protobuf::decode(&kind.group, &kind.kind, body)
+        let mut obj = protobuf::decode(kind.group, kind.kind, body)
             .map_err(|e| {
                 ApiError::bad_request(format!("the protobuf body could not be decoded: {e}"))
             })?
             .ok_or_else(refused)?;
-        obj["apiVersion"] = json!(kind.api_version());
+        obj["apiVersion"] = json!(kinds::api_version(kind.group, kind.version));
         obj["kind"] = json!(kind.kind);
         return Ok(obj);
     }
@@ -266,6 +292,17 @@ fn resource(
             let name = rp.name.as_deref().unwrap_or_default();
             return pod_log(store, kind, ns, name);
         }
+        Some("token") if kind.has_token => {
+            let (Some(ns), Some(name)) = (ns, rp.name.as_deref()) else {
+                return Err(ApiError::no_route());
+            };
+            if *method != Method::POST {
+                return Err(ApiError::method_not_supported(kind, method.as_str()));
+            }
+            let request = parse_body(Some(TOKEN_REQUEST), headers, &body)?;
+            let answer = token_request::create(store, &app.access, kind, ns, name, &request)?;
+            return Ok(value_response(StatusCode::CREATED, &answer));
+        }
         Some(_) => return Err(ApiError::no_route()),
     };
     let watching = rp.watch || is_true(params, "watch");
@@ -289,12 +326,12 @@ fn resource(
             if kind.namespaced && ns.is_none() {
                 return Err(ApiError::no_route());
             }
-            let body = view.inbound(parse_body(Some(kind), headers, &body)?);
+            let body = view.inbound(parse_body(Some(BodyKind::of(kind)), headers, &body)?);
             let obj = store.create(stored, ns, body, dry_run(params)?)?;
             Ok(respond(StatusCode::CREATED, &obj))
         }
         (Method::PUT, Some(name)) => {
-            let body = view.inbound(parse_body(Some(kind), headers, &body)?);
+            let body = view.inbound(parse_body(Some(BodyKind::of(kind)), headers, &body)?);
             let obj = store.update(stored, ns, name, body, part, dry_run(params)?)?;
             Ok(respond(StatusCode::OK, &obj))
         }

@@ -72,6 +72,8 @@ pub struct KindInfo {
     pub has_status: bool,
     /// Whether `/log` exists (pods).
     pub has_log: bool,
+    /// Whether `/token` exists (serviceaccounts: the TokenRequest API).
+    pub has_token: bool,
     /// How generation moves.
     pub generation: GenerationPolicy,
     /// Create-only virtual kinds (TokenReview, SubjectAccessReview): answered, never stored.
@@ -82,6 +84,15 @@ pub struct KindInfo {
     pub short_names: Vec<&'static str>,
     /// `configmaps` or `jobs.batch`: the storage key, made once.
     resource_key: Arc<str>,
+}
+
+/// `v1` for the core group, `group/version` for the others.
+pub fn api_version(group: &str, version: &str) -> String {
+    if group.is_empty() {
+        version.to_owned()
+    } else {
+        format!("{group}/{version}")
+    }
 }
 
 fn resource_key(group: &str, plural: &str) -> Arc<str> {
@@ -95,11 +106,7 @@ fn resource_key(group: &str, plural: &str) -> Arc<str> {
 impl KindInfo {
     /// `v1` or `group/version`.
     pub fn api_version(&self) -> String {
-        if self.group.is_empty() {
-            self.version.clone()
-        } else {
-            format!("{}/{}", self.group, self.version)
-        }
+        api_version(&self.group, &self.version)
     }
 
     /// `configmaps` or `jobs.batch`, as error messages name the resource.
@@ -209,6 +216,7 @@ impl Registry {
                     namespaced: b.namespaced,
                     has_status: b.has_status,
                     has_log: b.plural == "pods" && b.group.is_empty(),
+                    has_token: b.plural == "serviceaccounts" && b.group.is_empty(),
                     generation: b.generation,
                     create_only: b.group.starts_with("authentication.")
                         || b.group.starts_with("authorization."),
@@ -228,6 +236,7 @@ impl Registry {
                 namespaced: c.namespaced,
                 has_status: true,
                 has_log: false,
+                has_token: false,
                 generation: GenerationPolicy::AllButMetadataAndStatus,
                 create_only: false,
                 custom: true,

@@ -21,6 +21,7 @@ mod smp;
 mod store;
 mod table;
 mod tls;
+mod token_request;
 mod validation;
 mod view;
 mod watch;
@@ -30,7 +31,7 @@ pub use handlers::LOG_ANNOTATION;
 pub use kinds::{CustomResourceKind, flux_and_cilium_kinds};
 pub use kubeconfig::CONTEXT as KUBECONFIG_CONTEXT;
 
-use crate::sandbox::auth::TokenTable;
+use crate::sandbox::auth::{MIN_TOKEN_EXPIRATION, TokenTable};
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use handlers::App;
@@ -54,6 +55,9 @@ pub struct ApiServerConfig {
     /// Serve HTTPS with a certificate from a CA made at start-up; the kubeconfig carries
     /// the CA.
     pub tls: bool,
+    /// The shortest lifetime a TokenRequest may ask for: 10 minutes, as kube-apiserver
+    /// enforces; tests lower it to see tokens expire.
+    pub min_token_expiration: Duration,
 }
 
 impl Default for ApiServerConfig {
@@ -64,6 +68,7 @@ impl Default for ApiServerConfig {
             custom_resources: flux_and_cilium_kinds(),
             history_limit: 10_000,
             tls: false,
+            min_token_expiration: MIN_TOKEN_EXPIRATION,
         }
     }
 }
@@ -142,7 +147,7 @@ impl ApiServer {
             server_address: addr.to_string(),
             bookmark_every: BOOKMARK_EVERY,
             closing,
-            access: access::Access::new(cfg.tokens, &admin_token),
+            access: access::Access::new(cfg.tokens, &admin_token, cfg.min_token_expiration),
         });
         let router = Router::new()
             .fallback(handlers::handle)

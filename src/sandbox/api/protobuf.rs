@@ -1,5 +1,6 @@
 //! Just enough of Kubernetes' protobuf encoding to read what kubectl's typed helpers send
-//! (`kubectl create namespace|configmap|secret`, `kubectl auth can-i|whoami`): the `k8s\0`
+//! (`kubectl create namespace|configmap|secret|serviceaccount|token`,
+//! `kubectl auth can-i|whoami`): the `k8s\0`
 //! envelope around a `runtime.Unknown`, and the fields of those few kinds, by the field
 //! numbers of k8s.io/api's generated.proto. Other kinds answer 415.
 
@@ -13,6 +14,8 @@ const MAGIC: &[u8] = b"k8s\0";
 enum Field {
     Str(&'static str),
     Bool(&'static str),
+    /// `int64` (and the other varint integers)
+    Int(&'static str),
     /// `map<string, string>`
     StrMap(&'static str),
     /// `map<string, bytes>`, as JSON's base64 strings.
@@ -77,6 +80,35 @@ const SELF_SUBJECT_ACCESS_REVIEW: Schema = &[
         ),
     ),
 ];
+const SERVICE_ACCOUNT: Schema = &[
+    (1, Field::Msg("metadata", OBJECT_META)),
+    (4, Field::Bool("automountServiceAccountToken")),
+];
+const TOKEN_REQUEST: Schema = &[
+    (1, Field::Msg("metadata", OBJECT_META)),
+    (
+        2,
+        Field::Msg(
+            "spec",
+            &[
+                (1, Field::StrList("audiences")),
+                (
+                    3,
+                    Field::Msg(
+                        "boundObjectRef",
+                        &[
+                            (1, Field::Str("kind")),
+                            (2, Field::Str("apiVersion")),
+                            (3, Field::Str("name")),
+                            (4, Field::Str("uid")),
+                        ],
+                    ),
+                ),
+                (4, Field::Int("expirationSeconds")),
+            ],
+        ),
+    ),
+];
 const SELF_SUBJECT_REVIEW: Schema = &[(1, Field::Msg("metadata", OBJECT_META))];
 
 fn schema_for(group: &str, kind: &str) -> Option<Schema> {
@@ -84,6 +116,8 @@ fn schema_for(group: &str, kind: &str) -> Option<Schema> {
         ("", "Namespace") => Some(NAMESPACE),
         ("", "ConfigMap") => Some(CONFIG_MAP),
         ("", "Secret") => Some(SECRET),
+        ("", "ServiceAccount") => Some(SERVICE_ACCOUNT),
+        ("authentication.k8s.io", "TokenRequest") => Some(TOKEN_REQUEST),
         ("authorization.k8s.io", "SelfSubjectAccessReview") => Some(SELF_SUBJECT_ACCESS_REVIEW),
         ("authentication.k8s.io", "SelfSubjectReview") => Some(SELF_SUBJECT_REVIEW),
         _ => None,
@@ -188,6 +222,10 @@ fn decode_message(schema: Schema, b: &[u8]) -> Result<Value, String> {
             (Field::Bool(name), Wire::Varint(v)) => {
                 out.insert((*name).into(), json!(v != 0));
             }
+            // Two's complement, as Go writes a negative int64.
+            (Field::Int(name), Wire::Varint(v)) => {
+                out.insert((*name).into(), json!(v as i64));
+            }
             (Field::StrMap(name), Wire::Bytes(v)) => {
                 let (k, val) = entry(v)?;
                 let m = out.entry(*name).or_insert_with(|| json!({}));
@@ -267,6 +305,17 @@ mod tests {
             json!({"metadata": {"name": "cfg", "namespace": "ns", "labels": {"app": "x"}}, "data": {"k": "v"}, "immutable": true})
         );
         assert!(decode("batch", "Job", &body).unwrap().is_none());
+        // `kubectl create token sa --duration 1m`: spec.expirationSeconds (4) is a varint.
+        let mut spec = field(1, b"aud");
+        spec.extend([4 << 3, 60]);
+        let mut request = MAGIC.to_vec();
+        request.extend(field(2, &field(2, &spec)));
+        assert_eq!(
+            decode("authentication.k8s.io", "TokenRequest", &request)
+                .unwrap()
+                .unwrap(),
+            json!({"spec": {"audiences": ["aud"], "expirationSeconds": 60}})
+        );
         assert!(decode("", "ConfigMap", b"nope").is_err());
     }
 }

@@ -1,6 +1,7 @@
 //! TokenReview, SubjectAccessReview and their "self" forms (`kubectl auth whoami`,
-//! `kubectl auth can-i`): create-only, answered from the same token table and RBAC rules the
-//! server itself uses, never stored (authentication.k8s.io/v1, authorization.k8s.io/v1).
+//! `kubectl auth can-i`): create-only, answered from the same token table, issued
+//! service-account tokens and RBAC rules the server itself uses, never stored
+//! (authentication.k8s.io/v1, authorization.k8s.io/v1).
 
 use super::access::{self, Access};
 use super::errors::{ApiError, Cause};
@@ -19,8 +20,10 @@ fn reviewed(mut body: Value, api_version: &str, kind: &str, status: Value) -> Va
     body
 }
 
-/// Answers a TokenReview: `status.authenticated` and the user behind `spec.token`.
-pub fn token_review(access: &Access, body: Value) -> Result<Value, ApiError> {
+/// Answers a TokenReview: `status.authenticated` and the user behind `spec.token`, from the
+/// token table or, for a token the TokenRequest API issued, only while it has not expired,
+/// is for the audiences asked about and its ServiceAccount still exists.
+pub fn token_review(access: &Access, store: &Store, body: Value) -> Result<Value, ApiError> {
     let token = body
         .pointer("/spec/token")
         .and_then(Value::as_str)
@@ -33,13 +36,28 @@ pub fn token_review(access: &Access, body: Value) -> Result<Value, ApiError> {
             vec![Cause::required("spec.token", "token must be set")],
         ));
     }
-    let status = match access.reviewable.authenticate(token) {
-        Some(user) => json!({
+    let asked = body
+        .pointer("/spec/audiences")
+        .cloned()
+        .unwrap_or(json!([]));
+    let authenticated = |user: UserInfo, audiences: Value| {
+        json!({
             "authenticated": true,
             "user": {"username": user.username, "uid": user.uid, "groups": user.groups},
-            "audiences": body.pointer("/spec/audiences").cloned().unwrap_or(json!([])),
-        }),
-        None => json!({"authenticated": false, "user": {}, "error": "invalid bearer token"}),
+            "audiences": audiences,
+        })
+    };
+    let refused = |why: &str| json!({"authenticated": false, "user": {}, "error": why});
+    let status = match access.reviewable.authenticate(token) {
+        Some(user) => authenticated(user, asked),
+        None => {
+            let wanted: Vec<String> = serde_json::from_value(asked).unwrap_or_default();
+            match access.issued_user(store, token, &wanted) {
+                Some(Ok((user, audiences))) => authenticated(user, json!(audiences)),
+                Some(Err(why)) => refused(&format!("[invalid bearer token, {why}]")),
+                None => refused("invalid bearer token"),
+            }
+        }
     };
     Ok(reviewed(
         body,
@@ -149,14 +167,22 @@ mod tests {
 
     #[test]
     fn token_review_answers_from_the_table() {
-        let access = Access::new(Some(TokenTable::parse("t1=alice:dev").unwrap()), "adm");
-        let ok = token_review(&access, json!({"spec": {"token": "t1"}})).unwrap();
+        let store = Store::new(Registry::new(&[]), 10);
+        let access = Access::new(
+            Some(TokenTable::parse("t1=alice:dev").unwrap()),
+            "adm",
+            crate::sandbox::auth::MIN_TOKEN_EXPIRATION,
+        );
+        let ok = token_review(&access, &store, json!({"spec": {"token": "t1"}})).unwrap();
         assert_eq!(ok["status"]["authenticated"], true);
         assert_eq!(ok["status"]["user"]["username"], "alice");
-        let bad = token_review(&access, json!({"spec": {"token": "nope"}})).unwrap();
+        let bad = token_review(&access, &store, json!({"spec": {"token": "nope"}})).unwrap();
         assert_eq!(bad["status"]["authenticated"], false);
         assert_eq!(
-            token_review(&access, json!({})).unwrap_err().code.as_u16(),
+            token_review(&access, &store, json!({}))
+                .unwrap_err()
+                .code
+                .as_u16(),
             422
         );
     }

@@ -199,7 +199,8 @@ impl TokenTable {
     }
 }
 
-fn digest(token: &str) -> [u8; 32] {
+/// The SHA-256 of a token: the only form in which tokens are kept.
+pub(super) fn digest(token: &str) -> [u8; 32] {
     Sha256::digest(token.as_bytes()).into()
 }
 
