@@ -1128,28 +1128,20 @@ async fn each_identity_passes_subject_access_reviews_through_the_api() {
         .await;
     let rbac = installed_rbac();
     for role in &rbac.roles {
-        Api::<Role>::namespaced(client.clone(), NAMESPACE)
-            .create(&create, role)
-            .await
-            .expect("Role");
+        common::create_or_replace(&Api::<Role>::namespaced(client.clone(), NAMESPACE), role).await;
     }
     for binding in &rbac.role_bindings {
-        Api::<RoleBinding>::namespaced(client.clone(), NAMESPACE)
-            .create(&create, binding)
-            .await
-            .expect("RoleBinding");
+        common::create_or_replace(
+            &Api::<RoleBinding>::namespaced(client.clone(), NAMESPACE),
+            binding,
+        )
+        .await;
     }
     for role in &rbac.cluster_roles {
-        Api::<ClusterRole>::all(client.clone())
-            .create(&create, role)
-            .await
-            .expect("ClusterRole");
+        common::create_or_replace(&Api::<ClusterRole>::all(client.clone()), role).await;
     }
     for binding in &rbac.cluster_role_bindings {
-        Api::<ClusterRoleBinding>::all(client.clone())
-            .create(&create, binding)
-            .await
-            .expect("ClusterRoleBinding");
+        common::create_or_replace(&Api::<ClusterRoleBinding>::all(client.clone()), binding).await;
     }
     let reviews: Api<SubjectAccessReview> = Api::all(client.clone());
     let review = |user: String, call: String| {

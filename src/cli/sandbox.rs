@@ -70,6 +70,9 @@ pub async fn run(args: SandboxArgs) -> Result<(), SandboxCliError> {
             tls: args.tls || args.token.is_some(),
             tokens: args.token,
             min_token_expiration: Duration::from_secs(args.min_token_expiration_seconds),
+            // The kinds of a Sovereign with Flux and Cilium installed, which the chart's
+            // steps read and patch.
+            custom_resources: crate::sandbox::api::flux_and_cilium_kinds(),
             ..ApiServerConfig::default()
         },
         nodes: args.nodes,

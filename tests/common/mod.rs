@@ -162,3 +162,24 @@ pub async fn sleep_until(deadline: jiff::Timestamp) {
         tokio::time::sleep(left).await;
     }
 }
+
+/// Creates `object`, or replaces the one a real cluster holds from an earlier run (its
+/// fixed-name, shared objects such as the chart's RBAC outlive the test's namespace).
+pub async fn create_or_replace<K>(api: &Api<K>, object: &K)
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + serde::Serialize + std::fmt::Debug,
+{
+    let name = object.meta().name.clone().unwrap_or_default();
+    match api.create(&PostParams::default(), object).await {
+        Ok(_) => {}
+        Err(kube::Error::Api(status)) if status.code == 409 => {
+            let current = api.get(&name).await.expect("read the existing object");
+            let mut next = object.clone();
+            next.meta_mut().resource_version = current.meta().resource_version.clone();
+            api.replace(&name, &PostParams::default(), &next)
+                .await
+                .unwrap_or_else(|e| panic!("replace {name}: {e}"));
+        }
+        Err(other) => panic!("create {name}: {other}"),
+    }
+}

@@ -181,8 +181,12 @@ const BUILTINS: &[Builtin] = &[
     builtin("", "Node", "nodes", false, true, NoGen, &["no"]),
     builtin("", "Event", "events", true, false, NoGen, &["ev"]),
     builtin("", "ServiceAccount", "serviceaccounts", true, false, NoGen, &["sa"]),
+    builtin("", "Service", "services", true, true, NoGen, &["svc"]),
     builtin("apps", "DaemonSet", "daemonsets", true, true, Spec, &["ds"]),
+    builtin("apps", "Deployment", "deployments", true, true, Spec, &["deploy"]),
+    builtin("apps", "StatefulSet", "statefulsets", true, true, Spec, &["sts"]),
     builtin("batch", "Job", "jobs", true, true, Spec, &[]),
+    builtin("batch", "CronJob", "cronjobs", true, true, Spec, &["cj"]),
     builtin("coordination.k8s.io", "Lease", "leases", true, false, NoGen, &[]),
     builtin("events.k8s.io", "Event", "events", true, false, NoGen, &["ev"]),
     builtin("rbac.authorization.k8s.io", "Role", "roles", true, false, NoGen, &[]),
@@ -293,7 +297,7 @@ mod tests {
             .lookup("helm.toolkit.fluxcd.io", "v2", "helmreleases")
             .unwrap();
         assert!(hr.custom && hr.has_status);
-        assert!(r.lookup("", "v1", "services").is_none());
+        assert!(r.lookup("", "v1", "endpoints").is_none());
         assert!(
             r.group_versions()
                 .contains(&("cilium.io".into(), "v2".into()))
