@@ -45,7 +45,21 @@ pub async fn lead(ctx: Arc<Context>) {
                     tokio::time::sleep(Duration::from_secs(5)).await;
                 }
             }
-            () = lost => tracing::warn!("no longer the leader; the runner stops"),
+            () = lost => {
+                // The Lease is given up on purpose once the cutover stops running; only a
+                // Lease lost mid-run is news.
+                let running = ctx
+                    .store
+                    .cache()
+                    .configmap()
+                    .and_then(|cm| cm.data.clone())
+                    .is_some_and(|data| Phase::of(&data) == Phase::Running);
+                if running {
+                    tracing::warn!("no longer the leader; the runner stops");
+                } else {
+                    tracing::info!("the cutover is not running; the runner stands by");
+                }
+            }
         }
     }
 }
