@@ -1100,24 +1100,32 @@ async fn log_until(
     }
 }
 
-/// `serve` as it runs in a cluster, its stderr a pipe: JSON lines; every line of a step's
-/// work names the run, the step, the attempt and the Job; every request line its request
-/// id; probes stay out of the info log; a bearer token never shows.
+/// `serve` as it runs in a cluster, its stderr a pipe, authenticating callers: JSON lines;
+/// every line of a step's work names the run, the step, the attempt and the Job; every
+/// request line its request id; probes stay out of the info log; no bearer token, good or
+/// bad, ever shows.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_logs_json_lines_naming_the_step_and_the_request() {
-    const SECRET: &str = "a-bearer-token-that-must-not-be-logged";
+    const BAD_TOKEN: &str = "a-bearer-token-that-must-not-be-logged";
     let env = Env::start(1).await;
     env.add_steps(vec![job_step(1, "logged", &[]), daemonset_step(2, "pivot")])
         .await;
+    common::create_service_account(&env.client(), env.ns(), "operator").await;
+    common::grant(
+        &env.client(),
+        env.ns(),
+        "operator",
+        common::role("cutover-log-test-operator", &["get", "create"]),
+    )
+    .await;
+    let token = common::token_of(
+        &common::request_token(&env.client(), env.ns(), "operator", None)
+            .await
+            .expect("token request"),
+    );
     let kubeconfig = env.kubeconfig_file();
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_catalyst-cutover"))
-        .args([
-            "serve",
-            "--auth=false",
-            "--listen",
-            "127.0.0.1:0",
-            "--namespace",
-        ])
+        .args(["serve", "--listen", "127.0.0.1:0", "--namespace"])
         .arg(env.ns())
         .arg("--kubeconfig")
         .arg(&kubeconfig)
@@ -1148,9 +1156,16 @@ async fn serve_logs_json_lines_naming_the_step_and_the_request() {
     let url = format!("http://{}", serving["fields"]["addr"].as_str().unwrap());
     ready(&url).await;
     let client = reqwest::Client::new();
+    let refused = client
+        .post(format!("{url}/cutover"))
+        .bearer_auth(BAD_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 401);
     let started = client
         .post(format!("{url}/cutover"))
-        .bearer_auth(SECRET)
+        .bearer_auth(&token)
         .header("x-request-id", "from-the-test")
         .send()
         .await
@@ -1167,6 +1182,7 @@ async fn serve_logs_json_lines_naming_the_step_and_the_request() {
     assert_eq!(
         client
             .get(format!("{url}/cutover"))
+            .bearer_auth(&token)
             .send()
             .await
             .unwrap()
@@ -1235,6 +1251,10 @@ async fn serve_logs_json_lines_naming_the_step_and_the_request() {
             assert_ne!(line["span"]["path"], "/readyz", "probes log at debug level");
         }
     }
-    assert!(!all.contains(SECRET), "a bearer token reached the log");
+    assert!(
+        !all.contains(BAD_TOKEN),
+        "a refused bearer token reached the log"
+    );
+    assert!(!all.contains(&token), "a bearer token reached the log");
     env.cleanup().await;
 }

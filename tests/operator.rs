@@ -17,17 +17,16 @@ use catalyst_cutover::sandbox::api::ApiServerConfig;
 use catalyst_cutover::sandbox::faults::FaultProxy;
 use catalyst_cutover::sandbox::sim::{AgentConfig, SimConfig, Simulator};
 use catalyst_cutover::service::{Service, ServiceConfig};
-use common::{TestCluster, create_service_account, request_token, sleep_until, token_of};
+use common::{
+    TestCluster, create_service_account, grant, request_token, role, sleep_until, token_of,
+};
 use futures::StreamExt;
 use futures::future::join_all;
-use k8s_openapi::api::authorization::v1::{
-    ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec,
-};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::api::events::v1::Event;
-use k8s_openapi::api::rbac::v1::{ClusterRole, RoleBinding};
-use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use k8s_openapi::api::rbac::v1::ClusterRole;
+use kube::api::{Api, ListParams, PostParams};
 use kube::config::KubeConfigOptions;
 use kube::runtime::wait::await_condition;
 use serde_json::{Value, json};
@@ -203,82 +202,6 @@ fn chart_operator_role() -> ClusterRole {
         .filter_map(|doc| serde_yaml::from_str::<ClusterRole>(doc).ok())
         .find(|role| role.metadata.name.as_deref() == Some(OPERATOR_ROLE))
         .expect("the chart ships ClusterRole catalyst-cutover-operator")
-}
-
-/// A ClusterRole `name` with `verbs` on cutovers.catalyst.openova.io.
-fn role(name: &str, verbs: &[&str]) -> ClusterRole {
-    serde_json::from_value(json!({
-        "metadata": {"name": name},
-        "rules": [{"apiGroups": ["catalyst.openova.io"], "resources": ["cutovers"], "verbs": verbs}]
-    }))
-    .unwrap()
-}
-
-/// Creates `role` (or, on a cluster that has it from an earlier run, sets its rules), binds
-/// it to ServiceAccount `sa` in `ns` with a RoleBinding, and waits until the API server's
-/// authorizer lets `sa` read cutovers (a real cluster's RBAC follows its informers; every
-/// role granted here includes `get`).
-async fn grant(client: &kube::Client, ns: &str, sa: &str, role: ClusterRole) {
-    let name = role.metadata.name.clone().unwrap_or_default();
-    let roles = Api::<ClusterRole>::all(client.clone());
-    match roles.create(&PostParams::default(), &role).await {
-        Ok(_) => {}
-        Err(kube::Error::Api(status)) if status.code == 409 => {
-            roles
-                .patch(
-                    &name,
-                    &PatchParams::default(),
-                    &Patch::Merge(json!({"rules": role.rules})),
-                )
-                .await
-                .expect("update cluster role");
-        }
-        Err(other) => panic!("create cluster role {name}: {other}"),
-    }
-    let binding: RoleBinding = serde_json::from_value(json!({
-        "metadata": {"name": format!("{name}-{sa}")},
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": name},
-        "subjects": [{"kind": "ServiceAccount", "name": sa, "namespace": ns}]
-    }))
-    .unwrap();
-    Api::<RoleBinding>::namespaced(client.clone(), ns)
-        .create(&PostParams::default(), &binding)
-        .await
-        .expect("role binding");
-    let review = SubjectAccessReview {
-        spec: SubjectAccessReviewSpec {
-            user: Some(format!("system:serviceaccount:{ns}:{sa}")),
-            groups: Some(vec![
-                "system:serviceaccounts".to_owned(),
-                format!("system:serviceaccounts:{ns}"),
-                "system:authenticated".to_owned(),
-            ]),
-            resource_attributes: Some(ResourceAttributes {
-                verb: Some("get".to_owned()),
-                group: Some("catalyst.openova.io".to_owned()),
-                resource: Some("cutovers".to_owned()),
-                namespace: Some(ns.to_owned()),
-                ..ResourceAttributes::default()
-            }),
-            ..SubjectAccessReviewSpec::default()
-        },
-        ..SubjectAccessReview::default()
-    };
-    let reviews = Api::<SubjectAccessReview>::all(client.clone());
-    let granted = tokio::time::timeout(GUARD, async {
-        loop {
-            let answer = reviews
-                .create(&PostParams::default(), &review)
-                .await
-                .expect("subjectaccessreview");
-            if answer.status.is_some_and(|s| s.allowed) {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    })
-    .await;
-    assert!(granted.is_ok(), "{name} for {sa} never took effect");
 }
 
 fn step(order: usize) -> ConfigMap {

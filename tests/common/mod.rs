@@ -7,9 +7,14 @@
 
 use catalyst_cutover::sandbox::api::{ApiServer, ApiServerConfig};
 use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
+use k8s_openapi::api::authorization::v1::{
+    ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec,
+};
 use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
+use k8s_openapi::api::rbac::v1::{ClusterRole, RoleBinding};
 use kube::api::{Api, DeleteParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
+use serde_json::json;
 
 /// The chart's eight steps, in execution order.
 pub const CHART_STEPS: [&str; 8] = [
@@ -182,4 +187,66 @@ where
         }
         Err(other) => panic!("create {name}: {other}"),
     }
+}
+
+/// A ClusterRole `name` with `verbs` on cutovers.catalyst.openova.io.
+pub fn role(name: &str, verbs: &[&str]) -> ClusterRole {
+    serde_json::from_value(json!({
+        "metadata": {"name": name},
+        "rules": [{"apiGroups": ["catalyst.openova.io"], "resources": ["cutovers"], "verbs": verbs}]
+    }))
+    .unwrap()
+}
+
+/// Creates `role` (or, on a cluster that has it from an earlier run, sets its rules), binds
+/// it to ServiceAccount `sa` in `ns` with a RoleBinding, and waits until the API server's
+/// authorizer lets `sa` read cutovers (a real cluster's RBAC follows its informers; every
+/// role granted here includes `get`).
+pub async fn grant(client: &kube::Client, ns: &str, sa: &str, role: ClusterRole) {
+    let name = role.metadata.name.clone().unwrap_or_default();
+    create_or_replace(&Api::<ClusterRole>::all(client.clone()), &role).await;
+    let binding: RoleBinding = serde_json::from_value(json!({
+        "metadata": {"name": format!("{name}-{sa}")},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": name},
+        "subjects": [{"kind": "ServiceAccount", "name": sa, "namespace": ns}]
+    }))
+    .unwrap();
+    Api::<RoleBinding>::namespaced(client.clone(), ns)
+        .create(&PostParams::default(), &binding)
+        .await
+        .expect("role binding");
+    let review = SubjectAccessReview {
+        spec: SubjectAccessReviewSpec {
+            user: Some(format!("system:serviceaccount:{ns}:{sa}")),
+            groups: Some(vec![
+                "system:serviceaccounts".to_owned(),
+                format!("system:serviceaccounts:{ns}"),
+                "system:authenticated".to_owned(),
+            ]),
+            resource_attributes: Some(ResourceAttributes {
+                verb: Some("get".to_owned()),
+                group: Some("catalyst.openova.io".to_owned()),
+                resource: Some("cutovers".to_owned()),
+                namespace: Some(ns.to_owned()),
+                ..ResourceAttributes::default()
+            }),
+            ..SubjectAccessReviewSpec::default()
+        },
+        ..SubjectAccessReview::default()
+    };
+    let reviews = Api::<SubjectAccessReview>::all(client.clone());
+    let granted = tokio::time::timeout(std::time::Duration::from_secs(60), async {
+        loop {
+            let answer = reviews
+                .create(&PostParams::default(), &review)
+                .await
+                .expect("subjectaccessreview");
+            if answer.status.is_some_and(|s| s.allowed) {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+    assert!(granted.is_ok(), "{name} for {sa} never took effect");
 }
