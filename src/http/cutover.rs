@@ -117,7 +117,7 @@ pub async fn begin(
             Ok(already_complete(ctx, &cached_data(ctx)?))
         }
         Err(StoreError::Rejected(r)) => Err(rejected(r)),
-        Err(err) => Err(ApiError::Upstream(err.to_string())),
+        Err(err) => Err(ApiError::store(err)),
     }
 }
 
@@ -153,7 +153,7 @@ pub async fn abort(
             });
         }
         Err(StoreError::Rejected(r)) => return Err(rejected(r)),
-        Err(err) => return Err(ApiError::Upstream(err.to_string())),
+        Err(err) => return Err(ApiError::store(err)),
     };
     let failed = crate::status::model::get(&data, crate::contract::key::FAILED_STEP).to_owned();
     let row = crate::status::StepRow::read(&data, &failed);

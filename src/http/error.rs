@@ -66,6 +66,17 @@ pub enum ApiError {
     Auth(#[from] crate::auth::AuthError),
 }
 
+impl ApiError {
+    /// A status write that failed for a reason other than its transition: the API server
+    /// refused it (502), or the service is stopping (503, another replica answers).
+    pub fn store(err: crate::status::StoreError) -> ApiError {
+        match err {
+            crate::status::StoreError::Interrupted => ApiError::Unavailable(err.to_string()),
+            other => ApiError::Upstream(other.to_string()),
+        }
+    }
+}
+
 fn step_suffix(step: &str) -> String {
     if step.is_empty() {
         String::new()

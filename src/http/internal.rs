@@ -136,7 +136,7 @@ pub async fn operator_login(
     let data = match result {
         Ok(data) => data,
         Err(StoreError::Rejected(r)) => return Err(ApiError::Unavailable(r.to_string())),
-        Err(err) => return Err(ApiError::Upstream(err.to_string())),
+        Err(err) => return Err(ApiError::store(err)),
     };
     let outcome = outcome
         .into_inner()
