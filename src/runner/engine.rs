@@ -48,13 +48,7 @@ pub async fn lead(ctx: Arc<Context>) {
             () = lost => {
                 // The Lease is given up on purpose once the cutover stops running; only a
                 // Lease lost mid-run is news.
-                let running = ctx
-                    .store
-                    .cache()
-                    .configmap()
-                    .and_then(|cm| cm.data.clone())
-                    .is_some_and(|data| Phase::of(&data) == Phase::Running);
-                if running {
+                if ctx.store.cache().phase() == Phase::Running {
                     tracing::warn!("no longer the leader; the runner stops");
                 } else {
                     tracing::info!("the cutover is not running; the runner stands by");

@@ -76,14 +76,7 @@ pub async fn migrate(store: &StatusStore) -> Result<Vec<u32>, StartError> {
 async fn runner_wanted(cache: StatusCache, wanted: watch::Sender<bool>) {
     let mut snapshots = cache.subscribe();
     loop {
-        let running = snapshots
-            .borrow_and_update()
-            .configmap
-            .as_ref()
-            .is_some_and(|cm| {
-                let data = cm.data.clone().unwrap_or_default();
-                crate::status::Phase::of(&data) == crate::status::Phase::Running
-            });
+        let running = snapshots.borrow_and_update().phase() == crate::status::Phase::Running;
         wanted.send_if_modified(|w| std::mem::replace(w, running) != running);
         if snapshots.changed().await.is_err() {
             return;

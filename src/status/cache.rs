@@ -2,6 +2,7 @@
 //! no API request. Both the watch and the store's own writes feed it; subscribers (the
 //! runner, the event stream) are woken on every change.
 
+use super::model::Phase;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::Api;
@@ -25,6 +26,16 @@ pub struct Snapshot {
     pub synced: bool,
 }
 
+impl Snapshot {
+    /// The cutover's phase in this state (`idle` while there is no ConfigMap).
+    pub fn phase(&self) -> Phase {
+        self.configmap
+            .as_ref()
+            .and_then(|cm| cm.data.as_ref())
+            .map_or(Phase::Idle, Phase::of)
+    }
+}
+
 impl Default for StatusCache {
     fn default() -> Self {
         StatusCache::new()
@@ -42,6 +53,11 @@ impl StatusCache {
     /// The latest ConfigMap.
     pub fn configmap(&self) -> Option<Arc<ConfigMap>> {
         self.tx.borrow().configmap.clone()
+    }
+
+    /// The cutover's phase in the latest state.
+    pub fn phase(&self) -> Phase {
+        self.tx.borrow().phase()
     }
 
     /// Whether the watch has delivered the first state.
