@@ -33,24 +33,24 @@ async fn seed(server: &ApiServer) -> String {
     format!("{url}/bench")
 }
 
-/// Merge-patches one object from `clients` concurrent clients: each patch is a write with a
-/// new resourceVersion and a watch event.
-async fn patches_per_second(url: &str, clients: usize, run_for: Duration) -> f64 {
+/// Successful requests per second from `clients` concurrent clients, each sending the
+/// request `build(client, its index, its request count)` makes until `run_for` is over.
+async fn requests_per_second<F>(clients: usize, run_for: Duration, build: F) -> f64
+where
+    F: Fn(&reqwest::Client, usize, u64) -> reqwest::RequestBuilder + Send + Sync + 'static,
+{
     let done = Arc::new(AtomicU64::new(0));
     let deadline = Instant::now() + run_for;
+    let build = Arc::new(build);
     let tasks: Vec<_> = (0..clients)
         .map(|i| {
-            let (url, done) = (url.to_string(), done.clone());
+            let (build, done) = (build.clone(), done.clone());
             tokio::spawn(async move {
                 let client = reqwest::Client::new();
                 let mut n = 0u64;
                 while Instant::now() < deadline {
                     n += 1;
-                    let body = serde_json::json!({"data": {format!("c{i}"): n.to_string()}});
-                    let ok = client
-                        .patch(&url)
-                        .header("Content-Type", "application/merge-patch+json")
-                        .body(body.to_string())
+                    let ok = build(&client, i, n)
                         .send()
                         .await
                         .is_ok_and(|r| r.status().is_success());
@@ -68,32 +68,23 @@ async fn patches_per_second(url: &str, clients: usize, run_for: Duration) -> f64
     done.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64()
 }
 
+/// Merge-patches one object from `clients` concurrent clients: each patch is a write with a
+/// new resourceVersion and a watch event.
+async fn patches_per_second(url: &str, clients: usize, run_for: Duration) -> f64 {
+    let url = url.to_owned();
+    requests_per_second(clients, run_for, move |client, i, n| {
+        let body = serde_json::json!({"data": {format!("c{i}"): n.to_string()}});
+        client
+            .patch(&url)
+            .header("Content-Type", "application/merge-patch+json")
+            .body(body.to_string())
+    })
+    .await
+}
+
 async fn gets_per_second(url: &str, clients: usize, run_for: Duration) -> f64 {
-    let done = Arc::new(AtomicU64::new(0));
-    let deadline = Instant::now() + run_for;
-    let tasks: Vec<_> = (0..clients)
-        .map(|_| {
-            let (url, done) = (url.to_string(), done.clone());
-            tokio::spawn(async move {
-                let client = reqwest::Client::new();
-                while Instant::now() < deadline {
-                    let ok = client
-                        .get(&url)
-                        .send()
-                        .await
-                        .is_ok_and(|r| r.status().is_success());
-                    if ok {
-                        done.fetch_add(1, Ordering::Relaxed);
-                    }
-                }
-            })
-        })
-        .collect();
-    let started = Instant::now();
-    for t in tasks {
-        let _ = t.await;
-    }
-    done.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64()
+    let url = url.to_owned();
+    requests_per_second(clients, run_for, move |client, _, _| client.get(&url)).await
 }
 
 /// Opens `n` watches, then changes the object once and times until every watch has seen it.
