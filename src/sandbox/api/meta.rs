@@ -15,9 +15,12 @@ pub enum Part {
 
 /// RFC 3339 seconds, as metav1.Time serializes.
 pub fn now_rfc3339() -> String {
-    jiff::Timestamp::now()
-        .strftime("%Y-%m-%dT%H:%M:%SZ")
-        .to_string()
+    rfc3339(jiff::Timestamp::now())
+}
+
+/// `t` in RFC 3339 seconds, as metav1.Time serializes.
+pub fn rfc3339(t: jiff::Timestamp) -> String {
+    t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
 }
 
 /// `metadata.name` (empty when absent).

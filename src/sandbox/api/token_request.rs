@@ -108,13 +108,12 @@ pub fn create(
         },
         now,
     );
-    let time = |t: Timestamp| t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string();
     Ok(json!({
         "kind": KIND,
         "apiVersion": format!("{GROUP}/v1"),
-        "metadata": {"name": name, "namespace": ns, "creationTimestamp": time(now)},
+        "metadata": {"name": name, "namespace": ns, "creationTimestamp": meta::rfc3339(now)},
         "spec": {"audiences": audiences, "expirationSeconds": seconds, "boundObjectRef": null},
-        "status": {"token": token, "expirationTimestamp": time(expires_at)},
+        "status": {"token": token, "expirationTimestamp": meta::rfc3339(expires_at)},
     }))
 }
 
