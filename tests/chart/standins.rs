@@ -166,37 +166,51 @@ impl Server<Gitea> {
     }
 }
 
-/// Runs git with `args`; its stderr is the error.
-fn run_git(args: &[&std::ffi::OsStr]) -> Result<(), String> {
-    let output = Command::new("git")
-        .args(args)
-        .output()
-        .map_err(|e| format!("git: {e}"))?;
+/// Runs git with `args` (in `dir` when given): its trimmed stdout, or its stderr as the
+/// error.
+pub fn run_git<A: AsRef<std::ffi::OsStr>>(
+    dir: Option<&std::path::Path>,
+    args: &[A],
+) -> Result<String, String> {
+    let mut command = Command::new("git");
+    command.args(args);
+    if let Some(dir) = dir {
+        command.current_dir(dir);
+    }
+    let output = command.output().map_err(|e| format!("git: {e}"))?;
     if output.status.success() {
-        Ok(())
+        Ok(String::from_utf8_lossy(&output.stdout).trim().to_owned())
     } else {
         Err(String::from_utf8_lossy(&output.stderr).trim().to_owned())
     }
 }
 
 fn clone_mirror(origin: &str, path: &std::path::Path) -> Result<(), String> {
-    run_git(&[
-        "clone".as_ref(),
-        "--quiet".as_ref(),
-        "--mirror".as_ref(),
-        origin.as_ref(),
-        path.as_os_str(),
-    ])
+    run_git(
+        None,
+        &[
+            "clone".as_ref(),
+            "--quiet".as_ref(),
+            "--mirror".as_ref(),
+            origin.as_ref(),
+            path.as_os_str(),
+        ],
+    )
+    .map(drop)
 }
 
 fn init_bare(path: &std::path::Path, branch: &str) -> Result<(), String> {
-    run_git(&[
-        "init".as_ref(),
-        "--quiet".as_ref(),
-        "--bare".as_ref(),
-        format!("--initial-branch={branch}").as_ref(),
-        path.as_os_str(),
-    ])
+    run_git(
+        None,
+        &[
+            "init".as_ref(),
+            "--quiet".as_ref(),
+            "--bare".as_ref(),
+            format!("--initial-branch={branch}").as_ref(),
+            path.as_os_str(),
+        ],
+    )
+    .map(drop)
 }
 
 /// Starts a Gitea stand-in serving `/api/v1` and its repositories over git's smart HTTP.
@@ -300,18 +314,9 @@ async fn gitea_sync(
             None => return not_found(),
         }
     };
-    let fetched = blocking(move || {
-        run_git(&[
-            "-C".as_ref(),
-            path.as_os_str(),
-            "remote".as_ref(),
-            "update".as_ref(),
-            "--prune".as_ref(),
-        ])
-    })
-    .await;
+    let fetched = blocking(move || run_git(Some(&path), &["remote", "update", "--prune"])).await;
     match fetched {
-        Ok(()) => StatusCode::OK.into_response(),
+        Ok(_) => StatusCode::OK.into_response(),
         Err(e) => answer(
             StatusCode::INTERNAL_SERVER_ERROR,
             json!({"message": format!("mirror-sync: {e}")}),
@@ -353,13 +358,7 @@ async fn gitea_migrate(
                 Ok(())
             } else {
                 // A plain migration keeps no link to its origin.
-                run_git(&[
-                    "-C".as_ref(),
-                    path.as_os_str(),
-                    "remote".as_ref(),
-                    "remove".as_ref(),
-                    "origin".as_ref(),
-                ])
+                run_git(Some(&path), &["remote", "remove", "origin"]).map(drop)
             }
         })
         .await

@@ -1258,18 +1258,9 @@ const STEP_06: &str = "06-helmrepository-patches.yaml";
 const HARBOR_HOST: &str = "harbor.sovereign.test";
 
 fn git(dir: &std::path::Path, args: &[&str]) -> String {
-    let output = Command::new("git")
-        .args(["-c", "user.name=test", "-c", "user.email=test@example.org"])
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .expect("git runs");
-    assert!(
-        output.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stdout).trim().to_owned()
+    let identity = ["-c", "user.name=test", "-c", "user.email=test@example.org"];
+    let all: Vec<&str> = identity.iter().chain(args).copied().collect();
+    crate::standins::run_git(Some(dir), &all).unwrap_or_else(|e| panic!("git {args:?}: {e}"))
 }
 
 /// `git daemon` serving `<root>/*.git` read-write on 127.0.0.1, stopped on drop.
