@@ -790,7 +790,7 @@ fn the_engine_reads_the_chart_steps_as_the_eight_step_plan() {
                     ("registry-pivot", "registry-pivot")
                 );
             }
-            StepKind::Job { pod_spec } => {
+            StepKind::Job { pod_spec } | StepKind::Preflight { pod_spec } => {
                 assert_eq!(
                     pod_spec.restart_policy.as_deref(),
                     Some("Never"),
