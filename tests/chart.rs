@@ -1480,3 +1480,18 @@ fn scripts_pass_sh_n_and_shellcheck() {
     fs::remove_dir_all(&dir).ok();
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
+
+/// Step 00 preflight runs as `cutover-runner` and needs only reads besides discovery
+/// (`kubectl api-resources`, open to every authenticated identity); whether step 08 is on
+/// reaches it through a `configMapKeyRef`, which the kubelet resolves.
+#[test]
+fn rbac_lets_the_preflight_read_what_it_checks() {
+    let rbac = installed_rbac();
+    let runner = format!("system:serviceaccount:{NAMESPACE}:cutover-runner");
+    for call in [
+        "get source.toolkit.fluxcd.io/gitrepositories flux-system/flux-system".to_owned(),
+        format!("get apps/daemonsets {NAMESPACE}/registry-pivot"),
+    ] {
+        assert!(allowed(&rbac, &runner, &call), "{runner}: {call}");
+    }
+}
