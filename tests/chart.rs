@@ -462,12 +462,19 @@ fn the_service_runs_two_probed_replicas_configured_for_its_namespace_and_callers
 fn eight_step_configmaps_follow_the_contract() {
     let docs = default_docs();
     let steps = step_configmaps(&docs);
-    assert_eq!(steps.len(), STEPS.len(), "eight step ConfigMaps");
+    assert_eq!(
+        steps.len(),
+        STEPS.len() + 1,
+        "the preflight and eight step ConfigMaps"
+    );
     let settings = find(&docs, "ConfigMap", "cutover-settings");
 
     for (index, cm) in steps.iter().enumerate() {
-        let order = index + 1;
-        let slug = STEPS[index];
+        // The preflight is step 00; the eight follow from 01.
+        let order = index;
+        let slug = index
+            .checked_sub(1)
+            .map_or(common::CHART_PREFLIGHT, |i| STEPS[i]);
         let cm_name = cm.metadata.name.as_deref().unwrap_or_default();
         assert_eq!(
             cm_name,
@@ -508,9 +515,14 @@ fn eight_step_configmaps_follow_the_contract() {
             find(&docs, "DaemonSet", "registry-pivot");
             continue;
         }
+        let mode = if slug == common::CHART_PREFLIGHT {
+            "preflight"
+        } else {
+            "job"
+        };
         assert_eq!(
             label(cm, contract::LABEL_STEP_MODE),
-            Some("job"),
+            Some(mode),
             "{cm_name}"
         );
         let spec = pod_spec_of(cm).unwrap_or_else(|| panic!("{cm_name} has no podSpec"));
@@ -650,7 +662,7 @@ fn the_engine_reads_the_chart_steps_as_the_eight_step_plan() {
     let configmaps = load_dir(&chart().join("steps")).expect("the step files load");
     let plan = parse_plan(&configmaps).unwrap_or_else(|report| panic!("{report}"));
     let names: Vec<&str> = plan.iter().map(|step| step.name.as_str()).collect();
-    assert_eq!(names, STEPS);
+    assert_eq!(names, [&[common::CHART_PREFLIGHT][..], &STEPS[..]].concat());
     for step in plan.iter() {
         match &step.kind {
             StepKind::DaemonSetWait { daemonset } => {
@@ -659,7 +671,7 @@ fn the_engine_reads_the_chart_steps_as_the_eight_step_plan() {
                     ("registry-pivot", "registry-pivot")
                 );
             }
-            StepKind::Job { pod_spec } => {
+            StepKind::Job { pod_spec } | StepKind::Preflight { pod_spec } => {
                 assert_eq!(
                     pod_spec.restart_policy.as_deref(),
                     Some("Never"),
@@ -1586,8 +1598,8 @@ fn scripts_pass_sh_n_and_shellcheck() {
     let scripts = scripts(&all_on_docs());
     assert_eq!(
         scripts.len(),
-        9,
-        "seven step scripts, the agent and the trigger: {:?}",
+        10,
+        "the preflight's and seven step scripts, the agent and the trigger: {:?}",
         scripts.keys()
     );
     let dir = std::env::temp_dir().join(format!("chart-scripts-{}", std::process::id()));
@@ -1634,4 +1646,19 @@ fn scripts_pass_sh_n_and_shellcheck() {
     }
     fs::remove_dir_all(&dir).ok();
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// Step 00 preflight runs as `cutover-runner` and needs only reads besides discovery
+/// (`kubectl api-resources`, open to every authenticated identity); whether step 08 is on
+/// reaches it through a `configMapKeyRef`, which the kubelet resolves.
+#[test]
+fn rbac_lets_the_preflight_read_what_it_checks() {
+    let rbac = installed_rbac();
+    let runner = format!("system:serviceaccount:{NAMESPACE}:cutover-runner");
+    for call in [
+        "get source.toolkit.fluxcd.io/gitrepositories flux-system/flux-system".to_owned(),
+        format!("get apps/daemonsets {NAMESPACE}/registry-pivot"),
+    ] {
+        assert!(allowed(&rbac, &runner, &call), "{runner}: {call}");
+    }
 }
