@@ -811,6 +811,13 @@ fn sa(name: &str) -> String {
 fn step_calls() -> BTreeMap<&'static str, Vec<String>> {
     let console = |verb: &str| format!("{verb} apps/deployments {CONSOLE_NAMESPACE}/catalyst-api");
     BTreeMap::from([
+        (
+            "preflight",
+            vec![
+                "get source.toolkit.fluxcd.io/gitrepositories flux-system/flux-system".to_owned(),
+                format!("get apps/daemonsets {NAMESPACE}/registry-pivot"),
+            ],
+        ),
         ("gitea-mirror", vec![]),
         ("harbor-projects", vec![]),
         (
@@ -1106,6 +1113,8 @@ fn kubectl_verbs(command: &str) -> &'static [&'static str] {
         "create" => &["create"],
         "delete" => &["get", "delete"],
         "rollout" => &["get", "list", "watch"],
+        // Discovery: open to every authenticated identity (system:discovery), no rule needed.
+        "api-resources" => &[],
         other => panic!("a step script runs `kubectl {other}`, which this test does not know"),
     }
 }
