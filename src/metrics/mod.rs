@@ -124,6 +124,7 @@ pub struct Metrics {
     http_requests: Family<HttpLabels, Counter>,
     http_latency: Family<RouteLabels, Histogram, fn() -> Histogram>,
     sse_subscribers: Gauge,
+    auth_reviews: Gauge,
 }
 
 impl Default for Metrics {
@@ -149,6 +150,7 @@ impl Metrics {
             http_requests: Family::default(),
             http_latency: Family::new_with_constructor(latency_buckets),
             sse_subscribers: Gauge::default(),
+            auth_reviews: Gauge::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -200,6 +202,11 @@ impl Metrics {
             "sse_subscribers",
             "Clients connected to the live event stream",
             m.sse_subscribers.clone(),
+        );
+        registry.register(
+            "auth_reviews_in_flight",
+            "TokenReviews and SubjectAccessReviews waiting for the API server",
+            m.auth_reviews.clone(),
         );
         Metrics { registry, ..m }
     }
@@ -307,16 +314,27 @@ impl Metrics {
     }
 
     /// An event-stream client connected; the guard counts it until dropped.
-    pub fn sse_subscriber(&self) -> SubscriberGuard {
-        self.sse_subscribers.inc();
-        SubscriberGuard(self.sse_subscribers.clone())
+    pub fn sse_subscriber(&self) -> InFlight {
+        InFlight::new(&self.sse_subscribers)
+    }
+
+    /// A TokenReview or SubjectAccessReview sent; the guard counts it until dropped.
+    pub fn auth_review(&self) -> InFlight {
+        InFlight::new(&self.auth_reviews)
     }
 }
 
-/// Counts one event-stream client while alive.
-pub struct SubscriberGuard(Gauge);
+/// Counts one in a gauge while alive.
+pub struct InFlight(Gauge);
 
-impl Drop for SubscriberGuard {
+impl InFlight {
+    fn new(gauge: &Gauge) -> Self {
+        gauge.inc();
+        InFlight(gauge.clone())
+    }
+}
+
+impl Drop for InFlight {
     fn drop(&mut self) {
         self.0.dec();
     }
