@@ -457,7 +457,7 @@ fn the_service_runs_two_probed_replicas_configured_for_its_namespace_and_callers
 #[test]
 fn the_service_port_is_capped_and_serves_https_from_a_secret_when_given_one() {
     let container = |values: Json| {
-        let docs = Renderer::new(values).render();
+        let docs = render(&values);
         let deployment: Deployment = typed(find(&docs, "Deployment", "catalyst-cutover"));
         let pod = deployment
             .spec
