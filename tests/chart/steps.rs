@@ -1698,16 +1698,44 @@ fn egress_settings(cluster: &Cluster) -> BTreeMap<String, String> {
     ])
 }
 
-/// Waits for the policy to appear and returns its denied CIDRs.
+/// Waits for the policy to appear and returns it.
 /// Gives up after about a minute, so a step that never applies it fails the test.
 async fn observed_block(api: Api<DynamicObject>) -> Json {
     for _ in 0..1200 {
         if let Some(policy) = api.get_opt(POLICY).await.expect("get policy") {
-            return policy.data["specs"][0]["egressDeny"][0]["toCIDRSet"].clone();
+            return policy.data;
         }
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
     panic!("the egress block never appeared");
+}
+
+/// The policy only denies: no allow rule in any spec (Cilium adds allow rules together, so
+/// one would void every other egress restriction), default-deny off both ways, and the
+/// denied CIDRs.
+fn assert_deny_only(policy: &Json) -> Json {
+    let specs = policy["specs"].as_array().expect("specs");
+    assert_eq!(specs.len(), 2, "pods and nodes");
+    for spec in specs {
+        for allow in ["egress", "ingress"] {
+            assert!(spec.get(allow).is_none(), "an allow rule: {spec}");
+        }
+        assert_eq!(
+            spec["enableDefaultDeny"],
+            json!({"egress": false, "ingress": false}),
+            "{spec}"
+        );
+        assert_eq!(spec["egressDeny"], specs[0]["egressDeny"]);
+    }
+    specs[0]["egressDeny"][0]["toCIDRSet"].clone()
+}
+
+async fn policy_exists(cluster: &Cluster) -> bool {
+    policy_api(cluster)
+        .get_opt(POLICY)
+        .await
+        .expect("get")
+        .is_some()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1739,7 +1767,7 @@ async fn egress_block_holds_while_flux_stays_ready_and_always_lifts() {
     run.says("stayed Ready for 2s");
     assert!(seen.is_finished(), "the block was never applied");
     assert_eq!(
-        seen.await.expect("observer"),
+        assert_deny_only(&seen.await.expect("observer")),
         json!([{"cidr": "2001:db8::/32"}, {"cidr": "203.0.113.0/24"}])
     );
     assert!(
@@ -1817,6 +1845,55 @@ async fn egress_block_is_lifted_when_the_step_is_terminated() {
             .is_none(),
         "a terminated step lifts the block"
     );
+    cluster.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn egress_block_left_by_a_killed_step_is_removed_by_the_next_run() {
+    let _one_block = EGRESS_BLOCK.lock().await;
+    let Some((cluster, runner)) = on_cluster().await else {
+        return;
+    };
+    let mut settings = egress_settings(&cluster);
+    settings.insert("EGRESS_HOLD_SECONDS".into(), "600".into());
+    let child = runner.spawn(&script(&format!("steps/{STEP_08}"), "run.sh"), &settings);
+    observed_block(policy_api(&cluster)).await;
+    // What an OOM kill or a lost node does to the container: every process gone at once,
+    // no trap runs, the block stays. Each process of the step by its own (positive) id.
+    let mut pids = vec![child.id()];
+    let mut next = 0;
+    while next < pids.len() {
+        let children = Command::new("ps")
+            .args(["-o", "pid=", "--ppid", &pids[next].to_string()])
+            .output()
+            .expect("ps runs");
+        pids.extend(
+            String::from_utf8_lossy(&children.stdout)
+                .split_whitespace()
+                .filter_map(|pid| pid.parse::<u32>().ok()),
+        );
+        next += 1;
+    }
+    assert!(pids.len() > 1, "the script runs under its supervisor");
+    assert!(pids.iter().all(|pid| *pid > 1));
+    // One may have ended meanwhile; the others are killed all the same.
+    let _ = Command::new("kill")
+        .args(["-s", "KILL", "--"])
+        .args(pids.iter().map(u32::to_string))
+        .status()
+        .expect("kill runs");
+    let run = finish(child).await;
+    assert!(!run.success);
+    assert!(policy_exists(&cluster).await, "nothing ran to lift it");
+
+    // The next run (the Job's next pod, or a retry) removes it before anything else: here
+    // it then stops at once, as nothing is left to block.
+    let mut nothing = egress_settings(&cluster);
+    nothing.insert("EGRESS_BLOCK_CIDRS".into(), String::new());
+    let next = runner.run(STEP_08, &nothing).await;
+    next.fails_with("nothing to block");
+    next.says("removed the egress block");
+    assert!(!policy_exists(&cluster).await, "the next run lifted it");
     cluster.cleanup().await;
 }
 
