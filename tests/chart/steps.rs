@@ -3,7 +3,7 @@
 //! `CUTOVER_TEST_KUBECONFIG`) through a kubeconfig file. Flux itself is played by the test
 //! as an API client where a step waits for it.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::process::Command;
 
@@ -861,7 +861,7 @@ fn harbor_writes(harbor: &standins::Server<Harbor>) -> Vec<String> {
     let calls = std::mem::take(&mut harbor.state.lock().expect("lock").calls);
     calls
         .into_iter()
-        .filter(|c| c.starts_with("POST"))
+        .filter(|c| c.starts_with("POST") || c.starts_with("PUT"))
         .collect()
 }
 
@@ -904,6 +904,11 @@ async fn harbor_projects_creates_endpoints_then_proxy_cache_projects_once() {
                 project["registry_id"], registry["id"],
                 "each project proxies its own endpoint"
             );
+            assert_eq!(
+                (&project["public"], &project["metadata"]["public"]),
+                (&json!(false), &json!("false")),
+                "private unless the values say otherwise: {project}"
+            );
         }
     }
 
@@ -914,6 +919,59 @@ async fn harbor_projects_creates_endpoints_then_proxy_cache_projects_once() {
         Vec::<String>::new(),
         "a second run creates nothing"
     );
+
+    // The values open them up; a later run closes them again (an earlier chart made them
+    // all public).
+    let mut public = settings.clone();
+    public.insert("HARBOR_PROXY_CACHE_PUBLIC".into(), "true".into());
+    runner.run(STEP_02, &public).await.succeeds();
+    assert_eq!(
+        harbor_writes(&harbor),
+        [
+            r#"PUT /projects/docker.io {"public":"true"}"#,
+            r#"PUT /projects/ghcr.io {"public":"true"}"#,
+            r#"PUT /projects/registry.k8s.io {"public":"true"}"#,
+        ]
+    );
+    runner.run(STEP_02, &settings).await.succeeds();
+    assert_eq!(harbor_writes(&harbor).len(), 3, "made private again");
+    let state = harbor.state.lock().expect("lock");
+    assert!(
+        state
+            .projects
+            .values()
+            .all(|p| p["metadata"]["public"] == json!("false"))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_step_stops_at_once_on_term_even_while_a_command_runs() {
+    if !tools_present() {
+        return;
+    }
+    // A Harbor that accepts connections and never answers: step 02's first call hangs.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let url = format!("http://{}", silent.local_addr().expect("addr"));
+    let runner = Runner::new(None);
+    let settings = env(&[
+        ("HARBOR_URL", &url),
+        ("UPSTREAM_REGISTRIES", "docker.io"),
+        ("HARBOR_USERNAME", USER),
+        ("HARBOR_PASSWORD", PASSWORD),
+        // Far longer than the test may take: it ends only if the TERM stops the call.
+        ("HTTP_TIMEOUT_SECONDS", "3600"),
+    ]);
+    let child = runner.spawn(&script(&format!("steps/{STEP_02}"), "run.sh"), &settings);
+    // The call is under way once the connection is in the listener's backlog.
+    silent.set_nonblocking(false).expect("blocking");
+    let (_connection, _) = silent.accept().expect("the step connects");
+    let killed = Command::new("kill")
+        .args(["-s", "TERM", "--", &child.id().to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(killed.success());
+    let run = finish(child).await;
+    assert!(!run.success, "{}", run.output);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -974,7 +1032,7 @@ async fn harbor_prewarm_pulls_every_platform_image_through_the_cache() {
     };
     let state = Harbor {
         images: [
-            "docker.io/library/nginx:1.27",
+            "docker.io/library/nginx-multi:1.27",
             "ghcr.io/openova-io/api:1.2.3",
             "registry.k8s.io/pause:3.10",
             "docker.io/bitnami/redis:7.4",
@@ -989,7 +1047,7 @@ async fn harbor_prewarm_pulls_every_platform_image_through_the_cache() {
     create_object(&cluster, "apps/v1", "Deployment", json!({
         "metadata": {"name": "api", "labels": flux},
         "spec": {"selector": {"matchLabels": {"app": "x"}}, "template": pod_template(
-            json!([{"name": "nginx", "image": "nginx:1.27"}, {"name": "api", "image": "ghcr.io/openova-io/api:1.2.3"}]),
+            json!([{"name": "nginx", "image": "nginx-multi:1.27"}, {"name": "api", "image": "ghcr.io/openova-io/api:1.2.3"}]),
             json!([{"name": "local", "image": format!("{}/docker.io/library/busybox:1.36", harbor.host)}]))},
     })).await;
     create_object(
@@ -1034,6 +1092,28 @@ async fn harbor_prewarm_pulls_every_platform_image_through_the_cache() {
         "only the HelmReleases' workloads: {}",
         run.output
     );
+    // Every blob (config and layers) of every image, and of a multi-platform one those of
+    // the chosen platform only: a manifest alone would leave the layers upstream.
+    let pulled: BTreeSet<String> = harbor
+        .state
+        .lock()
+        .expect("lock")
+        .blobs_pulled
+        .iter()
+        .cloned()
+        .collect();
+    let mut wanted = BTreeSet::new();
+    for (repository, platform) in [
+        ("docker.io/library/nginx-multi", "linux/amd64"),
+        ("ghcr.io/openova-io/api", ""),
+        ("registry.k8s.io/pause", ""),
+        ("docker.io/bitnami/redis", ""),
+    ] {
+        for blob in standins::image_blobs(repository, platform) {
+            wanted.insert(format!("{repository}@{blob}"));
+        }
+    }
+    assert_eq!(pulled, wanted);
 
     settings.insert(
         "PREWARM_EXTRA_IMAGES".into(),
