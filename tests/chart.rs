@@ -454,6 +454,76 @@ fn the_service_runs_two_probed_replicas_configured_for_its_namespace_and_callers
     }
 }
 
+#[test]
+fn the_service_port_is_capped_and_serves_https_from_a_secret_when_given_one() {
+    let container = |values: Json| {
+        let docs = render(&values);
+        let deployment: Deployment = typed(find(&docs, "Deployment", "catalyst-cutover"));
+        let pod = deployment
+            .spec
+            .and_then(|s| s.template.spec)
+            .expect("pod spec");
+        (pod.containers[0].clone(), pod.volumes.unwrap_or_default())
+    };
+    let env = |c: &k8s_openapi::api::core::v1::Container| -> BTreeMap<String, String> {
+        c.env
+            .iter()
+            .flatten()
+            .filter_map(|e| Some((e.name.clone(), e.value.clone()?)))
+            .collect()
+    };
+    let schemes = |c: &k8s_openapi::api::core::v1::Container| {
+        [&c.readiness_probe, &c.liveness_probe].map(|p| {
+            p.as_ref()
+                .and_then(|p| p.http_get.as_ref())
+                .and_then(|h| h.scheme.clone())
+        })
+    };
+
+    let (plain, volumes) = container(default_values());
+    let plain_env = env(&plain);
+    assert_eq!(plain_env["CATALYST_CUTOVER_MAX_CONNECTIONS"], "2048");
+    assert_eq!(plain_env["CATALYST_CUTOVER_MAX_EVENT_STREAMS"], "1024");
+    assert_eq!(plain_env["CATALYST_CUTOVER_HEADER_READ_TIMEOUT"], "10s");
+    assert_eq!(plain_env["CATALYST_CUTOVER_AUTH_AUDIENCES"], "");
+    assert!(!plain_env.contains_key("CATALYST_CUTOVER_TLS_CERT_FILE"));
+    assert_eq!(schemes(&plain), [None, None]);
+    assert!(volumes.is_empty());
+
+    let mut values = default_values();
+    values["http"]["tlsSecretName"] = Json::String("cutover-tls".to_owned());
+    values["authAudiences"] = serde_json::json!(["catalyst-cutover"]);
+    let (tls, volumes) = container(values);
+    let tls_env = env(&tls);
+    assert_eq!(
+        tls_env["CATALYST_CUTOVER_AUTH_AUDIENCES"],
+        "catalyst-cutover"
+    );
+    let mount = &tls.volume_mounts.clone().unwrap_or_default()[0];
+    assert_eq!(
+        tls_env["CATALYST_CUTOVER_TLS_CERT_FILE"],
+        format!("{}/tls.crt", mount.mount_path)
+    );
+    assert_eq!(
+        tls_env["CATALYST_CUTOVER_TLS_KEY_FILE"],
+        format!("{}/tls.key", mount.mount_path)
+    );
+    assert_eq!(mount.read_only, Some(true));
+    let volume = volumes
+        .iter()
+        .find(|v| v.name == mount.name)
+        .expect("volume");
+    assert_eq!(
+        volume
+            .secret
+            .as_ref()
+            .and_then(|s| s.secret_name.as_deref()),
+        Some("cutover-tls")
+    );
+    let https = Some("HTTPS".to_owned());
+    assert_eq!(schemes(&tls), [https.clone(), https]);
+}
+
 // ---------------------------------------------------------------------------------------
 // The contract.
 // ---------------------------------------------------------------------------------------
@@ -462,12 +532,19 @@ fn the_service_runs_two_probed_replicas_configured_for_its_namespace_and_callers
 fn eight_step_configmaps_follow_the_contract() {
     let docs = default_docs();
     let steps = step_configmaps(&docs);
-    assert_eq!(steps.len(), STEPS.len(), "eight step ConfigMaps");
+    assert_eq!(
+        steps.len(),
+        STEPS.len() + 1,
+        "the preflight and eight step ConfigMaps"
+    );
     let settings = find(&docs, "ConfigMap", "cutover-settings");
 
     for (index, cm) in steps.iter().enumerate() {
-        let order = index + 1;
-        let slug = STEPS[index];
+        // The preflight is step 00; the eight follow from 01.
+        let order = index;
+        let slug = index
+            .checked_sub(1)
+            .map_or(common::CHART_PREFLIGHT, |i| STEPS[i]);
         let cm_name = cm.metadata.name.as_deref().unwrap_or_default();
         assert_eq!(
             cm_name,
@@ -508,9 +585,14 @@ fn eight_step_configmaps_follow_the_contract() {
             find(&docs, "DaemonSet", "registry-pivot");
             continue;
         }
+        let mode = if slug == common::CHART_PREFLIGHT {
+            "preflight"
+        } else {
+            "job"
+        };
         assert_eq!(
             label(cm, contract::LABEL_STEP_MODE),
-            Some("job"),
+            Some(mode),
             "{cm_name}"
         );
         let spec = pod_spec_of(cm).unwrap_or_else(|| panic!("{cm_name} has no podSpec"));
@@ -650,7 +732,7 @@ fn the_engine_reads_the_chart_steps_as_the_eight_step_plan() {
     let configmaps = load_dir(&chart().join("steps")).expect("the step files load");
     let plan = parse_plan(&configmaps).unwrap_or_else(|report| panic!("{report}"));
     let names: Vec<&str> = plan.iter().map(|step| step.name.as_str()).collect();
-    assert_eq!(names, STEPS);
+    assert_eq!(names, [&[common::CHART_PREFLIGHT][..], &STEPS[..]].concat());
     for step in plan.iter() {
         match &step.kind {
             StepKind::DaemonSetWait { daemonset } => {
@@ -659,7 +741,7 @@ fn the_engine_reads_the_chart_steps_as_the_eight_step_plan() {
                     ("registry-pivot", "registry-pivot")
                 );
             }
-            StepKind::Job { pod_spec } => {
+            StepKind::Job { pod_spec } | StepKind::Preflight { pod_spec } => {
                 assert_eq!(
                     pod_spec.restart_policy.as_deref(),
                     Some("Never"),
@@ -799,6 +881,13 @@ fn sa(name: &str) -> String {
 fn step_calls() -> BTreeMap<&'static str, Vec<String>> {
     let console = |verb: &str| format!("{verb} apps/deployments {CONSOLE_NAMESPACE}/catalyst-api");
     BTreeMap::from([
+        (
+            "preflight",
+            vec![
+                "get source.toolkit.fluxcd.io/gitrepositories flux-system/flux-system".to_owned(),
+                format!("get apps/daemonsets {NAMESPACE}/registry-pivot"),
+            ],
+        ),
         ("gitea-mirror", vec![]),
         ("harbor-projects", vec![]),
         (
@@ -1094,6 +1183,8 @@ fn kubectl_verbs(command: &str) -> &'static [&'static str] {
         "create" => &["create"],
         "delete" => &["get", "delete"],
         "rollout" => &["get", "list", "watch"],
+        // Discovery: open to every authenticated identity (system:discovery), no rule needed.
+        "api-resources" => &[],
         other => panic!("a step script runs `kubectl {other}`, which this test does not know"),
     }
 }
@@ -1615,6 +1706,10 @@ fn scripts_pass_sh_n_and_shellcheck() {
             script.contains("\nset -euf\n"),
             "{origin}: no `set -euf` (globbing off)"
         );
+        assert!(
+            script.contains("STEP_SUPERVISED=1 setsid sh \"$0\""),
+            "{origin}: a TERM must stop it at once (it runs as PID 1)"
+        );
         let path = dir.join(origin);
         fs::write(&path, script).expect("write script");
         let mut checks = vec![Command::new("sh").arg("-n").arg(&path).output()];
@@ -1639,6 +1734,21 @@ fn scripts_pass_sh_n_and_shellcheck() {
     }
     fs::remove_dir_all(&dir).ok();
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// Step 00 preflight runs as `cutover-runner` and needs only reads besides discovery
+/// (`kubectl api-resources`, open to every authenticated identity); whether step 08 is on
+/// reaches it through a `configMapKeyRef`, which the kubelet resolves.
+#[test]
+fn rbac_lets_the_preflight_read_what_it_checks() {
+    let rbac = installed_rbac();
+    let runner = format!("system:serviceaccount:{NAMESPACE}:cutover-runner");
+    for call in [
+        "get source.toolkit.fluxcd.io/gitrepositories flux-system/flux-system".to_owned(),
+        format!("get apps/daemonsets {NAMESPACE}/registry-pivot"),
+    ] {
+        assert!(allowed(&rbac, &runner, &call), "{runner}: {call}");
+    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1678,7 +1788,8 @@ fn network_policies_let_each_pod_reach_only_what_it_calls() {
     // What each step calls besides DNS: the API server iff its script runs kubectl (derived),
     // the local Gitea or Harbor as its script talks to them.
     let talks_to: BTreeMap<&str, &[&str]> = BTreeMap::from([
-        ("gitea-mirror", &["gitea"][..]),
+        ("preflight", &["gitea", "harbor"][..]),
+        ("gitea-mirror", &["gitea"]),
         ("harbor-projects", &["harbor"]),
         ("harbor-prewarm", &["harbor"]),
         ("flux-gitrepository-patch", &[]),

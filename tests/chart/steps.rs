@@ -2025,3 +2025,283 @@ async fn the_api_server_accepts_every_manifest_the_chart_installs() {
     );
     cluster.cleanup().await;
 }
+
+// ---------------------------------------------------------------------------------------
+// 00 preflight
+// ---------------------------------------------------------------------------------------
+
+const STEP_00: &str = "00-preflight.yaml";
+const FLUX_KINDS: &str = "gitrepositories.source.toolkit.fluxcd.io helmrepositories.source.toolkit.fluxcd.io helmreleases.helm.toolkit.fluxcd.io kustomizations.kustomize.toolkit.fluxcd.io";
+
+/// A registry-pivot DaemonSet on one simulated node of the test's own pool, rolled out
+/// when `rolled_out` (the simulator runs its pod), else left without a node to run on.
+async fn pivot_daemonset(
+    cluster: &Cluster,
+    rolled_out: bool,
+) -> catalyst_cutover::sandbox::sim::Simulator {
+    use catalyst_cutover::sandbox::sim::{LABEL_POOL, SimConfig, Simulator};
+    use k8s_openapi::api::apps::v1::DaemonSet;
+    let ns = cluster.namespace().to_owned();
+    let sim = Simulator::start(
+        cluster.client(),
+        SimConfig {
+            namespace: Some(ns.clone()),
+            nodes: 1,
+            pool: ns.clone(),
+            ..SimConfig::default()
+        },
+    )
+    .await
+    .expect("start simulator");
+    // A pool no node is in leaves the DaemonSet wanting a node it never gets.
+    let pool = if rolled_out {
+        ns.clone()
+    } else {
+        format!("{ns}-none")
+    };
+    let ds: DaemonSet = serde_json::from_value(json!({
+        "metadata": {"name": "registry-pivot"},
+        "spec": {
+            "selector": {"matchLabels": {"app": "registry-pivot"}},
+            "template": {
+                "metadata": {"labels": {"app": "registry-pivot"}},
+                "spec": {"nodeSelector": {LABEL_POOL: pool},
+                         "containers": [{"name": "agent", "image": "busybox:1.36"}]}
+            }
+        }
+    }))
+    .expect("DaemonSet");
+    let api: Api<DaemonSet> = Api::namespaced(cluster.client(), &ns);
+    api.create(&PostParams::default(), &ds)
+        .await
+        .expect("create DaemonSet");
+    if rolled_out {
+        let ready = |ds: Option<&DaemonSet>| {
+            ds.and_then(|d| d.status.as_ref())
+                .is_some_and(|s| s.desired_number_scheduled == 1 && s.number_available == Some(1))
+        };
+        tokio::time::timeout(
+            std::time::Duration::from_secs(60),
+            kube::runtime::wait::await_condition(api, "registry-pivot", ready),
+        )
+        .await
+        .expect("the DaemonSet rolls out")
+        .expect("watch");
+    }
+    sim
+}
+
+/// Everything the preflight reads, pointing at the stand-ins and the test's namespace.
+fn preflight_settings(
+    cluster: &Cluster,
+    gitea: &standins::Server<Gitea>,
+    harbor: &standins::Server<Harbor>,
+    upstream: &std::path::Path,
+) -> BTreeMap<String, String> {
+    let mut settings = mirror_settings(gitea, upstream);
+    settings.extend(harbor_settings(harbor));
+    settings.extend(env(&[
+        ("FLUX_NAMESPACE", cluster.namespace()),
+        ("FLUX_GITREPOSITORY", "flux-system"),
+        ("FLUX_READY_KINDS", FLUX_KINDS),
+        ("POD_NAMESPACE", cluster.namespace()),
+        ("EGRESS_BLOCK_STEP", "egress-block-test"),
+    ]));
+    settings
+}
+
+/// The lines of the checks that failed, in the order the script ran them.
+fn failed_checks(outcome: &Outcome) -> Vec<&str> {
+    outcome
+        .output
+        .lines()
+        .filter_map(|l| l.split_once("CHECK FAILED: ").map(|(_, check)| check))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn preflight_passes_when_everything_is_in_place_and_changes_nothing() {
+    let Some((cluster, runner)) = on_cluster().await else {
+        return;
+    };
+    let sim = pivot_daemonset(&cluster, true).await;
+    create_git_repository(&cluster, "flux-system", UPSTREAM_REPO).await;
+    let gitea = gitea_with_org().await;
+    let harbor = standins::harbor(Harbor::default()).await;
+    let upstream = upstream_repository(&runner, cluster.namespace());
+    let settings = preflight_settings(&cluster, &gitea, &harbor, &upstream);
+
+    let run = runner.run(STEP_00, &settings).await;
+    run.succeeds();
+    run.says("every check passed; nothing was changed");
+    run.says("DaemonSet registry-pivot is rolled out on all 1 nodes");
+    assert!(
+        gitea_calls(&gitea).iter().all(|c| c.starts_with("GET ")),
+        "Gitea was only read"
+    );
+    let harbor_calls = std::mem::take(&mut harbor.state.lock().expect("lock").calls);
+    assert!(
+        harbor_calls
+            .iter()
+            .all(|c| c.starts_with("GET ") || c.starts_with("POST /registries/ping ")),
+        "Harbor was only read and pinged: {harbor_calls:?}"
+    );
+    let created = {
+        let state = harbor.state.lock().expect("lock");
+        state.registries.len() + state.projects.len()
+    };
+    assert_eq!(created, 0, "Harbor holds no endpoint or project");
+    sim.shutdown().await;
+    cluster.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn preflight_names_each_failed_check_and_runs_them_all() {
+    let Some((cluster, runner)) = on_cluster().await else {
+        return;
+    };
+    let sim = pivot_daemonset(&cluster, false).await;
+    let gitea = gitea_with_org().await;
+    let harbor = standins::harbor(Harbor::default()).await;
+    let upstream = upstream_repository(&runner, cluster.namespace());
+    let ns = cluster.namespace();
+
+    // Wrong credentials for both, an unreadable upstream, an unknown Flux kind, no
+    // GitRepository, and a DaemonSet that runs on no node: six checks fail in one run.
+    let mut broken = preflight_settings(&cluster, &gitea, &harbor, &upstream);
+    broken.insert("GITEA_PASSWORD".into(), "wrong".into());
+    broken.insert("HARBOR_PASSWORD".into(), "wrong".into());
+    broken.insert(
+        "UPSTREAM_REPO_URL".into(),
+        runner.dir.join("no-such-upstream").display().to_string(),
+    );
+    broken.insert(
+        "FLUX_READY_KINDS".into(),
+        format!("{FLUX_KINDS} widgets.example.io"),
+    );
+    let run = runner.run(STEP_00, &broken).await;
+    run.fails_with("6 check(s) failed; nothing was changed");
+    let checks = failed_checks(&run);
+    let expected = [
+        "Gitea at ",
+        "the upstream ",
+        "Harbor at ",
+        "the cluster does not serve the Flux kind widgets.example.io: install Flux",
+        &format!("GitRepository {ns}/flux-system cannot be read"),
+        &format!("DaemonSet {ns}/registry-pivot is not rolled out on every node (nodes 0,"),
+    ];
+    assert_eq!(checks.len(), expected.len(), "{}", run.output);
+    for (check, start) in checks.iter().zip(expected) {
+        assert!(check.starts_with(start), "`{check}` vs `{start}`");
+    }
+    run.says("refuses GITEA_USERNAME cutover (HTTP 401");
+    run.says("cannot be read for the mirror");
+    run.says("refuses HARBOR_USERNAME cutover (HTTP 401");
+    assert!(
+        harbor.state.lock().expect("lock").registries.is_empty(),
+        "nothing created"
+    );
+
+    // The credentials work, but the owner, the repository layout, Harbor's rights and its
+    // reach, and an existing project are wrong.
+    create_git_repository(&cluster, "flux-system", UPSTREAM_REPO).await;
+    let stranger = standins::gitea(Gitea::default()).await;
+    stranger.state.lock().expect("lock").repos.insert(
+        "openova/platform".into(),
+        Gitea::repo("openova", "platform", true, "10m0s", UPSTREAM_REPO),
+    );
+    let mut state = Harbor::default();
+    state.ping.insert("https://ghcr.io".into(), 400);
+    state.projects.insert(
+        "registry.k8s.io".into(),
+        json!({"name": "registry.k8s.io", "registry_id": null}),
+    );
+    let unreachable = standins::harbor(state).await;
+    let run = runner
+        .run(
+            STEP_00,
+            &preflight_settings(&cluster, &stranger, &unreachable, &upstream),
+        )
+        .await;
+    let checks = failed_checks(&run);
+    assert_eq!(checks.len(), 5, "{}", run.output);
+    run.says("Gitea owner openova (gitea.owner) is neither an organisation of the local Gitea nor the user cutover");
+    run.says("openova/platform is a pull mirror");
+    run.says("Harbor cannot reach the upstream registry ghcr.io at https://ghcr.io (ping answered 400: failed to ping endpoint)");
+    run.says("Harbor project registry.k8s.io exists but is not a proxy cache");
+
+    let mut state = Harbor::default();
+    for url in [
+        "https://hub.docker.com",
+        "https://ghcr.io",
+        "https://registry.k8s.io",
+    ] {
+        state.ping.insert(url.into(), 403);
+    }
+    let forbidden = standins::harbor(state).await;
+    let run = runner
+        .run(
+            STEP_00,
+            &preflight_settings(&cluster, &gitea, &forbidden, &upstream),
+        )
+        .await;
+    assert_eq!(failed_checks(&run).len(), 2, "{}", run.output);
+    run.says(
+        "Harbor user cutover may not create registry endpoints (ping of docker.io answered 403",
+    );
+
+    // Nothing answers, a setting is missing, and the DaemonSet is gone.
+    let mut silent = preflight_settings(&cluster, &gitea, &harbor, &upstream);
+    silent.insert("GITEA_URL".into(), "http://127.0.0.1:9".into());
+    silent.insert("HARBOR_URL".into(), "http://127.0.0.1:9".into());
+    silent.remove("GITEA_OWNER");
+    silent.insert("POD_NAMESPACE".into(), format!("{ns}-gone"));
+    let run = runner.run(STEP_00, &silent).await;
+    run.fails_with("check(s) failed");
+    run.says("setting GITEA_OWNER is empty");
+    run.says("Harbor's API at http://127.0.0.1:9/api/v2.0 does not answer");
+    run.says(&format!(
+        "DaemonSet {ns}-gone/registry-pivot cannot be read"
+    ));
+    sim.shutdown().await;
+    cluster.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn preflight_names_missing_flux_and_cilium_kinds() {
+    if !tools_present() {
+        return;
+    }
+    if std::env::var(crate::common::ENV_KUBECONFIG).is_ok_and(|v| !v.is_empty()) {
+        eprintln!("note: the cluster under test serves Flux and Cilium; kinds check skipped");
+        return;
+    }
+    // A sandbox with only the builtin kinds: no Flux, no Cilium.
+    let cluster =
+        crate::common::TestCluster::start_with(catalyst_cutover::sandbox::api::ApiServerConfig {
+            custom_resources: Vec::new(),
+            ..Default::default()
+        })
+        .await;
+    let runner = Runner::new(Some(&cluster));
+    let gitea = gitea_with_org().await;
+    let harbor = standins::harbor(Harbor::default()).await;
+    let upstream = upstream_repository(&runner, cluster.namespace());
+    let settings = preflight_settings(&cluster, &gitea, &harbor, &upstream);
+    let run = runner.run(STEP_00, &settings).await;
+    run.fails_with("check(s) failed");
+    for kind in FLUX_KINDS.split(' ') {
+        run.says(&format!("the cluster does not serve the Flux kind {kind}"));
+    }
+    run.says("step 08 egress-block-test needs Cilium, but the cluster does not serve ciliumclusterwidenetworkpolicies.cilium.io");
+
+    let mut off = settings.clone();
+    off.remove("EGRESS_BLOCK_STEP");
+    let run = runner.run(STEP_00, &off).await;
+    assert!(
+        !run.output.contains("needs Cilium"),
+        "without step 08 Cilium is not needed:\n{}",
+        run.output
+    );
+    cluster.cleanup().await;
+}
