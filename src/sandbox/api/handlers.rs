@@ -101,7 +101,7 @@ fn dispatch(
     headers: &HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let registry = app.store.registry();
+    let registry = &*app.store.registry();
     let found = |v: Option<Value>| {
         v.map(|v| value_response(StatusCode::OK, &v))
             .ok_or_else(ApiError::no_route)
@@ -282,7 +282,7 @@ fn resource(
     if rp.namespace.is_some() && !kind.namespaced {
         return Err(ApiError::no_route());
     }
-    let view = View::of(store.registry(), kind);
+    let view = View::of(&store.registry(), kind);
     let stored = &view.storage;
     let ns = rp.namespace.as_deref();
     let part = match rp.subresource.as_deref() {
