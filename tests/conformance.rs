@@ -1922,3 +1922,47 @@ async fn zero_values_and_empty_fields_are_written_as_kube_apiserver_writes_them(
     assert!(wrong.is_empty(), "{}", wrong.join("\n"));
     tc.cleanup().await;
 }
+
+/// What a delete answers (measured on kube-apiserver v1.28): the generic registry's Success
+/// Status naming the object for a ConfigMap; for a Pod, graceful deletion's
+/// answer, the pod itself marked deleted (an unscheduled pod has no grace left and is gone).
+#[tokio::test]
+async fn deletes_answer_a_status_or_the_deleted_pod() {
+    let tc = TestCluster::start().await;
+    let cms: Api<ConfigMap> = Api::namespaced(tc.client(), tc.namespace());
+    let created = cms
+        .create(&PostParams::default(), &cm("gone", json!({}), json!({})))
+        .await
+        .unwrap();
+    let status = cms
+        .delete("gone", &DeleteParams::default())
+        .await
+        .unwrap()
+        .right()
+        .expect("a ConfigMap delete answers a Status");
+    assert_eq!(
+        status.status,
+        Some(kube::core::response::StatusSummary::Success)
+    );
+    let details = status.details.unwrap();
+    assert_eq!(
+        (details.name.as_str(), details.kind.as_str(), details.uid),
+        ("gone", "configmaps", created.metadata.uid.unwrap())
+    );
+
+    let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(tc.client(), tc.namespace());
+    let pod = serde_json::from_value(json!({"metadata": {"name": "p"},
+        "spec": {"containers": [{"name": "c", "image": "busybox:1.36"}]}}))
+    .unwrap();
+    pods.create(&PostParams::default(), &pod).await.unwrap();
+    let deleted = pods
+        .delete("p", &DeleteParams::default())
+        .await
+        .unwrap()
+        .left()
+        .expect("a Pod delete answers the pod");
+    assert!(deleted.metadata.deletion_timestamp.is_some());
+    assert_eq!(deleted.metadata.deletion_grace_period_seconds, Some(0));
+    assert_eq!(status_of(pods.get("p").await.unwrap_err()).code, 404);
+    tc.cleanup().await;
+}
