@@ -46,6 +46,15 @@ fn read(rel: &str) -> String {
     fs::read_to_string(chart().join(rel)).unwrap_or_else(|e| panic!("chart/{rel}: {e}"))
 }
 
+/// `appVersion` in `Chart.yaml`: what `.Chart.AppVersion` renders.
+fn app_version() -> String {
+    let chart: Yaml = serde_yaml::from_str(&read("Chart.yaml")).expect("Chart.yaml parses");
+    chart["appVersion"]
+        .as_str()
+        .expect("Chart.yaml has a string appVersion")
+        .to_owned()
+}
+
 fn default_values() -> Json {
     serde_yaml::from_str(&read("values.yaml")).expect("values.yaml parses")
 }
@@ -158,7 +167,8 @@ fn parse(tokens: &mut impl Iterator<Item = Token>) -> (Vec<Node>, Option<String>
 
 /// Renders templates the way Helm would, for the allow-listed expressions only:
 /// `.Values.<path>` (existing in the values) or `join "<separator>" .Values.<path>` (a list
-/// of strings), either optionally `| quote`, `.Release.Namespace`, `if .Values.<path>` / `else` / `end`, comments, the `lookup`
+/// of strings), either optionally `| quote`, `.Release.Namespace`, `.Chart.AppVersion`,
+/// `if .Values.<path>` / `else` / `end`, comments, the `lookup`
 /// of the status ConfigMap, `.Files.Get "<file>"` and `range $path, $_ := .Files.Glob
 /// "<dir>/*<suffix>"` with `$.Files.Get $path`.
 struct Renderer {
@@ -211,6 +221,9 @@ impl Renderer {
     fn expr(&self, a: &str, path: Option<&str>) -> Result<String, String> {
         if a == ".Release.Namespace" {
             return Ok(NAMESPACE.to_owned());
+        }
+        if a == ".Chart.AppVersion" {
+            return Ok(app_version());
         }
         if a == "$.Files.Get $path" {
             return Ok(read(path.ok_or("`$path` outside a range")?));
@@ -1201,6 +1214,32 @@ fn pinned(image: &str) -> bool {
     }
     let last = image.rsplit('/').next().unwrap_or(image);
     matches!(last.split_once(':'), Some((_, tag)) if !tag.is_empty() && tag != "latest")
+}
+
+#[test]
+fn the_service_image_is_the_app_version_unless_a_tag_or_digest_is_set() {
+    let image = |values: Json| {
+        let docs = Renderer::new(values).render();
+        let deployment: Deployment = typed(find(&docs, "Deployment", "catalyst-cutover"));
+        let pod = deployment
+            .spec
+            .and_then(|s| s.template.spec)
+            .expect("pod spec");
+        pod.containers[0].image.clone().expect("an image")
+    };
+    let repository = "ghcr.io/openova-io/catalyst-cutover";
+    assert_eq!(
+        image(default_values()),
+        format!("{repository}:{}", app_version())
+    );
+    let mut tagged = default_values();
+    tagged["image"]["tag"] = Json::from("0.9.1");
+    assert_eq!(image(tagged), format!("{repository}:0.9.1"));
+    let digest = format!("sha256:{}", "a".repeat(64));
+    let mut pinned_by_digest = default_values();
+    pinned_by_digest["image"]["tag"] = Json::from("0.9.1");
+    pinned_by_digest["image"]["digest"] = Json::from(digest.clone());
+    assert_eq!(image(pinned_by_digest), format!("{repository}@{digest}"));
 }
 
 #[test]
