@@ -106,7 +106,7 @@ async fn drive(ctx: &Context) -> Result<(), StoreError> {
         };
         let names: Vec<&str> = current.plan.iter().map(|s| s.name.as_str()).collect();
         let total_steps = names.len();
-        match next(&names, &view) {
+        match next(&names, current.plan.preflight_count(), &view) {
             Next::Wait => {}
             Next::Complete => {
                 // Logged before the write: once written, the phase change releases the
@@ -130,7 +130,7 @@ async fn drive(ctx: &Context) -> Result<(), StoreError> {
             } => {
                 let step = &current.plan.steps()[index];
                 let target = match &step.kind {
-                    StepKind::Job { .. } => {
+                    StepKind::Job { .. } | StepKind::Preflight { .. } => {
                         recorded_job.unwrap_or_else(|| job_name(&step.name, attempt))
                     }
                     StepKind::DaemonSetWait { daemonset } => daemonset.clone(),
@@ -259,7 +259,7 @@ async fn run_step(
     let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), ns);
     let cancelled = cancelled(ctx, step_name, attempt);
     match &step.kind {
-        StepKind::Job { .. } => {
+        StepKind::Job { .. } | StepKind::Preflight { .. } => {
             let work = async {
                 let rendered = match ctx.renderer.render(step, attempt, ns) {
                     Ok(mut rendered) => {
