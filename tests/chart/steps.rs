@@ -1056,8 +1056,9 @@ async fn harbor_prewarm_pulls_every_platform_image_through_the_cache() {
         "CronJob",
         json!({
             "metadata": {"name": "backup", "labels": flux},
-            "spec": {"schedule": "@daily", "jobTemplate": {"spec": {"template": pod_template(
-                json!([{"name": "redis", "image": "bitnami/redis:7.4"}]), json!([]))}}},
+            "spec": {"schedule": "@daily", "jobTemplate": {"spec": {"template": {
+                "spec": {"restartPolicy": "OnFailure",
+                         "containers": [{"name": "redis", "image": "bitnami/redis:7.4"}]}}}}},
         }),
     )
     .await;
@@ -1344,6 +1345,43 @@ async fn registry_pivot_agent_pivots_on_v2_restores_the_exact_files_on_rollback_
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registry_pivot_agent_gives_the_nodes_the_pull_credential_of_private_proxy_caches() {
+    let Some((cluster, runner)) = on_cluster().await else {
+        return;
+    };
+    let harbor = standins::harbor(Harbor::default()).await;
+    let node = Node::new(&runner);
+    let mut settings = node.settings(&runner, cluster.namespace(), &harbor.host);
+    settings.insert("HARBOR_PULL_USERNAME".into(), "robot$nodes".into());
+    settings.insert("HARBOR_PULL_PASSWORD".into(), "p\"a\\ss".into());
+    set_status(&cluster, json!({"registriesYamlActive": "v2"})).await;
+    runner
+        .run_script(&agent_script(), &settings)
+        .await
+        .succeeds();
+    let files = node.files();
+    let yaml: serde_yaml::Value =
+        serde_yaml::from_str(&files["registries.yaml"]).expect("registries.yaml parses");
+    assert_eq!(
+        yaml["configs"][harbor.host.as_str()]["auth"],
+        serde_yaml::from_str::<serde_yaml::Value>("{username: robot$nodes, password: 'p\"a\\ss'}")
+            .expect("yaml"),
+        "{}",
+        files["registries.yaml"]
+    );
+    let basic = base64::Engine::encode(
+        &base64::engine::general_purpose::STANDARD,
+        "robot$nodes:p\"a\\ss",
+    );
+    assert!(
+        files["certs.d/ghcr.io/hosts.toml"].contains(&format!("Authorization = \"Basic {basic}\"")),
+        "{}",
+        files["certs.d/ghcr.io/hosts.toml"]
+    );
+    cluster.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn registry_pivot_agent_refuses_values_that_could_break_out_of_its_quotes() {
     let Some((cluster, runner)) = on_cluster().await else {
         return;
@@ -1608,8 +1646,13 @@ fn assert_kit_points_local(repo: &std::path::Path) {
     assert!(!kit.contains("url: oci://ghcr.io/"), "{kit}");
 }
 
+/// Step 6 reads and patches the HelmRepositories of every namespace: on a shared cluster,
+/// its tests take turns.
+static HELM_REPOSITORIES: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn helmrepository_patches_pivot_live_and_in_git_so_a_reapply_keeps_them_local() {
+    let _one_at_a_time = HELM_REPOSITORIES.lock().await;
     let Some((cluster, runner)) = on_cluster().await else {
         return;
     };
@@ -1679,6 +1722,7 @@ async fn helmrepository_patches_pivot_live_and_in_git_so_a_reapply_keeps_them_lo
 /// repository step 01 seeds takes the push, and a later step 01 keeps that commit.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn helmrepository_patches_pushes_to_the_seeded_repository_never_to_the_mirror() {
+    let _one_at_a_time = HELM_REPOSITORIES.lock().await;
     let Some((cluster, runner)) = on_cluster().await else {
         return;
     };
