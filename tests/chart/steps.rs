@@ -1021,6 +1021,13 @@ async fn create_object(cluster: &Cluster, api_version: &str, kind: &str, body: J
         .unwrap_or_else(|e| panic!("create {kind}: {e}"));
 }
 
+/// A Job's pod template: Jobs take only pods that do not restart.
+fn job_pod_template(containers: Json) -> Json {
+    let mut template = pod_template(containers, json!([]));
+    template["spec"]["restartPolicy"] = json!("OnFailure");
+    template
+}
+
 fn pod_template(containers: Json, init: Json) -> Json {
     json!({"metadata": {"labels": {"app": "x"}}, "spec": {"containers": containers, "initContainers": init}})
 }
@@ -1056,9 +1063,8 @@ async fn harbor_prewarm_pulls_every_platform_image_through_the_cache() {
         "CronJob",
         json!({
             "metadata": {"name": "backup", "labels": flux},
-            "spec": {"schedule": "@daily", "jobTemplate": {"spec": {"template": {
-                "spec": {"restartPolicy": "OnFailure",
-                         "containers": [{"name": "redis", "image": "bitnami/redis:7.4"}]}}}}},
+            "spec": {"schedule": "@daily", "jobTemplate": {"spec": {"template": job_pod_template(
+                json!([{"name": "redis", "image": "bitnami/redis:7.4"}]))}}},
         }),
     )
     .await;
@@ -1455,6 +1461,10 @@ async fn registry_pivot_agent_does_not_acknowledge_while_the_registry_is_down() 
 // 06 helmrepository-patches, with a local git server
 // ---------------------------------------------------------------------------------------
 
+/// Step 6 reads back every HelmRepository of the cluster: on a shared cluster, its tests
+/// take turns so that one's upstream repositories do not fail the other's read-back.
+static HELM_REPOSITORIES: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 const STEP_06: &str = "06-helmrepository-patches.yaml";
 const HARBOR_HOST: &str = "harbor.sovereign.test";
 
@@ -1646,10 +1656,6 @@ fn assert_kit_points_local(repo: &std::path::Path) {
     assert!(!kit.contains("url: oci://ghcr.io/"), "{kit}");
 }
 
-/// Step 6 reads and patches the HelmRepositories of every namespace: on a shared cluster,
-/// its tests take turns.
-static HELM_REPOSITORIES: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn helmrepository_patches_pivot_live_and_in_git_so_a_reapply_keeps_them_local() {
     let _one_at_a_time = HELM_REPOSITORIES.lock().await;
@@ -1779,13 +1785,23 @@ fn policy_api(cluster: &Cluster) -> Api<DynamicObject> {
     Api::all_with(cluster.client(), &ApiResource::from_gvk(&gvk))
 }
 
+/// A spec with the fields Flux's definition of `kind` requires.
+fn flux_spec(kind: &str) -> Json {
+    let source = json!({"kind": "GitRepository", "name": "flux-system"});
+    match kind {
+        "GitRepository" => json!({"interval": "1m", "url": LOCAL_REPO}),
+        "Kustomization" => json!({"interval": "1m", "prune": true, "sourceRef": source}),
+        _ => json!({"interval": "1m"}),
+    }
+}
+
 /// A Flux object with the given Ready condition status.
 async fn flux_object(cluster: &Cluster, api_version: &str, kind: &str, name: &str, ready: &str) {
     create_object(
         cluster,
         api_version,
         kind,
-        json!({"metadata": {"name": name}, "spec": {"interval": "1m"}}),
+        json!({"metadata": {"name": name}, "spec": flux_spec(kind)}),
     )
     .await;
     let (group, version) = api_version.split_once('/').expect("group/version");
@@ -2323,7 +2339,7 @@ async fn preflight_names_missing_flux_and_cilium_kinds() {
     // A sandbox with only the builtin kinds: no Flux, no Cilium.
     let cluster =
         crate::common::TestCluster::start_with(catalyst_cutover::sandbox::api::ApiServerConfig {
-            custom_resources: Vec::new(),
+            custom_resource_definitions: Vec::new(),
             ..Default::default()
         })
         .await;
