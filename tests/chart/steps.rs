@@ -1351,6 +1351,43 @@ async fn registry_pivot_agent_pivots_on_v2_restores_the_exact_files_on_rollback_
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registry_pivot_agent_gives_the_nodes_the_pull_credential_of_private_proxy_caches() {
+    let Some((cluster, runner)) = on_cluster().await else {
+        return;
+    };
+    let harbor = standins::harbor(Harbor::default()).await;
+    let node = Node::new(&runner);
+    let mut settings = node.settings(&runner, cluster.namespace(), &harbor.host);
+    settings.insert("HARBOR_PULL_USERNAME".into(), "robot$nodes".into());
+    settings.insert("HARBOR_PULL_PASSWORD".into(), "p\"a\\ss".into());
+    set_status(&cluster, json!({"registriesYamlActive": "v2"})).await;
+    runner
+        .run_script(&agent_script(), &settings)
+        .await
+        .succeeds();
+    let files = node.files();
+    let yaml: serde_yaml::Value =
+        serde_yaml::from_str(&files["registries.yaml"]).expect("registries.yaml parses");
+    assert_eq!(
+        yaml["configs"][harbor.host.as_str()]["auth"],
+        serde_yaml::from_str::<serde_yaml::Value>("{username: robot$nodes, password: 'p\"a\\ss'}")
+            .expect("yaml"),
+        "{}",
+        files["registries.yaml"]
+    );
+    let basic = base64::Engine::encode(
+        &base64::engine::general_purpose::STANDARD,
+        "robot$nodes:p\"a\\ss",
+    );
+    assert!(
+        files["certs.d/ghcr.io/hosts.toml"].contains(&format!("Authorization = \"Basic {basic}\"")),
+        "{}",
+        files["certs.d/ghcr.io/hosts.toml"]
+    );
+    cluster.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn registry_pivot_agent_refuses_values_that_could_break_out_of_its_quotes() {
     let Some((cluster, runner)) = on_cluster().await else {
         return;
