@@ -2302,7 +2302,7 @@ async fn preflight_names_missing_flux_and_cilium_kinds() {
     // A sandbox with only the builtin kinds: no Flux, no Cilium.
     let cluster =
         crate::common::TestCluster::start_with(catalyst_cutover::sandbox::api::ApiServerConfig {
-            custom_resources: Vec::new(),
+            custom_resource_definitions: Vec::new(),
             ..Default::default()
         })
         .await;
