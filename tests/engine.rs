@@ -153,6 +153,18 @@ impl Env {
             .expect("watch");
     }
 
+    /// Waits until Job `name` exists.
+    async fn wait_preflight_job(&self, name: &str) {
+        let api: Api<Job> = Api::namespaced(self.client(), self.ns());
+        tokio::time::timeout(
+            GUARD,
+            await_condition(api, name, |job: Option<&Job>| job.is_some()),
+        )
+        .await
+        .expect("the Job appears in time")
+        .expect("watch");
+    }
+
     /// Jobs per step label in this namespace.
     async fn jobs_by_step(&self) -> BTreeMap<String, Vec<String>> {
         let api: Api<Job> = Api::namespaced(self.client(), self.ns());
@@ -1364,6 +1376,143 @@ async fn a_failing_preflight_starts_no_changing_step_and_a_retry_runs_every_pref
     let jobs = env.jobs_by_step().await;
     assert_eq!(jobs["creds"].len(), 2);
     assert_eq!(jobs["first"].len(), 1);
+
+    service.shutdown().await;
+    env.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn get_preflight_runs_only_the_preflights_apart_from_the_cutover() {
+    let env = Env::start(1).await;
+    let checks = "preflight: Gitea refuses GITEA_USERNAME: fix the Secret\n\
+                  preflight: DaemonSet registry-pivot is not rolled out on every node";
+    env.add_steps(vec![
+        job_step(1, "first", &[]),
+        preflight_step(0, "creds", &[]),
+        preflight_step(
+            9,
+            "reach",
+            &[
+                ("CUTOVER_SIM_OUTCOME", "fail"),
+                ("CUTOVER_SIM_FAIL_ATTEMPTS", "4"),
+                ("CUTOVER_SIM_MESSAGE", checks),
+            ],
+        ),
+    ])
+    .await;
+    let service = env.service("a").await;
+    let base = service.url();
+    ready(&base).await;
+    let status_before = env.status().await;
+
+    let (code, report) = get(&base, "/cutover/preflight?wait=25").await;
+    assert_eq!(code, 200, "{report}");
+    assert_eq!(report["run"], 1);
+    assert_eq!(report["result"], "failed");
+    let steps = report["steps"].as_array().expect("steps");
+    let rows: Vec<(&str, &str, &str)> = steps
+        .iter()
+        .map(|s| {
+            (
+                s["name"].as_str().unwrap(),
+                s["result"].as_str().unwrap(),
+                s["jobName"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            ("creds", "success", "preflight-creds-r1"),
+            ("reach", "failed", "preflight-reach-r1")
+        ]
+    );
+    assert_eq!(
+        steps[1]["checks"],
+        json!(checks.lines().collect::<Vec<_>>())
+    );
+
+    // Recorded apart: the cutover's status is untouched, its steps never ran.
+    assert_eq!(env.status().await, status_before);
+    let jobs: Api<Job> = Api::namespaced(env.client(), env.ns());
+    let names: BTreeSet<String> = jobs
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter_map(|j| j.metadata.name)
+        .collect();
+    assert_eq!(
+        names,
+        BTreeSet::from([
+            "preflight-creds-r1".to_owned(),
+            "preflight-reach-r1".to_owned()
+        ])
+    );
+    let recorded: Api<ConfigMap> = Api::namespaced(env.client(), env.ns());
+    let recorded = recorded
+        .get("self-sovereign-cutover-preflight")
+        .await
+        .expect("the run's own ConfigMap");
+    assert_eq!(recorded.data.unwrap_or_default()["result"], "failed");
+
+    // Bad input, and a run that is not the latest.
+    let (code, body) = get(&base, "/cutover/preflight?wait=soon").await;
+    assert_eq!((code, body["error"].as_str()), (400, Some("invalid-query")));
+    let (code, body) = get(&base, "/cutover/preflight?run=7").await;
+    assert_eq!(
+        (code, body["error"].as_str()),
+        (404, Some("preflight-run-not-found"))
+    );
+
+    // Fixed, asked again: a new run, which passes; the cutover still has not started.
+    let api: Api<ConfigMap> = Api::namespaced(env.client(), env.ns());
+    let name = "cutover-step-09-reach";
+    let mut fixed = preflight_step(9, "reach", &[]);
+    fixed.metadata.resource_version = api.get(name).await.unwrap().metadata.resource_version;
+    api.replace(name, &PostParams::default(), &fixed)
+        .await
+        .unwrap();
+    let (code, report) = get(&base, "/cutover/preflight?wait=25").await;
+    assert_eq!(code, 200, "{report}");
+    assert_eq!(
+        (report["run"].as_u64(), report["result"].as_str()),
+        (Some(2), Some("passed"))
+    );
+    assert_eq!(
+        env.status().await["cutoverPhase"],
+        status_before["cutoverPhase"]
+    );
+
+    service.shutdown().await;
+    env.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn get_preflight_answers_202_while_the_run_goes_on_and_joins_it() {
+    let env = Env::start(1).await;
+    env.add_steps(vec![
+        job_step(1, "first", &[]),
+        preflight_step(0, "slow", &[("CUTOVER_SIM_OUTCOME", "hang")]),
+    ])
+    .await;
+    let service = env.service("a").await;
+    let base = service.url();
+    ready(&base).await;
+
+    let (code, report) = get(&base, "/cutover/preflight?wait=0").await;
+    assert_eq!(code, 202, "{report}");
+    assert_eq!(
+        (report["run"].as_u64(), report["result"].as_str()),
+        (Some(1), Some("running"))
+    );
+    // A second request joins the run under way instead of beginning another.
+    let (code, report) = get(&base, "/cutover/preflight?wait=0").await;
+    assert_eq!((code, report["run"].as_u64()), (202, Some(1)));
+    let (code, report) = get(&base, "/cutover/preflight?run=1&wait=0").await;
+    assert_eq!((code, report["result"].as_str()), (202, Some("running")));
+    env.wait_preflight_job("preflight-slow-r1").await;
 
     service.shutdown().await;
     env.cleanup().await;

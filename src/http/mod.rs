@@ -10,6 +10,7 @@ pub mod events;
 pub mod health;
 pub mod internal;
 pub mod metrics;
+pub mod preflight;
 
 use crate::service::Context;
 use axum::Router;
@@ -35,6 +36,7 @@ fn table() -> Vec<Route> {
         ("/cutover", "post", post(cutover::start)),
         ("/cutover/retry", "post", post(cutover::retry)),
         ("/cutover/abort", "post", post(cutover::abort)),
+        ("/cutover/preflight", "get", get(preflight::preflight)),
         (
             "/api/v1/sovereign/cutover/start",
             "post",
