@@ -1517,3 +1517,135 @@ async fn get_preflight_answers_202_while_the_run_goes_on_and_joins_it() {
     service.shutdown().await;
     env.cleanup().await;
 }
+
+/// Waits until the status says `key` is `value`.
+async fn wait_status_key(env: &Env, key: &str, value: &str) -> BTreeMap<String, String> {
+    let api: Api<ConfigMap> = Api::namespaced(env.client(), env.ns());
+    let (key, value) = (key.to_owned(), value.to_owned());
+    let cond = move |cm: Option<&ConfigMap>| {
+        cm.and_then(|cm| cm.data.as_ref())
+            .and_then(|d| d.get(&key))
+            .is_some_and(|v| *v == value)
+    };
+    tokio::time::timeout(GUARD, await_condition(api, DEFAULT_STATUS_CONFIGMAP, cond))
+        .await
+        .expect("the status key in time")
+        .expect("watch");
+    env.status().await
+}
+
+const LOGIN: &str = "/api/v1/internal/cutover/operator-login";
+const HELD_CHECK: &str = "preflight: Harbor refuses HARBOR_USERNAME: fix the Secret";
+
+/// A changing step and a preflight that fails with [`HELD_CHECK`].
+fn held_steps() -> Vec<ConfigMap> {
+    vec![
+        job_step(1, "first", &[]),
+        preflight_step(
+            0,
+            "reach",
+            &[
+                ("CUTOVER_SIM_OUTCOME", "fail"),
+                ("CUTOVER_SIM_FAIL_ATTEMPTS", "4"),
+                ("CUTOVER_SIM_MESSAGE", HELD_CHECK),
+            ],
+        ),
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auto_fire_holds_on_a_failed_preflight_and_a_later_login_tries_again() {
+    let env = Env::start(1).await;
+    env.add_steps(held_steps()).await;
+    let service = env.service("a").await;
+    let base = service.url();
+    ready(&base).await;
+
+    let (code, body) = post(&base, LOGIN, Some(json!({"operator": "alice"}))).await;
+    assert_eq!(
+        (code, body["outcome"].as_str()),
+        (202, Some("auto-fire-preflight-started")),
+        "{body}"
+    );
+    let data = wait_status_key(&env, "autoFire", "held").await;
+    assert_eq!(data["cutoverPhase"], "idle", "nothing started: {data:#?}");
+    assert_eq!(data["autoFireReason"], HELD_CHECK);
+    assert_eq!(data["firstOperatorLogin"], "alice");
+    assert!(!data.contains_key("step.first.result"));
+    let jobs = env.jobs_by_step().await;
+    assert_eq!(
+        jobs.keys().collect::<Vec<_>>(),
+        ["reach"],
+        "only the preflight ran"
+    );
+    assert!(jobs["reach"][0].starts_with("preflight-"), "{jobs:?}");
+
+    // Fixed; the next login tries again, and this time the cutover starts.
+    let api: Api<ConfigMap> = Api::namespaced(env.client(), env.ns());
+    let name = "cutover-step-00-reach";
+    let mut fixed = preflight_step(0, "reach", &[]);
+    fixed.metadata.resource_version = api.get(name).await.unwrap().metadata.resource_version;
+    api.replace(name, &PostParams::default(), &fixed)
+        .await
+        .unwrap();
+    let (code, body) = post(&base, LOGIN, Some(json!({"operator": "bob"}))).await;
+    assert_eq!(
+        (code, body["outcome"].as_str()),
+        (202, Some("auto-fire-preflight-started")),
+        "{body}"
+    );
+    let data = env.wait_phase(&["complete", "failed"]).await;
+    assert_eq!(data["cutoverPhase"], "complete", "{data:#?}");
+    assert_eq!(data["cutoverTrigger"], "first-login");
+    assert_eq!(data["cutoverTriggeredBy"], "bob");
+    assert_eq!(data["firstOperatorLogin"], "alice", "recorded once");
+    assert!(!data.contains_key("autoFire") && !data.contains_key("autoFireReason"));
+
+    let (code, body) = post(&base, LOGIN, Some(json!({"operator": "carol"}))).await;
+    assert_eq!(
+        (code, body["outcome"].as_str()),
+        (200, Some("already-recorded"))
+    );
+    service.shutdown().await;
+    env.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_explicit_start_after_a_held_auto_fire_starts_and_runs_the_preflight_first() {
+    let env = Env::start(1).await;
+    env.add_steps(held_steps()).await;
+    let service = env.service("a").await;
+    let base = service.url();
+    ready(&base).await;
+    assert_eq!(
+        post(&base, LOGIN, Some(json!({"operator": "alice"})))
+            .await
+            .0,
+        202
+    );
+    wait_status_key(&env, "autoFire", "held").await;
+
+    let (code, body) = post(&base, "/cutover", None).await;
+    assert_eq!(
+        (code, body["outcome"].as_str()),
+        (202, Some("started")),
+        "{body}"
+    );
+    let data = env.wait_phase(&["failed", "complete"]).await;
+    assert_eq!(data["failedStep"], "reach", "{data:#?}");
+    assert!(
+        data["lastError"].contains(HELD_CHECK),
+        "{}",
+        data["lastError"]
+    );
+    assert!(
+        !data.contains_key("step.first.result"),
+        "no changing step started"
+    );
+    assert!(
+        !data.contains_key("autoFire"),
+        "a start makes the held auto-fire moot"
+    );
+    service.shutdown().await;
+    env.cleanup().await;
+}

@@ -97,7 +97,16 @@ pub async fn begin(
         total_steps: plan.len(),
         retry,
     };
-    match ctx.store.apply(&[transition]).await {
+    // A start makes a held auto-fire moot: its keys go in the same write.
+    let started = ctx
+        .store
+        .update(|data| {
+            transition.apply(data)?;
+            crate::preflight::gate::clear(data);
+            Ok(())
+        })
+        .await;
+    match started {
         Ok(data) => {
             tracing::info!(trigger = trigger.as_str(), by = %caller.username, retry, "cutover started");
             let outcome = if retry && data_had_failure(&data) {

@@ -3,8 +3,10 @@
 //! operator can ask "would the cutover work now?" without starting it.
 //!
 //! [`record`] is the pure model of that ConfigMap and its changes, [`store`] writes them with
-//! optimistic concurrency, [`run`] drives a run and waits for its end.
+//! optimistic concurrency, [`run`] drives a run and waits for its end; [`gate`] holds the
+//! first login's auto-fire until a preflight run passes.
 
+pub mod gate;
 pub mod record;
 pub mod run;
 pub mod store;

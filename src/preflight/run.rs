@@ -56,10 +56,7 @@ impl Preflights {
     /// Begins a run of `steps` (the plan's preflight steps, in order) for `by`, or joins the
     /// one under way. A run older than every step's deadline together counts as abandoned.
     pub async fn start_or_join(&self, steps: Vec<Step>, by: &str) -> Result<Started, StoreError> {
-        let limit: Duration = steps
-            .iter()
-            .map(|s| self.ctx.config.render.deadline_for(s) + DEADLINE_GRACE)
-            .sum();
+        let limit = self.time_limit(&steps);
         let stale_before = jiff::SignedDuration::try_from(limit)
             .ok()
             .and_then(|limit| jiff::Timestamp::now().checked_sub(limit).ok())
@@ -82,6 +79,14 @@ impl Preflights {
             Err(StoreError::Refused(Refused::Running { run })) => Ok(Started::Joined(run)),
             Err(err) => Err(err),
         }
+    }
+
+    /// The longest a run of `steps` can take: every step's deadline and grace together.
+    pub fn time_limit(&self, steps: &[Step]) -> Duration {
+        steps
+            .iter()
+            .map(|s| self.ctx.config.render.deadline_for(s) + DEADLINE_GRACE)
+            .sum()
     }
 
     /// The latest run's report once run `run` has ended, or as it stands after `wait`.
@@ -197,6 +202,96 @@ async fn run_step(ctx: &Context, step: &Step, run: u32, job_name: &str) -> StepO
                 "Job {job_name} did not finish within the step deadline of {}s",
                 deadline.as_secs()
             ))
+        }
+    }
+}
+
+/// How long the auto-fire's gate waits for a report at a time.
+const GATE_POLL: Duration = Duration::from_secs(60);
+
+impl Preflights {
+    /// The auto-fire's gate, after a login asked for it ([`super::gate::request`]): runs (or
+    /// joins) a preflight run of the preflight steps the cluster holds now (not the cached
+    /// plan, which may lag an operator's fix), then starts the cutover for `operator` when it
+    /// passed, or holds the auto-fire with the failed checks.
+    pub async fn gate_auto_fire(self, operator: String) {
+        let plan = match crate::step::discover(&self.ctx.client, &self.ctx.config.namespace).await {
+            Ok(plan) => plan,
+            Err(err) => {
+                self.hold(&operator, &format!("the steps cannot be read: {err}"))
+                    .await;
+                return;
+            }
+        };
+        let steps: Vec<Step> = plan.iter().filter(|s| s.is_preflight()).cloned().collect();
+        let limit = self.time_limit(&steps) + GATE_POLL;
+        let began = tokio::time::Instant::now();
+        let outcome = match self
+            .start_or_join(steps, &format!("first login of {operator}"))
+            .await
+        {
+            Ok(started) => loop {
+                match self.report_after(started.run(), GATE_POLL).await {
+                    Ok(report)
+                        if report.run == started.run()
+                            && report.result == RunResult::Running
+                            && began.elapsed() < limit => {}
+                    Ok(report) => break Ok(report),
+                    Err(err) => break Err(err.to_string()),
+                }
+            },
+            Err(err) => Err(err.to_string()),
+        };
+        let at = now_rfc3339();
+        match outcome {
+            Ok(report) if report.result == RunResult::Passed => {
+                let start = crate::status::Transition::Start {
+                    at,
+                    trigger: crate::status::Trigger::FirstLogin,
+                    by: operator.clone(),
+                    total_steps: plan.len(),
+                    retry: false,
+                };
+                tracing::info!(%operator, run = report.run, "preflight passed; the auto-fire starts the cutover");
+                let fired = self
+                    .ctx
+                    .store
+                    .update(|data| super::gate::fire(data, &start))
+                    .await;
+                if let Err(err) = fired {
+                    tracing::warn!(error = %err, "could not start the cutover; a later login tries again");
+                }
+            }
+            outcome => {
+                let reason = match outcome {
+                    Ok(report) if report.result == RunResult::Failed => {
+                        report.failed_checks().join("\n")
+                    }
+                    Ok(report) => format!(
+                        "preflight run {} did not end in time ({})",
+                        report.run,
+                        report.result.as_str()
+                    ),
+                    Err(err) => format!("the preflight could not run: {err}"),
+                };
+                self.hold(&operator, &reason).await;
+            }
+        }
+    }
+
+    /// Holds the auto-fire with `reason` in the status.
+    async fn hold(&self, operator: &str, reason: &str) {
+        tracing::warn!(%operator, %reason, "preflight failed; the auto-fire is held until a later login or a start");
+        let held = self
+            .ctx
+            .store
+            .update(|data| {
+                super::gate::hold(data, reason);
+                Ok(())
+            })
+            .await;
+        if let Err(err) = held {
+            tracing::warn!(error = %err, "could not record why the auto-fire is held; a later login tries again");
         }
     }
 }
