@@ -1089,90 +1089,145 @@ async fn status_data(cluster: &Cluster) -> (BTreeMap<String, String>, Option<Str
     (cm.data.unwrap_or_default(), cm.metadata.resource_version)
 }
 
+/// A node's files as the agent sees them: its registries.yaml, containerd's certs.d and the
+/// agent's own state directory.
+struct Node {
+    registries_yaml: PathBuf,
+    certs: PathBuf,
+    state: PathBuf,
+}
+
+impl Node {
+    fn new(runner: &Runner) -> Node {
+        let host = runner.dir.join("host");
+        std::fs::create_dir_all(&host).expect("host dir");
+        Node {
+            registries_yaml: host.join("registries.yaml"),
+            certs: host.join("certs.d"),
+            state: host.join("state"),
+        }
+    }
+
+    fn settings(
+        &self,
+        runner: &Runner,
+        namespace: &str,
+        registry: &str,
+    ) -> BTreeMap<String, String> {
+        let path = |p: &std::path::Path| p.to_str().expect("utf-8").to_owned();
+        env(&[
+            ("NODE_NAME", "node-a"),
+            ("POD_NAMESPACE", namespace),
+            ("HARBOR_REGISTRY", registry),
+            ("HARBOR_INSECURE", "true"),
+            ("UPSTREAM_REGISTRIES", REGISTRIES),
+            ("REGISTRIES_YAML", &path(&self.registries_yaml)),
+            ("CERTS_DIR", &path(&self.certs)),
+            ("STATE_DIR", &path(&self.state)),
+            ("READY_FILE", &path(&runner.dir.join("ready"))),
+            ("PIVOT_ONCE", "true"),
+        ])
+    }
+
+    /// Every file under the node's registries.yaml and certs.d, with its content.
+    fn files(&self) -> BTreeMap<String, String> {
+        let mut out = BTreeMap::new();
+        if let Ok(text) = std::fs::read_to_string(&self.registries_yaml) {
+            out.insert("registries.yaml".to_owned(), text);
+        }
+        for entry in std::fs::read_dir(&self.certs)
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let hosts = entry.path().join("hosts.toml");
+            if let Ok(text) = std::fs::read_to_string(&hosts) {
+                out.insert(
+                    format!("certs.d/{}/hosts.toml", entry.file_name().to_string_lossy()),
+                    text,
+                );
+            }
+        }
+        out
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn registry_pivot_agent_follows_the_status_and_never_rolls_back_on_a_failed_read() {
+async fn registry_pivot_agent_pivots_on_v2_restores_the_exact_files_on_rollback_and_else_keeps_the_node()
+ {
     let Some((cluster, runner)) = on_cluster().await else {
         return;
     };
     let harbor = standins::harbor(Harbor::default()).await;
-    let registries_yaml = runner.dir.join("host/registries.yaml");
-    let certs = runner.dir.join("host/certs.d");
-    std::fs::create_dir_all(registries_yaml.parent().expect("parent")).expect("host dir");
-    std::fs::write(&registries_yaml, "mirrors: {}\n").expect("the node's own registries.yaml");
-    let settings = env(&[
-        ("NODE_NAME", "node-a"),
-        ("POD_NAMESPACE", cluster.namespace()),
-        ("HARBOR_REGISTRY", &harbor.host),
-        ("HARBOR_INSECURE", "true"),
-        ("UPSTREAM_REGISTRIES", REGISTRIES),
-        ("REGISTRIES_YAML", registries_yaml.to_str().expect("utf-8")),
-        ("CERTS_DIR", certs.to_str().expect("utf-8")),
-        (
-            "READY_FILE",
-            runner.dir.join("ready").to_str().expect("utf-8"),
-        ),
-        ("PIVOT_ONCE", "true"),
-    ]);
+    let node = Node::new(&runner);
+    // The node's own configuration: a registries.yaml and a hosts.toml of one registry.
+    std::fs::write(
+        &node.registries_yaml,
+        "mirrors:\n  docker.io:\n    endpoint: [\"https://mirror.example\"]\n",
+    )
+    .expect("registries.yaml");
+    std::fs::create_dir_all(node.certs.join("ghcr.io")).expect("certs.d");
+    std::fs::write(
+        node.certs.join("ghcr.io/hosts.toml"),
+        "server = \"https://ghcr.io\"\n[host.\"https://ghcr-mirror.example\"]\n",
+    )
+    .expect("hosts.toml");
+    let original = node.files();
+    let settings = node.settings(&runner, cluster.namespace(), &harbor.host);
     let agent = agent_script();
-    let read = |path: &std::path::Path| std::fs::read_to_string(path).unwrap_or_default();
     let ack = "node.node-a.registriesYaml";
 
-    set_status(&cluster, json!({"registriesYamlActive": "v1"})).await;
-    let dormant = runner.run_script(&agent, &settings).await;
-    dormant.succeeds();
-    assert_eq!(
-        read(&registries_yaml),
-        "mirrors: {}\n",
-        "v1: the node keeps its own configuration"
-    );
+    // v1, the initial value, and anything but v2 or rollback: nothing changes, nothing is acked.
+    for data in [
+        json!({"registriesYamlActive": "v1"}),
+        json!({"registriesYamlActive": ""}),
+        json!({"registriesYamlActive": "v3"}),
+        json!({"registriesYamlActive": "rollback "}),
+    ] {
+        set_status(&cluster, data).await;
+        runner.run_script(&agent, &settings).await.succeeds();
+        assert_eq!(node.files(), original, "the node keeps its own files");
+        assert!(!status_data(&cluster).await.0.contains_key(ack));
+    }
     assert!(
         runner.dir.join("ready").exists(),
         "ready once the status was read"
     );
-    assert!(!status_data(&cluster).await.0.contains_key(ack));
 
     set_status(&cluster, json!({"registriesYamlActive": "v2"})).await;
-    let pivot = runner.run_script(&agent, &settings).await;
-    pivot.succeeds();
-    let v2 = read(&registries_yaml);
+    runner.run_script(&agent, &settings).await.succeeds();
+    let v2 = node.files();
+    let yaml = &v2["registries.yaml"];
     assert!(
-        v2.contains(&format!(
+        yaml.contains(&format!(
             "\"ghcr.io\":\n    endpoint:\n      - \"http://{}\"",
             harbor.host
         )),
-        "{v2}"
+        "{yaml}"
     );
-    assert!(v2.contains("\"^(.*)$\": \"ghcr.io/$1\""), "{v2}");
-    let hosts = read(&certs.join("docker.io/hosts.toml"));
-    assert!(
-        hosts.contains(&format!("[host.\"http://{}/v2/docker.io\"]", harbor.host)),
-        "{hosts}"
-    );
+    assert!(yaml.contains("\"^(.*)$\": \"ghcr.io/$1\""), "{yaml}");
+    for registry in REGISTRIES.split_whitespace() {
+        let hosts = &v2[&format!("certs.d/{registry}/hosts.toml")];
+        assert!(
+            hosts.contains(&format!("[host.\"http://{}/v2/{registry}\"]", harbor.host)),
+            "{hosts}"
+        );
+    }
     let (data, version) = status_data(&cluster).await;
     assert_eq!(data.get(ack).map(String::as_str), Some("v2"));
-
-    let again = runner.run_script(&agent, &settings).await;
-    again.succeeds();
+    runner.run_script(&agent, &settings).await.succeeds();
     assert_eq!(
         status_data(&cluster).await.1,
         version,
         "a second pass writes nothing"
     );
-    assert_eq!(read(&registries_yaml), v2);
+    assert_eq!(node.files(), v2);
 
-    for data in [
-        json!({"registriesYamlActive": ""}),
-        json!({"registriesYamlActive": "v3"}),
-    ] {
-        set_status(&cluster, data).await;
-        let run = runner.run_script(&agent, &settings).await;
-        run.succeeds();
-        assert_eq!(
-            read(&registries_yaml),
-            v2,
-            "an empty or unknown value keeps v2"
-        );
-    }
+    // v1 after a pivot still changes nothing (only an explicit rollback does), and neither
+    // does a status that cannot be read.
+    set_status(&cluster, json!({"registriesYamlActive": "v1"})).await;
+    runner.run_script(&agent, &settings).await.succeeds();
+    assert_eq!(node.files(), v2, "v1 never rolls a node back");
     status_api(&cluster)
         .delete("self-sovereign-cutover-status", &Default::default())
         .await
@@ -1180,29 +1235,53 @@ async fn registry_pivot_agent_follows_the_status_and_never_rolls_back_on_a_faile
     let unreadable = runner.run_script(&agent, &settings).await;
     unreadable.succeeds();
     unreadable.says("keeping the node as it is");
-    assert_eq!(
-        read(&registries_yaml),
-        v2,
-        "a failed read never rolls the node back"
-    );
+    assert_eq!(node.files(), v2, "a failed read never rolls the node back");
 
     set_status(
         &cluster,
-        json!({"registriesYamlActive": "v1", "node.node-a.registriesYaml": "v2"}),
+        json!({"registriesYamlActive": "rollback", ack: "v2"}),
     )
     .await;
-    let rollback = runner.run_script(&agent, &settings).await;
-    rollback.succeeds();
+    runner.run_script(&agent, &settings).await.succeeds();
     assert_eq!(
-        read(&registries_yaml),
-        "mirrors: {}\n",
-        "v1 restores the node's own file"
+        node.files(),
+        original,
+        "rollback restores exactly the node's own files"
     );
-    assert!(!certs.join("docker.io/hosts.toml").exists());
     assert_eq!(
         status_data(&cluster).await.0.get(ack).map(String::as_str),
-        Some("v1")
+        Some("rolled-back")
     );
+
+    // A second pivot saves the node's files afresh, and a second rollback restores them.
+    set_status(&cluster, json!({"registriesYamlActive": "v2"})).await;
+    runner.run_script(&agent, &settings).await.succeeds();
+    assert_eq!(node.files(), v2);
+    set_status(&cluster, json!({"registriesYamlActive": "rollback"})).await;
+    runner.run_script(&agent, &settings).await.succeeds();
+    assert_eq!(node.files(), original);
+    cluster.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registry_pivot_agent_refuses_values_that_could_break_out_of_its_quotes() {
+    let Some((cluster, runner)) = on_cluster().await else {
+        return;
+    };
+    let node = Node::new(&runner);
+    set_status(&cluster, json!({"registriesYamlActive": "v2"})).await;
+    for (key, value) in [
+        ("HARBOR_REGISTRY", "harbor.test\"; touch /tmp/x; \""),
+        ("UPSTREAM_REGISTRIES", "docker.io *"),
+        ("UPSTREAM_REGISTRIES", "docker.io $(id)"),
+        ("UPSTREAM_REGISTRIES", "ghcr.io/../../etc"),
+    ] {
+        let mut settings = node.settings(&runner, cluster.namespace(), "harbor.test");
+        settings.insert(key.to_owned(), value.to_owned());
+        let run = runner.run_script(&agent_script(), &settings).await;
+        run.fails_with("not a registry host[:port]");
+        assert!(node.files().is_empty(), "nothing written for {value}");
+    }
     cluster.cleanup().await;
 }
 
@@ -1230,6 +1309,10 @@ async fn registry_pivot_agent_does_not_acknowledge_while_the_registry_is_down() 
         (
             "CERTS_DIR",
             runner.dir.join("certs.d").to_str().expect("utf-8"),
+        ),
+        (
+            "STATE_DIR",
+            runner.dir.join("state").to_str().expect("utf-8"),
         ),
         (
             "READY_FILE",
@@ -1745,9 +1828,11 @@ async fn egress_block_is_lifted_when_the_step_is_terminated() {
 async fn the_api_server_accepts_every_manifest_the_chart_installs() {
     let cluster = crate::cluster::start().await;
     let mut unserved = Vec::new();
-    let docs = crate::Renderer::new(crate::all_on_values()).render();
+    let docs = crate::all_on_docs();
     for (template, doc) in &docs {
-        let object: DynamicObject = serde_yaml::from_value(doc.clone()).expect("object");
+        let mut object: DynamicObject = serde_yaml::from_value(doc.clone()).expect("object");
+        // 07's Role lives in the console's namespace; here, in the test's.
+        object.metadata.namespace = None;
         let types = object.types.clone().expect("apiVersion and kind");
         let gvk = GroupVersionKind::try_from(&types).expect("group version kind");
         let Ok((resource, capabilities)) =
