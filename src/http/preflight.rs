@@ -47,12 +47,11 @@ pub async fn preflight(
         Some(run) => run,
         None => {
             let plan = super::cutover::validated_plan(&ctx).await?;
-            let steps: Vec<_> = plan.iter().filter(|s| s.is_preflight()).cloned().collect();
-            if steps.is_empty() {
+            if plan.preflight_count() == 0 {
                 return Ok((StatusCode::OK, Json(no_preflight())));
             }
             preflights
-                .start_or_join(steps, &caller.username)
+                .start_or_join(&plan, &caller.username)
                 .await
                 .map_err(store_error)?
                 .run()

@@ -8,11 +8,12 @@ use super::store::{PreflightStore, StoreError};
 use super::{COMPONENT, CONFIGMAP};
 use crate::contract;
 use crate::render::preflight_job_name;
+use crate::runner::watches::{JobWatch, RunWatches};
 use crate::runner::{StepOutcome, job};
 use crate::service::Context;
 use crate::status::model::{get, get_u32};
 use crate::status::now_rfc3339;
-use crate::step::Step;
+use crate::step::{Step, StepPlan};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod};
 use kube::api::Api;
@@ -53,9 +54,10 @@ impl Preflights {
         Preflights { ctx, store }
     }
 
-    /// Begins a run of `steps` (the plan's preflight steps, in order) for `by`, or joins the
-    /// one under way. A run older than every step's deadline together counts as abandoned.
-    pub async fn start_or_join(&self, steps: Vec<Step>, by: &str) -> Result<Started, StoreError> {
+    /// Begins a run of `plan`'s preflight steps (in order) for `by`, or joins the one under
+    /// way. A run older than every step's deadline together counts as abandoned.
+    pub async fn start_or_join(&self, plan: &StepPlan, by: &str) -> Result<Started, StoreError> {
+        let steps: Vec<Step> = plan.iter().filter(|s| s.is_preflight()).cloned().collect();
         let limit = self.time_limit(&steps);
         let stale_before = jiff::SignedDuration::try_from(limit)
             .ok()
@@ -73,7 +75,15 @@ impl Preflights {
             Ok(data) => {
                 let run = get_u32(&data, KEY_RUN);
                 tracing::info!(run, by, steps = steps.len(), "preflight run began");
-                tokio::spawn(drive(self.ctx.clone(), self.store.clone(), steps, run));
+                // The run's Job watch, opened once (it also follows the plan's DaemonSets).
+                let watches = RunWatches::open(&self.ctx.client, &self.ctx.config.namespace, plan);
+                tokio::spawn(drive(
+                    self.ctx.clone(),
+                    self.store.clone(),
+                    watches,
+                    steps,
+                    run,
+                ));
                 Ok(Started::New(run))
             }
             Err(StoreError::Refused(Refused::Running { run })) => Ok(Started::Joined(run)),
@@ -115,7 +125,13 @@ impl Preflights {
 }
 
 /// Runs every step of `run` and records each outcome, then the run's.
-async fn drive(ctx: Arc<Context>, store: PreflightStore, steps: Vec<Step>, run: u32) {
+async fn drive(
+    ctx: Arc<Context>,
+    store: PreflightStore,
+    watches: RunWatches,
+    steps: Vec<Step>,
+    run: u32,
+) {
     for step in &steps {
         let job_name = preflight_job_name(&step.name, run);
         let started = Change::StepStarted {
@@ -127,7 +143,7 @@ async fn drive(ctx: Arc<Context>, store: PreflightStore, steps: Vec<Step>, run: 
         if !record(&store, &started).await {
             return;
         }
-        let message = match run_step(&ctx, step, run, &job_name).await {
+        let message = match run_step(&ctx, watches.jobs(), step, run, &job_name).await {
             StepOutcome::Succeeded => String::new(),
             StepOutcome::Failed(reason) => reason,
             StepOutcome::Cancelled => format!("Job {job_name} was stopped before it finished"),
@@ -165,7 +181,13 @@ async fn record(store: &PreflightStore, change: &Change) -> bool {
 }
 
 /// Runs one preflight step's Job of `run` to its end or its deadline.
-async fn run_step(ctx: &Context, step: &Step, run: u32, job_name: &str) -> StepOutcome {
+async fn run_step(
+    ctx: &Context,
+    watched: &JobWatch,
+    step: &Step,
+    run: u32,
+    job_name: &str,
+) -> StepOutcome {
     let ns = &ctx.config.namespace;
     let mut rendered = match ctx.renderer.render(step, run, ns) {
         Ok(job) => job,
@@ -191,7 +213,7 @@ async fn run_step(ctx: &Context, step: &Step, run: u32, job_name: &str) -> StepO
     let deadline = ctx.config.render.deadline_for(step);
     match tokio::time::timeout(
         deadline + DEADLINE_GRACE,
-        job::follow(&jobs, &pods, job_name),
+        job::follow(watched, &pods, job_name),
     )
     .await
     {
@@ -227,7 +249,7 @@ impl Preflights {
         let limit = self.time_limit(&steps) + GATE_POLL;
         let began = tokio::time::Instant::now();
         let outcome = match self
-            .start_or_join(steps, &format!("first login of {operator}"))
+            .start_or_join(&plan, &format!("first login of {operator}"))
             .await
         {
             Ok(started) => loop {

@@ -2299,8 +2299,11 @@ async fn preflight_names_missing_flux_and_cilium_kinds() {
         eprintln!("note: the cluster under test serves Flux and Cilium; kinds check skipped");
         return;
     }
-    // A sandbox with only the builtin kinds (no definitions installed): no Flux, no Cilium.
-    let cluster = crate::common::TestCluster::start().await;
+    // A sandbox with only the builtin kinds: no Flux, no Cilium.
+    let cluster = crate::common::TestCluster::start_with(
+        catalyst_cutover::sandbox::api::ApiServerConfig::default(),
+    )
+    .await;
     let runner = Runner::new(Some(&cluster));
     let gitea = gitea_with_org().await;
     let harbor = standins::harbor(Harbor::default()).await;
