@@ -27,6 +27,7 @@ pub mod events;
 pub mod http;
 pub mod metrics;
 pub mod migrate;
+pub mod preflight;
 pub mod render;
 pub mod retry;
 pub mod runner;

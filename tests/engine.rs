@@ -153,6 +153,18 @@ impl Env {
             .expect("watch");
     }
 
+    /// Waits until Job `name` exists.
+    async fn wait_preflight_job(&self, name: &str) {
+        let api: Api<Job> = Api::namespaced(self.client(), self.ns());
+        tokio::time::timeout(
+            GUARD,
+            await_condition(api, name, |job: Option<&Job>| job.is_some()),
+        )
+        .await
+        .expect("the Job appears in time")
+        .expect("watch");
+    }
+
     /// Jobs per step label in this namespace.
     async fn jobs_by_step(&self) -> BTreeMap<String, Vec<String>> {
         let api: Api<Job> = Api::namespaced(self.client(), self.ns());
@@ -1409,6 +1421,275 @@ async fn steps_end_is_seen_through_watches_opened_once_per_run() {
     let jobs = env.jobs_by_step().await;
     assert!(jobs.values().all(|j| j.len() == 1), "{jobs:?}");
 
+    service.shutdown().await;
+    env.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn get_preflight_runs_only_the_preflights_apart_from_the_cutover() {
+    let env = Env::start(1).await;
+    let checks = "preflight: Gitea refuses GITEA_USERNAME: fix the Secret\n\
+                  preflight: DaemonSet registry-pivot is not rolled out on every node";
+    env.add_steps(vec![
+        job_step(1, "first", &[]),
+        preflight_step(0, "creds", &[]),
+        preflight_step(
+            9,
+            "reach",
+            &[
+                ("CUTOVER_SIM_OUTCOME", "fail"),
+                ("CUTOVER_SIM_FAIL_ATTEMPTS", "4"),
+                ("CUTOVER_SIM_MESSAGE", checks),
+            ],
+        ),
+    ])
+    .await;
+    let service = env.service("a").await;
+    let base = service.url();
+    ready(&base).await;
+    let status_before = env.status().await;
+
+    let (code, report) = get(&base, "/cutover/preflight?wait=25").await;
+    assert_eq!(code, 200, "{report}");
+    assert_eq!(report["run"], 1);
+    assert_eq!(report["result"], "failed");
+    let steps = report["steps"].as_array().expect("steps");
+    let rows: Vec<(&str, &str, &str)> = steps
+        .iter()
+        .map(|s| {
+            (
+                s["name"].as_str().unwrap(),
+                s["result"].as_str().unwrap(),
+                s["jobName"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            ("creds", "success", "preflight-creds-r1"),
+            ("reach", "failed", "preflight-reach-r1")
+        ]
+    );
+    assert_eq!(
+        steps[1]["checks"],
+        json!(checks.lines().collect::<Vec<_>>())
+    );
+
+    // Recorded apart: the cutover's status is untouched, its steps never ran.
+    assert_eq!(env.status().await, status_before);
+    let jobs: Api<Job> = Api::namespaced(env.client(), env.ns());
+    let names: BTreeSet<String> = jobs
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter_map(|j| j.metadata.name)
+        .collect();
+    assert_eq!(
+        names,
+        BTreeSet::from([
+            "preflight-creds-r1".to_owned(),
+            "preflight-reach-r1".to_owned()
+        ])
+    );
+    let recorded: Api<ConfigMap> = Api::namespaced(env.client(), env.ns());
+    let recorded = recorded
+        .get("self-sovereign-cutover-preflight")
+        .await
+        .expect("the run's own ConfigMap");
+    assert_eq!(recorded.data.unwrap_or_default()["result"], "failed");
+
+    // Bad input, and a run that is not the latest.
+    let (code, body) = get(&base, "/cutover/preflight?wait=soon").await;
+    assert_eq!((code, body["error"].as_str()), (400, Some("invalid-query")));
+    let (code, body) = get(&base, "/cutover/preflight?run=7").await;
+    assert_eq!(
+        (code, body["error"].as_str()),
+        (404, Some("preflight-run-not-found"))
+    );
+
+    // Fixed, asked again: a new run, which passes; the cutover still has not started.
+    let api: Api<ConfigMap> = Api::namespaced(env.client(), env.ns());
+    let name = "cutover-step-09-reach";
+    let mut fixed = preflight_step(9, "reach", &[]);
+    fixed.metadata.resource_version = api.get(name).await.unwrap().metadata.resource_version;
+    api.replace(name, &PostParams::default(), &fixed)
+        .await
+        .unwrap();
+    let (code, report) = get(&base, "/cutover/preflight?wait=25").await;
+    assert_eq!(code, 200, "{report}");
+    assert_eq!(
+        (report["run"].as_u64(), report["result"].as_str()),
+        (Some(2), Some("passed"))
+    );
+    assert_eq!(
+        env.status().await["cutoverPhase"],
+        status_before["cutoverPhase"]
+    );
+
+    service.shutdown().await;
+    env.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn get_preflight_answers_202_while_the_run_goes_on_and_joins_it() {
+    let env = Env::start(1).await;
+    env.add_steps(vec![
+        job_step(1, "first", &[]),
+        preflight_step(0, "slow", &[("CUTOVER_SIM_OUTCOME", "hang")]),
+    ])
+    .await;
+    let service = env.service("a").await;
+    let base = service.url();
+    ready(&base).await;
+
+    let (code, report) = get(&base, "/cutover/preflight?wait=0").await;
+    assert_eq!(code, 202, "{report}");
+    assert_eq!(
+        (report["run"].as_u64(), report["result"].as_str()),
+        (Some(1), Some("running"))
+    );
+    // A second request joins the run under way instead of beginning another.
+    let (code, report) = get(&base, "/cutover/preflight?wait=0").await;
+    assert_eq!((code, report["run"].as_u64()), (202, Some(1)));
+    let (code, report) = get(&base, "/cutover/preflight?run=1&wait=0").await;
+    assert_eq!((code, report["result"].as_str()), (202, Some("running")));
+    env.wait_preflight_job("preflight-slow-r1").await;
+
+    service.shutdown().await;
+    env.cleanup().await;
+}
+
+/// Waits until the status says `key` is `value`.
+async fn wait_status_key(env: &Env, key: &str, value: &str) -> BTreeMap<String, String> {
+    let api: Api<ConfigMap> = Api::namespaced(env.client(), env.ns());
+    let (key, value) = (key.to_owned(), value.to_owned());
+    let cond = move |cm: Option<&ConfigMap>| {
+        cm.and_then(|cm| cm.data.as_ref())
+            .and_then(|d| d.get(&key))
+            .is_some_and(|v| *v == value)
+    };
+    tokio::time::timeout(GUARD, await_condition(api, DEFAULT_STATUS_CONFIGMAP, cond))
+        .await
+        .expect("the status key in time")
+        .expect("watch");
+    env.status().await
+}
+
+const LOGIN: &str = "/api/v1/internal/cutover/operator-login";
+const HELD_CHECK: &str = "preflight: Harbor refuses HARBOR_USERNAME: fix the Secret";
+
+/// A changing step and a preflight that fails with [`HELD_CHECK`].
+fn held_steps() -> Vec<ConfigMap> {
+    vec![
+        job_step(1, "first", &[]),
+        preflight_step(
+            0,
+            "reach",
+            &[
+                ("CUTOVER_SIM_OUTCOME", "fail"),
+                ("CUTOVER_SIM_FAIL_ATTEMPTS", "4"),
+                ("CUTOVER_SIM_MESSAGE", HELD_CHECK),
+            ],
+        ),
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auto_fire_holds_on_a_failed_preflight_and_a_later_login_tries_again() {
+    let env = Env::start(1).await;
+    env.add_steps(held_steps()).await;
+    let service = env.service("a").await;
+    let base = service.url();
+    ready(&base).await;
+
+    let (code, body) = post(&base, LOGIN, Some(json!({"operator": "alice"}))).await;
+    assert_eq!(
+        (code, body["outcome"].as_str()),
+        (202, Some("auto-fire-preflight-started")),
+        "{body}"
+    );
+    let data = wait_status_key(&env, "autoFire", "held").await;
+    assert_eq!(data["cutoverPhase"], "idle", "nothing started: {data:#?}");
+    assert_eq!(data["autoFireReason"], HELD_CHECK);
+    assert_eq!(data["firstOperatorLogin"], "alice");
+    assert!(!data.contains_key("step.first.result"));
+    let jobs = env.jobs_by_step().await;
+    assert_eq!(
+        jobs.keys().collect::<Vec<_>>(),
+        ["reach"],
+        "only the preflight ran"
+    );
+    assert!(jobs["reach"][0].starts_with("preflight-"), "{jobs:?}");
+
+    // Fixed; the next login tries again, and this time the cutover starts.
+    let api: Api<ConfigMap> = Api::namespaced(env.client(), env.ns());
+    let name = "cutover-step-00-reach";
+    let mut fixed = preflight_step(0, "reach", &[]);
+    fixed.metadata.resource_version = api.get(name).await.unwrap().metadata.resource_version;
+    api.replace(name, &PostParams::default(), &fixed)
+        .await
+        .unwrap();
+    let (code, body) = post(&base, LOGIN, Some(json!({"operator": "bob"}))).await;
+    assert_eq!(
+        (code, body["outcome"].as_str()),
+        (202, Some("auto-fire-preflight-started")),
+        "{body}"
+    );
+    let data = env.wait_phase(&["complete", "failed"]).await;
+    assert_eq!(data["cutoverPhase"], "complete", "{data:#?}");
+    assert_eq!(data["cutoverTrigger"], "first-login");
+    assert_eq!(data["cutoverTriggeredBy"], "bob");
+    assert_eq!(data["firstOperatorLogin"], "alice", "recorded once");
+    assert!(!data.contains_key("autoFire") && !data.contains_key("autoFireReason"));
+
+    let (code, body) = post(&base, LOGIN, Some(json!({"operator": "carol"}))).await;
+    assert_eq!(
+        (code, body["outcome"].as_str()),
+        (200, Some("already-recorded"))
+    );
+    service.shutdown().await;
+    env.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_explicit_start_after_a_held_auto_fire_starts_and_runs_the_preflight_first() {
+    let env = Env::start(1).await;
+    env.add_steps(held_steps()).await;
+    let service = env.service("a").await;
+    let base = service.url();
+    ready(&base).await;
+    assert_eq!(
+        post(&base, LOGIN, Some(json!({"operator": "alice"})))
+            .await
+            .0,
+        202
+    );
+    wait_status_key(&env, "autoFire", "held").await;
+
+    let (code, body) = post(&base, "/cutover", None).await;
+    assert_eq!(
+        (code, body["outcome"].as_str()),
+        (202, Some("started")),
+        "{body}"
+    );
+    let data = env.wait_phase(&["failed", "complete"]).await;
+    assert_eq!(data["failedStep"], "reach", "{data:#?}");
+    assert!(
+        data["lastError"].contains(HELD_CHECK),
+        "{}",
+        data["lastError"]
+    );
+    assert!(
+        !data.contains_key("step.first.result"),
+        "no changing step started"
+    );
+    assert!(
+        !data.contains_key("autoFire"),
+        "a start makes the held auto-fire moot"
+    );
     service.shutdown().await;
     env.cleanup().await;
 }

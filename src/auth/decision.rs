@@ -21,6 +21,8 @@ pub enum Action {
 
 /// Routes open to anyone: probes and metrics scrapes carry no token.
 pub const OPEN_ROUTES: &[&str] = &["/healthz", "/readyz", "/metrics"];
+/// The route that runs the preflight steps on their own.
+const PREFLIGHT_ROUTE: &str = "/cutover/preflight";
 /// Prefix of the routes only allow-listed service accounts may call.
 const INTERNAL_PREFIX: &str = "/api/v1/internal/";
 
@@ -32,6 +34,10 @@ pub fn action_for(method: &Method, path: &str) -> Option<Action> {
     }
     if path.starts_with(INTERNAL_PREFIX) {
         return Some(Action::Internal);
+    }
+    // A preflight run creates Jobs: asking for one needs what starting the cutover needs.
+    if path == PREFLIGHT_ROUTE {
+        return Some(Action::Start);
     }
     if method == Method::GET || method == Method::HEAD {
         return Some(Action::Read);
@@ -257,6 +263,11 @@ mod tests {
         assert_eq!(action_for(&Method::GET, "/readyz"), None);
         assert_eq!(action_for(&Method::GET, "/metrics"), None);
         assert_eq!(action_for(&Method::GET, "/cutover"), Some(Action::Read));
+        assert_eq!(
+            action_for(&Method::GET, "/cutover/preflight"),
+            Some(Action::Start),
+            "a preflight run creates Jobs"
+        );
         assert_eq!(
             action_for(&Method::GET, "/api/v1/sovereign/cutover/events"),
             Some(Action::Read)

@@ -97,7 +97,16 @@ pub async fn begin(
         total_steps: plan.len(),
         retry,
     };
-    match ctx.store.apply(&[transition]).await {
+    // A start makes a held auto-fire moot: its keys go in the same write.
+    let started = ctx
+        .store
+        .update(|data| {
+            transition.apply(data)?;
+            crate::preflight::gate::clear(data);
+            Ok(())
+        })
+        .await;
+    match started {
         Ok(data) => {
             tracing::info!(trigger = trigger.as_str(), by = %caller.username, retry, "cutover started");
             let outcome = if retry && data_had_failure(&data) {
@@ -327,7 +336,7 @@ fn rejected(r: Rejected) -> ApiError {
 
 /// The plan as the cluster holds it now, validated in full (DaemonSets included) so that
 /// invalid steps start nothing.
-async fn validated_plan(ctx: &Context) -> Result<StepPlan, ApiError> {
+pub(crate) async fn validated_plan(ctx: &Context) -> Result<StepPlan, ApiError> {
     match crate::step::discover(&ctx.client, &ctx.config.namespace).await {
         Ok(plan) => Ok(plan),
         Err(DiscoverError::Invalid(report)) if report.found_no_steps() => {

@@ -54,6 +54,19 @@ pub enum ApiError {
     /// The request body is not what the route accepts.
     #[error("invalid request body: {0}")]
     BadRequest(String),
+    /// The query string is not what the route accepts.
+    #[error("invalid query: {0}")]
+    InvalidQuery(String),
+    /// `GET /cutover/preflight?run=<n>` for a run that is not the latest one.
+    #[error(
+        "preflight run {asked} is not the latest recorded run (that is run {latest}); GET /cutover/preflight without `run` begins a new one"
+    )]
+    PreflightRunNotFound {
+        /// The run asked for.
+        asked: u32,
+        /// The latest run (0: none yet).
+        latest: u32,
+    },
     /// The caches are not synced yet, or the API server cannot be reached.
     #[error("{0}")]
     Unavailable(String),
@@ -113,6 +126,8 @@ impl ApiError {
             ApiError::NoStepsFound { .. } => "no-steps-found",
             ApiError::InvalidSteps { .. } => "invalid-steps",
             ApiError::BadRequest(_) => "bad-request",
+            ApiError::InvalidQuery(_) => "invalid-query",
+            ApiError::PreflightRunNotFound { .. } => "preflight-run-not-found",
             ApiError::Unavailable(_) => "unavailable",
             ApiError::TooManyConnections { .. } => "too-many-connections",
             ApiError::TooManyEventStreams { .. } => "too-many-event-streams",
@@ -130,7 +145,8 @@ impl ApiError {
             | ApiError::NotRunning { .. } => StatusCode::CONFLICT,
             ApiError::NoStepsFound { .. } => StatusCode::FAILED_DEPENDENCY,
             ApiError::InvalidSteps { .. } => StatusCode::UNPROCESSABLE_ENTITY,
-            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::BadRequest(_) | ApiError::InvalidQuery(_) => StatusCode::BAD_REQUEST,
+            ApiError::PreflightRunNotFound { .. } => StatusCode::NOT_FOUND,
             ApiError::Unavailable(_)
             | ApiError::TooManyConnections { .. }
             | ApiError::TooManyEventStreams { .. } => StatusCode::SERVICE_UNAVAILABLE,

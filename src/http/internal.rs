@@ -6,9 +6,11 @@ use super::caller::Caller;
 use super::cutover::{StartResponse, begin, body, cached_data};
 use super::error::ApiError;
 use crate::contract::key;
+use crate::preflight::{Preflights, gate};
 use crate::service::{Context, PlanState};
 use crate::status::model::{Phase, StatusData, get};
 use crate::status::{StatusBody, StoreError, Transition, Trigger, now_rfc3339};
+use crate::step::StepPlan;
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::State;
@@ -46,6 +48,9 @@ pub enum LoginOutcome {
     FirstLoginRecorded,
     /// A first login was recorded before: nothing changed.
     AlreadyRecorded,
+    /// The auto-fire waits for a preflight run: the cutover starts if it passes, else the
+    /// status says why (`autoFire=held`, `autoFireReason`) and a later login tries again.
+    AutoFirePreflightStarted,
 }
 
 /// The answer of the login route.
@@ -109,15 +114,20 @@ pub async fn operator_login(
         )));
     }
     let cached = cached_data(&ctx)?;
-    if !get(&cached, key::FIRST_OPERATOR_LOGIN).is_empty() {
+    let held = gate::waiting(&cached);
+    if !get(&cached, key::FIRST_OPERATOR_LOGIN).is_empty() && !held {
         return Ok(answer(&ctx, LoginOutcome::AlreadyRecorded, &cached));
     }
     let auto_fire = ctx.config.auto_fire && Phase::of(&cached) == Phase::Idle;
-    let total_steps = if auto_fire {
-        Some(plan_len(&ctx)?)
+    let plan = if auto_fire {
+        Some(current_plan(&ctx)?)
     } else {
         None
     };
+    if plan.as_ref().is_some_and(|p| p.preflight_count() > 0) {
+        return gated_fire(&ctx, &caller, operator).await;
+    }
+    let total_steps = plan.map(|p| p.len());
     let at = now_rfc3339();
     let outcome = Mutex::new(LoginOutcome::AlreadyRecorded);
     let result = ctx
@@ -145,13 +155,41 @@ pub async fn operator_login(
     Ok(answer(&ctx, outcome, &data))
 }
 
+/// A login's auto-fire when the plan has preflight steps: record the login and the request,
+/// then let the gate run the preflight and start (or hold) the cutover in its own task.
+async fn gated_fire(
+    ctx: &Arc<Context>,
+    caller: &Caller,
+    operator: &str,
+) -> Result<(StatusCode, Json<LoginResponse>), ApiError> {
+    let at = now_rfc3339();
+    let data = match ctx
+        .store
+        .update(|data| gate::request(data, operator, &at))
+        .await
+    {
+        Ok(data) => data,
+        Err(StoreError::Rejected(r)) => return Err(ApiError::Unavailable(r.to_string())),
+        Err(err) => return Err(ApiError::store(err)),
+    };
+    if !gate::waiting(&data) {
+        // The cutover left idle between the read and the write: nothing to fire.
+        return Ok(answer(ctx, LoginOutcome::FirstLoginRecorded, &data));
+    }
+    tracing::info!(operator, by = %caller.username, "operator login: the auto-fire waits for the preflight");
+    tokio::spawn(Preflights::new(ctx.clone()).gate_auto_fire(operator.to_owned()));
+    Ok(answer(ctx, LoginOutcome::AutoFirePreflightStarted, &data))
+}
+
 fn answer(
     ctx: &Context,
     outcome: LoginOutcome,
     data: &StatusData,
 ) -> (StatusCode, Json<LoginResponse>) {
     let code = match outcome {
-        LoginOutcome::FirstLoginStartedCutover => StatusCode::ACCEPTED,
+        LoginOutcome::FirstLoginStartedCutover | LoginOutcome::AutoFirePreflightStarted => {
+            StatusCode::ACCEPTED
+        }
         _ => StatusCode::OK,
     };
     (
@@ -165,10 +203,10 @@ fn answer(
     )
 }
 
-/// The number of steps of the watch-fed plan, or why the cutover cannot start.
-fn plan_len(ctx: &Context) -> Result<usize, ApiError> {
+/// The watch-fed plan, or why the cutover cannot start.
+fn current_plan(ctx: &Context) -> Result<Arc<StepPlan>, ApiError> {
     match ctx.steps.current() {
-        PlanState::Ready(plan) => Ok(plan.len()),
+        PlanState::Ready(plan) => Ok(plan),
         PlanState::Invalid(report) if report.found_no_steps() => Err(ApiError::NoStepsFound {
             namespace: ctx.config.namespace.clone(),
             selector: crate::contract::STEP_SELECTOR,

@@ -10,6 +10,7 @@ pub mod events;
 pub mod health;
 pub mod internal;
 pub mod metrics;
+pub mod preflight;
 pub mod server;
 
 use crate::service::Context;
@@ -36,6 +37,7 @@ fn table() -> Vec<Route> {
         ("/cutover", "post", post(cutover::start)),
         ("/cutover/retry", "post", post(cutover::retry)),
         ("/cutover/abort", "post", post(cutover::abort)),
+        ("/cutover/preflight", "get", get(preflight::preflight)),
         (
             "/api/v1/sovereign/cutover/start",
             "post",

@@ -136,6 +136,11 @@ fn spec_lists_every_error_code() {
             report: String::new(),
         },
         ApiError::BadRequest(String::new()),
+        ApiError::InvalidQuery(String::new()),
+        ApiError::PreflightRunNotFound {
+            asked: 1,
+            latest: 2,
+        },
         ApiError::Unavailable(String::new()),
         ApiError::Upstream(String::new()),
         ApiError::TooManyConnections { limit: 1 },

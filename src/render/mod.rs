@@ -9,5 +9,5 @@ mod name;
 mod renderer;
 
 pub use config::RenderConfig;
-pub use name::job_name;
+pub use name::{job_name, preflight_job_name};
 pub use renderer::{JobRenderer, RenderError, TEMPLATE_FILE};

@@ -1,10 +1,13 @@
-//! [`job_name`]: the deterministic name of a step's Job.
+//! [`job_name`]: the deterministic name of a step's Job; [`preflight_job_name`]: the Job of a
+//! preflight step in a preflight run of its own, which never shares a cutover Job's name.
 
 use crate::step::StepName;
 use sha2::{Digest, Sha256};
 
-/// Every Job name starts with this.
+/// Every Job name of the cutover starts with this.
 const PREFIX: &str = "cutover-";
+/// Every Job name of a preflight run (`GET /cutover/preflight`) starts with this.
+const PREFLIGHT_PREFIX: &str = "preflight-";
 /// Longest DNS-1123 label.
 const MAX_LEN: usize = 63;
 /// Hex digits of the step-name hash kept when a name is shortened.
@@ -14,18 +17,29 @@ const HASH_LEN: usize = 8;
 /// most 63 characters. When that is too long the step name is cut and followed by a short
 /// hash of the whole step name, so two long names with a common start still differ.
 pub fn job_name(step: &StepName, attempt: u32) -> String {
+    dns_label(PREFIX, step, &format!("-a{attempt}"))
+}
+
+/// The Job of `step` in preflight run `run`: `preflight-<step>-r<run>`, shortened as
+/// [`job_name`] does. The prefix keeps it apart from every cutover Job.
+pub fn preflight_job_name(step: &StepName, run: u32) -> String {
+    dns_label(PREFLIGHT_PREFIX, step, &format!("-r{run}"))
+}
+
+/// `<prefix><step><tag>`, cut to a DNS-1123 label with a hash of the step name when longer.
+fn dns_label(prefix: &str, step: &StepName, tag: &str) -> String {
     let step = step.as_str();
-    let full = format!("{PREFIX}{step}-a{attempt}");
+    let full = format!("{prefix}{step}{tag}");
     if full.len() <= MAX_LEN {
         return full;
     }
     let hash = hex::encode(Sha256::digest(step.as_bytes()));
-    let suffix = format!("-{}-a{attempt}", &hash[..HASH_LEN]);
-    let room = MAX_LEN - PREFIX.len() - suffix.len();
+    let suffix = format!("-{}{tag}", &hash[..HASH_LEN]);
+    let room = MAX_LEN - prefix.len() - suffix.len();
     // A StepName is ASCII and starts with an alphanumeric, so the cut is a char boundary and
     // never empty after trimming dashes.
     let head = step[..room.min(step.len())].trim_end_matches('-');
-    format!("{PREFIX}{head}{suffix}")
+    format!("{prefix}{head}{suffix}")
 }
 
 #[cfg(test)]
@@ -62,6 +76,10 @@ mod tests {
                 let name = job_name(&step, attempt);
                 assert!(is_dns_label(&name), "{name:?} from {raw:?}/{attempt}");
                 assert!(name.ends_with(&format!("-a{attempt}")), "{name}");
+                let preflight = preflight_job_name(&step, attempt);
+                assert!(is_dns_label(&preflight), "{preflight:?} from {raw:?}");
+                assert!(preflight.starts_with("preflight-"), "{preflight}");
+                assert!(preflight.ends_with(&format!("-r{attempt}")), "{preflight}");
             }
         }
     }
