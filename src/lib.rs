@@ -27,6 +27,7 @@ pub mod http;
 pub mod metrics;
 pub mod migrate;
 pub mod render;
+pub mod request_timeout;
 pub mod retry;
 pub mod runner;
 pub mod sandbox;

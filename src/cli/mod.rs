@@ -5,6 +5,7 @@ mod demo;
 mod migrate;
 mod operator_args;
 mod plan;
+mod policy_args;
 mod sandbox;
 mod serve;
 

@@ -2,6 +2,7 @@
 
 use super::args::{RenderArgs, TargetArgs, kube_config, parse_duration, runtime, shutdown_signal};
 use super::operator_args::OperatorArgs;
+use super::policy_args::StepPolicyArgs;
 use crate::service::{Service, ServiceConfig};
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -29,10 +30,16 @@ pub struct ServeArgs {
     /// How long the leader keeps the Lease without renewing it.
     #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "15s")]
     lease_duration: Duration,
+    /// How long one request to the Kubernetes API may take before it counts as failed
+    /// (watches are exempt).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "10s")]
+    kube_request_timeout: Duration,
     #[command(flatten)]
     render: RenderArgs,
     #[command(flatten)]
     operator: OperatorArgs,
+    #[command(flatten)]
+    policy: StepPolicyArgs,
 }
 
 impl ServeArgs {
@@ -46,8 +53,10 @@ impl ServeArgs {
         }
         config.lease_name = self.lease_name.clone();
         config.lease_duration = self.lease_duration;
+        config.kube_request_timeout = self.kube_request_timeout;
         config.render = self.render.config();
         self.operator.apply(&mut config);
+        config.step_policy = self.policy.policy();
         config
     }
 }

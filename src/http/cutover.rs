@@ -328,7 +328,7 @@ fn rejected(r: Rejected) -> ApiError {
 /// The plan as the cluster holds it now, validated in full (DaemonSets included) so that
 /// invalid steps start nothing.
 async fn validated_plan(ctx: &Context) -> Result<StepPlan, ApiError> {
-    match crate::step::discover(&ctx.client, &ctx.config.namespace).await {
+    match crate::step::discover(&ctx.client, &ctx.config.namespace, &ctx.config.step_policy).await {
         Ok(plan) => Ok(plan),
         Err(DiscoverError::Invalid(report)) if report.found_no_steps() => {
             Err(ApiError::NoStepsFound {

@@ -82,7 +82,13 @@ async fn drive(ctx: &Context) -> Result<(), StoreError> {
         }
         let current_plan = match &plan {
             Some(plan) => plan.clone(),
-            None => match crate::step::discover(&ctx.client, &ctx.config.namespace).await {
+            None => match crate::step::discover(
+                &ctx.client,
+                &ctx.config.namespace,
+                &ctx.config.step_policy,
+            )
+            .await
+            {
                 Ok(found) => {
                     let found = Arc::new(found);
                     plan = Some(found.clone());

@@ -3,6 +3,7 @@
 use crate::auth::AuthConfig;
 use crate::events::EventsConfig;
 use crate::render::RenderConfig;
+use crate::step::StepPolicy;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -25,6 +26,8 @@ pub struct ServiceConfig {
     pub listen: SocketAddr,
     /// How long one HTTP request may take.
     pub request_timeout: Duration,
+    /// How long one request to the Kubernetes API may take (watches excepted).
+    pub kube_request_timeout: Duration,
     /// Who may call the HTTP API. Off in [`ServiceConfig::new`] (embedding, tests, the
     /// demo); `serve` turns it on unless `--auth=false`.
     pub auth: AuthConfig,
@@ -32,6 +35,10 @@ pub struct ServiceConfig {
     pub auto_fire: bool,
     /// The live event stream's buffers and keep-alive.
     pub events: EventsConfig,
+    /// What a step's PodSpec may ask for. Unrestricted in [`ServiceConfig::new`]
+    /// (embedding, tests, benches: their step ConfigMaps are trusted); `serve` defaults to
+    /// [`StepPolicy::default`], `restricted` and the chart's step service account.
+    pub step_policy: StepPolicy,
 }
 
 impl ServiceConfig {
@@ -46,9 +53,11 @@ impl ServiceConfig {
             render: RenderConfig::default(),
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             request_timeout: Duration::from_secs(30),
+            kube_request_timeout: crate::request_timeout::DEFAULT_REQUEST_TIMEOUT,
             auth: AuthConfig::disabled(),
             auto_fire: true,
             events: EventsConfig::default(),
+            step_policy: StepPolicy::unrestricted(),
         }
     }
 }

@@ -6,6 +6,7 @@ use crate::auth::Authenticator;
 use crate::events::EventHub;
 use crate::metrics::{KubeMetricsLayer, Metrics};
 use crate::render::{JobRenderer, RenderError};
+use crate::request_timeout::RequestTimeoutLayer;
 use crate::runner::{engine, lease};
 use crate::status::{StatusCache, StatusStore, StoreError};
 use k8s_openapi::api::coordination::v1::Lease;
@@ -93,6 +94,7 @@ impl Service {
         let metrics = Arc::new(Metrics::new());
         let client = kube::client::ClientBuilder::try_from(kube_config)
             .map_err(StartError::Client)?
+            .with_layer(&RequestTimeoutLayer::new(config.kube_request_timeout))
             .with_layer(&KubeMetricsLayer::new(metrics.clone()))
             .build();
         let renderer = JobRenderer::new(config.render.clone())?;
@@ -114,11 +116,11 @@ impl Service {
         let (steps, follow_steps) = StepSource::follow(client.clone(), &ns);
         tasks.spawn(follow_steps);
 
-        let lease_cfg = lease::LeaseConfig {
-            duration: config.lease_duration,
-            renew_every: config.lease_duration / 4,
-            ..lease::LeaseConfig::new(&config.lease_name, &config.identity)
-        };
+        let lease_cfg = lease::LeaseConfig::with_duration(
+            &config.lease_name,
+            &config.identity,
+            config.lease_duration,
+        );
         let lease_api: Api<Lease> = Api::namespaced(client.clone(), &ns);
         let (leading_tx, leading) = watch::channel(false);
         let (wanted_tx, wanted) = watch::channel(false);
