@@ -66,10 +66,19 @@ pub fn run(args: ServeArgs) -> ExitCode {
     let result = runtime().map_err(|e| e.to_string()).and_then(|rt| {
         rt.block_on(async {
             let kube_config = kube_config(args.target.kubeconfig.as_deref()).await?;
-            let service = Service::start(kube_config, args.config())
+            let mut service = Service::start(kube_config, args.config())
                 .await
                 .map_err(|e| e.to_string())?;
-            shutdown_signal().await;
+            tokio::select! {
+                () = shutdown_signal() => {}
+                died = service.died() => {
+                    // Exit so that the Deployment restarts the pod; the Lease is released
+                    // on the way out, so another replica takes over at once.
+                    tracing::error!(error = %died, "the replica cannot go on; exiting");
+                    service.shutdown().await;
+                    return Err(died.to_string());
+                }
+            }
             tracing::info!("shutting down");
             service.shutdown().await;
             Ok::<(), String>(())

@@ -163,9 +163,18 @@ pub async fn abort(
         }),
         _ => true,
     };
-    if is_job_step && !row.job_name.is_empty() {
+    // Only the Job this step and attempt determine: a jobName edited by hand names no Job
+    // the abort may delete, so the determined one is stopped instead.
+    let target = if crate::runner::decide::may_name(&failed, &row) {
+        Some(row.job_name.clone())
+    } else {
+        crate::step::StepName::new(&failed)
+            .ok()
+            .map(|name| crate::render::job_name(&name, row.attempt))
+    };
+    if let Some(target) = target.filter(|_| is_job_step && row.attempt > 0) {
         let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), &ctx.config.namespace);
-        job::delete(&jobs, &row.job_name).await;
+        job::delete(&jobs, &target, &failed).await;
     }
     tracing::warn!(by = %caller.username, step = %failed, "cutover aborted");
     Ok(Json(body(&ctx, &data)))

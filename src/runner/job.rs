@@ -8,7 +8,7 @@ use crate::retry::{Backoff, is_status, is_transient};
 use futures::StreamExt;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
-use kube::api::{Api, DeleteParams, ListParams, PostParams, PropagationPolicy};
+use kube::api::{Api, DeleteParams, ListParams, PostParams, Preconditions, PropagationPolicy};
 use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher;
 
@@ -55,13 +55,14 @@ pub fn job_state(job: &Job) -> JobState {
     }
 }
 
-/// Whether `job` was rendered for `step` (so adopting it cannot run someone else's Job).
-fn belongs_to(job: &Job, step: &str) -> bool {
-    job.metadata
-        .labels
-        .as_ref()
-        .and_then(|l| l.get(contract::LABEL_JOB_STEP))
-        .is_some_and(|s| s == step)
+/// Whether `job` carries the labels the cutover gives its Jobs for `step`, so that neither
+/// adopting nor deleting it can touch someone else's Job. Pure.
+pub fn belongs_to(job: &Job, step: &str) -> bool {
+    let labels = job.metadata.labels.as_ref();
+    let label = |key: &str| labels.and_then(|l| l.get(key)).map(String::as_str);
+    label(contract::LABEL_PART_OF) == Some(contract::PART_OF)
+        && label(contract::LABEL_COMPONENT) == Some(contract::COMPONENT_JOB)
+        && label(contract::LABEL_JOB_STEP) == Some(step)
 }
 
 /// Creates `job` unless a Job of that name exists, and returns whether it was adopted.
@@ -108,7 +109,12 @@ fn adopt(existing: Job, step: &str) -> Result<bool, String> {
         Ok(true)
     } else {
         Err(format!(
-            "Job {name} already exists but is not labelled {}={step}; delete or rename it",
+            "Job {name} already exists but is not the cutover's Job of step {step} (labels \
+             {}={}, {}={}, {}={step}); delete or rename it",
+            contract::LABEL_PART_OF,
+            contract::PART_OF,
+            contract::LABEL_COMPONENT,
+            contract::COMPONENT_JOB,
             contract::LABEL_JOB_STEP
         ))
     }
@@ -181,15 +187,37 @@ async fn failed_pod_message(pods: &Api<Pod>, job: &str) -> Option<(String, Strin
     })
 }
 
-/// Deletes Job `name` and its pods (background propagation). A Job already gone is fine.
-pub async fn delete(jobs: &Api<Job>, name: &str) {
+/// Deletes Job `name` of `step` and its pods (background propagation), only when it is the
+/// cutover's Job of that step, and only the very object looked at: the delete carries its
+/// UID as a precondition, so a Job recreated under the name meanwhile is left alone. A Job
+/// already gone is fine.
+pub async fn delete(jobs: &Api<Job>, name: &str, step: &str) {
+    let job = match jobs.get_opt(name).await {
+        Ok(Some(job)) => job,
+        Ok(None) => return,
+        Err(err) => {
+            tracing::warn!(job = %name, error = %err, "could not read the Job to delete it");
+            return;
+        }
+    };
+    if !belongs_to(&job, step) {
+        tracing::warn!(job = %name, step, "not deleting a Job that is not the cutover's Job of this step");
+        return;
+    }
     let params = DeleteParams {
         propagation_policy: Some(PropagationPolicy::Background),
+        preconditions: job.metadata.uid.clone().map(|uid| Preconditions {
+            uid: Some(uid),
+            resource_version: None,
+        }),
         ..DeleteParams::default()
     };
     match jobs.delete(name, &params).await {
         Ok(_) => tracing::info!(job = %name, "deleted the Job"),
         Err(err) if is_status(&err, 404) => {}
+        Err(err) if is_status(&err, 409) => {
+            tracing::warn!(job = %name, "the Job was replaced before it could be deleted; left alone");
+        }
         Err(err) => tracing::warn!(job = %name, error = %err, "could not delete the Job"),
     }
 }
@@ -243,6 +271,34 @@ mod tests {
             job_state(&job(&[("Failed", "False", "x")])),
             JobState::Running
         );
+    }
+
+    #[test]
+    fn only_a_job_with_every_cutover_label_belongs_to_a_step() {
+        let labelled = |pairs: &[(&str, &str)]| Job {
+            metadata: kube::api::ObjectMeta {
+                labels: Some(
+                    pairs
+                        .iter()
+                        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                        .collect(),
+                ),
+                ..Default::default()
+            },
+            ..Job::default()
+        };
+        let all = [
+            (contract::LABEL_PART_OF, contract::PART_OF),
+            (contract::LABEL_COMPONENT, contract::COMPONENT_JOB),
+            (contract::LABEL_JOB_STEP, "a"),
+        ];
+        assert!(belongs_to(&labelled(&all), "a"));
+        assert!(!belongs_to(&labelled(&all), "b"));
+        assert!(!belongs_to(&labelled(&all[1..]), "a"));
+        assert!(!belongs_to(
+            &labelled(&[(contract::LABEL_JOB_STEP, "a")]),
+            "a"
+        ));
     }
 
     #[test]
