@@ -1,6 +1,7 @@
 //! `catalyst-cutover serve`: one replica of the service, until SIGTERM or Ctrl-C.
 
 use super::args::{RenderArgs, TargetArgs, kube_config, parse_duration, runtime, shutdown_signal};
+use super::http_args::HttpArgs;
 use super::operator_args::OperatorArgs;
 use super::policy_args::StepPolicyArgs;
 use crate::service::{Service, ServiceConfig};
@@ -40,11 +41,13 @@ pub struct ServeArgs {
     operator: OperatorArgs,
     #[command(flatten)]
     policy: StepPolicyArgs,
+    #[command(flatten)]
+    http: HttpArgs,
 }
 
 impl ServeArgs {
-    /// The service configuration these flags ask for.
-    pub fn config(&self) -> ServiceConfig {
+    /// The service configuration these flags ask for, or what is wrong with them.
+    pub fn config(&self) -> Result<ServiceConfig, String> {
         let mut config = ServiceConfig::new(&self.target.namespace);
         config.status_configmap = self.target.status_configmap.clone();
         config.listen = self.listen;
@@ -55,9 +58,10 @@ impl ServeArgs {
         config.lease_duration = self.lease_duration;
         config.kube_request_timeout = self.kube_request_timeout;
         config.render = self.render.config();
-        self.operator.apply(&mut config);
+        self.operator.apply(&mut config)?;
+        config.http = self.http.config();
         config.step_policy = self.policy.policy();
-        config
+        Ok(config)
     }
 }
 
@@ -65,8 +69,9 @@ impl ServeArgs {
 pub fn run(args: ServeArgs) -> ExitCode {
     let result = runtime().map_err(|e| e.to_string()).and_then(|rt| {
         rt.block_on(async {
+            let config = args.config()?;
             let kube_config = kube_config(args.target.kubeconfig.as_deref()).await?;
-            let mut service = Service::start(kube_config, args.config())
+            let mut service = Service::start(kube_config, config)
                 .await
                 .map_err(|e| e.to_string())?;
             tokio::select! {

@@ -10,6 +10,7 @@ pub mod events;
 pub mod health;
 pub mod internal;
 pub mod metrics;
+pub mod server;
 
 use crate::service::Context;
 use axum::Router;

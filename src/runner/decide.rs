@@ -1,7 +1,8 @@
 //! What the runner does next, as a pure function of the plan's step names and the status.
 
+use crate::contract::key;
 use crate::render::job_name;
-use crate::status::model::{Phase, StatusData, StepResult, StepRow};
+use crate::status::model::{KEY_CUTOVER_ATTEMPT, Phase, StatusData, StepResult, StepRow, get};
 use crate::step::StepName;
 
 /// Whether the Job (or DaemonSet) a running row names is one the runner may adopt: the name
@@ -81,13 +82,18 @@ impl Stall {
     }
 }
 
-/// Decides the next move for the steps named `steps` (in execution order).
-pub fn next(steps: &[&str], data: &StatusData) -> Next {
+/// Decides the next move for the steps named `steps` (in execution order), of which the
+/// first `preflights` are preflight steps.
+pub fn next(steps: &[&str], preflights: usize, data: &StatusData) -> Next {
     if Phase::of(data) != Phase::Running {
         return Next::Wait;
     }
     for (index, step) in steps.iter().enumerate() {
         let row = StepRow::read(data, step);
+        if index < preflights && !of_this_attempt(data, step) {
+            // A preflight proves nothing about a later attempt: it runs again, anew.
+            return fresh_attempt(index, step, &row);
+        }
         match row.result {
             StepResult::Success | StepResult::Skipped => continue,
             StepResult::Running => {
@@ -99,27 +105,37 @@ pub fn next(steps: &[&str], data: &StatusData) -> Next {
                     recorded_job,
                 };
             }
-            StepResult::Failed | StepResult::Pending => {
-                let Some(attempt) = row.attempt.checked_add(1) else {
-                    return Next::Halt {
-                        index,
-                        reason: format!(
-                            "step {step} is at attempt {}, the last there can be: the status \
-                             ConfigMap was edited by hand; reset step.{step}.attempt to retry",
-                            row.attempt
-                        ),
-                    };
-                };
-                return Next::Run {
-                    index,
-                    attempt,
-                    resume: false,
-                    recorded_job: None,
-                };
-            }
+            StepResult::Failed | StepResult::Pending => return fresh_attempt(index, step, &row),
         }
     }
     Next::Complete
+}
+
+/// A new attempt of step `index` after its row's, or a halt when a hand edit left the row
+/// at the last attempt there can be (checked arithmetic, never an overflow).
+fn fresh_attempt(index: usize, step: &str, row: &StepRow) -> Next {
+    match row.attempt.checked_add(1) {
+        Some(attempt) => Next::Run {
+            index,
+            attempt,
+            resume: false,
+            recorded_job: None,
+        },
+        None => Next::Halt {
+            index,
+            reason: format!(
+                "step {step} is at attempt {}, the last there can be: the status ConfigMap was \
+                 edited by hand; reset step.{step}.attempt to retry",
+                row.attempt
+            ),
+        },
+    }
+}
+
+/// Whether `step`'s row was written in the cutover's current attempt (start or retry).
+fn of_this_attempt(data: &StatusData, step: &str) -> bool {
+    let current = get(data, KEY_CUTOVER_ATTEMPT);
+    !current.is_empty() && get(data, &key::step(step, KEY_CUTOVER_ATTEMPT)) == current
 }
 
 #[cfg(test)]
@@ -137,7 +153,7 @@ mod tests {
         let mut d = data(&[]);
         for phase in ["idle", "failed", "complete"] {
             d.insert("cutoverPhase".into(), phase.into());
-            assert_eq!(next(&["a"], &d), Next::Wait);
+            assert_eq!(next(&["a"], 0, &d), Next::Wait);
         }
     }
 
@@ -145,7 +161,7 @@ mod tests {
     fn first_unfinished_step_runs_next() {
         let d = data(&[("step.a.result", "success"), ("step.a.attempt", "1")]);
         assert_eq!(
-            next(&["a", "b"], &d),
+            next(&["a", "b"], 0, &d),
             Next::Run {
                 index: 1,
                 attempt: 1,
@@ -163,7 +179,7 @@ mod tests {
             ("step.a.jobName", "cutover-a-a2"),
         ]);
         assert_eq!(
-            next(&["a", "b"], &d),
+            next(&["a", "b"], 0, &d),
             Next::Run {
                 index: 0,
                 attempt: 2,
@@ -181,7 +197,7 @@ mod tests {
             ("step.a.jobName", "cutover-a-a1"),
         ]);
         assert_eq!(
-            next(&["a"], &d),
+            next(&["a"], 0, &d),
             Next::Run {
                 index: 0,
                 attempt: 1,
@@ -201,7 +217,7 @@ mod tests {
             ]);
             assert!(
                 matches!(
-                    next(&["a"], &d),
+                    next(&["a"], 0, &d),
                     Next::Run {
                         recorded_job: None,
                         attempt: 2,
@@ -219,14 +235,14 @@ mod tests {
             ("step.a.result", "failed"),
             ("step.a.attempt", "4294967295"),
         ]);
-        assert!(matches!(next(&["a"], &d), Next::Halt { index: 0, .. }));
+        assert!(matches!(next(&["a"], 0, &d), Next::Halt { index: 0, .. }));
     }
 
     #[test]
     fn failed_row_after_retry_gets_a_new_attempt() {
         let d = data(&[("step.a.result", "failed"), ("step.a.attempt", "1")]);
         assert!(matches!(
-            next(&["a"], &d),
+            next(&["a"], 0, &d),
             Next::Run {
                 attempt: 2,
                 resume: false,
@@ -236,8 +252,51 @@ mod tests {
     }
 
     #[test]
+    fn preflights_run_again_on_every_attempt_of_the_cutover() {
+        let mut d = data(&[
+            ("cutoverAttempt", "2"),
+            ("step.check.result", "success"),
+            ("step.check.attempt", "1"),
+            ("step.check.cutoverAttempt", "1"),
+            ("step.change.result", "failed"),
+            ("step.change.attempt", "1"),
+            ("step.change.cutoverAttempt", "1"),
+        ]);
+        assert_eq!(
+            next(&["check", "change"], 1, &d),
+            Next::Run {
+                index: 0,
+                attempt: 2,
+                resume: false,
+                recorded_job: None
+            },
+            "the retry re-runs the preflight that passed before"
+        );
+        d.insert("step.check.cutoverAttempt".into(), "2".into());
+        d.insert("step.check.attempt".into(), "2".into());
+        assert!(matches!(
+            next(&["check", "change"], 1, &d),
+            Next::Run {
+                index: 1,
+                attempt: 2,
+                ..
+            }
+        ));
+        d.insert("step.check.result".into(), "running".into());
+        assert!(matches!(
+            next(&["check", "change"], 1, &d),
+            Next::Run {
+                index: 0,
+                attempt: 2,
+                resume: true,
+                ..
+            }
+        ));
+    }
+
+    #[test]
     fn all_done_completes() {
         let d = data(&[("step.a.result", "success"), ("step.b.result", "skipped")]);
-        assert_eq!(next(&["a", "b"], &d), Next::Complete);
+        assert_eq!(next(&["a", "b"], 0, &d), Next::Complete);
     }
 }

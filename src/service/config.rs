@@ -2,6 +2,7 @@
 
 use crate::auth::AuthConfig;
 use crate::events::EventsConfig;
+use crate::http::server::ServerConfig;
 use crate::render::RenderConfig;
 use crate::step::StepPolicy;
 use std::net::SocketAddr;
@@ -28,6 +29,8 @@ pub struct ServiceConfig {
     pub request_timeout: Duration,
     /// How long one request to the Kubernetes API may take (watches excepted).
     pub kube_request_timeout: Duration,
+    /// How the HTTP port treats its clients: timeouts, caps, TLS.
+    pub http: ServerConfig,
     /// Who may call the HTTP API. Off in [`ServiceConfig::new`] (embedding, tests, the
     /// demo); `serve` turns it on unless `--auth=false`.
     pub auth: AuthConfig,
@@ -54,6 +57,7 @@ impl ServiceConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             request_timeout: Duration::from_secs(30),
             kube_request_timeout: crate::request_timeout::DEFAULT_REQUEST_TIMEOUT,
+            http: ServerConfig::default(),
             auth: AuthConfig::disabled(),
             auto_fire: true,
             events: EventsConfig::default(),

@@ -91,12 +91,14 @@ impl StepPolicy {
         }
     }
 
-    /// Every violation of every job step, each naming the ConfigMap and the field.
+    /// Every violation of every step that runs a pod, each naming the ConfigMap and the field.
     pub fn check_steps(&self, steps: &[Step]) -> Vec<StepProblem> {
         steps
             .iter()
             .filter_map(|step| match &step.kind {
-                StepKind::Job { pod_spec } => Some((step, pod_spec)),
+                StepKind::Job { pod_spec } | StepKind::Preflight { pod_spec } => {
+                    Some((step, pod_spec))
+                }
                 StepKind::DaemonSetWait { .. } => None,
             })
             .flat_map(|(step, spec)| {
