@@ -1525,3 +1525,57 @@ async fn hand_edited_rows_neither_loop_nor_reach_other_jobs() {
     service.shutdown().await;
     env.cleanup().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_status_never_starts_the_cutover_over() {
+    let env = Env::start(1).await;
+    env.add_steps(vec![job_step(1, "only", &[])]).await;
+    let service = env.service("a").await;
+    let base = service.url();
+    ready(&base).await;
+    assert_eq!(post(&base, "/cutover", None).await.0, 202);
+    let done = env.wait_phase(&["complete"]).await;
+
+    let status: Api<ConfigMap> = Api::namespaced(env.client(), env.ns());
+    status
+        .delete(DEFAULT_STATUS_CONFIGMAP, &Default::default())
+        .await
+        .expect("someone deletes the status");
+    // The cache follows the deletion; until then the start would answer 200 complete.
+    let (code, body) = loop {
+        let (code, body) = post(&base, "/cutover", None).await;
+        if code != 200 {
+            break (code, body);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(code, 409, "{body}");
+    assert_eq!(body["error"], "status-lost");
+    assert!(
+        body["detail"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("kubectl"),
+        "{body}"
+    );
+    assert!(
+        env.jobs_by_step().await["only"].len() == 1,
+        "nothing ran again"
+    );
+
+    // A replica starting now rebuilds the status from the record: complete, nodes on v2.
+    service.shutdown().await;
+    let service = env.service("b").await;
+    let rebuilt = env.status().await;
+    assert_eq!(rebuilt["cutoverPhase"], "complete", "{rebuilt:#?}");
+    assert_eq!(rebuilt["registriesYamlActive"], "v2");
+    assert_eq!(rebuilt["cutoverStartedAt"], done["cutoverStartedAt"]);
+    let base = service.url();
+    ready(&base).await;
+    let (code, body) = post(&base, "/cutover", None).await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(body["outcome"], "cutover-already-complete");
+
+    service.shutdown().await;
+    env.cleanup().await;
+}

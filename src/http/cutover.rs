@@ -87,7 +87,8 @@ pub async fn begin(
                     .to_owned(),
             }));
         }
-        _ => {}
+        Phase::Idle => refuse_lost_status(ctx).await?,
+        Phase::Failed => {}
     }
     let plan = validated_plan(ctx).await?;
     let transition = Transition::Start {
@@ -118,6 +119,30 @@ pub async fn begin(
         }
         Err(StoreError::Rejected(r)) => Err(rejected(r)),
         Err(err) => Err(ApiError::store(err)),
+    }
+}
+
+/// 409 `status-lost` when the status shows no cutover but the durable record says one
+/// started: a deleted or recreated status never starts the cutover over on its own.
+pub(crate) async fn refuse_lost_status(ctx: &Context) -> Result<(), ApiError> {
+    let Some(record) = ctx.store.record() else {
+        return Ok(());
+    };
+    let noted = record.read().await.map_err(|err| {
+        ApiError::Unavailable(format!(
+            "cannot read the cutover record (Lease {}): {err}",
+            record.describe()
+        ))
+    })?;
+    match noted.started_at {
+        Some(started_at) => Err(ApiError::StatusLost {
+            record: record.describe(),
+            namespace: ctx.config.namespace.clone(),
+            name: format!("{}-record", ctx.config.lease_name),
+            started_at,
+            finished_at: noted.finished_at,
+        }),
+        None => Ok(()),
     }
 }
 

@@ -8,7 +8,7 @@ use crate::metrics::{KubeMetricsLayer, Metrics};
 use crate::render::{JobRenderer, RenderError};
 use crate::request_timeout::RequestTimeoutLayer;
 use crate::runner::{engine, lease};
-use crate::status::{StatusCache, StatusStore, StoreError};
+use crate::status::{RecordKeeper, StatusCache, StatusStore, StoreError};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::Api;
@@ -131,7 +131,12 @@ impl Service {
         let renderer = JobRenderer::new(config.render.clone())?;
         let ns = config.namespace.clone();
         let cache = StatusCache::new();
-        let store = StatusStore::new(client.clone(), &ns, &config.status_configmap, cache.clone());
+        let record = RecordKeeper::new(
+            Api::namespaced(client.clone(), &ns),
+            &format!("{}-record", config.lease_name),
+        );
+        let store = StatusStore::new(client.clone(), &ns, &config.status_configmap, cache.clone())
+            .with_record(record.clone());
         let applied = migrate(&store).await?;
         if !applied.is_empty() {
             tracing::info!(versions = ?applied, "migrated the status ConfigMap");
@@ -144,6 +149,7 @@ impl Service {
                 .clone()
                 .follow(cm_api, config.status_configmap.clone()),
         );
+        tasks.spawn(record.follow(cache.clone()));
         let (steps, follow_steps) = StepSource::follow(client.clone(), &ns);
         tasks.spawn(follow_steps);
 
