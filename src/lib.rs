@@ -29,6 +29,7 @@ pub mod metrics;
 pub mod migrate;
 pub mod preflight;
 pub mod render;
+pub mod request_timeout;
 pub mod retry;
 pub mod runner;
 #[cfg(feature = "sandbox")]

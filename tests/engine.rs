@@ -1693,3 +1693,214 @@ async fn an_explicit_start_after_a_held_auto_fire_starts_and_runs_the_preflight_
     service.shutdown().await;
     env.cleanup().await;
 }
+
+// ---- Hostile input (issue 10 §1-2): step and status ConfigMaps anyone with `edit` writes.
+
+/// A podSpec of about 210 KB whose aliases expand to about 400 MB.
+fn alias_bomb() -> String {
+    let chunk = "laugh".repeat(40_000);
+    let aliases = vec!["*a"; 2_000].join(", ");
+    format!("x: &a [\"{chunk}\"]\ny: [{aliases}]\ncontainers: [{{name: main, image: alpine}}]\n")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alias_bombs_and_pod_specs_beyond_the_policy_start_nothing() {
+    let env = Env::start(1).await;
+    let bomb = step_cm(1, "bomb", "job", Some(alias_bomb()));
+    let privileged = step_cm(
+        2,
+        "root",
+        "job",
+        Some(
+            "hostPID: true\ncontainers:\n- name: main\n  image: alpine\n  securityContext: {privileged: true}\nvolumes:\n- {name: host, hostPath: {path: /}}\n".to_owned(),
+        ),
+    );
+    let small_bomb = step_cm(
+        3,
+        "laughs",
+        "job",
+        Some("a: &a [lol, lol, lol, lol, lol, lol, lol, lol, lol]\nb: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a]\ncontainers: [{name: main, image: alpine}]\n".to_owned()),
+    );
+    env.add_steps(vec![bomb, privileged, small_bomb]).await;
+    let mut config = env.service_config("a");
+    config.step_policy = catalyst_cutover::step::StepPolicy::default();
+    let service = Service::start(env.kube_config().await, config)
+        .await
+        .expect("start service");
+    let base = service.url();
+    ready(&base).await;
+
+    let (code, body) = post(&base, "/cutover", None).await;
+    assert_eq!(code, 422, "{body}");
+    assert_eq!(body["error"], "invalid-steps");
+    let detail = body["detail"].as_str().unwrap_or_default();
+    for needle in [
+        "ConfigMap cutover-step-01-bomb, data.podSpec: 208057 bytes, more than the 65536",
+        "ConfigMap cutover-step-03-laughs, data.podSpec: YAML anchor at line 1 column 4: anchors and aliases are not allowed",
+        "ConfigMap cutover-step-02-root, data.podSpec.hostPID",
+        "ConfigMap cutover-step-02-root, data.podSpec.volumes[0].hostPath",
+        "ConfigMap cutover-step-02-root, data.podSpec.containers[0].securityContext.privileged",
+        "ConfigMap cutover-step-02-root, data.podSpec.serviceAccountName: service account \"default\" is not allowed",
+    ] {
+        assert!(detail.contains(needle), "missing {needle:?} in\n{detail}");
+    }
+    assert_eq!(env.status().await["cutoverPhase"], "idle");
+    assert!(env.jobs_by_step().await.is_empty(), "nothing started");
+
+    service.shutdown().await;
+    env.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hand_edited_rows_neither_loop_nor_reach_other_jobs() {
+    let env = Env::start(1).await;
+    env.add_steps(vec![
+        job_step(1, "stuck", &[("CUTOVER_SIM_OUTCOME", "hang")]),
+        job_step(2, "never", &[]),
+    ])
+    .await;
+    let service = env.service("a").await;
+    let base = service.url();
+    ready(&base).await;
+    assert_eq!(post(&base, "/cutover", None).await.0, 202);
+    env.wait_step("stuck", "running").await;
+    let jobs: Api<Job> = Api::namespaced(env.client(), env.ns());
+    let ours = tokio::time::timeout(
+        GUARD,
+        await_condition(jobs.clone(), "cutover-stuck-a1", |j: Option<&Job>| {
+            j.is_some()
+        }),
+    )
+    .await
+    .unwrap()
+    .unwrap()
+    .and_then(|j| j.metadata.uid)
+    .expect("the step's Job");
+    let innocent: Job = serde_json::from_value(json!({
+        "metadata": {"name": "innocent"},
+        "spec": {"template": {"spec": {"restartPolicy": "Never",
+            "containers": [{"name": "x", "image": "busybox:1.36"}]}}}
+    }))
+    .unwrap();
+    jobs.create(&PostParams::default(), &innocent)
+        .await
+        .expect("someone else's Job");
+
+    // What a person with `edit` might type: attempt 0 and another Job's name.
+    let status: Api<ConfigMap> = Api::namespaced(env.client(), env.ns());
+    let edit = json!({"data": {"step.stuck.attempt": "0", "step.stuck.jobName": "innocent"}});
+    status
+        .patch(
+            DEFAULT_STATUS_CONFIGMAP,
+            &PatchParams::default(),
+            &Patch::Merge(&edit),
+        )
+        .await
+        .expect("hand edit");
+    // A window for a loop to show itself (the old engine deleted and recreated the Job
+    // hundreds of times a second); nothing below depends on how long it is.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let now = jobs
+        .get("cutover-stuck-a1")
+        .await
+        .expect("the step's Job is still there");
+    assert_eq!(
+        now.metadata.uid.as_deref(),
+        Some(ours.as_str()),
+        "not recreated"
+    );
+
+    let (code, body) = post(&base, "/cutover/abort", None).await;
+    assert_eq!(code, 200, "{body}");
+    env.wait_phase(&["failed"]).await;
+    tokio::time::timeout(
+        GUARD,
+        await_condition(jobs.clone(), "cutover-stuck-a1", |j: Option<&Job>| {
+            j.is_none()
+        }),
+    )
+    .await
+    .expect("the abort stops the step's own Job")
+    .unwrap();
+    assert!(
+        jobs.get_opt("innocent").await.unwrap().is_some(),
+        "a Job named by hand is never deleted"
+    );
+
+    // The last possible attempt: a retry must fail with a reason, not overflow.
+    let edit = json!({"data": {"step.stuck.attempt": "4294967295"}});
+    status
+        .patch(
+            DEFAULT_STATUS_CONFIGMAP,
+            &PatchParams::default(),
+            &Patch::Merge(&edit),
+        )
+        .await
+        .expect("hand edit");
+    let (code, body) = post(&base, "/cutover/retry", None).await;
+    assert_eq!(code, 202, "{body}");
+    env.wait_step("stuck", "failed").await;
+    let data = env.wait_phase(&["failed"]).await;
+    assert!(
+        data["lastError"].contains("the last there can be"),
+        "{}",
+        data["lastError"]
+    );
+
+    service.shutdown().await;
+    env.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_status_never_starts_the_cutover_over() {
+    let env = Env::start(1).await;
+    env.add_steps(vec![job_step(1, "only", &[])]).await;
+    let service = env.service("a").await;
+    let base = service.url();
+    ready(&base).await;
+    assert_eq!(post(&base, "/cutover", None).await.0, 202);
+    let done = env.wait_phase(&["complete"]).await;
+
+    let status: Api<ConfigMap> = Api::namespaced(env.client(), env.ns());
+    status
+        .delete(DEFAULT_STATUS_CONFIGMAP, &Default::default())
+        .await
+        .expect("someone deletes the status");
+    // The cache follows the deletion; until then the start would answer 200 complete.
+    let (code, body) = loop {
+        let (code, body) = post(&base, "/cutover", None).await;
+        if code != 200 {
+            break (code, body);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(code, 409, "{body}");
+    assert_eq!(body["error"], "status-lost");
+    assert!(
+        body["detail"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("kubectl"),
+        "{body}"
+    );
+    assert!(
+        env.jobs_by_step().await["only"].len() == 1,
+        "nothing ran again"
+    );
+
+    // A replica starting now rebuilds the status from the record: complete, nodes on v2.
+    service.shutdown().await;
+    let service = env.service("b").await;
+    let rebuilt = env.status().await;
+    assert_eq!(rebuilt["cutoverPhase"], "complete", "{rebuilt:#?}");
+    assert_eq!(rebuilt["registriesYamlActive"], "v2");
+    assert_eq!(rebuilt["cutoverStartedAt"], done["cutoverStartedAt"]);
+    let base = service.url();
+    ready(&base).await;
+    let (code, body) = post(&base, "/cutover", None).await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(body["outcome"], "cutover-already-complete");
+
+    service.shutdown().await;
+    env.cleanup().await;
+}

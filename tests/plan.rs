@@ -33,7 +33,8 @@ impl Drop for TempDir {
     }
 }
 
-/// A job step ConfigMap; `spec_line` goes into the PodSpec before its containers.
+/// A job step ConfigMap that meets the default step policy; `spec_line` goes into the
+/// PodSpec before its containers.
 fn job_step(order: u32, slug: &str, spec_line: &str) -> String {
     let script = serde_json::to_string(SCRIPT).unwrap();
     format!(
@@ -51,10 +52,17 @@ data:
     echo hello
   podSpec: |
     {spec_line}
+    serviceAccountName: cutover-runner
+    securityContext:
+      runAsNonRoot: true
+      seccompProfile: {{type: RuntimeDefault}}
     containers:
     - name: main
       image: alpine:3.20
       command: [sh, -c, {script}]
+      securityContext:
+        allowPrivilegeEscalation: false
+        capabilities: {{drop: [ALL]}}
 "#
     )
 }
@@ -197,7 +205,7 @@ fn bad_steps_exit_2_with_a_report_naming_configmap_and_field() {
          duplicate order 1",
         "ConfigMap cutover-step-01-Bad_Name, data.stepName: cannot name a Job",
         "ConfigMap cutover-step-03-broken, data.podSpec: not a valid PodSpec",
-        "at line 1 column 17 (lines of the podSpec value)",
+        "at line 2 column 1, while parsing a flow node (lines of the podSpec value)",
     ] {
         assert!(stderr.contains(needle), "missing {needle:?} in\n{stderr}");
     }
@@ -314,4 +322,37 @@ async fn plan_reads_the_steps_of_a_cluster_and_checks_its_daemonsets() {
         Some(cluster.namespace())
     );
     cluster.cleanup().await;
+}
+
+#[test]
+fn steps_beyond_the_step_policy_are_reported_until_widened_explicitly() {
+    let dir = TempDir::new();
+    dir.write(
+        "01.yaml",
+        &job_step(1, "escalate", "hostPID: true\n    serviceAccount: admin"),
+    );
+    let out = plan(&dir.0, &[], &[]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    for needle in [
+        "ConfigMap cutover-step-01-escalate, data.podSpec.hostPID: must be unset or false",
+        "ConfigMap cutover-step-01-escalate, data.podSpec.serviceAccount: \"admin\" differs",
+    ] {
+        assert!(stderr.contains(needle), "missing {needle:?} in\n{stderr}");
+    }
+    let widened = plan(
+        &dir.0,
+        &[
+            "--step-policy",
+            "privileged",
+            "--step-service-accounts",
+            "*",
+        ],
+        &[],
+    );
+    assert!(
+        widened.status.success(),
+        "{}",
+        String::from_utf8_lossy(&widened.stderr)
+    );
 }

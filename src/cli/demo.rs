@@ -143,6 +143,8 @@ async fn demo(args: DemoArgs) -> Result<(), DemoError> {
             message: e.to_string(),
         })?;
     let mut config = ServiceConfig::new(DEFAULT_NAMESPACE);
+    // The chart's steps meet the default policy that `serve` enforces.
+    config.step_policy = crate::step::StepPolicy::default();
     config.listen = args.listen;
     let service = Service::start(kube_config, config).await?;
     let base = service.url();

@@ -7,6 +7,7 @@ mod http_args;
 mod migrate;
 mod operator_args;
 mod plan;
+mod policy_args;
 #[cfg(feature = "sandbox")]
 mod sandbox;
 mod serve;

@@ -1,6 +1,7 @@
 //! `catalyst-cutover plan`: the Jobs a cutover would run, as YAML, without running anything.
 
 use super::args::{RenderArgs, connect};
+use super::policy_args::StepPolicyArgs;
 use crate::contract::{DEFAULT_NAMESPACE, ENV_NAMESPACE, key::REGISTRIES_YAML_ACTIVE};
 use crate::render::{JobRenderer, RenderError};
 use crate::step::{
@@ -30,6 +31,8 @@ pub struct PlanArgs {
     namespace: String,
     #[command(flatten)]
     render: RenderArgs,
+    #[command(flatten)]
+    policy: StepPolicyArgs,
 }
 
 /// Why `plan` failed.
@@ -76,7 +79,14 @@ pub fn run(args: PlanArgs) -> ExitCode {
 fn plan(args: &PlanArgs) -> Result<(), PlanError> {
     let renderer = JobRenderer::new(args.render.config())?;
     let steps = match &args.from_dir {
-        Some(dir) => parse_plan(&load_dir(dir)?)?,
+        Some(dir) => {
+            let plan = parse_plan(&load_dir(dir)?)?;
+            let problems = args.policy.policy().check_steps(plan.steps());
+            if !problems.is_empty() {
+                return Err(PlanError::Invalid(StepReport { problems }));
+            }
+            plan
+        }
         None => discover_in_cluster(args)?,
     };
     // Everything is rendered before anything is printed: a failure prints no partial plan.
@@ -96,7 +106,7 @@ fn discover_in_cluster(args: &PlanArgs) -> Result<StepPlan, PlanError> {
         let client = connect(args.kubeconfig.as_deref())
             .await
             .map_err(PlanError::Connect)?;
-        Ok(discover(&client, &args.namespace).await?)
+        Ok(discover(&client, &args.namespace, &args.policy.policy()).await?)
     })
 }
 

@@ -3,6 +3,7 @@
 use super::args::{RenderArgs, TargetArgs, kube_config, parse_duration, runtime, shutdown_signal};
 use super::http_args::HttpArgs;
 use super::operator_args::OperatorArgs;
+use super::policy_args::StepPolicyArgs;
 use crate::service::{Service, ServiceConfig};
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -30,10 +31,16 @@ pub struct ServeArgs {
     /// How long the leader keeps the Lease without renewing it.
     #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "15s")]
     lease_duration: Duration,
+    /// How long one request to the Kubernetes API may take before it counts as failed
+    /// (watches are exempt).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "10s")]
+    kube_request_timeout: Duration,
     #[command(flatten)]
     render: RenderArgs,
     #[command(flatten)]
     operator: OperatorArgs,
+    #[command(flatten)]
+    policy: StepPolicyArgs,
     #[command(flatten)]
     http: HttpArgs,
 }
@@ -49,9 +56,11 @@ impl ServeArgs {
         }
         config.lease_name = self.lease_name.clone();
         config.lease_duration = self.lease_duration;
+        config.kube_request_timeout = self.kube_request_timeout;
         config.render = self.render.config();
         self.operator.apply(&mut config)?;
         config.http = self.http.config();
+        config.step_policy = self.policy.policy();
         Ok(config)
     }
 }
@@ -62,10 +71,19 @@ pub fn run(args: ServeArgs) -> ExitCode {
         rt.block_on(async {
             let config = args.config()?;
             let kube_config = kube_config(args.target.kubeconfig.as_deref()).await?;
-            let service = Service::start(kube_config, config)
+            let mut service = Service::start(kube_config, config)
                 .await
                 .map_err(|e| e.to_string())?;
-            shutdown_signal().await;
+            tokio::select! {
+                () = shutdown_signal() => {}
+                died = service.died() => {
+                    // Exit so that the Deployment restarts the pod; the Lease is released
+                    // on the way out, so another replica takes over at once.
+                    tracing::error!(error = %died, "the replica cannot go on; exiting");
+                    service.shutdown().await;
+                    return Err(died.to_string());
+                }
+            }
             tracing::info!("shutting down");
             service.shutdown().await;
             Ok::<(), String>(())

@@ -87,7 +87,8 @@ pub async fn begin(
                     .to_owned(),
             }));
         }
-        _ => {}
+        Phase::Idle => refuse_lost_status(ctx).await?,
+        Phase::Failed => {}
     }
     let plan = validated_plan(ctx).await?;
     let transition = Transition::Start {
@@ -127,6 +128,30 @@ pub async fn begin(
         }
         Err(StoreError::Rejected(r)) => Err(rejected(r)),
         Err(err) => Err(ApiError::store(err)),
+    }
+}
+
+/// 409 `status-lost` when the status shows no cutover but the durable record says one
+/// started: a deleted or recreated status never starts the cutover over on its own.
+pub(crate) async fn refuse_lost_status(ctx: &Context) -> Result<(), ApiError> {
+    let Some(record) = ctx.store.record() else {
+        return Ok(());
+    };
+    let noted = record.read().await.map_err(|err| {
+        ApiError::Unavailable(format!(
+            "cannot read the cutover record (Lease {}): {err}",
+            record.describe()
+        ))
+    })?;
+    match noted.started_at {
+        Some(started_at) => Err(ApiError::StatusLost {
+            record: record.describe(),
+            namespace: ctx.config.namespace.clone(),
+            name: format!("{}-record", ctx.config.lease_name),
+            started_at,
+            finished_at: noted.finished_at,
+        }),
+        None => Ok(()),
     }
 }
 
@@ -172,9 +197,18 @@ pub async fn abort(
             .any(|s| s.name.as_str() == failed && s.pod_spec().is_some()),
         _ => true,
     };
-    if is_job_step && !row.job_name.is_empty() {
+    // Only the Job this step and attempt determine: a jobName edited by hand names no Job
+    // the abort may delete, so the determined one is stopped instead.
+    let target = if crate::runner::decide::may_name(&failed, &row) {
+        Some(row.job_name.clone())
+    } else {
+        crate::step::StepName::new(&failed)
+            .ok()
+            .map(|name| crate::render::job_name(&name, row.attempt))
+    };
+    if let Some(target) = target.filter(|_| is_job_step && row.attempt > 0) {
         let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), &ctx.config.namespace);
-        job::delete(&jobs, &row.job_name).await;
+        job::delete(&jobs, &target, crate::contract::COMPONENT_JOB, &failed).await;
     }
     tracing::warn!(by = %caller.username, step = %failed, "cutover aborted");
     Ok(Json(body(&ctx, &data)))
@@ -337,7 +371,7 @@ fn rejected(r: Rejected) -> ApiError {
 /// The plan as the cluster holds it now, validated in full (DaemonSets included) so that
 /// invalid steps start nothing.
 pub(crate) async fn validated_plan(ctx: &Context) -> Result<StepPlan, ApiError> {
-    match crate::step::discover(&ctx.client, &ctx.config.namespace).await {
+    match crate::step::discover(&ctx.client, &ctx.config.namespace, &ctx.config.step_policy).await {
         Ok(plan) => Ok(plan),
         Err(DiscoverError::Invalid(report)) if report.found_no_steps() => {
             Err(ApiError::NoStepsFound {

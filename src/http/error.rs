@@ -25,6 +25,27 @@ pub enum ApiError {
         /// Its reason.
         reason: String,
     },
+    /// The status ConfigMap shows no cutover, but the durable record says one started: the
+    /// status was deleted or recreated, and the service will not start over on its own.
+    #[error(
+        "the status ConfigMap shows no cutover, but the record (Lease {record}) says one started at {started_at}{}; \
+         the status was deleted or recreated, and the cutover is not run again on its own. \
+         Confirm with `kubectl -n {namespace} get lease {name} -o yaml`; only if every step must really run \
+         again, delete that Lease (`kubectl -n {namespace} delete lease {name}`, beyond the edit role) and start again",
+        finished_at.as_deref().map(|f| format!(" and finished at {f}")).unwrap_or_default()
+    )]
+    StatusLost {
+        /// `namespace/name` of the record Lease.
+        record: String,
+        /// Its namespace.
+        namespace: String,
+        /// Its name.
+        name: String,
+        /// When the recorded cutover started.
+        started_at: String,
+        /// When it finished, if it did.
+        finished_at: Option<String>,
+    },
     /// Retry asked for a cutover that has not failed.
     #[error("the cutover is {phase}; only a failed cutover can be retried")]
     NotFailed {
@@ -122,6 +143,7 @@ impl ApiError {
             ApiError::InProgress { .. } => "cutover-in-progress",
             ApiError::Failed { .. } => "cutover-failed",
             ApiError::NotFailed { .. } => "cutover-not-failed",
+            ApiError::StatusLost { .. } => "status-lost",
             ApiError::NotRunning { .. } => "cutover-not-running",
             ApiError::NoStepsFound { .. } => "no-steps-found",
             ApiError::InvalidSteps { .. } => "invalid-steps",
@@ -142,6 +164,7 @@ impl ApiError {
             ApiError::InProgress { .. }
             | ApiError::Failed { .. }
             | ApiError::NotFailed { .. }
+            | ApiError::StatusLost { .. }
             | ApiError::NotRunning { .. } => StatusCode::CONFLICT,
             ApiError::NoStepsFound { .. } => StatusCode::FAILED_DEPENDENCY,
             ApiError::InvalidSteps { .. } => StatusCode::UNPROCESSABLE_ENTITY,

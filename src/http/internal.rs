@@ -118,7 +118,11 @@ pub async fn operator_login(
     if !get(&cached, key::FIRST_OPERATOR_LOGIN).is_empty() && !held {
         return Ok(answer(&ctx, LoginOutcome::AlreadyRecorded, &cached));
     }
-    let auto_fire = ctx.config.auto_fire && Phase::of(&cached) == Phase::Idle;
+    // A status recreated as new after a cutover (the record says one started) is never
+    // fired by a login.
+    let auto_fire = ctx.config.auto_fire
+        && Phase::of(&cached) == Phase::Idle
+        && super::cutover::refuse_lost_status(&ctx).await.is_ok();
     let plan = if auto_fire {
         Some(current_plan(&ctx)?)
     } else {

@@ -219,7 +219,7 @@ async fn run_step(
     {
         Ok(outcome) => outcome,
         Err(_) => {
-            job::delete(&jobs, job_name).await;
+            job::delete(&jobs, job_name, COMPONENT, step.name.as_str()).await;
             StepOutcome::Failed(format!(
                 "Job {job_name} did not finish within the step deadline of {}s",
                 deadline.as_secs()
@@ -237,7 +237,13 @@ impl Preflights {
     /// plan, which may lag an operator's fix), then starts the cutover for `operator` when it
     /// passed, or holds the auto-fire with the failed checks.
     pub async fn gate_auto_fire(self, operator: String) {
-        let plan = match crate::step::discover(&self.ctx.client, &self.ctx.config.namespace).await {
+        let plan = match crate::step::discover(
+            &self.ctx.client,
+            &self.ctx.config.namespace,
+            &self.ctx.config.step_policy,
+        )
+        .await
+        {
             Ok(plan) => plan,
             Err(err) => {
                 self.hold(&operator, &format!("the steps cannot be read: {err}"))

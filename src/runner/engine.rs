@@ -2,7 +2,7 @@
 //! the step, record the outcome. Every decision is re-derived from the status ConfigMap, so
 //! a restarted or newly elected runner resumes exactly where the last one stopped.
 
-use super::decide::{Next, next};
+use super::decide::{Next, Stall, next};
 use super::watches::RunWatches;
 use super::{StepOutcome, daemonset, job};
 use crate::render::job_name;
@@ -64,6 +64,7 @@ async fn drive(ctx: &Context) -> Result<(), StoreError> {
     let mut run: Option<Run> = None;
     let mut pending: Vec<Transition> = Vec::new();
     let mut discover_backoff = crate::retry::Backoff::new();
+    let mut stall = Stall::default();
     loop {
         let data = current_data(ctx).await?;
         let mut view = data.clone();
@@ -82,7 +83,13 @@ async fn drive(ctx: &Context) -> Result<(), StoreError> {
         }
         let current = match run {
             Some(ref mut current) => current,
-            None => match crate::step::discover(&ctx.client, &ctx.config.namespace).await {
+            None => match crate::step::discover(
+                &ctx.client,
+                &ctx.config.namespace,
+                &ctx.config.step_policy,
+            )
+            .await
+            {
                 Ok(found) => run.insert(Run {
                     watches: RunWatches::open(&ctx.client, &ctx.config.namespace, &found),
                     plan: found,
@@ -106,8 +113,19 @@ async fn drive(ctx: &Context) -> Result<(), StoreError> {
         };
         let names: Vec<&str> = current.plan.iter().map(|s| s.name.as_str()).collect();
         let total_steps = names.len();
-        match next(&names, current.plan.preflight_count(), &view) {
+        let decision = next(&names, current.plan.preflight_count(), &view);
+        stall.pace(&decision, &view).await;
+        match decision {
             Next::Wait => {}
+            Next::Halt { index, reason } => {
+                let mut ts = std::mem::take(&mut pending);
+                ts.push(Transition::Halt {
+                    step: Some(current.plan.steps()[index].name.as_str().to_owned()),
+                    reason,
+                    at: now_rfc3339(),
+                });
+                apply(ctx, ts).await?;
+            }
             Next::Complete => {
                 // Logged before the write: once written, the phase change releases the
                 // Lease, which may stop this runner before the write's answer is read.
@@ -289,7 +307,7 @@ async fn run_step(
             };
             // A Job that ended on its own stays for inspection (its TTL removes it); one the
             // runner gave up on, or that was aborted, must stop now.
-            job::delete(&jobs, target).await;
+            job::delete(&jobs, target, crate::contract::COMPONENT_JOB, step_name).await;
             outcome
         }
         StepKind::DaemonSetWait { daemonset } => {

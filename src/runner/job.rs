@@ -8,7 +8,7 @@ use crate::contract;
 use crate::retry::{Backoff, is_status, is_transient};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
-use kube::api::{Api, DeleteParams, ListParams, PostParams, PropagationPolicy};
+use kube::api::{Api, DeleteParams, ListParams, PostParams, Preconditions, PropagationPolicy};
 
 /// Where a Job stands, read from its conditions.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -53,24 +53,33 @@ pub fn job_state(job: &Job) -> JobState {
     }
 }
 
-/// Whether `job` was rendered for `step` (so adopting it cannot run someone else's Job).
-fn belongs_to(job: &Job, step: &str) -> bool {
-    job.metadata
-        .labels
-        .as_ref()
-        .and_then(|l| l.get(contract::LABEL_JOB_STEP))
-        .is_some_and(|s| s == step)
+/// Whether `job` carries the labels the cutover gives its Jobs of `component` (the
+/// cutover's, or a preflight run's) for `step`, so that neither adopting nor deleting it can
+/// touch someone else's Job. Pure.
+pub fn belongs_to(job: &Job, component: &str, step: &str) -> bool {
+    let labels = job.metadata.labels.as_ref();
+    let label = |key: &str| labels.and_then(|l| l.get(key)).map(String::as_str);
+    label(contract::LABEL_PART_OF) == Some(contract::PART_OF)
+        && label(contract::LABEL_COMPONENT) == Some(component)
+        && label(contract::LABEL_JOB_STEP) == Some(step)
 }
 
 /// Creates `job` unless a Job of that name exists, and returns whether it was adopted.
 /// Exactly once per attempt: the name is deterministic, so a second create answers 409.
 pub async fn ensure(api: &Api<Job>, job: &Job, step: &str, resume: bool) -> Result<bool, String> {
     let name = job.metadata.name.clone().unwrap_or_default();
+    // An existing Job is ours only if it carries the component the rendered one does.
+    let component = job
+        .metadata
+        .labels
+        .as_ref()
+        .and_then(|l| l.get(contract::LABEL_COMPONENT))
+        .map_or(contract::COMPONENT_JOB, String::as_str);
     let mut backoff = Backoff::new();
     loop {
         if resume {
             match api.get_opt(&name).await {
-                Ok(Some(existing)) => return adopt(existing, step),
+                Ok(Some(existing)) => return adopt(existing, component, step),
                 Ok(None) => {}
                 Err(err) if is_transient(&err) => {
                     backoff.wait().await;
@@ -85,7 +94,7 @@ pub async fn ensure(api: &Api<Job>, job: &Job, step: &str, resume: bool) -> Resu
                 return Ok(false);
             }
             Err(err) if is_status(&err, 409) => match api.get_opt(&name).await {
-                Ok(Some(existing)) => return adopt(existing, step),
+                Ok(Some(existing)) => return adopt(existing, component, step),
                 Ok(None) => continue,
                 Err(err) if is_transient(&err) => backoff.wait().await,
                 Err(err) => return Err(format!("could not read Job {name}: {err}")),
@@ -99,14 +108,19 @@ pub async fn ensure(api: &Api<Job>, job: &Job, step: &str, resume: bool) -> Resu
     }
 }
 
-fn adopt(existing: Job, step: &str) -> Result<bool, String> {
+fn adopt(existing: Job, component: &str, step: &str) -> Result<bool, String> {
     let name = existing.metadata.name.clone().unwrap_or_default();
-    if belongs_to(&existing, step) {
+    if belongs_to(&existing, component, step) {
         tracing::info!(job = %name, "adopted the existing Job of this attempt");
         Ok(true)
     } else {
         Err(format!(
-            "Job {name} already exists but is not labelled {}={step}; delete or rename it",
+            "Job {name} already exists but is not the cutover's Job of step {step} (labels \
+             {}={}, {}={}, {}={step}); delete or rename it",
+            contract::LABEL_PART_OF,
+            contract::PART_OF,
+            contract::LABEL_COMPONENT,
+            component,
             contract::LABEL_JOB_STEP
         ))
     }
@@ -182,15 +196,37 @@ async fn failed_pod_message(pods: &Api<Pod>, job: &str) -> Option<(String, Strin
     })
 }
 
-/// Deletes Job `name` and its pods (background propagation). A Job already gone is fine.
-pub async fn delete(jobs: &Api<Job>, name: &str) {
+/// Deletes Job `name` of `step` and its pods (background propagation), only when it is the
+/// cutover's Job of `component` for that step, and only the very object looked at: the delete carries its
+/// UID as a precondition, so a Job recreated under the name meanwhile is left alone. A Job
+/// already gone is fine.
+pub async fn delete(jobs: &Api<Job>, name: &str, component: &str, step: &str) {
+    let job = match jobs.get_opt(name).await {
+        Ok(Some(job)) => job,
+        Ok(None) => return,
+        Err(err) => {
+            tracing::warn!(job = %name, error = %err, "could not read the Job to delete it");
+            return;
+        }
+    };
+    if !belongs_to(&job, component, step) {
+        tracing::warn!(job = %name, step, "not deleting a Job that is not the cutover's Job of this step");
+        return;
+    }
     let params = DeleteParams {
         propagation_policy: Some(PropagationPolicy::Background),
+        preconditions: job.metadata.uid.clone().map(|uid| Preconditions {
+            uid: Some(uid),
+            resource_version: None,
+        }),
         ..DeleteParams::default()
     };
     match jobs.delete(name, &params).await {
         Ok(_) => tracing::info!(job = %name, "deleted the Job"),
         Err(err) if is_status(&err, 404) => {}
+        Err(err) if is_status(&err, 409) => {
+            tracing::warn!(job = %name, "the Job was replaced before it could be deleted; left alone");
+        }
         Err(err) => tracing::warn!(job = %name, error = %err, "could not delete the Job"),
     }
 }
@@ -244,6 +280,37 @@ mod tests {
             job_state(&job(&[("Failed", "False", "x")])),
             JobState::Running
         );
+    }
+
+    #[test]
+    fn only_a_job_with_every_cutover_label_belongs_to_a_step() {
+        let labelled = |pairs: &[(&str, &str)]| Job {
+            metadata: kube::api::ObjectMeta {
+                labels: Some(
+                    pairs
+                        .iter()
+                        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                        .collect(),
+                ),
+                ..Default::default()
+            },
+            ..Job::default()
+        };
+        let all = [
+            (contract::LABEL_PART_OF, contract::PART_OF),
+            (contract::LABEL_COMPONENT, contract::COMPONENT_JOB),
+            (contract::LABEL_JOB_STEP, "a"),
+        ];
+        let job = contract::COMPONENT_JOB;
+        assert!(belongs_to(&labelled(&all), job, "a"));
+        assert!(!belongs_to(&labelled(&all), job, "b"));
+        assert!(!belongs_to(&labelled(&all), "cutover-preflight", "a"));
+        assert!(!belongs_to(&labelled(&all[1..]), job, "a"));
+        assert!(!belongs_to(
+            &labelled(&[(contract::LABEL_JOB_STEP, "a")]),
+            job,
+            "a"
+        ));
     }
 
     #[test]

@@ -1,7 +1,15 @@
 //! Leader election over a coordination.k8s.io/v1 Lease, so exactly one replica in the whole
 //! cluster runs the cutover while the others serve reads and take over when it dies. The
-//! decision (acquire, renew, wait) is a pure function of the Lease and the clock; the async
-//! shell only reads and writes it with optimistic concurrency.
+//! decision (acquire, renew, wait) is a pure function of the Lease, of what this replica
+//! last observed of it and of the local clock; the async shell only reads and writes it with
+//! optimistic concurrency.
+//!
+//! As in client-go's leader election, expiry is judged by locally observed time: a
+//! follower notes when it last saw the holder's record change, and takes over once it has
+//! not changed for the Lease duration by its own monotonic clock. It never compares the
+//! holder's `renewTime` with its own wall clock, so skewed clocks cannot make two leaders.
+//! The holder stops acting once it has not renewed within the renew deadline, which is
+//! shorter than the duration: it steps down before any follower may take over.
 
 use crate::retry::is_status;
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
@@ -9,6 +17,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
 use kube::api::{Api, PostParams};
 use std::time::Duration;
 use tokio::sync::watch;
+use tokio::time::Instant;
 
 /// How a replica takes part in the election.
 #[derive(Debug, Clone)]
@@ -19,18 +28,28 @@ pub struct LeaseConfig {
     pub identity: String,
     /// How long a holder keeps the Lease without renewing it.
     pub duration: Duration,
+    /// How long the holder keeps acting without a successful renewal; shorter than
+    /// `duration`, so it has stopped before another replica may take over.
+    pub renew_deadline: Duration,
     /// How often the holder renews, and others re-check.
     pub renew_every: Duration,
 }
 
 impl LeaseConfig {
-    /// Defaults in the spirit of client-go's leader election (15 s lease, renew well before).
+    /// Defaults of client-go's leader election: a 15 s lease, a 10 s renew deadline.
     pub fn new(name: &str, identity: &str) -> Self {
+        LeaseConfig::with_duration(name, identity, Duration::from_secs(15))
+    }
+
+    /// A Lease of `duration`, with client-go's proportions: the renew deadline at two
+    /// thirds of it, a renewal every quarter.
+    pub fn with_duration(name: &str, identity: &str, duration: Duration) -> Self {
         LeaseConfig {
             name: name.to_owned(),
             identity: identity.to_owned(),
-            duration: Duration::from_secs(15),
-            renew_every: Duration::from_secs(4),
+            duration,
+            renew_deadline: duration * 2 / 3,
+            renew_every: duration / 4,
         }
     }
 }
@@ -51,26 +70,77 @@ pub enum LeaseAction {
     },
 }
 
-/// Decides what to do with `lease` at `now` (as microseconds since the epoch). Pure.
-pub fn decide(lease: Option<&Lease>, identity: &str, now: jiff::Timestamp) -> LeaseAction {
+/// The parts of a Lease whose change shows its holder is alive.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Record {
+    holder: String,
+    renew_time: Option<MicroTime>,
+    acquire_time: Option<MicroTime>,
+    transitions: Option<i32>,
+    duration_seconds: Option<i32>,
+}
+
+impl Record {
+    fn of(lease: &Lease) -> Record {
+        let spec = lease.spec.clone().unwrap_or_default();
+        Record {
+            holder: spec.holder_identity.unwrap_or_default(),
+            renew_time: spec.renew_time,
+            acquire_time: spec.acquire_time,
+            transitions: spec.lease_transitions,
+            duration_seconds: spec.lease_duration_seconds,
+        }
+    }
+}
+
+/// What this replica last saw of the Lease, and since when (by its own monotonic clock)
+/// it has looked that way.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Observation {
+    record: Option<Record>,
+    since: Instant,
+}
+
+impl Observation {
+    /// The observation after reading `lease` at `now`: unchanged records keep the time they
+    /// were first seen. Pure.
+    pub fn after(previous: Option<&Observation>, lease: Option<&Lease>, now: Instant) -> Self {
+        let record = lease.map(Record::of);
+        match previous {
+            Some(previous) if previous.record == record => previous.clone(),
+            _ => Observation { record, since: now },
+        }
+    }
+}
+
+/// Decides what to do with `lease`, as observed in `observed`, at local time `now`. Pure.
+pub fn decide(
+    lease: Option<&Lease>,
+    identity: &str,
+    observed: &Observation,
+    now: Instant,
+) -> LeaseAction {
     let Some(lease) = lease else {
         return LeaseAction::Create;
     };
-    let spec = lease.spec.clone().unwrap_or_default();
-    let holder = spec.holder_identity.unwrap_or_default();
-    if holder == identity {
+    let record = Record::of(lease);
+    if record.holder == identity {
         return LeaseAction::Renew;
     }
-    if holder.is_empty() {
+    if record.holder.is_empty() {
         return LeaseAction::TakeOver;
     }
-    let duration = i64::from(spec.lease_duration_seconds.unwrap_or(15).max(1));
-    let renewed = spec.renew_time.or(spec.acquire_time).map(|t| t.0);
-    match renewed {
-        Some(renewed) if renewed + jiff::SignedDuration::from_secs(duration) > now => {
-            LeaseAction::Follow { holder }
+    let seconds = record.duration_seconds.unwrap_or(15).max(1).unsigned_abs();
+    let unchanged_for = match &observed.record {
+        Some(seen) if *seen == record => now.saturating_duration_since(observed.since),
+        _ => Duration::ZERO,
+    };
+    if unchanged_for >= Duration::from_secs(u64::from(seconds)) {
+        LeaseAction::TakeOver
+    } else {
+        LeaseAction::Follow {
+            holder: record.holder,
         }
-        _ => LeaseAction::TakeOver,
     }
 }
 
@@ -90,9 +160,9 @@ fn held(mut lease: Lease, action: &LeaseAction, cfg: &LeaseConfig, now: jiff::Ti
 
 /// Runs the election until the future is dropped, publishing whether this replica leads.
 /// Replicas only contend while `wanted` is true (the cutover is running): an idle service
-/// holds no Lease and makes no request for it. Leadership is given up locally as soon as a
-/// renewal has not succeeded within the lease duration, before another replica may take
-/// it over.
+/// holds no Lease and makes no request for it. Leadership is given up locally as soon as
+/// no renewal has succeeded within the renew deadline, even while a renewal is still in
+/// flight, so a hanging API server cannot keep a stale leader acting.
 pub async fn elect(
     api: Api<Lease>,
     cfg: LeaseConfig,
@@ -100,7 +170,9 @@ pub async fn elect(
     mut wanted: watch::Receiver<bool>,
 ) {
     let mut held: Option<Lease> = None;
-    let mut last_renewed: Option<tokio::time::Instant> = None;
+    let mut observed: Option<Observation> = None;
+    // When the last successful write was sent: the Lease counts from no earlier than that.
+    let mut renewed_at: Option<Instant> = None;
     loop {
         if !*wanted.borrow_and_update() {
             if held.take().is_some() || *leading.borrow() {
@@ -108,36 +180,47 @@ pub async fn elect(
                 release(&api, &cfg).await;
                 tracing::info!(lease = %cfg.name, "nothing to run; released the lease");
             }
-            last_renewed = None;
+            renewed_at = None;
             if wanted.changed().await.is_err() {
                 return;
             }
             continue;
         }
-        match try_once(&api, &cfg, held.take(), jiff::Timestamp::now()).await {
-            Ok(Some(lease)) => {
+        let sent = Instant::now();
+        let round = try_once(&api, &cfg, held.take(), &mut observed);
+        let outcome = match renewed_at {
+            Some(at) => tokio::select! {
+                outcome = round => Some(outcome),
+                () = tokio::time::sleep_until(at + cfg.renew_deadline) => None,
+            },
+            None => Some(round.await),
+        };
+        match outcome {
+            Some(Ok(Some(lease))) => {
                 if !*leading.borrow() {
                     tracing::info!(lease = %cfg.name, identity = %cfg.identity, "became the leader");
                 }
                 held = Some(lease);
-                last_renewed = Some(tokio::time::Instant::now());
+                renewed_at = Some(sent);
                 leading.send_replace(true);
             }
-            Ok(None) => {
+            Some(Ok(None)) => {
                 if *leading.borrow() {
                     tracing::warn!(lease = %cfg.name, "lost the lease to another replica");
                 }
-                last_renewed = None;
+                renewed_at = None;
                 leading.send_replace(false);
             }
-            Err(err) => {
+            Some(Err(err)) => {
                 tracing::warn!(lease = %cfg.name, error = %err, "lease request failed");
-                let safe = cfg.duration.saturating_sub(cfg.renew_every);
-                if last_renewed.is_some_and(|at| at.elapsed() >= safe) {
-                    tracing::warn!(lease = %cfg.name, "could not renew in time; stepping down");
-                    leading.send_replace(false);
-                    last_renewed = None;
+                if renewed_at.is_some_and(|at| at.elapsed() >= cfg.renew_deadline) {
+                    step_down(&cfg, &leading);
+                    renewed_at = None;
                 }
+            }
+            None => {
+                step_down(&cfg, &leading);
+                renewed_at = None;
             }
         }
         tokio::select! {
@@ -147,6 +230,15 @@ pub async fn elect(
     }
 }
 
+fn step_down(cfg: &LeaseConfig, leading: &watch::Sender<bool>) {
+    tracing::warn!(
+        lease = %cfg.name,
+        renew_deadline = ?cfg.renew_deadline,
+        "could not renew the lease within the renew deadline; stepping down"
+    );
+    leading.send_replace(false);
+}
+
 /// One round: returns the Lease as we wrote it when we hold it afterwards. `cached` is the
 /// Lease of our last successful write, so a renewal costs one request, not two; a conflict
 /// means someone else wrote it, and the round reads it afresh.
@@ -154,7 +246,7 @@ async fn try_once(
     api: &Api<Lease>,
     cfg: &LeaseConfig,
     cached: Option<Lease>,
-    now: jiff::Timestamp,
+    observed: &mut Option<Observation>,
 ) -> Result<Option<Lease>, kube::Error> {
     let mut cached = cached;
     loop {
@@ -163,7 +255,11 @@ async fn try_once(
             Some(lease) => Some(lease),
             None => api.get_opt(&cfg.name).await?,
         };
-        let action = decide(current.as_ref(), &cfg.identity, now);
+        let now = Instant::now();
+        let seen = Observation::after(observed.as_ref(), current.as_ref(), now);
+        let action = decide(current.as_ref(), &cfg.identity, &seen, now);
+        *observed = Some(seen);
+        let stamp = jiff::Timestamp::now();
         let result = match (&action, current) {
             (LeaseAction::Follow { .. }, _) => return Ok(None),
             (LeaseAction::Create, _) | (_, None) => {
@@ -176,7 +272,7 @@ async fn try_once(
                 };
                 api.create(
                     &PostParams::default(),
-                    &held(lease, &LeaseAction::Create, cfg, now),
+                    &held(lease, &LeaseAction::Create, cfg, stamp),
                 )
                 .await
             }
@@ -184,7 +280,7 @@ async fn try_once(
                 api.replace(
                     &cfg.name,
                     &PostParams::default(),
-                    &held(lease, &action, cfg, now),
+                    &held(lease, &action, cfg, stamp),
                 )
                 .await
             }
@@ -219,41 +315,90 @@ pub async fn release(api: &Api<Lease>, cfg: &LeaseConfig) {
 mod tests {
     use super::*;
 
-    fn lease(holder: Option<&str>, renewed_secs_ago: i64, duration: i32) -> Lease {
-        let now = jiff::Timestamp::now();
+    /// A Lease held by `holder` whose renewTime is `renewed` seconds after some epoch; the
+    /// wall-clock value never matters to the decision, only whether it changes.
+    fn lease(holder: Option<&str>, renewed: i64, duration: i32) -> Lease {
         Lease {
             metadata: ObjectMeta::default(),
             spec: Some(LeaseSpec {
                 holder_identity: holder.map(str::to_owned),
                 lease_duration_seconds: Some(duration),
                 renew_time: Some(MicroTime(
-                    now - jiff::SignedDuration::from_secs(renewed_secs_ago),
+                    jiff::Timestamp::UNIX_EPOCH + jiff::SignedDuration::from_secs(renewed),
                 )),
                 ..LeaseSpec::default()
             }),
         }
     }
 
+    fn after(previous: Option<&Observation>, lease: &Lease, now: Instant) -> Observation {
+        Observation::after(previous, Some(lease), now)
+    }
+
     #[test]
-    fn decisions() {
-        let now = jiff::Timestamp::now();
-        assert_eq!(decide(None, "a", now), LeaseAction::Create);
+    fn own_missing_and_released_leases() {
+        let now = Instant::now();
+        let none = Observation::after(None, None, now);
+        assert_eq!(decide(None, "a", &none, now), LeaseAction::Create);
+        let mine = lease(Some("a"), 1, 15);
         assert_eq!(
-            decide(Some(&lease(Some("a"), 1, 15)), "a", now),
+            decide(Some(&mine), "a", &after(None, &mine, now), now),
             LeaseAction::Renew
         );
+        let released = lease(None, 1, 15);
         assert_eq!(
-            decide(Some(&lease(Some("b"), 1, 15)), "a", now),
-            LeaseAction::Follow { holder: "b".into() }
-        );
-        assert_eq!(
-            decide(Some(&lease(Some("b"), 16, 15)), "a", now),
+            decide(Some(&released), "a", &after(None, &released, now), now),
             LeaseAction::TakeOver
         );
+    }
+
+    #[test]
+    fn expiry_is_judged_by_local_time_since_the_record_last_changed() {
+        let t0 = Instant::now();
+        // A renewTime far in the past by our wall clock (a holder whose clock lags) is
+        // still fresh when we only just saw it.
+        let theirs = lease(Some("b"), -1_000_000, 15);
+        let seen = after(None, &theirs, t0);
+        let follow = LeaseAction::Follow { holder: "b".into() };
+        assert_eq!(decide(Some(&theirs), "a", &seen, t0), follow);
+        let t14 = t0 + Duration::from_secs(14);
+        let seen = after(Some(&seen), &theirs, t14);
+        assert_eq!(decide(Some(&theirs), "a", &seen, t14), follow);
+        // Renewed at 14 s: the clock starts over, so 16 s is not yet expiry.
+        let renewed = lease(Some("b"), -999_990, 15);
+        let seen = after(Some(&seen), &renewed, t14);
+        let t16 = t0 + Duration::from_secs(16);
+        let seen = after(Some(&seen), &renewed, t16);
+        assert_eq!(decide(Some(&renewed), "a", &seen, t16), follow);
+        // Unchanged for the whole duration: expired.
+        let t29 = t14 + Duration::from_secs(15);
+        let seen = after(Some(&seen), &renewed, t29);
         assert_eq!(
-            decide(Some(&lease(None, 1, 15)), "a", now),
+            decide(Some(&renewed), "a", &seen, t29),
             LeaseAction::TakeOver
         );
+    }
+
+    #[test]
+    fn a_renew_time_in_the_future_does_not_keep_a_dead_holder() {
+        let t0 = Instant::now();
+        let ahead = lease(Some("b"), i64::from(i32::MAX), 15);
+        let seen = after(None, &ahead, t0);
+        let later = t0 + Duration::from_secs(15);
+        let seen = after(Some(&seen), &ahead, later);
+        assert_eq!(
+            decide(Some(&ahead), "a", &seen, later),
+            LeaseAction::TakeOver
+        );
+    }
+
+    #[test]
+    fn the_renew_deadline_is_shorter_than_the_lease() {
+        let cfg = LeaseConfig::with_duration("l", "a", Duration::from_secs(3));
+        assert!(cfg.renew_deadline < cfg.duration);
+        assert!(cfg.renew_every < cfg.renew_deadline);
+        let default = LeaseConfig::new("l", "a");
+        assert_eq!(default.renew_deadline, Duration::from_secs(10));
     }
 
     #[test]

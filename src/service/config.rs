@@ -4,6 +4,7 @@ use crate::auth::AuthConfig;
 use crate::events::EventsConfig;
 use crate::http::server::ServerConfig;
 use crate::render::RenderConfig;
+use crate::step::StepPolicy;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -26,6 +27,8 @@ pub struct ServiceConfig {
     pub listen: SocketAddr,
     /// How long one HTTP request may take.
     pub request_timeout: Duration,
+    /// How long one request to the Kubernetes API may take (watches excepted).
+    pub kube_request_timeout: Duration,
     /// How the HTTP port treats its clients: timeouts, caps, TLS.
     pub http: ServerConfig,
     /// Who may call the HTTP API. Off in [`ServiceConfig::new`] (embedding, tests, the
@@ -35,6 +38,10 @@ pub struct ServiceConfig {
     pub auto_fire: bool,
     /// The live event stream's buffers and keep-alive.
     pub events: EventsConfig,
+    /// What a step's PodSpec may ask for. Unrestricted in [`ServiceConfig::new`]
+    /// (embedding, tests, benches: their step ConfigMaps are trusted); `serve` defaults to
+    /// [`StepPolicy::default`], `restricted` and the chart's step service account.
+    pub step_policy: StepPolicy,
 }
 
 impl ServiceConfig {
@@ -49,10 +56,12 @@ impl ServiceConfig {
             render: RenderConfig::default(),
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             request_timeout: Duration::from_secs(30),
+            kube_request_timeout: crate::request_timeout::DEFAULT_REQUEST_TIMEOUT,
             http: ServerConfig::default(),
             auth: AuthConfig::disabled(),
             auto_fire: true,
             events: EventsConfig::default(),
+            step_policy: StepPolicy::unrestricted(),
         }
     }
 }

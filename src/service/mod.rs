@@ -8,5 +8,5 @@ pub mod steps;
 
 pub use config::ServiceConfig;
 pub use context::Context;
-pub use run::{Service, StartError};
+pub use run::{Service, StartError, TaskDied};
 pub use steps::{PlanState, StepSource};

@@ -6,8 +6,9 @@ use crate::auth::Authenticator;
 use crate::events::EventHub;
 use crate::metrics::{KubeMetricsLayer, Metrics};
 use crate::render::{JobRenderer, RenderError};
+use crate::request_timeout::RequestTimeoutLayer;
 use crate::runner::{engine, lease};
-use crate::status::{StatusCache, StatusStore, StoreError};
+use crate::status::{RecordKeeper, StatusCache, StatusStore, StoreError};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::Api;
@@ -87,6 +88,34 @@ async fn runner_wanted(cache: StatusCache, wanted: watch::Sender<bool>) {
     }
 }
 
+/// A background task of the replica that ended.
+#[derive(Debug, thiserror::Error)]
+pub enum TaskDied {
+    /// It panicked.
+    #[error("a background task panicked: {0}")]
+    Panicked(String),
+    /// It returned, which none should.
+    #[error("a background task ended")]
+    Ended,
+}
+
+/// The first of `tasks` to end, and how; pending forever when there are none.
+async fn first_to_end(tasks: &mut JoinSet<()>) -> TaskDied {
+    match tasks.join_next().await {
+        Some(Err(err)) if err.is_panic() => {
+            let payload = err.into_panic();
+            let message = payload
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_owned())
+                .or_else(|| payload.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "no message".to_owned());
+            TaskDied::Panicked(message)
+        }
+        Some(_) => TaskDied::Ended,
+        None => std::future::pending().await,
+    }
+}
+
 impl Service {
     /// Starts a replica against the API server `kube_config` points at.
     pub async fn start(
@@ -96,12 +125,18 @@ impl Service {
         let metrics = Arc::new(Metrics::new());
         let client = kube::client::ClientBuilder::try_from(kube_config)
             .map_err(StartError::Client)?
+            .with_layer(&RequestTimeoutLayer::new(config.kube_request_timeout))
             .with_layer(&KubeMetricsLayer::new(metrics.clone()))
             .build();
         let renderer = JobRenderer::new(config.render.clone())?;
         let ns = config.namespace.clone();
         let cache = StatusCache::new();
-        let store = StatusStore::new(client.clone(), &ns, &config.status_configmap, cache.clone());
+        let record = RecordKeeper::new(
+            Api::namespaced(client.clone(), &ns),
+            &format!("{}-record", config.lease_name),
+        );
+        let store = StatusStore::new(client.clone(), &ns, &config.status_configmap, cache.clone())
+            .with_record(record.clone());
         let applied = migrate(&store).await?;
         if !applied.is_empty() {
             tracing::info!(versions = ?applied, "migrated the status ConfigMap");
@@ -114,14 +149,15 @@ impl Service {
                 .clone()
                 .follow(cm_api, config.status_configmap.clone()),
         );
+        tasks.spawn(record.follow(cache.clone()));
         let (steps, follow_steps) = StepSource::follow(client.clone(), &ns);
         tasks.spawn(follow_steps);
 
-        let lease_cfg = lease::LeaseConfig {
-            duration: config.lease_duration,
-            renew_every: config.lease_duration / 4,
-            ..lease::LeaseConfig::new(&config.lease_name, &config.identity)
-        };
+        let lease_cfg = lease::LeaseConfig::with_duration(
+            &config.lease_name,
+            &config.identity,
+            config.lease_duration,
+        );
         let lease_api: Api<Lease> = Api::namespaced(client.clone(), &ns);
         let (leading_tx, leading) = watch::channel(false);
         let (wanted_tx, wanted) = watch::channel(false);
@@ -245,9 +281,38 @@ impl Service {
         lease::release(&self.lease_api, &self.lease).await;
     }
 
+    /// Resolves when one of the replica's background tasks (the runner, the election, the
+    /// caches) has ended: each runs for the replica's whole life, so one that ended has
+    /// died, and a replica without it must not go on (a leader renewing its Lease with no
+    /// runner behind it would hold the cutover up). `serve` exits on it, so the Deployment
+    /// restarts the pod.
+    pub async fn died(&mut self) -> TaskDied {
+        first_to_end(&mut self.tasks).await
+    }
+
     /// Stops at once, as a crash would: no request finished, no Lease released.
     pub fn kill(mut self) {
         self.http.abort();
         self.tasks.abort_all();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_task_that_panics_or_ends_is_reported() {
+        let mut tasks = JoinSet::new();
+        tasks.spawn(std::future::pending());
+        tasks.spawn(async { panic!("the runner broke") });
+        let died = first_to_end(&mut tasks).await;
+        assert!(
+            matches!(&died, TaskDied::Panicked(m) if m == "the runner broke"),
+            "{died}"
+        );
+        tasks.spawn(async {});
+        assert!(matches!(first_to_end(&mut tasks).await, TaskDied::Ended));
+        tasks.abort_all();
     }
 }

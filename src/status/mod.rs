@@ -7,12 +7,14 @@ pub mod cache;
 #[cfg(test)]
 pub mod fixtures;
 pub mod model;
+pub mod record;
 pub mod store;
 pub mod transition;
 
 pub use body::StatusBody;
 pub use cache::StatusCache;
 pub use model::{Phase, StatusData, StepResult, StepRow};
+pub use record::{CutoverRecord, RecordKeeper};
 pub use store::{StatusStore, StoreError};
 pub use transition::{Rejected, Transition, Trigger};
 

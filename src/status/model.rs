@@ -137,30 +137,37 @@ pub struct StepRow {
     pub finished_at: String,
     /// `jobName`: the Job of the latest attempt, or the DaemonSet.
     pub job_name: String,
-    /// The latest attempt; 0 when never started. Rows of the earlier implementation carry
-    /// no attempt: a started row without one counts as attempt 1.
+    /// The latest attempt; 0 when never started, at least 1 once started. Rows of the
+    /// earlier implementation carry no attempt: a started row without one counts as
+    /// attempt 1, and so does a started row whose attempt a hand edit made 0 or garbage.
     pub attempt: u32,
+    /// Whether the row records its attempt (rows of the earlier implementation do not).
+    pub attempt_recorded: bool,
 }
 
 impl StepRow {
-    /// Reads the row of `step` from the data map.
+    /// Reads the row of `step` from the data map, normalised: whatever a hand edit wrote,
+    /// a started row has an attempt of at least 1.
     pub fn read(data: &StatusData, step: &str) -> StepRow {
         let field = |f: &str| get(data, &key::step(step, f)).to_owned();
         let started_at = field(key::STEP_STARTED_AT);
         let result = StepResult::parse(&field(key::STEP_RESULT));
-        let attempt = field(STEP_ATTEMPT).parse().unwrap_or({
-            if result == StepResult::Pending && started_at.is_empty() {
-                0
-            } else {
-                1
-            }
-        });
+        let raw_attempt = field(STEP_ATTEMPT);
+        let recorded = raw_attempt.trim().parse::<u32>().ok();
+        let started = !(result == StepResult::Pending && started_at.is_empty());
+        let attempt = match recorded {
+            Some(n) if started => n.max(1),
+            Some(n) => n,
+            None if started => 1,
+            None => 0,
+        };
         StepRow {
             result,
             started_at,
             finished_at: field(key::STEP_FINISHED_AT),
             job_name: field(key::STEP_JOB_NAME),
             attempt,
+            attempt_recorded: !raw_attempt.is_empty(),
         }
     }
 }
@@ -231,6 +238,23 @@ mod tests {
         assert_eq!(row.attempt, 1);
         assert_eq!(row.job_name, "cutover-a");
         assert_eq!(StepRow::read(&d, "b").attempt, 0);
+    }
+
+    #[test]
+    fn hand_edited_attempts_are_normalised() {
+        let row = |attempt: &str| {
+            StepRow::read(
+                &data(&[("step.a.result", "running"), ("step.a.attempt", attempt)]),
+                "a",
+            )
+            .attempt
+        };
+        assert_eq!(row("0"), 1);
+        assert_eq!(row("-3"), 1);
+        assert_eq!(row("lots"), 1);
+        assert_eq!(row(" 7 "), 7);
+        assert_eq!(row("4294967295"), u32::MAX);
+        assert_eq!(row("4294967296"), 1);
     }
 
     #[test]

@@ -5,6 +5,7 @@
 
 use super::cache::StatusCache;
 use super::model::{KEY_PHASE, KEY_SCHEMA_VERSION, Phase, StatusData};
+use super::record::RecordKeeper;
 use super::transition::{Rejected, Transition};
 use crate::contract::{self, key};
 use crate::retry::{Backoff, is_status, is_transient};
@@ -52,6 +53,7 @@ pub struct StatusStore {
     name: String,
     cache: StatusCache,
     writes: tokio::sync::broadcast::Sender<std::sync::Arc<Write>>,
+    record: Option<RecordKeeper>,
 }
 
 impl StatusStore {
@@ -64,7 +66,20 @@ impl StatusStore {
             name: name.to_owned(),
             cache,
             writes: tokio::sync::broadcast::Sender::new(256),
+            record: None,
         }
+    }
+
+    /// The same store, rebuilding a lost status ConfigMap from `record` instead of creating
+    /// it as new.
+    pub fn with_record(mut self, record: RecordKeeper) -> Self {
+        self.record = Some(record);
+        self
+    }
+
+    /// The durable record of the cutover, when the store keeps one.
+    pub fn record(&self) -> Option<&RecordKeeper> {
+        self.record.as_ref()
     }
 
     /// Every write this store makes from now on, once it has succeeded. Each transition is
@@ -175,16 +190,17 @@ impl StatusStore {
         loop {
             let result = match self.api.get_opt(&self.name).await {
                 Ok(Some(cm)) => Ok(cm),
-                Ok(None) => match self
-                    .api
-                    .create(&PostParams::default(), &initial_configmap(&self.name))
-                    .await
-                {
-                    Ok(cm) => {
-                        tracing::info!(configmap = %self.name, "created the status ConfigMap");
-                        Ok(cm)
+                Ok(None) => match self.recreated().await {
+                    Ok(configmap) => {
+                        match self.api.create(&PostParams::default(), &configmap).await {
+                            Ok(cm) => {
+                                tracing::info!(configmap = %self.name, "created the status ConfigMap");
+                                Ok(cm)
+                            }
+                            Err(err) if is_status(&err, 409) => continue,
+                            Err(err) => Err(err),
+                        }
                     }
-                    Err(err) if is_status(&err, 409) => continue,
                     Err(err) => Err(err),
                 },
                 Err(err) => Err(err),
@@ -203,6 +219,29 @@ impl StatusStore {
                 Err(source) => return Err(self.refused(source)),
             }
         }
+    }
+
+    /// The status ConfigMap to create when there is none: as the chart installs it, unless
+    /// the record says a cutover started, in which case the status was lost and is rebuilt
+    /// from the record (never started over). A record that cannot be read is an error, not
+    /// an empty record.
+    async fn recreated(&self) -> Result<ConfigMap, kube::Error> {
+        let Some(record) = &self.record else {
+            return Ok(initial_configmap(&self.name));
+        };
+        let noted = record.read().await?;
+        if noted.started() {
+            tracing::warn!(
+                configmap = %self.name,
+                record = %record.describe(),
+                started_at = ?noted.started_at,
+                finished_at = ?noted.finished_at,
+                "the status ConfigMap is gone but the record says a cutover started; rebuilding it from the record"
+            );
+        }
+        let mut configmap = initial_configmap(&self.name);
+        configmap.data = Some(noted.rebuilt_status(&record.describe()));
+        Ok(configmap)
     }
 
     fn refused(&self, source: kube::Error) -> StoreError {

@@ -1,7 +1,7 @@
 //! [`discover`]: the step plan as the cluster holds it.
 
 use super::parse::{into_plan, label_field, parse_steps};
-use super::{Step, StepKind, StepPlan, StepProblem, StepReport};
+use super::{Step, StepKind, StepPlan, StepPolicy, StepProblem, StepReport};
 use crate::contract::{LABEL_STEP_DAEMONSET, STEP_SELECTOR};
 use k8s_openapi::api::apps::v1::DaemonSet;
 use k8s_openapi::api::core::v1::ConfigMap;
@@ -27,9 +27,14 @@ pub enum DiscoverError {
     Invalid(#[from] StepReport),
 }
 
-/// Lists the step ConfigMaps of `namespace` by the contract's selector, validates them and
-/// checks that every daemonset-wait step's DaemonSet exists; every problem is in one report.
-pub async fn discover(client: &kube::Client, namespace: &str) -> Result<StepPlan, DiscoverError> {
+/// Lists the step ConfigMaps of `namespace` by the contract's selector, validates them,
+/// checks every job step's PodSpec against `policy` and that every daemonset-wait step's
+/// DaemonSet exists; every problem is in one report.
+pub async fn discover(
+    client: &kube::Client,
+    namespace: &str,
+    policy: &StepPolicy,
+) -> Result<StepPlan, DiscoverError> {
     let kube_err = |action: &str| {
         let namespace = namespace.to_owned();
         let action = action.to_owned();
@@ -45,6 +50,7 @@ pub async fn discover(client: &kube::Client, namespace: &str) -> Result<StepPlan
         .await
         .map_err(kube_err("list step ConfigMaps"))?;
     let (steps, mut problems) = parse_steps(&list.items);
+    problems.extend(policy.check_steps(&steps));
 
     let daemonsets: Api<DaemonSet> = Api::namespaced(client.clone(), namespace);
     let mut missing = BTreeSet::new();

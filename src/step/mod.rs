@@ -9,7 +9,9 @@ mod load;
 mod model;
 mod name;
 mod parse;
+mod policy;
 mod unknown;
+mod yaml_limits;
 
 pub use discover::{DiscoverError, discover};
 pub use load::{LoadError, load_dir};
@@ -17,3 +19,7 @@ pub use model::{Step, StepKind, StepMode, StepPlan, UnknownStepMode};
 pub use name::{InvalidStepName, StepName};
 pub(crate) use parse::normalize_restart_policy;
 pub use parse::{StepProblem, StepReport, parse_plan};
+pub use policy::{
+    DEFAULT_STEP_SERVICE_ACCOUNT, PodSecurityLevel, StepPolicy, UnknownLevel, Violation,
+};
+pub use yaml_limits::{MAX_POD_SPEC_BYTES, YamlLimit};

@@ -1,12 +1,14 @@
 //! Validation of step ConfigMaps into a [`StepPlan`], reporting every problem at once.
 
 use super::unknown::unknown_fields;
+use super::yaml_limits::{self, YamlLimit};
 use super::{Step, StepKind, StepMode, StepName, StepPlan};
 use crate::contract::{
     DATA_POD_SPEC, DATA_STEP_NAME, LABEL_STEP_DAEMONSET, LABEL_STEP_MODE, LABEL_STEP_ORDER,
     STEP_CONFIGMAP_PREFIX,
 };
 use k8s_openapi::api::core::v1::{ConfigMap, PodSpec};
+use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::fmt;
 
@@ -24,7 +26,11 @@ pub struct StepProblem {
 }
 
 impl StepProblem {
-    fn at(configmap: &str, field: impl Into<String>, message: impl Into<String>) -> Self {
+    pub(super) fn at(
+        configmap: &str,
+        field: impl Into<String>,
+        message: impl Into<String>,
+    ) -> Self {
         StepProblem {
             configmap: Some(configmap.to_owned()),
             field: Some(field.into()),
@@ -276,28 +282,52 @@ fn parse_one(cm_name: &str, cm: &ConfigMap, problems: &mut Vec<StepProblem>) -> 
 }
 
 /// Parses, checks and normalizes a step PodSpec; problems are recorded, not returned.
+///
+/// The text is untrusted: it is bounded first ([`yaml_limits::check`]), then parsed once
+/// into a YAML value from which both the typed PodSpec and the unknown-field check are
+/// taken.
 fn parse_pod_spec(cm_name: &str, raw: &str, problems: &mut Vec<StepProblem>) -> Option<PodSpec> {
     let field = format!("data.{DATA_POD_SPEC}");
-    let mut spec: PodSpec = match serde_yaml::from_str(raw) {
-        Ok(spec) => spec,
+    // serde_yaml's message carries the line and column, counted within the value.
+    let invalid =
+        |err: &dyn fmt::Display| format!("not a valid PodSpec: {err} (lines of the podSpec value)");
+    if let Err(limit) = yaml_limits::check(raw) {
+        let message = match limit {
+            // serde_yaml words syntax errors as kubectl users know them; the text before
+            // the scanner's stop holds no anchor, so serde_yaml may read it without expanding
+            // anything.
+            YamlLimit::Syntax { offset, .. } => {
+                match serde_yaml::from_str::<serde_yaml::Value>(raw.get(..offset).unwrap_or("")) {
+                    Err(err) => invalid(&err),
+                    Ok(_) => invalid(&limit),
+                }
+            }
+            other => other.to_string(),
+        };
+        problems.push(StepProblem::at(cm_name, field, message));
+        return None;
+    }
+    let written: serde_yaml::Value = match serde_yaml::from_str(raw) {
+        Ok(value) => value,
         Err(err) => {
-            // serde_yaml's message carries the line and column, counted within the value.
-            let within = if err.location().is_some() {
-                " (lines of the podSpec value)"
-            } else {
-                ""
+            problems.push(StepProblem::at(cm_name, field, invalid(&err)));
+            return None;
+        }
+    };
+    let mut spec: PodSpec = match PodSpec::deserialize(&written) {
+        Ok(spec) => spec,
+        // A value has no lines: the text (bounded and anchor-free, so cheap) is parsed again
+        // only to say where the mistake is.
+        Err(_) => {
+            let message = match serde_yaml::from_str::<PodSpec>(raw) {
+                Err(err) => invalid(&err),
+                Ok(_) => "not a valid PodSpec".to_owned(),
             };
-            problems.push(StepProblem::at(
-                cm_name,
-                field,
-                format!("not a valid PodSpec: {err}{within}"),
-            ));
+            problems.push(StepProblem::at(cm_name, field, message));
             return None;
         }
     };
     let before = problems.len();
-    // The value parsed as a PodSpec above, so it parses as plain YAML too.
-    let written = serde_yaml::from_str::<serde_yaml::Value>(raw).unwrap_or_default();
     let typed = serde_json::to_value(&spec).unwrap_or_default();
     for path in unknown_fields(&written, &typed) {
         problems.push(StepProblem::at(
@@ -668,6 +698,48 @@ data:
         let p = problems(&[c, wrong_type]);
         assert!(has(&p, "cm-a", "data.podSpec", "line 3 column"), "{p:#?}");
         assert!(has(&p, "cm-b", "data.podSpec", "line 4 column"), "{p:#?}");
+    }
+
+    /// A billion-laughs podSpec: `levels` of `width` aliases each, about 1 KiB of text.
+    pub(crate) fn alias_bomb(levels: usize, width: usize) -> String {
+        let mut spec = "x0: &x0 [\"laugh\"]\n".to_owned();
+        for level in 1..=levels {
+            let refs = vec![format!("*x{}", level - 1); width].join(", ");
+            spec.push_str(&format!("x{level}: &x{level} [{refs}]\n"));
+        }
+        spec + "containers: [{name: main, image: alpine}]\n"
+    }
+
+    #[test]
+    fn alias_bombs_and_oversized_pod_specs_are_refused_unparsed() {
+        let mut bomb = job_cm("cm-a", "1", "a");
+        bomb.data
+            .as_mut()
+            .unwrap()
+            .insert(DATA_POD_SPEC.into(), alias_bomb(9, 9));
+        let mut big = job_cm("cm-b", "2", "b");
+        let padding = format!(
+            "hostname: {}\n",
+            "x".repeat(crate::step::MAX_POD_SPEC_BYTES)
+        );
+        big.data.as_mut().unwrap().insert(
+            DATA_POD_SPEC.into(),
+            padding + "containers: [{name: main, image: alpine}]\n",
+        );
+        let p = problems(&[bomb, big]);
+        assert!(
+            has(
+                &p,
+                "cm-a",
+                "data.podSpec",
+                "anchors and aliases are not allowed"
+            ),
+            "{p:#?}"
+        );
+        assert!(
+            has(&p, "cm-b", "data.podSpec", "bytes, more than the"),
+            "{p:#?}"
+        );
     }
 
     #[test]

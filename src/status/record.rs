@@ -1,0 +1,285 @@
+//! The durable record of a cutover, kept outside the status ConfigMap.
+//!
+//! The status ConfigMap can be deleted or recreated by anyone with `edit` in the namespace.
+//! Recreated as new (`idle`, `registriesYamlActive=v1`), it would let the next start run the
+//! whole cutover again. So the service also notes when a cutover started and finished in the
+//! annotations of a dedicated, never-held coordination.k8s.io Lease (`<lease>-record`):
+//! Kubernetes' built-in `edit` role grants no access to Leases, so whoever can delete the
+//! status cannot erase the record; it has no owner, so nothing garbage-collects it; and the
+//! service already has the RBAC to write Leases. The record only ever grows: a value once
+//! noted is never erased by the service.
+//!
+//! With the record, a lost status is rebuilt instead of started over: a finished cutover
+//! comes back complete (and `registriesYamlActive=v2`, so no node moves), an unfinished one
+//! comes back failed with a reason, so nothing runs until an operator retries it.
+
+use super::model::{KEY_PHASE, Phase, StatusData, get};
+use super::store::initial_data;
+use crate::contract::key;
+use crate::retry::{Backoff, is_status};
+use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::api::{Api, PostParams};
+use std::collections::BTreeMap;
+
+/// Annotation of the record Lease: when the first cutover started (RFC 3339).
+pub const ANNOTATION_STARTED_AT: &str = "cutover.openova.io/started-at";
+/// Annotation of the record Lease: when the cutover completed (RFC 3339).
+pub const ANNOTATION_FINISHED_AT: &str = "cutover.openova.io/finished-at";
+
+/// What the record says.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CutoverRecord {
+    /// When the first cutover started.
+    pub started_at: Option<String>,
+    /// When the cutover completed.
+    pub finished_at: Option<String>,
+}
+
+impl CutoverRecord {
+    /// What a status says about the cutover, for the record. Pure.
+    pub fn of(data: &StatusData) -> CutoverRecord {
+        let value = |k: &str| Some(get(data, k).to_owned()).filter(|v| !v.is_empty());
+        let phase = Phase::of(data);
+        CutoverRecord {
+            started_at: (phase != Phase::Idle)
+                .then(|| value(key::CUTOVER_STARTED_AT))
+                .flatten(),
+            finished_at: (phase == Phase::Complete)
+                .then(|| value(key::CUTOVER_FINISHED_AT).or_else(|| value(key::CUTOVER_STARTED_AT)))
+                .flatten(),
+        }
+    }
+
+    fn from_annotations(annotations: Option<&BTreeMap<String, String>>) -> CutoverRecord {
+        let value = |k: &str| {
+            annotations
+                .and_then(|a| a.get(k))
+                .filter(|v| !v.is_empty())
+                .cloned()
+        };
+        CutoverRecord {
+            started_at: value(ANNOTATION_STARTED_AT),
+            finished_at: value(ANNOTATION_FINISHED_AT),
+        }
+    }
+
+    /// The record with what `newer` adds; values already noted are kept. Pure.
+    pub fn merged(&self, newer: &CutoverRecord) -> CutoverRecord {
+        CutoverRecord {
+            started_at: self.started_at.clone().or_else(|| newer.started_at.clone()),
+            finished_at: self
+                .finished_at
+                .clone()
+                .or_else(|| newer.finished_at.clone()),
+        }
+    }
+
+    /// Whether a cutover ever started.
+    pub fn started(&self) -> bool {
+        self.started_at.is_some()
+    }
+
+    /// The status to recreate a lost status ConfigMap with, given this record and where the
+    /// record lives (for the reason a person reads). Pure.
+    pub fn rebuilt_status(&self, record_name: &str) -> StatusData {
+        let mut data = initial_data();
+        let Some(started) = &self.started_at else {
+            return data;
+        };
+        let mut set = |k: &str, v: &str| {
+            data.insert(k.to_owned(), v.to_owned());
+        };
+        set(key::CUTOVER_STARTED_AT, started);
+        set(key::CUTOVER_LAST_ATTEMPT_STARTED_AT, started);
+        match &self.finished_at {
+            Some(finished) => {
+                set(KEY_PHASE, Phase::Complete.as_str());
+                set(key::CUTOVER_COMPLETE, "true");
+                set(key::CUTOVER_FINISHED_AT, finished);
+                set(key::PROGRESS_PERCENT, "100");
+                set(key::REGISTRIES_YAML_ACTIVE, "v2");
+            }
+            None => {
+                set(KEY_PHASE, Phase::Failed.as_str());
+                set(
+                    key::LAST_ERROR,
+                    &format!(
+                        "the status ConfigMap was lost after a cutover started at {started} (the \
+                         record is Lease {record_name}); nothing runs again until an operator \
+                         retries it (POST /cutover/retry), which runs every step again"
+                    ),
+                );
+                // Unknown whether the nodes were pivoted: empty keeps them as they are.
+                set(key::REGISTRIES_YAML_ACTIVE, "");
+            }
+        }
+        data
+    }
+}
+
+/// Reads and extends the record Lease.
+#[derive(Clone)]
+pub struct RecordKeeper {
+    api: Api<Lease>,
+    name: String,
+}
+
+impl RecordKeeper {
+    /// The keeper of Lease `name` (`<election lease>-record`).
+    pub fn new(api: Api<Lease>, name: &str) -> Self {
+        RecordKeeper {
+            api,
+            name: name.to_owned(),
+        }
+    }
+
+    /// `namespace/name` of the record, for messages.
+    pub fn describe(&self) -> String {
+        format!("{}/{}", self.api.namespace().unwrap_or_default(), self.name)
+    }
+
+    /// The record as the API server holds it (empty when there is none).
+    pub async fn read(&self) -> Result<CutoverRecord, kube::Error> {
+        Ok(self
+            .api
+            .get_opt(&self.name)
+            .await?
+            .map(|lease| CutoverRecord::from_annotations(lease.metadata.annotations.as_ref()))
+            .unwrap_or_default())
+    }
+
+    /// Adds what `newer` says to the record; returns the record written.
+    pub async fn note(&self, newer: &CutoverRecord) -> Result<CutoverRecord, kube::Error> {
+        loop {
+            let current = self.api.get_opt(&self.name).await?;
+            let held = current
+                .as_ref()
+                .map(|l| CutoverRecord::from_annotations(l.metadata.annotations.as_ref()))
+                .unwrap_or_default();
+            let wanted = held.merged(newer);
+            if wanted == held {
+                return Ok(held);
+            }
+            let mut lease = current.unwrap_or_else(|| Lease {
+                metadata: ObjectMeta {
+                    name: Some(self.name.clone()),
+                    ..ObjectMeta::default()
+                },
+                spec: Some(LeaseSpec::default()),
+            });
+            let annotations = lease.metadata.annotations.get_or_insert_default();
+            for (k, v) in [
+                (ANNOTATION_STARTED_AT, &wanted.started_at),
+                (ANNOTATION_FINISHED_AT, &wanted.finished_at),
+            ] {
+                if let Some(v) = v {
+                    annotations.insert(k.to_owned(), v.clone());
+                }
+            }
+            let result = if lease.metadata.resource_version.is_some() {
+                self.api
+                    .replace(&self.name, &PostParams::default(), &lease)
+                    .await
+            } else {
+                self.api.create(&PostParams::default(), &lease).await
+            };
+            match result {
+                Ok(_) => {
+                    tracing::info!(record = %self.describe(), started_at = ?wanted.started_at, finished_at = ?wanted.finished_at, "noted the cutover in its record");
+                    return Ok(wanted);
+                }
+                Err(err) if is_status(&err, 409) => continue,
+                Err(err) => return Err(err),
+            }
+        }
+    }
+
+    /// Keeps the record up with the status cache for the replica's life: every start and
+    /// completion the status shows is noted. Every replica runs it; the writes are
+    /// idempotent and happen once per fact.
+    pub async fn follow(self, cache: super::StatusCache) {
+        let mut snapshots = cache.subscribe();
+        let mut noted = CutoverRecord::default();
+        loop {
+            let seen = snapshots
+                .borrow_and_update()
+                .configmap
+                .as_ref()
+                .map(|cm| CutoverRecord::of(&cm.data.clone().unwrap_or_default()))
+                .unwrap_or_default();
+            if noted.merged(&seen) != noted {
+                let mut backoff = Backoff::new();
+                loop {
+                    match self.note(&seen).await {
+                        Ok(record) => {
+                            noted = record;
+                            break;
+                        }
+                        Err(err) => {
+                            tracing::warn!(record = %self.describe(), error = %err, "cannot note the cutover in its record; retrying");
+                            backoff.wait().await;
+                        }
+                    }
+                }
+            }
+            if snapshots.changed().await.is_err() {
+                return;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::status::model::data_of;
+
+    #[test]
+    fn the_record_notes_start_and_finish_and_never_forgets() {
+        let running = data_of(&[("cutoverPhase", "running"), ("cutoverStartedAt", "T1")]);
+        let started = CutoverRecord::of(&running);
+        assert_eq!(started.started_at.as_deref(), Some("T1"));
+        assert_eq!(started.finished_at, None);
+        let idle = CutoverRecord::of(&initial_data());
+        assert_eq!(idle, CutoverRecord::default());
+        assert_eq!(
+            started.merged(&idle),
+            started,
+            "a fresh status erases nothing"
+        );
+        let done = data_of(&[
+            ("cutoverPhase", "complete"),
+            ("cutoverStartedAt", "T2"),
+            ("cutoverFinishedAt", "T3"),
+        ]);
+        let both = started.merged(&CutoverRecord::of(&done));
+        assert_eq!(
+            both.started_at.as_deref(),
+            Some("T1"),
+            "the first start stays"
+        );
+        assert_eq!(both.finished_at.as_deref(), Some("T3"));
+    }
+
+    #[test]
+    fn a_lost_status_is_rebuilt_never_started_over() {
+        assert_eq!(CutoverRecord::default().rebuilt_status("r"), initial_data());
+        let finished = CutoverRecord {
+            started_at: Some("T1".into()),
+            finished_at: Some("T2".into()),
+        }
+        .rebuilt_status("ns/r");
+        assert_eq!(Phase::of(&finished), Phase::Complete);
+        assert_eq!(finished["registriesYamlActive"], "v2");
+        assert_eq!(finished["cutoverFinishedAt"], "T2");
+        let unfinished = CutoverRecord {
+            started_at: Some("T1".into()),
+            finished_at: None,
+        }
+        .rebuilt_status("ns/r");
+        assert_eq!(Phase::of(&unfinished), Phase::Failed);
+        assert_eq!(unfinished["registriesYamlActive"], "", "no node is moved");
+        assert!(unfinished["lastError"].contains("Lease ns/r"));
+    }
+}
