@@ -7,6 +7,7 @@ pub mod engine;
 pub mod job;
 pub mod lease;
 pub mod rollout;
+pub mod watches;
 
 /// How one attempt of a step ended.
 #[derive(Debug, Clone, PartialEq, Eq)]

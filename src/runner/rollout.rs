@@ -7,6 +7,7 @@ use crate::contract::key;
 use crate::status::model::{StatusData, get};
 use k8s_openapi::api::apps::v1::DaemonSet;
 use k8s_openapi::api::core::v1::Pod;
+use std::borrow::Borrow;
 use std::collections::BTreeSet;
 
 /// The DaemonSet annotation holding the template generation its pods are labelled with.
@@ -27,7 +28,7 @@ pub enum Rollout {
 }
 
 /// Evaluates the rollout of `ds` with its `pods` against the status `data`. Pure.
-pub fn evaluate(ds: &DaemonSet, pods: &[Pod], data: &StatusData) -> Rollout {
+pub fn evaluate<P: Borrow<Pod>>(ds: &DaemonSet, pods: &[P], data: &StatusData) -> Rollout {
     let name = ds.metadata.name.as_deref().unwrap_or("");
     let generation = ds.metadata.generation.unwrap_or(0);
     let Some(status) = ds.status.as_ref() else {
@@ -59,6 +60,7 @@ pub fn evaluate(ds: &DaemonSet, pods: &[Pod], data: &StatusData) -> Rollout {
     let uid = ds.metadata.uid.as_deref();
     let nodes: BTreeSet<String> = pods
         .iter()
+        .map(Borrow::borrow)
         .filter(|pod| owned_by(pod, uid))
         .filter(|pod| pod.metadata.deletion_timestamp.is_none())
         .filter(|pod| {
