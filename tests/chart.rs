@@ -926,7 +926,7 @@ fn rbac_grants_what_the_service_the_agent_and_operators_need() {
         operator[0].resources.as_deref(),
         Some(["cutovers".to_owned()].as_slice())
     );
-    assert_eq!(operator[0].verbs, ["get", "create", "delete"]);
+    assert_eq!(operator[0].verbs, ["get", "create", "delete", "rollback"]);
 }
 
 /// The chart's RBAC as the sandbox's authorizer reads it, installed into [`NAMESPACE`], plus

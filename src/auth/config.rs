@@ -17,6 +17,9 @@ pub struct AuthConfig {
     pub start_verb: String,
     /// Verb abort needs.
     pub abort_verb: String,
+    /// Verb a rollback of the registry pivot needs: a verb of its own, so that who may
+    /// stop a stuck step need not be allowed to change every node's registries.
+    pub rollback_verb: String,
     /// Service-account usernames (`system:serviceaccount:<ns>:<name>`) allowed on the
     /// internal routes.
     pub internal_service_accounts: Vec<String>,
@@ -28,7 +31,7 @@ pub struct AuthConfig {
 
 impl AuthConfig {
     /// Authentication and authorization on, with the default resource attributes
-    /// (`cutovers.catalyst.openova.io`: `get`, `create`, `delete`) and no internal caller.
+    /// (`cutovers.catalyst.openova.io`: `get`, `create`, `delete`, `rollback`) and no internal caller.
     pub fn enabled() -> Self {
         AuthConfig {
             enabled: true,
@@ -37,6 +40,7 @@ impl AuthConfig {
             read_verb: "get".to_owned(),
             start_verb: "create".to_owned(),
             abort_verb: "delete".to_owned(),
+            rollback_verb: "rollback".to_owned(),
             internal_service_accounts: Vec::new(),
             cache_ttl: Duration::from_secs(10),
             cache_capacity: 4096,

@@ -60,7 +60,11 @@ pub async fn retry(
     caller: Caller,
 ) -> Result<(StatusCode, Json<StartResponse>), ApiError> {
     let phase = Phase::of(&cached_data(&ctx)?);
-    if matches!(phase, Phase::Idle) {
+    // After a rollback there is no failed step to resume: `POST /cutover` starts again.
+    if matches!(
+        phase,
+        Phase::Idle | Phase::RolledBack | Phase::RollbackFailed
+    ) {
         return Err(ApiError::NotFailed {
             phase: phase.as_str(),
         });
@@ -79,6 +83,7 @@ pub async fn begin(
     match Phase::of(&data) {
         Phase::Complete => return Ok(already_complete(ctx, &data)),
         Phase::Running => return Err(in_progress(&data)),
+        Phase::RollingBack => return Err(super::rollback::in_progress(&data)),
         Phase::Failed if !retry => {
             return Err(rejected(Rejected::Failed {
                 step: crate::status::model::get(&data, crate::contract::key::FAILED_STEP)
@@ -309,7 +314,8 @@ fn in_progress(data: &StatusData) -> ApiError {
     }
 }
 
-fn rejected(r: Rejected) -> ApiError {
+/// The answer to a transition that does not apply.
+pub fn rejected(r: Rejected) -> ApiError {
     match r {
         Rejected::InProgress { current_step } => ApiError::InProgress { current_step },
         Rejected::Failed { step, error } => ApiError::Failed {
@@ -319,6 +325,8 @@ fn rejected(r: Rejected) -> ApiError {
         Rejected::NotRunning { phase } => ApiError::NotRunning {
             phase: phase.as_str(),
         },
+        Rejected::RolledBack { .. } => ApiError::RolledBack(r.to_string()),
+        Rejected::Rollback(refused) => super::rollback::refused(refused),
         Rejected::AlreadyComplete | Rejected::StaleAttempt { .. } => ApiError::InProgress {
             current_step: String::new(),
         },

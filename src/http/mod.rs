@@ -10,6 +10,7 @@ pub mod events;
 pub mod health;
 pub mod internal;
 pub mod metrics;
+pub mod rollback;
 
 use crate::service::Context;
 use axum::Router;
@@ -35,6 +36,12 @@ fn table() -> Vec<Route> {
         ("/cutover", "post", post(cutover::start)),
         ("/cutover/retry", "post", post(cutover::retry)),
         ("/cutover/abort", "post", post(cutover::abort)),
+        ("/cutover/rollback", "post", post(rollback::rollback)),
+        (
+            "/api/v1/sovereign/cutover/rollback",
+            "post",
+            post(rollback::rollback),
+        ),
         (
             "/api/v1/sovereign/cutover/start",
             "post",

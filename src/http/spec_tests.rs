@@ -130,6 +130,21 @@ fn spec_lists_every_error_code() {
             report: String::new(),
         },
         ApiError::BadRequest(String::new()),
+        ApiError::RolledBack(String::new()),
+        ApiError::RollbackInProgress {
+            by: String::new(),
+            at: String::new(),
+        },
+        ApiError::NothingToRollBack(String::new()),
+        ApiError::RollbackNotConfirmed {
+            confirmation: "",
+            detail: String::new(),
+        },
+        ApiError::RollbackReasonRequired(String::new()),
+        ApiError::NoRegistryPivot {
+            namespace: String::new(),
+            detail: String::new(),
+        },
         ApiError::Unavailable(String::new()),
         ApiError::Upstream(String::new()),
         ApiError::Auth(AuthError::MissingBearer(String::new())),

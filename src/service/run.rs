@@ -6,7 +6,7 @@ use crate::auth::Authenticator;
 use crate::events::EventHub;
 use crate::metrics::{KubeMetricsLayer, Metrics};
 use crate::render::{JobRenderer, RenderError};
-use crate::runner::{engine, lease};
+use crate::runner::{engine, lease, rollback};
 use crate::status::{StatusCache, StatusStore, StoreError};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::ConfigMap;
@@ -71,12 +71,12 @@ pub async fn migrate(store: &StatusStore) -> Result<Vec<u32>, StartError> {
     Ok(applied.into_inner().unwrap_or_default())
 }
 
-/// Publishes whether the cutover needs a runner (its phase is `running`), from the status
-/// cache: replicas only contend for the Lease then.
+/// Publishes whether the cutover needs a runner (its phase is `running`, or a rollback is
+/// under way), from the status cache: replicas only contend for the Lease then.
 async fn runner_wanted(cache: StatusCache, wanted: watch::Sender<bool>) {
     let mut snapshots = cache.subscribe();
     loop {
-        let running = snapshots.borrow_and_update().phase() == crate::status::Phase::Running;
+        let running = snapshots.borrow_and_update().phase().needs_runner();
         wanted.send_if_modified(|w| std::mem::replace(w, running) != running);
         if snapshots.changed().await.is_err() {
             return;
@@ -164,6 +164,7 @@ impl Service {
             bodies: Default::default(),
         });
         tasks.spawn(engine::lead(ctx.clone()));
+        tasks.spawn(rollback::lead(ctx.clone()));
 
         let (stop_http, mut stop_rx) = watch::channel(false);
         let app = crate::http::router(ctx.clone());
