@@ -24,7 +24,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 /// The longest reason recorded: the status ConfigMap is read by people and the console.
-pub const MAX_REASON_BYTES: usize = 1024;
+pub const MAX_REASON_CHARS: usize = 1024;
 
 /// The body of a rollback request.
 #[derive(Debug, Default, Deserialize)]
@@ -69,15 +69,16 @@ pub fn validate(request: &RollbackRequest) -> Result<Validated, ApiError> {
             "reason is missing or empty".to_owned(),
         ));
     }
-    if reason.len() > MAX_REASON_BYTES {
+    let chars = reason.chars().count();
+    if chars > MAX_REASON_CHARS {
         return Err(ApiError::RollbackReasonRequired(format!(
-            "reason is {} bytes long, more than {MAX_REASON_BYTES}",
-            reason.len()
+            "reason is {chars} characters long, more than {MAX_REASON_CHARS}"
         )));
     }
+    // Escape sequences would reach the terminals of whoever reads the status or the Events.
     if reason.chars().any(|c| c.is_control() && c != '\n') {
         return Err(ApiError::RollbackReasonRequired(
-            "reason contains control characters".to_owned(),
+            "reason contains control characters other than newlines".to_owned(),
         ));
     }
     let timeout = match request.timeout_seconds {
@@ -277,7 +278,7 @@ mod tests {
 
     #[test]
     fn a_rollback_needs_a_reason_of_sane_size() {
-        let long = "x".repeat(MAX_REASON_BYTES + 1);
+        let long = "x".repeat(MAX_REASON_CHARS + 1);
         for reason in [
             None,
             Some(""),
@@ -290,6 +291,11 @@ mod tests {
         }
         let ok = validate(&request(Some(CONFIRMATION), Some("  harbor down\n"), None)).unwrap();
         assert_eq!(ok.reason, "harbor down");
+        let wide = "é".repeat(MAX_REASON_CHARS);
+        assert!(
+            validate(&request(Some(CONFIRMATION), Some(&wide), None)).is_ok(),
+            "the limit counts characters, as the spec's maxLength does"
+        );
         assert_eq!(ok.timeout, DEFAULT_TIMEOUT);
     }
 
