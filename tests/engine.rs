@@ -1612,3 +1612,46 @@ async fn cutover_again_after_a_rollback_pivots_again_and_counts_only_fresh_acks(
     service.shutdown().await;
     env.cleanup().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rollback_whose_runner_dies_is_finished_by_the_next_one() {
+    let env = Env::start(2).await;
+    env.add_steps(pivot_then_job()).await;
+    let nodes = env.nodes().await;
+    let a = env.service("a").await;
+    ready(&a.url()).await;
+    assert_eq!(post(&a.url(), "/cutover", None).await.0, 202);
+    assert_eq!(
+        env.wait_phase(&["complete", "failed"]).await["cutoverPhase"],
+        "complete"
+    );
+    env.sim.set_never_ack(&nodes[0], true);
+    let (code, _) = post(
+        &a.url(),
+        "/cutover/rollback",
+        Some(rollback_body("harbor down", 600)),
+    )
+    .await;
+    assert_eq!(code, 202);
+    let other = format!("node.{}.registriesYaml", nodes[1]);
+    let api: Api<ConfigMap> = Api::namespaced(env.client(), env.ns());
+    let cond = move |cm: Option<&ConfigMap>| {
+        cm.and_then(|c| c.data.as_ref())
+            .and_then(|d| d.get(&other))
+            .is_some_and(|v| v == "rolled-back")
+    };
+    tokio::time::timeout(GUARD, await_condition(api, DEFAULT_STATUS_CONFIGMAP, cond))
+        .await
+        .expect("one node rolled back")
+        .expect("watch");
+    a.kill();
+
+    let b = env.service("b").await;
+    ready(&b.url()).await;
+    env.sim.set_never_ack(&nodes[0], false);
+    let data = env.wait_phase(&["rolled-back", "rollback-failed"]).await;
+    assert_eq!(data["cutoverPhase"], "rolled-back", "{data:#?}");
+    assert_eq!(data["rollbackAcknowledgedNodes"], nodes.join(","));
+    b.shutdown().await;
+    env.cleanup().await;
+}

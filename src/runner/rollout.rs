@@ -1,7 +1,9 @@
-//! When a `daemonset-wait` step is done: the DaemonSet is fully rolled out at its current
-//! generation, and every node that runs a current, ready pod of it now has acknowledged
-//! `v2`. Acknowledgements are looked up per node that runs such a pod, never counted as
-//! keys, so stale keys of replaced nodes cannot satisfy the wait (contract defect 4).
+//! When a DaemonSet's nodes acknowledged a value of the registry-pivot handshake: the
+//! DaemonSet is fully rolled out at its current generation, and every node that runs a
+//! current, ready pod of it now has acknowledged (`v2` for a daemonset-wait step,
+//! `rolled-back` for a rollback). Acknowledgements are looked up per node that runs such a
+//! pod, never counted as keys, so stale keys of replaced nodes cannot satisfy the wait
+//! (contract defect 4).
 
 use crate::contract::{key, registries};
 use crate::status::model::{StatusData, get};
