@@ -28,10 +28,16 @@ fn demo_runs_the_charts_eight_steps_to_completion() {
         "stdout:\n{stdout}\nstderr:\n{stderr}"
     );
     assert!(
-        stdout.contains("cutover complete: 8 steps, 100% (state sovereign)"),
+        stdout.contains("cutover complete: 9 steps, 100% (state sovereign)"),
         "{stdout}"
     );
-    for step in common::CHART_STEPS {
+    // The preflight is shown first, before the first changing step starts.
+    let preflight = stdout.find("preflight").expect("the preflight is shown");
+    let first_change = stdout
+        .find(common::CHART_STEPS[0])
+        .expect("step 1 is shown");
+    assert!(preflight < first_change, "{stdout}");
+    for step in std::iter::once(common::CHART_PREFLIGHT).chain(common::CHART_STEPS) {
         assert!(
             stdout.contains(&format!("step.{step}.result: success")),
             "{step}\n{stdout}"

@@ -1259,6 +1259,116 @@ async fn serve_logs_json_lines_naming_the_step_and_the_request() {
     env.cleanup().await;
 }
 
+/// A `preflight` step ConfigMap whose pod behaves as `env` tells the simulator.
+fn preflight_step(order: u32, name: &str, env: &[(&str, &str)]) -> ConfigMap {
+    let mut cm = job_step(order, name, env);
+    cm.metadata
+        .labels
+        .get_or_insert_default()
+        .insert(contract::LABEL_STEP_MODE.to_owned(), "preflight".to_owned());
+    cm
+}
+
+/// The names of the status body's steps, in the order the body lists them.
+fn body_step_names(body: &Value) -> Vec<String> {
+    body["steps"]
+        .as_array()
+        .expect("steps[]")
+        .iter()
+        .map(|s| s["name"].as_str().unwrap_or_default().to_owned())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_preflight_starts_no_changing_step_and_a_retry_runs_every_preflight_anew() {
+    let env = Env::start(1).await;
+    let checks = "preflight: Gitea at https://gitea.example answered 401: fix GITEA_USERNAME/GITEA_PASSWORD\n\
+                  preflight: Harbor at https://harbor.example answered 403: give HARBOR_USERNAME the project admin role";
+    env.add_steps(vec![
+        job_step(1, "first", &[]),
+        daemonset_step(2, "pivot"),
+        job_step(3, "last", &[]),
+        // Preflights run first whatever their order, in their own order.
+        preflight_step(
+            9,
+            "reach",
+            &[
+                ("CUTOVER_SIM_OUTCOME", "fail"),
+                ("CUTOVER_SIM_FAIL_ATTEMPTS", "4"),
+                ("CUTOVER_SIM_MESSAGE", checks),
+            ],
+        ),
+        preflight_step(0, "creds", &[]),
+    ])
+    .await;
+    let service = env.service("a").await;
+    let base = service.url();
+    ready(&base).await;
+    assert_eq!(post(&base, "/cutover", None).await.0, 202);
+    let data = env.wait_phase(&["failed", "complete"]).await;
+    assert_eq!(data["cutoverPhase"], "failed", "{data:#?}");
+    assert_eq!(data["failedStep"], "reach");
+    assert_eq!(data["totalSteps"], "5");
+    assert_eq!(data["step.creds.result"], "success");
+    assert_eq!(data["step.reach.jobName"], "cutover-reach-a1");
+    for line in checks.lines() {
+        assert!(
+            data["lastError"].contains(line),
+            "{line}\n{}",
+            data["lastError"]
+        );
+    }
+    for changing in ["first", "pivot", "last"] {
+        assert_eq!(
+            data.get(&format!("step.{changing}.result"))
+                .map(String::as_str)
+                .unwrap_or(""),
+            "",
+            "{changing} started"
+        );
+    }
+    assert_eq!(data["registriesYamlActive"], "v1", "the pivot never began");
+    let jobs = env.jobs_by_step().await;
+    assert_eq!(
+        jobs.keys().map(String::as_str).collect::<Vec<_>>(),
+        ["creds", "reach"],
+        "only the preflights ran"
+    );
+    let (code, body) = get(&base, "/cutover").await;
+    assert_eq!(code, 200);
+    assert_eq!(
+        body_step_names(&body),
+        ["creds", "reach", "first", "pivot", "last"]
+    );
+
+    // The operator fixes the cause, then retries: every preflight runs again, anew.
+    let api: Api<ConfigMap> = Api::namespaced(env.client(), env.ns());
+    let name = "cutover-step-09-reach";
+    let mut fixed = preflight_step(9, "reach", &[]);
+    fixed.metadata.resource_version = api.get(name).await.unwrap().metadata.resource_version;
+    api.replace(name, &PostParams::default(), &fixed)
+        .await
+        .unwrap();
+    let (code, body) = post(&base, "/cutover/retry", None).await;
+    assert_eq!(code, 202, "{body}");
+    let data = env.wait_phase(&["complete", "failed"]).await;
+    assert_eq!(data["cutoverPhase"], "complete", "{data:#?}");
+    assert_eq!(
+        data["step.creds.attempt"], "2",
+        "the passed preflight ran again"
+    );
+    assert_eq!(data["step.creds.jobName"], "cutover-creds-a2");
+    assert_eq!(data["step.reach.jobName"], "cutover-reach-a2");
+    assert_eq!(data["step.first.attempt"], "1");
+    assert_eq!(data["progressPercent"], "100");
+    let jobs = env.jobs_by_step().await;
+    assert_eq!(jobs["creds"].len(), 2);
+    assert_eq!(jobs["first"].len(), 1);
+
+    service.shutdown().await;
+    env.cleanup().await;
+}
+
 // --- Rollback of the registry pivot (issue 16) ---
 
 /// A two-step plan: the registry pivot, then a Job.

@@ -156,6 +156,28 @@ fn good_steps_print_their_jobs_in_order() {
 }
 
 #[test]
+fn preflight_steps_are_planned_first_as_jobs_of_their_own() {
+    let dir = TempDir::new();
+    dir.write("01-a.yaml", &job_step(1, "gitea-mirror", ""));
+    let preflight = job_step(5, "preflight", "").replace(
+        "    bp.openova.io/cutover-order: \"5\"\n",
+        "    bp.openova.io/cutover-order: \"5\"\n    bp.openova.io/cutover-mode: preflight\n",
+    );
+    dir.write("05-p.yaml", &preflight);
+    let out = plan(&dir.0, &[], &[]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    let head = "# step 1/2 preflight (ConfigMap cutover-step-05-preflight, order 5): preflight \
+                (changes nothing; runs first on every start and retry), Job cutover-preflight-a1";
+    assert!(stdout.contains(head), "{stdout}");
+    let names: Vec<_> = parse_jobs(&out.stdout)
+        .into_iter()
+        .map(|j| j.metadata.name.unwrap_or_default())
+        .collect();
+    assert_eq!(names, ["cutover-preflight-a1", "cutover-gitea-mirror-a1"]);
+}
+
+#[test]
 fn bad_steps_exit_2_with_a_report_naming_configmap_and_field() {
     let dir = TempDir::new();
     dir.write(

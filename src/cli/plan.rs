@@ -124,13 +124,18 @@ fn render_plan(
             step.order
         );
         match &step.kind {
-            StepKind::Job { .. } => {
+            StepKind::Job { .. } | StepKind::Preflight { .. } => {
                 let job = renderer.render(step, ATTEMPT, namespace)?;
                 let yaml = serde_yaml::to_string(&job).map_err(|err| {
                     PlanError::Write(std::io::Error::new(std::io::ErrorKind::InvalidData, err))
                 })?;
                 let name = job.metadata.name.unwrap_or_default();
-                let _ = write!(out, "{head}: Job {name}\n---\n{yaml}");
+                let role = if step.is_preflight() {
+                    "preflight (changes nothing; runs first on every start and retry), "
+                } else {
+                    ""
+                };
+                let _ = write!(out, "{head}: {role}Job {name}\n---\n{yaml}");
             }
             StepKind::DaemonSetWait { daemonset } => {
                 let _ = writeln!(

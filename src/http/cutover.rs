@@ -163,9 +163,9 @@ pub async fn abort(
     let failed = crate::status::model::get(&data, crate::contract::key::FAILED_STEP).to_owned();
     let row = crate::status::StepRow::read(&data, &failed);
     let is_job_step = match ctx.steps.current() {
-        PlanState::Ready(plan) => plan.iter().any(|s| {
-            s.name.as_str() == failed && matches!(s.kind, crate::step::StepKind::Job { .. })
-        }),
+        PlanState::Ready(plan) => plan
+            .iter()
+            .any(|s| s.name.as_str() == failed && s.pod_spec().is_some()),
         _ => true,
     };
     if is_job_step && !row.job_name.is_empty() {

@@ -1,6 +1,6 @@
 //! [`RenderConfig`]: the Job settings an operator may change.
 
-use crate::step::{Step, StepKind};
+use crate::step::Step;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -33,10 +33,7 @@ impl RenderConfig {
     /// `activeDeadlineSeconds` when that is longer (whole seconds, at least one).
     pub fn deadline_for(&self, step: &Step) -> Duration {
         let configured = self.step_deadline.max(Duration::from_secs(1));
-        let from_pod = match &step.kind {
-            StepKind::Job { pod_spec } => pod_spec.active_deadline_seconds,
-            StepKind::DaemonSetWait { .. } => None,
-        };
+        let from_pod = step.pod_spec().and_then(|p| p.active_deadline_seconds);
         let from_pod = from_pod
             .and_then(|s| u64::try_from(s).ok())
             .map(Duration::from_secs);
@@ -47,7 +44,7 @@ impl RenderConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::step::StepName;
+    use crate::step::{StepKind, StepName};
     use k8s_openapi::api::core::v1::PodSpec;
 
     fn job_step(active_deadline_seconds: Option<i64>) -> Step {

@@ -4,7 +4,7 @@ use super::{RenderConfig, job_name};
 use crate::contract::{
     COMPONENT_JOB, LABEL_COMPONENT, LABEL_JOB_ATTEMPT, LABEL_JOB_STEP, LABEL_PART_OF, PART_OF,
 };
-use crate::step::{Step, StepKind, normalize_restart_policy};
+use crate::step::{Step, normalize_restart_policy};
 use handlebars::{
     Context, Handlebars, Helper, HelperResult, Output, RenderContext, RenderErrorReason,
 };
@@ -131,13 +131,13 @@ impl JobRenderer {
     /// The Job of `step`'s `attempt` in `namespace`. Fails for a daemonset-wait step, which
     /// runs no Job.
     pub fn render(&self, step: &Step, attempt: u32, namespace: &str) -> Result<Job, RenderError> {
-        let StepKind::Job { pod_spec } = &step.kind else {
+        let Some(pod_spec) = step.pod_spec() else {
             return Err(RenderError::InvalidJob {
                 template: self.template.clone(),
                 message: format!("step {} is daemonset-wait and runs no Job", step.name),
             });
         };
-        let mut pod_spec = pod_spec.as_ref().clone();
+        let mut pod_spec = pod_spec.clone();
         normalize_restart_policy(&mut pod_spec);
         let name = job_name(&step.name, attempt);
         let labels = job_labels(step, attempt);
@@ -254,7 +254,7 @@ fn json_helper(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::step::parse_plan;
+    use crate::step::{StepKind, parse_plan};
     use k8s_openapi::api::core::v1::ConfigMap;
 
     const SCRIPT: &str = "echo {{ .metadata.name }} {{{x}}} '{{json name}}' \"quoted\"\n\ttab: yes";

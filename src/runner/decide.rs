@@ -1,6 +1,7 @@
 //! What the runner does next, as a pure function of the plan's step names and the status.
 
-use crate::status::model::{Phase, StatusData, StepResult, StepRow};
+use crate::contract::key;
+use crate::status::model::{KEY_CUTOVER_ATTEMPT, Phase, StatusData, StepResult, StepRow, get};
 
 /// The runner's next move.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -23,13 +24,23 @@ pub enum Next {
     Complete,
 }
 
-/// Decides the next move for the steps named `steps` (in execution order).
-pub fn next(steps: &[&str], data: &StatusData) -> Next {
+/// Decides the next move for the steps named `steps` (in execution order), of which the
+/// first `preflights` are preflight steps.
+pub fn next(steps: &[&str], preflights: usize, data: &StatusData) -> Next {
     if Phase::of(data) != Phase::Running {
         return Next::Wait;
     }
     for (index, step) in steps.iter().enumerate() {
         let row = StepRow::read(data, step);
+        if index < preflights && !of_this_attempt(data, step) {
+            // A preflight proves nothing about a later attempt: it runs again, anew.
+            return Next::Run {
+                index,
+                attempt: row.attempt + 1,
+                resume: false,
+                recorded_job: None,
+            };
+        }
         match row.result {
             StepResult::Success | StepResult::Skipped => continue,
             StepResult::Running => {
@@ -53,6 +64,12 @@ pub fn next(steps: &[&str], data: &StatusData) -> Next {
     Next::Complete
 }
 
+/// Whether `step`'s row was written in the cutover's current attempt (start or retry).
+fn of_this_attempt(data: &StatusData, step: &str) -> bool {
+    let current = get(data, KEY_CUTOVER_ATTEMPT);
+    !current.is_empty() && get(data, &key::step(step, KEY_CUTOVER_ATTEMPT)) == current
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -68,7 +85,7 @@ mod tests {
         let mut d = data(&[]);
         for phase in ["idle", "failed", "complete"] {
             d.insert("cutoverPhase".into(), phase.into());
-            assert_eq!(next(&["a"], &d), Next::Wait);
+            assert_eq!(next(&["a"], 0, &d), Next::Wait);
         }
     }
 
@@ -76,7 +93,7 @@ mod tests {
     fn first_unfinished_step_runs_next() {
         let d = data(&[("step.a.result", "success"), ("step.a.attempt", "1")]);
         assert_eq!(
-            next(&["a", "b"], &d),
+            next(&["a", "b"], 0, &d),
             Next::Run {
                 index: 1,
                 attempt: 1,
@@ -94,7 +111,7 @@ mod tests {
             ("step.a.jobName", "cutover-a-a2"),
         ]);
         assert_eq!(
-            next(&["a", "b"], &d),
+            next(&["a", "b"], 0, &d),
             Next::Run {
                 index: 0,
                 attempt: 2,
@@ -108,7 +125,7 @@ mod tests {
     fn failed_row_after_retry_gets_a_new_attempt() {
         let d = data(&[("step.a.result", "failed"), ("step.a.attempt", "1")]);
         assert!(matches!(
-            next(&["a"], &d),
+            next(&["a"], 0, &d),
             Next::Run {
                 attempt: 2,
                 resume: false,
@@ -118,8 +135,51 @@ mod tests {
     }
 
     #[test]
+    fn preflights_run_again_on_every_attempt_of_the_cutover() {
+        let mut d = data(&[
+            ("cutoverAttempt", "2"),
+            ("step.check.result", "success"),
+            ("step.check.attempt", "1"),
+            ("step.check.cutoverAttempt", "1"),
+            ("step.change.result", "failed"),
+            ("step.change.attempt", "1"),
+            ("step.change.cutoverAttempt", "1"),
+        ]);
+        assert_eq!(
+            next(&["check", "change"], 1, &d),
+            Next::Run {
+                index: 0,
+                attempt: 2,
+                resume: false,
+                recorded_job: None
+            },
+            "the retry re-runs the preflight that passed before"
+        );
+        d.insert("step.check.cutoverAttempt".into(), "2".into());
+        d.insert("step.check.attempt".into(), "2".into());
+        assert!(matches!(
+            next(&["check", "change"], 1, &d),
+            Next::Run {
+                index: 1,
+                attempt: 2,
+                ..
+            }
+        ));
+        d.insert("step.check.result".into(), "running".into());
+        assert!(matches!(
+            next(&["check", "change"], 1, &d),
+            Next::Run {
+                index: 0,
+                attempt: 2,
+                resume: true,
+                ..
+            }
+        ));
+    }
+
+    #[test]
     fn all_done_completes() {
         let d = data(&[("step.a.result", "success"), ("step.b.result", "skipped")]);
-        assert_eq!(next(&["a", "b"], &d), Next::Complete);
+        assert_eq!(next(&["a", "b"], 0, &d), Next::Complete);
     }
 }

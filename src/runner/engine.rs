@@ -107,7 +107,7 @@ async fn drive(ctx: &Context) -> Result<(), StoreError> {
         };
         let names: Vec<&str> = current_plan.iter().map(|s| s.name.as_str()).collect();
         let total_steps = names.len();
-        match next(&names, &view) {
+        match next(&names, current_plan.preflight_count(), &view) {
             Next::Wait => {}
             Next::Complete => {
                 // Logged before the write: once written, the phase change releases the
@@ -131,7 +131,7 @@ async fn drive(ctx: &Context) -> Result<(), StoreError> {
             } => {
                 let step = &current_plan.steps()[index];
                 let target = match &step.kind {
-                    StepKind::Job { .. } => {
+                    StepKind::Job { .. } | StepKind::Preflight { .. } => {
                         recorded_job.unwrap_or_else(|| job_name(&step.name, attempt))
                     }
                     StepKind::DaemonSetWait { daemonset } => daemonset.clone(),
@@ -252,7 +252,7 @@ async fn run_step(
     let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), ns);
     let cancelled = cancelled(ctx, step_name, attempt);
     match &step.kind {
-        StepKind::Job { .. } => {
+        StepKind::Job { .. } | StepKind::Preflight { .. } => {
             let work = async {
                 let rendered = match ctx.renderer.render(step, attempt, ns) {
                     Ok(mut rendered) => {

@@ -157,9 +157,13 @@ pub async fn lead(ctx: Arc<Context>) {
         let mut leads = ctx.leading.clone();
         let lost = async move { leads.wait_for(|leads| !*leads).await.is_ok() };
         tokio::select! {
-            result = follow(&ctx) => if let Err(err) = result {
-                tracing::error!(error = %err, "the rollback runner cannot write the status ConfigMap; retrying in 5s");
-                tokio::time::sleep(Duration::from_secs(5)).await;
+            result = follow(&ctx) => match result {
+                // Ended, or nothing to follow: the next status decides.
+                Ok(()) => if status.changed().await.is_err() { return },
+                Err(err) => {
+                    tracing::error!(error = %err, "the rollback runner cannot write the status ConfigMap; retrying in 5s");
+                    tokio::time::sleep(Duration::from_secs(5)).await;
+                }
             },
             _ = lost => {
                 tracing::warn!("no longer the leader; the rollback runner stops");
@@ -173,38 +177,46 @@ type Events = std::pin::Pin<Box<dyn futures::Stream<Item = ()> + Send>>;
 /// Follows the rollback under way until it ends; returns only then, or on a refused write.
 async fn follow(ctx: &Context) -> Result<(), StoreError> {
     let ns = &ctx.config.namespace;
-    let (daemonsets, ds_events) = reflect(Api::<DaemonSet>::namespaced(ctx.client.clone(), ns));
-    let (pods, pod_events) = reflect(Api::<Pod>::namespaced(ctx.client.clone(), ns));
-    let mut events = futures::stream::select(ds_events, pod_events);
+    let Some(first) = current(ctx) else {
+        return Ok(());
+    };
+    // The DaemonSets are watched by name: the chart grants the service nothing more.
+    let ds_api = Api::<DaemonSet>::namespaced(ctx.client.clone(), ns);
+    let ds_streams = first.daemon_sets.iter().map(|name| {
+        let name = name.clone();
+        watcher::watch_object(ds_api.clone(), &name)
+            .backoff(crate::retry::watch_backoff())
+            .filter_map(move |event| {
+                let name = name.clone();
+                async move {
+                    match event {
+                        Ok(found) => Some((name, found)),
+                        Err(err) => {
+                            tracing::warn!(daemonset = %name, error = %err, "rollback DaemonSet watch error; retrying");
+                            None
+                        }
+                    }
+                }
+            })
+            .boxed()
+    });
+    let mut ds_events = futures::stream::select_all(ds_streams);
+    let (pods, mut pod_events) = reflect(Api::<Pod>::namespaced(ctx.client.clone(), ns));
+    // Each DaemonSet as last seen (`None`: absent); a name is missing until its watch spoke.
+    let mut seen: BTreeMap<String, Option<DaemonSet>> = BTreeMap::new();
     let mut status = ctx.store.cache().subscribe();
     let mut told = String::new();
     loop {
-        let data = status
-            .borrow_and_update()
-            .configmap
-            .as_ref()
-            .and_then(|cm| cm.data.clone())
-            .unwrap_or_default();
-        if Phase::of(&data) != Phase::RollingBack {
+        status.borrow_and_update();
+        let Some(record) = current(ctx) else {
             return Ok(());
-        }
-        let Some(record) = RollbackRecord::read(&data) else {
-            // Someone wrote the phase by hand: without a request there is nothing to follow.
-            tracing::warn!("the status says rolling-back but records no rollback request");
-            let _ = status.changed().await;
-            continue;
         };
-        let synced = is_synced(&daemonsets) && is_synced(&pods);
-        let by_name: BTreeMap<String, DaemonSet> = if synced {
-            daemonsets
-                .state()
-                .iter()
-                .filter_map(|ds| Some((ds.metadata.name.clone()?, (**ds).clone())))
-                .filter(|(name, _)| record.daemon_sets.contains(name))
-                .collect()
-        } else {
-            BTreeMap::new()
-        };
+        let synced =
+            is_synced(&pods) && first.daemon_sets.iter().all(|name| seen.contains_key(name));
+        let by_name: BTreeMap<String, DaemonSet> = seen
+            .iter()
+            .filter_map(|(name, ds)| Some((name.clone(), ds.clone()?)))
+            .collect();
         let pod_list: Vec<Pod> = if synced {
             pods.state().iter().map(|p| (**p).clone()).collect()
         } else {
@@ -214,6 +226,12 @@ async fn follow(ctx: &Context) -> Result<(), StoreError> {
             daemonsets: &by_name,
             pods: &pod_list,
         };
+        let data = ctx
+            .store
+            .cache()
+            .configmap()
+            .and_then(|cm| cm.data.clone())
+            .unwrap_or_default();
         let decision = decide(
             &record,
             synced.then_some(&observed),
@@ -251,11 +269,34 @@ async fn follow(ctx: &Context) -> Result<(), StoreError> {
         let left = Duration::try_from(until.duration_since(jiff::Timestamp::now()))
             .unwrap_or(Duration::ZERO);
         tokio::select! {
-            _ = events.next() => {},
+            Some((name, found)) = ds_events.next() => {
+                seen.insert(name, found);
+            },
+            _ = pod_events.next() => {},
             changed = status.changed() => if changed.is_err() { return Ok(()) },
             () = tokio::time::sleep(left) => {},
         }
     }
+}
+
+/// The rollback under way, `None` once the status no longer says `rolling-back`.
+fn current(ctx: &Context) -> Option<RollbackRecord> {
+    let data = ctx
+        .store
+        .cache()
+        .configmap()?
+        .data
+        .clone()
+        .unwrap_or_default();
+    if Phase::of(&data) != Phase::RollingBack {
+        return None;
+    }
+    let record = RollbackRecord::read(&data);
+    if record.is_none() {
+        // Someone wrote the phase by hand: without a request there is nothing to follow.
+        tracing::warn!("the status says rolling-back but records no rollback request");
+    }
+    record
 }
 
 /// Writes the end of the rollback; one that no longer applies (another runner ended it,

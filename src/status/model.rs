@@ -19,6 +19,10 @@ pub const KEY_TRIGGERED_BY: &str = "cutoverTriggeredBy";
 pub const KEY_SCHEMA_VERSION: &str = "schemaVersion";
 /// Per-step field: the attempt number of the step's latest Job.
 pub const STEP_ATTEMPT: &str = "attempt";
+/// Key counting the cutover's starts and retries (1 after the first start). A preflight
+/// row counts only for the attempt of the cutover it ran in (per-step field of the same
+/// name), so every start and retry runs the preflights again.
+pub const KEY_CUTOVER_ATTEMPT: &str = "cutoverAttempt";
 
 /// Where the cutover as a whole stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -3,8 +3,8 @@
 //! a conflict) and is idempotent, so a write whose answer was lost can be applied again.
 
 use super::model::{
-    KEY_PHASE, KEY_TRIGGER, KEY_TRIGGERED_BY, Phase, STEP_ATTEMPT, StatusData, StepResult, StepRow,
-    get,
+    KEY_CUTOVER_ATTEMPT, KEY_PHASE, KEY_TRIGGER, KEY_TRIGGERED_BY, Phase, STEP_ATTEMPT, StatusData,
+    StepResult, StepRow, get, get_u32,
 };
 use super::rollback::{KEY_REQUESTED_AT, KEY_REQUESTED_BY, RollbackRefused, forget_node_acks};
 use crate::contract::{key, registries};
@@ -226,6 +226,8 @@ impl Transition {
                     set(data, key::CUTOVER_STARTED_AT, at);
                 }
                 set(data, key::CUTOVER_LAST_ATTEMPT_STARTED_AT, at);
+                let attempt = get_u32(data, KEY_CUTOVER_ATTEMPT).saturating_add(1);
+                set(data, KEY_CUTOVER_ATTEMPT, &attempt.to_string());
                 set(data, KEY_PHASE, Phase::Running.as_str());
                 set(data, key::CUTOVER_COMPLETE, "false");
                 set(data, key::FAILED_STEP, "");
@@ -261,6 +263,8 @@ impl Transition {
                 set_step(data, step, key::STEP_FINISHED_AT, "");
                 set_step(data, step, key::STEP_JOB_NAME, job_name);
                 set_step(data, step, STEP_ATTEMPT, &attempt.to_string());
+                let cutover_attempt = get(data, KEY_CUTOVER_ATTEMPT).to_owned();
+                set_step(data, step, KEY_CUTOVER_ATTEMPT, &cutover_attempt);
                 Ok(())
             }
             Transition::RegistriesV2 => {
@@ -555,6 +559,17 @@ mod tests {
     }
 
     #[test]
+    fn every_start_counts_an_attempt_of_the_cutover_that_its_step_rows_record() {
+        let mut d = StatusData::new();
+        run(&mut d, &[start(false), started("a", 0, 1)]);
+        assert_eq!(get(&d, "cutoverAttempt"), "1");
+        assert_eq!(get(&d, "step.a.cutoverAttempt"), "1");
+        run(&mut d, &[failed("a", 1), start(true), started("a", 0, 2)]);
+        assert_eq!(get(&d, "cutoverAttempt"), "2");
+        assert_eq!(get(&d, "step.a.cutoverAttempt"), "2");
+    }
+
+    #[test]
     fn late_transitions_of_an_aborted_step_are_rejected() {
         let mut d = StatusData::new();
         run(
@@ -667,7 +682,7 @@ mod tests {
             "nodes stay back"
         );
         assert_eq!(
-            crate::runner::decide::next(&["a", "b"], &d),
+            crate::runner::decide::next(&["a", "b"], 0, &d),
             crate::runner::decide::Next::Run {
                 index: 0,
                 attempt: 2,

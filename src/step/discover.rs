@@ -67,7 +67,7 @@ fn waited_daemonsets(steps: &[Step]) -> BTreeSet<&str> {
         .iter()
         .filter_map(|s| match &s.kind {
             StepKind::DaemonSetWait { daemonset } => Some(daemonset.as_str()),
-            StepKind::Job { .. } => None,
+            StepKind::Job { .. } | StepKind::Preflight { .. } => None,
         })
         .collect()
 }

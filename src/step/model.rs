@@ -14,11 +14,13 @@ pub enum StepMode {
     Job,
     /// No Job: the engine flips `registriesYamlActive` and waits for a DaemonSet's nodes.
     DaemonSetWait,
+    /// A read-only check run as a Job before every changing step, on every start and retry.
+    Preflight,
 }
 
 /// A mode label value other than `job` or `daemonset-wait`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown mode {0:?}: expected \"job\" or \"daemonset-wait\"")]
+#[error("unknown mode {0:?}: expected \"job\", \"daemonset-wait\" or \"preflight\"")]
 pub struct UnknownStepMode(pub String);
 
 impl StepMode {
@@ -27,6 +29,7 @@ impl StepMode {
         match self {
             StepMode::Job => "job",
             StepMode::DaemonSetWait => "daemonset-wait",
+            StepMode::Preflight => "preflight",
         }
     }
 }
@@ -43,6 +46,7 @@ impl FromStr for StepMode {
         match s {
             "job" => Ok(StepMode::Job),
             "daemonset-wait" => Ok(StepMode::DaemonSetWait),
+            "preflight" => Ok(StepMode::Preflight),
             other => Err(UnknownStepMode(other.to_owned())),
         }
     }
@@ -61,6 +65,12 @@ pub enum StepKind {
     DaemonSetWait {
         /// The DaemonSet's name, in the steps' namespace.
         daemonset: String,
+    },
+    /// Run the PodSpec as a Job that checks and changes nothing; it runs before every
+    /// changing step of each attempt, so a run whose preconditions fail changes nothing.
+    Preflight {
+        /// The step's PodSpec, as for [`StepKind::Job`].
+        pod_spec: Box<PodSpec>,
     },
 }
 
@@ -83,12 +93,26 @@ impl Step {
         match self.kind {
             StepKind::Job { .. } => StepMode::Job,
             StepKind::DaemonSetWait { .. } => StepMode::DaemonSetWait,
+            StepKind::Preflight { .. } => StepMode::Preflight,
+        }
+    }
+
+    /// Whether the step is a preflight (runs first, changes nothing).
+    pub fn is_preflight(&self) -> bool {
+        matches!(self.kind, StepKind::Preflight { .. })
+    }
+
+    /// The PodSpec of a step that runs as a Job (job and preflight steps).
+    pub fn pod_spec(&self) -> Option<&PodSpec> {
+        match &self.kind {
+            StepKind::Job { pod_spec } | StepKind::Preflight { pod_spec } => Some(pod_spec),
+            StepKind::DaemonSetWait { .. } => None,
         }
     }
 }
 
-/// A validated, non-empty list of steps in execution order: ascending `order`, ties broken by
-/// ConfigMap name. Only [`parse_plan`](super::parse_plan) and
+/// A validated, non-empty list of steps in execution order: every preflight step first, then
+/// the others; within each group ascending `order`, ties broken by ConfigMap name. Only [`parse_plan`](super::parse_plan) and
 /// [`discover`](super::discover) build one, so a plan is always valid as a whole.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StepPlan {
@@ -98,7 +122,13 @@ pub struct StepPlan {
 impl StepPlan {
     /// Orders `steps`; the caller has validated them.
     pub(super) fn new(mut steps: Vec<Step>) -> Self {
-        steps.sort_by(|a, b| (a.order, &a.configmap).cmp(&(b.order, &b.configmap)));
+        steps.sort_by(|a, b| {
+            (!a.is_preflight(), a.order, &a.configmap).cmp(&(
+                !b.is_preflight(),
+                b.order,
+                &b.configmap,
+            ))
+        });
         StepPlan { steps }
     }
 
@@ -120,6 +150,11 @@ impl StepPlan {
     /// The steps in execution order.
     pub fn iter(&self) -> std::slice::Iter<'_, Step> {
         self.steps.iter()
+    }
+
+    /// How many preflight steps lead the plan.
+    pub fn preflight_count(&self) -> usize {
+        self.steps.iter().take_while(|s| s.is_preflight()).count()
     }
 
     /// The 0-based position of the step called `name` (`currentStepIndex`).
@@ -167,7 +202,7 @@ mod tests {
 
     #[test]
     fn mode_round_trips_and_rejects_unknown() {
-        for mode in [StepMode::Job, StepMode::DaemonSetWait] {
+        for mode in [StepMode::Job, StepMode::DaemonSetWait, StepMode::Preflight] {
             assert_eq!(mode.as_str().parse::<StepMode>(), Ok(mode));
         }
         assert_eq!(
@@ -189,6 +224,32 @@ mod tests {
         assert_eq!(plan.len(), 3);
         assert_eq!(plan.position(&StepName::new("c").unwrap()), Some(2));
         assert_eq!((&plan).into_iter().count(), 3);
+    }
+
+    fn preflight_step(order: i64, name: &str) -> Step {
+        Step {
+            order,
+            name: StepName::new(name).unwrap(),
+            configmap: format!("cm-{name}"),
+            kind: StepKind::Preflight {
+                pod_spec: Box::default(),
+            },
+        }
+    }
+
+    #[test]
+    fn preflights_run_first_in_their_own_order() {
+        let plan = StepPlan::new(vec![
+            wait_step(1, "change", "cm-change"),
+            preflight_step(9, "late-check"),
+            preflight_step(2, "early-check"),
+        ]);
+        let names: Vec<_> = plan.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["early-check", "late-check", "change"]);
+        assert_eq!(plan.preflight_count(), 2);
+        assert_eq!(plan.steps()[0].mode(), StepMode::Preflight);
+        assert!(plan.steps()[0].pod_spec().is_some());
+        assert!(plan.steps()[2].pod_spec().is_none());
     }
 
     #[test]

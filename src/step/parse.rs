@@ -234,20 +234,27 @@ fn parse_one(cm_name: &str, cm: &ConfigMap, problems: &mut Vec<StepProblem>) -> 
     let pod_field = format!("data.{DATA_POD_SPEC}");
     let pod_spec = datum(DATA_POD_SPEC).and_then(|raw| parse_pod_spec(cm_name, raw, problems));
     let kind = match mode {
-        Some(StepMode::Job) => match (datum(DATA_POD_SPEC), pod_spec) {
-            (None, _) => {
-                problems.push(StepProblem::at(
-                    cm_name,
-                    &pod_field,
-                    "missing: a job step needs a PodSpec",
-                ));
-                None
+        Some(mode @ (StepMode::Job | StepMode::Preflight)) => {
+            match (datum(DATA_POD_SPEC), pod_spec) {
+                (None, _) => {
+                    problems.push(StepProblem::at(
+                        cm_name,
+                        &pod_field,
+                        format!("missing: a {mode} step needs a PodSpec"),
+                    ));
+                    None
+                }
+                (Some(_), Some(pod_spec)) if mode == StepMode::Preflight => {
+                    Some(StepKind::Preflight {
+                        pod_spec: Box::new(pod_spec),
+                    })
+                }
+                (Some(_), Some(pod_spec)) => Some(StepKind::Job {
+                    pod_spec: Box::new(pod_spec),
+                }),
+                (Some(_), None) => None,
             }
-            (Some(_), Some(pod_spec)) => Some(StepKind::Job {
-                pod_spec: Box::new(pod_spec),
-            }),
-            (Some(_), None) => None,
-        },
+        }
         Some(StepMode::DaemonSetWait) => {
             if datum(DATA_POD_SPEC).is_some() {
                 problems.push(StepProblem::at(
@@ -421,6 +428,47 @@ data:
       command: ["sh", "-c", "echo {{{{ .metadata.name }}}}"]
 "#
         ))
+    }
+
+    fn preflight_cm(name: &str, order: &str, step: &str) -> ConfigMap {
+        let mut cm = job_cm(name, order, step);
+        cm.metadata
+            .labels
+            .get_or_insert_default()
+            .insert(LABEL_STEP_MODE.into(), "preflight".into());
+        cm
+    }
+
+    #[test]
+    fn preflight_steps_need_a_pod_spec_and_lead_the_plan() {
+        let plan = parse_plan(&[
+            job_cm("cutover-step-01-change", "1", "change"),
+            preflight_cm("cutover-step-00-preflight", "0", "check"),
+        ])
+        .unwrap();
+        let modes: Vec<_> = plan.iter().map(|s| (s.name.as_str(), s.mode())).collect();
+        assert_eq!(
+            modes,
+            [("check", StepMode::Preflight), ("change", StepMode::Job)]
+        );
+        let mut bare = preflight_cm("cutover-step-00-preflight", "0", "check");
+        bare.data.as_mut().unwrap().remove(DATA_POD_SPEC);
+        let report = parse_plan(&[bare]).unwrap_err();
+        assert_eq!(
+            report.problems[0].message,
+            "missing: a preflight step needs a PodSpec"
+        );
+    }
+
+    #[test]
+    fn a_preflight_shares_the_orders_of_the_plan() {
+        let report = parse_plan(&[
+            job_cm("cutover-step-01-change", "1", "change"),
+            preflight_cm("cutover-step-01-check", "1", "check"),
+        ])
+        .unwrap_err();
+        assert_eq!(report.problems.len(), 2, "{report}");
+        assert!(report.problems[0].message.starts_with("duplicate order 1"));
     }
 
     fn wait_cm(name: &str, order: &str, step: &str, daemonset_label: Option<&str>) -> ConfigMap {
@@ -697,10 +745,7 @@ data:
         let plan = parse_plan(&[on_failure, empty]).unwrap();
         let policies: Vec<_> = plan
             .iter()
-            .map(|s| match &s.kind {
-                StepKind::Job { pod_spec } => pod_spec.restart_policy.clone().unwrap(),
-                StepKind::DaemonSetWait { .. } => unreachable!(),
-            })
+            .map(|s| s.pod_spec().unwrap().restart_policy.clone().unwrap())
             .collect();
         assert_eq!(policies, ["OnFailure", "Never"]);
     }

@@ -225,6 +225,7 @@ pub async fn gitea(state: Gitea) -> Server<Gitea> {
         .route("/api/v1/orgs/{org}", get(gitea_org))
         .route("/api/v1/orgs/{org}/repos", post(gitea_create_in_org))
         .route("/api/v1/user/repos", post(gitea_create_for_user))
+        .route("/api/v1/user", get(gitea_user))
         .fallback(gitea_git);
     serve(state, router).await
 }
@@ -247,6 +248,14 @@ fn not_found() -> Response {
         StatusCode::NOT_FOUND,
         json!({"message": "The target couldn't be found."}),
     )
+}
+
+/// `GET /user`: who the credentials are (the preflight's first Gitea call).
+async fn gitea_user(state: GiteaState, headers: HeaderMap) -> Response {
+    if let Some(denied) = gitea_call(&state, &headers, "GET /user".to_owned()) {
+        return denied;
+    }
+    answer(StatusCode::OK, json!({"login": USER}))
 }
 
 async fn gitea_get(
@@ -597,6 +606,8 @@ pub struct Harbor {
     pub calls: Vec<String>,
     /// When set, `POST /projects` answers this status with a message.
     pub fail_projects: Option<u16>,
+    /// Upstream URL → the status `POST /registries/ping` answers for it (200 otherwise).
+    pub ping: BTreeMap<String, u16>,
 }
 
 /// Starts a Harbor stand-in serving `/api/v2.0` and the registry's `/v2/`.
@@ -606,6 +617,8 @@ pub async fn harbor(state: Harbor) -> Server<Harbor> {
             "/api/v2.0/registries",
             get(harbor_registries).post(harbor_add_registry),
         )
+        .route("/api/v2.0/registries/ping", post(harbor_ping))
+        .route("/api/v2.0/users/current", get(harbor_current_user))
         .route("/api/v2.0/projects", post(harbor_add_project))
         .route("/api/v2.0/projects/{name}", get(harbor_project))
         .route("/v2/", any(registry_base))
@@ -650,6 +663,36 @@ async fn harbor_registries(
         .cloned()
         .collect();
     answer(StatusCode::OK, Json::Array(found))
+}
+
+/// `GET /users/current`: who the credentials are.
+async fn harbor_current_user(state: HarborState, headers: HeaderMap) -> Response {
+    if let Some(denied) = harbor_call(&state, &headers, "GET /users/current".to_owned()) {
+        return denied;
+    }
+    answer(
+        StatusCode::OK,
+        json!({"username": USER, "sysadmin_flag": true}),
+    )
+}
+
+/// `POST /registries/ping`: whether Harbor would reach the endpoint; creates nothing.
+async fn harbor_ping(
+    state: HarborState,
+    headers: HeaderMap,
+    axum::Json(body): axum::Json<Json>,
+) -> Response {
+    let url = body["url"].as_str().unwrap_or_default().to_owned();
+    if let Some(denied) = harbor_call(&state, &headers, format!("POST /registries/ping {url}")) {
+        return denied;
+    }
+    match state.lock().expect("lock").ping.get(&url) {
+        None => StatusCode::OK.into_response(),
+        Some(&code) => harbor_error(
+            StatusCode::from_u16(code).expect("status code"),
+            "failed to ping endpoint",
+        ),
+    }
 }
 
 async fn harbor_add_registry(

@@ -1089,90 +1089,145 @@ async fn status_data(cluster: &Cluster) -> (BTreeMap<String, String>, Option<Str
     (cm.data.unwrap_or_default(), cm.metadata.resource_version)
 }
 
+/// A node's files as the agent sees them: its registries.yaml, containerd's certs.d and the
+/// agent's own state directory.
+struct Node {
+    registries_yaml: PathBuf,
+    certs: PathBuf,
+    state: PathBuf,
+}
+
+impl Node {
+    fn new(runner: &Runner) -> Node {
+        let host = runner.dir.join("host");
+        std::fs::create_dir_all(&host).expect("host dir");
+        Node {
+            registries_yaml: host.join("registries.yaml"),
+            certs: host.join("certs.d"),
+            state: host.join("state"),
+        }
+    }
+
+    fn settings(
+        &self,
+        runner: &Runner,
+        namespace: &str,
+        registry: &str,
+    ) -> BTreeMap<String, String> {
+        let path = |p: &std::path::Path| p.to_str().expect("utf-8").to_owned();
+        env(&[
+            ("NODE_NAME", "node-a"),
+            ("POD_NAMESPACE", namespace),
+            ("HARBOR_REGISTRY", registry),
+            ("HARBOR_INSECURE", "true"),
+            ("UPSTREAM_REGISTRIES", REGISTRIES),
+            ("REGISTRIES_YAML", &path(&self.registries_yaml)),
+            ("CERTS_DIR", &path(&self.certs)),
+            ("STATE_DIR", &path(&self.state)),
+            ("READY_FILE", &path(&runner.dir.join("ready"))),
+            ("PIVOT_ONCE", "true"),
+        ])
+    }
+
+    /// Every file under the node's registries.yaml and certs.d, with its content.
+    fn files(&self) -> BTreeMap<String, String> {
+        let mut out = BTreeMap::new();
+        if let Ok(text) = std::fs::read_to_string(&self.registries_yaml) {
+            out.insert("registries.yaml".to_owned(), text);
+        }
+        for entry in std::fs::read_dir(&self.certs)
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let hosts = entry.path().join("hosts.toml");
+            if let Ok(text) = std::fs::read_to_string(&hosts) {
+                out.insert(
+                    format!("certs.d/{}/hosts.toml", entry.file_name().to_string_lossy()),
+                    text,
+                );
+            }
+        }
+        out
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn registry_pivot_agent_follows_the_status_and_never_rolls_back_on_a_failed_read() {
+async fn registry_pivot_agent_pivots_on_v2_restores_the_exact_files_on_rollback_and_else_keeps_the_node()
+ {
     let Some((cluster, runner)) = on_cluster().await else {
         return;
     };
     let harbor = standins::harbor(Harbor::default()).await;
-    let registries_yaml = runner.dir.join("host/registries.yaml");
-    let certs = runner.dir.join("host/certs.d");
-    std::fs::create_dir_all(registries_yaml.parent().expect("parent")).expect("host dir");
-    std::fs::write(&registries_yaml, "mirrors: {}\n").expect("the node's own registries.yaml");
-    let settings = env(&[
-        ("NODE_NAME", "node-a"),
-        ("POD_NAMESPACE", cluster.namespace()),
-        ("HARBOR_REGISTRY", &harbor.host),
-        ("HARBOR_INSECURE", "true"),
-        ("UPSTREAM_REGISTRIES", REGISTRIES),
-        ("REGISTRIES_YAML", registries_yaml.to_str().expect("utf-8")),
-        ("CERTS_DIR", certs.to_str().expect("utf-8")),
-        (
-            "READY_FILE",
-            runner.dir.join("ready").to_str().expect("utf-8"),
-        ),
-        ("PIVOT_ONCE", "true"),
-    ]);
+    let node = Node::new(&runner);
+    // The node's own configuration: a registries.yaml and a hosts.toml of one registry.
+    std::fs::write(
+        &node.registries_yaml,
+        "mirrors:\n  docker.io:\n    endpoint: [\"https://mirror.example\"]\n",
+    )
+    .expect("registries.yaml");
+    std::fs::create_dir_all(node.certs.join("ghcr.io")).expect("certs.d");
+    std::fs::write(
+        node.certs.join("ghcr.io/hosts.toml"),
+        "server = \"https://ghcr.io\"\n[host.\"https://ghcr-mirror.example\"]\n",
+    )
+    .expect("hosts.toml");
+    let original = node.files();
+    let settings = node.settings(&runner, cluster.namespace(), &harbor.host);
     let agent = agent_script();
-    let read = |path: &std::path::Path| std::fs::read_to_string(path).unwrap_or_default();
     let ack = "node.node-a.registriesYaml";
 
-    set_status(&cluster, json!({"registriesYamlActive": "v1"})).await;
-    let dormant = runner.run_script(&agent, &settings).await;
-    dormant.succeeds();
-    assert_eq!(
-        read(&registries_yaml),
-        "mirrors: {}\n",
-        "v1: the node keeps its own configuration"
-    );
+    // v1, the initial value, and anything but v2 or rollback: nothing changes, nothing is acked.
+    for data in [
+        json!({"registriesYamlActive": "v1"}),
+        json!({"registriesYamlActive": ""}),
+        json!({"registriesYamlActive": "v3"}),
+        json!({"registriesYamlActive": "rollback "}),
+    ] {
+        set_status(&cluster, data).await;
+        runner.run_script(&agent, &settings).await.succeeds();
+        assert_eq!(node.files(), original, "the node keeps its own files");
+        assert!(!status_data(&cluster).await.0.contains_key(ack));
+    }
     assert!(
         runner.dir.join("ready").exists(),
         "ready once the status was read"
     );
-    assert!(!status_data(&cluster).await.0.contains_key(ack));
 
     set_status(&cluster, json!({"registriesYamlActive": "v2"})).await;
-    let pivot = runner.run_script(&agent, &settings).await;
-    pivot.succeeds();
-    let v2 = read(&registries_yaml);
+    runner.run_script(&agent, &settings).await.succeeds();
+    let v2 = node.files();
+    let yaml = &v2["registries.yaml"];
     assert!(
-        v2.contains(&format!(
+        yaml.contains(&format!(
             "\"ghcr.io\":\n    endpoint:\n      - \"http://{}\"",
             harbor.host
         )),
-        "{v2}"
+        "{yaml}"
     );
-    assert!(v2.contains("\"^(.*)$\": \"ghcr.io/$1\""), "{v2}");
-    let hosts = read(&certs.join("docker.io/hosts.toml"));
-    assert!(
-        hosts.contains(&format!("[host.\"http://{}/v2/docker.io\"]", harbor.host)),
-        "{hosts}"
-    );
+    assert!(yaml.contains("\"^(.*)$\": \"ghcr.io/$1\""), "{yaml}");
+    for registry in REGISTRIES.split_whitespace() {
+        let hosts = &v2[&format!("certs.d/{registry}/hosts.toml")];
+        assert!(
+            hosts.contains(&format!("[host.\"http://{}/v2/{registry}\"]", harbor.host)),
+            "{hosts}"
+        );
+    }
     let (data, version) = status_data(&cluster).await;
     assert_eq!(data.get(ack).map(String::as_str), Some("v2"));
-
-    let again = runner.run_script(&agent, &settings).await;
-    again.succeeds();
+    runner.run_script(&agent, &settings).await.succeeds();
     assert_eq!(
         status_data(&cluster).await.1,
         version,
         "a second pass writes nothing"
     );
-    assert_eq!(read(&registries_yaml), v2);
+    assert_eq!(node.files(), v2);
 
-    for data in [
-        json!({"registriesYamlActive": ""}),
-        json!({"registriesYamlActive": "v3"}),
-    ] {
-        set_status(&cluster, data).await;
-        let run = runner.run_script(&agent, &settings).await;
-        run.succeeds();
-        assert_eq!(
-            read(&registries_yaml),
-            v2,
-            "an empty or unknown value keeps v2"
-        );
-    }
+    // v1 after a pivot still changes nothing (only an explicit rollback does), and neither
+    // does a status that cannot be read.
+    set_status(&cluster, json!({"registriesYamlActive": "v1"})).await;
+    runner.run_script(&agent, &settings).await.succeeds();
+    assert_eq!(node.files(), v2, "v1 never rolls a node back");
     status_api(&cluster)
         .delete("self-sovereign-cutover-status", &Default::default())
         .await
@@ -1180,29 +1235,53 @@ async fn registry_pivot_agent_follows_the_status_and_never_rolls_back_on_a_faile
     let unreadable = runner.run_script(&agent, &settings).await;
     unreadable.succeeds();
     unreadable.says("keeping the node as it is");
-    assert_eq!(
-        read(&registries_yaml),
-        v2,
-        "a failed read never rolls the node back"
-    );
+    assert_eq!(node.files(), v2, "a failed read never rolls the node back");
 
     set_status(
         &cluster,
-        json!({"registriesYamlActive": "v1", "node.node-a.registriesYaml": "v2"}),
+        json!({"registriesYamlActive": "rollback", ack: "v2"}),
     )
     .await;
-    let rollback = runner.run_script(&agent, &settings).await;
-    rollback.succeeds();
+    runner.run_script(&agent, &settings).await.succeeds();
     assert_eq!(
-        read(&registries_yaml),
-        "mirrors: {}\n",
-        "v1 restores the node's own file"
+        node.files(),
+        original,
+        "rollback restores exactly the node's own files"
     );
-    assert!(!certs.join("docker.io/hosts.toml").exists());
     assert_eq!(
         status_data(&cluster).await.0.get(ack).map(String::as_str),
-        Some("v1")
+        Some("rolled-back")
     );
+
+    // A second pivot saves the node's files afresh, and a second rollback restores them.
+    set_status(&cluster, json!({"registriesYamlActive": "v2"})).await;
+    runner.run_script(&agent, &settings).await.succeeds();
+    assert_eq!(node.files(), v2);
+    set_status(&cluster, json!({"registriesYamlActive": "rollback"})).await;
+    runner.run_script(&agent, &settings).await.succeeds();
+    assert_eq!(node.files(), original);
+    cluster.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registry_pivot_agent_refuses_values_that_could_break_out_of_its_quotes() {
+    let Some((cluster, runner)) = on_cluster().await else {
+        return;
+    };
+    let node = Node::new(&runner);
+    set_status(&cluster, json!({"registriesYamlActive": "v2"})).await;
+    for (key, value) in [
+        ("HARBOR_REGISTRY", "harbor.test\"; touch /tmp/x; \""),
+        ("UPSTREAM_REGISTRIES", "docker.io *"),
+        ("UPSTREAM_REGISTRIES", "docker.io $(id)"),
+        ("UPSTREAM_REGISTRIES", "ghcr.io/../../etc"),
+    ] {
+        let mut settings = node.settings(&runner, cluster.namespace(), "harbor.test");
+        settings.insert(key.to_owned(), value.to_owned());
+        let run = runner.run_script(&agent_script(), &settings).await;
+        run.fails_with("not a registry host[:port]");
+        assert!(node.files().is_empty(), "nothing written for {value}");
+    }
     cluster.cleanup().await;
 }
 
@@ -1230,6 +1309,10 @@ async fn registry_pivot_agent_does_not_acknowledge_while_the_registry_is_down() 
         (
             "CERTS_DIR",
             runner.dir.join("certs.d").to_str().expect("utf-8"),
+        ),
+        (
+            "STATE_DIR",
+            runner.dir.join("state").to_str().expect("utf-8"),
         ),
         (
             "READY_FILE",
@@ -1745,9 +1828,11 @@ async fn egress_block_is_lifted_when_the_step_is_terminated() {
 async fn the_api_server_accepts_every_manifest_the_chart_installs() {
     let cluster = crate::cluster::start().await;
     let mut unserved = Vec::new();
-    let docs = crate::Renderer::new(crate::all_on_values()).render();
+    let docs = crate::all_on_docs();
     for (template, doc) in &docs {
-        let object: DynamicObject = serde_yaml::from_value(doc.clone()).expect("object");
+        let mut object: DynamicObject = serde_yaml::from_value(doc.clone()).expect("object");
+        // 07's Role lives in the console's namespace; here, in the test's.
+        object.metadata.namespace = None;
         let types = object.types.clone().expect("apiVersion and kind");
         let gvk = GroupVersionKind::try_from(&types).expect("group version kind");
         let Ok((resource, capabilities)) =
@@ -1780,6 +1865,286 @@ async fn the_api_server_accepts_every_manifest_the_chart_installs() {
     assert!(
         unserved.is_empty(),
         "kinds the API server does not serve: {unserved:?}"
+    );
+    cluster.cleanup().await;
+}
+
+// ---------------------------------------------------------------------------------------
+// 00 preflight
+// ---------------------------------------------------------------------------------------
+
+const STEP_00: &str = "00-preflight.yaml";
+const FLUX_KINDS: &str = "gitrepositories.source.toolkit.fluxcd.io helmrepositories.source.toolkit.fluxcd.io helmreleases.helm.toolkit.fluxcd.io kustomizations.kustomize.toolkit.fluxcd.io";
+
+/// A registry-pivot DaemonSet on one simulated node of the test's own pool, rolled out
+/// when `rolled_out` (the simulator runs its pod), else left without a node to run on.
+async fn pivot_daemonset(
+    cluster: &Cluster,
+    rolled_out: bool,
+) -> catalyst_cutover::sandbox::sim::Simulator {
+    use catalyst_cutover::sandbox::sim::{LABEL_POOL, SimConfig, Simulator};
+    use k8s_openapi::api::apps::v1::DaemonSet;
+    let ns = cluster.namespace().to_owned();
+    let sim = Simulator::start(
+        cluster.client(),
+        SimConfig {
+            namespace: Some(ns.clone()),
+            nodes: 1,
+            pool: ns.clone(),
+            ..SimConfig::default()
+        },
+    )
+    .await
+    .expect("start simulator");
+    // A pool no node is in leaves the DaemonSet wanting a node it never gets.
+    let pool = if rolled_out {
+        ns.clone()
+    } else {
+        format!("{ns}-none")
+    };
+    let ds: DaemonSet = serde_json::from_value(json!({
+        "metadata": {"name": "registry-pivot"},
+        "spec": {
+            "selector": {"matchLabels": {"app": "registry-pivot"}},
+            "template": {
+                "metadata": {"labels": {"app": "registry-pivot"}},
+                "spec": {"nodeSelector": {LABEL_POOL: pool},
+                         "containers": [{"name": "agent", "image": "busybox:1.36"}]}
+            }
+        }
+    }))
+    .expect("DaemonSet");
+    let api: Api<DaemonSet> = Api::namespaced(cluster.client(), &ns);
+    api.create(&PostParams::default(), &ds)
+        .await
+        .expect("create DaemonSet");
+    if rolled_out {
+        let ready = |ds: Option<&DaemonSet>| {
+            ds.and_then(|d| d.status.as_ref())
+                .is_some_and(|s| s.desired_number_scheduled == 1 && s.number_available == Some(1))
+        };
+        tokio::time::timeout(
+            std::time::Duration::from_secs(60),
+            kube::runtime::wait::await_condition(api, "registry-pivot", ready),
+        )
+        .await
+        .expect("the DaemonSet rolls out")
+        .expect("watch");
+    }
+    sim
+}
+
+/// Everything the preflight reads, pointing at the stand-ins and the test's namespace.
+fn preflight_settings(
+    cluster: &Cluster,
+    gitea: &standins::Server<Gitea>,
+    harbor: &standins::Server<Harbor>,
+    upstream: &std::path::Path,
+) -> BTreeMap<String, String> {
+    let mut settings = mirror_settings(gitea, upstream);
+    settings.extend(harbor_settings(harbor));
+    settings.extend(env(&[
+        ("FLUX_NAMESPACE", cluster.namespace()),
+        ("FLUX_GITREPOSITORY", "flux-system"),
+        ("FLUX_READY_KINDS", FLUX_KINDS),
+        ("POD_NAMESPACE", cluster.namespace()),
+        ("EGRESS_BLOCK_STEP", "egress-block-test"),
+    ]));
+    settings
+}
+
+/// The lines of the checks that failed, in the order the script ran them.
+fn failed_checks(outcome: &Outcome) -> Vec<&str> {
+    outcome
+        .output
+        .lines()
+        .filter_map(|l| l.split_once("CHECK FAILED: ").map(|(_, check)| check))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn preflight_passes_when_everything_is_in_place_and_changes_nothing() {
+    let Some((cluster, runner)) = on_cluster().await else {
+        return;
+    };
+    let sim = pivot_daemonset(&cluster, true).await;
+    create_git_repository(&cluster, "flux-system", UPSTREAM_REPO).await;
+    let gitea = gitea_with_org().await;
+    let harbor = standins::harbor(Harbor::default()).await;
+    let upstream = upstream_repository(&runner, cluster.namespace());
+    let settings = preflight_settings(&cluster, &gitea, &harbor, &upstream);
+
+    let run = runner.run(STEP_00, &settings).await;
+    run.succeeds();
+    run.says("every check passed; nothing was changed");
+    run.says("DaemonSet registry-pivot is rolled out on all 1 nodes");
+    assert!(
+        gitea_calls(&gitea).iter().all(|c| c.starts_with("GET ")),
+        "Gitea was only read"
+    );
+    let harbor_calls = std::mem::take(&mut harbor.state.lock().expect("lock").calls);
+    assert!(
+        harbor_calls
+            .iter()
+            .all(|c| c.starts_with("GET ") || c.starts_with("POST /registries/ping ")),
+        "Harbor was only read and pinged: {harbor_calls:?}"
+    );
+    let created = {
+        let state = harbor.state.lock().expect("lock");
+        state.registries.len() + state.projects.len()
+    };
+    assert_eq!(created, 0, "Harbor holds no endpoint or project");
+    sim.shutdown().await;
+    cluster.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn preflight_names_each_failed_check_and_runs_them_all() {
+    let Some((cluster, runner)) = on_cluster().await else {
+        return;
+    };
+    let sim = pivot_daemonset(&cluster, false).await;
+    let gitea = gitea_with_org().await;
+    let harbor = standins::harbor(Harbor::default()).await;
+    let upstream = upstream_repository(&runner, cluster.namespace());
+    let ns = cluster.namespace();
+
+    // Wrong credentials for both, an unreadable upstream, an unknown Flux kind, no
+    // GitRepository, and a DaemonSet that runs on no node: six checks fail in one run.
+    let mut broken = preflight_settings(&cluster, &gitea, &harbor, &upstream);
+    broken.insert("GITEA_PASSWORD".into(), "wrong".into());
+    broken.insert("HARBOR_PASSWORD".into(), "wrong".into());
+    broken.insert(
+        "UPSTREAM_REPO_URL".into(),
+        runner.dir.join("no-such-upstream").display().to_string(),
+    );
+    broken.insert(
+        "FLUX_READY_KINDS".into(),
+        format!("{FLUX_KINDS} widgets.example.io"),
+    );
+    let run = runner.run(STEP_00, &broken).await;
+    run.fails_with("6 check(s) failed; nothing was changed");
+    let checks = failed_checks(&run);
+    let expected = [
+        "Gitea at ",
+        "the upstream ",
+        "Harbor at ",
+        "the cluster does not serve the Flux kind widgets.example.io: install Flux",
+        &format!("GitRepository {ns}/flux-system cannot be read"),
+        &format!("DaemonSet {ns}/registry-pivot is not rolled out on every node (nodes 0,"),
+    ];
+    assert_eq!(checks.len(), expected.len(), "{}", run.output);
+    for (check, start) in checks.iter().zip(expected) {
+        assert!(check.starts_with(start), "`{check}` vs `{start}`");
+    }
+    run.says("refuses GITEA_USERNAME cutover (HTTP 401");
+    run.says("cannot be read for the mirror");
+    run.says("refuses HARBOR_USERNAME cutover (HTTP 401");
+    assert!(
+        harbor.state.lock().expect("lock").registries.is_empty(),
+        "nothing created"
+    );
+
+    // The credentials work, but the owner, the repository layout, Harbor's rights and its
+    // reach, and an existing project are wrong.
+    create_git_repository(&cluster, "flux-system", UPSTREAM_REPO).await;
+    let stranger = standins::gitea(Gitea::default()).await;
+    stranger.state.lock().expect("lock").repos.insert(
+        "openova/platform".into(),
+        Gitea::repo("openova", "platform", true, "10m0s", UPSTREAM_REPO),
+    );
+    let mut state = Harbor::default();
+    state.ping.insert("https://ghcr.io".into(), 400);
+    state.projects.insert(
+        "registry.k8s.io".into(),
+        json!({"name": "registry.k8s.io", "registry_id": null}),
+    );
+    let unreachable = standins::harbor(state).await;
+    let run = runner
+        .run(
+            STEP_00,
+            &preflight_settings(&cluster, &stranger, &unreachable, &upstream),
+        )
+        .await;
+    let checks = failed_checks(&run);
+    assert_eq!(checks.len(), 5, "{}", run.output);
+    run.says("Gitea owner openova (gitea.owner) is neither an organisation of the local Gitea nor the user cutover");
+    run.says("openova/platform is a pull mirror");
+    run.says("Harbor cannot reach the upstream registry ghcr.io at https://ghcr.io (ping answered 400: failed to ping endpoint)");
+    run.says("Harbor project registry.k8s.io exists but is not a proxy cache");
+
+    let mut state = Harbor::default();
+    for url in [
+        "https://hub.docker.com",
+        "https://ghcr.io",
+        "https://registry.k8s.io",
+    ] {
+        state.ping.insert(url.into(), 403);
+    }
+    let forbidden = standins::harbor(state).await;
+    let run = runner
+        .run(
+            STEP_00,
+            &preflight_settings(&cluster, &gitea, &forbidden, &upstream),
+        )
+        .await;
+    assert_eq!(failed_checks(&run).len(), 2, "{}", run.output);
+    run.says(
+        "Harbor user cutover may not create registry endpoints (ping of docker.io answered 403",
+    );
+
+    // Nothing answers, a setting is missing, and the DaemonSet is gone.
+    let mut silent = preflight_settings(&cluster, &gitea, &harbor, &upstream);
+    silent.insert("GITEA_URL".into(), "http://127.0.0.1:9".into());
+    silent.insert("HARBOR_URL".into(), "http://127.0.0.1:9".into());
+    silent.remove("GITEA_OWNER");
+    silent.insert("POD_NAMESPACE".into(), format!("{ns}-gone"));
+    let run = runner.run(STEP_00, &silent).await;
+    run.fails_with("check(s) failed");
+    run.says("setting GITEA_OWNER is empty");
+    run.says("Harbor's API at http://127.0.0.1:9/api/v2.0 does not answer");
+    run.says(&format!(
+        "DaemonSet {ns}-gone/registry-pivot cannot be read"
+    ));
+    sim.shutdown().await;
+    cluster.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn preflight_names_missing_flux_and_cilium_kinds() {
+    if !tools_present() {
+        return;
+    }
+    if std::env::var(crate::common::ENV_KUBECONFIG).is_ok_and(|v| !v.is_empty()) {
+        eprintln!("note: the cluster under test serves Flux and Cilium; kinds check skipped");
+        return;
+    }
+    // A sandbox with only the builtin kinds: no Flux, no Cilium.
+    let cluster =
+        crate::common::TestCluster::start_with(catalyst_cutover::sandbox::api::ApiServerConfig {
+            custom_resources: Vec::new(),
+            ..Default::default()
+        })
+        .await;
+    let runner = Runner::new(Some(&cluster));
+    let gitea = gitea_with_org().await;
+    let harbor = standins::harbor(Harbor::default()).await;
+    let upstream = upstream_repository(&runner, cluster.namespace());
+    let settings = preflight_settings(&cluster, &gitea, &harbor, &upstream);
+    let run = runner.run(STEP_00, &settings).await;
+    run.fails_with("check(s) failed");
+    for kind in FLUX_KINDS.split(' ') {
+        run.says(&format!("the cluster does not serve the Flux kind {kind}"));
+    }
+    run.says("step 08 egress-block-test needs Cilium, but the cluster does not serve ciliumclusterwidenetworkpolicies.cilium.io");
+
+    let mut off = settings.clone();
+    off.remove("EGRESS_BLOCK_STEP");
+    let run = runner.run(STEP_00, &off).await;
+    assert!(
+        !run.output.contains("needs Cilium"),
+        "without step 08 Cilium is not needed:\n{}",
+        run.output
     );
     cluster.cleanup().await;
 }

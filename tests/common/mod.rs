@@ -28,6 +28,9 @@ pub const CHART_STEPS: [&str; 8] = [
     "egress-block-test",
 ];
 
+/// The chart's preflight step (mode `preflight`, order 0), which runs before the eight.
+pub const CHART_PREFLIGHT: &str = "preflight";
+
 /// Environment variable naming a kubeconfig of a real cluster to test against.
 pub const ENV_KUBECONFIG: &str = "CUTOVER_TEST_KUBECONFIG";
 

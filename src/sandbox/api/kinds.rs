@@ -189,6 +189,7 @@ const BUILTINS: &[Builtin] = &[
     builtin("batch", "CronJob", "cronjobs", true, true, Spec, &["cj"]),
     builtin("coordination.k8s.io", "Lease", "leases", true, false, NoGen, &[]),
     builtin("events.k8s.io", "Event", "events", true, false, NoGen, &["ev"]),
+    builtin("networking.k8s.io", "NetworkPolicy", "networkpolicies", true, false, Spec, &["netpol"]),
     builtin("rbac.authorization.k8s.io", "Role", "roles", true, false, NoGen, &[]),
     builtin("rbac.authorization.k8s.io", "ClusterRole", "clusterroles", false, false, NoGen, &[]),
     builtin("rbac.authorization.k8s.io", "RoleBinding", "rolebindings", true, false, NoGen, &[]),
