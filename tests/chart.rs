@@ -1034,7 +1034,7 @@ fn covers(rule: &PolicyRule, namespace: Option<&str>, call: &str) -> bool {
         None => attrs.resource.clone(),
     };
     let names = rule.resource_names.clone().unwrap_or_default();
-    rule.verbs.iter().any(|v| *v == attrs.verb)
+    rule.verbs.contains(&attrs.verb)
         && rule
             .api_groups
             .iter()

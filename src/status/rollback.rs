@@ -7,6 +7,7 @@
 //! written with the same optimistic concurrency as [`super::Transition`]s.
 
 use super::model::{KEY_PHASE, Phase, StatusData, get};
+use super::transition::set;
 use crate::contract::{key, registries};
 
 /// Who asked for the latest rollback (the Kubernetes username).
@@ -320,12 +321,6 @@ fn list(value: &str) -> Vec<String> {
         .filter(|s| !s.is_empty())
         .map(str::to_owned)
         .collect()
-}
-
-fn set(data: &mut StatusData, key: &str, value: &str) {
-    if data.get(key).map(String::as_str) != Some(value) {
-        data.insert(key.to_owned(), value.to_owned());
-    }
 }
 
 #[cfg(test)]

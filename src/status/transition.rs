@@ -427,7 +427,8 @@ fn percent(done: usize, total: usize) -> String {
     (done.saturating_mul(100).checked_div(total).unwrap_or(0)).to_string()
 }
 
-fn set(data: &mut StatusData, key: &str, value: &str) {
+/// Sets `key` to `value`, leaving the map untouched when it already holds it.
+pub(super) fn set(data: &mut StatusData, key: &str, value: &str) {
     if data.get(key).map(String::as_str) != Some(value) {
         data.insert(key.to_owned(), value.to_owned());
     }
