@@ -454,6 +454,76 @@ fn the_service_runs_two_probed_replicas_configured_for_its_namespace_and_callers
     }
 }
 
+#[test]
+fn the_service_port_is_capped_and_serves_https_from_a_secret_when_given_one() {
+    let container = |values: Json| {
+        let docs = render(&values);
+        let deployment: Deployment = typed(find(&docs, "Deployment", "catalyst-cutover"));
+        let pod = deployment
+            .spec
+            .and_then(|s| s.template.spec)
+            .expect("pod spec");
+        (pod.containers[0].clone(), pod.volumes.unwrap_or_default())
+    };
+    let env = |c: &k8s_openapi::api::core::v1::Container| -> BTreeMap<String, String> {
+        c.env
+            .iter()
+            .flatten()
+            .filter_map(|e| Some((e.name.clone(), e.value.clone()?)))
+            .collect()
+    };
+    let schemes = |c: &k8s_openapi::api::core::v1::Container| {
+        [&c.readiness_probe, &c.liveness_probe].map(|p| {
+            p.as_ref()
+                .and_then(|p| p.http_get.as_ref())
+                .and_then(|h| h.scheme.clone())
+        })
+    };
+
+    let (plain, volumes) = container(default_values());
+    let plain_env = env(&plain);
+    assert_eq!(plain_env["CATALYST_CUTOVER_MAX_CONNECTIONS"], "2048");
+    assert_eq!(plain_env["CATALYST_CUTOVER_MAX_EVENT_STREAMS"], "1024");
+    assert_eq!(plain_env["CATALYST_CUTOVER_HEADER_READ_TIMEOUT"], "10s");
+    assert_eq!(plain_env["CATALYST_CUTOVER_AUTH_AUDIENCES"], "");
+    assert!(!plain_env.contains_key("CATALYST_CUTOVER_TLS_CERT_FILE"));
+    assert_eq!(schemes(&plain), [None, None]);
+    assert!(volumes.is_empty());
+
+    let mut values = default_values();
+    values["http"]["tlsSecretName"] = Json::String("cutover-tls".to_owned());
+    values["authAudiences"] = serde_json::json!(["catalyst-cutover"]);
+    let (tls, volumes) = container(values);
+    let tls_env = env(&tls);
+    assert_eq!(
+        tls_env["CATALYST_CUTOVER_AUTH_AUDIENCES"],
+        "catalyst-cutover"
+    );
+    let mount = &tls.volume_mounts.clone().unwrap_or_default()[0];
+    assert_eq!(
+        tls_env["CATALYST_CUTOVER_TLS_CERT_FILE"],
+        format!("{}/tls.crt", mount.mount_path)
+    );
+    assert_eq!(
+        tls_env["CATALYST_CUTOVER_TLS_KEY_FILE"],
+        format!("{}/tls.key", mount.mount_path)
+    );
+    assert_eq!(mount.read_only, Some(true));
+    let volume = volumes
+        .iter()
+        .find(|v| v.name == mount.name)
+        .expect("volume");
+    assert_eq!(
+        volume
+            .secret
+            .as_ref()
+            .and_then(|s| s.secret_name.as_deref()),
+        Some("cutover-tls")
+    );
+    let https = Some("HTTPS".to_owned());
+    assert_eq!(schemes(&tls), [https.clone(), https]);
+}
+
 // ---------------------------------------------------------------------------------------
 // The contract.
 // ---------------------------------------------------------------------------------------

@@ -1,11 +1,14 @@
 //! A bounded, short-lived cache of authentication answers, keyed by a SHA-256 of the token
 //! (the token itself is never kept) and the action. Concurrent requests with the same key
-//! share one lookup, so a burst of requests from one console costs one review.
+//! share one lookup, so a burst of requests from one console costs one review. When full,
+//! the least recently used answer goes, one at a time: a flood of made-up tokens never
+//! empties the cache of the answers the console and operators keep using.
 
 use super::decision::Action;
+use lru::LruCache;
 use sha2::{Digest, Sha256};
-use std::collections::HashMap;
 use std::fmt;
+use std::num::NonZeroUsize;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::OnceCell;
@@ -29,23 +32,23 @@ impl fmt::Debug for TokenHash {
 
 type Slot<V> = Arc<OnceCell<V>>;
 type Key = (TokenHash, Action);
-type Entries<V> = HashMap<Key, (Instant, Slot<V>)>;
+type Entries<V> = LruCache<Key, (Instant, Slot<V>)>;
 
 /// Answers of type `V` per (token hash, action), each reused for `ttl`, at most `capacity`
 /// kept.
 pub struct DecisionCache<V> {
     entries: Mutex<Entries<V>>,
     ttl: Duration,
-    capacity: usize,
 }
 
 impl<V: Clone> DecisionCache<V> {
     /// An empty cache.
     pub fn new(ttl: Duration, capacity: usize) -> Self {
         DecisionCache {
-            entries: Mutex::new(HashMap::new()),
+            entries: Mutex::new(LruCache::new(
+                NonZeroUsize::new(capacity).unwrap_or(NonZeroUsize::MIN),
+            )),
             ttl,
-            capacity: capacity.max(1),
         }
     }
 
@@ -60,8 +63,8 @@ impl<V: Clone> DecisionCache<V> {
         slot.get_or_try_init(lookup).await.cloned()
     }
 
-    /// The slot of `key` at `now`: the fresh one, or a new empty one. Expired slots are
-    /// dropped when the cache is full; if it is still full, it starts over.
+    /// The slot of `key` at `now`: the fresh one, or a new empty one that replaces an
+    /// expired one or, when the cache is full, the least recently used.
     fn slot(&self, key: Key, now: Instant) -> Slot<V> {
         let mut entries = match self.entries.lock() {
             Ok(entries) => entries,
@@ -72,15 +75,8 @@ impl<V: Clone> DecisionCache<V> {
         {
             return slot.clone();
         }
-        if entries.len() >= self.capacity {
-            let ttl = self.ttl;
-            entries.retain(|_, (born, _)| now.saturating_duration_since(*born) < ttl);
-            if entries.len() >= self.capacity {
-                entries.clear();
-            }
-        }
         let slot = Slot::default();
-        entries.insert(key, (now, slot.clone()));
+        entries.push(key, (now, slot.clone()));
         slot
     }
 
@@ -132,6 +128,27 @@ mod tests {
         );
         cache.slot((TokenHash::of("b"), Action::Read), t0);
         assert!(cache.len() <= 2);
+    }
+
+    #[test]
+    fn a_full_cache_evicts_the_least_recently_used_one_at_a_time() {
+        let cache: DecisionCache<u8> = DecisionCache::new(Duration::from_secs(10), 3);
+        let t0 = Instant::now();
+        let key = |t: &str| (TokenHash::of(t), Action::Read);
+        let console = cache.slot(key("console"), t0);
+        let a = cache.slot(key("a"), t0);
+        let b = cache.slot(key("b"), t0);
+        // The console asks again: now `a` is the least recently used.
+        cache.slot(key("console"), t0);
+        cache.slot(key("c"), t0);
+        assert_eq!(cache.len(), 3, "never cleared wholesale");
+        assert!(Arc::ptr_eq(&console, &cache.slot(key("console"), t0)));
+        assert!(Arc::ptr_eq(&b, &cache.slot(key("b"), t0)));
+        assert!(!Arc::ptr_eq(&a, &cache.slot(key("a"), t0)), "a was evicted");
+        for n in 0..100 {
+            cache.slot(key(&format!("flood-{n}")), t0);
+            assert_eq!(cache.len(), 3);
+        }
     }
 
     #[tokio::test]

@@ -21,12 +21,18 @@ pub struct AuthConfig {
     /// stop a stuck step need not be allowed to change every node's registries.
     pub rollback_verb: String,
     /// Service-account usernames (`system:serviceaccount:<ns>:<name>`) allowed on the
-    /// internal routes.
+    /// internal routes; [`service_account_username`] makes them from either form.
     pub internal_service_accounts: Vec<String>,
-    /// How long an answer is reused.
+    /// The audiences a token must be valid for, sent in each TokenReview's
+    /// `spec.audiences`; empty: the API server's own (any service-account token).
+    pub audiences: Vec<String>,
+    /// How long an answer, a refusal included, is reused.
     pub cache_ttl: Duration,
-    /// How many answers are kept at most.
+    /// How many answers are kept at most; past it the least recently used goes.
     pub cache_capacity: usize,
+    /// How many TokenReviews and SubjectAccessReviews may be in flight at once, so that a
+    /// flood of made-up tokens (each a cache miss) cannot become a flood of reviews.
+    pub review_concurrency: usize,
 }
 
 impl AuthConfig {
@@ -42,8 +48,10 @@ impl AuthConfig {
             abort_verb: "delete".to_owned(),
             rollback_verb: "rollback".to_owned(),
             internal_service_accounts: Vec::new(),
+            audiences: Vec::new(),
             cache_ttl: Duration::from_secs(10),
             cache_capacity: 4096,
+            review_concurrency: 8,
         }
     }
 
@@ -59,5 +67,86 @@ impl AuthConfig {
 impl Default for AuthConfig {
     fn default() -> Self {
         AuthConfig::enabled()
+    }
+}
+
+/// The username the API server gives a service account's tokens, from `<ns>:<name>` or
+/// `system:serviceaccount:<ns>:<name>`; anything else (a user, a group, a typo) is refused,
+/// so that a wrong `--internal-callers` stops the service at start-up instead of refusing
+/// every internal call with 403.
+pub fn service_account_username(raw: &str) -> Result<String, String> {
+    let raw = raw.trim();
+    let short = raw.strip_prefix(SERVICE_ACCOUNT_PREFIX).unwrap_or(raw);
+    match short.split(':').collect::<Vec<_>>()[..] {
+        // `system:<x>` is Kubernetes' own users and groups (system:masters, ...), never
+        // the short form of a service account.
+        [namespace, name]
+            if namespace != "system" && is_dns_label(namespace) && is_dns_subdomain(name) =>
+        {
+            Ok(format!("{SERVICE_ACCOUNT_PREFIX}{namespace}:{name}"))
+        }
+        _ => Err(format!(
+            "{raw:?} is not a service account: write <namespace>:<name> or \
+             system:serviceaccount:<namespace>:<name>, e.g. catalyst:catalyst-api"
+        )),
+    }
+}
+
+/// What the API server puts before `<ns>:<name>` in a service account's username.
+const SERVICE_ACCOUNT_PREFIX: &str = "system:serviceaccount:";
+
+/// A namespace name: an RFC 1123 label.
+fn is_dns_label(s: &str) -> bool {
+    let alnum = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit();
+    (1..=63).contains(&s.len())
+        && s.chars().all(|c| alnum(c) || c == '-')
+        && s.starts_with(alnum)
+        && s.ends_with(alnum)
+}
+
+/// A service account name: an RFC 1123 subdomain.
+fn is_dns_subdomain(s: &str) -> bool {
+    s.len() <= 253 && s.split('.').all(is_dns_label)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn internal_callers_in_either_form() {
+        for (raw, username) in [
+            (
+                "catalyst:catalyst-api",
+                "system:serviceaccount:catalyst:catalyst-api",
+            ),
+            (
+                " system:serviceaccount:catalyst:catalyst-api ",
+                "system:serviceaccount:catalyst:catalyst-api",
+            ),
+            ("ns-1:sa.v2", "system:serviceaccount:ns-1:sa.v2"),
+        ] {
+            assert_eq!(
+                service_account_username(raw).as_deref(),
+                Ok(username),
+                "{raw}"
+            );
+        }
+        for bad in [
+            "",
+            "catalyst-api",
+            "alice",
+            "system:serviceaccount:catalyst",
+            "system:serviceaccounts:catalyst",
+            "system:masters",
+            "catalyst:catalyst-api:extra",
+            "Catalyst:api",
+            "catalyst:",
+            ":api",
+            "catalyst:-api",
+        ] {
+            let err = service_account_username(bad).unwrap_err();
+            assert!(err.contains("<namespace>:<name>"), "{bad:?}: {err}");
+        }
     }
 }

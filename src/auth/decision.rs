@@ -73,15 +73,14 @@ pub enum AuthError {
         /// The authorizer's reason, when it gave one.
         reason: String,
     },
-    /// An internal route called by someone not in the allow list.
+    /// An internal route called by someone not in the allow list. The answer never lists
+    /// the allow list: that would tell any caller which service account to go after.
     #[error(
-        "{user:?} is not a service account allowed to call the internal routes (allowed: {allowed})"
+        "{user:?} is not a service account allowed to call the internal routes; the service's operator lists them in --internal-callers"
     )]
     UnauthorizedSa {
         /// The authenticated username.
         user: String,
-        /// The allow list, comma-separated.
-        allowed: String,
     },
     /// The API server cannot answer: nothing is known about the token.
     #[error("cannot check the bearer token: {0}")]
@@ -148,8 +147,16 @@ pub fn bearer(header: Option<&HeaderValue>) -> Result<&str, AuthError> {
     Ok(token)
 }
 
-/// The user a TokenReview answer authenticates, or why it does not.
-pub fn authenticated(status: Option<&TokenReviewStatus>) -> Result<UserInfo, AuthError> {
+/// The user a TokenReview answer authenticates, or why it does not. With `audiences`
+/// (the service's own, sent in the review's `spec.audiences`), the token must be valid for
+/// one of them: an answer whose `status.audiences` names none of them is refused, as
+/// Kubernetes' webhook token authenticator (and so kube-rbac-proxy) does, so an API server
+/// or webhook that ignores the audiences asked for cannot let a token for another
+/// service in.
+pub fn authenticated(
+    status: Option<&TokenReviewStatus>,
+    audiences: &[String],
+) -> Result<UserInfo, AuthError> {
     let status = status.ok_or_else(|| {
         AuthError::Unavailable("the TokenReview came back without a status".to_owned())
     })?;
@@ -157,6 +164,12 @@ pub fn authenticated(status: Option<&TokenReviewStatus>) -> Result<UserInfo, Aut
         return Err(AuthError::InvalidToken(
             status.error.clone().unwrap_or_default(),
         ));
+    }
+    let granted = status.audiences.as_deref().unwrap_or_default();
+    if !audiences.is_empty() && !granted.iter().any(|a| audiences.contains(a)) {
+        return Err(AuthError::InvalidToken(format!(
+            "the token is not for this service: its audiences {granted:?} include none of {audiences:?}"
+        )));
     }
     match &status.user {
         Some(user) if user.username.as_deref().is_some_and(|u| !u.is_empty()) => Ok(user.clone()),
@@ -231,11 +244,6 @@ pub fn internal_caller(user: &str, allowed: &[String]) -> Result<(), AuthError> 
     } else {
         Err(AuthError::UnauthorizedSa {
             user: user.to_owned(),
-            allowed: if allowed.is_empty() {
-                "none configured".to_owned()
-            } else {
-                allowed.join(", ")
-            },
         })
     }
 }
@@ -313,13 +321,13 @@ mod tests {
             user: Some(user.clone()),
             ..TokenReviewStatus::default()
         };
-        assert_eq!(authenticated(Some(&ok)), Ok(user));
+        assert_eq!(authenticated(Some(&ok), &[]), Ok(user));
         let expired = TokenReviewStatus {
             authenticated: Some(false),
             error: Some("token has expired".into()),
             ..TokenReviewStatus::default()
         };
-        let err = authenticated(Some(&expired)).unwrap_err();
+        let err = authenticated(Some(&expired), &[]).unwrap_err();
         assert_eq!(
             (err.code(), err.status()),
             ("invalid-token", StatusCode::UNAUTHORIZED)
@@ -330,12 +338,41 @@ mod tests {
             ..TokenReviewStatus::default()
         };
         assert_eq!(
-            authenticated(Some(&nameless)).unwrap_err().code(),
+            authenticated(Some(&nameless), &[]).unwrap_err().code(),
             "invalid-token"
         );
-        let none = authenticated(None).unwrap_err();
+        let none = authenticated(None, &[]).unwrap_err();
         assert_eq!(none.status(), StatusCode::SERVICE_UNAVAILABLE);
         assert!(!none.is_definite());
+    }
+
+    #[test]
+    fn a_token_for_another_audience_is_refused() {
+        let ours = ["catalyst-cutover".to_owned()];
+        let answer = |audiences: Option<Vec<&str>>| TokenReviewStatus {
+            authenticated: Some(true),
+            user: Some(UserInfo {
+                username: Some("alice".into()),
+                ..UserInfo::default()
+            }),
+            audiences: audiences.map(|a| a.into_iter().map(str::to_owned).collect()),
+            ..TokenReviewStatus::default()
+        };
+        assert!(authenticated(Some(&answer(Some(vec!["catalyst-cutover"]))), &ours).is_ok());
+        assert!(authenticated(Some(&answer(Some(vec!["x", "catalyst-cutover"]))), &ours).is_ok());
+        for refused in [
+            None,
+            Some(vec![]),
+            Some(vec!["https://kubernetes.default.svc"]),
+        ] {
+            let err = authenticated(Some(&answer(refused.clone())), &ours).unwrap_err();
+            assert_eq!(err.code(), "invalid-token", "{refused:?}");
+            assert!(err.to_string().contains("catalyst-cutover"), "{err}");
+        }
+        assert!(
+            authenticated(Some(&answer(None)), &[]).is_ok(),
+            "no audiences configured: any token the API server authenticates"
+        );
     }
 
     #[test]
@@ -390,11 +427,10 @@ mod tests {
             ("unauthorized-sa", StatusCode::FORBIDDEN)
         );
         assert!(err.is_definite());
+        let detail = err.to_string();
         assert!(
-            internal_caller("x", &[])
-                .unwrap_err()
-                .to_string()
-                .contains("none configured")
+            !detail.contains("catalyst:trigger"),
+            "the allow list is not shown to the caller: {detail}"
         );
     }
 }

@@ -9,6 +9,6 @@ pub mod decision;
 pub mod review;
 
 pub use cache::{DecisionCache, TokenHash};
-pub use config::AuthConfig;
+pub use config::{AuthConfig, service_account_username};
 pub use decision::{Action, AuthError, action_for, bearer};
 pub use review::Authenticator;

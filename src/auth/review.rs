@@ -1,5 +1,8 @@
-//! The shell that asks the API server: a TokenReview for who the caller is, a
-//! SubjectAccessReview for what they may do, answers cached by [`DecisionCache`].
+//! The shell that asks the API server: a TokenReview for who the caller is (for the
+//! service's audiences), a SubjectAccessReview for what they may do, answers cached by
+//! [`DecisionCache`] and at most `review_concurrency` reviews in flight: made-up tokens
+//! each miss the cache, and without the bound each would be one more request to the API
+//! server at once.
 
 use super::cache::{DecisionCache, TokenHash};
 use super::config::AuthConfig;
@@ -9,6 +12,8 @@ use axum::http::HeaderValue;
 use k8s_openapi::api::authentication::v1::{TokenReview, TokenReviewSpec, UserInfo};
 use k8s_openapi::api::authorization::v1::{SubjectAccessReview, SubjectAccessReviewSpec};
 use kube::api::{Api, PostParams};
+use std::sync::Arc;
+use tokio::sync::Semaphore;
 
 /// The cached answer of one (token, action): the caller, or a definite refusal.
 type Answer = Result<Caller, AuthError>;
@@ -19,17 +24,28 @@ pub struct Authenticator {
     config: AuthConfig,
     namespace: String,
     cache: DecisionCache<Answer>,
+    reviews: Semaphore,
+    metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl Authenticator {
-    /// An authenticator asking about resources in `namespace`.
-    pub fn new(client: kube::Client, config: AuthConfig, namespace: &str) -> Self {
+    /// An authenticator asking about resources in `namespace`, counting its reviews in
+    /// flight in `metrics`.
+    pub fn new(
+        client: kube::Client,
+        config: AuthConfig,
+        namespace: &str,
+        metrics: Arc<crate::metrics::Metrics>,
+    ) -> Self {
         let cache = DecisionCache::new(config.cache_ttl, config.cache_capacity);
+        let reviews = Semaphore::new(config.review_concurrency.max(1));
         Authenticator {
             client,
             config,
             namespace: namespace.to_owned(),
             cache,
+            reviews,
+            metrics,
         }
     }
 
@@ -52,6 +68,11 @@ impl Authenticator {
         let answer = self
             .cache
             .get_or_try(key, || async {
+                // Closed never: the semaphore lives as long as `self`.
+                let _permit = self.reviews.acquire().await.map_err(|_| {
+                    AuthError::Unavailable("the service is shutting down".to_owned())
+                })?;
+                let _in_flight = self.metrics.auth_review();
                 match self.review(token, action).await {
                     Err(err) if !err.is_definite() => Err(err),
                     answer => Ok(answer),
@@ -93,7 +114,8 @@ impl Authenticator {
         let review = TokenReview {
             spec: TokenReviewSpec {
                 token: Some(token.to_owned()),
-                ..TokenReviewSpec::default()
+                audiences: (!self.config.audiences.is_empty())
+                    .then(|| self.config.audiences.clone()),
             },
             ..TokenReview::default()
         };
@@ -101,7 +123,7 @@ impl Authenticator {
             .create(&PostParams::default(), &review)
             .await
             .map_err(|err| unavailable("TokenReview", &err))?;
-        decision::authenticated(answer.status.as_ref())
+        decision::authenticated(answer.status.as_ref(), &self.config.audiences)
     }
 }
 

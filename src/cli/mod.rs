@@ -2,6 +2,7 @@
 
 mod args;
 mod demo;
+mod http_args;
 mod migrate;
 mod operator_args;
 mod plan;
@@ -26,7 +27,7 @@ enum Command {
     /// Print the Jobs the cutover would run, as YAML, without running anything.
     Plan(plan::PlanArgs),
     /// Serve the HTTP API and run the cutover when triggered (one runner per cluster).
-    Serve(serve::ServeArgs),
+    Serve(Box<serve::ServeArgs>),
     /// Bring the status ConfigMap to the latest schema version.
     Migrate(migrate::MigrateArgs),
     /// Run the embedded Kubernetes API server until interrupted.
@@ -43,7 +44,7 @@ pub fn main() -> ExitCode {
     match cli.command {
         Command::Demo(args) => demo::run(args),
         Command::Plan(args) => plan::run(args),
-        Command::Serve(args) => serve::run(args),
+        Command::Serve(args) => serve::run(*args),
         Command::Migrate(args) => migrate::run(args),
         Command::Sandbox(args) => sandbox::main(args),
     }

@@ -1,7 +1,7 @@
 //! `serve` flags for the operator surface: authentication, the internal callers and the
 //! first-login auto-fire.
 
-use crate::auth::AuthConfig;
+use crate::auth::{AuthConfig, service_account_username};
 use crate::service::ServiceConfig;
 use clap::ArgAction;
 
@@ -19,15 +19,25 @@ pub struct OperatorArgs {
     /// Resource of the SubjectAccessReview (verbs: get reads, create starts, delete aborts).
     #[arg(long, value_name = "RESOURCE", default_value_t = AuthConfig::enabled().resource)]
     pub auth_resource: String,
-    /// Service accounts (`system:serviceaccount:<ns>:<name>`, comma-separated) allowed on
-    /// the internal routes.
+    /// Service accounts allowed on the internal routes, comma-separated, each
+    /// `<namespace>:<name>` or `system:serviceaccount:<namespace>:<name>`; anything else
+    /// stops the service at start-up.
     #[arg(
         long,
-        value_name = "USERS",
+        value_name = "ACCOUNTS",
         env = "CATALYST_CUTOVER_INTERNAL_CALLERS",
         value_delimiter = ','
     )]
     pub internal_callers: Vec<String>,
+    /// Audiences a bearer token must be valid for (comma-separated), sent in each
+    /// TokenReview's spec.audiences [default: the API server's own].
+    #[arg(
+        long,
+        value_name = "AUDIENCES",
+        env = "CATALYST_CUTOVER_AUTH_AUDIENCES",
+        value_delimiter = ','
+    )]
+    pub auth_audiences: Vec<String>,
     /// Start an idle cutover on the first operator login.
     #[arg(long, value_name = "BOOL", env = "CATALYST_CUTOVER_AUTO_FIRE", default_value_t = true,
           action = ArgAction::Set)]
@@ -35,22 +45,30 @@ pub struct OperatorArgs {
 }
 
 impl OperatorArgs {
-    /// Writes these settings into `config`.
-    pub fn apply(&self, config: &mut ServiceConfig) {
+    /// Writes these settings into `config`, or says which internal caller is not a
+    /// service account. Empty items (a trailing comma) are skipped.
+    pub fn apply(&self, config: &mut ServiceConfig) -> Result<(), String> {
+        let internal_service_accounts = non_empty(&self.internal_callers)
+            .map(|caller| {
+                service_account_username(caller).map_err(|err| format!("--internal-callers: {err}"))
+            })
+            .collect::<Result<_, _>>()?;
         config.auth = AuthConfig {
             enabled: self.auth,
             group: self.auth_group.clone(),
             resource: self.auth_resource.clone(),
-            internal_service_accounts: self
-                .internal_callers
-                .iter()
-                .map(|s| s.trim().to_owned())
-                .filter(|s| !s.is_empty())
-                .collect(),
+            internal_service_accounts,
+            audiences: non_empty(&self.auth_audiences).map(str::to_owned).collect(),
             ..AuthConfig::enabled()
         };
         config.auto_fire = self.auto_fire;
+        Ok(())
     }
+}
+
+/// The trimmed, non-empty items of a comma-separated flag.
+fn non_empty(items: &[String]) -> impl Iterator<Item = &str> {
+    items.iter().map(|s| s.trim()).filter(|s| !s.is_empty())
 }
 
 #[cfg(test)]
@@ -67,7 +85,7 @@ mod tests {
     #[test]
     fn defaults_and_overrides() {
         let mut config = ServiceConfig::new("ns");
-        Cli::parse_from(["x"]).operator.apply(&mut config);
+        Cli::parse_from(["x"]).operator.apply(&mut config).unwrap();
         assert!(config.auth.enabled && config.auto_fire);
         assert!(config.auth.internal_service_accounts.is_empty());
         let cli = Cli::parse_from([
@@ -76,13 +94,27 @@ mod tests {
             "--auto-fire",
             "false",
             "--internal-callers",
-            "system:serviceaccount:a:b, system:serviceaccount:a:c",
+            "system:serviceaccount:a:b, a:c,",
+            "--auth-audiences",
+            "catalyst-cutover,https://kubernetes.default.svc",
         ]);
-        cli.operator.apply(&mut config);
+        cli.operator.apply(&mut config).unwrap();
         assert!(!config.auth.enabled && !config.auto_fire);
         assert_eq!(
             config.auth.internal_service_accounts,
             ["system:serviceaccount:a:b", "system:serviceaccount:a:c"]
         );
+        assert_eq!(
+            config.auth.audiences,
+            ["catalyst-cutover", "https://kubernetes.default.svc"]
+        );
+    }
+
+    #[test]
+    fn an_internal_caller_that_is_not_a_service_account_is_refused() {
+        let mut config = ServiceConfig::new("ns");
+        let cli = Cli::parse_from(["x", "--internal-callers", "catalyst:api,alice"]);
+        let err = cli.operator.apply(&mut config).unwrap_err();
+        assert!(err.starts_with("--internal-callers: \"alice\""), "{err}");
     }
 }

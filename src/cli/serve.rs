@@ -1,6 +1,7 @@
 //! `catalyst-cutover serve`: one replica of the service, until SIGTERM or Ctrl-C.
 
 use super::args::{RenderArgs, TargetArgs, kube_config, parse_duration, runtime, shutdown_signal};
+use super::http_args::HttpArgs;
 use super::operator_args::OperatorArgs;
 use crate::service::{Service, ServiceConfig};
 use std::net::SocketAddr;
@@ -33,11 +34,13 @@ pub struct ServeArgs {
     render: RenderArgs,
     #[command(flatten)]
     operator: OperatorArgs,
+    #[command(flatten)]
+    http: HttpArgs,
 }
 
 impl ServeArgs {
-    /// The service configuration these flags ask for.
-    pub fn config(&self) -> ServiceConfig {
+    /// The service configuration these flags ask for, or what is wrong with them.
+    pub fn config(&self) -> Result<ServiceConfig, String> {
         let mut config = ServiceConfig::new(&self.target.namespace);
         config.status_configmap = self.target.status_configmap.clone();
         config.listen = self.listen;
@@ -47,8 +50,9 @@ impl ServeArgs {
         config.lease_name = self.lease_name.clone();
         config.lease_duration = self.lease_duration;
         config.render = self.render.config();
-        self.operator.apply(&mut config);
-        config
+        self.operator.apply(&mut config)?;
+        config.http = self.http.config();
+        Ok(config)
     }
 }
 
@@ -56,8 +60,9 @@ impl ServeArgs {
 pub fn run(args: ServeArgs) -> ExitCode {
     let result = runtime().map_err(|e| e.to_string()).and_then(|rt| {
         rt.block_on(async {
+            let config = args.config()?;
             let kube_config = kube_config(args.target.kubeconfig.as_deref()).await?;
-            let service = Service::start(kube_config, args.config())
+            let service = Service::start(kube_config, config)
                 .await
                 .map_err(|e| e.to_string())?;
             shutdown_signal().await;

@@ -98,6 +98,23 @@ pub enum ApiError {
     /// The caches are not synced yet, or the API server cannot be reached.
     #[error("{0}")]
     Unavailable(String),
+    /// The replica serves as many connections as it may; another replica, or this one a
+    /// moment later, answers.
+    #[error(
+        "this replica serves at most {limit} connections at once; retry shortly (the limit is --max-connections)"
+    )]
+    TooManyConnections {
+        /// The cap.
+        limit: usize,
+    },
+    /// The replica has as many event streams open as it may.
+    #[error(
+        "this replica serves at most {limit} event streams at once; retry shortly or poll GET /cutover (the limit is --max-event-streams)"
+    )]
+    TooManyEventStreams {
+        /// The cap.
+        limit: usize,
+    },
     /// The API server refused a request the service made.
     #[error("the Kubernetes API refused the request: {0}")]
     Upstream(String),
@@ -152,6 +169,8 @@ impl ApiError {
             ApiError::InvalidSteps { .. } => "invalid-steps",
             ApiError::BadRequest(_) => "bad-request",
             ApiError::Unavailable(_) => "unavailable",
+            ApiError::TooManyConnections { .. } => "too-many-connections",
+            ApiError::TooManyEventStreams { .. } => "too-many-event-streams",
             ApiError::Upstream(_) => "kubernetes-api-error",
             ApiError::Auth(err) => err.code(),
         }
@@ -175,7 +194,9 @@ impl ApiError {
             }
             ApiError::InvalidSteps { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
-            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Unavailable(_)
+            | ApiError::TooManyConnections { .. }
+            | ApiError::TooManyEventStreams { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Upstream(_) => StatusCode::BAD_GATEWAY,
             ApiError::Auth(err) => err.status(),
         }

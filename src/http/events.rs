@@ -5,6 +5,7 @@
 //! `cutover-stream-lagged` frame and is closed; nobody waits for it.
 
 use super::cutover::body;
+use super::error::ApiError;
 use crate::events::{Frame, FramePhase, Level, Numbered, Subscription};
 use crate::service::Context;
 use crate::status::{StatusBody, now_rfc3339};
@@ -27,11 +28,21 @@ pub struct StatusFrame {
     pub status: StatusBody,
 }
 
-/// The event stream.
+/// The event stream, or 503 `too-many-event-streams` when the replica has as many open as
+/// it may (each holds a connection and a broadcast receiver for as long as it lasts).
 pub async fn stream(
     State(ctx): State<Arc<Context>>,
     headers: HeaderMap,
-) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+    let slot = ctx.event_streams.clone().try_acquire_owned().map_err(|_| {
+        tracing::info!(
+            limit = ctx.config.http.max_event_streams,
+            "event stream refused: too many open"
+        );
+        ApiError::TooManyEventStreams {
+            limit: ctx.config.http.max_event_streams,
+        }
+    })?;
     let last_event_id = headers
         .get("last-event-id")
         .and_then(|v| v.to_str().ok())
@@ -51,6 +62,7 @@ pub async fn stream(
     let keep_alive = ctx.config.events.keep_alive;
     let frames = async_stream::stream! {
         let _guard = guard;
+        let _slot = slot;
         if let Some(snapshot) = snapshot {
             yield Ok(snapshot);
         }
@@ -72,7 +84,7 @@ pub async fn stream(
             }
         }
     };
-    Sse::new(frames).keep_alive(KeepAlive::new().interval(keep_alive))
+    Ok(Sse::new(frames).keep_alive(KeepAlive::new().interval(keep_alive)))
 }
 
 fn frame_event(numbered: &Numbered) -> Event {
@@ -160,5 +172,35 @@ mod tests {
         assert_eq!(events.first(), Some(&"cutover-status"));
         assert_eq!(events.last(), Some(&"cutover-stream-lagged"));
         assert!(text.contains("Last-Event-ID"));
+    }
+
+    #[tokio::test]
+    async fn streams_past_the_cap_are_refused_until_one_closes() {
+        let ctx = offline_context();
+        ctx.events.baseline(StatusData::new());
+        let limit = ctx.config.http.max_event_streams;
+        let open = || {
+            router(ctx.clone()).oneshot(
+                Request::builder()
+                    .uri("/cutover/events")
+                    .body(Body::empty())
+                    .unwrap(),
+            )
+        };
+        let mut streams = Vec::new();
+        for _ in 0..limit {
+            let response = open().await.unwrap();
+            assert_eq!(response.status(), 200);
+            streams.push(response);
+        }
+        let refused = open().await.unwrap();
+        assert_eq!(refused.status(), 503);
+        let body = axum::body::to_bytes(refused.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(body["error"], "too-many-event-streams");
+        drop(streams.pop());
+        assert_eq!(open().await.unwrap().status(), 200);
     }
 }

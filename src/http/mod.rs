@@ -11,6 +11,7 @@ pub mod health;
 pub mod internal;
 pub mod metrics;
 pub mod rollback;
+pub mod server;
 
 use crate::service::Context;
 use axum::Router;

@@ -44,10 +44,16 @@ pub(super) fn offline_context() -> Arc<Context> {
     let metrics = Arc::new(crate::metrics::Metrics::new());
     Arc::new(Context {
         store: StatusStore::new(client.clone(), "ns", "status", StatusCache::new()),
-        auth: crate::auth::Authenticator::new(client.clone(), config.auth.clone(), "ns"),
+        auth: crate::auth::Authenticator::new(
+            client.clone(),
+            config.auth.clone(),
+            "ns",
+            metrics.clone(),
+        ),
         events: crate::events::EventHub::new(16, 16, metrics.clone()),
         metrics,
         bodies: Default::default(),
+        event_streams: Arc::new(tokio::sync::Semaphore::new(config.http.max_event_streams)),
         client,
         config,
         steps,
@@ -147,6 +153,8 @@ fn spec_lists_every_error_code() {
         },
         ApiError::Unavailable(String::new()),
         ApiError::Upstream(String::new()),
+        ApiError::TooManyConnections { limit: 1 },
+        ApiError::TooManyEventStreams { limit: 1 },
         ApiError::Auth(AuthError::MissingBearer(String::new())),
         ApiError::Auth(AuthError::InvalidToken(String::new())),
         ApiError::Auth(AuthError::Forbidden {
@@ -158,7 +166,6 @@ fn spec_lists_every_error_code() {
         }),
         ApiError::Auth(AuthError::UnauthorizedSa {
             user: String::new(),
-            allowed: String::new(),
         }),
         ApiError::Auth(AuthError::Unavailable(String::new())),
     ];

@@ -66,12 +66,34 @@ pub struct VerbLabels {
     pub verb: String,
 }
 
+/// The `route` label of a request that matched no route.
+pub const UNMATCHED_ROUTE: &str = "unmatched";
+
+/// The `method` label of an HTTP request: the method itself when it is one of HTTP's
+/// registered methods, `other` for anything else, so that made-up methods sent by anyone
+/// on the network cannot grow the label sets (and `/metrics`) without bound.
+pub fn method_label(method: &http::Method) -> &'static str {
+    use http::Method;
+    match *method {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::PATCH => "PATCH",
+        Method::OPTIONS => "OPTIONS",
+        Method::CONNECT => "CONNECT",
+        Method::TRACE => "TRACE",
+        _ => "other",
+    }
+}
+
 /// Labels of an HTTP request the service answered.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 pub struct HttpLabels {
-    /// The matched route (`unmatched` for 404s), never the raw path.
+    /// The matched route template ([`UNMATCHED_ROUTE`] for 404s), never the raw path.
     pub route: String,
-    /// The method.
+    /// [`method_label`] of the method.
     pub method: String,
     /// The status code.
     pub code: String,
@@ -111,6 +133,7 @@ pub struct Metrics {
     sse_subscribers: Gauge,
     rollbacks: Family<RollbackLabels, Counter>,
     rollback_pending_nodes: Gauge,
+    auth_reviews: Gauge,
 }
 
 impl Default for Metrics {
@@ -138,6 +161,7 @@ impl Metrics {
             sse_subscribers: Gauge::default(),
             rollbacks: Family::default(),
             rollback_pending_nodes: Gauge::default(),
+            auth_reviews: Gauge::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -199,6 +223,11 @@ impl Metrics {
             "rollback_pending_nodes",
             "Nodes that had not acknowledged the latest registry-pivot rollback when it ended",
             m.rollback_pending_nodes.clone(),
+        );
+        registry.register(
+            "auth_reviews_in_flight",
+            "TokenReviews and SubjectAccessReviews waiting for the API server",
+            m.auth_reviews.clone(),
         );
         Metrics { registry, ..m }
     }
@@ -299,8 +328,9 @@ impl Metrics {
         self.kube_total.load(Ordering::Relaxed)
     }
 
-    /// An HTTP request answered.
-    pub fn http_request(&self, route: &str, method: &str, code: u16, elapsed: Duration) {
+    /// An HTTP request answered: `route` is a route template or [`UNMATCHED_ROUTE`],
+    /// `method` a [`method_label`].
+    pub fn http_request(&self, route: &str, method: &'static str, code: u16, elapsed: Duration) {
         self.http_requests
             .get_or_create(&HttpLabels {
                 route: route.to_owned(),
@@ -317,16 +347,27 @@ impl Metrics {
     }
 
     /// An event-stream client connected; the guard counts it until dropped.
-    pub fn sse_subscriber(&self) -> SubscriberGuard {
-        self.sse_subscribers.inc();
-        SubscriberGuard(self.sse_subscribers.clone())
+    pub fn sse_subscriber(&self) -> InFlight {
+        InFlight::new(&self.sse_subscribers)
+    }
+
+    /// A TokenReview or SubjectAccessReview sent; the guard counts it until dropped.
+    pub fn auth_review(&self) -> InFlight {
+        InFlight::new(&self.auth_reviews)
     }
 }
 
-/// Counts one event-stream client while alive.
-pub struct SubscriberGuard(Gauge);
+/// Counts one in a gauge while alive.
+pub struct InFlight(Gauge);
 
-impl Drop for SubscriberGuard {
+impl InFlight {
+    fn new(gauge: &Gauge) -> Self {
+        gauge.inc();
+        InFlight(gauge.clone())
+    }
+}
+
+impl Drop for InFlight {
     fn drop(&mut self) {
         self.0.dec();
     }
@@ -368,6 +409,20 @@ mod tests {
         assert_eq!(m.kube_requests_total(), 3);
         drop(guard);
         assert!(m.encode().contains("catalyst_cutover_sse_subscribers 0"));
+    }
+
+    #[test]
+    fn made_up_methods_share_one_label() {
+        for (method, label) in [
+            ("GET", "GET"),
+            ("DELETE", "DELETE"),
+            ("PROPFIND", "other"),
+            ("X-1234", "other"),
+            ("get", "other"),
+        ] {
+            let method = http::Method::from_bytes(method.as_bytes()).unwrap();
+            assert_eq!(method_label(&method), label, "{method}");
+        }
     }
 
     #[test]

@@ -2,6 +2,7 @@
 
 use crate::auth::AuthConfig;
 use crate::events::EventsConfig;
+use crate::http::server::ServerConfig;
 use crate::render::RenderConfig;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -25,6 +26,8 @@ pub struct ServiceConfig {
     pub listen: SocketAddr,
     /// How long one HTTP request may take.
     pub request_timeout: Duration,
+    /// How the HTTP port treats its clients: timeouts, caps, TLS.
+    pub http: ServerConfig,
     /// Who may call the HTTP API. Off in [`ServiceConfig::new`] (embedding, tests, the
     /// demo); `serve` turns it on unless `--auth=false`.
     pub auth: AuthConfig,
@@ -46,6 +49,7 @@ impl ServiceConfig {
             render: RenderConfig::default(),
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             request_timeout: Duration::from_secs(30),
+            http: ServerConfig::default(),
             auth: AuthConfig::disabled(),
             auto_fire: true,
             events: EventsConfig::default(),

@@ -34,4 +34,6 @@ pub struct Context {
     /// The serialized status body of the latest status version, so that a busy console's
     /// GETs serialize nothing.
     pub bodies: crate::http::cutover::BodyCache,
+    /// One permit per open event stream, `max_event_streams` in all.
+    pub event_streams: Arc<tokio::sync::Semaphore>,
 }

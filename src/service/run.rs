@@ -31,6 +31,9 @@ pub enum StartError {
     /// The status ConfigMap cannot be read, created or migrated.
     #[error("cannot prepare the status ConfigMap: {0}")]
     Status(#[from] StoreError),
+    /// The TLS certificate or key cannot be served.
+    #[error(transparent)]
+    Tls(#[from] crate::http::server::TlsError),
     /// The listen address is taken or invalid.
     #[error("cannot listen on {addr}: {source}")]
     Listen {
@@ -130,6 +133,12 @@ impl Service {
             wanted,
         ));
 
+        let tls = config
+            .http
+            .tls
+            .as_ref()
+            .map(crate::http::server::TlsFiles::acceptor)
+            .transpose()?;
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
             .map_err(|source| StartError::Listen {
@@ -151,8 +160,11 @@ impl Service {
                 config.identity.clone(),
             ));
         }
+        let event_streams = Arc::new(tokio::sync::Semaphore::new(
+            config.http.max_event_streams.max(1),
+        ));
         let ctx = Arc::new(Context {
-            auth: Authenticator::new(client.clone(), config.auth.clone(), &ns),
+            auth: Authenticator::new(client.clone(), config.auth.clone(), &ns, metrics.clone()),
             client,
             config,
             store,
@@ -162,29 +174,22 @@ impl Service {
             events,
             metrics,
             bodies: Default::default(),
+            event_streams,
         });
         tasks.spawn(engine::lead(ctx.clone()));
         tasks.spawn(rollback::lead(ctx.clone()));
 
-        let (stop_http, mut stop_rx) = watch::channel(false);
+        let (stop_http, stop_rx) = watch::channel(false);
+        // Built once: cloning a `Router` per connection shares its route table, where
+        // `axum::serve(listener, router)` rebuilt it for each (~10 KiB per event stream).
         let app = crate::http::router(ctx.clone());
-        let http = tokio::spawn(async move {
-            let shutdown = async move {
-                let _ = stop_rx.wait_for(|stop| *stop).await;
-            };
-            // Event-stream frames are small writes that must not wait for a delayed ACK.
-            let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-                let _ = tcp.set_nodelay(true);
-            });
-            // A make-service built once: `serve(listener, router)` would rebuild the whole
-            // route table for every connection, ~10 KiB each (1,000 event streams: 10 MiB).
-            if let Err(err) = axum::serve(listener, app.into_make_service())
-                .with_graceful_shutdown(shutdown)
-                .await
-            {
-                tracing::error!(error = %err, "the HTTP server stopped");
-            }
-        });
+        let http = tokio::spawn(crate::http::server::serve(
+            listener,
+            app,
+            tls,
+            ctx.config.http.clone(),
+            stop_rx,
+        ));
         tracing::info!(%addr, namespace = %ctx.config.namespace, identity = %ctx.config.identity, "catalyst-cutover is serving");
         Ok(Service {
             ctx,
@@ -202,9 +207,14 @@ impl Service {
         self.addr
     }
 
-    /// The HTTP API's base URL.
+    /// The HTTP API's base URL (`https` when serving a certificate).
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        let scheme = if self.ctx.config.http.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        format!("{scheme}://{}", self.addr)
     }
 
     /// Resolves once the status and step caches are synced (what `/readyz` reports).

@@ -6,7 +6,7 @@
 use super::access::{self, Access};
 use super::errors::{ApiError, Cause};
 use super::store::Store;
-use crate::sandbox::auth::{Attributes, Decision, UserInfo};
+use crate::sandbox::auth::{API_SERVER_AUDIENCE, Attributes, Decision, UserInfo};
 use serde_json::{Value, json};
 
 fn reviewed(mut body: Value, api_version: &str, kind: &str, status: Value) -> Value {
@@ -48,16 +48,19 @@ pub fn token_review(access: &Access, store: &Store, body: Value) -> Result<Value
         })
     };
     let refused = |why: &str| json!({"authenticated": false, "user": {}, "error": why});
+    let wanted: Vec<String> = serde_json::from_value(asked).unwrap_or_default();
     let status = match access.reviewable.authenticate(token) {
-        Some(user) => authenticated(user, asked),
-        None => {
-            let wanted: Vec<String> = serde_json::from_value(asked).unwrap_or_default();
-            match access.issued_user(store, token, &wanted) {
-                Some(Ok((user, audiences))) => authenticated(user, json!(audiences)),
-                Some(Err(why)) => refused(&format!("[invalid bearer token, {why}]")),
-                None => refused("invalid bearer token"),
-            }
-        }
+        // Static tokens know no audience: kube-apiserver takes them as the API server's
+        // own, so a review for other audiences refuses them.
+        Some(user) => match api_server_audiences(&wanted) {
+            Some(audiences) => authenticated(user, json!(audiences)),
+            None => refused("invalid bearer token"),
+        },
+        None => match access.issued_user(store, token, &wanted) {
+            Some(Ok((user, audiences))) => authenticated(user, json!(audiences)),
+            Some(Err(why)) => refused(&format!("[invalid bearer token, {why}]")),
+            None => refused("invalid bearer token"),
+        },
     };
     Ok(reviewed(
         body,
@@ -65,6 +68,20 @@ pub fn token_review(access: &Access, store: &Store, body: Value) -> Result<Value
         "TokenReview",
         status,
     ))
+}
+
+/// The audiences asked about (none: the API server's) that are the API server's, `None`
+/// when there are none.
+fn api_server_audiences(wanted: &[String]) -> Option<Vec<String>> {
+    if wanted.is_empty() {
+        return Some(vec![API_SERVER_AUDIENCE.to_owned()]);
+    }
+    let ours: Vec<String> = wanted
+        .iter()
+        .filter(|a| *a == API_SERVER_AUDIENCE)
+        .cloned()
+        .collect();
+    (!ours.is_empty()).then_some(ours)
 }
 
 fn str_at<'a>(v: &'a Value, pointer: &str) -> &'a str {

@@ -1,0 +1,243 @@
+//! The accept loop of the HTTP port, which anyone on the cluster network can reach: at most
+//! `max_connections` connections served at once (past it, a short 503
+//! `too-many-connections`), request headers read within `header_read_timeout` (idle
+//! keep-alive connections included), every write taken within `write_timeout` (an
+//! event-stream client that stops reading is dropped), and HTTPS when given a certificate.
+
+use super::error::ApiError;
+use axum::Router;
+use axum::response::IntoResponse;
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Semaphore, watch};
+use tokio::task::JoinSet;
+use tokio_io_timeout::TimeoutStream;
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::rustls;
+use tokio_rustls::rustls::pki_types::pem::PemObject;
+use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+/// How the HTTP port treats its clients.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// How long a client may take to send a request's headers (and an idle keep-alive
+    /// connection may stay silent, and a TLS handshake may take).
+    pub header_read_timeout: Duration,
+    /// How long a write may wait for the client to read.
+    pub write_timeout: Duration,
+    /// Connections served at once.
+    pub max_connections: usize,
+    /// Event streams open at once (see [`super::events`]).
+    pub max_event_streams: usize,
+    /// Serve HTTPS with this certificate; plain HTTP when `None`.
+    pub tls: Option<TlsFiles>,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            header_read_timeout: Duration::from_secs(10),
+            write_timeout: Duration::from_secs(30),
+            max_connections: 2048,
+            max_event_streams: 1024,
+            tls: None,
+        }
+    }
+}
+
+/// A PEM certificate chain and its private key (a `kubernetes.io/tls` Secret's `tls.crt`
+/// and `tls.key`).
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    /// The certificate chain, leaf first.
+    pub cert: PathBuf,
+    /// The private key.
+    pub key: PathBuf,
+}
+
+/// Why the certificate cannot be served.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    /// The certificate file is unreadable or holds no PEM certificate.
+    #[error("cannot read a PEM certificate chain from {path}: {reason}")]
+    Cert {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// The key file is unreadable or holds no PEM private key.
+    #[error("cannot read a PEM private key from {path}: {reason}")]
+    Key {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// rustls refused the pair (a key that does not match the certificate, say).
+    #[error("cannot serve the certificate in {path}: {source}")]
+    Config {
+        /// The certificate file.
+        path: PathBuf,
+        /// The error.
+        #[source]
+        source: rustls::Error,
+    },
+}
+
+impl TlsFiles {
+    /// A TLS acceptor serving this certificate (HTTP/1.1 only, as the router).
+    pub fn acceptor(&self) -> Result<TlsAcceptor, TlsError> {
+        let cert_error = |reason: String| TlsError::Cert {
+            path: self.cert.clone(),
+            reason,
+        };
+        let chain = CertificateDer::pem_file_iter(&self.cert)
+            .map_err(|e| cert_error(e.to_string()))?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| cert_error(e.to_string()))?;
+        if chain.is_empty() {
+            return Err(cert_error("no CERTIFICATE block".to_owned()));
+        }
+        let key = PrivateKeyDer::from_pem_file(&self.key).map_err(|e| TlsError::Key {
+            path: self.key.clone(),
+            reason: e.to_string(),
+        })?;
+        let config_error = |source| TlsError::Config {
+            path: self.cert.clone(),
+            source,
+        };
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(config_error)?
+            .with_no_client_auth()
+            .with_single_cert(chain, key)
+            .map_err(config_error)?;
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Ok(TlsAcceptor::from(Arc::new(config)))
+    }
+}
+
+/// Connections past the cap that are still answered 503 at once; beyond those, new
+/// connections are closed unanswered, so that a connection flood costs nothing per
+/// connection.
+const REFUSALS_IN_FLIGHT: usize = 64;
+
+/// Serves `router` on `listener` until `shutdown` turns true, then lets the requests in
+/// flight finish. Dropping the future drops every connection.
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    tls: Option<TlsAcceptor>,
+    config: ServerConfig,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let slots = Arc::new(Semaphore::new(config.max_connections.max(1)));
+    let refusals = Arc::new(Semaphore::new(REFUSALS_IN_FLIGHT));
+    let busy = Router::new().fallback(move || async move {
+        ApiError::TooManyConnections {
+            limit: config.max_connections,
+        }
+        .into_response()
+    });
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(config.header_read_timeout);
+    let mut refusing = builder.clone();
+    refusing.keep_alive(false);
+    let graceful = GracefulShutdown::new();
+    let mut connections = JoinSet::new();
+    let stop = async move {
+        let _ = shutdown.wait_for(|stop| *stop).await;
+    };
+    tokio::pin!(stop);
+    loop {
+        let tcp = tokio::select! {
+            () = &mut stop => break,
+            accepted = listener.accept() => match accepted {
+                Ok((tcp, _)) => tcp,
+                Err(error) => {
+                    // Out of file descriptors, say: wait instead of spinning.
+                    tracing::warn!(%error, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            Some(_) = connections.join_next(), if !connections.is_empty() => continue,
+        };
+        let (service, builder, permit) = match slots.clone().try_acquire_owned() {
+            Ok(permit) => (router.clone(), builder.clone(), permit),
+            Err(_) => match refusals.clone().try_acquire_owned() {
+                Ok(permit) => {
+                    tracing::info!(
+                        limit = config.max_connections,
+                        "connection refused: too many connections"
+                    );
+                    (busy.clone(), refusing.clone(), permit)
+                }
+                Err(_) => continue,
+            },
+        };
+        let watcher = graceful.watcher();
+        let (tls, timeouts) = (tls.clone(), config.clone());
+        connections.spawn(async move {
+            let _slot = permit;
+            let io = match prepare(tcp, tls, &timeouts).await {
+                Some(io) => io,
+                None => return,
+            };
+            let connection =
+                builder.serve_connection(TokioIo::new(io), TowerToHyperService::new(service));
+            if let Err(error) = watcher.watch(connection).await {
+                tracing::debug!(%error, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
+    // Left: connections whose TLS handshake was under way; they end within the timeout.
+    while connections.join_next().await.is_some() {}
+}
+
+/// A boxed connection, plain or TLS.
+trait Io: AsyncRead + AsyncWrite + Send + Unpin {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin> Io for T {}
+
+/// The connection with its write timeout, after the TLS handshake when there is one
+/// (bounded by the header-read timeout); `None` when the handshake failed.
+async fn prepare(
+    tcp: TcpStream,
+    tls: Option<TlsAcceptor>,
+    config: &ServerConfig,
+) -> Option<Box<dyn Io>> {
+    // Event-stream frames are small writes that must not wait for a delayed ACK.
+    let _ = tcp.set_nodelay(true);
+    let mut io = TimeoutStream::new(tcp);
+    io.set_write_timeout(Some(config.write_timeout));
+    let io = Box::pin(io);
+    match tls {
+        None => Some(Box::new(io)),
+        Some(acceptor) => {
+            match tokio::time::timeout(config.header_read_timeout, acceptor.accept(io)).await {
+                Ok(Ok(stream)) => Some(Box::new(stream)),
+                Ok(Err(error)) => {
+                    tracing::debug!(%error, "TLS handshake failed");
+                    None
+                }
+                Err(_) => {
+                    tracing::debug!("TLS handshake timed out");
+                    None
+                }
+            }
+        }
+    }
+}
