@@ -36,9 +36,10 @@ pub struct RollbackRequest {
     /// Why, for the record.
     #[serde(default)]
     pub reason: Option<String>,
-    /// How long to wait for every current node's acknowledgement (default 600).
+    /// How long to wait for every current node's acknowledgement (default 600). A JSON
+    /// number, as JSON Schema's `integer` is: `60.0` is as whole as `60`.
     #[serde(default)]
-    pub timeout_seconds: Option<u64>,
+    pub timeout_seconds: Option<serde_json::Number>,
 }
 
 /// A request that passed [`validate`].
@@ -81,20 +82,24 @@ pub fn validate(request: &RollbackRequest) -> Result<Validated, ApiError> {
             "reason contains control characters other than newlines".to_owned(),
         ));
     }
-    let timeout = match request.timeout_seconds {
+    let timeout = match &request.timeout_seconds {
         None => DEFAULT_TIMEOUT,
-        Some(0) => {
-            return Err(ApiError::BadRequest(
-                "timeoutSeconds must be at least 1".to_owned(),
-            ));
+        Some(number) => {
+            let max = MAX_TIMEOUT.as_secs_f64();
+            match number.as_f64() {
+                Some(s) if s.fract() != 0.0 => {
+                    return Err(ApiError::BadRequest(format!(
+                        "timeoutSeconds must be a whole number of seconds, not {number}"
+                    )));
+                }
+                Some(s) if (1.0..=max).contains(&s) => Duration::from_secs_f64(s),
+                _ => {
+                    return Err(ApiError::BadRequest(format!(
+                        "timeoutSeconds must be from 1 to {max}, not {number}"
+                    )));
+                }
+            }
         }
-        Some(s) if s > MAX_TIMEOUT.as_secs() => {
-            return Err(ApiError::BadRequest(format!(
-                "timeoutSeconds must be at most {}",
-                MAX_TIMEOUT.as_secs()
-            )));
-        }
-        Some(s) => Duration::from_secs(s),
     };
     Ok(Validated {
         reason: reason.to_owned(),
@@ -257,12 +262,12 @@ mod tests {
     fn request(
         confirm: Option<&str>,
         reason: Option<&str>,
-        timeout: Option<u64>,
+        timeout: Option<serde_json::Value>,
     ) -> RollbackRequest {
         RollbackRequest {
             confirm: confirm.map(str::to_owned),
             reason: reason.map(str::to_owned),
-            timeout_seconds: timeout,
+            timeout_seconds: timeout.and_then(|t| t.as_number().cloned()),
         }
     }
 
@@ -300,13 +305,26 @@ mod tests {
     }
 
     #[test]
-    fn the_wait_is_bounded() {
-        for bad in [0, MAX_TIMEOUT.as_secs() + 1] {
-            let err = validate(&request(Some(CONFIRMATION), Some("r"), Some(bad))).unwrap_err();
-            assert_eq!(err.code(), "bad-request");
+    fn the_wait_is_bounded_and_whole() {
+        let over = MAX_TIMEOUT.as_secs() + 1;
+        for bad in [
+            serde_json::json!(0),
+            serde_json::json!(-5),
+            serde_json::json!(over),
+            serde_json::json!(1.5),
+            serde_json::json!(1e300),
+        ] {
+            let err =
+                validate(&request(Some(CONFIRMATION), Some("r"), Some(bad.clone()))).unwrap_err();
+            assert_eq!(err.code(), "bad-request", "{bad}");
         }
-        let ok = validate(&request(Some(CONFIRMATION), Some("r"), Some(30))).unwrap();
-        assert_eq!(ok.timeout, Duration::from_secs(30));
+        for (good, secs) in [
+            (serde_json::json!(30), 30),
+            (serde_json::json!(2460.0), 2460),
+        ] {
+            let ok = validate(&request(Some(CONFIRMATION), Some("r"), Some(good))).unwrap();
+            assert_eq!(ok.timeout, Duration::from_secs(secs));
+        }
     }
 
     #[test]
