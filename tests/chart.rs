@@ -1676,11 +1676,16 @@ fn shellcheck_available() -> bool {
 
 #[test]
 fn scripts_pass_sh_n_and_shellcheck() {
-    let scripts = scripts(&all_on_docs());
+    let docs = all_on_docs();
+    let scripts = scripts(&docs);
+    let steps_with_scripts = step_configmaps(&docs)
+        .iter()
+        .filter(|cm| cm.data.as_ref().is_some_and(|d| d.contains_key("run.sh")))
+        .count();
     assert_eq!(
         scripts.len(),
-        10,
-        "the preflight's and seven step scripts, the agent and the trigger: {:?}",
+        steps_with_scripts + 2,
+        "the step scripts, the agent and the trigger: {:?}",
         scripts.keys()
     );
     let dir = std::env::temp_dir().join(format!("chart-scripts-{}", std::process::id()));
@@ -1702,6 +1707,10 @@ fn scripts_pass_sh_n_and_shellcheck() {
         assert!(
             script.contains("\nset -euf\n"),
             "{origin}: no `set -euf` (globbing off)"
+        );
+        assert!(
+            script.contains("STEP_SUPERVISED=1 setsid sh \"$0\""),
+            "{origin}: a TERM must stop it at once (it runs as PID 1)"
         );
         let path = dir.join(origin);
         fs::write(&path, script).expect("write script");
@@ -1742,4 +1751,142 @@ fn rbac_lets_the_preflight_read_what_it_checks() {
     ] {
         assert!(allowed(&rbac, &runner, &call), "{runner}: {call}");
     }
+}
+
+// ---------------------------------------------------------------------------------------
+// NetworkPolicies.
+// ---------------------------------------------------------------------------------------
+
+/// The destinations (values under `networkPolicy`) one policy's egress reaches, by the peers
+/// the values give each.
+fn egress_destinations(policy: &NetworkPolicy, values: &Json) -> BTreeSet<String> {
+    let np = &values["networkPolicy"];
+    let rules = policy
+        .spec
+        .as_ref()
+        .and_then(|s| s.egress.clone())
+        .unwrap_or_default();
+    let mut out = BTreeSet::new();
+    for rule in rules {
+        let peers = serde_json::to_value(rule.to.unwrap_or_default()).expect("peers");
+        let found = ["apiServer", "dns", "gitea", "harbor"]
+            .into_iter()
+            .find(|dest| np[*dest]["to"] == peers)
+            .unwrap_or_else(|| panic!("egress to unknown peers {peers}"));
+        out.insert(found.to_owned());
+    }
+    out
+}
+
+#[test]
+fn network_policies_let_each_pod_reach_only_what_it_calls() {
+    let values = default_values();
+    let docs = default_docs();
+    let policies: BTreeMap<String, NetworkPolicy> = docs
+        .iter()
+        .filter(|(_, doc)| kind(doc) == "NetworkPolicy")
+        .map(|(_, doc)| (name(doc).to_owned(), typed(doc)))
+        .collect();
+    // What each step calls besides DNS: the API server iff its script runs kubectl (derived),
+    // the local Gitea or Harbor as its script talks to them.
+    let talks_to: BTreeMap<&str, &[&str]> = BTreeMap::from([
+        ("preflight", &["gitea", "harbor"][..]),
+        ("gitea-mirror", &["gitea"]),
+        ("harbor-projects", &["harbor"]),
+        ("harbor-prewarm", &["harbor"]),
+        ("flux-gitrepository-patch", &[]),
+        ("helmrepository-patches", &["gitea"]),
+        ("catalyst-api-env-patch", &[]),
+        ("egress-block-test", &[]),
+    ]);
+    for cm in step_configmaps(&docs) {
+        let data = cm.data.clone().unwrap_or_default();
+        let (Some(step), Some(script)) = (data.get(contract::DATA_STEP_NAME), data.get("run.sh"))
+        else {
+            continue;
+        };
+        let policy = policies
+            .get(&format!("cutover-step-{step}"))
+            .unwrap_or_else(|| panic!("no NetworkPolicy for step {step}"));
+        let spec = policy.spec.clone().expect("spec");
+        assert_eq!(
+            spec.pod_selector
+                .clone()
+                .and_then(|s| s.match_labels)
+                .unwrap_or_default(),
+            BTreeMap::from([
+                (
+                    contract::LABEL_COMPONENT.to_owned(),
+                    "cutover-job".to_owned()
+                ),
+                (contract::LABEL_JOB_STEP.to_owned(), step.clone()),
+            ]),
+            "{step}: selects the step's Job pods"
+        );
+        assert_eq!(
+            spec.policy_types.clone().unwrap_or_default(),
+            ["Ingress", "Egress"],
+            "{step}: nothing may call a step pod"
+        );
+        assert!(spec.ingress.unwrap_or_default().is_empty());
+        let mut wanted: BTreeSet<String> = ["dns".to_owned()].into();
+        if script.contains("kubectl ") {
+            wanted.insert("apiServer".to_owned());
+        }
+        let calls = talks_to
+            .get(step.as_str())
+            .unwrap_or_else(|| panic!("{step}: what does it talk to?"));
+        wanted.extend(calls.iter().map(|d| (*d).to_owned()));
+        assert_eq!(egress_destinations(policy, &values), wanted, "{step}");
+    }
+    let agent = &policies["registry-pivot"];
+    assert_eq!(
+        egress_destinations(agent, &values),
+        ["apiServer", "dns", "harbor"].map(str::to_owned).into()
+    );
+
+    let service = policies["catalyst-cutover"].spec.clone().expect("spec");
+    assert_eq!(
+        egress_destinations(&policies["catalyst-cutover"], &values),
+        ["apiServer".to_owned()].into()
+    );
+    let ingress = service.ingress.unwrap_or_default();
+    assert_eq!(ingress.len(), 1);
+    let from = serde_json::to_value(ingress[0].from.clone().unwrap_or_default()).expect("from");
+    assert_eq!(
+        from,
+        serde_json::json!([
+            {"podSelector": {"matchLabels": {"app.kubernetes.io/component": "cutover-trigger"}}},
+            {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "catalyst"}}},
+        ]),
+        "the hook and the console's namespaces only"
+    );
+    // DNS over UDP and TCP, the rest over TCP.
+    let dns = serde_json::to_value(&policies["cutover-step-egress-block-test"]).expect("json");
+    assert!(
+        dns.to_string().contains(r#"{"port":53,"protocol":"UDP"}"#),
+        "{dns}"
+    );
+
+    // Probe sources and other console namespaces come from the values; all of it goes away
+    // on a cluster without a policy engine.
+    let mut more = default_values();
+    more["networkPolicy"]["consoleNamespaces"] = serde_json::json!(["console", "ops"]);
+    more["networkPolicy"]["probeCidrs"] = serde_json::json!(["10.0.0.0/24"]);
+    let service = render(&more)
+        .into_iter()
+        .find(|(_, doc)| kind(doc) == "NetworkPolicy" && name(doc) == "catalyst-cutover")
+        .expect("service policy");
+    let from = serde_json::to_string(&service.1["spec"]["ingress"][0]["from"]).expect("json");
+    for expected in [r#""console""#, r#""ops""#, r#""cidr":"10.0.0.0/24""#] {
+        assert!(from.contains(expected), "{expected} not in {from}");
+    }
+    let mut off = all_on_values();
+    off["networkPolicy"]["enabled"] = Json::Bool(false);
+    assert!(
+        !render(&off)
+            .iter()
+            .any(|(_, doc)| kind(doc) == "NetworkPolicy"),
+        "networkPolicy.enabled=false installs none"
+    );
 }

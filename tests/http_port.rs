@@ -472,6 +472,43 @@ async fn made_up_tokens_are_reviewed_a_few_at_a_time() {
     cluster.cleanup().await;
 }
 
+/// Kubernetes API creates the service has made (TokenReviews among them).
+fn creates(service: &Service) -> f64 {
+    service
+        .context()
+        .metrics
+        .encode()
+        .lines()
+        .filter(|l| l.starts_with("catalyst_cutover_kube_api_requests_total{verb=\"create\""))
+        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+        .sum()
+}
+
+#[tokio::test]
+async fn a_refused_token_is_reviewed_once_while_its_answer_is_cached() {
+    let cluster = TestCluster::start().await;
+    let mut config = ServiceConfig::new(cluster.namespace());
+    config.auth = AuthConfig {
+        cache_ttl: PATIENCE * 10,
+        ..AuthConfig::enabled()
+    };
+    config.events.kubernetes_events = false;
+    let service = start(&cluster, config).await;
+    let url = format!("{}/cutover", service.url());
+    let before = creates(&service);
+    for _ in 0..20 {
+        let (code, body) = get(&url, Some("made-up-and-repeated")).await;
+        assert_eq!((code, body["error"].as_str()), (401, Some("invalid-token")));
+    }
+    assert_eq!(
+        creates(&service) - before,
+        1.0,
+        "one TokenReview for 20 requests"
+    );
+    service.shutdown().await;
+    cluster.cleanup().await;
+}
+
 #[test]
 fn serve_refuses_an_internal_caller_that_is_not_a_service_account() {
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_catalyst-cutover"))

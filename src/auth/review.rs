@@ -65,20 +65,21 @@ impl Authenticator {
         }
         let token = decision::bearer(header)?;
         let key = (TokenHash::of(token), action);
-        let answer = self
-            .cache
-            .get_or_try(key, || async {
-                // Closed never: the semaphore lives as long as `self`.
-                let _permit = self.reviews.acquire().await.map_err(|_| {
-                    AuthError::Unavailable("the service is shutting down".to_owned())
-                })?;
-                let _in_flight = self.metrics.auth_review();
-                match self.review(token, action).await {
-                    Err(err) if !err.is_definite() => Err(err),
-                    answer => Ok(answer),
-                }
-            })
-            .await;
+        let answer =
+            self.cache
+                .get_or_try(key, || async {
+                    // Nothing closes the semaphore; should it ever be, the caller gets a 503,
+                    // never an unchecked pass.
+                    let _permit = self.reviews.acquire().await.map_err(|_| {
+                        AuthError::Unavailable("token reviews are closed".to_owned())
+                    })?;
+                    let _in_flight = self.metrics.auth_review();
+                    match self.review(token, action).await {
+                        Err(err) if !err.is_definite() => Err(err),
+                        answer => Ok(answer),
+                    }
+                })
+                .await;
         answer.and_then(|answer| answer)
     }
 

@@ -112,7 +112,7 @@ async fn demo(args: DemoArgs) -> Result<(), DemoError> {
 
     let sandbox = Sandbox::start(SandboxOptions {
         api: crate::sandbox::api::ApiServerConfig {
-            custom_resources: crate::sandbox::api::flux_and_cilium_kinds(),
+            custom_resource_definitions: crate::sandbox::api::flux_and_cilium_crds(),
             ..Default::default()
         },
         nodes: args.nodes,

@@ -72,7 +72,7 @@ pub async fn run(args: SandboxArgs) -> Result<(), SandboxCliError> {
             min_token_expiration: Duration::from_secs(args.min_token_expiration_seconds),
             // The kinds of a Sovereign with Flux and Cilium installed, which the chart's
             // steps read and patch.
-            custom_resources: crate::sandbox::api::flux_and_cilium_kinds(),
+            custom_resource_definitions: crate::sandbox::api::flux_and_cilium_crds(),
             ..ApiServerConfig::default()
         },
         nodes: args.nodes,

@@ -178,7 +178,8 @@ pub async fn serve(
             Ok(permit) => (router.clone(), builder.clone(), permit),
             Err(_) => match refusals.clone().try_acquire_owned() {
                 Ok(permit) => {
-                    tracing::info!(
+                    // Debug: a flood would otherwise write a log line per connection.
+                    tracing::debug!(
                         limit = config.max_connections,
                         "connection refused: too many connections"
                     );
@@ -188,10 +189,11 @@ pub async fn serve(
             },
         };
         let watcher = graceful.watcher();
-        let (tls, timeouts) = (tls.clone(), config.clone());
+        let tls = tls.clone();
+        let (handshake, write) = (config.header_read_timeout, config.write_timeout);
         connections.spawn(async move {
             let _slot = permit;
-            let io = match prepare(tcp, tls, &timeouts).await {
+            let io = match prepare(tcp, tls, handshake, write).await {
                 Some(io) => io,
                 None => return,
             };
@@ -212,32 +214,31 @@ pub async fn serve(
 trait Io: AsyncRead + AsyncWrite + Send + Unpin {}
 impl<T: AsyncRead + AsyncWrite + Send + Unpin> Io for T {}
 
-/// The connection with its write timeout, after the TLS handshake when there is one
-/// (bounded by the header-read timeout); `None` when the handshake failed.
+/// The connection with its `write` timeout, after the TLS handshake when there is one
+/// (bounded by `handshake`); `None` when the handshake failed.
 async fn prepare(
     tcp: TcpStream,
     tls: Option<TlsAcceptor>,
-    config: &ServerConfig,
+    handshake: Duration,
+    write: Duration,
 ) -> Option<Box<dyn Io>> {
     // Event-stream frames are small writes that must not wait for a delayed ACK.
     let _ = tcp.set_nodelay(true);
     let mut io = TimeoutStream::new(tcp);
-    io.set_write_timeout(Some(config.write_timeout));
+    io.set_write_timeout(Some(write));
     let io = Box::pin(io);
     match tls {
         None => Some(Box::new(io)),
-        Some(acceptor) => {
-            match tokio::time::timeout(config.header_read_timeout, acceptor.accept(io)).await {
-                Ok(Ok(stream)) => Some(Box::new(stream)),
-                Ok(Err(error)) => {
-                    tracing::debug!(%error, "TLS handshake failed");
-                    None
-                }
-                Err(_) => {
-                    tracing::debug!("TLS handshake timed out");
-                    None
-                }
+        Some(acceptor) => match tokio::time::timeout(handshake, acceptor.accept(io)).await {
+            Ok(Ok(stream)) => Some(Box::new(stream)),
+            Ok(Err(error)) => {
+                tracing::debug!(%error, "TLS handshake failed");
+                None
             }
-        }
+            Err(_) => {
+                tracing::debug!("TLS handshake timed out");
+                None
+            }
+        },
     }
 }

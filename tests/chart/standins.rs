@@ -600,8 +600,12 @@ pub struct Harbor {
     pub registries: Vec<Json>,
     /// Project name → project as `GET /projects/{name}` answers it.
     pub projects: BTreeMap<String, Json>,
-    /// `project/repository:reference` the proxy cache can serve.
+    /// `project/repository:tag` the proxy cache can serve: a multi-platform image (an index
+    /// of linux/amd64 and linux/arm64) when the repository ends in `-multi`, else a
+    /// single-platform one, each with a config and two layers ([`image_manifest`]).
     pub images: BTreeSet<String>,
+    /// `project/repository@digest` of every blob pulled, in order.
+    pub blobs_pulled: Vec<String>,
     /// `METHOD path` of every authorized API call, in order.
     pub calls: Vec<String>,
     /// When set, `POST /projects` answers this status with a message.
@@ -620,7 +624,10 @@ pub async fn harbor(state: Harbor) -> Server<Harbor> {
         .route("/api/v2.0/registries/ping", post(harbor_ping))
         .route("/api/v2.0/users/current", get(harbor_current_user))
         .route("/api/v2.0/projects", post(harbor_add_project))
-        .route("/api/v2.0/projects/{name}", get(harbor_project))
+        .route(
+            "/api/v2.0/projects/{name}",
+            get(harbor_project).put(harbor_update_project),
+        )
         .route("/v2/", any(registry_base))
         .route("/v2/{*path}", any(registry_manifest));
     serve(state, router).await
@@ -756,17 +763,76 @@ async fn harbor_add_project(
     }
     harbor.projects.insert(
         name.clone(),
-        json!({"name": name, "registry_id": body["registry_id"]}),
+        json!({"name": name, "registry_id": body["registry_id"], "public": body["public"],
+               "metadata": body["metadata"]}),
     );
     StatusCode::CREATED.into_response()
 }
+
+/// `PUT /projects/{name}`: merges the metadata.
+async fn harbor_update_project(
+    state: HarborState,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+    axum::Json(body): axum::Json<Json>,
+) -> Response {
+    if let Some(denied) = harbor_call(
+        &state,
+        &headers,
+        format!("PUT /projects/{name} {}", body["metadata"]),
+    ) {
+        return denied;
+    }
+    let mut harbor = state.lock().expect("lock");
+    let Some(project) = harbor.projects.get_mut(&name) else {
+        return harbor_error(StatusCode::NOT_FOUND, "project not found");
+    };
+    if let (Some(have), Some(new)) = (
+        project["metadata"].as_object_mut(),
+        body["metadata"].as_object(),
+    ) {
+        have.extend(new.clone());
+    } else {
+        project["metadata"] = body["metadata"].clone();
+    }
+    StatusCode::OK.into_response()
+}
+
+/// A stand-in digest of `seed`.
+pub fn digest(seed: &str) -> String {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    seed.hash(&mut hasher);
+    format!("sha256:{:064x}", hasher.finish())
+}
+
+/// The manifest of `repository` for `platform` (empty: a single-platform image): a config
+/// and two layers.
+pub fn image_manifest(repository: &str, platform: &str) -> Json {
+    let blob = |what: &str| json!({"digest": digest(&format!("{repository}|{platform}|{what}")), "size": 1});
+    json!({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+           "config": blob("config"), "layers": [blob("layer-1"), blob("layer-2")]})
+}
+
+/// The blobs of `repository`'s manifest for `platform`.
+pub fn image_blobs(repository: &str, platform: &str) -> Vec<String> {
+    let manifest = image_manifest(repository, platform);
+    std::iter::once(&manifest["config"])
+        .chain(manifest["layers"].as_array().into_iter().flatten())
+        .filter_map(|blob| blob["digest"].as_str().map(str::to_owned))
+        .collect()
+}
+
+/// The platforms of a multi-platform image.
+pub const PLATFORMS: [&str; 2] = ["linux/amd64", "linux/arm64"];
 
 /// `GET /v2/`: Harbor asks for credentials, which shows the registry answers.
 async fn registry_base() -> Response {
     StatusCode::UNAUTHORIZED.into_response()
 }
 
-/// `/v2/<project>/<repository>/manifests/<reference>`: 200 for cached images.
+/// `/v2/<project>/<repository>/manifests/<reference>` and `/blobs/<digest>`: what the proxy
+/// cache serves of [`Harbor::images`].
 async fn registry_manifest(
     state: HarborState,
     method: Method,
@@ -777,15 +843,58 @@ async fn registry_manifest(
     if !authorized(&headers) {
         return StatusCode::UNAUTHORIZED.into_response();
     }
-    let path = uri.path().trim_start_matches("/v2/");
+    let path = uri.path().trim_start_matches("/v2/").to_owned();
+    let mut harbor = state.lock().expect("lock");
+    let known = |name: &str| {
+        harbor
+            .images
+            .iter()
+            .any(|image| image.rsplit_once(':').is_some_and(|(n, _)| n == name))
+    };
+    if method != Method::GET {
+        return StatusCode::METHOD_NOT_ALLOWED.into_response();
+    }
+    if let Some((name, blob)) = path.split_once("/blobs/") {
+        let platforms: Vec<&str> = if name.ends_with("-multi") {
+            PLATFORMS.to_vec()
+        } else {
+            vec![""]
+        };
+        if known(name)
+            && platforms
+                .iter()
+                .any(|p| image_blobs(name, p).iter().any(|b| b == blob))
+        {
+            harbor.blobs_pulled.push(format!("{name}@{blob}"));
+            return (StatusCode::OK, "layer").into_response();
+        }
+        return StatusCode::NOT_FOUND.into_response();
+    }
     let Some((name, reference)) = path.split_once("/manifests/") else {
         return StatusCode::NOT_FOUND.into_response();
     };
-    let image = format!("{name}:{reference}");
-    let harbor = state.lock().expect("lock");
-    if method == Method::GET && harbor.images.contains(&image) {
-        StatusCode::OK.into_response()
+    let manifest = if harbor.images.contains(&format!("{name}:{reference}")) {
+        if name.ends_with("-multi") {
+            let entries: Vec<Json> = PLATFORMS
+                .iter()
+                .map(|p| {
+                    let (os, architecture) = p.split_once('/').unwrap_or_default();
+                    json!({"digest": digest(&format!("{name}|{p}")),
+                           "platform": {"os": os, "architecture": architecture}})
+                })
+                .collect();
+            json!({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json",
+                   "manifests": entries})
+        } else {
+            image_manifest(name, "")
+        }
+    } else if let Some(platform) = PLATFORMS
+        .iter()
+        .find(|p| known(name) && digest(&format!("{name}|{p}")) == reference)
+    {
+        image_manifest(name, platform)
     } else {
-        StatusCode::NOT_FOUND.into_response()
-    }
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    (StatusCode::OK, axum::Json(manifest)).into_response()
 }

@@ -3,7 +3,7 @@
 //! `CUTOVER_TEST_KUBECONFIG`) through a kubeconfig file. Flux itself is played by the test
 //! as an API client where a step waits for it.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::process::Command;
 
@@ -861,7 +861,7 @@ fn harbor_writes(harbor: &standins::Server<Harbor>) -> Vec<String> {
     let calls = std::mem::take(&mut harbor.state.lock().expect("lock").calls);
     calls
         .into_iter()
-        .filter(|c| c.starts_with("POST"))
+        .filter(|c| c.starts_with("POST") || c.starts_with("PUT"))
         .collect()
 }
 
@@ -904,6 +904,11 @@ async fn harbor_projects_creates_endpoints_then_proxy_cache_projects_once() {
                 project["registry_id"], registry["id"],
                 "each project proxies its own endpoint"
             );
+            assert_eq!(
+                (&project["public"], &project["metadata"]["public"]),
+                (&json!(false), &json!("false")),
+                "private unless the values say otherwise: {project}"
+            );
         }
     }
 
@@ -914,6 +919,59 @@ async fn harbor_projects_creates_endpoints_then_proxy_cache_projects_once() {
         Vec::<String>::new(),
         "a second run creates nothing"
     );
+
+    // The values open them up; a later run closes them again (an earlier chart made them
+    // all public).
+    let mut public = settings.clone();
+    public.insert("HARBOR_PROXY_CACHE_PUBLIC".into(), "true".into());
+    runner.run(STEP_02, &public).await.succeeds();
+    assert_eq!(
+        harbor_writes(&harbor),
+        [
+            r#"PUT /projects/docker.io {"public":"true"}"#,
+            r#"PUT /projects/ghcr.io {"public":"true"}"#,
+            r#"PUT /projects/registry.k8s.io {"public":"true"}"#,
+        ]
+    );
+    runner.run(STEP_02, &settings).await.succeeds();
+    assert_eq!(harbor_writes(&harbor).len(), 3, "made private again");
+    let state = harbor.state.lock().expect("lock");
+    assert!(
+        state
+            .projects
+            .values()
+            .all(|p| p["metadata"]["public"] == json!("false"))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_step_stops_at_once_on_term_even_while_a_command_runs() {
+    if !tools_present() {
+        return;
+    }
+    // A Harbor that accepts connections and never answers: step 02's first call hangs.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let url = format!("http://{}", silent.local_addr().expect("addr"));
+    let runner = Runner::new(None);
+    let settings = env(&[
+        ("HARBOR_URL", &url),
+        ("UPSTREAM_REGISTRIES", "docker.io"),
+        ("HARBOR_USERNAME", USER),
+        ("HARBOR_PASSWORD", PASSWORD),
+        // Far longer than the test may take: it ends only if the TERM stops the call.
+        ("HTTP_TIMEOUT_SECONDS", "3600"),
+    ]);
+    let child = runner.spawn(&script(&format!("steps/{STEP_02}"), "run.sh"), &settings);
+    // The call is under way once the connection is in the listener's backlog.
+    silent.set_nonblocking(false).expect("blocking");
+    let (_connection, _) = silent.accept().expect("the step connects");
+    let killed = Command::new("kill")
+        .args(["-s", "TERM", "--", &child.id().to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(killed.success());
+    let run = finish(child).await;
+    assert!(!run.success, "{}", run.output);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -963,6 +1021,13 @@ async fn create_object(cluster: &Cluster, api_version: &str, kind: &str, body: J
         .unwrap_or_else(|e| panic!("create {kind}: {e}"));
 }
 
+/// A Job's pod template: Jobs take only pods that do not restart.
+fn job_pod_template(containers: Json) -> Json {
+    let mut template = pod_template(containers, json!([]));
+    template["spec"]["restartPolicy"] = json!("OnFailure");
+    template
+}
+
 fn pod_template(containers: Json, init: Json) -> Json {
     json!({"metadata": {"labels": {"app": "x"}}, "spec": {"containers": containers, "initContainers": init}})
 }
@@ -974,7 +1039,7 @@ async fn harbor_prewarm_pulls_every_platform_image_through_the_cache() {
     };
     let state = Harbor {
         images: [
-            "docker.io/library/nginx:1.27",
+            "docker.io/library/nginx-multi:1.27",
             "ghcr.io/openova-io/api:1.2.3",
             "registry.k8s.io/pause:3.10",
             "docker.io/bitnami/redis:7.4",
@@ -989,7 +1054,7 @@ async fn harbor_prewarm_pulls_every_platform_image_through_the_cache() {
     create_object(&cluster, "apps/v1", "Deployment", json!({
         "metadata": {"name": "api", "labels": flux},
         "spec": {"selector": {"matchLabels": {"app": "x"}}, "template": pod_template(
-            json!([{"name": "nginx", "image": "nginx:1.27"}, {"name": "api", "image": "ghcr.io/openova-io/api:1.2.3"}]),
+            json!([{"name": "nginx", "image": "nginx-multi:1.27"}, {"name": "api", "image": "ghcr.io/openova-io/api:1.2.3"}]),
             json!([{"name": "local", "image": format!("{}/docker.io/library/busybox:1.36", harbor.host)}]))},
     })).await;
     create_object(
@@ -998,8 +1063,8 @@ async fn harbor_prewarm_pulls_every_platform_image_through_the_cache() {
         "CronJob",
         json!({
             "metadata": {"name": "backup", "labels": flux},
-            "spec": {"schedule": "@daily", "jobTemplate": {"spec": {"template": pod_template(
-                json!([{"name": "redis", "image": "bitnami/redis:7.4"}]), json!([]))}}},
+            "spec": {"schedule": "@daily", "jobTemplate": {"spec": {"template": job_pod_template(
+                json!([{"name": "redis", "image": "bitnami/redis:7.4"}]))}}},
         }),
     )
     .await;
@@ -1034,6 +1099,28 @@ async fn harbor_prewarm_pulls_every_platform_image_through_the_cache() {
         "only the HelmReleases' workloads: {}",
         run.output
     );
+    // Every blob (config and layers) of every image, and of a multi-platform one those of
+    // the chosen platform only: a manifest alone would leave the layers upstream.
+    let pulled: BTreeSet<String> = harbor
+        .state
+        .lock()
+        .expect("lock")
+        .blobs_pulled
+        .iter()
+        .cloned()
+        .collect();
+    let mut wanted = BTreeSet::new();
+    for (repository, platform) in [
+        ("docker.io/library/nginx-multi", "linux/amd64"),
+        ("ghcr.io/openova-io/api", ""),
+        ("registry.k8s.io/pause", ""),
+        ("docker.io/bitnami/redis", ""),
+    ] {
+        for blob in standins::image_blobs(repository, platform) {
+            wanted.insert(format!("{repository}@{blob}"));
+        }
+    }
+    assert_eq!(pulled, wanted);
 
     settings.insert(
         "PREWARM_EXTRA_IMAGES".into(),
@@ -1337,6 +1424,10 @@ async fn registry_pivot_agent_does_not_acknowledge_while_the_registry_is_down() 
 // 06 helmrepository-patches, with a local git server
 // ---------------------------------------------------------------------------------------
 
+/// Step 6 reads back every HelmRepository of the cluster: on a shared cluster, its tests
+/// take turns so that one's upstream repositories do not fail the other's read-back.
+static HELM_REPOSITORIES: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 const STEP_06: &str = "06-helmrepository-patches.yaml";
 const HARBOR_HOST: &str = "harbor.sovereign.test";
 
@@ -1530,6 +1621,7 @@ fn assert_kit_points_local(repo: &std::path::Path) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn helmrepository_patches_pivot_live_and_in_git_so_a_reapply_keeps_them_local() {
+    let _one_at_a_time = HELM_REPOSITORIES.lock().await;
     let Some((cluster, runner)) = on_cluster().await else {
         return;
     };
@@ -1599,6 +1691,7 @@ async fn helmrepository_patches_pivot_live_and_in_git_so_a_reapply_keeps_them_lo
 /// repository step 01 seeds takes the push, and a later step 01 keeps that commit.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn helmrepository_patches_pushes_to_the_seeded_repository_never_to_the_mirror() {
+    let _one_at_a_time = HELM_REPOSITORIES.lock().await;
     let Some((cluster, runner)) = on_cluster().await else {
         return;
     };
@@ -1655,13 +1748,23 @@ fn policy_api(cluster: &Cluster) -> Api<DynamicObject> {
     Api::all_with(cluster.client(), &ApiResource::from_gvk(&gvk))
 }
 
+/// A spec with the fields Flux's definition of `kind` requires.
+fn flux_spec(kind: &str) -> Json {
+    let source = json!({"kind": "GitRepository", "name": "flux-system"});
+    match kind {
+        "GitRepository" => json!({"interval": "1m", "url": LOCAL_REPO}),
+        "Kustomization" => json!({"interval": "1m", "prune": true, "sourceRef": source}),
+        _ => json!({"interval": "1m"}),
+    }
+}
+
 /// A Flux object with the given Ready condition status.
 async fn flux_object(cluster: &Cluster, api_version: &str, kind: &str, name: &str, ready: &str) {
     create_object(
         cluster,
         api_version,
         kind,
-        json!({"metadata": {"name": name}, "spec": {"interval": "1m"}}),
+        json!({"metadata": {"name": name}, "spec": flux_spec(kind)}),
     )
     .await;
     let (group, version) = api_version.split_once('/').expect("group/version");
@@ -1698,16 +1801,44 @@ fn egress_settings(cluster: &Cluster) -> BTreeMap<String, String> {
     ])
 }
 
-/// Waits for the policy to appear and returns its denied CIDRs.
+/// Waits for the policy to appear and returns it.
 /// Gives up after about a minute, so a step that never applies it fails the test.
 async fn observed_block(api: Api<DynamicObject>) -> Json {
     for _ in 0..1200 {
         if let Some(policy) = api.get_opt(POLICY).await.expect("get policy") {
-            return policy.data["specs"][0]["egressDeny"][0]["toCIDRSet"].clone();
+            return policy.data;
         }
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
     panic!("the egress block never appeared");
+}
+
+/// The policy only denies: no allow rule in any spec (Cilium adds allow rules together, so
+/// one would void every other egress restriction), default-deny off both ways, and the
+/// denied CIDRs.
+fn assert_deny_only(policy: &Json) -> Json {
+    let specs = policy["specs"].as_array().expect("specs");
+    assert_eq!(specs.len(), 2, "pods and nodes");
+    for spec in specs {
+        for allow in ["egress", "ingress"] {
+            assert!(spec.get(allow).is_none(), "an allow rule: {spec}");
+        }
+        assert_eq!(
+            spec["enableDefaultDeny"],
+            json!({"egress": false, "ingress": false}),
+            "{spec}"
+        );
+        assert_eq!(spec["egressDeny"], specs[0]["egressDeny"]);
+    }
+    specs[0]["egressDeny"][0]["toCIDRSet"].clone()
+}
+
+async fn policy_exists(cluster: &Cluster) -> bool {
+    policy_api(cluster)
+        .get_opt(POLICY)
+        .await
+        .expect("get")
+        .is_some()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1739,7 +1870,7 @@ async fn egress_block_holds_while_flux_stays_ready_and_always_lifts() {
     run.says("stayed Ready for 2s");
     assert!(seen.is_finished(), "the block was never applied");
     assert_eq!(
-        seen.await.expect("observer"),
+        assert_deny_only(&seen.await.expect("observer")),
         json!([{"cidr": "2001:db8::/32"}, {"cidr": "203.0.113.0/24"}])
     );
     assert!(
@@ -1817,6 +1948,55 @@ async fn egress_block_is_lifted_when_the_step_is_terminated() {
             .is_none(),
         "a terminated step lifts the block"
     );
+    cluster.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn egress_block_left_by_a_killed_step_is_removed_by_the_next_run() {
+    let _one_block = EGRESS_BLOCK.lock().await;
+    let Some((cluster, runner)) = on_cluster().await else {
+        return;
+    };
+    let mut settings = egress_settings(&cluster);
+    settings.insert("EGRESS_HOLD_SECONDS".into(), "600".into());
+    let child = runner.spawn(&script(&format!("steps/{STEP_08}"), "run.sh"), &settings);
+    observed_block(policy_api(&cluster)).await;
+    // What an OOM kill or a lost node does to the container: every process gone at once,
+    // no trap runs, the block stays. Each process of the step by its own (positive) id.
+    let mut pids = vec![child.id()];
+    let mut next = 0;
+    while next < pids.len() {
+        let children = Command::new("ps")
+            .args(["-o", "pid=", "--ppid", &pids[next].to_string()])
+            .output()
+            .expect("ps runs");
+        pids.extend(
+            String::from_utf8_lossy(&children.stdout)
+                .split_whitespace()
+                .filter_map(|pid| pid.parse::<u32>().ok()),
+        );
+        next += 1;
+    }
+    assert!(pids.len() > 1, "the script runs under its supervisor");
+    assert!(pids.iter().all(|pid| *pid > 1));
+    // One may have ended meanwhile; the others are killed all the same.
+    let _ = Command::new("kill")
+        .args(["-s", "KILL", "--"])
+        .args(pids.iter().map(u32::to_string))
+        .status()
+        .expect("kill runs");
+    let run = finish(child).await;
+    assert!(!run.success);
+    assert!(policy_exists(&cluster).await, "nothing ran to lift it");
+
+    // The next run (the Job's next pod, or a retry) removes it before anything else: here
+    // it then stops at once, as nothing is left to block.
+    let mut nothing = egress_settings(&cluster);
+    nothing.insert("EGRESS_BLOCK_CIDRS".into(), String::new());
+    let next = runner.run(STEP_08, &nothing).await;
+    next.fails_with("nothing to block");
+    next.says("removed the egress block");
+    assert!(!policy_exists(&cluster).await, "the next run lifted it");
     cluster.cleanup().await;
 }
 

@@ -1,6 +1,7 @@
 //! Defaulting as kube-apiserver applies it to the kinds clients read back
 //! (pkg/apis/core/v1/defaults.go, pkg/apis/batch/v1/defaults.go, job strategy's selector).
 
+use super::crd;
 use super::kinds::KindInfo;
 use super::meta;
 use serde_json::{Map, Value, json};
@@ -78,8 +79,36 @@ fn job_selector(obj: &mut Value) {
             ("controller-uid", &uid),
             ("job-name", &name),
         ] {
+            // The new job-name label is added only where it is a valid label value, so a
+            // long name is reported once (through the legacy label).
+            if k == "batch.kubernetes.io/job-name" && name.len() > 63 {
+                continue;
+            }
             set_default(labels, k, json!(v));
         }
+    }
+}
+
+fn has_labels(obj: &Value, pointer: &str) -> bool {
+    obj.pointer(pointer)
+        .and_then(Value::as_object)
+        .is_some_and(|l| !l.is_empty())
+}
+
+/// Defaults that take effect only when the stored object is decoded again (kube-apiserver
+/// defaults on every decode, after validation of the write): a Job without labels shows
+/// its template's.
+pub fn after_validation(kind: &KindInfo, obj: &mut Value) {
+    if (kind.group.as_str(), kind.kind.as_str()) == ("batch", "Job") {
+        job_labels_from_template(obj);
+    }
+}
+
+fn job_labels_from_template(obj: &mut Value) {
+    if !has_labels(obj, "/metadata/labels")
+        && let Some(labels) = obj.pointer("/spec/template/metadata/labels").cloned()
+    {
+        meta::metadata_mut(obj).insert("labels".into(), labels);
     }
 }
 
@@ -112,11 +141,22 @@ fn secret(obj: &mut Value) {
 /// Applies the kind's defaults in place.
 pub fn apply(kind: &KindInfo, obj: &mut Value) {
     if kind.custom {
+        if let Some(schema) = &kind.schema {
+            crd::prune_object(schema, obj);
+        }
         return;
     }
     match (kind.group.as_str(), kind.kind.as_str()) {
         ("", "Pod") => {
             if let Some(spec) = obj.get_mut("spec") {
+                pod_spec(spec);
+            }
+        }
+        ("apiextensions.k8s.io", "CustomResourceDefinition") => {
+            crd::establish(obj, &meta::now_rfc3339());
+        }
+        ("batch", "CronJob") => {
+            if let Some(spec) = obj.pointer_mut("/spec/jobTemplate/spec/template/spec") {
                 pod_spec(spec);
             }
         }
@@ -127,9 +167,17 @@ pub fn apply(kind: &KindInfo, obj: &mut Value) {
                 set_default(spec, "backoffLimit", json!(6));
                 set_default(spec, "completionMode", json!("NonIndexed"));
                 set_default(spec, "suspend", json!(false));
-                set_default(spec, "podReplacementPolicy", json!("TerminatingOrFailed"));
             }
+            // A Job without labels of its own takes its pod template's (SetDefaults_Job).
+            // When the template brought labels, the two are one Go map, so the labels the
+            // strategy generates land in both and are validated in both; otherwise the Job
+            // gets them only when the stored object is decoded again (`after_validation`).
+            let aliased = !has_labels(obj, "/metadata/labels")
+                && has_labels(obj, "/spec/template/metadata/labels");
             job_selector(obj);
+            if aliased {
+                job_labels_from_template(obj);
+            }
             template_spec(obj);
         }
         ("", "Secret") => secret(obj),

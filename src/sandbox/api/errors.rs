@@ -82,6 +82,24 @@ impl Cause {
         }
     }
 
+    /// `Duplicate value: <value>`.
+    pub fn duplicate(field: impl Into<String>, value: &str) -> Self {
+        Cause {
+            reason: "FieldValueDuplicate",
+            field: field.into(),
+            message: format!("Duplicate value: {}", json!(value)),
+        }
+    }
+
+    /// `Not found: <value>`.
+    pub fn not_found(field: impl Into<String>, value: &str) -> Self {
+        Cause {
+            reason: "FieldValueNotFound",
+            field: field.into(),
+            message: format!("Not found: {}", json!(value)),
+        }
+    }
+
     fn full(&self) -> String {
         format!("{}: {}", self.field, self.message)
     }

@@ -101,7 +101,7 @@ fn dispatch(
     headers: &HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let registry = app.store.registry();
+    let registry = &*app.store.registry();
     let found = |v: Option<Value>| {
         v.map(|v| value_response(StatusCode::OK, &v))
             .ok_or_else(ApiError::no_route)
@@ -282,7 +282,7 @@ fn resource(
     if rp.namespace.is_some() && !kind.namespaced {
         return Err(ApiError::no_route());
     }
-    let view = View::of(store.registry(), kind);
+    let view = View::of(&store.registry(), kind);
     let stored = &view.storage;
     let ns = rp.namespace.as_deref();
     let part = match rp.subresource.as_deref() {
@@ -352,6 +352,15 @@ fn resource(
             match store.delete(stored, ns, name, &opts)? {
                 Deleted::Pending(obj) => Ok(respond(StatusCode::OK, &obj)),
                 Deleted::Gone(obj) if kind.custom => Ok(respond(StatusCode::OK, &obj)),
+                // Pods delete gracefully: kube-apiserver answers the pod itself, marked
+                // deleted with no grace left (an unscheduled pod goes at once).
+                Deleted::Gone(obj) if kind.kind == "Pod" && kind.group.is_empty() => {
+                    let mut pod = (*obj).clone();
+                    let m = meta::metadata_mut(&mut pod);
+                    m.insert("deletionTimestamp".into(), json!(meta::now_rfc3339()));
+                    m.insert("deletionGracePeriodSeconds".into(), json!(0));
+                    Ok(respond(StatusCode::OK, &StoredObject::new(pod)))
+                }
                 Deleted::Gone(obj) => {
                     Ok(value_response(StatusCode::OK, &success_status(kind, &obj)))
                 }

@@ -13,7 +13,8 @@ pub enum GenerationPolicy {
     AllButMetadataAndStatus,
 }
 
-/// A custom resource kind served as plain JSON, with a `/status` subresource.
+/// A custom resource kind, served as JSON as one served version of a
+/// CustomResourceDefinition says.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CustomResourceKind {
     /// API group, e.g. `source.toolkit.fluxcd.io`.
@@ -26,31 +27,12 @@ pub struct CustomResourceKind {
     pub plural: String,
     /// Whether objects live in a namespace.
     pub namespaced: bool,
-}
-
-impl CustomResourceKind {
-    fn new(group: &str, version: &str, kind: &str, plural: &str, namespaced: bool) -> Self {
-        CustomResourceKind {
-            group: group.into(),
-            version: version.into(),
-            kind: kind.into(),
-            plural: plural.into(),
-            namespaced,
-        }
-    }
-}
-
-/// The Flux and Cilium kinds the chart's steps create.
-#[rustfmt::skip]
-pub fn flux_and_cilium_kinds() -> Vec<CustomResourceKind> {
-    vec![
-        CustomResourceKind::new("source.toolkit.fluxcd.io", "v1", "GitRepository", "gitrepositories", true),
-        CustomResourceKind::new("source.toolkit.fluxcd.io", "v1", "HelmRepository", "helmrepositories", true),
-        CustomResourceKind::new("helm.toolkit.fluxcd.io", "v2", "HelmRelease", "helmreleases", true),
-        CustomResourceKind::new("kustomize.toolkit.fluxcd.io", "v1", "Kustomization", "kustomizations", true),
-        CustomResourceKind::new("cilium.io", "v2", "CiliumNetworkPolicy", "ciliumnetworkpolicies", true),
-        CustomResourceKind::new("cilium.io", "v2", "CiliumClusterwideNetworkPolicy", "ciliumclusterwidenetworkpolicies", false),
-    ]
+    /// Whether the version has a `/status` subresource.
+    pub has_status: bool,
+    /// kubectl short names.
+    pub short_names: Vec<String>,
+    /// The version's structural schema (`openAPIV3Schema`), if any.
+    pub schema: Option<serde_json::Value>,
 }
 
 /// Everything the server needs to know about one resource.
@@ -81,7 +63,9 @@ pub struct KindInfo {
     /// Custom resources: strategic merge patch is refused for them.
     pub custom: bool,
     /// kubectl short names.
-    pub short_names: Vec<&'static str>,
+    pub short_names: Vec<String>,
+    /// Custom resources: the structural schema objects are pruned and validated against.
+    pub schema: Option<Arc<serde_json::Value>>,
     /// `configmaps` or `jobs.batch`: the storage key, made once.
     resource_key: Arc<str>,
 }
@@ -187,6 +171,7 @@ const BUILTINS: &[Builtin] = &[
     builtin("apps", "StatefulSet", "statefulsets", true, true, Spec, &["sts"]),
     builtin("batch", "Job", "jobs", true, true, Spec, &[]),
     builtin("batch", "CronJob", "cronjobs", true, true, Spec, &["cj"]),
+    builtin("apiextensions.k8s.io", "CustomResourceDefinition", "customresourcedefinitions", false, true, Spec, &["crd", "crds"]),
     builtin("coordination.k8s.io", "Lease", "leases", true, false, NoGen, &[]),
     builtin("events.k8s.io", "Event", "events", true, false, NoGen, &["ev"]),
     builtin("networking.k8s.io", "NetworkPolicy", "networkpolicies", true, false, Spec, &["netpol"]),
@@ -199,6 +184,26 @@ const BUILTINS: &[Builtin] = &[
     builtin("authorization.k8s.io", "SubjectAccessReview", "subjectaccessreviews", false, false, NoGen, &[]),
     builtin("authorization.k8s.io", "SelfSubjectAccessReview", "selfsubjectaccessreviews", false, false, NoGen, &[]),
 ];
+
+fn custom_kind(c: &CustomResourceKind) -> Arc<KindInfo> {
+    Arc::new(KindInfo {
+        group: c.group.clone(),
+        version: c.version.clone(),
+        kind: c.kind.clone(),
+        plural: c.plural.clone(),
+        singular: c.kind.to_lowercase(),
+        namespaced: c.namespaced,
+        has_status: c.has_status,
+        has_log: false,
+        has_token: false,
+        generation: GenerationPolicy::AllButMetadataAndStatus,
+        create_only: false,
+        custom: true,
+        short_names: c.short_names.clone(),
+        schema: c.schema.clone().map(Arc::new),
+        resource_key: resource_key(&c.group, &c.plural),
+    })
+}
 
 /// The kinds served, looked up by (group, version, plural).
 #[derive(Debug, Clone)]
@@ -226,30 +231,27 @@ impl Registry {
                     create_only: b.group.starts_with("authentication.")
                         || b.group.starts_with("authorization."),
                     custom: false,
-                    short_names: b.short_names.to_vec(),
+                    short_names: b.short_names.iter().map(|s| (*s).to_owned()).collect(),
+                    schema: None,
                     resource_key: resource_key(b.group, b.plural),
                 })
             })
             .collect();
-        kinds.extend(custom.iter().map(|c| {
-            Arc::new(KindInfo {
-                group: c.group.clone(),
-                version: c.version.clone(),
-                kind: c.kind.clone(),
-                plural: c.plural.clone(),
-                singular: c.kind.to_lowercase(),
-                namespaced: c.namespaced,
-                has_status: true,
-                has_log: false,
-                has_token: false,
-                generation: GenerationPolicy::AllButMetadataAndStatus,
-                create_only: false,
-                custom: true,
-                short_names: Vec::new(),
-                resource_key: resource_key(&c.group, &c.plural),
-            })
-        }));
+        kinds.extend(custom.iter().map(custom_kind));
         Registry { kinds }
+    }
+
+    /// This registry with the custom kinds of `group`/`plural` replaced by `kinds` (none: the
+    /// definition was deleted).
+    pub fn with_definition(&self, group: &str, plural: &str, kinds: &[CustomResourceKind]) -> Self {
+        let mut out: Vec<Arc<KindInfo>> = self
+            .kinds
+            .iter()
+            .filter(|k| !(k.custom && k.group == group && k.plural == plural))
+            .cloned()
+            .collect();
+        out.extend(kinds.iter().map(custom_kind));
+        Registry { kinds: out }
     }
 
     /// The kind served at `group/version/plural`, if any.
@@ -285,7 +287,7 @@ mod tests {
 
     #[test]
     fn looks_up_builtins_and_custom_resources() {
-        let r = Registry::new(&flux_and_cilium_kinds());
+        let r = Registry::new(&crate::sandbox::api::crd::flux_and_cilium_kinds());
         let job = r.lookup("batch", "v1", "jobs").unwrap();
         assert_eq!(job.qualified_resource(), "jobs.batch");
         assert_eq!(
@@ -303,5 +305,12 @@ mod tests {
             r.group_versions()
                 .contains(&("cilium.io".into(), "v2".into()))
         );
+        let without = r.with_definition("helm.toolkit.fluxcd.io", "helmreleases", &[]);
+        assert!(
+            without
+                .lookup("helm.toolkit.fluxcd.io", "v2", "helmreleases")
+                .is_none()
+        );
+        assert!(without.lookup("batch", "v1", "jobs").is_some());
     }
 }

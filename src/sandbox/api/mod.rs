@@ -2,8 +2,10 @@
 //! the kinds the cutover touches, reachable by `kube::Client` and `kubectl` via a kubeconfig.
 
 mod access;
+mod crd;
 mod defaults;
 mod discovery;
+mod encoding;
 mod errors;
 mod handlers;
 mod history;
@@ -27,8 +29,8 @@ mod view;
 mod watch;
 
 pub use access::ADMIN_USER;
+pub use crd::flux_and_cilium_crds;
 pub use handlers::LOG_ANNOTATION;
-pub use kinds::{CustomResourceKind, flux_and_cilium_kinds};
 pub use kubeconfig::CONTEXT as KUBECONFIG_CONTEXT;
 
 use crate::sandbox::auth::{MIN_TOKEN_EXPIRATION, TokenTable};
@@ -48,8 +50,9 @@ pub struct ApiServerConfig {
     /// Bearer tokens and their users; `None` turns authentication and authorization off
     /// (every request is the admin). The admin token is always valid either way.
     pub tokens: Option<TokenTable>,
-    /// Custom resources served as plain JSON, beside the builtins.
-    pub custom_resources: Vec<CustomResourceKind>,
+    /// CustomResourceDefinitions installed at start-up (none, as on a new cluster); their
+    /// kinds are served beside the builtins, as are those of definitions created later.
+    pub custom_resource_definitions: Vec<serde_json::Value>,
     /// How many changes watches can resume from; older resourceVersions answer 410.
     pub history_limit: usize,
     /// Serve HTTPS with a certificate from a CA made at start-up; the kubeconfig carries
@@ -65,7 +68,7 @@ impl Default for ApiServerConfig {
         ApiServerConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             tokens: None,
-            custom_resources: flux_and_cilium_kinds(),
+            custom_resource_definitions: Vec::new(),
             history_limit: 10_000,
             tls: false,
             min_token_expiration: MIN_TOKEN_EXPIRATION,
@@ -125,11 +128,9 @@ impl ApiServer {
                 addr: cfg.listen,
                 source,
             })?;
-        let store = store::Store::new(
-            kinds::Registry::new(&cfg.custom_resources),
-            cfg.history_limit,
-        );
-        if let Some(ns_kind) = store.registry().lookup("", "v1", "namespaces") {
+        let store = store::Store::new(kinds::Registry::new(&[]), cfg.history_limit);
+        let registry = store.registry();
+        if let Some(ns_kind) = registry.lookup("", "v1", "namespaces") {
             for ns in INITIAL_NAMESPACES {
                 // Cannot fail: the store is empty and the names are valid.
                 let _ = store.create(
@@ -138,6 +139,15 @@ impl ApiServer {
                     serde_json::json!({"metadata": {"name": ns}}),
                     false,
                 );
+            }
+        }
+        if let Some(crd_kind) =
+            registry.lookup("apiextensions.k8s.io", "v1", "customresourcedefinitions")
+        {
+            for crd in cfg.custom_resource_definitions {
+                if let Err(e) = store.create(&crd_kind, None, crd, false) {
+                    tracing::warn!(error = %e.status(), "a start-up CustomResourceDefinition was refused");
+                }
             }
         }
         let admin_token = format!("sandbox-admin-{}", uuid::Uuid::new_v4().simple());

@@ -72,11 +72,11 @@ pub fn apply(
             Ok(out)
         }
         PatchType::Strategic => {
+            // Custom resources have no patch strategies: kube-apiserver lists the types it takes.
             if kind.custom {
-                return Err(ApiError::unsupported_media_type(format!(
-                    "the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml (strategic merge patch is not supported for custom resource {})",
-                    kind.qualified_resource()
-                )));
+                return Err(ApiError::unsupported_media_type(
+                    "the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml",
+                ));
             }
             let patch: Value =
                 serde_json::from_slice(body).map_err(|e| ApiError::bad_request(e.to_string()))?;
@@ -92,7 +92,7 @@ mod tests {
 
     #[test]
     fn merge_json_and_refusals() {
-        let r = Registry::new(&crate::sandbox::api::kinds::flux_and_cilium_kinds());
+        let r = Registry::new(&crate::sandbox::api::crd::flux_and_cilium_kinds());
         let cm = r.lookup("", "v1", "configmaps").unwrap();
         let cur = json!({"metadata": {"name": "x", "resourceVersion": "5"}, "data": {"a": "1", "b": "2"}});
         let out = apply(

@@ -1,12 +1,13 @@
 //! The object store: every object as JSON, one cluster-wide resourceVersion, the change
 //! history and the live change feed. Handlers stay thin over these functions.
 
+use super::crd;
 use super::errors::ApiError;
 use super::history::{Change, EventType, History, StoredObject};
 use super::kinds::{KindInfo, Registry};
 use super::meta::{self, Part};
 use super::selectors::Selectors;
-use super::{defaults, validation};
+use super::{defaults, encoding, validation};
 use parking_lot::RwLock;
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, HashMap};
@@ -133,7 +134,8 @@ struct Inner {
 pub struct Store {
     inner: RwLock<Inner>,
     feed: broadcast::Sender<Arc<Change>>,
-    registry: Registry,
+    /// Replaced whole when a CustomResourceDefinition comes, changes or goes.
+    registry: RwLock<Arc<Registry>>,
 }
 
 /// Namespaces the NamespaceLifecycle admission plugin never lets go.
@@ -423,13 +425,62 @@ impl Store {
                 history: History::new(history_limit, START_RV),
             }),
             feed,
-            registry,
+            registry: RwLock::new(Arc::new(registry)),
         }
     }
 
-    /// The kinds served.
-    pub fn registry(&self) -> &Registry {
-        &self.registry
+    /// The kinds served now.
+    pub fn registry(&self) -> Arc<Registry> {
+        self.registry.read().clone()
+    }
+
+    /// Serves what the CustomResourceDefinitions among `changes` define, as the
+    /// apiextensions-apiserver does once a definition is established: new kinds get storage,
+    /// and a deleted definition takes its objects with it. Called with the write lock held.
+    fn sync_definitions(&self, inner: &mut Inner, changes: &[Arc<Change>]) {
+        for change in changes.iter().filter(|c| &*c.resource == crd::RESOURCE) {
+            let group = change
+                .object
+                .pointer("/spec/group")
+                .and_then(Value::as_str)
+                .unwrap_or_default();
+            let plural = change
+                .object
+                .pointer("/spec/names/plural")
+                .and_then(Value::as_str)
+                .unwrap_or_default();
+            let kinds = match change.kind {
+                EventType::Deleted => Vec::new(),
+                _ => crd::served_kinds(&change.object).unwrap_or_default(),
+            };
+            let mut registry = self.registry.write();
+            let next = registry.with_definition(group, plural, &kinds);
+            let key: Arc<str> = format!("{plural}.{group}").into();
+            match kinds.first() {
+                None => {
+                    inner.collections.remove(&key);
+                }
+                Some(_) => {
+                    let served = next
+                        .kinds()
+                        .iter()
+                        .find(|k| k.custom && k.group == group && k.plural == plural)
+                        .cloned();
+                    if let Some(kind) = served {
+                        inner
+                            .collections
+                            .entry(key.clone())
+                            .and_modify(|c| c.kind = kind.clone())
+                            .or_insert_with(|| Collection {
+                                kind,
+                                key,
+                                objects: BTreeMap::new(),
+                            });
+                    }
+                }
+            }
+            *registry = Arc::new(next);
+        }
     }
 
     /// The newest resourceVersion.
@@ -580,11 +631,13 @@ impl Store {
         }
         meta::prepare_create(kind, &mut obj, ns);
         defaults::apply(kind, &mut obj);
+        encoding::apply(kind, &mut obj);
         let name = meta::name_of(&obj).to_string();
         let causes = validation::validate(kind, &obj, None);
         if !causes.is_empty() {
             return Err(ApiError::invalid(kind, &name, causes));
         }
+        defaults::after_validation(kind, &mut obj);
         let mut inner = self.inner.write();
         Self::check_namespace(&inner, kind, ns)?;
         let key = obj_key(kind, ns, &name);
@@ -597,7 +650,9 @@ impl Store {
         }
         let change = inner.apply(&resource, EventType::Added, obj, None);
         let out = change.object.clone();
-        self.publish(vec![change]);
+        let changes = vec![change];
+        self.sync_definitions(&mut inner, &changes);
+        self.publish(changes);
         drop(inner);
         Ok(out)
     }
@@ -672,10 +727,12 @@ impl Store {
             json!(meta::resource_version_of(&old)),
         );
         defaults::apply(kind, &mut next);
+        encoding::apply(kind, &mut next);
         let causes = validation::validate(kind, &next, Some(&old));
         if !causes.is_empty() {
             return Err(ApiError::invalid(kind, name, causes));
         }
+        defaults::after_validation(kind, &mut next);
         if meta::same_content(&old, &next) {
             return Ok(old);
         }
@@ -694,6 +751,7 @@ impl Store {
         if finished {
             inner.handle_dependents(meta::uid_of(&out), Propagation::Background, &mut changes);
         }
+        self.sync_definitions(&mut inner, &changes);
         self.publish(changes);
         drop(inner);
         Ok(out)
@@ -743,6 +801,7 @@ impl Store {
         let outcome = inner
             .delete_cascade(kind, &key, propagation, &mut changes)
             .ok_or_else(|| ApiError::not_found(kind, name))?;
+        self.sync_definitions(&mut inner, &changes);
         self.publish(changes);
         drop(inner);
         Ok(outcome)

@@ -1,6 +1,7 @@
 //! Validation where kube-apiserver validates, with its messages
 //! (k8s.io/apimachinery/pkg/util/validation and pkg/apis/*/validation).
 
+use super::crd;
 use super::errors::Cause;
 use super::kinds::KindInfo;
 use serde_json::{Value, json};
@@ -237,51 +238,247 @@ fn validate_config_data(obj: &Value, causes: &mut Vec<Cause>) {
     }
 }
 
-/// Checks a pod spec at `path` (`spec` or `spec.template.spec`); `restart` lists the allowed
-/// restartPolicy values where the owning kind narrows them.
-fn validate_pod_spec(
+const ENV_VAR_NAME_FMT: &str = "[-._a-zA-Z][-._a-zA-Z0-9]*";
+
+/// Problems of an environment variable name (IsEnvVarName).
+fn env_var_name(name: &str) -> Option<String> {
+    let b = name.as_bytes();
+    let ok = |c: &u8| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'.' | b'_');
+    if !b.is_empty() && b.iter().all(ok) && !b[0].is_ascii_digit() {
+        return None;
+    }
+    Some(format!(
+        "a valid environment variable name must consist of alphabetic characters, digits, '_', '-', or '.', and must not start with a digit (e.g. 'my.env-name',  or 'MY_ENV.NAME',  or 'MyEnvName1', regex used for validation is '{ENV_VAR_NAME_FMT}')"
+    ))
+}
+
+/// An integer field that must be at least `min` when set (ValidateNonnegativeField and
+/// kin), with apimachinery's messages.
+fn int_at_least(obj: Option<&Value>, field: &str, path: String, min: i64, causes: &mut Vec<Cause>) {
+    let Some(v) = obj.and_then(|o| o.get(field)).and_then(Value::as_i64) else {
+        return;
+    };
+    if v < min {
+        let detail = if min == 0 {
+            "must be greater than or equal to 0".to_owned()
+        } else {
+            format!("must be greater than {}", min - 1)
+        };
+        causes.push(Cause::invalid_json(path, &json!(v), &detail));
+    }
+}
+
+/// `volumes` are the names of the pod's valid volumes: a mount of any other is not found.
+fn validate_containers(
     spec: Option<&Value>,
     path: &str,
-    restart: Option<&[&str]>,
+    volumes: &[&str],
     causes: &mut Vec<Cause>,
 ) {
     let containers = spec
         .and_then(|s| s.get("containers"))
         .and_then(Value::as_array);
-    match containers {
-        None => causes.push(Cause::required(format!("{path}.containers"), "")),
-        Some(list) if list.is_empty() => {
-            causes.push(Cause::required(format!("{path}.containers"), ""))
+    let Some(list) = containers.filter(|l| !l.is_empty()) else {
+        causes.push(Cause::required(format!("{path}.containers"), ""));
+        return;
+    };
+    let mut seen: Vec<&str> = Vec::new();
+    for (i, c) in list.iter().enumerate() {
+        let at = format!("{path}.containers[{i}]");
+        let name = c.get("name").and_then(Value::as_str).unwrap_or_default();
+        if name.is_empty() {
+            causes.push(Cause::required(format!("{at}.name"), ""));
+        } else if seen.contains(&name) {
+            causes.push(Cause::duplicate(format!("{at}.name"), name));
+        } else {
+            causes.extend(
+                dns1123_label(name)
+                    .iter()
+                    .map(|m| Cause::invalid(format!("{at}.name"), name, m)),
+            );
         }
-        Some(list) => {
-            for (i, c) in list.iter().enumerate() {
-                for field in ["name", "image"] {
-                    if c.get(field)
-                        .and_then(Value::as_str)
-                        .is_none_or(str::is_empty)
-                    {
-                        causes.push(Cause::required(
-                            format!("{path}.containers[{i}].{field}"),
-                            "",
-                        ));
-                    }
-                }
+        seen.push(name);
+        if c.get("image")
+            .and_then(Value::as_str)
+            .is_none_or(str::is_empty)
+        {
+            causes.push(Cause::required(format!("{at}.image"), ""));
+        }
+        for (j, e) in c
+            .get("env")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .enumerate()
+        {
+            let env_name = e.get("name").and_then(Value::as_str).unwrap_or_default();
+            let field = format!("{at}.env[{j}].name");
+            if env_name.is_empty() {
+                causes.push(Cause::required(field, ""));
+            } else if let Some(m) = env_var_name(env_name) {
+                causes.push(Cause::invalid(field, env_name, &m));
+            }
+        }
+        for (j, m) in c
+            .get("volumeMounts")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .enumerate()
+        {
+            let mount = m.get("name").and_then(Value::as_str).unwrap_or_default();
+            if !volumes.contains(&mount) {
+                causes.push(Cause::not_found(
+                    format!("{at}.volumeMounts[{j}].name"),
+                    mount,
+                ));
             }
         }
     }
+}
+
+/// Checks the pod's volumes; returns the names of the valid ones.
+fn validate_volumes<'a>(
+    spec: Option<&'a Value>,
+    path: &str,
+    causes: &mut Vec<Cause>,
+) -> Vec<&'a str> {
+    let mut valid = Vec::new();
+    for (i, v) in spec
+        .and_then(|s| s.get("volumes"))
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .enumerate()
+    {
+        let before = causes.len();
+        for (source, key) in [("configMap", "name"), ("secret", "secretName")] {
+            if let Some(src) = v.get(source)
+                && src
+                    .get(key)
+                    .and_then(Value::as_str)
+                    .is_none_or(str::is_empty)
+            {
+                causes.push(Cause::required(
+                    format!("{path}.volumes[{i}].{source}.{key}"),
+                    "",
+                ));
+            }
+        }
+        if causes.len() == before
+            && let Some(name) = v.get("name").and_then(Value::as_str)
+        {
+            valid.push(name);
+        }
+    }
+    valid
+}
+
+/// Checks a pod spec at `path` (`spec` or `spec.template.spec`), as ValidatePodSpec does
+/// for every pod; the owning kinds narrow restartPolicy further.
+fn validate_pod_spec(spec: Option<&Value>, path: &str, causes: &mut Vec<Cause>) {
+    let volumes = validate_volumes(spec, path, causes);
+    validate_containers(spec, path, &volumes, causes);
     let policy = spec
         .and_then(|s| s.get("restartPolicy"))
         .and_then(Value::as_str)
         .unwrap_or_default();
-    let allowed = restart.unwrap_or(&["Always", "OnFailure", "Never"]);
-    if !allowed.contains(&policy) {
-        let field = format!("{path}.restartPolicy");
-        if policy.is_empty() {
-            causes.push(Cause::required(field, ""));
-        } else {
-            causes.push(Cause::not_supported(field, policy, allowed));
-        }
+    let field = format!("{path}.restartPolicy");
+    if policy.is_empty() {
+        causes.push(Cause::required(field, ""));
+    } else if !["Always", "OnFailure", "Never"].contains(&policy) {
+        causes.push(Cause::not_supported(
+            field,
+            policy,
+            &["Always", "OnFailure", "Never"],
+        ));
     }
+    if let Some(v) = spec
+        .and_then(|s| s.get("activeDeadlineSeconds"))
+        .and_then(Value::as_i64)
+        && !(1..=i64::from(i32::MAX)).contains(&v)
+    {
+        causes.push(Cause::invalid_json(
+            format!("{path}.activeDeadlineSeconds"),
+            &json!(v),
+            "must be between 1 and 2147483647, inclusive",
+        ));
+    }
+    if let Some(sa) = spec
+        .and_then(|s| s.get("serviceAccountName"))
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty())
+    {
+        causes.extend(
+            dns1123_subdomain(sa)
+                .iter()
+                .map(|m| Cause::invalid(format!("{path}.serviceAccountName"), sa, m)),
+        );
+    }
+}
+
+/// A pod template at `path` (`spec.template` of Jobs and DaemonSets): its labels, then
+/// its spec.
+fn validate_template(template: Option<&Value>, path: &str, causes: &mut Vec<Cause>) {
+    validate_labels(
+        template.and_then(|t| t.pointer("/metadata/labels")),
+        &format!("{path}.labels"),
+        causes,
+    );
+    validate_pod_spec(
+        template.and_then(|t| t.get("spec")),
+        &format!("{path}.spec"),
+        causes,
+    );
+}
+
+/// ValidateJobSpec on the JobSpec at `path` (`spec` of a Job, `spec.jobTemplate.spec` of a
+/// CronJob): the counts and durations, and a restartPolicy of OnFailure or Never (Always,
+/// which an empty one defaults to, is reported as missing).
+fn validate_job_spec(spec: Option<&Value>, path: &str, causes: &mut Vec<Cause>) {
+    for field in [
+        "parallelism",
+        "completions",
+        "activeDeadlineSeconds",
+        "backoffLimit",
+        "ttlSecondsAfterFinished",
+    ] {
+        int_at_least(spec, field, format!("{path}.{field}"), 0, causes);
+    }
+    let template = spec.and_then(|s| s.get("template"));
+    validate_template(template, &format!("{path}.template"), causes);
+    let policy = template
+        .and_then(|t| t.pointer("/spec/restartPolicy"))
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    let field = format!("{path}.template.spec.restartPolicy");
+    match policy {
+        "OnFailure" | "Never" | "" => {}
+        "Always" => causes.push(Cause::required(
+            field,
+            "valid values: \"OnFailure\", \"Never\"",
+        )),
+        other => causes.push(Cause::not_supported(field, other, &["OnFailure", "Never"])),
+    }
+}
+
+/// ValidateLeaseSpec.
+fn validate_lease(obj: &Value, causes: &mut Vec<Cause>) {
+    let spec = obj.get("spec");
+    int_at_least(
+        spec,
+        "leaseDurationSeconds",
+        "spec.leaseDurationSeconds".into(),
+        1,
+        causes,
+    );
+    int_at_least(
+        spec,
+        "leaseTransitions",
+        "spec.leaseTransitions".into(),
+        0,
+        causes,
+    );
 }
 
 /// ConfigMaps and Secrets marked `immutable: true` keep their data and the mark
@@ -409,9 +606,17 @@ fn validate_selector(obj: &Value, old: Option<&Value>, causes: &mut Vec<Cause>) 
 
 fn validate_kind(kind: &KindInfo, obj: &Value, old: Option<&Value>, causes: &mut Vec<Cause>) {
     if kind.custom {
+        if let Some(schema) = &kind.schema {
+            crd::validate_object(schema, obj, causes);
+        }
         return;
     }
     match (kind.group.as_str(), kind.kind.as_str()) {
+        ("apiextensions.k8s.io", "CustomResourceDefinition") => {
+            if let Err(problems) = crd::served_kinds(obj) {
+                causes.extend(problems);
+            }
+        }
         ("", "ConfigMap" | "Secret") => {
             validate_config_data(obj, causes);
             if let Some(old) = old {
@@ -419,17 +624,19 @@ fn validate_kind(kind: &KindInfo, obj: &Value, old: Option<&Value>, causes: &mut
             }
         }
         ("", "Pod") => match old {
-            None => validate_pod_spec(obj.get("spec"), "spec", None, causes),
+            None => validate_pod_spec(obj.get("spec"), "spec", causes),
             Some(old) => validate_pod_spec_update(obj, old, causes),
         },
-        ("batch", "Job") => {
-            let template = obj.pointer("/spec/template/spec");
-            validate_pod_spec(
-                template,
-                "spec.template.spec",
-                Some(&["OnFailure", "Never"]),
+        ("coordination.k8s.io", "Lease") => validate_lease(obj, causes),
+        ("batch", "CronJob") => {
+            validate_job_spec(
+                obj.pointer("/spec/jobTemplate/spec"),
+                "spec.jobTemplate.spec",
                 causes,
             );
+        }
+        ("batch", "Job") => {
+            validate_job_spec(obj.get("spec"), "spec", causes);
             if let Some(old) = old {
                 let new_t = obj.pointer("/spec/template");
                 if new_t != old.pointer("/spec/template") {
@@ -442,8 +649,18 @@ fn validate_kind(kind: &KindInfo, obj: &Value, old: Option<&Value>, causes: &mut
             }
         }
         ("apps", "DaemonSet") => {
-            let template = obj.pointer("/spec/template/spec");
-            validate_pod_spec(template, "spec.template.spec", Some(&["Always"]), causes);
+            validate_template(obj.pointer("/spec/template"), "spec.template", causes);
+            let policy = obj
+                .pointer("/spec/template/spec/restartPolicy")
+                .and_then(Value::as_str)
+                .unwrap_or_default();
+            if !policy.is_empty() && policy != "Always" {
+                causes.push(Cause::not_supported(
+                    "spec.template.spec.restartPolicy",
+                    policy,
+                    &["Always"],
+                ));
+            }
             validate_selector(obj, old, causes);
         }
         _ => {}
@@ -580,7 +797,7 @@ mod tests {
         );
         assert_eq!(
             c[1].message,
-            "Unsupported value: \"Always\": supported values: \"OnFailure\", \"Never\""
+            "Required value: valid values: \"OnFailure\", \"Never\""
         );
         let old = json!({"spec": {"template": {"spec": {}}}});
         assert!(

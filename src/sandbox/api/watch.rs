@@ -224,7 +224,7 @@ mod tests {
             .watch(&cm, None, &Selectors::default(), WatchFrom::Now)
             .unwrap();
         let p = WatchParams {
-            view: View::of(store.registry(), &cm),
+            view: View::of(&store.registry(), &cm),
             namespace: None,
             selectors: Selectors::default(),
             timeout: Duration::from_millis(300),
