@@ -14,7 +14,8 @@
 //! - [`events`]: live event frames, their broadcaster and the Kubernetes Events.
 //! - [`metrics`]: the Prometheus metrics.
 //! - [`service`]: one replica: configuration, shared context, start-up and shutdown.
-//! - [`sandbox`]: the embedded Kubernetes API server and cluster simulator.
+//! - `sandbox`: the embedded Kubernetes API server and cluster simulator (cargo feature
+//!   `sandbox`, on by default; the container image leaves it out).
 //! - [`retry`]: which API errors are retried, and how.
 //! - [`cli`]: the `catalyst-cutover` subcommands.
 //! - [`telemetry`]: logs (JSON in a cluster, human on a terminal).
@@ -29,6 +30,7 @@ pub mod migrate;
 pub mod render;
 pub mod retry;
 pub mod runner;
+#[cfg(feature = "sandbox")]
 pub mod sandbox;
 pub mod service;
 pub mod status;

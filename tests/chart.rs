@@ -51,6 +51,15 @@ fn read(rel: &str) -> String {
     fs::read_to_string(chart().join(rel)).unwrap_or_else(|e| panic!("chart/{rel}: {e}"))
 }
 
+/// `appVersion` in `Chart.yaml`: what `.Chart.AppVersion` renders.
+fn app_version() -> String {
+    let chart: Yaml = serde_yaml::from_str(&read("Chart.yaml")).expect("Chart.yaml parses");
+    chart["appVersion"]
+        .as_str()
+        .expect("Chart.yaml has a string appVersion")
+        .to_owned()
+}
+
 fn default_values() -> Json {
     serde_yaml::from_str(&read("values.yaml")).expect("values.yaml parses")
 }
@@ -1482,7 +1491,11 @@ fn every_image_comes_from_the_values_and_is_pinned() {
                 "" => format!(
                     "{}:{}",
                     wanted["repository"].as_str().unwrap_or_default(),
-                    wanted["tag"].as_str().unwrap_or_default()
+                    // The service's empty tag is the chart's appVersion.
+                    wanted["tag"]
+                        .as_str()
+                        .filter(|tag| !tag.is_empty())
+                        .map_or_else(app_version, str::to_owned)
                 ),
                 digest => format!(
                     "{}@{digest}",
@@ -1889,4 +1902,30 @@ fn network_policies_let_each_pod_reach_only_what_it_calls() {
             .any(|(_, doc)| kind(doc) == "NetworkPolicy"),
         "networkPolicy.enabled=false installs none"
     );
+}
+
+#[test]
+fn the_service_image_is_the_app_version_unless_a_tag_or_digest_is_set() {
+    let image = |values: Json| {
+        let docs = render(&values);
+        let deployment: Deployment = typed(find(&docs, "Deployment", "catalyst-cutover"));
+        let pod = deployment
+            .spec
+            .and_then(|s| s.template.spec)
+            .expect("pod spec");
+        pod.containers[0].image.clone().expect("an image")
+    };
+    let repository = "ghcr.io/openova-io/catalyst-cutover";
+    assert_eq!(
+        image(default_values()),
+        format!("{repository}:{}", app_version())
+    );
+    let mut tagged = default_values();
+    tagged["image"]["tag"] = Json::from("0.9.1");
+    assert_eq!(image(tagged), format!("{repository}:0.9.1"));
+    let digest = format!("sha256:{}", "a".repeat(64));
+    let mut pinned_by_digest = default_values();
+    pinned_by_digest["image"]["tag"] = Json::from("0.9.1");
+    pinned_by_digest["image"]["digest"] = Json::from(digest.clone());
+    assert_eq!(image(pinned_by_digest), format!("{repository}@{digest}"));
 }

@@ -1369,6 +1369,50 @@ async fn a_failing_preflight_starts_no_changing_step_and_a_retry_runs_every_pref
     env.cleanup().await;
 }
 
+/// The service's Kubernetes API requests with `verb` so far, from its own metrics.
+fn requests_with_verb(service: &Service, verb: &str) -> u64 {
+    let label = format!("verb=\"{verb}\"");
+    service
+        .context()
+        .metrics
+        .encode()
+        .lines()
+        .filter(|l| {
+            l.starts_with("catalyst_cutover_kube_api_requests_total{") && l.contains(&label)
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn steps_end_is_seen_through_watches_opened_once_per_run() {
+    let env = Env::start(3).await;
+    env.add_steps(eight_steps()).await;
+    let service = env.service("a").await;
+    let base = service.url();
+    ready(&base).await;
+
+    let lists_before = requests_with_verb(&service, "list");
+    let (code, body) = post(&base, "/cutover", None).await;
+    assert_eq!(code, 202, "{body}");
+    let data = env.wait_phase(&["complete", "failed"]).await;
+    assert_eq!(data["cutoverPhase"], "complete", "{data:#?}");
+    let lists = requests_with_verb(&service, "list") - lists_before;
+
+    // The plan, the Jobs, the DaemonSet and its pods are listed once each when the run
+    // starts; a list (then a watch) per Job step would make it at least one per step.
+    let job_steps = EIGHT.len() - 1;
+    assert!(
+        lists < job_steps as u64,
+        "{lists} lists for {job_steps} job steps: each step re-lists what it follows"
+    );
+    let jobs = env.jobs_by_step().await;
+    assert!(jobs.values().all(|j| j.len() == 1), "{jobs:?}");
+
+    service.shutdown().await;
+    env.cleanup().await;
+}
+
 // --- Rollback of the registry pivot (issue 16) ---
 
 /// A two-step plan: the registry pivot, then a Job.

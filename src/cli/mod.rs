@@ -1,20 +1,31 @@
 //! The `catalyst-cutover` command line: one module per subcommand.
 
 mod args;
+#[cfg(feature = "sandbox")]
 mod demo;
 mod http_args;
 mod migrate;
 mod operator_args;
 mod plan;
+#[cfg(feature = "sandbox")]
 mod sandbox;
 mod serve;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
+/// What `--version` prints after the name: the crate version and the git revision the
+/// binary was built from (`build.rs`), so that an image's binary names its source.
+pub const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (revision ",
+    env!("CATALYST_CUTOVER_REVISION"),
+    ")"
+);
+
 /// catalyst-cutover: moves a Sovereign onto its own Harbor and Gitea.
 #[derive(Debug, Parser)]
-#[command(name = "catalyst-cutover", version, about)]
+#[command(name = "catalyst-cutover", version = VERSION, about)]
 pub struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -23,6 +34,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the whole cutover on the embedded sandbox and show it live.
+    #[cfg(feature = "sandbox")]
     Demo(demo::DemoArgs),
     /// Print the Jobs the cutover would run, as YAML, without running anything.
     Plan(plan::PlanArgs),
@@ -31,6 +43,7 @@ enum Command {
     /// Bring the status ConfigMap to the latest schema version.
     Migrate(migrate::MigrateArgs),
     /// Run the embedded Kubernetes API server until interrupted.
+    #[cfg(feature = "sandbox")]
     Sandbox(sandbox::SandboxArgs),
 }
 
@@ -38,14 +51,17 @@ enum Command {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        #[cfg(feature = "sandbox")]
         Command::Demo(_) => crate::telemetry::init_with("warn"),
         _ => crate::telemetry::init(),
     }
     match cli.command {
+        #[cfg(feature = "sandbox")]
         Command::Demo(args) => demo::run(args),
         Command::Plan(args) => plan::run(args),
         Command::Serve(args) => serve::run(*args),
         Command::Migrate(args) => migrate::run(args),
+        #[cfg(feature = "sandbox")]
         Command::Sandbox(args) => sandbox::main(args),
     }
 }

@@ -5,15 +5,24 @@
 
 use super::frames::{Frame, FramePhase, Level, derive};
 use crate::service::StepSource;
+use crate::status::store::Write;
 use crate::status::{StatusStore, now_rfc3339};
 use k8s_openapi::api::core::v1::ObjectReference;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
-use tokio::sync::broadcast::error::RecvError;
+use std::sync::Arc;
+use tokio::sync::broadcast::{Receiver, error::RecvError};
+use tokio::time::{Duration, Instant};
 
 /// The reporting controller's name on every Event.
 pub const CONTROLLER: &str = "catalyst-cutover";
 /// Kubernetes caps an Event's note at 1 kB.
 const NOTE_LIMIT: usize = 1024;
+/// How long the status writes must pause before their Events are sent. A runner moving
+/// from one step to the next writes every few milliseconds; Events sent meanwhile would
+/// compete with its next status write and Job create at the API server (issue 12).
+const QUIET: Duration = Duration::from_millis(100);
+/// The longest an Event waits for that pause.
+const MAX_DEFER: Duration = Duration::from_secs(1);
 
 /// The `reason` (PascalCase, as `kubectl describe` shows it) and `action` of a frame.
 pub fn reason_and_action(phase: FramePhase) -> (&'static str, &'static str) {
@@ -60,8 +69,9 @@ pub fn event_of(frame: &Frame, job: Option<ObjectReference>) -> Event {
 }
 
 /// Records, as Events on the status ConfigMap, the frames of every write `store` makes,
-/// until the future is dropped. A failed write is logged, never retried: Events are a
-/// courtesy, the status ConfigMap is the record.
+/// until the future is dropped; they are sent once the writes pause (see [`QUIET`]). A
+/// failed write is logged, never retried: Events are a courtesy, the status ConfigMap is
+/// the record.
 pub async fn record(store: StatusStore, steps: StepSource, client: kube::Client, identity: String) {
     let recorder = Recorder::new(
         client,
@@ -74,41 +84,68 @@ pub async fn record(store: StatusStore, steps: StepSource, client: kube::Client,
     let name = store.name().to_owned();
     let mut writes = store.writes();
     loop {
-        let write = match writes.recv().await {
-            Ok(write) => write,
+        let Some(first) = next_write(&mut writes).await else {
+            return;
+        };
+        let flush_by = Instant::now() + MAX_DEFER;
+        let mut batch = vec![first];
+        let mut closed = false;
+        loop {
+            let wait = QUIET.min(flush_by.saturating_duration_since(Instant::now()));
+            match tokio::time::timeout(wait, next_write(&mut writes)).await {
+                Ok(Some(write)) => batch.push(write),
+                Ok(None) => {
+                    closed = true;
+                    break;
+                }
+                Err(_) => break,
+            }
+        }
+        for write in batch {
+            let order = steps.names().unwrap_or_default();
+            let regarding = ObjectReference {
+                api_version: Some("v1".to_owned()),
+                kind: Some("ConfigMap".to_owned()),
+                name: Some(name.clone()),
+                namespace: Some(namespace.clone()),
+                uid: store
+                    .cache()
+                    .configmap()
+                    .and_then(|cm| cm.metadata.uid.clone()),
+                ..ObjectReference::default()
+            };
+            for frame in derive(&write.before, &write.after, &order, &now_rfc3339()) {
+                let job = frame.job_name.as_ref().map(|job| ObjectReference {
+                    api_version: Some("batch/v1".to_owned()),
+                    kind: Some("Job".to_owned()),
+                    name: Some(job.clone()),
+                    namespace: Some(namespace.clone()),
+                    ..ObjectReference::default()
+                });
+                let event = event_of(&frame, job);
+                if let Err(err) = recorder.publish(&event, &regarding).await {
+                    tracing::warn!(error = %err, reason = %event.reason, "cannot record a Kubernetes Event");
+                }
+            }
+        }
+        if closed {
+            return;
+        }
+    }
+}
+
+/// The next write, past any the recorder fell behind on; `None` once the store is gone.
+async fn next_write(writes: &mut Receiver<Arc<Write>>) -> Option<Arc<Write>> {
+    loop {
+        match writes.recv().await {
+            Ok(write) => return Some(write),
             Err(RecvError::Lagged(missed)) => {
                 tracing::warn!(
                     missed,
                     "the Event recorder fell behind; Events were skipped"
                 );
-                continue;
             }
-            Err(RecvError::Closed) => return,
-        };
-        let order = steps.names().unwrap_or_default();
-        let regarding = ObjectReference {
-            api_version: Some("v1".to_owned()),
-            kind: Some("ConfigMap".to_owned()),
-            name: Some(name.clone()),
-            namespace: Some(namespace.clone()),
-            uid: store
-                .cache()
-                .configmap()
-                .and_then(|cm| cm.metadata.uid.clone()),
-            ..ObjectReference::default()
-        };
-        for frame in derive(&write.before, &write.after, &order, &now_rfc3339()) {
-            let job = frame.job_name.as_ref().map(|job| ObjectReference {
-                api_version: Some("batch/v1".to_owned()),
-                kind: Some("Job".to_owned()),
-                name: Some(job.clone()),
-                namespace: Some(namespace.clone()),
-                ..ObjectReference::default()
-            });
-            let event = event_of(&frame, job);
-            if let Err(err) = recorder.publish(&event, &regarding).await {
-                tracing::warn!(error = %err, reason = %event.reason, "cannot record a Kubernetes Event");
-            }
+            Err(RecvError::Closed) => return None,
         }
     }
 }

@@ -1,6 +1,8 @@
 //! A `daemonset-wait` step: with `registriesYamlActive=v2` written (by the engine, on every
-//! attempt and every resume), follow the DaemonSet, its pods and the status ConfigMap with
-//! watches until [`evaluate`] says every current node acknowledged.
+//! attempt and every resume), evaluate the DaemonSet, its pods and the status ConfigMap,
+//! all followed by watches the run opened before its first step, until [`evaluate`] says
+//! every current node acknowledged. The last acknowledgement is thus seen one watch event
+//! after it is written.
 
 use super::StepOutcome;
 use super::rollout::{Rollout, evaluate};
@@ -13,56 +15,83 @@ use kube::runtime::WatchStreamExt;
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::watcher;
 use std::pin::Pin;
+use std::sync::Arc;
+use tokio::sync::watch;
 
 type PodStream = Pin<Box<dyn futures::Stream<Item = ()> + Send>>;
 
-/// Waits until DaemonSet `name` is rolled out and acknowledged. The caller bounds it with
-/// the step's deadline; `progress` holds why it is still waiting, for the failure reason.
+/// A DaemonSet and the pods its selector matches, as the watches hold them now.
+#[derive(Clone, Default)]
+pub struct DaemonSetView {
+    /// The DaemonSet (`None` while it does not exist or before the first event).
+    pub daemonset: Option<Arc<DaemonSet>>,
+    /// The pods matching its selector.
+    pub pods: Vec<Arc<Pod>>,
+}
+
+/// Waits until the DaemonSet of `view` is rolled out and acknowledged. The caller bounds it
+/// with the step's deadline; `progress` holds why it is still waiting, for the failure
+/// reason.
 pub async fn wait(
-    daemonsets: Api<DaemonSet>,
-    pods: Api<Pod>,
+    mut view: watch::Receiver<DaemonSetView>,
     status: StatusCache,
     name: &str,
-    progress: &tokio::sync::watch::Sender<String>,
+    progress: &watch::Sender<String>,
 ) -> StepOutcome {
-    let ds_stream = watcher::watch_object(daemonsets, name).backoff(crate::retry::watch_backoff());
-    futures::pin_mut!(ds_stream);
     let mut status_rx = status.subscribe();
-    let mut ds: Option<DaemonSet> = None;
+    loop {
+        let current = view.borrow_and_update().clone();
+        let data = status_rx
+            .borrow_and_update()
+            .configmap
+            .as_ref()
+            .and_then(|cm| cm.data.clone())
+            .unwrap_or_default();
+        match &current.daemonset {
+            Some(ds) => match evaluate(ds, &current.pods, &data) {
+                Rollout::Done { nodes } => {
+                    tracing::info!(daemonset = %name, nodes = nodes.len(), "every node is on registries v2");
+                    return StepOutcome::Succeeded;
+                }
+                Rollout::Waiting(reason) => {
+                    progress.send_if_modified(|p| {
+                        if *p == reason {
+                            false
+                        } else {
+                            tracing::debug!(daemonset = %name, %reason, "waiting");
+                            *p = reason;
+                            true
+                        }
+                    });
+                }
+            },
+            None => {
+                progress.send_replace(format!("DaemonSet {name} not found"));
+            }
+        }
+        tokio::select! {
+            changed = view.changed() => if changed.is_err() {
+                return StepOutcome::Failed(format!("the watch of DaemonSet {name} ended"));
+            },
+            changed = status_rx.changed() => if changed.is_err() {
+                return StepOutcome::Failed("the status cache closed".to_owned());
+            },
+        }
+    }
+}
+
+/// Follows DaemonSet `name` and the pods its selector matches (re-selected when the
+/// selector changes) into `view`, until the future is dropped.
+pub async fn follow(
+    daemonsets: Api<DaemonSet>,
+    pods: Api<Pod>,
+    name: String,
+    view: watch::Sender<DaemonSetView>,
+) {
+    let ds_stream = watcher::watch_object(daemonsets, &name).backoff(crate::retry::watch_backoff());
+    futures::pin_mut!(ds_stream);
     let mut pod_store: Option<(String, Store<Pod>, PodStream)> = None;
     loop {
-        if let Some(ds) = &ds {
-            let selector = selector_of(ds);
-            if pod_store.as_ref().is_none_or(|(s, _, _)| *s != selector) {
-                pod_store = Some(follow_pods(pods.clone(), selector));
-            }
-            if let Some((_, store, _)) = &pod_store {
-                let pods: Vec<Pod> = store.state().iter().map(|p| (**p).clone()).collect();
-                let data = status
-                    .configmap()
-                    .and_then(|cm| cm.data.clone())
-                    .unwrap_or_default();
-                match evaluate(ds, &pods, &data) {
-                    Rollout::Done { nodes } => {
-                        tracing::info!(daemonset = %name, nodes = nodes.len(), "every node is on registries v2");
-                        return StepOutcome::Succeeded;
-                    }
-                    Rollout::Waiting(reason) => {
-                        progress.send_if_modified(|p| {
-                            if *p == reason {
-                                false
-                            } else {
-                                tracing::debug!(daemonset = %name, %reason, "waiting");
-                                *p = reason;
-                                true
-                            }
-                        });
-                    }
-                }
-            }
-        } else {
-            progress.send_replace(format!("DaemonSet {name} not found"));
-        }
         let pod_events = async {
             match pod_store.as_mut() {
                 Some((_, _, stream)) => stream.next().await,
@@ -71,16 +100,27 @@ pub async fn wait(
         };
         tokio::select! {
             event = ds_stream.next() => match event {
-                Some(Ok(found)) => ds = found,
-                Some(Err(err)) => tracing::warn!(daemonset = %name, error = %err, "DaemonSet watch error; retrying"),
-                None => return StepOutcome::Failed(format!("the watch of DaemonSet {name} ended")),
+                Some(Ok(found)) => {
+                    let found = found.map(Arc::new);
+                    if let Some(ds) = &found {
+                        let selector = selector_of(ds);
+                        if pod_store.as_ref().is_none_or(|(s, _, _)| *s != selector) {
+                            pod_store = Some(follow_pods(pods.clone(), selector));
+                        }
+                    }
+                    view.send_modify(|v| v.daemonset = found);
+                }
+                Some(Err(err)) => {
+                    tracing::warn!(daemonset = %name, error = %err, "DaemonSet watch error; retrying");
+                    continue;
+                }
+                None => return,
             },
             _ = pod_events => {},
-            changed = status_rx.changed() => {
-                if changed.is_err() {
-                    return StepOutcome::Failed("the status cache closed".to_owned());
-                }
-            }
+        }
+        if let Some((_, store, _)) = &pod_store {
+            let pods = store.state();
+            view.send_modify(|v| v.pods = pods);
         }
     }
 }

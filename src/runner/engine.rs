@@ -3,13 +3,13 @@
 //! a restarted or newly elected runner resumes exactly where the last one stopped.
 
 use super::decide::{Next, next};
+use super::watches::RunWatches;
 use super::{StepOutcome, daemonset, job};
 use crate::render::job_name;
 use crate::service::Context;
 use crate::status::model::{Phase, StatusData, StepResult, StepRow};
 use crate::status::{StoreError, Transition, now_rfc3339};
 use crate::step::{DiscoverError, Step, StepKind, StepPlan};
-use k8s_openapi::api::apps::v1::DaemonSet;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::Api;
@@ -61,7 +61,7 @@ pub async fn lead(ctx: Arc<Context>) {
 /// Drives the cutover while the status says it runs; returns only on a refused write.
 async fn drive(ctx: &Context) -> Result<(), StoreError> {
     let mut changes = ctx.store.cache().subscribe();
-    let mut plan: Option<Arc<StepPlan>> = None;
+    let mut run: Option<Run> = None;
     let mut pending: Vec<Transition> = Vec::new();
     let mut discover_backoff = crate::retry::Backoff::new();
     loop {
@@ -72,7 +72,7 @@ async fn drive(ctx: &Context) -> Result<(), StoreError> {
             view = data;
         }
         if Phase::of(&view) != Phase::Running {
-            plan = None;
+            run = None;
             if !pending.is_empty() {
                 apply(ctx, std::mem::take(&mut pending)).await?;
                 continue;
@@ -80,14 +80,13 @@ async fn drive(ctx: &Context) -> Result<(), StoreError> {
             let _ = changes.changed().await;
             continue;
         }
-        let current_plan = match &plan {
-            Some(plan) => plan.clone(),
+        let current = match run {
+            Some(ref mut current) => current,
             None => match crate::step::discover(&ctx.client, &ctx.config.namespace).await {
-                Ok(found) => {
-                    let found = Arc::new(found);
-                    plan = Some(found.clone());
-                    found
-                }
+                Ok(found) => run.insert(Run {
+                    watches: RunWatches::open(&ctx.client, &ctx.config.namespace, &found),
+                    plan: found,
+                }),
                 Err(DiscoverError::Invalid(report)) => {
                     let mut ts = std::mem::take(&mut pending);
                     ts.push(Transition::Halt {
@@ -105,9 +104,9 @@ async fn drive(ctx: &Context) -> Result<(), StoreError> {
                 }
             },
         };
-        let names: Vec<&str> = current_plan.iter().map(|s| s.name.as_str()).collect();
+        let names: Vec<&str> = current.plan.iter().map(|s| s.name.as_str()).collect();
         let total_steps = names.len();
-        match next(&names, current_plan.preflight_count(), &view) {
+        match next(&names, current.plan.preflight_count(), &view) {
             Next::Wait => {}
             Next::Complete => {
                 // Logged before the write: once written, the phase change releases the
@@ -129,7 +128,7 @@ async fn drive(ctx: &Context) -> Result<(), StoreError> {
                 resume,
                 recorded_job,
             } => {
-                let step = &current_plan.steps()[index];
+                let step = &current.plan.steps()[index];
                 let target = match &step.kind {
                     StepKind::Job { .. } | StepKind::Preflight { .. } => {
                         recorded_job.unwrap_or_else(|| job_name(&step.name, attempt))
@@ -153,12 +152,13 @@ async fn drive(ctx: &Context) -> Result<(), StoreError> {
                 if !apply(ctx, ts).await? {
                     continue;
                 }
+                tracing::debug!(step = %step.name.as_str(), attempt, "step recorded as running");
                 let run = crate::status::model::get(
                     &view,
                     crate::contract::key::CUTOVER_LAST_ATTEMPT_STARTED_AT,
                 );
                 let span = tracing::info_span!("step", %run, step = %step.name.as_str(), attempt, job = %target, resume);
-                let outcome = run_step(ctx, step, attempt, &target, resume)
+                let outcome = run_step(ctx, &mut current.watches, step, attempt, &target, resume)
                     .instrument(span.clone())
                     .await;
                 ctx.metrics.step_terminal_seen();
@@ -197,6 +197,12 @@ async fn drive(ctx: &Context) -> Result<(), StoreError> {
     }
 }
 
+/// The plan of the cutover running now, and the watches its steps are followed through.
+struct Run {
+    plan: StepPlan,
+    watches: RunWatches,
+}
+
 /// Applies `ts` as one write; `Ok(false)` when they no longer apply (someone aborted or
 /// another runner moved on), which makes the loop re-read and re-decide.
 async fn apply(ctx: &Context, ts: Vec<Transition>) -> Result<bool, StoreError> {
@@ -229,6 +235,7 @@ async fn current_data(ctx: &Context) -> Result<StatusData, StoreError> {
 /// no longer running (aborted).
 async fn run_step(
     ctx: &Context,
+    watches: &mut RunWatches,
     step: &Step,
     attempt: u32,
     target: &str,
@@ -267,7 +274,7 @@ async fn run_step(
                     return StepOutcome::Failed(reason);
                 }
                 ctx.metrics.next_job_created();
-                job::follow(&jobs, &pods, target).await
+                job::follow(watches.jobs(), &pods, target).await
             };
             let limit = (deadline + JOB_DEADLINE_GRACE).saturating_sub(elapsed);
             let outcome = tokio::select! {
@@ -286,11 +293,9 @@ async fn run_step(
             outcome
         }
         StepKind::DaemonSetWait { daemonset } => {
-            let daemonsets: Api<DaemonSet> = Api::namespaced(ctx.client.clone(), ns);
             let (progress, why) = watch::channel(String::new());
             let work = daemonset::wait(
-                daemonsets,
-                pods,
+                watches.daemonset(daemonset),
                 ctx.store.cache().clone(),
                 daemonset,
                 &progress,

@@ -3,14 +3,12 @@
 //! failed pod's termination message.
 
 use super::StepOutcome;
+use super::watches::JobWatch;
 use crate::contract;
 use crate::retry::{Backoff, is_status, is_transient};
-use futures::StreamExt;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, DeleteParams, ListParams, PostParams, PropagationPolicy};
-use kube::runtime::WatchStreamExt;
-use kube::runtime::watcher;
 
 /// Where a Job stands, read from its conditions.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -114,14 +112,16 @@ fn adopt(existing: Job, step: &str) -> Result<bool, String> {
     }
 }
 
-/// Follows Job `name` with a watch until it is terminal, and says how it ended.
-pub async fn follow(jobs: &Api<Job>, pods: &Api<Pod>, name: &str) -> StepOutcome {
-    let stream = watcher::watch_object(jobs.clone(), name).backoff(crate::retry::watch_backoff());
-    futures::pin_mut!(stream);
+/// Follows Job `name` through the run's Job watch (already open) until it is terminal, and
+/// says how it ended.
+pub async fn follow(jobs: &JobWatch, pods: &Api<Pod>, name: &str) -> StepOutcome {
+    let mut changes = jobs.changes();
     let mut seen = false;
-    while let Some(event) = stream.next().await {
-        match event {
-            Ok(Some(job)) => {
+    loop {
+        // Marked seen before the store is read: a change landing in between wakes the wait.
+        changes.borrow_and_update();
+        match jobs.get(name) {
+            Some(job) => {
                 seen = true;
                 match job_state(&job) {
                     JobState::Running => {}
@@ -132,14 +132,15 @@ pub async fn follow(jobs: &Api<Job>, pods: &Api<Pod>, name: &str) -> StepOutcome
                     }
                 }
             }
-            Ok(None) if seen => {
+            None if seen => {
                 return StepOutcome::Failed(format!("Job {name} was deleted before it finished"));
             }
-            Ok(None) => {}
-            Err(err) => tracing::warn!(job = %name, error = %err, "Job watch error; retrying"),
+            None => {}
+        }
+        if changes.changed().await.is_err() {
+            return StepOutcome::Failed(format!("the watch of Job {name} ended"));
         }
     }
-    StepOutcome::Failed(format!("the watch of Job {name} ended"))
 }
 
 /// The failure reason recorded in `lastError`: the condition, and the pod's own words.

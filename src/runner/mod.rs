@@ -9,6 +9,7 @@ pub mod job;
 pub mod lease;
 pub mod rollback;
 pub mod rollout;
+pub mod watches;
 
 /// How one attempt of a step ended.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -51,8 +51,8 @@ pub enum Decision {
 pub struct Observed<'a> {
     /// The DaemonSets found, by name.
     pub daemonsets: &'a BTreeMap<String, DaemonSet>,
-    /// The pods.
-    pub pods: &'a [Pod],
+    /// The pods, as the watch's cache shares them.
+    pub pods: &'a [Arc<Pod>],
 }
 
 /// Decides the rollback's next move at `now`; `observed` is `None` until the watches have
@@ -217,11 +217,7 @@ async fn follow(ctx: &Context) -> Result<(), StoreError> {
             .iter()
             .filter_map(|(name, ds)| Some((name.clone(), ds.clone()?)))
             .collect();
-        let pod_list: Vec<Pod> = if synced {
-            pods.state().iter().map(|p| (**p).clone()).collect()
-        } else {
-            Vec::new()
-        };
+        let pod_list: Vec<Arc<Pod>> = if synced { pods.state() } else { Vec::new() };
         let observed = Observed {
             daemonsets: &by_name,
             pods: &pod_list,
@@ -419,7 +415,7 @@ mod tests {
     #[test]
     fn finishes_when_every_current_node_rolled_back() {
         let dss = BTreeMap::from([("registry-pivot".to_owned(), ds(2))]);
-        let pods = [pod("n1"), pod("n2")];
+        let pods = [Arc::new(pod("n1")), Arc::new(pod("n2"))];
         let observed = Observed {
             daemonsets: &dss,
             pods: &pods,
@@ -445,7 +441,7 @@ mod tests {
     #[test]
     fn waits_until_the_deadline_then_names_the_silent_node() {
         let dss = BTreeMap::from([("registry-pivot".to_owned(), ds(2))]);
-        let pods = [pod("n1"), pod("n2")];
+        let pods = [Arc::new(pod("n1")), Arc::new(pod("n2"))];
         let observed = Observed {
             daemonsets: &dss,
             pods: &pods,

@@ -9,6 +9,7 @@ use crate::contract::{key, registries};
 use crate::status::model::{StatusData, get};
 use k8s_openapi::api::apps::v1::DaemonSet;
 use k8s_openapi::api::core::v1::Pod;
+use std::borrow::Borrow;
 use std::collections::BTreeSet;
 
 /// The DaemonSet annotation holding the template generation its pods are labelled with.
@@ -48,7 +49,7 @@ pub enum Acks {
 }
 
 /// Evaluates the rollout of `ds` with its `pods` against the status `data`. Pure.
-pub fn evaluate(ds: &DaemonSet, pods: &[Pod], data: &StatusData) -> Rollout {
+pub fn evaluate<P: Borrow<Pod>>(ds: &DaemonSet, pods: &[P], data: &StatusData) -> Rollout {
     match acknowledgements(ds, pods, data, registries::V2) {
         Acks::Done { nodes } => Rollout::Done { nodes },
         Acks::Waiting { reason, .. } => Rollout::Waiting(reason),
@@ -57,8 +58,13 @@ pub fn evaluate(ds: &DaemonSet, pods: &[Pod], data: &StatusData) -> Rollout {
 
 /// Whether every node that runs a current, ready pod of `ds` now acknowledged `value`
 /// (`node.<n>.registriesYaml`), the DaemonSet being rolled out at its current generation.
-/// Pure.
-pub fn acknowledgements(ds: &DaemonSet, pods: &[Pod], data: &StatusData, value: &str) -> Acks {
+/// Pure; `pods` may be owned or shared (the reflector's `Arc`s), never cloned.
+pub fn acknowledgements<P: Borrow<Pod>>(
+    ds: &DaemonSet,
+    pods: &[P],
+    data: &StatusData,
+    value: &str,
+) -> Acks {
     let name = ds.metadata.name.as_deref().unwrap_or("");
     let generation = ds.metadata.generation.unwrap_or(0);
     let template_generation = ds
@@ -70,6 +76,7 @@ pub fn acknowledgements(ds: &DaemonSet, pods: &[Pod], data: &StatusData, value: 
     let uid = ds.metadata.uid.as_deref();
     let current: Vec<&Pod> = pods
         .iter()
+        .map(Borrow::borrow)
         .filter(|pod| owned_by(pod, uid))
         .filter(|pod| pod.metadata.deletion_timestamp.is_none())
         .filter(|pod| {

@@ -2300,12 +2300,10 @@ async fn preflight_names_missing_flux_and_cilium_kinds() {
         return;
     }
     // A sandbox with only the builtin kinds: no Flux, no Cilium.
-    let cluster =
-        crate::common::TestCluster::start_with(catalyst_cutover::sandbox::api::ApiServerConfig {
-            custom_resources: Vec::new(),
-            ..Default::default()
-        })
-        .await;
+    let cluster = crate::common::TestCluster::start_with(
+        catalyst_cutover::sandbox::api::ApiServerConfig::default(),
+    )
+    .await;
     let runner = Runner::new(Some(&cluster));
     let gitea = gitea_with_org().await;
     let harbor = standins::harbor(Harbor::default()).await;

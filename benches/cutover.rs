@@ -1,0 +1,656 @@
+//! The whole cutover at the API server's floor (issue 12 §2), printed rather than asserted.
+//!
+//! Against `CUTOVER_TEST_KUBECONFIG` when it is set (a real kube-apiserver), else against
+//! the embedded sandbox API server. Each run gets a namespace of its own holding the chart's
+//! eight steps (seven `job` steps and the `daemonset-wait` step `registry-pivot` fourth), a
+//! fresh service, and the sandbox's simulator as an API client for three nodes whose
+//! registry-pivot agents acknowledge at once. Each Job is finished at once by a stand-in
+//! acting through the API: one status write as soon as its watch sees the Job (the
+//! simulator's own Job controller and kubelet, which need several requests per Job, finish
+//! them instead with `--sim-jobs`).
+//!
+//! It prints the whole run (POST /cutover sent → the service's status cache shows the
+//! cutover complete) over the runs (median, minimum, maximum), and per step the runner's
+//! critical path as its own trace events stamp it: the status write, the Job create and the
+//! completion seen, with the Kubernetes API requests the service made during the step.
+//!
+//! `cargo bench --bench cutover` (`-- --runs N`, default 7; `-- --sim-jobs`).
+
+use catalyst_cutover::contract::{self, DEFAULT_STATUS_CONFIGMAP};
+use catalyst_cutover::metrics::Metrics;
+use catalyst_cutover::runner::job::{JobState, job_state};
+use catalyst_cutover::sandbox::api::{ApiServer, ApiServerConfig};
+use catalyst_cutover::sandbox::sim::{AgentConfig, SimConfig, Simulator};
+use catalyst_cutover::service::{Service, ServiceConfig};
+use catalyst_cutover::status::Phase;
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::DaemonSet;
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::runtime::WatchStreamExt;
+use kube::runtime::wait::await_condition;
+use kube::runtime::watcher;
+use serde_json::json;
+use std::collections::BTreeMap;
+use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tracing::field::{Field, Visit};
+use tracing_subscriber::layer::{Context, SubscriberExt};
+use tracing_subscriber::registry::LookupSpan;
+
+type BenchResult<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
+
+/// Environment variable naming a kubeconfig of a real cluster to run against.
+const ENV_KUBECONFIG: &str = "CUTOVER_TEST_KUBECONFIG";
+/// Hang guard for one run; not a speed target.
+const GUARD: Duration = Duration::from_secs(60);
+/// The registry-pivot DaemonSet of the `daemonset-wait` step.
+const DAEMONSET: &str = "registry-pivot";
+/// Simulated nodes acknowledging the registry flip.
+const NODES: usize = 3;
+/// The chart's steps in order; `true` marks the `daemonset-wait` step.
+const STEPS: [(&str, bool); 8] = [
+    ("gitea-mirror", false),
+    ("harbor-projects", false),
+    ("harbor-prewarm", false),
+    ("registry-pivot", true),
+    ("flux-gitrepository-patch", false),
+    ("helmrepository-patches", false),
+    ("catalyst-api-env-patch", false),
+    ("egress-block-test", false),
+];
+/// The whole-run target of the issue.
+const TARGET: Duration = Duration::from_millis(150);
+
+/// One runner trace event the bench uses, stamped on arrival.
+#[derive(Debug, Clone)]
+struct Mark {
+    at: Instant,
+    what: What,
+    step: String,
+    /// The service's Kubernetes API requests so far.
+    requests: u64,
+}
+
+/// When the instant stand-in's write finishing each step's Job returned.
+type Finished = Arc<Mutex<BTreeMap<String, Instant>>>;
+
+/// Finishes every Job of `api`'s namespace with one status write as soon as the watch sees
+/// it, and stamps the write's return in `finished`; sends on `synced` once listed.
+async fn finish_jobs(api: Api<Job>, finished: Finished, synced: tokio::sync::oneshot::Sender<()>) {
+    let stream = watcher(api.clone(), watcher::Config::default()).default_backoff();
+    futures::pin_mut!(stream);
+    let mut synced = Some(synced);
+    let mut handled = std::collections::BTreeSet::new();
+    while let Some(event) = stream.next().await {
+        let job = match event {
+            Ok(watcher::Event::InitDone) => {
+                if let Some(tx) = synced.take() {
+                    let _ = tx.send(());
+                }
+                continue;
+            }
+            Ok(watcher::Event::Apply(job) | watcher::Event::InitApply(job)) => job,
+            _ => continue,
+        };
+        let name = job.metadata.name.clone().unwrap_or_default();
+        if job_state(&job) != JobState::Running || !handled.insert(name.clone()) {
+            continue;
+        }
+        let step = job
+            .metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get(contract::LABEL_JOB_STEP))
+            .cloned()
+            .unwrap_or_default();
+        let (api, finished) = (api.clone(), finished.clone());
+        tokio::spawn(async move {
+            let now = jiff::Timestamp::now()
+                .strftime("%Y-%m-%dT%H:%M:%SZ")
+                .to_string();
+            let patch = json!({"status": {
+                "startTime": now, "completionTime": now, "succeeded": 1,
+                "conditions": [{"type": "Complete", "status": "True", "lastProbeTime": now, "lastTransitionTime": now}]
+            }});
+            match api
+                .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+            {
+                Ok(_) => {
+                    if let Ok(mut finished) = finished.lock() {
+                        finished.insert(step, Instant::now());
+                    }
+                }
+                Err(err) => eprintln!("the instant stand-in could not finish Job {name}: {err}"),
+            }
+        });
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum What {
+    /// The status write that records the step running returned.
+    Recorded,
+    /// The step's Job create returned.
+    Created,
+    /// The runner saw the step end successfully.
+    Succeeded,
+}
+
+/// Collects the runner's [`Mark`]s; the metrics slot names the service of the current run.
+#[derive(Clone, Default)]
+struct Recorder {
+    marks: Arc<Mutex<Vec<Mark>>>,
+    metrics: Arc<Mutex<Option<Arc<Metrics>>>>,
+}
+
+/// The span field the runner names its step with.
+#[derive(Default)]
+struct StepField(Option<String>);
+
+#[derive(Default)]
+struct Fields {
+    message: String,
+    step: Option<String>,
+}
+
+impl Visit for Fields {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        self.record_debug(field, &value)
+    }
+
+    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+        match field.name() {
+            "message" => self.message = format!("{value:?}"),
+            "step" => self.step = Some(format!("{value:?}").trim_matches('"').to_owned()),
+            _ => {}
+        }
+    }
+}
+
+impl<S> tracing_subscriber::Layer<S> for Recorder
+where
+    S: tracing::Subscriber + for<'a> LookupSpan<'a>,
+{
+    fn on_new_span(
+        &self,
+        attrs: &tracing::span::Attributes<'_>,
+        id: &tracing::span::Id,
+        ctx: Context<'_, S>,
+    ) {
+        let mut fields = Fields::default();
+        attrs.record(&mut fields);
+        if let (Some(step), Some(span)) = (fields.step, ctx.span(id)) {
+            span.extensions_mut().insert(StepField(Some(step)));
+        }
+    }
+
+    fn on_event(&self, event: &tracing::Event<'_>, ctx: Context<'_, S>) {
+        let at = Instant::now();
+        let mut fields = Fields::default();
+        event.record(&mut fields);
+        let what = match fields.message.as_str() {
+            "step recorded as running" => What::Recorded,
+            "created the Job" => What::Created,
+            "step succeeded" => What::Succeeded,
+            _ => return,
+        };
+        let step = fields.step.or_else(|| {
+            ctx.event_scope(event)?
+                .find_map(|span| span.extensions().get::<StepField>()?.0.clone())
+        });
+        let requests = self
+            .metrics
+            .lock()
+            .ok()
+            .and_then(|m| m.as_ref().map(|m| m.kube_requests_total()))
+            .unwrap_or(0);
+        if let (Some(step), Ok(mut marks)) = (step, self.marks.lock()) {
+            marks.push(Mark {
+                at,
+                what,
+                step,
+                requests,
+            });
+        }
+    }
+}
+
+/// The cluster every run talks to.
+struct Cluster {
+    sandbox: Option<ApiServer>,
+    kubeconfig: Kubeconfig,
+    client: kube::Client,
+}
+
+impl Cluster {
+    async fn start() -> BenchResult<Cluster> {
+        let (sandbox, kubeconfig) = match std::env::var(ENV_KUBECONFIG) {
+            Ok(path) if !path.is_empty() => (None, Kubeconfig::read_from(&path)?),
+            _ => {
+                let server = ApiServer::start(ApiServerConfig::default()).await?;
+                let kubeconfig = server.kubeconfig(server.admin_token());
+                (Some(server), kubeconfig)
+            }
+        };
+        let client = kube::Client::try_from(Self::config_of(&kubeconfig).await?)?;
+        Ok(Cluster {
+            sandbox,
+            kubeconfig,
+            client,
+        })
+    }
+
+    async fn config_of(kubeconfig: &Kubeconfig) -> BenchResult<kube::Config> {
+        Ok(
+            kube::Config::from_custom_kubeconfig(kubeconfig.clone(), &KubeConfigOptions::default())
+                .await?,
+        )
+    }
+
+    fn name(&self) -> &'static str {
+        if self.sandbox.is_some() {
+            "the embedded sandbox API server"
+        } else {
+            "the kube-apiserver of CUTOVER_TEST_KUBECONFIG"
+        }
+    }
+}
+
+/// Per step of one run: status write, Job create, completion seen, requests.
+#[derive(Debug, Clone, Default)]
+struct StepFigures {
+    write: Duration,
+    create: Option<Duration>,
+    seen: Duration,
+    /// Of `seen`: from the step's end to the runner seeing it. For a Job, from the instant
+    /// stand-in's write returning; for the `daemonset-wait` step, from the service's status
+    /// cache holding the last acknowledgement.
+    delivery: Option<Duration>,
+    requests: u64,
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().collect();
+    let runs = args
+        .iter()
+        .position(|a| a == "--runs")
+        .and_then(|i| args.get(i + 1))
+        .and_then(|n| n.parse::<usize>().ok())
+        .unwrap_or(7)
+        .max(5);
+    let sim_jobs = args.iter().any(|a| a == "--sim-jobs");
+    let recorder = Recorder::default();
+    let filter = tracing_subscriber::filter::Targets::new()
+        .with_target("catalyst_cutover::runner", tracing::Level::DEBUG);
+    let subscriber = tracing_subscriber::registry().with(tracing_subscriber::Layer::with_filter(
+        recorder.clone(),
+        filter,
+    ));
+    if tracing::subscriber::set_global_default(subscriber).is_err() {
+        eprintln!("bench cutover: cannot install the trace recorder");
+        return ExitCode::FAILURE;
+    }
+    // Two workers, as the two cores the targets are stated for.
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(err) => {
+            eprintln!("bench cutover: cannot start the async runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(runs, sim_jobs, &recorder)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("bench cutover: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(runs: usize, sim_jobs: bool, recorder: &Recorder) -> BenchResult<()> {
+    let cluster = Cluster::start().await?;
+    println!(
+        "cutover bench: {} steps (7 job + 1 daemonset-wait) against {}, {NODES} acknowledging nodes \
+         from the sandbox's simulator as an API client, Jobs finished by {}; {runs} runs, a fresh \
+         namespace and service each",
+        STEPS.len(),
+        cluster.name(),
+        if sim_jobs {
+            "the simulator's Job controller and kubelet (run time zero)"
+        } else {
+            "an instant stand-in (one status write per Job)"
+        }
+    );
+    let mut totals = Vec::with_capacity(runs);
+    let mut per_step: Vec<Vec<StepFigures>> = vec![Vec::new(); STEPS.len()];
+    for round in 0..runs {
+        let (total, steps, tail) = one_run(&cluster, sim_jobs, recorder).await?;
+        println!(
+            "   run {}: {} (of which the completion write after the last step: {})",
+            round + 1,
+            ms(total),
+            ms(tail)
+        );
+        totals.push(total);
+        for (i, figures) in steps.into_iter().enumerate() {
+            per_step[i].push(figures);
+        }
+    }
+    totals.sort();
+    println!(
+        "\nwhole cutover (POST /cutover sent -> status complete): median {}, min {}, max {} (target <= {}: {})",
+        ms(median(&totals)),
+        ms(totals[0]),
+        ms(totals[totals.len() - 1]),
+        ms(TARGET),
+        if median(&totals) <= TARGET {
+            "PASS"
+        } else {
+            "MISS"
+        }
+    );
+    println!(
+        "\nper step, median over the runs (status write: previous step's end seen -> the write recording \
+         this step as running returned; Job create: -> the create returned; completion seen: -> the runner \
+         saw the step succeed; end -> seen: of that, from the instant stand-in's write finishing the Job \
+         returning, or from the service's status cache holding the last node acknowledgement; requests: \
+         the service's Kubernetes API requests in that span)"
+    );
+    println!(
+        "   {:<26} {:>12} {:>12} {:>16} {:>22} {:>9}",
+        "step", "status write", "Job create", "completion seen", "end -> seen", "requests"
+    );
+    for (i, (name, _)) in STEPS.iter().enumerate() {
+        let figures = &per_step[i];
+        let pick = |f: fn(&StepFigures) -> Duration| {
+            let mut v: Vec<Duration> = figures.iter().map(f).collect();
+            v.sort();
+            median(&v)
+        };
+        let create = if figures.iter().all(|f| f.create.is_none()) {
+            "-".to_owned()
+        } else {
+            ms(pick(|f| f.create.unwrap_or_default()))
+        };
+        let delivery = if figures.iter().all(|f| f.delivery.is_none()) {
+            "-".to_owned()
+        } else {
+            ms(pick(|f| f.delivery.unwrap_or_default()))
+        };
+        let mut requests: Vec<u64> = figures.iter().map(|f| f.requests).collect();
+        requests.sort();
+        println!(
+            "   {:<26} {:>12} {:>12} {:>16} {:>22} {:>9}",
+            name,
+            ms(pick(|f| f.write)),
+            create,
+            ms(pick(|f| f.seen)),
+            delivery,
+            requests.get(requests.len() / 2).copied().unwrap_or(0)
+        );
+    }
+    if let Some(server) = cluster.sandbox {
+        server.shutdown().await;
+    }
+    Ok(())
+}
+
+/// One cutover in a namespace of its own; returns the whole run and the per-step figures.
+async fn one_run(
+    cluster: &Cluster,
+    sim_jobs: bool,
+    recorder: &Recorder,
+) -> BenchResult<(Duration, Vec<StepFigures>, Duration)> {
+    let ns = format!("cb-{}", &uuid::Uuid::new_v4().simple().to_string()[..10]);
+    let namespace: Namespace = serde_json::from_value(json!({"metadata": {"name": ns}}))?;
+    let namespaces: Api<Namespace> = Api::all(cluster.client.clone());
+    namespaces
+        .create(&PostParams::default(), &namespace)
+        .await?;
+    let result = run_in(cluster, sim_jobs, recorder, &ns).await;
+    let _ = namespaces.delete(&ns, &DeleteParams::default()).await;
+    result
+}
+
+async fn run_in(
+    cluster: &Cluster,
+    sim_jobs: bool,
+    recorder: &Recorder,
+    ns: &str,
+) -> BenchResult<(Duration, Vec<StepFigures>, Duration)> {
+    let client = cluster.client.clone();
+    let daemonsets: Api<DaemonSet> = Api::namespaced(client.clone(), ns);
+    daemonsets
+        .create(&PostParams::default(), &daemonset()?)
+        .await?;
+    let configmaps: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
+    for (i, (name, wait)) in STEPS.iter().enumerate() {
+        configmaps
+            .create(&PostParams::default(), &step_configmap(i + 1, name, *wait)?)
+            .await?;
+    }
+    let sim = Simulator::start(
+        client.clone(),
+        SimConfig {
+            namespace: Some(ns.to_owned()),
+            nodes: NODES,
+            pool: ns.to_owned(),
+            status_configmap: Some((ns.to_owned(), DEFAULT_STATUS_CONFIGMAP.to_owned())),
+            agent: AgentConfig {
+                daemonset: Some(DAEMONSET.to_owned()),
+                ack_delay: Duration::ZERO,
+                never_ack: Default::default(),
+            },
+            default_run: Duration::ZERO,
+        },
+    )
+    .await?;
+    let finished: Finished = Finished::default();
+    let stand_in = if sim_jobs {
+        None
+    } else {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let task = tokio::spawn(finish_jobs(
+            Api::namespaced(client.clone(), ns),
+            finished.clone(),
+            tx,
+        ));
+        tokio::time::timeout(GUARD, rx)
+            .await
+            .map_err(|_| "the stand-in's Job watch did not sync")??;
+        Some(task)
+    };
+    // The DaemonSet is rolled out before the cutover, as on a cluster the chart installed.
+    let rolled_out = |ds: Option<&DaemonSet>| {
+        ds.and_then(|d| d.status.as_ref()).is_some_and(|s| {
+            s.desired_number_scheduled == NODES as i32 && s.number_ready == NODES as i32
+        })
+    };
+    tokio::time::timeout(GUARD, await_condition(daemonsets, DAEMONSET, rolled_out))
+        .await
+        .map_err(|_| "the DaemonSet did not roll out")??;
+    let config = Cluster::config_of(&cluster.kubeconfig).await?;
+    let service = Service::start(config, ServiceConfig::new(ns)).await?;
+    service.ready().await;
+    if let Ok(mut slot) = recorder.metrics.lock() {
+        *slot = Some(service.context().metrics.clone());
+    }
+    if let Ok(mut marks) = recorder.marks.lock() {
+        marks.clear();
+    }
+    let mut status = service.context().store.cache().subscribe();
+    let acks = tokio::spawn(last_ack(status.clone(), finished.clone()));
+    let http = reqwest::Client::new();
+    let requests_before = service.context().metrics.kube_requests_total();
+    let started = Instant::now();
+    let response = http
+        .post(format!("{}/cutover", service.url()))
+        .send()
+        .await?;
+    if response.status() != reqwest::StatusCode::ACCEPTED {
+        return Err(format!("POST /cutover answered {}", response.status()).into());
+    }
+    let ended = tokio::time::timeout(
+        GUARD,
+        status.wait_for(|s| matches!(s.phase(), Phase::Complete | Phase::Failed)),
+    )
+    .await
+    .map_err(|_| "the cutover did not finish")??
+    .phase();
+    let ended_at = Instant::now();
+    let total = ended_at.duration_since(started);
+    acks.abort();
+    if ended != Phase::Complete {
+        return Err("the cutover failed".into());
+    }
+    let marks = recorder
+        .marks
+        .lock()
+        .map(|m| m.clone())
+        .map_err(|_| "the trace recorder panicked")?;
+    service.shutdown().await;
+    sim.shutdown().await;
+    if let Some(task) = stand_in {
+        task.abort();
+    }
+    let finished = finished.lock().map(|f| f.clone()).unwrap_or_default();
+    let last = marks
+        .iter()
+        .filter(|m| m.what == What::Succeeded)
+        .map(|m| m.at)
+        .max()
+        .unwrap_or(started);
+    Ok((
+        total,
+        figures(&marks, &finished, started, requests_before)?,
+        ended_at.saturating_duration_since(last),
+    ))
+}
+
+/// Stamps in `finished`, under the `daemonset-wait` step's name, when the service's status
+/// cache first holds every node's `v2` acknowledgement.
+async fn last_ack(
+    mut status: tokio::sync::watch::Receiver<catalyst_cutover::status::cache::Snapshot>,
+    finished: Finished,
+) {
+    let all_acked = |snap: &catalyst_cutover::status::cache::Snapshot| {
+        let data = snap.configmap.as_ref().and_then(|cm| cm.data.as_ref());
+        data.map_or(0, |d| {
+            d.iter()
+                .filter(|(k, v)| {
+                    k.starts_with("node.") && k.ends_with(".registriesYaml") && *v == "v2"
+                })
+                .count()
+        }) >= NODES
+    };
+    if status.wait_for(all_acked).await.is_ok()
+        && let Ok(mut finished) = finished.lock()
+    {
+        let step = STEPS
+            .iter()
+            .find(|(_, wait)| *wait)
+            .map(|(n, _)| *n)
+            .unwrap_or(DAEMONSET);
+        finished.insert(step.to_owned(), Instant::now());
+    }
+}
+
+/// The per-step figures of one run's marks.
+fn figures(
+    marks: &[Mark],
+    finished: &BTreeMap<String, Instant>,
+    started: Instant,
+    requests: u64,
+) -> BenchResult<Vec<StepFigures>> {
+    let mut previous_end = started;
+    let mut previous_requests = requests;
+    let mut out = Vec::with_capacity(STEPS.len());
+    for (name, _) in STEPS {
+        let find = |what: What| {
+            marks
+                .iter()
+                .find(|m| m.what == what && m.step == name)
+                .cloned()
+        };
+        let recorded =
+            find(What::Recorded).ok_or_else(|| format!("no running record of {name}"))?;
+        let succeeded = find(What::Succeeded).ok_or_else(|| format!("no success of {name}"))?;
+        let created = find(What::Created);
+        let after_write = created.as_ref().map_or(recorded.at, |c| c.at);
+        out.push(StepFigures {
+            write: recorded.at.saturating_duration_since(previous_end),
+            create: created
+                .as_ref()
+                .map(|c| c.at.saturating_duration_since(recorded.at)),
+            seen: succeeded.at.saturating_duration_since(after_write),
+            delivery: finished
+                .get(name)
+                .map(|f| succeeded.at.saturating_duration_since(*f)),
+            requests: succeeded.requests.saturating_sub(previous_requests),
+        });
+        previous_end = succeeded.at;
+        previous_requests = succeeded.requests;
+    }
+    Ok(out)
+}
+
+/// The registry-pivot DaemonSet the `daemonset-wait` step follows.
+fn daemonset() -> BenchResult<DaemonSet> {
+    Ok(serde_json::from_value(json!({
+        "metadata": {"name": DAEMONSET},
+        "spec": {
+            "selector": {"matchLabels": {"app": DAEMONSET}},
+            "template": {
+                "metadata": {"labels": {"app": DAEMONSET}},
+                "spec": {"containers": [{"name": "agent", "image": "busybox:1.36"}]}
+            }
+        }
+    }))?)
+}
+
+/// Step ConfigMap `order` named `name`: a `job` step whose pod the simulator completes at
+/// once, or the `daemonset-wait` step on [`DAEMONSET`].
+fn step_configmap(order: usize, name: &str, wait: bool) -> BenchResult<ConfigMap> {
+    let mut labels = BTreeMap::from([
+        (contract::LABEL_PART_OF, contract::PART_OF.to_owned()),
+        (
+            contract::LABEL_COMPONENT,
+            contract::COMPONENT_STEP.to_owned(),
+        ),
+        (contract::LABEL_STEP_ORDER, order.to_string()),
+    ]);
+    let mut data = BTreeMap::from([(contract::DATA_STEP_NAME, name.to_owned())]);
+    if wait {
+        labels.insert(contract::LABEL_STEP_MODE, "daemonset-wait".to_owned());
+        labels.insert(contract::LABEL_STEP_DAEMONSET, DAEMONSET.to_owned());
+    } else {
+        data.insert(
+            contract::DATA_POD_SPEC,
+            "containers:\n- name: step\n  image: busybox:1.36\n  command: [\"true\"]\n".to_owned(),
+        );
+    }
+    Ok(serde_json::from_value(json!({
+        "metadata": {
+            "name": format!("{}{order:02}-{name}", contract::STEP_CONFIGMAP_PREFIX),
+            "labels": labels,
+        },
+        "data": data,
+    }))?)
+}
+
+fn median(sorted: &[Duration]) -> Duration {
+    sorted.get(sorted.len() / 2).copied().unwrap_or_default()
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.1} ms", d.as_secs_f64() * 1000.0)
+}
