@@ -91,6 +91,34 @@ pub mod key {
     pub const STEP_JOB_NAME: &str = "jobName";
 }
 
+/// The values of the registry-pivot handshake: `registriesYamlActive` tells the agents what
+/// to do, `node.<n>.registriesYaml` is each node's acknowledgement. Missing, empty or unknown
+/// values tell an agent to keep its node as it is.
+pub mod registries {
+    /// `registriesYamlActive` as installed: the agents change nothing on any node.
+    pub const V1: &str = "v1";
+    /// `registriesYamlActive`: pivot to the local Harbor; a node acknowledges `v2`.
+    pub const V2: &str = "v2";
+    /// `registriesYamlActive`, only ever written by an explicit, confirmed operator
+    /// rollback: restore the files saved before the pivot; a node acknowledges
+    /// [`ROLLED_BACK`].
+    pub const ROLLBACK: &str = "rollback";
+    /// A node's acknowledgement of [`ROLLBACK`].
+    pub const ROLLED_BACK: &str = "rolled-back";
+
+    /// The node of an acknowledgement key, `node.<nodeName>.registriesYaml`.
+    pub fn node_of_ack(key: &str) -> Option<&str> {
+        key.strip_prefix("node.")?
+            .strip_suffix(".registriesYaml")
+            .filter(|node| !node.is_empty())
+    }
+
+    /// Whether `key` is a node's acknowledgement.
+    pub fn is_node_ack(key: &str) -> bool {
+        node_of_ack(key).is_some()
+    }
+}
+
 /// Label on a Job and its pod template naming the attempt of the step (project-owned, not in
 /// the earlier implementation): a retry is a new attempt and therefore a new Job.
 pub const LABEL_JOB_ATTEMPT: &str = "cutover.openova.io/attempt";

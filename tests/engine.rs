@@ -1904,3 +1904,400 @@ async fn a_deleted_status_never_starts_the_cutover_over() {
     service.shutdown().await;
     env.cleanup().await;
 }
+
+// --- Rollback of the registry pivot (issue 16) ---
+
+/// A two-step plan: the registry pivot, then a Job.
+fn pivot_then_job() -> Vec<ConfigMap> {
+    vec![
+        daemonset_step(1, "registry-pivot"),
+        job_step(2, "after", &[]),
+    ]
+}
+
+/// A rollback request body with the confirmation, a reason and a wait.
+fn rollback_body(reason: &str, timeout_seconds: u64) -> Value {
+    json!({"confirm": "rollback-registry-pivot", "reason": reason, "timeoutSeconds": timeout_seconds})
+}
+
+/// Polls `check` until it holds; a hang guard, not a speed assertion.
+async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + GUARD;
+    while !check().await {
+        assert!(tokio::time::Instant::now() < deadline, "never: {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Whether a Kubernetes Event with `reason` was recorded in the test's namespace.
+async fn has_event(env: &Env, reason: &str) -> bool {
+    let api: Api<k8s_openapi::api::core::v1::Event> = Api::namespaced(env.client(), env.ns());
+    api.list(&ListParams::default())
+        .await
+        .expect("events")
+        .items
+        .iter()
+        .any(|e| e.reason.as_deref() == Some(reason))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rollback_of_a_complete_cutover_waits_for_every_node_and_records_who_when_why() {
+    let env = Env::start(2).await;
+    env.add_steps(pivot_then_job()).await;
+    let nodes = env.nodes().await;
+    let service = env.service("a").await;
+    let base = service.url();
+    ready(&base).await;
+    let (code, body) = post(&base, "/cutover/rollback", Some(rollback_body("early", 60))).await;
+    assert_eq!(
+        (code, body["error"].as_str()),
+        (409, Some("nothing-to-roll-back")),
+        "{body}"
+    );
+    assert_eq!(post(&base, "/cutover", None).await.0, 202);
+    let complete = env.wait_phase(&["complete", "failed"]).await;
+    assert_eq!(complete["cutoverPhase"], "complete", "{complete:#?}");
+
+    for (bad, code) in [
+        (None, "rollback-not-confirmed"),
+        (
+            Some(json!({"reason": "harbor down"})),
+            "rollback-not-confirmed",
+        ),
+        (
+            Some(json!({"confirm": "yes", "reason": "harbor down"})),
+            "rollback-not-confirmed",
+        ),
+        (
+            Some(json!({"confirm": "rollback-registry-pivot"})),
+            "rollback-reason-required",
+        ),
+        (
+            Some(json!({"confirm": "rollback-registry-pivot", "reason": "  "})),
+            "rollback-reason-required",
+        ),
+        (Some(json!(["rollback-registry-pivot"])), "bad-request"),
+    ] {
+        let (status, body) = post(&base, "/cutover/rollback", bad.clone()).await;
+        assert_eq!(
+            (status, body["error"].as_str()),
+            (400, Some(code)),
+            "{bad:?}: {body}"
+        );
+    }
+    assert_eq!(
+        env.status().await,
+        complete,
+        "a refused rollback changes nothing"
+    );
+
+    let (code, body) = post(
+        &base,
+        "/api/v1/sovereign/cutover/rollback",
+        Some(rollback_body("harbor lost its disk", 60)),
+    )
+    .await;
+    assert_eq!(code, 202, "{body}");
+    assert_eq!(body["outcome"], "rollback-started");
+    assert_eq!(body["state"], "rolled-back");
+    assert_eq!(body["phase"], "rolling-back");
+    assert!(
+        body["rollback"]["leavesAlone"]
+            .as_str()
+            .is_some_and(|s| s.contains("Gitea and Flux changes stay")),
+        "{body}"
+    );
+    let data = env.wait_phase(&["rolled-back", "rollback-failed"]).await;
+    assert_eq!(data["cutoverPhase"], "rolled-back", "{data:#?}");
+    assert_eq!(data["registriesYamlActive"], "rollback");
+    assert_eq!(data["cutoverComplete"], "false");
+    for node in &nodes {
+        assert_eq!(data[&format!("node.{node}.registriesYaml")], "rolled-back");
+    }
+    assert_eq!(data["rollbackRequestedBy"], "system:anonymous");
+    assert_eq!(data["rollbackReason"], "harbor lost its disk");
+    assert_eq!(data["rollbackFromPhase"], "complete");
+    assert_eq!(data["rollbackDaemonSets"], DAEMONSET);
+    assert_eq!(data["rollbackAcknowledgedNodes"], nodes.join(","));
+    assert_eq!(data["rollbackPendingNodes"], "");
+    assert!(!data["rollbackRequestedAt"].is_empty() && !data["rollbackFinishedAt"].is_empty());
+    assert_eq!(
+        data["step.after.result"], "success",
+        "the other steps' rows (Gitea, Flux) are left as they were"
+    );
+
+    let (code, body) = post(&base, "/cutover/rollback", Some(rollback_body("again", 60))).await;
+    assert_eq!(
+        (code, body["outcome"].as_str()),
+        (200, Some("already-rolled-back"))
+    );
+    assert_eq!(
+        env.status().await,
+        data,
+        "a second rollback changes nothing"
+    );
+    let (code, status) = get(&base, "/cutover").await;
+    assert_eq!(code, 200);
+    assert_eq!(status["state"], "rolled-back");
+    assert_eq!(status["rollback"]["requestedBy"], "system:anonymous");
+
+    eventually("the RegistryRolledBack Event", || {
+        has_event(&env, "RegistryRolledBack")
+    })
+    .await;
+    assert!(has_event(&env, "RegistryRollbackStarted").await);
+    eventually("the rollback metrics", || async {
+        let text = reqwest::get(format!("{base}/metrics"))
+            .await
+            .expect("GET /metrics")
+            .text()
+            .await
+            .unwrap_or_default();
+        text.contains("catalyst_cutover_rollbacks_total{result=\"rolled-back\"} 1")
+            && text.contains("catalyst_cutover_phase{phase=\"rolled-back\"} 1")
+    })
+    .await;
+    service.shutdown().await;
+    env.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_never_acknowledges_the_rollback_is_named_and_a_second_request_finishes_it() {
+    let env = Env::start(2).await;
+    env.add_steps(pivot_then_job()).await;
+    let nodes = env.nodes().await;
+    let silent = nodes[1].clone();
+    let service = env.service("a").await;
+    let base = service.url();
+    ready(&base).await;
+    assert_eq!(post(&base, "/cutover", None).await.0, 202);
+    assert_eq!(
+        env.wait_phase(&["complete", "failed"]).await["cutoverPhase"],
+        "complete"
+    );
+
+    env.sim.set_never_ack(&silent, true);
+    let (code, body) = post(
+        &base,
+        "/cutover/rollback",
+        Some(rollback_body("harbor down", 2)),
+    )
+    .await;
+    assert_eq!(code, 202, "{body}");
+    let data = env.wait_phase(&["rolled-back", "rollback-failed"]).await;
+    assert_eq!(data["cutoverPhase"], "rollback-failed", "{data:#?}");
+    assert_eq!(data["rollbackPendingNodes"], silent);
+    assert_eq!(data["rollbackAcknowledgedNodes"], nodes[0]);
+    assert!(
+        data["rollbackError"].contains(&silent),
+        "{}",
+        data["rollbackError"]
+    );
+    let (_, status) = get(&base, "/cutover").await;
+    assert_eq!(status["rollback"]["pendingNodes"], json!([silent]));
+    assert_eq!(status["state"], "rolled-back");
+    eventually("the RegistryRollbackFailed Event", || {
+        has_event(&env, "RegistryRollbackFailed")
+    })
+    .await;
+
+    // The node is fixed: asking again waits for it, keeping the other node's acknowledgement.
+    env.sim.set_never_ack(&silent, false);
+    let (code, body) = post(
+        &base,
+        "/cutover/rollback",
+        Some(rollback_body("node fixed", 60)),
+    )
+    .await;
+    assert_eq!(
+        (code, body["outcome"].as_str()),
+        (202, Some("rollback-restarted")),
+        "{body}"
+    );
+    let data = env.wait_phase(&["rolled-back", "rollback-failed"]).await;
+    assert_eq!(data["cutoverPhase"], "rolled-back", "{data:#?}");
+    assert_eq!(data["rollbackReason"], "node fixed");
+    assert_eq!(data["rollbackPendingNodes"], "");
+    service.shutdown().await;
+    env.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rollback_is_refused_while_a_cutover_runs_and_undoes_a_failed_one() {
+    let env = Env::start(1).await;
+    env.add_steps(vec![
+        daemonset_step(1, "registry-pivot"),
+        job_step(2, "stuck", &[("CUTOVER_SIM_OUTCOME", "hang")]),
+    ])
+    .await;
+    let service = env.service("a").await;
+    let base = service.url();
+    ready(&base).await;
+    assert_eq!(post(&base, "/cutover", None).await.0, 202);
+    env.wait_step("stuck", "running").await;
+    let before = env.status().await;
+    let (code, body) = post(
+        &base,
+        "/cutover/rollback",
+        Some(rollback_body("harbor down", 60)),
+    )
+    .await;
+    assert_eq!(
+        (code, body["error"].as_str()),
+        (409, Some("cutover-in-progress")),
+        "{body}"
+    );
+    assert_eq!(
+        env.status().await["registriesYamlActive"],
+        before["registriesYamlActive"]
+    );
+
+    assert_eq!(post(&base, "/cutover/abort", None).await.0, 200);
+    env.wait_phase(&["failed"]).await;
+    let (code, body) = post(
+        &base,
+        "/cutover/rollback",
+        Some(rollback_body("harbor down", 60)),
+    )
+    .await;
+    assert_eq!(code, 202, "{body}");
+    let data = env.wait_phase(&["rolled-back", "rollback-failed"]).await;
+    assert_eq!(data["cutoverPhase"], "rolled-back", "{data:#?}");
+    assert_eq!(data["rollbackFromPhase"], "failed");
+    assert_eq!(data["failedStep"], "stuck", "the failure stays on record");
+    let (code, body) = post(&base, "/cutover/retry", None).await;
+    assert_eq!(
+        (code, body["error"].as_str()),
+        (409, Some("cutover-not-failed")),
+        "after a rollback a start runs again, a retry has nothing to resume"
+    );
+    service.shutdown().await;
+    env.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cutover_again_after_a_rollback_pivots_again_and_counts_only_fresh_acks() {
+    let env = Env::start(2).await;
+    env.add_steps(pivot_then_job()).await;
+    let nodes = env.nodes().await;
+    let silent = nodes[1].clone();
+    let service = env.service("a").await;
+    let base = service.url();
+    ready(&base).await;
+    assert_eq!(post(&base, "/cutover", None).await.0, 202);
+    assert_eq!(
+        env.wait_phase(&["complete", "failed"]).await["cutoverPhase"],
+        "complete"
+    );
+    let (code, _) = post(
+        &base,
+        "/cutover/rollback",
+        Some(rollback_body("harbor down", 60)),
+    )
+    .await;
+    assert_eq!(code, 202);
+    assert_eq!(
+        env.wait_phase(&["rolled-back", "rollback-failed"]).await["cutoverPhase"],
+        "rolled-back"
+    );
+
+    // A stale `v2` (a late write from before the rollback) must not count for the new pivot.
+    env.sim.set_never_ack(&silent, true);
+    let api: Api<ConfigMap> = Api::namespaced(env.client(), env.ns());
+    let stale_key = format!("node.{silent}.registriesYaml");
+    api.patch(
+        DEFAULT_STATUS_CONFIGMAP,
+        &PatchParams::default(),
+        &Patch::Merge(json!({"data": {stale_key.clone(): "v2"}})),
+    )
+    .await
+    .expect("stale ack");
+    let (code, body) = post(&base, "/cutover", None).await;
+    assert_eq!(
+        (code, body["outcome"].as_str()),
+        (202, Some("started")),
+        "{body}"
+    );
+    let other = format!("node.{}.registriesYaml", nodes[0]);
+    let cond = move |cm: Option<&ConfigMap>| {
+        cm.and_then(|c| c.data.as_ref())
+            .and_then(|d| d.get(&other))
+            .is_some_and(|v| v == "v2")
+    };
+    tokio::time::timeout(
+        GUARD,
+        await_condition(api.clone(), DEFAULT_STATUS_CONFIGMAP, cond),
+    )
+    .await
+    .expect("the other node pivots again")
+    .expect("watch");
+    let data = env.status().await;
+    assert_eq!(data["registriesYamlActive"], "v2");
+    assert_eq!(data["step.registry-pivot.result"], "running", "{data:#?}");
+    assert_eq!(data["step.registry-pivot.attempt"], "2");
+    assert_eq!(data.get(&stale_key), None, "the stale v2 was forgotten");
+
+    env.sim.set_never_ack(&silent, false);
+    let data = env.wait_phase(&["complete", "failed"]).await;
+    assert_eq!(data["cutoverPhase"], "complete", "{data:#?}");
+    for node in &nodes {
+        assert_eq!(data[&format!("node.{node}.registriesYaml")], "v2");
+    }
+    let jobs = env.jobs_by_step().await;
+    let mut after = jobs.get("after").cloned().unwrap_or_default();
+    after.sort();
+    assert_eq!(
+        after,
+        ["cutover-after-a1", "cutover-after-a2"],
+        "every step ran again"
+    );
+    service.shutdown().await;
+    env.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rollback_whose_runner_dies_is_finished_by_the_next_one() {
+    let env = Env::start(2).await;
+    env.add_steps(pivot_then_job()).await;
+    let nodes = env.nodes().await;
+    let a = env.service("a").await;
+    ready(&a.url()).await;
+    assert_eq!(post(&a.url(), "/cutover", None).await.0, 202);
+    assert_eq!(
+        env.wait_phase(&["complete", "failed"]).await["cutoverPhase"],
+        "complete"
+    );
+    env.sim.set_never_ack(&nodes[0], true);
+    let (code, _) = post(
+        &a.url(),
+        "/cutover/rollback",
+        Some(rollback_body("harbor down", 600)),
+    )
+    .await;
+    assert_eq!(code, 202);
+    let other = format!("node.{}.registriesYaml", nodes[1]);
+    let api: Api<ConfigMap> = Api::namespaced(env.client(), env.ns());
+    let cond = move |cm: Option<&ConfigMap>| {
+        cm.and_then(|c| c.data.as_ref())
+            .and_then(|d| d.get(&other))
+            .is_some_and(|v| v == "rolled-back")
+    };
+    tokio::time::timeout(GUARD, await_condition(api, DEFAULT_STATUS_CONFIGMAP, cond))
+        .await
+        .expect("one node rolled back")
+        .expect("watch");
+    a.kill();
+
+    let b = env.service("b").await;
+    ready(&b.url()).await;
+    env.sim.set_never_ack(&nodes[0], false);
+    let data = env.wait_phase(&["rolled-back", "rollback-failed"]).await;
+    assert_eq!(data["cutoverPhase"], "rolled-back", "{data:#?}");
+    assert_eq!(data["rollbackAcknowledgedNodes"], nodes.join(","));
+    b.shutdown().await;
+    env.cleanup().await;
+}

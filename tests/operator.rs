@@ -926,3 +926,46 @@ async fn event_reasons(env: &Env) -> BTreeSet<String> {
         .filter_map(|e| e.reason)
         .collect()
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rollback_needs_its_own_verb() {
+    let env = Env::start(1).await;
+    let client = env.client();
+    create_service_account(&client, env.ns(), "aborter").await;
+    let aborter = token_of(
+        &request_token(&client, env.ns(), "aborter", None)
+            .await
+            .expect("token request"),
+    );
+    grant(
+        &client,
+        env.ns(),
+        "aborter",
+        role("cutover-aborter", &["get", "create", "delete"]),
+    )
+    .await;
+    let service = env.service(env.config()).await;
+    let base = service.url();
+    let body = json!({"confirm": "rollback-registry-pivot", "reason": "harbor down"});
+    for path in ["/cutover/rollback", "/api/v1/sovereign/cutover/rollback"] {
+        let (code, answer) = post(&base, path, Some(&aborter), Some(body.clone())).await;
+        let detail = answer["detail"].as_str().unwrap_or_default();
+        assert_eq!(
+            (code, answer["error"].as_str()),
+            (403, Some("forbidden")),
+            "{path}"
+        );
+        assert!(
+            detail.contains("rollback") && detail.contains("aborter"),
+            "{detail}"
+        );
+        // The chart's operator role grants it: alice gets past authorization.
+        let (code, answer) = post(&base, path, Some(&env.tokens.alice), Some(body.clone())).await;
+        assert_eq!(
+            (code, answer["error"].as_str()),
+            (409, Some("nothing-to-roll-back")),
+            "{path}: {answer}"
+        );
+    }
+    env.stop(service).await;
+}

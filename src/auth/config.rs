@@ -17,6 +17,9 @@ pub struct AuthConfig {
     pub start_verb: String,
     /// Verb abort needs.
     pub abort_verb: String,
+    /// Verb a rollback of the registry pivot needs: a verb of its own, so that who may
+    /// stop a stuck step need not be allowed to change every node's registries.
+    pub rollback_verb: String,
     /// Service-account usernames (`system:serviceaccount:<ns>:<name>`) allowed on the
     /// internal routes; [`service_account_username`] makes them from either form.
     pub internal_service_accounts: Vec<String>,
@@ -34,7 +37,7 @@ pub struct AuthConfig {
 
 impl AuthConfig {
     /// Authentication and authorization on, with the default resource attributes
-    /// (`cutovers.catalyst.openova.io`: `get`, `create`, `delete`) and no internal caller.
+    /// (`cutovers.catalyst.openova.io`: `get`, `create`, `delete`, `rollback`) and no internal caller.
     pub fn enabled() -> Self {
         AuthConfig {
             enabled: true,
@@ -43,6 +46,7 @@ impl AuthConfig {
             read_verb: "get".to_owned(),
             start_verb: "create".to_owned(),
             abort_verb: "delete".to_owned(),
+            rollback_verb: "rollback".to_owned(),
             internal_service_accounts: Vec::new(),
             audiences: Vec::new(),
             cache_ttl: Duration::from_secs(10),

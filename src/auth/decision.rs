@@ -15,6 +15,8 @@ pub enum Action {
     Start,
     /// Abort the running step.
     Abort,
+    /// Roll the registry pivot back.
+    Rollback,
     /// An internal route: an allow-listed service account only.
     Internal,
 }
@@ -44,6 +46,8 @@ pub fn action_for(method: &Method, path: &str) -> Option<Action> {
     }
     if path.ends_with("/abort") {
         Some(Action::Abort)
+    } else if path.ends_with("/rollback") {
+        Some(Action::Rollback)
     } else {
         Some(Action::Start)
     }
@@ -192,6 +196,7 @@ pub fn attributes(
         Action::Read => &config.read_verb,
         Action::Start => &config.start_verb,
         Action::Abort => &config.abort_verb,
+        Action::Rollback => &config.rollback_verb,
         Action::Internal => return None,
     };
     Some(ResourceAttributes {
@@ -285,6 +290,13 @@ mod tests {
             action_for(&Method::POST, "/api/v1/internal/cutover/trigger"),
             Some(Action::Internal)
         );
+        for rollback in ["/cutover/rollback", "/api/v1/sovereign/cutover/rollback"] {
+            assert_eq!(action_for(&Method::POST, rollback), Some(Action::Rollback));
+        }
+        let config = AuthConfig::enabled();
+        let attrs = attributes(&config, Action::Rollback, "catalyst").unwrap();
+        assert_eq!(attrs.verb.as_deref(), Some("rollback"));
+        assert_eq!(attrs.resource.as_deref(), Some("cutovers"));
     }
 
     #[test]

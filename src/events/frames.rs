@@ -28,6 +28,12 @@ pub enum FramePhase {
     CutoverFailed,
     /// Every step succeeded.
     CutoverCompleted,
+    /// An operator asked to roll the registry pivot back.
+    CutoverRollbackStarted,
+    /// Every current node rolled the registry pivot back.
+    CutoverRolledBack,
+    /// The rollback's deadline passed before every current node acknowledged it.
+    CutoverRollbackFailed,
     /// The snapshot sent on connect.
     CutoverStatus,
     /// The last frame to a client too slow to keep up; the stream closes after it.
@@ -46,6 +52,9 @@ impl FramePhase {
             FramePhase::CutoverAborted => "cutover-aborted",
             FramePhase::CutoverFailed => "cutover-failed",
             FramePhase::CutoverCompleted => "cutover-completed",
+            FramePhase::CutoverRollbackStarted => "cutover-rollback-started",
+            FramePhase::CutoverRolledBack => "cutover-rolled-back",
+            FramePhase::CutoverRollbackFailed => "cutover-rollback-failed",
             FramePhase::CutoverStatus => "cutover-status",
             FramePhase::CutoverStreamLagged => "cutover-stream-lagged",
         }
@@ -115,6 +124,11 @@ pub fn derive(prev: &StatusData, next: &StatusData, order: &[String], now: &str)
         let first = get(prev, key::CUTOVER_STARTED_AT).is_empty() && before == Phase::Idle;
         let (phase, verb) = if first {
             (FramePhase::CutoverStarted, "started")
+        } else if before.is_rollback() {
+            (
+                FramePhase::CutoverStarted,
+                "started again after the registry pivot was rolled back",
+            )
         } else {
             (FramePhase::CutoverRetried, "retried")
         };
@@ -157,6 +171,9 @@ pub fn derive(prev: &StatusData, next: &StatusData, order: &[String], now: &str)
                 Level::Error,
                 format!("cutover failed: {last_error}"),
             )),
+            phase if phase.is_rollback() => {
+                frames.extend(super::rollback::frame(phase, next, now));
+            }
             _ => {}
         }
     }

@@ -115,6 +115,11 @@ impl EventHub {
         use super::frames::FramePhase;
         self.metrics.set_phase(Phase::of(next));
         for frame in frames {
+            if let Some(result) = super::rollback::metric_result(frame.phase) {
+                let pending = crate::status::rollback::RollbackRecord::read(next)
+                    .map_or(0, |r| r.pending_nodes.len());
+                self.metrics.rollback(result, pending);
+            }
             let Some(step) = frame.step.as_deref() else {
                 continue;
             };

@@ -6,6 +6,7 @@
 pub mod frames;
 pub mod hub;
 pub mod recorder;
+pub mod rollback;
 
 pub use frames::{Frame, FramePhase, Level, derive};
 pub use hub::{EventHub, Numbered, Subscription};

@@ -35,6 +35,9 @@ pub fn reason_and_action(phase: FramePhase) -> (&'static str, &'static str) {
         FramePhase::CutoverAborted => ("CutoverAborted", "Abort"),
         FramePhase::CutoverFailed => ("CutoverFailed", "Halt"),
         FramePhase::CutoverCompleted => ("CutoverCompleted", "Complete"),
+        FramePhase::CutoverRollbackStarted => ("RegistryRollbackStarted", "Rollback"),
+        FramePhase::CutoverRolledBack => ("RegistryRolledBack", "Rollback"),
+        FramePhase::CutoverRollbackFailed => ("RegistryRollbackFailed", "Rollback"),
         FramePhase::CutoverStatus => ("CutoverStatus", "Report"),
         FramePhase::CutoverStreamLagged => ("StreamLagged", "Report"),
     }

@@ -60,7 +60,11 @@ pub async fn retry(
     caller: Caller,
 ) -> Result<(StatusCode, Json<StartResponse>), ApiError> {
     let phase = Phase::of(&cached_data(&ctx)?);
-    if matches!(phase, Phase::Idle) {
+    // After a rollback there is no failed step to resume: `POST /cutover` starts again.
+    if matches!(
+        phase,
+        Phase::Idle | Phase::RolledBack | Phase::RollbackFailed
+    ) {
         return Err(ApiError::NotFailed {
             phase: phase.as_str(),
         });
@@ -79,6 +83,7 @@ pub async fn begin(
     match Phase::of(&data) {
         Phase::Complete => return Ok(already_complete(ctx, &data)),
         Phase::Running => return Err(in_progress(&data)),
+        Phase::RollingBack => return Err(super::rollback::in_progress(&data)),
         Phase::Failed if !retry => {
             return Err(rejected(Rejected::Failed {
                 step: crate::status::model::get(&data, crate::contract::key::FAILED_STEP)
@@ -88,7 +93,8 @@ pub async fn begin(
             }));
         }
         Phase::Idle => refuse_lost_status(ctx).await?,
-        Phase::Failed => {}
+        // After a rollback, a start runs the whole cutover again.
+        Phase::Failed | Phase::RolledBack | Phase::RollbackFailed => {}
     }
     let plan = validated_plan(ctx).await?;
     let transition = Transition::Start {
@@ -352,7 +358,8 @@ fn in_progress(data: &StatusData) -> ApiError {
     }
 }
 
-fn rejected(r: Rejected) -> ApiError {
+/// The answer to a transition that does not apply.
+pub fn rejected(r: Rejected) -> ApiError {
     match r {
         Rejected::InProgress { current_step } => ApiError::InProgress { current_step },
         Rejected::Failed { step, error } => ApiError::Failed {
@@ -362,6 +369,8 @@ fn rejected(r: Rejected) -> ApiError {
         Rejected::NotRunning { phase } => ApiError::NotRunning {
             phase: phase.as_str(),
         },
+        Rejected::RolledBack { .. } => ApiError::RolledBack(r.to_string()),
+        Rejected::Rollback(refused) => super::rollback::refused(refused),
         Rejected::AlreadyComplete | Rejected::StaleAttempt { .. } => ApiError::InProgress {
             current_step: String::new(),
         },

@@ -58,6 +58,47 @@ pub enum ApiError {
         /// The phase found.
         phase: &'static str,
     },
+    /// The registry pivot was rolled back and an automatic trigger asked to start again.
+    #[error("{0}")]
+    RolledBack(String),
+    /// A rollback of the registry pivot is under way.
+    #[error(
+        "the registry pivot is being rolled back (requested by {by:?} at {at}); wait until it ends (GET /cutover), then start again"
+    )]
+    RollbackInProgress {
+        /// Who asked for the rollback.
+        by: String,
+        /// When.
+        at: String,
+    },
+    /// A rollback was asked for but the registry pivot never happened.
+    #[error("{0}")]
+    NothingToRollBack(String),
+    /// A rollback request without the explicit confirmation.
+    #[error(
+        "a rollback must be confirmed: send {{\"confirm\": \"{confirmation}\", \"reason\": \"...\"}}{}",
+        paren_suffix(.detail)
+    )]
+    RollbackNotConfirmed {
+        /// The confirmation expected.
+        confirmation: &'static str,
+        /// What was wrong.
+        detail: String,
+    },
+    /// A rollback request without a usable reason.
+    #[error("a rollback needs a reason for the record: {0}")]
+    RollbackReasonRequired(String),
+    /// No daemonset-wait step names the registry-pivot DaemonSet whose nodes would
+    /// acknowledge a rollback.
+    #[error(
+        "no daemonset-wait step in namespace {namespace} names the registry-pivot DaemonSet, so no node could acknowledge a rollback: {detail}"
+    )]
+    NoRegistryPivot {
+        /// Namespace searched.
+        namespace: String,
+        /// What was found instead.
+        detail: String,
+    },
     /// No step ConfigMaps match the contract's selector.
     #[error("no step ConfigMaps labelled {selector} in namespace {namespace}")]
     NoStepsFound {
@@ -128,6 +169,14 @@ impl ApiError {
     }
 }
 
+fn paren_suffix(detail: &str) -> String {
+    if detail.is_empty() {
+        String::new()
+    } else {
+        format!(" ({detail})")
+    }
+}
+
 fn step_suffix(step: &str) -> String {
     if step.is_empty() {
         String::new()
@@ -145,6 +194,12 @@ impl ApiError {
             ApiError::NotFailed { .. } => "cutover-not-failed",
             ApiError::StatusLost { .. } => "status-lost",
             ApiError::NotRunning { .. } => "cutover-not-running",
+            ApiError::RolledBack(_) => "cutover-rolled-back",
+            ApiError::RollbackInProgress { .. } => "rollback-in-progress",
+            ApiError::NothingToRollBack(_) => "nothing-to-roll-back",
+            ApiError::RollbackNotConfirmed { .. } => "rollback-not-confirmed",
+            ApiError::RollbackReasonRequired(_) => "rollback-reason-required",
+            ApiError::NoRegistryPivot { .. } => "no-registry-pivot-daemonset",
             ApiError::NoStepsFound { .. } => "no-steps-found",
             ApiError::InvalidSteps { .. } => "invalid-steps",
             ApiError::BadRequest(_) => "bad-request",
@@ -165,8 +220,16 @@ impl ApiError {
             | ApiError::Failed { .. }
             | ApiError::NotFailed { .. }
             | ApiError::StatusLost { .. }
-            | ApiError::NotRunning { .. } => StatusCode::CONFLICT,
-            ApiError::NoStepsFound { .. } => StatusCode::FAILED_DEPENDENCY,
+            | ApiError::NotRunning { .. }
+            | ApiError::RolledBack(_)
+            | ApiError::RollbackInProgress { .. }
+            | ApiError::NothingToRollBack(_) => StatusCode::CONFLICT,
+            ApiError::RollbackNotConfirmed { .. } | ApiError::RollbackReasonRequired(_) => {
+                StatusCode::BAD_REQUEST
+            }
+            ApiError::NoStepsFound { .. } | ApiError::NoRegistryPivot { .. } => {
+                StatusCode::FAILED_DEPENDENCY
+            }
             ApiError::InvalidSteps { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::BadRequest(_) | ApiError::InvalidQuery(_) => StatusCode::BAD_REQUEST,
             ApiError::PreflightRunNotFound { .. } => StatusCode::NOT_FOUND,

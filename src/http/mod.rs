@@ -11,6 +11,7 @@ pub mod health;
 pub mod internal;
 pub mod metrics;
 pub mod preflight;
+pub mod rollback;
 pub mod server;
 
 use crate::service::Context;
@@ -38,6 +39,12 @@ fn table() -> Vec<Route> {
         ("/cutover/retry", "post", post(cutover::retry)),
         ("/cutover/abort", "post", post(cutover::abort)),
         ("/cutover/preflight", "get", get(preflight::preflight)),
+        ("/cutover/rollback", "post", post(rollback::rollback)),
+        (
+            "/api/v1/sovereign/cutover/rollback",
+            "post",
+            post(rollback::rollback),
+        ),
         (
             "/api/v1/sovereign/cutover/start",
             "post",

@@ -141,6 +141,21 @@ fn spec_lists_every_error_code() {
             asked: 1,
             latest: 2,
         },
+        ApiError::RolledBack(String::new()),
+        ApiError::RollbackInProgress {
+            by: String::new(),
+            at: String::new(),
+        },
+        ApiError::NothingToRollBack(String::new()),
+        ApiError::RollbackNotConfirmed {
+            confirmation: "",
+            detail: String::new(),
+        },
+        ApiError::RollbackReasonRequired(String::new()),
+        ApiError::NoRegistryPivot {
+            namespace: String::new(),
+            detail: String::new(),
+        },
         ApiError::Unavailable(String::new()),
         ApiError::Upstream(String::new()),
         ApiError::TooManyConnections { limit: 1 },

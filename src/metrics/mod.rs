@@ -27,6 +27,13 @@ pub struct PhaseLabels {
     pub phase: String,
 }
 
+/// Label `result` of a rollback.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct RollbackLabels {
+    /// `requested`, `rolled-back` or `failed`.
+    pub result: String,
+}
+
 /// Labels `step`, `result`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 pub struct StepResultLabels {
@@ -124,6 +131,8 @@ pub struct Metrics {
     http_requests: Family<HttpLabels, Counter>,
     http_latency: Family<RouteLabels, Histogram, fn() -> Histogram>,
     sse_subscribers: Gauge,
+    rollbacks: Family<RollbackLabels, Counter>,
+    rollback_pending_nodes: Gauge,
     auth_reviews: Gauge,
 }
 
@@ -150,6 +159,8 @@ impl Metrics {
             http_requests: Family::default(),
             http_latency: Family::new_with_constructor(latency_buckets),
             sse_subscribers: Gauge::default(),
+            rollbacks: Family::default(),
+            rollback_pending_nodes: Gauge::default(),
             auth_reviews: Gauge::default(),
             registry: Registry::default(),
         };
@@ -204,6 +215,16 @@ impl Metrics {
             m.sse_subscribers.clone(),
         );
         registry.register(
+            "rollbacks",
+            "Registry-pivot rollbacks requested, rolled back and failed",
+            m.rollbacks.clone(),
+        );
+        registry.register(
+            "rollback_pending_nodes",
+            "Nodes that had not acknowledged the latest registry-pivot rollback when it ended",
+            m.rollback_pending_nodes.clone(),
+        );
+        registry.register(
             "auth_reviews_in_flight",
             "TokenReviews and SubjectAccessReviews waiting for the API server",
             m.auth_reviews.clone(),
@@ -223,7 +244,7 @@ impl Metrics {
     /// Sets the phase gauge to `phase`.
     pub fn set_phase(&self, phase: crate::status::Phase) {
         use crate::status::Phase;
-        for p in [Phase::Idle, Phase::Running, Phase::Failed, Phase::Complete] {
+        for p in Phase::ALL {
             let value = i64::from(p == phase);
             self.phase
                 .get_or_create(&PhaseLabels {
@@ -231,6 +252,18 @@ impl Metrics {
                 })
                 .set(value);
         }
+    }
+
+    /// A rollback of the registry pivot was requested or ended (`result`), with `pending`
+    /// nodes that had not acknowledged it.
+    pub fn rollback(&self, result: &str, pending: usize) {
+        self.rollbacks
+            .get_or_create(&RollbackLabels {
+                result: result.to_owned(),
+            })
+            .inc();
+        self.rollback_pending_nodes
+            .set(i64::try_from(pending).unwrap_or(i64::MAX));
     }
 
     /// A step attempt started.
@@ -355,6 +388,7 @@ mod tests {
         m.kube_request("list", Some(503));
         m.http_request("/cutover", "GET", 200, Duration::from_millis(2));
         let guard = m.sse_subscriber();
+        m.rollback("failed", 2);
         let text = m.encode();
         for name in [
             "catalyst_cutover_phase{phase=\"running\"} 1",
@@ -366,6 +400,9 @@ mod tests {
             "catalyst_cutover_http_requests_total{route=\"/cutover\",method=\"GET\",code=\"200\"} 1",
             "catalyst_cutover_sse_subscribers 1",
             "catalyst_cutover_orchestration_overhead_seconds_count 0",
+            "catalyst_cutover_phase{phase=\"rolled-back\"} 0",
+            "catalyst_cutover_rollbacks_total{result=\"failed\"} 1",
+            "catalyst_cutover_rollback_pending_nodes 2",
         ] {
             assert!(text.contains(name), "{name} missing from:\n{text}");
         }

@@ -1,11 +1,13 @@
 //! The engine that runs the steps exactly once: leader election, the pure decision of what
-//! comes next, Job steps and daemonset-wait steps.
+//! comes next, Job steps and daemonset-wait steps; and the follower of a registry-pivot
+//! rollback.
 
 pub mod daemonset;
 pub mod decide;
 pub mod engine;
 pub mod job;
 pub mod lease;
+pub mod rollback;
 pub mod rollout;
 pub mod watches;
 

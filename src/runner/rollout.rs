@@ -1,9 +1,11 @@
-//! When a `daemonset-wait` step is done: the DaemonSet is fully rolled out at its current
-//! generation, and every node that runs a current, ready pod of it now has acknowledged
-//! `v2`. Acknowledgements are looked up per node that runs such a pod, never counted as
-//! keys, so stale keys of replaced nodes cannot satisfy the wait (contract defect 4).
+//! When a DaemonSet's nodes acknowledged a value of the registry-pivot handshake: the
+//! DaemonSet is fully rolled out at its current generation, and every node that runs a
+//! current, ready pod of it now has acknowledged (`v2` for a daemonset-wait step,
+//! `rolled-back` for a rollback). Acknowledgements are looked up per node that runs such a
+//! pod, never counted as keys, so stale keys of replaced nodes cannot satisfy the wait
+//! (contract defect 4).
 
-use crate::contract::key;
+use crate::contract::{key, registries};
 use crate::status::model::{StatusData, get};
 use k8s_openapi::api::apps::v1::DaemonSet;
 use k8s_openapi::api::core::v1::Pod;
@@ -27,30 +29,44 @@ pub enum Rollout {
     Waiting(String),
 }
 
+/// Where the acknowledgement of one value by a DaemonSet's current nodes stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Acks {
+    /// The DaemonSet is rolled out and every node running a current, ready pod of it
+    /// acknowledged.
+    Done {
+        /// The nodes that acknowledged.
+        nodes: BTreeSet<String>,
+    },
+    /// Still waiting.
+    Waiting {
+        /// Why, for logs and failure reasons.
+        reason: String,
+        /// The nodes running a current pod of the DaemonSet (ready or not) that have not
+        /// acknowledged: the ones to name when the wait gives up.
+        pending: BTreeSet<String>,
+    },
+}
+
 /// Evaluates the rollout of `ds` with its `pods` against the status `data`. Pure.
 pub fn evaluate<P: Borrow<Pod>>(ds: &DaemonSet, pods: &[P], data: &StatusData) -> Rollout {
+    match acknowledgements(ds, pods, data, registries::V2) {
+        Acks::Done { nodes } => Rollout::Done { nodes },
+        Acks::Waiting { reason, .. } => Rollout::Waiting(reason),
+    }
+}
+
+/// Whether every node that runs a current, ready pod of `ds` now acknowledged `value`
+/// (`node.<n>.registriesYaml`), the DaemonSet being rolled out at its current generation.
+/// Pure; `pods` may be owned or shared (the reflector's `Arc`s), never cloned.
+pub fn acknowledgements<P: Borrow<Pod>>(
+    ds: &DaemonSet,
+    pods: &[P],
+    data: &StatusData,
+    value: &str,
+) -> Acks {
     let name = ds.metadata.name.as_deref().unwrap_or("");
     let generation = ds.metadata.generation.unwrap_or(0);
-    let Some(status) = ds.status.as_ref() else {
-        return Rollout::Waiting(format!("DaemonSet {name} has no status yet"));
-    };
-    let observed = status.observed_generation.unwrap_or(0);
-    if observed < generation {
-        return Rollout::Waiting(format!(
-            "DaemonSet {name} controller has observed generation {observed}, not {generation}"
-        ));
-    }
-    let desired = status.desired_number_scheduled;
-    let updated = status.updated_number_scheduled.unwrap_or(0);
-    if desired == 0 {
-        return Rollout::Waiting(format!("DaemonSet {name} schedules no pods"));
-    }
-    if updated < desired || status.number_ready < desired {
-        return Rollout::Waiting(format!(
-            "DaemonSet {name}: {updated} of {desired} pods updated, {} ready",
-            status.number_ready
-        ));
-    }
     let template_generation = ds
         .metadata
         .annotations
@@ -58,7 +74,7 @@ pub fn evaluate<P: Borrow<Pod>>(ds: &DaemonSet, pods: &[P], data: &StatusData) -
         .and_then(|a| a.get(ANNOTATION_TEMPLATE_GENERATION).cloned())
         .unwrap_or_else(|| generation.to_string());
     let uid = ds.metadata.uid.as_deref();
-    let nodes: BTreeSet<String> = pods
+    let current: Vec<&Pod> = pods
         .iter()
         .map(Borrow::borrow)
         .filter(|pod| owned_by(pod, uid))
@@ -70,27 +86,60 @@ pub fn evaluate<P: Borrow<Pod>>(ds: &DaemonSet, pods: &[P], data: &StatusData) -
                 .and_then(|l| l.get(LABEL_TEMPLATE_GENERATION))
                 .is_none_or(|g| *g == template_generation)
         })
+        .collect();
+    let unacknowledged = |nodes: &mut dyn Iterator<Item = &Pod>| -> BTreeSet<String> {
+        nodes
+            .filter_map(|pod| pod.spec.as_ref()?.node_name.clone())
+            .filter(|node| get(data, &key::node_registries_yaml(node)) != value)
+            .collect()
+    };
+    let waiting = |reason: String| Acks::Waiting {
+        reason,
+        pending: unacknowledged(&mut current.iter().copied()),
+    };
+    let Some(status) = ds.status.as_ref() else {
+        return waiting(format!("DaemonSet {name} has no status yet"));
+    };
+    let observed = status.observed_generation.unwrap_or(0);
+    if observed < generation {
+        return waiting(format!(
+            "DaemonSet {name} controller has observed generation {observed}, not {generation}"
+        ));
+    }
+    let desired = status.desired_number_scheduled;
+    let updated = status.updated_number_scheduled.unwrap_or(0);
+    if desired == 0 {
+        return waiting(format!("DaemonSet {name} schedules no pods"));
+    }
+    if updated < desired || status.number_ready < desired {
+        return waiting(format!(
+            "DaemonSet {name}: {updated} of {desired} pods updated, {} ready",
+            status.number_ready
+        ));
+    }
+    let nodes: BTreeSet<String> = current
+        .iter()
         .filter(|pod| is_ready(pod))
         .filter_map(|pod| pod.spec.as_ref()?.node_name.clone())
         .collect();
     if nodes.len() < usize::try_from(desired).unwrap_or(0) {
-        return Rollout::Waiting(format!(
+        return waiting(format!(
             "DaemonSet {name}: {} of {desired} current pods seen ready",
             nodes.len()
         ));
     }
-    let missing: Vec<&str> = nodes
-        .iter()
-        .filter(|node| get(data, &key::node_registries_yaml(node)) != "v2")
-        .map(String::as_str)
-        .collect();
-    if missing.is_empty() {
-        Rollout::Done { nodes }
+    let pending = unacknowledged(&mut current.iter().copied().filter(|pod| is_ready(pod)));
+    if pending.is_empty() {
+        Acks::Done { nodes }
     } else {
-        Rollout::Waiting(format!(
-            "nodes not yet on registries v2: {}",
-            missing.join(", ")
-        ))
+        let list: Vec<&str> = pending.iter().map(String::as_str).collect();
+        Acks::Waiting {
+            reason: format!(
+                "nodes that have not acknowledged registries {value}: {}",
+                list.join(", ")
+            ),
+            pending,
+        }
     }
 }
 
@@ -206,7 +255,7 @@ mod tests {
         let data = acks(&["n1", "n2"]);
         assert_eq!(
             evaluate(&ds(2, 2, 2, 2, 2), &pods, &data),
-            Rollout::Waiting("nodes not yet on registries v2: n3".into())
+            Rollout::Waiting("nodes that have not acknowledged registries v2: n3".into())
         );
     }
 
@@ -228,5 +277,38 @@ mod tests {
             evaluate(&ds(2, 2, 1, 1, 1), &pods, &data),
             Rollout::Waiting(_)
         ));
+    }
+
+    #[test]
+    fn any_value_is_followed_and_the_pending_nodes_are_named() {
+        let pods = [pod("n1", "2", true), pod("n2", "2", true)];
+        let mut data = acks(&["n1", "n2"]);
+        data.insert("node.n1.registriesYaml".into(), "rolled-back".into());
+        assert_eq!(
+            acknowledgements(&ds(2, 2, 2, 2, 2), &pods, &data, "rolled-back"),
+            Acks::Waiting {
+                reason: "nodes that have not acknowledged registries rolled-back: n2".into(),
+                pending: BTreeSet::from(["n2".to_owned()]),
+            }
+        );
+        data.insert("node.n2.registriesYaml".into(), "rolled-back".into());
+        assert!(matches!(
+            acknowledgements(&ds(2, 2, 2, 2, 2), &pods, &data, "rolled-back"),
+            Acks::Done { nodes } if nodes.len() == 2
+        ));
+    }
+
+    #[test]
+    fn a_node_whose_pod_is_not_ready_is_named_while_the_rollout_waits() {
+        let pods = [pod("n1", "2", true), pod("n2", "2", false)];
+        let mut data = StatusData::new();
+        data.insert("node.n1.registriesYaml".into(), "rolled-back".into());
+        match acknowledgements(&ds(2, 2, 2, 2, 1), &pods, &data, "rolled-back") {
+            Acks::Waiting { reason, pending } => {
+                assert!(reason.contains("1 ready"), "{reason}");
+                assert_eq!(pending, BTreeSet::from(["n2".to_owned()]));
+            }
+            done => panic!("{done:?}"),
+        }
     }
 }

@@ -7,7 +7,7 @@ use crate::events::EventHub;
 use crate::metrics::{KubeMetricsLayer, Metrics};
 use crate::render::{JobRenderer, RenderError};
 use crate::request_timeout::RequestTimeoutLayer;
-use crate::runner::{engine, lease};
+use crate::runner::{engine, lease, rollback};
 use crate::status::{RecordKeeper, StatusCache, StatusStore, StoreError};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::ConfigMap;
@@ -75,12 +75,12 @@ pub async fn migrate(store: &StatusStore) -> Result<Vec<u32>, StartError> {
     Ok(applied.into_inner().unwrap_or_default())
 }
 
-/// Publishes whether the cutover needs a runner (its phase is `running`), from the status
-/// cache: replicas only contend for the Lease then.
+/// Publishes whether the cutover needs a runner (its phase is `running`, or a rollback is
+/// under way), from the status cache: replicas only contend for the Lease then.
 async fn runner_wanted(cache: StatusCache, wanted: watch::Sender<bool>) {
     let mut snapshots = cache.subscribe();
     loop {
-        let running = snapshots.borrow_and_update().phase() == crate::status::Phase::Running;
+        let running = snapshots.borrow_and_update().phase().needs_runner();
         wanted.send_if_modified(|w| std::mem::replace(w, running) != running);
         if snapshots.changed().await.is_err() {
             return;
@@ -213,6 +213,7 @@ impl Service {
             event_streams,
         });
         tasks.spawn(engine::lead(ctx.clone()));
+        tasks.spawn(rollback::lead(ctx.clone()));
 
         let (stop_http, stop_rx) = watch::channel(false);
         // Built once: cloning a `Router` per connection shares its route table, where

@@ -2,6 +2,7 @@
 //! fields"), built from the status data and the steps in execution order. Pure.
 
 use super::model::{Phase, StatusData, StepRow, get, get_u32};
+use super::rollback::RollbackRecord;
 use crate::contract::key;
 use serde::Serialize;
 
@@ -9,9 +10,12 @@ use serde::Serialize;
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct StatusBody {
-    /// `tethered` until the cutover is complete, then `sovereign`.
+    /// `tethered` until the cutover is complete, then `sovereign`; `rolled-back` once an
+    /// operator rolled the registry pivot back (`phase` tells whether that is still under
+    /// way, done, or failed), until the cutover is started again.
     pub state: &'static str,
-    /// `idle`, `running`, `failed` or `complete`.
+    /// `idle`, `running`, `failed`, `complete`, `rolling-back`, `rolled-back` or
+    /// `rollback-failed`.
     pub phase: &'static str,
     /// Whether every step succeeded.
     pub cutover_complete: bool,
@@ -35,6 +39,9 @@ pub struct StatusBody {
     pub last_error: String,
     /// Every step, in execution order.
     pub steps: Vec<StepBody>,
+    /// The latest rollback of the registry pivot, absent when there never was one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rollback: Option<RollbackRecord>,
     /// The whole status map.
     pub raw: StatusData,
 }
@@ -72,10 +79,10 @@ impl StatusBody {
             None => get_u32(data, key::TOTAL_STEPS),
         };
         StatusBody {
-            state: if phase == Phase::Complete {
-                "sovereign"
-            } else {
-                "tethered"
+            state: match phase {
+                Phase::Complete => "sovereign",
+                p if p.is_rollback() => "rolled-back",
+                _ => "tethered",
             },
             phase: phase.as_str(),
             cutover_complete: phase == Phase::Complete,
@@ -103,6 +110,7 @@ impl StatusBody {
                     }
                 })
                 .collect(),
+            rollback: RollbackRecord::read(data),
             raw: data.clone(),
         }
     }
@@ -167,5 +175,22 @@ mod tests {
         assert_eq!(json["progressPercent"], 100);
         assert_eq!(json["currentStepIndex"], 7);
         assert_eq!(json["raw"]["cutoverComplete"], "true");
+    }
+
+    #[test]
+    fn a_rollback_is_a_state_of_its_own_with_its_record() {
+        let d = data(&[
+            ("cutoverPhase", "rollback-failed"),
+            ("rollbackRequestedAt", "2026-11-28T09:00:00Z"),
+            ("rollbackRequestedBy", "alice"),
+            ("rollbackPendingNodes", "n3"),
+        ]);
+        let json = serde_json::to_value(StatusBody::build(&d, Some(&[]))).unwrap();
+        assert_eq!(json["state"], "rolled-back");
+        assert_eq!(json["phase"], "rollback-failed");
+        assert_eq!(json["rollback"]["pendingNodes"], serde_json::json!(["n3"]));
+        assert_eq!(json["cutoverComplete"], false);
+        let none = serde_json::to_value(StatusBody::build(&data(&[]), Some(&[]))).unwrap();
+        assert!(none.get("rollback").is_none());
     }
 }

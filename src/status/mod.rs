@@ -8,6 +8,7 @@ pub mod cache;
 pub mod fixtures;
 pub mod model;
 pub mod record;
+pub mod rollback;
 pub mod store;
 pub mod transition;
 
@@ -20,7 +21,10 @@ pub use transition::{Rejected, Transition, Trigger};
 
 /// Now, as the RFC 3339 UTC string (whole seconds) the status ConfigMap stores.
 pub fn now_rfc3339() -> String {
-    jiff::Timestamp::now()
-        .strftime("%Y-%m-%dT%H:%M:%SZ")
-        .to_string()
+    rfc3339(jiff::Timestamp::now())
+}
+
+/// `at` as the RFC 3339 UTC string (whole seconds) the status ConfigMap stores.
+pub fn rfc3339(at: jiff::Timestamp) -> String {
+    at.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
 }

@@ -35,6 +35,13 @@ pub enum Phase {
     Failed,
     /// Every step succeeded.
     Complete,
+    /// An operator asked to undo the registry pivot; the runner follows the nodes'
+    /// acknowledgements (see [`super::rollback`]).
+    RollingBack,
+    /// Every current node acknowledged the rollback of the registry pivot.
+    RolledBack,
+    /// The rollback's deadline passed before every current node acknowledged it.
+    RollbackFailed,
 }
 
 impl Phase {
@@ -45,7 +52,34 @@ impl Phase {
             Phase::Running => "running",
             Phase::Failed => "failed",
             Phase::Complete => "complete",
+            Phase::RollingBack => "rolling-back",
+            Phase::RolledBack => "rolled-back",
+            Phase::RollbackFailed => "rollback-failed",
         }
+    }
+
+    /// Every phase, for gauges and documentation.
+    pub const ALL: [Phase; 7] = [
+        Phase::Idle,
+        Phase::Running,
+        Phase::Failed,
+        Phase::Complete,
+        Phase::RollingBack,
+        Phase::RolledBack,
+        Phase::RollbackFailed,
+    ];
+
+    /// Whether a runner has work in this phase (replicas contend for the Lease only then).
+    pub fn needs_runner(self) -> bool {
+        matches!(self, Phase::Running | Phase::RollingBack)
+    }
+
+    /// Whether the registry pivot was rolled back, or is being rolled back.
+    pub fn is_rollback(self) -> bool {
+        matches!(
+            self,
+            Phase::RollingBack | Phase::RolledBack | Phase::RollbackFailed
+        )
     }
 
     /// Reads the phase: the explicit key when it holds a known value, otherwise derived
@@ -56,6 +90,9 @@ impl Phase {
             "running" => Some(Phase::Running),
             "failed" => Some(Phase::Failed),
             "complete" => Some(Phase::Complete),
+            "rolling-back" => Some(Phase::RollingBack),
+            "rolled-back" => Some(Phase::RolledBack),
+            "rollback-failed" => Some(Phase::RollbackFailed),
             _ => None,
         };
         explicit.unwrap_or_else(|| Phase::derive(data))

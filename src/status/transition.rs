@@ -6,7 +6,8 @@ use super::model::{
     KEY_CUTOVER_ATTEMPT, KEY_PHASE, KEY_TRIGGER, KEY_TRIGGERED_BY, Phase, STEP_ATTEMPT, StatusData,
     StepResult, StepRow, get, get_u32,
 };
-use crate::contract::key;
+use super::rollback::{KEY_REQUESTED_AT, KEY_REQUESTED_BY, RollbackRefused, forget_node_acks};
+use crate::contract::{key, registries};
 
 /// How `lastError` of an aborted step begins, followed by who aborted it.
 pub const ABORTED_BY_PREFIX: &str = "aborted by ";
@@ -155,6 +156,20 @@ pub enum Rejected {
         /// The phase found.
         phase: Phase,
     },
+    /// The registry pivot was rolled back: only an operator's start runs the cutover again,
+    /// never an automatic trigger.
+    #[error(
+        "the registry pivot was rolled back by {by:?} at {at}; only an operator's POST /cutover starts the cutover again"
+    )]
+    RolledBack {
+        /// Who rolled it back.
+        by: String,
+        /// When.
+        at: String,
+    },
+    /// A rollback transition does not apply.
+    #[error(transparent)]
+    Rollback(#[from] RollbackRefused),
     /// The step's row belongs to another attempt than the one this transition is about.
     #[error("step {step:?} is at attempt {found} with result {result:?}, not attempt {expected}")]
     StaleAttempt {
@@ -185,7 +200,16 @@ impl Transition {
                 match phase {
                     Phase::Idle => {}
                     Phase::Failed if *retry => {}
-                    Phase::Running => {
+                    Phase::RolledBack | Phase::RollbackFailed => {
+                        if !matches!(trigger, Trigger::Api | Trigger::Retry) {
+                            return Err(Rejected::RolledBack {
+                                by: get(data, KEY_REQUESTED_BY).to_owned(),
+                                at: get(data, KEY_REQUESTED_AT).to_owned(),
+                            });
+                        }
+                        run_again(data);
+                    }
+                    Phase::Running | Phase::RollingBack => {
                         return Err(Rejected::InProgress {
                             current_step: get(data, key::CURRENT_STEP).to_owned(),
                         });
@@ -245,7 +269,12 @@ impl Transition {
             }
             Transition::RegistriesV2 => {
                 require_running(phase)?;
-                set(data, key::REGISTRIES_YAML_ACTIVE, "v2");
+                // After a rollback, the nodes' acknowledgements are of the rollback (or
+                // stale ones of the earlier pivot): only fresh `v2` ones may count.
+                if get(data, key::REGISTRIES_YAML_ACTIVE) == registries::ROLLBACK {
+                    forget_node_acks(data);
+                }
+                set(data, key::REGISTRIES_YAML_ACTIVE, registries::V2);
                 Ok(())
             }
             Transition::StepSucceeded {
@@ -324,6 +353,31 @@ impl Transition {
     }
 }
 
+/// A start after a rollback runs every step again: each row goes back to not started,
+/// keeping its attempt so the next attempt's Job gets a name of its own.
+fn run_again(data: &mut StatusData) {
+    let rows: Vec<String> = data
+        .keys()
+        .filter_map(|k| k.strip_prefix("step.")?.strip_suffix(".result"))
+        .map(str::to_owned)
+        .collect();
+    for step in rows {
+        let attempt = StepRow::read(data, &step).attempt;
+        set_step(data, &step, STEP_ATTEMPT, &attempt.to_string());
+        for field in [
+            key::STEP_RESULT,
+            key::STEP_STARTED_AT,
+            key::STEP_FINISHED_AT,
+            key::STEP_JOB_NAME,
+        ] {
+            set_step(data, &step, field, "");
+        }
+    }
+    set(data, key::CUTOVER_FINISHED_AT, "");
+    set(data, key::CURRENT_STEP_INDEX, "0");
+    set(data, key::PROGRESS_PERCENT, "0");
+}
+
 fn fail(data: &mut StatusData, step: &str, reason: &str, at: &str) {
     set_step(data, step, key::STEP_RESULT, StepResult::Failed.as_str());
     set_step(data, step, key::STEP_FINISHED_AT, at);
@@ -373,7 +427,8 @@ fn percent(done: usize, total: usize) -> String {
     (done.saturating_mul(100).checked_div(total).unwrap_or(0)).to_string()
 }
 
-fn set(data: &mut StatusData, key: &str, value: &str) {
+/// Sets `key` to `value`, leaving the map untouched when it already holds it.
+pub(super) fn set(data: &mut StatusData, key: &str, value: &str) {
     if data.get(key).map(String::as_str) != Some(value) {
         data.insert(key.to_owned(), value.to_owned());
     }
@@ -569,5 +624,114 @@ mod tests {
             abort.apply(&mut d),
             Err(Rejected::NotRunning { phase: Phase::Idle })
         );
+    }
+
+    /// A complete two-step cutover whose registry pivot was then rolled back.
+    fn rolled_back() -> StatusData {
+        use crate::status::rollback::RollbackTransition;
+        let mut d = StatusData::new();
+        run(
+            &mut d,
+            &[
+                start(false),
+                started("a", 0, 1),
+                succeeded("a", 0, 1),
+                started("b", 1, 1),
+                Transition::RegistriesV2,
+                succeeded("b", 1, 1),
+                Transition::Completed {
+                    total_steps: 2,
+                    at: T1.into(),
+                },
+            ],
+        );
+        d.insert("node.n1.registriesYaml".into(), "v2".into());
+        RollbackTransition::Requested {
+            by: "carol".into(),
+            reason: "harbor lost its disk".into(),
+            at: T1.into(),
+            deadline: T1.into(),
+            daemonsets: vec!["registry-pivot".into()],
+        }
+        .apply(&mut d)
+        .unwrap();
+        d.insert("node.n1.registriesYaml".into(), "rolled-back".into());
+        RollbackTransition::Finished {
+            request: T1.into(),
+            nodes: vec!["n1".into()],
+            at: T1.into(),
+        }
+        .apply(&mut d)
+        .unwrap();
+        d
+    }
+
+    #[test]
+    fn a_start_after_a_rollback_runs_every_step_again_with_new_attempts() {
+        let mut d = rolled_back();
+        assert_eq!(Phase::of(&d), Phase::RolledBack);
+        run(&mut d, &[start(false)]);
+        assert_eq!(Phase::of(&d), Phase::Running);
+        assert_eq!(get(&d, "cutoverStartedAt"), T0, "the first start is kept");
+        assert_eq!(get(&d, "cutoverFinishedAt"), "");
+        assert_eq!(get(&d, "progressPercent"), "0");
+        assert_eq!(get(&d, "step.a.result"), "");
+        assert_eq!(get(&d, "step.a.attempt"), "1");
+        assert_eq!(
+            get(&d, "registriesYamlActive"),
+            "rollback",
+            "nodes stay back"
+        );
+        assert_eq!(
+            crate::runner::decide::next(&["a", "b"], 0, &d),
+            crate::runner::decide::Next::Run {
+                index: 0,
+                attempt: 2,
+                resume: false,
+                recorded_job: None
+            }
+        );
+        assert_eq!(get(&d, "rollbackRequestedBy"), "carol", "history is kept");
+    }
+
+    #[test]
+    fn the_pivot_after_a_rollback_counts_only_fresh_acknowledgements() {
+        let mut d = rolled_back();
+        run(
+            &mut d,
+            &[start(false), started("a", 0, 2), Transition::RegistriesV2],
+        );
+        assert_eq!(get(&d, "registriesYamlActive"), "v2");
+        assert_eq!(
+            get(&d, "node.n1.registriesYaml"),
+            "",
+            "rolled-back ack forgotten"
+        );
+        d.insert("node.n1.registriesYaml".into(), "v2".into());
+        let before = d.clone();
+        run(&mut d, &[Transition::RegistriesV2]);
+        assert_eq!(
+            before, d,
+            "a resumed pivot keeps its fresh acknowledgements"
+        );
+    }
+
+    #[test]
+    fn only_an_operator_starts_again_after_a_rollback() {
+        for trigger in [Trigger::InternalTrigger, Trigger::FirstLogin] {
+            let mut d = rolled_back();
+            let before = d.clone();
+            let t = Transition::Start {
+                at: T1.into(),
+                trigger,
+                by: "system:serviceaccount:catalyst:trigger".into(),
+                total_steps: 2,
+                retry: false,
+            };
+            assert!(
+                matches!(t.apply(&mut d), Err(Rejected::RolledBack { by, .. }) if by == "carol")
+            );
+            assert_eq!(before, d);
+        }
     }
 }

@@ -2,20 +2,16 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::contract::key;
-
-/// The two registry configurations a node can run.
-const V1: &str = "v1";
-const V2: &str = "v2";
+use crate::contract::{key, registries};
 
 /// The acknowledgements due, as `(node, value)`: every node in `ready_nodes` (nodes running a
-/// ready pod of the agent's DaemonSet) outside `never_ack` whose
-/// `node.<node>.registriesYaml` differs from `registriesYamlActive`.
+/// ready pod of the agent's DaemonSet) outside `never_ack` whose `node.<node>.registriesYaml`
+/// is not yet what `registriesYamlActive` asks for: `v2` for `v2`, `rolled-back` for
+/// `rollback` (the agent restored the files it saved before the pivot).
 ///
-/// `data` is `None` when the status ConfigMap could not be read or does not exist; a missing,
-/// empty or unknown `registriesYamlActive` is no instruction either: none of these is ever
-/// taken as `v1`, which would roll every node back. `v1` is acknowledged only by nodes that
-/// had acknowledged something, i.e. nodes going back.
+/// `v1` (as installed) changes nothing on any node, ever. `data` is `None` when the status
+/// ConfigMap could not be read or does not exist; a missing, empty or unknown
+/// `registriesYamlActive` is no instruction either: the nodes stay as they are.
 pub fn due_acks(
     data: Option<&BTreeMap<String, String>>,
     ready_nodes: &BTreeSet<String>,
@@ -24,23 +20,20 @@ pub fn due_acks(
     let Some(data) = data else {
         return Vec::new();
     };
-    let active = match data.get(key::REGISTRIES_YAML_ACTIVE).map(|v| v.trim()) {
-        Some(v @ (V1 | V2)) => v,
+    let ack = match data.get(key::REGISTRIES_YAML_ACTIVE).map(|v| v.trim()) {
+        Some(registries::V2) => registries::V2,
+        Some(registries::ROLLBACK) => registries::ROLLED_BACK,
         _ => return Vec::new(),
     };
     ready_nodes
         .iter()
         .filter(|node| !never_ack.contains(*node))
         .filter(|node| {
-            let acked = data
-                .get(&key::node_registries_yaml(node))
-                .map(String::as_str);
-            match active {
-                V2 => acked != Some(V2),
-                _ => acked.is_some_and(|a| a != V1),
-            }
+            data.get(&key::node_registries_yaml(node))
+                .map(String::as_str)
+                != Some(ack)
         })
-        .map(|node| (node.clone(), active.to_owned()))
+        .map(|node| (node.clone(), ack.to_owned()))
         .collect()
 }
 
@@ -83,15 +76,28 @@ mod tests {
     }
 
     #[test]
-    fn going_back_to_v1_is_acknowledged_only_by_switched_nodes() {
+    fn v1_changes_nothing_on_any_node() {
         let d = data(&[
             ("registriesYamlActive", "v1"),
             ("node.a.registriesYaml", "v2"),
-            ("node.b.registriesYaml", "v1"),
+            ("node.b.registriesYaml", "rolled-back"),
+        ]);
+        assert!(due_acks(Some(&d), &set(&["a", "b", "c"]), &set(&[])).is_empty());
+    }
+
+    #[test]
+    fn rollback_is_acknowledged_rolled_back_by_every_ready_node() {
+        let d = data(&[
+            ("registriesYamlActive", "rollback"),
+            ("node.a.registriesYaml", "v2"),
+            ("node.b.registriesYaml", "rolled-back"),
         ]);
         assert_eq!(
-            due_acks(Some(&d), &set(&["a", "b", "c"]), &set(&[])),
-            vec![("a".into(), "v1".into())]
+            due_acks(Some(&d), &set(&["a", "b", "c", "d"]), &set(&["d"])),
+            vec![
+                ("a".into(), "rolled-back".into()),
+                ("c".into(), "rolled-back".into())
+            ]
         );
     }
 
@@ -101,7 +107,7 @@ mod tests {
         let nodes = set(&["a"]);
         assert!(due_acks(None, &nodes, &set(&[])).is_empty());
         assert!(due_acks(Some(&switched), &nodes, &set(&[])).is_empty());
-        for bad in ["", "v3", "V2"] {
+        for bad in ["", "v3", "V2", "rolled-back", "Rollback"] {
             let mut d = switched.clone();
             d.insert("registriesYamlActive".into(), bad.into());
             assert!(due_acks(Some(&d), &nodes, &set(&[])).is_empty(), "{bad:?}");
