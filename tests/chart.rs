@@ -973,9 +973,10 @@ fn expected_calls() -> (Calls, Calls) {
             ],
         ),
         (
-            // src/: step and status ConfigMaps (service/steps.rs, status/cache.rs,
-            // status/store.rs), Jobs (runner/job.rs), pods (runner/job.rs,
-            // runner/daemonset.rs), the Lease (runner/lease.rs), the DaemonSet
+            // src/: step, status and preflight ConfigMaps (service/steps.rs,
+            // status/cache.rs, status/store.rs, preflight/store.rs), Jobs (runner/job.rs),
+            // pods (runner/job.rs, runner/daemonset.rs), the Lease (runner/lease.rs) and the
+            // record (status/record.rs), the DaemonSet
             // (runner/daemonset.rs), Events (events/recorder.rs), reviews (auth/review.rs).
             &service,
             &[
@@ -983,6 +984,7 @@ fn expected_calls() -> (Calls, Calls) {
                 "watch /configmaps catalyst/*",
                 "get /configmaps catalyst/self-sovereign-cutover-status",
                 "update /configmaps catalyst/self-sovereign-cutover-status",
+                "update /configmaps catalyst/self-sovereign-cutover-preflight",
                 "create /configmaps catalyst/*",
                 "create batch/jobs catalyst/*",
                 "get batch/jobs catalyst/cutover-gitea-mirror-a1",
@@ -994,6 +996,8 @@ fn expected_calls() -> (Calls, Calls) {
                 "create coordination.k8s.io/leases catalyst/*",
                 "get coordination.k8s.io/leases catalyst/catalyst-cutover",
                 "update coordination.k8s.io/leases catalyst/catalyst-cutover",
+                "get coordination.k8s.io/leases catalyst/catalyst-cutover-record",
+                "update coordination.k8s.io/leases catalyst/catalyst-cutover-record",
                 "list apps/daemonsets catalyst/registry-pivot",
                 "watch apps/daemonsets catalyst/registry-pivot",
                 "create events.k8s.io/events catalyst/*",
@@ -1328,7 +1332,12 @@ fn service_resources() -> BTreeSet<String> {
                 .chars()
                 .take_while(|c| c.is_alphanumeric())
                 .collect();
-            if kind.chars().next().is_some_and(char::is_uppercase) && kind != "DynamicObject" {
+            // A one-letter name is a type parameter (`fn reflect<K>(api: Api<K>)`): its
+            // callers name the kinds.
+            if kind.len() > 1
+                && kind.chars().next().is_some_and(char::is_uppercase)
+                && kind != "DynamicObject"
+            {
                 out.insert(resource_of(&kind).to_owned());
             }
         }

@@ -10,12 +10,15 @@
 //! noted is never erased by the service.
 //!
 //! With the record, a lost status is rebuilt instead of started over: a finished cutover
-//! comes back complete (and `registriesYamlActive=v2`, so no node moves), an unfinished one
-//! comes back failed with a reason, so nothing runs until an operator retries it.
+//! comes back complete (and `registriesYamlActive=v2`, so no node moves), or rolled back
+//! (`registriesYamlActive=rollback`) when the record's last word to the agents was an
+//! operator's rollback, so a lost status never re-pivots nodes an operator moved back; an
+//! unfinished one comes back failed with a reason, so nothing runs until an operator
+//! retries it.
 
 use super::model::{KEY_PHASE, Phase, StatusData, get};
 use super::store::initial_data;
-use crate::contract::key;
+use crate::contract::{key, registries};
 use crate::retry::{Backoff, is_status};
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -26,6 +29,9 @@ use std::collections::BTreeMap;
 pub const ANNOTATION_STARTED_AT: &str = "cutover.openova.io/started-at";
 /// Annotation of the record Lease: when the cutover completed (RFC 3339).
 pub const ANNOTATION_FINISHED_AT: &str = "cutover.openova.io/finished-at";
+/// Annotation of the record Lease: the last direction the agents were told
+/// (`registriesYamlActive` = `v2` or `rollback`); unlike the times, it follows the status.
+pub const ANNOTATION_REGISTRIES: &str = "cutover.openova.io/registries-yaml-active";
 
 /// What the record says.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -34,6 +40,8 @@ pub struct CutoverRecord {
     pub started_at: Option<String>,
     /// When the cutover completed.
     pub finished_at: Option<String>,
+    /// The last direction the agents were told: `v2` or `rollback`.
+    pub registries: Option<String>,
 }
 
 impl CutoverRecord {
@@ -48,6 +56,8 @@ impl CutoverRecord {
             finished_at: (phase == Phase::Complete)
                 .then(|| value(key::CUTOVER_FINISHED_AT).or_else(|| value(key::CUTOVER_STARTED_AT)))
                 .flatten(),
+            registries: value(key::REGISTRIES_YAML_ACTIVE)
+                .filter(|v| v == registries::V2 || v == registries::ROLLBACK),
         }
     }
 
@@ -61,10 +71,12 @@ impl CutoverRecord {
         CutoverRecord {
             started_at: value(ANNOTATION_STARTED_AT),
             finished_at: value(ANNOTATION_FINISHED_AT),
+            registries: value(ANNOTATION_REGISTRIES),
         }
     }
 
-    /// The record with what `newer` adds; values already noted are kept. Pure.
+    /// The record with what `newer` adds: times already noted are kept; the direction
+    /// follows the newer one that names one (a fresh status names none). Pure.
     pub fn merged(&self, newer: &CutoverRecord) -> CutoverRecord {
         CutoverRecord {
             started_at: self.started_at.clone().or_else(|| newer.started_at.clone()),
@@ -72,6 +84,7 @@ impl CutoverRecord {
                 .finished_at
                 .clone()
                 .or_else(|| newer.finished_at.clone()),
+            registries: newer.registries.clone().or_else(|| self.registries.clone()),
         }
     }
 
@@ -93,6 +106,11 @@ impl CutoverRecord {
         set(key::CUTOVER_STARTED_AT, started);
         set(key::CUTOVER_LAST_ATTEMPT_STARTED_AT, started);
         match &self.finished_at {
+            Some(finished) if self.registries.as_deref() == Some(registries::ROLLBACK) => {
+                set(KEY_PHASE, Phase::RolledBack.as_str());
+                set(key::CUTOVER_FINISHED_AT, finished);
+                set(key::REGISTRIES_YAML_ACTIVE, registries::ROLLBACK);
+            }
             Some(finished) => {
                 set(KEY_PHASE, Phase::Complete.as_str());
                 set(key::CUTOVER_COMPLETE, "true");
@@ -172,6 +190,7 @@ impl RecordKeeper {
             for (k, v) in [
                 (ANNOTATION_STARTED_AT, &wanted.started_at),
                 (ANNOTATION_FINISHED_AT, &wanted.finished_at),
+                (ANNOTATION_REGISTRIES, &wanted.registries),
             ] {
                 if let Some(v) = v {
                     annotations.insert(k.to_owned(), v.clone());
@@ -268,6 +287,7 @@ mod tests {
         let finished = CutoverRecord {
             started_at: Some("T1".into()),
             finished_at: Some("T2".into()),
+            registries: Some("v2".into()),
         }
         .rebuilt_status("ns/r");
         assert_eq!(Phase::of(&finished), Phase::Complete);
@@ -276,10 +296,38 @@ mod tests {
         let unfinished = CutoverRecord {
             started_at: Some("T1".into()),
             finished_at: None,
+            registries: None,
         }
         .rebuilt_status("ns/r");
         assert_eq!(Phase::of(&unfinished), Phase::Failed);
         assert_eq!(unfinished["registriesYamlActive"], "", "no node is moved");
         assert!(unfinished["lastError"].contains("Lease ns/r"));
+    }
+
+    #[test]
+    fn a_lost_status_after_a_rollback_never_pivots_the_nodes_again() {
+        let complete = data_of(&[
+            ("cutoverPhase", "complete"),
+            ("cutoverStartedAt", "T1"),
+            ("cutoverFinishedAt", "T2"),
+            ("registriesYamlActive", "v2"),
+        ]);
+        let mut record = CutoverRecord::default().merged(&CutoverRecord::of(&complete));
+        assert_eq!(record.registries.as_deref(), Some("v2"));
+        let rolled_back = data_of(&[
+            ("cutoverPhase", "rolled-back"),
+            ("cutoverStartedAt", "T1"),
+            ("cutoverFinishedAt", "T2"),
+            ("registriesYamlActive", "rollback"),
+        ]);
+        record = record.merged(&CutoverRecord::of(&rolled_back));
+        assert_eq!(
+            record.merged(&CutoverRecord::of(&initial_data())),
+            record,
+            "a fresh status (v1) changes no direction"
+        );
+        let rebuilt = record.rebuilt_status("ns/r");
+        assert_eq!(Phase::of(&rebuilt), Phase::RolledBack);
+        assert_eq!(rebuilt["registriesYamlActive"], "rollback");
     }
 }
