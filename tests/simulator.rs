@@ -11,7 +11,7 @@ mod common;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use catalyst_cutover::contract::{DEFAULT_STATUS_CONFIGMAP, key};
+use catalyst_cutover::contract::{DEFAULT_STATUS_CONFIGMAP, key, registries};
 use catalyst_cutover::sandbox::api::LOG_ANNOTATION;
 use catalyst_cutover::sandbox::faults::FaultProxy;
 use catalyst_cutover::sandbox::sim::daemonset::LABEL_REVISION_HASH;
@@ -694,17 +694,18 @@ async fn agents_acknowledge_the_flip_and_follow_replaced_nodes() {
         Some("v2")
     );
 
+    // Only an explicit rollback moves the nodes back; each acknowledges it.
     cms.patch(
         DEFAULT_STATUS_CONFIGMAP,
         &PatchParams::default(),
-        &flip("v1"),
+        &flip(registries::ROLLBACK),
     )
     .await
     .unwrap();
     wait_for(
         &cms,
         DEFAULT_STATUS_CONFIGMAP,
-        acked(vec![node(1), node(2), new], "v1"),
+        acked(vec![node(1), node(2), new], registries::ROLLED_BACK),
     )
     .await;
     finish(sim, tc).await;

@@ -16,11 +16,14 @@ use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use serde::Deserialize;
+use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
 
 /// How long a request waits for its run when it does not say.
 const DEFAULT_WAIT: Duration = Duration::from_secs(20);
+/// The most `wait` may ask for (`openapi.yaml` says so); the request timeout bounds it more.
+const MAX_WAIT_SECONDS: u64 = 3600;
 /// Left of the request timeout for reading and answering after the wait.
 const ANSWER_MARGIN: Duration = Duration::from_secs(5);
 
@@ -30,8 +33,8 @@ const ANSWER_MARGIN: Duration = Duration::from_secs(5);
 pub struct PreflightQuery {
     /// Seconds to wait for the run to end.
     pub wait: Option<u64>,
-    /// Follow this run (from an earlier 202) instead of beginning one.
-    pub run: Option<u32>,
+    /// Follow this run (from an earlier 202) instead of beginning one; runs count from 1.
+    pub run: Option<NonZeroU32>,
 }
 
 /// `GET /cutover/preflight`.
@@ -41,10 +44,15 @@ pub async fn preflight(
     query: Result<Query<PreflightQuery>, QueryRejection>,
 ) -> Result<(StatusCode, Json<Report>), ApiError> {
     let Query(query) = query.map_err(|e| ApiError::InvalidQuery(e.body_text()))?;
+    if query.wait.is_some_and(|w| w > MAX_WAIT_SECONDS) {
+        return Err(ApiError::InvalidQuery(format!(
+            "wait: at most {MAX_WAIT_SECONDS} seconds"
+        )));
+    }
     let wait = bounded_wait(query.wait, ctx.config.request_timeout);
     let preflights = Preflights::new(ctx.clone());
     let run = match query.run {
-        Some(run) => run,
+        Some(run) => run.get(),
         None => {
             let plan = super::cutover::validated_plan(&ctx).await?;
             if plan.preflight_count() == 0 {

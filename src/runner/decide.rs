@@ -6,16 +6,16 @@ use crate::status::model::{KEY_CUTOVER_ATTEMPT, Phase, StatusData, StepResult, S
 use crate::step::StepName;
 
 /// Whether the Job (or DaemonSet) a running row names is one the runner may adopt: the name
-/// its step and attempt determine, or, on a row of the earlier implementation (no attempt
-/// recorded), the `cutover-<step>` it named its Jobs. A name put there by hand is ignored,
-/// so that no other Job is ever adopted or deleted through it. DaemonSet names are checked
-/// by the engine against the plan instead. Pure.
+/// its step and attempt determine, or, on a first attempt, the `cutover-<step>` the earlier
+/// implementation named its Jobs (migration 2 records such a row as attempt 1). A name put
+/// there by hand is ignored, so that no other Job is ever adopted or deleted through it; a
+/// Job must carry the cutover's labels besides. DaemonSet names are checked by the engine
+/// against the plan instead. Pure.
 pub fn may_name(step: &str, row: &StepRow) -> bool {
     let Ok(name) = StepName::new(step) else {
         return false;
     };
-    let legacy =
-        !row.attempt_recorded && row.attempt == 1 && row.job_name == format!("cutover-{step}");
+    let legacy = row.attempt == 1 && row.job_name == format!("cutover-{step}");
     !row.job_name.is_empty() && (row.job_name == job_name(&name, row.attempt) || legacy)
 }
 

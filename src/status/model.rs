@@ -178,8 +178,6 @@ pub struct StepRow {
     /// earlier implementation carry no attempt: a started row without one counts as
     /// attempt 1, and so does a started row whose attempt a hand edit made 0 or garbage.
     pub attempt: u32,
-    /// Whether the row records its attempt (rows of the earlier implementation do not).
-    pub attempt_recorded: bool,
 }
 
 impl StepRow {
@@ -204,7 +202,6 @@ impl StepRow {
             finished_at: field(key::STEP_FINISHED_AT),
             job_name: field(key::STEP_JOB_NAME),
             attempt,
-            attempt_recorded: !raw_attempt.is_empty(),
         }
     }
 }
