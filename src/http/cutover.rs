@@ -143,7 +143,7 @@ pub(crate) async fn refuse_lost_status(ctx: &Context) -> Result<(), ApiError> {
     let Some(record) = ctx.store.record() else {
         return Ok(());
     };
-    let noted = record.read().await.map_err(|err| {
+    let noted = record.read_shared().await.map_err(|err| {
         ApiError::Unavailable(format!(
             "cannot read the cutover record (Lease {}): {err}",
             record.describe()

@@ -24,6 +24,11 @@ use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, PostParams};
 use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// How long a shared read of the record ([`RecordKeeper::read_shared`]) stays good.
+const SHARED_READ_FRESHNESS: Duration = Duration::from_secs(1);
 
 /// Annotation of the record Lease: when the first cutover started (RFC 3339).
 pub const ANNOTATION_STARTED_AT: &str = "cutover.openova.io/started-at";
@@ -141,6 +146,8 @@ impl CutoverRecord {
 pub struct RecordKeeper {
     api: Api<Lease>,
     name: String,
+    /// The latest shared read and when it was made.
+    shared: Arc<tokio::sync::Mutex<Option<(Instant, CutoverRecord)>>>,
 }
 
 impl RecordKeeper {
@@ -149,6 +156,7 @@ impl RecordKeeper {
         RecordKeeper {
             api,
             name: name.to_owned(),
+            shared: Arc::default(),
         }
     }
 
@@ -165,6 +173,22 @@ impl RecordKeeper {
             .await?
             .map(|lease| CutoverRecord::from_annotations(lease.metadata.annotations.as_ref()))
             .unwrap_or_default())
+    }
+
+    /// The record for a request's check: concurrent callers share one read, and its answer
+    /// serves for [`SHARED_READ_FRESHNESS`], so a thousand logins at once cost one GET, not
+    /// a thousand behind the API server's latency. Rebuilding a lost status reads afresh
+    /// ([`Self::read`]).
+    pub async fn read_shared(&self) -> Result<CutoverRecord, kube::Error> {
+        let mut shared = self.shared.lock().await;
+        if let Some((at, record)) = shared.as_ref()
+            && at.elapsed() < SHARED_READ_FRESHNESS
+        {
+            return Ok(record.clone());
+        }
+        let record = self.read().await?;
+        *shared = Some((Instant::now(), record.clone()));
+        Ok(record)
     }
 
     /// Adds what `newer` says to the record; returns the record written.
