@@ -25,10 +25,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, PostParams};
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
-
-/// How long a shared read of the record ([`RecordKeeper::read_shared`]) stays good.
-const SHARED_READ_FRESHNESS: Duration = Duration::from_secs(1);
+use std::time::Instant;
 
 /// Annotation of the record Lease: when the first cutover started (RFC 3339).
 pub const ANNOTATION_STARTED_AT: &str = "cutover.openova.io/started-at";
@@ -146,7 +143,7 @@ impl CutoverRecord {
 pub struct RecordKeeper {
     api: Api<Lease>,
     name: String,
-    /// The latest shared read and when it was made.
+    /// The latest shared read and when it began.
     shared: Arc<tokio::sync::Mutex<Option<(Instant, CutoverRecord)>>>,
 }
 
@@ -175,19 +172,21 @@ impl RecordKeeper {
             .unwrap_or_default())
     }
 
-    /// The record for a request's check: concurrent callers share one read, and its answer
-    /// serves for [`SHARED_READ_FRESHNESS`], so a thousand logins at once cost one GET, not
-    /// a thousand behind the API server's latency. Rebuilding a lost status reads afresh
-    /// ([`Self::read`]).
+    /// The record for a request's check, with concurrent callers sharing one read: a read
+    /// that began after a caller arrived is as fresh as one of its own, so a thousand logins
+    /// at once cost one GET, not a thousand behind the API server's latency, and no caller
+    /// gets an answer older than its request.
     pub async fn read_shared(&self) -> Result<CutoverRecord, kube::Error> {
+        let arrived = Instant::now();
         let mut shared = self.shared.lock().await;
-        if let Some((at, record)) = shared.as_ref()
-            && at.elapsed() < SHARED_READ_FRESHNESS
+        if let Some((began, record)) = shared.as_ref()
+            && *began >= arrived
         {
             return Ok(record.clone());
         }
+        let began = Instant::now();
         let record = self.read().await?;
-        *shared = Some((Instant::now(), record.clone()));
+        *shared = Some((began, record.clone()));
         Ok(record)
     }
 
