@@ -16,6 +16,7 @@
 //! - [`service`]: one replica: configuration, shared context, start-up and shutdown.
 //! - `sandbox`: the embedded Kubernetes API server and cluster simulator (cargo feature
 //!   `sandbox`, on by default; the container image leaves it out).
+//! - [`steplog`]: every step's log: where it is read from, and the tail kept after it.
 //! - [`retry`]: which API errors are retried, and how.
 //! - [`cli`]: the `catalyst-cutover` subcommands.
 //! - [`telemetry`]: logs (JSON in a cluster, human on a terminal).
@@ -37,4 +38,5 @@ pub mod sandbox;
 pub mod service;
 pub mod status;
 pub mod step;
+pub mod steplog;
 pub mod telemetry;
