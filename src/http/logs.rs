@@ -164,7 +164,9 @@ async fn pod_log(
             )));
         }
     };
-    let lines = reader.lines().map(|line| line.map(|l| Bytes::from(l + "\n")));
+    let lines = reader
+        .lines()
+        .map(|line| line.map(|l| Bytes::from(l + "\n")));
     let mut response = Body::from_stream(lines).into_response();
     text_headers(&mut response, "pod", &name);
     Ok(response)
@@ -177,8 +179,11 @@ async fn kept_log(
     step: &StepName,
     job: &str,
 ) -> Result<Response, ApiError> {
-    let run = match get(data, &contract::key::step(step.as_str(), KEY_CUTOVER_ATTEMPT))
-        .parse::<u32>()
+    let run = match get(
+        data,
+        &contract::key::step(step.as_str(), KEY_CUTOVER_ATTEMPT),
+    )
+    .parse::<u32>()
     {
         Ok(run) => run,
         Err(_) => get_u32(data, KEY_CUTOVER_ATTEMPT),
@@ -189,7 +194,10 @@ async fn kept_log(
         &ctx.config.status_configmap,
     );
     let kept = keeper.read(step, run).await.map_err(|e| {
-        ApiError::Upstream(format!("cannot read the kept log of step {}: {e}", step.as_str()))
+        ApiError::Upstream(format!(
+            "cannot read the kept log of step {}: {e}",
+            step.as_str()
+        ))
     })?;
     let Some(kept) = kept else {
         return Err(ApiError::StepLogNotFound {

@@ -86,7 +86,10 @@ impl KeptLog {
     pub fn to_configmap(&self, namespace: &str, owner: &ConfigMap) -> ConfigMap {
         let status_name = owner.name_any();
         let labels = BTreeMap::from([
-            (contract::LABEL_PART_OF.to_owned(), contract::PART_OF.to_owned()),
+            (
+                contract::LABEL_PART_OF.to_owned(),
+                contract::PART_OF.to_owned(),
+            ),
             (
                 contract::LABEL_COMPONENT.to_owned(),
                 COMPONENT_STEP_LOG.to_owned(),
@@ -253,7 +256,8 @@ impl TailKeeper {
             .map_err(api("list the Job's pods"))?;
         let pod = newest_pod(&pods.items).ok_or_else(|| KeepError::NoPod(job.to_owned()))?;
         let pod_name = pod.name_any();
-        let container = first_container(pod).ok_or_else(|| KeepError::NoContainer(pod_name.clone()))?;
+        let container =
+            first_container(pod).ok_or_else(|| KeepError::NoContainer(pod_name.clone()))?;
         let params = LogParams {
             container: Some(container.clone()),
             ..LogParams::default()
@@ -266,10 +270,13 @@ impl TailKeeper {
         let mut tail = Tail::new(MAX_TAIL_BYTES);
         let mut chunk = vec![0u8; 16 * 1024];
         loop {
-            let read = reader.read(&mut chunk).await.map_err(|source| KeepError::Read {
-                pod: pod_name.clone(),
-                source,
-            })?;
+            let read = reader
+                .read(&mut chunk)
+                .await
+                .map_err(|source| KeepError::Read {
+                    pod: pod_name.clone(),
+                    source,
+                })?;
             if read == 0 {
                 break;
             }
@@ -279,7 +286,12 @@ impl TailKeeper {
         let owner = match self.configmaps().get_opt(&self.status).await {
             Ok(Some(owner)) => owner,
             Ok(None) => return Err(KeepError::NoStatus(self.status.clone())),
-            Err(source) => return Err(KeepError::Api { action: "read the status ConfigMap", source }),
+            Err(source) => {
+                return Err(KeepError::Api {
+                    action: "read the status ConfigMap",
+                    source,
+                });
+            }
         };
         let kept = KeptLog {
             step: step.clone(),
@@ -298,7 +310,10 @@ impl TailKeeper {
             }
             // Kept already, by a runner that ended the same step before this one took over.
             Err(err) if is_status(&err, 409) => Ok(()),
-            Err(source) => Err(KeepError::Api { action: "create the log tail's ConfigMap", source }),
+            Err(source) => Err(KeepError::Api {
+                action: "create the log tail's ConfigMap",
+                source,
+            }),
         }
     }
 
@@ -381,7 +396,9 @@ mod tests {
     fn the_name_is_valid_for_any_status_name_run_and_step() {
         let long_step = "x".repeat(63);
         for len in [1, 100, 180, 186, 187, 200, 253] {
-            let status: String = (0..len).map(|i| if i % 5 == 4 && i + 1 < len { '-' } else { 's' }).collect();
+            let status: String = (0..len)
+                .map(|i| if i % 5 == 4 && i + 1 < len { '-' } else { 's' })
+                .collect();
             for run in [0, 1, u32::MAX] {
                 for s in ["a", long_step.as_str()] {
                     let name = configmap_name(&status, run, &step(s));
@@ -423,7 +440,10 @@ mod tests {
         let cm = kept().to_configmap("catalyst", &owner());
         let owners = cm.metadata.owner_references.clone().unwrap();
         assert_eq!(owners.len(), 1);
-        assert_eq!((owners[0].kind.as_str(), owners[0].uid.as_str()), ("ConfigMap", "u-1"));
+        assert_eq!(
+            (owners[0].kind.as_str(), owners[0].uid.as_str()),
+            ("ConfigMap", "u-1")
+        );
         assert_eq!(owners[0].name, "self-sovereign-cutover-status");
         let labels = cm.metadata.labels.clone().unwrap();
         assert_eq!(labels[LABEL_RUN], "2");
@@ -442,7 +462,10 @@ mod tests {
         assert_eq!(KeptLog::from_configmap(&cm, &step("other"), 2), None);
         let mut plain = cm.clone();
         plain.metadata.labels = None;
-        assert_eq!(KeptLog::from_configmap(&plain, &step("gitea-mirror"), 2), None);
+        assert_eq!(
+            KeptLog::from_configmap(&plain, &step("gitea-mirror"), 2),
+            None
+        );
     }
 
     #[test]

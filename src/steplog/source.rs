@@ -58,7 +58,11 @@ mod tests {
     fn row(result: StepResult, job: &str, attempt: u32) -> StepRow {
         StepRow {
             result,
-            started_at: if attempt > 0 { "2026-01-01T00:00:00Z".into() } else { String::new() },
+            started_at: if attempt > 0 {
+                "2026-01-01T00:00:00Z".into()
+            } else {
+                String::new()
+            },
             finished_at: String::new(),
             job_name: job.into(),
             attempt,
@@ -67,10 +71,19 @@ mod tests {
 
     #[test]
     fn a_step_never_run_has_no_log() {
-        assert_eq!(source(&row(StepResult::Pending, "", 0)), LogSource::NotStarted);
+        assert_eq!(
+            source(&row(StepResult::Pending, "", 0)),
+            LogSource::NotStarted
+        );
         // A row reset by a retry keeps no Job to read.
-        assert_eq!(source(&row(StepResult::Pending, "cutover-x-a1", 1)), LogSource::NotStarted);
-        assert_eq!(source(&row(StepResult::Running, "", 1)), LogSource::NotStarted);
+        assert_eq!(
+            source(&row(StepResult::Pending, "cutover-x-a1", 1)),
+            LogSource::NotStarted
+        );
+        assert_eq!(
+            source(&row(StepResult::Running, "", 1)),
+            LogSource::NotStarted
+        );
     }
 
     #[test]
@@ -103,8 +116,14 @@ mod tests {
             pod("c", Some("2026-01-01T00:00:03Z")),
             pod("a", Some("2026-01-01T00:00:02Z")),
         ];
-        assert_eq!(newest_pod(&pods).unwrap().metadata.name.as_deref(), Some("c"));
+        assert_eq!(
+            newest_pod(&pods).unwrap().metadata.name.as_deref(),
+            Some("c")
+        );
         let same = [pod("a", None), pod("b", None)];
-        assert_eq!(newest_pod(&same).unwrap().metadata.name.as_deref(), Some("b"));
+        assert_eq!(
+            newest_pod(&same).unwrap().metadata.name.as_deref(),
+            Some("b")
+        );
     }
 }

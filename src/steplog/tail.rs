@@ -86,11 +86,17 @@ mod tests {
 
     #[test]
     fn a_long_log_keeps_its_last_bytes_whatever_the_chunking() {
-        let log: Vec<u8> = (0..1000u32).flat_map(|i| format!("{i}\n").into_bytes()).collect();
+        let log: Vec<u8> = (0..1000u32)
+            .flat_map(|i| format!("{i}\n").into_bytes())
+            .collect();
         let expected = String::from_utf8(log[log.len() - 100..].to_vec()).unwrap();
         for size in [1, 7, 99, 100, 101, 250, 1000, 5000] {
             let chunks: Vec<&[u8]> = log.chunks(size).collect();
-            assert_eq!(tail_of(&chunks, 100), (expected.clone(), true), "chunks of {size}");
+            assert_eq!(
+                tail_of(&chunks, 100),
+                (expected.clone(), true),
+                "chunks of {size}"
+            );
         }
     }
 
