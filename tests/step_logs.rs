@@ -421,3 +421,69 @@ async fn logs_are_authorized_like_get_cutover() {
     assert_eq!(answer.json()["error"], "step-not-started");
     env.cleanup(service).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn following_a_running_steps_log_streams_lines_as_they_come() {
+    use futures::StreamExt;
+    let lines = "pulling library/nginx\npushed 12 layers\nwaiting for harbor\n";
+    let env = Env::start(vec![job_step(
+        1,
+        "stuck",
+        &[
+            ("CUTOVER_SIM_OUTCOME", "hang"),
+            ("CUTOVER_SIM_RUN_MS", "600"),
+            ("CUTOVER_SIM_LOG", lines),
+        ],
+    )])
+    .await;
+    let service = env.service(AuthConfig::disabled()).await;
+    let base = service.url();
+    assert_eq!(post(&base, "/cutover").await, 202);
+    // Until the pod's container runs, the log is not there yet.
+    let url = format!("{base}/cutover/steps/stuck/logs?follow=true");
+    let response = tokio::time::timeout(GUARD, async {
+        loop {
+            let response = reqwest::get(&url).await.expect("GET");
+            if response.status() == 200 {
+                return response;
+            }
+            let code = response.status().as_u16();
+            let body: Value = response.json().await.unwrap_or(Value::Null);
+            assert!(
+                code == 409
+                    && ["step-not-started", "step-log-pending"]
+                        .contains(&body["error"].as_str().unwrap_or_default()),
+                "{code} {body}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("the log is there in time");
+    assert_eq!(response.headers()["x-log-source"], "pod");
+    let mut stream = response.bytes_stream();
+    let mut received = String::new();
+    // The container never ends: every line arrives while the response is still open.
+    tokio::time::timeout(GUARD, async {
+        while received != lines {
+            let chunk = stream.next().await.expect("open").expect("chunk");
+            received.push_str(std::str::from_utf8(&chunk).expect("UTF-8"));
+            assert!(lines.starts_with(&received), "{received:?}");
+        }
+    })
+    .await
+    .expect("every line in time");
+    // Aborting deletes the Job and its pod: the followed log ends.
+    assert_eq!(post(&base, "/cutover/abort").await, 200);
+    let rest = tokio::time::timeout(GUARD, async {
+        let mut rest = Vec::new();
+        while let Some(chunk) = stream.next().await {
+            rest.extend_from_slice(&chunk.unwrap_or_default());
+        }
+        rest
+    })
+    .await
+    .expect("the stream ends with the pod");
+    assert!(rest.is_empty(), "{:?}", String::from_utf8_lossy(&rest));
+    env.cleanup(service).await;
+}

@@ -17,6 +17,7 @@ mod daemonset_controller;
 pub mod job;
 mod job_controller;
 mod kubelet;
+pub mod kubelet_http;
 pub mod lifecycle;
 mod nodes;
 pub mod pod_state;
@@ -32,6 +33,7 @@ use serde::de::DeserializeOwned;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use kubelet_http::KubeletEndpoint;
 use nodes::{NodeManager, NodeRegistry};
 
 pub use nodes::LABEL_POOL;
@@ -112,6 +114,7 @@ pub struct Simulator {
     nodes: NodeManager,
     never_ack: watch::Sender<BTreeSet<String>>,
     tasks: Vec<JoinHandle<()>>,
+    kubelet_endpoint: KubeletEndpoint,
 }
 
 impl std::fmt::Debug for Simulator {
@@ -127,8 +130,17 @@ impl Simulator {
     pub async fn start(client: Client, cfg: SimConfig) -> Result<Simulator, SimError> {
         validate(&cfg)?;
         let registry = Arc::new(NodeRegistry::new(&cfg.pool));
-        let nodes = NodeManager::new(client.clone(), cfg.namespace.clone(), registry.clone());
-        nodes.ensure(cfg.nodes).await?;
+        let kubelet_endpoint = KubeletEndpoint::start(client.clone(), cfg.default_run).await?;
+        let nodes = NodeManager::new(
+            client.clone(),
+            cfg.namespace.clone(),
+            registry.clone(),
+            kubelet_endpoint.port(),
+        );
+        if let Err(err) = nodes.ensure(cfg.nodes).await {
+            kubelet_endpoint.shutdown().await;
+            return Err(err);
+        }
         let (never_ack, never_ack_rx) = watch::channel(cfg.agent.never_ack.clone());
         let ns = cfg.namespace.clone();
         let mut tasks = vec![
@@ -165,6 +177,7 @@ impl Simulator {
             nodes,
             never_ack,
             tasks,
+            kubelet_endpoint,
         })
     }
 
@@ -205,6 +218,7 @@ impl Simulator {
             // An aborted task answers Err(cancelled), which is the expected end here.
             let _ = task.await;
         }
+        self.kubelet_endpoint.shutdown().await;
     }
 }
 
