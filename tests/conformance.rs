@@ -1974,8 +1974,8 @@ async fn deletes_answer_a_status_or_the_deleted_pod() {
 #[tokio::test]
 async fn pod_logs_come_from_the_kubelet_of_the_pods_node() {
     use catalyst_cutover::sandbox::sim::{SimConfig, Simulator};
-    use k8s_openapi::api::core::v1::Pod;
     use futures::AsyncBufReadExt;
+    use k8s_openapi::api::core::v1::Pod;
     use kube::api::LogParams;
     let tc = TestCluster::start().await;
     let ns = tc.namespace().to_owned();
@@ -2025,7 +2025,10 @@ async fn pod_logs_come_from_the_kubelet_of_the_pods_node() {
         container: Some("main".into()),
         ..params
     };
-    let log = pods.logs("logger", &main(LogParams::default())).await.unwrap();
+    let log = pods
+        .logs("logger", &main(LogParams::default()))
+        .await
+        .unwrap();
     assert_eq!(log, "one\ntwo\nthree\n");
     let tail = LogParams {
         tail_lines: Some(1),
@@ -2049,19 +2052,39 @@ async fn pod_logs_come_from_the_kubelet_of_the_pods_node() {
         .try_collect()
         .await
         .unwrap();
-    assert_eq!(followed, ["one", "two", "three"], "an ended container's log ends");
+    assert_eq!(
+        followed,
+        ["one", "two", "three"],
+        "an ended container's log ends"
+    );
 
-    let unnamed = status_of(pods.logs("logger", &LogParams::default()).await.unwrap_err());
+    let unnamed = status_of(
+        pods.logs("logger", &LogParams::default())
+            .await
+            .unwrap_err(),
+    );
     assert_eq!(unnamed.code, 400, "{unnamed:?}");
-    assert!(unnamed.message.contains("a container name must be specified"), "{unnamed:?}");
+    assert!(
+        unnamed
+            .message
+            .contains("a container name must be specified"),
+        "{unnamed:?}"
+    );
     let wrong = LogParams {
         container: Some("nope".into()),
         ..LogParams::default()
     };
     let wrong = status_of(pods.logs("logger", &wrong).await.unwrap_err());
     assert_eq!(wrong.code, 400, "{wrong:?}");
-    assert!(wrong.message.contains("is not valid for pod logger"), "{wrong:?}");
-    let gone = status_of(pods.logs("nope", &main(LogParams::default())).await.unwrap_err());
+    assert!(
+        wrong.message.contains("is not valid for pod logger"),
+        "{wrong:?}"
+    );
+    let gone = status_of(
+        pods.logs("nope", &main(LogParams::default()))
+            .await
+            .unwrap_err(),
+    );
     assert_eq!(gone.code, 404);
 
     sim.shutdown().await;
