@@ -2007,6 +2007,19 @@ async fn pod_logs_come_from_the_kubelet_of_the_pods_node() {
         }
     }))
     .unwrap();
+    // Bound to a node that does not exist: kube-apiserver finds no kubelet to ask.
+    let mut waiting = pod.clone();
+    waiting.metadata.name = Some("waiting".into());
+    if let Some(spec) = waiting.spec.as_mut() {
+        spec.node_name = Some("no-such-node".into());
+    }
+    pods.create(&PostParams::default(), &waiting).await.unwrap();
+    let main_only = LogParams {
+        container: Some("main".into()),
+        ..LogParams::default()
+    };
+    let no_node = status_of(pods.logs("waiting", &main_only).await.unwrap_err());
+    assert_eq!(no_node.code, 404, "{no_node:?}");
     pods.create(&PostParams::default(), &pod).await.unwrap();
     let ended = |p: Option<&Pod>| {
         p.and_then(|p| p.status.as_ref())

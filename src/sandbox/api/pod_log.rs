@@ -39,6 +39,13 @@ pub fn pod_log(
 ) -> Result<Response, ApiError> {
     let pod = store.get(kind, ns, name)?;
     let container = container(&pod, name, params.get("container").map(String::as_str))?;
+    // kube-apiserver looks the node up first, and words a missing one as a missing pod.
+    if let Some(node) = pod.pointer("/spec/nodeName").and_then(Value::as_str)
+        && let Some(nodes) = store.registry().lookup("", "v1", "nodes")
+        && store.get(&nodes, None, node).is_err()
+    {
+        return Err(ApiError::not_found(kind, node));
+    }
     let Some((address, port)) = kubelet_of(store, &pod) else {
         let text = pod
             .pointer("/metadata/annotations")
@@ -48,6 +55,19 @@ pub fn pod_log(
             .to_string();
         return Ok((StatusCode::OK, [(header::CONTENT_TYPE, "text/plain")], text).into_response());
     };
+    // A kubelet answers 400 for a container that has not started, and kube-apiserver passes
+    // its status on; the container's status tells it here before any connection.
+    let started = pod
+        .pointer("/status/containerStatuses")
+        .and_then(Value::as_array)
+        .and_then(|cs| cs.iter().find(|c| c["name"] == container.as_str()))
+        .and_then(|c| c.get("state"))
+        .is_some_and(|state| state.get("running").is_some() || state.get("terminated").is_some());
+    if !started {
+        return Err(ApiError::bad_request(format!(
+            "container \"{container}\" in pod \"{name}\" is waiting to start: ContainerCreating"
+        )));
+    }
     let query: Vec<String> = PASSED_ON
         .iter()
         .filter_map(|k| params.get(*k).map(|v| format!("{k}={v}")))
