@@ -103,7 +103,6 @@ async fn setup() -> (ApiServer, Simulator, Service) {
             nodes: 1,
             pool: NS.to_owned(),
             default_run: Duration::from_millis(50),
-            ..SimConfig::default()
         },
     )
     .await
