@@ -8,7 +8,7 @@ mod common;
 
 use catalyst_cutover::auth::AuthConfig;
 use catalyst_cutover::contract::{self, DEFAULT_STATUS_CONFIGMAP};
-use catalyst_cutover::sandbox::sim::{AgentConfig, SimConfig, Simulator};
+use kube_sandbox::sim::{SimConfig, Simulator};
 use catalyst_cutover::service::{Service, ServiceConfig};
 use catalyst_cutover::steplog::MAX_TAIL_BYTES;
 use catalyst_cutover::steplog::kept::{COMPONENT_STEP_LOG, LABEL_RUN};
@@ -48,8 +48,6 @@ impl Env {
                 namespace: Some(ns.clone()),
                 nodes: 1,
                 pool: ns.clone(),
-                status_configmap: Some((ns, DEFAULT_STATUS_CONFIGMAP.to_owned())),
-                agent: AgentConfig::default(),
                 default_run: Duration::from_millis(20),
             },
         )

@@ -120,7 +120,7 @@ impl KubeletEndpoint {
     /// [`NODE_IP`] with a throw-away self-signed certificate (kube-apiserver does not verify
     /// it unless given a kubelet CA).
     pub async fn start(client: Client, default_run: Duration) -> Result<Self, SimError> {
-        let tls = crate::sandbox::api::tls::self_signed(NODE_IP)
+        let tls = crate::api::tls::self_signed(NODE_IP)
             .map_err(|e| SimError::Config(format!("kubelet certificate: {e}")))?;
         let listener = TcpListener::bind(SocketAddr::new(NODE_IP, 0))
             .await
@@ -140,7 +140,7 @@ impl KubeletEndpoint {
             )
             .with_state(state);
         let (stop, stopped) = watch::channel(false);
-        let task = crate::sandbox::api::serve::spawn(listener, router, Some(tls.acceptor), stopped);
+        let task = crate::api::serve::spawn(listener, router, Some(tls.acceptor), stopped);
         Ok(KubeletEndpoint { port, stop, task })
     }
 
