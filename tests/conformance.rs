@@ -1973,10 +1973,10 @@ async fn deletes_answer_a_status_or_the_deleted_pod() {
 /// asked without one, or for a container it does not have). The sandbox must answer alike.
 #[tokio::test]
 async fn pod_logs_come_from_the_kubelet_of_the_pods_node() {
-    use kube_sandbox::sim::{SimConfig, Simulator};
     use futures::AsyncBufReadExt;
     use k8s_openapi::api::core::v1::Pod;
     use kube::api::LogParams;
+    use kube_sandbox::sim::{SimConfig, Simulator};
     let tc = TestCluster::start().await;
     let ns = tc.namespace().to_owned();
     let sim = Simulator::start(

@@ -7,12 +7,12 @@ mod common;
 
 use catalyst_cutover::auth::AuthConfig;
 use catalyst_cutover::contract::{self, DEFAULT_STATUS_CONFIGMAP};
-use kube_sandbox::sim::{SimConfig, Simulator};
 use catalyst_cutover::service::{Service, ServiceConfig};
 use common::TestCluster;
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Api, PostParams};
 use kube::runtime::wait::await_condition;
+use kube_sandbox::sim::{SimConfig, Simulator};
 use serde_json::{Value, json};
 use std::path::PathBuf;
 use std::process::Output;

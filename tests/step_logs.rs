@@ -8,7 +8,6 @@ mod common;
 
 use catalyst_cutover::auth::AuthConfig;
 use catalyst_cutover::contract::{self, DEFAULT_STATUS_CONFIGMAP};
-use kube_sandbox::sim::{SimConfig, Simulator};
 use catalyst_cutover::service::{Service, ServiceConfig};
 use catalyst_cutover::steplog::MAX_TAIL_BYTES;
 use catalyst_cutover::steplog::kept::{COMPONENT_STEP_LOG, LABEL_RUN};
@@ -17,6 +16,7 @@ use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod};
 use kube::api::{Api, DeleteParams, ListParams, PostParams, PropagationPolicy};
 use kube::runtime::wait::await_condition;
+use kube_sandbox::sim::{SimConfig, Simulator};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::time::Duration;
