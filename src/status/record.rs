@@ -9,6 +9,13 @@
 //! service already has the RBAC to write Leases. The record only ever grows: a value once
 //! noted is never erased by the service.
 //!
+//! The record is written ahead of the status: a status write that tells a new fact (a start,
+//! a completion, a new direction to the agents) first notes it in the record, so whatever a
+//! status shows, the record already holds. Noting it afterwards, from the watch, left a window
+//! in which a deleted complete status was rebuilt from a record that had only the start (and
+//! the cutover came back failed); the API server's watch delivers a change well after its
+//! write, the sandbox's at once, so only the real API server showed it.
+//!
 //! With the record, a lost status is rebuilt instead of started over: a finished cutover
 //! comes back complete (and `registriesYamlActive=v2`, so no node moves), or rolled back
 //! (`registriesYamlActive=rollback`) when the record's last word to the agents was an
@@ -95,6 +102,18 @@ impl CutoverRecord {
         self.started_at.is_some()
     }
 
+    /// Whether a status write from `before` to `after` must first be noted in a record known
+    /// to hold at least `self`: when it tells a fact the record may lack. A time the record
+    /// already holds is never lost (the record only grows), but the direction can be
+    /// changed by another replica since this one last noted it, so a write that turns the
+    /// direction is always noted. Pure.
+    pub fn needs_note(&self, before: &StatusData, after: &StatusData) -> bool {
+        let newer = CutoverRecord::of(after);
+        let turns =
+            newer.registries.is_some() && newer.registries != CutoverRecord::of(before).registries;
+        turns || self.merged(&newer) != *self
+    }
+
     /// The status to recreate a lost status ConfigMap with, given this record and where the
     /// record lives (for the reason a person reads). Pure.
     pub fn rebuilt_status(&self, record_name: &str) -> StatusData {
@@ -145,6 +164,9 @@ pub struct RecordKeeper {
     name: String,
     /// The latest shared read and when it began.
     shared: Arc<tokio::sync::Mutex<Option<(Instant, CutoverRecord)>>>,
+    /// What this replica knows the record holds at least (it wrote or read it), so that a
+    /// hundred concurrent starts note the start once; held while noting, so they queue.
+    known: Arc<tokio::sync::Mutex<CutoverRecord>>,
 }
 
 impl RecordKeeper {
@@ -154,6 +176,7 @@ impl RecordKeeper {
             api,
             name: name.to_owned(),
             shared: Arc::default(),
+            known: Arc::default(),
         }
     }
 
@@ -188,6 +211,21 @@ impl RecordKeeper {
         let record = self.read().await?;
         *shared = Some((began, record.clone()));
         Ok(record)
+    }
+
+    /// Notes in the record what a status write from `before` to `after` tells, unless the
+    /// record is known to hold it already. Called before the write, so a status never shows
+    /// what its record lacks.
+    pub async fn note_ahead(
+        &self,
+        before: &StatusData,
+        after: &StatusData,
+    ) -> Result<(), kube::Error> {
+        let mut known = self.known.lock().await;
+        if known.needs_note(before, after) {
+            *known = self.note(&CutoverRecord::of(after)).await?;
+        }
+        Ok(())
     }
 
     /// Adds what `newer` says to the record; returns the record written.
@@ -238,8 +276,9 @@ impl RecordKeeper {
     }
 
     /// Keeps the record up with the status cache for the replica's life: every start and
-    /// completion the status shows is noted. Every replica runs it; the writes are
-    /// idempotent and happen once per fact.
+    /// completion the status shows is noted, also those this service did not write (a
+    /// status written by an earlier release, or by hand). Every replica runs it; the writes
+    /// are idempotent and happen once per fact.
     pub async fn follow(self, cache: super::StatusCache) {
         let mut snapshots = cache.subscribe();
         let mut noted = CutoverRecord::default();
@@ -302,6 +341,47 @@ mod tests {
             "the first start stays"
         );
         assert_eq!(both.finished_at.as_deref(), Some("T3"));
+    }
+
+    #[test]
+    fn a_write_is_noted_ahead_only_when_it_tells_something_new() {
+        let idle = initial_data();
+        let running = data_of(&[("cutoverPhase", "running"), ("cutoverStartedAt", "T1")]);
+        let complete = data_of(&[
+            ("cutoverPhase", "complete"),
+            ("cutoverStartedAt", "T1"),
+            ("cutoverFinishedAt", "T2"),
+            ("registriesYamlActive", "v2"),
+        ]);
+        let nothing = CutoverRecord::default();
+        assert!(nothing.needs_note(&idle, &running), "a start is noted");
+        assert!(
+            !nothing.needs_note(&idle, &idle),
+            "a fresh status tells nothing"
+        );
+        let started = CutoverRecord::of(&running);
+        let later_start = data_of(&[("cutoverPhase", "running"), ("cutoverStartedAt", "T9")]);
+        assert!(
+            !started.needs_note(&idle, &later_start),
+            "a concurrent start is noted once"
+        );
+        assert!(
+            started.needs_note(&running, &complete),
+            "a completion is noted"
+        );
+        let done = CutoverRecord::of(&complete);
+        assert!(!done.needs_note(&complete, &complete));
+        let rolled_back = data_of(&[
+            ("cutoverPhase", "rolled-back"),
+            ("cutoverStartedAt", "T1"),
+            ("cutoverFinishedAt", "T2"),
+            ("registriesYamlActive", "rollback"),
+        ]);
+        assert!(done.needs_note(&complete, &rolled_back));
+        assert!(
+            done.needs_note(&rolled_back, &complete),
+            "turning the direction back is noted even when this replica last noted v2"
+        );
     }
 
     #[test]

@@ -31,6 +31,15 @@ pub enum StoreError {
         #[source]
         source: kube::Error,
     },
+    /// The durable record could not be extended ahead of the write, so the write was not made.
+    #[error("the API server refused to extend the cutover record (Lease {record}): {source}")]
+    Record {
+        /// `namespace/name` of the record Lease.
+        record: String,
+        /// The refusal.
+        #[source]
+        source: kube::Error,
+    },
     /// The process is stopping: the write's task was cancelled with the runtime.
     #[error("the service is stopping; the status write may or may not have been made")]
     Interrupted,
@@ -133,6 +142,22 @@ impl StatusStore {
             change(&mut data)?;
             if data == before {
                 return Ok(data);
+            }
+            if let Some(record) = &self.record {
+                match record.note_ahead(&before, &data).await {
+                    Ok(()) => {}
+                    Err(err) if is_transient(&err) => {
+                        tracing::warn!(record = %record.describe(), error = %err, "cannot note the cutover in its record before a status write; retrying");
+                        backoff.wait().await;
+                        continue;
+                    }
+                    Err(source) => {
+                        return Err(StoreError::Record {
+                            record: record.describe(),
+                            source,
+                        });
+                    }
+                }
             }
             let mut next = (*current).clone();
             next.data = Some(data.clone());
