@@ -9,12 +9,18 @@
 //! service already has the RBAC to write Leases. The record only ever grows: a value once
 //! noted is never erased by the service.
 //!
-//! The record is written ahead of the status: a status write that tells a new fact (a start,
-//! a completion, a new direction to the agents) first notes it in the record, so whatever a
-//! status shows, the record already holds. Noting it afterwards, from the watch, left a window
-//! in which a deleted complete status was rebuilt from a record that had only the start (and
-//! the cutover came back failed); the API server's watch delivers a change well after its
-//! write, the sandbox's at once, so only the real API server showed it.
+//! When the record is written matters, because a start is refused when the status shows no
+//! cutover but the record shows one (the status was lost):
+//! - a completion and a new direction to the agents are noted *ahead* of the status write
+//!   that tells them, so a status never shows them while its record lacks them. Noted after,
+//!   from the watch, a status deleted right after completing was rebuilt from a record that
+//!   had only the start, and the cutover came back failed: the real API server delivers a
+//!   watch event well after the write, the sandbox at once.
+//! - a start is noted right *after* the status write that tells it (and, should that writer
+//!   die first, ahead of the next status write, which builds on it): so a record that shows a
+//!   start means the status showed it before, and a status read after the record that shows
+//!   none was lost. Noted ahead, a start not yet written was indistinguishable from a lost
+//!   status, and concurrent starts that lost the race were refused as `status-lost`.
 //!
 //! With the record, a lost status is rebuilt instead of started over: a finished cutover
 //! comes back complete (and `registriesYamlActive=v2`, so no node moves), or rolled back
@@ -102,16 +108,35 @@ impl CutoverRecord {
         self.started_at.is_some()
     }
 
-    /// Whether a status write from `before` to `after` must first be noted in a record known
-    /// to hold at least `self`: when it tells a fact the record may lack. A time the record
-    /// already holds is never lost (the record only grows), but the direction can be
-    /// changed by another replica since this one last noted it, so a write that turns the
-    /// direction is always noted. Pure.
-    pub fn needs_note(&self, before: &StatusData, after: &StatusData) -> bool {
-        let newer = CutoverRecord::of(after);
-        let turns =
-            newer.registries.is_some() && newer.registries != CutoverRecord::of(before).registries;
-        turns || self.merged(&newer) != *self
+    /// What must be in the record before a status write from `before` to `after`: the start
+    /// the status already shows, and the completion and direction it is about to show (with
+    /// their start). Pure.
+    pub fn ahead_of_write(before: &StatusData, after: &StatusData) -> CutoverRecord {
+        let shown = CutoverRecord::of(before);
+        let next = CutoverRecord::of(after);
+        let finishing = next.finished_at.is_some();
+        CutoverRecord {
+            started_at: shown
+                .started_at
+                .or_else(|| next.started_at.filter(|_| finishing)),
+            finished_at: next.finished_at,
+            registries: next.registries.or(shown.registries),
+        }
+    }
+
+    /// Whether `wanted` must be written to a record known to hold at least `self`: when it
+    /// tells something the record may lack. A time the record holds is never lost (the record
+    /// only grows), but another replica may have changed the direction since this one last
+    /// noted it, so a write that turns the direction (`turns`) is always noted. Pure.
+    pub fn lacks(&self, wanted: &CutoverRecord, turns: bool) -> bool {
+        (turns && wanted.registries.is_some()) || self.merged(wanted) != *self
+    }
+
+    /// Whether a status write from `before` to `after` changes the direction to the agents.
+    /// Pure.
+    pub fn turns(before: &StatusData, after: &StatusData) -> bool {
+        let next = CutoverRecord::of(after).registries;
+        next.is_some() && next != CutoverRecord::of(before).registries
     }
 
     /// The status to recreate a lost status ConfigMap with, given this record and where the
@@ -213,17 +238,16 @@ impl RecordKeeper {
         Ok(record)
     }
 
-    /// Notes in the record what a status write from `before` to `after` tells, unless the
-    /// record is known to hold it already. Called before the write, so a status never shows
-    /// what its record lacks.
-    pub async fn note_ahead(
+    /// Notes `wanted` in the record unless the record is known to hold it already (see
+    /// [`CutoverRecord::lacks`]).
+    pub async fn note_if_new(
         &self,
-        before: &StatusData,
-        after: &StatusData,
+        wanted: &CutoverRecord,
+        turns: bool,
     ) -> Result<(), kube::Error> {
         let mut known = self.known.lock().await;
-        if known.needs_note(before, after) {
-            *known = self.note(&CutoverRecord::of(after)).await?;
+        if known.lacks(wanted, turns) {
+            *known = self.note(wanted).await?;
         }
         Ok(())
     }
@@ -344,7 +368,7 @@ mod tests {
     }
 
     #[test]
-    fn a_write_is_noted_ahead_only_when_it_tells_something_new() {
+    fn a_start_is_noted_after_its_write_and_a_completion_before() {
         let idle = initial_data();
         let running = data_of(&[("cutoverPhase", "running"), ("cutoverStartedAt", "T1")]);
         let complete = data_of(&[
@@ -354,32 +378,52 @@ mod tests {
             ("registriesYamlActive", "v2"),
         ]);
         let nothing = CutoverRecord::default();
-        assert!(nothing.needs_note(&idle, &running), "a start is noted");
+        let ahead = CutoverRecord::ahead_of_write(&idle, &running);
         assert!(
-            !nothing.needs_note(&idle, &idle),
-            "a fresh status tells nothing"
+            !nothing.lacks(&ahead, CutoverRecord::turns(&idle, &running)),
+            "a start is not noted ahead of its write"
         );
         let started = CutoverRecord::of(&running);
+        assert!(nothing.lacks(&started, false), "but right after it");
         let later_start = data_of(&[("cutoverPhase", "running"), ("cutoverStartedAt", "T9")]);
         assert!(
-            !started.needs_note(&idle, &later_start),
-            "a concurrent start is noted once"
+            !started.lacks(&CutoverRecord::of(&later_start), false),
+            "a start is noted once"
         );
         assert!(
-            started.needs_note(&running, &complete),
-            "a completion is noted"
+            nothing.lacks(&CutoverRecord::ahead_of_write(&running, &running), false),
+            "the start a status shows is noted before the next write builds on it"
+        );
+        let ahead = CutoverRecord::ahead_of_write(&running, &complete);
+        assert_eq!(
+            ahead,
+            CutoverRecord::of(&complete),
+            "a completion is noted ahead"
+        );
+        assert_eq!(
+            CutoverRecord::ahead_of_write(&idle, &complete)
+                .started_at
+                .as_deref(),
+            Some("T1"),
+            "with its start"
         );
         let done = CutoverRecord::of(&complete);
-        assert!(!done.needs_note(&complete, &complete));
+        assert!(!done.lacks(&ahead, CutoverRecord::turns(&complete, &complete)));
         let rolled_back = data_of(&[
             ("cutoverPhase", "rolled-back"),
             ("cutoverStartedAt", "T1"),
             ("cutoverFinishedAt", "T2"),
             ("registriesYamlActive", "rollback"),
         ]);
-        assert!(done.needs_note(&complete, &rolled_back));
+        assert!(done.lacks(
+            &CutoverRecord::ahead_of_write(&complete, &rolled_back),
+            CutoverRecord::turns(&complete, &rolled_back)
+        ));
         assert!(
-            done.needs_note(&rolled_back, &complete),
+            done.lacks(
+                &CutoverRecord::ahead_of_write(&rolled_back, &complete),
+                CutoverRecord::turns(&rolled_back, &complete)
+            ),
             "turning the direction back is noted even when this replica last noted v2"
         );
     }

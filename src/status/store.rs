@@ -5,7 +5,7 @@
 
 use super::cache::StatusCache;
 use super::model::{KEY_PHASE, KEY_SCHEMA_VERSION, Phase, StatusData};
-use super::record::RecordKeeper;
+use super::record::{CutoverRecord, RecordKeeper};
 use super::transition::{Rejected, Transition};
 use crate::contract::{self, key};
 use crate::retry::{Backoff, is_status, is_transient};
@@ -144,7 +144,9 @@ impl StatusStore {
                 return Ok(data);
             }
             if let Some(record) = &self.record {
-                match record.note_ahead(&before, &data).await {
+                let ahead = CutoverRecord::ahead_of_write(&before, &data);
+                let turns = CutoverRecord::turns(&before, &data);
+                match record.note_if_new(&ahead, turns).await {
                     Ok(()) => {}
                     Err(err) if is_transient(&err) => {
                         tracing::warn!(record = %record.describe(), error = %err, "cannot note the cutover in its record before a status write; retrying");
@@ -171,7 +173,10 @@ impl StatusStore {
                 Err(_) => return Err(StoreError::Interrupted),
             };
             match written {
-                Ok(()) => return Ok(data),
+                Ok(()) => {
+                    self.note_start(&data).await;
+                    return Ok(data);
+                }
                 Err(err) if is_status(&err, 409) => {
                     tracing::debug!(configmap = %self.name, "status write conflict; re-reading");
                 }
@@ -185,6 +190,29 @@ impl StatusStore {
                 Err(source) => return Err(self.refused(source)),
             }
             current = self.read_or_create(&mut backoff).await?;
+        }
+    }
+
+    /// Notes the start that `written` shows, right after its write (see the record's module
+    /// documentation for why not before). One attempt: the write is made either way, and a
+    /// note that fails now is made ahead of the next status write, or by the record's
+    /// follower.
+    async fn note_start(&self, written: &StatusData) {
+        let Some(record) = &self.record else { return };
+        if let Err(err) = record.note_if_new(&CutoverRecord::of(written), false).await {
+            tracing::warn!(record = %record.describe(), error = %err, "cannot note the cutover's start in its record now; the next status write notes it");
+        }
+    }
+
+    /// The status ConfigMap as the API server holds it now (`None` when there is none), also
+    /// offered to the cache.
+    pub async fn read_fresh(&self) -> Result<Option<std::sync::Arc<ConfigMap>>, kube::Error> {
+        match self.api.get_opt(&self.name).await? {
+            Some(cm) => {
+                self.cache.offer(cm.clone());
+                Ok(Some(std::sync::Arc::new(cm)))
+            }
+            None => Ok(None),
         }
     }
 
