@@ -301,11 +301,11 @@ impl RecordKeeper {
 
     /// Keeps the record up with the status cache for the replica's life: every start and
     /// completion the status shows is noted, also those this service did not write (a
-    /// status written by an earlier release, or by hand). Every replica runs it; the writes
-    /// are idempotent and happen once per fact.
+    /// status written by an earlier release, or by hand). The direction is left to the
+    /// status writes, which note it ahead. Every replica runs it; the writes are idempotent
+    /// and happen once per fact.
     pub async fn follow(self, cache: super::StatusCache) {
         let mut snapshots = cache.subscribe();
-        let mut noted = CutoverRecord::default();
         loop {
             let seen = snapshots
                 .borrow_and_update()
@@ -313,20 +313,16 @@ impl RecordKeeper {
                 .as_ref()
                 .map(|cm| CutoverRecord::of(&cm.data.clone().unwrap_or_default()))
                 .unwrap_or_default();
-            if noted.merged(&seen) != noted {
-                let mut backoff = Backoff::new();
-                loop {
-                    match self.note(&seen).await {
-                        Ok(record) => {
-                            noted = record;
-                            break;
-                        }
-                        Err(err) => {
-                            tracing::warn!(record = %self.describe(), error = %err, "cannot note the cutover in its record; retrying");
-                            backoff.wait().await;
-                        }
-                    }
-                }
+            // Only the times: a snapshot may be older than a direction the store has just
+            // noted ahead of its write, and noting it would turn the direction back.
+            let seen = CutoverRecord {
+                registries: None,
+                ..seen
+            };
+            let mut backoff = Backoff::new();
+            while let Err(err) = self.note_if_new(&seen, false).await {
+                tracing::warn!(record = %self.describe(), error = %err, "cannot note the cutover in its record; retrying");
+                backoff.wait().await;
             }
             if snapshots.changed().await.is_err() {
                 return;
