@@ -1927,6 +1927,33 @@ async fn a_deleted_status_never_starts_the_cutover_over() {
     assert_eq!(code, 200, "{body}");
     assert_eq!(body["outcome"], "cutover-already-complete");
 
+    // An operator starts over on purpose, as the 409 says: the status and the record go.
+    // The new run is noted in the record, so losing its status is caught again.
+    let leases: Api<k8s_openapi::api::coordination::v1::Lease> =
+        Api::namespaced(env.client(), env.ns());
+    let record = format!("{}-record", env.service_config("b").lease_name);
+    leases.delete(&record, &Default::default()).await.unwrap();
+    status
+        .delete(DEFAULT_STATUS_CONFIGMAP, &Default::default())
+        .await
+        .expect("the operator deletes the status");
+    let (code, body) = loop {
+        let (code, body) = post(&base, "/cutover", None).await;
+        if code != 200 {
+            break (code, body);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(code, 202, "{body}");
+    let again = env.wait_phase(&["complete"]).await;
+    let noted = leases.get(&record).await.unwrap().metadata.annotations;
+    let noted = noted.unwrap_or_default();
+    assert_eq!(
+        noted.get("cutover.openova.io/started-at"),
+        Some(&again["cutoverStartedAt"]),
+        "{noted:?}"
+    );
+
     service.shutdown().await;
     env.cleanup().await;
 }

@@ -212,12 +212,17 @@ impl RecordKeeper {
 
     /// The record as the API server holds it (empty when there is none).
     pub async fn read(&self) -> Result<CutoverRecord, kube::Error> {
-        Ok(self
+        let record = self
             .api
             .get_opt(&self.name)
             .await?
             .map(|lease| CutoverRecord::from_annotations(lease.metadata.annotations.as_ref()))
-            .unwrap_or_default())
+            .unwrap_or_default();
+        // What was read becomes what is known: less than this replica noted only when an
+        // operator removed the record to start over on purpose, after which every fact of the
+        // new run must be noted again. (Knowing less than there is costs one more request.)
+        *self.known.lock().await = record.clone();
+        Ok(record)
     }
 
     /// The record for a request's check, with concurrent callers sharing one read: a read
