@@ -109,34 +109,36 @@ impl CutoverRecord {
     }
 
     /// What must be in the record before a status write from `before` to `after`: the start
-    /// the status already shows, and the completion and direction it is about to show (with
-    /// their start). Pure.
+    /// the status already shows, and everything else it is about to show (its completion,
+    /// its direction to the agents), with the start only when it completes. Pure.
     pub fn ahead_of_write(before: &StatusData, after: &StatusData) -> CutoverRecord {
         let shown = CutoverRecord::of(before);
         let next = CutoverRecord::of(after);
-        let finishing = next.finished_at.is_some();
-        CutoverRecord {
-            started_at: shown
-                .started_at
-                .or_else(|| next.started_at.filter(|_| finishing)),
-            finished_at: next.finished_at,
-            registries: next.registries.or(shown.registries),
-        }
+        let started_at = shown.started_at.or_else(|| {
+            next.started_at
+                .clone()
+                .filter(|_| next.finished_at.is_some())
+        });
+        CutoverRecord { started_at, ..next }
     }
 
     /// Whether `wanted` must be written to a record known to hold at least `self`: when it
-    /// tells something the record may lack. A time the record holds is never lost (the record
-    /// only grows), but another replica may have changed the direction since this one last
-    /// noted it, so a write that turns the direction (`turns`) is always noted. Pure.
-    pub fn lacks(&self, wanted: &CutoverRecord, turns: bool) -> bool {
-        (turns && wanted.registries.is_some()) || self.merged(wanted) != *self
+    /// tells something the record may lack. The start the record holds is never lost (the
+    /// record only grows), but another replica may have changed the rest since this one
+    /// last noted it, so a write that `changes` it is always noted. Pure.
+    pub fn lacks(&self, wanted: &CutoverRecord, changes: bool) -> bool {
+        changes || self.merged(wanted) != *self
     }
 
-    /// Whether a status write from `before` to `after` changes the direction to the agents.
-    /// Pure.
-    pub fn turns(before: &StatusData, after: &StatusData) -> bool {
-        let next = CutoverRecord::of(after).registries;
-        next.is_some() && next != CutoverRecord::of(before).registries
+    /// Whether a status write from `before` to `after` tells the record something new
+    /// besides a start: a completion, a direction to the agents. Pure.
+    pub fn changes(before: &StatusData, after: &StatusData) -> bool {
+        let told = |data| CutoverRecord {
+            started_at: None,
+            ..CutoverRecord::of(data)
+        };
+        let was = told(before);
+        was.merged(&told(after)) != was
     }
 
     /// The status to recreate a lost status ConfigMap with, given this record and where the
@@ -248,10 +250,10 @@ impl RecordKeeper {
     pub async fn note_if_new(
         &self,
         wanted: &CutoverRecord,
-        turns: bool,
+        changes: bool,
     ) -> Result<(), kube::Error> {
         let mut known = self.known.lock().await;
-        if known.lacks(wanted, turns) {
+        if known.lacks(wanted, changes) {
             *known = self.note(wanted).await?;
         }
         Ok(())
@@ -381,7 +383,7 @@ mod tests {
         let nothing = CutoverRecord::default();
         let ahead = CutoverRecord::ahead_of_write(&idle, &running);
         assert!(
-            !nothing.lacks(&ahead, CutoverRecord::turns(&idle, &running)),
+            !nothing.lacks(&ahead, CutoverRecord::changes(&idle, &running)),
             "a start is not noted ahead of its write"
         );
         let started = CutoverRecord::of(&running);
@@ -409,7 +411,7 @@ mod tests {
             "with its start"
         );
         let done = CutoverRecord::of(&complete);
-        assert!(!done.lacks(&ahead, CutoverRecord::turns(&complete, &complete)));
+        assert!(!done.lacks(&ahead, CutoverRecord::changes(&complete, &complete)));
         let rolled_back = data_of(&[
             ("cutoverPhase", "rolled-back"),
             ("cutoverStartedAt", "T1"),
@@ -418,12 +420,12 @@ mod tests {
         ]);
         assert!(done.lacks(
             &CutoverRecord::ahead_of_write(&complete, &rolled_back),
-            CutoverRecord::turns(&complete, &rolled_back)
+            CutoverRecord::changes(&complete, &rolled_back)
         ));
         assert!(
             done.lacks(
                 &CutoverRecord::ahead_of_write(&rolled_back, &complete),
-                CutoverRecord::turns(&rolled_back, &complete)
+                CutoverRecord::changes(&rolled_back, &complete)
             ),
             "turning the direction back is noted even when this replica last noted v2"
         );

@@ -145,8 +145,8 @@ impl StatusStore {
             }
             if let Some(record) = &self.record {
                 let ahead = CutoverRecord::ahead_of_write(&before, &data);
-                let turns = CutoverRecord::turns(&before, &data);
-                match record.note_if_new(&ahead, turns).await {
+                let changes = CutoverRecord::changes(&before, &data);
+                match record.note_if_new(&ahead, changes).await {
                     Ok(()) => {}
                     Err(err) if is_transient(&err) => {
                         tracing::warn!(record = %record.describe(), error = %err, "cannot note the cutover in its record before a status write; retrying");
