@@ -11,16 +11,18 @@
 //!
 //! When the record is written matters, because a start is refused when the status shows no
 //! cutover but the record shows one (the status was lost):
-//! - a completion and a new direction to the agents are noted *ahead* of the status write
-//!   that tells them, so a status never shows them while its record lacks them. Noted after,
-//!   from the watch, a status deleted right after completing was rebuilt from a record that
-//!   had only the start, and the cutover came back failed: the real API server delivers a
-//!   watch event well after the write, the sandbox at once.
-//! - a start is noted right *after* the status write that tells it (and, should that writer
-//!   die first, ahead of the next status write, which builds on it): so a record that shows a
-//!   start means the status showed it before, and a status read after the record that shows
-//!   none was lost. Noted ahead, a start not yet written was indistinguishable from a lost
-//!   status, and concurrent starts that lost the race were refused as `status-lost`.
+//! - a start (of the first run, a retry, or a run after a rollback) is noted right *after*
+//!   the status write that tells it: so a record that shows a start means the status showed
+//!   it before, and a status read after the record that shows none was lost. Noted ahead, a
+//!   start not yet written was indistinguishable from a lost status, and concurrent starts
+//!   that lost the race were refused as `status-lost` (and each would have written the
+//!   record in vain).
+//! - everything else (a completion, a new direction to the agents, and the start a status
+//!   already shows, should the writer of its start have died before noting it) is noted
+//!   *ahead* of the status write that tells it, so a status never shows it while its record
+//!   lacks it. Noted after, from the watch, a status deleted right after completing was
+//!   rebuilt from a record that had only the start, and the cutover came back failed: the
+//!   real API server delivers a watch event well after the write, the sandbox at once.
 //!
 //! With the record, a lost status is rebuilt instead of started over: a finished cutover
 //! comes back complete (and `registriesYamlActive=v2`, so no node moves), or rolled back
@@ -108,18 +110,11 @@ impl CutoverRecord {
         self.started_at.is_some()
     }
 
-    /// What must be in the record before a status write from `before` to `after`: the start
-    /// the status already shows, and everything else it is about to show (its completion,
-    /// its direction to the agents), with the start only when it completes. Pure.
-    pub fn ahead_of_write(before: &StatusData, after: &StatusData) -> CutoverRecord {
-        let shown = CutoverRecord::of(before);
-        let next = CutoverRecord::of(after);
-        let started_at = shown.started_at.or_else(|| {
-            next.started_at
-                .clone()
-                .filter(|_| next.finished_at.is_some())
-        });
-        CutoverRecord { started_at, ..next }
+    /// Whether a status write from `before` to `after` starts a run of the cutover (the
+    /// first, a retry, or one after a rollback): its record is noted right after the write,
+    /// every other write's ahead of it (see the module documentation). Pure.
+    pub fn starts(before: &StatusData, after: &StatusData) -> bool {
+        Phase::of(after) == Phase::Running && Phase::of(before) != Phase::Running
     }
 
     /// Whether `wanted` must be written to a record known to hold at least `self`: when it
@@ -371,60 +366,65 @@ mod tests {
     }
 
     #[test]
-    fn a_start_is_noted_after_its_write_and_a_completion_before() {
+    fn a_start_is_noted_after_its_write_and_everything_else_before() {
         let idle = initial_data();
         let running = data_of(&[("cutoverPhase", "running"), ("cutoverStartedAt", "T1")]);
+        let failed = data_of(&[("cutoverPhase", "failed"), ("cutoverStartedAt", "T1")]);
         let complete = data_of(&[
             ("cutoverPhase", "complete"),
             ("cutoverStartedAt", "T1"),
             ("cutoverFinishedAt", "T2"),
             ("registriesYamlActive", "v2"),
         ]);
-        let nothing = CutoverRecord::default();
-        let ahead = CutoverRecord::ahead_of_write(&idle, &running);
-        assert!(
-            !nothing.lacks(&ahead, CutoverRecord::changes(&idle, &running)),
-            "a start is not noted ahead of its write"
-        );
-        let started = CutoverRecord::of(&running);
-        assert!(nothing.lacks(&started, false), "but right after it");
-        let later_start = data_of(&[("cutoverPhase", "running"), ("cutoverStartedAt", "T9")]);
-        assert!(
-            !started.lacks(&CutoverRecord::of(&later_start), false),
-            "a start is noted once"
-        );
-        assert!(
-            nothing.lacks(&CutoverRecord::ahead_of_write(&running, &running), false),
-            "the start a status shows is noted before the next write builds on it"
-        );
-        let ahead = CutoverRecord::ahead_of_write(&running, &complete);
-        assert_eq!(
-            ahead,
-            CutoverRecord::of(&complete),
-            "a completion is noted ahead"
-        );
-        assert_eq!(
-            CutoverRecord::ahead_of_write(&idle, &complete)
-                .started_at
-                .as_deref(),
-            Some("T1"),
-            "with its start"
-        );
-        let done = CutoverRecord::of(&complete);
-        assert!(!done.lacks(&ahead, CutoverRecord::changes(&complete, &complete)));
         let rolled_back = data_of(&[
             ("cutoverPhase", "rolled-back"),
             ("cutoverStartedAt", "T1"),
             ("cutoverFinishedAt", "T2"),
             ("registriesYamlActive", "rollback"),
         ]);
-        assert!(done.lacks(
-            &CutoverRecord::ahead_of_write(&complete, &rolled_back),
-            CutoverRecord::changes(&complete, &rolled_back)
-        ));
+        for (before, after) in [
+            (&idle, &running),
+            (&failed, &running),
+            (&rolled_back, &running),
+        ] {
+            assert!(CutoverRecord::starts(before, after));
+        }
+        for (before, after) in [
+            (&running, &running),
+            (&running, &complete),
+            (&complete, &rolled_back),
+            (&idle, &idle),
+        ] {
+            assert!(!CutoverRecord::starts(before, after));
+        }
+
+        let nothing = CutoverRecord::default();
+        let started = CutoverRecord::of(&running);
+        assert!(nothing.lacks(&started, false), "a start is noted");
+        let later_start = data_of(&[("cutoverPhase", "running"), ("cutoverStartedAt", "T9")]);
+        assert!(
+            !started.lacks(&CutoverRecord::of(&later_start), false),
+            "once"
+        );
+        assert!(
+            started.lacks(
+                &CutoverRecord::of(&complete),
+                CutoverRecord::changes(&running, &complete)
+            ),
+            "a completion is noted"
+        );
+        let done = CutoverRecord::of(&complete);
+        assert!(!done.lacks(&done, CutoverRecord::changes(&complete, &complete)));
         assert!(
             done.lacks(
-                &CutoverRecord::ahead_of_write(&rolled_back, &complete),
+                &CutoverRecord::of(&rolled_back),
+                CutoverRecord::changes(&complete, &rolled_back)
+            ),
+            "a rollback is noted"
+        );
+        assert!(
+            done.lacks(
+                &CutoverRecord::of(&complete),
                 CutoverRecord::changes(&rolled_back, &complete)
             ),
             "turning the direction back is noted even when this replica last noted v2"

@@ -143,10 +143,10 @@ impl StatusStore {
             if data == before {
                 return Ok(data);
             }
-            if let Some(record) = &self.record {
-                let ahead = CutoverRecord::ahead_of_write(&before, &data);
-                let changes = CutoverRecord::changes(&before, &data);
-                match record.note_if_new(&ahead, changes).await {
+            let starts = CutoverRecord::starts(&before, &data);
+            let changes = CutoverRecord::changes(&before, &data);
+            if let Some(record) = self.record.as_ref().filter(|_| !starts) {
+                match record.note_if_new(&CutoverRecord::of(&data), changes).await {
                     Ok(()) => {}
                     Err(err) if is_transient(&err) => {
                         tracing::warn!(record = %record.describe(), error = %err, "cannot note the cutover in its record before a status write; retrying");
@@ -174,7 +174,9 @@ impl StatusStore {
             };
             match written {
                 Ok(()) => {
-                    self.note_start(&data).await;
+                    if starts {
+                        self.note_start(&data, changes).await;
+                    }
                     return Ok(data);
                 }
                 Err(err) if is_status(&err, 409) => {
@@ -197,9 +199,12 @@ impl StatusStore {
     /// documentation for why not before). One attempt: the write is made either way, and a
     /// note that fails now is made ahead of the next status write, or by the record's
     /// follower.
-    async fn note_start(&self, written: &StatusData) {
+    async fn note_start(&self, written: &StatusData, changes: bool) {
         let Some(record) = &self.record else { return };
-        if let Err(err) = record.note_if_new(&CutoverRecord::of(written), false).await {
+        if let Err(err) = record
+            .note_if_new(&CutoverRecord::of(written), changes)
+            .await
+        {
             tracing::warn!(record = %record.describe(), error = %err, "cannot note the cutover's start in its record now; the next status write notes it");
         }
     }
