@@ -105,6 +105,12 @@ impl CutoverRecord {
         }
     }
 
+    /// The record with the fields it lacks taken from `other`, and none it holds changed.
+    /// Pure.
+    pub fn filled(&self, other: &CutoverRecord) -> CutoverRecord {
+        self.merged(&other.merged(self))
+    }
+
     /// Whether a cutover ever started.
     pub fn started(&self) -> bool {
         self.started_at.is_some()
@@ -254,15 +260,39 @@ impl RecordKeeper {
         Ok(())
     }
 
+    /// Notes what the record lacks of `seen` unless the record is known to hold it.
+    async fn fill_gaps(&self, seen: &CutoverRecord) -> Result<(), kube::Error> {
+        let mut known = self.known.lock().await;
+        if known.filled(seen) != *known {
+            *known = self.note_gaps(seen).await?;
+        }
+        Ok(())
+    }
+
     /// Adds what `newer` says to the record; returns the record written.
     pub async fn note(&self, newer: &CutoverRecord) -> Result<CutoverRecord, kube::Error> {
+        self.extend(|held| held.merged(newer)).await
+    }
+
+    /// Adds to the record what it lacks of `seen`, changing nothing it holds; returns the
+    /// record written.
+    pub async fn note_gaps(&self, seen: &CutoverRecord) -> Result<CutoverRecord, kube::Error> {
+        self.extend(|held| held.filled(seen)).await
+    }
+
+    /// Writes `wanted(held)` over the record held, retrying conflicts; returns the record
+    /// written.
+    async fn extend(
+        &self,
+        wanted: impl Fn(&CutoverRecord) -> CutoverRecord,
+    ) -> Result<CutoverRecord, kube::Error> {
         loop {
             let current = self.api.get_opt(&self.name).await?;
             let held = current
                 .as_ref()
                 .map(|l| CutoverRecord::from_annotations(l.metadata.annotations.as_ref()))
                 .unwrap_or_default();
-            let wanted = held.merged(newer);
+            let wanted = wanted(&held);
             if wanted == held {
                 return Ok(held);
             }
@@ -301,11 +331,12 @@ impl RecordKeeper {
         }
     }
 
-    /// Keeps the record up with the status cache for the replica's life: every start and
-    /// completion the status shows is noted, also those this service did not write (a
-    /// status written by an earlier release, or by hand). The direction is left to the
-    /// status writes, which note it ahead. Every replica runs it; the writes are idempotent
-    /// and happen once per fact.
+    /// Keeps the record up with the status cache for the replica's life: what the status
+    /// shows and the record lacks is noted, also what this service did not write (a status
+    /// written by an earlier release, or by hand). It only fills gaps: a snapshot may be
+    /// older than what a status write has just noted ahead of itself, and noting it over
+    /// that would turn the record back. Every replica runs it; the writes are idempotent and
+    /// happen once per fact.
     pub async fn follow(self, cache: super::StatusCache) {
         let mut snapshots = cache.subscribe();
         loop {
@@ -315,14 +346,8 @@ impl RecordKeeper {
                 .as_ref()
                 .map(|cm| CutoverRecord::of(&cm.data.clone().unwrap_or_default()))
                 .unwrap_or_default();
-            // Only the times: a snapshot may be older than a direction the store has just
-            // noted ahead of its write, and noting it would turn the direction back.
-            let seen = CutoverRecord {
-                registries: None,
-                ..seen
-            };
             let mut backoff = Backoff::new();
-            while let Err(err) = self.note_if_new(&seen, false).await {
+            while let Err(err) = self.fill_gaps(&seen).await {
                 tracing::warn!(record = %self.describe(), error = %err, "cannot note the cutover in its record; retrying");
                 backoff.wait().await;
             }
@@ -429,6 +454,26 @@ mod tests {
             ),
             "turning the direction back is noted even when this replica last noted v2"
         );
+    }
+
+    #[test]
+    fn filling_gaps_changes_nothing_the_record_holds() {
+        let held = CutoverRecord::of(&data_of(&[
+            ("cutoverPhase", "rolled-back"),
+            ("cutoverStartedAt", "T1"),
+            ("registriesYamlActive", "rollback"),
+        ]));
+        let older = CutoverRecord::of(&data_of(&[
+            ("cutoverPhase", "complete"),
+            ("cutoverStartedAt", "T0"),
+            ("cutoverFinishedAt", "T2"),
+            ("registriesYamlActive", "v2"),
+        ]));
+        let filled = held.filled(&older);
+        assert_eq!(filled.started_at.as_deref(), Some("T1"));
+        assert_eq!(filled.finished_at.as_deref(), Some("T2"), "a gap is filled");
+        assert_eq!(filled.registries.as_deref(), Some("rollback"));
+        assert_eq!(CutoverRecord::default().filled(&older), older);
     }
 
     #[test]
