@@ -64,7 +64,7 @@ enum DemoError {
     #[error(transparent)]
     Sandbox(#[from] crate::sandbox::SandboxError),
     #[error(transparent)]
-    Sandboxed(#[from] crate::sandbox::api::ApiServerError),
+    ApiServer(#[from] crate::sandbox::api::ApiServerError),
     #[error(transparent)]
     Service(#[from] crate::service::StartError),
     #[error("the sandbox refused {what}: {source}")]
