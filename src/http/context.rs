@@ -3,8 +3,9 @@
 //! in it; the routes reach the runner only through the status ConfigMap.
 
 use super::cutover::BodyCache;
+use super::server::ServerConfig;
 use crate::auth::Authenticator;
-use crate::events::EventHub;
+use crate::events::{EventHub, EventsConfig};
 use crate::metrics::Metrics;
 use crate::preflight::Preflights;
 use crate::status::StatusStore;
@@ -25,10 +26,10 @@ pub struct HttpConfig {
     pub request_timeout: Duration,
     /// Whether the first operator login starts an idle cutover.
     pub auto_fire: bool,
-    /// Event streams open at once, at most.
-    pub max_event_streams: usize,
-    /// Interval of the event stream's keep-alive comments.
-    pub event_keep_alive: Duration,
+    /// How the HTTP port treats its clients: timeouts, caps (event streams among them), TLS.
+    pub http: ServerConfig,
+    /// The live event stream's buffers and keep-alive.
+    pub events: EventsConfig,
 }
 
 /// The HTTP layer's share of one replica.
@@ -50,7 +51,7 @@ pub struct HttpContext {
     /// The serialized status body of the latest status version, so that a busy console's
     /// GETs serialize nothing.
     pub bodies: BodyCache,
-    /// One permit per open event stream, `max_event_streams` in all.
+    /// One permit per open event stream, `http.max_event_streams` in all.
     pub event_streams: Arc<tokio::sync::Semaphore>,
     /// The preflight runs (`GET /cutover/preflight`, the auto-fire's gate).
     pub preflights: Preflights,

@@ -36,11 +36,11 @@ pub async fn stream(
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
     let slot = ctx.event_streams.clone().try_acquire_owned().map_err(|_| {
         tracing::info!(
-            limit = ctx.config.max_event_streams,
+            limit = ctx.config.http.max_event_streams,
             "event stream refused: too many open"
         );
         ApiError::TooManyEventStreams {
-            limit: ctx.config.max_event_streams,
+            limit: ctx.config.http.max_event_streams,
         }
     })?;
     let last_event_id = headers
@@ -59,7 +59,7 @@ pub async fn stream(
         None => Some(status_event(head, body(&ctx, &data))),
     };
     let guard = ctx.metrics.sse_subscriber();
-    let keep_alive = ctx.config.event_keep_alive;
+    let keep_alive = ctx.config.events.keep_alive;
     let frames = async_stream::stream! {
         let _guard = guard;
         let _slot = slot;
@@ -178,7 +178,7 @@ mod tests {
     async fn streams_past_the_cap_are_refused_until_one_closes() {
         let ctx = offline_context();
         ctx.events.baseline(StatusData::new());
-        let limit = ctx.config.max_event_streams;
+        let limit = ctx.config.http.max_event_streams;
         let open = || {
             router(ctx.clone()).oneshot(
                 Request::builder()

@@ -4,6 +4,7 @@
 use super::server::ServerConfig;
 use super::{HttpConfig, HttpContext};
 use super::{OPENAPI, router, routes};
+use crate::events::EventsConfig;
 use crate::preflight::Preflights;
 use crate::render::{JobRenderer, RenderConfig};
 use crate::runner::{RunnerConfig, RunnerContext};
@@ -56,7 +57,6 @@ pub(super) fn offline_context() -> Arc<HttpContext> {
         leading,
         metrics: metrics.clone(),
     });
-    let max_event_streams = ServerConfig::default().max_event_streams;
     Arc::new(HttpContext {
         auth: crate::auth::Authenticator::new(
             client.clone(),
@@ -67,7 +67,9 @@ pub(super) fn offline_context() -> Arc<HttpContext> {
         events: crate::events::EventHub::new(16, 16, metrics.clone()),
         metrics,
         bodies: Default::default(),
-        event_streams: Arc::new(tokio::sync::Semaphore::new(max_event_streams)),
+        event_streams: Arc::new(tokio::sync::Semaphore::new(
+            ServerConfig::default().max_event_streams,
+        )),
         preflights: Preflights::new(runner),
         client,
         config: HttpConfig {
@@ -76,8 +78,8 @@ pub(super) fn offline_context() -> Arc<HttpContext> {
             step_policy: StepPolicy::unrestricted(),
             request_timeout: std::time::Duration::from_millis(200),
             auto_fire: true,
-            max_event_streams,
-            event_keep_alive: std::time::Duration::from_secs(15),
+            http: ServerConfig::default(),
+            events: EventsConfig::default(),
         },
         store,
         steps,

@@ -75,8 +75,8 @@ impl ServiceConfig {
             step_policy: self.step_policy.clone(),
             request_timeout: self.request_timeout,
             auto_fire: self.auto_fire,
-            max_event_streams: self.http.max_event_streams,
-            event_keep_alive: self.events.keep_alive,
+            http: self.http.clone(),
+            events: self.events.clone(),
         }
     }
 
