@@ -7,8 +7,10 @@
 //! - [`cli`]: the `catalyst-cutover` subcommands.
 //! - [`service`]: one replica's wiring: configuration, start-up and shutdown; it gives the
 //!   HTTP layer and the runner each a narrow context of their own;
-//!   `sandbox`: the embedded Kubernetes API server and cluster simulator (cargo feature
-//!   `sandbox`, on by default; the container image leaves it out).
+//!   `demo`: the registry-pivot agent simulation and the embedded cluster of the `demo` and
+//!   `sandbox` subcommands, over the `kube-sandbox` crate (`crates/sandbox`: the Kubernetes
+//!   API server and cluster simulator); cargo feature `sandbox`, on by default; the container
+//!   image leaves it out.
 //! - [`http`]: the service's HTTP layer.
 //! - [`preflight`]: preflight runs of the plan's checks, apart from the cutover.
 //! - [`runner`]: the engine that runs the steps exactly once.
@@ -27,6 +29,8 @@
 pub mod auth;
 pub mod cli;
 pub mod contract;
+#[cfg(feature = "sandbox")]
+pub mod demo;
 pub mod events;
 pub mod http;
 pub mod metrics;
@@ -36,8 +40,6 @@ pub mod render;
 pub mod request_timeout;
 pub mod retry;
 pub mod runner;
-#[cfg(feature = "sandbox")]
-pub mod sandbox;
 pub mod service;
 pub mod status;
 pub mod step;

@@ -13,7 +13,7 @@ use std::path::Path;
 /// no row names (or a row naming one that does not exist).
 const LAYERS: &[&[&str]] = &[
     &["cli"],
-    &["service", "sandbox"],
+    &["service", "demo"],
     &["http"],
     &["preflight"],
     &["runner"],
