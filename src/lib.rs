@@ -2,26 +2,30 @@
 //! onto its own Harbor and Gitea, one step Job at a time, with every transition recorded in
 //! the `self-sovereign-cutover-status` ConfigMap.
 //!
-//! The layout follows the architecture:
-//! - [`contract`]: the names the field already depends on (`../shared/CONTRACT.md`).
-//! - [`step`]: the step model, parsed and validated from step ConfigMaps.
-//! - [`render`]: the Job renderer (handlebars, strict mode).
-//! - [`status`]: the status ConfigMap, its pure state machine and its store.
-//! - [`migrate`]: the declarative migrations of the status ConfigMap (`migrations/`).
-//! - [`runner`]: the engine that runs the steps exactly once.
-//! - [`http`]: the service's HTTP layer.
-//! - [`auth`]: who may call it (TokenReview, SubjectAccessReview).
-//! - [`events`]: live event frames, their broadcaster and the Kubernetes Events.
-//! - [`metrics`]: the Prometheus metrics.
-//! - [`service`]: one replica: configuration, shared context, start-up and shutdown.
-//! - `demo`: the registry-pivot agent simulation and the embedded cluster of the `demo` and
+//! The modules form layers, listed here top to bottom; each uses only the layers below it
+//! (`tests/layers.rs` keeps it so):
+//! - [`cli`]: the `catalyst-cutover` subcommands.
+//! - [`service`]: one replica's wiring: configuration, start-up and shutdown; it gives the
+//!   HTTP layer and the runner each a narrow context of their own;
+//!   `demo`: the registry-pivot agent simulation and the embedded cluster of the `demo` and
 //!   `sandbox` subcommands, over the `kube-sandbox` crate (`crates/sandbox`: the Kubernetes
 //!   API server and cluster simulator); cargo feature `sandbox`, on by default; the container
 //!   image leaves it out.
+//! - [`http`]: the service's HTTP layer.
+//! - [`preflight`]: preflight runs of the plan's checks, apart from the cutover.
+//! - [`runner`]: the engine that runs the steps exactly once.
 //! - [`steplog`]: every step's log: where it is read from, and the tail kept after it.
-//! - [`retry`]: which API errors are retried, and how.
-//! - [`cli`]: the `catalyst-cutover` subcommands.
-//! - [`telemetry`]: logs (JSON in a cluster, human on a terminal).
+//! - [`events`]: live event frames, their broadcaster and the Kubernetes Events;
+//!   [`auth`]: who may call it (TokenReview, SubjectAccessReview);
+//!   [`request_timeout`]: the kube client's per-request deadline.
+//! - [`metrics`]: the Prometheus metrics.
+//! - [`render`]: the Job renderer (handlebars, strict mode); [`migrate`]: the declarative
+//!   migrations of the status ConfigMap (`migrations/`).
+//! - [`status`]: the status ConfigMap, its pure state machine and its store; [`step`]: the
+//!   step model, parsed and validated from step ConfigMaps, and its watch.
+//! - [`contract`]: the names the field already depends on (`../shared/CONTRACT.md`);
+//!   [`retry`]: which API errors are retried, and how; [`telemetry`]: logs (JSON in a
+//!   cluster, human on a terminal).
 
 pub mod auth;
 pub mod cli;

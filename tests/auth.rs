@@ -23,8 +23,8 @@ use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject
 use kube::api::{ListParams, LogParams, PostParams};
 use kube::config::{AuthInfo, KubeConfigOptions};
 use kube::{Api, Client, Config};
+use kube_sandbox::access_control::TokenTable;
 use kube_sandbox::api::ApiServerConfig;
-use kube_sandbox::auth::TokenTable;
 use kube_sandbox::faults::FaultProxy;
 
 /// The users of the token table the sandbox starts with.

@@ -29,7 +29,7 @@ use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ConfigMap, PodSpec, Secret, Service, ServiceAccount};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding};
-use kube_sandbox::auth::{Attributes, RbacRules, UserInfo, authorize};
+use kube_sandbox::access_control::{Attributes, RbacRules, UserInfo, authorize};
 use serde_json::Value as Json;
 use serde_yaml::Value as Yaml;
 

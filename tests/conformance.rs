@@ -1121,8 +1121,8 @@ async fn tokens_and_rbac_decide_access() {
     use k8s_openapi::api::authentication::v1::TokenReview;
     use k8s_openapi::api::authorization::v1::SubjectAccessReview;
     use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
+    use kube_sandbox::access_control::TokenTable;
     use kube_sandbox::api::{ApiServer, ApiServerConfig};
-    use kube_sandbox::auth::TokenTable;
 
     let server = ApiServer::start(ApiServerConfig {
         tokens: Some(TokenTable::parse("t-alice=alice:dev").unwrap()),

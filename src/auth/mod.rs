@@ -4,11 +4,13 @@
 //! ([`decision`]); [`Authenticator`] is the thin shell that asks the API server.
 
 pub mod cache;
+pub mod caller;
 pub mod config;
 pub mod decision;
 pub mod review;
 
 pub use cache::{DecisionCache, TokenHash};
+pub use caller::Caller;
 pub use config::{AuthConfig, service_account_username};
 pub use decision::{Action, AuthError, action_for, bearer};
 pub use review::Authenticator;

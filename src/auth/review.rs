@@ -5,9 +5,9 @@
 //! server at once.
 
 use super::cache::{DecisionCache, TokenHash};
+use super::caller::Caller;
 use super::config::AuthConfig;
 use super::decision::{self, Action, AuthError};
-use crate::http::caller::Caller;
 use axum::http::HeaderValue;
 use k8s_openapi::api::authentication::v1::{TokenReview, TokenReviewSpec, UserInfo};
 use k8s_openapi::api::authorization::v1::{SubjectAccessReview, SubjectAccessReviewSpec};

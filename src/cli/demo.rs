@@ -63,7 +63,7 @@ enum DemoError {
     #[error(transparent)]
     Sandbox(#[from] crate::demo::SandboxError),
     #[error(transparent)]
-    Sandboxed(#[from] kube_sandbox::api::ApiServerError),
+    ApiServer(#[from] kube_sandbox::api::ApiServerError),
     #[error(transparent)]
     Service(#[from] crate::service::StartError),
     #[error("the sandbox refused {what}: {source}")]

@@ -2,8 +2,8 @@
 //! kubeconfig that `kubectl` and the service accept.
 
 use crate::demo::{Sandbox, SandboxError, SandboxOptions};
+use kube_sandbox::access_control::{MIN_TOKEN_EXPIRATION, TokenTable};
 use kube_sandbox::api::ApiServerConfig;
-use kube_sandbox::auth::{MIN_TOKEN_EXPIRATION, TokenTable};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -5,9 +5,9 @@
 
 use super::frames::{Frame, derive};
 use crate::metrics::Metrics;
-use crate::service::StepSource;
 use crate::status::model::{Phase, StatusData, StepRow};
 use crate::status::{StatusCache, StepResult, now_rfc3339};
+use crate::step::StepSource;
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::sync::{broadcast, watch};

@@ -4,9 +4,9 @@
 //! written by exactly one replica, so each is told exactly once, leader or not.
 
 use super::frames::{Frame, FramePhase, Level, derive};
-use crate::service::StepSource;
 use crate::status::store::Write;
 use crate::status::{StatusStore, now_rfc3339};
+use crate::step::StepSource;
 use k8s_openapi::api::core::v1::ObjectReference;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use std::sync::Arc;

@@ -1,25 +1,11 @@
-//! Who is calling: the authentication layer puts a [`Caller`] into the request's
-//! extensions; routes read it to record who started or aborted a cutover.
+//! The authenticated [`Caller`] as a request extractor: the authentication layer puts it
+//! into the request's extensions; routes read it to record who started or aborted a
+//! cutover.
 
+pub use crate::auth::Caller;
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use std::convert::Infallible;
-
-/// The authenticated caller of a request.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Caller {
-    /// The Kubernetes username (`system:serviceaccount:ns:name` for service accounts).
-    pub username: String,
-}
-
-impl Caller {
-    /// The caller when authentication is off.
-    pub fn anonymous() -> Self {
-        Caller {
-            username: "system:anonymous".to_owned(),
-        }
-    }
-}
 
 impl<S: Send + Sync> FromRequestParts<S> for Caller {
     type Rejection = Infallible;

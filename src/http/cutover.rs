@@ -3,13 +3,13 @@
 //! applies); reads come from the watch-fed caches, and the status body is serialized once
 //! per status version and plan ([`BodyCache`]).
 
+use super::HttpContext;
 use super::caller::Caller;
 use super::error::ApiError;
 use crate::runner::job;
-use crate::service::{Context, PlanState};
 use crate::status::model::{Phase, StatusData};
 use crate::status::{Rejected, StatusBody, StoreError, Transition, Trigger, now_rfc3339};
-use crate::step::{DiscoverError, StepPlan};
+use crate::step::{DiscoverError, PlanState, StepPlan};
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::State;
@@ -42,7 +42,7 @@ pub struct StartResponse {
 
 /// `POST /cutover` (and the console's start route).
 pub async fn start(
-    State(ctx): State<Arc<Context>>,
+    State(ctx): State<Arc<HttpContext>>,
     caller: Caller,
     body: Bytes,
 ) -> Result<(StatusCode, Json<StartResponse>), ApiError> {
@@ -52,7 +52,7 @@ pub async fn start(
 
 /// `POST /cutover/retry`.
 pub async fn retry(
-    State(ctx): State<Arc<Context>>,
+    State(ctx): State<Arc<HttpContext>>,
     caller: Caller,
 ) -> Result<(StatusCode, Json<StartResponse>), ApiError> {
     let phase = Phase::of(&cached_data(&ctx)?);
@@ -70,7 +70,7 @@ pub async fn retry(
 
 /// Starts (or retries) a run for `caller`; shared by every start route and trigger.
 pub async fn begin(
-    ctx: &Context,
+    ctx: &HttpContext,
     caller: &Caller,
     trigger: Trigger,
     retry: bool,
@@ -141,7 +141,7 @@ pub async fn begin(
 /// after its status write, so the status read again after the record shows that start
 /// unless the status was lost; only then is it refused as lost (a start that lost the race
 /// goes on and is answered by the status write's optimistic concurrency).
-pub(crate) async fn refuse_lost_status(ctx: &Context) -> Result<(), ApiError> {
+pub(crate) async fn refuse_lost_status(ctx: &HttpContext) -> Result<(), ApiError> {
     let Some(record) = ctx.store.record() else {
         return Ok(());
     };
@@ -183,7 +183,7 @@ fn data_had_failure(data: &StatusData) -> bool {
 /// runner sees it and stops, and the Job is deleted here too so it stops even while no
 /// runner is up.
 pub async fn abort(
-    State(ctx): State<Arc<Context>>,
+    State(ctx): State<Arc<HttpContext>>,
     caller: Caller,
 ) -> Result<Json<StatusBody>, ApiError> {
     let names = ctx.steps.names().unwrap_or_default();
@@ -235,7 +235,7 @@ pub async fn abort(
 
 /// `GET /cutover` (and the console's status route): from the cache, no API request, and
 /// serialized only when the status or the plan changed since the last GET.
-pub async fn status(State(ctx): State<Arc<Context>>) -> Result<Response, ApiError> {
+pub async fn status(State(ctx): State<Arc<HttpContext>>) -> Result<Response, ApiError> {
     if !ctx.store.cache().synced() {
         return Err(not_synced());
     }
@@ -254,7 +254,7 @@ pub async fn status(State(ctx): State<Arc<Context>>) -> Result<Response, ApiErro
 }
 
 /// The status body for `data` with the steps in execution order.
-pub fn body(ctx: &Context, data: &StatusData) -> StatusBody {
+pub fn body(ctx: &HttpContext, data: &StatusData) -> StatusBody {
     body_with(data, ready_plan(ctx).as_deref())
 }
 
@@ -263,7 +263,7 @@ fn body_with(data: &StatusData, plan: Option<&StepPlan>) -> StatusBody {
     StatusBody::build(data, names.as_deref())
 }
 
-pub(crate) fn ready_plan(ctx: &Context) -> Option<Arc<StepPlan>> {
+pub(crate) fn ready_plan(ctx: &HttpContext) -> Option<Arc<StepPlan>> {
     match ctx.steps.current() {
         PlanState::Ready(plan) => Some(plan),
         _ => None,
@@ -342,7 +342,7 @@ fn not_synced() -> ApiError {
 }
 
 /// The status data of the watch-fed cache, or 503 until it is synced.
-pub fn cached_data(ctx: &Context) -> Result<StatusData, ApiError> {
+pub fn cached_data(ctx: &HttpContext) -> Result<StatusData, ApiError> {
     if !ctx.store.cache().synced() {
         return Err(not_synced());
     }
@@ -354,7 +354,7 @@ pub fn cached_data(ctx: &Context) -> Result<StatusData, ApiError> {
         .unwrap_or_default())
 }
 
-fn already_complete(ctx: &Context, data: &StatusData) -> (StatusCode, Json<StartResponse>) {
+fn already_complete(ctx: &HttpContext, data: &StatusData) -> (StatusCode, Json<StartResponse>) {
     (
         StatusCode::OK,
         Json(StartResponse {
@@ -392,7 +392,7 @@ pub fn rejected(r: Rejected) -> ApiError {
 
 /// The plan as the cluster holds it now, validated in full (DaemonSets included) so that
 /// invalid steps start nothing.
-pub(crate) async fn validated_plan(ctx: &Context) -> Result<StepPlan, ApiError> {
+pub(crate) async fn validated_plan(ctx: &HttpContext) -> Result<StepPlan, ApiError> {
     match crate::step::discover(&ctx.client, &ctx.config.namespace, &ctx.config.step_policy).await {
         Ok(plan) => Ok(plan),
         Err(DiscoverError::Invalid(report)) if report.found_no_steps() => {

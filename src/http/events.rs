@@ -4,10 +4,10 @@
 //! until the client leaves or the service stops. A client too slow to keep up gets a final
 //! `cutover-stream-lagged` frame and is closed; nobody waits for it.
 
+use super::HttpContext;
 use super::cutover::body;
 use super::error::ApiError;
 use crate::events::{Frame, FramePhase, Level, Numbered, Subscription};
-use crate::service::Context;
 use crate::status::{StatusBody, now_rfc3339};
 use axum::extract::State;
 use axum::http::HeaderMap;
@@ -31,7 +31,7 @@ pub struct StatusFrame {
 /// The event stream, or 503 `too-many-event-streams` when the replica has as many open as
 /// it may (each holds a connection and a broadcast receiver for as long as it lasts).
 pub async fn stream(
-    State(ctx): State<Arc<Context>>,
+    State(ctx): State<Arc<HttpContext>>,
     headers: HeaderMap,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
     let slot = ctx.event_streams.clone().try_acquire_owned().map_err(|_| {

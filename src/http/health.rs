@@ -1,6 +1,6 @@
 //! Liveness and readiness.
 
-use crate::service::Context;
+use super::HttpContext;
 use axum::extract::State;
 use axum::http::StatusCode;
 use std::sync::Arc;
@@ -11,7 +11,7 @@ pub async fn healthz() -> &'static str {
 }
 
 /// `GET /readyz`: ready once the status and step caches are synced.
-pub async fn readyz(State(ctx): State<Arc<Context>>) -> (StatusCode, &'static str) {
+pub async fn readyz(State(ctx): State<Arc<HttpContext>>) -> (StatusCode, &'static str) {
     if ctx.store.cache().synced() && ctx.steps.synced() {
         (StatusCode::OK, "ok")
     } else {

@@ -2,15 +2,15 @@
 //! authentication layer checks that): the chart's trigger, and the console backend's
 //! report of each operator login, whose first ever may fire the cutover.
 
+use super::HttpContext;
 use super::caller::Caller;
 use super::cutover::{StartResponse, begin, body, cached_data};
 use super::error::ApiError;
 use crate::contract::key;
-use crate::preflight::{Preflights, gate};
-use crate::service::{Context, PlanState};
+use crate::preflight::gate;
 use crate::status::model::{Phase, StatusData, get};
 use crate::status::{StatusBody, StoreError, Transition, Trigger, now_rfc3339};
-use crate::step::StepPlan;
+use crate::step::{PlanState, StepPlan};
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::State;
@@ -23,7 +23,7 @@ const MAX_OPERATOR_LEN: usize = 253;
 
 /// `POST /api/v1/internal/cutover/trigger`: starts the cutover as the chart's hook does.
 pub async fn trigger(
-    State(ctx): State<Arc<Context>>,
+    State(ctx): State<Arc<HttpContext>>,
     caller: Caller,
 ) -> Result<(StatusCode, Json<StartResponse>), ApiError> {
     begin(&ctx, &caller, Trigger::InternalTrigger, false).await
@@ -102,7 +102,7 @@ pub fn login_transitions(
 
 /// `POST /api/v1/internal/cutover/operator-login`.
 pub async fn operator_login(
-    State(ctx): State<Arc<Context>>,
+    State(ctx): State<Arc<HttpContext>>,
     caller: Caller,
     body_bytes: Bytes,
 ) -> Result<(StatusCode, Json<LoginResponse>), ApiError> {
@@ -162,7 +162,7 @@ pub async fn operator_login(
 /// A login's auto-fire when the plan has preflight steps: record the login and the request,
 /// then let the gate run the preflight and start (or hold) the cutover in its own task.
 async fn gated_fire(
-    ctx: &Arc<Context>,
+    ctx: &Arc<HttpContext>,
     caller: &Caller,
     operator: &str,
 ) -> Result<(StatusCode, Json<LoginResponse>), ApiError> {
@@ -181,12 +181,12 @@ async fn gated_fire(
         return Ok(answer(ctx, LoginOutcome::FirstLoginRecorded, &data));
     }
     tracing::info!(operator, by = %caller.username, "operator login: the auto-fire waits for the preflight");
-    tokio::spawn(Preflights::new(ctx.clone()).gate_auto_fire(operator.to_owned()));
+    tokio::spawn(ctx.preflights.clone().gate_auto_fire(operator.to_owned()));
     Ok(answer(ctx, LoginOutcome::AutoFirePreflightStarted, &data))
 }
 
 fn answer(
-    ctx: &Context,
+    ctx: &HttpContext,
     outcome: LoginOutcome,
     data: &StatusData,
 ) -> (StatusCode, Json<LoginResponse>) {
@@ -208,7 +208,7 @@ fn answer(
 }
 
 /// The watch-fed plan, or why the cutover cannot start.
-fn current_plan(ctx: &Context) -> Result<Arc<StepPlan>, ApiError> {
+fn current_plan(ctx: &HttpContext) -> Result<Arc<StepPlan>, ApiError> {
     match ctx.steps.current() {
         PlanState::Ready(plan) => Ok(plan),
         PlanState::Invalid(report) if report.found_no_steps() => Err(ApiError::NoStepsFound {

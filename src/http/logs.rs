@@ -7,7 +7,7 @@
 use super::error::ApiError;
 use crate::contract;
 use crate::retry::is_status;
-use crate::service::Context;
+use super::HttpContext;
 use crate::status::model::{KEY_CUTOVER_ATTEMPT, StatusData, StepRow, get, get_u32};
 use crate::step::{StepKind, StepName};
 use crate::steplog::kept::first_container;
@@ -42,7 +42,7 @@ pub struct LogQuery {
 
 /// `GET /cutover/steps/{step}/logs`.
 pub async fn logs(
-    State(ctx): State<Arc<Context>>,
+    State(ctx): State<Arc<HttpContext>>,
     Path(step): Path<String>,
     query: Result<Query<LogQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
@@ -77,7 +77,7 @@ pub async fn logs(
 
 /// The step named `raw` if the plan or the status knows it, else 404 `step-not-found`. A
 /// daemonset-wait step has no pod of its own: 404 `step-log-not-found`, saying where to look.
-fn known_step(ctx: &Context, data: &StatusData, raw: &str) -> Result<StepName, ApiError> {
+fn known_step(ctx: &HttpContext, data: &StatusData, raw: &str) -> Result<StepName, ApiError> {
     let plan = super::cutover::ready_plan(ctx);
     let not_found = || ApiError::StepNotFound {
         step: raw.to_owned(),
@@ -174,7 +174,7 @@ async fn pod_log(
 
 /// The tail kept when the step ended, else 404 `step-log-not-found`.
 async fn kept_log(
-    ctx: &Context,
+    ctx: &HttpContext,
     data: &StatusData,
     step: &StepName,
     job: &str,
@@ -191,7 +191,7 @@ async fn kept_log(
     let keeper = TailKeeper::new(
         ctx.client.clone(),
         &ctx.config.namespace,
-        &ctx.config.status_configmap,
+        ctx.store.name(),
     );
     let kept = keeper.read(step, run).await.map_err(|e| {
         ApiError::Upstream(format!(

@@ -1,7 +1,7 @@
 //! HTTP request metrics by route template and known method (never the raw path or a
 //! made-up method, so label sets stay bounded) and the `/metrics` route.
 
-use crate::service::Context;
+use super::HttpContext;
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::header;
 use axum::middleware::Next;
@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 /// Counts the request and times it to its response head.
-pub async fn track(State(ctx): State<Arc<Context>>, req: Request, next: Next) -> Response {
+pub async fn track(State(ctx): State<Arc<HttpContext>>, req: Request, next: Next) -> Response {
     let route = req
         .extensions()
         .get::<MatchedPath>()
@@ -29,7 +29,7 @@ pub async fn track(State(ctx): State<Arc<Context>>, req: Request, next: Next) ->
 }
 
 /// `GET /metrics`: the text exposition.
-pub async fn metrics(State(ctx): State<Arc<Context>>) -> impl IntoResponse {
+pub async fn metrics(State(ctx): State<Arc<HttpContext>>) -> impl IntoResponse {
     (
         [(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)],
         ctx.metrics.encode(),

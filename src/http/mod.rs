@@ -1,9 +1,10 @@
 //! The service's HTTP layer: the router, its middleware (request id, tracing, timeout) and
 //! the routes, each in its own module. Errors are [`error::ApiError`].
 
-pub mod auth;
+pub mod authenticate;
 pub mod body;
 pub mod caller;
+pub mod context;
 pub mod cutover;
 pub mod error;
 pub mod events;
@@ -15,10 +16,10 @@ pub mod preflight;
 pub mod rollback;
 pub mod server;
 
-use crate::service::Context;
 use axum::Router;
 use axum::http::{HeaderName, StatusCode};
 use axum::routing::{MethodRouter, get, post};
+pub use context::{HttpConfig, HttpContext};
 use std::sync::Arc;
 use tower::ServiceBuilder;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
@@ -29,7 +30,7 @@ use tower_http::trace::TraceLayer;
 pub const OPENAPI: &str = include_str!("../../openapi.yaml");
 
 /// One route: its path, its method (lower case, as OpenAPI writes it) and its handler.
-type Route = (&'static str, &'static str, MethodRouter<Arc<Context>>);
+type Route = (&'static str, &'static str, MethodRouter<Arc<HttpContext>>);
 
 /// Every route the router serves, the one table both the router and the OpenAPI test are
 /// built from, so they cannot disagree.
@@ -90,7 +91,7 @@ pub fn routes() -> Vec<(&'static str, &'static str)> {
 
 /// The router with its middleware: authentication on every route but the open ones,
 /// request metrics by matched route, then request id, tracing and timeout.
-pub fn router(ctx: Arc<Context>) -> Router {
+pub fn router(ctx: Arc<HttpContext>) -> Router {
     let request_id = HeaderName::from_static("x-request-id");
     let timeout = ctx.config.request_timeout;
     table()
@@ -100,7 +101,7 @@ pub fn router(ctx: Arc<Context>) -> Router {
         })
         .route_layer(axum::middleware::from_fn_with_state(
             ctx.clone(),
-            auth::require,
+            authenticate::require,
         ))
         .layer(axum::middleware::from_fn_with_state(
             ctx.clone(),

@@ -7,10 +7,10 @@
 //! stands. `?run=<n>` then follows run `n` without beginning another; a request without
 //! `run` joins the run under way, if any, or begins a new one.
 
+use super::HttpContext;
 use super::caller::Caller;
 use super::error::ApiError;
-use crate::preflight::{Preflights, Report, RunResult, StoreError};
-use crate::service::Context;
+use crate::preflight::{Report, RunResult, StoreError};
 use axum::Json;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
@@ -39,7 +39,7 @@ pub struct PreflightQuery {
 
 /// `GET /cutover/preflight`.
 pub async fn preflight(
-    State(ctx): State<Arc<Context>>,
+    State(ctx): State<Arc<HttpContext>>,
     caller: Caller,
     query: Result<Query<PreflightQuery>, QueryRejection>,
 ) -> Result<(StatusCode, Json<Report>), ApiError> {
@@ -50,7 +50,7 @@ pub async fn preflight(
         )));
     }
     let wait = bounded_wait(query.wait, ctx.config.request_timeout);
-    let preflights = Preflights::new(ctx.clone());
+    let preflights = ctx.preflights.clone();
     let run = match query.run {
         Some(run) => run.get(),
         None => {

@@ -3,18 +3,18 @@
 //! here and written as a [`RollbackTransition`]; the runner then follows the nodes'
 //! acknowledgements ([`crate::runner::rollback`]). Only the registry pivot is undone.
 
+use super::HttpContext;
 use super::caller::Caller;
 use super::cutover::{body, cached_data, rejected};
 use super::error::ApiError;
 use crate::contract::{key, registries};
-use crate::service::{Context, PlanState};
 use crate::status::model::{Phase, StatusData, get};
 use crate::status::rollback::{
     CONFIRMATION, DEFAULT_TIMEOUT, KEY_REQUESTED_AT, KEY_REQUESTED_BY, MAX_TIMEOUT,
     RollbackOutcome, RollbackRecord, RollbackRefused, RollbackTransition,
 };
 use crate::status::{Rejected, StatusBody, StoreError, rfc3339};
-use crate::step::{DiscoverError, StepKind, StepPlan};
+use crate::step::{DiscoverError, PlanState, StepKind, StepPlan};
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::State;
@@ -121,7 +121,7 @@ pub struct RollbackResponse {
 
 /// `POST /cutover/rollback`.
 pub async fn rollback(
-    State(ctx): State<Arc<Context>>,
+    State(ctx): State<Arc<HttpContext>>,
     caller: Caller,
     body_bytes: Bytes,
 ) -> Result<(StatusCode, Json<RollbackResponse>), ApiError> {
@@ -197,7 +197,7 @@ fn recorded_daemonsets(data: &StatusData) -> Vec<String> {
 }
 
 /// The DaemonSets of the plan's daemonset-wait steps: the registry-pivot agents.
-async fn pivot_daemonsets(ctx: &Context) -> Result<Vec<String>, ApiError> {
+async fn pivot_daemonsets(ctx: &HttpContext) -> Result<Vec<String>, ApiError> {
     let plan = match ctx.steps.current() {
         PlanState::Ready(plan) => plan,
         _ => {

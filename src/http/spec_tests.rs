@@ -1,10 +1,15 @@
 //! The router and `openapi.yaml` must agree: every route the router serves is described,
 //! every described route is served, and every error code the API can answer is listed.
 
+use super::server::ServerConfig;
+use super::{HttpConfig, HttpContext};
 use super::{OPENAPI, router, routes};
+use crate::events::EventsConfig;
+use crate::preflight::Preflights;
 use crate::render::{JobRenderer, RenderConfig};
-use crate::service::{Context, ServiceConfig, StepSource};
+use crate::runner::{RunnerConfig, RunnerContext};
 use crate::status::{StatusCache, StatusStore};
+use crate::step::{StepPolicy, StepSource};
 use axum::body::Body;
 use axum::http::{Method, Request, StatusCode};
 use std::collections::BTreeSet;
@@ -34,31 +39,50 @@ fn spec_routes() -> BTreeSet<(String, String)> {
 }
 
 /// A context whose API server is unreachable: routing is tested, not the cluster.
-pub(super) fn offline_context() -> Arc<Context> {
+pub(super) fn offline_context() -> Arc<HttpContext> {
     let config = kube::Config::new("http://127.0.0.1:9".parse().unwrap());
     let client = kube::Client::try_from(config).unwrap();
     let (steps, _driver) = StepSource::follow(client.clone(), "ns");
     let (_tx, leading) = tokio::sync::watch::channel(false);
-    let mut config = ServiceConfig::new("ns");
-    config.request_timeout = std::time::Duration::from_millis(200);
+    let store = StatusStore::new(client.clone(), "ns", "status", StatusCache::new());
     let metrics = Arc::new(crate::metrics::Metrics::new());
-    Arc::new(Context {
-        store: StatusStore::new(client.clone(), "ns", "status", StatusCache::new()),
+    let runner = Arc::new(RunnerContext {
+        client: client.clone(),
+        config: RunnerConfig {
+            namespace: "ns".to_owned(),
+            step_policy: StepPolicy::unrestricted(),
+        },
+        store: store.clone(),
+        renderer: JobRenderer::new(RenderConfig::default()).unwrap(),
+        leading,
+        metrics: metrics.clone(),
+    });
+    Arc::new(HttpContext {
         auth: crate::auth::Authenticator::new(
             client.clone(),
-            config.auth.clone(),
+            crate::auth::AuthConfig::disabled(),
             "ns",
             metrics.clone(),
         ),
         events: crate::events::EventHub::new(16, 16, metrics.clone()),
         metrics,
         bodies: Default::default(),
-        event_streams: Arc::new(tokio::sync::Semaphore::new(config.http.max_event_streams)),
+        event_streams: Arc::new(tokio::sync::Semaphore::new(
+            ServerConfig::default().max_event_streams,
+        )),
+        preflights: Preflights::new(runner),
         client,
-        config,
+        config: HttpConfig {
+            namespace: "ns".to_owned(),
+            lease_name: "catalyst-cutover".to_owned(),
+            step_policy: StepPolicy::unrestricted(),
+            request_timeout: std::time::Duration::from_millis(200),
+            auto_fire: true,
+            http: ServerConfig::default(),
+            events: EventsConfig::default(),
+        },
+        store,
         steps,
-        renderer: JobRenderer::new(RenderConfig::default()).unwrap(),
-        leading,
     })
 }
 

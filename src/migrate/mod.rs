@@ -212,6 +212,11 @@ mod tests {
     }
 
     #[test]
+    fn the_last_migration_reaches_the_schema_the_status_code_speaks() {
+        assert_eq!(latest_version(), crate::status::model::SCHEMA_VERSION);
+    }
+
+    #[test]
     fn the_initial_configmap_is_already_migrated() {
         let mut data = crate::status::store::initial_data();
         let before = data.clone();

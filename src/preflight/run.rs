@@ -8,9 +8,9 @@ use super::store::{PreflightStore, StoreError};
 use super::{COMPONENT, CONFIGMAP};
 use crate::contract;
 use crate::render::preflight_job_name;
+use crate::runner::RunnerContext;
 use crate::runner::watches::{JobWatch, RunWatches};
 use crate::runner::{StepOutcome, job};
-use crate::service::Context;
 use crate::status::model::{get, get_u32};
 use crate::status::now_rfc3339;
 use crate::step::{Step, StepPlan};
@@ -42,14 +42,15 @@ impl Started {
 }
 
 /// Preflight runs in the service's namespace.
+#[derive(Clone)]
 pub struct Preflights {
-    ctx: Arc<Context>,
+    ctx: Arc<RunnerContext>,
     store: PreflightStore,
 }
 
 impl Preflights {
-    /// Preflight runs for the service of `ctx`.
-    pub fn new(ctx: Arc<Context>) -> Self {
+    /// Preflight runs with the runner's context `ctx`.
+    pub fn new(ctx: Arc<RunnerContext>) -> Self {
         let store = PreflightStore::new(ctx.client.clone(), &ctx.config.namespace);
         Preflights { ctx, store }
     }
@@ -95,7 +96,7 @@ impl Preflights {
     pub fn time_limit(&self, steps: &[Step]) -> Duration {
         steps
             .iter()
-            .map(|s| self.ctx.config.render.deadline_for(s) + DEADLINE_GRACE)
+            .map(|s| self.ctx.renderer.config().deadline_for(s) + DEADLINE_GRACE)
             .sum()
     }
 
@@ -126,7 +127,7 @@ impl Preflights {
 
 /// Runs every step of `run` and records each outcome, then the run's.
 async fn drive(
-    ctx: Arc<Context>,
+    ctx: Arc<RunnerContext>,
     store: PreflightStore,
     watches: RunWatches,
     steps: Vec<Step>,
@@ -182,7 +183,7 @@ async fn record(store: &PreflightStore, change: &Change) -> bool {
 
 /// Runs one preflight step's Job of `run` to its end or its deadline.
 async fn run_step(
-    ctx: &Context,
+    ctx: &RunnerContext,
     watched: &JobWatch,
     step: &Step,
     run: u32,
@@ -210,7 +211,7 @@ async fn run_step(
     if let Err(reason) = job::ensure(&jobs, &rendered, step.name.as_str(), false).await {
         return StepOutcome::Failed(reason);
     }
-    let deadline = ctx.config.render.deadline_for(step);
+    let deadline = ctx.renderer.config().deadline_for(step);
     match tokio::time::timeout(
         deadline + DEADLINE_GRACE,
         job::follow(watched, &pods, job_name),

@@ -252,6 +252,21 @@ mod tests {
     }
 
     #[test]
+    fn a_pending_row_of_an_earlier_attempt_gets_a_new_attempt() {
+        // What a start after a rollback leaves: results cleared, attempts kept.
+        let d = data(&[("step.a.result", ""), ("step.a.attempt", "1")]);
+        assert_eq!(
+            next(&["a", "b"], 0, &d),
+            Next::Run {
+                index: 0,
+                attempt: 2,
+                resume: false,
+                recorded_job: None
+            }
+        );
+    }
+
+    #[test]
     fn preflights_run_again_on_every_attempt_of_the_cutover() {
         let mut d = data(&[
             ("cutoverAttempt", "2"),

@@ -2,11 +2,11 @@
 //! the step, record the outcome. Every decision is re-derived from the status ConfigMap, so
 //! a restarted or newly elected runner resumes exactly where the last one stopped.
 
+use super::RunnerContext;
 use super::decide::{Next, Stall, next};
 use super::watches::RunWatches;
 use super::{StepOutcome, daemonset, job};
 use crate::render::job_name;
-use crate::service::Context;
 use crate::status::model::{KEY_CUTOVER_ATTEMPT, Phase, StatusData, StepResult, StepRow, get_u32};
 use crate::status::{StoreError, Transition, now_rfc3339};
 use crate::step::{DiscoverError, Step, StepKind, StepPlan};
@@ -24,7 +24,7 @@ use tracing::Instrument;
 const JOB_DEADLINE_GRACE: Duration = Duration::from_secs(60);
 
 /// Runs the cutover whenever this replica leads, until the future is dropped.
-pub async fn lead(ctx: Arc<Context>) {
+pub async fn lead(ctx: Arc<RunnerContext>) {
     let mut leading = ctx.leading.clone();
     loop {
         while !*leading.borrow_and_update() {
@@ -60,7 +60,7 @@ pub async fn lead(ctx: Arc<Context>) {
 }
 
 /// Drives the cutover while the status says it runs; returns only on a refused write.
-async fn drive(ctx: &Context) -> Result<(), StoreError> {
+async fn drive(ctx: &RunnerContext) -> Result<(), StoreError> {
     let mut changes = ctx.store.cache().subscribe();
     let mut run: Option<Run> = None;
     let mut pending: Vec<Transition> = Vec::new();
@@ -229,11 +229,11 @@ async fn drive(ctx: &Context) -> Result<(), StoreError> {
 }
 
 /// The keeper of this status ConfigMap's step log tails.
-fn tail_keeper(ctx: &Context) -> TailKeeper {
+fn tail_keeper(ctx: &RunnerContext) -> TailKeeper {
     TailKeeper::new(
         ctx.client.clone(),
         &ctx.config.namespace,
-        &ctx.config.status_configmap,
+        ctx.store.name(),
     )
 }
 
@@ -245,7 +245,7 @@ struct Run {
 
 /// Applies `ts` as one write; `Ok(false)` when they no longer apply (someone aborted or
 /// another runner moved on), which makes the loop re-read and re-decide.
-async fn apply(ctx: &Context, ts: Vec<Transition>) -> Result<bool, StoreError> {
+async fn apply(ctx: &RunnerContext, ts: Vec<Transition>) -> Result<bool, StoreError> {
     if ts.is_empty() {
         return Ok(true);
     }
@@ -259,7 +259,7 @@ async fn apply(ctx: &Context, ts: Vec<Transition>) -> Result<bool, StoreError> {
     }
 }
 
-async fn current_data(ctx: &Context) -> Result<StatusData, StoreError> {
+async fn current_data(ctx: &RunnerContext) -> Result<StatusData, StoreError> {
     let cm = match ctx.store.cache().configmap() {
         Some(cm) => cm,
         None => {
@@ -274,7 +274,7 @@ async fn current_data(ctx: &Context) -> Result<StatusData, StoreError> {
 /// Runs one attempt of `step` until it ends, its deadline passes, or the status says it is
 /// no longer running (aborted).
 async fn run_step(
-    ctx: &Context,
+    ctx: &RunnerContext,
     watches: &mut RunWatches,
     step: &Step,
     attempt: u32,
@@ -283,7 +283,7 @@ async fn run_step(
 ) -> StepOutcome {
     let ns = &ctx.config.namespace;
     let step_name = step.name.as_str();
-    let deadline = ctx.config.render.deadline_for(step);
+    let deadline = ctx.renderer.config().deadline_for(step);
     let started = ctx
         .store
         .cache()
@@ -356,7 +356,7 @@ async fn run_step(
 }
 
 /// Resolves when the status no longer shows `step` running at `attempt` (an abort).
-async fn cancelled(ctx: &Context, step: &str, attempt: u32) {
+async fn cancelled(ctx: &RunnerContext, step: &str, attempt: u32) {
     let mut rx = ctx.store.cache().subscribe();
     loop {
         let still_running = rx.borrow_and_update().configmap.as_ref().is_none_or(|cm| {

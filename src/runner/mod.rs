@@ -2,6 +2,7 @@
 //! comes next, Job steps and daemonset-wait steps; and the follower of a registry-pivot
 //! rollback.
 
+pub mod context;
 pub mod daemonset;
 pub mod decide;
 pub mod engine;
@@ -10,6 +11,8 @@ pub mod lease;
 pub mod rollback;
 pub mod rollout;
 pub mod watches;
+
+pub use context::{RunnerConfig, RunnerContext};
 
 /// How one attempt of a step ended.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -5,9 +5,9 @@
 //! records the end. What to do is [`decide`]d purely; the deadline lives in the status, so a
 //! runner that takes over keeps the operator's bound.
 
+use super::RunnerContext;
 use super::rollout::{Acks, acknowledgements};
 use crate::contract::registries;
-use crate::service::Context;
 use crate::status::model::{Phase, StatusData};
 use crate::status::rollback::{RollbackRecord, RollbackTransition};
 use crate::status::{Rejected, StoreError, rfc3339};
@@ -141,7 +141,7 @@ fn deadline_of(record: &RollbackRecord) -> jiff::Timestamp {
 }
 
 /// Follows every rollback while this replica leads, until the future is dropped.
-pub async fn lead(ctx: Arc<Context>) {
+pub async fn lead(ctx: Arc<RunnerContext>) {
     let mut leading = ctx.leading.clone();
     let mut status = ctx.store.cache().subscribe();
     loop {
@@ -175,7 +175,7 @@ pub async fn lead(ctx: Arc<Context>) {
 type Events = std::pin::Pin<Box<dyn futures::Stream<Item = ()> + Send>>;
 
 /// Follows the rollback under way until it ends; returns only then, or on a refused write.
-async fn follow(ctx: &Context) -> Result<(), StoreError> {
+async fn follow(ctx: &RunnerContext) -> Result<(), StoreError> {
     let ns = &ctx.config.namespace;
     let Some(first) = current(ctx) else {
         return Ok(());
@@ -276,7 +276,7 @@ async fn follow(ctx: &Context) -> Result<(), StoreError> {
 }
 
 /// The rollback under way, `None` once the status no longer says `rolling-back`.
-fn current(ctx: &Context) -> Option<RollbackRecord> {
+fn current(ctx: &RunnerContext) -> Option<RollbackRecord> {
     let data = ctx
         .store
         .cache()
@@ -297,7 +297,7 @@ fn current(ctx: &Context) -> Option<RollbackRecord> {
 
 /// Writes the end of the rollback; one that no longer applies (another runner ended it,
 /// or it was asked for again) is not an error.
-async fn conclude(ctx: &Context, end: RollbackTransition) -> Result<(), StoreError> {
+async fn conclude(ctx: &RunnerContext, end: RollbackTransition) -> Result<(), StoreError> {
     let result = ctx
         .store
         .update(|data| end.apply(data).map(|_| ()).map_err(Rejected::from))

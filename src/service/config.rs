@@ -2,8 +2,10 @@
 
 use crate::auth::AuthConfig;
 use crate::events::EventsConfig;
+use crate::http::HttpConfig;
 use crate::http::server::ServerConfig;
 use crate::render::RenderConfig;
+use crate::runner::RunnerConfig;
 use crate::step::StepPolicy;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -62,6 +64,27 @@ impl ServiceConfig {
             auto_fire: true,
             events: EventsConfig::default(),
             step_policy: StepPolicy::unrestricted(),
+        }
+    }
+
+    /// The share of the configuration the HTTP routes read.
+    pub fn http_config(&self) -> HttpConfig {
+        HttpConfig {
+            namespace: self.namespace.clone(),
+            lease_name: self.lease_name.clone(),
+            step_policy: self.step_policy.clone(),
+            request_timeout: self.request_timeout,
+            auto_fire: self.auto_fire,
+            http: self.http.clone(),
+            events: self.events.clone(),
+        }
+    }
+
+    /// The share of the configuration the runner reads.
+    pub fn runner_config(&self) -> RunnerConfig {
+        RunnerConfig {
+            namespace: self.namespace.clone(),
+            step_policy: self.step_policy.clone(),
         }
     }
 }

@@ -1,14 +1,17 @@
 //! Start-up and shutdown of one replica: migrate the status ConfigMap, start the caches,
 //! the Lease election, the runner and the HTTP server.
 
-use super::{Context, ServiceConfig, StepSource};
+use super::ServiceConfig;
 use crate::auth::Authenticator;
 use crate::events::EventHub;
+use crate::http::HttpContext;
 use crate::metrics::{KubeMetricsLayer, Metrics};
+use crate::preflight::Preflights;
 use crate::render::{JobRenderer, RenderError};
 use crate::request_timeout::RequestTimeoutLayer;
-use crate::runner::{engine, lease, rollback};
+use crate::runner::{RunnerContext, engine, lease, rollback};
 use crate::status::{RecordKeeper, StatusCache, StatusStore, StoreError};
+use crate::step::{PlanState, StepSource};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::Api;
@@ -48,7 +51,8 @@ pub enum StartError {
 
 /// A running replica.
 pub struct Service {
-    ctx: Arc<Context>,
+    ctx: Arc<HttpContext>,
+    tls: bool,
     addr: SocketAddr,
     tasks: JoinSet<()>,
     http: tokio::task::JoinHandle<()>,
@@ -199,21 +203,28 @@ impl Service {
         let event_streams = Arc::new(tokio::sync::Semaphore::new(
             config.http.max_event_streams.max(1),
         ));
-        let ctx = Arc::new(Context {
-            auth: Authenticator::new(client.clone(), config.auth.clone(), &ns, metrics.clone()),
-            client,
-            config,
-            store,
-            steps,
+        let runner = Arc::new(RunnerContext {
+            client: client.clone(),
+            config: config.runner_config(),
+            store: store.clone(),
             renderer,
             leading,
+            metrics: metrics.clone(),
+        });
+        tasks.spawn(engine::lead(runner.clone()));
+        tasks.spawn(rollback::lead(runner.clone()));
+        let ctx = Arc::new(HttpContext {
+            auth: Authenticator::new(client.clone(), config.auth.clone(), &ns, metrics.clone()),
+            client,
+            config: config.http_config(),
+            store,
+            steps,
             events,
             metrics,
             bodies: Default::default(),
             event_streams,
+            preflights: Preflights::new(runner),
         });
-        tasks.spawn(engine::lead(ctx.clone()));
-        tasks.spawn(rollback::lead(ctx.clone()));
 
         let (stop_http, stop_rx) = watch::channel(false);
         // Built once: cloning a `Router` per connection shares its route table, where
@@ -223,12 +234,13 @@ impl Service {
             listener,
             app,
             tls,
-            ctx.config.http.clone(),
+            config.http.clone(),
             stop_rx,
         ));
-        tracing::info!(%addr, namespace = %ctx.config.namespace, identity = %ctx.config.identity, "catalyst-cutover is serving");
+        tracing::info!(%addr, namespace = %config.namespace, identity = %config.identity, "catalyst-cutover is serving");
         Ok(Service {
             ctx,
+            tls: config.http.tls.is_some(),
             addr,
             tasks,
             http,
@@ -245,11 +257,7 @@ impl Service {
 
     /// The HTTP API's base URL (`https` when serving a certificate).
     pub fn url(&self) -> String {
-        let scheme = if self.ctx.config.http.tls.is_some() {
-            "https"
-        } else {
-            "http"
-        };
+        let scheme = if self.tls { "https" } else { "http" };
         format!("{scheme}://{}", self.addr)
     }
 
@@ -259,12 +267,13 @@ impl Service {
         let _ = status.wait_for(|snap| snap.synced).await;
         let mut steps = self.ctx.steps.subscribe();
         let _ = steps
-            .wait_for(|state| !matches!(state, super::PlanState::Unsynced))
+            .wait_for(|state| !matches!(state, PlanState::Unsynced))
             .await;
     }
 
-    /// The shared context (for the CLI's progress display).
-    pub fn context(&self) -> &Arc<Context> {
+    /// The HTTP layer's context, which holds the status store, the event hub and the
+    /// metrics (for the CLI's progress display).
+    pub fn context(&self) -> &Arc<HttpContext> {
         &self.ctx
     }
 

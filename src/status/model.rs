@@ -17,6 +17,10 @@ pub const KEY_TRIGGER: &str = "cutoverTrigger";
 pub const KEY_TRIGGERED_BY: &str = "cutoverTriggeredBy";
 /// Key of the schema version the migrations brought the ConfigMap to.
 pub const KEY_SCHEMA_VERSION: &str = "schemaVersion";
+/// The schema version this code reads and writes: what a new status ConfigMap is created
+/// at, and what the last of the migrations (`crate::migrate`, a layer above) brings an older
+/// one to. A unit test of the migrations holds the two equal.
+pub const SCHEMA_VERSION: u32 = 2;
 /// Per-step field: the attempt number of the step's latest Job.
 pub const STEP_ATTEMPT: &str = "attempt";
 /// Key counting the cutover's starts and retries (1 after the first start). A preflight

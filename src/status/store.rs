@@ -4,7 +4,7 @@
 //! so a write whose answer was lost is applied again safely.
 
 use super::cache::StatusCache;
-use super::model::{KEY_PHASE, KEY_SCHEMA_VERSION, Phase, StatusData};
+use super::model::{KEY_PHASE, KEY_SCHEMA_VERSION, Phase, SCHEMA_VERSION, StatusData};
 use super::record::{CutoverRecord, RecordKeeper};
 use super::transition::{Rejected, Transition};
 use crate::contract::{self, key};
@@ -331,10 +331,7 @@ pub fn initial_data() -> StatusData {
         .iter()
         .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
         .collect();
-    data.insert(
-        KEY_SCHEMA_VERSION.to_owned(),
-        crate::migrate::latest_version().to_string(),
-    );
+    data.insert(KEY_SCHEMA_VERSION.to_owned(), SCHEMA_VERSION.to_string());
     data
 }
 

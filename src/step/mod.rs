@@ -10,6 +10,7 @@ mod model;
 mod name;
 mod parse;
 mod policy;
+mod source;
 mod unknown;
 mod yaml_limits;
 
@@ -22,4 +23,5 @@ pub use parse::{StepProblem, StepReport, parse_plan};
 pub use policy::{
     DEFAULT_STEP_SERVICE_ACCOUNT, PodSecurityLevel, StepPolicy, UnknownLevel, Violation,
 };
+pub use source::{PlanState, StepSource};
 pub use yaml_limits::{MAX_POD_SPEC_BYTES, YamlLimit};

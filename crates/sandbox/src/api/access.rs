@@ -1,11 +1,11 @@
 //! Authentication and authorization of requests: bearer token → user through the token
 //! table or the tokens TokenRequest issued, then RBAC over the Role/Binding objects in the
-//! store ([`crate::auth`]).
+//! store ([`crate::access_control`]).
 
 use super::meta;
 use super::route::ResourcePath;
 use super::store::{ListOptions, Store};
-use crate::auth::{
+use crate::access_control::{
     self, Attributes, Decision, IssuedTokens, RbacRules, TokenRejected, TokenTable, UserInfo,
 };
 use axum::http::{HeaderMap, Method, StatusCode, header};
@@ -35,7 +35,7 @@ pub struct Access {
 
 /// The admin user: in `system:masters`, so RBAC always allows it.
 pub fn admin_user() -> UserInfo {
-    UserInfo::new(ADMIN_USER, [auth::MASTERS_GROUP.to_string()])
+    UserInfo::new(ADMIN_USER, [access_control::MASTERS_GROUP.to_string()])
 }
 
 impl Access {
@@ -175,17 +175,17 @@ fn basic_user_may(attrs: &Attributes) -> bool {
 
 /// RBAC's decision for `user` doing `attrs` against the stored rules.
 pub fn decide(store: &Store, user: &UserInfo, attrs: &Attributes) -> Decision {
-    if user.in_group(auth::MASTERS_GROUP) || basic_user_may(attrs) {
+    if user.in_group(access_control::MASTERS_GROUP) || basic_user_may(attrs) {
         return Decision::Allow;
     }
-    auth::authorize(user, attrs, &rbac_rules(store))
+    access_control::authorize(user, attrs, &rbac_rules(store))
 }
 
 /// The 401 answer.
 pub fn unauthorized() -> (StatusCode, Value) {
     (
         StatusCode::UNAUTHORIZED,
-        serde_json::to_value(auth::unauthorized_status()).unwrap_or_default(),
+        serde_json::to_value(access_control::unauthorized_status()).unwrap_or_default(),
     )
 }
 
@@ -193,7 +193,8 @@ pub fn unauthorized() -> (StatusCode, Value) {
 pub fn forbidden(user: &UserInfo, attrs: &Attributes, reason: &str) -> (StatusCode, Value) {
     (
         StatusCode::FORBIDDEN,
-        serde_json::to_value(auth::forbidden_status(user, attrs, reason)).unwrap_or_default(),
+        serde_json::to_value(access_control::forbidden_status(user, attrs, reason))
+            .unwrap_or_default(),
     )
 }
 
@@ -238,7 +239,7 @@ mod tests {
     fn tokens_authenticate_and_auth_off_is_admin() {
         let store = Store::new(Registry::new(&[]), 10);
         let mut headers = HeaderMap::new();
-        let off = Access::new(None, "adm", auth::MIN_TOKEN_EXPIRATION);
+        let off = Access::new(None, "adm", access_control::MIN_TOKEN_EXPIRATION);
         assert_eq!(
             off.authenticate(&headers, &store).unwrap().username,
             ADMIN_USER
@@ -246,7 +247,7 @@ mod tests {
         let on = Access::new(
             Some(TokenTable::parse("t1=alice:dev").unwrap()),
             "adm",
-            auth::MIN_TOKEN_EXPIRATION,
+            access_control::MIN_TOKEN_EXPIRATION,
         );
         assert!(on.authenticate(&headers, &store).is_none());
         headers.insert(header::AUTHORIZATION, "Bearer t1".parse().unwrap());
@@ -255,7 +256,7 @@ mod tests {
         assert!(
             on.authenticate(&headers, &store)
                 .unwrap()
-                .in_group(auth::MASTERS_GROUP)
+                .in_group(access_control::MASTERS_GROUP)
         );
         assert!(off.reviewable.authenticate("adm").is_some());
     }
@@ -266,7 +267,7 @@ mod tests {
         let access = Access::new(
             Some(TokenTable::default()),
             "adm",
-            auth::MIN_TOKEN_EXPIRATION,
+            access_control::MIN_TOKEN_EXPIRATION,
         );
         let answer = token_request::create(&store, &access, &sa_kind, "ns", "sa", &json!({}));
         let token = answer.unwrap()["status"]["token"]

@@ -122,9 +122,10 @@ fn go_value(v: &Value) -> String {
     }
 }
 
-/// An error answered as a `metav1.Status`.
+/// An error answered as a `metav1.Status` (named as apimachinery names it, apart from the
+/// product's HTTP `ApiError`).
 #[derive(Debug, Clone, PartialEq)]
-pub struct ApiError {
+pub struct StatusError {
     /// HTTP status code, also `code` in the body.
     pub code: StatusCode,
     /// `reason` in the body.
@@ -143,10 +144,10 @@ fn details(kind: &KindInfo, name: &str) -> Value {
     d
 }
 
-impl ApiError {
+impl StatusError {
     /// 404 `configmaps "x" not found`.
     pub fn not_found(kind: &KindInfo, name: &str) -> Self {
-        ApiError {
+        StatusError {
             code: StatusCode::NOT_FOUND,
             reason: "NotFound",
             message: format!("{} \"{name}\" not found", kind.qualified_resource()),
@@ -156,7 +157,7 @@ impl ApiError {
 
     /// 409 `configmaps "x" already exists`.
     pub fn already_exists(kind: &KindInfo, name: &str) -> Self {
-        ApiError {
+        StatusError {
             code: StatusCode::CONFLICT,
             reason: "AlreadyExists",
             message: format!("{} \"{name}\" already exists", kind.qualified_resource()),
@@ -175,7 +176,7 @@ impl ApiError {
 
     /// 409 Conflict with a specific cause.
     pub fn conflict_with(kind: &KindInfo, name: &str, why: &str) -> Self {
-        ApiError {
+        StatusError {
             code: StatusCode::CONFLICT,
             reason: "Conflict",
             message: format!(
@@ -211,7 +212,7 @@ impl ApiError {
             d["group"] = json!(group);
             format!("{kind}.{group}")
         };
-        ApiError {
+        StatusError {
             code: StatusCode::UNPROCESSABLE_ENTITY,
             reason: "Invalid",
             message: format!("{qualified} \"{name}\" is invalid: {summary}"),
@@ -221,7 +222,7 @@ impl ApiError {
 
     /// 400 BadRequest.
     pub fn bad_request(message: impl Into<String>) -> Self {
-        ApiError {
+        StatusError {
             code: StatusCode::BAD_REQUEST,
             reason: "BadRequest",
             message: message.into(),
@@ -231,7 +232,7 @@ impl ApiError {
 
     /// 404 for a path that serves nothing.
     pub fn no_route() -> Self {
-        ApiError {
+        StatusError {
             code: StatusCode::NOT_FOUND,
             reason: "NotFound",
             message: "the server could not find the requested resource".into(),
@@ -241,7 +242,7 @@ impl ApiError {
 
     /// 405 for a verb a resource does not serve.
     pub fn method_not_supported(kind: &KindInfo, verb: &str) -> Self {
-        ApiError {
+        StatusError {
             code: StatusCode::METHOD_NOT_ALLOWED,
             reason: "MethodNotAllowed",
             message: format!(
@@ -254,7 +255,7 @@ impl ApiError {
 
     /// 410 Expired, for watches and continue tokens older than the history.
     pub fn expired(message: impl Into<String>) -> Self {
-        ApiError {
+        StatusError {
             code: StatusCode::GONE,
             reason: "Expired",
             message: message.into(),
@@ -264,7 +265,7 @@ impl ApiError {
 
     /// 415 UnsupportedMediaType.
     pub fn unsupported_media_type(message: impl Into<String>) -> Self {
-        ApiError {
+        StatusError {
             code: StatusCode::UNSUPPORTED_MEDIA_TYPE,
             reason: "UnsupportedMediaType",
             message: message.into(),
@@ -275,7 +276,7 @@ impl ApiError {
     /// 500 InternalError.
     pub fn internal(message: impl Into<String>) -> Self {
         let message = message.into();
-        ApiError {
+        StatusError {
             code: StatusCode::INTERNAL_SERVER_ERROR,
             reason: "InternalError",
             message: format!("Internal error occurred: {message}"),
@@ -285,7 +286,7 @@ impl ApiError {
 
     /// 403 Forbidden with the given message (authorization, terminating namespaces).
     pub fn forbidden(kind: &KindInfo, name: &str, message: String) -> Self {
-        ApiError {
+        StatusError {
             code: StatusCode::FORBIDDEN,
             reason: "Forbidden",
             message,
@@ -311,7 +312,7 @@ impl ApiError {
     }
 }
 
-impl IntoResponse for ApiError {
+impl IntoResponse for StatusError {
     fn into_response(self) -> Response {
         let body = self.status().to_string();
         (
@@ -334,17 +335,17 @@ mod tests {
         let cm = r.lookup("", "v1", "configmaps").unwrap();
         let job = r.lookup("batch", "v1", "jobs").unwrap();
         assert_eq!(
-            ApiError::already_exists(&cm, "x").message,
+            StatusError::already_exists(&cm, "x").message,
             "configmaps \"x\" already exists"
         );
-        let nf = ApiError::not_found(&job, "j").status();
+        let nf = StatusError::not_found(&job, "j").status();
         assert_eq!(nf["message"], "jobs.batch \"j\" not found");
         assert_eq!(
             nf["details"],
             json!({"name": "j", "group": "batch", "kind": "jobs"})
         );
         assert_eq!(nf["code"], 404);
-        let inv = ApiError::invalid(
+        let inv = StatusError::invalid(
             &job,
             "j",
             vec![Cause::not_supported(

@@ -3,7 +3,7 @@
 
 use super::access::{self, Access};
 use super::discovery;
-use super::errors::ApiError;
+use super::errors::StatusError;
 use super::history::StoredObject;
 use super::kinds::{self, KindInfo};
 use super::meta::{self, Part};
@@ -18,7 +18,7 @@ use super::table;
 use super::token_request;
 use super::view::View;
 use super::watch::{self, WatchParams};
-use crate::auth::{Decision, UserInfo};
+use crate::access_control::{Decision, UserInfo};
 use axum::body::{Body, Bytes};
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
@@ -56,7 +56,7 @@ pub async fn handle(
 ) -> Response {
     let params = match Query::<Params>::try_from_uri(&uri) {
         Ok(Query(p)) => p,
-        Err(e) => return ApiError::bad_request(e.to_string()).into_response(),
+        Err(e) => return StatusError::bad_request(e.to_string()).into_response(),
     };
     let target = route::resolve(uri.path());
     let user = match target {
@@ -99,11 +99,11 @@ fn dispatch(
     params: &Params,
     headers: &HeaderMap,
     body: Bytes,
-) -> Result<Response, ApiError> {
+) -> Result<Response, StatusError> {
     let registry = &*app.store.registry();
     let found = |v: Option<Value>| {
         v.map(|v| value_response(StatusCode::OK, &v))
-            .ok_or_else(ApiError::no_route)
+            .ok_or_else(StatusError::no_route)
     };
     match target {
         Target::Version => found(Some(discovery::version())),
@@ -114,11 +114,11 @@ fn dispatch(
         Target::Health => Ok((StatusCode::OK, "ok").into_response()),
         Target::OpenApiIndex => found(Some(openapi::index(registry))),
         Target::OpenApiGroupVersion(gv) => found(openapi::group_version(registry, &gv)),
-        Target::Unknown => Err(ApiError::no_route()),
+        Target::Unknown => Err(StatusError::no_route()),
         Target::Resource(rp) => {
             let kind = registry
                 .lookup(&rp.group, &rp.version, &rp.plural)
-                .ok_or_else(ApiError::no_route)?;
+                .ok_or_else(StatusError::no_route)?;
             let watching = rp.watch || is_true(params, "watch");
             if let Some(user) = user {
                 let attrs = access::attributes(method, &rp, watching);
@@ -143,13 +143,13 @@ fn review(
     method: &Method,
     headers: &HeaderMap,
     body: &[u8],
-) -> Result<Response, ApiError> {
+) -> Result<Response, StatusError> {
     if *method != Method::POST || rp.name.is_some() || rp.subresource.is_some() {
-        return Err(ApiError::method_not_supported(kind, method.as_str()));
+        return Err(StatusError::method_not_supported(kind, method.as_str()));
     }
     let request = parse_body(Some(BodyKind::of(kind)), headers, body)?;
     if !request.is_object() {
-        return Err(ApiError::bad_request(format!(
+        return Err(StatusError::bad_request(format!(
             "the body of a {} must be a JSON object",
             kind.kind
         )));
@@ -167,11 +167,11 @@ fn review(
     Ok(value_response(StatusCode::CREATED, &answer))
 }
 
-fn dry_run(params: &Params) -> Result<bool, ApiError> {
+fn dry_run(params: &Params) -> Result<bool, StatusError> {
     match params.get("dryRun").map(String::as_str) {
         None | Some("") => Ok(false),
         Some("All") => Ok(true),
-        Some(other) => Err(ApiError::bad_request(format!(
+        Some(other) => Err(StatusError::bad_request(format!(
             "Invalid dry run value \"{other}\": supported values: \"All\""
         ))),
     }
@@ -208,13 +208,13 @@ fn parse_body(
     kind: Option<BodyKind<'_>>,
     headers: &HeaderMap,
     body: &[u8],
-) -> Result<Value, ApiError> {
+) -> Result<Value, StatusError> {
     let ct = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default();
     let refused = || {
-        ApiError::unsupported_media_type(format!(
+        StatusError::unsupported_media_type(format!(
             "the catalyst-cutover sandbox reads {ct} bodies only for namespaces, configmaps, secrets and self reviews; send JSON or YAML, e.g. with `kubectl apply -f` or `kubectl create -f`"
         ))
     };
@@ -222,7 +222,7 @@ fn parse_body(
         let kind = kind.ok_or_else(refused)?;
         let mut obj = protobuf::decode(kind.group, kind.kind, body)
             .map_err(|e| {
-                ApiError::bad_request(format!("the protobuf body could not be decoded: {e}"))
+                StatusError::bad_request(format!("the protobuf body could not be decoded: {e}"))
             })?
             .ok_or_else(refused)?;
         obj["apiVersion"] = json!(kinds::api_version(kind.group, kind.version));
@@ -235,18 +235,18 @@ fn parse_body(
     serde_json::from_slice(body)
         .or_else(|_| serde_yaml::from_slice(body))
         .map_err(|e| {
-            ApiError::bad_request(format!("the body of the request could not be decoded: {e}"))
+            StatusError::bad_request(format!("the body of the request could not be decoded: {e}"))
         })
 }
 
-fn selectors(view: &View, params: &Params, name: Option<&str>) -> Result<Selectors, ApiError> {
+fn selectors(view: &View, params: &Params, name: Option<&str>) -> Result<Selectors, StatusError> {
     let labels = LabelSelector::parse(
         params
             .get("labelSelector")
             .map(String::as_str)
             .unwrap_or_default(),
     )
-    .map_err(ApiError::bad_request)?;
+    .map_err(StatusError::bad_request)?;
     let mut field_spec = view.field_selector(
         params
             .get("fieldSelector")
@@ -259,8 +259,8 @@ fn selectors(view: &View, params: &Params, name: Option<&str>) -> Result<Selecto
         }
         field_spec.push_str(&format!("metadata.name={name}"));
     }
-    let fields =
-        FieldSelector::parse(&field_spec, &view.storage.plural).map_err(ApiError::bad_request)?;
+    let fields = FieldSelector::parse(&field_spec, &view.storage.plural)
+        .map_err(StatusError::bad_request)?;
     Ok(Selectors { labels, fields })
 }
 
@@ -276,10 +276,10 @@ fn resource(
     params: &Params,
     headers: &HeaderMap,
     body: Bytes,
-) -> Result<Response, ApiError> {
+) -> Result<Response, StatusError> {
     let store = &app.store;
     if rp.namespace.is_some() && !kind.namespaced {
-        return Err(ApiError::no_route());
+        return Err(StatusError::no_route());
     }
     let view = View::of(&store.registry(), kind);
     let stored = &view.storage;
@@ -293,16 +293,16 @@ fn resource(
         }
         Some("token") if kind.has_token => {
             let (Some(ns), Some(name)) = (ns, rp.name.as_deref()) else {
-                return Err(ApiError::no_route());
+                return Err(StatusError::no_route());
             };
             if *method != Method::POST {
-                return Err(ApiError::method_not_supported(kind, method.as_str()));
+                return Err(StatusError::method_not_supported(kind, method.as_str()));
             }
             let request = parse_body(Some(TOKEN_REQUEST), headers, &body)?;
             let answer = token_request::create(store, &app.access, kind, ns, name, &request)?;
             return Ok(value_response(StatusCode::CREATED, &answer));
         }
-        Some(_) => return Err(ApiError::no_route()),
+        Some(_) => return Err(StatusError::no_route()),
     };
     let watching = rp.watch || is_true(params, "watch");
     let respond = |code, obj: &Arc<StoredObject>| object_response(code, &view.outbound(obj));
@@ -323,7 +323,7 @@ fn resource(
         }
         (Method::POST, None) if part == Part::Main => {
             if kind.namespaced && ns.is_none() {
-                return Err(ApiError::no_route());
+                return Err(StatusError::no_route());
             }
             let body = view.inbound(parse_body(Some(BodyKind::of(kind)), headers, &body)?);
             let obj = store.create(stored, ns, body, dry_run(params)?)?;
@@ -366,7 +366,7 @@ fn resource(
             }
         }
         (Method::DELETE, None) => delete_collection(store, &view, ns, params, headers, &body),
-        (verb, _) => Err(ApiError::method_not_supported(kind, verb.as_str())),
+        (verb, _) => Err(StatusError::method_not_supported(kind, verb.as_str())),
     }
 }
 
@@ -393,7 +393,7 @@ fn delete_options(
     params: &Params,
     headers: &HeaderMap,
     body: &[u8],
-) -> Result<DeleteOptions, ApiError> {
+) -> Result<DeleteOptions, StatusError> {
     let body: Value = if body.iter().all(u8::is_ascii_whitespace) {
         json!({})
     } else {
@@ -427,11 +427,11 @@ fn delete_options(
     })
 }
 
-fn list_options(view: &View, params: &Params) -> Result<ListOptions, ApiError> {
+fn list_options(view: &View, params: &Params) -> Result<ListOptions, StatusError> {
     let limit = match params.get("limit") {
         Some(l) if !l.is_empty() => Some(
             l.parse::<usize>()
-                .map_err(|_| ApiError::bad_request(format!("invalid limit: {l}")))?,
+                .map_err(|_| StatusError::bad_request(format!("invalid limit: {l}")))?,
         ),
         _ => None,
     };
@@ -478,7 +478,7 @@ fn list(
     ns: Option<&str>,
     params: &Params,
     as_table: bool,
-) -> Result<Response, ApiError> {
+) -> Result<Response, StatusError> {
     let mut page = store.list(&view.storage, ns, &list_options(view, params)?)?;
     page.items = page.items.iter().map(|o| view.outbound(o)).collect();
     if as_table {
@@ -495,7 +495,7 @@ fn delete_collection(
     params: &Params,
     headers: &HeaderMap,
     body: &[u8],
-) -> Result<Response, ApiError> {
+) -> Result<Response, StatusError> {
     let opts = delete_options(params, headers, body)?;
     let page = store.list(&view.storage, ns, &list_options(view, params)?)?;
     let mut deleted = Vec::new();
@@ -526,13 +526,13 @@ fn watch(
     params: &Params,
     headers: &HeaderMap,
     name: Option<&str>,
-) -> Result<Response, ApiError> {
+) -> Result<Response, StatusError> {
     let selectors = selectors(view, params, name)?;
     let from = match params.get("resourceVersion").map(String::as_str) {
         None | Some("") | Some("0") => WatchFrom::Now,
         Some(rv) => WatchFrom::After(
             rv.parse()
-                .map_err(|_| ApiError::bad_request(format!("invalid resource version: {rv}")))?,
+                .map_err(|_| StatusError::bad_request(format!("invalid resource version: {rv}")))?,
         ),
     };
     let send_initial = is_true(params, "sendInitialEvents");

@@ -1,7 +1,7 @@
 //! PATCH bodies: JSON merge patch, JSON patch (RFC 6902, `test` included) and strategic
 //! merge patch, answered like k8s.io/apiserver/pkg/endpoints/handlers/patch.go.
 
-use super::errors::ApiError;
+use super::errors::StatusError;
 use super::kinds::KindInfo;
 use super::smp;
 use axum::http::StatusCode;
@@ -23,16 +23,16 @@ pub const APPLY_UNSUPPORTED: &str = "server-side apply (application/apply-patch+
 
 impl PatchType {
     /// Reads the Content-Type of a PATCH request.
-    pub fn from_content_type(ct: &str) -> Result<Self, ApiError> {
+    pub fn from_content_type(ct: &str) -> Result<Self, StatusError> {
         let base = ct.split(';').next().unwrap_or_default().trim();
         match base {
             "application/merge-patch+json" => Ok(PatchType::Merge),
             "application/json-patch+json" => Ok(PatchType::Json),
             "application/strategic-merge-patch+json" => Ok(PatchType::Strategic),
             "application/apply-patch+yaml" | "application/apply-patch+cbor" => {
-                Err(ApiError::unsupported_media_type(APPLY_UNSUPPORTED))
+                Err(StatusError::unsupported_media_type(APPLY_UNSUPPORTED))
             }
-            other => Err(ApiError::unsupported_media_type(format!(
+            other => Err(StatusError::unsupported_media_type(format!(
                 "the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/strategic-merge-patch+json (got {other:?})"
             ))),
         }
@@ -45,25 +45,25 @@ pub fn apply(
     patch_type: PatchType,
     current: &Value,
     body: &[u8],
-) -> Result<Value, ApiError> {
+) -> Result<Value, StatusError> {
     match patch_type {
         PatchType::Merge => {
-            let patch: Value =
-                serde_json::from_slice(body).map_err(|e| ApiError::bad_request(e.to_string()))?;
+            let patch: Value = serde_json::from_slice(body)
+                .map_err(|e| StatusError::bad_request(e.to_string()))?;
             if !patch.is_object() {
-                return Err(ApiError::bad_request("invalid JSON Patch"));
+                return Err(StatusError::bad_request("invalid JSON Patch"));
             }
             let mut out = current.clone();
             json_patch::merge(&mut out, &patch);
             Ok(out)
         }
         PatchType::Json => {
-            let ops: json_patch::Patch =
-                serde_json::from_slice(body).map_err(|e| ApiError::bad_request(e.to_string()))?;
+            let ops: json_patch::Patch = serde_json::from_slice(body)
+                .map_err(|e| StatusError::bad_request(e.to_string()))?;
             let mut out = current.clone();
             // kube-apiserver answers any failed operation (a failed `test` included) with a
             // generic 422 whose message does not carry the cause (patch.go, jsonPatcher).
-            json_patch::patch(&mut out, &ops).map_err(|_| ApiError {
+            json_patch::patch(&mut out, &ops).map_err(|_| StatusError {
                 code: StatusCode::UNPROCESSABLE_ENTITY,
                 reason: "Invalid",
                 message: "the server rejected our request due to an error in our request".into(),
@@ -74,13 +74,13 @@ pub fn apply(
         PatchType::Strategic => {
             // Custom resources have no patch strategies: kube-apiserver lists the types it takes.
             if kind.custom {
-                return Err(ApiError::unsupported_media_type(
+                return Err(StatusError::unsupported_media_type(
                     "the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml",
                 ));
             }
-            let patch: Value =
-                serde_json::from_slice(body).map_err(|e| ApiError::bad_request(e.to_string()))?;
-            smp::apply(current, &patch).map_err(ApiError::bad_request)
+            let patch: Value = serde_json::from_slice(body)
+                .map_err(|e| StatusError::bad_request(e.to_string()))?;
+            smp::apply(current, &patch).map_err(StatusError::bad_request)
         }
     }
 }

@@ -5,7 +5,7 @@
 //! streams back. A pod on no node, or on a node without a kubelet endpoint, answers with the
 //! text of [`LOG_ANNOTATION`] (objects written by hand, which no kubelet runs).
 
-use super::errors::ApiError;
+use super::errors::StatusError;
 use super::kinds::KindInfo;
 use super::store::Store;
 use axum::body::Body;
@@ -36,7 +36,7 @@ pub fn pod_log(
     ns: Option<&str>,
     name: &str,
     params: &HashMap<String, String>,
-) -> Result<Response, ApiError> {
+) -> Result<Response, StatusError> {
     let pod = store.get(kind, ns, name)?;
     let container = container(&pod, name, params.get("container").map(String::as_str))?;
     // kube-apiserver looks the node up first, and words a missing one as a missing pod.
@@ -44,7 +44,7 @@ pub fn pod_log(
         && let Some(nodes) = store.registry().lookup("", "v1", "nodes")
         && store.get(&nodes, None, node).is_err()
     {
-        return Err(ApiError::not_found(kind, node));
+        return Err(StatusError::not_found(kind, node));
     }
     let Some((address, port)) = kubelet_of(store, &pod) else {
         let text = pod
@@ -64,7 +64,7 @@ pub fn pod_log(
         .and_then(|c| c.get("state"))
         .is_some_and(|state| state.get("running").is_some() || state.get("terminated").is_some());
     if !started {
-        return Err(ApiError::bad_request(format!(
+        return Err(StatusError::bad_request(format!(
             "container \"{container}\" in pod \"{name}\" is waiting to start: ContainerCreating"
         )));
     }
@@ -95,7 +95,7 @@ pub fn pod_log(
 }
 
 /// The container asked for, or the pod's only one; 400 as kube-apiserver answers otherwise.
-fn container(pod: &Value, name: &str, asked: Option<&str>) -> Result<String, ApiError> {
+fn container(pod: &Value, name: &str, asked: Option<&str>) -> Result<String, StatusError> {
     let names: Vec<&str> = pod
         .pointer("/spec/containers")
         .and_then(Value::as_array)
@@ -103,11 +103,11 @@ fn container(pod: &Value, name: &str, asked: Option<&str>) -> Result<String, Api
         .unwrap_or_default();
     match asked {
         Some(asked) if names.contains(&asked) => Ok(asked.to_owned()),
-        Some(asked) => Err(ApiError::bad_request(format!(
+        Some(asked) => Err(StatusError::bad_request(format!(
             "container {asked} is not valid for pod {name}"
         ))),
         None if names.len() == 1 => Ok(names[0].to_owned()),
-        None => Err(ApiError::bad_request(format!(
+        None => Err(StatusError::bad_request(format!(
             "a container name must be specified for pod {name}, choose one of: [{}]",
             names.join(" ")
         ))),

@@ -4,9 +4,9 @@
 //! (authentication.k8s.io/v1, authorization.k8s.io/v1).
 
 use super::access::{self, Access};
-use super::errors::{ApiError, Cause};
+use super::errors::{Cause, StatusError};
 use super::store::Store;
-use crate::auth::{API_SERVER_AUDIENCE, Attributes, Decision, UserInfo};
+use crate::access_control::{API_SERVER_AUDIENCE, Attributes, Decision, UserInfo};
 use serde_json::{Value, json};
 
 fn reviewed(mut body: Value, api_version: &str, kind: &str, status: Value) -> Value {
@@ -23,13 +23,13 @@ fn reviewed(mut body: Value, api_version: &str, kind: &str, status: Value) -> Va
 /// Answers a TokenReview: `status.authenticated` and the user behind `spec.token`, from the
 /// token table or, for a token the TokenRequest API issued, only while it has not expired,
 /// is for the audiences asked about and its ServiceAccount still exists.
-pub fn token_review(access: &Access, store: &Store, body: Value) -> Result<Value, ApiError> {
+pub fn token_review(access: &Access, store: &Store, body: Value) -> Result<Value, StatusError> {
     let token = body
         .pointer("/spec/token")
         .and_then(Value::as_str)
         .unwrap_or_default();
     if token.is_empty() {
-        return Err(ApiError::invalid_kind(
+        return Err(StatusError::invalid_kind(
             "TokenReview",
             "authentication.k8s.io",
             "",
@@ -91,7 +91,7 @@ fn str_at<'a>(v: &'a Value, pointer: &str) -> &'a str {
 }
 
 /// The action a (Self)SubjectAccessReview asks about.
-fn attributes_of(kind: &str, spec: &Value) -> Result<Attributes, ApiError> {
+fn attributes_of(kind: &str, spec: &Value) -> Result<Attributes, StatusError> {
     if let Some(r) = spec.get("resourceAttributes") {
         let opt = |p: &str| Some(str_at(r, p).to_string()).filter(|s| !s.is_empty());
         Ok(Attributes {
@@ -109,7 +109,7 @@ fn attributes_of(kind: &str, spec: &Value) -> Result<Attributes, ApiError> {
             str_at(n, "/path"),
         ))
     } else {
-        Err(ApiError::invalid_kind(
+        Err(StatusError::invalid_kind(
             kind,
             "authorization.k8s.io",
             "",
@@ -131,7 +131,7 @@ fn access_status(store: &Store, user: &UserInfo, attrs: &Attributes) -> Value {
 
 /// Answers a SubjectAccessReview: RBAC's decision for `spec.user`/`spec.groups` doing the
 /// resource or non-resource action described.
-pub fn subject_access_review(store: &Store, body: Value) -> Result<Value, ApiError> {
+pub fn subject_access_review(store: &Store, body: Value) -> Result<Value, StatusError> {
     const KIND: &str = "SubjectAccessReview";
     let spec = body.get("spec").cloned().unwrap_or_else(|| json!({}));
     let user = UserInfo {
@@ -157,7 +157,7 @@ pub fn self_subject_access_review(
     store: &Store,
     user: &UserInfo,
     body: Value,
-) -> Result<Value, ApiError> {
+) -> Result<Value, StatusError> {
     const KIND: &str = "SelfSubjectAccessReview";
     let spec = body.get("spec").cloned().unwrap_or_else(|| json!({}));
     let status = access_status(store, user, &attributes_of(KIND, &spec)?);
@@ -179,8 +179,8 @@ pub fn self_subject_review(user: &UserInfo, body: Value) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::access_control::TokenTable;
     use crate::api::kinds::Registry;
-    use crate::auth::TokenTable;
 
     #[test]
     fn token_review_answers_from_the_table() {
@@ -188,7 +188,7 @@ mod tests {
         let access = Access::new(
             Some(TokenTable::parse("t1=alice:dev").unwrap()),
             "adm",
-            crate::auth::MIN_TOKEN_EXPIRATION,
+            crate::access_control::MIN_TOKEN_EXPIRATION,
         );
         let ok = token_review(&access, &store, json!({"spec": {"token": "t1"}})).unwrap();
         assert_eq!(ok["status"]["authenticated"], true);

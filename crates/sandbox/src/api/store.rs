@@ -2,7 +2,7 @@
 //! history and the live change feed. Handlers stay thin over these functions.
 
 use super::crd;
-use super::errors::ApiError;
+use super::errors::StatusError;
 use super::history::{Change, EventType, History, StoredObject};
 use super::kinds::{KindInfo, Registry};
 use super::meta::{self, Part};
@@ -31,12 +31,12 @@ pub enum Propagation {
 
 impl Propagation {
     /// Parses `propagationPolicy`.
-    pub fn parse(s: &str) -> Result<Self, ApiError> {
+    pub fn parse(s: &str) -> Result<Self, StatusError> {
         match s {
             "Background" => Ok(Propagation::Background),
             "Foreground" => Ok(Propagation::Foreground),
             "Orphan" => Ok(Propagation::Orphan),
-            other => Err(ApiError::bad_request(format!(
+            other => Err(StatusError::bad_request(format!(
                 "DeleteOptions.meta.k8s.io \"\" is invalid: propagationPolicy: Unsupported value: \"{other}\": supported values: \"Foreground\", \"Background\", \"Orphan\", \"nil\""
             ))),
         }
@@ -169,8 +169,8 @@ fn encode_continue(rv: u64, last: &ObjKey) -> String {
     hex::encode(json!({"rv": rv, "ns": last.0, "name": last.1}).to_string())
 }
 
-fn decode_continue(token: &str) -> Result<(u64, ObjKey), ApiError> {
-    let bad = || ApiError::bad_request(format!("continue key is not valid: {token}"));
+fn decode_continue(token: &str) -> Result<(u64, ObjKey), StatusError> {
+    let bad = || StatusError::bad_request(format!("continue key is not valid: {token}"));
     let bytes = hex::decode(token).map_err(|_| bad())?;
     let v: Value = serde_json::from_slice(&bytes).map_err(|_| bad())?;
     let rv = v["rv"].as_u64().ok_or_else(bad)?;
@@ -181,8 +181,8 @@ fn decode_continue(token: &str) -> Result<(u64, ObjKey), ApiError> {
 
 /// The 410 of kube-apiserver's watch cache for a resourceVersion older than its history;
 /// `oldest` is the oldest version a watch may start from (the cache's `oldest-1`).
-pub fn too_old(rv: u64, oldest: u64) -> ApiError {
-    ApiError::expired(format!("too old resource version: {rv} ({oldest})"))
+pub fn too_old(rv: u64, oldest: u64) -> StatusError {
+    StatusError::expired(format!("too old resource version: {rv} ({oldest})"))
 }
 
 fn owner_uids(obj: &Value) -> impl Iterator<Item = &str> {
@@ -206,9 +206,9 @@ fn check_uid(
     name: &str,
     want: Option<&str>,
     current: &Value,
-) -> Result<(), ApiError> {
+) -> Result<(), StatusError> {
     match want.filter(|u| !u.is_empty()) {
-        Some(uid) if uid != meta::uid_of(current) => Err(ApiError::conflict_with(
+        Some(uid) if uid != meta::uid_of(current) => Err(StatusError::conflict_with(
             kind,
             name,
             &format!(
@@ -227,19 +227,19 @@ impl Inner {
         kind: &KindInfo,
         key: &ObjKey,
         name: &str,
-    ) -> Result<Arc<StoredObject>, ApiError> {
+    ) -> Result<Arc<StoredObject>, StatusError> {
         self.collection(kind)?
             .objects
             .get(key)
             .cloned()
-            .ok_or_else(|| ApiError::not_found(kind, name))
+            .ok_or_else(|| StatusError::not_found(kind, name))
     }
 
-    fn collection(&mut self, kind: &KindInfo) -> Result<&mut Collection, ApiError> {
+    fn collection(&mut self, kind: &KindInfo) -> Result<&mut Collection, StatusError> {
         self.collections
             .get_mut(&*storage_key(kind))
             .ok_or_else(|| {
-                ApiError::internal(format!("no storage for {}", kind.qualified_resource()))
+                StatusError::internal(format!("no storage for {}", kind.qualified_resource()))
             })
     }
 
@@ -511,14 +511,14 @@ impl Store {
         kind: &KindInfo,
         ns: Option<&str>,
         name: &str,
-    ) -> Result<Arc<StoredObject>, ApiError> {
+    ) -> Result<Arc<StoredObject>, StatusError> {
         let inner = self.inner.read();
         inner
             .collections
             .get(&*storage_key(kind))
             .and_then(|c| c.objects.get(&obj_key(kind, ns, name)))
             .cloned()
-            .ok_or_else(|| ApiError::not_found(kind, name))
+            .ok_or_else(|| StatusError::not_found(kind, name))
     }
 
     /// A page of objects in `ns` (or everywhere) that pass the selectors.
@@ -527,13 +527,13 @@ impl Store {
         kind: &KindInfo,
         ns: Option<&str>,
         opts: &ListOptions,
-    ) -> Result<ListPage, ApiError> {
+    ) -> Result<ListPage, StatusError> {
         let inner = self.inner.read();
         let (list_rv, after) = match &opts.continue_token {
             Some(t) => {
                 let (rv, last) = decode_continue(t)?;
                 if rv < inner.history.compacted() {
-                    return Err(ApiError::expired(
+                    return Err(StatusError::expired(
                         "The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter, or use the continue token in this response to retrieve the remainder of the results. Continuing with the provided token results in an inconsistent list - objects that were created, modified, or deleted between the time the first chunk was returned and now may show up in the list.",
                     ));
                 }
@@ -542,7 +542,7 @@ impl Store {
             None => (inner.rv, None),
         };
         let Some(c) = inner.collections.get(&*storage_key(kind)) else {
-            return Err(ApiError::not_found(kind, ""));
+            return Err(StatusError::not_found(kind, ""));
         };
         let lower = match &after {
             Some(k) => Bound::Excluded(k.clone()),
@@ -579,7 +579,11 @@ impl Store {
         })
     }
 
-    fn check_namespace(inner: &Inner, kind: &KindInfo, ns: Option<&str>) -> Result<(), ApiError> {
+    fn check_namespace(
+        inner: &Inner,
+        kind: &KindInfo,
+        ns: Option<&str>,
+    ) -> Result<(), StatusError> {
         if !kind.namespaced {
             return Ok(());
         }
@@ -592,12 +596,12 @@ impl Store {
             None => {
                 let ns_kind = inner.collections.get("namespaces").map(|c| c.kind.clone());
                 Err(match ns_kind {
-                    Some(k) => ApiError::not_found(&k, ns),
-                    None => ApiError::internal("namespaces are not served"),
+                    Some(k) => StatusError::not_found(&k, ns),
+                    None => StatusError::internal("namespaces are not served"),
                 })
             }
             Some(n) if n.pointer("/metadata/deletionTimestamp").is_some() => {
-                Err(ApiError::forbidden(
+                Err(StatusError::forbidden(
                     kind,
                     "",
                     format!(
@@ -617,14 +621,14 @@ impl Store {
         ns: Option<&str>,
         mut obj: Value,
         dry_run: bool,
-    ) -> Result<Arc<StoredObject>, ApiError> {
+    ) -> Result<Arc<StoredObject>, StatusError> {
         if !obj.is_object() {
-            return Err(ApiError::bad_request(
+            return Err(StatusError::bad_request(
                 "the body of the request was not a JSON object",
             ));
         }
         if !meta::resource_version_of(&obj).is_empty() {
-            return Err(ApiError::bad_request(
+            return Err(StatusError::bad_request(
                 "resourceVersion should not be set on objects to be created",
             ));
         }
@@ -633,7 +637,7 @@ impl Store {
             && !body_ns.is_empty()
             && ns.is_some_and(|n| n != body_ns)
         {
-            return Err(ApiError::bad_request(
+            return Err(StatusError::bad_request(
                 "the namespace of the provided object does not match the namespace sent on the request",
             ));
         }
@@ -643,7 +647,7 @@ impl Store {
         let name = meta::name_of(&obj).to_string();
         let causes = validation::validate(kind, &obj, None);
         if !causes.is_empty() {
-            return Err(ApiError::invalid(kind, &name, causes));
+            return Err(StatusError::invalid(kind, &name, causes));
         }
         defaults::after_validation(kind, &mut obj);
         let mut inner = self.inner.write();
@@ -651,7 +655,7 @@ impl Store {
         let key = obj_key(kind, ns, &name);
         let resource = storage_key(kind);
         if inner.collection(kind)?.objects.contains_key(&key) {
-            return Err(ApiError::already_exists(kind, &name));
+            return Err(StatusError::already_exists(kind, &name));
         }
         if dry_run {
             return Ok(StoredObject::new(obj));
@@ -674,9 +678,9 @@ impl Store {
         obj: Value,
         part: Part,
         dry_run: bool,
-    ) -> Result<Arc<StoredObject>, ApiError> {
+    ) -> Result<Arc<StoredObject>, StatusError> {
         if !obj.is_object() {
-            return Err(ApiError::bad_request(
+            return Err(StatusError::bad_request(
                 "the body of the request was not a JSON object",
             ));
         }
@@ -693,8 +697,8 @@ impl Store {
         name: &str,
         part: Part,
         dry_run: bool,
-        f: impl FnOnce(&Value) -> Result<Value, ApiError>,
-    ) -> Result<Arc<StoredObject>, ApiError> {
+        f: impl FnOnce(&Value) -> Result<Value, StatusError>,
+    ) -> Result<Arc<StoredObject>, StatusError> {
         let ns = ns.filter(|_| kind.namespaced);
         let key = obj_key(kind, ns, name);
         let mut inner = self.inner.write();
@@ -703,14 +707,14 @@ impl Store {
         let new = f(&old)?;
         if !new.is_object() {
             // A JSON patch may replace the whole document with anything.
-            return Err(ApiError::bad_request(format!(
+            return Err(StatusError::bad_request(format!(
                 "the updated {} \"{name}\" is not a JSON object",
                 kind.kind
             )));
         }
         let body_name = meta::name_of(&new);
         if !body_name.is_empty() && body_name != name {
-            return Err(ApiError::bad_request(format!(
+            return Err(StatusError::bad_request(format!(
                 "the name of the object ({body_name}) does not match the name on the URL ({name})"
             )));
         }
@@ -720,13 +724,13 @@ impl Store {
         ) && !body_ns.is_empty()
             && body_ns != want
         {
-            return Err(ApiError::bad_request(
+            return Err(StatusError::bad_request(
                 "the namespace of the provided object does not match the namespace sent on the request",
             ));
         }
         let body_rv = meta::resource_version_of(&new);
         if !body_rv.is_empty() && body_rv != meta::resource_version_of(&old) {
-            return Err(ApiError::conflict(kind, name));
+            return Err(StatusError::conflict(kind, name));
         }
         check_uid(kind, name, Some(meta::uid_of(&new)), &old)?;
         let mut next = meta::prepare_update(kind, &old, new, part);
@@ -738,7 +742,7 @@ impl Store {
         encoding::apply(kind, &mut next);
         let causes = validation::validate(kind, &next, Some(&old));
         if !causes.is_empty() {
-            return Err(ApiError::invalid(kind, name, causes));
+            return Err(StatusError::invalid(kind, name, causes));
         }
         defaults::after_validation(kind, &mut next);
         if meta::same_content(&old, &next) {
@@ -772,13 +776,13 @@ impl Store {
         ns: Option<&str>,
         name: &str,
         opts: &DeleteOptions,
-    ) -> Result<Deleted, ApiError> {
+    ) -> Result<Deleted, StatusError> {
         let ns = ns.filter(|_| kind.namespaced);
         let key = obj_key(kind, ns, name);
         let mut inner = self.inner.write();
         let current = inner.current(kind, &key, name)?;
         if kind.kind == "Namespace" && IMMORTAL_NAMESPACES.contains(&name) {
-            return Err(ApiError::forbidden(
+            return Err(StatusError::forbidden(
                 kind,
                 name,
                 format!("namespaces \"{name}\" is forbidden: this namespace may not be deleted"),
@@ -790,7 +794,7 @@ impl Store {
             .as_deref()
             .filter(|rv| *rv != meta::resource_version_of(&current))
         {
-            return Err(ApiError::conflict_with(
+            return Err(StatusError::conflict_with(
                 kind,
                 name,
                 &format!(
@@ -808,7 +812,7 @@ impl Store {
         let mut changes = Vec::new();
         let outcome = inner
             .delete_cascade(kind, &key, propagation, &mut changes)
-            .ok_or_else(|| ApiError::not_found(kind, name))?;
+            .ok_or_else(|| StatusError::not_found(kind, name))?;
         self.sync_definitions(&mut inner, &changes);
         self.publish(changes);
         drop(inner);
@@ -822,7 +826,7 @@ impl Store {
         ns: Option<&str>,
         selectors: &Selectors,
         from: WatchFrom,
-    ) -> Result<WatchStart, ApiError> {
+    ) -> Result<WatchStart, StatusError> {
         let inner = self.inner.read();
         let resource = storage_key(kind);
         let ns = ns.filter(|_| kind.namespaced);
@@ -847,7 +851,7 @@ impl Store {
                 let c = inner
                     .collections
                     .get(&resource)
-                    .ok_or_else(|| ApiError::not_found(kind, ""))?;
+                    .ok_or_else(|| StatusError::not_found(kind, ""))?;
                 c.objects
                     .iter()
                     .filter(|((o_ns, _), o)| ns.is_none_or(|n| n == o_ns) && selectors.matches(o))

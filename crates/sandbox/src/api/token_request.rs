@@ -4,23 +4,23 @@
 //! and the answer carries `status.token` and `status.expirationTimestamp`. Nothing is stored.
 
 use super::access::Access;
-use super::errors::{ApiError, Cause};
+use super::errors::{Cause, StatusError};
 use super::kinds::KindInfo;
 use super::meta;
 use super::store::Store;
-use crate::auth::{API_SERVER_AUDIENCE, BoundToken, token_lifetime};
+use crate::access_control::{API_SERVER_AUDIENCE, BoundToken, token_lifetime};
 use jiff::{SignedDuration, Timestamp};
 use serde_json::{Value, json};
 
 const KIND: &str = "TokenRequest";
 const GROUP: &str = "authentication.k8s.io";
 
-fn invalid(name: &str, cause: Cause) -> ApiError {
-    ApiError::invalid_kind(KIND, GROUP, name, vec![cause])
+fn invalid(name: &str, cause: Cause) -> StatusError {
+    StatusError::invalid_kind(KIND, GROUP, name, vec![cause])
 }
 
 /// Checks that `metadata.<field>` of the request, when set, is `expected`.
-fn must_match(request: &Value, field: &str, expected: &str, name: &str) -> Result<(), ApiError> {
+fn must_match(request: &Value, field: &str, expected: &str, name: &str) -> Result<(), StatusError> {
     let given = request
         .pointer(&format!("/metadata/{field}"))
         .and_then(Value::as_str)
@@ -46,9 +46,9 @@ pub fn create(
     ns: &str,
     name: &str,
     request: &Value,
-) -> Result<Value, ApiError> {
+) -> Result<Value, StatusError> {
     if !request.is_object() {
-        return Err(ApiError::bad_request(
+        return Err(StatusError::bad_request(
             "the body of a TokenRequest must be a JSON object",
         ));
     }
@@ -68,7 +68,7 @@ pub fn create(
     let requested = match spec.get("expirationSeconds") {
         None | Some(Value::Null) => None,
         Some(v) => Some(v.as_i64().ok_or_else(|| {
-            ApiError::bad_request(format!(
+            StatusError::bad_request(format!(
                 "spec.expirationSeconds must be an integer, found {v}"
             ))
         })?),
@@ -94,7 +94,7 @@ pub fn create(
     // Whole seconds, as `exp` and metav1.Time carry them: the token expires exactly at the
     // timestamp the answer shows.
     let whole = |t: Result<Timestamp, jiff::Error>| {
-        t.map_err(|e| ApiError::internal(format!("cannot compute the token's expiration: {e}")))
+        t.map_err(|e| StatusError::internal(format!("cannot compute the token's expiration: {e}")))
     };
     let now = whole(Timestamp::from_second(Timestamp::now().as_second()))?;
     let expires_at = whole(now.checked_add(SignedDuration::from_secs(seconds)))?;
@@ -120,8 +120,8 @@ pub fn create(
 #[cfg(test)]
 pub(super) mod tests {
     use super::*;
+    use crate::access_control::MIN_TOKEN_EXPIRATION;
     use crate::api::kinds::Registry;
-    use crate::auth::MIN_TOKEN_EXPIRATION;
     use std::sync::Arc;
     use std::time::Duration;
 

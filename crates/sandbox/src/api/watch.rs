@@ -1,7 +1,7 @@
 //! Watch streams: newline-delimited `{"type","object"}` events, bookmarks, timeouts, and
 //! the 410 ERROR event a watcher gets when it falls behind the history.
 
-use super::errors::ApiError;
+use super::errors::StatusError;
 use super::history::{Change, EventType};
 use super::kinds::KindInfo;
 use super::selectors::Selectors;
@@ -95,12 +95,12 @@ fn bookmark(kind: &KindInfo, rv: u64, initial_end: bool) -> Bytes {
     line("BOOKMARK", obj.to_string().as_bytes())
 }
 
-fn error_event(err: &ApiError) -> Bytes {
+fn error_event(err: &StatusError) -> Bytes {
     line("ERROR", err.status().to_string().as_bytes())
 }
 
 /// A watch whose start failed (410): one ERROR event, then the end, as the watch cache does.
-pub fn failed(err: ApiError) -> impl Stream<Item = Result<Bytes, Infallible>> {
+pub fn failed(err: StatusError) -> impl Stream<Item = Result<Bytes, Infallible>> {
     futures::stream::once(async move { Ok(error_event(&err)) })
 }
 

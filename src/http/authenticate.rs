@@ -2,10 +2,10 @@
 //! API server authenticates, and the permission its action needs; the [`Caller`] goes into
 //! the request's extensions for the routes to read. Tokens are never logged.
 
+use super::HttpContext;
 use super::caller::Caller;
 use super::error::ApiError;
 use crate::auth::action_for;
-use crate::service::Context;
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::Next;
@@ -13,7 +13,11 @@ use axum::response::{IntoResponse, Response};
 use std::sync::Arc;
 
 /// Lets the request through with its [`Caller`], or answers 401, 403 or 503.
-pub async fn require(State(ctx): State<Arc<Context>>, mut req: Request, next: Next) -> Response {
+pub async fn require(
+    State(ctx): State<Arc<HttpContext>>,
+    mut req: Request,
+    next: Next,
+) -> Response {
     let route = req
         .extensions()
         .get::<MatchedPath>()

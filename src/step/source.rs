@@ -2,8 +2,8 @@
 //! change, so routes that need the plan (the status body's step order, start validation)
 //! cost no API request and no parsing.
 
+use super::{StepPlan, StepReport, parse_plan};
 use crate::contract;
-use crate::step::{StepPlan, StepReport, parse_plan};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::Api;

@@ -1,0 +1,58 @@
+//! What the routes work with: the client and the caches they answer from, who may call, the
+//! live event hub and the preflight runs. The runner's Lease signal and Job renderer are not
+//! in it; the routes reach the runner only through the status ConfigMap.
+
+use super::cutover::BodyCache;
+use super::server::ServerConfig;
+use crate::auth::Authenticator;
+use crate::events::{EventHub, EventsConfig};
+use crate::metrics::Metrics;
+use crate::preflight::Preflights;
+use crate::status::StatusStore;
+use crate::step::{StepPolicy, StepSource};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The settings the routes read.
+#[derive(Debug, Clone)]
+pub struct HttpConfig {
+    /// Namespace of the steps, the status ConfigMap and the Jobs.
+    pub namespace: String,
+    /// Name of the Lease that elects the runner (the cutover's record is `<name>-record`).
+    pub lease_name: String,
+    /// What a step's PodSpec may ask for.
+    pub step_policy: StepPolicy,
+    /// How long one HTTP request may take.
+    pub request_timeout: Duration,
+    /// Whether the first operator login starts an idle cutover.
+    pub auto_fire: bool,
+    /// How the HTTP port treats its clients: timeouts, caps (event streams among them), TLS.
+    pub http: ServerConfig,
+    /// The live event stream's buffers and keep-alive.
+    pub events: EventsConfig,
+}
+
+/// The HTTP layer's share of one replica.
+pub struct HttpContext {
+    /// The Kubernetes client.
+    pub client: kube::Client,
+    /// The settings the routes read.
+    pub config: HttpConfig,
+    /// The status ConfigMap's store (and, through it, its cache).
+    pub store: StatusStore,
+    /// The watch-fed step plan.
+    pub steps: StepSource,
+    /// Who may call the HTTP API.
+    pub auth: Authenticator,
+    /// The live event frames.
+    pub events: EventHub,
+    /// The Prometheus metrics.
+    pub metrics: Arc<Metrics>,
+    /// The serialized status body of the latest status version, so that a busy console's
+    /// GETs serialize nothing.
+    pub bodies: BodyCache,
+    /// One permit per open event stream, `http.max_event_streams` in all.
+    pub event_streams: Arc<tokio::sync::Semaphore>,
+    /// The preflight runs (`GET /cutover/preflight`, the auto-fire's gate).
+    pub preflights: Preflights,
+}
