@@ -114,7 +114,7 @@ pub async fn begin(
         })
         .await;
     match started {
-        Ok(data) => {
+        Ok((data, ())) => {
             tracing::info!(trigger = trigger.as_str(), by = %caller.username, retry, "cutover started");
             let outcome = if retry && data_had_failure(&data) {
                 "retried"
@@ -186,7 +186,7 @@ pub async fn abort(
         })
         .await;
     let data = match result {
-        Ok(data) => data,
+        Ok((data, ())) => data,
         Err(StoreError::Rejected(Rejected::NotRunning { phase })) => {
             return Err(ApiError::NotRunning {
                 phase: phase.as_str(),

@@ -16,7 +16,7 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 /// Longest operator name accepted, in characters (a Kubernetes username's practical bound).
 const MAX_OPERATOR_LEN: usize = 253;
@@ -133,28 +133,21 @@ pub async fn operator_login(
     }
     let total_steps = plan.map(|p| p.len());
     let at = now_rfc3339();
-    let outcome = Mutex::new(LoginOutcome::AlreadyRecorded);
     let result = ctx
         .store
         .update(|data| {
-            let (decided, ts) = login_transitions(data, operator, &at, auto_fire, total_steps);
+            let (outcome, ts) = login_transitions(data, operator, &at, auto_fire, total_steps);
             for t in &ts {
                 t.apply(data)?;
             }
-            if let Ok(mut outcome) = outcome.lock() {
-                *outcome = decided;
-            }
-            Ok(())
+            Ok(outcome)
         })
         .await;
-    let data = match result {
-        Ok(data) => data,
+    let (data, outcome) = match result {
+        Ok(written) => written,
         Err(StoreError::Rejected(r)) => return Err(ApiError::Unavailable(r.to_string())),
         Err(err) => return Err(ApiError::store(err)),
     };
-    let outcome = outcome
-        .into_inner()
-        .unwrap_or(LoginOutcome::AlreadyRecorded);
     tracing::info!(operator, by = %caller.username, ?outcome, "operator login reported");
     Ok(answer(&ctx, outcome, &data))
 }
@@ -172,7 +165,7 @@ async fn gated_fire(
         .update(|data| gate::request(data, operator, &at))
         .await
     {
-        Ok(data) => data,
+        Ok((data, ())) => data,
         Err(StoreError::Rejected(r)) => return Err(ApiError::Unavailable(r.to_string())),
         Err(err) => return Err(ApiError::store(err)),
     };

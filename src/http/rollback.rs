@@ -20,7 +20,7 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// The longest reason recorded: the status ConfigMap is read by people and the console.
@@ -148,25 +148,13 @@ pub async fn rollback(
         deadline: rfc3339(deadline),
         daemonsets,
     };
-    let seen = Mutex::new(None);
-    let result = ctx
-        .store
-        .update(|data| {
-            let outcome = transition.apply(data)?;
-            *seen.lock().unwrap_or_else(PoisonError::into_inner) = Some(outcome);
-            Ok(())
-        })
-        .await;
-    let data = match result {
-        Ok(data) => data,
+    let result = ctx.store.update(|data| Ok(transition.apply(data)?)).await;
+    let (data, outcome) = match result {
+        Ok(written) => written,
         Err(StoreError::Rejected(Rejected::Rollback(r))) => return Err(refused(r)),
         Err(StoreError::Rejected(r)) => return Err(rejected(r)),
         Err(err) => return Err(ApiError::store(err)),
     };
-    let outcome = seen
-        .into_inner()
-        .unwrap_or_else(PoisonError::into_inner)
-        .unwrap_or(RollbackOutcome::InProgress);
     tracing::warn!(
         by = %caller.username,
         reason = %valid.reason,
