@@ -161,9 +161,9 @@ pub(crate) async fn refuse_lost_status(ctx: &Context) -> Result<(), ApiError> {
     }
 }
 
+/// Whether a step row of `data` failed: a retry resumes the cutover from it.
 fn data_had_failure(data: &StatusData) -> bool {
-    data.iter()
-        .any(|(k, v)| k.ends_with(".result") && v == crate::status::StepResult::Failed.as_str())
+    crate::status::model::rows(data).any(|(_, row)| row.result == crate::status::StepResult::Failed)
 }
 
 /// `POST /cutover/abort`: records the running step failed, naming who aborted it; the
@@ -457,6 +457,18 @@ mod tests {
         assert_eq!(get(&v2, None), "4");
         assert_eq!(get(&v2, Some(&plan("b"))), "5");
         assert_eq!(builds.get(), 5);
+    }
+
+    #[test]
+    fn only_a_failed_step_row_makes_a_start_a_retry() {
+        let data = |pairs: &[(&str, &str)]| crate::status::model::data_of(pairs);
+        assert!(data_had_failure(&data(&[
+            ("step.a.result", "success"),
+            ("step.b.result", "failed"),
+        ])));
+        assert!(!data_had_failure(&data(&[("step.a.result", "success")])));
+        // A key that only ends like a row's (a hand edit, another tool's note) is no step.
+        assert!(!data_had_failure(&data(&[("notes.result", "failed")])));
     }
 
     #[test]

@@ -356,11 +356,7 @@ impl Transition {
 /// A start after a rollback runs every step again: each row goes back to not started,
 /// keeping its attempt so the next attempt's Job gets a name of its own.
 fn run_again(data: &mut StatusData) {
-    let rows: Vec<String> = data
-        .keys()
-        .filter_map(|k| k.strip_prefix("step.")?.strip_suffix(".result"))
-        .map(str::to_owned)
-        .collect();
+    let rows: Vec<String> = super::model::row_names(data).map(str::to_owned).collect();
     for step in rows {
         let attempt = StepRow::read(data, &step).attempt;
         set_step(data, &step, STEP_ATTEMPT, &attempt.to_string());
