@@ -382,15 +382,9 @@ pub fn rejected(r: Rejected) -> ApiError {
 pub(crate) async fn validated_plan(ctx: &Context) -> Result<StepPlan, ApiError> {
     match crate::step::discover(&ctx.client, &ctx.config.namespace, &ctx.config.step_policy).await {
         Ok(plan) => Ok(plan),
-        Err(DiscoverError::Invalid(report)) if report.found_no_steps() => {
-            Err(ApiError::NoStepsFound {
-                namespace: ctx.config.namespace.clone(),
-                selector: crate::contract::STEP_SELECTOR,
-            })
+        Err(DiscoverError::Invalid(report)) => {
+            Err(ApiError::invalid_plan(&report, &ctx.config.namespace))
         }
-        Err(DiscoverError::Invalid(report)) => Err(ApiError::InvalidSteps {
-            report: report.to_string(),
-        }),
         Err(err) => Err(ApiError::Unavailable(err.to_string())),
     }
 }

@@ -157,13 +157,7 @@ fn answer(
 fn current_plan(ctx: &Context) -> Result<Arc<StepPlan>, ApiError> {
     match ctx.steps.current() {
         PlanState::Ready(plan) => Ok(plan),
-        PlanState::Invalid(report) if report.found_no_steps() => Err(ApiError::NoStepsFound {
-            namespace: ctx.config.namespace.clone(),
-            selector: crate::contract::STEP_SELECTOR,
-        }),
-        PlanState::Invalid(report) => Err(ApiError::InvalidSteps {
-            report: report.to_string(),
-        }),
+        PlanState::Invalid(report) => Err(ApiError::invalid_plan(&report, &ctx.config.namespace)),
         PlanState::Unsynced => Err(ApiError::Unavailable(
             "the step ConfigMaps are not synced yet; retry in a moment".to_owned(),
         )),
