@@ -80,30 +80,25 @@ pub async fn begin(
     retry: bool,
 ) -> Result<(StatusCode, Json<StartResponse>), ApiError> {
     let data = cached_data(ctx)?;
-    match Phase::of(&data) {
-        Phase::Complete => return Ok(already_complete(ctx, &data)),
-        Phase::Running => return Err(in_progress(&data)),
-        Phase::RollingBack => return Err(super::rollback::in_progress(&data)),
-        Phase::Failed if !retry => {
-            return Err(rejected(Rejected::Failed {
-                step: crate::status::model::get(&data, crate::contract::key::FAILED_STEP)
-                    .to_owned(),
-                error: crate::status::model::get(&data, crate::contract::key::LAST_ERROR)
-                    .to_owned(),
-            }));
-        }
-        Phase::Idle => refuse_lost_status(ctx).await?,
-        // After a rollback, a start runs the whole cutover again.
-        Phase::Failed | Phase::RolledBack | Phase::RollbackFailed => {}
-    }
-    let plan = validated_plan(ctx).await?;
-    let transition = Transition::Start {
+    let start = |total_steps| Transition::Start {
         at: now_rfc3339(),
         trigger,
         by: caller.username.clone(),
-        total_steps: plan.len(),
+        total_steps,
         retry,
     };
+    // The transition itself says whether a start applies, dry-run on the cached status
+    // before the steps are read: the step count changes nothing of that decision.
+    match start(0).apply(&mut data.clone()) {
+        Ok(()) => {}
+        Err(Rejected::AlreadyComplete) => return Ok(already_complete(ctx, &data)),
+        Err(r) => return Err(rejected(r)),
+    }
+    if Phase::of(&data) == Phase::Idle {
+        refuse_lost_status(ctx).await?;
+    }
+    let plan = validated_plan(ctx).await?;
+    let transition = start(plan.len());
     // A start makes a held auto-fire moot: its keys go in the same write.
     let started = ctx
         .store
@@ -351,13 +346,6 @@ fn already_complete(ctx: &Context, data: &StatusData) -> (StatusCode, Json<Start
     )
 }
 
-fn in_progress(data: &StatusData) -> ApiError {
-    ApiError::InProgress {
-        current_step: crate::status::model::get(data, crate::contract::key::CURRENT_STEP)
-            .to_owned(),
-    }
-}
-
 /// The answer to a transition that does not apply.
 pub fn rejected(r: Rejected) -> ApiError {
     match r {
@@ -370,6 +358,7 @@ pub fn rejected(r: Rejected) -> ApiError {
             phase: phase.as_str(),
         },
         Rejected::RolledBack { .. } => ApiError::RolledBack(r.to_string()),
+        Rejected::RollingBack { by, at } => ApiError::RollbackInProgress { by, at },
         Rejected::Rollback(refused) => super::rollback::refused(refused),
         Rejected::AlreadyComplete | Rejected::StaleAttempt { .. } => ApiError::InProgress {
             current_step: String::new(),

@@ -10,8 +10,8 @@ use crate::contract::{key, registries};
 use crate::service::{Context, PlanState};
 use crate::status::model::{Phase, StatusData, get};
 use crate::status::rollback::{
-    CONFIRMATION, DEFAULT_TIMEOUT, KEY_REQUESTED_AT, KEY_REQUESTED_BY, MAX_TIMEOUT,
-    RollbackOutcome, RollbackRecord, RollbackRefused, RollbackTransition,
+    CONFIRMATION, DEFAULT_TIMEOUT, MAX_TIMEOUT, RollbackOutcome, RollbackRecord, RollbackRefused,
+    RollbackTransition,
 };
 use crate::status::{Rejected, StatusBody, StoreError, rfc3339};
 use crate::step::{DiscoverError, StepKind, StepPlan};
@@ -236,14 +236,6 @@ pub fn refused(r: RollbackRefused) -> ApiError {
         RollbackRefused::CutoverRunning { current_step } => ApiError::InProgress { current_step },
         other @ (RollbackRefused::NothingToRollBack { .. }
         | RollbackRefused::NotRollingBack { .. }) => ApiError::NothingToRollBack(other.to_string()),
-    }
-}
-
-/// The answer to a start while a rollback is under way.
-pub fn in_progress(data: &StatusData) -> ApiError {
-    ApiError::RollbackInProgress {
-        by: get(data, KEY_REQUESTED_BY).to_owned(),
-        at: get(data, KEY_REQUESTED_AT).to_owned(),
     }
 }
 
