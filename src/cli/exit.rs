@@ -2,7 +2,7 @@
 //! stderr, and the outcome becomes the process's exit code.
 
 use std::fmt::Display;
-use std::process::ExitCode;
+use std::process::{ExitCode, Termination};
 
 /// A subcommand's failure, as stderr and the exit code tell it.
 pub trait Failure: Display {
@@ -14,9 +14,13 @@ pub trait Failure: Display {
 
 impl Failure for String {}
 
-/// Runs `command`'s `work` on a multi-threaded runtime: exit code 0 when it succeeds, else
-/// `catalyst-cutover <command>: <error>` on stderr and the failure's exit code.
-pub fn run<E: Failure>(command: &str, work: impl Future<Output = Result<(), E>>) -> ExitCode {
+/// Runs `command`'s `work` on a multi-threaded runtime: the exit code its success reports
+/// (0 for `()`), else `catalyst-cutover <command>: <error>` on stderr and the failure's
+/// exit code.
+pub fn run<T: Termination, E: Failure>(
+    command: &str,
+    work: impl Future<Output = Result<T, E>>,
+) -> ExitCode {
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -28,7 +32,7 @@ pub fn run<E: Failure>(command: &str, work: impl Future<Output = Result<(), E>>)
         }
     };
     match runtime.block_on(work) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(done) => done.report(),
         Err(err) => {
             eprintln!("catalyst-cutover {command}: {err}");
             err.exit_code()
