@@ -1,4 +1,4 @@
-//! The whole cutover at the API server's floor (issue 12 §2), printed rather than asserted.
+//! The whole cutover at the API server's floor, printed rather than asserted.
 //!
 //! Against `CUTOVER_TEST_KUBECONFIG` when it is set (a real kube-apiserver), else against
 //! the embedded sandbox API server. Each run gets a namespace of its own holding the chart's

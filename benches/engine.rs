@@ -1,5 +1,5 @@
 //! Speed of the cutover service on the embedded sandbox with instant Jobs (the simulator's
-//! default run time is zero), printed rather than asserted (issue 3, "Speed"):
+//! default run time is zero), printed rather than asserted:
 //!
 //! 1. orchestration overhead per step: a Job turns `Complete` → the next Job exists and the
 //!    status ConfigMap says its step is running, both as the bench's own watches see them;

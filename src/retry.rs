@@ -6,7 +6,7 @@ use std::time::Duration;
 
 /// Capped exponential backoff with jitter for retries that must eventually succeed.
 pub struct Backoff {
-    inner: Box<dyn Iterator<Item = Duration> + Send>,
+    delays: backon::ExponentialBackoff,
 }
 
 impl Backoff {
@@ -14,20 +14,19 @@ impl Backoff {
     /// to wait by dropping the future.
     pub fn new() -> Self {
         use backon::BackoffBuilder;
-        let inner = backon::ExponentialBuilder::default()
-            .with_min_delay(Duration::from_millis(20))
-            .with_max_delay(Duration::from_secs(5))
-            .with_jitter()
-            .without_max_times()
-            .build();
         Backoff {
-            inner: Box::new(inner),
+            delays: backon::ExponentialBuilder::default()
+                .with_min_delay(Duration::from_millis(20))
+                .with_max_delay(Duration::from_secs(5))
+                .with_jitter()
+                .without_max_times()
+                .build(),
         }
     }
 
     /// Sleeps for the next delay.
     pub async fn wait(&mut self) {
-        let delay = self.inner.next().unwrap_or(Duration::from_secs(5));
+        let delay = self.delays.next().unwrap_or(Duration::from_secs(5));
         tokio::time::sleep(delay).await;
     }
 }

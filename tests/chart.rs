@@ -1015,7 +1015,7 @@ fn expected_calls() -> (Calls, Calls) {
                 "get catalyst.openova.io/cutovers",
                 "create catalyst.openova.io/cutovers",
                 "delete catalyst.openova.io/cutovers",
-                // A rollback of the registry pivot has a verb of its own (issue 16).
+                // A rollback of the registry pivot has a verb of its own, granted apart.
                 "rollback catalyst.openova.io/cutovers",
             ],
         ),

@@ -1735,7 +1735,7 @@ async fn an_explicit_start_after_a_held_auto_fire_starts_and_runs_the_preflight_
     env.cleanup().await;
 }
 
-// ---- Hostile input (issue 10 §1-2): step and status ConfigMaps anyone with `edit` writes.
+// ---- Hostile input: step and status ConfigMaps anyone with `edit` writes.
 
 /// A podSpec of about 210 KB whose aliases expand to about 400 MB.
 fn alias_bomb() -> String {
@@ -1973,7 +1973,7 @@ async fn a_deleted_status_never_starts_the_cutover_over() {
     env.cleanup().await;
 }
 
-// --- Rollback of the registry pivot (issue 16) ---
+// --- Rollback of the registry pivot ---
 
 /// A two-step plan: the registry pivot, then a Job.
 fn pivot_then_job() -> Vec<ConfigMap> {

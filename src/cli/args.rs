@@ -97,13 +97,6 @@ pub struct TargetArgs {
     pub status_configmap: String,
 }
 
-/// A multi-threaded runtime for a subcommand, or the reason there is none.
-pub fn runtime() -> Result<tokio::runtime::Runtime, std::io::Error> {
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-}
-
 /// Resolves on Ctrl-C or SIGTERM (what Kubernetes sends before it kills a pod).
 pub async fn shutdown_signal() {
     let ctrl_c = async {

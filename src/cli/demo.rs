@@ -77,22 +77,13 @@ enum DemoError {
     },
     #[error("the cutover failed at step {step:?}: {reason}")]
     Failed { step: String, reason: String },
-    #[error("cannot start the async runtime: {0}")]
-    Runtime(std::io::Error),
 }
+
+impl super::exit::Failure for DemoError {}
 
 /// Runs `demo`: 0 when the cutover completes, 1 otherwise.
 pub fn run(args: DemoArgs) -> ExitCode {
-    let result = super::args::runtime()
-        .map_err(DemoError::Runtime)
-        .and_then(|rt| rt.block_on(demo(args)));
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(err) => {
-            eprintln!("catalyst-cutover demo: {err}");
-            ExitCode::FAILURE
-        }
-    }
+    super::exit::run("demo", demo(args))
 }
 
 async fn demo(args: DemoArgs) -> Result<(), DemoError> {

@@ -3,6 +3,7 @@
 mod args;
 #[cfg(feature = "sandbox")]
 mod demo;
+mod exit;
 mod http_args;
 mod migrate;
 mod operator_args;

@@ -64,19 +64,19 @@ impl From<DiscoverError> for PlanError {
 /// Runs `plan`: 0 with the Jobs on stdout, 2 with the validation report on stderr when the
 /// steps are invalid, 1 on any other failure.
 pub fn run(args: PlanArgs) -> ExitCode {
-    match plan(&args) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(err) => {
-            eprintln!("catalyst-cutover plan: {err}");
-            match err {
-                PlanError::Invalid(_) => ExitCode::from(EXIT_INVALID_STEPS),
-                _ => ExitCode::FAILURE,
-            }
+    super::exit::run("plan", plan(&args))
+}
+
+impl super::exit::Failure for PlanError {
+    fn exit_code(&self) -> ExitCode {
+        match self {
+            PlanError::Invalid(_) => ExitCode::from(EXIT_INVALID_STEPS),
+            _ => ExitCode::FAILURE,
         }
     }
 }
 
-fn plan(args: &PlanArgs) -> Result<(), PlanError> {
+async fn plan(args: &PlanArgs) -> Result<(), PlanError> {
     let renderer = JobRenderer::new(args.render.config())?;
     let steps = match &args.from_dir {
         Some(dir) => {
@@ -87,7 +87,12 @@ fn plan(args: &PlanArgs) -> Result<(), PlanError> {
             }
             plan
         }
-        None => discover_in_cluster(args)?,
+        None => {
+            let client = connect(args.kubeconfig.as_deref())
+                .await
+                .map_err(PlanError::Connect)?;
+            discover(&client, &args.namespace, &args.policy.policy()).await?
+        }
     };
     // Everything is rendered before anything is printed: a failure prints no partial plan.
     let text = render_plan(&renderer, &steps, &args.namespace)?;
@@ -95,19 +100,6 @@ fn plan(args: &PlanArgs) -> Result<(), PlanError> {
     stdout.write_all(text.as_bytes())?;
     stdout.flush()?;
     Ok(())
-}
-
-fn discover_in_cluster(args: &PlanArgs) -> Result<StepPlan, PlanError> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(PlanError::Write)?;
-    runtime.block_on(async {
-        let client = connect(args.kubeconfig.as_deref())
-            .await
-            .map_err(PlanError::Connect)?;
-        Ok(discover(&client, &args.namespace, &args.policy.policy()).await?)
-    })
 }
 
 /// The plan as a YAML stream: a comment line per step, then its Job (attempt 1) as a document;

@@ -109,18 +109,7 @@ pub async fn run(args: SandboxArgs) -> Result<(), SandboxCliError> {
 
 /// Entry point from the command line.
 pub fn main(args: SandboxArgs) -> ExitCode {
-    let runtime = match tokio::runtime::Runtime::new() {
-        Ok(rt) => rt,
-        Err(error) => {
-            tracing::error!(%error, "cannot start the async runtime");
-            return ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(run(args)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
-            tracing::error!(%error, "sandbox failed");
-            ExitCode::FAILURE
-        }
-    }
+    super::exit::run("sandbox", run(args))
 }
+
+impl super::exit::Failure for SandboxCliError {}

@@ -1,6 +1,6 @@
 //! `catalyst-cutover serve`: one replica of the service, until SIGTERM or Ctrl-C.
 
-use super::args::{RenderArgs, TargetArgs, kube_config, parse_duration, runtime, shutdown_signal};
+use super::args::{RenderArgs, TargetArgs, kube_config, parse_duration, shutdown_signal};
 use super::http_args::HttpArgs;
 use super::operator_args::OperatorArgs;
 use super::policy_args::StepPolicyArgs;
@@ -67,33 +67,26 @@ impl ServeArgs {
 
 /// Runs `serve`: 0 after a graceful shutdown, 1 when the service cannot start.
 pub fn run(args: ServeArgs) -> ExitCode {
-    let result = runtime().map_err(|e| e.to_string()).and_then(|rt| {
-        rt.block_on(async {
-            let config = args.config()?;
-            let kube_config = kube_config(args.target.kubeconfig.as_deref()).await?;
-            let mut service = Service::start(kube_config, config)
-                .await
-                .map_err(|e| e.to_string())?;
-            tokio::select! {
-                () = shutdown_signal() => {}
-                died = service.died() => {
-                    // Exit so that the Deployment restarts the pod; the Lease is released
-                    // on the way out, so another replica takes over at once.
-                    tracing::error!(error = %died, "the replica cannot go on; exiting");
-                    service.shutdown().await;
-                    return Err(died.to_string());
-                }
-            }
-            tracing::info!("shutting down");
+    super::exit::run("serve", serve(args))
+}
+
+async fn serve(args: ServeArgs) -> Result<(), String> {
+    let config = args.config()?;
+    let kube_config = kube_config(args.target.kubeconfig.as_deref()).await?;
+    let mut service = Service::start(kube_config, config)
+        .await
+        .map_err(|e| e.to_string())?;
+    tokio::select! {
+        () = shutdown_signal() => {}
+        died = service.died() => {
+            // Exit so that the Deployment restarts the pod; the Lease is released
+            // on the way out, so another replica takes over at once.
+            tracing::error!(error = %died, "the replica cannot go on; exiting");
             service.shutdown().await;
-            Ok::<(), String>(())
-        })
-    });
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(err) => {
-            eprintln!("catalyst-cutover serve: {err}");
-            ExitCode::FAILURE
+            return Err(died.to_string());
         }
     }
+    tracing::info!("shutting down");
+    service.shutdown().await;
+    Ok(())
 }

@@ -3,7 +3,7 @@
 //! JSON of `GET /cutover`; `--watch` follows it until the cutover ends. The exit code says
 //! where the cutover stands, for scripts.
 
-use super::args::{TargetArgs, connect, runtime};
+use super::args::{TargetArgs, connect};
 use super::table::Display;
 use crate::status::StatusBody;
 use crate::status::model::{Phase, StatusData};
@@ -78,8 +78,6 @@ pub fn ends_watch(phase: Phase) -> bool {
 /// Why the status could not be read.
 #[derive(Debug, thiserror::Error)]
 enum StatusError {
-    #[error("cannot start the async runtime: {0}")]
-    Runtime(std::io::Error),
     #[error("no cluster to talk to: {0}")]
     Config(String),
     #[error(
@@ -103,15 +101,12 @@ enum StatusError {
 
 /// Runs `status`; its exit code says where the cutover stands (see `--help`).
 pub fn run(args: StatusArgs) -> ExitCode {
-    let result = runtime()
-        .map_err(StatusError::Runtime)
-        .and_then(|rt| rt.block_on(status(&args)));
-    match result {
-        Ok(code) => ExitCode::from(code),
-        Err(err) => {
-            eprintln!("catalyst-cutover status: {err}");
-            ExitCode::from(EXIT_UNREADABLE)
-        }
+    super::exit::run("status", async { status(&args).await.map(ExitCode::from) })
+}
+
+impl super::exit::Failure for StatusError {
+    fn exit_code(&self) -> ExitCode {
+        ExitCode::from(EXIT_UNREADABLE)
     }
 }
 

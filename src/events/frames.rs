@@ -232,9 +232,7 @@ fn step_frames(step: &str, prev: &StatusData, next: &StatusData, now: &str) -> V
 /// `order`, then any step with a row in `data` that `order` lacks (sorted by name).
 fn step_names(data: &StatusData, order: &[String]) -> Vec<String> {
     let mut names: Vec<String> = order.to_vec();
-    let mut extra: Vec<String> = data
-        .keys()
-        .filter_map(|k| k.strip_prefix("step.")?.strip_suffix(".result"))
+    let mut extra: Vec<String> = crate::status::model::row_names(data)
         .filter(|s| !order.iter().any(|o| o == s))
         .map(str::to_owned)
         .collect();

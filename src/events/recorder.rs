@@ -19,7 +19,7 @@ pub const CONTROLLER: &str = "catalyst-cutover";
 const NOTE_LIMIT: usize = 1024;
 /// How long the status writes must pause before their Events are sent. A runner moving
 /// from one step to the next writes every few milliseconds; Events sent meanwhile would
-/// compete with its next status write and Job create at the API server (issue 12).
+/// compete with its next status write and Job create at the API server, delaying the step.
 const QUIET: Duration = Duration::from_millis(100);
 /// The longest an Event waits for that pause.
 const MAX_DEFER: Duration = Duration::from_secs(1);

@@ -76,30 +76,25 @@ pub async fn begin(
     retry: bool,
 ) -> Result<(StatusCode, Json<StartResponse>), ApiError> {
     let data = cached_data(ctx)?;
-    match Phase::of(&data) {
-        Phase::Complete => return Ok(already_complete(ctx, &data)),
-        Phase::Running => return Err(in_progress(&data)),
-        Phase::RollingBack => return Err(super::rollback::in_progress(&data)),
-        Phase::Failed if !retry => {
-            return Err(rejected(Rejected::Failed {
-                step: crate::status::model::get(&data, crate::contract::key::FAILED_STEP)
-                    .to_owned(),
-                error: crate::status::model::get(&data, crate::contract::key::LAST_ERROR)
-                    .to_owned(),
-            }));
-        }
-        Phase::Idle => refuse_lost_status(ctx).await?,
-        // After a rollback, a start runs the whole cutover again.
-        Phase::Failed | Phase::RolledBack | Phase::RollbackFailed => {}
-    }
-    let plan = validated_plan(ctx).await?;
-    let transition = Transition::Start {
+    let start = |total_steps| Transition::Start {
         at: now_rfc3339(),
         trigger,
         by: caller.username.clone(),
-        total_steps: plan.len(),
+        total_steps,
         retry,
     };
+    // The transition itself says whether a start applies, dry-run on the cached status
+    // before the steps are read: the step count changes nothing of that decision.
+    match start(0).apply(&mut data.clone()) {
+        Ok(()) => {}
+        Err(Rejected::AlreadyComplete) => return Ok(already_complete(ctx, &data)),
+        Err(r) => return Err(rejected(r)),
+    }
+    if Phase::of(&data) == Phase::Idle {
+        refuse_lost_status(ctx).await?;
+    }
+    let plan = validated_plan(ctx).await?;
+    let transition = start(plan.len());
     // A start makes a held auto-fire moot: its keys go in the same write.
     let started = ctx
         .store
@@ -110,7 +105,7 @@ pub async fn begin(
         })
         .await;
     match started {
-        Ok(data) => {
+        Ok((data, ())) => {
             tracing::info!(trigger = trigger.as_str(), by = %caller.username, retry, "cutover started");
             let outcome = if retry && data_had_failure(&data) {
                 "retried"
@@ -174,9 +169,9 @@ pub(crate) async fn refuse_lost_status(ctx: &HttpContext) -> Result<(), ApiError
     })
 }
 
+/// Whether a step row of `data` failed: a retry resumes the cutover from it.
 fn data_had_failure(data: &StatusData) -> bool {
-    data.iter()
-        .any(|(k, v)| k.ends_with(".result") && v == crate::status::StepResult::Failed.as_str())
+    crate::status::model::rows(data).any(|(_, row)| row.result == crate::status::StepResult::Failed)
 }
 
 /// `POST /cutover/abort`: records the running step failed, naming who aborted it; the
@@ -199,7 +194,7 @@ pub async fn abort(
         })
         .await;
     let data = match result {
-        Ok(data) => data,
+        Ok((data, ())) => data,
         Err(StoreError::Rejected(Rejected::NotRunning { phase })) => {
             return Err(ApiError::NotRunning {
                 phase: phase.as_str(),
@@ -364,13 +359,6 @@ fn already_complete(ctx: &HttpContext, data: &StatusData) -> (StatusCode, Json<S
     )
 }
 
-fn in_progress(data: &StatusData) -> ApiError {
-    ApiError::InProgress {
-        current_step: crate::status::model::get(data, crate::contract::key::CURRENT_STEP)
-            .to_owned(),
-    }
-}
-
 /// The answer to a transition that does not apply.
 pub fn rejected(r: Rejected) -> ApiError {
     match r {
@@ -383,6 +371,7 @@ pub fn rejected(r: Rejected) -> ApiError {
             phase: phase.as_str(),
         },
         Rejected::RolledBack { .. } => ApiError::RolledBack(r.to_string()),
+        Rejected::RollingBack { by, at } => ApiError::RollbackInProgress { by, at },
         Rejected::Rollback(refused) => super::rollback::refused(refused),
         Rejected::AlreadyComplete | Rejected::StaleAttempt { .. } => ApiError::InProgress {
             current_step: String::new(),
@@ -395,15 +384,9 @@ pub fn rejected(r: Rejected) -> ApiError {
 pub(crate) async fn validated_plan(ctx: &HttpContext) -> Result<StepPlan, ApiError> {
     match crate::step::discover(&ctx.client, &ctx.config.namespace, &ctx.config.step_policy).await {
         Ok(plan) => Ok(plan),
-        Err(DiscoverError::Invalid(report)) if report.found_no_steps() => {
-            Err(ApiError::NoStepsFound {
-                namespace: ctx.config.namespace.clone(),
-                selector: crate::contract::STEP_SELECTOR,
-            })
+        Err(DiscoverError::Invalid(report)) => {
+            Err(ApiError::invalid_plan(&report, &ctx.config.namespace))
         }
-        Err(DiscoverError::Invalid(report)) => Err(ApiError::InvalidSteps {
-            report: report.to_string(),
-        }),
         Err(err) => Err(ApiError::Unavailable(err.to_string())),
     }
 }
@@ -470,6 +453,18 @@ mod tests {
         assert_eq!(get(&v2, None), "4");
         assert_eq!(get(&v2, Some(&plan("b"))), "5");
         assert_eq!(builds.get(), 5);
+    }
+
+    #[test]
+    fn only_a_failed_step_row_makes_a_start_a_retry() {
+        let data = |pairs: &[(&str, &str)]| crate::status::model::data_of(pairs);
+        assert!(data_had_failure(&data(&[
+            ("step.a.result", "success"),
+            ("step.b.result", "failed"),
+        ])));
+        assert!(!data_had_failure(&data(&[("step.a.result", "success")])));
+        // A key that only ends like a row's (a hand edit, another tool's note) is no step.
+        assert!(!data_had_failure(&data(&[("notes.result", "failed")])));
     }
 
     #[test]

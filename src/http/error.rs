@@ -199,6 +199,21 @@ impl ApiError {
             other => ApiError::Upstream(other.to_string()),
         }
     }
+
+    /// Why the step ConfigMaps of `namespace` start nothing: none found (424), or the
+    /// problems of `report` (422).
+    pub fn invalid_plan(report: &crate::step::StepReport, namespace: &str) -> ApiError {
+        if report.found_no_steps() {
+            ApiError::NoStepsFound {
+                namespace: namespace.to_owned(),
+                selector: crate::contract::STEP_SELECTOR,
+            }
+        } else {
+            ApiError::InvalidSteps {
+                report: report.to_string(),
+            }
+        }
+    }
 }
 
 fn paren_suffix(detail: &str) -> String {
@@ -307,5 +322,39 @@ impl IntoResponse for ApiError {
             detail: self.to_string(),
         };
         (self.status(), Json(body)).into_response()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::core::v1::ConfigMap;
+
+    fn report_of(configmaps: &[ConfigMap]) -> crate::step::StepReport {
+        match crate::step::parse_plan(configmaps) {
+            Ok(_) => panic!("the steps should not validate"),
+            Err(report) => report,
+        }
+    }
+
+    #[test]
+    fn a_report_of_no_steps_is_424_and_of_invalid_ones_422() {
+        let none = ApiError::invalid_plan(&report_of(&[]), "catalyst");
+        assert_eq!(none.code(), "no-steps-found");
+        assert_eq!(none.status(), StatusCode::FAILED_DEPENDENCY);
+        assert!(none.to_string().contains("catalyst"), "{none}");
+
+        let unnamed: ConfigMap = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "cutover-step-01-a", "labels": {crate::contract::LABEL_STEP_ORDER: "1"}},
+            "data": {},
+        }))
+        .unwrap_or_default();
+        let invalid = ApiError::invalid_plan(&report_of(&[unnamed]), "catalyst");
+        assert_eq!(invalid.code(), "invalid-steps");
+        assert_eq!(invalid.status(), StatusCode::UNPROCESSABLE_ENTITY);
+        assert!(
+            invalid.to_string().contains("cutover-step-01-a"),
+            "{invalid}"
+        );
     }
 }

@@ -9,14 +9,16 @@ use super::error::ApiError;
 use crate::contract::key;
 use crate::preflight::gate;
 use crate::status::model::{Phase, StatusData, get};
-use crate::status::{StatusBody, StoreError, Transition, Trigger, now_rfc3339};
+use crate::status::{
+    LoginOutcome, StatusBody, StoreError, Trigger, login_transitions, now_rfc3339,
+};
 use crate::step::{PlanState, StepPlan};
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 /// Longest operator name accepted, in characters (a Kubernetes username's practical bound).
 const MAX_OPERATOR_LEN: usize = 253;
@@ -37,22 +39,6 @@ pub struct LoginRequest {
     pub operator: String,
 }
 
-/// What a login report changed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum LoginOutcome {
-    /// The first login was recorded and the cutover started.
-    FirstLoginStartedCutover,
-    /// The first login was recorded; the cutover was not started (auto-fire off, or it
-    /// had already started or finished).
-    FirstLoginRecorded,
-    /// A first login was recorded before: nothing changed.
-    AlreadyRecorded,
-    /// The auto-fire waits for a preflight run: the cutover starts if it passes, else the
-    /// status says why (`autoFire=held`, `autoFireReason`) and a later login tries again.
-    AutoFirePreflightStarted,
-}
-
 /// The answer of the login route.
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -65,39 +51,6 @@ pub struct LoginResponse {
     pub first_operator_login_at: String,
     /// The status after the call.
     pub status: StatusBody,
-}
-
-/// The transitions a login report applies to `data`: none when a first login is recorded
-/// already; otherwise the record, and with `auto_fire` on an idle cutover the start too,
-/// so that both land in one write and concurrent reports fire exactly one run. A
-/// cutover that has started or finished is never fired by a login.
-pub fn login_transitions(
-    data: &StatusData,
-    operator: &str,
-    at: &str,
-    auto_fire: bool,
-    total_steps: Option<usize>,
-) -> (LoginOutcome, Vec<Transition>) {
-    if !get(data, key::FIRST_OPERATOR_LOGIN).is_empty() {
-        return (LoginOutcome::AlreadyRecorded, Vec::new());
-    }
-    let mut ts = vec![Transition::FirstOperatorLogin {
-        operator: operator.to_owned(),
-        at: at.to_owned(),
-    }];
-    match total_steps {
-        Some(total_steps) if auto_fire && Phase::of(data) == Phase::Idle => {
-            ts.push(Transition::Start {
-                at: at.to_owned(),
-                trigger: Trigger::FirstLogin,
-                by: operator.to_owned(),
-                total_steps,
-                retry: false,
-            });
-            (LoginOutcome::FirstLoginStartedCutover, ts)
-        }
-        _ => (LoginOutcome::FirstLoginRecorded, ts),
-    }
 }
 
 /// `POST /api/v1/internal/cutover/operator-login`.
@@ -133,28 +86,21 @@ pub async fn operator_login(
     }
     let total_steps = plan.map(|p| p.len());
     let at = now_rfc3339();
-    let outcome = Mutex::new(LoginOutcome::AlreadyRecorded);
     let result = ctx
         .store
         .update(|data| {
-            let (decided, ts) = login_transitions(data, operator, &at, auto_fire, total_steps);
+            let (outcome, ts) = login_transitions(data, operator, &at, auto_fire, total_steps);
             for t in &ts {
                 t.apply(data)?;
             }
-            if let Ok(mut outcome) = outcome.lock() {
-                *outcome = decided;
-            }
-            Ok(())
+            Ok(outcome)
         })
         .await;
-    let data = match result {
-        Ok(data) => data,
+    let (data, outcome) = match result {
+        Ok(written) => written,
         Err(StoreError::Rejected(r)) => return Err(ApiError::Unavailable(r.to_string())),
         Err(err) => return Err(ApiError::store(err)),
     };
-    let outcome = outcome
-        .into_inner()
-        .unwrap_or(LoginOutcome::AlreadyRecorded);
     tracing::info!(operator, by = %caller.username, ?outcome, "operator login reported");
     Ok(answer(&ctx, outcome, &data))
 }
@@ -172,7 +118,7 @@ async fn gated_fire(
         .update(|data| gate::request(data, operator, &at))
         .await
     {
-        Ok(data) => data,
+        Ok((data, ())) => data,
         Err(StoreError::Rejected(r)) => return Err(ApiError::Unavailable(r.to_string())),
         Err(err) => return Err(ApiError::store(err)),
     };
@@ -211,56 +157,9 @@ fn answer(
 fn current_plan(ctx: &HttpContext) -> Result<Arc<StepPlan>, ApiError> {
     match ctx.steps.current() {
         PlanState::Ready(plan) => Ok(plan),
-        PlanState::Invalid(report) if report.found_no_steps() => Err(ApiError::NoStepsFound {
-            namespace: ctx.config.namespace.clone(),
-            selector: crate::contract::STEP_SELECTOR,
-        }),
-        PlanState::Invalid(report) => Err(ApiError::InvalidSteps {
-            report: report.to_string(),
-        }),
+        PlanState::Invalid(report) => Err(ApiError::invalid_plan(&report, &ctx.config.namespace)),
         PlanState::Unsynced => Err(ApiError::Unavailable(
             "the step ConfigMaps are not synced yet; retry in a moment".to_owned(),
         )),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    use crate::status::fixtures::{T0, applied};
-
-    #[test]
-    fn first_login_records_and_fires_in_one_write() {
-        let (outcome, ts) = login_transitions(&StatusData::new(), "alice", T0, true, Some(8));
-        assert_eq!(outcome, LoginOutcome::FirstLoginStartedCutover);
-        let data = applied(&StatusData::new(), &ts);
-        assert_eq!(get(&data, "firstOperatorLogin"), "alice");
-        assert_eq!(get(&data, "firstOperatorLoginAt"), T0);
-        assert_eq!(get(&data, "cutoverTrigger"), "first-login");
-        assert_eq!(Phase::of(&data), Phase::Running);
-        let (outcome, ts) = login_transitions(&data, "bob", T0, true, Some(8));
-        assert_eq!((outcome, ts.len()), (LoginOutcome::AlreadyRecorded, 0));
-    }
-
-    #[test]
-    fn a_started_or_finished_cutover_is_never_fired_by_a_login() {
-        for phase in ["running", "failed", "complete"] {
-            let data: StatusData = [("cutoverPhase".to_owned(), phase.to_owned())].into();
-            let (outcome, ts) = login_transitions(&data, "alice", T0, true, Some(8));
-            assert_eq!(outcome, LoginOutcome::FirstLoginRecorded, "{phase}");
-            assert!(
-                ts.iter().all(|t| !matches!(t, Transition::Start { .. })),
-                "{phase}"
-            );
-        }
-    }
-
-    #[test]
-    fn auto_fire_off_records_only() {
-        let data = StatusData::new();
-        let (outcome, ts) = login_transitions(&data, "alice", T0, false, Some(8));
-        assert_eq!(outcome, LoginOutcome::FirstLoginRecorded);
-        assert_eq!(ts.len(), 1);
     }
 }

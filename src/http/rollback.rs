@@ -10,8 +10,8 @@ use super::error::ApiError;
 use crate::contract::{key, registries};
 use crate::status::model::{Phase, StatusData, get};
 use crate::status::rollback::{
-    CONFIRMATION, DEFAULT_TIMEOUT, KEY_REQUESTED_AT, KEY_REQUESTED_BY, MAX_TIMEOUT,
-    RollbackOutcome, RollbackRecord, RollbackRefused, RollbackTransition,
+    CONFIRMATION, DEFAULT_TIMEOUT, MAX_TIMEOUT, RollbackOutcome, RollbackRecord, RollbackRefused,
+    RollbackTransition,
 };
 use crate::status::{Rejected, StatusBody, StoreError, rfc3339};
 use crate::step::{DiscoverError, PlanState, StepKind, StepPlan};
@@ -20,7 +20,7 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// The longest reason recorded: the status ConfigMap is read by people and the console.
@@ -144,25 +144,13 @@ pub async fn rollback(
         deadline: rfc3339(deadline),
         daemonsets,
     };
-    let seen = Mutex::new(None);
-    let result = ctx
-        .store
-        .update(|data| {
-            let outcome = transition.apply(data)?;
-            *seen.lock().unwrap_or_else(PoisonError::into_inner) = Some(outcome);
-            Ok(())
-        })
-        .await;
-    let data = match result {
-        Ok(data) => data,
+    let result = ctx.store.update(|data| Ok(transition.apply(data)?)).await;
+    let (data, outcome) = match result {
+        Ok(written) => written,
         Err(StoreError::Rejected(Rejected::Rollback(r))) => return Err(refused(r)),
         Err(StoreError::Rejected(r)) => return Err(rejected(r)),
         Err(err) => return Err(ApiError::store(err)),
     };
-    let outcome = seen
-        .into_inner()
-        .unwrap_or_else(PoisonError::into_inner)
-        .unwrap_or(RollbackOutcome::InProgress);
     tracing::warn!(
         by = %caller.username,
         reason = %valid.reason,
@@ -244,14 +232,6 @@ pub fn refused(r: RollbackRefused) -> ApiError {
         RollbackRefused::CutoverRunning { current_step } => ApiError::InProgress { current_step },
         other @ (RollbackRefused::NothingToRollBack { .. }
         | RollbackRefused::NotRollingBack { .. }) => ApiError::NothingToRollBack(other.to_string()),
-    }
-}
-
-/// The answer to a start while a rollback is under way.
-pub fn in_progress(data: &StatusData) -> ApiError {
-    ApiError::RollbackInProgress {
-        by: get(data, KEY_REQUESTED_BY).to_owned(),
-        at: get(data, KEY_REQUESTED_AT).to_owned(),
     }
 }
 

@@ -11,6 +11,7 @@ use futures::StreamExt;
 use k8s_openapi::api::apps::v1::DaemonSet;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::Api;
+use kube::core::{ParseExpressionError, Selector};
 use kube::runtime::WatchStreamExt;
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::watcher;
@@ -103,9 +104,19 @@ pub async fn follow(
                 Some(Ok(found)) => {
                     let found = found.map(Arc::new);
                     if let Some(ds) = &found {
-                        let selector = selector_of(ds);
-                        if pod_store.as_ref().is_none_or(|(s, _, _)| *s != selector) {
-                            pod_store = Some(follow_pods(pods.clone(), selector));
+                        match selector_of(ds) {
+                            Ok(selector) => {
+                                if pod_store.as_ref().is_none_or(|(s, _, _)| *s != selector) {
+                                    pod_store = Some(follow_pods(pods.clone(), selector));
+                                }
+                            }
+                            // The API server validates selectors, so this is a hand-made
+                            // object: following no pods keeps the step waiting, never done.
+                            Err(err) => {
+                                tracing::warn!(daemonset = %name, error = %err, "the DaemonSet's selector cannot be read; following none of its pods");
+                                pod_store = None;
+                                view.send_modify(|v| v.pods.clear());
+                            }
                         }
                     }
                     view.send_modify(|v| v.daemonset = found);
@@ -125,18 +136,16 @@ pub async fn follow(
     }
 }
 
-fn selector_of(ds: &DaemonSet) -> String {
-    ds.spec
+/// The label selector of `ds`'s pods as the API takes it: `matchLabels` and
+/// `matchExpressions` both, so that the watch holds exactly the pods the DaemonSet selects.
+/// Pure.
+fn selector_of(ds: &DaemonSet) -> Result<String, ParseExpressionError> {
+    let selector = ds
+        .spec
         .as_ref()
-        .and_then(|s| s.selector.match_labels.as_ref())
-        .map(|labels| {
-            labels
-                .iter()
-                .map(|(k, v)| format!("{k}={v}"))
-                .collect::<Vec<_>>()
-                .join(",")
-        })
-        .unwrap_or_default()
+        .map(|s| s.selector.clone())
+        .unwrap_or_default();
+    Ok(Selector::try_from(selector)?.to_string())
 }
 
 fn follow_pods(pods: Api<Pod>, selector: String) -> (String, Store<Pod>, PodStream) {
@@ -151,4 +160,56 @@ fn follow_pods(pods: Api<Pod>, selector: String) -> (String, Store<Pod>, PodStre
             Some(())
         });
     (selector, reader, Box::pin(stream))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn daemonset(selector: serde_json::Value) -> DaemonSet {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "registry-pivot"},
+            "spec": {
+                "selector": selector,
+                "template": {"metadata": {"labels": {"app": "registry-pivot"}}},
+            },
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn the_pod_selector_keeps_match_expressions() {
+        let ds = daemonset(serde_json::json!({
+            "matchLabels": {"app": "registry-pivot"},
+            "matchExpressions": [
+                {"key": "tier", "operator": "In", "values": ["node", "edge"]},
+                {"key": "canary", "operator": "DoesNotExist"},
+            ],
+        }));
+        assert_eq!(
+            selector_of(&ds).unwrap(),
+            "app=registry-pivot,tier in (edge,node),!canary"
+        );
+    }
+
+    #[test]
+    fn a_selector_of_expressions_only_selects_no_foreign_pods() {
+        let ds = daemonset(serde_json::json!({
+            "matchExpressions": [{"key": "app", "operator": "In", "values": ["registry-pivot"]}],
+        }));
+        let selector = selector_of(&ds).unwrap();
+        assert_eq!(selector, "app in (registry-pivot)");
+        assert!(
+            !selector.is_empty(),
+            "an empty selector would watch every pod"
+        );
+    }
+
+    #[test]
+    fn an_unknown_operator_is_an_error_not_an_empty_selector() {
+        let ds = daemonset(serde_json::json!({
+            "matchExpressions": [{"key": "app", "operator": "Near", "values": ["x"]}],
+        }));
+        assert!(selector_of(&ds).is_err());
+    }
 }

@@ -1,9 +1,13 @@
-//! What the runner does next, as a pure function of the plan's step names and the status.
+//! What the runner does next, as pure functions of the plan, the status and the transitions
+//! it holds back: which step attempt comes next, what it writes before and after running it,
+//! and which Job (or DaemonSet) it runs.
 
+use super::StepOutcome;
 use crate::contract::key;
 use crate::render::job_name;
+use crate::status::Transition;
 use crate::status::model::{KEY_CUTOVER_ATTEMPT, Phase, StatusData, StepResult, StepRow, get};
-use crate::step::StepName;
+use crate::step::{StepKind, StepName, StepPlan};
 
 /// Whether the Job (or DaemonSet) a running row names is one the runner may adopt: the name
 /// its step and attempt determine, or, on a first attempt, the `cutover-<step>` the earlier
@@ -111,6 +115,143 @@ pub fn next(steps: &[&str], preflights: usize, data: &StatusData) -> Next {
     Next::Complete
 }
 
+/// The status as the held-back transitions `pending` will leave it once written, with
+/// those transitions; when one no longer applies to `data` (someone aborted, another runner
+/// moved on) they are all dropped and `data` stands as read.
+pub fn replay(data: StatusData, pending: Vec<Transition>) -> (StatusData, Vec<Transition>) {
+    let mut view = data.clone();
+    if pending.iter().all(|t| t.apply(&mut view).is_ok()) {
+        (view, pending)
+    } else {
+        (data, Vec::new())
+    }
+}
+
+/// What the runner writes, and then runs, for one decision.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Action {
+    /// Written first, as one write: the held-back transitions, then the decision's own.
+    pub writes: Vec<Transition>,
+    /// The step attempt to run once the writes applied.
+    pub run: Option<StepAttempt>,
+}
+
+/// One attempt of a step, as the runner runs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StepAttempt {
+    /// 0-based position in the plan.
+    pub index: usize,
+    /// Step name.
+    pub step: String,
+    /// Steps in the plan.
+    pub total_steps: usize,
+    /// Attempt number.
+    pub attempt: u32,
+    /// Whether the attempt was recorded as running before (its Job is adopted).
+    pub resume: bool,
+    /// The Job to create or adopt, or the DaemonSet of a daemonset-wait step.
+    pub target: String,
+}
+
+/// How the end of a step attempt is recorded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Record {
+    /// Held back and written with the next write (the next step's start), which saves a
+    /// write per step; replayed onto every status read until then.
+    HoldBack(Transition),
+    /// Written at once: the cutover stops here.
+    Write(Transition),
+    /// Nothing: the status stopped showing the attempt running (an abort wrote it).
+    Nothing,
+}
+
+impl StepAttempt {
+    /// How `outcome` of this attempt at `at` is recorded.
+    pub fn record(&self, outcome: StepOutcome, at: &str) -> Record {
+        match outcome {
+            StepOutcome::Succeeded => Record::HoldBack(Transition::StepSucceeded {
+                step: self.step.clone(),
+                index: self.index,
+                total_steps: self.total_steps,
+                attempt: self.attempt,
+                at: at.to_owned(),
+            }),
+            StepOutcome::Failed(reason) => Record::Write(Transition::StepFailed {
+                step: self.step.clone(),
+                attempt: self.attempt,
+                reason,
+                at: at.to_owned(),
+            }),
+            StepOutcome::Cancelled => Record::Nothing,
+        }
+    }
+}
+
+/// The writes and the run of `decision` on `plan`, after the held-back `pending`; new
+/// transitions are stamped `at`. A step's Job is the one its running row names when that
+/// may be adopted, else the one its step and attempt determine; a daemonset-wait step runs
+/// its DaemonSet and writes `registriesYamlActive=v2` on every attempt and every resume, so
+/// a pivot lost in a crash is redone.
+pub fn act(plan: &StepPlan, decision: Next, pending: Vec<Transition>, at: &str) -> Action {
+    let total_steps = plan.len();
+    let mut writes = pending;
+    let named = |index: usize| plan.steps()[index].name.as_str().to_owned();
+    let run = match decision {
+        Next::Wait => None,
+        Next::Halt { index, reason } => {
+            writes.push(Transition::Halt {
+                step: Some(named(index)),
+                reason,
+                at: at.to_owned(),
+            });
+            None
+        }
+        Next::Complete => {
+            writes.push(Transition::Completed {
+                total_steps,
+                at: at.to_owned(),
+            });
+            None
+        }
+        Next::Run {
+            index,
+            attempt,
+            resume,
+            recorded_job,
+        } => {
+            let step = &plan.steps()[index];
+            let target = match &step.kind {
+                StepKind::Job { .. } | StepKind::Preflight { .. } => {
+                    recorded_job.unwrap_or_else(|| job_name(&step.name, attempt))
+                }
+                StepKind::DaemonSetWait { daemonset } => daemonset.clone(),
+            };
+            if !resume {
+                writes.push(Transition::StepStarted {
+                    step: named(index),
+                    index,
+                    total_steps,
+                    attempt,
+                    job_name: target.clone(),
+                    at: at.to_owned(),
+                });
+            }
+            if matches!(step.kind, StepKind::DaemonSetWait { .. }) {
+                writes.push(Transition::RegistriesV2);
+            }
+            Some(StepAttempt {
+                index,
+                step: named(index),
+                total_steps,
+                attempt,
+                resume,
+                target,
+            })
+        }
+    };
+    Action { writes, run }
+}
+
 /// A new attempt of step `index` after its row's, or a halt when a hand edit left the row
 /// at the last attempt there can be (checked arithmetic, never an overflow).
 fn fresh_attempt(index: usize, step: &str, row: &StepRow) -> Next {
@@ -141,6 +282,185 @@ fn of_this_attempt(data: &StatusData, step: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::contract;
+    use crate::status::fixtures::{T0, T1, start, started, succeeded};
+    use k8s_openapi::api::core::v1::ConfigMap;
+
+    /// A Job step `mirror`, then the daemonset-wait step `registry-pivot`.
+    fn plan() -> StepPlan {
+        let step = |order: &str, labels: serde_json::Value, data: serde_json::Value| {
+            let mut labels = labels;
+            labels[contract::LABEL_STEP_ORDER] = order.into();
+            serde_json::from_value::<ConfigMap>(serde_json::json!({
+                "metadata": {"name": format!("cutover-step-0{order}-s"), "labels": labels},
+                "data": data,
+            }))
+            .unwrap()
+        };
+        let job = step(
+            "1",
+            serde_json::json!({}),
+            serde_json::json!({
+                contract::DATA_STEP_NAME: "mirror",
+                contract::DATA_POD_SPEC: "containers:\n- name: s\n  image: busybox\n",
+            }),
+        );
+        let pivot = step(
+            "2",
+            serde_json::json!({
+                contract::LABEL_STEP_MODE: "daemonset-wait",
+                contract::LABEL_STEP_DAEMONSET: "registry-pivot-agent",
+            }),
+            serde_json::json!({contract::DATA_STEP_NAME: "registry-pivot"}),
+        );
+        crate::step::parse_plan(&[job, pivot]).unwrap()
+    }
+
+    fn run(index: usize, attempt: u32, resume: bool, recorded_job: Option<&str>) -> Next {
+        Next::Run {
+            index,
+            attempt,
+            resume,
+            recorded_job: recorded_job.map(str::to_owned),
+        }
+    }
+
+    #[test]
+    fn a_fresh_job_attempt_records_the_job_its_step_and_attempt_name() {
+        let action = act(&plan(), run(0, 3, false, None), Vec::new(), T0);
+        let target = job_name(&StepName::new("mirror").unwrap(), 3);
+        assert_eq!(
+            action.writes,
+            vec![Transition::StepStarted {
+                step: "mirror".into(),
+                index: 0,
+                total_steps: 2,
+                attempt: 3,
+                job_name: target.clone(),
+                at: T0.into(),
+            }]
+        );
+        let attempt = action.run.unwrap();
+        assert_eq!((attempt.target, attempt.resume), (target, false));
+    }
+
+    #[test]
+    fn a_resumed_job_attempt_adopts_the_recorded_job_and_writes_nothing() {
+        let action = act(
+            &plan(),
+            run(0, 2, true, Some("cutover-mirror")),
+            Vec::new(),
+            T0,
+        );
+        assert!(action.writes.is_empty());
+        assert_eq!(action.run.unwrap().target, "cutover-mirror");
+        let action = act(&plan(), run(0, 2, true, None), Vec::new(), T0);
+        assert_eq!(
+            action.run.unwrap().target,
+            job_name(&StepName::new("mirror").unwrap(), 2),
+            "a name that may not be adopted is replaced by the determined one"
+        );
+    }
+
+    #[test]
+    fn the_registry_flip_is_written_on_every_attempt_and_every_resume_of_the_pivot() {
+        let fresh = act(&plan(), run(1, 1, false, None), Vec::new(), T0);
+        assert!(matches!(
+            fresh.writes.as_slice(),
+            [Transition::StepStarted { job_name, .. }, Transition::RegistriesV2]
+                if job_name == "registry-pivot-agent"
+        ));
+        let resumed = act(&plan(), run(1, 1, true, Some("whatever")), Vec::new(), T0);
+        assert_eq!(resumed.writes, vec![Transition::RegistriesV2]);
+        assert_eq!(resumed.run.unwrap().target, "registry-pivot-agent");
+    }
+
+    #[test]
+    fn held_back_transitions_lead_the_next_write() {
+        let held = succeeded("mirror", 0, 1);
+        let action = act(&plan(), run(1, 1, false, None), vec![held.clone()], T1);
+        assert_eq!(action.writes.first(), Some(&held));
+        assert_eq!(action.writes.len(), 3);
+        let done = act(&plan(), Next::Complete, vec![held.clone()], T1);
+        assert_eq!(
+            done.writes,
+            vec![
+                held,
+                Transition::Completed {
+                    total_steps: 2,
+                    at: T1.into()
+                }
+            ]
+        );
+        assert_eq!(done.run, None);
+    }
+
+    #[test]
+    fn a_halt_names_its_step() {
+        let action = act(
+            &plan(),
+            Next::Halt {
+                index: 1,
+                reason: "edited".into(),
+            },
+            Vec::new(),
+            T1,
+        );
+        assert_eq!(
+            action.writes,
+            vec![Transition::Halt {
+                step: Some("registry-pivot".into()),
+                reason: "edited".into(),
+                at: T1.into(),
+            }]
+        );
+    }
+
+    #[test]
+    fn a_success_is_held_back_a_failure_written_a_cancellation_not_recorded() {
+        let attempt = act(&plan(), run(0, 1, false, None), Vec::new(), T0)
+            .run
+            .unwrap();
+        assert_eq!(
+            attempt.record(StepOutcome::Succeeded, T1),
+            Record::HoldBack(Transition::StepSucceeded {
+                step: "mirror".into(),
+                index: 0,
+                total_steps: 2,
+                attempt: 1,
+                at: T1.into(),
+            })
+        );
+        assert!(matches!(
+            attempt.record(StepOutcome::Failed("exit 1".into()), T1),
+            Record::Write(Transition::StepFailed { reason, attempt: 1, .. }) if reason == "exit 1"
+        ));
+        assert_eq!(attempt.record(StepOutcome::Cancelled, T1), Record::Nothing);
+    }
+
+    #[test]
+    fn replayed_transitions_show_in_the_view_until_one_no_longer_applies() {
+        let mut data = StatusData::new();
+        for t in [start(false), started("a", 0, 1)] {
+            t.apply(&mut data).unwrap();
+        }
+        let held = vec![succeeded("a", 0, 1)];
+        let (view, kept) = replay(data.clone(), held.clone());
+        assert_eq!(kept, held);
+        assert_eq!(get(&view, "step.a.result"), "success");
+
+        // Someone aborted the step meanwhile: its success no longer applies.
+        Transition::Abort {
+            step: "a".into(),
+            by: "bob".into(),
+            at: T1.into(),
+        }
+        .apply(&mut data)
+        .unwrap();
+        let (view, kept) = replay(data.clone(), held);
+        assert!(kept.is_empty());
+        assert_eq!(view, data);
+    }
 
     fn data(pairs: &[(&str, &str)]) -> StatusData {
         let mut d = crate::status::model::data_of(pairs);

@@ -3,10 +3,9 @@
 //! a restarted or newly elected runner resumes exactly where the last one stopped.
 
 use super::RunnerContext;
-use super::decide::{Next, Stall, next};
+use super::decide::{Next, Record, Stall, act, next, replay};
 use super::watches::RunWatches;
 use super::{StepOutcome, daemonset, job};
-use crate::render::job_name;
 use crate::status::model::{KEY_CUTOVER_ATTEMPT, Phase, StatusData, StepResult, StepRow, get_u32};
 use crate::status::{StoreError, Transition, now_rfc3339};
 use crate::step::{DiscoverError, Step, StepKind, StepPlan};
@@ -67,12 +66,8 @@ async fn drive(ctx: &RunnerContext) -> Result<(), StoreError> {
     let mut discover_backoff = crate::retry::Backoff::new();
     let mut stall = Stall::default();
     loop {
-        let data = current_data(ctx).await?;
-        let mut view = data.clone();
-        if pending.iter().any(|t| t.apply(&mut view).is_err()) {
-            pending.clear();
-            view = data;
-        }
+        let (view, held) = replay(current_data(ctx).await?, std::mem::take(&mut pending));
+        pending = held;
         if Phase::of(&view) != Phase::Running {
             run = None;
             if !pending.is_empty() {
@@ -118,112 +113,62 @@ async fn drive(ctx: &RunnerContext) -> Result<(), StoreError> {
             },
         };
         let names: Vec<&str> = current.plan.iter().map(|s| s.name.as_str()).collect();
-        let total_steps = names.len();
         let decision = next(&names, current.plan.preflight_count(), &view);
         stall.pace(&decision, &view).await;
-        match decision {
-            Next::Wait => {}
-            Next::Halt { index, reason } => {
-                let mut ts = std::mem::take(&mut pending);
-                ts.push(Transition::Halt {
-                    step: Some(current.plan.steps()[index].name.as_str().to_owned()),
-                    reason,
-                    at: now_rfc3339(),
-                });
-                apply(ctx, ts).await?;
+        if decision == Next::Complete {
+            // Logged before the write: once written, the phase change releases the Lease,
+            // which may stop this runner before the write's answer is read.
+            tracing::info!(
+                steps = names.len(),
+                "every step succeeded; completing the cutover"
+            );
+        }
+        let action = act(
+            &current.plan,
+            decision,
+            std::mem::take(&mut pending),
+            &now_rfc3339(),
+        );
+        let applied = apply(ctx, action.writes).await?;
+        let Some(attempt) = action.run.filter(|_| applied) else {
+            continue;
+        };
+        let step = &current.plan.steps()[attempt.index];
+        tracing::debug!(step = %attempt.step, attempt = attempt.attempt, "step recorded as running");
+        let run =
+            crate::status::model::get(&view, crate::contract::key::CUTOVER_LAST_ATTEMPT_STARTED_AT);
+        let span = tracing::info_span!("step", %run, step = %attempt.step, attempt = attempt.attempt, job = %attempt.target, resume = attempt.resume);
+        let outcome = run_step(
+            ctx,
+            &mut current.watches,
+            step,
+            attempt.attempt,
+            &attempt.target,
+            attempt.resume,
+        )
+        .instrument(span.clone())
+        .await;
+        ctx.metrics.step_terminal_seen();
+        if step.pod_spec().is_some() {
+            tail_keeper(ctx).spawn_keep(
+                step.name.clone(),
+                get_u32(&view, KEY_CUTOVER_ATTEMPT),
+                attempt.target.clone(),
+            );
+        }
+        match &outcome {
+            StepOutcome::Succeeded => tracing::info!(parent: &span, "step succeeded"),
+            StepOutcome::Failed(reason) => tracing::warn!(parent: &span, %reason, "step failed"),
+            StepOutcome::Cancelled => {
+                tracing::warn!(parent: &span, "step stopped: the cutover is no longer running it");
             }
-            Next::Complete => {
-                // Logged before the write: once written, the phase change releases the
-                // Lease, which may stop this runner before the write's answer is read.
-                tracing::info!(
-                    steps = total_steps,
-                    "every step succeeded; completing the cutover"
-                );
-                let mut ts = std::mem::take(&mut pending);
-                ts.push(Transition::Completed {
-                    total_steps,
-                    at: now_rfc3339(),
-                });
-                apply(ctx, ts).await?;
+        }
+        match attempt.record(outcome, &now_rfc3339()) {
+            Record::HoldBack(t) => pending.push(t),
+            Record::Write(t) => {
+                apply(ctx, vec![t]).await?;
             }
-            Next::Run {
-                index,
-                attempt,
-                resume,
-                recorded_job,
-            } => {
-                let step = &current.plan.steps()[index];
-                let target = match &step.kind {
-                    StepKind::Job { .. } | StepKind::Preflight { .. } => {
-                        recorded_job.unwrap_or_else(|| job_name(&step.name, attempt))
-                    }
-                    StepKind::DaemonSetWait { daemonset } => daemonset.clone(),
-                };
-                let mut ts = std::mem::take(&mut pending);
-                if !resume {
-                    ts.push(Transition::StepStarted {
-                        step: step.name.as_str().to_owned(),
-                        index,
-                        total_steps,
-                        attempt,
-                        job_name: target.clone(),
-                        at: now_rfc3339(),
-                    });
-                }
-                if matches!(step.kind, StepKind::DaemonSetWait { .. }) {
-                    ts.push(Transition::RegistriesV2);
-                }
-                if !apply(ctx, ts).await? {
-                    continue;
-                }
-                tracing::debug!(step = %step.name.as_str(), attempt, "step recorded as running");
-                let run = crate::status::model::get(
-                    &view,
-                    crate::contract::key::CUTOVER_LAST_ATTEMPT_STARTED_AT,
-                );
-                let span = tracing::info_span!("step", %run, step = %step.name.as_str(), attempt, job = %target, resume);
-                let outcome = run_step(ctx, &mut current.watches, step, attempt, &target, resume)
-                    .instrument(span.clone())
-                    .await;
-                ctx.metrics.step_terminal_seen();
-                if step.pod_spec().is_some() {
-                    tail_keeper(ctx).spawn_keep(
-                        step.name.clone(),
-                        get_u32(&view, KEY_CUTOVER_ATTEMPT),
-                        target.clone(),
-                    );
-                }
-                let at = now_rfc3339();
-                let name = step.name.as_str().to_owned();
-                match outcome {
-                    StepOutcome::Succeeded => {
-                        tracing::info!(parent: &span, "step succeeded");
-                        pending.push(Transition::StepSucceeded {
-                            step: name,
-                            index,
-                            total_steps,
-                            attempt,
-                            at,
-                        });
-                    }
-                    StepOutcome::Failed(reason) => {
-                        tracing::warn!(parent: &span, %reason, "step failed");
-                        apply(
-                            ctx,
-                            vec![Transition::StepFailed {
-                                step: name,
-                                attempt,
-                                reason,
-                                at,
-                            }],
-                        )
-                        .await?;
-                    }
-                    StepOutcome::Cancelled => {
-                        tracing::warn!(parent: &span, "step stopped: the cutover is no longer running it");
-                    }
-                }
-            }
+            Record::Nothing => {}
         }
     }
 }

@@ -300,7 +300,7 @@ fn current(ctx: &RunnerContext) -> Option<RollbackRecord> {
 async fn conclude(ctx: &RunnerContext, end: RollbackTransition) -> Result<(), StoreError> {
     let result = ctx
         .store
-        .update(|data| end.apply(data).map(|_| ()).map_err(Rejected::from))
+        .update(|data| end.apply(data).map_err(Rejected::from))
         .await;
     match result {
         Ok(_) => Ok(()),

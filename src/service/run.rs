@@ -65,18 +65,10 @@ pub struct Service {
 /// the versions applied.
 pub async fn migrate(store: &StatusStore) -> Result<Vec<u32>, StartError> {
     crate::migrate::migrations()?;
-    let applied = std::sync::Mutex::new(Vec::new());
-    store
-        .update(|data| {
-            if let Ok(versions) = crate::migrate::migrate(data)
-                && let Ok(mut applied) = applied.lock()
-            {
-                *applied = versions;
-            }
-            Ok(())
-        })
+    let (_, applied) = store
+        .update(|data| Ok(crate::migrate::migrate(data).unwrap_or_default()))
         .await?;
-    Ok(applied.into_inner().unwrap_or_default())
+    Ok(applied)
 }
 
 /// Publishes whether the cutover needs a runner (its phase is `running`, or a rollback is

@@ -117,13 +117,8 @@ impl StatusBody {
 }
 
 fn rows_in_start_order(data: &StatusData) -> Vec<String> {
-    let mut rows: Vec<(String, String)> = data
-        .keys()
-        .filter_map(|k| k.strip_prefix("step.")?.strip_suffix(".result"))
-        .map(|name| {
-            let started = get(data, &key::step(name, key::STEP_STARTED_AT)).to_owned();
-            (started, name.to_owned())
-        })
+    let mut rows: Vec<(String, String)> = super::model::rows(data)
+        .map(|(name, row)| (row.started_at, name.to_owned()))
         .collect();
     rows.sort();
     rows.into_iter().map(|(_, name)| name).collect()

@@ -96,7 +96,7 @@ impl StatusCache {
     }
 
     /// Follows ConfigMap `name` through `api` until the future is dropped; watch errors are
-    /// retried with kube-runtime's default backoff.
+    /// retried with the engine's quick watch backoff ([`crate::retry::watch_backoff`]).
     pub async fn follow(self, api: Api<ConfigMap>, name: String) {
         let stream = watcher::watch_object(api, &name).backoff(crate::retry::watch_backoff());
         futures::pin_mut!(stream);

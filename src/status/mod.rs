@@ -6,6 +6,7 @@ pub mod body;
 pub mod cache;
 #[cfg(test)]
 pub mod fixtures;
+pub mod login;
 pub mod model;
 pub mod record;
 pub mod rollback;
@@ -14,6 +15,7 @@ pub mod transition;
 
 pub use body::StatusBody;
 pub use cache::StatusCache;
+pub use login::{LoginOutcome, login_transitions};
 pub use model::{Phase, StatusData, StepResult, StepRow};
 pub use record::{CutoverRecord, RecordKeeper};
 pub use store::{StatusStore, StoreError};

@@ -210,6 +210,18 @@ impl StepRow {
     }
 }
 
+/// The names of the steps that have a row in `data` (a `step.<name>.result` key), in key
+/// order.
+pub fn row_names(data: &StatusData) -> impl Iterator<Item = &str> {
+    data.keys()
+        .filter_map(|k| k.strip_prefix("step.")?.strip_suffix(".result"))
+}
+
+/// Every step row in `data`, with its step's name, in key order.
+pub fn rows(data: &StatusData) -> impl Iterator<Item = (&str, StepRow)> {
+    row_names(data).map(|name| (name, StepRow::read(data, name)))
+}
+
 /// A value of the map, `""` when absent.
 pub fn get<'a>(data: &'a StatusData, key: &str) -> &'a str {
     data.get(key).map(String::as_str).unwrap_or("")

@@ -1,4 +1,4 @@
-//! The rollback of the registry pivot (issue 16): its status keys and its pure transitions.
+//! The rollback of the registry pivot: its status keys and its pure transitions.
 //! Only the registry pivot is undone: `registriesYamlActive=rollback` tells every node's
 //! agent to restore the registry files it saved before the pivot. The Gitea and Flux
 //! changes stay, because reverting them would need the upstream, which may be what broke.

@@ -117,19 +117,23 @@ impl StatusStore {
     /// apply or none is written. Retries conflicts and transient errors until it succeeds,
     /// is rejected, or is refused; the caller bounds it by dropping the future.
     pub async fn apply(&self, transitions: &[Transition]) -> Result<StatusData, StoreError> {
-        self.update(|data| {
-            for t in transitions {
-                t.apply(data)?;
-            }
-            Ok(())
-        })
-        .await
+        let (data, ()) = self
+            .update(|data| {
+                for t in transitions {
+                    t.apply(data)?;
+                }
+                Ok(())
+            })
+            .await?;
+        Ok(data)
     }
 
-    /// Applies an arbitrary pure change with the same guarantees as [`StatusStore::apply`].
-    pub async fn update<F>(&self, change: F) -> Result<StatusData, StoreError>
+    /// Applies an arbitrary pure change with the same guarantees as [`StatusStore::apply`],
+    /// and returns the data written with what the change answered on the data it was last
+    /// applied to (a conflict re-applies it to the fresh data).
+    pub async fn update<F, T>(&self, change: F) -> Result<(StatusData, T), StoreError>
     where
-        F: Fn(&mut StatusData) -> Result<(), Rejected>,
+        F: Fn(&mut StatusData) -> Result<T, Rejected>,
     {
         let mut backoff = Backoff::new();
         let mut current = match self.cache.configmap() {
@@ -139,9 +143,9 @@ impl StatusStore {
         loop {
             let before = current.data.clone().unwrap_or_default();
             let mut data = before.clone();
-            change(&mut data)?;
+            let answer = change(&mut data)?;
             if data == before {
-                return Ok(data);
+                return Ok((data, answer));
             }
             let starts = CutoverRecord::starts(&before, &data);
             let changes = CutoverRecord::changes(&before, &data);
@@ -177,7 +181,7 @@ impl StatusStore {
                     if starts {
                         self.note_start(&data, changes).await;
                     }
-                    return Ok(data);
+                    return Ok((data, answer));
                 }
                 Err(err) if is_status(&err, 409) => {
                     tracing::debug!(configmap = %self.name, "status write conflict; re-reading");

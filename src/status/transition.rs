@@ -167,6 +167,14 @@ pub enum Rejected {
         /// When.
         at: String,
     },
+    /// A rollback of the registry pivot is under way: a start would race it.
+    #[error("a rollback of the registry pivot requested by {by:?} at {at} is under way")]
+    RollingBack {
+        /// Who requested it.
+        by: String,
+        /// When.
+        at: String,
+    },
     /// A rollback transition does not apply.
     #[error(transparent)]
     Rollback(#[from] RollbackRefused),
@@ -209,9 +217,15 @@ impl Transition {
                         }
                         run_again(data);
                     }
-                    Phase::Running | Phase::RollingBack => {
+                    Phase::Running => {
                         return Err(Rejected::InProgress {
                             current_step: get(data, key::CURRENT_STEP).to_owned(),
+                        });
+                    }
+                    Phase::RollingBack => {
+                        return Err(Rejected::RollingBack {
+                            by: get(data, KEY_REQUESTED_BY).to_owned(),
+                            at: get(data, KEY_REQUESTED_AT).to_owned(),
                         });
                     }
                     Phase::Complete => return Err(Rejected::AlreadyComplete),
@@ -356,11 +370,7 @@ impl Transition {
 /// A start after a rollback runs every step again: each row goes back to not started,
 /// keeping its attempt so the next attempt's Job gets a name of its own.
 fn run_again(data: &mut StatusData) {
-    let rows: Vec<String> = data
-        .keys()
-        .filter_map(|k| k.strip_prefix("step.")?.strip_suffix(".result"))
-        .map(str::to_owned)
-        .collect();
+    let rows: Vec<String> = super::model::row_names(data).map(str::to_owned).collect();
     for step in rows {
         let attempt = StepRow::read(data, &step).attempt;
         set_step(data, &step, STEP_ATTEMPT, &attempt.to_string());
@@ -626,8 +636,8 @@ mod tests {
         );
     }
 
-    /// A complete two-step cutover whose registry pivot was then rolled back.
-    fn rolled_back() -> StatusData {
+    /// A complete two-step cutover whose registry pivot carol is rolling back.
+    fn rolling_back() -> StatusData {
         use crate::status::rollback::RollbackTransition;
         let mut d = StatusData::new();
         run(
@@ -655,6 +665,13 @@ mod tests {
         }
         .apply(&mut d)
         .unwrap();
+        d
+    }
+
+    /// A complete two-step cutover whose registry pivot was then rolled back.
+    fn rolled_back() -> StatusData {
+        use crate::status::rollback::RollbackTransition;
+        let mut d = rolling_back();
         d.insert("node.n1.registriesYaml".into(), "rolled-back".into());
         RollbackTransition::Finished {
             request: T1.into(),
@@ -664,6 +681,22 @@ mod tests {
         .apply(&mut d)
         .unwrap();
         d
+    }
+
+    #[test]
+    fn a_start_during_a_rollback_is_refused_naming_the_rollback() {
+        let mut d = rolling_back();
+        let before = d.clone();
+        for retry in [false, true] {
+            assert_eq!(
+                start(retry).apply(&mut d),
+                Err(Rejected::RollingBack {
+                    by: "carol".into(),
+                    at: T1.into()
+                })
+            );
+        }
+        assert_eq!(before, d);
     }
 
     #[test]

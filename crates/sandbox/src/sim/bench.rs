@@ -1,5 +1,5 @@
 //! Capacity figure of the simulator: how long a DaemonSet over many simulated nodes takes to
-//! settle. Called by `benches/simulator.rs`; works against any API server.
+//! settle. Called by `benches/sandbox.rs`; works against any API server.
 
 use std::time::{Duration, Instant};
 
