@@ -201,15 +201,43 @@ async fn serve_connection(stream: TcpStream, mut guard: ConnectionGuard, upstrea
 
 async fn handle(upstream: &Upstream, request: Request<Incoming>) -> Response<Body> {
     let state = upstream.faults.current();
-    match decide(&state, Instant::now(), rand::random::<f64>()) {
+    let (method, path) = (request.method().clone(), request.uri().path().to_owned());
+    match decide(
+        &state,
+        &method,
+        &path,
+        Instant::now(),
+        rand::random::<f64>(),
+    ) {
         Action::Unavailable { retry_after } => return answer::unavailable(retry_after),
         Action::Fail { delay, status } => {
             tokio::time::sleep(delay).await;
             return answer::injected_error(status);
         }
         Action::Forward { delay } => tokio::time::sleep(delay).await,
+        Action::Hang {
+            answer_after: Some(after),
+        } => tokio::time::sleep(after).await,
+        Action::Hang { answer_after: None } => {
+            held_while_swallowed(&upstream.faults, &method, &path).await;
+            return answer::injected_error(StatusCode::GATEWAY_TIMEOUT);
+        }
     }
     forward(upstream, request).await
+}
+
+/// Resolves once no hang rule holds a request of `method` for `path` any more. A client
+/// that gives up closes its connection, which drops this with it; the recheck only bounds
+/// how long a request outlives its rule.
+async fn held_while_swallowed(faults: &Faults, method: &http::Method, path: &str) {
+    while faults
+        .current()
+        .swallow
+        .iter()
+        .any(|rule| rule.answer_after.is_none() && rule.requests.matches(method, path))
+    {
+        tokio::time::sleep(RECHECK).await;
+    }
 }
 
 /// Sends a request on to the upstream and streams its answer back.
@@ -236,7 +264,9 @@ async fn forward(upstream: &Upstream, request: Request<Incoming>) -> Response<Bo
         .path_and_query()
         .cloned()
         .map_or_else(|| Uri::from_static("/"), Uri::from);
-    upstream.faults.count_request();
+    upstream
+        .faults
+        .count_request(&parts.method, parts.uri.path());
     let mut forward = Request::new(kube::client::Body::from(body));
     *forward.method_mut() = parts.method;
     *forward.headers_mut() = end_to_end(parts.headers);
