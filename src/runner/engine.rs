@@ -147,6 +147,7 @@ async fn drive(ctx: &Context) -> Result<(), StoreError> {
                 recorded_job,
             } => {
                 let step = &current.plan.steps()[index];
+                super::fault_hook::before_step(step.name.as_str());
                 let target = match &step.kind {
                     StepKind::Job { .. } | StepKind::Preflight { .. } => {
                         recorded_job.unwrap_or_else(|| job_name(&step.name, attempt))

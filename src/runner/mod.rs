@@ -5,6 +5,7 @@
 pub mod daemonset;
 pub mod decide;
 pub mod engine;
+pub mod fault_hook;
 pub mod job;
 pub mod lease;
 pub mod rollback;
