@@ -2450,3 +2450,93 @@ async fn serve_exits_non_zero_when_its_runner_dies_and_its_restart_completes_the
     let _ = std::fs::remove_file(kubeconfig);
     env.cleanup().await;
 }
+
+/// The status ConfigMap deleted while the cutover runs again after a rollback comes back
+/// failed, saying so, with no direction for the nodes: never complete with `v2` on the
+/// strength of the run the rollback undid. A retry then pivots the nodes again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_status_lost_while_the_cutover_runs_again_after_a_rollback_is_rebuilt_failed() {
+    let env = Env::start(2).await;
+    env.add_steps(pivot_then_job()).await;
+    let nodes = env.nodes().await;
+    let service = env.service("a").await;
+    let base = service.url();
+    ready(&base).await;
+    assert_eq!(post(&base, "/cutover", None).await.0, 202);
+    assert_eq!(
+        env.wait_phase(&["complete", "failed"]).await["cutoverPhase"],
+        "complete"
+    );
+    let (code, _) = post(
+        &base,
+        "/cutover/rollback",
+        Some(rollback_body("harbor down", 60)),
+    )
+    .await;
+    assert_eq!(code, 202);
+    let rolled_back = env.wait_phase(&["rolled-back", "rollback-failed"]).await;
+    assert_eq!(rolled_back["cutoverPhase"], "rolled-back");
+    // One node stays silent, so the second pivot is still waiting when the status goes.
+    env.sim.set_never_ack(&nodes[1], true);
+    assert_eq!(post(&base, "/cutover", None).await.0, 202);
+    env.wait_step("registry-pivot", "running").await;
+    let leases: Api<k8s_openapi::api::coordination::v1::Lease> =
+        Api::namespaced(env.client(), env.ns());
+    eventually("the record noting the run after the rollback", || async {
+        let annotations = leases
+            .get_opt("catalyst-cutover-record")
+            .await
+            .expect("read the record")
+            .and_then(|l| l.metadata.annotations)
+            .unwrap_or_default();
+        annotations
+            .get("cutover.openova.io/phase")
+            .map(String::as_str)
+            == Some("running")
+            && annotations.get("cutover.openova.io/rollback-requested-at")
+                == rolled_back.get("rollbackRequestedAt")
+    })
+    .await;
+    service.shutdown().await;
+    let status: Api<ConfigMap> = Api::namespaced(env.client(), env.ns());
+    status
+        .delete(DEFAULT_STATUS_CONFIGMAP, &Default::default())
+        .await
+        .expect("someone deletes the status");
+
+    let service = env.service("b").await;
+    let rebuilt = env.status().await;
+    assert_eq!(rebuilt["cutoverPhase"], "failed", "{rebuilt:#?}");
+    assert_eq!(rebuilt["cutoverComplete"], "false");
+    assert_eq!(
+        rebuilt["registriesYamlActive"], "",
+        "no node is told to move"
+    );
+    assert_eq!(
+        rebuilt["rollbackRequestedAt"],
+        rolled_back["rollbackRequestedAt"]
+    );
+    assert!(
+        rebuilt["lastError"].contains("rolled back"),
+        "{}",
+        rebuilt["lastError"]
+    );
+    let base = service.url();
+    ready(&base).await;
+    let (code, body) = post(&base, "/cutover", None).await;
+    assert_eq!(
+        (code, body["error"].as_str()),
+        (409, Some("cutover-failed")),
+        "{body}"
+    );
+
+    env.sim.set_never_ack(&nodes[1], false);
+    assert_eq!(post(&base, "/cutover/retry", None).await.0, 202);
+    let data = env.wait_phase(&["complete", "failed"]).await;
+    assert_eq!(data["cutoverPhase"], "complete", "{data:#?}");
+    for node in &nodes {
+        assert_eq!(data[&format!("node.{node}.registriesYaml")], "v2");
+    }
+    service.shutdown().await;
+    env.cleanup().await;
+}
