@@ -344,12 +344,13 @@ async fn a_leader_whose_lease_and_status_writes_hang_stops_before_another_takes_
             .await
             .expect("proxy kubeconfig");
     let a = replica(via_proxy, &ns, "replica-a").await;
+    bounded("A's caches syncing", a.ready()).await;
     let started = reqwest::Client::new()
         .post(format!("{}/cutover", a.url()))
         .send()
         .await
         .expect("POST /cutover");
-    assert_eq!(started.status(), 202);
+    assert_eq!(started.status(), 202, "{:?}", started.text().await);
     leads(&a, true).await;
     // B starts once A leads, so A is the leader whose requests will hang.
     let b = replica(cluster.config().await, &ns, "replica-b").await;
