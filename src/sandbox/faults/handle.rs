@@ -108,10 +108,11 @@ impl Faults {
         self.drop_connections().await;
     }
 
-    /// Makes every request that `requests` matches hang: never answered (`answer_after`
-    /// `None`) until the client gives up, the rule is cleared (then 504) or the proxy
-    /// restarts; or held for `answer_after`, then forwarded. Added after the rules already in
-    /// force; the first that matches applies.
+    /// Makes every request that `requests` matches hang: never forwarded nor answered
+    /// (`answer_after` `None`) until the rule is cleared (then 504) or a restart drops its
+    /// connection, so the client's own timeout is all that ends it; or held for
+    /// `answer_after`, then forwarded. Added after the rules already in force; the first
+    /// that matches applies.
     pub fn swallow(&self, requests: RequestMatch, answer_after: Option<Duration>) {
         self.state().swallow.push(Swallow {
             requests,

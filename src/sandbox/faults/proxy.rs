@@ -22,7 +22,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use super::answer;
-use super::decide::{Action, decide, is_watch, watch_cut_at};
+use super::decide::{Action, FaultState, decide, is_watch, watch_cut_at};
 use super::handle::{ConnectionGuard, Faults};
 
 /// Name of the cluster, user and context in [`FaultProxy::kubeconfig`].
@@ -226,16 +226,18 @@ async fn handle(upstream: &Upstream, request: Request<Incoming>) -> Response<Bod
     forward(upstream, request).await
 }
 
-/// Resolves once no hang rule holds a request of `method` for `path` any more. A client
-/// that gives up closes its connection, which drops this with it; the recheck only bounds
-/// how long a request outlives its rule.
+/// Resolves once the rules in force no longer hold a request of `method` for `path`
+/// forever, so a held request never outlives its rule by more than the recheck (a restart
+/// or the proxy's shutdown drops it with its connection before that).
 async fn held_while_swallowed(faults: &Faults, method: &http::Method, path: &str) {
-    while faults
-        .current()
-        .swallow
-        .iter()
-        .any(|rule| rule.answer_after.is_none() && rule.requests.matches(method, path))
-    {
+    let held = |state: FaultState| {
+        state
+            .swallow
+            .iter()
+            .find(|rule| rule.requests.matches(method, path))
+            .is_some_and(|rule| rule.answer_after.is_none())
+    };
+    while held(faults.current()) {
         tokio::time::sleep(RECHECK).await;
     }
 }
