@@ -7,8 +7,6 @@ use std::future::Future;
 use std::time::Duration;
 
 use catalyst_cutover::contract::{self, DEFAULT_STATUS_CONFIGMAP};
-use catalyst_cutover::sandbox::faults::{FaultProxy, RequestMatch};
-use catalyst_cutover::sandbox::sim::{SimConfig, Simulator};
 use catalyst_cutover::service::{Service, ServiceConfig};
 use common::{TestCluster, api_status};
 use futures::{Stream, StreamExt};
@@ -20,6 +18,8 @@ use kube::config::KubeConfigOptions;
 use kube::runtime::wait::await_condition;
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Config, ResourceExt};
+use kube_sandbox::faults::{FaultProxy, RequestMatch};
+use kube_sandbox::sim::{SimConfig, Simulator};
 use serde_json::json;
 use std::collections::BTreeMap;
 
