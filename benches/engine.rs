@@ -537,6 +537,12 @@ async fn memory(bench: &Bench) -> BenchResult<()> {
             &ns,
             // As the in-process service of the other figures: no bearer token to bring.
             "--auth=false",
+            // The bench's bare PodSpecs meet no Pod Security level; serve's default policy
+            // (restricted, the chart's runner only) refused the run with 422.
+            "--step-policy",
+            "privileged",
+            "--step-service-accounts",
+            "*",
         ])
         .arg("--kubeconfig")
         .arg(&kubeconfig)

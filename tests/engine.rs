@@ -418,7 +418,10 @@ async fn a_failing_step_stays_failed_with_its_reason_until_retried() {
     let data = env.wait_phase(&["failed", "complete"]).await;
     assert_eq!(data["cutoverPhase"], "failed");
     assert_eq!(data["failedStep"], "second");
-    assert_eq!(data["step.first.result"], "success");
+    assert!(
+        data.get("step.doomed.result").is_none_or(String::is_empty),
+        "the runner died before the step: {data:#?}"
+    );
     assert_eq!(data["step.second.result"], "failed");
     let error = &data["lastError"];
     assert!(error.contains("cutover-second-a1"), "{error}");
@@ -2367,5 +2370,222 @@ async fn a_rollback_whose_runner_dies_is_finished_by_the_next_one() {
     assert_eq!(data["cutoverPhase"], "rolled-back", "{data:#?}");
     assert_eq!(data["rollbackAcknowledgedNodes"], nodes.join(","));
     b.shutdown().await;
+    env.cleanup().await;
+}
+
+/// A `serve` process for `env` (its stderr lines, JSON or not, sent to the receiver), with
+/// `vars` set in its environment.
+fn serve_process(
+    env: &Env,
+    kubeconfig: &std::path::Path,
+    vars: &[(&str, &str)],
+) -> (
+    std::process::Child,
+    tokio::sync::mpsc::UnboundedReceiver<String>,
+) {
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_catalyst-cutover"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--lease-duration", "2s"])
+        // Who may call it is the operator suite's business; this one is about the process.
+        .arg("--auth=false")
+        .arg("--namespace")
+        .arg(env.ns())
+        .arg("--kubeconfig")
+        .arg(kubeconfig)
+        .args([
+            "--step-policy",
+            "privileged",
+            "--step-service-accounts",
+            "*",
+        ])
+        .env("RUST_LOG", "info")
+        .envs(vars.iter().copied())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn serve");
+    let stderr = child.stderr.take().expect("stderr");
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    (child, rx)
+}
+
+/// Reads a `serve` process's stderr until its "serving" line, and returns its base URL.
+async fn serving_url(rx: &mut tokio::sync::mpsc::UnboundedReceiver<String>) -> String {
+    loop {
+        let Ok(Some(line)) = tokio::time::timeout(GUARD, rx.recv()).await else {
+            panic!("serve never said it was serving");
+        };
+        let Ok(json) = serde_json::from_str::<Value>(&line) else {
+            continue;
+        };
+        if json["fields"]["message"] == "catalyst-cutover is serving" {
+            let addr = json["fields"]["addr"].as_str().expect("addr");
+            return format!("http://{addr}");
+        }
+    }
+}
+
+/// A runner task that dies (here a panic, which only the debug builds' fault hook can
+/// cause) ends `serve` with a non-zero exit, so the Deployment restarts the pod, instead of
+/// leaving a replica that leads with no runner; the Lease is released on the way out, and
+/// the restarted process takes over and completes the cutover with one Job per step.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_exits_non_zero_when_its_runner_dies_and_its_restart_completes_the_run() {
+    let env = Env::start(1).await;
+    env.add_steps(vec![job_step(1, "first", &[]), job_step(2, "doomed", &[])])
+        .await;
+    let kubeconfig = env.kubeconfig_file();
+    let (mut child, mut rx) = serve_process(
+        &env,
+        &kubeconfig,
+        &[(
+            catalyst_cutover::runner::fault_hook::PANIC_AT_STEP,
+            "doomed",
+        )],
+    );
+    let url = serving_url(&mut rx).await;
+    ready(&url).await;
+    assert_eq!(post(&url, "/cutover", None).await.0, 202);
+    let exited = tokio::time::timeout(GUARD, tokio::task::spawn_blocking(move || child.wait()))
+        .await
+        .expect("serve exited once its runner died")
+        .expect("join")
+        .expect("wait for serve");
+    assert_eq!(exited.code(), Some(1), "{exited:?}");
+    let mut said = Vec::new();
+    while let Ok(line) = rx.try_recv() {
+        said.push(line);
+    }
+    let said = said.join("\n");
+    assert!(
+        said.contains("the replica cannot go on; exiting") && said.contains("panicked"),
+        "{said}"
+    );
+    let data = env.status().await;
+    assert_eq!(data["cutoverPhase"], "running", "{data:#?}");
+    assert!(
+        data.get("step.doomed.result").is_none_or(String::is_empty),
+        "the runner died before the step: {data:#?}"
+    );
+    let leases: Api<k8s_openapi::api::coordination::v1::Lease> =
+        Api::namespaced(env.client(), env.ns());
+    let holder = leases
+        .get("catalyst-cutover")
+        .await
+        .expect("the election Lease")
+        .spec
+        .and_then(|s| s.holder_identity);
+    assert_eq!(holder, None, "the dying replica released the Lease");
+
+    let (mut restarted, mut rx) = serve_process(&env, &kubeconfig, &[]);
+    serving_url(&mut rx).await;
+    let data = env.wait_phase(&["complete", "failed"]).await;
+    assert_eq!(data["cutoverPhase"], "complete", "{data:#?}");
+    let jobs = env.jobs_by_step().await;
+    assert_eq!(jobs["first"], ["cutover-first-a1"]);
+    assert_eq!(jobs["doomed"], ["cutover-doomed-a1"]);
+    let _ = restarted.kill();
+    let _ = restarted.wait();
+    let _ = std::fs::remove_file(kubeconfig);
+    env.cleanup().await;
+}
+
+/// The status ConfigMap deleted while the cutover runs again after a rollback comes back
+/// failed, saying so, with no direction for the nodes: never complete with `v2` on the
+/// strength of the run the rollback undid. A retry then pivots the nodes again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_status_lost_while_the_cutover_runs_again_after_a_rollback_is_rebuilt_failed() {
+    let env = Env::start(2).await;
+    env.add_steps(pivot_then_job()).await;
+    let nodes = env.nodes().await;
+    let service = env.service("a").await;
+    let base = service.url();
+    ready(&base).await;
+    assert_eq!(post(&base, "/cutover", None).await.0, 202);
+    assert_eq!(
+        env.wait_phase(&["complete", "failed"]).await["cutoverPhase"],
+        "complete"
+    );
+    let (code, _) = post(
+        &base,
+        "/cutover/rollback",
+        Some(rollback_body("harbor down", 60)),
+    )
+    .await;
+    assert_eq!(code, 202);
+    let rolled_back = env.wait_phase(&["rolled-back", "rollback-failed"]).await;
+    assert_eq!(rolled_back["cutoverPhase"], "rolled-back");
+    // One node stays silent, so the second pivot is still waiting when the status goes.
+    env.agents.set_never_ack(&nodes[1], true);
+    assert_eq!(post(&base, "/cutover", None).await.0, 202);
+    env.wait_step("registry-pivot", "running").await;
+    let leases: Api<k8s_openapi::api::coordination::v1::Lease> =
+        Api::namespaced(env.client(), env.ns());
+    eventually("the record noting the run after the rollback", || async {
+        let annotations = leases
+            .get_opt("catalyst-cutover-record")
+            .await
+            .expect("read the record")
+            .and_then(|l| l.metadata.annotations)
+            .unwrap_or_default();
+        annotations
+            .get("cutover.openova.io/phase")
+            .map(String::as_str)
+            == Some("running")
+            && annotations.get("cutover.openova.io/rollback-requested-at")
+                == rolled_back.get("rollbackRequestedAt")
+    })
+    .await;
+    service.shutdown().await;
+    let status: Api<ConfigMap> = Api::namespaced(env.client(), env.ns());
+    status
+        .delete(DEFAULT_STATUS_CONFIGMAP, &Default::default())
+        .await
+        .expect("someone deletes the status");
+
+    let service = env.service("b").await;
+    let rebuilt = env.status().await;
+    assert_eq!(rebuilt["cutoverPhase"], "failed", "{rebuilt:#?}");
+    assert_eq!(rebuilt["cutoverComplete"], "false");
+    assert_eq!(
+        rebuilt["registriesYamlActive"], "",
+        "no node is told to move"
+    );
+    assert_eq!(
+        rebuilt["rollbackRequestedAt"],
+        rolled_back["rollbackRequestedAt"]
+    );
+    assert!(
+        rebuilt["lastError"].contains("rolled back"),
+        "{}",
+        rebuilt["lastError"]
+    );
+    let base = service.url();
+    ready(&base).await;
+    let (code, body) = post(&base, "/cutover", None).await;
+    assert_eq!(
+        (code, body["error"].as_str()),
+        (409, Some("cutover-failed")),
+        "{body}"
+    );
+
+    env.agents.set_never_ack(&nodes[1], false);
+    assert_eq!(post(&base, "/cutover/retry", None).await.0, 202);
+    let data = env.wait_phase(&["complete", "failed"]).await;
+    assert_eq!(data["cutoverPhase"], "complete", "{data:#?}");
+    for node in &nodes {
+        assert_eq!(data[&format!("node.{node}.registriesYaml")], "v2");
+    }
+    service.shutdown().await;
     env.cleanup().await;
 }

@@ -6,15 +6,22 @@ mod common;
 use std::future::Future;
 use std::time::Duration;
 
+use catalyst_cutover::contract::{self, DEFAULT_STATUS_CONFIGMAP};
+use catalyst_cutover::service::{Service, ServiceConfig};
 use common::{TestCluster, api_status};
 use futures::{Stream, StreamExt};
-use http::{Request, StatusCode, header};
+use http::{Method, Request, StatusCode, header};
+use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{ListParams, PostParams, WatchParams};
 use kube::config::KubeConfigOptions;
+use kube::runtime::wait::await_condition;
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Config, ResourceExt};
-use kube_sandbox::faults::FaultProxy;
+use kube_sandbox::faults::{FaultProxy, RequestMatch};
+use kube_sandbox::sim::{SimConfig, Simulator};
+use serde_json::json;
+use std::collections::BTreeMap;
 
 /// Longest any step may take before the test counts as hung; a guard, not a measurement.
 const HANG: Duration = Duration::from_secs(60);
@@ -222,5 +229,217 @@ async fn restart_drops_streams_answers_503_then_recovers() {
         "survivor"
     );
     proxy.shutdown().await;
+    cluster.cleanup().await;
+}
+
+/// A `job` step ConfigMap whose simulated pod runs for `run_ms`.
+fn job_step(order: u32, name: &str, run_ms: u32) -> ConfigMap {
+    let pod_spec = json!({"containers": [{
+        "name": "step",
+        "image": "alpine/k8s:1.33.1",
+        "env": [{"name": "CUTOVER_SIM_RUN_MS", "value": run_ms.to_string()}]
+    }]});
+    serde_json::from_value(json!({
+        "metadata": {
+            "name": format!("cutover-step-{order:02}-{name}"),
+            "labels": {
+                contract::LABEL_PART_OF: contract::PART_OF,
+                contract::LABEL_COMPONENT: contract::COMPONENT_STEP,
+                contract::LABEL_STEP_ORDER: order.to_string(),
+            }
+        },
+        "data": {
+            contract::DATA_STEP_NAME: name,
+            contract::DATA_POD_SPEC: serde_yaml::to_string(&pod_spec).expect("podSpec"),
+        },
+    }))
+    .expect("step ConfigMap")
+}
+
+/// A replica of the service named `identity`, talking to the API server through `config`.
+async fn replica(config: kube::Config, ns: &str, identity: &str) -> Service {
+    let mut service = ServiceConfig::new(ns);
+    service.identity = identity.to_owned();
+    service.lease_duration = Duration::from_secs(2);
+    // Longer than the renew deadline (two thirds of the Lease), so stepping down cannot
+    // be the request timeout's doing; short enough that the hung requests end in the test.
+    service.kube_request_timeout = Duration::from_secs(3);
+    Service::start(config, service)
+        .await
+        .expect("start the service")
+}
+
+/// Waits until `service`'s leadership is `leading`.
+async fn leads(service: &Service, leading: bool) {
+    let mut rx = service.leading();
+    bounded("the leadership change", rx.wait_for(|l| *l == leading))
+        .await
+        .expect("the replica is running");
+}
+
+/// Waits until the status ConfigMap satisfies `done`, and returns its data.
+async fn status_when(
+    client: &Client,
+    ns: &str,
+    done: impl Fn(&BTreeMap<String, String>) -> bool,
+) -> BTreeMap<String, String> {
+    let api: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
+    let cond = move |cm: Option<&ConfigMap>| cm.and_then(|cm| cm.data.as_ref()).is_some_and(&done);
+    bounded(
+        "the status change",
+        await_condition(api.clone(), DEFAULT_STATUS_CONFIGMAP, cond),
+    )
+    .await
+    .expect("watch the status");
+    api.get(DEFAULT_STATUS_CONFIGMAP)
+        .await
+        .expect("status")
+        .data
+        .unwrap_or_default()
+}
+
+/// The value of metric line `name` (with its labels) in `service`'s `/metrics`.
+async fn metric(service: &Service, name: &str) -> f64 {
+    let text = reqwest::get(format!("{}/metrics", service.url()))
+        .await
+        .expect("GET /metrics")
+        .text()
+        .await
+        .expect("metrics text");
+    text.lines()
+        .find_map(|line| line.strip_prefix(name)?.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// Leader A's Lease renewals and status writes start hanging mid-run behind the proxy (the
+/// API server accepts them and never answers). A stops acting on its own renew deadline,
+/// before B may take the Lease over; A creates no Job after that; B adopts the step A left
+/// running and completes the cutover with exactly one Job per step attempt. A's hung
+/// requests end through the request timeout, while they are still being swallowed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_whose_lease_and_status_writes_hang_stops_before_another_takes_over() {
+    let cluster = TestCluster::start().await;
+    let ns = cluster.namespace().to_owned();
+    let sim = Simulator::start(
+        cluster.client(),
+        SimConfig {
+            namespace: Some(ns.clone()),
+            nodes: 1,
+            pool: ns.clone(),
+            ..SimConfig::default()
+        },
+    )
+    .await
+    .expect("start the simulator");
+    let steps = ["s1", "s2", "s3", "s4"];
+    let cms: Api<ConfigMap> = Api::namespaced(cluster.client(), &ns);
+    for (i, step) in (1..).zip(steps) {
+        cms.create(&PostParams::default(), &job_step(i, step, 400))
+            .await
+            .expect("create step");
+    }
+    let proxy = proxy_for(&cluster).await;
+    let via_proxy =
+        Config::from_custom_kubeconfig(proxy.kubeconfig(), &KubeConfigOptions::default())
+            .await
+            .expect("proxy kubeconfig");
+    let a = replica(via_proxy, &ns, "replica-a").await;
+    bounded("A's caches syncing", a.ready()).await;
+    let started = reqwest::Client::new()
+        .post(format!("{}/cutover", a.url()))
+        .send()
+        .await
+        .expect("POST /cutover");
+    assert_eq!(started.status(), 202, "{:?}", started.text().await);
+    leads(&a, true).await;
+    // B starts once A leads, so A is the leader whose requests will hang.
+    let b = replica(cluster.config().await, &ns, "replica-b").await;
+    status_when(&cluster.client(), &ns, |d| {
+        d.get("step.s2.result").is_some_and(|r| r == "running")
+    })
+    .await;
+
+    let faults = proxy.faults();
+    let lease = format!("/apis/coordination.k8s.io/v1/namespaces/{ns}/leases/catalyst-cutover");
+    let status = format!("/api/v1/namespaces/{ns}/configmaps/{DEFAULT_STATUS_CONFIGMAP}");
+    faults.swallow(RequestMatch::new(&[Method::PUT], &lease), None);
+    faults.swallow(
+        RequestMatch::new(&[Method::PUT, Method::PATCH], &status),
+        None,
+    );
+
+    // The moment B leads, A must already have stopped.
+    let mut a_leading = a.leading();
+    let mut b_leading = b.leading();
+    let a_at_takeover = bounded("B taking the Lease over", async {
+        b_leading.wait_for(|l| *l).await.expect("B runs");
+        *a_leading.borrow_and_update()
+    })
+    .await;
+    assert!(!a_at_takeover, "A still led when B took the Lease over");
+    let jobs_by_a = faults.tally(RequestMatch::new(
+        &[Method::POST],
+        &format!("/apis/batch/v1/namespaces/{ns}/jobs"),
+    ));
+
+    let done = status_when(&cluster.client(), &ns, |d| {
+        d.get("cutoverPhase")
+            .is_some_and(|p| p == "complete" || p == "failed")
+    })
+    .await;
+    assert_eq!(done["cutoverPhase"], "complete", "{done:#?}");
+    for step in steps {
+        assert_eq!(done[&format!("step.{step}.result")], "success", "{step}");
+        assert_eq!(done[&format!("step.{step}.attempt")], "1", "{step}");
+    }
+    let selector = format!(
+        "{}={},{}={}",
+        contract::LABEL_PART_OF,
+        contract::PART_OF,
+        contract::LABEL_COMPONENT,
+        contract::COMPONENT_JOB
+    );
+    let jobs: Api<Job> = Api::namespaced(cluster.client(), &ns);
+    let mut by_step: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for job in jobs
+        .list(&ListParams::default().labels(&selector))
+        .await
+        .expect("list Jobs")
+        .items
+    {
+        let step = job
+            .labels()
+            .get(contract::LABEL_JOB_STEP)
+            .cloned()
+            .unwrap_or_default();
+        by_step.entry(step).or_default().push(job.name_any());
+    }
+    let expected: BTreeMap<String, Vec<String>> = steps
+        .iter()
+        .map(|s| ((*s).to_owned(), vec![format!("cutover-{s}-a1")]))
+        .collect();
+    assert_eq!(by_step, expected, "exactly one Job per step attempt");
+    assert_eq!(jobs_by_a.get(), 0, "A created a Job after B took over");
+    assert!(!*a.leading().borrow(), "A leads again");
+
+    // Still swallowed: only the request timeout can have ended A's hung writes.
+    bounded("A's hung requests timing out", async {
+        while metric(
+            &a,
+            "catalyst_cutover_kube_api_errors_total{verb=\"update\"}",
+        )
+        .await
+            < 1.0
+        {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+
+    faults.stop_swallowing();
+    b.shutdown().await;
+    a.shutdown().await;
+    proxy.shutdown().await;
+    sim.shutdown().await;
     cluster.cleanup().await;
 }

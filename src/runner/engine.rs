@@ -129,6 +129,9 @@ async fn drive(ctx: &RunnerContext) -> Result<(), StoreError> {
             std::mem::take(&mut pending),
             &now_rfc3339(),
         );
+        if let Some(run) = &action.run {
+            super::fault_hook::before_step(run.step.as_str());
+        }
         let applied = apply(ctx, action.writes).await?;
         let Some(attempt) = action.run.filter(|_| applied) else {
             continue;

@@ -6,6 +6,7 @@ pub mod context;
 pub mod daemonset;
 pub mod decide;
 pub mod engine;
+pub mod fault_hook;
 pub mod job;
 pub mod lease;
 pub mod rollback;

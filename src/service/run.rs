@@ -59,6 +59,7 @@ pub struct Service {
     stop_http: watch::Sender<bool>,
     lease_api: Api<Lease>,
     lease: lease::LeaseConfig,
+    leading: watch::Receiver<bool>,
 }
 
 /// Migrates the status ConfigMap (creating it as the chart would when missing) and returns
@@ -200,7 +201,7 @@ impl Service {
             config: config.runner_config(),
             store: store.clone(),
             renderer,
-            leading,
+            leading: leading.clone(),
             metrics: metrics.clone(),
         });
         tasks.spawn(engine::lead(runner.clone()));
@@ -239,6 +240,7 @@ impl Service {
             stop_http,
             lease_api,
             lease: lease_cfg,
+            leading,
         })
     }
 
@@ -267,6 +269,11 @@ impl Service {
     /// metrics (for the CLI's progress display).
     pub fn context(&self) -> &Arc<HttpContext> {
         &self.ctx
+    }
+
+    /// Whether this replica leads (holds the runner's Lease) now, and each change of it.
+    pub fn leading(&self) -> watch::Receiver<bool> {
+        self.leading.clone()
     }
 
     /// Stops gracefully: finishes the HTTP requests in flight, then gives up the Lease so

@@ -29,9 +29,12 @@
 //! (`registriesYamlActive=rollback`) when the record's last word to the agents was an
 //! operator's rollback, so a lost status never re-pivots nodes an operator moved back; an
 //! unfinished one comes back failed with a reason, so nothing runs until an operator
-//! retries it.
+//! retries it. The record follows the status's phase and notes every rollback, so a status
+//! lost while the cutover ran again after a rollback comes back failed, saying so (never
+//! complete on the strength of the run the rollback undid).
 
 use super::model::{KEY_PHASE, Phase, StatusData, get};
+use super::rollback::KEY_REQUESTED_AT;
 use super::store::initial_data;
 use crate::contract::{key, registries};
 use crate::retry::{Backoff, is_status};
@@ -49,6 +52,15 @@ pub const ANNOTATION_FINISHED_AT: &str = "cutover.openova.io/finished-at";
 /// Annotation of the record Lease: the last direction the agents were told
 /// (`registriesYamlActive` = `v2` or `rollback`); unlike the times, it follows the status.
 pub const ANNOTATION_REGISTRIES: &str = "cutover.openova.io/registries-yaml-active";
+/// Annotation of the record Lease: the status's latest phase other than `idle`; follows the
+/// status.
+pub const ANNOTATION_PHASE: &str = "cutover.openova.io/phase";
+/// Annotation of the record Lease: when the latest rollback of the registry pivot was asked
+/// for (RFC 3339); follows the status.
+pub const ANNOTATION_ROLLED_BACK_AT: &str = "cutover.openova.io/rollback-requested-at";
+/// Annotation of the record Lease: when the latest attempt of the cutover started (RFC
+/// 3339); follows the status.
+pub const ANNOTATION_ATTEMPT_STARTED_AT: &str = "cutover.openova.io/attempt-started-at";
 
 /// What the record says.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -59,6 +71,12 @@ pub struct CutoverRecord {
     pub finished_at: Option<String>,
     /// The last direction the agents were told: `v2` or `rollback`.
     pub registries: Option<String>,
+    /// The status's latest phase other than `idle`.
+    pub phase: Option<String>,
+    /// When the latest rollback of the registry pivot was asked for.
+    pub rolled_back_at: Option<String>,
+    /// When the latest attempt of the cutover started.
+    pub attempt_started_at: Option<String>,
 }
 
 impl CutoverRecord {
@@ -75,6 +93,11 @@ impl CutoverRecord {
                 .flatten(),
             registries: value(key::REGISTRIES_YAML_ACTIVE)
                 .filter(|v| v == registries::V2 || v == registries::ROLLBACK),
+            phase: (phase != Phase::Idle).then(|| phase.as_str().to_owned()),
+            rolled_back_at: value(KEY_REQUESTED_AT),
+            attempt_started_at: (phase != Phase::Idle)
+                .then(|| value(key::CUTOVER_LAST_ATTEMPT_STARTED_AT))
+                .flatten(),
         }
     }
 
@@ -89,20 +112,38 @@ impl CutoverRecord {
             started_at: value(ANNOTATION_STARTED_AT),
             finished_at: value(ANNOTATION_FINISHED_AT),
             registries: value(ANNOTATION_REGISTRIES),
+            phase: value(ANNOTATION_PHASE),
+            rolled_back_at: value(ANNOTATION_ROLLED_BACK_AT),
+            attempt_started_at: value(ANNOTATION_ATTEMPT_STARTED_AT),
         }
     }
 
-    /// The record with what `newer` adds: times already noted are kept; the direction
-    /// follows the newer one that names one (a fresh status names none). Pure.
+    /// The record with what `newer` adds: the first start is kept; everything else follows
+    /// the newer value where it names one (a fresh status names none, so it erases
+    /// nothing). Pure.
     pub fn merged(&self, newer: &CutoverRecord) -> CutoverRecord {
+        let follow = |old: &Option<String>, new: &Option<String>| new.clone().or(old.clone());
         CutoverRecord {
             started_at: self.started_at.clone().or_else(|| newer.started_at.clone()),
-            finished_at: self
-                .finished_at
-                .clone()
-                .or_else(|| newer.finished_at.clone()),
-            registries: newer.registries.clone().or_else(|| self.registries.clone()),
+            finished_at: follow(&self.finished_at, &newer.finished_at),
+            registries: follow(&self.registries, &newer.registries),
+            phase: follow(&self.phase, &newer.phase),
+            rolled_back_at: follow(&self.rolled_back_at, &newer.rolled_back_at),
+            attempt_started_at: follow(&self.attempt_started_at, &newer.attempt_started_at),
         }
+    }
+
+    /// The recorded phase, when the record names a known one.
+    fn last_phase(&self) -> Option<Phase> {
+        let noted = self.phase.as_deref()?;
+        Phase::ALL.into_iter().find(|p| p.as_str() == noted)
+    }
+
+    /// Whether the cutover was running again, or had failed again, after a rollback: the
+    /// run the rollback undid no longer tells how it stands.
+    fn rerun_after_rollback(&self) -> bool {
+        self.rolled_back_at.is_some()
+            && matches!(self.last_phase(), Some(Phase::Running | Phase::Failed))
     }
 
     /// The record with the fields it lacks taken from `other`, and none it holds changed.
@@ -154,6 +195,27 @@ impl CutoverRecord {
         };
         set(key::CUTOVER_STARTED_AT, started);
         set(key::CUTOVER_LAST_ATTEMPT_STARTED_AT, started);
+        if let Some(rolled_back_at) = self.rolled_back_at.as_deref()
+            && self.rerun_after_rollback()
+        {
+            let attempt = self.attempt_started_at.as_deref().unwrap_or(started);
+            set(KEY_PHASE, Phase::Failed.as_str());
+            set(key::CUTOVER_LAST_ATTEMPT_STARTED_AT, attempt);
+            set(KEY_REQUESTED_AT, rolled_back_at);
+            set(
+                key::LAST_ERROR,
+                &format!(
+                    "the status ConfigMap was lost while the cutover ran again (from {attempt}) \
+                     after the registry pivot was rolled back (asked for at {rolled_back_at}; \
+                     the record is Lease {record_name}); where each node's registries stand is \
+                     unknown, so none is told to move, and nothing runs until an operator \
+                     retries it (POST /cutover/retry), which pivots the nodes again and waits \
+                     for each one's acknowledgement"
+                ),
+            );
+            set(key::REGISTRIES_YAML_ACTIVE, "");
+            return data;
+        }
         match &self.finished_at {
             Some(finished) if self.registries.as_deref() == Some(registries::ROLLBACK) => {
                 set(KEY_PHASE, Phase::RolledBack.as_str());
@@ -308,6 +370,9 @@ impl RecordKeeper {
                 (ANNOTATION_STARTED_AT, &wanted.started_at),
                 (ANNOTATION_FINISHED_AT, &wanted.finished_at),
                 (ANNOTATION_REGISTRIES, &wanted.registries),
+                (ANNOTATION_PHASE, &wanted.phase),
+                (ANNOTATION_ROLLED_BACK_AT, &wanted.rolled_back_at),
+                (ANNOTATION_ATTEMPT_STARTED_AT, &wanted.attempt_started_at),
             ] {
                 if let Some(v) = v {
                     annotations.insert(k.to_owned(), v.clone());
@@ -483,6 +548,7 @@ mod tests {
             started_at: Some("T1".into()),
             finished_at: Some("T2".into()),
             registries: Some("v2".into()),
+            ..CutoverRecord::default()
         }
         .rebuilt_status("ns/r");
         assert_eq!(Phase::of(&finished), Phase::Complete);
@@ -490,8 +556,7 @@ mod tests {
         assert_eq!(finished["cutoverFinishedAt"], "T2");
         let unfinished = CutoverRecord {
             started_at: Some("T1".into()),
-            finished_at: None,
-            registries: None,
+            ..CutoverRecord::default()
         }
         .rebuilt_status("ns/r");
         assert_eq!(Phase::of(&unfinished), Phase::Failed);
@@ -524,5 +589,103 @@ mod tests {
         let rebuilt = record.rebuilt_status("ns/r");
         assert_eq!(Phase::of(&rebuilt), Phase::RolledBack);
         assert_eq!(rebuilt["registriesYamlActive"], "rollback");
+    }
+
+    /// The status of each moment of a cutover that is rolled back and run again.
+    fn history() -> [StatusData; 5] {
+        let complete = [
+            ("cutoverPhase", "complete"),
+            ("cutoverStartedAt", "T1"),
+            ("cutoverLastAttemptStartedAt", "T1"),
+            ("cutoverFinishedAt", "T2"),
+            ("registriesYamlActive", "v2"),
+        ];
+        let rolled_back = [
+            ("cutoverPhase", "rolled-back"),
+            ("cutoverStartedAt", "T1"),
+            ("cutoverLastAttemptStartedAt", "T1"),
+            ("cutoverFinishedAt", "T2"),
+            ("registriesYamlActive", "rollback"),
+            ("rollbackRequestedAt", "T3"),
+        ];
+        // `run_again` empties the finish time and keeps the rollback's keys.
+        let rerun = [
+            ("cutoverPhase", "running"),
+            ("cutoverStartedAt", "T1"),
+            ("cutoverLastAttemptStartedAt", "T4"),
+            ("cutoverFinishedAt", ""),
+            ("registriesYamlActive", "rollback"),
+            ("rollbackRequestedAt", "T3"),
+        ];
+        let mut pivoted = rerun;
+        pivoted[4] = ("registriesYamlActive", "v2");
+        let mut done = pivoted;
+        done[0] = ("cutoverPhase", "complete");
+        done[3] = ("cutoverFinishedAt", "T5");
+        [
+            data_of(&complete),
+            data_of(&rolled_back),
+            data_of(&rerun),
+            data_of(&pivoted),
+            data_of(&done),
+        ]
+    }
+
+    fn recorded(statuses: &[StatusData]) -> CutoverRecord {
+        statuses
+            .iter()
+            .fold(CutoverRecord::default(), |record, data| {
+                record.merged(&CutoverRecord::of(data))
+            })
+    }
+
+    #[test]
+    fn a_status_lost_while_the_cutover_runs_again_after_a_rollback_comes_back_failed_saying_so() {
+        let [complete, rolled_back, rerun, pivoted, done] = history();
+        for upto in [
+            vec![complete.clone(), rolled_back.clone(), rerun],
+            vec![complete.clone(), rolled_back.clone(), pivoted],
+        ] {
+            let record = recorded(&upto);
+            assert_eq!(record.finished_at.as_deref(), Some("T2"));
+            let rebuilt = record.rebuilt_status("ns/r");
+            assert_eq!(Phase::of(&rebuilt), Phase::Failed, "{rebuilt:#?}");
+            assert_eq!(rebuilt["cutoverComplete"], "false");
+            assert_eq!(
+                rebuilt["registriesYamlActive"], "",
+                "no node is told to move"
+            );
+            assert_eq!(rebuilt["cutoverStartedAt"], "T1");
+            assert_eq!(rebuilt["cutoverLastAttemptStartedAt"], "T4");
+            assert_eq!(rebuilt["rollbackRequestedAt"], "T3");
+            let error = &rebuilt["lastError"];
+            assert!(
+                error.contains("ran again (from T4)")
+                    && error.contains("rolled back (asked for at T3")
+                    && error.contains("Lease ns/r")
+                    && error.contains("POST /cutover/retry"),
+                "{error}"
+            );
+        }
+        let record = recorded(&[complete, rolled_back, done]);
+        let rebuilt = record.rebuilt_status("ns/r");
+        assert_eq!(Phase::of(&rebuilt), Phase::Complete);
+        assert_eq!(
+            rebuilt["cutoverFinishedAt"], "T5",
+            "the run that completed last"
+        );
+        assert_eq!(rebuilt["registriesYamlActive"], "v2");
+    }
+
+    #[test]
+    fn a_record_without_the_phase_rebuilds_as_before() {
+        let old = CutoverRecord {
+            started_at: Some("T1".into()),
+            finished_at: Some("T2".into()),
+            registries: Some("v2".into()),
+            rolled_back_at: Some("T3".into()),
+            ..CutoverRecord::default()
+        };
+        assert_eq!(Phase::of(&old.rebuilt_status("r")), Phase::Complete);
     }
 }

@@ -2,8 +2,50 @@
 
 use std::time::Duration;
 
-use http::StatusCode;
+use http::{Method, StatusCode};
 use tokio::time::Instant;
+
+/// Which requests a rule applies to: by method and path, never by what the request means.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestMatch {
+    /// The methods matched; empty matches every method.
+    pub methods: Vec<Method>,
+    /// The path matched (no query): exactly, or as a prefix when it ends with `*`.
+    pub path: String,
+}
+
+impl RequestMatch {
+    /// Requests with one of `methods` (empty: any) whose path is `path` (a trailing `*`
+    /// makes it a prefix).
+    pub fn new(methods: &[Method], path: &str) -> Self {
+        RequestMatch {
+            methods: methods.to_vec(),
+            path: path.to_owned(),
+        }
+    }
+
+    /// Whether a request of `method` for `path` is one of these.
+    pub fn matches(&self, method: &Method, path: &str) -> bool {
+        let method_matches = self.methods.is_empty() || self.methods.contains(method);
+        let path_matches = match self.path.strip_suffix('*') {
+            Some(prefix) => path.starts_with(prefix),
+            None => path == self.path,
+        };
+        method_matches && path_matches
+    }
+}
+
+/// A hang: requests the rule matches are accepted and then held, as by an API server that
+/// stopped answering them (a stuck etcd write, an overloaded apiserver).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Swallow {
+    /// The requests held.
+    pub requests: RequestMatch,
+    /// `None`: never forwarded and never answered, until the client gives up or the proxy
+    /// restarts. `Some(d)`: held for `d`, then forwarded and answered (a late answer to a
+    /// request the client may have long given up on).
+    pub answer_after: Option<Duration>,
+}
 
 /// The faults in force.
 #[derive(Debug, Clone, PartialEq)]
@@ -18,6 +60,8 @@ pub struct FaultState {
     pub cut_watches_every: Option<Duration>,
     /// Until then every request is answered 503, as by a restarting server.
     pub down_until: Option<Instant>,
+    /// Requests that hang; the first rule that matches applies.
+    pub swallow: Vec<Swallow>,
 }
 
 impl Default for FaultState {
@@ -28,6 +72,7 @@ impl Default for FaultState {
             error_status: StatusCode::INTERNAL_SERVER_ERROR,
             cut_watches_every: None,
             down_until: None,
+            swallow: Vec::new(),
         }
     }
 }
@@ -52,16 +97,31 @@ pub enum Action {
         /// The injected latency.
         delay: Duration,
     },
+    /// Hold the request: forever (`None`), or for the duration given, then forward it.
+    Hang {
+        /// When to forward it after all, if ever.
+        answer_after: Option<Duration>,
+    },
 }
 
-/// Decides a request arriving at `now`; `roll` is a uniform sample from `[0, 1)`, so a
-/// request fails when `roll < error_rate`.
-pub fn decide(state: &FaultState, now: Instant, roll: f64) -> Action {
+/// Decides a request of `method` for `path` arriving at `now`; `roll` is a uniform sample
+/// from `[0, 1)`, so a request fails when `roll < error_rate`. A restart's down time comes
+/// first (a restarting server answers nothing else), then a hang, then the rest.
+pub fn decide(state: &FaultState, method: &Method, path: &str, now: Instant, roll: f64) -> Action {
     if let Some(until) = state.down_until
         && until > now
     {
         return Action::Unavailable {
             retry_after: until - now,
+        };
+    }
+    if let Some(rule) = state
+        .swallow
+        .iter()
+        .find(|rule| rule.requests.matches(method, path))
+    {
+        return Action::Hang {
+            answer_after: rule.answer_after,
         };
     }
     let delay = state.latency;
@@ -117,7 +177,7 @@ mod tests {
     fn no_faults_forwards_at_once() {
         let now = Instant::now();
         assert_eq!(
-            decide(&FaultState::default(), now, 0.0),
+            decide(&FaultState::default(), &Method::GET, "/", now, 0.0),
             Action::Forward {
                 delay: Duration::ZERO
             }
@@ -133,13 +193,13 @@ mod tests {
             ..FaultState::default()
         };
         assert_eq!(
-            decide(&state, now, 0.7),
+            decide(&state, &Method::GET, "/", now, 0.7),
             Action::Forward {
                 delay: Duration::from_millis(300)
             }
         );
         assert_eq!(
-            decide(&state, now, 0.2),
+            decide(&state, &Method::GET, "/", now, 0.2),
             Action::Fail {
                 delay: Duration::from_millis(300),
                 status: StatusCode::INTERNAL_SERVER_ERROR
@@ -157,7 +217,12 @@ mod tests {
         };
         let failed = (0..100)
             .map(|i| f64::from(i) / 100.0)
-            .filter(|roll| matches!(decide(&state, now, *roll), Action::Fail { .. }))
+            .filter(|roll| {
+                matches!(
+                    decide(&state, &Method::GET, "/", now, *roll),
+                    Action::Fail { .. }
+                )
+            })
             .count();
         assert_eq!(failed, 25);
         let always = FaultState {
@@ -165,7 +230,7 @@ mod tests {
             ..state.clone()
         };
         assert!(matches!(
-            decide(&always, now, 0.999_999),
+            decide(&always, &Method::GET, "/", now, 0.999_999),
             Action::Fail {
                 status: StatusCode::TOO_MANY_REQUESTS,
                 ..
@@ -175,7 +240,10 @@ mod tests {
             error_rate: 0.0,
             ..state
         };
-        assert!(matches!(decide(&never, now, 0.0), Action::Forward { .. }));
+        assert!(matches!(
+            decide(&never, &Method::GET, "/", now, 0.0),
+            Action::Forward { .. }
+        ));
     }
 
     #[test]
@@ -187,13 +255,68 @@ mod tests {
             ..FaultState::default()
         };
         assert_eq!(
-            decide(&state, now, 0.0),
+            decide(&state, &Method::GET, "/", now, 0.0),
             Action::Unavailable {
                 retry_after: Duration::from_secs(2)
             }
         );
         let later = now + Duration::from_secs(2);
-        assert!(matches!(decide(&state, later, 0.0), Action::Fail { .. }));
+        assert!(matches!(
+            decide(&state, &Method::GET, "/", later, 0.0),
+            Action::Fail { .. }
+        ));
+    }
+
+    #[test]
+    fn requests_match_by_method_and_exact_or_prefix_path() {
+        let put = RequestMatch::new(&[Method::PUT], "/api/v1/namespaces/a/configmaps/s");
+        assert!(put.matches(&Method::PUT, "/api/v1/namespaces/a/configmaps/s"));
+        assert!(!put.matches(&Method::GET, "/api/v1/namespaces/a/configmaps/s"));
+        assert!(!put.matches(&Method::PUT, "/api/v1/namespaces/a/configmaps/s2"));
+        let any = RequestMatch::new(&[], "/apis/coordination.k8s.io/*");
+        assert!(any.matches(&Method::DELETE, "/apis/coordination.k8s.io/v1/leases"));
+        assert!(!any.matches(&Method::GET, "/api/v1/pods"));
+    }
+
+    #[test]
+    fn a_swallowed_request_hangs_others_go_on_and_a_restart_comes_first() {
+        let now = Instant::now();
+        let lease = "/apis/coordination.k8s.io/v1/namespaces/a/leases/l";
+        let state = FaultState {
+            swallow: vec![
+                Swallow {
+                    requests: RequestMatch::new(&[Method::PUT], lease),
+                    answer_after: None,
+                },
+                Swallow {
+                    requests: RequestMatch::new(&[], "/api/*"),
+                    answer_after: Some(Duration::from_secs(30)),
+                },
+            ],
+            ..FaultState::default()
+        };
+        assert_eq!(
+            decide(&state, &Method::PUT, lease, now, 0.0),
+            Action::Hang { answer_after: None }
+        );
+        assert!(matches!(
+            decide(&state, &Method::GET, lease, now, 0.0),
+            Action::Forward { .. }
+        ));
+        assert_eq!(
+            decide(&state, &Method::POST, "/api/v1/namespaces", now, 0.0),
+            Action::Hang {
+                answer_after: Some(Duration::from_secs(30))
+            }
+        );
+        let restarting = FaultState {
+            down_until: Some(now + Duration::from_secs(1)),
+            ..state
+        };
+        assert!(matches!(
+            decide(&restarting, &Method::PUT, lease, now, 0.0),
+            Action::Unavailable { .. }
+        ));
     }
 
     #[test]

@@ -5,11 +5,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use http::StatusCode;
+use http::{Method, StatusCode};
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
-use super::decide::{FaultState, sanitize_rate};
+use super::decide::{FaultState, RequestMatch, Swallow, sanitize_rate};
 
 /// Changes a running [`super::FaultProxy`]'s faults; clones share them.
 #[derive(Debug, Clone)]
@@ -22,6 +22,18 @@ struct Shared {
     state: Mutex<FaultState>,
     connections: Mutex<Generation>,
     requests: AtomicU64,
+    tallies: Mutex<Vec<(RequestMatch, Tally)>>,
+}
+
+/// How many forwarded requests matched one [`Faults::tally`]; clones share the count.
+#[derive(Debug, Clone, Default)]
+pub struct Tally(Arc<AtomicU64>);
+
+impl Tally {
+    /// The requests counted so far.
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
 }
 
 /// The connections accepted since the last restart: each holds a clone of `alive` and
@@ -96,6 +108,35 @@ impl Faults {
         self.drop_connections().await;
     }
 
+    /// Makes every request that `requests` matches hang: never forwarded nor answered
+    /// (`answer_after` `None`) until the rule is cleared (then 504) or a restart drops its
+    /// connection, so the client's own timeout is all that ends it; or held for
+    /// `answer_after`, then forwarded. Added after the rules already in force; the first
+    /// that matches applies.
+    pub fn swallow(&self, requests: RequestMatch, answer_after: Option<Duration>) {
+        self.state().swallow.push(Swallow {
+            requests,
+            answer_after,
+        });
+    }
+
+    /// Removes every hang rule; requests held forever are answered 504 soon after.
+    pub fn stop_swallowing(&self) {
+        self.state().swallow.clear();
+    }
+
+    /// Counts, from now on, the requests forwarded upstream that `requests` matches (what
+    /// a test asserts a client did, or did not, send).
+    pub fn tally(&self, requests: RequestMatch) -> Tally {
+        let tally = Tally::default();
+        self.shared
+            .tallies
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push((requests, tally.clone()));
+        tally
+    }
+
     /// Removes every fault, ending a restart's down time early.
     pub fn clear(&self) {
         *self.state() = FaultState::default();
@@ -108,9 +149,19 @@ impl Faults {
         self.shared.requests.load(Ordering::Relaxed)
     }
 
-    /// Counts one request forwarded upstream.
-    pub(super) fn count_request(&self) {
+    /// Counts one request of `method` for `path` forwarded upstream.
+    pub(super) fn count_request(&self, method: &Method, path: &str) {
         self.shared.requests.fetch_add(1, Ordering::Relaxed);
+        let tallies = self
+            .shared
+            .tallies
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        for (requests, tally) in tallies.iter() {
+            if requests.matches(method, path) {
+                tally.0.fetch_add(1, Ordering::Relaxed);
+            }
+        }
     }
 
     /// The faults in force now.
@@ -182,10 +233,40 @@ mod tests {
         let faults = Faults::new();
         assert_eq!(faults.requests(), 0);
         let other = faults.clone();
-        other.count_request();
-        faults.count_request();
+        other.count_request(&Method::GET, "/a");
+        faults.count_request(&Method::GET, "/a");
         faults.clear();
         assert_eq!(other.requests(), 2);
+    }
+
+    #[test]
+    fn tallies_count_only_what_they_match_from_their_start() {
+        let faults = Faults::new();
+        faults.count_request(&Method::POST, "/apis/batch/v1/namespaces/a/jobs");
+        let creates = faults.tally(RequestMatch::new(
+            &[Method::POST],
+            "/apis/batch/v1/namespaces/a/jobs",
+        ));
+        faults.count_request(&Method::POST, "/apis/batch/v1/namespaces/a/jobs");
+        faults.count_request(&Method::GET, "/apis/batch/v1/namespaces/a/jobs");
+        faults
+            .clone()
+            .count_request(&Method::POST, "/apis/batch/v1/namespaces/b/jobs");
+        assert_eq!(creates.get(), 1);
+        assert_eq!(faults.requests(), 4);
+    }
+
+    #[test]
+    fn swallow_rules_add_up_and_stop_together() {
+        let faults = Faults::new();
+        let lease = RequestMatch::new(&[Method::PUT], "/l");
+        faults.swallow(lease.clone(), None);
+        faults.swallow(RequestMatch::new(&[], "/c*"), Some(Duration::from_secs(5)));
+        let rules = faults.current().swallow;
+        assert_eq!(rules.len(), 2);
+        assert_eq!(rules[0].requests, lease);
+        faults.stop_swallowing();
+        assert!(faults.current().swallow.is_empty());
     }
 
     #[tokio::test]

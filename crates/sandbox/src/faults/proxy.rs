@@ -22,7 +22,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use super::answer;
-use super::decide::{Action, decide, is_watch, watch_cut_at};
+use super::decide::{Action, FaultState, decide, is_watch, watch_cut_at};
 use super::handle::{ConnectionGuard, Faults};
 
 /// Name of the cluster, user and context in [`FaultProxy::kubeconfig`].
@@ -201,15 +201,45 @@ async fn serve_connection(stream: TcpStream, mut guard: ConnectionGuard, upstrea
 
 async fn handle(upstream: &Upstream, request: Request<Incoming>) -> Response<Body> {
     let state = upstream.faults.current();
-    match decide(&state, Instant::now(), rand::random::<f64>()) {
+    let (method, path) = (request.method().clone(), request.uri().path().to_owned());
+    match decide(
+        &state,
+        &method,
+        &path,
+        Instant::now(),
+        rand::random::<f64>(),
+    ) {
         Action::Unavailable { retry_after } => return answer::unavailable(retry_after),
         Action::Fail { delay, status } => {
             tokio::time::sleep(delay).await;
             return answer::injected_error(status);
         }
         Action::Forward { delay } => tokio::time::sleep(delay).await,
+        Action::Hang {
+            answer_after: Some(after),
+        } => tokio::time::sleep(after).await,
+        Action::Hang { answer_after: None } => {
+            held_while_swallowed(&upstream.faults, &method, &path).await;
+            return answer::injected_error(StatusCode::GATEWAY_TIMEOUT);
+        }
     }
     forward(upstream, request).await
+}
+
+/// Resolves once the rules in force no longer hold a request of `method` for `path`
+/// forever, so a held request never outlives its rule by more than the recheck (a restart
+/// or the proxy's shutdown drops it with its connection before that).
+async fn held_while_swallowed(faults: &Faults, method: &http::Method, path: &str) {
+    let held = |state: FaultState| {
+        state
+            .swallow
+            .iter()
+            .find(|rule| rule.requests.matches(method, path))
+            .is_some_and(|rule| rule.answer_after.is_none())
+    };
+    while held(faults.current()) {
+        tokio::time::sleep(RECHECK).await;
+    }
 }
 
 /// Sends a request on to the upstream and streams its answer back.
@@ -236,7 +266,9 @@ async fn forward(upstream: &Upstream, request: Request<Incoming>) -> Response<Bo
         .path_and_query()
         .cloned()
         .map_or_else(|| Uri::from_static("/"), Uri::from);
-    upstream.faults.count_request();
+    upstream
+        .faults
+        .count_request(&parts.method, parts.uri.path());
     let mut forward = Request::new(kube::client::Body::from(body));
     *forward.method_mut() = parts.method;
     *forward.headers_mut() = end_to_end(parts.headers);
