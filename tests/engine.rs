@@ -1431,11 +1431,16 @@ async fn steps_end_is_seen_through_watches_opened_once_per_run() {
     let lists = requests_with_verb(&service, "list") - lists_before;
 
     // The plan, the Jobs, the DaemonSet and its pods are listed once each when the run
-    // starts; a list (then a watch) per Job step would make it at least one per step.
+    // starts; a list (then a watch) per Job step would make it at least one per step, and
+    // a runner listing the plan the start has just validated would make it five.
     let job_steps = EIGHT.len() - 1;
     assert!(
         lists < job_steps as u64,
         "{lists} lists for {job_steps} job steps: each step re-lists what it follows"
+    );
+    assert_eq!(
+        lists, 4,
+        "the plan, the Jobs, the DaemonSet and its pods, each listed once"
     );
     let jobs = env.jobs_by_step().await;
     assert!(jobs.values().all(|j| j.len() == 1), "{jobs:?}");

@@ -80,7 +80,7 @@ pub async fn begin(
     retry: bool,
 ) -> Result<(StatusCode, Json<StartResponse>), ApiError> {
     let data = cached_data(ctx)?;
-    match Phase::of(&data) {
+    let idle = match Phase::of(&data) {
         Phase::Complete => return Ok(already_complete(ctx, &data)),
         Phase::Running => return Err(in_progress(&data)),
         Phase::RollingBack => return Err(super::rollback::in_progress(&data)),
@@ -92,11 +92,22 @@ pub async fn begin(
                     .to_owned(),
             }));
         }
-        Phase::Idle => refuse_lost_status(ctx).await?,
+        Phase::Idle => true,
         // After a rollback, a start runs the whole cutover again.
-        Phase::Failed | Phase::RolledBack | Phase::RollbackFailed => {}
-    }
-    let plan = validated_plan(ctx).await?;
+        Phase::Failed | Phase::RolledBack | Phase::RollbackFailed => false,
+    };
+    // Both are reads: made side by side, a start waits for one round trip, not two. The
+    // record's answer goes first, as when they were made one after the other.
+    let lost = async {
+        if idle {
+            refuse_lost_status(ctx).await
+        } else {
+            Ok(())
+        }
+    };
+    let (lost, plan) = tokio::join!(lost, validated_plan(ctx));
+    lost?;
+    let plan = plan?;
     let transition = Transition::Start {
         at: now_rfc3339(),
         trigger,
@@ -116,6 +127,13 @@ pub async fn begin(
     match started {
         Ok(data) => {
             tracing::info!(trigger = trigger.as_str(), by = %caller.username, retry, "cutover started");
+            ctx.handoff.offer(
+                crate::status::model::get(
+                    &data,
+                    crate::contract::key::CUTOVER_LAST_ATTEMPT_STARTED_AT,
+                ),
+                plan,
+            );
             let outcome = if retry && data_had_failure(&data) {
                 "retried"
             } else {

@@ -54,6 +54,7 @@ pub(super) fn offline_context() -> Arc<Context> {
         metrics,
         bodies: Default::default(),
         event_streams: Arc::new(tokio::sync::Semaphore::new(config.http.max_event_streams)),
+        handoff: Default::default(),
         client,
         config,
         steps,

@@ -83,13 +83,7 @@ async fn drive(ctx: &Context) -> Result<(), StoreError> {
         }
         let current = match run {
             Some(ref mut current) => current,
-            None => match crate::step::discover(
-                &ctx.client,
-                &ctx.config.namespace,
-                &ctx.config.step_policy,
-            )
-            .await
-            {
+            None => match plan_for_run(ctx, &view).await {
                 Ok(found) => run.insert(Run {
                     watches: RunWatches::open(&ctx.client, &ctx.config.namespace, &found),
                     plan: found,
@@ -219,6 +213,19 @@ async fn drive(ctx: &Context) -> Result<(), StoreError> {
 struct Run {
     plan: StepPlan,
     watches: RunWatches,
+}
+
+/// The plan of a run beginning now: the one a start on this replica has just validated
+/// for this very attempt, else the steps listed afresh.
+async fn plan_for_run(ctx: &Context, view: &StatusData) -> Result<StepPlan, DiscoverError> {
+    let attempt =
+        crate::status::model::get(view, crate::contract::key::CUTOVER_LAST_ATTEMPT_STARTED_AT);
+    match ctx.handoff.take(attempt) {
+        Some(plan) => Ok(plan),
+        None => {
+            crate::step::discover(&ctx.client, &ctx.config.namespace, &ctx.config.step_policy).await
+        }
+    }
 }
 
 /// Applies `ts` as one write; `Ok(false)` when they no longer apply (someone aborted or

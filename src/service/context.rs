@@ -36,4 +36,6 @@ pub struct Context {
     pub bodies: crate::http::cutover::BodyCache,
     /// One permit per open event stream, `max_event_streams` in all.
     pub event_streams: Arc<tokio::sync::Semaphore>,
+    /// The plan a start on this replica validated, for the runner of that attempt.
+    pub handoff: crate::step::PlanHandoff,
 }

@@ -211,6 +211,7 @@ impl Service {
             metrics,
             bodies: Default::default(),
             event_streams,
+            handoff: Default::default(),
         });
         tasks.spawn(engine::lead(ctx.clone()));
         tasks.spawn(rollback::lead(ctx.clone()));
