@@ -128,10 +128,7 @@ pub async fn begin(
         Ok(data) => {
             tracing::info!(trigger = trigger.as_str(), by = %caller.username, retry, "cutover started");
             ctx.handoff.offer(
-                crate::status::model::get(
-                    &data,
-                    crate::contract::key::CUTOVER_LAST_ATTEMPT_STARTED_AT,
-                ),
+                crate::status::model::get(&data, crate::status::model::KEY_CUTOVER_ATTEMPT),
                 plan,
             );
             let outcome = if retry && data_had_failure(&data) {

@@ -218,8 +218,7 @@ struct Run {
 /// The plan of a run beginning now: the one a start on this replica has just validated
 /// for this very attempt, else the steps listed afresh.
 async fn plan_for_run(ctx: &Context, view: &StatusData) -> Result<StepPlan, DiscoverError> {
-    let attempt =
-        crate::status::model::get(view, crate::contract::key::CUTOVER_LAST_ATTEMPT_STARTED_AT);
+    let attempt = crate::status::model::get(view, crate::status::model::KEY_CUTOVER_ATTEMPT);
     match ctx.handoff.take(attempt) {
         Some(plan) => Ok(plan),
         None => {

@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 /// lists the steps afresh, as it would without a hand-off.
 const FRESH_FOR: Duration = Duration::from_secs(5);
 
-/// One slot holding the latest start's plan, keyed by that attempt's start
-/// (`cutoverLastAttemptStartedAt`); a plan is taken at most once.
+/// One slot holding the latest start's plan, keyed by that start's attempt number
+/// (`cutoverAttempt`, which every start increments); a plan is taken at most once.
 #[derive(Default)]
 pub struct PlanHandoff {
     slot: Mutex<Option<Handed>>,
@@ -25,7 +25,7 @@ struct Handed {
 }
 
 impl PlanHandoff {
-    /// Offers `plan`, validated for the attempt started at `attempt`, replacing any earlier.
+    /// Offers `plan`, validated for attempt `attempt`, replacing any earlier.
     pub fn offer(&self, attempt: &str, plan: StepPlan) {
         *self.slot.lock() = Some(Handed {
             attempt: attempt.to_owned(),
@@ -79,9 +79,9 @@ mod tests {
     #[test]
     fn only_the_same_fresh_attempt_takes_the_plan() {
         let now = Instant::now();
-        let t = "2026-11-28T12:00:00Z";
+        let t = "3";
         assert!(take_if(handed(t, now), t, now).is_some());
-        assert!(take_if(handed(t, now), "2026-11-28T12:00:01Z", now).is_none());
+        assert!(take_if(handed(t, now), "4", now).is_none());
         assert!(take_if(handed("", now), "", now).is_none());
         assert!(
             take_if(
@@ -97,7 +97,7 @@ mod tests {
     #[test]
     fn a_plan_is_taken_once() {
         let handoff = PlanHandoff::default();
-        let t = "2026-11-28T12:00:00Z";
+        let t = "3";
         handoff.offer(t, plan());
         assert!(handoff.take(t).is_some());
         assert!(
