@@ -111,6 +111,13 @@ pub async fn begin(
         total_steps: plan.len(),
         retry,
     };
+    // Offered before the write, keyed by the attempt number the write makes: the runner may
+    // begin the moment the write lands, while this request is still noting the start in the
+    // record. A write that lands on a status moved on meanwhile makes another number, whose
+    // runner lists the steps itself; a start refused leaves a plan as fresh as any.
+    let attempt = crate::status::model::get_u32(&data, crate::status::model::KEY_CUTOVER_ATTEMPT)
+        .saturating_add(1);
+    ctx.handoff.offer(&attempt.to_string(), plan);
     // A start makes a held auto-fire moot: its keys go in the same write.
     let started = ctx
         .store
@@ -123,10 +130,6 @@ pub async fn begin(
     match started {
         Ok(data) => {
             tracing::info!(trigger = trigger.as_str(), by = %caller.username, retry, "cutover started");
-            ctx.handoff.offer(
-                crate::status::model::get(&data, crate::status::model::KEY_CUTOVER_ATTEMPT),
-                plan,
-            );
             let outcome = if retry && data_had_failure(&data) {
                 "retried"
             } else {
