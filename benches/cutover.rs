@@ -74,6 +74,8 @@ struct Mark {
     step: String,
     /// The service's Kubernetes API requests so far.
     requests: u64,
+    /// For [`What::Request`]: the verb and the path, shortened.
+    request: Option<String>,
 }
 
 /// When the instant stand-in's write finishing each step's Job returned.
@@ -140,6 +142,8 @@ enum What {
     Created,
     /// The runner saw the step end successfully.
     Succeeded,
+    /// The service sent a Kubernetes API request.
+    Request,
 }
 
 /// Collects the runner's [`Mark`]s; the metrics slot names the service of the current run.
@@ -157,6 +161,8 @@ struct StepField(Option<String>);
 struct Fields {
     message: String,
     step: Option<String>,
+    verb: Option<String>,
+    path: Option<String>,
 }
 
 impl Visit for Fields {
@@ -168,6 +174,8 @@ impl Visit for Fields {
         match field.name() {
             "message" => self.message = format!("{value:?}"),
             "step" => self.step = Some(format!("{value:?}").trim_matches('"').to_owned()),
+            "verb" => self.verb = Some(format!("{value:?}").trim_matches('"').to_owned()),
+            "path" => self.path = Some(format!("{value:?}").trim_matches('"').to_owned()),
             _ => {}
         }
     }
@@ -198,8 +206,16 @@ where
             "step recorded as running" => What::Recorded,
             "created the Job" => What::Created,
             "step succeeded" => What::Succeeded,
+            "kube request sent" => What::Request,
             _ => return,
         };
+        let request = (what == What::Request).then(|| {
+            format!(
+                "{} {}",
+                fields.verb.as_deref().unwrap_or("?"),
+                short_path(fields.path.as_deref().unwrap_or("?"))
+            )
+        });
         let step = fields.step.or_else(|| {
             ctx.event_scope(event)?
                 .find_map(|span| span.extensions().get::<StepField>()?.0.clone())
@@ -210,12 +226,20 @@ where
             .ok()
             .and_then(|m| m.as_ref().map(|m| m.kube_requests_total()))
             .unwrap_or(0);
+        // A request belongs to the step whose span it falls in by time, not by trace scope:
+        // the status writes run in tasks of their own.
+        let step = if what == What::Request {
+            Some(step.unwrap_or_default())
+        } else {
+            step
+        };
         if let (Some(step), Ok(mut marks)) = (step, self.marks.lock()) {
             marks.push(Mark {
                 at,
                 what,
                 step,
                 requests,
+                request,
             });
         }
     }
@@ -273,6 +297,8 @@ struct StepFigures {
     /// cache holding the last acknowledgement.
     delivery: Option<Duration>,
     requests: u64,
+    /// The requests the service sent in that span, in order (shortened).
+    sent: Vec<String>,
 }
 
 fn main() -> ExitCode {
@@ -287,7 +313,8 @@ fn main() -> ExitCode {
     let sim_jobs = args.iter().any(|a| a == "--sim-jobs");
     let recorder = Recorder::default();
     let filter = tracing_subscriber::filter::Targets::new()
-        .with_target("catalyst_cutover::runner", tracing::Level::DEBUG);
+        .with_target("catalyst_cutover::runner", tracing::Level::DEBUG)
+        .with_target("catalyst_cutover::metrics", tracing::Level::TRACE);
     let subscriber = tracing_subscriber::registry().with(tracing_subscriber::Layer::with_filter(
         recorder.clone(),
         filter,
@@ -333,18 +360,20 @@ async fn run(runs: usize, sim_jobs: bool, recorder: &Recorder) -> BenchResult<()
     );
     let mut totals = Vec::with_capacity(runs);
     let mut per_step: Vec<Vec<StepFigures>> = vec![Vec::new(); STEPS.len()];
+    let mut all_runs = Vec::with_capacity(runs);
     for round in 0..runs {
-        let (total, steps, tail) = one_run(&cluster, sim_jobs, recorder).await?;
+        let run = one_run(&cluster, sim_jobs, recorder).await?;
         println!(
             "   run {}: {} (of which the completion write after the last step: {})",
             round + 1,
-            ms(total),
-            ms(tail)
+            ms(run.total),
+            ms(run.tail)
         );
-        totals.push(total);
-        for (i, figures) in steps.into_iter().enumerate() {
-            per_step[i].push(figures);
+        totals.push(run.total);
+        for (i, figures) in run.steps.iter().enumerate() {
+            per_step[i].push(figures.clone());
         }
+        all_runs.push(run);
     }
     totals.sort();
     println!(
@@ -399,18 +428,37 @@ async fn run(runs: usize, sim_jobs: bool, recorder: &Recorder) -> BenchResult<()
             requests.get(requests.len() / 2).copied().unwrap_or(0)
         );
     }
+    all_runs.sort_by_key(|r| r.total);
+    if let Some(run) = all_runs.get(all_runs.len() / 2) {
+        println!(
+            "\nthe median run's requests, per step in the order sent (the critical path is the status \
+             write (update configmaps) and the Job create (create jobs); the rest run beside it)"
+        );
+        for ((name, _), figures) in STEPS.iter().zip(&run.steps) {
+            println!("   {:<26} {}", name, figures.sent.join(", "));
+        }
+        println!("   {:<26} {}", "(completion)", run.tail_sent.join(", "));
+    }
     if let Some(server) = cluster.sandbox {
         server.shutdown().await;
     }
     Ok(())
 }
 
+/// What one run measured.
+struct Run {
+    /// POST sent -> the status cache shows the cutover complete.
+    total: Duration,
+    /// Per step.
+    steps: Vec<StepFigures>,
+    /// From the last step's success seen to the status cache showing the cutover complete.
+    tail: Duration,
+    /// The requests the service sent in `tail`.
+    tail_sent: Vec<String>,
+}
+
 /// One cutover in a namespace of its own; returns the whole run and the per-step figures.
-async fn one_run(
-    cluster: &Cluster,
-    sim_jobs: bool,
-    recorder: &Recorder,
-) -> BenchResult<(Duration, Vec<StepFigures>, Duration)> {
+async fn one_run(cluster: &Cluster, sim_jobs: bool, recorder: &Recorder) -> BenchResult<Run> {
     let ns = format!("cb-{}", &uuid::Uuid::new_v4().simple().to_string()[..10]);
     let namespace: Namespace = serde_json::from_value(json!({"metadata": {"name": ns}}))?;
     let namespaces: Api<Namespace> = Api::all(cluster.client.clone());
@@ -427,7 +475,7 @@ async fn run_in(
     sim_jobs: bool,
     recorder: &Recorder,
     ns: &str,
-) -> BenchResult<(Duration, Vec<StepFigures>, Duration)> {
+) -> BenchResult<Run> {
     let client = cluster.client.clone();
     let daemonsets: Api<DaemonSet> = Api::namespaced(client.clone(), ns);
     daemonsets
@@ -535,11 +583,12 @@ async fn run_in(
         .map(|m| m.at)
         .max()
         .unwrap_or(started);
-    Ok((
+    Ok(Run {
         total,
-        figures(&marks, &finished, started, requests_before)?,
-        ended_at.saturating_duration_since(last),
-    ))
+        steps: figures(&marks, &finished, started, requests_before)?,
+        tail: ended_at.saturating_duration_since(last),
+        tail_sent: sent_between(&marks, last, ended_at),
+    })
 }
 
 /// Stamps in `finished`, under the `daemonset-wait` step's name, when the service's status
@@ -602,11 +651,35 @@ fn figures(
                 .get(name)
                 .map(|f| succeeded.at.saturating_duration_since(*f)),
             requests: succeeded.requests.saturating_sub(previous_requests),
+            sent: sent_between(marks, previous_end, succeeded.at),
         });
         previous_end = succeeded.at;
         previous_requests = succeeded.requests;
     }
     Ok(out)
+}
+
+/// The requests the service sent in `[from, to)`, in order.
+fn sent_between(marks: &[Mark], from: Instant, to: Instant) -> Vec<String> {
+    marks
+        .iter()
+        .filter(|m| m.what == What::Request && m.at >= from && m.at < to)
+        .filter_map(|m| m.request.clone())
+        .collect()
+}
+
+/// `verb path` without the API prefix and namespace: `update configmaps/<name>`.
+fn short_path(path: &str) -> String {
+    let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    let rest = match segments.as_slice() {
+        ["api", _, rest @ ..] | ["apis", _, _, rest @ ..] => rest,
+        other => other,
+    };
+    let rest = match rest {
+        ["namespaces", _ns, tail @ ..] if !tail.is_empty() => tail,
+        other => other,
+    };
+    rest.join("/")
 }
 
 /// The registry-pivot DaemonSet the `daemonset-wait` step follows.

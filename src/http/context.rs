@@ -53,6 +53,8 @@ pub struct HttpContext {
     pub bodies: BodyCache,
     /// One permit per open event stream, `http.max_event_streams` in all.
     pub event_streams: Arc<tokio::sync::Semaphore>,
+    /// The plan a start on this replica validated, for the runner of that attempt.
+    pub handoff: Arc<crate::step::PlanHandoff>,
     /// The preflight runs (`GET /cutover/preflight`, the auto-fire's gate).
     pub preflights: Preflights,
 }

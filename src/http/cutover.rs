@@ -90,11 +90,26 @@ pub async fn begin(
         Err(Rejected::AlreadyComplete) => return Ok(already_complete(ctx, &data)),
         Err(r) => return Err(rejected(r)),
     }
-    if Phase::of(&data) == Phase::Idle {
-        refuse_lost_status(ctx).await?;
-    }
-    let plan = validated_plan(ctx).await?;
+    // Both are reads: made side by side, a start waits for one round trip, not two. The
+    // record's answer goes first, as when they were made one after the other.
+    let lost = async {
+        if Phase::of(&data) == Phase::Idle {
+            refuse_lost_status(ctx).await
+        } else {
+            Ok(())
+        }
+    };
+    let (lost, plan) = tokio::join!(lost, validated_plan(ctx));
+    lost?;
+    let plan = plan?;
     let transition = start(plan.len());
+    // Offered before the write, keyed by the attempt number the write makes: the runner may
+    // begin the moment the write lands, while this request is still noting the start in the
+    // record. A write that lands on a status moved on meanwhile makes another number, whose
+    // runner lists the steps itself; a start refused leaves a plan as fresh as any.
+    let attempt = crate::status::model::get_u32(&data, crate::status::model::KEY_CUTOVER_ATTEMPT)
+        .saturating_add(1);
+    ctx.handoff.offer(&attempt.to_string(), plan);
     // A start makes a held auto-fire moot: its keys go in the same write.
     let started = ctx
         .store

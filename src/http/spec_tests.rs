@@ -46,6 +46,7 @@ pub(super) fn offline_context() -> Arc<HttpContext> {
     let (_tx, leading) = tokio::sync::watch::channel(false);
     let store = StatusStore::new(client.clone(), "ns", "status", StatusCache::new());
     let metrics = Arc::new(crate::metrics::Metrics::new());
+    let handoff = Arc::new(crate::step::PlanHandoff::default());
     let runner = Arc::new(RunnerContext {
         client: client.clone(),
         config: RunnerConfig {
@@ -56,6 +57,7 @@ pub(super) fn offline_context() -> Arc<HttpContext> {
         renderer: JobRenderer::new(RenderConfig::default()).unwrap(),
         leading,
         metrics: metrics.clone(),
+        handoff: handoff.clone(),
     });
     Arc::new(HttpContext {
         auth: crate::auth::Authenticator::new(
@@ -70,6 +72,7 @@ pub(super) fn offline_context() -> Arc<HttpContext> {
         event_streams: Arc::new(tokio::sync::Semaphore::new(
             ServerConfig::default().max_event_streams,
         )),
+        handoff,
         preflights: Preflights::new(runner),
         client,
         config: HttpConfig {

@@ -54,6 +54,9 @@ where
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
         let verb = verb(req.method(), req.uri());
+        // For whoever wants the sequence of requests (the cutover bench counts them per
+        // step); costs nothing unless a subscriber enables this target at trace level.
+        tracing::trace!(verb, path = req.uri().path(), "kube request sent");
         let metrics = self.metrics.clone();
         let response = self.inner.call(req);
         Box::pin(async move {

@@ -32,4 +32,6 @@ pub struct RunnerContext {
     pub leading: watch::Receiver<bool>,
     /// The Prometheus metrics the runner counts into.
     pub metrics: Arc<Metrics>,
+    /// The plan a start on this replica validated, taken by the run of that attempt.
+    pub handoff: Arc<crate::step::PlanHandoff>,
 }

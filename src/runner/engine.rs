@@ -79,13 +79,7 @@ async fn drive(ctx: &RunnerContext) -> Result<(), StoreError> {
         }
         let current = match run {
             Some(ref mut current) => current,
-            None => match crate::step::discover(
-                &ctx.client,
-                &ctx.config.namespace,
-                &ctx.config.step_policy,
-            )
-            .await
-            {
+            None => match plan_for_run(ctx, &view).await {
                 Ok(found) => {
                     // A new run keeps only its own step logs; resuming one deletes nothing
                     // of its own.
@@ -189,6 +183,18 @@ fn tail_keeper(ctx: &RunnerContext) -> TailKeeper {
 struct Run {
     plan: StepPlan,
     watches: RunWatches,
+}
+
+/// The plan of a run beginning now: the one a start on this replica has just validated
+/// for this very attempt, else the steps listed afresh.
+async fn plan_for_run(ctx: &RunnerContext, view: &StatusData) -> Result<StepPlan, DiscoverError> {
+    let attempt = crate::status::model::get(view, crate::status::model::KEY_CUTOVER_ATTEMPT);
+    match ctx.handoff.take(attempt) {
+        Some(plan) => Ok(plan),
+        None => {
+            crate::step::discover(&ctx.client, &ctx.config.namespace, &ctx.config.step_policy).await
+        }
+    }
 }
 
 /// Applies `ts` as one write; `Ok(false)` when they no longer apply (someone aborted or

@@ -196,6 +196,7 @@ impl Service {
         let event_streams = Arc::new(tokio::sync::Semaphore::new(
             config.http.max_event_streams.max(1),
         ));
+        let handoff = Arc::new(crate::step::PlanHandoff::default());
         let runner = Arc::new(RunnerContext {
             client: client.clone(),
             config: config.runner_config(),
@@ -203,6 +204,7 @@ impl Service {
             renderer,
             leading: leading.clone(),
             metrics: metrics.clone(),
+            handoff: handoff.clone(),
         });
         tasks.spawn(engine::lead(runner.clone()));
         tasks.spawn(rollback::lead(runner.clone()));
@@ -216,6 +218,7 @@ impl Service {
             metrics,
             bodies: Default::default(),
             event_streams,
+            handoff,
             preflights: Preflights::new(runner),
         });
 

@@ -5,6 +5,7 @@
 //! field, and nothing is half-parsed: a [`StepPlan`] only exists when every step is valid.
 
 mod discover;
+mod handoff;
 mod load;
 mod model;
 mod name;
@@ -15,6 +16,7 @@ mod unknown;
 mod yaml_limits;
 
 pub use discover::{DiscoverError, discover};
+pub use handoff::PlanHandoff;
 pub use load::{LoadError, load_dir};
 pub use model::{Step, StepKind, StepMode, StepPlan, UnknownStepMode};
 pub use name::{InvalidStepName, StepName};
