@@ -222,7 +222,7 @@ mod tests {
         let last = first
             .lines()
             .filter_map(|l| l.strip_prefix("id: "))
-            .last()
+            .next_back()
             .expect("the snapshot carries the last id")
             .to_owned();
         // A transition while the client is away is replayed on its return.
