@@ -214,9 +214,15 @@ impl Env {
 
     /// Replaces step `name` by one that succeeds, as an operator fixing the cause would.
     async fn fix_step(&self, name: &str) {
+        self.replace_step(name, &[("CUTOVER_SIM_RUN_MS", "2000")])
+            .await;
+    }
+
+    /// Replaces step `name` by one whose simulated pod has `env`.
+    async fn replace_step(&self, name: &str, env: &[(&str, &str)]) {
         let api: Api<ConfigMap> = Api::namespaced(self.cluster.client(), self.ns());
         let order = CHART_STEPS.iter().position(|s| *s == name).expect("a step") + 1;
-        let mut cm = job_step(order, name, &[("CUTOVER_SIM_RUN_MS", "2000")]);
+        let mut cm = job_step(order, name, env);
         let current = api
             .get(cm.metadata.name.as_deref().unwrap_or_default())
             .await
@@ -694,6 +700,109 @@ async fn buttons_follow_what_the_caller_may_do() {
     for button in ["start", "retry", "abort"] {
         assert!(!shown(b, button).await, "{button} shown to a reader");
     }
+
+    env.stop(service).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn abort_is_confirmed_and_stops_the_running_step() {
+    let env = Env::start().await;
+    env.replace_step(CHART_STEPS[0], &[("CUTOVER_SIM_OUTCOME", "hang")])
+        .await;
+    let alice = env.user("alice", Some(chart_operator_role())).await;
+    let mut config = ServiceConfig::new(env.ns());
+    config.auth = AuthConfig::enabled();
+    let service = env.service(config).await;
+    let base = service.url();
+    let b = &env.browser;
+    b.goto(&format!("{base}/")).await.expect("open the page");
+    sign_in(b, &alice).await;
+    until(b, "the eight steps", &all_rows("pending")).await;
+    let started = reqwest::Client::new()
+        .post(format!("{base}/cutover"))
+        .bearer_auth(&alice)
+        .send()
+        .await
+        .expect("start");
+    assert_eq!(started.status(), 202);
+    until(
+        b,
+        "the first step running",
+        &row_is(CHART_STEPS[0], "running"),
+    )
+    .await;
+    until(
+        b,
+        "the Abort button",
+        "return !document.getElementById('abort').hidden",
+    )
+    .await;
+    assert!(!shown(b, "start").await && !shown(b, "retry").await);
+
+    // Cancelled, nothing happens; Escape cancels as well.
+    let abort = || async {
+        b.find(Locator::Id("abort"))
+            .await
+            .expect("abort")
+            .click()
+            .await
+            .expect("click abort");
+        until(
+            b,
+            "the confirmation",
+            "return document.getElementById('confirm').open",
+        )
+        .await;
+    };
+    abort().await;
+    b.find(Locator::Id("confirm-cancel"))
+        .await
+        .expect("cancel")
+        .click()
+        .await
+        .expect("cancel");
+    abort().await;
+    press(b, Key::Escape).await;
+    until(
+        b,
+        "the confirmation closed",
+        "return !document.getElementById('confirm').open",
+    )
+    .await;
+    let answer = reqwest::Client::new()
+        .get(format!("{base}/cutover"))
+        .bearer_auth(&alice)
+        .send()
+        .await
+        .expect("status")
+        .json::<Value>()
+        .await
+        .expect("json");
+    assert_eq!(
+        answer["phase"], "running",
+        "a cancelled abort aborts nothing"
+    );
+
+    abort().await;
+    b.find(Locator::Id("confirm-ok"))
+        .await
+        .expect("confirm")
+        .click()
+        .await
+        .expect("confirm abort");
+    until(b, "the aborted cutover", &phase_is("failed")).await;
+    until(b, "the aborted step", &row_is(CHART_STEPS[0], "failed")).await;
+    let error = eval(
+        b,
+        "return document.getElementById('last-error').textContent",
+    )
+    .await;
+    assert!(
+        error.as_str().unwrap_or_default().contains(":alice"),
+        "the reason names who aborted: {error}"
+    );
+    assert!(!shown(b, "abort").await);
+    assert!(shown(b, "retry").await);
 
     env.stop(service).await;
 }
