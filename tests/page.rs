@@ -437,6 +437,14 @@ async fn the_page_follows_a_run_shows_the_failure_and_retry_resumes_it() {
         press(b, Key::Tab).await;
     }
     assert_eq!(focused(b).await, "start", "Start is reachable by Tab");
+    let ring = eval(
+        b,
+        "const s = getComputedStyle(document.activeElement); \
+         return [s.outlineStyle, s.outlineWidth]",
+    )
+    .await;
+    assert_ne!(ring[0], "none", "the focus is visible: {ring}");
+    assert_ne!(ring[1], "0px", "the focus is visible: {ring}");
     press(b, Key::Enter).await;
     until(
         b,
@@ -476,6 +484,33 @@ async fn the_page_follows_a_run_shows_the_failure_and_retry_resumes_it() {
     let error = error.as_str().unwrap_or_default();
     assert!(error.contains(FAILURE), "{error}");
     assert!(error.contains("cutover-harbor-prewarm-a1"), "{error}");
+    // Readable without colour: each state is a word and a symbol; updates are announced.
+    let states = eval(
+        b,
+        "return [...document.querySelectorAll('#step-rows td.state')].map(td => \
+         td.firstChild.textContent + td.childNodes[1].textContent)",
+    )
+    .await;
+    assert_eq!(
+        states,
+        json!([
+            "✔ succeeded",
+            "✔ succeeded",
+            "✘ failed",
+            "○ pending",
+            "○ pending",
+            "○ pending",
+            "○ pending",
+            "○ pending"
+        ])
+    );
+    let live = eval(
+        b,
+        "return ['summary', 'events', 'action-result'] \
+         .map(id => document.getElementById(id).getAttribute('aria-live'))",
+    )
+    .await;
+    assert_eq!(live, json!(["polite", "polite", "polite"]));
     let navigations = eval(
         b,
         "return performance.getEntriesByType('navigation').length",
