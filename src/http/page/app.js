@@ -333,6 +333,7 @@ async function follow() {
     setConnection("Not live: HTTP " + response.status + " " + refusal(answer, ""), "down");
     return false;
   }
+  if (!page.permissions) loadPermissions().catch(() => {});
   setConnection(page.reconnects && page.lastEventId
     ? "● Live (resumed after event " + page.lastEventId + ")"
     : "● Live", "live");
@@ -469,10 +470,16 @@ function wire() {
 
 async function main() {
   wire();
-  await loadPermissions();
-  const { status, body } = await call("GET", "/cutover");
-  if (status === 200) render(body);
-  else $("summary").textContent = "Cannot read the status (HTTP " + status + "): " + refusal(body, "");
+  // A service unreachable for a moment must not leave the page dead: the stream below
+  // keeps trying, and its first frame brings the status.
+  try {
+    await loadPermissions();
+    const { status, body } = await call("GET", "/cutover");
+    if (status === 200) render(body);
+    else $("summary").textContent = "Cannot read the status (HTTP " + status + "): " + refusal(body, "");
+  } catch (error) {
+    $("summary").textContent = "Cannot reach the service: " + error.message;
+  }
   setInterval(tick, 1000);
   stream();
 }
