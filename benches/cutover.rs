@@ -17,10 +17,9 @@
 //! `cargo bench --bench cutover` (`-- --runs N`, default 7; `-- --sim-jobs`).
 
 use catalyst_cutover::contract::{self, DEFAULT_STATUS_CONFIGMAP};
+use catalyst_cutover::demo::{AgentConfig, Agents};
 use catalyst_cutover::metrics::Metrics;
 use catalyst_cutover::runner::job::{JobState, job_state};
-use catalyst_cutover::sandbox::api::{ApiServer, ApiServerConfig};
-use catalyst_cutover::sandbox::sim::{AgentConfig, SimConfig, Simulator};
 use catalyst_cutover::service::{Service, ServiceConfig};
 use catalyst_cutover::status::Phase;
 use futures::StreamExt;
@@ -32,6 +31,8 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::runtime::WatchStreamExt;
 use kube::runtime::wait::await_condition;
 use kube::runtime::watcher;
+use kube_sandbox::api::{ApiServer, ApiServerConfig};
+use kube_sandbox::sim::{SimConfig, Simulator};
 use serde_json::json;
 use std::collections::BTreeMap;
 use std::process::ExitCode;
@@ -444,16 +445,20 @@ async fn run_in(
             namespace: Some(ns.to_owned()),
             nodes: NODES,
             pool: ns.to_owned(),
-            status_configmap: Some((ns.to_owned(), DEFAULT_STATUS_CONFIGMAP.to_owned())),
-            agent: AgentConfig {
-                daemonset: Some(DAEMONSET.to_owned()),
-                ack_delay: Duration::ZERO,
-                never_ack: Default::default(),
-            },
             default_run: Duration::ZERO,
         },
     )
     .await?;
+    let agents = Agents::start(
+        client.clone(),
+        AgentConfig {
+            namespace: Some(ns.to_owned()),
+            daemonset: DAEMONSET.to_owned(),
+            status_configmap: (ns.to_owned(), DEFAULT_STATUS_CONFIGMAP.to_owned()),
+            ack_delay: Duration::ZERO,
+            never_ack: Default::default(),
+        },
+    );
     let finished: Finished = Finished::default();
     let stand_in = if sim_jobs {
         None
@@ -518,6 +523,7 @@ async fn run_in(
         .map(|m| m.clone())
         .map_err(|_| "the trace recorder panicked")?;
     service.shutdown().await;
+    agents.shutdown().await;
     sim.shutdown().await;
     if let Some(task) = stand_in {
         task.abort();

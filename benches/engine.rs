@@ -13,9 +13,8 @@
 //! `cargo bench --bench engine` (add `-- --quick` for a shorter, rougher run).
 
 use catalyst_cutover::contract::{self, DEFAULT_STATUS_CONFIGMAP, key};
+use catalyst_cutover::demo::{Sandbox, SandboxOptions};
 use catalyst_cutover::runner::job::{JobState, job_state};
-use catalyst_cutover::sandbox::faults::FaultProxy;
-use catalyst_cutover::sandbox::{Sandbox, SandboxOptions};
 use catalyst_cutover::service::{Service, ServiceConfig};
 use catalyst_cutover::status::Phase;
 use futures::StreamExt;
@@ -24,6 +23,7 @@ use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
 use kube::api::{Api, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::runtime::watcher;
+use kube_sandbox::faults::FaultProxy;
 use serde_json::json;
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;

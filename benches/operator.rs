@@ -9,15 +9,15 @@
 use catalyst_cutover::auth::AuthConfig;
 use catalyst_cutover::contract;
 use catalyst_cutover::events::{FramePhase, derive};
-use catalyst_cutover::sandbox::api::{ApiServer, ApiServerConfig};
-use catalyst_cutover::sandbox::auth::{TokenTable, UserInfo};
-use catalyst_cutover::sandbox::sim::{SimConfig, Simulator};
 use catalyst_cutover::service::{Service, ServiceConfig};
 use futures::future::join_all;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
 use k8s_openapi::api::rbac::v1::{ClusterRole, RoleBinding};
 use kube::api::{Api, PostParams};
 use kube::config::KubeConfigOptions;
+use kube_sandbox::api::{ApiServer, ApiServerConfig};
+use kube_sandbox::auth::{TokenTable, UserInfo};
+use kube_sandbox::sim::{SimConfig, Simulator};
 use serde_json::json;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -103,7 +103,6 @@ async fn setup() -> (ApiServer, Simulator, Service) {
             nodes: 1,
             pool: NS.to_owned(),
             default_run: Duration::from_millis(50),
-            ..SimConfig::default()
         },
     )
     .await

@@ -4,8 +4,8 @@
 //!
 //! `cargo bench --bench sandbox` (add `-- --quick` for a shorter run with 500 nodes).
 
-use catalyst_cutover::sandbox::api::{ApiServer, ApiServerConfig};
 use futures::StreamExt;
+use kube_sandbox::api::{ApiServer, ApiServerConfig};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -165,8 +165,7 @@ fn main() {
         println!("sandbox watches: {opened} open; one change reached all of them in {took:?}");
         let nodes = if quick { QUICK_NODES } else { NODES };
         let client = server.admin_client().await.expect("client");
-        match catalyst_cutover::sandbox::sim::bench::daemonset_settle(client, "bench", nodes).await
-        {
+        match kube_sandbox::sim::bench::daemonset_settle(client, "bench", nodes).await {
             Ok(f) => println!(
                 "sandbox DaemonSet over {} nodes: nodes up in {:?}, settled in {:?}",
                 f.nodes, f.start, f.settle

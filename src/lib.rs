@@ -14,8 +14,10 @@
 //! - [`events`]: live event frames, their broadcaster and the Kubernetes Events.
 //! - [`metrics`]: the Prometheus metrics.
 //! - [`service`]: one replica: configuration, shared context, start-up and shutdown.
-//! - `sandbox`: the embedded Kubernetes API server and cluster simulator (cargo feature
-//!   `sandbox`, on by default; the container image leaves it out).
+//! - `demo`: the registry-pivot agent simulation and the embedded cluster of the `demo` and
+//!   `sandbox` subcommands, over the `kube-sandbox` crate (`crates/sandbox`: the Kubernetes
+//!   API server and cluster simulator); cargo feature `sandbox`, on by default; the container
+//!   image leaves it out.
 //! - [`retry`]: which API errors are retried, and how.
 //! - [`cli`]: the `catalyst-cutover` subcommands.
 //! - [`telemetry`]: logs (JSON in a cluster, human on a terminal).
@@ -23,6 +25,8 @@
 pub mod auth;
 pub mod cli;
 pub mod contract;
+#[cfg(feature = "sandbox")]
+pub mod demo;
 pub mod events;
 pub mod http;
 pub mod metrics;
@@ -32,8 +36,6 @@ pub mod render;
 pub mod request_timeout;
 pub mod retry;
 pub mod runner;
-#[cfg(feature = "sandbox")]
-pub mod sandbox;
 pub mod service;
 pub mod status;
 pub mod step;

@@ -11,9 +11,6 @@ mod common;
 use std::future::Future;
 use std::time::Duration;
 
-use catalyst_cutover::sandbox::api::ApiServerConfig;
-use catalyst_cutover::sandbox::auth::TokenTable;
-use catalyst_cutover::sandbox::faults::FaultProxy;
 use common::{
     TestCluster, api_status, create_service_account, request_token, sleep_until, token_of,
 };
@@ -26,6 +23,9 @@ use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject
 use kube::api::{ListParams, LogParams, PostParams};
 use kube::config::{AuthInfo, KubeConfigOptions};
 use kube::{Api, Client, Config};
+use kube_sandbox::api::ApiServerConfig;
+use kube_sandbox::auth::TokenTable;
+use kube_sandbox::faults::FaultProxy;
 
 /// The users of the token table the sandbox starts with.
 const TOKENS: &str = "alice-token=alice:team-a,runner-token=system:serviceaccount:auth-ns:runner";

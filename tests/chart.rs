@@ -21,7 +21,6 @@ use std::process::Command;
 use std::sync::OnceLock;
 
 use catalyst_cutover::contract::{self, key};
-use catalyst_cutover::sandbox::auth::{Attributes, RbacRules, UserInfo, authorize};
 use catalyst_cutover::status::model::KEY_SCHEMA_VERSION;
 use catalyst_cutover::status::store::initial_data;
 use catalyst_cutover::step::{StepKind, load_dir, parse_plan};
@@ -30,6 +29,7 @@ use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ConfigMap, PodSpec, Secret, Service, ServiceAccount};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding};
+use kube_sandbox::auth::{Attributes, RbacRules, UserInfo, authorize};
 use serde_json::Value as Json;
 use serde_yaml::Value as Yaml;
 

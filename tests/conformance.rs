@@ -851,7 +851,7 @@ async fn sandbox_logs_and_refused_patch_types() {
     }
     let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(tc.client(), tc.namespace());
     let pod = serde_json::from_value(json!({
-        "metadata": {"name": "logger", "annotations": {catalyst_cutover::sandbox::api::LOG_ANNOTATION: "line 1\nline 2\n"}},
+        "metadata": {"name": "logger", "annotations": {kube_sandbox::api::LOG_ANNOTATION: "line 1\nline 2\n"}},
         "spec": {"containers": [{"name": "a", "image": "busybox:1.36"}]}
     }))
     .unwrap();
@@ -1062,11 +1062,11 @@ async fn client_for(kc: kube::config::Kubeconfig) -> kube::Client {
 /// responsewriters/errors.go (forbidden) and filters/authentication.go (Unauthorized).
 #[tokio::test]
 async fn tokens_and_rbac_decide_access() {
-    use catalyst_cutover::sandbox::api::{ApiServer, ApiServerConfig};
-    use catalyst_cutover::sandbox::auth::TokenTable;
     use k8s_openapi::api::authentication::v1::TokenReview;
     use k8s_openapi::api::authorization::v1::SubjectAccessReview;
     use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
+    use kube_sandbox::api::{ApiServer, ApiServerConfig};
+    use kube_sandbox::auth::TokenTable;
 
     let server = ApiServer::start(ApiServerConfig {
         tokens: Some(TokenTable::parse("t-alice=alice:dev").unwrap()),
@@ -1467,7 +1467,7 @@ async fn kubectl_waits_for_job_condition() {
 /// Optional TLS: clients verify the server against the CA in the kubeconfig (sandbox-only).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_serving_is_verified_through_the_kubeconfig() {
-    use catalyst_cutover::sandbox::api::{ApiServer, ApiServerConfig};
+    use kube_sandbox::api::{ApiServer, ApiServerConfig};
     let server = ApiServer::start(ApiServerConfig {
         tls: true,
         ..Default::default()

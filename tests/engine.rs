@@ -5,7 +5,7 @@
 mod common;
 
 use catalyst_cutover::contract::{self, DEFAULT_STATUS_CONFIGMAP};
-use catalyst_cutover::sandbox::sim::{AgentConfig, SimConfig, Simulator};
+use catalyst_cutover::demo::{AgentConfig, Agents};
 use catalyst_cutover::service::{Service, ServiceConfig};
 use common::TestCluster;
 use futures::future::join_all;
@@ -15,6 +15,7 @@ use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use kube::config::KubeConfigOptions;
 use kube::runtime::wait::await_condition;
+use kube_sandbox::sim::{SimConfig, Simulator};
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -23,10 +24,12 @@ use std::time::Duration;
 const GUARD: Duration = Duration::from_secs(60);
 const DAEMONSET: &str = "registry-pivot";
 
-/// A cluster, its simulator and helpers to run the service against it.
+/// A cluster, its simulator, the registry-pivot agents and helpers to run the service
+/// against it.
 struct Env {
     cluster: TestCluster,
     sim: Simulator,
+    agents: Agents,
 }
 
 impl Env {
@@ -43,18 +46,26 @@ impl Env {
                 namespace: Some(ns.clone()),
                 nodes,
                 pool: ns.clone(),
-                status_configmap: Some((ns.clone(), DEFAULT_STATUS_CONFIGMAP.to_owned())),
-                agent: AgentConfig {
-                    daemonset: Some(DAEMONSET.to_owned()),
-                    ack_delay: Duration::from_millis(20),
-                    never_ack: BTreeSet::new(),
-                },
                 default_run: Duration::from_millis(20),
             },
         )
         .await
         .expect("start simulator");
-        Env { cluster, sim }
+        let agents = Agents::start(
+            cluster.client(),
+            AgentConfig {
+                namespace: Some(ns.clone()),
+                daemonset: DAEMONSET.to_owned(),
+                status_configmap: (ns.clone(), DEFAULT_STATUS_CONFIGMAP.to_owned()),
+                ack_delay: Duration::from_millis(20),
+                never_ack: BTreeSet::new(),
+            },
+        );
+        Env {
+            cluster,
+            sim,
+            agents,
+        }
     }
 
     /// The simulated nodes of this test, as the API lists them.
@@ -194,6 +205,7 @@ impl Env {
     }
 
     async fn cleanup(self) {
+        self.agents.shutdown().await;
         self.sim.shutdown().await;
         self.cluster.cleanup().await;
     }
@@ -736,7 +748,7 @@ async fn daemonset_wait_ignores_stale_acks_and_follows_a_replaced_node() {
     .await;
     let nodes = env.nodes().await;
     let stuck = nodes[0].clone();
-    env.sim.set_never_ack(&stuck, true);
+    env.agents.set_never_ack(&stuck, true);
     // A stale acknowledgement of a node that no longer exists must not count.
     let api: Api<ConfigMap> = Api::namespaced(env.client(), env.ns());
     let service = env.service("a").await;
@@ -913,7 +925,7 @@ async fn invalid_steps_start_nothing_and_every_problem_is_reported() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cut_watches_and_an_api_server_restart_mid_step_do_not_derail_the_run() {
-    use catalyst_cutover::sandbox::faults::FaultProxy;
+    use kube_sandbox::faults::FaultProxy;
     let env = Env::start(2).await;
     let mut steps = vec![
         job_step(1, "before", &[("CUTOVER_SIM_RUN_MS", "300")]),
@@ -1087,7 +1099,7 @@ async fn every_step_has_a_deadline() {
     env.add_steps(vec![daemonset_step(1, "registry-pivot")])
         .await;
     let silent = env.nodes().await[0].clone();
-    env.sim.set_never_ack(&silent, true);
+    env.agents.set_never_ack(&silent, true);
     let service = Service::start(env.kube_config().await, config)
         .await
         .unwrap();
@@ -2099,7 +2111,7 @@ async fn a_node_that_never_acknowledges_the_rollback_is_named_and_a_second_reque
         "complete"
     );
 
-    env.sim.set_never_ack(&silent, true);
+    env.agents.set_never_ack(&silent, true);
     let (code, body) = post(
         &base,
         "/cutover/rollback",
@@ -2125,7 +2137,7 @@ async fn a_node_that_never_acknowledges_the_rollback_is_named_and_a_second_reque
     .await;
 
     // The node is fixed: asking again waits for it, keeping the other node's acknowledgement.
-    env.sim.set_never_ack(&silent, false);
+    env.agents.set_never_ack(&silent, false);
     let (code, body) = post(
         &base,
         "/cutover/rollback",
@@ -2225,7 +2237,7 @@ async fn cutover_again_after_a_rollback_pivots_again_and_counts_only_fresh_acks(
     );
 
     // A stale `v2` (a late write from before the rollback) must not count for the new pivot.
-    env.sim.set_never_ack(&silent, true);
+    env.agents.set_never_ack(&silent, true);
     let api: Api<ConfigMap> = Api::namespaced(env.client(), env.ns());
     let stale_key = format!("node.{silent}.registriesYaml");
     api.patch(
@@ -2260,7 +2272,7 @@ async fn cutover_again_after_a_rollback_pivots_again_and_counts_only_fresh_acks(
     assert_eq!(data["step.registry-pivot.attempt"], "2");
     assert_eq!(data.get(&stale_key), None, "the stale v2 was forgotten");
 
-    env.sim.set_never_ack(&silent, false);
+    env.agents.set_never_ack(&silent, false);
     let data = env.wait_phase(&["complete", "failed"]).await;
     assert_eq!(data["cutoverPhase"], "complete", "{data:#?}");
     for node in &nodes {
@@ -2290,7 +2302,7 @@ async fn a_rollback_whose_runner_dies_is_finished_by_the_next_one() {
         env.wait_phase(&["complete", "failed"]).await["cutoverPhase"],
         "complete"
     );
-    env.sim.set_never_ack(&nodes[0], true);
+    env.agents.set_never_ack(&nodes[0], true);
     let (code, _) = post(
         &a.url(),
         "/cutover/rollback",
@@ -2313,7 +2325,7 @@ async fn a_rollback_whose_runner_dies_is_finished_by_the_next_one() {
 
     let b = env.service("b").await;
     ready(&b.url()).await;
-    env.sim.set_never_ack(&nodes[0], false);
+    env.agents.set_never_ack(&nodes[0], false);
     let data = env.wait_phase(&["rolled-back", "rollback-failed"]).await;
     assert_eq!(data["cutoverPhase"], "rolled-back", "{data:#?}");
     assert_eq!(data["rollbackAcknowledgedNodes"], nodes.join(","));

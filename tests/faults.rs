@@ -6,7 +6,6 @@ mod common;
 use std::future::Future;
 use std::time::Duration;
 
-use catalyst_cutover::sandbox::faults::FaultProxy;
 use common::{TestCluster, api_status};
 use futures::{Stream, StreamExt};
 use http::{Request, StatusCode, header};
@@ -15,6 +14,7 @@ use kube::api::{ListParams, PostParams, WatchParams};
 use kube::config::KubeConfigOptions;
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Config, ResourceExt};
+use kube_sandbox::faults::FaultProxy;
 
 /// Longest any step may take before the test counts as hung; a guard, not a measurement.
 const HANG: Duration = Duration::from_secs(60);

@@ -7,7 +7,6 @@ mod common;
 
 use catalyst_cutover::auth::AuthConfig;
 use catalyst_cutover::http::server::TlsFiles;
-use catalyst_cutover::sandbox::faults::FaultProxy;
 use catalyst_cutover::service::{Service, ServiceConfig};
 use catalyst_cutover::status::StatusData;
 use common::{TestCluster, create_service_account, grant, role, token_of};
@@ -16,6 +15,7 @@ use k8s_openapi::api::authentication::v1::{
 };
 use k8s_openapi::api::core::v1::ServiceAccount;
 use kube::api::{Api, PostParams};
+use kube_sandbox::faults::FaultProxy;
 use serde_json::Value;
 use std::sync::Arc;
 use std::time::Duration;

@@ -13,9 +13,6 @@ mod common;
 
 use catalyst_cutover::auth::AuthConfig;
 use catalyst_cutover::contract::{self, DEFAULT_STATUS_CONFIGMAP};
-use catalyst_cutover::sandbox::api::ApiServerConfig;
-use catalyst_cutover::sandbox::faults::FaultProxy;
-use catalyst_cutover::sandbox::sim::{AgentConfig, SimConfig, Simulator};
 use catalyst_cutover::service::{Service, ServiceConfig};
 use common::{
     TestCluster, create_service_account, grant, request_token, role, sleep_until, token_of,
@@ -29,6 +26,9 @@ use k8s_openapi::api::rbac::v1::ClusterRole;
 use kube::api::{Api, ListParams, PostParams};
 use kube::config::KubeConfigOptions;
 use kube::runtime::wait::await_condition;
+use kube_sandbox::api::ApiServerConfig;
+use kube_sandbox::faults::FaultProxy;
+use kube_sandbox::sim::{SimConfig, Simulator};
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -97,12 +97,6 @@ impl Env {
                 namespace: Some(ns.clone()),
                 nodes: 1,
                 pool: ns.clone(),
-                status_configmap: Some((ns, DEFAULT_STATUS_CONFIGMAP.to_owned())),
-                agent: AgentConfig {
-                    daemonset: None,
-                    ack_delay: Duration::from_millis(10),
-                    never_ack: BTreeSet::new(),
-                },
                 default_run: Duration::from_millis(20),
             },
         )

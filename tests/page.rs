@@ -10,8 +10,7 @@
 mod common;
 
 use catalyst_cutover::auth::AuthConfig;
-use catalyst_cutover::contract::{self, DEFAULT_STATUS_CONFIGMAP};
-use catalyst_cutover::sandbox::sim::{AgentConfig, SimConfig, Simulator};
+use catalyst_cutover::contract;
 use catalyst_cutover::service::{Service, ServiceConfig};
 use common::{CHART_STEPS, TestCluster, create_service_account, grant, request_token, token_of};
 use fantoccini::actions::{InputSource, KeyAction, KeyActions};
@@ -20,8 +19,8 @@ use fantoccini::{Client, ClientBuilder, Locator};
 use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::api::rbac::v1::ClusterRole;
 use kube::api::{Api, PostParams};
+use kube_sandbox::sim::{SimConfig, Simulator};
 use serde_json::{Value, json};
-use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -157,13 +156,7 @@ impl Env {
             SimConfig {
                 namespace: Some(ns.clone()),
                 nodes: 1,
-                pool: ns.clone(),
-                status_configmap: Some((ns, DEFAULT_STATUS_CONFIGMAP.to_owned())),
-                agent: AgentConfig {
-                    daemonset: None,
-                    ack_delay: Duration::from_millis(10),
-                    never_ack: BTreeSet::new(),
-                },
+                pool: ns,
                 default_run: Duration::from_millis(20),
             },
         )

@@ -12,14 +12,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use catalyst_cutover::contract::{DEFAULT_STATUS_CONFIGMAP, key, registries};
-use catalyst_cutover::sandbox::api::LOG_ANNOTATION;
-use catalyst_cutover::sandbox::faults::FaultProxy;
-use catalyst_cutover::sandbox::sim::daemonset::LABEL_REVISION_HASH;
-use catalyst_cutover::sandbox::sim::job::{
-    ANNOTATION_ATTEMPT, LABEL_CONTROLLER_UID, LABEL_JOB_NAME,
-};
-use catalyst_cutover::sandbox::sim::pod_state;
-use catalyst_cutover::sandbox::sim::{AgentConfig, LABEL_POOL, SimConfig, Simulator};
+use catalyst_cutover::demo::{AgentConfig, Agents};
 use common::TestCluster;
 use futures::StreamExt;
 use http::StatusCode;
@@ -31,13 +24,19 @@ use kube::config::KubeConfigOptions;
 use kube::runtime::reflector;
 use kube::runtime::wait::{Condition, await_condition, conditions};
 use kube::runtime::watcher;
+use kube_sandbox::api::LOG_ANNOTATION;
+use kube_sandbox::faults::FaultProxy;
+use kube_sandbox::sim::daemonset::LABEL_REVISION_HASH;
+use kube_sandbox::sim::job::{ANNOTATION_ATTEMPT, LABEL_CONTROLLER_UID, LABEL_JOB_NAME};
+use kube_sandbox::sim::pod_state;
+use kube_sandbox::sim::{LABEL_POOL, SimConfig, Simulator};
 use serde_json::{Value, json};
 
 /// Guard against a hung test; no assertion depends on it.
 const PATIENCE: Duration = Duration::from_secs(60);
 const AGENT_DS: &str = "registry-pivot";
 
-async fn start(tc: &TestCluster, never_ack: &[&str]) -> Simulator {
+async fn start(tc: &TestCluster) -> Simulator {
     let ns = tc.namespace().to_owned();
     Simulator::start(
         tc.client(),
@@ -46,17 +45,27 @@ async fn start(tc: &TestCluster, never_ack: &[&str]) -> Simulator {
             nodes: 3,
             // A pool per test keeps tests apart on a shared real cluster.
             pool: ns.clone(),
-            status_configmap: Some((ns.clone(), DEFAULT_STATUS_CONFIGMAP.into())),
-            agent: AgentConfig {
-                daemonset: Some(AGENT_DS.into()),
-                ack_delay: Duration::from_millis(20),
-                never_ack: never_ack.iter().map(|n| format!("{ns}-{n}")).collect(),
-            },
             default_run: Duration::from_millis(20),
         },
     )
     .await
     .expect("start simulator")
+}
+
+/// The registry-pivot agents of the test's nodes, writing with `client`; the nodes
+/// `<ns>-<n>` of `never_ack` never acknowledge.
+fn start_agents(tc: &TestCluster, client: kube::Client, never_ack: &[&str]) -> Agents {
+    let ns = tc.namespace().to_owned();
+    Agents::start(
+        client,
+        AgentConfig {
+            namespace: Some(ns.clone()),
+            daemonset: AGENT_DS.into(),
+            status_configmap: (ns.clone(), DEFAULT_STATUS_CONFIGMAP.into()),
+            ack_delay: Duration::from_millis(20),
+            never_ack: never_ack.iter().map(|n| format!("{ns}-{n}")).collect(),
+        },
+    )
 }
 
 /// Stops the simulator and removes what it made outside the test's namespace (its nodes), so
@@ -153,7 +162,7 @@ fn terminated(pod: &Pod) -> ContainerStateTerminated {
 #[tokio::test]
 async fn job_succeeds_with_labelled_owned_pod_and_log() {
     let tc = TestCluster::start().await;
-    let sim = start(&tc, &[]).await;
+    let sim = start(&tc).await;
     let jobs: Api<Job> = Api::namespaced(tc.client(), tc.namespace());
     let log = "mirroring gitea\ndone";
     jobs.create(
@@ -232,7 +241,7 @@ async fn job_succeeds_with_labelled_owned_pod_and_log() {
 #[tokio::test]
 async fn failing_job_reaches_backoff_limit_with_termination_message() {
     let tc = TestCluster::start().await;
-    let sim = start(&tc, &[]).await;
+    let sim = start(&tc).await;
     let jobs: Api<Job> = Api::namespaced(tc.client(), tc.namespace());
     let env = [
         ("CUTOVER_SIM_OUTCOME", "fail"),
@@ -284,7 +293,7 @@ async fn failing_job_reaches_backoff_limit_with_termination_message() {
 #[tokio::test]
 async fn first_attempts_fail_then_the_job_succeeds() {
     let tc = TestCluster::start().await;
-    let sim = start(&tc, &[]).await;
+    let sim = start(&tc).await;
     let jobs: Api<Job> = Api::namespaced(tc.client(), tc.namespace());
     let env = [("CUTOVER_SIM_FAIL_ATTEMPTS", "2")];
     jobs.create(
@@ -333,7 +342,7 @@ async fn first_attempts_fail_then_the_job_succeeds() {
 #[tokio::test]
 async fn hanging_job_fails_at_its_deadline() {
     let tc = TestCluster::start().await;
-    let sim = start(&tc, &[]).await;
+    let sim = start(&tc).await;
     let jobs: Api<Job> = Api::namespaced(tc.client(), tc.namespace());
     jobs.create(
         &PostParams::default(),
@@ -368,7 +377,7 @@ async fn hanging_job_fails_at_its_deadline() {
 #[tokio::test]
 async fn suspended_job_runs_nothing_until_resumed() {
     let tc = TestCluster::start().await;
-    let sim = start(&tc, &[]).await;
+    let sim = start(&tc).await;
     let jobs: Api<Job> = Api::namespaced(tc.client(), tc.namespace());
     jobs.create(
         &PostParams::default(),
@@ -403,7 +412,7 @@ async fn deleting_a_job_collects_its_pods() {
         // Garbage collection is kube-controller-manager's, which the simulator does not replace.
         return tc.cleanup().await;
     }
-    let sim = start(&tc, &[]).await;
+    let sim = start(&tc).await;
     let jobs: Api<Job> = Api::namespaced(tc.client(), tc.namespace());
     jobs.create(
         &PostParams::default(),
@@ -518,7 +527,7 @@ fn pod_nodes(pods: &[Pod]) -> BTreeSet<String> {
 #[tokio::test]
 async fn daemonset_settles_and_rolls_out_a_new_template() {
     let tc = TestCluster::start().await;
-    let sim = start(&tc, &[]).await;
+    let sim = start(&tc).await;
     let api: Api<DaemonSet> = Api::namespaced(tc.client(), tc.namespace());
     api.create(&PostParams::default(), &daemonset_json("fleet", "agent:1"))
         .await
@@ -564,7 +573,7 @@ async fn daemonset_settles_and_rolls_out_a_new_template() {
 async fn nodes_are_added_deleted_and_replaced() {
     let tc = TestCluster::start().await;
     let ns = tc.namespace().to_owned();
-    let sim = start(&tc, &[]).await;
+    let sim = start(&tc).await;
     let nodes: Api<Node> = Api::all(tc.client());
     let pool = nodes
         .list(&ListParams::default().labels(&format!("{LABEL_POOL}={ns}")))
@@ -638,7 +647,8 @@ async fn agents_acknowledge_the_flip_and_follow_replaced_nodes() {
     let tc = TestCluster::start().await;
     let ns = tc.namespace().to_owned();
     let node = |i: usize| format!("{ns}-{i}");
-    let sim = start(&tc, &["2"]).await;
+    let sim = start(&tc).await;
+    let agents = start_agents(&tc, tc.client(), &["2"]);
     let cms: Api<ConfigMap> = Api::namespaced(tc.client(), &ns);
     let status: ConfigMap = serde_json::from_value(json!({
         "metadata": {"name": DEFAULT_STATUS_CONFIGMAP},
@@ -671,7 +681,7 @@ async fn agents_acknowledge_the_flip_and_follow_replaced_nodes() {
         "a never-ack node stays silent: {:?}",
         acks(&cm)
     );
-    sim.set_never_ack(&node(2), false);
+    agents.set_never_ack(&node(2), false);
     wait_for(
         &cms,
         DEFAULT_STATUS_CONFIGMAP,
@@ -708,6 +718,7 @@ async fn agents_acknowledge_the_flip_and_follow_replaced_nodes() {
         acked(vec![node(1), node(2), new], registries::ROLLED_BACK),
     )
     .await;
+    agents.shutdown().await;
     finish(sim, tc).await;
 }
 
@@ -725,22 +736,17 @@ async fn controllers_converge_through_faults() {
             .expect("proxy kube config");
     let sim_client = kube::Client::try_from(through_proxy).expect("proxy client");
     let sim = Simulator::start(
-        sim_client,
+        sim_client.clone(),
         SimConfig {
             namespace: Some(ns.clone()),
             nodes: 3,
             pool: ns.clone(),
-            status_configmap: Some((ns.clone(), DEFAULT_STATUS_CONFIGMAP.into())),
-            agent: AgentConfig {
-                daemonset: Some(AGENT_DS.into()),
-                ack_delay: Duration::from_millis(20),
-                never_ack: BTreeSet::new(),
-            },
             default_run: Duration::from_millis(100),
         },
     )
     .await
     .expect("start simulator");
+    let agents = start_agents(&tc, sim_client, &[]);
     let faults = proxy.faults();
     faults.cut_watches_every(Some(Duration::from_millis(200)));
     faults.set_error_rate(0.2, StatusCode::INTERNAL_SERVER_ERROR);
@@ -778,6 +784,7 @@ async fn controllers_converge_through_faults() {
     let nodes: Vec<String> = (0..3).map(|i| format!("{ns}-{i}")).collect();
     wait_for(&cms, DEFAULT_STATUS_CONFIGMAP, acked(nodes, "v2")).await;
     faults.clear();
+    agents.shutdown().await;
     finish(sim, tc).await;
     proxy.shutdown().await;
 }
@@ -788,7 +795,7 @@ async fn controllers_converge_through_faults() {
 async fn a_restarted_simulator_adopts_nodes_and_finishes_running_jobs() {
     let tc = TestCluster::start().await;
     let ns = tc.namespace().to_owned();
-    let first = start(&tc, &[]).await;
+    let first = start(&tc).await;
     let jobs: Api<Job> = Api::namespaced(tc.client(), &ns);
     jobs.create(
         &PostParams::default(),
@@ -803,7 +810,7 @@ async fn a_restarted_simulator_adopts_nodes_and_finishes_running_jobs() {
     .await;
     first.shutdown().await;
 
-    let second = start(&tc, &[]).await;
+    let second = start(&tc).await;
     let job = wait_for(&jobs, "long", job_condition("Complete")).await;
     assert_eq!(
         pods_of(&tc, &job).await.len(),

@@ -5,7 +5,7 @@
 
 use super::args::{parse_duration, shutdown_signal};
 use crate::contract::{DEFAULT_NAMESPACE, DEFAULT_STATUS_CONFIGMAP};
-use crate::sandbox::{Sandbox, SandboxOptions};
+use crate::demo::{Sandbox, SandboxOptions};
 use crate::service::{Service, ServiceConfig};
 use crate::status::model::{Phase, StatusData};
 use crate::status::{StatusBody, StepResult};
@@ -62,9 +62,9 @@ enum DemoError {
     #[error(transparent)]
     Load(#[from] crate::step::LoadError),
     #[error(transparent)]
-    Sandbox(#[from] crate::sandbox::SandboxError),
+    Sandbox(#[from] crate::demo::SandboxError),
     #[error(transparent)]
-    Sandboxed(#[from] crate::sandbox::api::ApiServerError),
+    Sandboxed(#[from] kube_sandbox::api::ApiServerError),
     #[error(transparent)]
     Service(#[from] crate::service::StartError),
     #[error("the sandbox refused {what}: {source}")]
@@ -111,8 +111,8 @@ async fn demo(args: DemoArgs) -> Result<(), DemoError> {
     let names: Vec<String> = plan.iter().map(|s| s.name.as_str().to_owned()).collect();
 
     let sandbox = Sandbox::start(SandboxOptions {
-        api: crate::sandbox::api::ApiServerConfig {
-            custom_resource_definitions: crate::sandbox::api::flux_and_cilium_crds(),
+        api: kube_sandbox::api::ApiServerConfig {
+            custom_resource_definitions: kube_sandbox::api::flux_and_cilium_crds(),
             ..Default::default()
         },
         nodes: args.nodes,

@@ -1,9 +1,9 @@
 //! `catalyst-cutover sandbox`: runs the sandbox API server until interrupted and writes a
 //! kubeconfig that `kubectl` and the service accept.
 
-use crate::sandbox::api::ApiServerConfig;
-use crate::sandbox::auth::{MIN_TOKEN_EXPIRATION, TokenTable};
-use crate::sandbox::{Sandbox, SandboxError, SandboxOptions};
+use crate::demo::{Sandbox, SandboxError, SandboxOptions};
+use kube_sandbox::api::ApiServerConfig;
+use kube_sandbox::auth::{MIN_TOKEN_EXPIRATION, TokenTable};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -72,7 +72,7 @@ pub async fn run(args: SandboxArgs) -> Result<(), SandboxCliError> {
             min_token_expiration: Duration::from_secs(args.min_token_expiration_seconds),
             // The kinds of a Sovereign with Flux and Cilium installed, which the chart's
             // steps read and patch.
-            custom_resource_definitions: crate::sandbox::api::flux_and_cilium_crds(),
+            custom_resource_definitions: kube_sandbox::api::flux_and_cilium_crds(),
             ..ApiServerConfig::default()
         },
         nodes: args.nodes,

@@ -4,9 +4,9 @@
 //! that has Flux and Cilium.
 
 use crate::common::TestCluster;
-use catalyst_cutover::sandbox::api::flux_and_cilium_crds;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, PostParams};
+use kube_sandbox::api::flux_and_cilium_crds;
 use sha2::{Digest, Sha256};
 use std::time::Duration;
 

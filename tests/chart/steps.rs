@@ -2095,12 +2095,9 @@ const FLUX_KINDS: &str = "gitrepositories.source.toolkit.fluxcd.io helmrepositor
 
 /// A registry-pivot DaemonSet on one simulated node of the test's own pool, rolled out
 /// when `rolled_out` (the simulator runs its pod), else left without a node to run on.
-async fn pivot_daemonset(
-    cluster: &Cluster,
-    rolled_out: bool,
-) -> catalyst_cutover::sandbox::sim::Simulator {
-    use catalyst_cutover::sandbox::sim::{LABEL_POOL, SimConfig, Simulator};
+async fn pivot_daemonset(cluster: &Cluster, rolled_out: bool) -> kube_sandbox::sim::Simulator {
     use k8s_openapi::api::apps::v1::DaemonSet;
+    use kube_sandbox::sim::{LABEL_POOL, SimConfig, Simulator};
     let ns = cluster.namespace().to_owned();
     let sim = Simulator::start(
         cluster.client(),

@@ -5,7 +5,6 @@
 
 #![allow(dead_code)]
 
-use catalyst_cutover::sandbox::api::{ApiServer, ApiServerConfig};
 use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::authorization::v1::{
     ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec,
@@ -14,6 +13,7 @@ use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{ClusterRole, RoleBinding};
 use kube::api::{Api, DeleteParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube_sandbox::api::{ApiServer, ApiServerConfig};
 use serde_json::json;
 
 /// The chart's eight steps, in execution order.

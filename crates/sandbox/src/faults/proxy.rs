@@ -310,7 +310,7 @@ fn cut_when_due(body: Body, faults: Faults) -> Body {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sandbox::api::{ApiServer, ApiServerConfig};
+    use crate::api::{ApiServer, ApiServerConfig};
     use kube::config::KubeConfigOptions;
 
     #[tokio::test]

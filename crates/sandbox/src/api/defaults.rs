@@ -199,7 +199,7 @@ pub fn apply(kind: &KindInfo, obj: &mut Value) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sandbox::api::kinds::Registry;
+    use crate::api::kinds::Registry;
 
     #[test]
     fn job_gets_selector_labels_and_pod_defaults() {

@@ -162,9 +162,9 @@ pub fn stream(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sandbox::api::history::StoredObject;
-    use crate::sandbox::api::kinds::Registry;
-    use crate::sandbox::api::selectors::LabelSelector;
+    use crate::api::history::StoredObject;
+    use crate::api::kinds::Registry;
+    use crate::api::selectors::LabelSelector;
 
     #[test]
     fn selector_transitions_become_added_and_deleted() {
@@ -216,7 +216,7 @@ mod tests {
 
     #[tokio::test]
     async fn bookmarks_flow_and_the_watch_ends_at_its_timeout() {
-        use crate::sandbox::api::store::{Store, WatchFrom};
+        use crate::api::store::{Store, WatchFrom};
         use futures::StreamExt;
         let store = Store::new(Registry::new(&[]), 10);
         let cm = store.registry().lookup("", "v1", "configmaps").unwrap();

@@ -8,7 +8,7 @@ use super::errors::{ApiError, Cause};
 use super::kinds::KindInfo;
 use super::meta;
 use super::store::Store;
-use crate::sandbox::auth::{API_SERVER_AUDIENCE, BoundToken, token_lifetime};
+use crate::auth::{API_SERVER_AUDIENCE, BoundToken, token_lifetime};
 use jiff::{SignedDuration, Timestamp};
 use serde_json::{Value, json};
 
@@ -120,13 +120,13 @@ pub fn create(
 #[cfg(test)]
 pub(super) mod tests {
     use super::*;
-    use crate::sandbox::api::kinds::Registry;
-    use crate::sandbox::auth::MIN_TOKEN_EXPIRATION;
+    use crate::api::kinds::Registry;
+    use crate::auth::MIN_TOKEN_EXPIRATION;
     use std::sync::Arc;
     use std::time::Duration;
 
     /// A store with namespace `ns` and ServiceAccount `sa` in it, and the ServiceAccount kind.
-    pub(in crate::sandbox::api) fn store_with_service_account() -> (Store, Arc<KindInfo>) {
+    pub(in crate::api) fn store_with_service_account() -> (Store, Arc<KindInfo>) {
         let store = Store::new(Registry::new(&[]), 10);
         let namespaces = store.registry().lookup("", "v1", "namespaces").unwrap();
         store

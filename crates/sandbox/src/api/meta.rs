@@ -233,7 +233,7 @@ pub fn same_content(a: &Value, b: &Value) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sandbox::api::kinds::Registry;
+    use crate::api::kinds::Registry;
 
     #[test]
     fn create_sets_server_fields_and_generation_only_where_the_kind_has_it() {

@@ -326,7 +326,7 @@ impl IntoResponse for ApiError {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sandbox::api::kinds::Registry;
+    use crate::api::kinds::Registry;
 
     #[test]
     fn bodies_match_kube_apiserver() {

@@ -287,7 +287,7 @@ mod tests {
 
     #[test]
     fn looks_up_builtins_and_custom_resources() {
-        let r = Registry::new(&crate::sandbox::api::crd::flux_and_cilium_kinds());
+        let r = Registry::new(&crate::api::crd::flux_and_cilium_kinds());
         let job = r.lookup("batch", "v1", "jobs").unwrap();
         assert_eq!(job.qualified_resource(), "jobs.batch");
         assert_eq!(

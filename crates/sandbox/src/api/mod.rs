@@ -33,7 +33,7 @@ pub use crd::flux_and_cilium_crds;
 pub use handlers::LOG_ANNOTATION;
 pub use kubeconfig::CONTEXT as KUBECONFIG_CONTEXT;
 
-use crate::sandbox::auth::{MIN_TOKEN_EXPIRATION, TokenTable};
+use crate::auth::{MIN_TOKEN_EXPIRATION, TokenTable};
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use handlers::App;

@@ -859,7 +859,7 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sandbox::api::selectors::LabelSelector;
+    use crate::api::selectors::LabelSelector;
 
     fn setup() -> (Store, Arc<KindInfo>, Arc<KindInfo>) {
         let store = Store::new(Registry::new(&[]), 100);

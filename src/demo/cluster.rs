@@ -1,9 +1,10 @@
 //! The whole embedded cluster: the API server with the simulator running against it, as
-//! `catalyst-cutover sandbox` and `demo` start it.
+//! `catalyst-cutover sandbox` and `demo` start it, with the registry-pivot agents.
 
-use super::api::{ApiServer, ApiServerConfig, ApiServerError};
-use super::sim::{AgentConfig, SimConfig, SimError, Simulator};
+use super::agent::{AgentConfig, Agents};
 use crate::contract;
+use kube_sandbox::api::{ApiServer, ApiServerConfig, ApiServerError};
+use kube_sandbox::sim::{SimConfig, SimError, Simulator};
 use std::time::Duration;
 
 /// What to start.
@@ -51,7 +52,7 @@ pub enum SandboxError {
 /// A running API server and simulator.
 pub struct Sandbox {
     api: ApiServer,
-    sim: Option<Simulator>,
+    sim: Option<(Simulator, Agents)>,
 }
 
 impl Sandbox {
@@ -63,27 +64,31 @@ impl Sandbox {
         }
         let client = api.admin_client().await?;
         let sim = Simulator::start(
-            client,
+            client.clone(),
             SimConfig {
                 namespace: None,
                 nodes: options.nodes,
                 pool: "sandbox".to_owned(),
-                status_configmap: Some((
-                    options.namespace,
-                    contract::DEFAULT_STATUS_CONFIGMAP.to_owned(),
-                )),
-                agent: AgentConfig {
-                    daemonset: Some(options.daemonset),
-                    ack_delay: Duration::from_millis(150),
-                    never_ack: Default::default(),
-                },
                 default_run: options.default_run,
             },
         )
         .await?;
+        let agents = Agents::start(
+            client,
+            AgentConfig {
+                namespace: None,
+                daemonset: options.daemonset,
+                status_configmap: (
+                    options.namespace,
+                    contract::DEFAULT_STATUS_CONFIGMAP.to_owned(),
+                ),
+                ack_delay: Duration::from_millis(150),
+                never_ack: Default::default(),
+            },
+        );
         Ok(Sandbox {
             api,
-            sim: Some(sim),
+            sim: Some((sim, agents)),
         })
     }
 
@@ -94,12 +99,13 @@ impl Sandbox {
 
     /// The simulator, unless started without one.
     pub fn sim(&self) -> Option<&Simulator> {
-        self.sim.as_ref()
+        self.sim.as_ref().map(|(sim, _)| sim)
     }
 
-    /// Stops the simulator, then the API server.
+    /// Stops the agents and the simulator, then the API server.
     pub async fn shutdown(self) {
-        if let Some(sim) = self.sim {
+        if let Some((sim, agents)) = self.sim {
+            agents.shutdown().await;
             sim.shutdown().await;
         }
         self.api.shutdown().await;

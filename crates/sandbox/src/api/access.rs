@@ -1,11 +1,11 @@
 //! Authentication and authorization of requests: bearer token → user through the token
 //! table or the tokens TokenRequest issued, then RBAC over the Role/Binding objects in the
-//! store ([`crate::sandbox::auth`]).
+//! store ([`crate::auth`]).
 
 use super::meta;
 use super::route::ResourcePath;
 use super::store::{ListOptions, Store};
-use crate::sandbox::auth::{
+use crate::auth::{
     self, Attributes, Decision, IssuedTokens, RbacRules, TokenRejected, TokenTable, UserInfo,
 };
 use axum::http::{HeaderMap, Method, StatusCode, header};
@@ -200,9 +200,9 @@ pub fn forbidden(user: &UserInfo, attrs: &Attributes, reason: &str) -> (StatusCo
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sandbox::api::kinds::Registry;
-    use crate::sandbox::api::route::{Target, resolve};
-    use crate::sandbox::api::token_request;
+    use crate::api::kinds::Registry;
+    use crate::api::route::{Target, resolve};
+    use crate::api::token_request;
     use serde_json::json;
 
     fn rp(path: &str) -> ResourcePath {

@@ -263,7 +263,7 @@ pub fn apply(kind: &KindInfo, obj: &mut Value) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sandbox::api::kinds::Registry;
+    use crate::api::kinds::Registry;
     use serde_json::json;
 
     #[test]

@@ -52,7 +52,6 @@ pub async fn daemonset_settle(
             nodes,
             pool: "bench".into(),
             default_run: Duration::ZERO,
-            ..SimConfig::default()
         },
     )
     .await?;

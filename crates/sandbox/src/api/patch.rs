@@ -88,11 +88,11 @@ pub fn apply(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sandbox::api::kinds::Registry;
+    use crate::api::kinds::Registry;
 
     #[test]
     fn merge_json_and_refusals() {
-        let r = Registry::new(&crate::sandbox::api::crd::flux_and_cilium_kinds());
+        let r = Registry::new(&crate::api::crd::flux_and_cilium_kinds());
         let cm = r.lookup("", "v1", "configmaps").unwrap();
         let cur = json!({"metadata": {"name": "x", "resourceVersion": "5"}, "data": {"a": "1", "b": "2"}});
         let out = apply(

@@ -6,7 +6,7 @@
 use super::access::{self, Access};
 use super::errors::{ApiError, Cause};
 use super::store::Store;
-use crate::sandbox::auth::{API_SERVER_AUDIENCE, Attributes, Decision, UserInfo};
+use crate::auth::{API_SERVER_AUDIENCE, Attributes, Decision, UserInfo};
 use serde_json::{Value, json};
 
 fn reviewed(mut body: Value, api_version: &str, kind: &str, status: Value) -> Value {
@@ -179,8 +179,8 @@ pub fn self_subject_review(user: &UserInfo, body: Value) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sandbox::api::kinds::Registry;
-    use crate::sandbox::auth::TokenTable;
+    use crate::api::kinds::Registry;
+    use crate::auth::TokenTable;
 
     #[test]
     fn token_review_answers_from_the_table() {
@@ -188,7 +188,7 @@ mod tests {
         let access = Access::new(
             Some(TokenTable::parse("t1=alice:dev").unwrap()),
             "adm",
-            crate::sandbox::auth::MIN_TOKEN_EXPIRATION,
+            crate::auth::MIN_TOKEN_EXPIRATION,
         );
         let ok = token_review(&access, &store, json!({"spec": {"token": "t1"}})).unwrap();
         assert_eq!(ok["status"]["authenticated"], true);

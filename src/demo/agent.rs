@@ -1,7 +1,7 @@
 //! The registry-pivot agents: for each node running a ready pod of the agent DaemonSet,
 //! follow `registriesYamlActive` in the status ConfigMap and, after the configured delay,
 //! acknowledge with a JSON merge patch of `node.<node>.registriesYaml`, as [`due_acks`]
-//! decides.
+//! decides. They run beside the sandbox's simulator, as a client of the API like it.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
@@ -13,11 +13,12 @@ use kube::runtime::reflector::Store;
 use kube::runtime::watcher;
 use kube::{Api, Client};
 use tokio::sync::{Notify, mpsc, watch};
-use tokio::task::JoinSet;
+use tokio::task::{JoinHandle, JoinSet};
+
+use kube_sandbox::sim::watched::{Watched, pace, watched};
+use kube_sandbox::sim::{SimError, api_error, manager, pod_state, scoped};
 
 use super::ack::due_acks;
-use super::watched::{Watched, pace, watched};
-use super::{SimError, api_error, pod_state, scoped};
 use crate::contract::key;
 
 /// Field manager of the agents' writes.
@@ -25,8 +26,64 @@ const MANAGER: &str = "sandbox-registry-pivot";
 /// Wait before an acknowledgement that failed is tried again.
 const RETRY: Duration = Duration::from_millis(200);
 
-/// What the agents need.
-pub struct AgentParams {
+/// The simulated registry-pivot agents.
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    /// Namespace of the DaemonSet's pods; `None`: all namespaces.
+    pub namespace: Option<String>,
+    /// Name of the DaemonSet whose ready pods run the agent.
+    pub daemonset: String,
+    /// `(namespace, name)` of the status ConfigMap the agents follow.
+    pub status_configmap: (String, String),
+    /// Time between a node seeing `registriesYamlActive` change and its acknowledgement.
+    pub ack_delay: Duration,
+    /// Nodes that never acknowledge.
+    pub never_ack: BTreeSet<String>,
+}
+
+/// The running agents.
+#[derive(Debug)]
+pub struct Agents {
+    never_ack: watch::Sender<BTreeSet<String>>,
+    task: JoinHandle<()>,
+}
+
+impl Agents {
+    /// Starts the agents of every node, writing with `client`.
+    pub fn start(client: Client, cfg: AgentConfig) -> Agents {
+        let (never_ack, never_ack_rx) = watch::channel(cfg.never_ack);
+        let task = tokio::spawn(run(AgentParams {
+            client,
+            namespace: cfg.namespace,
+            daemonset: cfg.daemonset,
+            status_configmap: cfg.status_configmap,
+            ack_delay: cfg.ack_delay,
+            never_ack: never_ack_rx,
+        }));
+        Agents { never_ack, task }
+    }
+
+    /// Makes `node` acknowledge again (`never == false`) or never (`true`).
+    pub fn set_never_ack(&self, node: &str, never: bool) {
+        self.never_ack.send_modify(|set| {
+            if never {
+                set.insert(node.to_owned());
+            } else {
+                set.remove(node);
+            }
+        });
+    }
+
+    /// Stops the agents; what they wrote stays in the API.
+    pub async fn shutdown(self) {
+        self.task.abort();
+        // An aborted task answers Err(cancelled), which is the expected end here.
+        let _ = self.task.await;
+    }
+}
+
+/// What the agents' loop needs.
+struct AgentParams {
     /// The client the agents write with.
     pub client: Client,
     /// Namespace of the DaemonSet's pods; `None`: all namespaces.
@@ -49,7 +106,7 @@ struct Due {
 }
 
 /// Runs the agents until the task is aborted.
-pub async fn run(mut params: AgentParams) {
+async fn run(mut params: AgentParams) {
     let (cm_ns, cm_name) = params.status_configmap.clone();
     let cms: Api<ConfigMap> = Api::namespaced(params.client.clone(), &cm_ns);
     let changed = Arc::new(Notify::new());
@@ -158,7 +215,7 @@ async fn acknowledge(
         "data": { key::node_registries_yaml(&due.node): due.value }
     });
     let result = cms
-        .patch(&cm_name, &super::manager(MANAGER), &Patch::Merge(&patch))
+        .patch(&cm_name, &manager(MANAGER), &Patch::Merge(&patch))
         .await
         .map(|_| ())
         .map_err(api_error(format!(

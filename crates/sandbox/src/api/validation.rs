@@ -684,7 +684,7 @@ pub fn validate(kind: &KindInfo, obj: &Value, old: Option<&Value>) -> Vec<Cause>
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sandbox::api::kinds::Registry;
+    use crate::api::kinds::Registry;
     use serde_json::json;
 
     #[test]

@@ -321,7 +321,7 @@ pub fn table(kind: &KindInfo, items: &[Arc<StoredObject>], list_meta: Value) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sandbox::api::kinds::Registry;
+    use crate::api::kinds::Registry;
 
     #[test]
     fn ages_read_like_kubectl() {

@@ -18,7 +18,7 @@ use super::lifecycle::{KubeletStep, next_step};
 use super::nodes::NodeRegistry;
 use super::watched::QuickBackoff;
 use super::{SimError, api_error, is_not_found, pod_state, scoped};
-use crate::sandbox::api::LOG_ANNOTATION;
+use crate::api::LOG_ANNOTATION;
 
 /// Field manager of the kubelet's writes.
 const MANAGER: &str = "sandbox-kubelet";

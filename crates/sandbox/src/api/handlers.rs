@@ -18,7 +18,7 @@ use super::table;
 use super::token_request;
 use super::view::View;
 use super::watch::{self, WatchParams};
-use crate::sandbox::auth::{Decision, UserInfo};
+use crate::auth::{Decision, UserInfo};
 use axum::body::{Body, Bytes};
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, Method, StatusCode, Uri, header};

@@ -6,10 +6,9 @@
 //!   decides, [`behaviour`] reads what the pod's template asks for);
 //! - `nodes` keeps the simulated Node objects;
 //! - `daemonset_controller` runs one pod per node per DaemonSet ([`daemonset`] decides);
-//! - `agent` is the registry-pivot agent of each node ([`ack`] decides).
+//! - [`watched`] is the paced watch every controller reads through, open to controllers of
+//!   the system under test (such as a node agent) that run beside these.
 
-pub mod ack;
-mod agent;
 pub mod behaviour;
 pub mod bench;
 pub mod daemonset;
@@ -20,16 +19,14 @@ mod kubelet;
 pub mod lifecycle;
 mod nodes;
 pub mod pod_state;
-mod watched;
+pub mod watched;
 
-use std::collections::BTreeSet;
 use std::fmt::Debug;
 use std::sync::Arc;
 use std::time::Duration;
 
 use kube::{Api, Client, Resource};
 use serde::de::DeserializeOwned;
-use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use nodes::{NodeManager, NodeRegistry};
@@ -46,10 +43,6 @@ pub struct SimConfig {
     pub nodes: usize,
     /// Node pool: nodes are named `<pool>-<n>` and labelled [`LABEL_POOL`]`=<pool>`.
     pub pool: String,
-    /// `(namespace, name)` of the status ConfigMap the agents follow; `None`: no agents.
-    pub status_configmap: Option<(String, String)>,
-    /// The registry-pivot agents.
-    pub agent: AgentConfig,
     /// Run time of a pod whose template does not say.
     pub default_run: Duration,
 }
@@ -60,22 +53,9 @@ impl Default for SimConfig {
             namespace: None,
             nodes: 3,
             pool: "sim".into(),
-            status_configmap: None,
-            agent: AgentConfig::default(),
             default_run: Duration::from_millis(50),
         }
     }
-}
-
-/// The simulated registry-pivot agents.
-#[derive(Debug, Clone, Default)]
-pub struct AgentConfig {
-    /// The DaemonSet whose ready pods run the agent; `None`: no agents.
-    pub daemonset: Option<String>,
-    /// Time between a node seeing `registriesYamlActive` change and its acknowledgement.
-    pub ack_delay: Duration,
-    /// Nodes that never acknowledge.
-    pub never_ack: BTreeSet<String>,
 }
 
 /// Errors of the simulator.
@@ -110,7 +90,6 @@ pub enum SimError {
 /// A running simulator.
 pub struct Simulator {
     nodes: NodeManager,
-    never_ack: watch::Sender<BTreeSet<String>>,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -129,9 +108,8 @@ impl Simulator {
         let registry = Arc::new(NodeRegistry::new(&cfg.pool));
         let nodes = NodeManager::new(client.clone(), cfg.namespace.clone(), registry.clone());
         nodes.ensure(cfg.nodes).await?;
-        let (never_ack, never_ack_rx) = watch::channel(cfg.agent.never_ack.clone());
         let ns = cfg.namespace.clone();
-        let mut tasks = vec![
+        let tasks = vec![
             tokio::spawn(kubelet::run(
                 client.clone(),
                 ns.clone(),
@@ -149,23 +127,7 @@ impl Simulator {
                 registry.clone(),
             )),
         ];
-        if let (Some(daemonset), Some(status)) =
-            (cfg.agent.daemonset.clone(), cfg.status_configmap.clone())
-        {
-            tasks.push(tokio::spawn(agent::run(agent::AgentParams {
-                client,
-                namespace: ns,
-                daemonset,
-                status_configmap: status,
-                ack_delay: cfg.agent.ack_delay,
-                never_ack: never_ack_rx,
-            })));
-        }
-        Ok(Simulator {
-            nodes,
-            never_ack,
-            tasks,
-        })
+        Ok(Simulator { nodes, tasks })
     }
 
     /// Adds a Ready node `<pool>-<n>` and returns its name.
@@ -183,17 +145,6 @@ impl Simulator {
     pub async fn replace_node(&self, name: &str) -> Result<String, SimError> {
         self.nodes.delete(name).await?;
         self.nodes.add().await
-    }
-
-    /// Makes `node` acknowledge again (`never == false`) or never (`true`).
-    pub fn set_never_ack(&self, node: &str, never: bool) {
-        self.never_ack.send_modify(|set| {
-            if never {
-                set.insert(node.to_owned());
-            } else {
-                set.remove(node);
-            }
-        });
     }
 
     /// Stops every controller; the objects they made stay in the API.
@@ -218,16 +169,11 @@ fn validate(cfg: &SimConfig) -> Result<(), SimError> {
             cfg.pool
         )));
     }
-    if cfg.agent.daemonset.is_some() && cfg.status_configmap.is_none() {
-        return Err(SimError::Config(
-            "agent.daemonset is set but status_configmap is not: the agents would have nothing to follow".into(),
-        ));
-    }
     Ok(())
 }
 
 /// An API over `namespace`, or over all namespaces.
-fn scoped<K>(client: &Client, namespace: Option<&str>) -> Api<K>
+pub fn scoped<K>(client: &Client, namespace: Option<&str>) -> Api<K>
 where
     K: Resource<Scope = k8s_openapi::NamespaceResourceScope> + Clone + DeserializeOwned + Debug,
     K::DynamicType: Default,
@@ -239,13 +185,13 @@ where
 }
 
 /// Wraps a client error with what the simulator was doing.
-fn api_error(action: impl Into<String>) -> impl FnOnce(kube::Error) -> SimError {
+pub fn api_error(action: impl Into<String>) -> impl FnOnce(kube::Error) -> SimError {
     let action = action.into();
     move |source| SimError::Api { action, source }
 }
 
 /// Write parameters naming the simulator's field manager.
-fn manager(name: &str) -> kube::api::PatchParams {
+pub fn manager(name: &str) -> kube::api::PatchParams {
     kube::api::PatchParams {
         field_manager: Some(name.to_owned()),
         ..Default::default()
@@ -277,19 +223,6 @@ mod tests {
             ..SimConfig::default()
         };
         assert!(validate(&long).unwrap_err().to_string().contains("pool"));
-        let orphan_agent = SimConfig {
-            agent: AgentConfig {
-                daemonset: Some("registry-pivot".into()),
-                ..AgentConfig::default()
-            },
-            ..SimConfig::default()
-        };
-        assert!(
-            validate(&orphan_agent)
-                .unwrap_err()
-                .to_string()
-                .contains("status_configmap")
-        );
     }
 
     #[test]

@@ -137,7 +137,7 @@ pub fn resources(registry: &Registry, group: &str, version: &str) -> Option<Valu
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sandbox::api::crd::flux_and_cilium_kinds;
+    use crate::api::crd::flux_and_cilium_kinds;
 
     #[test]
     fn lists_groups_and_resources() {
