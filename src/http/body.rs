@@ -12,11 +12,21 @@ pub fn json_object<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
         .map_err(|e| ApiError::BadRequest(e.to_string()))
 }
 
+/// Like [`json_object`], but an empty body means `T::default()`: `curl -X POST` sends none.
+/// Whitespace is not empty: it is a JSON document that ends before its value.
+pub fn optional_json_object<T: DeserializeOwned + Default>(body: &[u8]) -> Result<T, ApiError> {
+    if body.is_empty() {
+        Ok(T::default())
+    } else {
+        json_object(body)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[derive(Debug, serde::Deserialize)]
+    #[derive(Debug, Default, serde::Deserialize)]
     #[serde(deny_unknown_fields)]
     struct Retry {
         #[serde(default)]
@@ -34,6 +44,15 @@ mod tests {
                 "{}",
                 String::from_utf8_lossy(bad)
             );
+        }
+    }
+
+    #[test]
+    fn only_an_empty_body_is_absent() {
+        assert!(!optional_json_object::<Retry>(b"").unwrap().retry);
+        for bad in [&b"\n"[..], b" ", b"\t\r\n"] {
+            let err = optional_json_object::<Retry>(bad).unwrap_err();
+            assert_eq!(err.code(), "bad-request", "{bad:?}");
         }
     }
 }

@@ -46,11 +46,7 @@ pub async fn start(
     caller: Caller,
     body: Bytes,
 ) -> Result<(StatusCode, Json<StartResponse>), ApiError> {
-    let request: StartRequest = if body.iter().all(u8::is_ascii_whitespace) {
-        StartRequest::default()
-    } else {
-        super::body::json_object(&body)?
-    };
+    let request: StartRequest = super::body::optional_json_object(&body)?;
     begin(&ctx, &caller, Trigger::Api, request.retry).await
 }
 

@@ -125,11 +125,7 @@ pub async fn rollback(
     caller: Caller,
     body_bytes: Bytes,
 ) -> Result<(StatusCode, Json<RollbackResponse>), ApiError> {
-    let request: RollbackRequest = if body_bytes.iter().all(u8::is_ascii_whitespace) {
-        RollbackRequest::default()
-    } else {
-        super::body::json_object(&body_bytes)?
-    };
+    let request: RollbackRequest = super::body::optional_json_object(&body_bytes)?;
     let valid = validate(&request)?;
     let cached = cached_data(&ctx)?;
     let daemonsets = if signals_a_new_rollback(&cached) {
