@@ -345,29 +345,85 @@ async fn watch_resumes_strictly_after_resource_version() {
     tc.cleanup().await;
 }
 
-/// A resourceVersion older than the watch history: an ERROR event carrying a 410 Expired
-/// Status ("too old resource version"), as the watch cache answers
-/// (k8s.io/apiserver/pkg/storage/cacher/watch_cache.go).
+/// A resourceVersion older than the watch cache's history: an ERROR event carrying a 410
+/// Expired Status, `too old resource version: <rv> (<oldest>)`, where `<oldest>` is the
+/// oldest version a watch may start from (k8s.io/apiserver/pkg/storage/cacher/watch_cache.go,
+/// `getAllEventsSinceLocked`). A resource's watch cache holds events only after the list it
+/// began with, so for a kind defined just now every version from before its definition is
+/// out of history, on any cluster however young. (A built-in kind's cache began with the
+/// API server: a young cluster still serves a watch from resourceVersion 1, and etcd's
+/// compaction every five minutes does not change what the cache holds.)
 #[tokio::test]
-async fn watch_from_compacted_version_is_gone() {
+async fn watch_from_before_the_watch_caches_history_is_gone() {
     let tc = TestCluster::start().await;
-    let api: Api<ConfigMap> = Api::namespaced(tc.client(), tc.namespace());
-    let mut stream = api
-        .watch(&WatchParams::default().timeout(5), "1")
+    let group = format!("{}.history.example.com", tc.namespace());
+    let crds: Api<CustomResourceDefinition> = Api::all(tc.client());
+    let defined = crds
+        .create(&PostParams::default(), &widget_definition(&group))
+        .await
+        .unwrap();
+    let defined_at: u64 = defined
+        .metadata
+        .resource_version
+        .as_deref()
+        .and_then(|rv| rv.parse().ok())
+        .expect("an etcd revision");
+    let widgets = dyn_api(&tc, "Widget", &format!("{group}/v1"), "widgets");
+    let served = tokio::time::timeout(Duration::from_secs(30), async {
+        while widgets.list(&ListParams::default()).await.is_err() {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    assert!(served.is_ok(), "the kind is served once established");
+
+    let before = (defined_at - 1).to_string();
+    let mut stream = widgets
+        .watch(&WatchParams::default().timeout(5), &before)
         .await
         .unwrap()
         .boxed();
-    match stream.next().await {
+    let oldest = match stream.next().await {
         Some(Ok(WatchEvent::Error(e))) => {
-            assert_eq!((e.code, e.reason.as_str()), (410, "Expired"));
-            assert!(
-                e.message.contains("too old resource version"),
-                "{}",
-                e.message
-            );
+            assert_eq!((e.code, e.reason.as_str()), (410, "Expired"), "{e:?}");
+            let oldest = e
+                .message
+                .strip_prefix(&format!("too old resource version: {before} ("))
+                .and_then(|rest| rest.strip_suffix(')'))
+                .and_then(|n| n.parse::<u64>().ok());
+            oldest.unwrap_or_else(|| panic!("unexpected message: {}", e.message))
         }
         other => panic!("expected a 410 ERROR event, got {other:?}"),
+    };
+    assert!(oldest >= defined_at, "{oldest} < {defined_at}");
+    assert!(
+        stream.next().await.is_none(),
+        "the watch ends after the error"
+    );
+
+    // The version the answer names is one a watch may start from.
+    let mut stream = widgets
+        .watch(&WatchParams::default().timeout(30), &oldest.to_string())
+        .await
+        .unwrap()
+        .boxed();
+    let widget: kube::api::DynamicObject = serde_json::from_value(json!({
+        "apiVersion": format!("{group}/v1"), "kind": "Widget", "metadata": {"name": "w"},
+        "spec": {"url": "u"}
+    }))
+    .unwrap();
+    widgets
+        .create(&PostParams::default(), &widget)
+        .await
+        .unwrap();
+    match stream.next().await {
+        Some(Ok(WatchEvent::Added(w))) => assert_eq!(w.metadata.name.as_deref(), Some("w")),
+        other => panic!("expected the widget's ADDED event, got {other:?}"),
     }
+
+    crds.delete(&format!("widgets.{group}"), &DeleteParams::default())
+        .await
+        .unwrap();
     tc.cleanup().await;
 }
 

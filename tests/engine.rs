@@ -538,8 +538,15 @@ async fn a_hundred_concurrent_posts_start_exactly_one_run() {
         .iter()
         .filter(|(c, b)| *c == 409 && b["error"] == "cutover-in-progress")
         .count();
-    assert_eq!(started, 1, "{answers:?}");
-    assert_eq!(refused, 99);
+    let outcomes = answers
+        .iter()
+        .map(|(c, b)| format!("{c} {}{}", b["error"], b["outcome"]))
+        .fold(BTreeMap::<String, usize>::new(), |mut seen, o| {
+            *seen.entry(o).or_default() += 1;
+            seen
+        });
+    assert_eq!(started, 1, "{outcomes:?}");
+    assert_eq!(refused, 99, "{outcomes:?}");
     let data = env.wait_phase(&["complete", "failed"]).await;
     assert_eq!(data["cutoverPhase"], "complete");
     assert_eq!(env.jobs_by_step().await["only"].len(), 1);
@@ -1931,6 +1938,33 @@ async fn a_deleted_status_never_starts_the_cutover_over() {
     let (code, body) = post(&base, "/cutover", None).await;
     assert_eq!(code, 200, "{body}");
     assert_eq!(body["outcome"], "cutover-already-complete");
+
+    // An operator starts over on purpose, as the 409 says: the status and the record go.
+    // The new run is noted in the record, so losing its status is caught again.
+    let leases: Api<k8s_openapi::api::coordination::v1::Lease> =
+        Api::namespaced(env.client(), env.ns());
+    let record = format!("{}-record", env.service_config("b").lease_name);
+    leases.delete(&record, &Default::default()).await.unwrap();
+    status
+        .delete(DEFAULT_STATUS_CONFIGMAP, &Default::default())
+        .await
+        .expect("the operator deletes the status");
+    let (code, body) = loop {
+        let (code, body) = post(&base, "/cutover", None).await;
+        if code != 200 {
+            break (code, body);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(code, 202, "{body}");
+    let again = env.wait_phase(&["complete"]).await;
+    let noted = leases.get(&record).await.unwrap().metadata.annotations;
+    let noted = noted.unwrap_or_default();
+    assert_eq!(
+        noted.get("cutover.openova.io/started-at"),
+        Some(&again["cutoverStartedAt"]),
+        "{noted:?}"
+    );
 
     service.shutdown().await;
     env.cleanup().await;

@@ -135,6 +135,12 @@ pub async fn begin(
 
 /// 409 `status-lost` when the status shows no cutover but the durable record says one
 /// started: a deleted or recreated status never starts the cutover over on its own.
+///
+/// The cached status the caller saw idle may predate the record: a concurrent start may
+/// have written its status and then its record since. A start is noted in the record only
+/// after its status write, so the status read again after the record shows that start
+/// unless the status was lost; only then is it refused as lost (a start that lost the race
+/// goes on and is answered by the status write's optimistic concurrency).
 pub(crate) async fn refuse_lost_status(ctx: &Context) -> Result<(), ApiError> {
     let Some(record) = ctx.store.record() else {
         return Ok(());
@@ -145,16 +151,27 @@ pub(crate) async fn refuse_lost_status(ctx: &Context) -> Result<(), ApiError> {
             record.describe()
         ))
     })?;
-    match noted.started_at {
-        Some(started_at) => Err(ApiError::StatusLost {
-            record: record.describe(),
-            namespace: ctx.config.namespace.clone(),
-            name: format!("{}-record", ctx.config.lease_name),
-            started_at,
-            finished_at: noted.finished_at,
-        }),
-        None => Ok(()),
+    let Some(started_at) = noted.started_at else {
+        return Ok(());
+    };
+    let status = ctx.store.read_fresh().await.map_err(|err| {
+        ApiError::Unavailable(format!(
+            "cannot read the status ConfigMap {}/{}: {err}",
+            ctx.store.namespace(),
+            ctx.store.name()
+        ))
+    })?;
+    let shown = status.and_then(|cm| cm.data.as_ref().map(Phase::of));
+    if shown.is_some_and(|phase| phase != Phase::Idle) {
+        return Ok(());
     }
+    Err(ApiError::StatusLost {
+        record: record.describe(),
+        namespace: ctx.config.namespace.clone(),
+        name: format!("{}-record", ctx.config.lease_name),
+        started_at,
+        finished_at: noted.finished_at,
+    })
 }
 
 fn data_had_failure(data: &StatusData) -> bool {

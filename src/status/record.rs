@@ -9,6 +9,21 @@
 //! service already has the RBAC to write Leases. The record only ever grows: a value once
 //! noted is never erased by the service.
 //!
+//! When the record is written matters, because a start is refused when the status shows no
+//! cutover but the record shows one (the status was lost):
+//! - a start (of the first run, a retry, or a run after a rollback) is noted right *after*
+//!   the status write that tells it: so a record that shows a start means the status showed
+//!   it before, and a status read after the record that shows none was lost. Noted ahead, a
+//!   start not yet written was indistinguishable from a lost status, and concurrent starts
+//!   that lost the race were refused as `status-lost` (and each would have written the
+//!   record in vain).
+//! - everything else (a completion, a new direction to the agents, and the start a status
+//!   already shows, should the writer of its start have died before noting it) is noted
+//!   *ahead* of the status write that tells it, so a status never shows it while its record
+//!   lacks it. Noted after, from the watch, a status deleted right after completing was
+//!   rebuilt from a record that had only the start, and the cutover came back failed: the
+//!   real API server delivers a watch event well after the write, the sandbox at once.
+//!
 //! With the record, a lost status is rebuilt instead of started over: a finished cutover
 //! comes back complete (and `registriesYamlActive=v2`, so no node moves), or rolled back
 //! (`registriesYamlActive=rollback`) when the record's last word to the agents was an
@@ -90,9 +105,41 @@ impl CutoverRecord {
         }
     }
 
+    /// The record with the fields it lacks taken from `other`, and none it holds changed.
+    /// Pure.
+    pub fn filled(&self, other: &CutoverRecord) -> CutoverRecord {
+        self.merged(&other.merged(self))
+    }
+
     /// Whether a cutover ever started.
     pub fn started(&self) -> bool {
         self.started_at.is_some()
+    }
+
+    /// Whether a status write from `before` to `after` starts a run of the cutover (the
+    /// first, a retry, or one after a rollback): its record is noted right after the write,
+    /// every other write's ahead of it (see the module documentation). Pure.
+    pub fn starts(before: &StatusData, after: &StatusData) -> bool {
+        Phase::of(after) == Phase::Running && Phase::of(before) != Phase::Running
+    }
+
+    /// Whether `wanted` must be written to a record known to hold at least `self`: when it
+    /// tells something the record may lack. The start the record holds is never lost (the
+    /// record only grows), but another replica may have changed the rest since this one
+    /// last noted it, so a write that `changes` it is always noted. Pure.
+    pub fn lacks(&self, wanted: &CutoverRecord, changes: bool) -> bool {
+        changes || self.merged(wanted) != *self
+    }
+
+    /// Whether a status write from `before` to `after` tells the record something new
+    /// besides a start: a completion, a direction to the agents. Pure.
+    pub fn changes(before: &StatusData, after: &StatusData) -> bool {
+        let told = |data| CutoverRecord {
+            started_at: None,
+            ..CutoverRecord::of(data)
+        };
+        let was = told(before);
+        was.merged(&told(after)) != was
     }
 
     /// The status to recreate a lost status ConfigMap with, given this record and where the
@@ -145,6 +192,9 @@ pub struct RecordKeeper {
     name: String,
     /// The latest shared read and when it began.
     shared: Arc<tokio::sync::Mutex<Option<(Instant, CutoverRecord)>>>,
+    /// What this replica knows the record holds at least (it wrote or read it), so that a
+    /// hundred concurrent starts note the start once; held while noting, so they queue.
+    known: Arc<tokio::sync::Mutex<CutoverRecord>>,
 }
 
 impl RecordKeeper {
@@ -154,6 +204,7 @@ impl RecordKeeper {
             api,
             name: name.to_owned(),
             shared: Arc::default(),
+            known: Arc::default(),
         }
     }
 
@@ -164,12 +215,17 @@ impl RecordKeeper {
 
     /// The record as the API server holds it (empty when there is none).
     pub async fn read(&self) -> Result<CutoverRecord, kube::Error> {
-        Ok(self
+        let record = self
             .api
             .get_opt(&self.name)
             .await?
             .map(|lease| CutoverRecord::from_annotations(lease.metadata.annotations.as_ref()))
-            .unwrap_or_default())
+            .unwrap_or_default();
+        // What was read becomes what is known: less than this replica noted only when an
+        // operator removed the record to start over on purpose, after which every fact of the
+        // new run must be noted again. (Knowing less than there is costs one more request.)
+        *self.known.lock().await = record.clone();
+        Ok(record)
     }
 
     /// The record for a request's check, with concurrent callers sharing one read: a read
@@ -190,15 +246,53 @@ impl RecordKeeper {
         Ok(record)
     }
 
+    /// Notes `wanted` in the record unless the record is known to hold it already (see
+    /// [`CutoverRecord::lacks`]).
+    pub async fn note_if_new(
+        &self,
+        wanted: &CutoverRecord,
+        changes: bool,
+    ) -> Result<(), kube::Error> {
+        let mut known = self.known.lock().await;
+        if known.lacks(wanted, changes) {
+            *known = self.note(wanted).await?;
+        }
+        Ok(())
+    }
+
+    /// Notes what the record lacks of `seen` unless the record is known to hold it.
+    async fn fill_gaps(&self, seen: &CutoverRecord) -> Result<(), kube::Error> {
+        let mut known = self.known.lock().await;
+        if known.filled(seen) != *known {
+            *known = self.note_gaps(seen).await?;
+        }
+        Ok(())
+    }
+
     /// Adds what `newer` says to the record; returns the record written.
     pub async fn note(&self, newer: &CutoverRecord) -> Result<CutoverRecord, kube::Error> {
+        self.extend(|held| held.merged(newer)).await
+    }
+
+    /// Adds to the record what it lacks of `seen`, changing nothing it holds; returns the
+    /// record written.
+    pub async fn note_gaps(&self, seen: &CutoverRecord) -> Result<CutoverRecord, kube::Error> {
+        self.extend(|held| held.filled(seen)).await
+    }
+
+    /// Writes `wanted(held)` over the record held, retrying conflicts; returns the record
+    /// written.
+    async fn extend(
+        &self,
+        wanted: impl Fn(&CutoverRecord) -> CutoverRecord,
+    ) -> Result<CutoverRecord, kube::Error> {
         loop {
             let current = self.api.get_opt(&self.name).await?;
             let held = current
                 .as_ref()
                 .map(|l| CutoverRecord::from_annotations(l.metadata.annotations.as_ref()))
                 .unwrap_or_default();
-            let wanted = held.merged(newer);
+            let wanted = wanted(&held);
             if wanted == held {
                 return Ok(held);
             }
@@ -237,12 +331,14 @@ impl RecordKeeper {
         }
     }
 
-    /// Keeps the record up with the status cache for the replica's life: every start and
-    /// completion the status shows is noted. Every replica runs it; the writes are
-    /// idempotent and happen once per fact.
+    /// Keeps the record up with the status cache for the replica's life: what the status
+    /// shows and the record lacks is noted, also what this service did not write (a status
+    /// written by an earlier release, or by hand). It only fills gaps: a snapshot may be
+    /// older than what a status write has just noted ahead of itself, and noting it over
+    /// that would turn the record back. Every replica runs it; the writes are idempotent and
+    /// happen once per fact.
     pub async fn follow(self, cache: super::StatusCache) {
         let mut snapshots = cache.subscribe();
-        let mut noted = CutoverRecord::default();
         loop {
             let seen = snapshots
                 .borrow_and_update()
@@ -250,20 +346,10 @@ impl RecordKeeper {
                 .as_ref()
                 .map(|cm| CutoverRecord::of(&cm.data.clone().unwrap_or_default()))
                 .unwrap_or_default();
-            if noted.merged(&seen) != noted {
-                let mut backoff = Backoff::new();
-                loop {
-                    match self.note(&seen).await {
-                        Ok(record) => {
-                            noted = record;
-                            break;
-                        }
-                        Err(err) => {
-                            tracing::warn!(record = %self.describe(), error = %err, "cannot note the cutover in its record; retrying");
-                            backoff.wait().await;
-                        }
-                    }
-                }
+            let mut backoff = Backoff::new();
+            while let Err(err) = self.fill_gaps(&seen).await {
+                tracing::warn!(record = %self.describe(), error = %err, "cannot note the cutover in its record; retrying");
+                backoff.wait().await;
             }
             if snapshots.changed().await.is_err() {
                 return;
@@ -302,6 +388,92 @@ mod tests {
             "the first start stays"
         );
         assert_eq!(both.finished_at.as_deref(), Some("T3"));
+    }
+
+    #[test]
+    fn a_start_is_noted_after_its_write_and_everything_else_before() {
+        let idle = initial_data();
+        let running = data_of(&[("cutoverPhase", "running"), ("cutoverStartedAt", "T1")]);
+        let failed = data_of(&[("cutoverPhase", "failed"), ("cutoverStartedAt", "T1")]);
+        let complete = data_of(&[
+            ("cutoverPhase", "complete"),
+            ("cutoverStartedAt", "T1"),
+            ("cutoverFinishedAt", "T2"),
+            ("registriesYamlActive", "v2"),
+        ]);
+        let rolled_back = data_of(&[
+            ("cutoverPhase", "rolled-back"),
+            ("cutoverStartedAt", "T1"),
+            ("cutoverFinishedAt", "T2"),
+            ("registriesYamlActive", "rollback"),
+        ]);
+        for (before, after) in [
+            (&idle, &running),
+            (&failed, &running),
+            (&rolled_back, &running),
+        ] {
+            assert!(CutoverRecord::starts(before, after));
+        }
+        for (before, after) in [
+            (&running, &running),
+            (&running, &complete),
+            (&complete, &rolled_back),
+            (&idle, &idle),
+        ] {
+            assert!(!CutoverRecord::starts(before, after));
+        }
+
+        let nothing = CutoverRecord::default();
+        let started = CutoverRecord::of(&running);
+        assert!(nothing.lacks(&started, false), "a start is noted");
+        let later_start = data_of(&[("cutoverPhase", "running"), ("cutoverStartedAt", "T9")]);
+        assert!(
+            !started.lacks(&CutoverRecord::of(&later_start), false),
+            "once"
+        );
+        assert!(
+            started.lacks(
+                &CutoverRecord::of(&complete),
+                CutoverRecord::changes(&running, &complete)
+            ),
+            "a completion is noted"
+        );
+        let done = CutoverRecord::of(&complete);
+        assert!(!done.lacks(&done, CutoverRecord::changes(&complete, &complete)));
+        assert!(
+            done.lacks(
+                &CutoverRecord::of(&rolled_back),
+                CutoverRecord::changes(&complete, &rolled_back)
+            ),
+            "a rollback is noted"
+        );
+        assert!(
+            done.lacks(
+                &CutoverRecord::of(&complete),
+                CutoverRecord::changes(&rolled_back, &complete)
+            ),
+            "turning the direction back is noted even when this replica last noted v2"
+        );
+    }
+
+    #[test]
+    fn filling_gaps_changes_nothing_the_record_holds() {
+        let held = CutoverRecord::of(&data_of(&[
+            ("cutoverPhase", "rolled-back"),
+            ("cutoverStartedAt", "T1"),
+            ("registriesYamlActive", "rollback"),
+        ]));
+        let older = CutoverRecord::of(&data_of(&[
+            ("cutoverPhase", "complete"),
+            ("cutoverStartedAt", "T0"),
+            ("cutoverFinishedAt", "T2"),
+            ("registriesYamlActive", "v2"),
+        ]));
+        let filled = held.filled(&older);
+        assert_eq!(filled.started_at.as_deref(), Some("T1"));
+        assert_eq!(filled.finished_at.as_deref(), Some("T2"), "a gap is filled");
+        assert_eq!(filled.registries.as_deref(), Some("rollback"));
+        assert_eq!(CutoverRecord::default().filled(&older), older);
     }
 
     #[test]

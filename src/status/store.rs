@@ -5,7 +5,7 @@
 
 use super::cache::StatusCache;
 use super::model::{KEY_PHASE, KEY_SCHEMA_VERSION, Phase, StatusData};
-use super::record::RecordKeeper;
+use super::record::{CutoverRecord, RecordKeeper};
 use super::transition::{Rejected, Transition};
 use crate::contract::{self, key};
 use crate::retry::{Backoff, is_status, is_transient};
@@ -27,6 +27,15 @@ pub enum StoreError {
         namespace: String,
         /// ConfigMap name.
         name: String,
+        /// The refusal.
+        #[source]
+        source: kube::Error,
+    },
+    /// The durable record could not be extended ahead of the write, so the write was not made.
+    #[error("the API server refused to extend the cutover record (Lease {record}): {source}")]
+    Record {
+        /// `namespace/name` of the record Lease.
+        record: String,
         /// The refusal.
         #[source]
         source: kube::Error,
@@ -134,6 +143,24 @@ impl StatusStore {
             if data == before {
                 return Ok(data);
             }
+            let starts = CutoverRecord::starts(&before, &data);
+            let changes = CutoverRecord::changes(&before, &data);
+            if let Some(record) = self.record.as_ref().filter(|_| !starts) {
+                match record.note_if_new(&CutoverRecord::of(&data), changes).await {
+                    Ok(()) => {}
+                    Err(err) if is_transient(&err) => {
+                        tracing::warn!(record = %record.describe(), error = %err, "cannot note the cutover in its record before a status write; retrying");
+                        backoff.wait().await;
+                        continue;
+                    }
+                    Err(source) => {
+                        return Err(StoreError::Record {
+                            record: record.describe(),
+                            source,
+                        });
+                    }
+                }
+            }
             let mut next = (*current).clone();
             next.data = Some(data.clone());
             // The request runs in its own task: a caller dropped while it is in flight (a
@@ -146,7 +173,12 @@ impl StatusStore {
                 Err(_) => return Err(StoreError::Interrupted),
             };
             match written {
-                Ok(()) => return Ok(data),
+                Ok(()) => {
+                    if starts {
+                        self.note_start(&data, changes).await;
+                    }
+                    return Ok(data);
+                }
                 Err(err) if is_status(&err, 409) => {
                     tracing::debug!(configmap = %self.name, "status write conflict; re-reading");
                 }
@@ -160,6 +192,32 @@ impl StatusStore {
                 Err(source) => return Err(self.refused(source)),
             }
             current = self.read_or_create(&mut backoff).await?;
+        }
+    }
+
+    /// Notes the start that `written` shows, right after its write (see the record's module
+    /// documentation for why not before). One attempt: the write is made either way, and a
+    /// note that fails now is made ahead of the next status write, or by the record's
+    /// follower.
+    async fn note_start(&self, written: &StatusData, changes: bool) {
+        let Some(record) = &self.record else { return };
+        if let Err(err) = record
+            .note_if_new(&CutoverRecord::of(written), changes)
+            .await
+        {
+            tracing::warn!(record = %record.describe(), error = %err, "cannot note the cutover's start in its record now; the next status write notes it");
+        }
+    }
+
+    /// The status ConfigMap as the API server holds it now (`None` when there is none), also
+    /// offered to the cache.
+    pub async fn read_fresh(&self) -> Result<Option<std::sync::Arc<ConfigMap>>, kube::Error> {
+        match self.api.get_opt(&self.name).await? {
+            Some(cm) => {
+                self.cache.offer(cm.clone());
+                Ok(Some(std::sync::Arc::new(cm)))
+            }
+            None => Ok(None),
         }
     }
 

@@ -122,6 +122,11 @@ struct Collection {
     kind: Arc<KindInfo>,
     key: Arc<str>,
     objects: BTreeMap<ObjKey, Arc<StoredObject>>,
+    /// The oldest resourceVersion a watch of this kind may start from: kube-apiserver's watch
+    /// cache of a resource holds events only after the list it began with (the API server's
+    /// start for a built-in kind, its definition for a custom one), so an older version is
+    /// answered 410 however much history etcd still holds.
+    watch_from: u64,
 }
 
 struct Inner {
@@ -174,7 +179,8 @@ fn decode_continue(token: &str) -> Result<(u64, ObjKey), ApiError> {
     Ok((rv, (ns, name)))
 }
 
-/// The 410 message of kube-apiserver's watch cache for a compacted resourceVersion.
+/// The 410 of kube-apiserver's watch cache for a resourceVersion older than its history;
+/// `oldest` is the oldest version a watch may start from (the cache's `oldest-1`).
 pub fn too_old(rv: u64, oldest: u64) -> ApiError {
     ApiError::expired(format!("too old resource version: {rv} ({oldest})"))
 }
@@ -413,6 +419,7 @@ impl Store {
                         kind: k.clone(),
                         key,
                         objects: BTreeMap::new(),
+                        watch_from: START_RV,
                     },
                 )
             })
@@ -475,6 +482,7 @@ impl Store {
                                 kind,
                                 key,
                                 objects: BTreeMap::new(),
+                                watch_from: change.rv,
                             });
                     }
                 }
@@ -820,13 +828,21 @@ impl Store {
         let ns = ns.filter(|_| kind.namespaced);
         let live = self.feed.subscribe();
         let initial = match from {
-            WatchFrom::After(rv) => inner
-                .history
-                .since(rv)
-                .ok_or_else(|| too_old(rv, inner.history.compacted() + 1))?
-                .filter(|c| c.resource == resource && ns.is_none_or(|n| n == c.namespace))
-                .cloned()
-                .collect(),
+            WatchFrom::After(rv) => {
+                let oldest = inner
+                    .collections
+                    .get(&resource)
+                    .map_or(0, |c| c.watch_from)
+                    .max(inner.history.compacted());
+                inner
+                    .history
+                    .since(rv)
+                    .filter(|_| rv >= oldest)
+                    .ok_or_else(|| too_old(rv, oldest))?
+                    .filter(|c| c.resource == resource && ns.is_none_or(|n| n == c.namespace))
+                    .cloned()
+                    .collect()
+            }
             WatchFrom::Now => {
                 let c = inner
                     .collections
@@ -1016,5 +1032,45 @@ mod tests {
             .err()
             .unwrap();
         assert_eq!(err.code.as_u16(), 410);
+    }
+
+    #[test]
+    fn a_kind_is_watchable_only_from_its_definition_on() {
+        let (store, _, cm) = setup();
+        let crds = store
+            .registry()
+            .lookup("apiextensions.k8s.io", "v1", "customresourcedefinitions")
+            .unwrap();
+        let before = store.resource_version();
+        let defined = store
+            .create(
+                &crds,
+                None,
+                json!({"metadata": {"name": "widgets.example.com"}, "spec": {
+                    "group": "example.com", "scope": "Namespaced",
+                    "names": {"plural": "widgets", "kind": "Widget"},
+                    "versions": [{"name": "v1", "served": true, "storage": true,
+                        "schema": {"openAPIV3Schema": {"type": "object",
+                            "x-kubernetes-preserve-unknown-fields": true}}}]}}),
+                false,
+            )
+            .unwrap();
+        let defined_at: u64 = meta::resource_version_of(&defined).parse().unwrap();
+        let widgets = store
+            .registry()
+            .lookup("example.com", "v1", "widgets")
+            .unwrap();
+        let watch = |kind, rv| store.watch(kind, None, &Selectors::default(), WatchFrom::After(rv));
+        let gone = watch(&widgets, before).err().unwrap();
+        assert_eq!((gone.code.as_u16(), gone.reason), (410, "Expired"));
+        assert_eq!(
+            gone.message,
+            format!("too old resource version: {before} ({defined_at})")
+        );
+        assert!(watch(&widgets, defined_at).is_ok());
+        assert!(
+            watch(&cm, before).is_ok(),
+            "a built-in kind keeps its history"
+        );
     }
 }
