@@ -40,6 +40,8 @@ pub const DATA_STEP_NAME: &str = "stepName";
 pub const DATA_POD_SPEC: &str = "podSpec";
 /// Label on a Job and its pod template naming the step.
 pub const LABEL_JOB_STEP: &str = "cutover.openova.io/step";
+/// Label the Job controller puts on a Job's pods, naming the Job (Kubernetes' own).
+pub const LABEL_JOB_NAME: &str = "batch.kubernetes.io/job-name";
 
 /// Annotation that keeps the status ConfigMap across `helm uninstall`.
 pub const ANNOTATION_RESOURCE_POLICY: &str = "helm.sh/resource-policy";

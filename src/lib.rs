@@ -18,6 +18,7 @@
 //!   `sandbox` subcommands, over the `kube-sandbox` crate (`crates/sandbox`: the Kubernetes
 //!   API server and cluster simulator); cargo feature `sandbox`, on by default; the container
 //!   image leaves it out.
+//! - [`steplog`]: every step's log: where it is read from, and the tail kept after it.
 //! - [`retry`]: which API errors are retried, and how.
 //! - [`cli`]: the `catalyst-cutover` subcommands.
 //! - [`telemetry`]: logs (JSON in a cluster, human on a terminal).
@@ -39,4 +40,5 @@ pub mod runner;
 pub mod service;
 pub mod status;
 pub mod step;
+pub mod steplog;
 pub mod telemetry;

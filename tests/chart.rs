@@ -993,6 +993,9 @@ fn expected_calls() -> (Calls, Calls) {
                 "delete batch/jobs catalyst/cutover-gitea-mirror-a1",
                 "list /pods catalyst/*",
                 "watch /pods catalyst/*",
+                // steplog/: a step's log, and its tail kept (create) and cleaned by label.
+                "get /pods/log catalyst/cutover-gitea-mirror-a1-x",
+                "deletecollection /configmaps catalyst/*",
                 "create coordination.k8s.io/leases catalyst/*",
                 "get coordination.k8s.io/leases catalyst/catalyst-cutover",
                 "update coordination.k8s.io/leases catalyst/catalyst-cutover",
@@ -1059,7 +1062,6 @@ fn expected_calls() -> (Calls, Calls) {
                 "delete /configmaps catalyst/self-sovereign-cutover-status",
                 "list /configmaps other/*",
                 "get /secrets catalyst/cutover-credentials",
-                "get /pods/log catalyst/cutover-gitea-mirror-a1-abcde",
                 "watch /nodes",
                 "create /events catalyst/*",
                 "update coordination.k8s.io/leases catalyst/other",
@@ -1343,6 +1345,10 @@ fn service_resources() -> BTreeSet<String> {
         }
         if code.contains("Recorder::new") {
             out.insert(resource_of("Recorder").to_owned());
+        }
+        // A pod's log is a subresource of its own (`pods/log`).
+        if code.contains(".log_stream(") || code.contains(".logs(") {
+            out.insert("pods/log".to_owned());
         }
     }
     out

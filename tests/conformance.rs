@@ -2022,3 +2022,140 @@ async fn deletes_answer_a_status_or_the_deleted_pod() {
     assert_eq!(status_of(pods.get("p").await.unwrap_err()).code, 404);
     tc.cleanup().await;
 }
+
+/// `pods/{name}/log` of a pod on a (simulated) node: kube-apiserver reads it from the
+/// kubelet at the node's InternalIP and kubelet port, passing `tailLines`, `limitBytes` and
+/// `follow` on, and checks the container itself (400 when a pod of several containers is
+/// asked without one, or for a container it does not have). The sandbox must answer alike.
+#[tokio::test]
+async fn pod_logs_come_from_the_kubelet_of_the_pods_node() {
+    use futures::AsyncBufReadExt;
+    use k8s_openapi::api::core::v1::Pod;
+    use kube::api::LogParams;
+    use kube_sandbox::sim::{SimConfig, Simulator};
+    let tc = TestCluster::start().await;
+    let ns = tc.namespace().to_owned();
+    let sim = Simulator::start(
+        tc.client(),
+        SimConfig {
+            namespace: Some(ns.clone()),
+            nodes: 1,
+            pool: ns.clone(),
+            default_run: Duration::from_millis(50),
+        },
+    )
+    .await
+    .unwrap();
+    let pods: Api<Pod> = Api::namespaced(tc.client(), &ns);
+    let env = json!([
+        {"name": "CUTOVER_SIM_LOG", "value": "one\ntwo\nthree\n"},
+        {"name": "CUTOVER_SIM_RUN_MS", "value": "50"}
+    ]);
+    let pod: Pod = serde_json::from_value(json!({
+        "metadata": {"name": "logger"},
+        "spec": {
+            "nodeName": format!("{ns}-0"),
+            "restartPolicy": "Never",
+            "containers": [
+                {"name": "main", "image": "busybox:1.36", "env": env},
+                {"name": "side", "image": "busybox:1.36"}
+            ]
+        }
+    }))
+    .unwrap();
+    // Bound to a node that does not exist: kube-apiserver finds no kubelet to ask.
+    let mut waiting = pod.clone();
+    waiting.metadata.name = Some("waiting".into());
+    if let Some(spec) = waiting.spec.as_mut() {
+        spec.node_name = Some("no-such-node".into());
+    }
+    pods.create(&PostParams::default(), &waiting).await.unwrap();
+    let main_only = LogParams {
+        container: Some("main".into()),
+        ..LogParams::default()
+    };
+    let no_node = status_of(pods.logs("waiting", &main_only).await.unwrap_err());
+    assert_eq!(no_node.code, 404, "{no_node:?}");
+    pods.create(&PostParams::default(), &pod).await.unwrap();
+    let ended = |p: Option<&Pod>| {
+        p.and_then(|p| p.status.as_ref())
+            .and_then(|s| s.phase.as_deref())
+            .is_some_and(|phase| phase == "Succeeded" || phase == "Failed")
+    };
+    tokio::time::timeout(
+        Duration::from_secs(60),
+        kube::runtime::wait::await_condition(pods.clone(), "logger", ended),
+    )
+    .await
+    .expect("the pod ends in time")
+    .unwrap();
+
+    let main = |params: LogParams| LogParams {
+        container: Some("main".into()),
+        ..params
+    };
+    let log = pods
+        .logs("logger", &main(LogParams::default()))
+        .await
+        .unwrap();
+    assert_eq!(log, "one\ntwo\nthree\n");
+    let tail = LogParams {
+        tail_lines: Some(1),
+        ..LogParams::default()
+    };
+    assert_eq!(pods.logs("logger", &main(tail)).await.unwrap(), "three\n");
+    let limit = LogParams {
+        limit_bytes: Some(6),
+        ..LogParams::default()
+    };
+    assert_eq!(pods.logs("logger", &main(limit)).await.unwrap(), "one\ntw");
+    let follow = LogParams {
+        follow: true,
+        ..LogParams::default()
+    };
+    let followed: Vec<String> = pods
+        .log_stream("logger", &main(follow))
+        .await
+        .unwrap()
+        .lines()
+        .try_collect()
+        .await
+        .unwrap();
+    assert_eq!(
+        followed,
+        ["one", "two", "three"],
+        "an ended container's log ends"
+    );
+
+    let unnamed = status_of(
+        pods.logs("logger", &LogParams::default())
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(unnamed.code, 400, "{unnamed:?}");
+    assert!(
+        unnamed
+            .message
+            .contains("a container name must be specified"),
+        "{unnamed:?}"
+    );
+    let wrong = LogParams {
+        container: Some("nope".into()),
+        ..LogParams::default()
+    };
+    let wrong = status_of(pods.logs("logger", &wrong).await.unwrap_err());
+    assert_eq!(wrong.code, 400, "{wrong:?}");
+    assert!(
+        wrong.message.contains("is not valid for pod logger"),
+        "{wrong:?}"
+    );
+    let gone = status_of(
+        pods.logs("nope", &main(LogParams::default()))
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(gone.code, 404);
+
+    sim.shutdown().await;
+    tc.cleanup().await;
+}

@@ -90,7 +90,7 @@ pub struct TargetArgs {
     #[arg(long, value_name = "FILE")]
     pub kubeconfig: Option<PathBuf>,
     /// Namespace of the steps, the status ConfigMap, the Lease and the Jobs.
-    #[arg(long, value_name = "NS", env = ENV_NAMESPACE, default_value = DEFAULT_NAMESPACE)]
+    #[arg(short = 'n', long, value_name = "NS", env = ENV_NAMESPACE, default_value = DEFAULT_NAMESPACE)]
     pub namespace: String,
     /// Name of the status ConfigMap.
     #[arg(long, value_name = "NAME", env = ENV_STATUS_CONFIGMAP, default_value = DEFAULT_STATUS_CONFIGMAP)]

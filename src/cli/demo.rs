@@ -4,18 +4,17 @@
 //! service's HTTP API, shows each step live, and prints the final status ConfigMap.
 
 use super::args::{parse_duration, shutdown_signal};
+use super::table::Display;
 use crate::contract::{DEFAULT_NAMESPACE, DEFAULT_STATUS_CONFIGMAP};
 use crate::demo::{Sandbox, SandboxOptions};
 use crate::service::{Service, ServiceConfig};
+use crate::status::StatusBody;
 use crate::status::model::{Phase, StatusData};
-use crate::status::{StatusBody, StepResult};
 use futures::StreamExt;
-use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use k8s_openapi::api::apps::v1::DaemonSet;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
 use kube::api::{Api, PostParams};
 use kube::runtime::watcher;
-use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -298,7 +297,7 @@ async fn show_progress(client: kube::Client, names: Vec<String>) -> Option<Statu
     let api: Api<ConfigMap> = Api::namespaced(client, DEFAULT_NAMESPACE);
     let stream = watcher::watch_object(api, DEFAULT_STATUS_CONFIGMAP);
     futures::pin_mut!(stream);
-    let mut display = Display::new();
+    let mut display = Display::new(false);
     while let Some(event) = stream.next().await {
         let Ok(Some(cm)) = event else { continue };
         let data = cm.data.unwrap_or_default();
@@ -310,85 +309,6 @@ async fn show_progress(client: kube::Client, names: Vec<String>) -> Option<Statu
         }
     }
     None
-}
-
-/// Live per-step lines: progress bars on a terminal, plain lines otherwise.
-struct Display {
-    bars: Option<MultiProgress>,
-    lines: Vec<(String, ProgressBar, &'static str)>,
-}
-
-impl Display {
-    fn new() -> Self {
-        let bars = std::io::stdout().is_terminal().then(MultiProgress::new);
-        Display {
-            bars,
-            lines: Vec::new(),
-        }
-    }
-
-    fn update(&mut self, body: &StatusBody) {
-        for step in &body.steps {
-            let known = self.lines.iter().position(|(n, _, _)| *n == step.name);
-            let index = match known {
-                Some(index) => index,
-                None => {
-                    let bar = match &self.bars {
-                        Some(m) => m.add(ProgressBar::new_spinner()),
-                        None => ProgressBar::hidden(),
-                    };
-                    bar.set_style(
-                        ProgressStyle::with_template("{spinner} {msg}")
-                            .unwrap_or_else(|_| ProgressStyle::default_spinner()),
-                    );
-                    self.lines.push((step.name.clone(), bar, ""));
-                    self.lines.len() - 1
-                }
-            };
-            let (name, bar, shown) = &mut self.lines[index];
-            if *shown == step.result {
-                continue;
-            }
-            *shown = step.result;
-            let line = match StepResult::parse(step.result) {
-                StepResult::Running => {
-                    bar.enable_steady_tick(Duration::from_millis(100));
-                    format!("{name:<28} running   {}", step.job_name)
-                }
-                StepResult::Success => format!("{name:<28} success   {}", step.job_name),
-                StepResult::Failed => format!("{name:<28} FAILED    {}", step.job_name),
-                StepResult::Skipped => format!("{name:<28} skipped"),
-                StepResult::Pending => continue,
-            };
-            match StepResult::parse(step.result) {
-                StepResult::Running => bar.set_message(line.clone()),
-                _ => bar.finish_with_message(line.clone()),
-            }
-            if self.bars.is_none() {
-                println!("{line}");
-            }
-        }
-    }
-
-    fn finish(&mut self, body: &StatusBody) {
-        for (_, bar, _) in &self.lines {
-            if !bar.is_finished() {
-                bar.finish();
-            }
-        }
-        println!();
-        if body.cutover_complete {
-            println!(
-                "cutover complete: {} steps, {}% (state {})",
-                body.total_steps, body.progress_percent, body.state
-            );
-        } else {
-            println!(
-                "cutover failed at {}: {}",
-                body.failed_step, body.last_error
-            );
-        }
-    }
 }
 
 /// The status ConfigMap as `kubectl get -o yaml` would show it, without managed fields.

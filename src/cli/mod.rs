@@ -11,6 +11,8 @@ mod policy_args;
 #[cfg(feature = "sandbox")]
 mod sandbox;
 mod serve;
+mod status;
+mod table;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -43,6 +45,9 @@ enum Command {
     Serve(Box<serve::ServeArgs>),
     /// Bring the status ConfigMap to the latest schema version.
     Migrate(migrate::MigrateArgs),
+    /// Print the cutover's status from its status ConfigMap (no service needed); the exit
+    /// code says where it stands.
+    Status(status::StatusArgs),
     /// Run the embedded Kubernetes API server until interrupted.
     #[cfg(feature = "sandbox")]
     Sandbox(sandbox::SandboxArgs),
@@ -62,6 +67,7 @@ pub fn main() -> ExitCode {
         Command::Plan(args) => plan::run(args),
         Command::Serve(args) => serve::run(*args),
         Command::Migrate(args) => migrate::run(args),
+        Command::Status(args) => status::run(args),
         #[cfg(feature = "sandbox")]
         Command::Sandbox(args) => sandbox::main(args),
     }

@@ -263,7 +263,7 @@ fn body_with(data: &StatusData, plan: Option<&StepPlan>) -> StatusBody {
     StatusBody::build(data, names.as_deref())
 }
 
-fn ready_plan(ctx: &Context) -> Option<Arc<StepPlan>> {
+pub(crate) fn ready_plan(ctx: &Context) -> Option<Arc<StepPlan>> {
     match ctx.steps.current() {
         PlanState::Ready(plan) => Some(plan),
         _ => None,

@@ -129,6 +129,38 @@ pub enum ApiError {
         /// The latest run (0: none yet).
         latest: u32,
     },
+    /// `GET /cutover/steps/{step}/logs` for a step neither the plan nor the status knows.
+    #[error("no step {step:?} in the cutover{}", known_suffix(.known))]
+    StepNotFound {
+        /// The name asked for.
+        step: String,
+        /// The plan's steps, in execution order.
+        known: Vec<String>,
+    },
+    /// A step's log asked for before the step ran in this cutover.
+    #[error(
+        "step {step:?} has not run yet, so it has no log; GET /cutover shows where the cutover stands"
+    )]
+    StepNotStarted {
+        /// The step.
+        step: String,
+    },
+    /// The step runs, but its pod has no log to read yet.
+    #[error("step {step:?} has no log yet ({detail}); retry in a moment")]
+    StepLogPending {
+        /// The step.
+        step: String,
+        /// Why.
+        detail: String,
+    },
+    /// The step ran, but neither its pod nor a kept tail of its log is left.
+    #[error("no log of step {step:?} is left: {detail}")]
+    StepLogNotFound {
+        /// The step.
+        step: String,
+        /// Why.
+        detail: String,
+    },
     /// The caches are not synced yet, or the API server cannot be reached.
     #[error("{0}")]
     Unavailable(String),
@@ -177,6 +209,14 @@ fn paren_suffix(detail: &str) -> String {
     }
 }
 
+fn known_suffix(known: &[String]) -> String {
+    if known.is_empty() {
+        String::new()
+    } else {
+        format!("; its steps are {}", known.join(", "))
+    }
+}
+
 fn step_suffix(step: &str) -> String {
     if step.is_empty() {
         String::new()
@@ -205,6 +245,10 @@ impl ApiError {
             ApiError::BadRequest(_) => "bad-request",
             ApiError::InvalidQuery(_) => "invalid-query",
             ApiError::PreflightRunNotFound { .. } => "preflight-run-not-found",
+            ApiError::StepNotFound { .. } => "step-not-found",
+            ApiError::StepNotStarted { .. } => "step-not-started",
+            ApiError::StepLogPending { .. } => "step-log-pending",
+            ApiError::StepLogNotFound { .. } => "step-log-not-found",
             ApiError::Unavailable(_) => "unavailable",
             ApiError::TooManyConnections { .. } => "too-many-connections",
             ApiError::TooManyEventStreams { .. } => "too-many-event-streams",
@@ -232,7 +276,12 @@ impl ApiError {
             }
             ApiError::InvalidSteps { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::BadRequest(_) | ApiError::InvalidQuery(_) => StatusCode::BAD_REQUEST,
-            ApiError::PreflightRunNotFound { .. } => StatusCode::NOT_FOUND,
+            ApiError::PreflightRunNotFound { .. }
+            | ApiError::StepNotFound { .. }
+            | ApiError::StepLogNotFound { .. } => StatusCode::NOT_FOUND,
+            ApiError::StepNotStarted { .. } | ApiError::StepLogPending { .. } => {
+                StatusCode::CONFLICT
+            }
             ApiError::Unavailable(_)
             | ApiError::TooManyConnections { .. }
             | ApiError::TooManyEventStreams { .. } => StatusCode::SERVICE_UNAVAILABLE,

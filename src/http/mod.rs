@@ -9,6 +9,7 @@ pub mod error;
 pub mod events;
 pub mod health;
 pub mod internal;
+pub mod logs;
 pub mod metrics;
 pub mod page;
 pub mod permissions;
@@ -45,6 +46,7 @@ fn table() -> Vec<Route> {
         ("/cutover/retry", "post", post(cutover::retry)),
         ("/cutover/abort", "post", post(cutover::abort)),
         ("/cutover/preflight", "get", get(preflight::preflight)),
+        ("/cutover/steps/{step}/logs", "get", get(logs::logs)),
         ("/cutover/rollback", "post", post(rollback::rollback)),
         (
             "/api/v1/sovereign/cutover/rollback",

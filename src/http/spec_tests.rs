@@ -141,6 +141,21 @@ fn spec_lists_every_error_code() {
             asked: 1,
             latest: 2,
         },
+        ApiError::StepNotFound {
+            step: String::new(),
+            known: Vec::new(),
+        },
+        ApiError::StepNotStarted {
+            step: String::new(),
+        },
+        ApiError::StepLogPending {
+            step: String::new(),
+            detail: String::new(),
+        },
+        ApiError::StepLogNotFound {
+            step: String::new(),
+            detail: String::new(),
+        },
         ApiError::RolledBack(String::new()),
         ApiError::RollbackInProgress {
             by: String::new(),

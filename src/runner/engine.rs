@@ -7,9 +7,10 @@ use super::watches::RunWatches;
 use super::{StepOutcome, daemonset, job};
 use crate::render::job_name;
 use crate::service::Context;
-use crate::status::model::{Phase, StatusData, StepResult, StepRow};
+use crate::status::model::{KEY_CUTOVER_ATTEMPT, Phase, StatusData, StepResult, StepRow, get_u32};
 use crate::status::{StoreError, Transition, now_rfc3339};
 use crate::step::{DiscoverError, Step, StepKind, StepPlan};
+use crate::steplog::TailKeeper;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::Api;
@@ -90,10 +91,15 @@ async fn drive(ctx: &Context) -> Result<(), StoreError> {
             )
             .await
             {
-                Ok(found) => run.insert(Run {
-                    watches: RunWatches::open(&ctx.client, &ctx.config.namespace, &found),
-                    plan: found,
-                }),
+                Ok(found) => {
+                    // A new run keeps only its own step logs; resuming one deletes nothing
+                    // of its own.
+                    tail_keeper(ctx).spawn_clean(get_u32(&view, KEY_CUTOVER_ATTEMPT));
+                    run.insert(Run {
+                        watches: RunWatches::open(&ctx.client, &ctx.config.namespace, &found),
+                        plan: found,
+                    })
+                }
                 Err(DiscoverError::Invalid(report)) => {
                     let mut ts = std::mem::take(&mut pending);
                     ts.push(Transition::Halt {
@@ -180,6 +186,13 @@ async fn drive(ctx: &Context) -> Result<(), StoreError> {
                     .instrument(span.clone())
                     .await;
                 ctx.metrics.step_terminal_seen();
+                if step.pod_spec().is_some() {
+                    tail_keeper(ctx).spawn_keep(
+                        step.name.clone(),
+                        get_u32(&view, KEY_CUTOVER_ATTEMPT),
+                        target.clone(),
+                    );
+                }
                 let at = now_rfc3339();
                 let name = step.name.as_str().to_owned();
                 match outcome {
@@ -213,6 +226,15 @@ async fn drive(ctx: &Context) -> Result<(), StoreError> {
             }
         }
     }
+}
+
+/// The keeper of this status ConfigMap's step log tails.
+fn tail_keeper(ctx: &Context) -> TailKeeper {
+    TailKeeper::new(
+        ctx.client.clone(),
+        &ctx.config.namespace,
+        &ctx.config.status_configmap,
+    )
 }
 
 /// The plan of the cutover running now, and the watches its steps are followed through.

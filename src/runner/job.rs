@@ -172,7 +172,7 @@ pub fn explain(job: &str, reason: &str, message: &str, pod: Option<(String, Stri
 
 /// The newest failed pod of the Job with a termination message, if any.
 async fn failed_pod_message(pods: &Api<Pod>, job: &str) -> Option<(String, String)> {
-    let params = ListParams::default().labels(&format!("batch.kubernetes.io/job-name={job}"));
+    let params = ListParams::default().labels(&format!("{}={job}", contract::LABEL_JOB_NAME));
     let list = match pods.list(&params).await {
         Ok(list) => list,
         Err(err) => {

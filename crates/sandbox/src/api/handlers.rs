@@ -28,8 +28,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// Annotation whose text `pods/<name>/log` returns (written by the simulator).
-pub const LOG_ANNOTATION: &str = "sandbox.catalyst.openova.io/log";
+pub use super::pod_log::LOG_ANNOTATION;
 
 /// Shared state of the server.
 pub struct App {
@@ -290,7 +289,7 @@ fn resource(
         Some("status") if kind.has_status => Part::Status,
         Some("log") if kind.has_log && *method == Method::GET => {
             let name = rp.name.as_deref().unwrap_or_default();
-            return pod_log(store, kind, ns, name);
+            return super::pod_log::pod_log(store, kind, ns, name, params);
         }
         Some("token") if kind.has_token => {
             let (Some(ns), Some(name)) = (ns, rp.name.as_deref()) else {
@@ -515,22 +514,6 @@ fn delete_collection(
         remaining: None,
     };
     Ok(json_response(StatusCode::OK, list_body(&view.api, &page)))
-}
-
-fn pod_log(
-    store: &Store,
-    kind: &KindInfo,
-    ns: Option<&str>,
-    name: &str,
-) -> Result<Response, ApiError> {
-    let pod = store.get(kind, ns, name)?;
-    let text = pod
-        .pointer("/metadata/annotations")
-        .and_then(|a| a.get(LOG_ANNOTATION))
-        .and_then(Value::as_str)
-        .unwrap_or_default()
-        .to_string();
-    Ok((StatusCode::OK, [(header::CONTENT_TYPE, "text/plain")], text).into_response())
 }
 
 /// Watches without `timeoutSeconds` end after this long (kube-apiserver: 30-60 min).

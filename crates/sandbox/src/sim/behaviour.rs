@@ -14,6 +14,9 @@ pub const ENV_FAIL_ATTEMPTS: &str = "CUTOVER_SIM_FAIL_ATTEMPTS";
 pub const ENV_MESSAGE: &str = "CUTOVER_SIM_MESSAGE";
 /// Env var: the text the container "prints" (served by the pod `/log` endpoint).
 pub const ENV_LOG: &str = "CUTOVER_SIM_LOG";
+/// Env var: the container prints its log text this many times (a long log from a PodSpec
+/// that must stay small).
+pub const ENV_LOG_REPEAT: &str = "CUTOVER_SIM_LOG_REPEAT";
 
 /// How an attempt ends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -84,12 +87,20 @@ impl Behaviour {
             }
             None => 0,
         };
+        let repeat = match env(ENV_LOG_REPEAT).map(|v| v.trim().parse::<usize>()) {
+            Some(Ok(n)) => n,
+            Some(Err(_)) => {
+                problems.push(format!("{ENV_LOG_REPEAT} is not a count"));
+                1
+            }
+            None => 1,
+        };
         let behaviour = Behaviour {
             run,
             outcome,
             fail_attempts,
             message: env(ENV_MESSAGE),
-            log: env(ENV_LOG),
+            log: env(ENV_LOG).map(|log| log.repeat(repeat)),
         };
         (behaviour, problems)
     }
@@ -154,6 +165,9 @@ mod tests {
         assert_eq!(b.outcome, Outcome::Fail);
         assert_eq!(b.message.as_deref(), Some("boom"));
         assert_eq!(b.log.as_deref(), Some("line 1\nline 2"));
+        let repeated = spec(&[(ENV_LOG, "ab\n"), (ENV_LOG_REPEAT, "3")]);
+        let (b, _) = Behaviour::from_spec(Some(&repeated), Duration::ZERO);
+        assert_eq!(b.log.as_deref(), Some("ab\nab\nab\n"));
         let (hang, _) = Behaviour::from_spec(Some(&spec(&[(ENV_OUTCOME, "hang")])), Duration::ZERO);
         assert_eq!(hang.outcome, Outcome::Hang);
     }

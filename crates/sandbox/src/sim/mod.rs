@@ -16,6 +16,7 @@ mod daemonset_controller;
 pub mod job;
 mod job_controller;
 mod kubelet;
+pub mod kubelet_http;
 pub mod lifecycle;
 mod nodes;
 pub mod pod_state;
@@ -29,6 +30,7 @@ use kube::{Api, Client, Resource};
 use serde::de::DeserializeOwned;
 use tokio::task::JoinHandle;
 
+use kubelet_http::KubeletEndpoint;
 use nodes::{NodeManager, NodeRegistry};
 
 pub use nodes::LABEL_POOL;
@@ -91,6 +93,7 @@ pub enum SimError {
 pub struct Simulator {
     nodes: NodeManager,
     tasks: Vec<JoinHandle<()>>,
+    kubelet_endpoint: KubeletEndpoint,
 }
 
 impl std::fmt::Debug for Simulator {
@@ -106,8 +109,17 @@ impl Simulator {
     pub async fn start(client: Client, cfg: SimConfig) -> Result<Simulator, SimError> {
         validate(&cfg)?;
         let registry = Arc::new(NodeRegistry::new(&cfg.pool));
-        let nodes = NodeManager::new(client.clone(), cfg.namespace.clone(), registry.clone());
-        nodes.ensure(cfg.nodes).await?;
+        let kubelet_endpoint = KubeletEndpoint::start(client.clone(), cfg.default_run).await?;
+        let nodes = NodeManager::new(
+            client.clone(),
+            cfg.namespace.clone(),
+            registry.clone(),
+            kubelet_endpoint.port(),
+        );
+        if let Err(err) = nodes.ensure(cfg.nodes).await {
+            kubelet_endpoint.shutdown().await;
+            return Err(err);
+        }
         let ns = cfg.namespace.clone();
         let tasks = vec![
             tokio::spawn(kubelet::run(
@@ -127,7 +139,11 @@ impl Simulator {
                 registry.clone(),
             )),
         ];
-        Ok(Simulator { nodes, tasks })
+        Ok(Simulator {
+            nodes,
+            tasks,
+            kubelet_endpoint,
+        })
     }
 
     /// Adds a Ready node `<pool>-<n>` and returns its name.
@@ -156,6 +172,7 @@ impl Simulator {
             // An aborted task answers Err(cancelled), which is the expected end here.
             let _ = task.await;
         }
+        self.kubelet_endpoint.shutdown().await;
     }
 }
 

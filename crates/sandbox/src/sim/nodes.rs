@@ -8,7 +8,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use futures::{StreamExt, stream};
 use k8s_openapi::api::core::v1::{
-    Node, NodeAddress, NodeCondition, NodeStatus, NodeSystemInfo, Pod,
+    DaemonEndpoint, Node, NodeAddress, NodeCondition, NodeDaemonEndpoints, NodeStatus,
+    NodeSystemInfo, Pod,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
@@ -145,16 +146,24 @@ pub struct NodeManager {
     client: Client,
     namespace: Option<String>,
     registry: Arc<NodeRegistry>,
+    kubelet_port: u16,
 }
 
 impl NodeManager {
     /// A manager for `registry`'s pool; pods bound to a deleted node are looked for in
-    /// `namespace` (`None`: all namespaces).
-    pub fn new(client: Client, namespace: Option<String>, registry: Arc<NodeRegistry>) -> Self {
+    /// `namespace` (`None`: all namespaces); every node advertises the simulated kubelet's
+    /// endpoint on `kubelet_port`.
+    pub fn new(
+        client: Client,
+        namespace: Option<String>,
+        registry: Arc<NodeRegistry>,
+        kubelet_port: u16,
+    ) -> Self {
         NodeManager {
             client,
             namespace,
             registry,
+            kubelet_port,
         }
     }
 
@@ -172,6 +181,12 @@ impl NodeManager {
             if let Some(i) = index_of(pool, &name) {
                 self.registry.next_index.fetch_max(i + 1, Ordering::Relaxed);
             }
+            // An adopted node points at this simulator's kubelet endpoint, not the last one's.
+            let patch = serde_json::json!({ "status": ready_status(self.kubelet_port) });
+            nodes
+                .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+                .map_err(api_error(format!("write the status of node {name}")))?;
             self.registry.insert(&name);
         }
         let missing = count.saturating_sub(existing.items.len());
@@ -194,7 +209,7 @@ impl NodeManager {
                 ..Default::default()
             },
             spec: None,
-            status: Some(ready_status(&name)),
+            status: Some(ready_status(self.kubelet_port)),
         };
         let created = match nodes.create(&PostParams::default(), &node).await {
             Ok(created) => created,
@@ -212,7 +227,7 @@ impl NodeManager {
         if !ready {
             // A server that drops status on create (as kube-apiserver may) gets it through
             // nodes/status, the way a kubelet reports it.
-            let patch = serde_json::json!({ "status": ready_status(&name) });
+            let patch = serde_json::json!({ "status": ready_status(self.kubelet_port) });
             nodes
                 .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
                 .await
@@ -268,7 +283,10 @@ fn is_conflict(e: &kube::Error) -> bool {
     matches!(e, kube::Error::Api(s) if s.code == 409)
 }
 
-fn ready_status(name: &str) -> NodeStatus {
+/// A Ready node's status. Its only address is the simulated kubelet's `InternalIP`, where
+/// an API server reaches its endpoint on `kubelet_port` (kube-apiserver tries a `Hostname`
+/// address first, and a node's name does not resolve).
+fn ready_status(kubelet_port: u16) -> NodeStatus {
     let now = Time(jiff::Timestamp::now());
     NodeStatus {
         conditions: Some(vec![NodeCondition {
@@ -280,9 +298,14 @@ fn ready_status(name: &str) -> NodeStatus {
             last_transition_time: Some(now),
         }]),
         addresses: Some(vec![NodeAddress {
-            type_: "Hostname".into(),
-            address: name.into(),
+            type_: "InternalIP".into(),
+            address: super::kubelet_http::NODE_IP.to_string(),
         }]),
+        daemon_endpoints: Some(NodeDaemonEndpoints {
+            kubelet_endpoint: Some(DaemonEndpoint {
+                port: i32::from(kubelet_port),
+            }),
+        }),
         node_info: Some(NodeSystemInfo {
             architecture: "amd64".into(),
             operating_system: "linux".into(),

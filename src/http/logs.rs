@@ -1,0 +1,233 @@
+//! `GET /cutover/steps/{step}/logs`: a step's log. A running step's comes from its Job's pod
+//! (followed with `follow=true`, lines sent as the pod writes them); a finished step's from
+//! the pod while it exists, then from the tail kept when the step ended. The headers say
+//! which: `X-Log-Source` (`pod` or `kept`), `X-Log-Pod`, and for a kept tail
+//! `X-Log-Truncated`.
+
+use super::error::ApiError;
+use crate::contract;
+use crate::retry::is_status;
+use crate::service::Context;
+use crate::status::model::{KEY_CUTOVER_ATTEMPT, StatusData, StepRow, get, get_u32};
+use crate::step::{StepKind, StepName};
+use crate::steplog::kept::first_container;
+use crate::steplog::{LogSource, TailKeeper, newest_pod, source};
+use axum::body::{Body, Bytes};
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderName, HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use futures::{AsyncBufReadExt, StreamExt};
+use k8s_openapi::api::core::v1::Pod;
+use kube::ResourceExt;
+use kube::api::{Api, ListParams, LogParams};
+use serde::Deserialize;
+use std::sync::Arc;
+
+/// Header naming where the log came from: `pod` or `kept`.
+pub const HEADER_SOURCE: &str = "x-log-source";
+/// Header naming the pod the log is (or was) read from.
+pub const HEADER_POD: &str = "x-log-pod";
+/// Header of a kept tail: `true` when the log was longer than the tail.
+pub const HEADER_TRUNCATED: &str = "x-log-truncated";
+
+/// The query of `GET /cutover/steps/{step}/logs`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogQuery {
+    /// Keep the response open and send the running step's lines as they come.
+    #[serde(default)]
+    pub follow: bool,
+}
+
+/// `GET /cutover/steps/{step}/logs`.
+pub async fn logs(
+    State(ctx): State<Arc<Context>>,
+    Path(step): Path<String>,
+    query: Result<Query<LogQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(query) = query.map_err(|e| ApiError::InvalidQuery(e.body_text()))?;
+    let data = super::cutover::cached_data(&ctx)?;
+    let name = known_step(&ctx, &data, &step)?;
+    let row = StepRow::read(&data, name.as_str());
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &ctx.config.namespace);
+    match source(&row) {
+        LogSource::NotStarted => Err(ApiError::StepNotStarted {
+            step: name.as_str().to_owned(),
+        }),
+        LogSource::Running { job } => match job_pod(&pods, &job).await? {
+            Some(pod) => pod_log(&pods, &pod, &job, query.follow).await,
+            None => Err(ApiError::StepLogPending {
+                step: name.as_str().to_owned(),
+                detail: format!("Job {job} has no pod yet"),
+            }),
+        },
+        LogSource::Finished { job } => {
+            if let Some(pod) = job_pod(&pods, &job).await? {
+                match pod_log(&pods, &pod, &job, query.follow).await {
+                    // The pod went between the list and the read: its kept tail answers.
+                    Err(ApiError::StepLogNotFound { .. }) => {}
+                    answer => return answer,
+                }
+            }
+            kept_log(&ctx, &data, &name, &job).await
+        }
+    }
+}
+
+/// The step named `raw` if the plan or the status knows it, else 404 `step-not-found`. A
+/// daemonset-wait step has no pod of its own: 404 `step-log-not-found`, saying where to look.
+fn known_step(ctx: &Context, data: &StatusData, raw: &str) -> Result<StepName, ApiError> {
+    let plan = super::cutover::ready_plan(ctx);
+    let not_found = || ApiError::StepNotFound {
+        step: raw.to_owned(),
+        known: plan
+            .as_ref()
+            .map(|p| p.iter().map(|s| s.name.as_str().to_owned()).collect())
+            .unwrap_or_default(),
+    };
+    let name = StepName::new(raw).map_err(|_| not_found())?;
+    let planned = plan
+        .as_ref()
+        .and_then(|p| p.iter().find(|s| s.name == name).cloned());
+    if let Some(step) = &planned
+        && let StepKind::DaemonSetWait { daemonset } = &step.kind
+    {
+        return Err(ApiError::StepLogNotFound {
+            step: name.as_str().to_owned(),
+            detail: format!(
+                "a daemonset-wait step runs no pod of its own; the nodes' agents log in the pods of DaemonSet {daemonset}"
+            ),
+        });
+    }
+    let prefix = format!("step.{}.", name.as_str());
+    let recorded = data.keys().any(|k| k.starts_with(&prefix));
+    if planned.is_none() && !recorded {
+        return Err(not_found());
+    }
+    Ok(name)
+}
+
+/// The newest pod of `job`, if any.
+async fn job_pod(pods: &Api<Pod>, job: &str) -> Result<Option<Pod>, ApiError> {
+    let params = ListParams::default().labels(&format!("{}={job}", contract::LABEL_JOB_NAME));
+    let list = pods
+        .list(&params)
+        .await
+        .map_err(|e| ApiError::Upstream(format!("cannot list the pods of Job {job}: {e}")))?;
+    Ok(newest_pod(&list.items).cloned())
+}
+
+/// The log of `pod`'s step container, streamed line by line.
+async fn pod_log(
+    pods: &Api<Pod>,
+    pod: &Pod,
+    job: &str,
+    follow: bool,
+) -> Result<Response, ApiError> {
+    let name = pod.name_any();
+    let step = || {
+        pod.labels()
+            .get(contract::LABEL_JOB_STEP)
+            .cloned()
+            .unwrap_or_default()
+    };
+    let Some(container) = first_container(pod) else {
+        return Err(ApiError::StepLogPending {
+            step: step(),
+            detail: format!("pod {name} of Job {job} names no container"),
+        });
+    };
+    let params = LogParams {
+        container: Some(container),
+        follow,
+        ..LogParams::default()
+    };
+    let reader = match pods.log_stream(&name, &params).await {
+        Ok(reader) => reader,
+        Err(err) if is_status(&err, 404) => {
+            return Err(ApiError::StepLogNotFound {
+                step: step(),
+                detail: format!("pod {name} of Job {job} is gone"),
+            });
+        }
+        // The API server answers 400 while the container has not started.
+        Err(err) if is_status(&err, 400) => {
+            return Err(ApiError::StepLogPending {
+                step: step(),
+                detail: format!("pod {name} of Job {job} has not started its container: {err}"),
+            });
+        }
+        Err(err) => {
+            return Err(ApiError::Upstream(format!(
+                "cannot read the log of pod {name}: {err}"
+            )));
+        }
+    };
+    let lines = reader
+        .lines()
+        .map(|line| line.map(|l| Bytes::from(l + "\n")));
+    let mut response = Body::from_stream(lines).into_response();
+    text_headers(&mut response, "pod", &name);
+    Ok(response)
+}
+
+/// The tail kept when the step ended, else 404 `step-log-not-found`.
+async fn kept_log(
+    ctx: &Context,
+    data: &StatusData,
+    step: &StepName,
+    job: &str,
+) -> Result<Response, ApiError> {
+    let run = match get(
+        data,
+        &contract::key::step(step.as_str(), KEY_CUTOVER_ATTEMPT),
+    )
+    .parse::<u32>()
+    {
+        Ok(run) => run,
+        Err(_) => get_u32(data, KEY_CUTOVER_ATTEMPT),
+    };
+    let keeper = TailKeeper::new(
+        ctx.client.clone(),
+        &ctx.config.namespace,
+        &ctx.config.status_configmap,
+    );
+    let kept = keeper.read(step, run).await.map_err(|e| {
+        ApiError::Upstream(format!(
+            "cannot read the kept log of step {}: {e}",
+            step.as_str()
+        ))
+    })?;
+    let Some(kept) = kept else {
+        return Err(ApiError::StepLogNotFound {
+            step: step.as_str().to_owned(),
+            detail: format!(
+                "the pods of Job {job} are gone and no tail of its log was kept for run {run} (a newer run deletes the older runs' tails)"
+            ),
+        });
+    };
+    let mut response = kept.log.into_response();
+    text_headers(&mut response, "kept", &kept.pod);
+    if let Ok(value) = HeaderValue::from_str(&kept.truncated.to_string()) {
+        response
+            .headers_mut()
+            .insert(HeaderName::from_static(HEADER_TRUNCATED), value);
+    }
+    Ok(response)
+}
+
+fn text_headers(response: &mut Response, from: &'static str, pod: &str) {
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    headers.insert(
+        HeaderName::from_static(HEADER_SOURCE),
+        HeaderValue::from_static(from),
+    );
+    if let Ok(value) = HeaderValue::from_str(pod) {
+        headers.insert(HeaderName::from_static(HEADER_POD), value);
+    }
+}

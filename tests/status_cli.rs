@@ -1,0 +1,363 @@
+//! `catalyst-cutover status`, the binary itself, against the sandbox (or unchanged against
+//! `CUTOVER_TEST_KUBECONFIG`): it reads the status ConfigMap through the Kubernetes API with
+//! the kubeconfig it is given, prints the demo's table or the JSON of `GET /cutover`,
+//! `--watch` follows a run to its end, and every exit code is covered.
+
+mod common;
+
+use catalyst_cutover::auth::AuthConfig;
+use catalyst_cutover::contract::{self, DEFAULT_STATUS_CONFIGMAP};
+use catalyst_cutover::service::{Service, ServiceConfig};
+use common::TestCluster;
+use k8s_openapi::api::core::v1::ConfigMap;
+use kube::api::{Api, PostParams};
+use kube::runtime::wait::await_condition;
+use kube_sandbox::sim::{SimConfig, Simulator};
+use serde_json::{Value, json};
+use std::path::PathBuf;
+use std::process::Output;
+use std::time::Duration;
+use tokio::process::Command;
+
+/// Hang guard for one wait, not a speed assertion.
+const GUARD: Duration = Duration::from_secs(60);
+
+struct Env {
+    cluster: TestCluster,
+    sim: Simulator,
+    kubeconfig: PathBuf,
+}
+
+impl Env {
+    async fn start(steps: Vec<ConfigMap>) -> Env {
+        let cluster = TestCluster::start().await;
+        let ns = cluster.namespace().to_owned();
+        let api: Api<ConfigMap> = Api::namespaced(cluster.client(), &ns);
+        for cm in steps {
+            api.create(&PostParams::default(), &cm)
+                .await
+                .expect("create step");
+        }
+        let sim = Simulator::start(
+            cluster.client(),
+            SimConfig {
+                namespace: Some(ns.clone()),
+                nodes: 1,
+                pool: ns.clone(),
+                default_run: Duration::from_millis(20),
+            },
+        )
+        .await
+        .expect("start simulator");
+        let kubeconfig = std::env::temp_dir().join(format!("{ns}.status.kubeconfig"));
+        std::fs::write(
+            &kubeconfig,
+            serde_yaml::to_string(cluster.kubeconfig()).expect("kubeconfig"),
+        )
+        .expect("write kubeconfig");
+        Env {
+            cluster,
+            sim,
+            kubeconfig,
+        }
+    }
+
+    fn ns(&self) -> &str {
+        self.cluster.namespace()
+    }
+
+    async fn service(&self) -> Service {
+        let mut config = ServiceConfig::new(self.ns());
+        config.lease_duration = Duration::from_secs(2);
+        config.auth = AuthConfig::disabled();
+        let service = Service::start(self.cluster.config().await, config)
+            .await
+            .expect("start service");
+        let base = service.url();
+        tokio::time::timeout(GUARD, async {
+            loop {
+                if let Ok(r) = reqwest::get(format!("{base}/readyz")).await
+                    && r.status() == 200
+                {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await
+        .expect("service ready in time");
+        // The service creates the status ConfigMap as it starts; the CLI reads it.
+        let api: Api<ConfigMap> = Api::namespaced(self.cluster.client(), self.ns());
+        tokio::time::timeout(
+            GUARD,
+            await_condition(api, DEFAULT_STATUS_CONFIGMAP, |cm: Option<&ConfigMap>| {
+                cm.is_some()
+            }),
+        )
+        .await
+        .expect("status ConfigMap in time")
+        .expect("watch");
+        service
+    }
+
+    /// `catalyst-cutover status --kubeconfig <test's> -n <test's namespace> <args>`.
+    fn status(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_catalyst-cutover"));
+        command
+            .arg("status")
+            .arg("--kubeconfig")
+            .arg(&self.kubeconfig)
+            .args(["-n", self.ns()])
+            .args(args)
+            .env_remove("KUBECONFIG")
+            .env_remove("CATALYST_CUTOVER_NAMESPACE")
+            .env_remove("CATALYST_CUTOVER_STATUS_CONFIGMAP")
+            .kill_on_drop(true);
+        command
+    }
+
+    async fn run(&self, args: &[&str]) -> Output {
+        tokio::time::timeout(GUARD, self.status(args).output())
+            .await
+            .expect("status ends in time")
+            .expect("run catalyst-cutover status")
+    }
+
+    async fn wait_result(&self, step: &str, result: &str) {
+        let api: Api<ConfigMap> = Api::namespaced(self.cluster.client(), self.ns());
+        let key = format!("step.{step}.result");
+        let result = result.to_owned();
+        tokio::time::timeout(
+            GUARD,
+            await_condition(
+                api,
+                DEFAULT_STATUS_CONFIGMAP,
+                move |cm: Option<&ConfigMap>| {
+                    cm.and_then(|cm| cm.data.as_ref())
+                        .and_then(|d| d.get(&key))
+                        .is_some_and(|r| *r == result)
+                },
+            ),
+        )
+        .await
+        .expect("step result in time")
+        .expect("watch");
+    }
+
+    async fn cleanup(self, service: Service) {
+        let _ = std::fs::remove_file(&self.kubeconfig);
+        service.shutdown().await;
+        self.sim.shutdown().await;
+        self.cluster.cleanup().await;
+    }
+}
+
+fn job_step(order: u32, name: &str, env: &[(&str, &str)]) -> ConfigMap {
+    let env: Vec<Value> = env
+        .iter()
+        .map(|(k, v)| json!({"name": k, "value": v}))
+        .collect();
+    let pod_spec = json!({"containers": [{"name": "step", "image": "busybox:1.36", "env": env}]});
+    serde_json::from_value(json!({
+        "metadata": {
+            "name": format!("cutover-step-{order:02}-{name}"),
+            "labels": {
+                contract::LABEL_PART_OF: contract::PART_OF,
+                contract::LABEL_COMPONENT: contract::COMPONENT_STEP,
+                contract::LABEL_STEP_ORDER: order.to_string(),
+            }
+        },
+        "data": {
+            contract::DATA_STEP_NAME: name,
+            contract::DATA_POD_SPEC: serde_yaml::to_string(&pod_spec).unwrap(),
+        },
+    }))
+    .expect("step ConfigMap")
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// Every stdout line as JSON.
+fn json_lines(output: &Output) -> Vec<Value> {
+    stdout(output)
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{line:?}: {e}")))
+        .collect()
+}
+
+async fn post(base: &str, path: &str) -> u16 {
+    reqwest::Client::new()
+        .post(format!("{base}{path}"))
+        .send()
+        .await
+        .expect("POST")
+        .status()
+        .as_u16()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_follows_a_run_to_its_end_and_exits_0() {
+    let slow = [("CUTOVER_SIM_RUN_MS", "300")];
+    let env = Env::start(vec![
+        job_step(1, "first", &slow),
+        job_step(2, "second", &slow),
+    ])
+    .await;
+    let service = env.service().await;
+    // Both watchers start on the idle status, before the run.
+    let table = env.status(&["--watch"]).output();
+    let json = env.status(&["--watch", "-o", "json"]).output();
+    let watchers = tokio::spawn(async move {
+        let both = async { tokio::join!(table, json) };
+        tokio::time::timeout(GUARD, both).await
+    });
+    // The watchers' first read happens before the start or after it: both must end.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(post(&service.url(), "/cutover").await, 202);
+    let (table, json) = watchers
+        .await
+        .expect("watchers")
+        .expect("the watchers end with the run");
+    let (table, json) = (table.expect("table"), json.expect("json"));
+
+    assert_eq!(table.status.code(), Some(0), "{}", stderr(&table));
+    let text = stdout(&table);
+    for line in ["first", "second"].map(|s| format!("{s:<28} success   cutover-{s}-a1")) {
+        assert!(text.contains(&line), "{line:?} in\n{text}");
+    }
+    assert!(
+        text.trim_end()
+            .ends_with("cutover complete: 2 steps, 100% (state sovereign)"),
+        "{text}"
+    );
+
+    assert_eq!(json.status.code(), Some(0), "{}", stderr(&json));
+    let documents = json_lines(&json);
+    assert!(documents.len() >= 2, "a line per change: {documents:#?}");
+    let last = documents.last().expect("a document");
+    assert_eq!(last["cutoverComplete"], true);
+    assert_eq!(last["phase"], "complete");
+    let names: Vec<&str> = last["steps"]
+        .as_array()
+        .expect("steps")
+        .iter()
+        .filter_map(|s| s["name"].as_str())
+        .collect();
+    assert_eq!(names, ["first", "second"], "execution order");
+    env.cleanup(service).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exit_3_while_idle_and_running_then_1_once_failed() {
+    let env = Env::start(vec![
+        job_step(1, "stuck", &[("CUTOVER_SIM_OUTCOME", "hang")]),
+        job_step(2, "never", &[]),
+    ])
+    .await;
+    let service = env.service().await;
+    let base = service.url();
+
+    let idle = env.run(&[]).await;
+    assert_eq!(idle.status.code(), Some(3), "{}", stderr(&idle));
+    let text = stdout(&idle);
+    assert!(text.contains(&format!("{:<28} pending", "stuck")), "{text}");
+    assert!(text.contains(&format!("{:<28} pending", "never")), "{text}");
+    assert!(text.contains("no cutover has started"), "{text}");
+
+    assert_eq!(post(&base, "/cutover").await, 202);
+    env.wait_result("stuck", "running").await;
+    let running = env.run(&[]).await;
+    assert_eq!(running.status.code(), Some(3), "{}", stderr(&running));
+    let text = stdout(&running);
+    assert!(
+        text.contains(&format!("{:<28} running   cutover-stuck-a1", "stuck")),
+        "{text}"
+    );
+    assert!(
+        text.contains("cutover running: step stuck (1 of 2)"),
+        "{text}"
+    );
+    let running = env.run(&["-o", "json"]).await;
+    assert_eq!(running.status.code(), Some(3));
+    let documents = json_lines(&running);
+    assert_eq!(documents.len(), 1, "one document without --watch");
+    assert_eq!(documents[0]["phase"], "running");
+    assert_eq!(documents[0]["currentStep"], "stuck");
+
+    assert_eq!(post(&base, "/cutover/abort").await, 200);
+    env.wait_result("stuck", "failed").await;
+    let failed = env.run(&["--watch"]).await;
+    assert_eq!(failed.status.code(), Some(1), "{}", stderr(&failed));
+    let text = stdout(&failed);
+    assert!(
+        text.contains("cutover failed at stuck: aborted by"),
+        "{text}"
+    );
+    let failed = env.run(&["-o", "json"]).await;
+    assert_eq!(failed.status.code(), Some(1));
+    assert_eq!(json_lines(&failed)[0]["failedStep"], "stuck");
+    env.cleanup(service).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreadable_status_is_a_clear_error_with_exit_4_and_bad_usage_2() {
+    let env = Env::start(Vec::new()).await;
+
+    // No service has run in this namespace: no status ConfigMap.
+    let missing = env.run(&[]).await;
+    assert_eq!(missing.status.code(), Some(4));
+    let err = stderr(&missing);
+    assert!(
+        err.contains(&format!(
+            "no status ConfigMap \"{DEFAULT_STATUS_CONFIGMAP}\" in namespace \"{}\"",
+            env.ns()
+        )),
+        "{err}"
+    );
+    assert!(stdout(&missing).is_empty());
+    let missing = env.run(&["--watch", "-o", "json"]).await;
+    assert_eq!(missing.status.code(), Some(4), "{}", stderr(&missing));
+
+    let nowhere = std::env::temp_dir().join(format!("{}-no-such.kubeconfig", env.ns()));
+    let bad = Command::new(env!("CARGO_BIN_EXE_catalyst-cutover"))
+        .arg("status")
+        .arg("--kubeconfig")
+        .arg(&nowhere)
+        .output()
+        .await
+        .expect("run");
+    assert_eq!(bad.status.code(), Some(4));
+    let err = stderr(&bad);
+    assert!(err.contains(&nowhere.display().to_string()), "{err}");
+
+    let garbage = std::env::temp_dir().join(format!("{}-garbage.kubeconfig", env.ns()));
+    std::fs::write(&garbage, "this: [is not a kubeconfig").expect("write");
+    let bad = Command::new(env!("CARGO_BIN_EXE_catalyst-cutover"))
+        .arg("status")
+        .arg("--kubeconfig")
+        .arg(&garbage)
+        .output()
+        .await
+        .expect("run");
+    let _ = std::fs::remove_file(&garbage);
+    assert_eq!(bad.status.code(), Some(4), "{}", stderr(&bad));
+    assert!(
+        stderr(&bad).contains("no cluster to talk to"),
+        "{}",
+        stderr(&bad)
+    );
+
+    let usage = env.run(&["-o", "yaml"]).await;
+    assert_eq!(usage.status.code(), Some(2));
+    assert!(stderr(&usage).contains("yaml"), "{}", stderr(&usage));
+
+    let _ = std::fs::remove_file(&env.kubeconfig);
+    env.sim.shutdown().await;
+    env.cluster.cleanup().await;
+}

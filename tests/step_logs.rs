@@ -1,0 +1,487 @@
+//! Every step's log over real HTTP (`GET /cutover/steps/{step}/logs`): read from the step's
+//! pod while it exists, from the tail kept in a ConfigMap per run and step once the Job and
+//! its pods are gone, the older runs' tails deleted when a new run starts, and the route
+//! authorized like `GET /cutover`. Runs against the sandbox, or unchanged against
+//! `CUTOVER_TEST_KUBECONFIG`.
+
+mod common;
+
+use catalyst_cutover::auth::AuthConfig;
+use catalyst_cutover::contract::{self, DEFAULT_STATUS_CONFIGMAP};
+use catalyst_cutover::service::{Service, ServiceConfig};
+use catalyst_cutover::steplog::MAX_TAIL_BYTES;
+use catalyst_cutover::steplog::kept::{COMPONENT_STEP_LOG, LABEL_RUN};
+use common::{TestCluster, create_service_account, grant, request_token, role, token_of};
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{ConfigMap, Pod};
+use kube::api::{Api, DeleteParams, ListParams, PostParams, PropagationPolicy};
+use kube::runtime::wait::await_condition;
+use kube_sandbox::sim::{SimConfig, Simulator};
+use serde_json::{Value, json};
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// Hang guard for one wait, not a speed assertion.
+const GUARD: Duration = Duration::from_secs(60);
+
+struct Env {
+    cluster: TestCluster,
+    sim: Simulator,
+}
+
+impl Env {
+    async fn start(steps: Vec<ConfigMap>) -> Env {
+        if std::env::var_os("RUST_LOG").is_some() {
+            catalyst_cutover::telemetry::init();
+        }
+        let cluster = TestCluster::start().await;
+        let ns = cluster.namespace().to_owned();
+        let api: Api<ConfigMap> = Api::namespaced(cluster.client(), &ns);
+        for cm in steps {
+            api.create(&PostParams::default(), &cm)
+                .await
+                .expect("create step");
+        }
+        let sim = Simulator::start(
+            cluster.client(),
+            SimConfig {
+                namespace: Some(ns.clone()),
+                nodes: 1,
+                pool: ns.clone(),
+                default_run: Duration::from_millis(20),
+            },
+        )
+        .await
+        .expect("start simulator");
+        Env { cluster, sim }
+    }
+
+    fn ns(&self) -> &str {
+        self.cluster.namespace()
+    }
+
+    fn configmaps(&self) -> Api<ConfigMap> {
+        Api::namespaced(self.cluster.client(), self.ns())
+    }
+
+    async fn service(&self, auth: AuthConfig) -> Service {
+        let mut config = ServiceConfig::new(self.ns());
+        config.lease_duration = Duration::from_secs(2);
+        config.auth = auth;
+        let service = Service::start(self.cluster.config().await, config)
+            .await
+            .expect("start service");
+        ready(&service.url()).await;
+        service
+    }
+
+    /// Waits until the status ConfigMap's phase is one of `phases`.
+    async fn wait_phase(&self, phases: &[&str]) -> BTreeMap<String, String> {
+        let phases: Vec<String> = phases.iter().map(|p| (*p).to_owned()).collect();
+        let cond = move |cm: Option<&ConfigMap>| {
+            cm.and_then(|cm| cm.data.as_ref())
+                .and_then(|d| d.get("cutoverPhase"))
+                .is_some_and(|p| phases.contains(p))
+        };
+        tokio::time::timeout(
+            GUARD,
+            await_condition(self.configmaps(), DEFAULT_STATUS_CONFIGMAP, cond),
+        )
+        .await
+        .expect("phase reached in time")
+        .expect("watch");
+        self.configmaps()
+            .get(DEFAULT_STATUS_CONFIGMAP)
+            .await
+            .expect("status")
+            .data
+            .unwrap_or_default()
+    }
+
+    /// Waits until ConfigMap `name` exists, and returns it.
+    async fn wait_configmap(&self, name: &str) -> ConfigMap {
+        tokio::time::timeout(
+            GUARD,
+            await_condition(self.configmaps(), name, |cm: Option<&ConfigMap>| {
+                cm.is_some()
+            }),
+        )
+        .await
+        .expect("the ConfigMap appears in time")
+        .expect("watch")
+        .expect("the ConfigMap")
+    }
+
+    /// The names of the kept tails of run `run`.
+    async fn kept_of_run(&self, run: u32) -> Vec<String> {
+        let selector = format!(
+            "{}={COMPONENT_STEP_LOG},{LABEL_RUN}={run}",
+            contract::LABEL_COMPONENT
+        );
+        self.configmaps()
+            .list(&ListParams::default().labels(&selector))
+            .await
+            .expect("list kept tails")
+            .items
+            .into_iter()
+            .filter_map(|cm| cm.metadata.name)
+            .collect()
+    }
+
+    /// Deletes every Job of the cutover and their pods, as the Job's TTL would, and waits
+    /// until no pod is left.
+    async fn delete_jobs_and_pods(&self) {
+        let selector = format!("{}={}", contract::LABEL_COMPONENT, contract::COMPONENT_JOB);
+        let params = ListParams::default().labels(&selector);
+        let jobs: Api<Job> = Api::namespaced(self.cluster.client(), self.ns());
+        let background = DeleteParams {
+            propagation_policy: Some(PropagationPolicy::Background),
+            ..DeleteParams::default()
+        };
+        jobs.delete_collection(&background, &params)
+            .await
+            .expect("delete Jobs");
+        let pods: Api<Pod> = Api::namespaced(self.cluster.client(), self.ns());
+        tokio::time::timeout(GUARD, async {
+            loop {
+                // A real cluster's pods are gone once their kubelet confirms; the
+                // simulator's kubelet does, and a zero grace period needs no one.
+                let _ = pods
+                    .delete_collection(&DeleteParams::default().grace_period(0), &params)
+                    .await;
+                if pods.list(&params).await.expect("pods").items.is_empty() {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        })
+        .await
+        .expect("the pods go in time");
+    }
+
+    async fn cleanup(self, service: Service) {
+        service.shutdown().await;
+        self.sim.shutdown().await;
+        self.cluster.cleanup().await;
+    }
+}
+
+/// A `job` step ConfigMap whose pod behaves as `env` tells the simulator.
+fn job_step(order: u32, name: &str, env: &[(&str, &str)]) -> ConfigMap {
+    let env: Vec<Value> = env
+        .iter()
+        .map(|(k, v)| json!({"name": k, "value": v}))
+        .collect();
+    let pod_spec = json!({"containers": [{"name": "step", "image": "busybox:1.36", "env": env}]});
+    serde_json::from_value(json!({
+        "metadata": {
+            "name": format!("cutover-step-{order:02}-{name}"),
+            "labels": {
+                contract::LABEL_PART_OF: contract::PART_OF,
+                contract::LABEL_COMPONENT: contract::COMPONENT_STEP,
+                contract::LABEL_STEP_ORDER: order.to_string(),
+            }
+        },
+        "data": {
+            contract::DATA_STEP_NAME: name,
+            contract::DATA_POD_SPEC: serde_yaml::to_string(&pod_spec).unwrap(),
+        },
+    }))
+    .expect("step ConfigMap")
+}
+
+async fn ready(base: &str) {
+    tokio::time::timeout(GUARD, async {
+        loop {
+            if let Ok(r) = reqwest::get(format!("{base}/readyz")).await
+                && r.status() == 200
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("service ready in time");
+}
+
+/// A log answer: status, the `X-Log-*` headers, and the body.
+struct LogAnswer {
+    status: u16,
+    source: String,
+    truncated: String,
+    body: String,
+}
+
+impl LogAnswer {
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.body).unwrap_or(Value::Null)
+    }
+}
+
+async fn get_log(base: &str, path: &str, token: Option<&str>) -> LogAnswer {
+    let mut request = reqwest::Client::new().get(format!("{base}{path}"));
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    let response = request.send().await.expect("GET");
+    let header = |name: &str| {
+        response
+            .headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let (status, source, truncated) = (
+        response.status().as_u16(),
+        header("x-log-source"),
+        header("x-log-truncated"),
+    );
+    LogAnswer {
+        status,
+        source,
+        truncated,
+        body: response.text().await.expect("body"),
+    }
+}
+
+async fn post(base: &str, path: &str) -> u16 {
+    reqwest::Client::new()
+        .post(format!("{base}{path}"))
+        .send()
+        .await
+        .expect("POST")
+        .status()
+        .as_u16()
+}
+
+/// A block of log lines with characters of two, three and four bytes, printed [`REPEAT`]
+/// times: longer than the kept tail, with the cut inside a character for some lengths.
+const BLOCK: &str = "line: é€😀 harbor prewarm of library/image\nline: pushed 42 layers\n";
+const REPEAT: usize = 1500;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_steps_log_tail_survives_its_jobs_and_pods_deletion_until_a_new_run() {
+    let log = BLOCK.repeat(REPEAT);
+    assert!(log.len() > MAX_TAIL_BYTES);
+    let failing = [
+        ("CUTOVER_SIM_OUTCOME", "fail"),
+        ("CUTOVER_SIM_FAIL_ATTEMPTS", "99"),
+        ("CUTOVER_SIM_MESSAGE", "harbor answered 503"),
+        ("CUTOVER_SIM_LOG", "second: harbor answered 503\n"),
+    ];
+    let env = Env::start(vec![
+        job_step(
+            1,
+            "first",
+            &[
+                ("CUTOVER_SIM_LOG", BLOCK),
+                ("CUTOVER_SIM_LOG_REPEAT", &REPEAT.to_string()),
+            ],
+        ),
+        job_step(2, "second", &failing),
+    ])
+    .await;
+    let service = env.service(AuthConfig::disabled()).await;
+    let base = service.url();
+    assert_eq!(post(&base, "/cutover").await, 202);
+    let data = env.wait_phase(&["failed", "complete"]).await;
+    assert_eq!(data["cutoverPhase"], "failed", "{data:#?}");
+
+    // While the pods exist, the log is theirs, whole.
+    let answer = get_log(&base, "/cutover/steps/first/logs", None).await;
+    assert_eq!((answer.status, answer.source.as_str()), (200, "pod"));
+    assert_eq!(answer.body, log);
+
+    // Each ended step's tail is kept (off the runner's path: it may come a moment later),
+    // owned by the status ConfigMap.
+    let status_uid = env
+        .configmaps()
+        .get(DEFAULT_STATUS_CONFIGMAP)
+        .await
+        .expect("status")
+        .metadata
+        .uid;
+    for step in ["first", "second"] {
+        let kept = env
+            .wait_configmap(&format!("{DEFAULT_STATUS_CONFIGMAP}-log-r1-{step}"))
+            .await;
+        let owners = kept.metadata.owner_references.unwrap_or_default();
+        assert_eq!(owners.len(), 1, "{step}");
+        assert_eq!(Some(owners[0].uid.clone()), status_uid, "{step}");
+        let labels = kept.metadata.labels.unwrap_or_default();
+        assert_eq!(labels[contract::LABEL_PART_OF], contract::PART_OF);
+        assert_eq!(labels[contract::LABEL_JOB_STEP], step);
+    }
+
+    env.delete_jobs_and_pods().await;
+    let answer = get_log(&base, "/cutover/steps/first/logs", None).await;
+    assert_eq!((answer.status, answer.source.as_str()), (200, "kept"));
+    assert_eq!(answer.truncated, "true");
+    assert!(answer.body.len() <= MAX_TAIL_BYTES);
+    assert!(
+        answer.body.len() > MAX_TAIL_BYTES - 4,
+        "cut at most one character"
+    );
+    assert!(log.ends_with(&answer.body));
+    let answer = get_log(&base, "/cutover/steps/second/logs", None).await;
+    assert_eq!((answer.status, answer.source.as_str()), (200, "kept"));
+    assert_eq!(answer.truncated, "false");
+    assert_eq!(answer.body, "second: harbor answered 503\n");
+
+    // A retry is a new run: the first run's tails go, the retried step's new tail comes.
+    let api = env.configmaps();
+    let mut fixed = job_step(2, "second", &[("CUTOVER_SIM_LOG", "second: done\n")]);
+    fixed.metadata.resource_version = api
+        .get("cutover-step-02-second")
+        .await
+        .unwrap()
+        .metadata
+        .resource_version;
+    api.replace("cutover-step-02-second", &PostParams::default(), &fixed)
+        .await
+        .unwrap();
+    assert_eq!(post(&base, "/cutover/retry").await, 202);
+    let data = env.wait_phase(&["complete", "failed"]).await;
+    assert_eq!(data["cutoverPhase"], "complete", "{data:#?}");
+    env.wait_configmap(&format!("{DEFAULT_STATUS_CONFIGMAP}-log-r2-second"))
+        .await;
+    tokio::time::timeout(GUARD, async {
+        while !env.kept_of_run(1).await.is_empty() {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await
+    .expect("the first run's tails are deleted in time");
+    env.delete_jobs_and_pods().await;
+    let answer = get_log(&base, "/cutover/steps/second/logs", None).await;
+    assert_eq!((answer.status, answer.source.as_str()), (200, "kept"));
+    assert_eq!(answer.body, "second: done\n");
+    // The first step did not run again: its pod and its tail are gone.
+    let answer = get_log(&base, "/cutover/steps/first/logs", None).await;
+    assert_eq!(answer.status, 404, "{}", answer.body);
+    assert_eq!(answer.json()["error"], "step-log-not-found");
+
+    env.cleanup(service).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unknown_step_is_404_and_a_step_not_run_yet_409() {
+    let env = Env::start(vec![job_step(1, "only", &[])]).await;
+    let service = env.service(AuthConfig::disabled()).await;
+    let base = service.url();
+    for step in ["nope", "Not%20A%20Name", "only-not"] {
+        let answer = get_log(&base, &format!("/cutover/steps/{step}/logs"), None).await;
+        assert_eq!(answer.status, 404, "{step}: {}", answer.body);
+        assert_eq!(answer.json()["error"], "step-not-found", "{step}");
+        let detail = answer.json()["detail"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        assert!(detail.contains("only"), "names the known steps: {detail}");
+    }
+    let answer = get_log(&base, "/cutover/steps/only/logs", None).await;
+    assert_eq!(answer.status, 409, "{}", answer.body);
+    assert_eq!(answer.json()["error"], "step-not-started");
+    let answer = get_log(&base, "/cutover/steps/only/logs?follow=maybe", None).await;
+    assert_eq!(answer.status, 400, "{}", answer.body);
+    assert_eq!(answer.json()["error"], "invalid-query");
+    env.cleanup(service).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logs_are_authorized_like_get_cutover() {
+    let env = Env::start(vec![job_step(1, "only", &[])]).await;
+    let client = env.cluster.client();
+    let ns = env.ns().to_owned();
+    let mut tokens = Vec::new();
+    for name in ["reader", "bob"] {
+        create_service_account(&client, &ns, name).await;
+        let answer = request_token(&client, &ns, name, None)
+            .await
+            .expect("token");
+        tokens.push(token_of(&answer));
+    }
+    grant(&client, &ns, "reader", role("cutover-log-reader", &["get"])).await;
+    let service = env.service(AuthConfig::enabled()).await;
+    let base = service.url();
+    let path = "/cutover/steps/only/logs";
+    let answer = get_log(&base, path, None).await;
+    assert_eq!(answer.status, 401);
+    assert_eq!(answer.json()["error"], "missing-bearer");
+    let answer = get_log(&base, path, Some(&tokens[1])).await;
+    assert_eq!(answer.status, 403, "{}", answer.body);
+    assert_eq!(answer.json()["error"], "forbidden");
+    // Past authorization, the route's own answer.
+    let answer = get_log(&base, path, Some(&tokens[0])).await;
+    assert_eq!(answer.status, 409, "{}", answer.body);
+    assert_eq!(answer.json()["error"], "step-not-started");
+    env.cleanup(service).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn following_a_running_steps_log_streams_lines_as_they_come() {
+    use futures::StreamExt;
+    let lines = "pulling library/nginx\npushed 12 layers\nwaiting for harbor\n";
+    let env = Env::start(vec![job_step(
+        1,
+        "stuck",
+        &[
+            ("CUTOVER_SIM_OUTCOME", "hang"),
+            ("CUTOVER_SIM_RUN_MS", "600"),
+            ("CUTOVER_SIM_LOG", lines),
+        ],
+    )])
+    .await;
+    let service = env.service(AuthConfig::disabled()).await;
+    let base = service.url();
+    assert_eq!(post(&base, "/cutover").await, 202);
+    // Until the pod's container runs, the log is not there yet.
+    let url = format!("{base}/cutover/steps/stuck/logs?follow=true");
+    let response = tokio::time::timeout(GUARD, async {
+        loop {
+            let response = reqwest::get(&url).await.expect("GET");
+            if response.status() == 200 {
+                return response;
+            }
+            let code = response.status().as_u16();
+            let body: Value = response.json().await.unwrap_or(Value::Null);
+            assert!(
+                code == 409
+                    && ["step-not-started", "step-log-pending"]
+                        .contains(&body["error"].as_str().unwrap_or_default()),
+                "{code} {body}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("the log is there in time");
+    assert_eq!(response.headers()["x-log-source"], "pod");
+    let mut stream = response.bytes_stream();
+    let mut received = String::new();
+    // The container never ends: every line arrives while the response is still open.
+    tokio::time::timeout(GUARD, async {
+        while received != lines {
+            let chunk = stream.next().await.expect("open").expect("chunk");
+            received.push_str(std::str::from_utf8(&chunk).expect("UTF-8"));
+            assert!(lines.starts_with(&received), "{received:?}");
+        }
+    })
+    .await
+    .expect("every line in time");
+    // Aborting deletes the Job and its pod: the followed log ends.
+    assert_eq!(post(&base, "/cutover/abort").await, 200);
+    let rest = tokio::time::timeout(GUARD, async {
+        let mut rest = Vec::new();
+        while let Some(chunk) = stream.next().await {
+            rest.extend_from_slice(&chunk.unwrap_or_default());
+        }
+        rest
+    })
+    .await
+    .expect("the stream ends with the pod");
+    assert!(rest.is_empty(), "{:?}", String::from_utf8_lossy(&rest));
+    env.cleanup(service).await;
+}
