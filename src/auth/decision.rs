@@ -23,6 +23,9 @@ pub enum Action {
 
 /// Routes open to anyone: probes and metrics scrapes carry no token.
 pub const OPEN_ROUTES: &[&str] = &["/healthz", "/readyz", "/metrics"];
+/// The live page and its assets: they hold no data, so a browser loads them without a
+/// token; every call the page makes for data goes through the authorized routes.
+pub const PAGE_ROUTES: &[&str] = &["/", "/app.js", "/app.css"];
 /// The route that runs the preflight steps on their own.
 const PREFLIGHT_ROUTE: &str = "/cutover/preflight";
 /// Prefix of the routes only allow-listed service accounts may call.
@@ -31,7 +34,7 @@ const INTERNAL_PREFIX: &str = "/api/v1/internal/";
 /// The action a request to the route `path` (the router's matched path) with `method`
 /// needs; `None` for the open routes.
 pub fn action_for(method: &Method, path: &str) -> Option<Action> {
-    if OPEN_ROUTES.contains(&path) {
+    if OPEN_ROUTES.contains(&path) || PAGE_ROUTES.contains(&path) {
         return None;
     }
     if path.starts_with(INTERNAL_PREFIX) {
@@ -267,6 +270,17 @@ mod tests {
         assert_eq!(action_for(&Method::GET, "/healthz"), None);
         assert_eq!(action_for(&Method::GET, "/readyz"), None);
         assert_eq!(action_for(&Method::GET, "/metrics"), None);
+        for asset in ["/", "/app.js", "/app.css"] {
+            assert_eq!(
+                action_for(&Method::GET, asset),
+                None,
+                "{asset} holds no data"
+            );
+        }
+        assert_eq!(
+            action_for(&Method::GET, "/cutover/permissions"),
+            Some(Action::Read)
+        );
         assert_eq!(action_for(&Method::GET, "/cutover"), Some(Action::Read));
         assert_eq!(
             action_for(&Method::GET, "/cutover/preflight"),

@@ -173,6 +173,7 @@ async fn demo(args: DemoArgs) -> Result<(), DemoError> {
     if args.serve {
         println!();
         println!("Serving until Ctrl-C. Try:");
+        println!("  {base}/   (the live page, in a browser)");
         println!("  curl -s {base}/cutover");
         println!(
             "  kubectl --kubeconfig {} -n {DEFAULT_NAMESPACE} get jobs,configmaps",

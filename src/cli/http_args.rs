@@ -29,6 +29,12 @@ pub struct HttpArgs {
           default_value_t = ServerConfig::default().max_event_streams,
           value_parser = clap::value_parser!(u32).range(1..).map(|n| n as usize))]
     pub max_event_streams: usize,
+    /// Close each event stream after this long; its client reconnects with
+    /// `Last-Event-ID` and misses nothing, and behind a load balancer long-lived clients
+    /// spread over the replicas again [default: until the client leaves].
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration,
+          env = "CATALYST_CUTOVER_EVENT_STREAM_LIFETIME")]
+    pub event_stream_lifetime: Option<Duration>,
     /// PEM certificate chain to serve HTTPS with (with --tls-key-file) [default: plain
     /// HTTP].
     #[arg(
@@ -56,6 +62,7 @@ impl HttpArgs {
             write_timeout: self.write_timeout,
             max_connections: self.max_connections,
             max_event_streams: self.max_event_streams,
+            event_stream_lifetime: self.event_stream_lifetime,
             tls: self
                 .tls_cert_file
                 .clone()
@@ -84,10 +91,12 @@ mod tests {
             ServerConfig::default().max_connections
         );
         assert!(defaults.tls.is_none());
+        assert_eq!(defaults.event_stream_lifetime, None);
         let set = Cli::parse_from([
             "x",
             "--header-read-timeout=2s",
             "--max-event-streams=7",
+            "--event-stream-lifetime=5m",
             "--tls-cert-file=/tls/tls.crt",
             "--tls-key-file=/tls/tls.key",
         ])
@@ -95,6 +104,7 @@ mod tests {
         .config();
         assert_eq!(set.header_read_timeout, Duration::from_secs(2));
         assert_eq!(set.max_event_streams, 7);
+        assert_eq!(set.event_stream_lifetime, Some(Duration::from_secs(300)));
         assert_eq!(set.tls.map(|t| t.key), Some(PathBuf::from("/tls/tls.key")));
         assert!(Cli::try_parse_from(["x", "--tls-key-file=/k"]).is_err());
         assert!(Cli::try_parse_from(["x", "--max-connections=0"]).is_err());

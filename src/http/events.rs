@@ -1,7 +1,8 @@
 //! `GET /cutover/events` (and the console's route): server-sent events. On connect a
 //! `cutover-status` snapshot (or, with `Last-Event-ID`, the frames missed, while the replay
 //! buffer holds them), then every frame as the status changes, keep-alive comments between,
-//! until the client leaves or the service stops. A client too slow to keep up gets a final
+//! until the client leaves, the service stops or the stream has lasted its lifetime (the
+//! client then resumes with `Last-Event-ID`). A client too slow to keep up gets a final
 //! `cutover-stream-lagged` frame and is closed; nobody waits for it.
 
 use super::HttpContext;
@@ -60,9 +61,12 @@ pub async fn stream(
     };
     let guard = ctx.metrics.sse_subscriber();
     let keep_alive = ctx.config.events.keep_alive;
+    let lifetime = ctx.config.http.event_stream_lifetime;
     let frames = async_stream::stream! {
         let _guard = guard;
         let _slot = slot;
+        let ends = lifetime_ended(lifetime);
+        tokio::pin!(ends);
         if let Some(snapshot) = snapshot {
             yield Ok(snapshot);
         }
@@ -81,10 +85,19 @@ pub async fn stream(
                     Err(RecvError::Closed) => break,
                 },
                 _ = closed.changed() => break,
+                () = &mut ends => break,
             }
         }
     };
     Ok(Sse::new(frames).keep_alive(KeepAlive::new().interval(keep_alive)))
+}
+
+/// Resolves once a stream has lasted `lifetime`; never without one.
+async fn lifetime_ended(lifetime: Option<std::time::Duration>) {
+    match lifetime {
+        Some(lifetime) => tokio::time::sleep(lifetime).await,
+        None => std::future::pending().await,
+    }
 }
 
 fn frame_event(numbered: &Numbered) -> Event {
@@ -172,6 +185,61 @@ mod tests {
         assert_eq!(events.first(), Some(&"cutover-status"));
         assert_eq!(events.last(), Some(&"cutover-stream-lagged"));
         assert!(text.contains("Last-Event-ID"));
+    }
+
+    async fn read_all(response: axum::response::Response) -> String {
+        let body = tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            axum::body::to_bytes(response.into_body(), usize::MAX),
+        )
+        .await
+        .expect("the stream ends at its lifetime")
+        .unwrap();
+        String::from_utf8_lossy(&body).into_owned()
+    }
+
+    #[tokio::test]
+    async fn a_stream_ends_at_its_lifetime_and_its_client_resumes_where_it_was() {
+        let mut ctx = offline_context();
+        std::sync::Arc::get_mut(&mut ctx)
+            .unwrap()
+            .config
+            .http
+            .event_stream_lifetime = Some(std::time::Duration::from_millis(50));
+        ctx.events.baseline(StatusData::new());
+        let mut data = StatusData::new();
+        data.insert("step.s0.result".to_owned(), "running".to_owned());
+        ctx.events.publish(data.clone(), &[]);
+        let request = |last: Option<&str>| {
+            let mut request = Request::builder().uri("/cutover/events");
+            if let Some(last) = last {
+                request = request.header("last-event-id", last);
+            }
+            request.body(Body::empty()).unwrap()
+        };
+        let first = read_all(router(ctx.clone()).oneshot(request(None)).await.unwrap()).await;
+        assert!(first.contains("event: cutover-status"), "{first}");
+        let last = first
+            .lines()
+            .filter_map(|l| l.strip_prefix("id: "))
+            .next_back()
+            .expect("the snapshot carries the last id")
+            .to_owned();
+        // A transition while the client is away is replayed on its return.
+        data.insert("step.s0.result".to_owned(), "success".to_owned());
+        ctx.events.publish(data, &[]);
+        let resumed = read_all(
+            router(ctx.clone())
+                .oneshot(request(Some(&last)))
+                .await
+                .unwrap(),
+        )
+        .await;
+        let events: Vec<&str> = resumed
+            .lines()
+            .filter_map(|l| l.strip_prefix("event: "))
+            .collect();
+        assert_eq!(events, ["cutover-step-finished"], "{resumed}");
     }
 
     #[tokio::test]

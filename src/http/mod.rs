@@ -12,6 +12,8 @@ pub mod health;
 pub mod internal;
 pub mod logs;
 pub mod metrics;
+pub mod page;
+pub mod permissions;
 pub mod preflight;
 pub mod rollback;
 pub mod server;
@@ -36,7 +38,11 @@ type Route = (&'static str, &'static str, MethodRouter<Arc<HttpContext>>);
 /// built from, so they cannot disagree.
 fn table() -> Vec<Route> {
     vec![
+        ("/", "get", get(page::index)),
+        ("/app.js", "get", get(page::script)),
+        ("/app.css", "get", get(page::stylesheet)),
         ("/cutover", "get", get(cutover::status)),
+        ("/cutover/permissions", "get", get(permissions::permissions)),
         ("/cutover", "post", post(cutover::start)),
         ("/cutover/retry", "post", post(cutover::retry)),
         ("/cutover/abort", "post", post(cutover::abort)),

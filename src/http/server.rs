@@ -36,6 +36,9 @@ pub struct ServerConfig {
     pub max_connections: usize,
     /// Event streams open at once (see [`super::events`]).
     pub max_event_streams: usize,
+    /// How long one event stream lasts before the service closes it and the client
+    /// reconnects with `Last-Event-ID`; `None`: until the client leaves.
+    pub event_stream_lifetime: Option<Duration>,
     /// Serve HTTPS with this certificate; plain HTTP when `None`.
     pub tls: Option<TlsFiles>,
 }
@@ -47,6 +50,7 @@ impl Default for ServerConfig {
             write_timeout: Duration::from_secs(30),
             max_connections: 2048,
             max_event_streams: 1024,
+            event_stream_lifetime: None,
             tls: None,
         }
     }

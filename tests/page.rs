@@ -1,0 +1,836 @@
+//! The live page at `GET /`, in a real browser: Debian's `chromium`, driven through
+//! `chromedriver` (WebDriver) against the service, the cluster simulator running the steps'
+//! Jobs. Runs against the sandbox, or unchanged against a real cluster when
+//! `CUTOVER_TEST_KUBECONFIG` is set.
+//!
+//! Without `chromedriver` on the PATH (or in `CHROMEDRIVER`) these tests fail and say what
+//! to install; they never pass silently. `CUTOVER_SCREENSHOT=1` writes `docs/page.png`, a
+//! screenshot of the page during a run.
+
+mod common;
+
+use catalyst_cutover::auth::AuthConfig;
+use catalyst_cutover::contract;
+use catalyst_cutover::service::{Service, ServiceConfig};
+use common::{CHART_STEPS, TestCluster, create_service_account, grant, request_token, token_of};
+use fantoccini::actions::{InputSource, KeyAction, KeyActions};
+use fantoccini::key::Key;
+use fantoccini::{Client, ClientBuilder, Locator};
+use k8s_openapi::api::core::v1::ConfigMap;
+use k8s_openapi::api::rbac::v1::ClusterRole;
+use kube::api::{Api, PostParams};
+use kube_sandbox::sim::{SimConfig, Simulator};
+use serde_json::{Value, json};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+/// Hang guard for one wait on the page, not a speed assertion.
+const GUARD: Duration = Duration::from_secs(120);
+/// What to install when the browser is missing.
+const INSTALL: &str = "apt-get install -y chromium chromium-driver";
+/// The step that fails on its first attempt, and its termination message.
+const FAILING: &str = "harbor-prewarm";
+const FAILURE: &str = "harbor answered 503 for library/nginx:1.27";
+
+/// A `chromedriver` this test started, stopped when dropped.
+struct Driver {
+    child: Child,
+    url: String,
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `CHROMEDRIVER`, or `chromedriver` on the PATH.
+fn chromedriver_binary() -> PathBuf {
+    if let Some(path) = std::env::var_os("CHROMEDRIVER").filter(|p| !p.is_empty()) {
+        return PathBuf::from(path);
+    }
+    std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|path| std::env::split_paths(&path).collect::<Vec<_>>())
+        .map(|dir| dir.join("chromedriver"))
+        .find(|candidate| candidate.is_file())
+        .unwrap_or_else(|| {
+            panic!(
+                "chromedriver is not installed: the live page's browser tests need Debian's \
+                 chromium and its WebDriver (`{INSTALL}`), or CHROMEDRIVER naming a chromedriver"
+            )
+        })
+}
+
+/// Starts chromedriver on a free local port and waits until it answers.
+async fn start_driver() -> Driver {
+    let binary = chromedriver_binary();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let child = Command::new(&binary)
+        .arg(format!("--port={port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {} ({e}); `{INSTALL}`", binary.display()));
+    let driver = Driver {
+        child,
+        url: format!("http://127.0.0.1:{port}"),
+    };
+    let http = reqwest::Client::new();
+    for _ in 0..300 {
+        if let Ok(r) = http.get(format!("{}/status", driver.url)).send().await
+            && r.status() == 200
+        {
+            return driver;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("chromedriver never answered on {}", driver.url);
+}
+
+/// A headless chromium session.
+async fn browser(driver: &Driver) -> Client {
+    let mut options = json!({
+        "args": [
+            "--headless=new",
+            // Root in a container has no user namespaces for chromium's sandbox.
+            "--no-sandbox",
+            "--disable-dev-shm-usage",
+            "--disable-gpu",
+            "--window-size=1280,1200",
+        ]
+    });
+    if let Some(binary) = std::env::var_os("CHROMIUM").filter(|b| !b.is_empty()) {
+        options["binary"] = json!(binary.to_string_lossy());
+    }
+    let capabilities = json!({"browserName": "chrome", "goog:chromeOptions": options});
+    let Value::Object(capabilities) = capabilities else {
+        unreachable!("a JSON object");
+    };
+    ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+        .capabilities(capabilities)
+        .connect(&driver.url)
+        .await
+        .unwrap_or_else(|e| panic!("no chromium session ({e}); is chromium installed? `{INSTALL}`"))
+}
+
+/// The test's cluster, simulator, browser and, with authentication, its users' tokens.
+struct Env {
+    cluster: TestCluster,
+    sim: Simulator,
+    _driver: Driver,
+    browser: Client,
+}
+
+impl Env {
+    /// A cluster with the chart's eight steps as simulated Jobs (`FAILING` fails its first
+    /// attempt), the simulator and a browser.
+    async fn start() -> Env {
+        if std::env::var_os("RUST_LOG").is_some() {
+            catalyst_cutover::telemetry::init();
+        }
+        let driver = start_driver().await;
+        let cluster = TestCluster::start().await;
+        let ns = cluster.namespace().to_owned();
+        let api: Api<ConfigMap> = Api::namespaced(cluster.client(), &ns);
+        for (index, name) in CHART_STEPS.iter().enumerate() {
+            let mut env = vec![("CUTOVER_SIM_RUN_MS", "400")];
+            if *name == FAILING {
+                env.extend([
+                    ("CUTOVER_SIM_OUTCOME", "fail"),
+                    ("CUTOVER_SIM_FAIL_ATTEMPTS", "4"),
+                    ("CUTOVER_SIM_MESSAGE", FAILURE),
+                ]);
+            }
+            api.create(&PostParams::default(), &job_step(index + 1, name, &env))
+                .await
+                .expect("step");
+        }
+        let sim = Simulator::start(
+            cluster.client(),
+            SimConfig {
+                namespace: Some(ns.clone()),
+                nodes: 1,
+                pool: ns,
+                default_run: Duration::from_millis(20),
+            },
+        )
+        .await
+        .expect("simulator");
+        let browser = browser(&driver).await;
+        Env {
+            cluster,
+            sim,
+            _driver: driver,
+            browser,
+        }
+    }
+
+    fn ns(&self) -> &str {
+        self.cluster.namespace()
+    }
+
+    /// A ServiceAccount `name`, bound to `role` when given, and its token.
+    async fn user(&self, name: &str, role: Option<ClusterRole>) -> String {
+        let client = self.cluster.client();
+        create_service_account(&client, self.ns(), name).await;
+        if let Some(role) = role {
+            grant(&client, self.ns(), name, role).await;
+        }
+        token_of(
+            &request_token(&client, self.ns(), name, None)
+                .await
+                .expect("token"),
+        )
+    }
+
+    async fn service(&self, config: ServiceConfig) -> Service {
+        let service = Service::start(self.cluster.config().await, config)
+            .await
+            .expect("start service");
+        let http = reqwest::Client::new();
+        for _ in 0..600 {
+            if let Ok(r) = http.get(format!("{}/readyz", service.url())).send().await
+                && r.status() == 200
+            {
+                return service;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("service never became ready");
+    }
+
+    /// Replaces step `name` by one that succeeds, as an operator fixing the cause would.
+    async fn fix_step(&self, name: &str) {
+        self.replace_step(name, &[("CUTOVER_SIM_RUN_MS", "2000")])
+            .await;
+    }
+
+    /// Replaces step `name` by one whose simulated pod has `env`.
+    async fn replace_step(&self, name: &str, env: &[(&str, &str)]) {
+        let api: Api<ConfigMap> = Api::namespaced(self.cluster.client(), self.ns());
+        let order = CHART_STEPS.iter().position(|s| *s == name).expect("a step") + 1;
+        let mut cm = job_step(order, name, env);
+        let current = api
+            .get(cm.metadata.name.as_deref().unwrap_or_default())
+            .await
+            .expect("step");
+        cm.metadata.resource_version = current.metadata.resource_version;
+        api.replace(
+            cm.metadata.name.as_deref().unwrap_or_default(),
+            &PostParams::default(),
+            &cm,
+        )
+        .await
+        .expect("replace step");
+    }
+
+    async fn stop(self, service: Service) {
+        let _ = self.browser.close().await;
+        service.shutdown().await;
+        self.sim.shutdown().await;
+        self.cluster.cleanup().await;
+    }
+}
+
+fn job_step(order: usize, name: &str, env: &[(&str, &str)]) -> ConfigMap {
+    let env: Vec<Value> = env
+        .iter()
+        .map(|(k, v)| json!({"name": k, "value": v}))
+        .collect();
+    let pod_spec = json!({"containers": [{"name": "step", "image": "busybox:1.36", "env": env}]});
+    serde_json::from_value(json!({
+        "metadata": {
+            "name": format!("cutover-step-{order:02}-{name}"),
+            "labels": {
+                contract::LABEL_PART_OF: contract::PART_OF,
+                contract::LABEL_COMPONENT: contract::COMPONENT_STEP,
+                contract::LABEL_STEP_ORDER: order.to_string(),
+            }
+        },
+        "data": {
+            contract::DATA_STEP_NAME: name,
+            contract::DATA_POD_SPEC: serde_yaml::to_string(&pod_spec).unwrap(),
+        },
+    }))
+    .unwrap()
+}
+
+/// The ClusterRole `catalyst-cutover-operator` exactly as the chart ships it.
+fn chart_operator_role() -> ClusterRole {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/chart/templates/service-rbac.yaml"
+    );
+    let text = std::fs::read_to_string(path).expect("the chart's service RBAC");
+    text.split("\n---")
+        .filter_map(|doc| serde_yaml::from_str::<ClusterRole>(doc).ok())
+        .find(|role| role.metadata.name.as_deref() == Some("catalyst-cutover-operator"))
+        .expect("the chart ships ClusterRole catalyst-cutover-operator")
+}
+
+/// Runs `script` (a function body returning a value) in the page.
+async fn eval(browser: &Client, script: &str) -> Value {
+    browser
+        .execute(script, Vec::new())
+        .await
+        .unwrap_or_else(|e| panic!("script failed: {e}\n{script}"))
+}
+
+/// Waits until `script` returns true in the page; `what` names the wait in a failure,
+/// which shows the page's summary and connection line.
+async fn until(browser: &Client, what: &str, script: &str) {
+    let waited = tokio::time::timeout(GUARD, async {
+        loop {
+            if eval(browser, script).await == Value::Bool(true) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+    if waited.is_err() {
+        let seen = eval(
+            browser,
+            "return document.getElementById('summary').textContent + ' | ' + \
+             document.getElementById('connection').textContent + ' | ' + \
+             document.getElementById('action-result').textContent",
+        )
+        .await;
+        panic!("the page never showed {what}; it shows: {seen}");
+    }
+}
+
+/// The step rows: name, result (`pending` when not started) and attempt, in page order.
+async fn rows(browser: &Client) -> Vec<(String, String, String)> {
+    let rows = eval(
+        browser,
+        "return [...document.querySelectorAll('#step-rows tr')].map(r => \
+         [r.querySelector('th').textContent, r.dataset.result, r.querySelector('.attempt').textContent])",
+    )
+    .await;
+    serde_json::from_value(rows).expect("rows")
+}
+
+/// Whether element `id` is shown.
+async fn shown(browser: &Client, id: &str) -> bool {
+    eval(
+        browser,
+        &format!("return !document.getElementById('{id}').hidden"),
+    )
+    .await
+        == Value::Bool(true)
+}
+
+/// Signs in through the page's token dialog.
+async fn sign_in(browser: &Client, token: &str) {
+    until(
+        browser,
+        "the sign-in dialog",
+        "return document.getElementById('login').open",
+    )
+    .await;
+    browser
+        .find(Locator::Id("token"))
+        .await
+        .expect("token field")
+        .send_keys(token)
+        .await
+        .expect("type the token");
+    browser
+        .find(Locator::Id("login-ok"))
+        .await
+        .expect("sign-in button")
+        .click()
+        .await
+        .expect("sign in");
+}
+
+/// Presses `key` once.
+async fn press(browser: &Client, key: Key) {
+    let actions = KeyActions::new("keyboard".to_owned())
+        .then(KeyAction::Down { value: key.into() })
+        .then(KeyAction::Up { value: key.into() });
+    browser.perform_actions(actions).await.expect("key press");
+}
+
+/// The id of the focused element.
+async fn focused(browser: &Client) -> String {
+    eval(
+        browser,
+        "return document.activeElement ? document.activeElement.id : ''",
+    )
+    .await
+    .as_str()
+    .unwrap_or_default()
+    .to_owned()
+}
+
+/// Whether every step row shows `result`.
+fn all_rows(result: &str) -> String {
+    format!(
+        "const rows = [...document.querySelectorAll('#step-rows tr')]; \
+         return rows.length === 8 && rows.every(r => r.dataset.result === '{result}')"
+    )
+}
+
+fn phase_is(phase: &str) -> String {
+    format!("return document.getElementById('summary').dataset.phase === '{phase}'")
+}
+
+fn row_is(step: &str, result: &str) -> String {
+    format!(
+        "const r = document.getElementById('step-{step}'); \
+         return !!r && r.dataset.result === '{result}'"
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_page_follows_a_run_shows_the_failure_and_retry_resumes_it() {
+    let env = Env::start().await;
+    let alice = env.user("alice", Some(chart_operator_role())).await;
+    let mut config = ServiceConfig::new(env.ns());
+    config.auth = AuthConfig::enabled();
+    config.lease_duration = Duration::from_secs(2);
+    let service = env.service(config).await;
+    let base = service.url();
+    let b = &env.browser;
+    b.goto(&format!("{base}/")).await.expect("open the page");
+
+    // Authentication is on: the page asks for a token and keeps it in this tab only.
+    sign_in(b, &alice).await;
+    until(b, "the eight steps, none started", &all_rows("pending")).await;
+    let names: Vec<String> = rows(b).await.into_iter().map(|r| r.0).collect();
+    assert_eq!(names, CHART_STEPS, "steps in execution order");
+    let stored = eval(
+        b,
+        "return [sessionStorage.getItem('catalyst-cutover-token'), localStorage.length]",
+    )
+    .await;
+    assert_eq!(stored, json!([alice, 0]));
+    until(
+        b,
+        "the Start button",
+        "return !document.getElementById('start').hidden",
+    )
+    .await;
+    assert!(!shown(b, "retry").await && !shown(b, "abort").await);
+
+    // By keyboard: Tab reaches Start, Enter asks to confirm with the focus on Cancel (Enter
+    // alone starts nothing), Tab reaches the confirmation.
+    for _ in 0..10 {
+        if focused(b).await == "start" {
+            break;
+        }
+        press(b, Key::Tab).await;
+    }
+    assert_eq!(focused(b).await, "start", "Start is reachable by Tab");
+    let ring = eval(
+        b,
+        "const s = getComputedStyle(document.activeElement); \
+         return [s.outlineStyle, s.outlineWidth]",
+    )
+    .await;
+    assert_ne!(ring[0], "none", "the focus is visible: {ring}");
+    assert_ne!(ring[1], "0px", "the focus is visible: {ring}");
+    press(b, Key::Enter).await;
+    until(
+        b,
+        "the confirmation",
+        "return document.getElementById('confirm').open",
+    )
+    .await;
+    assert_eq!(focused(b).await, "confirm-cancel");
+    press(b, Key::Tab).await;
+    assert_eq!(focused(b).await, "confirm-ok");
+    press(b, Key::Enter).await;
+
+    // Live, without a reload: the steps move as the simulator runs them, up to the failure.
+    until(
+        b,
+        "the first step succeeded",
+        &row_is(CHART_STEPS[0], "success"),
+    )
+    .await;
+    until(b, "the failed cutover", &phase_is("failed")).await;
+    let seen = rows(b).await;
+    assert_eq!(seen[0].1, "success");
+    assert_eq!(seen[1].1, "success");
+    assert_eq!(
+        seen[2],
+        (FAILING.to_owned(), "failed".to_owned(), "1".to_owned())
+    );
+    assert!(seen[3..].iter().all(|r| r.1 == "pending"), "{seen:?}");
+    let error = eval(
+        b,
+        &format!(
+            "return document.querySelector('#step-{FAILING} pre.error').textContent + '\\n' + \
+             document.getElementById('last-error').textContent"
+        ),
+    )
+    .await;
+    let error = error.as_str().unwrap_or_default();
+    assert!(error.contains(FAILURE), "{error}");
+    assert!(error.contains("cutover-harbor-prewarm-a1"), "{error}");
+    // Readable without colour: each state is a word and a symbol; updates are announced.
+    let states = eval(
+        b,
+        "return [...document.querySelectorAll('#step-rows td.state')].map(td => \
+         td.firstChild.textContent + td.childNodes[1].textContent)",
+    )
+    .await;
+    assert_eq!(
+        states,
+        json!([
+            "✔ succeeded",
+            "✔ succeeded",
+            "✘ failed",
+            "○ pending",
+            "○ pending",
+            "○ pending",
+            "○ pending",
+            "○ pending"
+        ])
+    );
+    let live = eval(
+        b,
+        "return ['summary', 'events', 'action-result'] \
+         .map(id => document.getElementById(id).getAttribute('aria-live'))",
+    )
+    .await;
+    assert_eq!(live, json!(["polite", "polite", "polite"]));
+    let navigations = eval(
+        b,
+        "return performance.getEntriesByType('navigation').length",
+    )
+    .await;
+    assert_eq!(navigations, json!(1), "one page load, updated in place");
+    until(
+        b,
+        "the Retry button",
+        "return !document.getElementById('retry').hidden",
+    )
+    .await;
+    assert!(!shown(b, "start").await && !shown(b, "abort").await);
+
+    // The operator fixes the cause, then retries from the page (with the token).
+    env.fix_step(FAILING).await;
+    b.find(Locator::Id("retry"))
+        .await
+        .expect("retry")
+        .click()
+        .await
+        .expect("click retry");
+    until(
+        b,
+        "the confirmation",
+        "return document.getElementById('confirm').open",
+    )
+    .await;
+    b.find(Locator::Id("confirm-ok"))
+        .await
+        .expect("confirm")
+        .click()
+        .await
+        .expect("confirm retry");
+    until(
+        b,
+        "the retried step running",
+        &format!(
+            "{} || document.getElementById('summary').dataset.phase === 'complete'",
+            row_is(FAILING, "running")
+        ),
+    )
+    .await;
+    if std::env::var("CUTOVER_SCREENSHOT").is_ok_and(|v| v == "1") {
+        assert!(
+            eval(b, &row_is(FAILING, "running")).await == Value::Bool(true),
+            "the run ended before the screenshot could show it running"
+        );
+        let png = b.screenshot().await.expect("screenshot");
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/page.png");
+        std::fs::create_dir_all(concat!(env!("CARGO_MANIFEST_DIR"), "/docs")).expect("docs/");
+        std::fs::write(path, png).expect("write docs/page.png");
+    }
+    until(b, "the completed cutover", &phase_is("complete")).await;
+    until(b, "every step succeeded", &all_rows("success")).await;
+    let seen = rows(b).await;
+    assert_eq!(seen[2].2, "2", "the retried step ran a second attempt");
+    assert_eq!(seen[0].2, "1", "the earlier successes are kept");
+    assert!(!shown(b, "retry").await && !shown(b, "start").await);
+
+    // Nothing came from another origin, and the policy would have refused it.
+    let foreign = eval(
+        b,
+        "const origin = location.origin + '/'; \
+         const names = performance.getEntriesByType('resource').map(e => e.name); \
+         return [names.filter(n => !n.startsWith(origin)), names.length]",
+    )
+    .await;
+    assert_eq!(foreign[0], json!([]), "requests to another origin");
+    assert!(foreign[1].as_u64().unwrap_or(0) >= 3, "{foreign}");
+    let page = reqwest::get(format!("{base}/")).await.expect("GET /");
+    let csp = page.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    for directive in [
+        "default-src 'none'",
+        "script-src 'self'",
+        "connect-src 'self'",
+    ] {
+        assert!(csp.contains(directive), "{csp}");
+    }
+    assert_eq!(page.headers()["x-content-type-options"], "nosniff");
+
+    env.stop(service).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_stream_resumes_with_last_event_id_when_the_service_drops_it() {
+    let env = Env::start().await;
+    env.fix_step(FAILING).await;
+    let mut config = ServiceConfig::new(env.ns());
+    config.lease_duration = Duration::from_secs(2);
+    // The service closes every stream after a second: the page must reconnect, several
+    // times during the run, and resume where it was.
+    config.http.event_stream_lifetime = Some(Duration::from_secs(1));
+    let service = env.service(config).await;
+    let base = service.url();
+    let b = &env.browser;
+    b.goto(&format!("{base}/")).await.expect("open the page");
+    until(b, "the eight steps", &all_rows("pending")).await;
+    until(
+        b,
+        "a live stream",
+        "return document.getElementById('connection').dataset.state === 'live'",
+    )
+    .await;
+    let started = reqwest::Client::new()
+        .post(format!("{base}/cutover"))
+        .send()
+        .await
+        .expect("start");
+    assert_eq!(started.status(), 202);
+    until(b, "the completed cutover", &phase_is("complete")).await;
+    until(b, "every step succeeded", &all_rows("success")).await;
+
+    let seen = eval(
+        b,
+        "const c = document.getElementById('connection').dataset; \
+         const frames = [...document.querySelectorAll('#events li')] \
+           .filter(li => li.dataset.event !== 'cutover-status'); \
+         return {reconnects: Number(c.reconnects || 0), resumed: Number(c.resumed || 0), \
+                 ids: frames.map(li => Number(li.dataset.id)), \
+                 events: frames.map(li => li.dataset.event)}",
+    )
+    .await;
+    assert!(seen["reconnects"].as_u64().unwrap_or(0) >= 1, "{seen}");
+    assert!(
+        seen["resumed"].as_u64().unwrap_or(0) >= 1,
+        "a reconnected stream replayed frames instead of a snapshot: {seen}"
+    );
+    let ids: Vec<u64> = serde_json::from_value(seen["ids"].clone()).expect("ids");
+    let first = ids.first().copied().unwrap_or(0);
+    let contiguous: Vec<u64> = (first..first + ids.len() as u64).collect();
+    assert_eq!(
+        ids, contiguous,
+        "no frame missed or repeated across the drops"
+    );
+    let events: Vec<String> = serde_json::from_value(seen["events"].clone()).expect("events");
+    let finished = events
+        .iter()
+        .filter(|e| *e == "cutover-step-finished")
+        .count();
+    assert_eq!(finished, 8, "{events:?}");
+    assert_eq!(events.last().map(String::as_str), Some("cutover-completed"));
+
+    env.stop(service).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn buttons_follow_what_the_caller_may_do() {
+    let env = Env::start().await;
+    let alice = env.user("alice", Some(chart_operator_role())).await;
+    let reader = env
+        .user("reader", Some(common::role("cutover-reader", &["get"])))
+        .await;
+    let bob = env.user("bob", None).await;
+    let mut config = ServiceConfig::new(env.ns());
+    config.auth = AuthConfig::enabled();
+    let service = env.service(config).await;
+    let base = service.url();
+
+    let permissions = |token: Option<String>| {
+        let url = format!("{base}/cutover/permissions");
+        async move {
+            let mut request = reqwest::Client::new().get(url);
+            if let Some(token) = token {
+                request = request.bearer_auth(token);
+            }
+            let response = request.send().await.expect("permissions");
+            let status = response.status().as_u16();
+            (status, response.json::<Value>().await.expect("json"))
+        }
+    };
+    let (status, body) = permissions(Some(alice.clone())).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        (
+            &body["start"],
+            &body["retry"],
+            &body["abort"],
+            &body["rollback"]
+        ),
+        (&json!(true), &json!(true), &json!(true), &json!(true))
+    );
+    assert_eq!(body["authentication"], json!(true));
+    let (status, body) = permissions(Some(reader.clone())).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        (
+            &body["start"],
+            &body["retry"],
+            &body["abort"],
+            &body["rollback"]
+        ),
+        (&json!(false), &json!(false), &json!(false), &json!(false))
+    );
+    assert!(
+        body["user"]
+            .as_str()
+            .unwrap_or_default()
+            .ends_with(":reader")
+    );
+    let (status, body) = permissions(Some(bob)).await;
+    assert_eq!((status, &body["error"]), (403, &json!("forbidden")));
+    let (status, body) = permissions(None).await;
+    assert_eq!((status, &body["error"]), (401, &json!("missing-bearer")));
+    let (status, body) = permissions(Some("not-a-token".to_owned())).await;
+    assert_eq!((status, &body["error"]), (401, &json!("invalid-token")));
+
+    // A reader sees the steps and no action at all.
+    let b = &env.browser;
+    b.goto(&format!("{base}/")).await.expect("open the page");
+    sign_in(b, &reader).await;
+    until(b, "the eight steps", &all_rows("pending")).await;
+    until(
+        b,
+        "the permissions applied",
+        "return document.getElementById('actions').dataset.permissions === 'loaded'",
+    )
+    .await;
+    for button in ["start", "retry", "abort"] {
+        assert!(!shown(b, button).await, "{button} shown to a reader");
+    }
+
+    env.stop(service).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn abort_is_confirmed_and_stops_the_running_step() {
+    let env = Env::start().await;
+    env.replace_step(CHART_STEPS[0], &[("CUTOVER_SIM_OUTCOME", "hang")])
+        .await;
+    let alice = env.user("alice", Some(chart_operator_role())).await;
+    let mut config = ServiceConfig::new(env.ns());
+    config.auth = AuthConfig::enabled();
+    let service = env.service(config).await;
+    let base = service.url();
+    let b = &env.browser;
+    b.goto(&format!("{base}/")).await.expect("open the page");
+    sign_in(b, &alice).await;
+    until(b, "the eight steps", &all_rows("pending")).await;
+    let started = reqwest::Client::new()
+        .post(format!("{base}/cutover"))
+        .bearer_auth(&alice)
+        .send()
+        .await
+        .expect("start");
+    assert_eq!(started.status(), 202);
+    until(
+        b,
+        "the first step running",
+        &row_is(CHART_STEPS[0], "running"),
+    )
+    .await;
+    until(
+        b,
+        "the Abort button",
+        "return !document.getElementById('abort').hidden",
+    )
+    .await;
+    assert!(!shown(b, "start").await && !shown(b, "retry").await);
+
+    // Cancelled, nothing happens; Escape cancels as well.
+    let abort = || async {
+        b.find(Locator::Id("abort"))
+            .await
+            .expect("abort")
+            .click()
+            .await
+            .expect("click abort");
+        until(
+            b,
+            "the confirmation",
+            "return document.getElementById('confirm').open",
+        )
+        .await;
+    };
+    abort().await;
+    b.find(Locator::Id("confirm-cancel"))
+        .await
+        .expect("cancel")
+        .click()
+        .await
+        .expect("cancel");
+    abort().await;
+    press(b, Key::Escape).await;
+    until(
+        b,
+        "the confirmation closed",
+        "return !document.getElementById('confirm').open",
+    )
+    .await;
+    let answer = reqwest::Client::new()
+        .get(format!("{base}/cutover"))
+        .bearer_auth(&alice)
+        .send()
+        .await
+        .expect("status")
+        .json::<Value>()
+        .await
+        .expect("json");
+    assert_eq!(
+        answer["phase"], "running",
+        "a cancelled abort aborts nothing"
+    );
+
+    abort().await;
+    b.find(Locator::Id("confirm-ok"))
+        .await
+        .expect("confirm")
+        .click()
+        .await
+        .expect("confirm abort");
+    until(b, "the aborted cutover", &phase_is("failed")).await;
+    until(b, "the aborted step", &row_is(CHART_STEPS[0], "failed")).await;
+    let error = eval(
+        b,
+        "return document.getElementById('last-error').textContent",
+    )
+    .await;
+    assert!(
+        error.as_str().unwrap_or_default().contains(":alice"),
+        "the reason names who aborted: {error}"
+    );
+    assert!(!shown(b, "abort").await);
+    assert!(shown(b, "retry").await);
+
+    env.stop(service).await;
+}
