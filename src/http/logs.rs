@@ -4,10 +4,10 @@
 //! which: `X-Log-Source` (`pod` or `kept`), `X-Log-Pod`, and for a kept tail
 //! `X-Log-Truncated`.
 
+use super::HttpContext;
 use super::error::ApiError;
 use crate::contract;
 use crate::retry::is_status;
-use super::HttpContext;
 use crate::status::model::{KEY_CUTOVER_ATTEMPT, StatusData, StepRow, get, get_u32};
 use crate::step::{StepKind, StepName};
 use crate::steplog::kept::first_container;
@@ -188,11 +188,7 @@ async fn kept_log(
         Ok(run) => run,
         Err(_) => get_u32(data, KEY_CUTOVER_ATTEMPT),
     };
-    let keeper = TailKeeper::new(
-        ctx.client.clone(),
-        &ctx.config.namespace,
-        ctx.store.name(),
-    );
+    let keeper = TailKeeper::new(ctx.client.clone(), &ctx.config.namespace, ctx.store.name());
     let kept = keeper.read(step, run).await.map_err(|e| {
         ApiError::Upstream(format!(
             "cannot read the kept log of step {}: {e}",

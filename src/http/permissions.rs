@@ -3,10 +3,10 @@
 //! layer's own check (TokenReview, then SubjectAccessReview, cached per token), the same
 //! one the action's route makes.
 
+use super::HttpContext;
 use super::caller::Caller;
 use super::error::ApiError;
 use crate::auth::{Action, AuthError};
-use crate::service::Context;
 use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
@@ -33,7 +33,7 @@ pub struct Permissions {
 
 /// `GET /cutover/permissions`. The route itself needs what reading the status needs.
 pub async fn permissions(
-    State(ctx): State<Arc<Context>>,
+    State(ctx): State<Arc<HttpContext>>,
     caller: Caller,
     headers: HeaderMap,
 ) -> Result<Json<Permissions>, ApiError> {

@@ -172,11 +172,7 @@ async fn drive(ctx: &RunnerContext) -> Result<(), StoreError> {
 
 /// The keeper of this status ConfigMap's step log tails.
 fn tail_keeper(ctx: &RunnerContext) -> TailKeeper {
-    TailKeeper::new(
-        ctx.client.clone(),
-        &ctx.config.namespace,
-        ctx.store.name(),
-    )
+    TailKeeper::new(ctx.client.clone(), &ctx.config.namespace, ctx.store.name())
 }
 
 /// The plan of the cutover running now, and the watches its steps are followed through.
