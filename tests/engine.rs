@@ -7,7 +7,7 @@ mod common;
 use catalyst_cutover::contract::{self, DEFAULT_STATUS_CONFIGMAP};
 use catalyst_cutover::demo::{AgentConfig, Agents};
 use catalyst_cutover::service::{Service, ServiceConfig};
-use common::TestCluster;
+use common::{TestCluster, job_step, step_cm};
 use futures::future::join_all;
 use k8s_openapi::api::apps::v1::DaemonSet;
 use k8s_openapi::api::batch::v1::Job;
@@ -229,23 +229,6 @@ async fn create_daemonset(client: &kube::Client, ns: &str) {
         .expect("create DaemonSet");
 }
 
-/// A `job` step ConfigMap whose pod behaves as `env` tells the simulator.
-fn job_step(order: u32, name: &str, env: &[(&str, &str)]) -> ConfigMap {
-    let env: Vec<Value> = env
-        .iter()
-        .map(|(k, v)| json!({"name": k, "value": v}))
-        .collect();
-    let pod_spec = json!({
-        "containers": [{"name": "step", "image": "alpine/k8s:1.33.1", "command": ["sh", "-c", "echo {{ .not.a.template }}"], "env": env}]
-    });
-    step_cm(
-        order,
-        name,
-        "job",
-        Some(serde_yaml::to_string(&pod_spec).unwrap()),
-    )
-}
-
 fn daemonset_step(order: u32, name: &str) -> ConfigMap {
     let mut cm = step_cm(order, name, "daemonset-wait", None);
     cm.metadata.labels.get_or_insert_default().insert(
@@ -253,26 +236,6 @@ fn daemonset_step(order: u32, name: &str) -> ConfigMap {
         DAEMONSET.to_owned(),
     );
     cm
-}
-
-fn step_cm(order: u32, name: &str, mode: &str, pod_spec: Option<String>) -> ConfigMap {
-    let mut data = BTreeMap::from([(contract::DATA_STEP_NAME.to_owned(), name.to_owned())]);
-    if let Some(pod_spec) = pod_spec {
-        data.insert(contract::DATA_POD_SPEC.to_owned(), pod_spec);
-    }
-    serde_json::from_value(json!({
-        "metadata": {
-            "name": format!("cutover-step-{order:02}-{name}"),
-            "labels": {
-                contract::LABEL_PART_OF: contract::PART_OF,
-                contract::LABEL_COMPONENT: contract::COMPONENT_STEP,
-                contract::LABEL_STEP_ORDER: order.to_string(),
-                contract::LABEL_STEP_MODE: mode,
-            }
-        },
-        "data": data,
-    }))
-    .expect("step ConfigMap")
 }
 
 /// The chart's eight steps, with the simulator's default behaviour for every Job.

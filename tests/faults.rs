@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use catalyst_cutover::contract::{self, DEFAULT_STATUS_CONFIGMAP};
 use catalyst_cutover::service::{Service, ServiceConfig};
-use common::{TestCluster, api_status};
+use common::{TestCluster, api_status, job_step};
 use futures::{Stream, StreamExt};
 use http::{Method, Request, StatusCode, header};
 use k8s_openapi::api::batch::v1::Job;
@@ -20,7 +20,6 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Config, ResourceExt};
 use kube_sandbox::faults::{FaultProxy, RequestMatch};
 use kube_sandbox::sim::{SimConfig, Simulator};
-use serde_json::json;
 use std::collections::BTreeMap;
 
 /// Longest any step may take before the test counts as hung; a guard, not a measurement.
@@ -232,30 +231,6 @@ async fn restart_drops_streams_answers_503_then_recovers() {
     cluster.cleanup().await;
 }
 
-/// A `job` step ConfigMap whose simulated pod runs for `run_ms`.
-fn job_step(order: u32, name: &str, run_ms: u32) -> ConfigMap {
-    let pod_spec = json!({"containers": [{
-        "name": "step",
-        "image": "alpine/k8s:1.33.1",
-        "env": [{"name": "CUTOVER_SIM_RUN_MS", "value": run_ms.to_string()}]
-    }]});
-    serde_json::from_value(json!({
-        "metadata": {
-            "name": format!("cutover-step-{order:02}-{name}"),
-            "labels": {
-                contract::LABEL_PART_OF: contract::PART_OF,
-                contract::LABEL_COMPONENT: contract::COMPONENT_STEP,
-                contract::LABEL_STEP_ORDER: order.to_string(),
-            }
-        },
-        "data": {
-            contract::DATA_STEP_NAME: name,
-            contract::DATA_POD_SPEC: serde_yaml::to_string(&pod_spec).expect("podSpec"),
-        },
-    }))
-    .expect("step ConfigMap")
-}
-
 /// A replica of the service named `identity`, talking to the API server through `config`.
 async fn replica(config: kube::Config, ns: &str, identity: &str) -> Service {
     let mut service = ServiceConfig::new(ns);
@@ -334,9 +309,12 @@ async fn a_leader_whose_lease_and_status_writes_hang_stops_before_another_takes_
     let steps = ["s1", "s2", "s3", "s4"];
     let cms: Api<ConfigMap> = Api::namespaced(cluster.client(), &ns);
     for (i, step) in (1..).zip(steps) {
-        cms.create(&PostParams::default(), &job_step(i, step, 400))
-            .await
-            .expect("create step");
+        cms.create(
+            &PostParams::default(),
+            &job_step(i, step, &[("CUTOVER_SIM_RUN_MS", "400")]),
+        )
+        .await
+        .expect("create step");
     }
     let proxy = proxy_for(&cluster).await;
     let via_proxy =

@@ -12,10 +12,11 @@
 mod common;
 
 use catalyst_cutover::auth::AuthConfig;
-use catalyst_cutover::contract::{self, DEFAULT_STATUS_CONFIGMAP};
+use catalyst_cutover::contract::DEFAULT_STATUS_CONFIGMAP;
 use catalyst_cutover::service::{Service, ServiceConfig};
 use common::{
-    TestCluster, create_service_account, grant, request_token, role, sleep_until, token_of,
+    TestCluster, create_service_account, grant, job_step, request_token, role, sleep_until,
+    token_of,
 };
 use futures::StreamExt;
 use futures::future::join_all;
@@ -87,9 +88,12 @@ impl Env {
         grant(&client, &ns, "reader", role("cutover-reader", &["get"])).await;
         let api: Api<ConfigMap> = Api::namespaced(client.clone(), &ns);
         for order in 1..=steps {
-            api.create(&PostParams::default(), &step(order))
-                .await
-                .expect("step");
+            api.create(
+                &PostParams::default(),
+                &job_step(order, &format!("step-{order}"), &[]),
+            )
+            .await
+            .expect("step");
         }
         let sim = Simulator::start(
             client,
@@ -196,26 +200,6 @@ fn chart_operator_role() -> ClusterRole {
         .filter_map(|doc| serde_yaml::from_str::<ClusterRole>(doc).ok())
         .find(|role| role.metadata.name.as_deref() == Some(OPERATOR_ROLE))
         .expect("the chart ships ClusterRole catalyst-cutover-operator")
-}
-
-fn step(order: usize) -> ConfigMap {
-    let name = format!("step-{order}");
-    let pod_spec = json!({"containers": [{"name": "step", "image": "busybox:1.36"}]});
-    serde_json::from_value(json!({
-        "metadata": {
-            "name": format!("cutover-step-{order:02}-{name}"),
-            "labels": {
-                contract::LABEL_PART_OF: contract::PART_OF,
-                contract::LABEL_COMPONENT: contract::COMPONENT_STEP,
-                contract::LABEL_STEP_ORDER: order.to_string(),
-            }
-        },
-        "data": {
-            contract::DATA_STEP_NAME: name,
-            contract::DATA_POD_SPEC: serde_yaml::to_string(&pod_spec).unwrap(),
-        },
-    }))
-    .unwrap()
 }
 
 async fn wait_ready(base: &str) {

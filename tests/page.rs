@@ -10,9 +10,10 @@
 mod common;
 
 use catalyst_cutover::auth::AuthConfig;
-use catalyst_cutover::contract;
 use catalyst_cutover::service::{Service, ServiceConfig};
-use common::{CHART_STEPS, TestCluster, create_service_account, grant, request_token, token_of};
+use common::{
+    CHART_STEPS, TestCluster, create_service_account, grant, job_step, request_token, token_of,
+};
 use fantoccini::actions::{InputSource, KeyAction, KeyActions};
 use fantoccini::key::Key;
 use fantoccini::{Client, ClientBuilder, Locator};
@@ -236,29 +237,6 @@ impl Env {
         self.sim.shutdown().await;
         self.cluster.cleanup().await;
     }
-}
-
-fn job_step(order: usize, name: &str, env: &[(&str, &str)]) -> ConfigMap {
-    let env: Vec<Value> = env
-        .iter()
-        .map(|(k, v)| json!({"name": k, "value": v}))
-        .collect();
-    let pod_spec = json!({"containers": [{"name": "step", "image": "busybox:1.36", "env": env}]});
-    serde_json::from_value(json!({
-        "metadata": {
-            "name": format!("cutover-step-{order:02}-{name}"),
-            "labels": {
-                contract::LABEL_PART_OF: contract::PART_OF,
-                contract::LABEL_COMPONENT: contract::COMPONENT_STEP,
-                contract::LABEL_STEP_ORDER: order.to_string(),
-            }
-        },
-        "data": {
-            contract::DATA_STEP_NAME: name,
-            contract::DATA_POD_SPEC: serde_yaml::to_string(&pod_spec).unwrap(),
-        },
-    }))
-    .unwrap()
 }
 
 /// The ClusterRole `catalyst-cutover-operator` exactly as the chart ships it.

@@ -6,14 +6,14 @@
 mod common;
 
 use catalyst_cutover::auth::AuthConfig;
-use catalyst_cutover::contract::{self, DEFAULT_STATUS_CONFIGMAP};
+use catalyst_cutover::contract::DEFAULT_STATUS_CONFIGMAP;
 use catalyst_cutover::service::{Service, ServiceConfig};
-use common::TestCluster;
+use common::{TestCluster, job_step};
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Api, PostParams};
 use kube::runtime::wait::await_condition;
 use kube_sandbox::sim::{SimConfig, Simulator};
-use serde_json::{Value, json};
+use serde_json::Value;
 use std::path::PathBuf;
 use std::process::Output;
 use std::time::Duration;
@@ -150,29 +150,6 @@ impl Env {
         self.sim.shutdown().await;
         self.cluster.cleanup().await;
     }
-}
-
-fn job_step(order: u32, name: &str, env: &[(&str, &str)]) -> ConfigMap {
-    let env: Vec<Value> = env
-        .iter()
-        .map(|(k, v)| json!({"name": k, "value": v}))
-        .collect();
-    let pod_spec = json!({"containers": [{"name": "step", "image": "busybox:1.36", "env": env}]});
-    serde_json::from_value(json!({
-        "metadata": {
-            "name": format!("cutover-step-{order:02}-{name}"),
-            "labels": {
-                contract::LABEL_PART_OF: contract::PART_OF,
-                contract::LABEL_COMPONENT: contract::COMPONENT_STEP,
-                contract::LABEL_STEP_ORDER: order.to_string(),
-            }
-        },
-        "data": {
-            contract::DATA_STEP_NAME: name,
-            contract::DATA_POD_SPEC: serde_yaml::to_string(&pod_spec).unwrap(),
-        },
-    }))
-    .expect("step ConfigMap")
 }
 
 fn stdout(output: &Output) -> String {

@@ -11,13 +11,13 @@ use catalyst_cutover::contract::{self, DEFAULT_STATUS_CONFIGMAP};
 use catalyst_cutover::service::{Service, ServiceConfig};
 use catalyst_cutover::steplog::MAX_TAIL_BYTES;
 use catalyst_cutover::steplog::kept::{COMPONENT_STEP_LOG, LABEL_RUN};
-use common::{TestCluster, create_service_account, grant, request_token, role, token_of};
+use common::{TestCluster, create_service_account, grant, job_step, request_token, role, token_of};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod};
 use kube::api::{Api, DeleteParams, ListParams, PostParams, PropagationPolicy};
 use kube::runtime::wait::await_condition;
 use kube_sandbox::sim::{SimConfig, Simulator};
-use serde_json::{Value, json};
+use serde_json::Value;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -164,30 +164,6 @@ impl Env {
         self.sim.shutdown().await;
         self.cluster.cleanup().await;
     }
-}
-
-/// A `job` step ConfigMap whose pod behaves as `env` tells the simulator.
-fn job_step(order: u32, name: &str, env: &[(&str, &str)]) -> ConfigMap {
-    let env: Vec<Value> = env
-        .iter()
-        .map(|(k, v)| json!({"name": k, "value": v}))
-        .collect();
-    let pod_spec = json!({"containers": [{"name": "step", "image": "busybox:1.36", "env": env}]});
-    serde_json::from_value(json!({
-        "metadata": {
-            "name": format!("cutover-step-{order:02}-{name}"),
-            "labels": {
-                contract::LABEL_PART_OF: contract::PART_OF,
-                contract::LABEL_COMPONENT: contract::COMPONENT_STEP,
-                contract::LABEL_STEP_ORDER: order.to_string(),
-            }
-        },
-        "data": {
-            contract::DATA_STEP_NAME: name,
-            contract::DATA_POD_SPEC: serde_yaml::to_string(&pod_spec).unwrap(),
-        },
-    }))
-    .expect("step ConfigMap")
 }
 
 async fn ready(base: &str) {

@@ -5,16 +5,20 @@
 
 #![allow(dead_code)]
 
+use catalyst_cutover::contract;
 use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::authorization::v1::{
     ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec,
 };
+use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{ClusterRole, RoleBinding};
 use kube::api::{Api, DeleteParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube_sandbox::api::{ApiServer, ApiServerConfig};
-use serde_json::json;
+use serde_json::{Value, json};
+use std::collections::BTreeMap;
+use std::fmt::Display;
 
 /// The chart's eight steps, in execution order.
 pub const CHART_STEPS: [&str; 8] = [
@@ -252,4 +256,44 @@ pub async fn grant(client: &kube::Client, ns: &str, sa: &str, role: ClusterRole)
     })
     .await;
     assert!(granted.is_ok(), "{name} for {sa} never took effect");
+}
+
+/// A `job` step ConfigMap whose pod behaves as `env` tells the simulator. Its command holds
+/// what looks like a template: the renderer must pass it through untouched.
+pub fn job_step(order: impl Display, name: &str, env: &[(&str, &str)]) -> ConfigMap {
+    let env: Vec<Value> = env
+        .iter()
+        .map(|(k, v)| json!({"name": k, "value": v}))
+        .collect();
+    let pod_spec = json!({
+        "containers": [{"name": "step", "image": "alpine/k8s:1.33.1", "command": ["sh", "-c", "echo {{ .not.a.template }}"], "env": env}]
+    });
+    step_cm(
+        order,
+        name,
+        "job",
+        Some(serde_yaml::to_string(&pod_spec).expect("podSpec")),
+    )
+}
+
+/// A step ConfigMap as the chart ships one: its order, name and mode, and a Job step's
+/// PodSpec.
+pub fn step_cm(order: impl Display, name: &str, mode: &str, pod_spec: Option<String>) -> ConfigMap {
+    let mut data = BTreeMap::from([(contract::DATA_STEP_NAME.to_owned(), name.to_owned())]);
+    if let Some(pod_spec) = pod_spec {
+        data.insert(contract::DATA_POD_SPEC.to_owned(), pod_spec);
+    }
+    serde_json::from_value(json!({
+        "metadata": {
+            "name": format!("cutover-step-{order:02}-{name}"),
+            "labels": {
+                contract::LABEL_PART_OF: contract::PART_OF,
+                contract::LABEL_COMPONENT: contract::COMPONENT_STEP,
+                contract::LABEL_STEP_ORDER: order.to_string(),
+                contract::LABEL_STEP_MODE: mode,
+            }
+        },
+        "data": data,
+    }))
+    .expect("step ConfigMap")
 }
