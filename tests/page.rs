@@ -12,7 +12,8 @@ mod common;
 use catalyst_cutover::auth::AuthConfig;
 use catalyst_cutover::service::{Service, ServiceConfig};
 use common::{
-    CHART_STEPS, TestCluster, create_service_account, grant, job_step, request_token, token_of,
+    CHART_STEPS, TestCluster, create_service_account, grant, job_step, request_token,
+    steps_on_one_node, token_of,
 };
 use fantoccini::actions::{InputSource, KeyAction, KeyActions};
 use fantoccini::key::Key;
@@ -20,7 +21,7 @@ use fantoccini::{Client, ClientBuilder, Locator};
 use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::api::rbac::v1::ClusterRole;
 use kube::api::{Api, PostParams};
-use kube_sandbox::sim::{SimConfig, Simulator};
+use kube_sandbox::sim::Simulator;
 use serde_json::{Value, json};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -137,32 +138,22 @@ impl Env {
         }
         let driver = start_driver().await;
         let cluster = TestCluster::start().await;
-        let ns = cluster.namespace().to_owned();
-        let api: Api<ConfigMap> = Api::namespaced(cluster.client(), &ns);
-        for (index, name) in CHART_STEPS.iter().enumerate() {
-            let mut env = vec![("CUTOVER_SIM_RUN_MS", "400")];
-            if *name == FAILING {
-                env.extend([
-                    ("CUTOVER_SIM_OUTCOME", "fail"),
-                    ("CUTOVER_SIM_FAIL_ATTEMPTS", "4"),
-                    ("CUTOVER_SIM_MESSAGE", FAILURE),
-                ]);
-            }
-            api.create(&PostParams::default(), &job_step(index + 1, name, &env))
-                .await
-                .expect("step");
-        }
-        let sim = Simulator::start(
-            cluster.client(),
-            SimConfig {
-                namespace: Some(ns.clone()),
-                nodes: 1,
-                pool: ns,
-                default_run: Duration::from_millis(20),
-            },
-        )
-        .await
-        .expect("simulator");
+        let steps: Vec<ConfigMap> = CHART_STEPS
+            .iter()
+            .enumerate()
+            .map(|(index, name)| {
+                let mut env = vec![("CUTOVER_SIM_RUN_MS", "400")];
+                if *name == FAILING {
+                    env.extend([
+                        ("CUTOVER_SIM_OUTCOME", "fail"),
+                        ("CUTOVER_SIM_FAIL_ATTEMPTS", "4"),
+                        ("CUTOVER_SIM_MESSAGE", FAILURE),
+                    ]);
+                }
+                job_step(index + 1, name, &env)
+            })
+            .collect();
+        let sim = steps_on_one_node(&cluster, &steps).await;
         let browser = browser(&driver).await;
         Env {
             cluster,

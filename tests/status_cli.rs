@@ -8,11 +8,11 @@ mod common;
 use catalyst_cutover::auth::AuthConfig;
 use catalyst_cutover::contract::DEFAULT_STATUS_CONFIGMAP;
 use catalyst_cutover::service::{Service, ServiceConfig};
-use common::{TestCluster, job_step};
+use common::{TestCluster, job_step, steps_on_one_node};
 use k8s_openapi::api::core::v1::ConfigMap;
-use kube::api::{Api, PostParams};
+use kube::api::Api;
 use kube::runtime::wait::await_condition;
-use kube_sandbox::sim::{SimConfig, Simulator};
+use kube_sandbox::sim::Simulator;
 use serde_json::Value;
 use std::path::PathBuf;
 use std::process::Output;
@@ -32,23 +32,7 @@ impl Env {
     async fn start(steps: Vec<ConfigMap>) -> Env {
         let cluster = TestCluster::start().await;
         let ns = cluster.namespace().to_owned();
-        let api: Api<ConfigMap> = Api::namespaced(cluster.client(), &ns);
-        for cm in steps {
-            api.create(&PostParams::default(), &cm)
-                .await
-                .expect("create step");
-        }
-        let sim = Simulator::start(
-            cluster.client(),
-            SimConfig {
-                namespace: Some(ns.clone()),
-                nodes: 1,
-                pool: ns.clone(),
-                default_run: Duration::from_millis(20),
-            },
-        )
-        .await
-        .expect("start simulator");
+        let sim = steps_on_one_node(&cluster, &steps).await;
         let kubeconfig = std::env::temp_dir().join(format!("{ns}.status.kubeconfig"));
         std::fs::write(
             &kubeconfig,

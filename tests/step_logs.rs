@@ -11,12 +11,15 @@ use catalyst_cutover::contract::{self, DEFAULT_STATUS_CONFIGMAP};
 use catalyst_cutover::service::{Service, ServiceConfig};
 use catalyst_cutover::steplog::MAX_TAIL_BYTES;
 use catalyst_cutover::steplog::kept::{COMPONENT_STEP_LOG, LABEL_RUN};
-use common::{TestCluster, create_service_account, grant, job_step, request_token, role, token_of};
+use common::{
+    TestCluster, create_service_account, grant, job_step, request_token, role, steps_on_one_node,
+    token_of,
+};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod};
 use kube::api::{Api, DeleteParams, ListParams, PostParams, PropagationPolicy};
 use kube::runtime::wait::await_condition;
-use kube_sandbox::sim::{SimConfig, Simulator};
+use kube_sandbox::sim::Simulator;
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -35,24 +38,7 @@ impl Env {
             catalyst_cutover::telemetry::init();
         }
         let cluster = TestCluster::start().await;
-        let ns = cluster.namespace().to_owned();
-        let api: Api<ConfigMap> = Api::namespaced(cluster.client(), &ns);
-        for cm in steps {
-            api.create(&PostParams::default(), &cm)
-                .await
-                .expect("create step");
-        }
-        let sim = Simulator::start(
-            cluster.client(),
-            SimConfig {
-                namespace: Some(ns.clone()),
-                nodes: 1,
-                pool: ns.clone(),
-                default_run: Duration::from_millis(20),
-            },
-        )
-        .await
-        .expect("start simulator");
+        let sim = steps_on_one_node(&cluster, &steps).await;
         Env { cluster, sim }
     }
 

@@ -16,6 +16,7 @@ use k8s_openapi::api::rbac::v1::{ClusterRole, RoleBinding};
 use kube::api::{Api, DeleteParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube_sandbox::api::{ApiServer, ApiServerConfig};
+use kube_sandbox::sim::{SimConfig, Simulator};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::fmt::Display;
@@ -296,4 +297,27 @@ pub fn step_cm(order: impl Display, name: &str, mode: &str, pod_spec: Option<Str
         "data": data,
     }))
     .expect("step ConfigMap")
+}
+
+/// Creates `steps` in the test's namespace, then starts the simulator there with one node,
+/// its Jobs finishing after 20 ms unless a step's env says otherwise.
+pub async fn steps_on_one_node(cluster: &TestCluster, steps: &[ConfigMap]) -> Simulator {
+    let ns = cluster.namespace().to_owned();
+    let api: Api<ConfigMap> = Api::namespaced(cluster.client(), &ns);
+    for cm in steps {
+        api.create(&PostParams::default(), cm)
+            .await
+            .expect("create step");
+    }
+    Simulator::start(
+        cluster.client(),
+        SimConfig {
+            namespace: Some(ns.clone()),
+            nodes: 1,
+            pool: ns,
+            default_run: std::time::Duration::from_millis(20),
+        },
+    )
+    .await
+    .expect("start simulator")
 }
