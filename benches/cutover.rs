@@ -14,7 +14,8 @@
 //! critical path as its own trace events stamp it: the status write, the Job create and the
 //! completion seen, with the Kubernetes API requests the service made during the step.
 //!
-//! `cargo bench --bench cutover` (`-- --runs N`, default 7; `-- --sim-jobs`).
+//! `cargo bench --bench cutover` (`-- --runs N`, default 7; `-- --sim-jobs`; `-- --timeline`
+//! also prints the median run's requests with when each was sent and answered).
 
 use catalyst_cutover::contract::{self, DEFAULT_STATUS_CONFIGMAP};
 use catalyst_cutover::demo::{AgentConfig, Agents};
@@ -25,7 +26,7 @@ use catalyst_cutover::status::Phase;
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::DaemonSet;
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::runtime::WatchStreamExt;
@@ -74,8 +75,10 @@ struct Mark {
     step: String,
     /// The service's Kubernetes API requests so far.
     requests: u64,
-    /// For [`What::Request`]: the verb and the path, shortened.
+    /// For [`What::Request`] and [`What::Response`]: the verb and the path, shortened.
     request: Option<String>,
+    /// For [`What::Response`]: how long the request took.
+    took: Option<Duration>,
 }
 
 /// When the instant stand-in's write finishing each step's Job returned.
@@ -144,6 +147,10 @@ enum What {
     Succeeded,
     /// The service sent a Kubernetes API request.
     Request,
+    /// The answer to one came back.
+    Response,
+    /// A simulated registry-pivot agent's acknowledgement write returned.
+    Ack,
 }
 
 /// Collects the runner's [`Mark`]s; the metrics slot names the service of the current run.
@@ -163,9 +170,16 @@ struct Fields {
     step: Option<String>,
     verb: Option<String>,
     path: Option<String>,
+    micros: Option<u64>,
 }
 
 impl Visit for Fields {
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        if field.name() == "micros" {
+            self.micros = Some(value);
+        }
+    }
+
     fn record_str(&mut self, field: &Field, value: &str) {
         self.record_debug(field, &value)
     }
@@ -173,7 +187,8 @@ impl Visit for Fields {
     fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
         match field.name() {
             "message" => self.message = format!("{value:?}"),
-            "step" => self.step = Some(format!("{value:?}").trim_matches('"').to_owned()),
+            // An agent's acknowledgement is marked with its node.
+            "step" | "node" => self.step = Some(format!("{value:?}").trim_matches('"').to_owned()),
             "verb" => self.verb = Some(format!("{value:?}").trim_matches('"').to_owned()),
             "path" => self.path = Some(format!("{value:?}").trim_matches('"').to_owned()),
             _ => {}
@@ -207,9 +222,11 @@ where
             "created the Job" => What::Created,
             "step succeeded" => What::Succeeded,
             "kube request sent" => What::Request,
+            "kube response received" => What::Response,
+            "registry-pivot acknowledged" => What::Ack,
             _ => return,
         };
-        let request = (what == What::Request).then(|| {
+        let request = matches!(what, What::Request | What::Response).then(|| {
             format!(
                 "{} {}",
                 fields.verb.as_deref().unwrap_or("?"),
@@ -228,7 +245,7 @@ where
             .unwrap_or(0);
         // A request belongs to the step whose span it falls in by time, not by trace scope:
         // the status writes run in tasks of their own.
-        let step = if what == What::Request {
+        let step = if matches!(what, What::Request | What::Response) {
             Some(step.unwrap_or_default())
         } else {
             step
@@ -240,6 +257,7 @@ where
                 step,
                 requests,
                 request,
+                took: fields.micros.map(Duration::from_micros),
             });
         }
     }
@@ -262,7 +280,13 @@ impl Cluster {
                 (Some(server), kubeconfig)
             }
         };
-        let client = kube::Client::try_from(Self::config_of(&kubeconfig).await?)?;
+        // The stand-in, the simulator and the agents act as Go clients would: kubectl and
+        // client-go set TCP_NODELAY, as the service's own client does.
+        let client = catalyst_cutover::service::client::build(
+            Self::config_of(&kubeconfig).await?,
+            catalyst_cutover::request_timeout::DEFAULT_REQUEST_TIMEOUT,
+            None,
+        )?;
         Ok(Cluster {
             sandbox,
             kubeconfig,
@@ -311,10 +335,12 @@ fn main() -> ExitCode {
         .unwrap_or(7)
         .max(5);
     let sim_jobs = args.iter().any(|a| a == "--sim-jobs");
+    let timeline = args.iter().any(|a| a == "--timeline");
     let recorder = Recorder::default();
     let filter = tracing_subscriber::filter::Targets::new()
         .with_target("catalyst_cutover::runner", tracing::Level::DEBUG)
-        .with_target("catalyst_cutover::metrics", tracing::Level::TRACE);
+        .with_target("catalyst_cutover::metrics", tracing::Level::TRACE)
+        .with_target("catalyst_cutover::demo", tracing::Level::DEBUG);
     let subscriber = tracing_subscriber::registry().with(tracing_subscriber::Layer::with_filter(
         recorder.clone(),
         filter,
@@ -335,7 +361,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(runs, sim_jobs, &recorder)) {
+    match runtime.block_on(run(runs, sim_jobs, timeline, &recorder)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("bench cutover: {err}");
@@ -344,7 +370,7 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run(runs: usize, sim_jobs: bool, recorder: &Recorder) -> BenchResult<()> {
+async fn run(runs: usize, sim_jobs: bool, timeline: bool, recorder: &Recorder) -> BenchResult<()> {
     let cluster = Cluster::start().await?;
     println!(
         "cutover bench: {} steps (7 job + 1 daemonset-wait) against {}, {NODES} acknowledging nodes \
@@ -438,6 +464,9 @@ async fn run(runs: usize, sim_jobs: bool, recorder: &Recorder) -> BenchResult<()
             println!("   {:<26} {}", name, figures.sent.join(", "));
         }
         println!("   {:<26} {}", "(completion)", run.tail_sent.join(", "));
+        if timeline {
+            print_timeline(run);
+        }
     }
     if let Some(server) = cluster.sandbox {
         server.shutdown().await;
@@ -455,6 +484,9 @@ struct Run {
     tail: Duration,
     /// The requests the service sent in `tail`.
     tail_sent: Vec<String>,
+    /// Every mark of the run, and when the POST was sent.
+    marks: Vec<Mark>,
+    started: Instant,
 }
 
 /// One cutover in a namespace of its own; returns the whole run and the per-step figures.
@@ -466,7 +498,21 @@ async fn one_run(cluster: &Cluster, sim_jobs: bool, recorder: &Recorder) -> Benc
         .create(&PostParams::default(), &namespace)
         .await?;
     let result = run_in(cluster, sim_jobs, recorder, &ns).await;
+    // No kubelet is left to finish the pods' graceful deletion, which would keep the
+    // namespace terminating, and its controller retrying, for good.
+    let _ = Api::<Pod>::namespaced(cluster.client.clone(), &ns)
+        .delete_collection(
+            &DeleteParams::default().grace_period(0),
+            &Default::default(),
+        )
+        .await;
     let _ = namespaces.delete(&ns, &DeleteParams::default()).await;
+    // The next run starts on a quiet API server: the namespace controller deleting this
+    // one's objects would otherwise write to etcd beside it.
+    let gone = await_condition(namespaces, &ns, |n: Option<&Namespace>| n.is_none());
+    tokio::time::timeout(GUARD, gone)
+        .await
+        .map_err(|_| format!("namespace {ns} was not deleted"))??;
     result
 }
 
@@ -494,6 +540,8 @@ async fn run_in(
             nodes: NODES,
             pool: ns.to_owned(),
             default_run: Duration::ZERO,
+            // The instant stand-in is the only one to act on the Jobs, so no pod is made.
+            job_controller: sim_jobs,
         },
     )
     .await?;
@@ -570,6 +618,21 @@ async fn run_in(
         .lock()
         .map(|m| m.clone())
         .map_err(|_| "the trace recorder panicked")?;
+    // The service keeps the Job steps' log tails once the run is over: let it fall quiet
+    // before the namespace goes.
+    let metrics = service.context().metrics.clone();
+    tokio::time::timeout(GUARD, async {
+        let mut seen = metrics.kube_requests_total();
+        let mut quiet = 0;
+        while quiet < 3 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let now = metrics.kube_requests_total();
+            quiet = if now == seen { quiet + 1 } else { 0 };
+            seen = now;
+        }
+    })
+    .await
+    .map_err(|_| "the service did not fall quiet after the run")?;
     service.shutdown().await;
     agents.shutdown().await;
     sim.shutdown().await;
@@ -588,6 +651,8 @@ async fn run_in(
         steps: figures(&marks, &finished, started, requests_before)?,
         tail: ended_at.saturating_duration_since(last),
         tail_sent: sent_between(&marks, last, ended_at),
+        marks,
+        started,
     })
 }
 
@@ -657,6 +722,28 @@ fn figures(
         previous_requests = succeeded.requests;
     }
     Ok(out)
+}
+
+/// Every mark of `run` from the POST on: the runner's steps, and each request the service
+/// sent with when its answer came back.
+fn print_timeline(run: &Run) {
+    println!("\nthe median run's timeline (ms after POST /cutover was sent)");
+    for mark in run.marks.iter().filter(|m| m.at >= run.started) {
+        let at = mark.at.duration_since(run.started).as_secs_f64() * 1000.0;
+        let what = match mark.what {
+            What::Recorded => format!("{} recorded running", mark.step),
+            What::Created => format!("{} Job created", mark.step),
+            What::Succeeded => format!("{} succeeded", mark.step),
+            What::Ack => format!("  (a node acknowledged {})", mark.step),
+            What::Request => format!("  -> {}", mark.request.as_deref().unwrap_or("?")),
+            What::Response => format!(
+                "  <- {} ({})",
+                mark.request.as_deref().unwrap_or("?"),
+                ms(mark.took.unwrap_or_default())
+            ),
+        };
+        println!("   {at:>7.1}  {what}");
+    }
 }
 
 /// The requests the service sent in `[from, to)`, in order.

@@ -102,6 +102,7 @@ impl Env {
                 nodes: 1,
                 pool: ns.clone(),
                 default_run: Duration::from_millis(20),
+                job_controller: true,
             },
         )
         .await

@@ -63,7 +63,12 @@ pub fn parse_duration(raw: &str) -> Result<Duration, String> {
 /// A client for the cluster of `kubeconfig`, or of the inferred configuration ($KUBECONFIG,
 /// ~/.kube/config or the in-cluster service account).
 pub async fn connect(kubeconfig: Option<&Path>) -> Result<kube::Client, String> {
-    kube::Client::try_from(kube_config(kubeconfig).await?).map_err(|err| err.to_string())
+    crate::service::client::build(
+        kube_config(kubeconfig).await?,
+        crate::request_timeout::DEFAULT_REQUEST_TIMEOUT,
+        None,
+    )
+    .map_err(|err| err.to_string())
 }
 
 /// The client configuration of `kubeconfig`, or the inferred one.

@@ -70,6 +70,7 @@ impl Sandbox {
                 nodes: options.nodes,
                 pool: "sandbox".to_owned(),
                 default_run: options.default_run,
+                job_controller: true,
             },
         )
         .await?;

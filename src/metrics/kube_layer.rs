@@ -57,12 +57,23 @@ where
         // For whoever wants the sequence of requests (the cutover bench counts them per
         // step); costs nothing unless a subscriber enables this target at trace level.
         tracing::trace!(verb, path = req.uri().path(), "kube request sent");
+        let traced = tracing::enabled!(tracing::Level::TRACE)
+            .then(|| (req.uri().path().to_owned(), std::time::Instant::now()));
         let metrics = self.metrics.clone();
         let response = self.inner.call(req);
         Box::pin(async move {
             let result = response.await;
             let status = result.as_ref().ok().map(|r| r.status().as_u16());
             metrics.kube_request(verb, status);
+            if let Some((path, sent)) = traced {
+                tracing::trace!(
+                    verb,
+                    path,
+                    status,
+                    micros = sent.elapsed().as_micros() as u64,
+                    "kube response received"
+                );
+            }
             result
         })
     }

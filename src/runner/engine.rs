@@ -9,7 +9,7 @@ use super::{StepOutcome, daemonset, job};
 use crate::status::model::{KEY_CUTOVER_ATTEMPT, Phase, StatusData, StepResult, StepRow, get_u32};
 use crate::status::{StoreError, Transition, now_rfc3339};
 use crate::step::{DiscoverError, Step, StepKind, StepPlan};
-use crate::steplog::TailKeeper;
+use crate::steplog::{KEEP_DELAY, KeepQueue, TailKeeper};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::Api;
@@ -81,12 +81,14 @@ async fn drive(ctx: &RunnerContext) -> Result<(), StoreError> {
             Some(ref mut current) => current,
             None => match plan_for_run(ctx, &view).await {
                 Ok(found) => {
+                    let tails = KeepQueue::start(tail_keeper(ctx), KEEP_DELAY);
                     // A new run keeps only its own step logs; resuming one deletes nothing
                     // of its own.
-                    tail_keeper(ctx).spawn_clean(get_u32(&view, KEY_CUTOVER_ATTEMPT));
+                    tails.clean_other_runs(get_u32(&view, KEY_CUTOVER_ATTEMPT));
                     run.insert(Run {
                         watches: RunWatches::open(&ctx.client, &ctx.config.namespace, &found),
                         plan: found,
+                        tails,
                     })
                 }
                 Err(DiscoverError::Invalid(report)) => {
@@ -147,7 +149,7 @@ async fn drive(ctx: &RunnerContext) -> Result<(), StoreError> {
         .await;
         ctx.metrics.step_terminal_seen();
         if step.pod_spec().is_some() {
-            tail_keeper(ctx).spawn_keep(
+            current.tails.keep(
                 step.name.clone(),
                 get_u32(&view, KEY_CUTOVER_ATTEMPT),
                 attempt.target.clone(),
@@ -173,12 +175,15 @@ async fn drive(ctx: &RunnerContext) -> Result<(), StoreError> {
 /// The keeper of this status ConfigMap's step log tails.
 fn tail_keeper(ctx: &RunnerContext) -> TailKeeper {
     TailKeeper::new(ctx.client.clone(), &ctx.config.namespace, ctx.store.name())
+        .with_status_cache(ctx.store.cache().clone())
 }
 
-/// The plan of the cutover running now, and the watches its steps are followed through.
+/// The plan of the cutover running now, the watches its steps are followed through, and
+/// the keeping of their log tails.
 struct Run {
     plan: StepPlan,
     watches: RunWatches,
+    tails: KeepQueue,
 }
 
 /// The plan of a run beginning now: the one a start on this replica has just validated

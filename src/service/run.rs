@@ -5,10 +5,9 @@ use super::ServiceConfig;
 use crate::auth::Authenticator;
 use crate::events::EventHub;
 use crate::http::HttpContext;
-use crate::metrics::{KubeMetricsLayer, Metrics};
+use crate::metrics::Metrics;
 use crate::preflight::Preflights;
 use crate::render::{JobRenderer, RenderError};
-use crate::request_timeout::RequestTimeoutLayer;
 use crate::runner::{RunnerContext, engine, lease, rollback};
 use crate::status::{RecordKeeper, StatusCache, StatusStore, StoreError};
 use crate::step::{PlanState, StepSource};
@@ -120,11 +119,12 @@ impl Service {
         config: ServiceConfig,
     ) -> Result<Service, StartError> {
         let metrics = Arc::new(Metrics::new());
-        let client = kube::client::ClientBuilder::try_from(kube_config)
-            .map_err(StartError::Client)?
-            .with_layer(&RequestTimeoutLayer::new(config.kube_request_timeout))
-            .with_layer(&KubeMetricsLayer::new(metrics.clone()))
-            .build();
+        let client = super::client::build(
+            kube_config,
+            config.kube_request_timeout,
+            Some(metrics.clone()),
+        )
+        .map_err(StartError::Client)?;
         let renderer = JobRenderer::new(config.render.clone())?;
         let ns = config.namespace.clone();
         let cache = StatusCache::new();

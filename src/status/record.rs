@@ -257,6 +257,11 @@ pub struct RecordKeeper {
     /// What this replica knows the record holds at least (it wrote or read it), so that a
     /// hundred concurrent starts note the start once; held while noting, so they queue.
     known: Arc<tokio::sync::Mutex<CutoverRecord>>,
+    /// The Lease as this replica last wrote or read it (`Some(None)`: found missing). A note
+    /// is written over it, its resourceVersion the precondition, so a note costs one
+    /// request rather than a read and a write; a 409 or 404 means someone else wrote or
+    /// deleted it since, and the note starts again from a fresh read.
+    last: Arc<parking_lot::Mutex<Option<Option<Lease>>>>,
 }
 
 impl RecordKeeper {
@@ -267,6 +272,7 @@ impl RecordKeeper {
             name: name.to_owned(),
             shared: Arc::default(),
             known: Arc::default(),
+            last: Arc::default(),
         }
     }
 
@@ -277,12 +283,12 @@ impl RecordKeeper {
 
     /// The record as the API server holds it (empty when there is none).
     pub async fn read(&self) -> Result<CutoverRecord, kube::Error> {
-        let record = self
-            .api
-            .get_opt(&self.name)
-            .await?
+        let lease = self.api.get_opt(&self.name).await?;
+        let record = lease
+            .as_ref()
             .map(|lease| CutoverRecord::from_annotations(lease.metadata.annotations.as_ref()))
             .unwrap_or_default();
+        *self.last.lock() = Some(lease);
         // What was read becomes what is known: less than this replica noted only when an
         // operator removed the record to start over on purpose, after which every fact of the
         // new run must be noted again. (Knowing less than there is costs one more request.)
@@ -343,19 +349,30 @@ impl RecordKeeper {
     }
 
     /// Writes `wanted(held)` over the record held, retrying conflicts; returns the record
-    /// written.
+    /// written. Starts from the Lease last seen, read afresh when that turns out stale.
     async fn extend(
         &self,
         wanted: impl Fn(&CutoverRecord) -> CutoverRecord,
     ) -> Result<CutoverRecord, kube::Error> {
+        let mut remembered = self.last.lock().take();
         loop {
-            let current = self.api.get_opt(&self.name).await?;
+            let from_memory = remembered.is_some();
+            let current = match remembered.take() {
+                Some(lease) => lease,
+                None => self.api.get_opt(&self.name).await?,
+            };
             let held = current
                 .as_ref()
                 .map(|l| CutoverRecord::from_annotations(l.metadata.annotations.as_ref()))
                 .unwrap_or_default();
             let wanted = wanted(&held);
             if wanted == held {
+                if from_memory {
+                    // Only a fresh read may say that nothing is missing: the record may
+                    // have been removed since.
+                    continue;
+                }
+                *self.last.lock() = Some(current);
                 return Ok(held);
             }
             let mut lease = current.unwrap_or_else(|| Lease {
@@ -386,11 +403,13 @@ impl RecordKeeper {
                 self.api.create(&PostParams::default(), &lease).await
             };
             match result {
-                Ok(_) => {
+                Ok(written) => {
+                    *self.last.lock() = Some(Some(written));
                     tracing::info!(record = %self.describe(), started_at = ?wanted.started_at, finished_at = ?wanted.finished_at, "noted the cutover in its record");
                     return Ok(wanted);
                 }
                 Err(err) if is_status(&err, 409) => continue,
+                Err(err) if from_memory && is_status(&err, 404) => continue,
                 Err(err) => return Err(err),
             }
         }

@@ -1,12 +1,14 @@
 //! The tail of a step's log kept when the step ends, in a ConfigMap per run and step owned
 //! by the status ConfigMap (so it goes with it), labelled with the run so that a new run
-//! deletes the earlier runs' tails in one call. Saving is spawned: it never delays the next
-//! step, and a failed save loses only that tail (logged), never the cutover.
+//! deletes the earlier runs' tails in one call. Saving runs beside the cutover (see
+//! [`super::queue`]): it never delays the next step, and a failed save loses only that tail
+//! (logged), never the cutover.
 
 use super::source::newest_pod;
 use super::tail::{MAX_TAIL_BYTES, Tail};
 use crate::contract;
 use crate::retry::{Backoff, is_status, is_transient};
+use crate::status::StatusCache;
 use crate::step::StepName;
 use futures::AsyncReadExt;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod};
@@ -197,6 +199,7 @@ pub struct TailKeeper {
     client: Client,
     namespace: String,
     status: String,
+    status_cache: Option<StatusCache>,
 }
 
 impl std::fmt::Debug for TailKeeper {
@@ -215,6 +218,7 @@ impl TailKeeper {
             client,
             namespace: namespace.to_owned(),
             status: status.to_owned(),
+            status_cache: None,
         }
     }
 
@@ -226,25 +230,51 @@ impl TailKeeper {
         Api::namespaced(self.client.clone(), &self.namespace)
     }
 
-    /// Saves the tail of `job`'s log for `step` in run `run`, in a task of its own.
-    pub fn spawn_keep(&self, step: StepName, run: u32, job: String) {
-        let keeper = self.clone();
-        tokio::spawn(async move {
-            let mut backoff = Backoff::new();
-            for _ in 1..SAVE_TRIES {
-                match keeper.keep(&step, run, &job).await {
-                    Ok(()) => return,
-                    Err(err) if err.is_transient() => backoff.wait().await,
-                    Err(err) => {
-                        tracing::warn!(step = %step.as_str(), run, %job, error = %err, "the step's log tail is not kept");
-                        return;
-                    }
+    /// The same keeper, taking the status ConfigMap that owns each tail from `cache` (its
+    /// watch) rather than from a GET per tail.
+    pub fn with_status_cache(mut self, cache: StatusCache) -> Self {
+        self.status_cache = Some(cache);
+        self
+    }
+
+    /// Saves the tail of `job`'s log for `step` in run `run`, retrying what may pass; a tail
+    /// that cannot be kept is logged and lost, never the cutover.
+    pub async fn keep_retrying(&self, step: &StepName, run: u32, job: &str) {
+        let mut backoff = Backoff::new();
+        for _ in 1..SAVE_TRIES {
+            match self.keep(step, run, job).await {
+                Ok(()) => return,
+                Err(err) if err.is_transient() => backoff.wait().await,
+                Err(err) => {
+                    tracing::warn!(step = %step.as_str(), run, %job, error = %err, "the step's log tail is not kept");
+                    return;
                 }
             }
-            if let Err(err) = keeper.keep(&step, run, &job).await {
-                tracing::warn!(step = %step.as_str(), run, %job, error = %err, "the step's log tail is not kept");
-            }
-        });
+        }
+        if let Err(err) = self.keep(step, run, job).await {
+            tracing::warn!(step = %step.as_str(), run, %job, error = %err, "the step's log tail is not kept");
+        }
+    }
+
+    /// The status ConfigMap the tails belong to: the cache's, when it holds it (its UID is
+    /// all the owner reference needs), else read.
+    async fn owner(&self) -> Result<ConfigMap, KeepError> {
+        if let Some(cm) = self
+            .status_cache
+            .as_ref()
+            .and_then(StatusCache::configmap)
+            .filter(|cm| cm.metadata.uid.is_some())
+        {
+            return Ok((*cm).clone());
+        }
+        match self.configmaps().get_opt(&self.status).await {
+            Ok(Some(owner)) => Ok(owner),
+            Ok(None) => Err(KeepError::NoStatus(self.status.clone())),
+            Err(source) => Err(KeepError::Api {
+                action: "read the status ConfigMap",
+                source,
+            }),
+        }
     }
 
     async fn keep(&self, step: &StepName, run: u32, job: &str) -> Result<(), KeepError> {
@@ -283,16 +313,7 @@ impl TailKeeper {
             tail.push(&chunk[..read]);
         }
         let (log, truncated) = tail.finish();
-        let owner = match self.configmaps().get_opt(&self.status).await {
-            Ok(Some(owner)) => owner,
-            Ok(None) => return Err(KeepError::NoStatus(self.status.clone())),
-            Err(source) => {
-                return Err(KeepError::Api {
-                    action: "read the status ConfigMap",
-                    source,
-                });
-            }
-        };
+        let owner = self.owner().await?;
         let kept = KeptLog {
             step: step.clone(),
             run,
@@ -324,32 +345,29 @@ impl TailKeeper {
         Ok(cm.and_then(|cm| KeptLog::from_configmap(&cm, step, run)))
     }
 
-    /// Deletes the tails of every run but `run`, in a task of its own: a new run starts
+    /// Deletes the tails of every run but `run`, retrying what may pass: a new run starts
     /// with only its own logs kept.
-    pub fn spawn_clean(&self, run: u32) {
-        let keeper = self.clone();
-        tokio::spawn(async move {
-            let selector = other_runs_selector(run);
-            let mut backoff = Backoff::new();
-            for _ in 0..SAVE_TRIES {
-                let params = ListParams::default().labels(&selector);
-                match keeper
-                    .configmaps()
-                    .delete_collection(&DeleteParams::default(), &params)
-                    .await
-                {
-                    Ok(_) => {
-                        tracing::debug!(run, "log tails of earlier runs deleted");
-                        return;
-                    }
-                    Err(err) if is_transient(&err) => backoff.wait().await,
-                    Err(err) => {
-                        tracing::warn!(run, error = %err, "the log tails of earlier runs stay");
-                        return;
-                    }
+    pub async fn clean_retrying(&self, run: u32) {
+        let selector = other_runs_selector(run);
+        let mut backoff = Backoff::new();
+        for _ in 0..SAVE_TRIES {
+            let params = ListParams::default().labels(&selector);
+            match self
+                .configmaps()
+                .delete_collection(&DeleteParams::default(), &params)
+                .await
+            {
+                Ok(_) => {
+                    tracing::debug!(run, "log tails of earlier runs deleted");
+                    return;
+                }
+                Err(err) if is_transient(&err) => backoff.wait().await,
+                Err(err) => {
+                    tracing::warn!(run, error = %err, "the log tails of earlier runs stay");
+                    return;
                 }
             }
-        });
+        }
     }
 }
 

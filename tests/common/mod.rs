@@ -114,8 +114,16 @@ impl TestCluster {
         self.server.as_ref()
     }
 
-    /// Best-effort: deletes the namespace and stops the sandbox.
+    /// Best-effort: deletes the namespace and stops the sandbox. The pods go first, at once:
+    /// on a real API server no kubelet is left to finish their graceful deletion, which would
+    /// keep the namespace terminating, and its controller retrying, for good.
     pub async fn cleanup(self) {
+        let _ = Api::<k8s_openapi::api::core::v1::Pod>::namespaced(
+            self.client.clone(),
+            &self.namespace,
+        )
+        .delete_collection(&DeleteParams::default().grace_period(0), &Default::default())
+        .await;
         let _ = Api::<Namespace>::all(self.client.clone())
             .delete(&self.namespace, &DeleteParams::default())
             .await;
@@ -316,6 +324,7 @@ pub async fn steps_on_one_node(cluster: &TestCluster, steps: &[ConfigMap]) -> Si
             nodes: 1,
             pool: ns,
             default_run: std::time::Duration::from_millis(20),
+            job_controller: true,
         },
     )
     .await

@@ -47,6 +47,9 @@ pub struct SimConfig {
     pub pool: String,
     /// Run time of a pod whose template does not say.
     pub default_run: Duration,
+    /// Whether the Job controller runs: it gives each Job a pod and follows it to its end.
+    /// Off when something else, acting through the API, finishes the Jobs.
+    pub job_controller: bool,
 }
 
 impl Default for SimConfig {
@@ -56,6 +59,7 @@ impl Default for SimConfig {
             nodes: 3,
             pool: "sim".into(),
             default_run: Duration::from_millis(50),
+            job_controller: true,
         }
     }
 }
@@ -121,17 +125,12 @@ impl Simulator {
             return Err(err);
         }
         let ns = cfg.namespace.clone();
-        let tasks = vec![
+        let mut tasks = vec![
             tokio::spawn(kubelet::run(
                 client.clone(),
                 ns.clone(),
                 registry.clone(),
                 cfg.default_run,
-            )),
-            tokio::spawn(job_controller::run(
-                client.clone(),
-                ns.clone(),
-                registry.clone(),
             )),
             tokio::spawn(daemonset_controller::run(
                 client.clone(),
@@ -139,6 +138,13 @@ impl Simulator {
                 registry.clone(),
             )),
         ];
+        if cfg.job_controller {
+            tasks.push(tokio::spawn(job_controller::run(
+                client.clone(),
+                ns.clone(),
+                registry.clone(),
+            )));
+        }
         Ok(Simulator {
             nodes,
             tasks,
