@@ -56,8 +56,91 @@ struct Bench {
     client: kube::Client,
 }
 
+/// Counts the service's Kubernetes API requests by verb and resource while switched on, from
+/// the trace event its client's metrics layer emits for each.
+#[derive(Clone, Default)]
+struct RequestKinds {
+    on: Arc<std::sync::atomic::AtomicBool>,
+    counts: Arc<std::sync::Mutex<BTreeMap<String, u64>>>,
+}
+
+#[derive(Default)]
+struct RequestFields {
+    message: String,
+    verb: String,
+    path: String,
+}
+
+impl tracing::field::Visit for RequestFields {
+    fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
+        match field.name() {
+            "verb" => self.verb = value.to_owned(),
+            "path" => self.path = value.to_owned(),
+            _ => {}
+        }
+    }
+
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+        if field.name() == "message" {
+            self.message = format!("{value:?}");
+        }
+    }
+}
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for RequestKinds {
+    fn on_event(&self, event: &tracing::Event<'_>, _: tracing_subscriber::layer::Context<'_, S>) {
+        if !self.on.load(Ordering::Relaxed) {
+            return;
+        }
+        let mut fields = RequestFields::default();
+        event.record(&mut fields);
+        if fields.message != "kube request sent" {
+            return;
+        }
+        let kind = format!("{} {}", fields.verb, resource_of(&fields.path));
+        if let Ok(mut counts) = self.counts.lock() {
+            *counts.entry(kind).or_default() += 1;
+        }
+    }
+}
+
+/// `pods/log` of `/api/v1/namespaces/ns/pods/p/log`: the resource and subresource only.
+fn resource_of(path: &str) -> String {
+    let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    let rest = match segments.as_slice() {
+        ["api", _, rest @ ..] | ["apis", _, _, rest @ ..] => rest,
+        other => other,
+    };
+    let rest = match rest {
+        ["namespaces", _ns, tail @ ..] if !tail.is_empty() => tail,
+        other => other,
+    };
+    match rest {
+        [resource, _name, sub] => format!("{resource}/{sub}"),
+        [resource, ..] => (*resource).to_owned(),
+        [] => String::new(),
+    }
+}
+
+/// The request counter the global subscriber feeds.
+static KINDS: std::sync::OnceLock<RequestKinds> = std::sync::OnceLock::new();
+
 fn main() -> ExitCode {
     let quick = std::env::args().any(|a| a == "--quick");
+    let kinds = RequestKinds::default();
+    {
+        use tracing_subscriber::layer::SubscriberExt;
+        let filter = tracing_subscriber::filter::Targets::new()
+            .with_target("catalyst_cutover::metrics", tracing::Level::TRACE);
+        let subscriber = tracing_subscriber::registry().with(
+            tracing_subscriber::Layer::with_filter(kinds.clone(), filter),
+        );
+        if tracing::subscriber::set_global_default(subscriber).is_err() {
+            eprintln!("bench engine: cannot install the request counter");
+            return ExitCode::FAILURE;
+        }
+    }
+    KINDS.get_or_init(|| kinds);
     let plan = if quick {
         Plan {
             runs: 4,
@@ -382,12 +465,16 @@ async fn requests_and_throughput(bench: &Bench, plan: &Plan) -> BenchResult<()> 
     let service = Service::start(counted, ServiceConfig::new(&ns)).await?;
     service.ready().await;
     let at_ready = requests.requests();
+    let kinds = KINDS.get().cloned().unwrap_or_default();
+    kinds.on.store(true, Ordering::Relaxed);
     let http = reqwest::Client::new();
     trigger(&http, &service.url()).await?;
     until_complete(&mut timeline).await?;
-    // The run's tail (the Lease released once nothing runs) belongs to the run.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The run's tail (the Lease released once nothing runs, the log tails kept once the
+    // run is over) belongs to the run.
+    tokio::time::sleep(Duration::from_millis(500) + catalyst_cutover::steplog::KEEP_DELAY).await;
     let after_run = requests.requests();
+    kinds.on.store(false, Ordering::Relaxed);
     tokio::time::sleep(plan.idle).await;
     let after_idle = requests.requests();
     tasks.iter().for_each(|t| t.abort());
@@ -399,10 +486,15 @@ async fn requests_and_throughput(bench: &Bench, plan: &Plan) -> BenchResult<()> 
     );
     println!("   start-up until ready: {at_ready}");
     println!(
-        "   one run (POST /cutover until complete + 0.5 s): {} for {STEPS} job steps = {per_step:.2} per step (target <= 8: {})",
+        "   one run (POST /cutover until complete + {:.1} s): {} for {STEPS} job steps = {per_step:.2} per step (target <= 8: {})",
+        (Duration::from_millis(500) + catalyst_cutover::steplog::KEEP_DELAY).as_secs_f64(),
         after_run - at_ready,
         verdict(per_step <= 8.0)
     );
+    if let Ok(counts) = kinds.counts.lock() {
+        let listed: Vec<String> = counts.iter().map(|(k, n)| format!("{k} {n}")).collect();
+        println!("   of which, by verb and resource: {}", listed.join(", "));
+    }
     println!(
         "   idle for {:?} after completion: {idle} (target 0: {})",
         plan.idle,

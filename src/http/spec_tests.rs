@@ -58,6 +58,7 @@ pub(super) fn offline_context() -> Arc<HttpContext> {
         leading,
         metrics: metrics.clone(),
         handoff: handoff.clone(),
+        jobs: crate::runner::watches::JobWatch::follow(&client, "ns").0,
     });
     Arc::new(HttpContext {
         auth: crate::auth::Authenticator::new(

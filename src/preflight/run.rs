@@ -77,7 +77,12 @@ impl Preflights {
                 let run = get_u32(&data, KEY_RUN);
                 tracing::info!(run, by, steps = steps.len(), "preflight run began");
                 // The run's Job watch, opened once (it also follows the plan's DaemonSets).
-                let watches = RunWatches::open(&self.ctx.client, &self.ctx.config.namespace, plan);
+                let watches = RunWatches::open(
+                    &self.ctx.client,
+                    &self.ctx.config.namespace,
+                    plan,
+                    &self.ctx.jobs,
+                );
                 tokio::spawn(drive(
                     self.ctx.clone(),
                     self.store.clone(),

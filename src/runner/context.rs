@@ -34,4 +34,6 @@ pub struct RunnerContext {
     pub metrics: Arc<Metrics>,
     /// The plan a start on this replica validated, taken by the run of that attempt.
     pub handoff: Arc<crate::step::PlanHandoff>,
+    /// The cutover's Jobs, watched for the replica's life.
+    pub jobs: super::watches::JobWatch,
 }

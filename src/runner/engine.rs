@@ -83,10 +83,19 @@ async fn drive(ctx: &RunnerContext) -> Result<(), StoreError> {
                 Ok(found) => {
                     let tails = KeepQueue::start(tail_keeper(ctx), KEEP_DELAY);
                     // A new run keeps only its own step logs; resuming one deletes nothing
-                    // of its own.
-                    tails.clean_other_runs(get_u32(&view, KEY_CUTOVER_ATTEMPT));
+                    // of its own. The first run of a status has no earlier run: the tails
+                    // of an earlier status were owned by it, and went with it.
+                    let attempt = get_u32(&view, KEY_CUTOVER_ATTEMPT);
+                    if attempt > 1 {
+                        tails.clean_other_runs(attempt);
+                    }
                     run.insert(Run {
-                        watches: RunWatches::open(&ctx.client, &ctx.config.namespace, &found),
+                        watches: RunWatches::open(
+                            &ctx.client,
+                            &ctx.config.namespace,
+                            &found,
+                            &ctx.jobs,
+                        ),
                         plan: found,
                         tails,
                     })

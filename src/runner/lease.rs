@@ -175,9 +175,10 @@ pub async fn elect(
     let mut renewed_at: Option<Instant> = None;
     loop {
         if !*wanted.borrow_and_update() {
-            if held.take().is_some() || *leading.borrow() {
+            let last = held.take();
+            if last.is_some() || *leading.borrow() {
                 leading.send_replace(false);
-                release(&api, &cfg).await;
+                release(&api, &cfg, last).await;
                 tracing::info!(lease = %cfg.name, "nothing to run; released the lease");
             }
             renewed_at = None;
@@ -295,19 +296,34 @@ async fn try_once(
 }
 
 /// Gives the Lease up at shutdown so another replica takes over at once instead of
-/// waiting for it to expire. Best effort: a failure only delays the takeover.
-pub async fn release(api: &Api<Lease>, cfg: &LeaseConfig) {
-    let Ok(Some(mut lease)) = api.get_opt(&cfg.name).await else {
-        return;
-    };
-    let spec = lease.spec.get_or_insert_with(LeaseSpec::default);
-    if spec.holder_identity.as_deref() != Some(cfg.identity.as_str()) {
-        return;
-    }
-    spec.holder_identity = None;
-    spec.renew_time = None;
-    if let Err(err) = api.replace(&cfg.name, &PostParams::default(), &lease).await {
-        tracing::warn!(lease = %cfg.name, error = %err, "could not release the lease");
+/// waiting for it to expire. Best effort: a failure only delays the takeover. `last` is the
+/// Lease of our last successful write, if known: released over it, it costs one request; a
+/// conflict means someone else wrote it since, and it is read afresh.
+pub async fn release(api: &Api<Lease>, cfg: &LeaseConfig, last: Option<Lease>) {
+    let mut last = last;
+    loop {
+        let from_memory = last.is_some();
+        let mut lease = match last.take() {
+            Some(lease) => lease,
+            None => match api.get_opt(&cfg.name).await {
+                Ok(Some(lease)) => lease,
+                _ => return,
+            },
+        };
+        let spec = lease.spec.get_or_insert_with(LeaseSpec::default);
+        if spec.holder_identity.as_deref() != Some(cfg.identity.as_str()) {
+            return;
+        }
+        spec.holder_identity = None;
+        spec.renew_time = None;
+        match api.replace(&cfg.name, &PostParams::default(), &lease).await {
+            Ok(_) => return,
+            Err(err) if from_memory && is_status(&err, 409) => continue,
+            Err(err) => {
+                tracing::warn!(lease = %cfg.name, error = %err, "could not release the lease");
+                return;
+            }
+        }
     }
 }
 

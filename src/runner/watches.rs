@@ -1,7 +1,9 @@
-//! The watches a run keeps open from before its first step to its end, so that the runner
-//! sees a step end through a watch that is already open, never through a list-then-watch
-//! per step: the cutover's Jobs, and the DaemonSet of each `daemonset-wait` step with its
-//! pods. They end when the [`RunWatches`] is dropped (the run stops, or the Lease is lost).
+//! The watches a step's end is seen through, open before the step starts, never a
+//! list-then-watch per step: the cutover's Jobs, watched for the replica's whole life (so a
+//! run's first step does not wait for a list either, and a run costs the API server no
+//! request for it), and the DaemonSet of each `daemonset-wait` step with its pods, watched
+//! from before a run's first step until the [`RunWatches`] is dropped (the run stops, or
+//! the Lease is lost).
 
 use super::daemonset::{self, DaemonSetView};
 use crate::contract;
@@ -28,6 +30,26 @@ pub struct JobWatch {
 }
 
 impl JobWatch {
+    /// The watch of the cutover's Jobs in `namespace`, and the future that feeds it (to be
+    /// run for the replica's life).
+    pub fn follow(
+        client: &kube::Client,
+        namespace: &str,
+    ) -> (
+        JobWatch,
+        impl std::future::Future<Output = ()> + Send + 'static,
+    ) {
+        let (store, writer) = reflector::store::<Job>();
+        let (tx, changes) = watch::channel(());
+        let api: Api<Job> = Api::namespaced(client.clone(), namespace);
+        let watch = JobWatch {
+            store,
+            changes,
+            namespace: namespace.to_owned(),
+        };
+        (watch, follow_jobs(api, writer, tx))
+    }
+
     /// Job `name` as the watch holds it now.
     pub fn get(&self, name: &str) -> Option<Arc<Job>> {
         self.store
@@ -51,25 +73,21 @@ pub struct RunWatches {
 }
 
 impl RunWatches {
-    /// Opens the Job watch and one DaemonSet watch per `daemonset-wait` step of `plan`.
-    /// Returns at once: the watches list and sync in the background while the first step
-    /// is being recorded.
-    pub fn open(client: &kube::Client, namespace: &str, plan: &StepPlan) -> RunWatches {
-        let mut tasks = JoinSet::new();
-        let (store, writer) = reflector::store::<Job>();
-        let (tx, changes) = watch::channel(());
-        let api: Api<Job> = Api::namespaced(client.clone(), namespace);
-        tasks.spawn(follow_jobs(api, writer, tx));
+    /// Follows the Jobs through `jobs`, and opens one DaemonSet watch per `daemonset-wait`
+    /// step of `plan`. Returns at once: the watches list and sync in the background while
+    /// the first step is being recorded.
+    pub fn open(
+        client: &kube::Client,
+        namespace: &str,
+        plan: &StepPlan,
+        jobs: &JobWatch,
+    ) -> RunWatches {
         let mut watches = RunWatches {
             client: client.clone(),
             namespace: namespace.to_owned(),
-            jobs: JobWatch {
-                store,
-                changes,
-                namespace: namespace.to_owned(),
-            },
+            jobs: jobs.clone(),
             daemonsets: BTreeMap::new(),
-            tasks,
+            tasks: JoinSet::new(),
         };
         for step in plan.iter() {
             if let StepKind::DaemonSetWait { daemonset } = &step.kind {

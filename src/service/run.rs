@@ -197,6 +197,8 @@ impl Service {
             config.http.max_event_streams.max(1),
         ));
         let handoff = Arc::new(crate::step::PlanHandoff::default());
+        let (jobs, follow_jobs) = crate::runner::watches::JobWatch::follow(&client, &ns);
+        tasks.spawn(follow_jobs);
         let runner = Arc::new(RunnerContext {
             client: client.clone(),
             config: config.runner_config(),
@@ -205,6 +207,7 @@ impl Service {
             leading: leading.clone(),
             metrics: metrics.clone(),
             handoff: handoff.clone(),
+            jobs,
         });
         tasks.spawn(engine::lead(runner.clone()));
         tasks.spawn(rollback::lead(runner.clone()));
@@ -290,7 +293,7 @@ impl Service {
             self.http.abort();
         }
         self.tasks.abort_all();
-        lease::release(&self.lease_api, &self.lease).await;
+        lease::release(&self.lease_api, &self.lease, None).await;
     }
 
     /// Resolves when one of the replica's background tasks (the runner, the election, the

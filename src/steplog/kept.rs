@@ -163,6 +163,9 @@ pub enum KeepError {
     /// The status ConfigMap to own the tail is gone.
     #[error("the status ConfigMap {0} is gone")]
     NoStatus(String),
+    /// The pods of a batch of tails could not be listed (each is then kept on its own).
+    #[error("could not list the pods of the Jobs")]
+    Listing,
     /// An API call failed.
     #[error("could not {action}: {source}")]
     Api {
@@ -187,7 +190,7 @@ impl KeepError {
     fn is_transient(&self) -> bool {
         match self {
             KeepError::Api { source, .. } => is_transient(source),
-            KeepError::Read { .. } => true,
+            KeepError::Read { .. } | KeepError::Listing => true,
             _ => false,
         }
     }
@@ -277,14 +280,61 @@ impl TailKeeper {
         }
     }
 
+    /// Saves the tails of `tails` (step, run, Job), the pods of all their Jobs listed in one
+    /// request; a tail whose save fails in a way that may pass is tried again on its own.
+    pub async fn keep_all(&self, tails: &[(StepName, u32, String)]) {
+        let jobs: Vec<&str> = tails.iter().map(|(_, _, job)| job.as_str()).collect();
+        let selector = format!("{} in ({})", contract::LABEL_JOB_NAME, jobs.join(","));
+        let listed = self
+            .pods()
+            .list(&ListParams::default().labels(&selector))
+            .await;
+        for (step, run, job) in tails {
+            let saved = match &listed {
+                Ok(pods) => {
+                    let of_job: Vec<Pod> = pods
+                        .items
+                        .iter()
+                        .filter(|p| p.labels().get(contract::LABEL_JOB_NAME) == Some(job))
+                        .cloned()
+                        .collect();
+                    self.keep_from(step, *run, job, &of_job).await
+                }
+                Err(_) => Err(KeepError::Listing),
+            };
+            match saved {
+                Ok(()) => {}
+                Err(err) if err.is_transient() => self.keep_retrying(step, *run, job).await,
+                Err(err) => {
+                    tracing::warn!(step = %step.as_str(), run, %job, error = %err, "the step's log tail is not kept");
+                }
+            }
+        }
+    }
+
     async fn keep(&self, step: &StepName, run: u32, job: &str) -> Result<(), KeepError> {
-        let api = |action| move |source| KeepError::Api { action, source };
         let pods = self
             .pods()
             .list(&ListParams::default().labels(&format!("{}={job}", contract::LABEL_JOB_NAME)))
             .await
-            .map_err(api("list the Job's pods"))?;
-        let pod = newest_pod(&pods.items).ok_or_else(|| KeepError::NoPod(job.to_owned()))?;
+            .map_err(|source| KeepError::Api {
+                action: "list the Job's pods",
+                source,
+            })?;
+        self.keep_from(step, run, job, &pods.items).await
+    }
+
+    /// Saves the tail of `job`'s log for `step` in run `run`, read from the newest of `pods`
+    /// (the Job's).
+    async fn keep_from(
+        &self,
+        step: &StepName,
+        run: u32,
+        job: &str,
+        pods: &[Pod],
+    ) -> Result<(), KeepError> {
+        let api = |action| move |source| KeepError::Api { action, source };
+        let pod = newest_pod(pods).ok_or_else(|| KeepError::NoPod(job.to_owned()))?;
         let pod_name = pod.name_any();
         let container =
             first_container(pod).ok_or_else(|| KeepError::NoContainer(pod_name.clone()))?;

@@ -122,7 +122,10 @@ impl TestCluster {
             self.client.clone(),
             &self.namespace,
         )
-        .delete_collection(&DeleteParams::default().grace_period(0), &Default::default())
+        .delete_collection(
+            &DeleteParams::default().grace_period(0),
+            &Default::default(),
+        )
         .await;
         let _ = Api::<Namespace>::all(self.client.clone())
             .delete(&self.namespace, &DeleteParams::default())
