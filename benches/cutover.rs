@@ -20,6 +20,7 @@
 use catalyst_cutover::contract::{self, DEFAULT_STATUS_CONFIGMAP};
 use catalyst_cutover::demo::{AgentConfig, Agents};
 use catalyst_cutover::metrics::Metrics;
+use catalyst_cutover::metrics::kube_layer::resource_path;
 use catalyst_cutover::runner::job::{JobState, job_state};
 use catalyst_cutover::service::{Service, ServiceConfig};
 use catalyst_cutover::status::Phase;
@@ -465,7 +466,10 @@ async fn run(runs: usize, sim_jobs: bool, timeline: bool, recorder: &Recorder) -
         }
         println!("   {:<26} {}", "(completion)", run.tail_sent.join(", "));
         if timeline {
-            print_timeline(run);
+            print_timeline("median", run);
+            if let Some(slowest) = all_runs.last() {
+                print_timeline("slowest", slowest);
+            }
         }
     }
     if let Some(server) = cluster.sandbox {
@@ -724,10 +728,10 @@ fn figures(
     Ok(out)
 }
 
-/// Every mark of `run` from the POST on: the runner's steps, and each request the service
+/// Every mark of the `which` run from the POST on: the runner's steps, and each request the service
 /// sent with when its answer came back.
-fn print_timeline(run: &Run) {
-    println!("\nthe median run's timeline (ms after POST /cutover was sent)");
+fn print_timeline(which: &str, run: &Run) {
+    println!("\nthe {which} run's timeline (ms after POST /cutover was sent)");
     for mark in run.marks.iter().filter(|m| m.at >= run.started) {
         let at = mark.at.duration_since(run.started).as_secs_f64() * 1000.0;
         let what = match mark.what {
@@ -757,16 +761,7 @@ fn sent_between(marks: &[Mark], from: Instant, to: Instant) -> Vec<String> {
 
 /// `verb path` without the API prefix and namespace: `update configmaps/<name>`.
 fn short_path(path: &str) -> String {
-    let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
-    let rest = match segments.as_slice() {
-        ["api", _, rest @ ..] | ["apis", _, _, rest @ ..] => rest,
-        other => other,
-    };
-    let rest = match rest {
-        ["namespaces", _ns, tail @ ..] if !tail.is_empty() => tail,
-        other => other,
-    };
-    rest.join("/")
+    resource_path(path).map_or_else(|| path.to_owned(), |rest| rest.join("/"))
 }
 
 /// The registry-pivot DaemonSet the `daemonset-wait` step follows.

@@ -14,6 +14,7 @@
 
 use catalyst_cutover::contract::{self, DEFAULT_STATUS_CONFIGMAP, key};
 use catalyst_cutover::demo::{Sandbox, SandboxOptions};
+use catalyst_cutover::metrics::kube_layer::resource_path;
 use catalyst_cutover::runner::job::{JobState, job_state};
 use catalyst_cutover::service::{Service, ServiceConfig};
 use catalyst_cutover::status::Phase;
@@ -106,19 +107,10 @@ impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for RequestKinds {
 
 /// `pods/log` of `/api/v1/namespaces/ns/pods/p/log`: the resource and subresource only.
 fn resource_of(path: &str) -> String {
-    let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
-    let rest = match segments.as_slice() {
-        ["api", _, rest @ ..] | ["apis", _, _, rest @ ..] => rest,
-        other => other,
-    };
-    let rest = match rest {
-        ["namespaces", _ns, tail @ ..] if !tail.is_empty() => tail,
-        other => other,
-    };
-    match rest {
+    match resource_path(path).unwrap_or_default().as_slice() {
         [resource, _name, sub] => format!("{resource}/{sub}"),
         [resource, ..] => (*resource).to_owned(),
-        [] => String::new(),
+        [] => path.to_owned(),
     }
 }
 

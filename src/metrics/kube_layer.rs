@@ -97,17 +97,27 @@ pub fn verb(method: &Method, uri: &Uri) -> &'static str {
     if watching {
         return "watch";
     }
-    let segments: Vec<&str> = uri.path().split('/').filter(|s| !s.is_empty()).collect();
+    match resource_path(uri.path()) {
+        Some(rest) if rest.len() == 1 => "list",
+        _ => "get",
+    }
+}
+
+/// The segments of an API path after its group, version and namespace: `["pods", "p",
+/// "log"]` of `/api/v1/namespaces/ns/pods/p/log`, `["namespaces"]` of `/api/v1/namespaces`;
+/// `None` for a path outside `/api` and `/apis`.
+pub fn resource_path(path: &str) -> Option<Vec<&str>> {
+    let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
     let rest = match segments.as_slice() {
         ["api", _version, rest @ ..] => rest,
         ["apis", _group, _version, rest @ ..] => rest,
-        _ => return "get",
+        _ => return None,
     };
     let rest = match rest {
         ["namespaces", _ns, tail @ ..] if !tail.is_empty() => tail,
         other => other,
     };
-    if rest.len() == 1 { "list" } else { "get" }
+    Some(rest.to_vec())
 }
 
 #[cfg(test)]
@@ -116,6 +126,27 @@ mod tests {
 
     fn v(method: Method, uri: &str) -> &'static str {
         verb(&method, &uri.parse().unwrap())
+    }
+
+    #[test]
+    fn resource_paths_drop_the_group_version_and_namespace() {
+        assert_eq!(
+            resource_path("/api/v1/namespaces/ns/pods/p/log"),
+            Some(vec!["pods", "p", "log"])
+        );
+        assert_eq!(
+            resource_path("/apis/coordination.k8s.io/v1/namespaces/ns/leases/l"),
+            Some(vec!["leases", "l"])
+        );
+        assert_eq!(
+            resource_path("/api/v1/namespaces"),
+            Some(vec!["namespaces"])
+        );
+        assert_eq!(
+            resource_path("/api/v1/namespaces/ns"),
+            Some(vec!["namespaces", "ns"])
+        );
+        assert_eq!(resource_path("/version"), None);
     }
 
     #[test]
