@@ -1,7 +1,8 @@
 //! The Kubernetes client every part of the service talks through.
 //!
 //! Built as kube's own `ClientBuilder` builds it (base URI, credentials, extra headers,
-//! rustls over hyper's connector) with one difference: the TCP connections set
+//! rustls over hyper's connector, the configuration's connect, read and write timeouts) with
+//! one difference: the TCP connections set
 //! `TCP_NODELAY`. kube-client 5 leaves Nagle's algorithm on (kube-rs/kube#2056). A request
 //! written in two segments on a fresh connection, or on one whose last segment is not yet
 //! acknowledged, then waits for the API server's delayed ACK: about 40 ms on Linux. On the
@@ -28,9 +29,13 @@ pub fn build(
     let mut http = HttpConnector::new();
     http.enforce_http(false);
     http.set_nodelay(true);
-    http.set_connect_timeout(config.connect_timeout);
     let https = config.rustls_https_connector_with_connector(http)?;
-    let hyper = hyper_util::client::legacy::Client::builder(TokioExecutor::new()).build(https);
+    let mut connector = hyper_timeout::TimeoutConnector::new(https);
+    connector.set_connect_timeout(config.connect_timeout);
+    connector.set_read_timeout(config.read_timeout);
+    connector.set_write_timeout(config.write_timeout);
+    connector.set_reset_reader_on_write(config.reset_reader_on_write);
+    let hyper = hyper_util::client::legacy::Client::builder(TokioExecutor::new()).build(connector);
     let service = ServiceBuilder::new()
         .option_layer(metrics.map(KubeMetricsLayer::new))
         .layer(RequestTimeoutLayer::new(timeout))
