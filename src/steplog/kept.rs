@@ -163,9 +163,6 @@ pub enum KeepError {
     /// The status ConfigMap to own the tail is gone.
     #[error("the status ConfigMap {0} is gone")]
     NoStatus(String),
-    /// The pods of a batch of tails could not be listed (each is then kept on its own).
-    #[error("could not list the pods of the Jobs")]
-    Listing,
     /// An API call failed.
     #[error("could not {action}: {source}")]
     Api {
@@ -190,7 +187,7 @@ impl KeepError {
     fn is_transient(&self) -> bool {
         match self {
             KeepError::Api { source, .. } => is_transient(source),
-            KeepError::Read { .. } | KeepError::Listing => true,
+            KeepError::Read { .. } => true,
             _ => false,
         }
     }
@@ -240,21 +237,27 @@ impl TailKeeper {
         self
     }
 
-    /// Saves the tail of `job`'s log for `step` in run `run`, retrying what may pass; a tail
-    /// that cannot be kept is logged and lost, never the cutover.
-    pub async fn keep_retrying(&self, step: &StepName, run: u32, job: &str) {
+    /// Tries the save of `job`'s tail for `step` in run `run` again while `saved` (the
+    /// last try's outcome) failed in a way that may pass, up to [`SAVE_TRIES`] tries in all;
+    /// a tail that cannot be kept is logged and lost, never the cutover.
+    async fn retry_keep(
+        &self,
+        step: &StepName,
+        run: u32,
+        job: &str,
+        mut saved: Result<(), KeepError>,
+    ) {
         let mut backoff = Backoff::new();
         for _ in 1..SAVE_TRIES {
-            match self.keep(step, run, job).await {
-                Ok(()) => return,
-                Err(err) if err.is_transient() => backoff.wait().await,
-                Err(err) => {
-                    tracing::warn!(step = %step.as_str(), run, %job, error = %err, "the step's log tail is not kept");
-                    return;
+            match saved {
+                Err(err) if err.is_transient() => {
+                    backoff.wait().await;
+                    saved = self.keep(step, run, job).await;
                 }
+                _ => break,
             }
         }
-        if let Err(err) = self.keep(step, run, job).await {
+        if let Err(err) = saved {
             tracing::warn!(step = %step.as_str(), run, %job, error = %err, "the step's log tail is not kept");
         }
     }
@@ -282,6 +285,7 @@ impl TailKeeper {
 
     /// Saves the tails of `tails` (step, run, Job), the pods of all their Jobs listed in one
     /// request; a tail whose save fails in a way that may pass is tried again on its own.
+    /// Failures are logged, never returned: a lost tail never stops the cutover.
     pub async fn keep_all(&self, tails: &[(StepName, u32, String)]) {
         let jobs: Vec<&str> = tails.iter().map(|(_, _, job)| job.as_str()).collect();
         let selector = format!("{} in ({})", contract::LABEL_JOB_NAME, jobs.join(","));
@@ -300,15 +304,10 @@ impl TailKeeper {
                         .collect();
                     self.keep_from(step, *run, job, &of_job).await
                 }
-                Err(_) => Err(KeepError::Listing),
+                // Each lists its own Job's pods instead.
+                Err(_) => self.keep(step, *run, job).await,
             };
-            match saved {
-                Ok(()) => {}
-                Err(err) if err.is_transient() => self.keep_retrying(step, *run, job).await,
-                Err(err) => {
-                    tracing::warn!(step = %step.as_str(), run, %job, error = %err, "the step's log tail is not kept");
-                }
-            }
+            self.retry_keep(step, *run, job, saved).await;
         }
     }
 
