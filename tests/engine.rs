@@ -274,19 +274,7 @@ async fn get(base: &str, path: &str) -> (u16, Value) {
 
 /// Waits until the service's caches are synced.
 async fn ready(base: &str) {
-    let deadline = tokio::time::Instant::now() + GUARD;
-    loop {
-        if let Ok(resp) = reqwest::get(format!("{base}/readyz")).await
-            && resp.status().is_success()
-        {
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "service never became ready"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    common::wait_ready(base, GUARD).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -34,6 +34,8 @@ use serde_json::{Value, json};
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
+/// Hang guard of a service's start-up: some 600 polls, 20 ms apart.
+const READY_GUARD: Duration = Duration::from_secs(12);
 /// Hang guard for one cutover, not a speed assertion.
 const GUARD: Duration = Duration::from_secs(60);
 /// The ClusterRole the chart ships for operators.
@@ -204,16 +206,7 @@ fn chart_operator_role() -> ClusterRole {
 }
 
 async fn wait_ready(base: &str) {
-    let http = reqwest::Client::new();
-    for _ in 0..600 {
-        if let Ok(r) = http.get(format!("{base}/readyz")).send().await
-            && r.status() == 200
-        {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!("service never became ready");
+    common::wait_ready(base, READY_GUARD).await;
 }
 
 /// Sends `method path` with an optional bearer token and JSON body.

@@ -27,6 +27,8 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+/// Hang guard of a service's start-up: some 600 polls, 20 ms apart.
+const READY_GUARD: Duration = Duration::from_secs(12);
 /// Hang guard for one wait on the page, not a speed assertion.
 const GUARD: Duration = Duration::from_secs(120);
 /// What to install when the browser is missing.
@@ -185,16 +187,8 @@ impl Env {
         let service = Service::start(self.cluster.config().await, config)
             .await
             .expect("start service");
-        let http = reqwest::Client::new();
-        for _ in 0..600 {
-            if let Ok(r) = http.get(format!("{}/readyz", service.url())).send().await
-                && r.status() == 200
-            {
-                return service;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        panic!("service never became ready");
+        common::wait_ready(&service.url(), READY_GUARD).await;
+        service
     }
 
     /// Replaces step `name` by one that succeeds, as an operator fixing the cause would.

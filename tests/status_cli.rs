@@ -57,19 +57,7 @@ impl Env {
         let service = Service::start(self.cluster.config().await, config)
             .await
             .expect("start service");
-        let base = service.url();
-        tokio::time::timeout(GUARD, async {
-            loop {
-                if let Ok(r) = reqwest::get(format!("{base}/readyz")).await
-                    && r.status() == 200
-                {
-                    return;
-                }
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        })
-        .await
-        .expect("service ready in time");
+        common::wait_ready(&service.url(), GUARD).await;
         // The service creates the status ConfigMap as it starts; the CLI reads it.
         let api: Api<ConfigMap> = Api::namespaced(self.cluster.client(), self.ns());
         tokio::time::timeout(

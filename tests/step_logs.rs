@@ -153,18 +153,7 @@ impl Env {
 }
 
 async fn ready(base: &str) {
-    tokio::time::timeout(GUARD, async {
-        loop {
-            if let Ok(r) = reqwest::get(format!("{base}/readyz")).await
-                && r.status() == 200
-            {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    })
-    .await
-    .expect("service ready in time");
+    common::wait_ready(base, GUARD).await;
 }
 
 /// A log answer: status, the `X-Log-*` headers, and the body.

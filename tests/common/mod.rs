@@ -333,3 +333,22 @@ pub async fn steps_on_one_node(cluster: &TestCluster, steps: &[ConfigMap]) -> Si
     .await
     .expect("start simulator")
 }
+
+/// Waits until the service at `base` answers `/readyz` with 200 (its caches are synced);
+/// panics when it has not within `within` (a hang guard, not a speed assertion).
+pub async fn wait_ready(base: &str, within: std::time::Duration) {
+    let http = reqwest::Client::new();
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        if let Ok(r) = http.get(format!("{base}/readyz")).send().await
+            && r.status() == 200
+        {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "service at {base} never became ready"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
