@@ -8,7 +8,7 @@ use super::kinds::{KindInfo, Registry};
 use super::meta::{self, Part};
 use super::selectors::Selectors;
 use super::{defaults, encoding, validation};
-use parking_lot::RwLock;
+use parking_lot::{RwLock, RwLockWriteGuard};
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, HashMap};
 use std::ops::Bound;
@@ -496,6 +496,14 @@ impl Store {
         self.inner.read().rv
     }
 
+    /// Ends a write: serves what its definitions define, publishes its changes, then lets
+    /// the write lock go (held until the changes are sent, so watchers see them in
+    /// resourceVersion order).
+    fn commit(&self, mut inner: RwLockWriteGuard<'_, Inner>, changes: Vec<Arc<Change>>) {
+        self.sync_definitions(&mut inner, &changes);
+        self.publish(changes);
+    }
+
     /// Sends changes to live watchers; called with the write lock held so that watchers see
     /// changes in resourceVersion order.
     fn publish(&self, changes: Vec<Arc<Change>>) {
@@ -663,9 +671,7 @@ impl Store {
         let change = inner.apply(&resource, EventType::Added, obj, None);
         let out = change.object.clone();
         let changes = vec![change];
-        self.sync_definitions(&mut inner, &changes);
-        self.publish(changes);
-        drop(inner);
+        self.commit(inner, changes);
         Ok(out)
     }
 
@@ -763,9 +769,7 @@ impl Store {
         if finished {
             inner.handle_dependents(meta::uid_of(&out), Propagation::Background, &mut changes);
         }
-        self.sync_definitions(&mut inner, &changes);
-        self.publish(changes);
-        drop(inner);
+        self.commit(inner, changes);
         Ok(out)
     }
 
@@ -813,9 +817,7 @@ impl Store {
         let outcome = inner
             .delete_cascade(kind, &key, propagation, &mut changes)
             .ok_or_else(|| StatusError::not_found(kind, name))?;
-        self.sync_definitions(&mut inner, &changes);
-        self.publish(changes);
-        drop(inner);
+        self.commit(inner, changes);
         Ok(outcome)
     }
 
