@@ -23,7 +23,6 @@ use futures::future::join_all;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::api::events::v1::Event;
-use k8s_openapi::api::rbac::v1::ClusterRole;
 use kube::api::{Api, ListParams, PostParams};
 use kube::config::KubeConfigOptions;
 use kube::runtime::wait::await_condition;
@@ -38,9 +37,6 @@ use std::time::Duration;
 const READY_GUARD: Duration = Duration::from_secs(12);
 /// Hang guard for one cutover, not a speed assertion.
 const GUARD: Duration = Duration::from_secs(60);
-/// The ClusterRole the chart ships for operators.
-const OPERATOR_ROLE: &str = "catalyst-cutover-operator";
-
 /// Bearer tokens of the test's ServiceAccounts, from the TokenRequest API.
 struct Tokens {
     /// `alice`: bound to the chart's operator role.
@@ -86,7 +82,7 @@ impl Env {
             issued.push(token_of(&answer));
         }
         let [alice, bob, reader, console, other] = <[String; 5]>::try_from(issued).unwrap();
-        grant(&client, &ns, "alice", chart_operator_role()).await;
+        grant(&client, &ns, "alice", common::chart_operator_role()).await;
         grant(&client, &ns, "reader", role("cutover-reader", &["get"])).await;
         let api: Api<ConfigMap> = Api::namespaced(client.clone(), &ns);
         for order in 1..=steps {
@@ -190,19 +186,6 @@ impl Env {
         self.sim.shutdown().await;
         self.cluster.cleanup().await;
     }
-}
-
-/// The ClusterRole `catalyst-cutover-operator` exactly as the chart ships it.
-fn chart_operator_role() -> ClusterRole {
-    let path = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/chart/templates/service-rbac.yaml"
-    );
-    let text = std::fs::read_to_string(path).expect("the chart's service RBAC");
-    text.split("\n---")
-        .filter_map(|doc| serde_yaml::from_str::<ClusterRole>(doc).ok())
-        .find(|role| role.metadata.name.as_deref() == Some(OPERATOR_ROLE))
-        .expect("the chart ships ClusterRole catalyst-cutover-operator")
 }
 
 async fn wait_ready(base: &str) {
@@ -474,7 +457,7 @@ async fn an_expired_token_is_refused_once_the_cache_lets_it_go() {
     let base = service.url();
     let client = env.client();
     create_service_account(&client, env.ns(), "brief").await;
-    grant(&client, env.ns(), "brief", chart_operator_role()).await;
+    grant(&client, env.ns(), "brief", common::chart_operator_role()).await;
     let answer = match request_token(&client, env.ns(), "brief", Some(4)).await {
         Ok(answer) => answer,
         Err(kube::Error::Api(status)) if status.code == 422 => {

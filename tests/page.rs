@@ -224,19 +224,6 @@ impl Env {
     }
 }
 
-/// The ClusterRole `catalyst-cutover-operator` exactly as the chart ships it.
-fn chart_operator_role() -> ClusterRole {
-    let path = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/chart/templates/service-rbac.yaml"
-    );
-    let text = std::fs::read_to_string(path).expect("the chart's service RBAC");
-    text.split("\n---")
-        .filter_map(|doc| serde_yaml::from_str::<ClusterRole>(doc).ok())
-        .find(|role| role.metadata.name.as_deref() == Some("catalyst-cutover-operator"))
-        .expect("the chart ships ClusterRole catalyst-cutover-operator")
-}
-
 /// Runs `script` (a function body returning a value) in the page.
 async fn eval(browser: &Client, script: &str) -> Value {
     browser
@@ -356,7 +343,7 @@ fn row_is(step: &str, result: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_page_follows_a_run_shows_the_failure_and_retry_resumes_it() {
     let env = Env::start().await;
-    let alice = env.user("alice", Some(chart_operator_role())).await;
+    let alice = env.user("alice", Some(common::chart_operator_role())).await;
     let mut config = ServiceConfig::new(env.ns());
     config.auth = AuthConfig::enabled();
     config.lease_duration = Duration::from_secs(2);
@@ -619,7 +606,7 @@ async fn the_stream_resumes_with_last_event_id_when_the_service_drops_it() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn buttons_follow_what_the_caller_may_do() {
     let env = Env::start().await;
-    let alice = env.user("alice", Some(chart_operator_role())).await;
+    let alice = env.user("alice", Some(common::chart_operator_role())).await;
     let reader = env
         .user("reader", Some(common::role("cutover-reader", &["get"])))
         .await;
@@ -700,7 +687,7 @@ async fn abort_is_confirmed_and_stops_the_running_step() {
     let env = Env::start().await;
     env.replace_step(CHART_STEPS[0], &[("CUTOVER_SIM_OUTCOME", "hang")])
         .await;
-    let alice = env.user("alice", Some(chart_operator_role())).await;
+    let alice = env.user("alice", Some(common::chart_operator_role())).await;
     let mut config = ServiceConfig::new(env.ns());
     config.auth = AuthConfig::enabled();
     let service = env.service(config).await;

@@ -352,3 +352,16 @@ pub async fn wait_ready(base: &str, within: std::time::Duration) {
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
 }
+
+/// The ClusterRole `catalyst-cutover-operator` exactly as the chart ships it.
+pub fn chart_operator_role() -> ClusterRole {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/chart/templates/service-rbac.yaml"
+    );
+    let text = std::fs::read_to_string(path).expect("the chart's service RBAC");
+    text.split("\n---")
+        .filter_map(|doc| serde_yaml::from_str::<ClusterRole>(doc).ok())
+        .find(|role| role.metadata.name.as_deref() == Some("catalyst-cutover-operator"))
+        .expect("the chart ships ClusterRole catalyst-cutover-operator")
+}
