@@ -140,16 +140,6 @@ fn json_lines(output: &Output) -> Vec<Value> {
         .collect()
 }
 
-async fn post(base: &str, path: &str) -> u16 {
-    reqwest::Client::new()
-        .post(format!("{base}{path}"))
-        .send()
-        .await
-        .expect("POST")
-        .status()
-        .as_u16()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn watch_follows_a_run_to_its_end_and_exits_0() {
     let slow = [("CUTOVER_SIM_RUN_MS", "300")];
@@ -168,7 +158,7 @@ async fn watch_follows_a_run_to_its_end_and_exits_0() {
     });
     // The watchers' first read happens before the start or after it: both must end.
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(post(&service.url(), "/cutover").await, 202);
+    assert_eq!(common::post_status(&service.url(), "/cutover").await, 202);
     let (table, json) = watchers
         .await
         .expect("watchers")
@@ -219,7 +209,7 @@ async fn exit_3_while_idle_and_running_then_1_once_failed() {
     assert!(text.contains(&format!("{:<28} pending", "never")), "{text}");
     assert!(text.contains("no cutover has started"), "{text}");
 
-    assert_eq!(post(&base, "/cutover").await, 202);
+    assert_eq!(common::post_status(&base, "/cutover").await, 202);
     env.wait_result("stuck", "running").await;
     let running = env.run(&[]).await;
     assert_eq!(running.status.code(), Some(3), "{}", stderr(&running));
@@ -239,7 +229,7 @@ async fn exit_3_while_idle_and_running_then_1_once_failed() {
     assert_eq!(documents[0]["phase"], "running");
     assert_eq!(documents[0]["currentStep"], "stuck");
 
-    assert_eq!(post(&base, "/cutover/abort").await, 200);
+    assert_eq!(common::post_status(&base, "/cutover/abort").await, 200);
     env.wait_result("stuck", "failed").await;
     let failed = env.run(&["--watch"]).await;
     assert_eq!(failed.status.code(), Some(1), "{}", stderr(&failed));

@@ -197,16 +197,6 @@ async fn get_log(base: &str, path: &str, token: Option<&str>) -> LogAnswer {
     }
 }
 
-async fn post(base: &str, path: &str) -> u16 {
-    reqwest::Client::new()
-        .post(format!("{base}{path}"))
-        .send()
-        .await
-        .expect("POST")
-        .status()
-        .as_u16()
-}
-
 /// A block of log lines with characters of two, three and four bytes, printed [`REPEAT`]
 /// times: longer than the kept tail, with the cut inside a character for some lengths.
 const BLOCK: &str = "line: é€😀 harbor prewarm of library/image\nline: pushed 42 layers\n";
@@ -236,7 +226,7 @@ async fn a_steps_log_tail_survives_its_jobs_and_pods_deletion_until_a_new_run() 
     .await;
     let service = env.service(AuthConfig::disabled()).await;
     let base = service.url();
-    assert_eq!(post(&base, "/cutover").await, 202);
+    assert_eq!(common::post_status(&base, "/cutover").await, 202);
     let data = env.wait_phase(&["failed", "complete"]).await;
     assert_eq!(data["cutoverPhase"], "failed", "{data:#?}");
 
@@ -293,7 +283,7 @@ async fn a_steps_log_tail_survives_its_jobs_and_pods_deletion_until_a_new_run() 
     api.replace("cutover-step-02-second", &PostParams::default(), &fixed)
         .await
         .unwrap();
-    assert_eq!(post(&base, "/cutover/retry").await, 202);
+    assert_eq!(common::post_status(&base, "/cutover/retry").await, 202);
     let data = env.wait_phase(&["complete", "failed"]).await;
     assert_eq!(data["cutoverPhase"], "complete", "{data:#?}");
     env.wait_configmap(&format!("{DEFAULT_STATUS_CONFIGMAP}-log-r2-second"))
@@ -387,7 +377,7 @@ async fn following_a_running_steps_log_streams_lines_as_they_come() {
     .await;
     let service = env.service(AuthConfig::disabled()).await;
     let base = service.url();
-    assert_eq!(post(&base, "/cutover").await, 202);
+    assert_eq!(common::post_status(&base, "/cutover").await, 202);
     // Until the pod's container runs, the log is not there yet.
     let url = format!("{base}/cutover/steps/stuck/logs?follow=true");
     let response = tokio::time::timeout(GUARD, async {
@@ -423,7 +413,7 @@ async fn following_a_running_steps_log_streams_lines_as_they_come() {
     .await
     .expect("every line in time");
     // Aborting deletes the Job and its pod: the followed log ends.
-    assert_eq!(post(&base, "/cutover/abort").await, 200);
+    assert_eq!(common::post_status(&base, "/cutover/abort").await, 200);
     let rest = tokio::time::timeout(GUARD, async {
         let mut rest = Vec::new();
         while let Some(chunk) = stream.next().await {

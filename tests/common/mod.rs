@@ -365,3 +365,14 @@ pub fn chart_operator_role() -> ClusterRole {
         .find(|role| role.metadata.name.as_deref() == Some("catalyst-cutover-operator"))
         .expect("the chart ships ClusterRole catalyst-cutover-operator")
 }
+
+/// POSTs `path` of the service at `base` with no body; the answer's status code.
+pub async fn post_status(base: &str, path: &str) -> u16 {
+    reqwest::Client::new()
+        .post(format!("{base}{path}"))
+        .send()
+        .await
+        .expect("POST")
+        .status()
+        .as_u16()
+}
