@@ -9,6 +9,8 @@
 #[path = "chart/cluster.rs"]
 mod cluster;
 mod common;
+#[path = "chart/live.rs"]
+mod live;
 #[path = "chart/standins.rs"]
 mod standins;
 #[path = "chart/steps.rs"]
@@ -142,10 +144,15 @@ fn helm_with(args: &[&str], values: &Json) -> (bool, String) {
 
 /// `helm template` of the chart with `values`: its output, or why Helm refused.
 fn template(values: &Json) -> Result<String, String> {
+    template_in(values, NAMESPACE)
+}
+
+/// `helm template` of the chart with `values` for release namespace `namespace`.
+fn template_in(values: &Json, namespace: &str) -> Result<String, String> {
     let chart = chart();
     let chart = chart.to_str().expect("utf-8 path");
     let (ok, text) = helm_with(
-        &["template", RELEASE, chart, "--namespace", NAMESPACE],
+        &["template", RELEASE, chart, "--namespace", namespace],
         values,
     );
     if ok { Ok(text) } else { Err(text) }
@@ -153,7 +160,13 @@ fn template(values: &Json) -> Result<String, String> {
 
 /// Every manifest Helm renders with `values`, each with its template (`templates/x.yaml`).
 fn render(values: &Json) -> Vec<(String, Yaml)> {
-    let text = template(values).unwrap_or_else(|e| panic!("helm template failed:\n{e}"));
+    render_in(values, NAMESPACE)
+}
+
+/// Every manifest Helm renders with `values` for release namespace `namespace`.
+fn render_in(values: &Json, namespace: &str) -> Vec<(String, Yaml)> {
+    let text =
+        template_in(values, namespace).unwrap_or_else(|e| panic!("helm template failed:\n{e}"));
     let source_prefix = format!("# Source: {RELEASE}/");
     let mut out = Vec::new();
     for doc in split_documents(&text) {
@@ -993,14 +1006,17 @@ fn expected_calls() -> (Calls, Calls) {
                 "delete batch/jobs catalyst/cutover-gitea-mirror-a1",
                 "list /pods catalyst/*",
                 "watch /pods catalyst/*",
-                // steplog/: a step's log, and its tail kept (create) and cleaned by label.
+                // steplog/: a step's log, and its tail kept (create), the earlier runs'
+                // tails listed by label and deleted by name.
                 "get /pods/log catalyst/cutover-gitea-mirror-a1-x",
-                "deletecollection /configmaps catalyst/*",
+                "delete /configmaps catalyst/self-sovereign-cutover-status-log-r1-gitea-mirror",
                 "create coordination.k8s.io/leases catalyst/*",
                 "get coordination.k8s.io/leases catalyst/catalyst-cutover",
                 "update coordination.k8s.io/leases catalyst/catalyst-cutover",
                 "get coordination.k8s.io/leases catalyst/catalyst-cutover-record",
                 "update coordination.k8s.io/leases catalyst/catalyst-cutover-record",
+                // step/discover.rs: it exists; runner/: its rollout, watched by name.
+                "get apps/daemonsets catalyst/registry-pivot",
                 "list apps/daemonsets catalyst/registry-pivot",
                 "watch apps/daemonsets catalyst/registry-pivot",
                 "create events.k8s.io/events catalyst/*",
@@ -1059,7 +1075,8 @@ fn expected_calls() -> (Calls, Calls) {
             &[
                 "update /configmaps catalyst/cutover-step-01-gitea-mirror",
                 "patch /configmaps catalyst/self-sovereign-cutover-status",
-                "delete /configmaps catalyst/self-sovereign-cutover-status",
+                // RBAC cannot bound a deletecollection by label.
+                "deletecollection /configmaps catalyst/*",
                 "list /configmaps other/*",
                 "get /secrets catalyst/cutover-credentials",
                 "watch /nodes",
