@@ -332,13 +332,30 @@ fn the_status_configmap_is_created_on_first_install_only() {
     );
 }
 
-/// Namespaced objects Helm puts outside the release's namespace: only 07's Role and its
-/// binding, in the console's namespace.
+/// Namespaced objects Helm puts outside the release's namespace: only the step runner's
+/// Roles and their bindings, in the namespaces the steps touch (Flux's, the console's, the
+/// egress test's, the listed HelmRepositories').
 fn outside_the_release(doc: &Yaml, values: &Json) -> bool {
-    let console = values["catalystApi"]["namespace"].as_str();
+    let mut touched: Vec<&str> = [
+        &values["flux"]["namespace"],
+        &values["catalystApi"]["namespace"],
+        &values["egressBlock"]["watchNamespace"],
+    ]
+    .into_iter()
+    .filter_map(Json::as_str)
+    .collect();
+    touched.extend(
+        values["flux"]["helmRepositories"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|r| r.as_str()?.split_once('/').map(|(ns, _)| ns)),
+    );
     matches!(kind(doc), "Role" | "RoleBinding")
-        && name(doc) == "cutover-runner-console"
-        && doc["metadata"]["namespace"].as_str() == console
+        && name(doc).starts_with("cutover-runner-")
+        && doc["metadata"]["namespace"]
+            .as_str()
+            .is_some_and(|ns| touched.contains(&ns))
 }
 
 #[test]
@@ -832,8 +849,13 @@ fn rbac_values() -> Json {
 /// release's namespace unless the chart names another, plus `alice` bound to the operator
 /// ClusterRole.
 fn installed_rbac() -> RbacRules {
+    installed_rbac_with(&rbac_values())
+}
+
+/// As [`installed_rbac`], rendered with `values`.
+fn installed_rbac_with(values: &Json) -> RbacRules {
     let mut rbac = RbacRules::default();
-    for (_, doc) in render(&rbac_values()) {
+    for (_, doc) in render(values) {
         let namespace = Some(
             doc["metadata"]["namespace"]
                 .as_str()
@@ -1208,6 +1230,47 @@ fn each_identity_may_make_exactly_the_calls_its_scripts_and_code_make() {
     }
 }
 
+/// Where the values name the objects, the runner may touch those alone: the HelmRepositories
+/// flux.helmRepositories lists (step 06), the Flux objects of egressBlock.watchNamespace only
+/// (step 08); what no value can name (the workloads 03 lists, the HelmRepositories 06 lists to
+/// find those upstream) stays cluster-wide, as chart/README.md says.
+#[test]
+fn the_runner_is_confined_to_what_the_values_name() {
+    let mut values = rbac_values();
+    values["flux"]["helmRepositories"] = serde_json::json!(["platform/openova", "apps/charts"]);
+    values["egressBlock"]["watchNamespace"] = Json::from("platform");
+    let rbac = installed_rbac_with(&values);
+    let runner = sa("cutover-runner");
+    for call in [
+        "patch source.toolkit.fluxcd.io/helmrepositories platform/openova",
+        "patch source.toolkit.fluxcd.io/helmrepositories apps/charts",
+        "list source.toolkit.fluxcd.io/helmrepositories",
+        "list source.toolkit.fluxcd.io/gitrepositories platform/*",
+        "patch source.toolkit.fluxcd.io/gitrepositories platform/platform",
+        "list helm.toolkit.fluxcd.io/helmreleases platform/*",
+        "list kustomize.toolkit.fluxcd.io/kustomizations platform/*",
+        "patch source.toolkit.fluxcd.io/gitrepositories flux-system/flux-system",
+        "list apps/deployments",
+    ] {
+        assert!(allowed(&rbac, &runner, call), "the runner may not `{call}`");
+    }
+    for call in [
+        "patch source.toolkit.fluxcd.io/helmrepositories apps/other",
+        "patch source.toolkit.fluxcd.io/helmrepositories elsewhere/openova",
+        "patch source.toolkit.fluxcd.io/gitrepositories elsewhere/x",
+        "patch source.toolkit.fluxcd.io/gitrepositories flux-system/other",
+        "list source.toolkit.fluxcd.io/gitrepositories",
+        "list helm.toolkit.fluxcd.io/helmreleases",
+        "list helm.toolkit.fluxcd.io/helmreleases elsewhere/*",
+        "patch helm.toolkit.fluxcd.io/helmreleases platform/x",
+    ] {
+        assert!(
+            !allowed(&rbac, &runner, call),
+            "the runner must not `{call}`"
+        );
+    }
+}
+
 /// The API verbs a kubectl subcommand makes.
 fn kubectl_verbs(command: &str) -> &'static [&'static str] {
     match command {
@@ -1412,7 +1475,13 @@ async fn each_identity_passes_subject_access_reviews_through_the_api() {
     let client = cluster.client();
     let create = PostParams::default();
     let rbac = installed_rbac();
-    for namespace in [NAMESPACE, CONSOLE_NAMESPACE] {
+    let namespaces: BTreeSet<&str> = rbac
+        .roles
+        .iter()
+        .filter_map(|r| r.metadata.namespace.as_deref())
+        .chain([NAMESPACE])
+        .collect();
+    for namespace in namespaces {
         let ns: Namespace =
             serde_json::from_value(serde_json::json!({"metadata": {"name": namespace}}))
                 .expect("namespace");
