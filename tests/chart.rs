@@ -954,6 +954,8 @@ fn step_calls() -> BTreeMap<&'static str, Vec<String>> {
             "helmrepository-patches",
             vec![
                 "list source.toolkit.fluxcd.io/helmrepositories".to_owned(),
+                // kubectl patch reads the object first.
+                "get source.toolkit.fluxcd.io/helmrepositories platform/openova".to_owned(),
                 "patch source.toolkit.fluxcd.io/helmrepositories platform/openova".to_owned(),
                 // annotate: read, then patch.
                 "get source.toolkit.fluxcd.io/gitrepositories flux-system/flux-system".to_owned(),
@@ -1242,6 +1244,7 @@ fn the_runner_is_confined_to_what_the_values_name() {
     let rbac = installed_rbac_with(&values);
     let runner = sa("cutover-runner");
     for call in [
+        "get source.toolkit.fluxcd.io/helmrepositories platform/openova",
         "patch source.toolkit.fluxcd.io/helmrepositories platform/openova",
         "patch source.toolkit.fluxcd.io/helmrepositories apps/charts",
         "list source.toolkit.fluxcd.io/helmrepositories",
@@ -1256,6 +1259,7 @@ fn the_runner_is_confined_to_what_the_values_name() {
     }
     for call in [
         "patch source.toolkit.fluxcd.io/helmrepositories apps/other",
+        "get source.toolkit.fluxcd.io/helmrepositories apps/other",
         "patch source.toolkit.fluxcd.io/helmrepositories elsewhere/openova",
         "patch source.toolkit.fluxcd.io/gitrepositories elsewhere/x",
         "patch source.toolkit.fluxcd.io/gitrepositories flux-system/other",
@@ -1275,7 +1279,8 @@ fn the_runner_is_confined_to_what_the_values_name() {
 fn kubectl_verbs(command: &str) -> &'static [&'static str] {
     match command {
         "get" => &["get", "list"],
-        "patch" => &["patch"],
+        // kubectl reads the object before it patches it.
+        "patch" => &["get", "patch"],
         "annotate" => &["get", "list", "patch"],
         "create" => &["create"],
         "delete" => &["get", "delete"],

@@ -21,11 +21,13 @@ use std::time::Duration;
 /// How long a new binding may take to reach a real API server's authorizer.
 const RBAC_SETTLES: Duration = Duration::from_secs(60);
 
-/// A cluster with RBAC on: the sandbox with a token table (its admin token only), or
+/// A cluster with RBAC on: the sandbox with a token table (its admin token only), serving
+/// HTTPS as kube-apiserver does (kubectl sends no bearer token over plain HTTP), or
 /// `CUTOVER_TEST_KUBECONFIG`, whose RBAC is always on.
 pub async fn start() -> TestCluster {
     TestCluster::start_with(ApiServerConfig {
         tokens: Some(TokenTable::default()),
+        tls: true,
         ..ApiServerConfig::default()
     })
     .await
@@ -39,32 +41,57 @@ pub fn values_in(namespace: &str) -> Json {
     values["flux"]["gitRepository"] = Json::from("flux-system");
     values["catalystApi"]["namespace"] = Json::from(namespace);
     values["internalCallers"] = Json::Array(Vec::new());
+    // Step 08's Flux rights then are a Role in this namespace, the narrower form.
+    values["egressBlock"]["watchNamespace"] = Json::from(namespace);
     values
 }
 
 /// The chart's RBAC as created on one cluster for one test: the cluster-scoped objects carry
-/// the test's namespace in their names (tests of one run share a real cluster), and go
-/// when the test ends.
+/// the test's namespace in their names (tests of one run share a real cluster), and are
+/// deleted when this is dropped; the namespaced ones go with the namespaces.
 pub struct InstalledRbac {
-    client: kube::Client,
+    kubeconfig: Kubeconfig,
     cluster_roles: Vec<String>,
     cluster_role_bindings: Vec<String>,
 }
 
-impl InstalledRbac {
-    /// Deletes the cluster-scoped objects; the namespaced ones go with the namespace.
-    pub async fn remove(self) {
-        let params = DeleteParams::default();
-        for name in &self.cluster_role_bindings {
-            let _ = Api::<ClusterRoleBinding>::all(self.client.clone())
-                .delete(name, &params)
-                .await;
-        }
-        for name in &self.cluster_roles {
-            let _ = Api::<ClusterRole>::all(self.client.clone())
-                .delete(name, &params)
-                .await;
-        }
+impl Drop for InstalledRbac {
+    /// Best-effort, on a thread and runtime of its own with a client of its own: a drop may
+    /// happen on a runtime that is busy with the test.
+    fn drop(&mut self) {
+        let kubeconfig = self.kubeconfig.clone();
+        let roles = std::mem::take(&mut self.cluster_roles);
+        let bindings = std::mem::take(&mut self.cluster_role_bindings);
+        let removal = std::thread::spawn(move || {
+            let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            runtime.block_on(async move {
+                let Ok(config) =
+                    kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await
+                else {
+                    return;
+                };
+                let Ok(client) = kube::Client::try_from(config) else {
+                    return;
+                };
+                let params = DeleteParams::default();
+                for name in &bindings {
+                    let _ = Api::<ClusterRoleBinding>::all(client.clone())
+                        .delete(name, &params)
+                        .await;
+                }
+                for name in &roles {
+                    let _ = Api::<ClusterRole>::all(client.clone())
+                        .delete(name, &params)
+                        .await;
+                }
+            });
+        });
+        let _ = removal.join();
     }
 }
 
@@ -80,7 +107,7 @@ pub async fn install_rbac(cluster: &TestCluster, values: &Json) -> InstalledRbac
     let ns = cluster.namespace();
     let client = cluster.client();
     let mut installed = InstalledRbac {
-        client: client.clone(),
+        kubeconfig: cluster.kubeconfig().clone(),
         cluster_roles: Vec::new(),
         cluster_role_bindings: Vec::new(),
     };
@@ -592,7 +619,7 @@ async fn the_service_runs_a_cutover_under_the_charts_own_rbac() {
     let _ = std::fs::remove_dir_all(&dir);
     agents.shutdown().await;
     sim.shutdown().await;
-    rbac.remove().await;
+    drop(rbac);
     let _ = Api::<ClusterRole>::all(admin.clone())
         .delete(&operator_role_name, &DeleteParams::default())
         .await;
