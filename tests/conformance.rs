@@ -2181,23 +2181,13 @@ async fn a_role_on_one_name_allows_a_list_and_watch_selecting_that_name() {
     .await;
     let ns = tc.namespace().to_owned();
     let admin = tc.client();
-    let daemonset = |name: &str| -> DaemonSet {
-        serde_json::from_value(json!({
-            "metadata": {"name": name},
-            "spec": {
-                "selector": {"matchLabels": {"app": name}},
-                "template": {
-                    "metadata": {"labels": {"app": name}},
-                    "spec": {"containers": [{"name": "c", "image": "busybox:1.36"}]}
-                }
-            }
-        }))
-        .unwrap()
-    };
     let admin_ds: Api<DaemonSet> = Api::namespaced(admin.clone(), &ns);
     for name in ["one", "other"] {
         admin_ds
-            .create(&PostParams::default(), &daemonset(name))
+            .create(
+                &PostParams::default(),
+                &common::daemonset(name, "busybox:1.36"),
+            )
             .await
             .unwrap();
     }

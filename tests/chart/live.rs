@@ -4,9 +4,7 @@
 //! the TokenRequest API issued for its ServiceAccount, and nothing else.
 
 use crate::common::{self, TestCluster};
-use k8s_openapi::api::authorization::v1::{
-    ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec,
-};
+use k8s_openapi::api::authorization::v1::ResourceAttributes;
 use k8s_openapi::api::core::v1::ServiceAccount;
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
 use kube::api::{Api, DeleteParams, PostParams};
@@ -168,8 +166,7 @@ pub async fn install_rbac(cluster: &TestCluster, values: &Json) -> InstalledRbac
 }
 
 /// Waits until ServiceAccount `sa` of `cluster`'s namespace may `verb` `group/resource`
-/// (named `name`, in `namespace`): a real API server's authorizer sees new bindings only
-/// once its informers have them.
+/// (named `name`, in `namespace`).
 pub async fn wait_granted(
     cluster: &TestCluster,
     sa: &str,
@@ -178,46 +175,20 @@ pub async fn wait_granted(
     namespace: Option<&str>,
     name: Option<&str>,
 ) {
-    let ns = cluster.namespace();
     let (group, resource) = group_resource
         .split_once('/')
         .expect("group/resource, `/pods` for the core group");
-    let review = SubjectAccessReview {
-        spec: SubjectAccessReviewSpec {
-            user: Some(format!("system:serviceaccount:{ns}:{sa}")),
-            groups: Some(vec![
-                "system:serviceaccounts".to_owned(),
-                format!("system:serviceaccounts:{ns}"),
-                "system:authenticated".to_owned(),
-            ]),
-            resource_attributes: Some(ResourceAttributes {
-                verb: Some(verb.to_owned()),
-                group: Some(group.to_owned()),
-                resource: Some(resource.to_owned()),
-                namespace: namespace.map(str::to_owned),
-                name: name.map(str::to_owned),
-                ..ResourceAttributes::default()
-            }),
-            ..SubjectAccessReviewSpec::default()
-        },
-        ..SubjectAccessReview::default()
+    let attributes = ResourceAttributes {
+        verb: Some(verb.to_owned()),
+        group: Some(group.to_owned()),
+        resource: Some(resource.to_owned()),
+        namespace: namespace.map(str::to_owned),
+        name: name.map(str::to_owned),
+        ..ResourceAttributes::default()
     };
-    let reviews = Api::<SubjectAccessReview>::all(cluster.client());
-    let granted = tokio::time::timeout(RBAC_SETTLES, async {
-        loop {
-            let answer = reviews
-                .create(&PostParams::default(), &review)
-                .await
-                .expect("SubjectAccessReview");
-            if answer.status.is_some_and(|s| s.allowed) {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    })
-    .await;
     assert!(
-        granted.is_ok(),
+        common::allowed_within_a_minute(&cluster.client(), cluster.namespace(), sa, attributes)
+            .await,
         "{sa} was never allowed to {verb} {group_resource}"
     );
 }
@@ -424,7 +395,6 @@ async fn the_service_runs_a_cutover_under_the_charts_own_rbac() {
     use catalyst_cutover::steplog::KeptLog;
     use k8s_openapi::api::apps::v1::DaemonSet;
     use k8s_openapi::api::core::v1::ConfigMap;
-    use kube_sandbox::sim::{SimConfig, Simulator};
 
     let cluster = start().await;
     let ns = cluster.namespace().to_owned();
@@ -434,47 +404,29 @@ async fn the_service_runs_a_cutover_under_the_charts_own_rbac() {
     let rbac = install_rbac(&cluster, &values).await;
     let first_step = format!("{STEP_CONFIGMAP_PREFIX}01-gitea-mirror");
     let configmaps: Api<ConfigMap> = Api::namespaced(admin.clone(), &ns);
-    for (_, doc) in &docs {
-        if crate::kind(doc) != "ConfigMap" {
-            continue;
-        }
-        let mut cm: ConfigMap = crate::typed(doc);
-        if cm.metadata.name.as_deref() == Some(first_step.as_str()) {
-            cm = with_outcome(cm, Some("fail"));
-        }
-        configmaps
-            .create(&PostParams::default(), &cm)
-            .await
-            .expect("create the chart's ConfigMap");
-    }
-    // The DaemonSet the simulator's nodes run (the chart's own needs a kubelet's host).
-    let daemonset: DaemonSet = serde_json::from_value(serde_json::json!({
-        "metadata": {"name": "registry-pivot"},
-        "spec": {
-            "selector": {"matchLabels": {"app": "registry-pivot"}},
-            "template": {
-                "metadata": {"labels": {"app": "registry-pivot"}},
-                "spec": {"containers": [{"name": "agent", "image": "busybox:1.36"}]}
+    // The chart's steps, settings and status as Helm renders them, the first step's pod
+    // failing until told otherwise; the simulator plays one node and the Jobs.
+    let chart_configmaps: Vec<ConfigMap> = docs
+        .iter()
+        .filter(|(_, doc)| crate::kind(doc) == "ConfigMap")
+        .map(|(_, doc)| {
+            let cm: ConfigMap = crate::typed(doc);
+            if cm.metadata.name.as_deref() == Some(first_step.as_str()) {
+                with_outcome(cm, Some("fail"))
+            } else {
+                cm
             }
-        }
-    }))
-    .expect("DaemonSet");
+        })
+        .collect();
+    // The DaemonSet the simulator's nodes run (the chart's own needs a kubelet's host).
     Api::<DaemonSet>::namespaced(admin.clone(), &ns)
-        .create(&PostParams::default(), &daemonset)
+        .create(
+            &PostParams::default(),
+            &common::daemonset("registry-pivot", "busybox:1.36"),
+        )
         .await
         .expect("create DaemonSet");
-    let sim = Simulator::start(
-        admin.clone(),
-        SimConfig {
-            namespace: Some(ns.clone()),
-            nodes: 1,
-            pool: ns.clone(),
-            default_run: Duration::from_millis(20),
-            job_controller: true,
-        },
-    )
-    .await
-    .expect("start simulator");
+    let sim = common::steps_on_one_node(&cluster, &chart_configmaps).await;
     let agents = Agents::start(
         admin.clone(),
         AgentConfig {
