@@ -2032,7 +2032,7 @@ async fn rollback_of_a_complete_cutover_waits_for_every_node_and_records_who_whe
     .await;
     assert_eq!(code, 202, "{body}");
     assert_eq!(body["outcome"], "rollback-started");
-    assert_eq!(body["state"], "rolled-back");
+    assert_eq!(body["state"], "tethered");
     assert_eq!(body["phase"], "rolling-back");
     assert!(
         body["rollback"]["leavesAlone"]
@@ -2071,7 +2071,7 @@ async fn rollback_of_a_complete_cutover_waits_for_every_node_and_records_who_whe
     );
     let (code, status) = get(&base, "/cutover").await;
     assert_eq!(code, 200);
-    assert_eq!(status["state"], "rolled-back");
+    assert_eq!(status["state"], "tethered");
     assert_eq!(status["rollback"]["requestedBy"], "system:anonymous");
 
     eventually("the RegistryRolledBack Event", || {
@@ -2128,7 +2128,7 @@ async fn a_node_that_never_acknowledges_the_rollback_is_named_and_a_second_reque
     );
     let (_, status) = get(&base, "/cutover").await;
     assert_eq!(status["rollback"]["pendingNodes"], json!([silent]));
-    assert_eq!(status["state"], "rolled-back");
+    assert_eq!(status["state"], "tethered");
     eventually("the RegistryRollbackFailed Event", || {
         has_event(&env, "RegistryRollbackFailed")
     })
