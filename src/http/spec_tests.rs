@@ -163,6 +163,12 @@ fn spec_lists_every_error_code() {
         ApiError::InvalidSteps {
             report: String::new(),
         },
+        ApiError::ChartBelowFloor(crate::step::chart::BelowFloor {
+            observed: String::new(),
+            min: String::new(),
+            configmap: String::new(),
+            label: String::new(),
+        }),
         ApiError::BadRequest(String::new()),
         ApiError::InvalidQuery(String::new()),
         ApiError::PreflightRunNotFound {

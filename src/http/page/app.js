@@ -38,6 +38,9 @@ const page = {
   refreshing: null,
   refreshAgain: false,
   signingIn: null,
+  // The step rows by step name: step names are data, so they never become element ids
+  // (a step named "rows" would otherwise be found as the table's own body).
+  rows: new Map(),
 };
 
 const $ = (id) => document.getElementById(id);
@@ -190,10 +193,10 @@ function closeLogs(details) {
 }
 
 function stepRow(step, index, status) {
-  const id = "step-" + step.name;
-  let row = document.getElementById(id);
+  let row = page.rows.get(step.name);
   if (!row) {
-    row = el("tr", { id });
+    row = el("tr", { "data-step": step.name });
+    page.rows.set(step.name, row);
     for (let i = 0; i < 8; i++) row.append(el("td"));
     row.append(logsCell(step));
   }
@@ -244,6 +247,8 @@ function render(status) {
     if (body.children[index] !== row) body.insertBefore(row, body.children[index] || null);
   });
   while (body.children.length > rows.length) body.lastElementChild.remove();
+  const shown = new Set(status.steps.map((s) => s.name));
+  for (const name of page.rows.keys()) if (!shown.has(name)) page.rows.delete(name);
   renderActions();
 }
 
@@ -264,7 +269,8 @@ function tick() {
   if (!page.status) return;
   for (const step of page.status.steps) {
     if (step.result !== "running") continue;
-    const cell = document.querySelector("#step-" + CSS.escape(step.name) + " .duration");
+    const row = page.rows.get(step.name);
+    const cell = row && row.querySelector(".duration");
     if (cell) cell.textContent = duration(step.startedAt, "");
   }
 }
@@ -306,8 +312,11 @@ function onFrame(id, name, data, first) {
     return;
   }
   if (name === "cutover-status") {
+    // Its message is the status ConfigMap as JSON, for the admin console; a person reads
+    // the phase.
     render(frame.status);
-    showEvent(id, name, frame);
+    showEvent(id, name, { ...frame, message: "cutover is " + frame.status.phase +
+      " (" + frame.status.progressPercent + "% done)" });
     return;
   }
   if (first && page.reconnects > 0) {
