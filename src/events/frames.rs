@@ -324,8 +324,14 @@ mod tests {
         let last = all.last().expect("frames");
         let shown: std::collections::BTreeMap<String, String> =
             serde_json::from_str(&last.message).expect("the message is the status map");
-        assert_eq!(shown.get("cutoverComplete").map(String::as_str), Some("true"));
-        assert_eq!(shown, data.iter().map(|(k, v)| (k.clone(), v.clone())).collect());
+        assert_eq!(
+            shown.get("cutoverComplete").map(String::as_str),
+            Some("true")
+        );
+        assert_eq!(
+            shown,
+            data.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+        );
         let status = last.status.as_ref().expect("the snapshot carries the body");
         assert_eq!((status.state, status.steps.len()), ("sovereign", 2));
         assert!(derive(&data, &data, &order(), NOW).is_empty());
@@ -370,7 +376,11 @@ mod tests {
         let frames = derive(&running, &failed, &order(), NOW);
         assert_eq!(phases(&frames), ["cutover-step-failed", "cutover-status"]);
         assert_eq!(frames[0].level, Level::Error);
-        assert_eq!(frames[1].level, Level::Error, "the snapshot of a failed run");
+        assert_eq!(
+            frames[1].level,
+            Level::Error,
+            "the snapshot of a failed run"
+        );
         assert!(frames[1].message.contains(r#""failedStep":"a""#));
         assert!(frames[0].message.contains("BackoffLimitExceeded"));
 
@@ -399,7 +409,10 @@ mod tests {
         assert!(frames[1].message.contains("aborted by bob"));
         assert_eq!(frames[1].level, Level::Warn);
         let json = serde_json::to_value(&frames[1]).unwrap();
-        assert_eq!(json["level"], "warn", "the console's levels: info, warn, error");
+        assert_eq!(
+            json["level"], "warn",
+            "the console's levels: info, warn, error"
+        );
     }
 
     #[test]

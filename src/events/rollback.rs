@@ -150,7 +150,10 @@ mod tests {
         assert!(frames[0].message.contains("n1, n3"));
         let snapshot = frames.last().expect("a snapshot ends the change");
         let shown: StatusData = serde_json::from_str(&snapshot.message).expect("the status map");
-        assert_eq!(shown, done, "the snapshot's message is the status ConfigMap's data");
+        assert_eq!(
+            shown, done,
+            "the snapshot's message is the status ConfigMap's data"
+        );
         assert_eq!(
             snapshot.status.as_ref().map(|s| s.state),
             Some("tethered"),

@@ -192,6 +192,10 @@ pub enum ApiError {
     /// not be checked (503).
     #[error(transparent)]
     Auth(#[from] crate::auth::AuthError),
+    /// A session cookie that is not valid (401), cannot be checked (503), or was sent
+    /// cross-site (403); or its user's permission (as [`ApiError::Auth`]).
+    #[error(transparent)]
+    Session(#[from] crate::auth::SessionError),
 }
 
 impl ApiError {
@@ -274,6 +278,7 @@ impl ApiError {
             ApiError::TooManyEventStreams { .. } => "too-many-event-streams",
             ApiError::Upstream(_) => "kubernetes-api-error",
             ApiError::Auth(err) => err.code(),
+            ApiError::Session(err) => err.code(),
         }
     }
 
@@ -308,6 +313,7 @@ impl ApiError {
             | ApiError::TooManyEventStreams { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Upstream(_) => StatusCode::BAD_GATEWAY,
             ApiError::Auth(err) => err.status(),
+            ApiError::Session(err) => err.status(),
         }
     }
 }

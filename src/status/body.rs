@@ -181,14 +181,20 @@ mod tests {
             ("rollbackPendingNodes", "n3"),
         ]);
         let json = serde_json::to_value(StatusBody::build(&d, Some(&[]))).unwrap();
-        assert_eq!(json["state"], "tethered", "the console knows only two states");
+        assert_eq!(
+            json["state"], "tethered",
+            "the console knows only two states"
+        );
         assert_eq!(json["phase"], "rollback-failed");
         assert_eq!(json["rollback"]["pendingNodes"], serde_json::json!(["n3"]));
         assert_eq!(json["cutoverComplete"], false);
         for phase in ["rolling-back", "rolled-back"] {
             let d = data(&[("cutoverComplete", "true"), ("cutoverPhase", phase)]);
             let json = serde_json::to_value(StatusBody::build(&d, Some(&[]))).unwrap();
-            assert_eq!((&json["state"], &json["phase"]), (&"tethered".into(), &phase.into()));
+            assert_eq!(
+                (&json["state"], &json["phase"]),
+                (&"tethered".into(), &phase.into())
+            );
         }
         let none = serde_json::to_value(StatusBody::build(&data(&[]), Some(&[]))).unwrap();
         assert!(none.get("rollback").is_none());

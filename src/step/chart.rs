@@ -109,7 +109,11 @@ mod tests {
             step("cutover-step-03-hand-made", None),
         ];
         assert_eq!(check(&ok, &floor), Ok(()));
-        assert_eq!(check(&[step("s", None)], &floor), Ok(()), "no chart, no floor");
+        assert_eq!(
+            check(&[step("s", None)], &floor),
+            Ok(()),
+            "no chart, no floor"
+        );
         let old = [
             step("cutover-step-01-a", Some("bp-cutover-1.0.0")),
             step("cutover-step-02-b", Some("bp-cutover-0.2.9")),
@@ -123,7 +127,10 @@ mod tests {
         let detail = refused.to_string();
         assert!(detail.contains("--min-chart-version"), "{detail}");
         let pre = [step("s", Some("bp-cutover-0.3.0-rc.1"))];
-        assert!(check(&pre, &floor).is_err(), "a pre-release sorts before its release");
+        assert!(
+            check(&pre, &floor).is_err(),
+            "a pre-release sorts before its release"
+        );
     }
 
     #[test]

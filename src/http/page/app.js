@@ -1,6 +1,7 @@
 // The live page of catalyst-cutover. Everything it shows comes from the service's own
-// authorized routes, called with the operator's bearer token (kept in sessionStorage, this
-// tab only). The event stream is read with fetch and a streaming reader, because
+// authorized routes, called with the console's session cookie when the service checks
+// sessions (forward authentication) and there is one, else with the operator's bearer
+// token (asked for on the first 401, kept in sessionStorage, this tab only). The event stream is read with fetch and a streaming reader, because
 // EventSource cannot send an Authorization header; after a drop it reconnects with
 // Last-Event-ID, so the frames missed meanwhile are replayed.
 "use strict";
@@ -103,9 +104,11 @@ function signIn(reason) {
 async function call(method, path, body) {
   for (;;) {
     const init = { method, headers: headers({ Accept: "application/json" }) };
-    if (body !== undefined) {
+    // Every change is sent as JSON: a session-authenticated change must be (the service
+    // refuses anything else as cross-site).
+    if (body !== undefined || method !== "GET") {
       init.headers["Content-Type"] = "application/json";
-      init.body = JSON.stringify(body);
+      init.body = JSON.stringify(body === undefined ? {} : body);
     }
     const response = await fetch(path, init);
     if (response.status === 401) {
