@@ -12,19 +12,15 @@ use catalyst_cutover::auth::{AuthConfig, ForwardAuthConfig};
 use catalyst_cutover::contract::DEFAULT_STATUS_CONFIGMAP;
 use catalyst_cutover::demo::{AgentConfig, Agents};
 use catalyst_cutover::service::{Service, ServiceConfig};
+use common::session::{Answer, Backend, grant_group};
 use common::{TestCluster, job_step, step_cm};
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::DaemonSet;
-use k8s_openapi::api::authorization::v1::{
-    ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec,
-};
 use k8s_openapi::api::core::v1::ConfigMap;
-use k8s_openapi::api::rbac::v1::{ClusterRole, RoleBinding};
 use kube::api::{Api, PostParams};
 use kube_sandbox::sim::{SimConfig, Simulator};
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::mpsc;
 
@@ -41,96 +37,6 @@ const STRANGER: &str = "catalyst_session=stranger-session";
 const SIGNED_OUT: &str = "catalyst_session=expired";
 /// A session the stand-in answers with 500.
 const BROKEN: &str = "catalyst_session=backend-bug";
-
-// --- the console backend's session check ------------------------------------------------
-
-/// What the stand-in saw: the headers of every call.
-#[derive(Default)]
-struct Seen {
-    calls: Vec<BTreeMap<String, String>>,
-}
-
-/// The stand-in for the console backend's session check, on a local port.
-struct Backend {
-    url: String,
-    seen: Arc<Mutex<Seen>>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Backend {
-    /// Serves `GET /auth/check`: the operator and the reader are signed in (with groups
-    /// `operators` and `readers`, prefixed per test), a stranger is signed in with no group,
-    /// anything else is signed out (401), and one session makes it fail (500).
-    async fn start(group_prefix: &str) -> Backend {
-        let seen = Arc::new(Mutex::new(Seen::default()));
-        let (operators, readers) = (
-            format!("{group_prefix}-operators"),
-            format!("{group_prefix}-readers"),
-        );
-        let state = seen.clone();
-        let app = axum::Router::new().route(
-            "/auth/check",
-            axum::routing::get(move |headers: axum::http::HeaderMap| {
-                let state = state.clone();
-                let (operators, readers) = (operators.clone(), readers.clone());
-                async move {
-                    let headers: BTreeMap<String, String> = headers
-                        .iter()
-                        .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("?").to_owned()))
-                        .collect();
-                    let cookie = headers.get("cookie").cloned().unwrap_or_default();
-                    state.lock().expect("lock").calls.push(headers);
-                    let user = |name: &str, groups: &str| {
-                        axum::http::Response::builder()
-                            .status(200)
-                            .header("x-auth-request-user", name)
-                            .header("x-auth-request-groups", groups)
-                            .body(axum::body::Body::empty())
-                            .expect("response")
-                    };
-                    let status = |code: u16| {
-                        axum::http::Response::builder()
-                            .status(code)
-                            .body(axum::body::Body::from("sign in"))
-                            .expect("response")
-                    };
-                    if cookie == OPERATOR {
-                        user("console:alice", &format!("{operators},everyone"))
-                    } else if cookie == READER {
-                        user("console:rita", &readers)
-                    } else if cookie == STRANGER {
-                        user("console:sam", "")
-                    } else if cookie == BROKEN {
-                        status(500)
-                    } else {
-                        status(401)
-                    }
-                }
-            }),
-        );
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("a port for the stand-in");
-        let url = format!(
-            "http://{}/auth/check",
-            listener.local_addr().expect("address")
-        );
-        let task = tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        });
-        Backend { url, seen, task }
-    }
-
-    fn calls(&self) -> Vec<BTreeMap<String, String>> {
-        self.seen.lock().expect("lock").calls.clone()
-    }
-}
-
-impl Drop for Backend {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
 
 // --- the cluster ------------------------------------------------------------------------
 
@@ -195,7 +101,23 @@ impl Env {
                 never_ack: BTreeSet::new(),
             },
         );
-        let backend = Backend::start(&ns).await;
+        let (operators, readers) = (format!("{ns}-operators"), format!("{ns}-readers"));
+        let backend = Backend::start(vec![
+            (
+                OPERATOR.to_owned(),
+                Answer::User("console:alice".to_owned(), format!("{operators},everyone")),
+            ),
+            (
+                READER.to_owned(),
+                Answer::User("console:rita".to_owned(), readers.clone()),
+            ),
+            (
+                STRANGER.to_owned(),
+                Answer::User("console:sam".to_owned(), String::new()),
+            ),
+            (BROKEN.to_owned(), Answer::Status(500)),
+        ])
+        .await;
         grant_group(
             &client,
             &ns,
@@ -280,53 +202,6 @@ async fn create_daemonset(client: &kube::Client, ns: &str) {
         .create(&PostParams::default(), &ds)
         .await
         .expect("create DaemonSet");
-}
-
-/// Binds `role` to the group `group` in `ns` and waits until the API server's authorizer
-/// lets a member read cutovers.
-async fn grant_group(client: &kube::Client, ns: &str, group: &str, role: ClusterRole) {
-    let name = role.metadata.name.clone().unwrap_or_default();
-    common::create_or_replace(&Api::<ClusterRole>::all(client.clone()), &role).await;
-    let binding: RoleBinding = serde_json::from_value(json!({
-        "metadata": {"name": format!("{name}-{group}")},
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": name},
-        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": group}]
-    }))
-    .expect("binding");
-    Api::<RoleBinding>::namespaced(client.clone(), ns)
-        .create(&PostParams::default(), &binding)
-        .await
-        .expect("role binding");
-    let review = SubjectAccessReview {
-        spec: SubjectAccessReviewSpec {
-            user: Some("console:probe".to_owned()),
-            groups: Some(vec![group.to_owned()]),
-            resource_attributes: Some(ResourceAttributes {
-                verb: Some("get".to_owned()),
-                group: Some("catalyst.openova.io".to_owned()),
-                resource: Some("cutovers".to_owned()),
-                namespace: Some(ns.to_owned()),
-                ..ResourceAttributes::default()
-            }),
-            ..SubjectAccessReviewSpec::default()
-        },
-        ..SubjectAccessReview::default()
-    };
-    let reviews = Api::<SubjectAccessReview>::all(client.clone());
-    tokio::time::timeout(Duration::from_secs(60), async {
-        loop {
-            let answer = reviews
-                .create(&PostParams::default(), &review)
-                .await
-                .expect("subjectaccessreview");
-            if answer.status.is_some_and(|s| s.allowed) {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    })
-    .await
-    .unwrap_or_else(|_| panic!("{name} for group {group} never took effect"));
 }
 
 // --- the console's calls ----------------------------------------------------------------

@@ -9,8 +9,9 @@
 
 mod common;
 
-use catalyst_cutover::auth::AuthConfig;
+use catalyst_cutover::auth::{AuthConfig, ForwardAuthConfig};
 use catalyst_cutover::service::{Service, ServiceConfig};
+use common::session::{Answer, Backend, grant_group};
 use common::{
     CHART_STEPS, TestCluster, create_service_account, grant, job_step, request_token,
     steps_on_one_node, token_of,
@@ -786,4 +787,149 @@ async fn abort_is_confirmed_and_stops_the_running_step() {
     assert!(shown(b, "retry").await);
 
     env.stop(service).await;
+}
+
+/// Issue 27 §6 and the console's sign-in: steps named after the page's own element ids
+/// each keep their row (no id is built from a step name), and an operator signed in to the
+/// console opens the page with its session cookie, no token pasted, and acts from it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn steps_named_after_the_pages_ids_keep_their_rows_under_a_console_session() {
+    let driver = start_driver().await;
+    let cluster = TestCluster::start().await;
+    let ns = cluster.namespace().to_owned();
+    let names = ["rows", "step-rows", "summary", "abort", "events"];
+    let steps: Vec<ConfigMap> = names
+        .iter()
+        .enumerate()
+        .map(|(index, name)| {
+            let env: &[(&str, &str)] = if index == 0 {
+                &[("CUTOVER_SIM_OUTCOME", "hang")]
+            } else {
+                &[]
+            };
+            job_step(index + 1, name, env)
+        })
+        .collect();
+    let sim = steps_on_one_node(&cluster, &steps).await;
+    let operators = format!("{ns}-operators");
+    let cookie = "catalyst_session=page-operator";
+    let backend = Backend::start(vec![(
+        cookie.to_owned(),
+        Answer::User("console:olga".to_owned(), operators.clone()),
+    )])
+    .await;
+    grant_group(
+        &cluster.client(),
+        &ns,
+        &operators,
+        common::chart_operator_role(),
+    )
+    .await;
+    let mut config = ServiceConfig::new(&ns);
+    config.auth = AuthConfig::enabled();
+    config.forward_auth = Some(ForwardAuthConfig::new(&backend.url).expect("URL"));
+    let service = Service::start(cluster.config().await, config)
+        .await
+        .expect("start service");
+    common::wait_ready(&service.url(), READY_GUARD).await;
+    let base = service.url();
+    let b = &browser(&driver).await;
+
+    // Signed in to the console: its session cookie is in the browser.
+    b.goto(&format!("{base}/")).await.expect("open the page");
+    eval(
+        b,
+        &format!("document.cookie = '{cookie}; path=/'; return true"),
+    )
+    .await;
+    b.goto(&format!("{base}/")).await.expect("reopen the page");
+    let every_row = format!(
+        "const rows = [...document.querySelectorAll('#step-rows tr')]; \
+         return rows.length === {} && rows.map(r => r.dataset.step).join() === '{}'",
+        names.len(),
+        names.join(",")
+    );
+    until(b, "a row per step", &every_row).await;
+    let seen: Vec<String> = rows(b).await.into_iter().map(|r| r.0).collect();
+    assert_eq!(seen, names, "each step its own row, in order");
+    until(
+        b,
+        "the Start button",
+        "return !document.getElementById('start').hidden",
+    )
+    .await;
+    let dialog = eval(
+        b,
+        "return [document.getElementById('login').open, sessionStorage.length]",
+    )
+    .await;
+    assert_eq!(dialog, json!([false, 0]), "no token asked for or kept");
+
+    // Start from the page, with the session: the step named `rows` runs and Abort shows.
+    b.find(Locator::Id("start"))
+        .await
+        .expect("start")
+        .click()
+        .await
+        .expect("click start");
+    until(
+        b,
+        "the confirmation",
+        "return document.getElementById('confirm').open",
+    )
+    .await;
+    b.find(Locator::Id("confirm-ok"))
+        .await
+        .expect("confirm")
+        .click()
+        .await
+        .expect("confirm start");
+    until(b, "the step named rows running", &row_is("rows", "running")).await;
+    until(
+        b,
+        "the Abort button",
+        "return !document.getElementById('abort').hidden",
+    )
+    .await;
+    let table = eval(
+        b,
+        "const body = document.getElementById('step-rows'); \
+         return [body.tagName, body.children.length, \
+                 document.getElementById('summary').tagName]",
+    )
+    .await;
+    assert_eq!(table, json!(["TBODY", names.len(), "P"]));
+    b.find(Locator::Id("abort"))
+        .await
+        .expect("abort")
+        .click()
+        .await
+        .expect("click abort");
+    until(
+        b,
+        "the confirmation",
+        "return document.getElementById('confirm').open",
+    )
+    .await;
+    b.find(Locator::Id("confirm-ok"))
+        .await
+        .expect("confirm")
+        .click()
+        .await
+        .expect("confirm abort");
+    until(b, "the aborted cutover", &phase_is("failed")).await;
+    let error = eval(
+        b,
+        "return document.getElementById('last-error').textContent",
+    )
+    .await;
+    assert!(
+        error.as_str().unwrap_or_default().contains("console:olga"),
+        "the session's user aborted: {error}"
+    );
+
+    let _ = b.clone().close().await;
+    service.shutdown().await;
+    sim.shutdown().await;
+    cluster.cleanup().await;
 }

@@ -5,6 +5,8 @@
 
 #![allow(dead_code)]
 
+pub mod session;
+
 use catalyst_cutover::contract;
 use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::authorization::v1::{
