@@ -15,7 +15,6 @@ use catalyst_cutover::service::{Service, ServiceConfig};
 use common::session::{Answer, Backend, grant_group};
 use common::{TestCluster, job_step, step_cm};
 use futures::StreamExt;
-use k8s_openapi::api::apps::v1::DaemonSet;
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Api, PostParams};
 use kube_sandbox::sim::{SimConfig, Simulator};
@@ -58,7 +57,7 @@ impl Env {
         let cluster = TestCluster::start().await;
         let ns = cluster.namespace().to_owned();
         let client = cluster.client();
-        create_daemonset(&client, &ns).await;
+        common::create_daemonset(&client, &ns, DAEMONSET).await;
         let fail = [
             ("CUTOVER_SIM_OUTCOME", "fail"),
             ("CUTOVER_SIM_FAIL_ATTEMPTS", "99"),
@@ -186,24 +185,6 @@ fn pivot_step(order: u32) -> ConfigMap {
     cm
 }
 
-async fn create_daemonset(client: &kube::Client, ns: &str) {
-    let ds: DaemonSet = serde_json::from_value(json!({
-        "metadata": {"name": DAEMONSET},
-        "spec": {
-            "selector": {"matchLabels": {"app": DAEMONSET}},
-            "template": {
-                "metadata": {"labels": {"app": DAEMONSET}},
-                "spec": {"containers": [{"name": "agent", "image": "busybox:1.36"}]}
-            }
-        }
-    }))
-    .expect("daemonset");
-    Api::<DaemonSet>::namespaced(client.clone(), ns)
-        .create(&PostParams::default(), &ds)
-        .await
-        .expect("create DaemonSet");
-}
-
 // --- the console's calls ----------------------------------------------------------------
 
 /// A request as the console's browser makes it: the session cookie, no Authorization.
@@ -234,6 +215,11 @@ async fn post(base: &str, path: &str, cookie: &str, body: Value) -> (u16, Value)
         .expect("POST");
     let code = response.status().as_u16();
     (code, response.json().await.unwrap_or(Value::Null))
+}
+
+/// The card's "Achieve True Sovereignty" button: `POST .../start` with `{}`.
+async fn press_the_button(base: &str) -> (u16, Value) {
+    post(base, "/api/v1/sovereign/cutover/start", OPERATOR, json!({})).await
 }
 
 /// One server-sent event.
@@ -345,13 +331,7 @@ async fn the_console_card_runs_the_whole_cutover_with_its_session_cookie_only() 
     assert_eq!(first[0].data["status"]["state"], "tethered");
 
     // The button: start with {}; the run goes up to the failing step.
-    let (code, body) = post(
-        &base,
-        "/api/v1/sovereign/cutover/start",
-        OPERATOR,
-        json!({}),
-    )
-    .await;
+    let (code, body) = press_the_button(&base).await;
     assert_eq!(code, 202, "{body}");
     assert_eq!(body["state"], "tethered");
     let failed = events_until(&mut stream, "a snapshot of the failed run", |e| {
@@ -388,13 +368,7 @@ async fn the_console_card_runs_the_whole_cutover_with_its_session_cookie_only() 
     // The operator fixes the cause and presses the button again: {} resumes the failed
     // cutover from its failed step.
     env.fix_failing_step().await;
-    let (code, body) = post(
-        &base,
-        "/api/v1/sovereign/cutover/start",
-        OPERATOR,
-        json!({}),
-    )
-    .await;
+    let (code, body) = press_the_button(&base).await;
     assert_eq!(code, 202, "{body}");
     assert_eq!(body["outcome"], "retried");
     let resumed = events_until(&mut stream, "the snapshot of the completed cutover", |e| {

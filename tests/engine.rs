@@ -9,7 +9,6 @@ use catalyst_cutover::demo::{AgentConfig, Agents};
 use catalyst_cutover::service::{Service, ServiceConfig};
 use common::{TestCluster, job_step, step_cm};
 use futures::future::join_all;
-use k8s_openapi::api::apps::v1::DaemonSet;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
@@ -39,7 +38,7 @@ impl Env {
         }
         let cluster = TestCluster::start().await;
         let ns = cluster.namespace().to_owned();
-        create_daemonset(&cluster.client(), &ns).await;
+        common::create_daemonset(&cluster.client(), &ns, DAEMONSET).await;
         let sim = Simulator::start(
             cluster.client(),
             SimConfig {
@@ -210,24 +209,6 @@ impl Env {
         self.sim.shutdown().await;
         self.cluster.cleanup().await;
     }
-}
-
-async fn create_daemonset(client: &kube::Client, ns: &str) {
-    let ds: DaemonSet = serde_json::from_value(json!({
-        "metadata": {"name": DAEMONSET},
-        "spec": {
-            "selector": {"matchLabels": {"app": DAEMONSET}},
-            "template": {
-                "metadata": {"labels": {"app": DAEMONSET}},
-                "spec": {"containers": [{"name": "agent", "image": "busybox:1.36"}]}
-            }
-        }
-    }))
-    .expect("daemonset");
-    Api::<DaemonSet>::namespaced(client.clone(), ns)
-        .create(&PostParams::default(), &ds)
-        .await
-        .expect("create DaemonSet");
 }
 
 fn daemonset_step(order: u32, name: &str) -> ConfigMap {

@@ -789,6 +789,27 @@ async fn abort_is_confirmed_and_stops_the_running_step() {
     env.stop(service).await;
 }
 
+/// Clicks the button `id`, then confirms in the dialog.
+async fn click_and_confirm(browser: &Client, id: &str) {
+    for button in [id, "confirm-ok"] {
+        browser
+            .find(Locator::Id(button))
+            .await
+            .unwrap_or_else(|e| panic!("{button}: {e}"))
+            .click()
+            .await
+            .unwrap_or_else(|e| panic!("click {button}: {e}"));
+        if button == id {
+            until(
+                browser,
+                "the confirmation",
+                "return document.getElementById('confirm').open",
+            )
+            .await;
+        }
+    }
+}
+
 /// Issue 27 §6 and the console's sign-in: steps named after the page's own element ids
 /// each keep their row (no id is built from a step name), and an operator signed in to the
 /// console opens the page with its session cookie, no token pasted, and acts from it.
@@ -866,24 +887,7 @@ async fn steps_named_after_the_pages_ids_keep_their_rows_under_a_console_session
     assert_eq!(dialog, json!([false, 0]), "no token asked for or kept");
 
     // Start from the page, with the session: the step named `rows` runs and Abort shows.
-    b.find(Locator::Id("start"))
-        .await
-        .expect("start")
-        .click()
-        .await
-        .expect("click start");
-    until(
-        b,
-        "the confirmation",
-        "return document.getElementById('confirm').open",
-    )
-    .await;
-    b.find(Locator::Id("confirm-ok"))
-        .await
-        .expect("confirm")
-        .click()
-        .await
-        .expect("confirm start");
+    click_and_confirm(b, "start").await;
     until(b, "the step named rows running", &row_is("rows", "running")).await;
     until(
         b,
@@ -899,24 +903,7 @@ async fn steps_named_after_the_pages_ids_keep_their_rows_under_a_console_session
     )
     .await;
     assert_eq!(table, json!(["TBODY", names.len(), "P"]));
-    b.find(Locator::Id("abort"))
-        .await
-        .expect("abort")
-        .click()
-        .await
-        .expect("click abort");
-    until(
-        b,
-        "the confirmation",
-        "return document.getElementById('confirm').open",
-    )
-    .await;
-    b.find(Locator::Id("confirm-ok"))
-        .await
-        .expect("confirm")
-        .click()
-        .await
-        .expect("confirm abort");
+    click_and_confirm(b, "abort").await;
     until(b, "the aborted cutover", &phase_is("failed")).await;
     let error = eval(
         b,

@@ -224,26 +224,44 @@ pub fn role(name: &str, verbs: &[&str]) -> ClusterRole {
 /// authorizer lets `sa` read cutovers (a real cluster's RBAC follows its informers; every
 /// role granted here includes `get`).
 pub async fn grant(client: &kube::Client, ns: &str, sa: &str, role: ClusterRole) {
+    let subject = json!({"kind": "ServiceAccount", "name": sa, "namespace": ns});
+    let user = format!("system:serviceaccount:{ns}:{sa}");
+    let groups = vec![
+        "system:serviceaccounts".to_owned(),
+        format!("system:serviceaccounts:{ns}"),
+        "system:authenticated".to_owned(),
+    ];
+    bind(client, ns, sa, subject, (user, groups), role).await;
+}
+
+/// Creates `role`, binds it in `ns` to `subject` (a RoleBinding named after the role and
+/// `suffix`), and waits until a SubjectAccessReview for `member` (user, groups) may read
+/// cutovers.
+pub async fn bind(
+    client: &kube::Client,
+    ns: &str,
+    suffix: &str,
+    subject: Value,
+    member: (String, Vec<String>),
+    role: ClusterRole,
+) {
     let name = role.metadata.name.clone().unwrap_or_default();
     create_or_replace(&Api::<ClusterRole>::all(client.clone()), &role).await;
     let binding: RoleBinding = serde_json::from_value(json!({
-        "metadata": {"name": format!("{name}-{sa}")},
+        "metadata": {"name": format!("{name}-{suffix}")},
         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": name},
-        "subjects": [{"kind": "ServiceAccount", "name": sa, "namespace": ns}]
+        "subjects": [subject]
     }))
     .unwrap();
     Api::<RoleBinding>::namespaced(client.clone(), ns)
         .create(&PostParams::default(), &binding)
         .await
         .expect("role binding");
+    let (user, groups) = member;
     let review = SubjectAccessReview {
         spec: SubjectAccessReviewSpec {
-            user: Some(format!("system:serviceaccount:{ns}:{sa}")),
-            groups: Some(vec![
-                "system:serviceaccounts".to_owned(),
-                format!("system:serviceaccounts:{ns}"),
-                "system:authenticated".to_owned(),
-            ]),
+            user: Some(user),
+            groups: Some(groups),
             resource_attributes: Some(ResourceAttributes {
                 verb: Some("get".to_owned()),
                 group: Some("catalyst.openova.io".to_owned()),
@@ -269,7 +287,27 @@ pub async fn grant(client: &kube::Client, ns: &str, sa: &str, role: ClusterRole)
         }
     })
     .await;
-    assert!(granted.is_ok(), "{name} for {sa} never took effect");
+    assert!(granted.is_ok(), "{name} for {suffix} never took effect");
+}
+
+/// Creates the DaemonSet `name` in `ns` (one busybox container), for the simulator to roll
+/// out and daemonset-wait steps to wait for.
+pub async fn create_daemonset(client: &kube::Client, ns: &str, name: &str) {
+    let ds: k8s_openapi::api::apps::v1::DaemonSet = serde_json::from_value(json!({
+        "metadata": {"name": name},
+        "spec": {
+            "selector": {"matchLabels": {"app": name}},
+            "template": {
+                "metadata": {"labels": {"app": name}},
+                "spec": {"containers": [{"name": "agent", "image": "busybox:1.36"}]}
+            }
+        }
+    }))
+    .expect("daemonset");
+    Api::<k8s_openapi::api::apps::v1::DaemonSet>::namespaced(client.clone(), ns)
+        .create(&PostParams::default(), &ds)
+        .await
+        .expect("create DaemonSet");
 }
 
 /// A `job` step ConfigMap whose pod behaves as `env` tells the simulator. Its command holds

@@ -1,11 +1,7 @@
 //! A stand-in for the admin console's backend in its one role here: the session check a
 //! forward-auth URL points at (it is the outside party), and RBAC for the groups it names.
 
-use k8s_openapi::api::authorization::v1::{
-    ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec,
-};
-use k8s_openapi::api::rbac::v1::{ClusterRole, RoleBinding};
-use kube::api::{Api, PostParams};
+use k8s_openapi::api::rbac::v1::ClusterRole;
 use serde_json::json;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -90,46 +86,7 @@ impl Drop for Backend {
 /// Binds `role` to the group `group` in `ns` and waits until the API server's authorizer
 /// lets a member read cutovers (every role granted here includes `get`).
 pub async fn grant_group(client: &kube::Client, ns: &str, group: &str, role: ClusterRole) {
-    let name = role.metadata.name.clone().unwrap_or_default();
-    super::create_or_replace(&Api::<ClusterRole>::all(client.clone()), &role).await;
-    let binding: RoleBinding = serde_json::from_value(json!({
-        "metadata": {"name": format!("{name}-{group}")},
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": name},
-        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": group}]
-    }))
-    .expect("binding");
-    Api::<RoleBinding>::namespaced(client.clone(), ns)
-        .create(&PostParams::default(), &binding)
-        .await
-        .expect("role binding");
-    let review = SubjectAccessReview {
-        spec: SubjectAccessReviewSpec {
-            user: Some("console:probe".to_owned()),
-            groups: Some(vec![group.to_owned()]),
-            resource_attributes: Some(ResourceAttributes {
-                verb: Some("get".to_owned()),
-                group: Some("catalyst.openova.io".to_owned()),
-                resource: Some("cutovers".to_owned()),
-                namespace: Some(ns.to_owned()),
-                ..ResourceAttributes::default()
-            }),
-            ..SubjectAccessReviewSpec::default()
-        },
-        ..SubjectAccessReview::default()
-    };
-    let reviews = Api::<SubjectAccessReview>::all(client.clone());
-    tokio::time::timeout(std::time::Duration::from_secs(60), async {
-        loop {
-            let answer = reviews
-                .create(&PostParams::default(), &review)
-                .await
-                .expect("subjectaccessreview");
-            if answer.status.is_some_and(|s| s.allowed) {
-                return;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-        }
-    })
-    .await
-    .unwrap_or_else(|_| panic!("{name} for group {group} never took effect"));
+    let subject = json!({"apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": group});
+    let member = ("console:probe".to_owned(), vec![group.to_owned()]);
+    super::bind(client, ns, group, subject, member, role).await;
 }
