@@ -807,6 +807,95 @@ fn the_chart_seeds_the_status_the_service_would_create() {
 // ---------------------------------------------------------------------------------------
 
 /// Every rule of every Role and ClusterRole, with its role's kind and name.
+#[test]
+fn every_step_names_its_chart_version_and_passes_the_service_floor() {
+    use catalyst_cutover::step::chart::{LABEL_HELM_CHART, check, default_floor};
+    let steps = step_configmaps(&default_docs());
+    let chart_field = |field: &str| {
+        read("Chart.yaml")
+            .lines()
+            .find_map(|l| l.strip_prefix(field))
+            .map(|v| v.trim().trim_matches('"').to_owned())
+            .unwrap_or_else(|| panic!("Chart.yaml {field}"))
+    };
+    let (chart_name, chart_version) = (chart_field("name:"), chart_field("version:"));
+    for cm in &steps {
+        assert_eq!(
+            label(cm, LABEL_HELM_CHART),
+            Some(format!("{chart_name}-{chart_version}").as_str()),
+            "{:?}",
+            cm.metadata.name
+        );
+    }
+    assert_eq!(check(&steps, &default_floor()), Ok(()));
+    let above = semver::Version::parse(&chart_version)
+        .map(|v| semver::Version::new(v.major, v.minor + 1, 0))
+        .expect("SemVer");
+    assert!(
+        check(&steps, &above).is_err(),
+        "a higher floor refuses them"
+    );
+}
+
+#[test]
+fn the_console_sign_in_is_wired_from_the_values() {
+    let env_of = |docs: &[(String, Yaml)]| -> BTreeMap<String, String> {
+        let deployment: Deployment = typed(find(docs, "Deployment", "catalyst-cutover"));
+        let pod = deployment.spec.and_then(|s| s.template.spec).expect("pod");
+        pod.containers[0]
+            .env
+            .iter()
+            .flatten()
+            .map(|e| (e.name.clone(), e.value.clone().unwrap_or_default()))
+            .collect()
+    };
+    let service_egress = |docs: &[(String, Yaml)]| -> usize {
+        let policy: NetworkPolicy = typed(find(docs, "NetworkPolicy", "catalyst-cutover"));
+        policy.spec.and_then(|s| s.egress).map_or(0, |e| e.len())
+    };
+    let defaults = default_docs();
+    let env = env_of(&defaults);
+    assert!(
+        !env.contains_key("CATALYST_CUTOVER_FORWARD_AUTH_URL"),
+        "off by default"
+    );
+    assert!(
+        !env.contains_key("CATALYST_CUTOVER_MIN_CHART_VERSION"),
+        "the built-in floor"
+    );
+    assert_eq!(service_egress(&defaults), 1, "the API server only");
+
+    let mut values = default_values();
+    let url = "http://catalyst-api.catalyst.svc:8080/api/v1/auth/check";
+    values["auth"]["forwardAuth"]["url"] = Json::from(url);
+    values["auth"]["allowedOrigins"] = serde_json::json!(["https://console.example.org"]);
+    values["minChartVersion"] = Json::from("0.1.0");
+    let docs = render(&values);
+    let env = env_of(&docs);
+    assert_eq!(env["CATALYST_CUTOVER_FORWARD_AUTH_URL"], url);
+    assert_eq!(
+        env["CATALYST_CUTOVER_FORWARD_AUTH_USER_HEADER"],
+        "X-Auth-Request-User"
+    );
+    assert_eq!(
+        env["CATALYST_CUTOVER_ALLOWED_ORIGINS"],
+        "https://console.example.org"
+    );
+    assert_eq!(env["CATALYST_CUTOVER_MIN_CHART_VERSION"], "0.1.0");
+    assert_eq!(
+        service_egress(&docs),
+        3,
+        "the API server, DNS and the console backend"
+    );
+
+    let mut bad = default_values();
+    bad["auth"]["forwardAuth"]["url"] = Json::from("https://console.example.org/check");
+    assert!(
+        template(&bad).is_err(),
+        "the schema takes http:// URLs only"
+    );
+}
+
 fn rules(docs: &[(String, Yaml)]) -> Vec<(String, PolicyRule)> {
     let mut out = Vec::new();
     for (_, doc) in docs {

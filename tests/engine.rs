@@ -9,7 +9,6 @@ use catalyst_cutover::demo::{AgentConfig, Agents};
 use catalyst_cutover::service::{Service, ServiceConfig};
 use common::{TestCluster, job_step, step_cm};
 use futures::future::join_all;
-use k8s_openapi::api::apps::v1::DaemonSet;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
@@ -39,7 +38,7 @@ impl Env {
         }
         let cluster = TestCluster::start().await;
         let ns = cluster.namespace().to_owned();
-        create_daemonset(&cluster.client(), &ns).await;
+        common::create_daemonset(&cluster.client(), &ns, DAEMONSET).await;
         let sim = Simulator::start(
             cluster.client(),
             SimConfig {
@@ -210,24 +209,6 @@ impl Env {
         self.sim.shutdown().await;
         self.cluster.cleanup().await;
     }
-}
-
-async fn create_daemonset(client: &kube::Client, ns: &str) {
-    let ds: DaemonSet = serde_json::from_value(json!({
-        "metadata": {"name": DAEMONSET},
-        "spec": {
-            "selector": {"matchLabels": {"app": DAEMONSET}},
-            "template": {
-                "metadata": {"labels": {"app": DAEMONSET}},
-                "spec": {"containers": [{"name": "agent", "image": "busybox:1.36"}]}
-            }
-        }
-    }))
-    .expect("daemonset");
-    Api::<DaemonSet>::namespaced(client.clone(), ns)
-        .create(&PostParams::default(), &ds)
-        .await
-        .expect("create DaemonSet");
 }
 
 fn daemonset_step(order: u32, name: &str) -> ConfigMap {
@@ -2032,7 +2013,7 @@ async fn rollback_of_a_complete_cutover_waits_for_every_node_and_records_who_whe
     .await;
     assert_eq!(code, 202, "{body}");
     assert_eq!(body["outcome"], "rollback-started");
-    assert_eq!(body["state"], "rolled-back");
+    assert_eq!(body["state"], "tethered");
     assert_eq!(body["phase"], "rolling-back");
     assert!(
         body["rollback"]["leavesAlone"]
@@ -2071,7 +2052,7 @@ async fn rollback_of_a_complete_cutover_waits_for_every_node_and_records_who_whe
     );
     let (code, status) = get(&base, "/cutover").await;
     assert_eq!(code, 200);
-    assert_eq!(status["state"], "rolled-back");
+    assert_eq!(status["state"], "tethered");
     assert_eq!(status["rollback"]["requestedBy"], "system:anonymous");
 
     eventually("the RegistryRolledBack Event", || {
@@ -2128,7 +2109,7 @@ async fn a_node_that_never_acknowledges_the_rollback_is_named_and_a_second_reque
     );
     let (_, status) = get(&base, "/cutover").await;
     assert_eq!(status["rollback"]["pendingNodes"], json!([silent]));
-    assert_eq!(status["state"], "rolled-back");
+    assert_eq!(status["state"], "tethered");
     eventually("the RegistryRollbackFailed Event", || {
         has_event(&env, "RegistryRollbackFailed")
     })

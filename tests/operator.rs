@@ -718,16 +718,37 @@ async fn a_run_is_streamed_recorded_and_measured() {
     .unwrap();
 
     assert_eq!(post(&base, "/cutover", Some(&t.alice), None).await.0, 202);
-    let is_done = |e: &Sse| e.event == "cutover-completed";
+    // The run's end reaches a client as a snapshot whose message is the status map.
+    let is_done = |e: &Sse| {
+        e.event == "cutover-status"
+            && e.data["message"]
+                .as_str()
+                .and_then(|m| serde_json::from_str::<Value>(m).ok())
+                .is_some_and(|m| m["cutoverComplete"] == "true")
+    };
     let (events, console_events) =
         tokio::join!(read_events(stream, is_done), read_events(console, is_done));
     let names: Vec<&str> = events.iter().map(|e| e.event.as_str()).collect();
-    let mut expected = vec!["cutover-status", "cutover-started"];
+    assert_eq!(names.first(), Some(&"cutover-status"), "{names:?}");
+    // Snapshots follow the start and the completion; where the first lands depends on
+    // whether the watch coalesced the start with the first step's.
+    let transitions: Vec<&str> = names[1..]
+        .iter()
+        .copied()
+        .filter(|n| *n != "cutover-status")
+        .collect();
+    let mut expected = vec!["cutover-started"];
     for _ in 0..3 {
         expected.extend(["cutover-step-started", "cutover-step-finished"]);
     }
     expected.push("cutover-completed");
-    assert_eq!(names, expected);
+    assert_eq!(transitions, expected);
+    assert_eq!(
+        names.iter().filter(|n| **n == "cutover-status").count(),
+        3,
+        "on connect, after the start, after the completion: {names:?}"
+    );
+    assert_eq!(names[names.len() - 2], "cutover-completed");
     assert_eq!(events[0].data["status"]["phase"], "idle");
     let steps: Vec<&str> = events
         .iter()
@@ -740,8 +761,16 @@ async fn a_run_is_streamed_recorded_and_measured() {
             assert!(e.data[field].is_string(), "{field} in {e:?}");
         }
         assert_eq!(e.data["phase"], e.event.as_str());
+        assert!(
+            ["info", "warn", "error"].contains(&e.data["level"].as_str().unwrap_or_default()),
+            "{e:?}"
+        );
     }
-    assert!(events[2].data["jobName"].is_string());
+    let first_step = events
+        .iter()
+        .find(|e| e.event == "cutover-step-started")
+        .expect("a step frame");
+    assert!(first_step.data["jobName"].is_string());
     let ids: Vec<u64> = events[1..].iter().map(|e| e.id.expect("id")).collect();
     assert!(ids.windows(2).all(|w| w[0] < w[1]), "{ids:?}");
     let console_names: Vec<&str> = console_events.iter().map(|e| e.event.as_str()).collect();

@@ -9,8 +9,9 @@
 
 mod common;
 
-use catalyst_cutover::auth::AuthConfig;
+use catalyst_cutover::auth::{AuthConfig, ForwardAuthConfig};
 use catalyst_cutover::service::{Service, ServiceConfig};
+use common::session::{Answer, Backend, grant_group};
 use common::{
     CHART_STEPS, TestCluster, create_service_account, grant, job_step, request_token,
     steps_on_one_node, token_of,
@@ -335,7 +336,8 @@ fn phase_is(phase: &str) -> String {
 
 fn row_is(step: &str, result: &str) -> String {
     format!(
-        "const r = document.getElementById('step-{step}'); \
+        "const r = [...document.querySelectorAll('#step-rows tr')] \
+           .find(r => r.dataset.step === '{step}'); \
          return !!r && r.dataset.result === '{result}'"
     )
 }
@@ -419,7 +421,7 @@ async fn the_page_follows_a_run_shows_the_failure_and_retry_resumes_it() {
     let error = eval(
         b,
         &format!(
-            "return document.querySelector('#step-{FAILING} pre.error').textContent + '\\n' + \
+            "return document.querySelector('#step-rows tr[data-step=\"{FAILING}\"] pre.error').textContent + '\\n' + \
              document.getElementById('last-error').textContent"
         ),
     )
@@ -573,10 +575,10 @@ async fn the_stream_resumes_with_last_event_id_when_the_service_drops_it() {
     let seen = eval(
         b,
         "const c = document.getElementById('connection').dataset; \
-         const frames = [...document.querySelectorAll('#events li')] \
-           .filter(li => li.dataset.event !== 'cutover-status'); \
+         const all = [...document.querySelectorAll('#events li')]; \
+         const frames = all.filter(li => li.dataset.event !== 'cutover-status'); \
          return {reconnects: Number(c.reconnects || 0), resumed: Number(c.resumed || 0), \
-                 ids: frames.map(li => Number(li.dataset.id)), \
+                 ids: all.map(li => Number(li.dataset.id)).filter(id => id > 0), \
                  events: frames.map(li => li.dataset.event)}",
     )
     .await;
@@ -585,7 +587,9 @@ async fn the_stream_resumes_with_last_event_id_when_the_service_drops_it() {
         seen["resumed"].as_u64().unwrap_or(0) >= 1,
         "a reconnected stream replayed frames instead of a snapshot: {seen}"
     );
-    let ids: Vec<u64> = serde_json::from_value(seen["ids"].clone()).expect("ids");
+    let mut ids: Vec<u64> = serde_json::from_value(seen["ids"].clone()).expect("ids");
+    // A snapshot on connect carries the id of the frame before it.
+    ids.dedup();
     let first = ids.first().copied().unwrap_or(0);
     let contiguous: Vec<u64> = (first..first + ids.len() as u64).collect();
     assert_eq!(
@@ -783,4 +787,136 @@ async fn abort_is_confirmed_and_stops_the_running_step() {
     assert!(shown(b, "retry").await);
 
     env.stop(service).await;
+}
+
+/// Clicks the button `id`, then confirms in the dialog.
+async fn click_and_confirm(browser: &Client, id: &str) {
+    for button in [id, "confirm-ok"] {
+        browser
+            .find(Locator::Id(button))
+            .await
+            .unwrap_or_else(|e| panic!("{button}: {e}"))
+            .click()
+            .await
+            .unwrap_or_else(|e| panic!("click {button}: {e}"));
+        if button == id {
+            until(
+                browser,
+                "the confirmation",
+                "return document.getElementById('confirm').open",
+            )
+            .await;
+        }
+    }
+}
+
+/// Issue 27 §6 and the console's sign-in: steps named after the page's own element ids
+/// each keep their row (no id is built from a step name), and an operator signed in to the
+/// console opens the page with its session cookie, no token pasted, and acts from it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn steps_named_after_the_pages_ids_keep_their_rows_under_a_console_session() {
+    let driver = start_driver().await;
+    let cluster = TestCluster::start().await;
+    let ns = cluster.namespace().to_owned();
+    let names = ["rows", "step-rows", "summary", "abort", "events"];
+    let steps: Vec<ConfigMap> = names
+        .iter()
+        .enumerate()
+        .map(|(index, name)| {
+            let env: &[(&str, &str)] = if index == 0 {
+                &[("CUTOVER_SIM_OUTCOME", "hang")]
+            } else {
+                &[]
+            };
+            job_step(index + 1, name, env)
+        })
+        .collect();
+    let sim = steps_on_one_node(&cluster, &steps).await;
+    let operators = format!("{ns}-operators");
+    let cookie = "catalyst_session=page-operator";
+    let backend = Backend::start(vec![(
+        cookie.to_owned(),
+        Answer::User("console:olga".to_owned(), operators.clone()),
+    )])
+    .await;
+    grant_group(
+        &cluster.client(),
+        &ns,
+        &operators,
+        common::chart_operator_role(),
+    )
+    .await;
+    let mut config = ServiceConfig::new(&ns);
+    config.auth = AuthConfig::enabled();
+    config.forward_auth = Some(ForwardAuthConfig::new(&backend.url).expect("URL"));
+    let service = Service::start(cluster.config().await, config)
+        .await
+        .expect("start service");
+    common::wait_ready(&service.url(), READY_GUARD).await;
+    let base = service.url();
+    let b = &browser(&driver).await;
+
+    // Signed in to the console: its session cookie is in the browser.
+    b.goto(&format!("{base}/")).await.expect("open the page");
+    eval(
+        b,
+        &format!("document.cookie = '{cookie}; path=/'; return true"),
+    )
+    .await;
+    b.goto(&format!("{base}/")).await.expect("reopen the page");
+    let every_row = format!(
+        "const rows = [...document.querySelectorAll('#step-rows tr')]; \
+         return rows.length === {} && rows.map(r => r.dataset.step).join() === '{}'",
+        names.len(),
+        names.join(",")
+    );
+    until(b, "a row per step", &every_row).await;
+    let seen: Vec<String> = rows(b).await.into_iter().map(|r| r.0).collect();
+    assert_eq!(seen, names, "each step its own row, in order");
+    until(
+        b,
+        "the Start button",
+        "return !document.getElementById('start').hidden",
+    )
+    .await;
+    let dialog = eval(
+        b,
+        "return [document.getElementById('login').open, sessionStorage.length]",
+    )
+    .await;
+    assert_eq!(dialog, json!([false, 0]), "no token asked for or kept");
+
+    // Start from the page, with the session: the step named `rows` runs and Abort shows.
+    click_and_confirm(b, "start").await;
+    until(b, "the step named rows running", &row_is("rows", "running")).await;
+    until(
+        b,
+        "the Abort button",
+        "return !document.getElementById('abort').hidden",
+    )
+    .await;
+    let table = eval(
+        b,
+        "const body = document.getElementById('step-rows'); \
+         return [body.tagName, body.children.length, \
+                 document.getElementById('summary').tagName]",
+    )
+    .await;
+    assert_eq!(table, json!(["TBODY", names.len(), "P"]));
+    click_and_confirm(b, "abort").await;
+    until(b, "the aborted cutover", &phase_is("failed")).await;
+    let error = eval(
+        b,
+        "return document.getElementById('last-error').textContent",
+    )
+    .await;
+    assert!(
+        error.as_str().unwrap_or_default().contains("console:olga"),
+        "the session's user aborted: {error}"
+    );
+
+    let _ = b.clone().close().await;
+    service.shutdown().await;
+    sim.shutdown().await;
+    cluster.cleanup().await;
 }

@@ -32,6 +32,22 @@ fn the_chart_app_version_and_the_default_image_tag_are_the_crate_version() {
 }
 
 #[test]
+fn the_chart_version_floor_ships_beside_the_chart_version() {
+    use catalyst_cutover::step::chart::{MIN_CHART_VERSION, SHIPPED_CHART_VERSION};
+    assert_eq!(
+        chart_file("Chart.yaml")["version"].as_str(),
+        Some(SHIPPED_CHART_VERSION),
+        "Chart.yaml version must be step::chart::SHIPPED_CHART_VERSION: bump them (and, \
+         when this release's steps need it, MIN_CHART_VERSION) together"
+    );
+    let version = |v: &str| semver::Version::parse(v).expect("a SemVer version");
+    assert!(
+        version(MIN_CHART_VERSION) <= version(SHIPPED_CHART_VERSION),
+        "the floor is above the chart this build ships"
+    );
+}
+
+#[test]
 fn version_prints_the_crate_version_and_the_build_revision() {
     let output = Command::new(env!("CARGO_BIN_EXE_catalyst-cutover"))
         .arg("--version")

@@ -15,6 +15,11 @@ chart swaps this exact reference for the one the values choose.
 image: docker.io/alpine/k8s:1.33.4
 {{- end }}
 
+{{- /* cutover.chart: Helm's `helm.sh/chart` label value, `<name>-<version>` (`+` as `_`). */}}
+{{- define "cutover.chart" -}}
+{{ .Chart.Name }}-{{ .Chart.Version | replace "+" "_" }}
+{{- end }}
+
 {{- /* cutover.withImage: file text (.text) with the shipped image swapped for .image's. */}}
 {{- define "cutover.withImage" -}}
 {{ .text | replace (include "cutover.shippedImage" .) (printf "image: %s" (include "cutover.image" .image)) }}

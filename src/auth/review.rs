@@ -21,11 +21,13 @@ type Answer = Result<Caller, AuthError>;
 /// Authenticates and authorizes requests with the service's own client.
 pub struct Authenticator {
     client: kube::Client,
-    config: AuthConfig,
+    pub(super) config: AuthConfig,
     namespace: String,
     cache: DecisionCache<Answer>,
-    reviews: Semaphore,
-    metrics: Arc<crate::metrics::Metrics>,
+    pub(super) reviews: Semaphore,
+    pub(super) metrics: Arc<crate::metrics::Metrics>,
+    /// Session cookies checked by forward authentication, when it is configured.
+    pub(super) sessions: Option<super::forward::Sessions>,
 }
 
 impl Authenticator {
@@ -46,6 +48,7 @@ impl Authenticator {
             cache,
             reviews,
             metrics,
+            sessions: None,
         }
     }
 
@@ -85,6 +88,12 @@ impl Authenticator {
 
     async fn review(&self, token: &str, action: Action) -> Answer {
         let user = self.authenticate(token).await?;
+        self.authorize(&user, action).await
+    }
+
+    /// What `user` (authenticated by a token or a session) may do: the SubjectAccessReview
+    /// of `action`, or the allow list for the internal routes.
+    pub(super) async fn authorize(&self, user: &UserInfo, action: Action) -> Answer {
         let username = user.username.clone().unwrap_or_default();
         match decision::attributes(&self.config, action, &self.namespace) {
             None => decision::internal_caller(&username, &self.config.internal_service_accounts)?,

@@ -12,6 +12,7 @@ mod policy_args;
 #[cfg(feature = "sandbox")]
 mod sandbox;
 mod serve;
+mod session_args;
 mod status;
 mod table;
 

@@ -1,6 +1,8 @@
-//! `--step-policy` and `--step-service-accounts`: what a step's PodSpec may ask for, shared
-//! by `serve` (which refuses to start violating steps) and `plan` (which reports them).
+//! `--step-policy`, `--step-service-accounts` and `--min-chart-version`: what a step's
+//! PodSpec may ask for and which chart's steps are run, shared by `serve` (which refuses to
+//! start violating steps) and `plan` (which reports them).
 
+use crate::step::chart::MIN_CHART_VERSION;
 use crate::step::{DEFAULT_STEP_SERVICE_ACCOUNT, PodSecurityLevel, StepPolicy};
 
 /// The step policy flags.
@@ -20,6 +22,12 @@ pub struct StepPolicyArgs {
     #[arg(long, value_name = "NAMES", env = "CATALYST_CUTOVER_STEP_SERVICE_ACCOUNTS",
           value_delimiter = ',', default_value = DEFAULT_STEP_SERVICE_ACCOUNT)]
     pub step_service_accounts: Vec<String>,
+    /// The oldest chart (SemVer, as in its `helm.sh/chart` label) whose step ConfigMaps are
+    /// run; older ones are refused with 412 `cutover-chart-below-floor`. Lower it only to
+    /// run steps of an older release this build was not made for (`0.0.0`: any).
+    #[arg(long, value_name = "VERSION", env = "CATALYST_CUTOVER_MIN_CHART_VERSION",
+          default_value = MIN_CHART_VERSION)]
+    pub min_chart_version: semver::Version,
 }
 
 impl StepPolicyArgs {
@@ -34,6 +42,7 @@ impl StepPolicyArgs {
         StepPolicy {
             level: self.step_policy,
             service_accounts: (!names.iter().any(|n| n == "*")).then_some(names),
+            min_chart_version: self.min_chart_version.clone(),
         }
     }
 }
@@ -74,5 +83,10 @@ mod tests {
             None
         );
         assert!(Cli::try_parse_from(["t", "--step-policy", "root"]).is_err());
+        assert_eq!(
+            policy(&["--min-chart-version", "0.0.0"]).min_chart_version,
+            semver::Version::new(0, 0, 0)
+        );
+        assert!(Cli::try_parse_from(["t", "--min-chart-version", "1.2"]).is_err());
     }
 }

@@ -4,6 +4,7 @@ use super::args::{RenderArgs, TargetArgs, kube_config, parse_duration, shutdown_
 use super::http_args::HttpArgs;
 use super::operator_args::OperatorArgs;
 use super::policy_args::StepPolicyArgs;
+use super::session_args::SessionArgs;
 use crate::service::{Service, ServiceConfig};
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -43,6 +44,8 @@ pub struct ServeArgs {
     policy: StepPolicyArgs,
     #[command(flatten)]
     http: HttpArgs,
+    #[command(flatten)]
+    session: SessionArgs,
 }
 
 impl ServeArgs {
@@ -61,6 +64,7 @@ impl ServeArgs {
         self.operator.apply(&mut config)?;
         config.http = self.http.config();
         config.step_policy = self.policy.policy();
+        config.forward_auth = self.session.config()?;
         Ok(config)
     }
 }

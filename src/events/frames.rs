@@ -1,9 +1,12 @@
 //! The event-stream frames (contract: `event: <phase>` + `data: {time, phase, level,
 //! message, step?, jobName?}`), derived from two successive states of the status ConfigMap.
 //! Pure: a watch may coalesce several writes into one change, so the derivation compares
-//! whole rows and emits every frame the difference implies, in execution order.
+//! whole rows and emits every frame the difference implies, in execution order. A change
+//! that ends or changes a run (its phase or its attempt) ends with a `cutover-status`
+//! snapshot, the one frame the admin console reads the run's outcome from.
 
 use crate::contract::key;
+use crate::status::StatusBody;
 use crate::status::model::{Phase, StatusData, StepResult, StepRow, get};
 use crate::status::transition::ABORTED_BY_PREFIX;
 use serde::Serialize;
@@ -34,7 +37,8 @@ pub enum FramePhase {
     CutoverRolledBack,
     /// The rollback's deadline passed before every current node acknowledged it.
     CutoverRollbackFailed,
-    /// The snapshot sent on connect.
+    /// The status snapshot: sent on connect and after every change that ends or changes a
+    /// run.
     CutoverStatus,
     /// The last frame to a client too slow to keep up; the stream closes after it.
     CutoverStreamLagged,
@@ -61,14 +65,14 @@ impl FramePhase {
     }
 }
 
-/// How serious a frame is.
+/// How serious a frame is: `info`, `warn` or `error`, the levels the admin console knows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Level {
     /// Progress.
     Info,
     /// Needs attention (an abort, a lagging client).
-    Warning,
+    Warn,
     /// A failure.
     Error,
 }
@@ -83,7 +87,8 @@ pub struct Frame {
     pub phase: FramePhase,
     /// How serious.
     pub level: Level,
-    /// What happened, for a person.
+    /// What happened, for a person; on a `cutover-status` frame, the status ConfigMap's
+    /// data as a JSON object of strings (the admin console parses it).
     pub message: String,
     /// The step concerned.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -91,6 +96,9 @@ pub struct Frame {
     /// The step's Job (or DaemonSet).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub job_name: Option<String>,
+    /// The status body, steps in execution order: on `cutover-status` frames only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<Box<StatusBody>>,
 }
 
 impl Frame {
@@ -103,6 +111,22 @@ impl Frame {
             message,
             step: None,
             job_name: None,
+            status: None,
+        }
+    }
+
+    /// The `cutover-status` snapshot of `status`: its `message` is the status ConfigMap's
+    /// data (`status.raw`) as JSON, its level that of the phase.
+    pub fn snapshot(time: &str, status: StatusBody) -> Frame {
+        let level = match Phase::of(&status.raw) {
+            Phase::Failed | Phase::RollbackFailed => Level::Error,
+            _ => Level::Info,
+        };
+        // A map of strings always serializes; the fallback only keeps the frame valid JSON.
+        let message = serde_json::to_string(&status.raw).unwrap_or_else(|_| "{}".to_owned());
+        Frame {
+            status: Some(Box::new(status)),
+            ..Frame::cutover(time, FramePhase::CutoverStatus, level, message)
         }
     }
 }
@@ -159,7 +183,7 @@ pub fn derive(prev: &StatusData, next: &StatusData, order: &[String], now: &str)
                 let mut frame = Frame::cutover(
                     or_now(&StepRow::read(next, failed_step).finished_at, now),
                     FramePhase::CutoverAborted,
-                    Level::Warning,
+                    Level::Warn,
                     format!("cutover {last_error} at step {failed_step:?}"),
                 );
                 frame.step = Some(failed_step.to_owned()).filter(|s| !s.is_empty());
@@ -176,6 +200,9 @@ pub fn derive(prev: &StatusData, next: &StatusData, order: &[String], now: &str)
             }
             _ => {}
         }
+        let order: Vec<&str> = order.iter().map(String::as_str).collect();
+        let plan = (!order.is_empty()).then_some(order.as_slice());
+        frames.push(Frame::snapshot(now, StatusBody::build(next, plan)));
     }
     frames
 }
@@ -193,6 +220,7 @@ fn step_frames(step: &str, prev: &StatusData, next: &StatusData, now: &str) -> V
         message,
         step: Some(step.to_owned()),
         job_name: Some(n.job_name.clone()).filter(|j| !j.is_empty()),
+        status: None,
     };
     let mut frames = Vec::new();
     let began = n.attempt > p.attempt || n.started_at != p.started_at;
@@ -253,14 +281,16 @@ mod tests {
     use crate::status::fixtures::{T0, T1, applied as apply, completed, start, started, succeeded};
 
     const NOW: &str = "2026-11-23T12:00:00Z";
-    /// The frames of a two-step run, in order.
-    const TWO_STEP_RUN: [&str; 6] = [
+    /// The frames of a two-step run seen transition by transition, in order.
+    const TWO_STEP_RUN: [&str; 8] = [
         "cutover-started",
+        "cutover-status",
         "cutover-step-started",
         "cutover-step-finished",
         "cutover-step-started",
         "cutover-step-finished",
         "cutover-completed",
+        "cutover-status",
     ];
 
     fn order() -> Vec<String> {
@@ -288,9 +318,22 @@ mod tests {
             data = next;
         }
         assert_eq!(phases(&all), TWO_STEP_RUN);
-        assert_eq!(all[1].job_name.as_deref(), Some("cutover-a-a1"));
-        assert_eq!(all[1].time, T0);
-        assert_eq!(all[2].time, T1);
+        assert_eq!(all[2].job_name.as_deref(), Some("cutover-a-a1"));
+        assert_eq!(all[2].time, T0);
+        assert_eq!(all[3].time, T1);
+        let last = all.last().expect("frames");
+        let shown: std::collections::BTreeMap<String, String> =
+            serde_json::from_str(&last.message).expect("the message is the status map");
+        assert_eq!(
+            shown.get("cutoverComplete").map(String::as_str),
+            Some("true")
+        );
+        assert_eq!(
+            shown,
+            data.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+        );
+        let status = last.status.as_ref().expect("the snapshot carries the body");
+        assert_eq!((status.state, status.steps.len()), ("sovereign", 2));
         assert!(derive(&data, &data, &order(), NOW).is_empty());
     }
 
@@ -308,7 +351,14 @@ mod tests {
                 completed(),
             ],
         );
-        assert_eq!(phases(&derive(&prev, &next, &order(), NOW)), TWO_STEP_RUN);
+        // One change: one snapshot, at its end.
+        let coalesced: Vec<&str> = TWO_STEP_RUN
+            .into_iter()
+            .enumerate()
+            .filter(|&(n, _)| n != 1)
+            .map(|(_, phase)| phase)
+            .collect();
+        assert_eq!(phases(&derive(&prev, &next, &order(), NOW)), coalesced);
     }
 
     #[test]
@@ -324,15 +374,24 @@ mod tests {
             }],
         );
         let frames = derive(&running, &failed, &order(), NOW);
-        assert_eq!(phases(&frames), ["cutover-step-failed"]);
+        assert_eq!(phases(&frames), ["cutover-step-failed", "cutover-status"]);
         assert_eq!(frames[0].level, Level::Error);
+        assert_eq!(
+            frames[1].level,
+            Level::Error,
+            "the snapshot of a failed run"
+        );
+        assert!(frames[1].message.contains(r#""failedStep":"a""#));
         assert!(frames[0].message.contains("BackoffLimitExceeded"));
 
         let retried = apply(&failed, &[start(true), started("a", 0, 2)]);
         let mut retried_later = retried.clone();
         retried_later.insert(key::CUTOVER_LAST_ATTEMPT_STARTED_AT.into(), T1.into());
         let frames = derive(&failed, &retried_later, &order(), NOW);
-        assert_eq!(phases(&frames), ["cutover-retried", "cutover-step-started"]);
+        assert_eq!(
+            phases(&frames),
+            ["cutover-retried", "cutover-step-started", "cutover-status"]
+        );
 
         let aborted = apply(
             &retried,
@@ -343,8 +402,17 @@ mod tests {
             }],
         );
         let frames = derive(&retried, &aborted, &order(), NOW);
-        assert_eq!(phases(&frames), ["cutover-step-failed", "cutover-aborted"]);
+        assert_eq!(
+            phases(&frames),
+            ["cutover-step-failed", "cutover-aborted", "cutover-status"]
+        );
         assert!(frames[1].message.contains("aborted by bob"));
+        assert_eq!(frames[1].level, Level::Warn);
+        let json = serde_json::to_value(&frames[1]).unwrap();
+        assert_eq!(
+            json["level"], "warn",
+            "the console's levels: info, warn, error"
+        );
     }
 
     #[test]
@@ -359,7 +427,7 @@ mod tests {
             }],
         );
         let frames = derive(&running, &halted, &order(), NOW);
-        assert_eq!(phases(&frames), ["cutover-failed"]);
+        assert_eq!(phases(&frames), ["cutover-failed", "cutover-status"]);
         assert_eq!(frames[0].time, NOW);
         let with_z = apply(&running, &[started("z", 0, 1)]);
         let frames = derive(&running, &with_z, &order(), NOW);

@@ -252,11 +252,13 @@ mod tests {
         for s in states() {
             hub.publish(s, &["a".to_owned()]);
         }
+        // Six frames: started and its snapshot, step started, step finished, completed and
+        // its snapshot.
         let resumed = hub.subscribe(Some(2));
         let ids: Vec<u64> = resumed.replay.unwrap().iter().map(|n| n.id).collect();
-        assert_eq!(ids, [3, 4]);
-        assert_eq!(resumed.head, 4);
-        assert_eq!(hub.subscribe(Some(4)).replay.unwrap().len(), 0);
+        assert_eq!(ids, [3, 4, 5, 6]);
+        assert_eq!(resumed.head, 6);
+        assert_eq!(hub.subscribe(Some(6)).replay.unwrap().len(), 0);
         assert!(
             hub.subscribe(Some(99)).replay.is_none(),
             "an id from another replica gets a snapshot"
@@ -270,8 +272,8 @@ mod tests {
         for s in states() {
             hub.publish(s, &["a".to_owned()]);
         }
-        assert!(hub.subscribe(Some(1)).replay.is_none());
-        assert_eq!(hub.subscribe(Some(2)).replay.unwrap().len(), 2);
+        assert!(hub.subscribe(Some(3)).replay.is_none());
+        assert_eq!(hub.subscribe(Some(4)).replay.unwrap().len(), 2);
     }
 
     #[tokio::test]

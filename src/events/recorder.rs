@@ -59,7 +59,7 @@ pub fn event_of(frame: &Frame, job: Option<ObjectReference>) -> Event {
     Event {
         type_: match frame.level {
             Level::Info => EventType::Normal,
-            Level::Warning | Level::Error => EventType::Warning,
+            Level::Warn | Level::Error => EventType::Warning,
         },
         reason: reason.to_owned(),
         note: Some(note),
@@ -114,7 +114,12 @@ pub async fn record(store: StatusStore, steps: StepSource, client: kube::Client,
                     .and_then(|cm| cm.metadata.uid.clone()),
                 ..ObjectReference::default()
             };
-            for frame in derive(&write.before, &write.after, &order, &now_rfc3339()) {
+            // The snapshots are for the event stream's clients: the Events already tell each
+            // transition, and a snapshot's note would be the status map cut at 1 kB.
+            let frames = derive(&write.before, &write.after, &order, &now_rfc3339())
+                .into_iter()
+                .filter(|frame| frame.phase != FramePhase::CutoverStatus);
+            for frame in frames {
                 let job = frame.job_name.as_ref().map(|job| ObjectReference {
                     api_version: Some("batch/v1".to_owned()),
                     kind: Some("Job".to_owned()),

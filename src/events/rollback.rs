@@ -14,7 +14,7 @@ pub fn frame(phase: Phase, data: &StatusData, now: &str) -> Option<Frame> {
         Phase::RollingBack => Frame::cutover(
             &record.requested_at,
             FramePhase::CutoverRollbackStarted,
-            Level::Warning,
+            Level::Warn,
             format!(
                 "registry pivot rollback requested by {:?}: {}; only the registry pivot is undone, {LEAVES_ALONE}",
                 record.requested_by, record.reason
@@ -23,7 +23,7 @@ pub fn frame(phase: Phase, data: &StatusData, now: &str) -> Option<Frame> {
         Phase::RolledBack => Frame::cutover(
             &or_now(&record.finished_at),
             FramePhase::CutoverRolledBack,
-            Level::Warning,
+            Level::Warn,
             format!(
                 "registry pivot rolled back on {} node(s) ({}), as requested by {:?}",
                 record.acknowledged_nodes.len(),
@@ -104,7 +104,8 @@ mod tests {
             },
         );
         let frames = derive(&complete, &rolling, &[], NOW);
-        assert_eq!(frames.len(), 1);
+        assert_eq!(frames.len(), 2, "the frame, then the snapshot");
+        assert_eq!(frames[1].phase.as_str(), "cutover-status");
         assert_eq!(frames[0].phase.as_str(), "cutover-rollback-started");
         assert_eq!(frames[0].time, AT);
         assert!(frames[0].message.contains("Gitea and Flux changes stay"));
@@ -118,7 +119,10 @@ mod tests {
                 at: NOW.into(),
             },
         );
-        assert_eq!(phases(&rolling, &failed), ["cutover-rollback-failed"]);
+        assert_eq!(
+            phases(&rolling, &failed),
+            ["cutover-rollback-failed", "cutover-status"]
+        );
         let again = apply(
             &failed,
             RollbackTransition::Requested {
@@ -129,7 +133,10 @@ mod tests {
                 daemonsets: vec!["registry-pivot".into()],
             },
         );
-        assert_eq!(phases(&failed, &again), ["cutover-rollback-started"]);
+        assert_eq!(
+            phases(&failed, &again),
+            ["cutover-rollback-started", "cutover-status"]
+        );
         let done = apply(
             &again,
             RollbackTransition::Finished {
@@ -141,6 +148,17 @@ mod tests {
         let frames = derive(&again, &done, &[], NOW);
         assert_eq!(frames[0].phase.as_str(), "cutover-rolled-back");
         assert!(frames[0].message.contains("n1, n3"));
+        let snapshot = frames.last().expect("a snapshot ends the change");
+        let shown: StatusData = serde_json::from_str(&snapshot.message).expect("the status map");
+        assert_eq!(
+            shown, done,
+            "the snapshot's message is the status ConfigMap's data"
+        );
+        assert_eq!(
+            snapshot.status.as_ref().map(|s| s.state),
+            Some("tethered"),
+            "rolled back is tethered"
+        );
         assert!(phases(&done, &done).is_empty(), "no change, no frame");
 
         let restarted = applied(&done, &[start(false)]);

@@ -1,13 +1,16 @@
 //! The authentication middleware: every route but the open ones needs a bearer token the
-//! API server authenticates, and the permission its action needs; the [`Caller`] goes into
-//! the request's extensions for the routes to read. Tokens are never logged.
+//! API server authenticates, or (with forward authentication) a session cookie the
+//! console's session check vouches for, and the permission its action needs; the
+//! [`Caller`] goes into the request's extensions for the routes to read. A
+//! cookie-authenticated request that changes something must come from an allowed origin.
+//! Tokens and cookies are never logged.
 
 use super::HttpContext;
 use super::caller::Caller;
 use super::error::ApiError;
-use crate::auth::action_for;
+use crate::auth::{Action, SessionError, action_for, origin};
 use axum::extract::{MatchedPath, Request, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use std::sync::Arc;
@@ -26,11 +29,7 @@ pub async fn require(
     let Some(action) = action_for(req.method(), &route) else {
         return next.run(req).await;
     };
-    match ctx
-        .auth
-        .check(action, req.headers().get(header::AUTHORIZATION))
-        .await
-    {
+    match check(&ctx, action, req.method(), req.headers()).await {
         Ok(caller) => {
             tracing::debug!(user = %caller.username, "authenticated");
             req.extensions_mut().insert::<Caller>(caller);
@@ -38,9 +37,10 @@ pub async fn require(
         }
         Err(err) => {
             tracing::info!(code = err.code(), %route, reason = %err, "request refused");
-            let unauthorized = err.status() == StatusCode::UNAUTHORIZED;
-            let mut response = ApiError::Auth(err).into_response();
-            if unauthorized {
+            let bearer_refused =
+                matches!(err, ApiError::Auth(_)) && err.status() == StatusCode::UNAUTHORIZED;
+            let mut response = err.into_response();
+            if bearer_refused {
                 response
                     .headers_mut()
                     .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
@@ -48,4 +48,37 @@ pub async fn require(
             response
         }
     }
+}
+
+/// The caller of a request with `method` and `headers` asking for `action`: by its bearer
+/// token when it has one (or when no session can be checked), else by its session cookie,
+/// which a request that changes something may only use from an allowed origin.
+pub async fn check(
+    ctx: &HttpContext,
+    action: Action,
+    method: &Method,
+    headers: &HeaderMap,
+) -> Result<Caller, ApiError> {
+    let bearer = headers.get(header::AUTHORIZATION);
+    let session = ctx.auth.sessions().filter(|_| bearer.is_none());
+    match (session, headers.contains_key(header::COOKIE)) {
+        (Some(sessions), true) => {
+            origin::same_site(method, headers, &sessions.allowed_origins)
+                .map_err(SessionError::CrossSite)?;
+            let cookie = cookie(headers).map_err(SessionError::InvalidSession)?;
+            Ok(ctx.auth.check_session(action, &cookie).await?)
+        }
+        _ => Ok(ctx.auth.check(action, bearer).await?),
+    }
+}
+
+/// The request's cookies as one `Cookie` header (HTTP/2 clients may split it).
+fn cookie(headers: &HeaderMap) -> Result<String, String> {
+    let parts = headers
+        .get_all(header::COOKIE)
+        .iter()
+        .map(|v| v.to_str().map(str::trim))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|_| "the Cookie header is not visible ASCII".to_owned())?;
+    Ok(parts.join("; "))
 }

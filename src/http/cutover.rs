@@ -21,13 +21,14 @@ use kube::api::Api;
 use serde::{Deserialize, Serialize};
 use std::sync::{Arc, Mutex, PoisonError};
 
-/// The optional body of `POST /cutover`.
+/// The optional body of `POST /cutover` and of the console's start route.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StartRequest {
-    /// Resume a failed cutover from its failed step instead of answering 409.
+    /// Resume a failed cutover from its failed step instead of answering 409; absent: no
+    /// on `POST /cutover`, yes on the console's start route.
     #[serde(default)]
-    pub retry: bool,
+    pub retry: Option<bool>,
 }
 
 /// The answer of start and retry: what happened, and the status after it.
@@ -40,14 +41,33 @@ pub struct StartResponse {
     pub status: StatusBody,
 }
 
-/// `POST /cutover` (and the console's start route).
+/// `POST /cutover`: a failed cutover is resumed only when asked (`{"retry": true}`).
 pub async fn start(
     State(ctx): State<Arc<HttpContext>>,
     caller: Caller,
     body: Bytes,
 ) -> Result<(StatusCode, Json<StartResponse>), ApiError> {
     let request: StartRequest = super::body::optional_json_object(&body)?;
-    begin(&ctx, &caller, Trigger::Api, request.retry).await
+    begin(&ctx, &caller, Trigger::Api, request.retry.unwrap_or(false)).await
+}
+
+/// `POST /api/v1/sovereign/cutover/start`, the admin console's start. The console sends
+/// `{}` to start and to re-trigger, and its backend treats `{}` on a failed cutover as an
+/// operator retry: here too, a body without `retry` resumes a failed cutover from its
+/// failed step (as `POST /cutover/retry`); `{"retry": false}` keeps the 409.
+pub async fn console_start(
+    State(ctx): State<Arc<HttpContext>>,
+    caller: Caller,
+    body: Bytes,
+) -> Result<(StatusCode, Json<StartResponse>), ApiError> {
+    let request: StartRequest = super::body::optional_json_object(&body)?;
+    let retry = request.retry.unwrap_or(true);
+    let trigger = if retry && Phase::of(&cached_data(&ctx)?) == Phase::Failed {
+        Trigger::Retry
+    } else {
+        Trigger::Api
+    };
+    begin(&ctx, &caller, trigger, retry).await
 }
 
 /// `POST /cutover/retry`.
@@ -402,6 +422,7 @@ pub(crate) async fn validated_plan(ctx: &HttpContext) -> Result<StepPlan, ApiErr
         Err(DiscoverError::Invalid(report)) => {
             Err(ApiError::invalid_plan(&report, &ctx.config.namespace))
         }
+        Err(DiscoverError::BelowFloor(floor)) => Err(ApiError::ChartBelowFloor(floor)),
         Err(err) => Err(ApiError::Unavailable(err.to_string())),
     }
 }

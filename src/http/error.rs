@@ -107,6 +107,10 @@ pub enum ApiError {
         /// The selector.
         selector: &'static str,
     },
+    /// The step ConfigMaps come from a chart older than the service runs; nothing was
+    /// started. The body also carries `observedVersion` and `minChartVersion`.
+    #[error(transparent)]
+    ChartBelowFloor(crate::step::chart::BelowFloor),
     /// The step ConfigMaps do not validate; nothing was started.
     #[error("the step ConfigMaps are invalid; nothing was started:\n{report}")]
     InvalidSteps {
@@ -188,6 +192,10 @@ pub enum ApiError {
     /// not be checked (503).
     #[error(transparent)]
     Auth(#[from] crate::auth::AuthError),
+    /// A session cookie that is not valid (401), cannot be checked (503), or was sent
+    /// cross-site (403); or its user's permission (as [`ApiError::Auth`]).
+    #[error(transparent)]
+    Session(#[from] crate::auth::SessionError),
 }
 
 impl ApiError {
@@ -257,6 +265,7 @@ impl ApiError {
             ApiError::NoRegistryPivot { .. } => "no-registry-pivot-daemonset",
             ApiError::NoStepsFound { .. } => "no-steps-found",
             ApiError::InvalidSteps { .. } => "invalid-steps",
+            ApiError::ChartBelowFloor(_) => "cutover-chart-below-floor",
             ApiError::BadRequest(_) => "bad-request",
             ApiError::InvalidQuery(_) => "invalid-query",
             ApiError::PreflightRunNotFound { .. } => "preflight-run-not-found",
@@ -269,6 +278,7 @@ impl ApiError {
             ApiError::TooManyEventStreams { .. } => "too-many-event-streams",
             ApiError::Upstream(_) => "kubernetes-api-error",
             ApiError::Auth(err) => err.code(),
+            ApiError::Session(err) => err.code(),
         }
     }
 
@@ -290,6 +300,7 @@ impl ApiError {
                 StatusCode::FAILED_DEPENDENCY
             }
             ApiError::InvalidSteps { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::ChartBelowFloor(_) => StatusCode::PRECONDITION_FAILED,
             ApiError::BadRequest(_) | ApiError::InvalidQuery(_) => StatusCode::BAD_REQUEST,
             ApiError::PreflightRunNotFound { .. }
             | ApiError::StepNotFound { .. }
@@ -302,6 +313,7 @@ impl ApiError {
             | ApiError::TooManyEventStreams { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Upstream(_) => StatusCode::BAD_GATEWAY,
             ApiError::Auth(err) => err.status(),
+            ApiError::Session(err) => err.status(),
         }
     }
 }
@@ -313,13 +325,27 @@ pub struct ErrorBody {
     pub error: &'static str,
     /// What happened and what to do.
     pub detail: String,
+    /// `cutover-chart-below-floor`: the lowest chart version among the step ConfigMaps.
+    #[serde(rename = "observedVersion", skip_serializing_if = "Option::is_none")]
+    pub observed_version: Option<String>,
+    /// `cutover-chart-below-floor`: the oldest chart version the service runs.
+    #[serde(rename = "minChartVersion", skip_serializing_if = "Option::is_none")]
+    pub min_chart_version: Option<String>,
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
+        let (observed_version, min_chart_version) = match &self {
+            ApiError::ChartBelowFloor(floor) => {
+                (Some(floor.observed.clone()), Some(floor.min.clone()))
+            }
+            _ => (None, None),
+        };
         let body = ErrorBody {
             error: self.code(),
             detail: self.to_string(),
+            observed_version,
+            min_chart_version,
         };
         (self.status(), Json(body)).into_response()
     }

@@ -19,16 +19,6 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use tokio::sync::broadcast::error::RecvError;
 
-/// The snapshot frame: a frame with the status body.
-#[derive(Debug, Serialize)]
-pub struct StatusFrame {
-    /// The frame fields.
-    #[serde(flatten)]
-    pub frame: Frame,
-    /// The status body, steps in execution order.
-    pub status: StatusBody,
-}
-
 /// The event stream, or 503 `too-many-event-streams` when the replica has as many open as
 /// it may (each holds a connection and a broadcast receiver for as long as it lasts).
 pub async fn stream(
@@ -108,16 +98,8 @@ fn frame_event(numbered: &Numbered) -> Event {
 }
 
 fn status_event(head: u64, status: StatusBody) -> Event {
-    let frame = Frame::cutover(
-        &now_rfc3339(),
-        FramePhase::CutoverStatus,
-        Level::Info,
-        format!(
-            "cutover is {} ({}% done)",
-            status.phase, status.progress_percent
-        ),
-    );
-    let event = event(FramePhase::CutoverStatus, &StatusFrame { frame, status });
+    let frame = Frame::snapshot(&now_rfc3339(), status);
+    let event = event(FramePhase::CutoverStatus, &frame);
     if head == 0 {
         event
     } else {
@@ -129,7 +111,7 @@ fn lagged_event(missed: u64) -> Event {
     let frame = Frame::cutover(
         &now_rfc3339(),
         FramePhase::CutoverStreamLagged,
-        Level::Warning,
+        Level::Warn,
         format!(
             "this client fell {missed} frames behind and is disconnected; reconnect with Last-Event-ID to resume"
         ),

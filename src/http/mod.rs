@@ -57,7 +57,7 @@ fn table() -> Vec<Route> {
         (
             "/api/v1/sovereign/cutover/start",
             "post",
-            post(cutover::start),
+            post(cutover::console_start),
         ),
         (
             "/api/v1/sovereign/cutover/status",

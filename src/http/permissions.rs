@@ -6,10 +6,10 @@
 use super::HttpContext;
 use super::caller::Caller;
 use super::error::ApiError;
-use crate::auth::{Action, AuthError};
+use crate::auth::Action;
 use axum::Json;
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, Method, StatusCode};
 use serde::Serialize;
 use std::sync::Arc;
 
@@ -37,11 +37,12 @@ pub async fn permissions(
     caller: Caller,
     headers: HeaderMap,
 ) -> Result<Json<Permissions>, ApiError> {
-    let bearer = headers.get(header::AUTHORIZATION);
+    // Asked as reads: what the caller could do, not a request to do it from this origin.
+    let check = |action| super::authenticate::check(&ctx, action, &Method::GET, &headers);
     let (start, abort, rollback) = tokio::join!(
-        ctx.auth.check(Action::Start, bearer),
-        ctx.auth.check(Action::Abort, bearer),
-        ctx.auth.check(Action::Rollback, bearer),
+        check(Action::Start),
+        check(Action::Abort),
+        check(Action::Rollback),
     );
     let start = granted(start)?;
     Ok(Json(Permissions {
@@ -57,17 +58,18 @@ pub async fn permissions(
 /// What one check means for a caller the route already authenticated: let through is
 /// `true`, refused is `false`; an API server that could not answer is an error (never a
 /// guess either way).
-pub fn granted<T>(answer: Result<T, AuthError>) -> Result<bool, ApiError> {
+pub fn granted<T>(answer: Result<T, ApiError>) -> Result<bool, ApiError> {
     match answer {
         Ok(_) => Ok(true),
         Err(err) if err.status() == StatusCode::FORBIDDEN => Ok(false),
-        Err(err) => Err(ApiError::Auth(err)),
+        Err(err) => Err(err),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::auth::AuthError;
 
     #[test]
     fn a_refusal_is_false_and_an_outage_is_an_error() {
@@ -79,13 +81,13 @@ mod tests {
             namespace: "catalyst".to_owned(),
             reason: String::new(),
         };
-        assert_eq!(granted::<()>(Err(forbidden)).ok(), Some(false));
-        let outage = granted::<()>(Err(AuthError::Unavailable("down".to_owned())));
+        assert_eq!(granted::<()>(Err(forbidden.into())).ok(), Some(false));
+        let outage = granted::<()>(Err(AuthError::Unavailable("down".to_owned()).into()));
         assert!(matches!(
             outage,
             Err(ApiError::Auth(AuthError::Unavailable(_)))
         ));
-        let expired = granted::<()>(Err(AuthError::InvalidToken(String::new())));
+        let expired = granted::<()>(Err(AuthError::InvalidToken(String::new()).into()));
         assert!(matches!(
             expired,
             Err(ApiError::Auth(AuthError::InvalidToken(_)))

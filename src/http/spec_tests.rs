@@ -137,7 +137,7 @@ async fn router_serves_every_listed_route() {
 #[test]
 fn spec_lists_every_error_code() {
     use super::error::ApiError;
-    use crate::auth::AuthError;
+    use crate::auth::{AuthError, SessionError};
     let spec = spec();
     let listed: BTreeSet<&str> =
         spec["components"]["schemas"]["Error"]["properties"]["error"]["enum"]
@@ -163,6 +163,12 @@ fn spec_lists_every_error_code() {
         ApiError::InvalidSteps {
             report: String::new(),
         },
+        ApiError::ChartBelowFloor(crate::step::chart::BelowFloor {
+            observed: String::new(),
+            min: String::new(),
+            configmap: String::new(),
+            label: String::new(),
+        }),
         ApiError::BadRequest(String::new()),
         ApiError::InvalidQuery(String::new()),
         ApiError::PreflightRunNotFound {
@@ -216,6 +222,9 @@ fn spec_lists_every_error_code() {
             user: String::new(),
         }),
         ApiError::Auth(AuthError::Unavailable(String::new())),
+        ApiError::Session(SessionError::InvalidSession(String::new())),
+        ApiError::Session(SessionError::Unavailable(String::new())),
+        ApiError::Session(SessionError::CrossSite(String::new())),
     ];
     for err in errors {
         assert!(

@@ -100,11 +100,11 @@ async fn drive(ctx: &RunnerContext) -> Result<(), StoreError> {
                         tails,
                     })
                 }
-                Err(DiscoverError::Invalid(report)) => {
+                Err(err @ (DiscoverError::Invalid(_) | DiscoverError::BelowFloor(_))) => {
                     let mut ts = std::mem::take(&mut pending);
                     ts.push(Transition::Halt {
                         step: None,
-                        reason: format!("the cutover cannot go on: {report}"),
+                        reason: format!("the cutover cannot go on: {err}"),
                         at: now_rfc3339(),
                     });
                     apply(ctx, ts).await?;

@@ -44,6 +44,8 @@ pub struct ServiceConfig {
     /// (embedding, tests, benches: their step ConfigMaps are trusted); `serve` defaults to
     /// [`StepPolicy::default`], `restricted` and the chart's step service account.
     pub step_policy: StepPolicy,
+    /// Forward authentication of the console's session cookie; `None`: bearer tokens only.
+    pub forward_auth: Option<crate::auth::ForwardAuthConfig>,
 }
 
 impl ServiceConfig {
@@ -64,6 +66,7 @@ impl ServiceConfig {
             auto_fire: true,
             events: EventsConfig::default(),
             step_policy: StepPolicy::unrestricted(),
+            forward_auth: None,
         }
     }
 

@@ -37,6 +37,9 @@ pub enum StartError {
     /// The TLS certificate or key cannot be served.
     #[error(transparent)]
     Tls(#[from] crate::http::server::TlsError),
+    /// The forward authentication's HTTP client cannot be built.
+    #[error("{0}")]
+    ForwardAuth(String),
     /// The listen address is taken or invalid.
     #[error("cannot listen on {addr}: {source}")]
     Listen {
@@ -109,6 +112,28 @@ async fn first_to_end(tasks: &mut JoinSet<()>) -> TaskDied {
         }
         Some(_) => TaskDied::Ended,
         None => std::future::pending().await,
+    }
+}
+
+/// Who may call the HTTP API: bearer tokens, and session cookies when forward
+/// authentication is configured.
+fn authenticator(
+    client: &kube::Client,
+    config: &ServiceConfig,
+    namespace: &str,
+    metrics: &Arc<Metrics>,
+) -> Result<Authenticator, StartError> {
+    let auth = Authenticator::new(
+        client.clone(),
+        config.auth.clone(),
+        namespace,
+        metrics.clone(),
+    );
+    match &config.forward_auth {
+        Some(forward) => auth
+            .with_sessions(forward.clone())
+            .map_err(StartError::ForwardAuth),
+        None => Ok(auth),
     }
 }
 
@@ -212,7 +237,7 @@ impl Service {
         tasks.spawn(engine::lead(runner.clone()));
         tasks.spawn(rollback::lead(runner.clone()));
         let ctx = Arc::new(HttpContext {
-            auth: Authenticator::new(client.clone(), config.auth.clone(), &ns, metrics.clone()),
+            auth: authenticator(&client, &config, &ns, &metrics)?,
             client,
             config: config.http_config(),
             store,

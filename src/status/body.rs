@@ -10,9 +10,9 @@ use serde::Serialize;
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct StatusBody {
-    /// `tethered` until the cutover is complete, then `sovereign`; `rolled-back` once an
-    /// operator rolled the registry pivot back (`phase` tells whether that is still under
-    /// way, done, or failed), until the cutover is started again.
+    /// `sovereign` exactly when the cutover is complete and not rolled back, else
+    /// `tethered`: the admin console's parser knows only these two. A rollback (under way,
+    /// done or failed) shows in `phase` and `rollback`.
     pub state: &'static str,
     /// `idle`, `running`, `failed`, `complete`, `rolling-back`, `rolled-back` or
     /// `rollback-failed`.
@@ -79,10 +79,10 @@ impl StatusBody {
             None => get_u32(data, key::TOTAL_STEPS),
         };
         StatusBody {
-            state: match phase {
-                Phase::Complete => "sovereign",
-                p if p.is_rollback() => "rolled-back",
-                _ => "tethered",
+            state: if phase == Phase::Complete {
+                "sovereign"
+            } else {
+                "tethered"
             },
             phase: phase.as_str(),
             cutover_complete: phase == Phase::Complete,
@@ -173,7 +173,7 @@ mod tests {
     }
 
     #[test]
-    fn a_rollback_is_a_state_of_its_own_with_its_record() {
+    fn a_rollback_is_tethered_with_its_phase_and_record() {
         let d = data(&[
             ("cutoverPhase", "rollback-failed"),
             ("rollbackRequestedAt", "2026-11-28T09:00:00Z"),
@@ -181,10 +181,21 @@ mod tests {
             ("rollbackPendingNodes", "n3"),
         ]);
         let json = serde_json::to_value(StatusBody::build(&d, Some(&[]))).unwrap();
-        assert_eq!(json["state"], "rolled-back");
+        assert_eq!(
+            json["state"], "tethered",
+            "the console knows only two states"
+        );
         assert_eq!(json["phase"], "rollback-failed");
         assert_eq!(json["rollback"]["pendingNodes"], serde_json::json!(["n3"]));
         assert_eq!(json["cutoverComplete"], false);
+        for phase in ["rolling-back", "rolled-back"] {
+            let d = data(&[("cutoverComplete", "true"), ("cutoverPhase", phase)]);
+            let json = serde_json::to_value(StatusBody::build(&d, Some(&[]))).unwrap();
+            assert_eq!(
+                (&json["state"], &json["phase"]),
+                (&"tethered".into(), &phase.into())
+            );
+        }
         let none = serde_json::to_value(StatusBody::build(&data(&[]), Some(&[]))).unwrap();
         assert!(none.get("rollback").is_none());
     }

@@ -25,9 +25,13 @@ pub enum DiscoverError {
     /// The steps are invalid.
     #[error(transparent)]
     Invalid(#[from] StepReport),
+    /// The steps come from a chart older than the service runs.
+    #[error(transparent)]
+    BelowFloor(#[from] super::chart::BelowFloor),
 }
 
-/// Lists the step ConfigMaps of `namespace` by the contract's selector, validates them,
+/// Lists the step ConfigMaps of `namespace` by the contract's selector, refuses them when
+/// they come from a chart below the policy's floor, validates them,
 /// checks every job step's PodSpec against `policy` and that every daemonset-wait step's
 /// DaemonSet exists; every problem is in one report.
 pub async fn discover(
@@ -49,6 +53,7 @@ pub async fn discover(
         .list(&ListParams::default().labels(STEP_SELECTOR))
         .await
         .map_err(kube_err("list step ConfigMaps"))?;
+    super::chart::check(&list.items, &policy.min_chart_version)?;
     let (steps, mut problems) = parse_steps(&list.items);
     problems.extend(policy.check_steps(&steps));
 

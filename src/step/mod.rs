@@ -4,6 +4,7 @@
 //! [`parse_plan`]); either way every problem is reported at once, naming the ConfigMap and the
 //! field, and nothing is half-parsed: a [`StepPlan`] only exists when every step is valid.
 
+pub mod chart;
 mod discover;
 mod handoff;
 mod load;

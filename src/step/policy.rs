@@ -69,6 +69,8 @@ pub struct StepPolicy {
     pub level: PodSecurityLevel,
     /// The service accounts a step may run as; `None` allows any.
     pub service_accounts: Option<Vec<String>>,
+    /// The oldest chart whose step ConfigMaps are run (see [`super::chart`]).
+    pub min_chart_version: semver::Version,
 }
 
 impl Default for StepPolicy {
@@ -77,6 +79,7 @@ impl Default for StepPolicy {
         StepPolicy {
             level: PodSecurityLevel::Restricted,
             service_accounts: Some(vec![DEFAULT_STEP_SERVICE_ACCOUNT.to_owned()]),
+            min_chart_version: super::chart::default_floor(),
         }
     }
 }
@@ -88,6 +91,7 @@ impl StepPolicy {
         StepPolicy {
             level: PodSecurityLevel::Privileged,
             service_accounts: None,
+            min_chart_version: super::chart::default_floor(),
         }
     }
 
@@ -600,7 +604,7 @@ volumes:
         );
         let baseline = StepPolicy {
             level: PodSecurityLevel::Baseline,
-            service_accounts: None,
+            ..StepPolicy::unrestricted()
         };
         assert!(fields(&baseline, &bare).is_empty());
     }
@@ -639,6 +643,7 @@ volumes:
         let policy = StepPolicy {
             level: PodSecurityLevel::Baseline,
             service_accounts: Some(vec!["cutover-runner".into()]),
+            ..StepPolicy::unrestricted()
         };
         let found = fields(&policy, &hostile);
         for field in [

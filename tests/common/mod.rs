@@ -5,6 +5,8 @@
 
 #![allow(dead_code)]
 
+pub mod session;
+
 use catalyst_cutover::contract;
 use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::authorization::v1::{
@@ -222,12 +224,27 @@ pub fn role(name: &str, verbs: &[&str]) -> ClusterRole {
 /// authorizer lets `sa` read cutovers (a real cluster's RBAC follows its informers; every
 /// role granted here includes `get`).
 pub async fn grant(client: &kube::Client, ns: &str, sa: &str, role: ClusterRole) {
+    let subject = json!({"kind": "ServiceAccount", "name": sa, "namespace": ns});
+    bind(client, ns, sa, subject, service_account_member(ns, sa), role).await;
+}
+
+/// Creates `role`, binds it in `ns` to `subject` (a RoleBinding named after the role and
+/// `suffix`), and waits until a SubjectAccessReview for `member` (user, groups) may read
+/// cutovers.
+pub async fn bind(
+    client: &kube::Client,
+    ns: &str,
+    suffix: &str,
+    subject: Value,
+    member: (String, Vec<String>),
+    role: ClusterRole,
+) {
     let name = role.metadata.name.clone().unwrap_or_default();
     create_or_replace(&Api::<ClusterRole>::all(client.clone()), &role).await;
     let binding: RoleBinding = serde_json::from_value(json!({
-        "metadata": {"name": format!("{name}-{sa}")},
+        "metadata": {"name": format!("{name}-{suffix}")},
         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": name},
-        "subjects": [{"kind": "ServiceAccount", "name": sa, "namespace": ns}]
+        "subjects": [subject]
     }))
     .unwrap();
     Api::<RoleBinding>::namespaced(client.clone(), ns)
@@ -242,28 +259,46 @@ pub async fn grant(client: &kube::Client, ns: &str, sa: &str, role: ClusterRole)
         ..ResourceAttributes::default()
     };
     assert!(
-        allowed_within_a_minute(client, ns, sa, cutovers).await,
-        "{name} for {sa} never took effect"
+        member_allowed_within_a_minute(client, member, cutovers).await,
+        "{name} for {suffix} never took effect"
     );
 }
 
-/// Whether ServiceAccount `sa` of `ns` is allowed what `attributes` ask within a minute,
-/// asked with SubjectAccessReviews every 100 ms: a real API server's authorizer sees new
-/// bindings only once its informers have them.
+/// The user and groups a ServiceAccount `sa` of `ns` authenticates as.
+pub fn service_account_member(ns: &str, sa: &str) -> (String, Vec<String>) {
+    (
+        format!("system:serviceaccount:{ns}:{sa}"),
+        vec![
+            "system:serviceaccounts".to_owned(),
+            format!("system:serviceaccounts:{ns}"),
+            "system:authenticated".to_owned(),
+        ],
+    )
+}
+
+/// Whether ServiceAccount `sa` of `ns` is allowed what `attributes` ask within a minute.
 pub async fn allowed_within_a_minute(
     client: &kube::Client,
     ns: &str,
     sa: &str,
     attributes: ResourceAttributes,
 ) -> bool {
+    member_allowed_within_a_minute(client, service_account_member(ns, sa), attributes).await
+}
+
+/// Whether `member` (user, groups) is allowed what `attributes` ask within a minute, asked
+/// with SubjectAccessReviews every 100 ms: a real API server's authorizer sees new bindings
+/// only once its informers have them.
+pub async fn member_allowed_within_a_minute(
+    client: &kube::Client,
+    member: (String, Vec<String>),
+    attributes: ResourceAttributes,
+) -> bool {
+    let (user, groups) = member;
     let review = SubjectAccessReview {
         spec: SubjectAccessReviewSpec {
-            user: Some(format!("system:serviceaccount:{ns}:{sa}")),
-            groups: Some(vec![
-                "system:serviceaccounts".to_owned(),
-                format!("system:serviceaccounts:{ns}"),
-                "system:authenticated".to_owned(),
-            ]),
+            user: Some(user),
+            groups: Some(groups),
             resource_attributes: Some(attributes),
             ..SubjectAccessReviewSpec::default()
         },
@@ -299,6 +334,15 @@ pub fn daemonset(name: &str, image: &str) -> k8s_openapi::api::apps::v1::DaemonS
         }
     }))
     .expect("DaemonSet")
+}
+
+/// Creates the DaemonSet `name` in `ns` (one busybox container), for the simulator to roll
+/// out and daemonset-wait steps to wait for.
+pub async fn create_daemonset(client: &kube::Client, ns: &str, name: &str) {
+    Api::<k8s_openapi::api::apps::v1::DaemonSet>::namespaced(client.clone(), ns)
+        .create(&PostParams::default(), &daemonset(name, "busybox:1.36"))
+        .await
+        .expect("create DaemonSet");
 }
 
 /// A `job` step ConfigMap whose pod behaves as `env` tells the simulator. Its command holds

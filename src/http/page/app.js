@@ -1,6 +1,7 @@
 // The live page of catalyst-cutover. Everything it shows comes from the service's own
-// authorized routes, called with the operator's bearer token (kept in sessionStorage, this
-// tab only). The event stream is read with fetch and a streaming reader, because
+// authorized routes, called with the console's session cookie when the service checks
+// sessions (forward authentication) and there is one, else with the operator's bearer
+// token (asked for on the first 401, kept in sessionStorage, this tab only). The event stream is read with fetch and a streaming reader, because
 // EventSource cannot send an Authorization header; after a drop it reconnects with
 // Last-Event-ID, so the frames missed meanwhile are replayed.
 "use strict";
@@ -38,6 +39,9 @@ const page = {
   refreshing: null,
   refreshAgain: false,
   signingIn: null,
+  // The step rows by step name: step names are data, so they never become element ids
+  // (a step named "rows" would otherwise be found as the table's own body).
+  rows: new Map(),
 };
 
 const $ = (id) => document.getElementById(id);
@@ -100,9 +104,11 @@ function signIn(reason) {
 async function call(method, path, body) {
   for (;;) {
     const init = { method, headers: headers({ Accept: "application/json" }) };
-    if (body !== undefined) {
+    // Every change is sent as JSON: a session-authenticated change must be (the service
+    // refuses anything else as cross-site).
+    if (body !== undefined || method !== "GET") {
       init.headers["Content-Type"] = "application/json";
-      init.body = JSON.stringify(body);
+      init.body = JSON.stringify(body === undefined ? {} : body);
     }
     const response = await fetch(path, init);
     if (response.status === 401) {
@@ -190,10 +196,10 @@ function closeLogs(details) {
 }
 
 function stepRow(step, index, status) {
-  const id = "step-" + step.name;
-  let row = document.getElementById(id);
+  let row = page.rows.get(step.name);
   if (!row) {
-    row = el("tr", { id });
+    row = el("tr", { "data-step": step.name });
+    page.rows.set(step.name, row);
     for (let i = 0; i < 8; i++) row.append(el("td"));
     row.append(logsCell(step));
   }
@@ -244,6 +250,8 @@ function render(status) {
     if (body.children[index] !== row) body.insertBefore(row, body.children[index] || null);
   });
   while (body.children.length > rows.length) body.lastElementChild.remove();
+  const shown = new Set(status.steps.map((s) => s.name));
+  for (const name of page.rows.keys()) if (!shown.has(name)) page.rows.delete(name);
   renderActions();
 }
 
@@ -264,7 +272,8 @@ function tick() {
   if (!page.status) return;
   for (const step of page.status.steps) {
     if (step.result !== "running") continue;
-    const cell = document.querySelector("#step-" + CSS.escape(step.name) + " .duration");
+    const row = page.rows.get(step.name);
+    const cell = row && row.querySelector(".duration");
     if (cell) cell.textContent = duration(step.startedAt, "");
   }
 }
@@ -306,8 +315,11 @@ function onFrame(id, name, data, first) {
     return;
   }
   if (name === "cutover-status") {
+    // Its message is the status ConfigMap as JSON, for the admin console; a person reads
+    // the phase.
     render(frame.status);
-    showEvent(id, name, frame);
+    showEvent(id, name, { ...frame, message: "cutover is " + frame.status.phase +
+      " (" + frame.status.progressPercent + "% done)" });
     return;
   }
   if (first && page.reconnects > 0) {
