@@ -893,7 +893,7 @@ fn step_calls() -> BTreeMap<&'static str, Vec<String>> {
         (
             "preflight",
             vec![
-                "get source.toolkit.fluxcd.io/gitrepositories flux-system/flux-system".to_owned(),
+                "get source.toolkit.fluxcd.io/gitrepositories flux-system/openova".to_owned(),
                 format!("get apps/daemonsets {NAMESPACE}/registry-pivot"),
             ],
         ),
@@ -911,8 +911,8 @@ fn step_calls() -> BTreeMap<&'static str, Vec<String>> {
         (
             "flux-gitrepository-patch",
             vec![
-                "get source.toolkit.fluxcd.io/gitrepositories flux-system/flux-system".to_owned(),
-                "patch source.toolkit.fluxcd.io/gitrepositories flux-system/flux-system".to_owned(),
+                "get source.toolkit.fluxcd.io/gitrepositories flux-system/openova".to_owned(),
+                "patch source.toolkit.fluxcd.io/gitrepositories flux-system/openova".to_owned(),
             ],
         ),
         (
@@ -921,8 +921,8 @@ fn step_calls() -> BTreeMap<&'static str, Vec<String>> {
                 "list source.toolkit.fluxcd.io/helmrepositories".to_owned(),
                 "patch source.toolkit.fluxcd.io/helmrepositories platform/openova".to_owned(),
                 // annotate: read, then patch.
-                "get source.toolkit.fluxcd.io/gitrepositories flux-system/flux-system".to_owned(),
-                "patch source.toolkit.fluxcd.io/gitrepositories flux-system/flux-system".to_owned(),
+                "get source.toolkit.fluxcd.io/gitrepositories flux-system/openova".to_owned(),
+                "patch source.toolkit.fluxcd.io/gitrepositories flux-system/openova".to_owned(),
             ],
         ),
         (
@@ -940,10 +940,12 @@ fn step_calls() -> BTreeMap<&'static str, Vec<String>> {
             vec![
                 "list source.toolkit.fluxcd.io/gitrepositories".to_owned(),
                 "list source.toolkit.fluxcd.io/helmrepositories".to_owned(),
+                "list source.toolkit.fluxcd.io/helmcharts".to_owned(),
                 "list helm.toolkit.fluxcd.io/helmreleases".to_owned(),
                 "list kustomize.toolkit.fluxcd.io/kustomizations".to_owned(),
                 "patch source.toolkit.fluxcd.io/gitrepositories platform/openova".to_owned(),
                 "patch source.toolkit.fluxcd.io/helmrepositories platform/openova".to_owned(),
+                "patch source.toolkit.fluxcd.io/helmcharts platform/platform-openova".to_owned(),
                 "create cilium.io/ciliumclusterwidenetworkpolicies".to_owned(),
                 "get cilium.io/ciliumclusterwidenetworkpolicies cutover-egress-block".to_owned(),
                 "delete cilium.io/ciliumclusterwidenetworkpolicies cutover-egress-block".to_owned(),
@@ -1774,7 +1776,7 @@ fn rbac_lets_the_preflight_read_what_it_checks() {
     let rbac = installed_rbac();
     let runner = format!("system:serviceaccount:{NAMESPACE}:cutover-runner");
     for call in [
-        "get source.toolkit.fluxcd.io/gitrepositories flux-system/flux-system".to_owned(),
+        "get source.toolkit.fluxcd.io/gitrepositories flux-system/openova".to_owned(),
         format!("get apps/daemonsets {NAMESPACE}/registry-pivot"),
     ] {
         assert!(allowed(&rbac, &runner, &call), "{runner}: {call}");

@@ -1785,13 +1785,54 @@ fn policy_api(cluster: &Cluster) -> Api<DynamicObject> {
     Api::all_with(cluster.client(), &ApiResource::from_gvk(&gvk))
 }
 
-/// A spec with the fields Flux's definition of `kind` requires.
+/// The OCI HelmRepository the platform's charts come through (Flux keeps it static).
+const CHARTS: &str = "openova";
+
+/// A spec Flux's own definition of `kind` accepts (URL patterns, `chart` or `chartRef`).
 fn flux_spec(kind: &str) -> Json {
     let source = json!({"kind": "GitRepository", "name": "flux-system"});
+    let charts = json!({"kind": "HelmRepository", "name": CHARTS});
     match kind {
         "GitRepository" => json!({"interval": "1m", "url": LOCAL_REPO}),
         "Kustomization" => json!({"interval": "1m", "prune": true, "sourceRef": source}),
-        _ => json!({"interval": "1m"}),
+        "HelmRepository" => json!({"interval": "10m", "type": "oci",
+            "url": format!("oci://{HARBOR_HOST}/ghcr.io/openova-io")}),
+        "HelmChart" => json!({"interval": "1m", "chart": "platform", "sourceRef": charts}),
+        "HelmRelease" => json!({"interval": "1m",
+            "chart": {"spec": {"chart": "platform", "sourceRef": charts}}}),
+        other => panic!("no spec for the Flux kind {other}"),
+    }
+}
+
+fn flux_api(cluster: &Cluster, api_version: &str, kind: &str) -> Api<DynamicObject> {
+    let (group, version) = api_version.split_once('/').expect("group/version");
+    let gvk = GroupVersionKind::gvk(group, version, kind);
+    Api::namespaced_with(
+        cluster.client(),
+        cluster.namespace(),
+        &ApiResource::from_gvk(&gvk),
+    )
+}
+
+/// Plays source-controller for the OCI HelmRepositories of the test's namespace, as its
+/// HelmRepository reconciler does (`migrationToStatic`): it empties the status of every one
+/// (no Ready condition, ever) and never answers a reconcile request.
+async fn play_static_helm_repositories(api: Api<DynamicObject>) {
+    loop {
+        let list = api
+            .list(&Default::default())
+            .await
+            .expect("list HelmRepositories");
+        for repo in list {
+            let has_status = repo.data["status"].as_object().is_some_and(|s| !s.is_empty());
+            if repo.data["spec"]["type"] == "oci" && has_status {
+                let name = repo.metadata.name.clone().unwrap_or_default();
+                api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&json!({"status": null})))
+                    .await
+                    .expect("empty the status");
+            }
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
 }
 
@@ -1804,13 +1845,7 @@ async fn flux_object(cluster: &Cluster, api_version: &str, kind: &str, name: &st
         json!({"metadata": {"name": name}, "spec": flux_spec(kind)}),
     )
     .await;
-    let (group, version) = api_version.split_once('/').expect("group/version");
-    let gvk = GroupVersionKind::gvk(group, version, kind);
-    let api: Api<DynamicObject> = Api::namespaced_with(
-        cluster.client(),
-        cluster.namespace(),
-        &ApiResource::from_gvk(&gvk),
-    );
+    let api = flux_api(cluster, api_version, kind);
     let status = json!({"status": {"conditions": [{"type": "Ready", "status": ready, "reason": "Test",
         "message": format!("{kind} is {ready}"), "lastTransitionTime": "2026-01-01T00:00:00Z"}]}});
     api.patch_status(name, &PatchParams::default(), &Patch::Merge(&status))
@@ -1829,7 +1864,7 @@ fn egress_settings(cluster: &Cluster) -> BTreeMap<String, String> {
         ("EGRESS_WATCH_NAMESPACE", cluster.namespace()),
         (
             "FLUX_READY_KINDS",
-            "gitrepositories.source.toolkit.fluxcd.io helmrepositories.source.toolkit.fluxcd.io helmreleases.helm.toolkit.fluxcd.io kustomizations.kustomize.toolkit.fluxcd.io",
+            "gitrepositories.source.toolkit.fluxcd.io helmrepositories.source.toolkit.fluxcd.io helmcharts.source.toolkit.fluxcd.io helmreleases.helm.toolkit.fluxcd.io kustomizations.kustomize.toolkit.fluxcd.io",
         ),
         ("EGRESS_BLOCK_HOSTS", ""),
         ("EGRESS_BLOCK_CIDRS", "203.0.113.0/24 2001:db8::/32"),
@@ -1956,6 +1991,77 @@ async fn egress_block_holds_while_flux_stays_ready_and_always_lifts() {
     nothing.insert("EGRESS_BLOCK_CIDRS".into(), String::new());
     let run = runner.run(STEP_08, &nothing).await;
     run.fails_with("nothing to block");
+    cluster.cleanup().await;
+}
+
+/// A real cutover's Flux: the platform's charts come through an OCI HelmRepository, which
+/// source-controller keeps static (no Ready condition, reconcile requests ignored), beside a
+/// Ready GitRepository, HelmChart and HelmRelease. The hold passes, the static repository is
+/// neither waited for nor asked to reconcile, and what pulls through it is still checked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn egress_block_treats_oci_helm_repositories_as_static_and_checks_what_pulls_through_them()
+{
+    let _one_block = EGRESS_BLOCK.lock().await;
+    let Some((cluster, runner)) = on_cluster().await else {
+        return;
+    };
+    let source = "source.toolkit.fluxcd.io/v1";
+    // Created with the Ready condition an older source-controller left on it.
+    flux_object(&cluster, source, "HelmRepository", CHARTS, "True").await;
+    let flux = tokio::spawn(play_static_helm_repositories(flux_api(
+        &cluster,
+        source,
+        "HelmRepository",
+    )));
+    flux_object(&cluster, source, "GitRepository", "flux-system", "True").await;
+    flux_object(&cluster, source, "HelmChart", "platform", "True").await;
+    flux_object(&cluster, "helm.toolkit.fluxcd.io/v2", "HelmRelease", "platform", "True").await;
+    let charts = flux_api(&cluster, source, "HelmRepository");
+    for _ in 0..100 {
+        let repo = charts.get(CHARTS).await.expect("get HelmRepository");
+        if repo.data["status"].as_object().is_none_or(|s| s.is_empty()) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+
+    let run = runner.run(STEP_08, &egress_settings(&cluster)).await;
+    run.succeeds();
+    run.says(&format!(
+        "helmrepositories.source.toolkit.fluxcd.io {}/{CHARTS} is static (type oci)",
+        cluster.namespace()
+    ));
+    let requested = |object: DynamicObject| {
+        object
+            .metadata
+            .annotations
+            .unwrap_or_default()
+            .contains_key("reconcile.fluxcd.io/requestedAt")
+    };
+    assert!(
+        !requested(charts.get(CHARTS).await.expect("get")),
+        "a request the static HelmRepository would ignore"
+    );
+    let chart = flux_api(&cluster, source, "HelmChart");
+    assert!(requested(chart.get("platform").await.expect("get")));
+
+    // The HelmChart fetched through the static repository fails: so does the step.
+    chart
+        .patch_status(
+            "platform",
+            &PatchParams::default(),
+            &Patch::Merge(&json!({"status": {"conditions": [{"type": "Ready", "status": "False",
+                "reason": "ChartPullError", "message": "not found",
+                "lastTransitionTime": "2026-01-01T00:00:00Z"}]}})),
+        )
+        .await
+        .expect("patch status");
+    let run = runner.run(STEP_08, &egress_settings(&cluster)).await;
+    flux.abort();
+    run.fails_with(&format!(
+        "helmcharts.source.toolkit.fluxcd.io {}/platform: ChartPullError not found",
+        cluster.namespace()
+    ));
     cluster.cleanup().await;
 }
 
