@@ -1678,6 +1678,97 @@ fn helm_refuses_values_off_the_schema() {
     }
 }
 
+/// The defaults name the seed platform's Flux objects: its GitRepository `flux-system/openova`
+/// and its bootstrap-kit under `clusters/_template/bootstrap-kit` (the seed chart's own steps
+/// 05 and 06 name both).
+#[test]
+fn the_defaults_name_the_seed_platforms_gitrepository_and_bootstrap_kit() {
+    let docs = default_docs();
+    let settings: ConfigMap = typed(find(&docs, "ConfigMap", "cutover-settings"));
+    let data = settings.data.unwrap_or_default();
+    for (key, value) in [
+        ("FLUX_NAMESPACE", "flux-system"),
+        ("FLUX_GITREPOSITORY", "openova"),
+        (
+            "FLUX_BOOTSTRAP_KIT_PATH",
+            "clusters/_template/bootstrap-kit",
+        ),
+    ] {
+        assert_eq!(data.get(key).map(String::as_str), Some(value), "{key}");
+    }
+}
+
+/// Values that reach the real Flux and Cilium schemas (`../shared/crds`): what those reject
+/// is refused when the chart renders, not by the API server in the middle of a step. Step 08
+/// puts `upstream.egressCidrs` in a CiliumClusterwideNetworkPolicy's `toCIDRSet` (`format:
+/// cidr`: an address and a prefix no longer than it); step 05 puts the Gitea clone URL in
+/// the GitRepository's `spec.url` (`^(http|https|ssh)://.*$`).
+#[test]
+fn values_the_real_flux_and_cilium_schemas_reject_are_refused_at_render_time() {
+    let refused = [
+        (
+            "prefix past /32",
+            with("upstream.egressCidrs", Json::from(vec!["10.0.0.0/33"])),
+        ),
+        (
+            "bare address",
+            with("upstream.egressCidrs", Json::from(vec!["10.0.0.1"])),
+        ),
+        (
+            "octet past 255",
+            with("upstream.egressCidrs", Json::from(vec!["10.0.0.256/32"])),
+        ),
+        (
+            "prefix past /128",
+            with("upstream.egressCidrs", Json::from(vec!["2001:db8::/129"])),
+        ),
+        (
+            "bare IPv6 address",
+            with("upstream.egressCidrs", Json::from(vec!["2001:db8::1"])),
+        ),
+        (
+            "clone URL without a scheme",
+            with(
+                "gitea.repoUrl",
+                Json::from("gitea.example.org/openova/platform.git"),
+            ),
+        ),
+        (
+            "Gitea URL without a scheme",
+            with("gitea.url", Json::from("gitea.example.org")),
+        ),
+        (
+            "upstream without a scheme",
+            with(
+                "upstream.repoUrl",
+                Json::from("github.com/openova-io/openova.git"),
+            ),
+        ),
+    ];
+    for (what, values) in refused {
+        let refusal = template(&values)
+            .err()
+            .unwrap_or_else(|| panic!("{what} passed the schema"));
+        assert!(
+            refusal.contains("values don't meet the specifications of the schema"),
+            "{what}: {refusal}"
+        );
+    }
+    let accepted = with(
+        "upstream.egressCidrs",
+        Json::from(vec![
+            "10.0.0.0/8",
+            "192.168.1.1/32",
+            "0.0.0.0/0",
+            "2001:db8::/32",
+            "::/0",
+        ]),
+    );
+    if let Err(e) = template(&accepted) {
+        panic!("valid CIDRs refused:\n{e}");
+    }
+}
+
 // ---------------------------------------------------------------------------------------
 // The scripts.
 // ---------------------------------------------------------------------------------------

@@ -227,9 +227,9 @@ async fn flux_gitrepository_patch_points_flux_at_gitea_and_is_idempotent() {
     let first = runner.run(STEP_05, &settings).await;
     first.succeeds();
     assert!(
-        first
-            .output
-            .contains(&format!("from {UPSTREAM_REPO} to {LOCAL_REPO}")),
+        first.output.contains(&format!(
+            "from {UPSTREAM_REPO} (branch main) to {LOCAL_REPO} (branch main)"
+        )),
         "{}",
         first.output
     );
@@ -267,6 +267,47 @@ async fn flux_gitrepository_patch_points_flux_at_gitea_and_is_idempotent() {
         .await
         .expect("get");
     assert_eq!(repo.data["spec"]["secretRef"]["name"], "gitea-auth");
+    cluster.cleanup().await;
+}
+
+/// The branch the chart names is the one Flux follows: set on the GitRepository, with any
+/// tag, semver, name or commit of upstream's (which Flux would prefer) taken off.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flux_gitrepository_patch_sets_the_branch_the_sovereign_follows() {
+    let Some((cluster, runner)) = on_cluster().await else {
+        return;
+    };
+    create_git_repository(&cluster, "flux-system", UPSTREAM_REPO).await;
+    git_repository_api(&cluster)
+        .patch(
+            "flux-system",
+            &PatchParams::default(),
+            &Patch::Merge(&json!({"spec": {"ref": {"tag": "v1.0.0"}}})),
+        )
+        .await
+        .expect("pin a tag");
+    let mut settings = gitea_settings(&cluster);
+    settings.insert("GITEA_BRANCH".into(), "release-1.0".into());
+
+    let run = runner.run(STEP_05, &settings).await;
+    run.succeeds();
+    run.says(&format!(
+        "from {UPSTREAM_REPO} (branch main, tag v1.0.0) to {LOCAL_REPO} (branch release-1.0)"
+    ));
+    let repo = git_repository_api(&cluster)
+        .get("flux-system")
+        .await
+        .expect("get");
+    assert_eq!(repo.data["spec"]["ref"], json!({"branch": "release-1.0"}));
+
+    let again = runner.run(STEP_05, &settings).await;
+    again.succeeds();
+    again.says("already points at");
+    let same = git_repository_api(&cluster)
+        .get("flux-system")
+        .await
+        .expect("get");
+    assert_eq!(same.metadata.generation, repo.metadata.generation);
     cluster.cleanup().await;
 }
 
@@ -1545,7 +1586,7 @@ fn helm_repository(namespace: &str, name: &str, kind: &str, url: &str) -> String
 fn platform_repository(root: &std::path::Path, namespace: &str) -> PathBuf {
     let bare = root.join("platform.git");
     let work = root.join("seed");
-    std::fs::create_dir_all(work.join("clusters/bootstrap-kit")).expect("seed dir");
+    std::fs::create_dir_all(work.join("clusters/_template/bootstrap-kit")).expect("seed dir");
     git(
         root,
         &[
@@ -1568,7 +1609,7 @@ fn platform_repository(root: &std::path::Path, namespace: &str) -> PathBuf {
     ]
     .join("---\n");
     std::fs::write(
-        work.join("clusters/bootstrap-kit/helmrepositories.yaml"),
+        work.join("clusters/_template/bootstrap-kit/helmrepositories.yaml"),
         kit,
     )
     .expect("kit");
@@ -1595,7 +1636,7 @@ fn platform_repository(root: &std::path::Path, namespace: &str) -> PathBuf {
 /// What Flux's kustomize-controller does: apply the bootstrap-kit at the repository's HEAD.
 async fn flux_apply(runner: &Runner, url: &str) {
     let apply = format!(
-        "set -eu\nd=$(mktemp -d)\ngit clone --quiet \"{url}\" \"$d/repo\"\nkubectl apply -f \"$d/repo/clusters/bootstrap-kit/\"\nrm -rf \"$d\"\n"
+        "set -eu\nd=$(mktemp -d)\ngit clone --quiet \"{url}\" \"$d/repo\"\nkubectl apply -f \"$d/repo/clusters/_template/bootstrap-kit/\"\nrm -rf \"$d\"\n"
     );
     let run = runner.run_script(&apply, &BTreeMap::new()).await;
     run.succeeds();
@@ -1634,7 +1675,10 @@ fn pivot_settings(cluster: &Cluster, repo_url: &str) -> BTreeMap<String, String>
         ("GITEA_PASSWORD", PASSWORD),
         ("HARBOR_REGISTRY", HARBOR_HOST),
         ("UPSTREAM_REGISTRIES", REGISTRIES),
-        ("FLUX_BOOTSTRAP_KIT_PATH", "clusters/bootstrap-kit"),
+        (
+            "FLUX_BOOTSTRAP_KIT_PATH",
+            "clusters/_template/bootstrap-kit",
+        ),
         ("GIT_AUTHOR_NAME", "catalyst-cutover"),
         ("GIT_AUTHOR_EMAIL", "cutover@openova.io"),
     ]));
@@ -1645,7 +1689,10 @@ fn pivot_settings(cluster: &Cluster, repo_url: &str) -> BTreeMap<String, String>
 fn assert_kit_points_local(repo: &std::path::Path) {
     let kit = git(
         repo,
-        &["show", "main:clusters/bootstrap-kit/helmrepositories.yaml"],
+        &[
+            "show",
+            "main:clusters/_template/bootstrap-kit/helmrepositories.yaml",
+        ],
     );
     assert!(
         kit.contains(&format!(
@@ -1667,7 +1714,8 @@ async fn helmrepository_patches_pivot_live_and_in_git_so_a_reapply_keeps_them_lo
     let bare = platform_repository(&root, cluster.namespace());
     let server = GitServer::start(&root).await;
     let url = format!("{}/platform.git", server.url);
-    create_git_repository(&cluster, "flux-system", &url).await;
+    // Flux follows the https URL of the repository; git:// is only the test's git server.
+    create_git_repository(&cluster, "flux-system", LOCAL_REPO).await;
     flux_apply(&runner, &url).await;
     let upstream = live_urls(&cluster).await;
     assert_eq!(upstream["openova"], "oci://ghcr.io/openova-io/charts");
@@ -1824,12 +1872,18 @@ async fn play_static_helm_repositories(api: Api<DynamicObject>) {
             .await
             .expect("list HelmRepositories");
         for repo in list {
-            let has_status = repo.data["status"].as_object().is_some_and(|s| !s.is_empty());
+            let has_status = repo.data["status"]
+                .as_object()
+                .is_some_and(|s| !s.is_empty());
             if repo.data["spec"]["type"] == "oci" && has_status {
                 let name = repo.metadata.name.clone().unwrap_or_default();
-                api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&json!({"status": null})))
-                    .await
-                    .expect("empty the status");
+                api.patch_status(
+                    &name,
+                    &PatchParams::default(),
+                    &Patch::Merge(&json!({"status": null})),
+                )
+                .await
+                .expect("empty the status");
             }
         }
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
@@ -1999,8 +2053,7 @@ async fn egress_block_holds_while_flux_stays_ready_and_always_lifts() {
 /// Ready GitRepository, HelmChart and HelmRelease. The hold passes, the static repository is
 /// neither waited for nor asked to reconcile, and what pulls through it is still checked.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn egress_block_treats_oci_helm_repositories_as_static_and_checks_what_pulls_through_them()
-{
+async fn egress_block_treats_oci_helm_repositories_as_static_and_checks_what_pulls_through_them() {
     let _one_block = EGRESS_BLOCK.lock().await;
     let Some((cluster, runner)) = on_cluster().await else {
         return;
@@ -2015,7 +2068,14 @@ async fn egress_block_treats_oci_helm_repositories_as_static_and_checks_what_pul
     )));
     flux_object(&cluster, source, "GitRepository", "flux-system", "True").await;
     flux_object(&cluster, source, "HelmChart", "platform", "True").await;
-    flux_object(&cluster, "helm.toolkit.fluxcd.io/v2", "HelmRelease", "platform", "True").await;
+    flux_object(
+        &cluster,
+        "helm.toolkit.fluxcd.io/v2",
+        "HelmRelease",
+        "platform",
+        "True",
+    )
+    .await;
     let charts = flux_api(&cluster, source, "HelmRepository");
     for _ in 0..100 {
         let repo = charts.get(CHARTS).await.expect("get HelmRepository");
@@ -2050,9 +2110,11 @@ async fn egress_block_treats_oci_helm_repositories_as_static_and_checks_what_pul
         .patch_status(
             "platform",
             &PatchParams::default(),
-            &Patch::Merge(&json!({"status": {"conditions": [{"type": "Ready", "status": "False",
+            &Patch::Merge(
+                &json!({"status": {"conditions": [{"type": "Ready", "status": "False",
                 "reason": "ChartPullError", "message": "not found",
-                "lastTransitionTime": "2026-01-01T00:00:00Z"}]}})),
+                "lastTransitionTime": "2026-01-01T00:00:00Z"}]}}),
+            ),
         )
         .await
         .expect("patch status");
