@@ -1604,7 +1604,13 @@ fn platform_repository(root: &std::path::Path, namespace: &str) -> PathBuf {
             "oci",
             "oci://ghcr.io/openova-io/charts",
         ),
-        helm_repository(namespace, "bitnami", "oci", "oci://docker.io/bitnamicharts"),
+        // The seed platform names Docker Hub by its registry host.
+        helm_repository(
+            namespace,
+            "bitnami",
+            "oci",
+            "oci://registry-1.docker.io/bitnamicharts",
+        ),
         helm_repository(namespace, "legacy", "default", "https://charts.example.org"),
     ]
     .join("---\n");
@@ -1767,6 +1773,72 @@ async fn helmrepository_patches_pivot_live_and_in_git_so_a_reapply_keeps_them_lo
             .annotations
             .unwrap_or_default()
             .contains_key("reconcile.fluxcd.io/requestedAt")
+    );
+    cluster.cleanup().await;
+}
+
+/// With a plain-HTTP local Harbor, Flux must be told (`spec.insecure`), live and in git, or it
+/// cannot pull a chart through it; a repository outside the proxied registries stays
+/// upstream and the log says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn helmrepository_patches_marks_an_insecure_harbor_live_and_in_git() {
+    let _one_at_a_time = HELM_REPOSITORIES.lock().await;
+    let Some((cluster, runner)) = on_cluster().await else {
+        return;
+    };
+    let root = runner.dir.join("git");
+    std::fs::create_dir_all(&root).expect("git root");
+    let bare = platform_repository(&root, cluster.namespace());
+    let server = GitServer::start(&root).await;
+    let url = format!("{}/platform.git", server.url);
+    create_git_repository(&cluster, "flux-system", LOCAL_REPO).await;
+    flux_apply(&runner, &url).await;
+
+    let mut settings = pivot_settings(&cluster, &url);
+    settings.insert("HARBOR_INSECURE".into(), "true".into());
+    let run = runner.run(STEP_06, &settings).await;
+    run.succeeds();
+    run.says("legacy stays upstream at https://charts.example.org");
+    let insecure = |cluster: &Cluster| {
+        let api = flux_api(cluster, "source.toolkit.fluxcd.io/v1", "HelmRepository");
+        async move {
+            api.list(&Default::default())
+                .await
+                .expect("list")
+                .items
+                .into_iter()
+                .map(|r| {
+                    (
+                        r.metadata.name.clone().unwrap_or_default(),
+                        r.data["spec"]["insecure"].clone(),
+                    )
+                })
+                .collect::<BTreeMap<_, _>>()
+        }
+    };
+    let expected = BTreeMap::from([
+        ("bitnami".to_owned(), json!(true)),
+        ("legacy".to_owned(), Json::Null),
+        ("openova".to_owned(), json!(true)),
+    ]);
+    assert_eq!(insecure(&cluster).await, expected);
+    let kit = git(
+        &bare,
+        &[
+            "show",
+            "main:clusters/_template/bootstrap-kit/helmrepositories.yaml",
+        ],
+    );
+    assert_eq!(kit.matches("insecure: true").count(), 2, "{kit}");
+    // Flux re-applies what git holds: still insecure, and a second run changes nothing.
+    flux_apply(&runner, &url).await;
+    assert_eq!(insecure(&cluster).await, expected);
+    let head = git(&bare, &["rev-parse", "main"]);
+    runner.run(STEP_06, &settings).await.succeeds();
+    assert_eq!(
+        git(&bare, &["rev-parse", "main"]),
+        head,
+        "nothing more to push"
     );
     cluster.cleanup().await;
 }
