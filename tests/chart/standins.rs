@@ -106,6 +106,16 @@ pub struct Gitea {
     pub creations: Vec<Json>,
     /// When set, `POST /repos/migrate` answers this status with a message.
     pub fail_migrate: Option<u16>,
+    /// How long `POST /repos/migrate` clones before it answers: Gitea clones the upstream
+    /// inside the request and answers 201 only once it is done.
+    pub migrate_takes: std::time::Duration,
+    /// Old `owner/name` → new `owner/name` of renamed repositories: Gitea answers the old
+    /// name with a 307 redirect until a repository of that name is created again.
+    pub redirects: BTreeMap<String, String>,
+    /// Mirrors whose migration never finished: the repository is flagged a mirror, but
+    /// Gitea has no mirror record for it (no `mirror_interval`; PATCH answers 500 and
+    /// mirror-sync 400).
+    pub half_made: BTreeSet<String>,
     /// Where the repositories live.
     pub git: GitRoot,
 }
@@ -141,6 +151,50 @@ impl Gitea {
         let path = self.path(&full);
         Ok((full, path))
     }
+
+    /// Where a request for `owner/name` goes when no repository has that name: the 307
+    /// Gitea answers after a rename (its API follows `RedirectToRepo`), else a 404.
+    fn missing(&self, full: &str, rest: &str) -> Response {
+        match self.redirects.get(full) {
+            Some(new) => (
+                StatusCode::TEMPORARY_REDIRECT,
+                [("location", format!("/api/v1/repos/{new}{rest}"))],
+            )
+                .into_response(),
+            None => not_found(),
+        }
+    }
+}
+
+/// A Go `time.Duration` as Go prints it (`1h0m0s`, `10m0s`, `45s`), from the `h`, `m` and
+/// `s` parts Gitea is given, or `None` for anything else.
+pub fn go_duration(text: &str) -> Option<String> {
+    let mut seconds = 0u64;
+    let mut number = String::new();
+    for c in text.chars() {
+        match c {
+            '0'..='9' => number.push(c),
+            'h' | 'm' | 's' => {
+                let n: u64 = number.parse().ok()?;
+                seconds += n * match c {
+                    'h' => 3600,
+                    'm' => 60,
+                    _ => 1,
+                };
+                number.clear();
+            }
+            _ => return None,
+        }
+    }
+    if !number.is_empty() || text.is_empty() {
+        return None;
+    }
+    let (h, m, s) = (seconds / 3600, seconds / 60 % 60, seconds % 60);
+    Some(match (h, m) {
+        (0, 0) => format!("{s}s"),
+        (0, _) => format!("{m}m{s}s"),
+        _ => format!("{h}h{m}m{s}s"),
+    })
 }
 
 impl Server<Gitea> {
@@ -163,6 +217,30 @@ impl Server<Gitea> {
             mirror_of.unwrap_or_default(),
         );
         gitea.repos.insert(full, repo);
+    }
+
+    /// What renaming `owner/old` to `owner/new` in Gitea's settings does: the repository
+    /// moves, and the old name answers with a redirect to the new one.
+    pub fn rename(&self, owner: &str, old: &str, new: &str) {
+        let mut gitea = self.state.lock().expect("lock");
+        let (from, to) = (format!("{owner}/{old}"), format!("{owner}/{new}"));
+        let mut repo = gitea.repos.remove(&from).expect("the repository to rename");
+        repo["full_name"] = json!(to);
+        std::fs::rename(gitea.path(&from), gitea.path(&to)).expect("move the repository");
+        gitea.repos.insert(to.clone(), repo);
+        gitea.redirects.insert(from, to);
+    }
+
+    /// A pull mirror whose migration was cut off (the client went away while Gitea cloned):
+    /// flagged a mirror, empty, without a mirror record.
+    pub fn add_half_made_mirror(&self, owner: &str, name: &str) {
+        let mut gitea = self.state.lock().expect("lock");
+        let full = format!("{owner}/{name}");
+        init_bare(&gitea.path(&full), "main").expect("create the repository");
+        gitea
+            .repos
+            .insert(full.clone(), Gitea::repo(owner, name, true, "", ""));
+        gitea.half_made.insert(full);
     }
 }
 
@@ -219,7 +297,7 @@ pub async fn gitea(state: Gitea) -> Server<Gitea> {
         .route("/api/v1/repos/migrate", post(gitea_migrate))
         .route(
             "/api/v1/repos/{owner}/{repo}",
-            get(gitea_get).patch(gitea_patch),
+            get(gitea_get).patch(gitea_patch).delete(gitea_delete),
         )
         .route("/api/v1/repos/{owner}/{repo}/mirror-sync", post(gitea_sync))
         .route("/api/v1/orgs/{org}", get(gitea_org))
@@ -266,15 +344,31 @@ async fn gitea_get(
     if let Some(denied) = gitea_call(&state, &headers, format!("GET /repos/{owner}/{repo}")) {
         return denied;
     }
-    match state
-        .lock()
-        .expect("lock")
-        .repos
-        .get(&format!("{owner}/{repo}"))
-    {
+    let gitea = state.lock().expect("lock");
+    let full = format!("{owner}/{repo}");
+    match gitea.repos.get(&full) {
         Some(found) => answer(StatusCode::OK, found.clone()),
-        None => not_found(),
+        None => gitea.missing(&full, ""),
     }
+}
+
+/// `DELETE /repos/{owner}/{repo}`: 204, the repository and its git data gone.
+async fn gitea_delete(
+    state: GiteaState,
+    headers: HeaderMap,
+    Path((owner, repo)): Path<(String, String)>,
+) -> Response {
+    if let Some(denied) = gitea_call(&state, &headers, format!("DELETE /repos/{owner}/{repo}")) {
+        return denied;
+    }
+    let mut gitea = state.lock().expect("lock");
+    let full = format!("{owner}/{repo}");
+    if gitea.repos.remove(&full).is_none() {
+        return gitea.missing(&full, "");
+    }
+    gitea.half_made.remove(&full);
+    std::fs::remove_dir_all(gitea.path(&full)).ok();
+    StatusCode::NO_CONTENT.into_response()
 }
 
 async fn gitea_patch(
@@ -287,11 +381,31 @@ async fn gitea_patch(
         return denied;
     }
     let mut gitea = state.lock().expect("lock");
-    let Some(found) = gitea.repos.get_mut(&format!("{owner}/{repo}")) else {
-        return not_found();
+    let full = format!("{owner}/{repo}");
+    if gitea.half_made.contains(&full) && body.get("mirror_interval").is_some() {
+        return answer(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            json!({"message": "GetMirrorByRepoID: mirror does not exist"}),
+        );
+    }
+    let interval = match body
+        .get("mirror_interval")
+        .map(|i| i.as_str().and_then(go_duration))
+    {
+        None => None,
+        Some(Some(interval)) => Some(interval),
+        Some(None) => {
+            return answer(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                json!({"message": "Invalid mirror interval"}),
+            );
+        }
     };
-    if let Some(interval) = body.get("mirror_interval") {
-        found["mirror_interval"] = interval.clone();
+    let Some(found) = gitea.repos.get_mut(&full) else {
+        return gitea.missing(&full, "");
+    };
+    if let Some(interval) = interval {
+        found["mirror_interval"] = json!(interval);
     }
     answer(StatusCode::OK, found.clone())
 }
@@ -313,6 +427,12 @@ async fn gitea_sync(
     let path = {
         let gitea = state.lock().expect("lock");
         match gitea.repos.get(&full) {
+            Some(_) if gitea.half_made.contains(&full) => {
+                return answer(
+                    StatusCode::BAD_REQUEST,
+                    json!({"message": "mirror does not exist"}),
+                );
+            }
             Some(found) if found["mirror"] == true => gitea.path(&full),
             Some(_) => {
                 return answer(
@@ -320,7 +440,7 @@ async fn gitea_sync(
                     json!({"message": "Repository is not a mirror"}),
                 );
             }
-            None => return not_found(),
+            None => return gitea.missing(&full, "/mirror-sync"),
         }
     };
     let fetched = blocking(move || run_git(Some(&path), &["remote", "update", "--prune"])).await;
@@ -352,6 +472,13 @@ async fn gitea_migrate(
             let code = StatusCode::from_u16(code).expect("status code");
             return answer(code, json!({"message": "migrate: upstream unreachable"}));
         }
+        let interval = body["mirror_interval"].as_str().unwrap_or("8h0m0s");
+        if body["mirror"] == true && go_duration(interval).is_none() {
+            return answer(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                json!({"message": "Invalid mirror interval"}),
+            );
+        }
         match gitea.new_repo(body["repo_owner"].as_str(), body["repo_name"].as_str()) {
             Ok(found) => found,
             Err((code, message)) => return answer(code, json!({ "message": message })),
@@ -359,6 +486,18 @@ async fn gitea_migrate(
     };
     let origin = body["clone_addr"].as_str().unwrap_or_default().to_owned();
     let mirror = body["mirror"] == true;
+    // Gitea clones inside the request: the repository exists (flagged a mirror, without its
+    // mirror record yet) while the clone runs, and stays so if the request is cut off.
+    let takes = {
+        let mut gitea = state.lock().expect("lock");
+        let (owner, name) = full.split_once('/').expect("owner/name");
+        gitea
+            .repos
+            .insert(full.clone(), Gitea::repo(owner, name, mirror, "", &origin));
+        gitea.half_made.insert(full.clone());
+        gitea.migrate_takes
+    };
+    tokio::time::sleep(takes).await;
     let cloned = {
         let origin = origin.clone();
         blocking(move || {
@@ -372,8 +511,23 @@ async fn gitea_migrate(
         })
         .await
     };
-    let interval = body["mirror_interval"].as_str().unwrap_or("8h0m0s");
-    created(&state, &full, cloned, mirror, interval, &origin)
+    let interval = go_duration(body["mirror_interval"].as_str().unwrap_or("8h0m0s"));
+    {
+        let mut gitea = state.lock().expect("lock");
+        gitea.half_made.remove(&full);
+        // A failed migration takes its repository with it.
+        if cloned.is_err() {
+            gitea.repos.remove(&full);
+        }
+    }
+    created(
+        &state,
+        &full,
+        cloned,
+        mirror,
+        interval.as_deref().unwrap_or_default(),
+        &origin,
+    )
 }
 
 async fn gitea_org(state: GiteaState, headers: HeaderMap, Path(org): Path<String>) -> Response {
@@ -445,11 +599,11 @@ fn created(
     }
     let (owner, name) = full.split_once('/').expect("owner/name");
     let repo = Gitea::repo(owner, name, mirror, interval, origin);
-    state
-        .lock()
-        .expect("lock")
-        .repos
-        .insert(full.to_owned(), repo.clone());
+    let mut gitea = state.lock().expect("lock");
+    gitea.repos.insert(full.to_owned(), repo.clone());
+    // A repository of the old name takes its place: the redirect goes (Gitea's
+    // DeleteRedirect on creation).
+    gitea.redirects.remove(full);
     answer(StatusCode::CREATED, repo)
 }
 

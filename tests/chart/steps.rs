@@ -618,6 +618,7 @@ async fn gitea_mirror_mirrors_upstream_and_seeds_the_repository_the_sovereign_ru
             "GET /repos/openova/platform",
             "GET /repos/openova/platform-upstream",
             "POST /repos/migrate",
+            "GET /repos/openova/platform-upstream",
             "GET /orgs/openova",
             "POST /orgs/openova/repos",
         ]
@@ -732,6 +733,7 @@ async fn gitea_mirror_passes_credentials_and_creates_a_user_repository() {
             format!("GET /repos/{USER}/platform"),
             format!("GET /repos/{USER}/platform-github"),
             "POST /repos/migrate".to_owned(),
+            format!("GET /repos/{USER}/platform-github"),
             format!("GET /orgs/{USER}"),
             "POST /user/repos".to_owned(),
         ]
@@ -784,6 +786,110 @@ async fn gitea_mirror_adopts_an_upstream_already_migrated_and_an_empty_repositor
     let state = gitea.state.lock().expect("lock");
     assert_eq!(state.repos[MIRROR]["mirror_interval"], "10m0s");
     assert!(state.migrations.is_empty() && state.creations.is_empty());
+}
+
+/// The rename the README recommends for an earlier chart's layout (`platform`, a mirror,
+/// becomes `platform-upstream`): Gitea then answers the old name with a 307 to the new one,
+/// which means "absent". The step creates `platform` (the redirect goes) and seeds it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gitea_mirror_takes_a_redirect_left_by_a_rename_as_absent() {
+    if !tools_present() {
+        return;
+    }
+    let gitea = gitea_with_org().await;
+    let runner = Runner::new(None);
+    let upstream = upstream_repository(&runner, "flux-system");
+    let upstream_url = upstream.to_str().expect("utf-8");
+    gitea.add_repo("openova", "platform", Some(upstream_url), "10m0s");
+    gitea.rename("openova", "platform", "platform-upstream");
+
+    let run = runner
+        .run(STEP_01, &mirror_settings(&gitea, &upstream))
+        .await;
+    run.succeeds();
+    run.says("openova/platform is the old name of a renamed repository (Gitea redirects it: 307)");
+    assert_eq!(refs(&gitea_repo(&gitea, RUN_FROM)), refs(&upstream));
+    let state = gitea.state.lock().expect("lock");
+    assert!(
+        state.redirects.is_empty(),
+        "creating platform took the name back"
+    );
+    assert_eq!(state.repos[RUN_FROM]["mirror"], false);
+    assert_eq!(state.repos[MIRROR]["mirror"], true);
+}
+
+/// Gitea clones the upstream inside `POST /repos/migrate`: a large upstream takes longer
+/// than the per-call limit, so the migration has a limit of its own, and the step confirms
+/// the mirror before going on. A migration cut off earlier left a half-made mirror (flagged
+/// a mirror, no mirror record: PATCH 500, mirror-sync 400): a rerun makes it again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gitea_mirror_waits_for_a_long_migration_and_remakes_a_half_made_mirror() {
+    if !tools_present() {
+        return;
+    }
+    let gitea = gitea_with_org().await;
+    let runner = Runner::new(None);
+    let upstream = upstream_repository(&runner, "flux-system");
+    gitea.state.lock().expect("lock").migrate_takes = std::time::Duration::from_secs(3);
+    let mut settings = mirror_settings(&gitea, &upstream);
+    settings.insert("HTTP_TIMEOUT_SECONDS".into(), "1".into());
+    settings.insert("GITEA_MIGRATE_TIMEOUT_SECONDS".into(), "60".into());
+    let run = runner.run(STEP_01, &settings).await;
+    run.succeeds();
+    run.says("created the mirror openova/platform-upstream (every 10m0s)");
+
+    let gitea = gitea_with_org().await;
+    gitea.add_half_made_mirror("openova", "platform-upstream");
+    let run = runner
+        .run(STEP_01, &mirror_settings(&gitea, &upstream))
+        .await;
+    run.succeeds();
+    run.says("openova/platform-upstream is a half-made mirror");
+    assert_eq!(
+        gitea_calls(&gitea)[..5],
+        [
+            "GET /repos/openova/platform",
+            "GET /repos/openova/platform-upstream",
+            "DELETE /repos/openova/platform-upstream",
+            "POST /repos/migrate",
+            "GET /repos/openova/platform-upstream",
+        ]
+    );
+    assert_eq!(refs(&gitea_repo(&gitea, MIRROR)), refs(&upstream));
+    assert_eq!(refs(&gitea_repo(&gitea, RUN_FROM)), refs(&upstream));
+}
+
+/// Gitea answers a mirror interval as a Go duration (`1h` reads back `1h0m0s`): a rerun
+/// compares durations and changes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gitea_mirror_compares_intervals_as_durations() {
+    if !tools_present() {
+        return;
+    }
+    let gitea = gitea_with_org().await;
+    let runner = Runner::new(None);
+    let upstream = upstream_repository(&runner, "flux-system");
+    let mut settings = mirror_settings(&gitea, &upstream);
+    settings.insert("GITEA_MIRROR_INTERVAL".into(), "1h".into());
+    runner.run(STEP_01, &settings).await.succeeds();
+    assert_eq!(
+        gitea.state.lock().expect("lock").repos[MIRROR]["mirror_interval"],
+        "1h0m0s"
+    );
+    gitea_calls(&gitea);
+    let again = runner.run(STEP_01, &settings).await;
+    again.succeeds();
+    again.says("openova/platform-upstream already mirrors every 1h");
+    assert!(
+        !gitea_calls(&gitea)
+            .iter()
+            .any(|call| call.starts_with("PATCH")),
+        "a rerun changes nothing"
+    );
+
+    settings.insert("GITEA_MIRROR_INTERVAL".into(), "an hour".into());
+    let bad = runner.run(STEP_01, &settings).await;
+    bad.fails_with("GITEA_MIRROR_INTERVAL 'an hour' is not a duration");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
