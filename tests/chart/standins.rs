@@ -766,6 +766,41 @@ pub struct Harbor {
     pub fail_projects: Option<u16>,
     /// Upstream URL → the status `POST /registries/ping` answers for it (200 otherwise).
     pub ping: BTreeMap<String, u16>,
+    /// The credentials are a robot account's: `GET /users/current` answers 412, as Harbor
+    /// answers every security context but a local user's.
+    pub robot: bool,
+    /// `resource action` pairs of `/system` the credentials hold (`GET
+    /// /users/current/permissions?scope=/system&relative=true`); `None`: a system
+    /// administrator's, all of them.
+    pub system_permissions: Option<Vec<(String, String)>>,
+    /// How long after a GET streamed it the proxy cache has stored a manifest or blob:
+    /// Harbor streams to the client and stores in the background.
+    pub store_after: std::time::Duration,
+    /// Digests the proxy cache streams but never stores (a background store that failed).
+    pub never_store: BTreeSet<String>,
+    /// How long each blob GET streams (a large layer).
+    pub blob_takes: std::time::Duration,
+    /// `project/repository@digest` or `project/repository:tag` → when the proxy cache has it
+    /// in local storage.
+    pub stored: BTreeMap<String, std::time::Instant>,
+}
+
+impl Harbor {
+    /// Whether `key` is in local storage now.
+    fn has(&self, key: &str) -> bool {
+        self.stored
+            .get(key)
+            .is_some_and(|at| *at <= std::time::Instant::now())
+    }
+
+    /// What a GET through the proxy cache leaves behind: `key` stored a little later, unless
+    /// its digest is one the cache never stores.
+    fn store(&mut self, key: String, digest: &str) {
+        if !self.never_store.contains(digest) {
+            let at = std::time::Instant::now() + self.store_after;
+            self.stored.entry(key).or_insert(at);
+        }
+    }
 }
 
 /// Starts a Harbor stand-in serving `/api/v2.0` and the registry's `/v2/`.
@@ -777,6 +812,14 @@ pub async fn harbor(state: Harbor) -> Server<Harbor> {
         )
         .route("/api/v2.0/registries/ping", post(harbor_ping))
         .route("/api/v2.0/users/current", get(harbor_current_user))
+        .route(
+            "/api/v2.0/users/current/permissions",
+            get(harbor_current_permissions),
+        )
+        .route(
+            "/api/v2.0/projects/{project}/repositories/{repository}/artifacts/{reference}",
+            get(harbor_artifact),
+        )
         .route("/api/v2.0/projects", post(harbor_add_project))
         .route(
             "/api/v2.0/projects/{name}",
@@ -831,10 +874,83 @@ async fn harbor_current_user(state: HarborState, headers: HeaderMap) -> Response
     if let Some(denied) = harbor_call(&state, &headers, "GET /users/current".to_owned()) {
         return denied;
     }
+    if state.lock().expect("lock").robot {
+        return harbor_error(
+            StatusCode::PRECONDITION_FAILED,
+            "get current user not available for security context: robot",
+        );
+    }
     answer(
         StatusCode::OK,
         json!({"username": USER, "sysadmin_flag": true}),
     )
+}
+
+/// `GET /users/current/permissions?scope=/system&relative=true`: what the credentials may
+/// do system-wide, for users and robots alike.
+async fn harbor_current_permissions(
+    state: HarborState,
+    headers: HeaderMap,
+    Query(query): Query<BTreeMap<String, String>>,
+) -> Response {
+    if let Some(denied) = harbor_call(
+        &state,
+        &headers,
+        "GET /users/current/permissions".to_owned(),
+    ) {
+        return denied;
+    }
+    let relative = query.get("relative").map(String::as_str) == Some("true");
+    if query.get("scope").map(String::as_str) != Some("/system") || !relative {
+        return answer(StatusCode::OK, json!([]));
+    }
+    let all = || {
+        ["registry", "project", "user"]
+            .into_iter()
+            .flat_map(|r| {
+                ["create", "read", "update", "delete", "list"].map(|a| (r.to_owned(), a.to_owned()))
+            })
+            .collect::<Vec<_>>()
+    };
+    let held = state
+        .lock()
+        .expect("lock")
+        .system_permissions
+        .clone()
+        .unwrap_or_else(all);
+    let list: Vec<Json> = held
+        .into_iter()
+        .map(|(resource, action)| json!({"resource": resource, "action": action}))
+        .collect();
+    answer(StatusCode::OK, Json::Array(list))
+}
+
+/// `GET /projects/{p}/repositories/{r}/artifacts/{reference}` (`r` URL-encoded twice, as
+/// Harbor wants it): the artifact from local storage, or 404.
+async fn harbor_artifact(
+    state: HarborState,
+    headers: HeaderMap,
+    Path((project, repository, reference)): Path<(String, String, String)>,
+) -> Response {
+    if let Some(denied) = harbor_call(
+        &state,
+        &headers,
+        format!("GET /projects/{project}/repositories/{repository}/artifacts/{reference}"),
+    ) {
+        return denied;
+    }
+    let repository = repository.replace("%2F", "/").replace("%2f", "/");
+    let at = if reference.starts_with("sha256:") {
+        '@'
+    } else {
+        ':'
+    };
+    let key = format!("{project}/{repository}{at}{reference}");
+    if state.lock().expect("lock").has(&key) {
+        answer(StatusCode::OK, json!({"digest": reference}))
+    } else {
+        harbor_error(StatusCode::NOT_FOUND, "artifact not found")
+    }
 }
 
 /// `POST /registries/ping`: whether Harbor would reach the endpoint; creates nothing.
@@ -986,7 +1102,9 @@ async fn registry_base() -> Response {
 }
 
 /// `/v2/<project>/<repository>/manifests/<reference>` and `/blobs/<digest>`: what the proxy
-/// cache serves of [`Harbor::images`].
+/// cache serves of [`Harbor::images`], as Harbor's repoproxy does: a GET streams from
+/// upstream and stores in the background ([`Harbor::store_after`]); a blob HEAD answers from
+/// local storage only; a manifest HEAD asks upstream and stores nothing.
 async fn registry_manifest(
     state: HarborState,
     method: Method,
@@ -997,38 +1115,79 @@ async fn registry_manifest(
     if !authorized(&headers) {
         return StatusCode::UNAUTHORIZED.into_response();
     }
-    let path = uri.path().trim_start_matches("/v2/").to_owned();
-    let mut harbor = state.lock().expect("lock");
-    let known = |name: &str| {
-        harbor
-            .images
-            .iter()
-            .any(|image| image.rsplit_once(':').is_some_and(|(n, _)| n == name))
-    };
-    if method != Method::GET {
+    if method != Method::GET && method != Method::HEAD {
         return StatusCode::METHOD_NOT_ALLOWED.into_response();
     }
+    let path = uri.path().trim_start_matches("/v2/").to_owned();
+    let head = method == Method::HEAD;
     if let Some((name, blob)) = path.split_once("/blobs/") {
-        let platforms: Vec<&str> = if name.ends_with("-multi") {
-            PLATFORMS.to_vec()
-        } else {
-            vec![""]
+        let takes = {
+            let mut harbor = state.lock().expect("lock");
+            let key = format!("{name}@{blob}");
+            if head {
+                return if harbor.has(&key) {
+                    StatusCode::OK.into_response()
+                } else {
+                    StatusCode::NOT_FOUND.into_response()
+                };
+            }
+            if !serves_blob(&harbor, name, blob) {
+                return StatusCode::NOT_FOUND.into_response();
+            }
+            harbor.blobs_pulled.push(key.clone());
+            harbor.store(key, blob);
+            harbor.blob_takes
         };
-        if known(name)
-            && platforms
-                .iter()
-                .any(|p| image_blobs(name, p).iter().any(|b| b == blob))
-        {
-            harbor.blobs_pulled.push(format!("{name}@{blob}"));
-            return (StatusCode::OK, "layer").into_response();
-        }
-        return StatusCode::NOT_FOUND.into_response();
+        tokio::time::sleep(takes).await;
+        return (StatusCode::OK, "layer").into_response();
     }
     let Some((name, reference)) = path.split_once("/manifests/") else {
         return StatusCode::NOT_FOUND.into_response();
     };
-    let manifest = if harbor.images.contains(&format!("{name}:{reference}")) {
-        if name.ends_with("-multi") {
+    let mut harbor = state.lock().expect("lock");
+    let Some((manifest, digest)) = manifest_of(&harbor, name, reference) else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    if !head {
+        harbor.store(format!("{name}@{digest}"), &digest);
+        if !reference.starts_with("sha256:") {
+            harbor.store(format!("{name}:{reference}"), &digest);
+        }
+    }
+    let headers = [("docker-content-digest", digest)];
+    if head {
+        (StatusCode::OK, headers).into_response()
+    } else {
+        (StatusCode::OK, headers, axum::Json(manifest)).into_response()
+    }
+}
+
+/// Whether `name` (`project/repository`) has the blob `blob` upstream.
+fn serves_blob(harbor: &Harbor, name: &str, blob: &str) -> bool {
+    let platforms: Vec<&str> = if name.ends_with("-multi") {
+        PLATFORMS.to_vec()
+    } else {
+        vec![""]
+    };
+    known(harbor, name)
+        && platforms
+            .iter()
+            .any(|p| image_blobs(name, p).iter().any(|b| b == blob))
+}
+
+fn known(harbor: &Harbor, name: &str) -> bool {
+    harbor
+        .images
+        .iter()
+        .any(|image| image.rsplit_once(':').is_some_and(|(n, _)| n == name))
+}
+
+/// The manifest `reference` of `name` upstream, and its digest.
+fn manifest_of(harbor: &Harbor, name: &str, reference: &str) -> Option<(Json, String)> {
+    let by_tag = harbor.images.contains(&format!("{name}:{reference}"));
+    if name.ends_with("-multi") {
+        let index_digest = digest(&format!("{name}|index"));
+        if by_tag || reference == index_digest {
             let entries: Vec<Json> = PLATFORMS
                 .iter()
                 .map(|p| {
@@ -1037,18 +1196,16 @@ async fn registry_manifest(
                            "platform": {"os": os, "architecture": architecture}})
                 })
                 .collect();
-            json!({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json",
-                   "manifests": entries})
-        } else {
-            image_manifest(name, "")
+            let index = json!({"schemaVersion": 2,
+                "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": entries});
+            return Some((index, index_digest));
         }
-    } else if let Some(platform) = PLATFORMS
-        .iter()
-        .find(|p| known(name) && digest(&format!("{name}|{p}")) == reference)
-    {
-        image_manifest(name, platform)
-    } else {
-        return StatusCode::NOT_FOUND.into_response();
-    };
-    (StatusCode::OK, axum::Json(manifest)).into_response()
+        return PLATFORMS
+            .iter()
+            .find(|p| known(harbor, name) && digest(&format!("{name}|{p}")) == reference)
+            .map(|p| (image_manifest(name, p), reference.to_owned()));
+    }
+    let single = digest(&format!("{name}|"));
+    (by_tag || (known(harbor, name) && reference == single))
+        .then(|| (image_manifest(name, ""), single))
 }

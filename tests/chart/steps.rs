@@ -1001,6 +1001,7 @@ fn harbor_settings(harbor: &standins::Server<Harbor>) -> BTreeMap<String, String
         ("HARBOR_USERNAME", USER),
         ("HARBOR_PASSWORD", PASSWORD),
         ("HTTP_TIMEOUT_SECONDS", "10"),
+        ("PREWARM_CACHE_WAIT_SECONDS", "5"),
     ])
 }
 
@@ -1276,6 +1277,67 @@ async fn harbor_prewarm_pulls_every_platform_image_through_the_cache() {
     let run = runner.run(STEP_03, &settings).await;
     run.fails_with("failed ghcr.io/openova-io/missing:9");
     run.says("1 of 5 images could not be pre-warmed");
+    cluster.cleanup().await;
+}
+
+/// Harbor's proxy cache streams a GET to the client and stores in the background, so a
+/// pull that succeeded does not mean the image is cached: step 03 confirms every manifest
+/// and blob from Harbor's local store (a blob HEAD, the artifacts API), waiting a bounded
+/// time, and names what never got stored. Layers get a limit of their own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn harbor_prewarm_confirms_harbor_stored_each_image_and_gives_layers_time() {
+    let Some((cluster, runner)) = on_cluster().await else {
+        return;
+    };
+    let images = [
+        "docker.io/library/nginx-multi:1.27",
+        "ghcr.io/openova-io/api:1.2.3",
+    ];
+    let state = Harbor {
+        images: images.into_iter().map(str::to_owned).collect(),
+        store_after: std::time::Duration::from_secs(2),
+        blob_takes: std::time::Duration::from_millis(1500),
+        ..Harbor::default()
+    };
+    let harbor = standins::harbor(state).await;
+    let mut settings = harbor_settings(&harbor);
+    settings.extend(env(&[
+        ("EGRESS_WATCH_NAMESPACE", cluster.namespace()),
+        (
+            "PREWARM_EXTRA_IMAGES",
+            "nginx-multi:1.27 ghcr.io/openova-io/api:1.2.3",
+        ),
+        ("PREWARM_PARALLELISM", "2"),
+        ("PREWARM_PLATFORMS", "linux/amd64"),
+        ("HTTP_TIMEOUT_SECONDS", "1"),
+        ("PREWARM_BLOB_TIMEOUT_SECONDS", "30"),
+        ("PREWARM_CACHE_WAIT_SECONDS", "60"),
+    ]));
+    let run = runner.run(STEP_03, &settings).await;
+    run.succeeds();
+    run.says("summary: 2 pre-warmed");
+    let stored = {
+        let state = harbor.state.lock().expect("lock");
+        state.stored.keys().cloned().collect::<BTreeSet<_>>()
+    };
+    for blob in standins::image_blobs("ghcr.io/openova-io/api", "") {
+        assert!(stored.contains(&format!("ghcr.io/openova-io/api@{blob}")));
+    }
+
+    // A layer whose background store failed: streamed, never stored.
+    let lost = standins::image_blobs("ghcr.io/openova-io/api", "")[2].clone();
+    {
+        let mut state = harbor.state.lock().expect("lock");
+        state.stored.clear();
+        state.never_store.insert(lost.clone());
+        state.store_after = std::time::Duration::ZERO;
+    }
+    settings.insert("PREWARM_CACHE_WAIT_SECONDS".into(), "3".into());
+    let run = runner.run(STEP_03, &settings).await;
+    run.fails_with(&format!(
+        "failed ghcr.io/openova-io/api:1.2.3 pulled, but not in Harbor's local store after 3s (a pull with upstream blocked would fail): blob {lost}"
+    ));
+    run.says("1 of 2 images could not be pre-warmed");
     cluster.cleanup().await;
 }
 
