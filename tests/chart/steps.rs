@@ -1302,7 +1302,6 @@ async fn harbor_prewarm_confirms_harbor_stored_each_image_and_gives_layers_time(
     let harbor = standins::harbor(state).await;
     let mut settings = harbor_settings(&harbor);
     settings.extend(env(&[
-        ("EGRESS_WATCH_NAMESPACE", cluster.namespace()),
         (
             "PREWARM_EXTRA_IMAGES",
             "nginx-multi:1.27 ghcr.io/openova-io/api:1.2.3",
