@@ -2694,25 +2694,33 @@ async fn preflight_names_each_failed_check_and_runs_them_all() {
     run.says("Harbor cannot reach the upstream registry ghcr.io at https://ghcr.io (ping answered 400: failed to ping endpoint)");
     run.says("Harbor project registry.k8s.io exists but is not a proxy cache");
 
-    let mut state = Harbor::default();
-    for url in [
-        "https://hub.docker.com",
-        "https://ghcr.io",
-        "https://registry.k8s.io",
-    ] {
-        state.ping.insert(url.into(), 403);
-    }
-    let forbidden = standins::harbor(state).await;
+    // A robot account (Harbor answers it 412 on /users/current) that may create projects
+    // and ping, but not create the registry endpoints step 02 needs.
+    let state = Harbor {
+        robot: true,
+        system_permissions: Some(vec![
+            ("project".into(), "create".into()),
+            ("registry".into(), "read".into()),
+        ]),
+        ..Harbor::default()
+    };
+    let robot = standins::harbor(state).await;
     let run = runner
         .run(
             STEP_00,
-            &preflight_settings(&cluster, &gitea, &forbidden, &upstream),
+            &preflight_settings(&cluster, &gitea, &robot, &upstream),
         )
         .await;
     assert_eq!(failed_checks(&run).len(), 2, "{}", run.output);
-    run.says(
-        "Harbor user cutover may not create registry endpoints (ping of docker.io answered 403",
-    );
+    run.says("answers for the robot account cutover (412 on /users/current");
+    run.says("Harbor does not let cutover create registry endpoints, which step 02 makes for: docker.io ghcr.io registry.k8s.io");
+    run.says("Harbor lets cutover create the proxy-cache projects step 02 makes: docker.io ghcr.io registry.k8s.io");
+
+    // A URL that does not lead to Harbor's API.
+    let mut wrong = preflight_settings(&cluster, &gitea, &harbor, &upstream);
+    wrong.insert("HARBOR_URL".into(), format!("{}/api/v2.0", harbor.url));
+    let run = runner.run(STEP_00, &wrong).await;
+    run.says("harbor.url does not lead to Harbor's API");
 
     // Nothing answers, a setting is missing, and the DaemonSet is gone.
     let mut silent = preflight_settings(&cluster, &gitea, &harbor, &upstream);
