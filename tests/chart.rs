@@ -1041,7 +1041,6 @@ fn expected_calls() -> (Calls, Calls) {
                 "patch cilium.io/ciliumclusterwidenetworkpolicies cutover-egress-block",
                 "get source.toolkit.fluxcd.io/gitrepositories flux-system/other",
                 "patch source.toolkit.fluxcd.io/ocirepositories flux-system/x",
-                "patch source.toolkit.fluxcd.io/helmcharts flux-system/x",
                 "patch source.toolkit.fluxcd.io/buckets flux-system/x",
                 "patch helm.toolkit.fluxcd.io/helmreleases flux-system/x",
                 "get /secrets catalyst/cutover-credentials",
