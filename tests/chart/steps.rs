@@ -529,6 +529,18 @@ async fn gitea_with_org() -> standins::Server<Gitea> {
     .await
 }
 
+/// A Gitea stand-in with the organisation `openova`, a runner and an upstream platform
+/// repository; `None` (the test is skipped) without the tools.
+async fn gitea_and_upstream() -> Option<(standins::Server<Gitea>, Runner, PathBuf)> {
+    if !tools_present() {
+        return None;
+    }
+    let gitea = gitea_with_org().await;
+    let runner = Runner::new(None);
+    let upstream = upstream_repository(&runner, "flux-system");
+    Some((gitea, runner, upstream))
+}
+
 /// An upstream platform repository (branches `main` and `release-1.0`, tag `v1.0.0`;
 /// HelmRepositories in `namespace`) in the runner's directory, by path.
 fn upstream_repository(runner: &Runner, namespace: &str) -> PathBuf {
@@ -601,12 +613,9 @@ fn commit_to(repo: &std::path::Path, file: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gitea_mirror_mirrors_upstream_and_seeds_the_repository_the_sovereign_runs_from() {
-    if !tools_present() {
+    let Some((gitea, runner, upstream)) = gitea_and_upstream().await else {
         return;
-    }
-    let gitea = gitea_with_org().await;
-    let runner = Runner::new(None);
-    let upstream = upstream_repository(&runner, "flux-system");
+    };
     let settings = mirror_settings(&gitea, &upstream);
 
     let first = runner.run(STEP_01, &settings).await;
@@ -757,12 +766,9 @@ async fn gitea_mirror_passes_credentials_and_creates_a_user_repository() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gitea_mirror_adopts_an_upstream_already_migrated_and_an_empty_repository() {
-    if !tools_present() {
+    let Some((gitea, runner, upstream)) = gitea_and_upstream().await else {
         return;
-    }
-    let gitea = gitea_with_org().await;
-    let runner = Runner::new(None);
-    let upstream = upstream_repository(&runner, "flux-system");
+    };
     let upstream_url = upstream.to_str().expect("utf-8");
     gitea.add_repo("openova", "platform-upstream", Some(upstream_url), "8h0m0s");
     // Created by a run that stopped before seeding it.
@@ -793,12 +799,9 @@ async fn gitea_mirror_adopts_an_upstream_already_migrated_and_an_empty_repositor
 /// which means "absent". The step creates `platform` (the redirect goes) and seeds it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gitea_mirror_takes_a_redirect_left_by_a_rename_as_absent() {
-    if !tools_present() {
+    let Some((gitea, runner, upstream)) = gitea_and_upstream().await else {
         return;
-    }
-    let gitea = gitea_with_org().await;
-    let runner = Runner::new(None);
-    let upstream = upstream_repository(&runner, "flux-system");
+    };
     let upstream_url = upstream.to_str().expect("utf-8");
     gitea.add_repo("openova", "platform", Some(upstream_url), "10m0s");
     gitea.rename("openova", "platform", "platform-upstream");
@@ -824,12 +827,9 @@ async fn gitea_mirror_takes_a_redirect_left_by_a_rename_as_absent() {
 /// a mirror, no mirror record: PATCH 500, mirror-sync 400): a rerun makes it again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gitea_mirror_waits_for_a_long_migration_and_remakes_a_half_made_mirror() {
-    if !tools_present() {
+    let Some((gitea, runner, upstream)) = gitea_and_upstream().await else {
         return;
-    }
-    let gitea = gitea_with_org().await;
-    let runner = Runner::new(None);
-    let upstream = upstream_repository(&runner, "flux-system");
+    };
     gitea.state.lock().expect("lock").migrate_takes = std::time::Duration::from_secs(3);
     let mut settings = mirror_settings(&gitea, &upstream);
     settings.insert("HTTP_TIMEOUT_SECONDS".into(), "1".into());
@@ -863,12 +863,9 @@ async fn gitea_mirror_waits_for_a_long_migration_and_remakes_a_half_made_mirror(
 /// compares durations and changes nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gitea_mirror_compares_intervals_as_durations() {
-    if !tools_present() {
+    let Some((gitea, runner, upstream)) = gitea_and_upstream().await else {
         return;
-    }
-    let gitea = gitea_with_org().await;
-    let runner = Runner::new(None);
-    let upstream = upstream_repository(&runner, "flux-system");
+    };
     let mut settings = mirror_settings(&gitea, &upstream);
     settings.insert("GITEA_MIRROR_INTERVAL".into(), "1h".into());
     runner.run(STEP_01, &settings).await.succeeds();
@@ -894,12 +891,9 @@ async fn gitea_mirror_compares_intervals_as_durations() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gitea_mirror_refuses_to_run_from_a_mirror() {
-    if !tools_present() {
+    let Some((gitea, runner, upstream)) = gitea_and_upstream().await else {
         return;
-    }
-    let gitea = gitea_with_org().await;
-    let runner = Runner::new(None);
-    let upstream = upstream_repository(&runner, "flux-system");
+    };
     // The earlier chart's layout: the repository Flux follows is the pull mirror itself.
     gitea.add_repo(
         "openova",
@@ -1899,20 +1893,27 @@ fn assert_kit_points_local(repo: &std::path::Path) {
     assert!(!kit.contains("url: oci://ghcr.io/"), "{kit}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn helmrepository_patches_pivot_live_and_in_git_so_a_reapply_keeps_them_local() {
-    let _one_at_a_time = HELM_REPOSITORIES.lock().await;
-    let Some((cluster, runner)) = on_cluster().await else {
-        return;
-    };
+/// A platform repository served by `git daemon` (its bare path, the server, its URL), with
+/// Flux's GitRepository and its bootstrap-kit applied as Flux would.
+async fn platform_applied(cluster: &Cluster, runner: &Runner) -> (PathBuf, GitServer, String) {
     let root = runner.dir.join("git");
     std::fs::create_dir_all(&root).expect("git root");
     let bare = platform_repository(&root, cluster.namespace());
     let server = GitServer::start(&root).await;
     let url = format!("{}/platform.git", server.url);
     // Flux follows the https URL of the repository; git:// is only the test's git server.
-    create_git_repository(&cluster, "flux-system", LOCAL_REPO).await;
-    flux_apply(&runner, &url).await;
+    create_git_repository(cluster, "flux-system", LOCAL_REPO).await;
+    flux_apply(runner, &url).await;
+    (bare, server, url)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn helmrepository_patches_pivot_live_and_in_git_so_a_reapply_keeps_them_local() {
+    let _one_at_a_time = HELM_REPOSITORIES.lock().await;
+    let Some((cluster, runner)) = on_cluster().await else {
+        return;
+    };
+    let (bare, _server, url) = platform_applied(&cluster, &runner).await;
     let upstream = live_urls(&cluster).await;
     assert_eq!(upstream["openova"], "oci://ghcr.io/openova-io/charts");
 
@@ -1976,13 +1977,7 @@ async fn helmrepository_patches_marks_an_insecure_harbor_live_and_in_git() {
     let Some((cluster, runner)) = on_cluster().await else {
         return;
     };
-    let root = runner.dir.join("git");
-    std::fs::create_dir_all(&root).expect("git root");
-    let bare = platform_repository(&root, cluster.namespace());
-    let server = GitServer::start(&root).await;
-    let url = format!("{}/platform.git", server.url);
-    create_git_repository(&cluster, "flux-system", LOCAL_REPO).await;
-    flux_apply(&runner, &url).await;
+    let (bare, _server, url) = platform_applied(&cluster, &runner).await;
 
     let mut settings = pivot_settings(&cluster, &url);
     settings.insert("HARBOR_INSECURE".into(), "true".into());
