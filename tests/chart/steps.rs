@@ -2637,6 +2637,34 @@ async fn preflight_passes_when_everything_is_in_place_and_changes_nothing() {
     cluster.cleanup().await;
 }
 
+/// After the rename the README recommends, Gitea answers the old name with a 307: the
+/// preflight reads that as "absent" (step 01 creates it), not as a repository that is there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn preflight_takes_a_redirect_left_by_a_rename_as_absent() {
+    let Some((cluster, runner)) = on_cluster().await else {
+        return;
+    };
+    let sim = pivot_daemonset(&cluster, true).await;
+    create_git_repository(&cluster, "flux-system", UPSTREAM_REPO).await;
+    let gitea = gitea_with_org().await;
+    let harbor = standins::harbor(Harbor::default()).await;
+    let upstream = upstream_repository(&runner, cluster.namespace());
+    let upstream_url = upstream.to_str().expect("utf-8");
+    gitea.add_repo("openova", "platform", Some(upstream_url), "10m0s");
+    gitea.rename("openova", "platform", "platform-upstream");
+
+    let run = runner
+        .run(
+            STEP_00,
+            &preflight_settings(&cluster, &gitea, &harbor, &upstream),
+        )
+        .await;
+    run.succeeds();
+    run.says("openova/platform is the old name of a renamed repository (Gitea redirects it)");
+    sim.shutdown().await;
+    cluster.cleanup().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn preflight_names_each_failed_check_and_runs_them_all() {
     let Some((cluster, runner)) = on_cluster().await else {
