@@ -1017,7 +1017,7 @@ fn step_calls() -> BTreeMap<&'static str, Vec<String>> {
         (
             "preflight",
             vec![
-                "get source.toolkit.fluxcd.io/gitrepositories flux-system/flux-system".to_owned(),
+                "get source.toolkit.fluxcd.io/gitrepositories flux-system/openova".to_owned(),
                 format!("get apps/daemonsets {NAMESPACE}/registry-pivot"),
             ],
         ),
@@ -1035,8 +1035,8 @@ fn step_calls() -> BTreeMap<&'static str, Vec<String>> {
         (
             "flux-gitrepository-patch",
             vec![
-                "get source.toolkit.fluxcd.io/gitrepositories flux-system/flux-system".to_owned(),
-                "patch source.toolkit.fluxcd.io/gitrepositories flux-system/flux-system".to_owned(),
+                "get source.toolkit.fluxcd.io/gitrepositories flux-system/openova".to_owned(),
+                "patch source.toolkit.fluxcd.io/gitrepositories flux-system/openova".to_owned(),
             ],
         ),
         (
@@ -1047,8 +1047,8 @@ fn step_calls() -> BTreeMap<&'static str, Vec<String>> {
                 "get source.toolkit.fluxcd.io/helmrepositories platform/openova".to_owned(),
                 "patch source.toolkit.fluxcd.io/helmrepositories platform/openova".to_owned(),
                 // annotate: read, then patch.
-                "get source.toolkit.fluxcd.io/gitrepositories flux-system/flux-system".to_owned(),
-                "patch source.toolkit.fluxcd.io/gitrepositories flux-system/flux-system".to_owned(),
+                "get source.toolkit.fluxcd.io/gitrepositories flux-system/openova".to_owned(),
+                "patch source.toolkit.fluxcd.io/gitrepositories flux-system/openova".to_owned(),
             ],
         ),
         (
@@ -1066,10 +1066,12 @@ fn step_calls() -> BTreeMap<&'static str, Vec<String>> {
             vec![
                 "list source.toolkit.fluxcd.io/gitrepositories".to_owned(),
                 "list source.toolkit.fluxcd.io/helmrepositories".to_owned(),
+                "list source.toolkit.fluxcd.io/helmcharts".to_owned(),
                 "list helm.toolkit.fluxcd.io/helmreleases".to_owned(),
                 "list kustomize.toolkit.fluxcd.io/kustomizations".to_owned(),
                 "patch source.toolkit.fluxcd.io/gitrepositories platform/openova".to_owned(),
                 "patch source.toolkit.fluxcd.io/helmrepositories platform/openova".to_owned(),
+                "patch source.toolkit.fluxcd.io/helmcharts platform/platform-openova".to_owned(),
                 "create cilium.io/ciliumclusterwidenetworkpolicies".to_owned(),
                 "get cilium.io/ciliumclusterwidenetworkpolicies cutover-egress-block".to_owned(),
                 "delete cilium.io/ciliumclusterwidenetworkpolicies cutover-egress-block".to_owned(),
@@ -1168,7 +1170,6 @@ fn expected_calls() -> (Calls, Calls) {
                 "patch cilium.io/ciliumclusterwidenetworkpolicies cutover-egress-block",
                 "get source.toolkit.fluxcd.io/gitrepositories flux-system/other",
                 "patch source.toolkit.fluxcd.io/ocirepositories flux-system/x",
-                "patch source.toolkit.fluxcd.io/helmcharts flux-system/x",
                 "patch source.toolkit.fluxcd.io/buckets flux-system/x",
                 "patch helm.toolkit.fluxcd.io/helmreleases flux-system/x",
                 "get /secrets catalyst/cutover-credentials",
@@ -1856,6 +1857,97 @@ fn helm_refuses_values_off_the_schema() {
     }
 }
 
+/// The defaults name the seed platform's Flux objects: its GitRepository `flux-system/openova`
+/// and its bootstrap-kit under `clusters/_template/bootstrap-kit` (the seed chart's own steps
+/// 05 and 06 name both).
+#[test]
+fn the_defaults_name_the_seed_platforms_gitrepository_and_bootstrap_kit() {
+    let docs = default_docs();
+    let settings: ConfigMap = typed(find(&docs, "ConfigMap", "cutover-settings"));
+    let data = settings.data.unwrap_or_default();
+    for (key, value) in [
+        ("FLUX_NAMESPACE", "flux-system"),
+        ("FLUX_GITREPOSITORY", "openova"),
+        (
+            "FLUX_BOOTSTRAP_KIT_PATH",
+            "clusters/_template/bootstrap-kit",
+        ),
+    ] {
+        assert_eq!(data.get(key).map(String::as_str), Some(value), "{key}");
+    }
+}
+
+/// Values that reach the real Flux and Cilium schemas (`../shared/crds`): what those reject
+/// is refused when the chart renders, not by the API server in the middle of a step. Step 08
+/// puts `upstream.egressCidrs` in a CiliumClusterwideNetworkPolicy's `toCIDRSet` (`format:
+/// cidr`: an address and a prefix no longer than it); step 05 puts the Gitea clone URL in
+/// the GitRepository's `spec.url` (`^(http|https|ssh)://.*$`).
+#[test]
+fn values_the_real_flux_and_cilium_schemas_reject_are_refused_at_render_time() {
+    let refused = [
+        (
+            "prefix past /32",
+            with("upstream.egressCidrs", Json::from(vec!["10.0.0.0/33"])),
+        ),
+        (
+            "bare address",
+            with("upstream.egressCidrs", Json::from(vec!["10.0.0.1"])),
+        ),
+        (
+            "octet past 255",
+            with("upstream.egressCidrs", Json::from(vec!["10.0.0.256/32"])),
+        ),
+        (
+            "prefix past /128",
+            with("upstream.egressCidrs", Json::from(vec!["2001:db8::/129"])),
+        ),
+        (
+            "bare IPv6 address",
+            with("upstream.egressCidrs", Json::from(vec!["2001:db8::1"])),
+        ),
+        (
+            "clone URL without a scheme",
+            with(
+                "gitea.repoUrl",
+                Json::from("gitea.example.org/openova/platform.git"),
+            ),
+        ),
+        (
+            "Gitea URL without a scheme",
+            with("gitea.url", Json::from("gitea.example.org")),
+        ),
+        (
+            "upstream without a scheme",
+            with(
+                "upstream.repoUrl",
+                Json::from("github.com/openova-io/openova.git"),
+            ),
+        ),
+    ];
+    for (what, values) in refused {
+        let refusal = template(&values)
+            .err()
+            .unwrap_or_else(|| panic!("{what} passed the schema"));
+        assert!(
+            refusal.contains("values don't meet the specifications of the schema"),
+            "{what}: {refusal}"
+        );
+    }
+    let accepted = with(
+        "upstream.egressCidrs",
+        Json::from(vec![
+            "10.0.0.0/8",
+            "192.168.1.1/32",
+            "0.0.0.0/0",
+            "2001:db8::/32",
+            "::/0",
+        ]),
+    );
+    if let Err(e) = template(&accepted) {
+        panic!("valid CIDRs refused:\n{e}");
+    }
+}
+
 // ---------------------------------------------------------------------------------------
 // The scripts.
 // ---------------------------------------------------------------------------------------
@@ -1954,7 +2046,7 @@ fn rbac_lets_the_preflight_read_what_it_checks() {
     let rbac = installed_rbac();
     let runner = format!("system:serviceaccount:{NAMESPACE}:cutover-runner");
     for call in [
-        "get source.toolkit.fluxcd.io/gitrepositories flux-system/flux-system".to_owned(),
+        "get source.toolkit.fluxcd.io/gitrepositories flux-system/openova".to_owned(),
         format!("get apps/daemonsets {NAMESPACE}/registry-pivot"),
     ] {
         assert!(allowed(&rbac, &runner, &call), "{runner}: {call}");

@@ -70,9 +70,6 @@ pub async fn run(args: SandboxArgs) -> Result<(), SandboxCliError> {
             tls: args.tls || args.token.is_some(),
             tokens: args.token,
             min_token_expiration: Duration::from_secs(args.min_token_expiration_seconds),
-            // The kinds of a Sovereign with Flux and Cilium installed, which the chart's
-            // steps read and patch.
-            custom_resource_definitions: kube_sandbox::api::flux_and_cilium_crds(),
             ..ApiServerConfig::default()
         },
         nodes: args.nodes,

@@ -1,13 +1,20 @@
 //! The cluster the step scripts run against, with a namespace of their own: the
-//! `CUTOVER_TEST_KUBECONFIG` cluster when set, else a sandbox. Either way the Flux and Cilium
-//! CustomResourceDefinitions the steps need are installed through the API, as on a cluster
-//! that has Flux and Cilium.
+//! `CUTOVER_TEST_KUBECONFIG` cluster when set, else a sandbox. Either way the real Flux and
+//! Cilium CustomResourceDefinitions, as their projects publish them (`../shared/crds`), are
+//! installed through the API, as on a cluster that has Flux and Cilium: never the sandbox's
+//! cut-down copies, which serve `demo` and `catalyst-cutover sandbox` only.
+//! `CUTOVER_TEST_CRDS` picks the set: `flux-2.6` (the default: Flux v2.6 with Cilium 1.16, the
+//! oldest the chart supports) or `flux-latest` (the latest Flux release with Cilium as of
+//! 2026). Only a real API server applies every rule of these schemas (patterns, `oneOf`,
+//! CEL); the sandbox checks their types, enums and required fields.
 
 use crate::common::TestCluster;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, PostParams};
-use kube_sandbox::api::flux_and_cilium_crds;
+use serde::Deserialize;
 use sha2::{Digest, Sha256};
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 use std::time::Duration;
 
 /// A cluster and the namespace of one test.
@@ -25,15 +32,74 @@ pub async fn start() -> Cluster {
     cluster
 }
 
+/// `shared/crds` beside an ancestor of this checkout (the project's `../shared`).
+fn shared_crds() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .ancestors()
+        .skip(1)
+        .map(|dir| dir.join("shared/crds"))
+        .find(|dir| dir.is_dir())
+        .unwrap_or_else(|| {
+            panic!(
+                "no shared/crds beside this checkout: the chart's tests install the real Flux \
+                 and Cilium definitions from the project's ../shared/crds (see its README)"
+            )
+        })
+}
+
+/// The folders of the set `CUTOVER_TEST_CRDS` names.
+fn crd_set() -> (&'static str, &'static str) {
+    match std::env::var("CUTOVER_TEST_CRDS").as_deref() {
+        Err(_) | Ok("" | "flux-2.6") => (
+            "flux-2.6",
+            "cilium/ciliumclusterwidenetworkpolicies-1.16.yaml",
+        ),
+        Ok("flux-latest") => (
+            "flux-latest",
+            "cilium/ciliumclusterwidenetworkpolicies-2026.yaml",
+        ),
+        Ok(other) => panic!("CUTOVER_TEST_CRDS={other}: use flux-2.6 or flux-latest"),
+    }
+}
+
+/// The real definitions of the chosen set, parsed once.
+pub fn definitions() -> &'static [serde_json::Value] {
+    static DEFINITIONS: OnceLock<Vec<serde_json::Value>> = OnceLock::new();
+    DEFINITIONS.get_or_init(|| {
+        let root = shared_crds();
+        let (flux, cilium) = crd_set();
+        let mut files: Vec<PathBuf> = std::fs::read_dir(root.join(flux))
+            .unwrap_or_else(|e| panic!("{}/{flux}: {e}", root.display()))
+            .map(|entry| entry.expect("dir entry").path())
+            .filter(|path| path.extension().is_some_and(|e| e == "yaml"))
+            .collect();
+        files.sort();
+        files.push(root.join(cilium));
+        let mut out = Vec::new();
+        for file in files {
+            let text = std::fs::read_to_string(&file)
+                .unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+            for doc in serde_yaml::Deserializer::from_str(&text) {
+                let value = serde_json::Value::deserialize(doc)
+                    .unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+                if !value.is_null() {
+                    out.push(value);
+                }
+            }
+        }
+        out
+    })
+}
+
 /// Installs every definition that is missing (or an older one of this suite's), then waits
 /// until each is Established and listed by discovery. Tests of one run call this at once on
 /// a shared cluster: a create that loses the race answers 409 and is as good as a win.
 async fn install_definitions(client: &kube::Client) {
     let api: Api<CustomResourceDefinition> = Api::all(client.clone());
-    for manifest in flux_and_cilium_crds() {
+    for manifest in definitions() {
         let digest = hex::encode(Sha256::digest(manifest.to_string()));
         let mut crd: CustomResourceDefinition =
-            serde_json::from_value(manifest).expect("an embedded definition");
+            serde_json::from_value(manifest.clone()).expect("a definition");
         crd.metadata
             .annotations
             .get_or_insert_default()

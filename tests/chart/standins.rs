@@ -106,6 +106,16 @@ pub struct Gitea {
     pub creations: Vec<Json>,
     /// When set, `POST /repos/migrate` answers this status with a message.
     pub fail_migrate: Option<u16>,
+    /// How long `POST /repos/migrate` clones before it answers: Gitea clones the upstream
+    /// inside the request and answers 201 only once it is done.
+    pub migrate_takes: std::time::Duration,
+    /// Old `owner/name` → new `owner/name` of renamed repositories: Gitea answers the old
+    /// name with a 307 redirect until a repository of that name is created again.
+    pub redirects: BTreeMap<String, String>,
+    /// Mirrors whose migration never finished: the repository is flagged a mirror, but
+    /// Gitea has no mirror record for it (no `mirror_interval`; PATCH answers 500 and
+    /// mirror-sync 400).
+    pub half_made: BTreeSet<String>,
     /// Where the repositories live.
     pub git: GitRoot,
 }
@@ -141,6 +151,50 @@ impl Gitea {
         let path = self.path(&full);
         Ok((full, path))
     }
+
+    /// Where a request for `owner/name` goes when no repository has that name: the 307
+    /// Gitea answers after a rename (its API follows `RedirectToRepo`), else a 404.
+    fn missing(&self, full: &str, rest: &str) -> Response {
+        match self.redirects.get(full) {
+            Some(new) => (
+                StatusCode::TEMPORARY_REDIRECT,
+                [("location", format!("/api/v1/repos/{new}{rest}"))],
+            )
+                .into_response(),
+            None => not_found(),
+        }
+    }
+}
+
+/// A Go `time.Duration` as Go prints it (`1h0m0s`, `10m0s`, `45s`), from the `h`, `m` and
+/// `s` parts Gitea is given, or `None` for anything else.
+pub fn go_duration(text: &str) -> Option<String> {
+    let mut seconds = 0u64;
+    let mut number = String::new();
+    for c in text.chars() {
+        match c {
+            '0'..='9' => number.push(c),
+            'h' | 'm' | 's' => {
+                let n: u64 = number.parse().ok()?;
+                seconds += n * match c {
+                    'h' => 3600,
+                    'm' => 60,
+                    _ => 1,
+                };
+                number.clear();
+            }
+            _ => return None,
+        }
+    }
+    if !number.is_empty() || text.is_empty() {
+        return None;
+    }
+    let (h, m, s) = (seconds / 3600, seconds / 60 % 60, seconds % 60);
+    Some(match (h, m) {
+        (0, 0) => format!("{s}s"),
+        (0, _) => format!("{m}m{s}s"),
+        _ => format!("{h}h{m}m{s}s"),
+    })
 }
 
 impl Server<Gitea> {
@@ -163,6 +217,30 @@ impl Server<Gitea> {
             mirror_of.unwrap_or_default(),
         );
         gitea.repos.insert(full, repo);
+    }
+
+    /// What renaming `owner/old` to `owner/new` in Gitea's settings does: the repository
+    /// moves, and the old name answers with a redirect to the new one.
+    pub fn rename(&self, owner: &str, old: &str, new: &str) {
+        let mut gitea = self.state.lock().expect("lock");
+        let (from, to) = (format!("{owner}/{old}"), format!("{owner}/{new}"));
+        let mut repo = gitea.repos.remove(&from).expect("the repository to rename");
+        repo["full_name"] = json!(to);
+        std::fs::rename(gitea.path(&from), gitea.path(&to)).expect("move the repository");
+        gitea.repos.insert(to.clone(), repo);
+        gitea.redirects.insert(from, to);
+    }
+
+    /// A pull mirror whose migration was cut off (the client went away while Gitea cloned):
+    /// flagged a mirror, empty, without a mirror record.
+    pub fn add_half_made_mirror(&self, owner: &str, name: &str) {
+        let mut gitea = self.state.lock().expect("lock");
+        let full = format!("{owner}/{name}");
+        init_bare(&gitea.path(&full), "main").expect("create the repository");
+        gitea
+            .repos
+            .insert(full.clone(), Gitea::repo(owner, name, true, "", ""));
+        gitea.half_made.insert(full);
     }
 }
 
@@ -219,7 +297,7 @@ pub async fn gitea(state: Gitea) -> Server<Gitea> {
         .route("/api/v1/repos/migrate", post(gitea_migrate))
         .route(
             "/api/v1/repos/{owner}/{repo}",
-            get(gitea_get).patch(gitea_patch),
+            get(gitea_get).patch(gitea_patch).delete(gitea_delete),
         )
         .route("/api/v1/repos/{owner}/{repo}/mirror-sync", post(gitea_sync))
         .route("/api/v1/orgs/{org}", get(gitea_org))
@@ -266,15 +344,31 @@ async fn gitea_get(
     if let Some(denied) = gitea_call(&state, &headers, format!("GET /repos/{owner}/{repo}")) {
         return denied;
     }
-    match state
-        .lock()
-        .expect("lock")
-        .repos
-        .get(&format!("{owner}/{repo}"))
-    {
+    let gitea = state.lock().expect("lock");
+    let full = format!("{owner}/{repo}");
+    match gitea.repos.get(&full) {
         Some(found) => answer(StatusCode::OK, found.clone()),
-        None => not_found(),
+        None => gitea.missing(&full, ""),
     }
+}
+
+/// `DELETE /repos/{owner}/{repo}`: 204, the repository and its git data gone.
+async fn gitea_delete(
+    state: GiteaState,
+    headers: HeaderMap,
+    Path((owner, repo)): Path<(String, String)>,
+) -> Response {
+    if let Some(denied) = gitea_call(&state, &headers, format!("DELETE /repos/{owner}/{repo}")) {
+        return denied;
+    }
+    let mut gitea = state.lock().expect("lock");
+    let full = format!("{owner}/{repo}");
+    if gitea.repos.remove(&full).is_none() {
+        return gitea.missing(&full, "");
+    }
+    gitea.half_made.remove(&full);
+    std::fs::remove_dir_all(gitea.path(&full)).ok();
+    StatusCode::NO_CONTENT.into_response()
 }
 
 async fn gitea_patch(
@@ -287,11 +381,31 @@ async fn gitea_patch(
         return denied;
     }
     let mut gitea = state.lock().expect("lock");
-    let Some(found) = gitea.repos.get_mut(&format!("{owner}/{repo}")) else {
-        return not_found();
+    let full = format!("{owner}/{repo}");
+    if gitea.half_made.contains(&full) && body.get("mirror_interval").is_some() {
+        return answer(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            json!({"message": "GetMirrorByRepoID: mirror does not exist"}),
+        );
+    }
+    let interval = match body
+        .get("mirror_interval")
+        .map(|i| i.as_str().and_then(go_duration))
+    {
+        None => None,
+        Some(Some(interval)) => Some(interval),
+        Some(None) => {
+            return answer(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                json!({"message": "Invalid mirror interval"}),
+            );
+        }
     };
-    if let Some(interval) = body.get("mirror_interval") {
-        found["mirror_interval"] = interval.clone();
+    let Some(found) = gitea.repos.get_mut(&full) else {
+        return gitea.missing(&full, "");
+    };
+    if let Some(interval) = interval {
+        found["mirror_interval"] = json!(interval);
     }
     answer(StatusCode::OK, found.clone())
 }
@@ -313,6 +427,12 @@ async fn gitea_sync(
     let path = {
         let gitea = state.lock().expect("lock");
         match gitea.repos.get(&full) {
+            Some(_) if gitea.half_made.contains(&full) => {
+                return answer(
+                    StatusCode::BAD_REQUEST,
+                    json!({"message": "mirror does not exist"}),
+                );
+            }
             Some(found) if found["mirror"] == true => gitea.path(&full),
             Some(_) => {
                 return answer(
@@ -320,7 +440,7 @@ async fn gitea_sync(
                     json!({"message": "Repository is not a mirror"}),
                 );
             }
-            None => return not_found(),
+            None => return gitea.missing(&full, "/mirror-sync"),
         }
     };
     let fetched = blocking(move || run_git(Some(&path), &["remote", "update", "--prune"])).await;
@@ -352,6 +472,13 @@ async fn gitea_migrate(
             let code = StatusCode::from_u16(code).expect("status code");
             return answer(code, json!({"message": "migrate: upstream unreachable"}));
         }
+        let interval = body["mirror_interval"].as_str().unwrap_or("8h0m0s");
+        if body["mirror"] == true && go_duration(interval).is_none() {
+            return answer(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                json!({"message": "Invalid mirror interval"}),
+            );
+        }
         match gitea.new_repo(body["repo_owner"].as_str(), body["repo_name"].as_str()) {
             Ok(found) => found,
             Err((code, message)) => return answer(code, json!({ "message": message })),
@@ -359,6 +486,18 @@ async fn gitea_migrate(
     };
     let origin = body["clone_addr"].as_str().unwrap_or_default().to_owned();
     let mirror = body["mirror"] == true;
+    // Gitea clones inside the request: the repository exists (flagged a mirror, without its
+    // mirror record yet) while the clone runs, and stays so if the request is cut off.
+    let takes = {
+        let mut gitea = state.lock().expect("lock");
+        let (owner, name) = full.split_once('/').expect("owner/name");
+        gitea
+            .repos
+            .insert(full.clone(), Gitea::repo(owner, name, mirror, "", &origin));
+        gitea.half_made.insert(full.clone());
+        gitea.migrate_takes
+    };
+    tokio::time::sleep(takes).await;
     let cloned = {
         let origin = origin.clone();
         blocking(move || {
@@ -372,8 +511,23 @@ async fn gitea_migrate(
         })
         .await
     };
-    let interval = body["mirror_interval"].as_str().unwrap_or("8h0m0s");
-    created(&state, &full, cloned, mirror, interval, &origin)
+    let interval = go_duration(body["mirror_interval"].as_str().unwrap_or("8h0m0s"));
+    {
+        let mut gitea = state.lock().expect("lock");
+        gitea.half_made.remove(&full);
+        // A failed migration takes its repository with it.
+        if cloned.is_err() {
+            gitea.repos.remove(&full);
+        }
+    }
+    created(
+        &state,
+        &full,
+        cloned,
+        mirror,
+        interval.as_deref().unwrap_or_default(),
+        &origin,
+    )
 }
 
 async fn gitea_org(state: GiteaState, headers: HeaderMap, Path(org): Path<String>) -> Response {
@@ -445,11 +599,11 @@ fn created(
     }
     let (owner, name) = full.split_once('/').expect("owner/name");
     let repo = Gitea::repo(owner, name, mirror, interval, origin);
-    state
-        .lock()
-        .expect("lock")
-        .repos
-        .insert(full.to_owned(), repo.clone());
+    let mut gitea = state.lock().expect("lock");
+    gitea.repos.insert(full.to_owned(), repo.clone());
+    // A repository of the old name takes its place: the redirect goes (Gitea's
+    // DeleteRedirect on creation).
+    gitea.redirects.remove(full);
     answer(StatusCode::CREATED, repo)
 }
 
@@ -612,6 +766,41 @@ pub struct Harbor {
     pub fail_projects: Option<u16>,
     /// Upstream URL → the status `POST /registries/ping` answers for it (200 otherwise).
     pub ping: BTreeMap<String, u16>,
+    /// The credentials are a robot account's: `GET /users/current` answers 412, as Harbor
+    /// answers every security context but a local user's.
+    pub robot: bool,
+    /// `resource action` pairs of `/system` the credentials hold (`GET
+    /// /users/current/permissions?scope=/system&relative=true`); `None`: a system
+    /// administrator's, all of them.
+    pub system_permissions: Option<Vec<(String, String)>>,
+    /// How long after a GET streamed it the proxy cache has stored a manifest or blob:
+    /// Harbor streams to the client and stores in the background.
+    pub store_after: std::time::Duration,
+    /// Digests the proxy cache streams but never stores (a background store that failed).
+    pub never_store: BTreeSet<String>,
+    /// How long each blob GET streams (a large layer).
+    pub blob_takes: std::time::Duration,
+    /// `project/repository@digest` or `project/repository:tag` → when the proxy cache has it
+    /// in local storage.
+    pub stored: BTreeMap<String, std::time::Instant>,
+}
+
+impl Harbor {
+    /// Whether `key` is in local storage now.
+    fn has(&self, key: &str) -> bool {
+        self.stored
+            .get(key)
+            .is_some_and(|at| *at <= std::time::Instant::now())
+    }
+
+    /// What a GET through the proxy cache leaves behind: `key` stored a little later, unless
+    /// its digest is one the cache never stores.
+    fn store(&mut self, key: String, digest: &str) {
+        if !self.never_store.contains(digest) {
+            let at = std::time::Instant::now() + self.store_after;
+            self.stored.entry(key).or_insert(at);
+        }
+    }
 }
 
 /// Starts a Harbor stand-in serving `/api/v2.0` and the registry's `/v2/`.
@@ -623,6 +812,14 @@ pub async fn harbor(state: Harbor) -> Server<Harbor> {
         )
         .route("/api/v2.0/registries/ping", post(harbor_ping))
         .route("/api/v2.0/users/current", get(harbor_current_user))
+        .route(
+            "/api/v2.0/users/current/permissions",
+            get(harbor_current_permissions),
+        )
+        .route(
+            "/api/v2.0/projects/{project}/repositories/{repository}/artifacts/{reference}",
+            get(harbor_artifact),
+        )
         .route("/api/v2.0/projects", post(harbor_add_project))
         .route(
             "/api/v2.0/projects/{name}",
@@ -677,10 +874,83 @@ async fn harbor_current_user(state: HarborState, headers: HeaderMap) -> Response
     if let Some(denied) = harbor_call(&state, &headers, "GET /users/current".to_owned()) {
         return denied;
     }
+    if state.lock().expect("lock").robot {
+        return harbor_error(
+            StatusCode::PRECONDITION_FAILED,
+            "get current user not available for security context: robot",
+        );
+    }
     answer(
         StatusCode::OK,
         json!({"username": USER, "sysadmin_flag": true}),
     )
+}
+
+/// `GET /users/current/permissions?scope=/system&relative=true`: what the credentials may
+/// do system-wide, for users and robots alike.
+async fn harbor_current_permissions(
+    state: HarborState,
+    headers: HeaderMap,
+    Query(query): Query<BTreeMap<String, String>>,
+) -> Response {
+    if let Some(denied) = harbor_call(
+        &state,
+        &headers,
+        "GET /users/current/permissions".to_owned(),
+    ) {
+        return denied;
+    }
+    let relative = query.get("relative").map(String::as_str) == Some("true");
+    if query.get("scope").map(String::as_str) != Some("/system") || !relative {
+        return answer(StatusCode::OK, json!([]));
+    }
+    let all = || {
+        ["registry", "project", "user"]
+            .into_iter()
+            .flat_map(|r| {
+                ["create", "read", "update", "delete", "list"].map(|a| (r.to_owned(), a.to_owned()))
+            })
+            .collect::<Vec<_>>()
+    };
+    let held = state
+        .lock()
+        .expect("lock")
+        .system_permissions
+        .clone()
+        .unwrap_or_else(all);
+    let list: Vec<Json> = held
+        .into_iter()
+        .map(|(resource, action)| json!({"resource": resource, "action": action}))
+        .collect();
+    answer(StatusCode::OK, Json::Array(list))
+}
+
+/// `GET /projects/{p}/repositories/{r}/artifacts/{reference}` (`r` URL-encoded twice, as
+/// Harbor wants it): the artifact from local storage, or 404.
+async fn harbor_artifact(
+    state: HarborState,
+    headers: HeaderMap,
+    Path((project, repository, reference)): Path<(String, String, String)>,
+) -> Response {
+    if let Some(denied) = harbor_call(
+        &state,
+        &headers,
+        format!("GET /projects/{project}/repositories/{repository}/artifacts/{reference}"),
+    ) {
+        return denied;
+    }
+    let repository = repository.replace("%2F", "/").replace("%2f", "/");
+    let at = if reference.starts_with("sha256:") {
+        '@'
+    } else {
+        ':'
+    };
+    let key = format!("{project}/{repository}{at}{reference}");
+    if state.lock().expect("lock").has(&key) {
+        answer(StatusCode::OK, json!({"digest": reference}))
+    } else {
+        harbor_error(StatusCode::NOT_FOUND, "artifact not found")
+    }
 }
 
 /// `POST /registries/ping`: whether Harbor would reach the endpoint; creates nothing.
@@ -832,7 +1102,9 @@ async fn registry_base() -> Response {
 }
 
 /// `/v2/<project>/<repository>/manifests/<reference>` and `/blobs/<digest>`: what the proxy
-/// cache serves of [`Harbor::images`].
+/// cache serves of [`Harbor::images`], as Harbor's repoproxy does: a GET streams from
+/// upstream and stores in the background ([`Harbor::store_after`]); a blob HEAD answers from
+/// local storage only; a manifest HEAD asks upstream and stores nothing.
 async fn registry_manifest(
     state: HarborState,
     method: Method,
@@ -843,38 +1115,79 @@ async fn registry_manifest(
     if !authorized(&headers) {
         return StatusCode::UNAUTHORIZED.into_response();
     }
-    let path = uri.path().trim_start_matches("/v2/").to_owned();
-    let mut harbor = state.lock().expect("lock");
-    let known = |name: &str| {
-        harbor
-            .images
-            .iter()
-            .any(|image| image.rsplit_once(':').is_some_and(|(n, _)| n == name))
-    };
-    if method != Method::GET {
+    if method != Method::GET && method != Method::HEAD {
         return StatusCode::METHOD_NOT_ALLOWED.into_response();
     }
+    let path = uri.path().trim_start_matches("/v2/").to_owned();
+    let head = method == Method::HEAD;
     if let Some((name, blob)) = path.split_once("/blobs/") {
-        let platforms: Vec<&str> = if name.ends_with("-multi") {
-            PLATFORMS.to_vec()
-        } else {
-            vec![""]
+        let takes = {
+            let mut harbor = state.lock().expect("lock");
+            let key = format!("{name}@{blob}");
+            if head {
+                return if harbor.has(&key) {
+                    StatusCode::OK.into_response()
+                } else {
+                    StatusCode::NOT_FOUND.into_response()
+                };
+            }
+            if !serves_blob(&harbor, name, blob) {
+                return StatusCode::NOT_FOUND.into_response();
+            }
+            harbor.blobs_pulled.push(key.clone());
+            harbor.store(key, blob);
+            harbor.blob_takes
         };
-        if known(name)
-            && platforms
-                .iter()
-                .any(|p| image_blobs(name, p).iter().any(|b| b == blob))
-        {
-            harbor.blobs_pulled.push(format!("{name}@{blob}"));
-            return (StatusCode::OK, "layer").into_response();
-        }
-        return StatusCode::NOT_FOUND.into_response();
+        tokio::time::sleep(takes).await;
+        return (StatusCode::OK, "layer").into_response();
     }
     let Some((name, reference)) = path.split_once("/manifests/") else {
         return StatusCode::NOT_FOUND.into_response();
     };
-    let manifest = if harbor.images.contains(&format!("{name}:{reference}")) {
-        if name.ends_with("-multi") {
+    let mut harbor = state.lock().expect("lock");
+    let Some((manifest, digest)) = manifest_of(&harbor, name, reference) else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    if !head {
+        harbor.store(format!("{name}@{digest}"), &digest);
+        if !reference.starts_with("sha256:") {
+            harbor.store(format!("{name}:{reference}"), &digest);
+        }
+    }
+    let headers = [("docker-content-digest", digest)];
+    if head {
+        (StatusCode::OK, headers).into_response()
+    } else {
+        (StatusCode::OK, headers, axum::Json(manifest)).into_response()
+    }
+}
+
+/// Whether `name` (`project/repository`) has the blob `blob` upstream.
+fn serves_blob(harbor: &Harbor, name: &str, blob: &str) -> bool {
+    let platforms: Vec<&str> = if name.ends_with("-multi") {
+        PLATFORMS.to_vec()
+    } else {
+        vec![""]
+    };
+    known(harbor, name)
+        && platforms
+            .iter()
+            .any(|p| image_blobs(name, p).iter().any(|b| b == blob))
+}
+
+fn known(harbor: &Harbor, name: &str) -> bool {
+    harbor
+        .images
+        .iter()
+        .any(|image| image.rsplit_once(':').is_some_and(|(n, _)| n == name))
+}
+
+/// The manifest `reference` of `name` upstream, and its digest.
+fn manifest_of(harbor: &Harbor, name: &str, reference: &str) -> Option<(Json, String)> {
+    let by_tag = harbor.images.contains(&format!("{name}:{reference}"));
+    if name.ends_with("-multi") {
+        let index_digest = digest(&format!("{name}|index"));
+        if by_tag || reference == index_digest {
             let entries: Vec<Json> = PLATFORMS
                 .iter()
                 .map(|p| {
@@ -883,18 +1196,16 @@ async fn registry_manifest(
                            "platform": {"os": os, "architecture": architecture}})
                 })
                 .collect();
-            json!({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json",
-                   "manifests": entries})
-        } else {
-            image_manifest(name, "")
+            let index = json!({"schemaVersion": 2,
+                "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": entries});
+            return Some((index, index_digest));
         }
-    } else if let Some(platform) = PLATFORMS
-        .iter()
-        .find(|p| known(name) && digest(&format!("{name}|{p}")) == reference)
-    {
-        image_manifest(name, platform)
-    } else {
-        return StatusCode::NOT_FOUND.into_response();
-    };
-    (StatusCode::OK, axum::Json(manifest)).into_response()
+        return PLATFORMS
+            .iter()
+            .find(|p| known(harbor, name) && digest(&format!("{name}|{p}")) == reference)
+            .map(|p| (image_manifest(name, p), reference.to_owned()));
+    }
+    let single = digest(&format!("{name}|"));
+    (by_tag || (known(harbor, name) && reference == single))
+        .then(|| (image_manifest(name, ""), single))
 }

@@ -255,9 +255,9 @@ async fn flux_gitrepository_patch_points_flux_at_gitea_and_is_idempotent() {
     let first = runner.run(STEP_05, &settings).await;
     first.succeeds();
     assert!(
-        first
-            .output
-            .contains(&format!("from {UPSTREAM_REPO} to {LOCAL_REPO}")),
+        first.output.contains(&format!(
+            "from {UPSTREAM_REPO} (branch main) to {LOCAL_REPO} (branch main)"
+        )),
         "{}",
         first.output
     );
@@ -295,6 +295,47 @@ async fn flux_gitrepository_patch_points_flux_at_gitea_and_is_idempotent() {
         .await
         .expect("get");
     assert_eq!(repo.data["spec"]["secretRef"]["name"], "gitea-auth");
+    cluster.cleanup().await;
+}
+
+/// The branch the chart names is the one Flux follows: set on the GitRepository, with any
+/// tag, semver, name or commit of upstream's (which Flux would prefer) taken off.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flux_gitrepository_patch_sets_the_branch_the_sovereign_follows() {
+    let Some((cluster, runner)) = on_cluster().await else {
+        return;
+    };
+    create_git_repository(&cluster, "flux-system", UPSTREAM_REPO).await;
+    git_repository_api(&cluster)
+        .patch(
+            "flux-system",
+            &PatchParams::default(),
+            &Patch::Merge(&json!({"spec": {"ref": {"tag": "v1.0.0"}}})),
+        )
+        .await
+        .expect("pin a tag");
+    let mut settings = gitea_settings(&cluster);
+    settings.insert("GITEA_BRANCH".into(), "release-1.0".into());
+
+    let run = runner.run(STEP_05, &settings).await;
+    run.succeeds();
+    run.says(&format!(
+        "from {UPSTREAM_REPO} (branch main, tag v1.0.0) to {LOCAL_REPO} (branch release-1.0)"
+    ));
+    let repo = git_repository_api(&cluster)
+        .get("flux-system")
+        .await
+        .expect("get");
+    assert_eq!(repo.data["spec"]["ref"], json!({"branch": "release-1.0"}));
+
+    let again = runner.run(STEP_05, &settings).await;
+    again.succeeds();
+    again.says("already points at");
+    let same = git_repository_api(&cluster)
+        .get("flux-system")
+        .await
+        .expect("get");
+    assert_eq!(same.metadata.generation, repo.metadata.generation);
     cluster.cleanup().await;
 }
 
@@ -516,6 +557,18 @@ async fn gitea_with_org() -> standins::Server<Gitea> {
     .await
 }
 
+/// A Gitea stand-in with the organisation `openova`, a runner and an upstream platform
+/// repository; `None` (the test is skipped) without the tools.
+async fn gitea_and_upstream() -> Option<(standins::Server<Gitea>, Runner, PathBuf)> {
+    if !tools_present() {
+        return None;
+    }
+    let gitea = gitea_with_org().await;
+    let runner = Runner::new(None);
+    let upstream = upstream_repository(&runner, "flux-system");
+    Some((gitea, runner, upstream))
+}
+
 /// An upstream platform repository (branches `main` and `release-1.0`, tag `v1.0.0`;
 /// HelmRepositories in `namespace`) in the runner's directory, by path.
 fn upstream_repository(runner: &Runner, namespace: &str) -> PathBuf {
@@ -588,12 +641,9 @@ fn commit_to(repo: &std::path::Path, file: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gitea_mirror_mirrors_upstream_and_seeds_the_repository_the_sovereign_runs_from() {
-    if !tools_present() {
+    let Some((gitea, runner, upstream)) = gitea_and_upstream().await else {
         return;
-    }
-    let gitea = gitea_with_org().await;
-    let runner = Runner::new(None);
-    let upstream = upstream_repository(&runner, "flux-system");
+    };
     let settings = mirror_settings(&gitea, &upstream);
 
     let first = runner.run(STEP_01, &settings).await;
@@ -605,6 +655,7 @@ async fn gitea_mirror_mirrors_upstream_and_seeds_the_repository_the_sovereign_ru
             "GET /repos/openova/platform",
             "GET /repos/openova/platform-upstream",
             "POST /repos/migrate",
+            "GET /repos/openova/platform-upstream",
             "GET /orgs/openova",
             "POST /orgs/openova/repos",
         ]
@@ -719,6 +770,7 @@ async fn gitea_mirror_passes_credentials_and_creates_a_user_repository() {
             format!("GET /repos/{USER}/platform"),
             format!("GET /repos/{USER}/platform-github"),
             "POST /repos/migrate".to_owned(),
+            format!("GET /repos/{USER}/platform-github"),
             format!("GET /orgs/{USER}"),
             "POST /user/repos".to_owned(),
         ]
@@ -742,12 +794,9 @@ async fn gitea_mirror_passes_credentials_and_creates_a_user_repository() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gitea_mirror_adopts_an_upstream_already_migrated_and_an_empty_repository() {
-    if !tools_present() {
+    let Some((gitea, runner, upstream)) = gitea_and_upstream().await else {
         return;
-    }
-    let gitea = gitea_with_org().await;
-    let runner = Runner::new(None);
-    let upstream = upstream_repository(&runner, "flux-system");
+    };
     let upstream_url = upstream.to_str().expect("utf-8");
     gitea.add_repo("openova", "platform-upstream", Some(upstream_url), "8h0m0s");
     // Created by a run that stopped before seeding it.
@@ -773,14 +822,106 @@ async fn gitea_mirror_adopts_an_upstream_already_migrated_and_an_empty_repositor
     assert!(state.migrations.is_empty() && state.creations.is_empty());
 }
 
+/// The rename the README recommends for an earlier chart's layout (`platform`, a mirror,
+/// becomes `platform-upstream`): Gitea then answers the old name with a 307 to the new one,
+/// which means "absent". The step creates `platform` (the redirect goes) and seeds it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gitea_mirror_takes_a_redirect_left_by_a_rename_as_absent() {
+    let Some((gitea, runner, upstream)) = gitea_and_upstream().await else {
+        return;
+    };
+    let upstream_url = upstream.to_str().expect("utf-8");
+    gitea.add_repo("openova", "platform", Some(upstream_url), "10m0s");
+    gitea.rename("openova", "platform", "platform-upstream");
+
+    let run = runner
+        .run(STEP_01, &mirror_settings(&gitea, &upstream))
+        .await;
+    run.succeeds();
+    run.says("openova/platform is the old name of a renamed repository (Gitea redirects it: 307)");
+    assert_eq!(refs(&gitea_repo(&gitea, RUN_FROM)), refs(&upstream));
+    let state = gitea.state.lock().expect("lock");
+    assert!(
+        state.redirects.is_empty(),
+        "creating platform took the name back"
+    );
+    assert_eq!(state.repos[RUN_FROM]["mirror"], false);
+    assert_eq!(state.repos[MIRROR]["mirror"], true);
+}
+
+/// Gitea clones the upstream inside `POST /repos/migrate`: a large upstream takes longer
+/// than the per-call limit, so the migration has a limit of its own, and the step confirms
+/// the mirror before going on. A migration cut off earlier left a half-made mirror (flagged
+/// a mirror, no mirror record: PATCH 500, mirror-sync 400): a rerun makes it again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gitea_mirror_waits_for_a_long_migration_and_remakes_a_half_made_mirror() {
+    let Some((gitea, runner, upstream)) = gitea_and_upstream().await else {
+        return;
+    };
+    gitea.state.lock().expect("lock").migrate_takes = std::time::Duration::from_secs(3);
+    let mut settings = mirror_settings(&gitea, &upstream);
+    settings.insert("HTTP_TIMEOUT_SECONDS".into(), "1".into());
+    settings.insert("GITEA_MIGRATE_TIMEOUT_SECONDS".into(), "60".into());
+    let run = runner.run(STEP_01, &settings).await;
+    run.succeeds();
+    run.says("created the mirror openova/platform-upstream (every 10m0s)");
+
+    let gitea = gitea_with_org().await;
+    gitea.add_half_made_mirror("openova", "platform-upstream");
+    let run = runner
+        .run(STEP_01, &mirror_settings(&gitea, &upstream))
+        .await;
+    run.succeeds();
+    run.says("openova/platform-upstream is a half-made mirror");
+    assert_eq!(
+        gitea_calls(&gitea)[..5],
+        [
+            "GET /repos/openova/platform",
+            "GET /repos/openova/platform-upstream",
+            "DELETE /repos/openova/platform-upstream",
+            "POST /repos/migrate",
+            "GET /repos/openova/platform-upstream",
+        ]
+    );
+    assert_eq!(refs(&gitea_repo(&gitea, MIRROR)), refs(&upstream));
+    assert_eq!(refs(&gitea_repo(&gitea, RUN_FROM)), refs(&upstream));
+}
+
+/// Gitea answers a mirror interval as a Go duration (`1h` reads back `1h0m0s`): a rerun
+/// compares durations and changes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gitea_mirror_compares_intervals_as_durations() {
+    let Some((gitea, runner, upstream)) = gitea_and_upstream().await else {
+        return;
+    };
+    let mut settings = mirror_settings(&gitea, &upstream);
+    settings.insert("GITEA_MIRROR_INTERVAL".into(), "1h".into());
+    runner.run(STEP_01, &settings).await.succeeds();
+    assert_eq!(
+        gitea.state.lock().expect("lock").repos[MIRROR]["mirror_interval"],
+        "1h0m0s"
+    );
+    gitea_calls(&gitea);
+    let again = runner.run(STEP_01, &settings).await;
+    again.succeeds();
+    again.says("openova/platform-upstream already mirrors every 1h");
+    assert!(
+        !gitea_calls(&gitea)
+            .iter()
+            .any(|call| call.starts_with("PATCH")),
+        "a rerun changes nothing"
+    );
+
+    settings.insert("GITEA_MIRROR_INTERVAL".into(), "an hour".into());
+    let bad = runner.run(STEP_01, &settings).await;
+    bad.fails_with("GITEA_MIRROR_INTERVAL 'an hour' is not a duration");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gitea_mirror_refuses_to_run_from_a_mirror() {
-    if !tools_present() {
+    let Some((gitea, runner, upstream)) = gitea_and_upstream().await else {
         return;
-    }
-    let gitea = gitea_with_org().await;
-    let runner = Runner::new(None);
-    let upstream = upstream_repository(&runner, "flux-system");
+    };
     // The earlier chart's layout: the repository Flux follows is the pull mirror itself.
     gitea.add_repo(
         "openova",
@@ -882,6 +1023,7 @@ fn harbor_settings(harbor: &standins::Server<Harbor>) -> BTreeMap<String, String
         ("HARBOR_USERNAME", USER),
         ("HARBOR_PASSWORD", PASSWORD),
         ("HTTP_TIMEOUT_SECONDS", "10"),
+        ("PREWARM_CACHE_WAIT_SECONDS", "5"),
     ])
 }
 
@@ -1060,8 +1202,13 @@ fn pod_template(containers: Json, init: Json) -> Json {
     json!({"metadata": {"labels": {"app": "x"}}, "spec": {"containers": containers, "initContainers": init}})
 }
 
+/// Step 03 lists the platform's workloads in every namespace: on a shared cluster, its
+/// tests take turns.
+static PREWARM: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn harbor_prewarm_pulls_every_platform_image_through_the_cache() {
+    let _one_at_a_time = PREWARM.lock().await;
     let Some((cluster, runner)) = on_cluster().await else {
         return;
     };
@@ -1157,6 +1304,84 @@ async fn harbor_prewarm_pulls_every_platform_image_through_the_cache() {
     let run = runner.run(STEP_03, &settings).await;
     run.fails_with("failed ghcr.io/openova-io/missing:9");
     run.says("1 of 5 images could not be pre-warmed");
+    // Step 03 lists workloads in every namespace, and a namespace's contents outlive its
+    // deletion a while on a real cluster: the next step 03 test must not meet these.
+    let deployments: Api<Deployment> = Api::namespaced(cluster.client(), cluster.namespace());
+    deployments
+        .delete("api", &Default::default())
+        .await
+        .expect("delete Deployment api");
+    let cronjobs: Api<k8s_openapi::api::batch::v1::CronJob> =
+        Api::namespaced(cluster.client(), cluster.namespace());
+    cronjobs
+        .delete("backup", &Default::default())
+        .await
+        .expect("delete CronJob backup");
+    cluster.cleanup().await;
+}
+
+/// Harbor's proxy cache streams a GET to the client and stores in the background, so a
+/// pull that succeeded does not mean the image is cached: step 03 confirms every manifest
+/// and blob from Harbor's local store (a blob HEAD, the artifacts API), waiting a bounded
+/// time, and names what never got stored. Layers get a limit of their own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn harbor_prewarm_confirms_harbor_stored_each_image_and_gives_layers_time() {
+    let Some((cluster, runner)) = on_cluster().await else {
+        return;
+    };
+    // Step 03 lists the platform's workloads in every namespace: on a shared cluster the
+    // other step 03 test's may still be there, so the stand-in serves their images as well.
+    let _one_at_a_time = PREWARM.lock().await;
+    let images = [
+        "docker.io/library/nginx-multi:1.27",
+        "ghcr.io/openova-io/api:1.2.3",
+        "registry.k8s.io/pause:3.10",
+        "docker.io/bitnami/redis:7.4",
+    ];
+    let state = Harbor {
+        images: images.into_iter().map(str::to_owned).collect(),
+        store_after: std::time::Duration::from_secs(2),
+        blob_takes: std::time::Duration::from_millis(1500),
+        ..Harbor::default()
+    };
+    let harbor = standins::harbor(state).await;
+    let mut settings = harbor_settings(&harbor);
+    settings.extend(env(&[
+        (
+            "PREWARM_EXTRA_IMAGES",
+            "nginx-multi:1.27 ghcr.io/openova-io/api:1.2.3",
+        ),
+        ("PREWARM_PARALLELISM", "2"),
+        ("PREWARM_PLATFORMS", "linux/amd64"),
+        ("HTTP_TIMEOUT_SECONDS", "1"),
+        ("PREWARM_BLOB_TIMEOUT_SECONDS", "30"),
+        ("PREWARM_CACHE_WAIT_SECONDS", "60"),
+    ]));
+    let run = runner.run(STEP_03, &settings).await;
+    run.succeeds();
+    run.says(", 0 failed of");
+    let stored = {
+        let state = harbor.state.lock().expect("lock");
+        state.stored.keys().cloned().collect::<BTreeSet<_>>()
+    };
+    for blob in standins::image_blobs("ghcr.io/openova-io/api", "") {
+        assert!(stored.contains(&format!("ghcr.io/openova-io/api@{blob}")));
+    }
+
+    // A layer whose background store failed: streamed, never stored.
+    let lost = standins::image_blobs("ghcr.io/openova-io/api", "")[2].clone();
+    {
+        let mut state = harbor.state.lock().expect("lock");
+        state.stored.clear();
+        state.never_store.insert(lost.clone());
+        state.store_after = std::time::Duration::ZERO;
+    }
+    settings.insert("PREWARM_CACHE_WAIT_SECONDS".into(), "3".into());
+    let run = runner.run(STEP_03, &settings).await;
+    run.fails_with(&format!(
+        "failed ghcr.io/openova-io/api:1.2.3 pulled, but not in Harbor's local store after 3s (a pull with upstream blocked would fail): blob {lost}"
+    ));
+    run.says("images could not be pre-warmed");
     cluster.cleanup().await;
 }
 
@@ -1573,7 +1798,7 @@ fn helm_repository(namespace: &str, name: &str, kind: &str, url: &str) -> String
 fn platform_repository(root: &std::path::Path, namespace: &str) -> PathBuf {
     let bare = root.join("platform.git");
     let work = root.join("seed");
-    std::fs::create_dir_all(work.join("clusters/bootstrap-kit")).expect("seed dir");
+    std::fs::create_dir_all(work.join("clusters/_template/bootstrap-kit")).expect("seed dir");
     git(
         root,
         &[
@@ -1591,12 +1816,18 @@ fn platform_repository(root: &std::path::Path, namespace: &str) -> PathBuf {
             "oci",
             "oci://ghcr.io/openova-io/charts",
         ),
-        helm_repository(namespace, "bitnami", "oci", "oci://docker.io/bitnamicharts"),
+        // The seed platform names Docker Hub by its registry host.
+        helm_repository(
+            namespace,
+            "bitnami",
+            "oci",
+            "oci://registry-1.docker.io/bitnamicharts",
+        ),
         helm_repository(namespace, "legacy", "default", "https://charts.example.org"),
     ]
     .join("---\n");
     std::fs::write(
-        work.join("clusters/bootstrap-kit/helmrepositories.yaml"),
+        work.join("clusters/_template/bootstrap-kit/helmrepositories.yaml"),
         kit,
     )
     .expect("kit");
@@ -1626,7 +1857,7 @@ fn platform_repository(root: &std::path::Path, namespace: &str) -> PathBuf {
 async fn flux_apply(cluster: &Cluster, url: &str) {
     let runner = Runner::new(Some(cluster));
     let apply = format!(
-        "set -eu\nd=$(mktemp -d)\ngit clone --quiet \"{url}\" \"$d/repo\"\nkubectl apply -f \"$d/repo/clusters/bootstrap-kit/\"\nrm -rf \"$d\"\n"
+        "set -eu\nd=$(mktemp -d)\ngit clone --quiet \"{url}\" \"$d/repo\"\nkubectl apply -f \"$d/repo/clusters/_template/bootstrap-kit/\"\nrm -rf \"$d\"\n"
     );
     let run = runner.run_script(&apply, &BTreeMap::new()).await;
     run.succeeds();
@@ -1665,7 +1896,10 @@ fn pivot_settings(cluster: &Cluster, repo_url: &str) -> BTreeMap<String, String>
         ("GITEA_PASSWORD", PASSWORD),
         ("HARBOR_REGISTRY", HARBOR_HOST),
         ("UPSTREAM_REGISTRIES", REGISTRIES),
-        ("FLUX_BOOTSTRAP_KIT_PATH", "clusters/bootstrap-kit"),
+        (
+            "FLUX_BOOTSTRAP_KIT_PATH",
+            "clusters/_template/bootstrap-kit",
+        ),
         ("GIT_AUTHOR_NAME", "catalyst-cutover"),
         ("GIT_AUTHOR_EMAIL", "cutover@openova.io"),
     ]));
@@ -1676,7 +1910,10 @@ fn pivot_settings(cluster: &Cluster, repo_url: &str) -> BTreeMap<String, String>
 fn assert_kit_points_local(repo: &std::path::Path) {
     let kit = git(
         repo,
-        &["show", "main:clusters/bootstrap-kit/helmrepositories.yaml"],
+        &[
+            "show",
+            "main:clusters/_template/bootstrap-kit/helmrepositories.yaml",
+        ],
     );
     assert!(
         kit.contains(&format!(
@@ -1687,19 +1924,27 @@ fn assert_kit_points_local(repo: &std::path::Path) {
     assert!(!kit.contains("url: oci://ghcr.io/"), "{kit}");
 }
 
+/// A platform repository served by `git daemon` (its bare path, the server, its URL), with
+/// Flux's GitRepository and its bootstrap-kit applied as Flux would.
+async fn platform_applied(cluster: &Cluster, runner: &Runner) -> (PathBuf, GitServer, String) {
+    let root = runner.dir.join("git");
+    std::fs::create_dir_all(&root).expect("git root");
+    let bare = platform_repository(&root, cluster.namespace());
+    let server = GitServer::start(&root).await;
+    let url = format!("{}/platform.git", server.url);
+    // Flux follows the https URL of the repository; git:// is only the test's git server.
+    create_git_repository(cluster, "flux-system", LOCAL_REPO).await;
+    flux_apply(cluster, &url).await;
+    (bare, server, url)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn helmrepository_patches_pivot_live_and_in_git_so_a_reapply_keeps_them_local() {
     let _one_at_a_time = HELM_REPOSITORIES.lock().await;
     let Some((cluster, runner)) = on_cluster().await else {
         return;
     };
-    let root = runner.dir.join("git");
-    std::fs::create_dir_all(&root).expect("git root");
-    let bare = platform_repository(&root, cluster.namespace());
-    let server = GitServer::start(&root).await;
-    let url = format!("{}/platform.git", server.url);
-    create_git_repository(&cluster, "flux-system", &url).await;
-    flux_apply(&cluster, &url).await;
+    let (bare, _server, url) = platform_applied(&cluster, &runner).await;
     let upstream = live_urls(&cluster).await;
     assert_eq!(upstream["openova"], "oci://ghcr.io/openova-io/charts");
 
@@ -1750,6 +1995,66 @@ async fn helmrepository_patches_pivot_live_and_in_git_so_a_reapply_keeps_them_lo
             .annotations
             .unwrap_or_default()
             .contains_key("reconcile.fluxcd.io/requestedAt")
+    );
+    cluster.cleanup().await;
+}
+
+/// With a plain-HTTP local Harbor, Flux must be told (`spec.insecure`), live and in git, or it
+/// cannot pull a chart through it; a repository outside the proxied registries stays
+/// upstream and the log says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn helmrepository_patches_marks_an_insecure_harbor_live_and_in_git() {
+    let _one_at_a_time = HELM_REPOSITORIES.lock().await;
+    let Some((cluster, runner)) = on_cluster().await else {
+        return;
+    };
+    let (bare, _server, url) = platform_applied(&cluster, &runner).await;
+
+    let mut settings = pivot_settings(&cluster, &url);
+    settings.insert("HARBOR_INSECURE".into(), "true".into());
+    let run = runner.run(STEP_06, &settings).await;
+    run.succeeds();
+    run.says("legacy stays upstream at https://charts.example.org");
+    let insecure = |cluster: &Cluster| {
+        let api = flux_api(cluster, "source.toolkit.fluxcd.io/v1", "HelmRepository");
+        async move {
+            api.list(&Default::default())
+                .await
+                .expect("list")
+                .items
+                .into_iter()
+                .map(|r| {
+                    (
+                        r.metadata.name.clone().unwrap_or_default(),
+                        r.data["spec"]["insecure"].clone(),
+                    )
+                })
+                .collect::<BTreeMap<_, _>>()
+        }
+    };
+    let expected = BTreeMap::from([
+        ("bitnami".to_owned(), json!(true)),
+        ("legacy".to_owned(), Json::Null),
+        ("openova".to_owned(), json!(true)),
+    ]);
+    assert_eq!(insecure(&cluster).await, expected);
+    let kit = git(
+        &bare,
+        &[
+            "show",
+            "main:clusters/_template/bootstrap-kit/helmrepositories.yaml",
+        ],
+    );
+    assert_eq!(kit.matches("insecure: true").count(), 2, "{kit}");
+    // Flux re-applies what git holds: still insecure, and a second run changes nothing.
+    flux_apply(&cluster, &url).await;
+    assert_eq!(insecure(&cluster).await, expected);
+    let head = git(&bare, &["rev-parse", "main"]);
+    runner.run(STEP_06, &settings).await.succeeds();
+    assert_eq!(
+        git(&bare, &["rev-parse", "main"]),
+        head,
+        "nothing more to push"
     );
     cluster.cleanup().await;
 }
@@ -1816,13 +2121,60 @@ fn policy_api(cluster: &Cluster) -> Api<DynamicObject> {
     Api::all_with(cluster.client(), &ApiResource::from_gvk(&gvk))
 }
 
-/// A spec with the fields Flux's definition of `kind` requires.
+/// The OCI HelmRepository the platform's charts come through (Flux keeps it static).
+const CHARTS: &str = "openova";
+
+/// A spec Flux's own definition of `kind` accepts (URL patterns, `chart` or `chartRef`).
 fn flux_spec(kind: &str) -> Json {
     let source = json!({"kind": "GitRepository", "name": "flux-system"});
+    let charts = json!({"kind": "HelmRepository", "name": CHARTS});
     match kind {
         "GitRepository" => json!({"interval": "1m", "url": LOCAL_REPO}),
         "Kustomization" => json!({"interval": "1m", "prune": true, "sourceRef": source}),
-        _ => json!({"interval": "1m"}),
+        "HelmRepository" => json!({"interval": "10m", "type": "oci",
+            "url": format!("oci://{HARBOR_HOST}/ghcr.io/openova-io")}),
+        "HelmChart" => json!({"interval": "1m", "chart": "platform", "sourceRef": charts}),
+        "HelmRelease" => json!({"interval": "1m",
+            "chart": {"spec": {"chart": "platform", "sourceRef": charts}}}),
+        other => panic!("no spec for the Flux kind {other}"),
+    }
+}
+
+fn flux_api(cluster: &Cluster, api_version: &str, kind: &str) -> Api<DynamicObject> {
+    let (group, version) = api_version.split_once('/').expect("group/version");
+    let gvk = GroupVersionKind::gvk(group, version, kind);
+    Api::namespaced_with(
+        cluster.client(),
+        cluster.namespace(),
+        &ApiResource::from_gvk(&gvk),
+    )
+}
+
+/// Plays source-controller for the OCI HelmRepositories of the test's namespace, as its
+/// HelmRepository reconciler does (`migrationToStatic`): it empties the status of every one
+/// (no Ready condition, ever) and never answers a reconcile request.
+async fn play_static_helm_repositories(api: Api<DynamicObject>) {
+    loop {
+        let list = api
+            .list(&Default::default())
+            .await
+            .expect("list HelmRepositories");
+        for repo in list {
+            let has_status = repo.data["status"]
+                .as_object()
+                .is_some_and(|s| !s.is_empty());
+            if repo.data["spec"]["type"] == "oci" && has_status {
+                let name = repo.metadata.name.clone().unwrap_or_default();
+                api.patch_status(
+                    &name,
+                    &PatchParams::default(),
+                    &Patch::Merge(&json!({"status": null})),
+                )
+                .await
+                .expect("empty the status");
+            }
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
 }
 
@@ -1835,13 +2187,7 @@ async fn flux_object(cluster: &Cluster, api_version: &str, kind: &str, name: &st
         json!({"metadata": {"name": name}, "spec": flux_spec(kind)}),
     )
     .await;
-    let (group, version) = api_version.split_once('/').expect("group/version");
-    let gvk = GroupVersionKind::gvk(group, version, kind);
-    let api: Api<DynamicObject> = Api::namespaced_with(
-        cluster.client(),
-        cluster.namespace(),
-        &ApiResource::from_gvk(&gvk),
-    );
+    let api = flux_api(cluster, api_version, kind);
     let status = json!({"status": {"conditions": [{"type": "Ready", "status": ready, "reason": "Test",
         "message": format!("{kind} is {ready}"), "lastTransitionTime": "2026-01-01T00:00:00Z"}]}});
     api.patch_status(name, &PatchParams::default(), &Patch::Merge(&status))
@@ -1860,7 +2206,7 @@ fn egress_settings(cluster: &Cluster) -> BTreeMap<String, String> {
         ("EGRESS_WATCH_NAMESPACE", cluster.namespace()),
         (
             "FLUX_READY_KINDS",
-            "gitrepositories.source.toolkit.fluxcd.io helmrepositories.source.toolkit.fluxcd.io helmreleases.helm.toolkit.fluxcd.io kustomizations.kustomize.toolkit.fluxcd.io",
+            "gitrepositories.source.toolkit.fluxcd.io helmrepositories.source.toolkit.fluxcd.io helmcharts.source.toolkit.fluxcd.io helmreleases.helm.toolkit.fluxcd.io kustomizations.kustomize.toolkit.fluxcd.io",
         ),
         ("EGRESS_BLOCK_HOSTS", ""),
         ("EGRESS_BLOCK_CIDRS", "203.0.113.0/24 2001:db8::/32"),
@@ -1987,6 +2333,85 @@ async fn egress_block_holds_while_flux_stays_ready_and_always_lifts() {
     nothing.insert("EGRESS_BLOCK_CIDRS".into(), String::new());
     let run = runner.run(STEP_08, &nothing).await;
     run.fails_with("nothing to block");
+    cluster.cleanup().await;
+}
+
+/// A real cutover's Flux: the platform's charts come through an OCI HelmRepository, which
+/// source-controller keeps static (no Ready condition, reconcile requests ignored), beside a
+/// Ready GitRepository, HelmChart and HelmRelease. The hold passes, the static repository is
+/// neither waited for nor asked to reconcile, and what pulls through it is still checked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn egress_block_treats_oci_helm_repositories_as_static_and_checks_what_pulls_through_them() {
+    let _one_block = EGRESS_BLOCK.lock().await;
+    let Some((cluster, runner)) = on_cluster().await else {
+        return;
+    };
+    let source = "source.toolkit.fluxcd.io/v1";
+    // Created with the Ready condition an older source-controller left on it.
+    flux_object(&cluster, source, "HelmRepository", CHARTS, "True").await;
+    let flux = tokio::spawn(play_static_helm_repositories(flux_api(
+        &cluster,
+        source,
+        "HelmRepository",
+    )));
+    flux_object(&cluster, source, "GitRepository", "flux-system", "True").await;
+    flux_object(&cluster, source, "HelmChart", "platform", "True").await;
+    flux_object(
+        &cluster,
+        "helm.toolkit.fluxcd.io/v2",
+        "HelmRelease",
+        "platform",
+        "True",
+    )
+    .await;
+    let charts = flux_api(&cluster, source, "HelmRepository");
+    for _ in 0..100 {
+        let repo = charts.get(CHARTS).await.expect("get HelmRepository");
+        if repo.data["status"].as_object().is_none_or(|s| s.is_empty()) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+
+    let run = runner.run(STEP_08, &egress_settings(&cluster)).await;
+    run.succeeds();
+    run.says(&format!(
+        "helmrepositories.source.toolkit.fluxcd.io {}/{CHARTS} is static (type oci)",
+        cluster.namespace()
+    ));
+    let requested = |object: DynamicObject| {
+        object
+            .metadata
+            .annotations
+            .unwrap_or_default()
+            .contains_key("reconcile.fluxcd.io/requestedAt")
+    };
+    assert!(
+        !requested(charts.get(CHARTS).await.expect("get")),
+        "a request the static HelmRepository would ignore"
+    );
+    let chart = flux_api(&cluster, source, "HelmChart");
+    assert!(requested(chart.get("platform").await.expect("get")));
+
+    // The HelmChart fetched through the static repository fails: so does the step.
+    chart
+        .patch_status(
+            "platform",
+            &PatchParams::default(),
+            &Patch::Merge(
+                &json!({"status": {"conditions": [{"type": "Ready", "status": "False",
+                "reason": "ChartPullError", "message": "not found",
+                "lastTransitionTime": "2026-01-01T00:00:00Z"}]}}),
+            ),
+        )
+        .await
+        .expect("patch status");
+    let run = runner.run(STEP_08, &egress_settings(&cluster)).await;
+    flux.abort();
+    run.fails_with(&format!(
+        "helmcharts.source.toolkit.fluxcd.io {}/platform: ChartPullError not found",
+        cluster.namespace()
+    ));
     cluster.cleanup().await;
 }
 
@@ -2243,6 +2668,34 @@ async fn preflight_passes_when_everything_is_in_place_and_changes_nothing() {
     cluster.cleanup().await;
 }
 
+/// After the rename the README recommends, Gitea answers the old name with a 307: the
+/// preflight reads that as "absent" (step 01 creates it), not as a repository that is there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn preflight_takes_a_redirect_left_by_a_rename_as_absent() {
+    let Some((cluster, runner)) = on_cluster().await else {
+        return;
+    };
+    let sim = pivot_daemonset(&cluster, true).await;
+    create_git_repository(&cluster, "flux-system", UPSTREAM_REPO).await;
+    let gitea = gitea_with_org().await;
+    let harbor = standins::harbor(Harbor::default()).await;
+    let upstream = upstream_repository(&runner, cluster.namespace());
+    let upstream_url = upstream.to_str().expect("utf-8");
+    gitea.add_repo("openova", "platform", Some(upstream_url), "10m0s");
+    gitea.rename("openova", "platform", "platform-upstream");
+
+    let run = runner
+        .run(
+            STEP_00,
+            &preflight_settings(&cluster, &gitea, &harbor, &upstream),
+        )
+        .await;
+    run.succeeds();
+    run.says("openova/platform is the old name of a renamed repository (Gitea redirects it)");
+    sim.shutdown().await;
+    cluster.cleanup().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn preflight_names_each_failed_check_and_runs_them_all() {
     let Some((cluster, runner)) = on_cluster().await else {
@@ -2318,25 +2771,33 @@ async fn preflight_names_each_failed_check_and_runs_them_all() {
     run.says("Harbor cannot reach the upstream registry ghcr.io at https://ghcr.io (ping answered 400: failed to ping endpoint)");
     run.says("Harbor project registry.k8s.io exists but is not a proxy cache");
 
-    let mut state = Harbor::default();
-    for url in [
-        "https://hub.docker.com",
-        "https://ghcr.io",
-        "https://registry.k8s.io",
-    ] {
-        state.ping.insert(url.into(), 403);
-    }
-    let forbidden = standins::harbor(state).await;
+    // A robot account (Harbor answers it 412 on /users/current) that may create projects
+    // and ping, but not create the registry endpoints step 02 needs.
+    let state = Harbor {
+        robot: true,
+        system_permissions: Some(vec![
+            ("project".into(), "create".into()),
+            ("registry".into(), "read".into()),
+        ]),
+        ..Harbor::default()
+    };
+    let robot = standins::harbor(state).await;
     let run = runner
         .run(
             STEP_00,
-            &preflight_settings(&cluster, &gitea, &forbidden, &upstream),
+            &preflight_settings(&cluster, &gitea, &robot, &upstream),
         )
         .await;
     assert_eq!(failed_checks(&run).len(), 2, "{}", run.output);
-    run.says(
-        "Harbor user cutover may not create registry endpoints (ping of docker.io answered 403",
-    );
+    run.says("answers for the robot account cutover (412 on /users/current");
+    run.says("Harbor does not let cutover create registry endpoints, which step 02 makes for: docker.io ghcr.io registry.k8s.io");
+    run.says("Harbor lets cutover create the proxy-cache projects step 02 makes: docker.io ghcr.io registry.k8s.io");
+
+    // A URL that does not lead to Harbor's API.
+    let mut wrong = preflight_settings(&cluster, &gitea, &harbor, &upstream);
+    wrong.insert("HARBOR_URL".into(), format!("{}/api/v2.0", harbor.url));
+    let run = runner.run(STEP_00, &wrong).await;
+    run.says("harbor.url does not lead to Harbor's API");
 
     // Nothing answers, a setting is missing, and the DaemonSet is gone.
     let mut silent = preflight_settings(&cluster, &gitea, &harbor, &upstream);
