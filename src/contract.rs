@@ -124,3 +124,28 @@ pub mod registries {
 /// Label on a Job and its pod template naming the attempt of the step (project-owned, not in
 /// the earlier implementation): a retry is a new attempt and therefore a new Job.
 pub const LABEL_JOB_ATTEMPT: &str = "cutover.openova.io/attempt";
+
+/// The registry-pivot handshake's objects that only service accounts may write: the built-in
+/// `edit` role has no rights on coordination.k8s.io Leases, so whoever may only edit the
+/// namespace (ConfigMaps included) can neither steer the agents nor forge their answers.
+pub mod pivot {
+    /// Annotation of the record Lease (`<lease>-record`) the agents follow: the direction
+    /// the service gave them (`v2` or `rollback`), written only by the service.
+    pub const ANNOTATION_DIRECTION: &str = "cutover.openova.io/registries-yaml-active";
+    /// Annotation of the record Lease: when the direction last changed (RFC 3339); an
+    /// acknowledgement is of one direction given at one time.
+    pub const ANNOTATION_DIRECTION_SINCE: &str = "cutover.openova.io/registries-yaml-since";
+    /// `app.kubernetes.io/component` of a node's acknowledgement Lease.
+    pub const COMPONENT_ACK: &str = "registry-pivot-ack";
+    /// The selector of acknowledgement Leases.
+    pub const ACK_SELECTOR: &str =
+        "app.kubernetes.io/part-of=self-sovereign-cutover,app.kubernetes.io/component=registry-pivot-ack";
+    /// Annotation of an acknowledgement Lease: the node.
+    pub const ANNOTATION_ACK_NODE: &str = "cutover.openova.io/node";
+    /// Annotation of an acknowledgement Lease: what the node acknowledged (`v2`,
+    /// `rolled-back`).
+    pub const ANNOTATION_ACK_VALUE: &str = "cutover.openova.io/registries-yaml";
+    /// Annotation of an acknowledgement Lease: the direction's
+    /// [`ANNOTATION_DIRECTION_SINCE`] it answers.
+    pub const ANNOTATION_ACK_SINCE: &str = "cutover.openova.io/direction-since";
+}

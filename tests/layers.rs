@@ -20,7 +20,7 @@ const LAYERS: &[&[&str]] = &[
     &["events", "auth", "request_timeout", "steplog"],
     &["metrics"],
     &["render", "migrate"],
-    &["status", "step"],
+    &["status", "step", "pivot"],
     &["contract", "retry", "telemetry"],
 ];
 
