@@ -22,8 +22,9 @@
 //! - [`render`]: the Job renderer (handlebars, strict mode); [`migrate`]: the declarative
 //!   migrations of the status ConfigMap (`migrations/`).
 //! - [`status`]: the status ConfigMap, its pure state machine and its store; [`step`]: the
-//!   step model, parsed and validated from step ConfigMaps, and its watch; [`pivot`]: the
-//!   registry-pivot agent (`catalyst-cutover agent`) and its Lease handshake with the runner.
+//!   step model, parsed and validated from step ConfigMaps, and its watch.
+//! - [`pivot`]: the registry-pivot agent (`catalyst-cutover agent`) and its Lease handshake
+//!   with the runner: what it writes on a node, its direction and its acknowledgements.
 //! - [`contract`]: the names the field already depends on (`../shared/CONTRACT.md`);
 //!   [`retry`]: which API errors are retried, and how; [`telemetry`]: logs (JSON in a
 //!   cluster, human on a terminal).

@@ -20,7 +20,8 @@ const LAYERS: &[&[&str]] = &[
     &["events", "auth", "request_timeout", "steplog"],
     &["metrics"],
     &["render", "migrate"],
-    &["status", "step", "pivot"],
+    &["status", "step"],
+    &["pivot"],
     &["contract", "retry", "telemetry"],
 ];
 

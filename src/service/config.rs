@@ -67,6 +67,12 @@ impl ServiceConfig {
         }
     }
 
+    /// The record Lease (`<lease_name>-record`): the cutover's durable record, and the
+    /// direction the registry-pivot agents follow.
+    pub fn record_lease(&self) -> String {
+        format!("{}-record", self.lease_name)
+    }
+
     /// The share of the configuration the HTTP routes read.
     pub fn http_config(&self) -> HttpConfig {
         HttpConfig {

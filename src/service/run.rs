@@ -130,7 +130,7 @@ impl Service {
         let cache = StatusCache::new();
         let record = RecordKeeper::new(
             Api::namespaced(client.clone(), &ns),
-            &format!("{}-record", config.lease_name),
+            &config.record_lease(),
         );
         let store = StatusStore::new(client.clone(), &ns, &config.status_configmap, cache.clone())
             .with_record(record.clone());

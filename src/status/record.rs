@@ -36,7 +36,8 @@
 use super::model::{KEY_PHASE, Phase, StatusData, get};
 use super::rollback::KEY_REQUESTED_AT;
 use super::store::initial_data;
-use crate::contract::{key, registries};
+use crate::contract::{key, pivot, registries};
+use crate::pivot::{Direction, Directive};
 use crate::retry::{Backoff, is_status};
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -49,9 +50,14 @@ use std::time::Instant;
 pub const ANNOTATION_STARTED_AT: &str = "cutover.openova.io/started-at";
 /// Annotation of the record Lease: when the cutover completed (RFC 3339).
 pub const ANNOTATION_FINISHED_AT: &str = "cutover.openova.io/finished-at";
-/// Annotation of the record Lease: the last direction the agents were told
-/// (`registriesYamlActive` = `v2` or `rollback`); unlike the times, it follows the status.
-pub const ANNOTATION_REGISTRIES: &str = "cutover.openova.io/registries-yaml-active";
+/// Annotation of the record Lease: the direction the registry-pivot agents follow (`v2` or
+/// `rollback`). Never taken from the status ConfigMap (which anyone with `edit` may write):
+/// only the service's own transitions that give a direction write it
+/// ([`RecordKeeper::direct`]), and `registriesYamlActive` displays it.
+pub const ANNOTATION_REGISTRIES: &str = pivot::ANNOTATION_DIRECTION;
+/// Annotation of the record Lease: when the direction last changed; the agents'
+/// acknowledgements answer the direction of that time.
+pub const ANNOTATION_REGISTRIES_SINCE: &str = pivot::ANNOTATION_DIRECTION_SINCE;
 /// Annotation of the record Lease: the status's latest phase other than `idle`; follows the
 /// status.
 pub const ANNOTATION_PHASE: &str = "cutover.openova.io/phase";
@@ -69,8 +75,10 @@ pub struct CutoverRecord {
     pub started_at: Option<String>,
     /// When the cutover completed.
     pub finished_at: Option<String>,
-    /// The last direction the agents were told: `v2` or `rollback`.
+    /// The direction the agents follow: `v2` or `rollback`.
     pub registries: Option<String>,
+    /// When that direction was given.
+    pub registries_since: Option<String>,
     /// The status's latest phase other than `idle`.
     pub phase: Option<String>,
     /// When the latest rollback of the registry pivot was asked for.
@@ -91,8 +99,9 @@ impl CutoverRecord {
             finished_at: (phase == Phase::Complete)
                 .then(|| value(key::CUTOVER_FINISHED_AT).or_else(|| value(key::CUTOVER_STARTED_AT)))
                 .flatten(),
-            registries: value(key::REGISTRIES_YAML_ACTIVE)
-                .filter(|v| v == registries::V2 || v == registries::ROLLBACK),
+            // The direction is the service's word, never a status's (see ANNOTATION_REGISTRIES).
+            registries: None,
+            registries_since: None,
             phase: (phase != Phase::Idle).then(|| phase.as_str().to_owned()),
             rolled_back_at: value(KEY_REQUESTED_AT),
             attempt_started_at: (phase != Phase::Idle)
@@ -112,6 +121,7 @@ impl CutoverRecord {
             started_at: value(ANNOTATION_STARTED_AT),
             finished_at: value(ANNOTATION_FINISHED_AT),
             registries: value(ANNOTATION_REGISTRIES),
+            registries_since: value(ANNOTATION_REGISTRIES_SINCE),
             phase: value(ANNOTATION_PHASE),
             rolled_back_at: value(ANNOTATION_ROLLED_BACK_AT),
             attempt_started_at: value(ANNOTATION_ATTEMPT_STARTED_AT),
@@ -127,10 +137,19 @@ impl CutoverRecord {
             started_at: self.started_at.clone().or_else(|| newer.started_at.clone()),
             finished_at: follow(&self.finished_at, &newer.finished_at),
             registries: follow(&self.registries, &newer.registries),
+            registries_since: follow(&self.registries_since, &newer.registries_since),
             phase: follow(&self.phase, &newer.phase),
             rolled_back_at: follow(&self.rolled_back_at, &newer.rolled_back_at),
             attempt_started_at: follow(&self.attempt_started_at, &newer.attempt_started_at),
         }
+    }
+
+    /// The directive the agents follow by this record. Pure.
+    pub fn directive(&self) -> Option<Directive> {
+        Some(Directive {
+            direction: Direction::parse(self.registries.as_deref()?)?,
+            since: self.registries_since.clone()?,
+        })
     }
 
     /// The recorded phase, when the record names a known one.
@@ -348,6 +367,41 @@ impl RecordKeeper {
         self.extend(|held| held.filled(seen)).await
     }
 
+    /// Gives the registry-pivot agents `direction` (at `at`, unless they have it already)
+    /// and returns the directive they follow now; only the service's own transitions call it.
+    pub async fn direct(
+        &self,
+        direction: Direction,
+        at: &str,
+    ) -> Result<Directive, kube::Error> {
+        let mut known = self.known.lock().await;
+        let written = self
+            .extend(|held| {
+                if held.registries.as_deref() == Some(direction.as_str())
+                    && held.registries_since.is_some()
+                {
+                    return held.clone();
+                }
+                CutoverRecord {
+                    registries: Some(direction.as_str().to_owned()),
+                    registries_since: Some(at.to_owned()),
+                    ..held.clone()
+                }
+            })
+            .await?;
+        *known = written.clone();
+        Ok(Directive {
+            direction,
+            since: written.registries_since.unwrap_or_else(|| at.to_owned()),
+        })
+    }
+
+    /// The directive the record gives the agents now, read afresh.
+    pub async fn directive(&self) -> Result<Option<Directive>, kube::Error> {
+        let record = self.read().await?;
+        Ok(record.directive())
+    }
+
     /// Writes `wanted(held)` over the record held, retrying conflicts; returns the record
     /// written. Starts from the Lease last seen, read afresh when that turns out stale.
     async fn extend(
@@ -387,6 +441,7 @@ impl RecordKeeper {
                 (ANNOTATION_STARTED_AT, &wanted.started_at),
                 (ANNOTATION_FINISHED_AT, &wanted.finished_at),
                 (ANNOTATION_REGISTRIES, &wanted.registries),
+                (ANNOTATION_REGISTRIES_SINCE, &wanted.registries_since),
                 (ANNOTATION_PHASE, &wanted.phase),
                 (ANNOTATION_ROLLED_BACK_AT, &wanted.rolled_back_at),
                 (ANNOTATION_ATTEMPT_STARTED_AT, &wanted.attempt_started_at),
