@@ -595,19 +595,51 @@ mod tests {
         );
     }
 
+    /// `record` with the direction the service gave the agents.
+    fn told(record: CutoverRecord, direction: &str, since: &str) -> CutoverRecord {
+        CutoverRecord {
+            registries: Some(direction.into()),
+            registries_since: Some(since.into()),
+            ..record
+        }
+    }
+
     #[test]
-    fn filling_gaps_changes_nothing_the_record_holds() {
-        let held = CutoverRecord::of(&data_of(&[
-            ("cutoverPhase", "rolled-back"),
+    fn the_direction_is_never_taken_from_a_status() {
+        let forged = data_of(&[
+            ("cutoverPhase", "complete"),
             ("cutoverStartedAt", "T1"),
             ("registriesYamlActive", "rollback"),
-        ]));
-        let older = CutoverRecord::of(&data_of(&[
-            ("cutoverPhase", "complete"),
-            ("cutoverStartedAt", "T0"),
-            ("cutoverFinishedAt", "T2"),
-            ("registriesYamlActive", "v2"),
-        ]));
+        ]);
+        let held = told(CutoverRecord::default(), "v2", "T1");
+        assert_eq!(CutoverRecord::of(&forged).registries, None);
+        let noted = held.merged(&CutoverRecord::of(&forged));
+        assert_eq!(
+            noted.directive().map(|d| d.direction),
+            Some(Direction::V2)
+        );
+        assert_eq!(held.filled(&CutoverRecord::of(&forged)).registries, held.registries);
+    }
+
+    #[test]
+    fn filling_gaps_changes_nothing_the_record_holds() {
+        let held = told(
+            CutoverRecord::of(&data_of(&[
+                ("cutoverPhase", "rolled-back"),
+                ("cutoverStartedAt", "T1"),
+            ])),
+            "rollback",
+            "T3",
+        );
+        let older = told(
+            CutoverRecord::of(&data_of(&[
+                ("cutoverPhase", "complete"),
+                ("cutoverStartedAt", "T0"),
+                ("cutoverFinishedAt", "T2"),
+            ])),
+            "v2",
+            "T1",
+        );
         let filled = held.filled(&older);
         assert_eq!(filled.started_at.as_deref(), Some("T1"));
         assert_eq!(filled.finished_at.as_deref(), Some("T2"), "a gap is filled");
@@ -646,7 +678,11 @@ mod tests {
             ("cutoverFinishedAt", "T2"),
             ("registriesYamlActive", "v2"),
         ]);
-        let mut record = CutoverRecord::default().merged(&CutoverRecord::of(&complete));
+        let mut record = told(
+            CutoverRecord::default().merged(&CutoverRecord::of(&complete)),
+            "v2",
+            "T1",
+        );
         assert_eq!(record.registries.as_deref(), Some("v2"));
         let rolled_back = data_of(&[
             ("cutoverPhase", "rolled-back"),
@@ -654,7 +690,7 @@ mod tests {
             ("cutoverFinishedAt", "T2"),
             ("registriesYamlActive", "rollback"),
         ]);
-        record = record.merged(&CutoverRecord::of(&rolled_back));
+        record = told(record.merged(&CutoverRecord::of(&rolled_back)), "rollback", "T3");
         assert_eq!(
             record.merged(&CutoverRecord::of(&initial_data())),
             record,
