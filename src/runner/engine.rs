@@ -333,7 +333,7 @@ async fn direct_v2(ctx: &RunnerContext) -> Result<Directive, String> {
     };
     let mut backoff = crate::retry::Backoff::new();
     loop {
-        match record.direct(Direction::V2, &now_rfc3339()).await {
+        match record.direct(Direction::V2).await {
             Ok(directive) => return Ok(directive),
             Err(err) if crate::retry::is_transient(&err) => {
                 tracing::warn!(record = %record.describe(), error = %err, "cannot direct the agents to v2; retrying");

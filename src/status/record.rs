@@ -367,13 +367,13 @@ impl RecordKeeper {
         self.extend(|held| held.filled(seen)).await
     }
 
-    /// Gives the registry-pivot agents `direction` (at `at`, unless they have it already)
-    /// and returns the directive they follow now; only the service's own transitions call it.
-    pub async fn direct(
-        &self,
-        direction: Direction,
-        at: &str,
-    ) -> Result<Directive, kube::Error> {
+    /// Gives the registry-pivot agents `direction` (now, unless they have it already) and
+    /// returns the directive they follow now; only the service's own transitions call it.
+    /// The time has the clock's full precision: it tells a pivot from the one before a
+    /// rollback even within a second, so that no acknowledgement of one counts for the other.
+    pub async fn direct(&self, direction: Direction) -> Result<Directive, kube::Error> {
+        let at = jiff::Timestamp::now().to_string();
+        let at = at.as_str();
         let mut known = self.known.lock().await;
         let written = self
             .extend(|held| {

@@ -159,7 +159,7 @@ impl StatusStore {
                 return Ok((data, answer));
             }
             if let Some((record, direction)) = self.record.as_ref().zip(directed(&before, &data)) {
-                match record.direct(direction, &super::now_rfc3339()).await {
+                match record.direct(direction).await {
                     Ok(directive) => {
                         tracing::info!(direction = direction.as_str(), since = %directive.since, "gave the registry-pivot agents their direction");
                     }
