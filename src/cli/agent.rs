@@ -102,3 +102,19 @@ pub fn run(args: AgentArgs) -> ExitCode {
         }
     })
 }
+
+/// Arguments of `agent-ready`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ReadyArgs {
+    /// The agent's `--ready-file`.
+    file: PathBuf,
+}
+
+/// 0 when the agent has read the record Lease (its ready file exists), 1 otherwise.
+pub fn ready(args: &ReadyArgs) -> ExitCode {
+    if args.file.exists() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
