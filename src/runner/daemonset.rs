@@ -88,23 +88,22 @@ pub async fn wait(
     }
 }
 
-/// Shows the acknowledgements of `directive` in the status ConfigMap when it shows
+/// Shows `directive` and its acknowledgements in the status ConfigMap when it shows
 /// something else; a failed write is shown again at the next change.
 pub async fn mirror(store: &StatusStore, acks: &crate::status::StatusData, directive: &Directive) {
-    let value = directive.direction.ack_value();
     let shown = store
         .cache()
         .configmap()
         .and_then(|cm| cm.data.clone())
         .unwrap_or_default();
     let mut wanted = shown.clone();
-    mirror_node_acks(&mut wanted, acks, value);
+    mirror_node_acks(&mut wanted, acks, directive);
     if wanted == shown {
         return;
     }
     let result = store
         .update(|data| {
-            mirror_node_acks(data, acks, value);
+            mirror_node_acks(data, acks, directive);
             Ok(())
         })
         .await;

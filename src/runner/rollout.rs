@@ -64,10 +64,15 @@ pub fn ack_data<L: Borrow<Lease>>(leases: &[L], directive: &Directive) -> Status
         .collect()
 }
 
-/// Makes the status `data` show the acknowledgements `acks` (of [`ack_data`]) of `value`:
-/// each node that acknowledged shows `value`, and no other node does (whoever wrote it
-/// there). Pure.
-pub fn mirror_node_acks(data: &mut StatusData, acks: &StatusData, value: &str) {
+/// Makes the status `data` show `directive` and its acknowledgements `acks` (of
+/// [`ack_data`]): `registriesYamlActive` its direction, each node that acknowledged its
+/// value, and no other node that value (whoever wrote it there). Pure.
+pub fn mirror_node_acks(data: &mut StatusData, acks: &StatusData, directive: &Directive) {
+    let value = directive.direction.ack_value();
+    data.insert(
+        key::REGISTRIES_YAML_ACTIVE.to_owned(),
+        directive.direction.as_str().to_owned(),
+    );
     data.retain(|k, v| !registries::is_node_ack(k) || v != value || acks.contains_key(k));
     for (k, v) in acks {
         data.insert(k.clone(), v.clone());
@@ -270,8 +275,8 @@ mod tests {
         // Forged keys in the status: shown no longer, counted never.
         let mut shown = acks(&["n2", "ghost"]);
         shown.insert("node.n3.registriesYaml".into(), "rolled-back".into());
-        shown.insert("registriesYamlActive".into(), "v2".into());
-        mirror_node_acks(&mut shown, &counted, "v2");
+        shown.insert("registriesYamlActive".into(), "rollback".into());
+        mirror_node_acks(&mut shown, &counted, &now);
         let mut expected = acks(&["n1"]);
         expected.insert("node.n3.registriesYaml".into(), "rolled-back".into());
         expected.insert("registriesYamlActive".into(), "v2".into());

@@ -222,6 +222,24 @@ pub fn role(name: &str, verbs: &[&str]) -> ClusterRole {
 /// authorizer lets `sa` read cutovers (a real cluster's RBAC follows its informers; every
 /// role granted here includes `get`).
 pub async fn grant(client: &kube::Client, ns: &str, sa: &str, role: ClusterRole) {
+    let probe = ResourceAttributes {
+        verb: Some("get".to_owned()),
+        group: Some("catalyst.openova.io".to_owned()),
+        resource: Some("cutovers".to_owned()),
+        namespace: Some(ns.to_owned()),
+        ..ResourceAttributes::default()
+    };
+    grant_probed(client, ns, sa, role, probe).await;
+}
+
+/// As [`grant`], waiting until the authorizer allows `probe` (in `ns`) to `sa`.
+pub async fn grant_probed(
+    client: &kube::Client,
+    ns: &str,
+    sa: &str,
+    role: ClusterRole,
+    probe: ResourceAttributes,
+) {
     let name = role.metadata.name.clone().unwrap_or_default();
     create_or_replace(&Api::<ClusterRole>::all(client.clone()), &role).await;
     let binding: RoleBinding = serde_json::from_value(json!({
@@ -242,13 +260,7 @@ pub async fn grant(client: &kube::Client, ns: &str, sa: &str, role: ClusterRole)
                 format!("system:serviceaccounts:{ns}"),
                 "system:authenticated".to_owned(),
             ]),
-            resource_attributes: Some(ResourceAttributes {
-                verb: Some("get".to_owned()),
-                group: Some("catalyst.openova.io".to_owned()),
-                resource: Some("cutovers".to_owned()),
-                namespace: Some(ns.to_owned()),
-                ..ResourceAttributes::default()
-            }),
+            resource_attributes: Some(probe),
             ..SubjectAccessReviewSpec::default()
         },
         ..SubjectAccessReview::default()
@@ -268,6 +280,41 @@ pub async fn grant(client: &kube::Client, ns: &str, sa: &str, role: ClusterRole)
     })
     .await;
     assert!(granted.is_ok(), "{name} for {sa} never took effect");
+}
+
+/// A client of `cluster` that authenticates with `token`.
+pub async fn client_with_token(cluster: &TestCluster, token: &str) -> kube::Client {
+    let mut config = cluster.config().await;
+    config.auth_info = kube::config::AuthInfo {
+        token: Some(token.to_owned().into()),
+        ..kube::config::AuthInfo::default()
+    };
+    config.default_retry = false;
+    kube::Client::try_from(config).expect("client")
+}
+
+/// A client of ServiceAccount `sa` (created now in the test's namespace) whose only rights
+/// are every verb on ConfigMaps there: what whoever may edit the namespace's ConfigMaps can
+/// do, with a TokenRequest token.
+pub async fn configmap_writer(cluster: &TestCluster, sa: &str) -> kube::Client {
+    let (admin, ns) = (cluster.client(), cluster.namespace());
+    create_service_account(&admin, ns, sa).await;
+    let role: ClusterRole = serde_json::from_value(json!({
+        "metadata": {"name": "cutover-test-configmap-writer"},
+        "rules": [{"apiGroups": [""], "resources": ["configmaps"], "verbs": ["*"]}]
+    }))
+    .unwrap();
+    let probe = ResourceAttributes {
+        verb: Some("patch".to_owned()),
+        resource: Some("configmaps".to_owned()),
+        namespace: Some(ns.to_owned()),
+        ..ResourceAttributes::default()
+    };
+    grant_probed(&admin, ns, sa, role, probe).await;
+    let token = request_token(&admin, ns, sa, None)
+        .await
+        .expect("token request");
+    client_with_token(cluster, &token_of(&token)).await
 }
 
 /// A `job` step ConfigMap whose pod behaves as `env` tells the simulator. Its command holds
