@@ -119,8 +119,16 @@ pub fn verb(method: &Method, rp: &ResourcePath, watching: bool) -> &'static str 
     }
 }
 
-/// The authorization attributes of a resource request.
-pub fn attributes(method: &Method, rp: &ResourcePath, watching: bool) -> Attributes {
+/// The authorization attributes of a resource request; `field_selector` is the request's
+/// `fieldSelector`. A list or watch whose selector requires `metadata.name` to equal a name
+/// is authorized as a request for that name, as kube-apiserver's RequestInfoFactory does, so
+/// that a Role's `resourceNames` grant a watch of one object by name.
+pub fn attributes(
+    method: &Method,
+    rp: &ResourcePath,
+    watching: bool,
+    field_selector: Option<&str>,
+) -> Attributes {
     let mut attrs = Attributes::resource(
         verb(method, rp, watching),
         rp.group.clone(),
@@ -132,8 +140,25 @@ pub fn attributes(method: &Method, rp: &ResourcePath, watching: bool) -> Attribu
         attrs.namespace.clone_from(&rp.name);
     }
     attrs.name.clone_from(&rp.name);
+    if attrs.name.is_none() && matches!(attrs.verb.as_str(), "list" | "watch") {
+        attrs.name = field_selector.and_then(selected_name);
+    }
     attrs.subresource.clone_from(&rp.subresource);
     attrs
+}
+
+/// The name a field selector requires exactly (`metadata.name=<n>` or `==`), when it is a
+/// valid path segment (fields.Selector.RequiresExactMatch, path.IsValidPathSegmentName).
+fn selected_name(selector: &str) -> Option<String> {
+    selector.split(',').map(str::trim).find_map(|req| {
+        let (field, value) = req.split_once("==").or_else(|| req.split_once('='))?;
+        let (field, value) = (field.trim(), value.trim());
+        let valid = !value.is_empty()
+            && value != "."
+            && value != ".."
+            && !value.contains(['/', '%']);
+        (field == "metadata.name" && valid).then(|| value.to_owned())
+    })
 }
 
 fn all_of<T: DeserializeOwned>(store: &Store, group: &str, plural: &str) -> Vec<T> {
@@ -226,13 +251,33 @@ mod tests {
             ),
             "deletecollection"
         );
-        let a = attributes(&Method::GET, &rp("/api/v1/namespaces/ns/pods/p/log"), false);
+        let a = attributes(
+            &Method::GET,
+            &rp("/api/v1/namespaces/ns/pods/p/log"),
+            false,
+            None,
+        );
         assert_eq!(
             (a.namespace.as_deref(), a.subresource.as_deref()),
             (Some("ns"), Some("log"))
         );
-        let ns = attributes(&Method::DELETE, &rp("/api/v1/namespaces/team"), false);
+        let ns = attributes(&Method::DELETE, &rp("/api/v1/namespaces/team"), false, None);
         assert_eq!(ns.namespace.as_deref(), Some("team"));
+    }
+
+    #[test]
+    fn a_list_or_watch_of_one_name_is_authorized_for_that_name() {
+        let leases = rp("/apis/coordination.k8s.io/v1/namespaces/ns/leases");
+        for watching in [false, true] {
+            let a = attributes(&Method::GET, &leases, watching, Some("metadata.name=rec"));
+            assert_eq!(a.name.as_deref(), Some("rec"));
+        }
+        for other in ["metadata.name!=rec", "metadata.namespace=ns", "metadata.name=a/b", ""] {
+            let a = attributes(&Method::GET, &leases, true, Some(other));
+            assert_eq!(a.name, None, "{other:?}");
+        }
+        let create = attributes(&Method::POST, &leases, false, Some("metadata.name=rec"));
+        assert_eq!(create.name, None);
     }
 
     #[test]
@@ -297,6 +342,7 @@ mod tests {
             &Method::POST,
             &rp("/api/v1/namespaces/ns/serviceaccounts/runner/token"),
             false,
+            None,
         );
         assert_eq!(
             (

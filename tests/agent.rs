@@ -1,0 +1,285 @@
+//! The registry-pivot agent (`catalyst-cutover agent`) as the DaemonSet runs it: the binary,
+//! with the chart's own Role for its ServiceAccount (a TokenRequest token, RBAC on), on a
+//! node directory of its own. And its files as a real containerd reads them.
+
+mod common;
+
+use catalyst_cutover::contract::pivot;
+use catalyst_cutover::pivot::{Direction, Directive, NodePaths, PivotSettings, ack, files};
+use common::TestCluster;
+use k8s_openapi::api::authorization::v1::ResourceAttributes;
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::rbac::v1::{ClusterRole, Role};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube_sandbox::access_control::TokenTable;
+use kube_sandbox::api::ApiServerConfig;
+use serde_json::json;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+/// A hang guard, not a speed assertion.
+const GUARD: Duration = Duration::from_secs(60);
+/// The service's record Lease, as the chart names it.
+const RECORD: &str = "catalyst-cutover-record";
+const NODE: &str = "node-a";
+
+/// Polls `check` until it holds; panics naming `what` past [`GUARD`].
+async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let waited = tokio::time::timeout(GUARD, async {
+        while !check().await {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    assert!(waited.is_ok(), "never: {what}");
+}
+
+/// A registry's API root on loopback that answers 401 (asking for credentials, as Harbor
+/// does) and counts the requests.
+async fn registry_standin() -> (String, Arc<AtomicUsize>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let host = listener.local_addr().expect("addr").to_string();
+    let hits = Arc::new(AtomicUsize::new(0));
+    let counted = hits.clone();
+    tokio::spawn(async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        while let Ok((mut conn, _)) = listener.accept().await {
+            counted.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                let _ = conn.read(&mut buf).await;
+                let _ = conn
+                    .write_all(b"HTTP/1.1 401 Unauthorized\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+                    .await;
+            });
+        }
+    });
+    (host, hits)
+}
+
+/// The chart's Role of the agent (templates/registry-pivot-rbac.yaml), bound to the
+/// ServiceAccount `registry-pivot` of the test's namespace; a kubeconfig with its token.
+async fn agent_kubeconfig(cluster: &TestCluster, dir: &Path) -> PathBuf {
+    let (admin, ns) = (cluster.client(), cluster.namespace());
+    let text = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("chart/templates/registry-pivot-rbac.yaml"),
+    )
+    .expect("the chart's agent RBAC");
+    let role: Role = text
+        .split("\n---\n")
+        .filter_map(|doc| serde_yaml::from_str::<serde_yaml::Value>(doc).ok())
+        .find(|doc| doc["kind"] == "Role")
+        .map(|doc| serde_yaml::from_value(doc).expect("a Role"))
+        .expect("the chart has the agent's Role");
+    // The Role's rules, as a ClusterRole bound in the namespace (the same rights there).
+    let name = format!("cutover-test-agent-{ns}");
+    let cluster_role: ClusterRole = serde_json::from_value(json!({
+        "metadata": {"name": name},
+        "rules": role.rules,
+    }))
+    .expect("ClusterRole");
+    common::create_service_account(&admin, ns, "registry-pivot").await;
+    let probe = ResourceAttributes {
+        verb: Some("create".to_owned()),
+        group: Some("coordination.k8s.io".to_owned()),
+        resource: Some("leases".to_owned()),
+        namespace: Some(ns.to_owned()),
+        ..ResourceAttributes::default()
+    };
+    common::grant_probed(&admin, ns, "registry-pivot", cluster_role, probe).await;
+    let token = common::request_token(&admin, ns, "registry-pivot", None)
+        .await
+        .expect("token");
+    let mut kubeconfig = cluster.kubeconfig().clone();
+    for named in &mut kubeconfig.auth_infos {
+        named.auth_info = Some(kube::config::AuthInfo {
+            token: Some(common::token_of(&token).into()),
+            ..kube::config::AuthInfo::default()
+        });
+    }
+    let path = dir.join("kubeconfig");
+    std::fs::write(&path, serde_yaml::to_string(&kubeconfig).expect("yaml")).expect("write");
+    path
+}
+
+/// Sets the record Lease's direction annotation as the service would (`None`: deletes it).
+async fn set_record(cluster: &TestCluster, value: Option<(&str, &str)>) {
+    let leases: Api<Lease> = Api::namespaced(cluster.client(), cluster.namespace());
+    let Some((direction, since)) = value else {
+        leases.delete(RECORD, &DeleteParams::default()).await.expect("delete record");
+        return;
+    };
+    let lease = json!({"metadata": {"name": RECORD, "annotations": {
+        pivot::ANNOTATION_DIRECTION: direction,
+        pivot::ANNOTATION_DIRECTION_SINCE: since,
+    }}});
+    if leases.get_opt(RECORD).await.expect("read record").is_some() {
+        leases
+            .patch(RECORD, &PatchParams::default(), &Patch::Merge(&lease))
+            .await
+            .expect("patch record");
+    } else {
+        let lease: Lease = serde_json::from_value(lease).expect("Lease");
+        leases.create(&PostParams::default(), &lease).await.expect("create record");
+    }
+}
+
+async fn acked(cluster: &TestCluster, directive: &Directive) -> bool {
+    let leases: Api<Lease> = Api::namespaced(cluster.client(), cluster.namespace());
+    let list = leases
+        .list(&ListParams::default().labels(pivot::ACK_SELECTOR))
+        .await
+        .expect("list acknowledgements");
+    ack::acked_nodes(&list.items, directive).contains(NODE)
+}
+
+/// Every file under a node directory, with its content.
+fn tree(root: &Path) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    let mut dirs = vec![root.to_owned()];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else if let Ok(text) = std::fs::read_to_string(&path) {
+                let rel = path.strip_prefix(root).expect("under root");
+                out.insert(rel.display().to_string(), text);
+            }
+        }
+    }
+    out
+}
+
+/// The agent process, stopped on drop; its log in a file.
+struct AgentProcess {
+    child: std::process::Child,
+    log: PathBuf,
+}
+
+impl AgentProcess {
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// How many times the log says `text`.
+    fn said(&self, text: &str) -> usize {
+        self.log().matches(text).count()
+    }
+}
+
+impl Drop for AgentProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agent_follows_only_the_services_lease_with_the_charts_rights() {
+    let cluster = TestCluster::start_with(ApiServerConfig {
+        tokens: Some(TokenTable::default()),
+        ..ApiServerConfig::default()
+    })
+    .await;
+    let dir = std::env::temp_dir().join(format!("agent-test-{}", uuid::Uuid::new_v4()));
+    let node = dir.join("node");
+    let paths = NodePaths::under(&node);
+    std::fs::create_dir_all(paths.certs_dir.join("ghcr.io")).expect("node dirs");
+    std::fs::write(&paths.registries_yaml, "mirrors:\n  docker.io:\n    endpoint: [\"https://own.example\"]\n")
+        .expect("own registries.yaml");
+    std::fs::write(paths.certs_dir.join("ghcr.io/hosts.toml"), "server = \"https://ghcr.io\"\n")
+        .expect("own hosts.toml");
+    let original = tree(&node);
+    let (registry, hits) = registry_standin().await;
+    let kubeconfig = agent_kubeconfig(&cluster, &dir).await;
+    let log = dir.join("agent.log");
+    let out = std::fs::File::create(&log).expect("log file");
+    let child = Command::new(env!("CARGO_BIN_EXE_catalyst-cutover"))
+        .arg("agent")
+        .arg("--kubeconfig")
+        .arg(&kubeconfig)
+        .args(["--namespace", cluster.namespace(), "--node", NODE])
+        .args(["--record-lease", RECORD, "--registry", &registry, "--insecure"])
+        .args(["--upstream", "docker.io", "--upstream", "ghcr.io"])
+        .arg("--registries-yaml")
+        .arg(&paths.registries_yaml)
+        .arg("--certs-dir")
+        .arg(&paths.certs_dir)
+        .arg("--state-dir")
+        .arg(&paths.state_dir)
+        .arg("--ready-file")
+        .arg(dir.join("ready"))
+        .args(["--recheck", "1s"])
+        // A ConfigMap's settings must not reach it, even through the environment.
+        .env("HARBOR_REGISTRY", "harbor.attacker.example")
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::from(out.try_clone().expect("log")))
+        .stderr(Stdio::from(out))
+        .spawn()
+        .expect("run catalyst-cutover agent");
+    let agent = AgentProcess { child, log };
+
+    // No record yet: ready, and nothing moves.
+    eventually("the agent is ready", || async { dir.join("ready").exists() }).await;
+    // `v1`, an unknown value, no time: no direction; the node keeps its files.
+    for (n, (value, since)) in [("v1", "T0"), ("rollback ", "T0"), ("v2", "")].into_iter().enumerate() {
+        set_record(&cluster, Some((value, since))).await;
+        eventually(&format!("no direction from {value:?}"), || async {
+            agent.said("no direction") > n
+        })
+        .await;
+        assert_eq!(tree(&node), original, "{value:?} moves nothing");
+    }
+
+    let v2 = Directive {
+        direction: Direction::V2,
+        since: "2026-12-07T08:00:00.1Z".into(),
+    };
+    set_record(&cluster, Some(("v2", &v2.since))).await;
+    eventually("the pivot is acknowledged", || acked(&cluster, &v2)).await;
+    let settings = PivotSettings {
+        registry: registry.parse().expect("host"),
+        insecure: true,
+        ca_file: None,
+        upstreams: vec!["docker.io".parse().expect("host"), "ghcr.io".parse().expect("host")],
+        pull: None,
+    };
+    for u in &settings.upstreams {
+        assert_eq!(
+            std::fs::read_to_string(paths.certs_dir.join(u.as_str()).join("hosts.toml")).ok(),
+            Some(files::hosts_toml(&settings, u)),
+            "{u}"
+        );
+    }
+    assert!(!agent.log().contains("attacker"), "{}", agent.log());
+    assert!(hits.load(Ordering::SeqCst) >= 1, "it checked that the registry answers");
+    let pivoted = tree(&node);
+
+    // A missing record is no `v1`: the node stays pivoted.
+    let before = agent.said("no direction");
+    set_record(&cluster, None).await;
+    eventually("the deletion is seen", || async { agent.said("no direction") > before }).await;
+    assert_eq!(tree(&node), pivoted, "a missing record never rolls a node back");
+
+    let rollback = Directive {
+        direction: Direction::Rollback,
+        since: "2026-12-07T08:00:00.2Z".into(),
+    };
+    set_record(&cluster, Some(("rollback", &rollback.since))).await;
+    eventually("the rollback is acknowledged", || acked(&cluster, &rollback)).await;
+    assert_eq!(tree(&node), original, "exactly the node's own files are back");
+
+    // The agent's token can do nothing with ConfigMaps.
+    drop(agent);
+    let _ = std::fs::remove_dir_all(&dir);
+    cluster.cleanup().await;
+}
