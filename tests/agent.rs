@@ -1,6 +1,7 @@
 //! The registry-pivot agent (`catalyst-cutover agent`) as the DaemonSet runs it: the binary,
 //! with the chart's own Role for its ServiceAccount (a TokenRequest token, RBAC on), on a
-//! node directory of its own. And its files as a real containerd reads them.
+//! node directory of its own. And its files as a real containerd reads them: Debian's
+//! containerd pulling through them from Debian's docker-registry as the local Harbor.
 
 mod common;
 
@@ -159,13 +160,13 @@ fn tree(root: &Path) -> BTreeMap<String, String> {
     out
 }
 
-/// The agent process, stopped on drop; its log in a file.
-struct AgentProcess {
+/// A process of the test, stopped on drop; its output in a log file.
+struct Running {
     child: std::process::Child,
     log: PathBuf,
 }
 
-impl AgentProcess {
+impl Running {
     fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
@@ -176,7 +177,7 @@ impl AgentProcess {
     }
 }
 
-impl Drop for AgentProcess {
+impl Drop for Running {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
@@ -226,7 +227,7 @@ async fn the_agent_follows_only_the_services_lease_with_the_charts_rights() {
         .stderr(Stdio::from(out))
         .spawn()
         .expect("run catalyst-cutover agent");
-    let agent = AgentProcess { child, log };
+    let agent = Running { child, log };
 
     // No record yet: ready, and nothing moves.
     eventually("the agent is ready", || async { dir.join("ready").exists() }).await;
@@ -282,4 +283,206 @@ async fn the_agent_follows_only_the_services_lease_with_the_charts_rights() {
     drop(agent);
     let _ = std::fs::remove_dir_all(&dir);
     cluster.cleanup().await;
+}
+
+/// What the containerd test needs, as Debian packages them.
+const CONTAINERD_TOOLS: [(&str, &str); 4] = [
+    ("containerd", "containerd"),
+    ("ctr", "containerd"),
+    ("docker-registry", "docker-registry"),
+    ("buildah", "buildah"),
+];
+
+/// Fails naming the install command when a tool is missing or the test is not root.
+fn need_containerd_tools() {
+    let missing: Vec<&str> = CONTAINERD_TOOLS
+        .iter()
+        .filter(|(tool, _)| {
+            Command::new("sh")
+                .args(["-c", &format!("command -v {tool} || test -x /usr/bin/{tool}")])
+                .output()
+                .map_or(true, |o| !o.status.success())
+        })
+        .map(|(tool, _)| *tool)
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "missing {missing:?}: apt-get install -y containerd docker-registry buildah"
+    );
+    let uid = Command::new("id").arg("-u").output().expect("id -u");
+    assert_eq!(
+        String::from_utf8_lossy(&uid.stdout).trim(),
+        "0",
+        "containerd needs root: run this test as root (CI does)"
+    );
+}
+
+/// Runs `cmd` to completion; panics with its output unless it succeeds.
+fn run(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn spawn_logged(cmd: &mut Command, log: PathBuf) -> Running {
+    let out = std::fs::File::create(&log).expect("log file");
+    let child = cmd
+        .stdout(Stdio::from(out.try_clone().expect("log")))
+        .stderr(Stdio::from(out))
+        .spawn()
+        .unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    Running { child, log }
+}
+
+/// `ctr image pull --hosts-dir <certs.d> <image>` with no route to any upstream (every
+/// HTTPS request goes to a closed proxy): whether it succeeded, and its output.
+fn pull(socket: &Path, certs: &Path, image: &str) -> (bool, String) {
+    let out = Command::new("ctr")
+        .arg("--address")
+        .arg(socket)
+        .args(["--namespace", "pivot-test", "image", "pull", "--hosts-dir"])
+        .arg(certs)
+        .arg(image)
+        .env("HTTPS_PROXY", "http://127.0.0.1:9")
+        .env("https_proxy", "http://127.0.0.1:9")
+        .env("HTTP_PROXY", "http://127.0.0.1:9")
+        .env("http_proxy", "http://127.0.0.1:9")
+        .env("NO_PROXY", "127.0.0.1")
+        .env("no_proxy", "127.0.0.1")
+        .output()
+        .expect("run ctr");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agents_files_route_a_real_containerd_to_the_local_registry_and_back() {
+    need_containerd_tools();
+    // Short: containerd's socket path must fit in a sockaddr_un.
+    let dir = PathBuf::from(format!("/tmp/ctd-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port();
+    let registry = format!("127.0.0.1:{port}");
+
+    // The local Harbor's registry side, on loopback.
+    std::fs::write(
+        dir.join("registry.yml"),
+        format!(
+            "version: 0.1\nlog:\n  level: info\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {registry}\n",
+            dir.join("registry").display()
+        ),
+    )
+    .expect("registry config");
+    let served = spawn_logged(
+        Command::new("/usr/bin/docker-registry")
+            .arg("serve")
+            .arg(dir.join("registry.yml")),
+        dir.join("registry.log"),
+    );
+    let http = reqwest::Client::new();
+    eventually("the registry answers", || async {
+        http.get(format!("http://{registry}/v2/"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success())
+    })
+    .await;
+
+    // A tiny image, under the projects the agent points docker.io and ghcr.io at.
+    std::fs::write(dir.join("hello.txt"), "hello from the local registry\n").expect("file");
+    let buildah = || {
+        let mut cmd = Command::new("buildah");
+        cmd.arg("--root")
+            .arg(dir.join("buildah-root"))
+            .arg("--runroot")
+            .arg(dir.join("buildah-run"))
+            .args(["--storage-driver", "vfs"]);
+        cmd
+    };
+    let container = run(buildah().args(["from", "--isolation", "chroot", "scratch"]));
+    let container = container.trim();
+    run(buildah().arg("copy").arg(container).arg(dir.join("hello.txt")).arg("/hello"));
+    run(buildah().args(["commit", "--quiet", container, "pivot-test:1"]));
+    let images = [
+        ("docker.io/library/pivot-test:1", "docker.io/library/pivot-test"),
+        ("ghcr.io/openova-io/pivot-test:1", "ghcr.io/openova-io/pivot-test"),
+    ];
+    for (_, repository) in images {
+        run(buildah().args([
+            "push",
+            "--tls-verify=false",
+            "pivot-test:1",
+            &format!("docker://{registry}/{repository}:1"),
+        ]));
+    }
+
+    // containerd with its own root, state and socket.
+    let socket = dir.join("c.sock");
+    std::fs::write(
+        dir.join("containerd.toml"),
+        format!(
+            "version = 2\nroot = \"{root}\"\nstate = \"{state}\"\ndisabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n\
+             [grpc]\n  address = \"{sock}\"\n[ttrpc]\n  address = \"{sock}.ttrpc\"\n",
+            root = dir.join("root").display(),
+            state = dir.join("state").display(),
+            sock = socket.display(),
+        ),
+    )
+    .expect("containerd config");
+    let containerd = spawn_logged(
+        Command::new("containerd").arg("--config").arg(dir.join("containerd.toml")),
+        dir.join("containerd.log"),
+    );
+    eventually("containerd answers", || async {
+        Command::new("ctr")
+            .arg("--address")
+            .arg(&socket)
+            .arg("version")
+            .output()
+            .is_ok_and(|o| o.status.success())
+    })
+    .await;
+
+    // The agent's files for the pivot, on a node whose certs.d is a temporary directory.
+    let paths = NodePaths::under(&dir.join("node"));
+    let settings = PivotSettings {
+        registry: registry.parse().expect("host"),
+        insecure: true,
+        ca_file: None,
+        upstreams: vec!["docker.io".parse().expect("host"), "ghcr.io".parse().expect("host")],
+        pull: None,
+    };
+    files::apply(Direction::V2, &settings, &paths).expect("the pivot's files");
+    let hits = |repository: &str| served.said(&format!("/v2/{repository}/manifests/1"));
+    for (image, repository) in images {
+        let before = hits(repository);
+        let (ok, out) = pull(&socket, &paths.certs_dir, image);
+        assert!(ok, "{image} through the pivot: {out}\n{}", served.log());
+        assert!(hits(repository) > before, "{image} was served by the local registry");
+    }
+
+    // After a rollback the same pull no longer reaches the local registry.
+    files::apply(Direction::Rollback, &settings, &paths).expect("the rollback");
+    for (image, repository) in images {
+        let before = hits(repository);
+        let (ok, out) = pull(&socket, &paths.certs_dir, image);
+        assert!(!ok, "{image} has no route but upstream after the rollback: {out}");
+        assert_eq!(hits(repository), before, "{image} did not reach the local registry");
+    }
+    drop(containerd);
+    drop(served);
+    let _ = std::fs::remove_dir_all(&dir);
 }
