@@ -138,8 +138,7 @@ pub mod pivot {
     /// `app.kubernetes.io/component` of a node's acknowledgement Lease.
     pub const COMPONENT_ACK: &str = "registry-pivot-ack";
     /// The selector of acknowledgement Leases.
-    pub const ACK_SELECTOR: &str =
-        "app.kubernetes.io/part-of=self-sovereign-cutover,app.kubernetes.io/component=registry-pivot-ack";
+    pub const ACK_SELECTOR: &str = "app.kubernetes.io/part-of=self-sovereign-cutover,app.kubernetes.io/component=registry-pivot-ack";
     /// Annotation of an acknowledgement Lease: the node.
     pub const ANNOTATION_ACK_NODE: &str = "cutover.openova.io/node";
     /// Annotation of an acknowledgement Lease: what the node acknowledged (`v2`,

@@ -46,7 +46,9 @@ where
 /// A registry's API root on loopback that answers 401 (asking for credentials, as Harbor
 /// does) and counts the requests.
 async fn registry_standin() -> (String, Arc<AtomicUsize>) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
     let host = listener.local_addr().expect("addr").to_string();
     let hits = Arc::new(AtomicUsize::new(0));
     let counted = hits.clone();
@@ -115,7 +117,10 @@ async fn agent_kubeconfig(cluster: &TestCluster, dir: &Path) -> PathBuf {
 async fn set_record(cluster: &TestCluster, value: Option<(&str, &str)>) {
     let leases: Api<Lease> = Api::namespaced(cluster.client(), cluster.namespace());
     let Some((direction, since)) = value else {
-        leases.delete(RECORD, &DeleteParams::default()).await.expect("delete record");
+        leases
+            .delete(RECORD, &DeleteParams::default())
+            .await
+            .expect("delete record");
         return;
     };
     let lease = json!({"metadata": {"name": RECORD, "annotations": {
@@ -129,7 +134,10 @@ async fn set_record(cluster: &TestCluster, value: Option<(&str, &str)>) {
             .expect("patch record");
     } else {
         let lease: Lease = serde_json::from_value(lease).expect("Lease");
-        leases.create(&PostParams::default(), &lease).await.expect("create record");
+        leases
+            .create(&PostParams::default(), &lease)
+            .await
+            .expect("create record");
     }
 }
 
@@ -195,10 +203,16 @@ async fn the_agent_follows_only_the_services_lease_with_the_charts_rights() {
     let node = dir.join("node");
     let paths = NodePaths::under(&node);
     std::fs::create_dir_all(paths.certs_dir.join("ghcr.io")).expect("node dirs");
-    std::fs::write(&paths.registries_yaml, "mirrors:\n  docker.io:\n    endpoint: [\"https://own.example\"]\n")
-        .expect("own registries.yaml");
-    std::fs::write(paths.certs_dir.join("ghcr.io/hosts.toml"), "server = \"https://ghcr.io\"\n")
-        .expect("own hosts.toml");
+    std::fs::write(
+        &paths.registries_yaml,
+        "mirrors:\n  docker.io:\n    endpoint: [\"https://own.example\"]\n",
+    )
+    .expect("own registries.yaml");
+    std::fs::write(
+        paths.certs_dir.join("ghcr.io/hosts.toml"),
+        "server = \"https://ghcr.io\"\n",
+    )
+    .expect("own hosts.toml");
     let original = tree(&node);
     let (registry, hits) = registry_standin().await;
     let kubeconfig = agent_kubeconfig(&cluster, &dir).await;
@@ -209,7 +223,13 @@ async fn the_agent_follows_only_the_services_lease_with_the_charts_rights() {
         .arg("--kubeconfig")
         .arg(&kubeconfig)
         .args(["--namespace", cluster.namespace(), "--node", NODE])
-        .args(["--record-lease", RECORD, "--registry", &registry, "--insecure"])
+        .args([
+            "--record-lease",
+            RECORD,
+            "--registry",
+            &registry,
+            "--insecure",
+        ])
         .args(["--upstream", "docker.io", "--upstream", "ghcr.io"])
         .arg("--registries-yaml")
         .arg(&paths.registries_yaml)
@@ -230,9 +250,15 @@ async fn the_agent_follows_only_the_services_lease_with_the_charts_rights() {
     let agent = Running { child, log };
 
     // No record yet: ready, and nothing moves.
-    eventually("the agent is ready", || async { dir.join("ready").exists() }).await;
+    eventually("the agent is ready", || async {
+        dir.join("ready").exists()
+    })
+    .await;
     // `v1`, an unknown value, no time: no direction; the node keeps its files.
-    for (n, (value, since)) in [("v1", "T0"), ("rollback ", "T0"), ("v2", "")].into_iter().enumerate() {
+    for (n, (value, since)) in [("v1", "T0"), ("rollback ", "T0"), ("v2", "")]
+        .into_iter()
+        .enumerate()
+    {
         set_record(&cluster, Some((value, since))).await;
         eventually(&format!("no direction from {value:?}"), || async {
             agent.said("no direction") > n
@@ -251,7 +277,10 @@ async fn the_agent_follows_only_the_services_lease_with_the_charts_rights() {
         registry: registry.parse().expect("host"),
         insecure: true,
         ca_file: None,
-        upstreams: vec!["docker.io".parse().expect("host"), "ghcr.io".parse().expect("host")],
+        upstreams: vec![
+            "docker.io".parse().expect("host"),
+            "ghcr.io".parse().expect("host"),
+        ],
         pull: None,
     };
     for u in &settings.upstreams {
@@ -262,22 +291,39 @@ async fn the_agent_follows_only_the_services_lease_with_the_charts_rights() {
         );
     }
     assert!(!agent.log().contains("attacker"), "{}", agent.log());
-    assert!(hits.load(Ordering::SeqCst) >= 1, "it checked that the registry answers");
+    assert!(
+        hits.load(Ordering::SeqCst) >= 1,
+        "it checked that the registry answers"
+    );
     let pivoted = tree(&node);
 
     // A missing record is no `v1`: the node stays pivoted.
     let before = agent.said("no direction");
     set_record(&cluster, None).await;
-    eventually("the deletion is seen", || async { agent.said("no direction") > before }).await;
-    assert_eq!(tree(&node), pivoted, "a missing record never rolls a node back");
+    eventually("the deletion is seen", || async {
+        agent.said("no direction") > before
+    })
+    .await;
+    assert_eq!(
+        tree(&node),
+        pivoted,
+        "a missing record never rolls a node back"
+    );
 
     let rollback = Directive {
         direction: Direction::Rollback,
         since: "2026-12-07T08:00:00.2Z".into(),
     };
     set_record(&cluster, Some(("rollback", &rollback.since))).await;
-    eventually("the rollback is acknowledged", || acked(&cluster, &rollback)).await;
-    assert_eq!(tree(&node), original, "exactly the node's own files are back");
+    eventually("the rollback is acknowledged", || {
+        acked(&cluster, &rollback)
+    })
+    .await;
+    assert_eq!(
+        tree(&node),
+        original,
+        "exactly the node's own files are back"
+    );
 
     // The agent's token can do nothing with ConfigMaps.
     drop(agent);
@@ -299,7 +345,10 @@ fn need_containerd_tools() {
         .iter()
         .filter(|(tool, _)| {
             Command::new("sh")
-                .args(["-c", &format!("command -v {tool} || test -x /usr/bin/{tool}")])
+                .args([
+                    "-c",
+                    &format!("command -v {tool} || test -x /usr/bin/{tool}"),
+                ])
                 .output()
                 .map_or(true, |o| !o.status.success())
         })
@@ -368,7 +417,10 @@ fn pull(socket: &Path, certs: &Path, image: &str) -> (bool, String) {
 async fn the_agents_files_route_a_real_containerd_to_the_local_registry_and_back() {
     need_containerd_tools();
     // Short: containerd's socket path must fit in a sockaddr_un.
-    let dir = PathBuf::from(format!("/tmp/ctd-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]));
+    let dir = PathBuf::from(format!(
+        "/tmp/ctd-{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..8]
+    ));
     std::fs::create_dir_all(&dir).expect("dir");
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .expect("bind")
@@ -414,11 +466,21 @@ async fn the_agents_files_route_a_real_containerd_to_the_local_registry_and_back
     };
     let container = run(buildah().args(["from", "--isolation", "chroot", "scratch"]));
     let container = container.trim();
-    run(buildah().arg("copy").arg(container).arg(dir.join("hello.txt")).arg("/hello"));
+    run(buildah()
+        .arg("copy")
+        .arg(container)
+        .arg(dir.join("hello.txt"))
+        .arg("/hello"));
     run(buildah().args(["commit", "--quiet", container, "pivot-test:1"]));
     let images = [
-        ("docker.io/library/pivot-test:1", "docker.io/library/pivot-test"),
-        ("ghcr.io/openova-io/pivot-test:1", "ghcr.io/openova-io/pivot-test"),
+        (
+            "docker.io/library/pivot-test:1",
+            "docker.io/library/pivot-test",
+        ),
+        (
+            "ghcr.io/openova-io/pivot-test:1",
+            "ghcr.io/openova-io/pivot-test",
+        ),
     ];
     for (_, repository) in images {
         run(buildah().args([
@@ -443,7 +505,9 @@ async fn the_agents_files_route_a_real_containerd_to_the_local_registry_and_back
     )
     .expect("containerd config");
     let containerd = spawn_logged(
-        Command::new("containerd").arg("--config").arg(dir.join("containerd.toml")),
+        Command::new("containerd")
+            .arg("--config")
+            .arg(dir.join("containerd.toml")),
         dir.join("containerd.log"),
     );
     eventually("containerd answers", || async {
@@ -462,7 +526,10 @@ async fn the_agents_files_route_a_real_containerd_to_the_local_registry_and_back
         registry: registry.parse().expect("host"),
         insecure: true,
         ca_file: None,
-        upstreams: vec!["docker.io".parse().expect("host"), "ghcr.io".parse().expect("host")],
+        upstreams: vec![
+            "docker.io".parse().expect("host"),
+            "ghcr.io".parse().expect("host"),
+        ],
         pull: None,
     };
     files::apply(Direction::V2, &settings, &paths).expect("the pivot's files");
@@ -471,7 +538,10 @@ async fn the_agents_files_route_a_real_containerd_to_the_local_registry_and_back
         let before = hits(repository);
         let (ok, out) = pull(&socket, &paths.certs_dir, image);
         assert!(ok, "{image} through the pivot: {out}\n{}", served.log());
-        assert!(hits(repository) > before, "{image} was served by the local registry");
+        assert!(
+            hits(repository) > before,
+            "{image} was served by the local registry"
+        );
     }
 
     // After a rollback the same pull no longer reaches the local registry.
@@ -479,8 +549,15 @@ async fn the_agents_files_route_a_real_containerd_to_the_local_registry_and_back
     for (image, repository) in images {
         let before = hits(repository);
         let (ok, out) = pull(&socket, &paths.certs_dir, image);
-        assert!(!ok, "{image} has no route but upstream after the rollback: {out}");
-        assert_eq!(hits(repository), before, "{image} did not reach the local registry");
+        assert!(
+            !ok,
+            "{image} has no route but upstream after the rollback: {out}"
+        );
+        assert_eq!(
+            hits(repository),
+            before,
+            "{image} did not reach the local registry"
+        );
     }
     drop(containerd);
     drop(served);

@@ -2678,14 +2678,21 @@ async fn configmap_writers_neither_steer_the_nodes_nor_finish_the_wait() {
             })
         }
     };
-    tokio::time::timeout(GUARD, await_condition(api.clone(), DEFAULT_STATUS_CONFIGMAP, shows_truth))
-        .await
-        .expect("the service corrects the display")
-        .expect("watch");
+    tokio::time::timeout(
+        GUARD,
+        await_condition(api.clone(), DEFAULT_STATUS_CONFIGMAP, shows_truth),
+    )
+    .await
+    .expect("the service corrects the display")
+    .expect("watch");
     // ...and the wait did not finish on the forged acknowledgement.
     let data = env.status().await;
     assert_eq!(data["step.registry-pivot.result"], "running", "{data:#?}");
-    assert_eq!(directive(&env).await, Some(v2.clone()), "no rollback was directed");
+    assert_eq!(
+        directive(&env).await,
+        Some(v2.clone()),
+        "no rollback was directed"
+    );
     assert!(pivoted(&env, &steady), "the steady node keeps the pivot");
     assert!(
         !env.agents.node_paths(&silent).registries_yaml.exists(),
@@ -2695,7 +2702,10 @@ async fn configmap_writers_neither_steer_the_nodes_nor_finish_the_wait() {
     env.agents.set_never_ack(&silent, false);
     let data = env.wait_phase(&["complete", "failed"]).await;
     assert_eq!(data["cutoverPhase"], "complete", "{data:#?}");
-    assert!(pivoted(&env, &silent), "the local Harbor, never the ConfigMap's registry");
+    assert!(
+        pivoted(&env, &silent),
+        "the local Harbor, never the ConfigMap's registry"
+    );
 
     // After the cutover: `rollback` and forged `rolled-back` acknowledgements.
     forge(json!({
@@ -2713,13 +2723,20 @@ async fn configmap_writers_neither_steer_the_nodes_nor_finish_the_wait() {
     })
     .await
     .expect("the new node pivots");
-    assert!(pivoted(&env, &joined) && pivoted(&env, &silent), "no node rolled back");
+    assert!(
+        pivoted(&env, &joined) && pivoted(&env, &silent),
+        "no node rolled back"
+    );
     let rollback = Directive {
         direction: Direction::Rollback,
         since: v2.since.clone(),
     };
     assert!(acked(&env, &rollback).await.is_empty());
-    assert_eq!(directive(&env).await, Some(v2), "the direction is still the pivot");
+    assert_eq!(
+        directive(&env).await,
+        Some(v2),
+        "the direction is still the pivot"
+    );
     service.shutdown().await;
     env.cleanup().await;
 }

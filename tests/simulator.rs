@@ -12,8 +12,8 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use catalyst_cutover::contract::pivot;
-use catalyst_cutover::pivot::{Direction, Directive, ack};
 use catalyst_cutover::demo::{AgentConfig, Agents};
+use catalyst_cutover::pivot::{Direction, Directive, ack};
 use common::TestCluster;
 use futures::StreamExt;
 use http::StatusCode;
@@ -637,7 +637,12 @@ async fn direct(tc: &TestCluster, direction: Direction, since: &str) -> Directiv
             pivot::ANNOTATION_DIRECTION_SINCE: since,
         }},
     });
-    if leases.get_opt(RECORD).await.expect("read the record").is_some() {
+    if leases
+        .get_opt(RECORD)
+        .await
+        .expect("read the record")
+        .is_some()
+    {
         leases
             .patch(RECORD, &PatchParams::default(), &Patch::Merge(&lease))
             .await
@@ -693,15 +698,26 @@ async fn agents_acknowledge_the_flip_and_follow_replaced_nodes() {
         .await
         .unwrap();
     wait_for(&dss, AGENT_DS, settled(3)).await;
-    let hosts = |i: usize| agents.node_paths(&node(i)).certs_dir.join("docker.io/hosts.toml");
+    let hosts = |i: usize| {
+        agents
+            .node_paths(&node(i))
+            .certs_dir
+            .join("docker.io/hosts.toml")
+    };
 
     let v2 = direct(&tc, Direction::V2, "T1").await;
     let acked = wait_acked(&tc, &[node(0), node(1)], &v2).await;
-    assert!(!acked.contains(&node(2)), "a never-ack node stays silent: {acked:?}");
+    assert!(
+        !acked.contains(&node(2)),
+        "a never-ack node stays silent: {acked:?}"
+    );
     assert!(hosts(0).exists() && !hosts(2).exists());
     agents.set_never_ack(&node(2), false);
     wait_acked(&tc, &[node(0), node(1), node(2)], &v2).await;
-    assert!(hosts(2).exists(), "the agent's own files, under the node's directory");
+    assert!(
+        hosts(2).exists(),
+        "the agent's own files, under the node's directory"
+    );
 
     let new = sim.replace_node(&node(0)).await.unwrap();
     wait_acked(&tc, std::slice::from_ref(&new), &v2).await;
@@ -709,7 +725,10 @@ async fn agents_acknowledge_the_flip_and_follow_replaced_nodes() {
     // Only the service's rollback direction moves the nodes back; each acknowledges it.
     let rollback = direct(&tc, Direction::Rollback, "T2").await;
     let acked = wait_acked(&tc, &[node(1), node(2), new], &rollback).await;
-    assert!(!acked.contains(&node(0)), "the replaced node is gone: {acked:?}");
+    assert!(
+        !acked.contains(&node(0)),
+        "the replaced node is gone: {acked:?}"
+    );
     assert!(!hosts(1).exists(), "the node had none before the pivot");
     agents.shutdown().await;
     finish(sim, tc).await;

@@ -118,7 +118,12 @@ async fn demo(args: DemoArgs) -> Result<(), DemoError> {
         source,
     })?;
     let client = sandbox.api().admin_client().await?;
-    install(&client, &steps, &crate::http::rollback::daemonsets_of(&plan)).await?;
+    install(
+        &client,
+        &steps,
+        &crate::http::rollback::daemonsets_of(&plan),
+    )
+    .await?;
 
     let kube_config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
         .await

@@ -42,7 +42,12 @@ mod tests {
             since: "T1".into(),
         };
         assert_eq!(
-            due_acks(Some(&d), &set(&["a", "b", "c", "d"]), &set(&["a"]), &set(&["d"])),
+            due_acks(
+                Some(&d),
+                &set(&["a", "b", "c", "d"]),
+                &set(&["a"]),
+                &set(&["d"])
+            ),
             vec!["b".to_owned(), "c".to_owned()]
         );
     }

@@ -50,7 +50,10 @@ pub struct AgentConfig {
 impl AgentConfig {
     /// The settings of the demo's agents: a local Harbor that only the files name.
     pub fn demo_settings() -> PivotSettings {
-        let host = |h: &str| h.parse().unwrap_or_else(|_| unreachable!("a valid host: {h}"));
+        let host = |h: &str| {
+            h.parse()
+                .unwrap_or_else(|_| unreachable!("a valid host: {h}"))
+        };
         PivotSettings {
             registry: host("harbor.sandbox.local"),
             insecure: false,
@@ -76,7 +79,8 @@ impl Agents {
     /// Starts the agents of every node, writing with `client`.
     pub fn start(client: Client, cfg: AgentConfig) -> Agents {
         let (never_ack, never_ack_rx) = watch::channel(cfg.never_ack);
-        let root = std::env::temp_dir().join(format!("registry-pivot-nodes-{}", uuid::Uuid::new_v4()));
+        let root =
+            std::env::temp_dir().join(format!("registry-pivot-nodes-{}", uuid::Uuid::new_v4()));
         let task = tokio::spawn(run(AgentParams {
             client,
             namespace: cfg.namespace,
@@ -313,10 +317,15 @@ fn current_due(
     let Some(directive) = directive else {
         return Vec::new();
     };
-    due_acks(Some(&directive), &ready_nodes, &acked, &params.never_ack.borrow())
-        .into_iter()
-        .map(|node| (node, directive.clone()))
-        .collect()
+    due_acks(
+        Some(&directive),
+        &ready_nodes,
+        &acked,
+        &params.never_ack.borrow(),
+    )
+    .into_iter()
+    .map(|node| (node, directive.clone()))
+    .collect()
 }
 
 fn runs_agent(pod: &Pod, daemonset: &str) -> bool {

@@ -69,7 +69,9 @@ pub fn lease(node: &str, directive: &Directive) -> Lease {
 pub fn node_of<'a>(lease: &'a Lease, directive: &Directive) -> Option<&'a str> {
     let annotations = lease.metadata.annotations.as_ref()?;
     let node = annotations.get(pivot::ANNOTATION_ACK_NODE)?;
-    let agrees = annotations.get(pivot::ANNOTATION_ACK_VALUE).map(String::as_str)
+    let agrees = annotations
+        .get(pivot::ANNOTATION_ACK_VALUE)
+        .map(String::as_str)
         == Some(directive.direction.ack_value())
         && annotations.get(pivot::ANNOTATION_ACK_SINCE) == Some(&directive.since)
         && lease.metadata.name.as_deref() == Some(name(node, directive).as_str());
@@ -94,7 +96,10 @@ pub async fn acknowledge(
     node: &str,
     directive: &Directive,
 ) -> Result<(), kube::Error> {
-    match api.create(&PostParams::default(), &lease(node, directive)).await {
+    match api
+        .create(&PostParams::default(), &lease(node, directive))
+        .await
+    {
         Ok(_) => Ok(()),
         Err(err) if crate::retry::is_status(&err, 409) => Ok(()),
         Err(err) => Err(err),
@@ -118,7 +123,11 @@ mod tests {
         let v2 = directive(Direction::V2, "T1");
         let a = lease("node-a", &v2);
         assert_eq!(node_of(&a, &v2), Some("node-a"));
-        assert_eq!(node_of(&a, &directive(Direction::V2, "T3")), None, "a later pivot");
+        assert_eq!(
+            node_of(&a, &directive(Direction::V2, "T3")),
+            None,
+            "a later pivot"
+        );
         assert_eq!(node_of(&a, &directive(Direction::Rollback, "T1")), None);
         let long = "n".repeat(253);
         assert!(name(&long, &v2).len() <= 63);

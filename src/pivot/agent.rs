@@ -128,9 +128,20 @@ pub async fn run(client: kube::Client, cfg: AgentConfig) {
         let Some(directive) = wanted.as_ref().filter(|w| done.as_ref() != Some(*w)) else {
             continue;
         };
-        match follow(&leases, &cfg.node, directive, &cfg.settings, &cfg.paths, true).await {
+        match follow(
+            &leases,
+            &cfg.node,
+            directive,
+            &cfg.settings,
+            &cfg.paths,
+            true,
+        )
+        .await
+        {
             Ok(()) => done = Some(directive.clone()),
-            Err(err) => tracing::warn!(error = %err, "directive {} not done yet; retrying in {:?}", directive.direction.as_str(), cfg.recheck),
+            Err(err) => {
+                tracing::warn!(error = %err, "directive {} not done yet; retrying in {:?}", directive.direction.as_str(), cfg.recheck)
+            }
         }
     }
 }

@@ -104,7 +104,10 @@ mod tests {
             );
         }
         assert_eq!(Directive::of_lease(Some(&lease(&[(d, "v2")]))), None);
-        assert_eq!(Directive::of_lease(Some(&lease(&[(d, "v2"), (s, "")]))), None);
+        assert_eq!(
+            Directive::of_lease(Some(&lease(&[(d, "v2"), (s, "")]))),
+            None
+        );
         assert_eq!(Directive::of_lease(Some(&Lease::default())), None);
     }
 }

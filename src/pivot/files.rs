@@ -321,10 +321,17 @@ mod tests {
 
     #[test]
     fn hosts_are_checked_once() {
-        for ok in ["docker.io", "harbor.example.org:8443", "a", "127.0.0.1:5000"] {
+        for ok in [
+            "docker.io",
+            "harbor.example.org:8443",
+            "a",
+            "127.0.0.1:5000",
+        ] {
             assert!(ok.parse::<Host>().is_ok(), "{ok}");
         }
-        for bad in ["", "-x", ".x", ":1", "a:b:c", "a/b", "a b", "a\"", "x:", "ex\u{e9}"] {
+        for bad in [
+            "", "-x", ".x", ":1", "a:b:c", "a/b", "a b", "a\"", "x:", "ex\u{e9}",
+        ] {
             assert!(bad.parse::<Host>().is_err(), "{bad:?}");
         }
     }
@@ -347,7 +354,10 @@ mod tests {
             parsed["mirrors"]["ghcr.io"]["endpoint"][0],
             "https://harbor.example.org"
         );
-        assert_eq!(parsed["mirrors"]["ghcr.io"]["rewrite"]["^(.*)$"], "ghcr.io/$1");
+        assert_eq!(
+            parsed["mirrors"]["ghcr.io"]["rewrite"]["^(.*)$"],
+            "ghcr.io/$1"
+        );
         assert!(parsed.get("configs").is_none());
     }
 
@@ -361,9 +371,15 @@ mod tests {
         assert_eq!(config["tls"]["ca_file"], "/etc/ssl/harbor-ca.crt");
         let hosts = hosts_toml(&s, &s.upstreams[1]);
         let auth = base64::engine::general_purpose::STANDARD.encode("robot$pull:s3\"cret");
-        assert!(hosts.contains(&format!("Authorization = \"Basic {auth}\"")), "{hosts}");
+        assert!(
+            hosts.contains(&format!("Authorization = \"Basic {auth}\"")),
+            "{hosts}"
+        );
         assert!(hosts.contains("ca = \"/etc/ssl/harbor-ca.crt\""), "{hosts}");
-        assert!(!format!("{s:?}").contains("s3"), "the password stays out of logs");
+        assert!(
+            !format!("{s:?}").contains("s3"),
+            "the password stays out of logs"
+        );
     }
 
     #[test]
@@ -376,21 +392,39 @@ mod tests {
         let own_ghcr = paths.certs_dir.join("ghcr.io/hosts.toml");
         std::fs::write(&own_ghcr, "server = \"own\"\n").unwrap();
 
-        assert_eq!(apply(Direction::Rollback, &s, &paths).unwrap(), Vec::<String>::new());
+        assert_eq!(
+            apply(Direction::Rollback, &s, &paths).unwrap(),
+            Vec::<String>::new()
+        );
         assert_eq!(apply(Direction::V2, &s, &paths).unwrap().len(), 3);
-        assert!(apply(Direction::V2, &s, &paths).unwrap().is_empty(), "idempotent");
+        assert!(
+            apply(Direction::V2, &s, &paths).unwrap().is_empty(),
+            "idempotent"
+        );
         let docker = paths.certs_dir.join("docker.io/hosts.toml");
-        assert_eq!(std::fs::read_to_string(&docker).unwrap(), hosts_toml(&s, &s.upstreams[0]));
+        assert_eq!(
+            std::fs::read_to_string(&docker).unwrap(),
+            hosts_toml(&s, &s.upstreams[0])
+        );
 
         apply(Direction::Rollback, &s, &paths).unwrap();
-        assert_eq!(std::fs::read_to_string(&paths.registries_yaml).unwrap(), "own: yaml\n");
-        assert_eq!(std::fs::read_to_string(&own_ghcr).unwrap(), "server = \"own\"\n");
+        assert_eq!(
+            std::fs::read_to_string(&paths.registries_yaml).unwrap(),
+            "own: yaml\n"
+        );
+        assert_eq!(
+            std::fs::read_to_string(&own_ghcr).unwrap(),
+            "server = \"own\"\n"
+        );
         assert!(!docker.exists(), "the node had none");
         assert_eq!(std::fs::read_dir(&paths.state_dir).unwrap().count(), 0);
         // A second pivot saves the node's files again, as they are then.
         apply(Direction::V2, &s, &paths).unwrap();
         apply(Direction::Rollback, &s, &paths).unwrap();
-        assert_eq!(std::fs::read_to_string(&paths.registries_yaml).unwrap(), "own: yaml\n");
+        assert_eq!(
+            std::fs::read_to_string(&paths.registries_yaml).unwrap(),
+            "own: yaml\n"
+        );
         std::fs::remove_dir_all(dir).unwrap();
     }
 }

@@ -11,9 +11,9 @@ use super::rollout::{Rollout, ack_data, evaluate, mirror_node_acks};
 use crate::contract::pivot;
 use crate::pivot::Directive;
 use crate::status::StatusStore;
-use k8s_openapi::api::coordination::v1::Lease;
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::DaemonSet;
+use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::Api;
 use kube::core::{ParseExpressionError, Selector};
@@ -190,15 +190,22 @@ fn selector_of(ds: &DaemonSet) -> Result<String, ParseExpressionError> {
 /// The acknowledgement Leases of the namespace, and the stream that keeps them.
 pub fn follow_acks(leases: Api<Lease>) -> (Store<Lease>, Changes) {
     let (reader, writer) = reflector::store::<Lease>();
-    let stream = watcher(leases, watcher::Config::default().labels(pivot::ACK_SELECTOR))
-        .backoff(crate::retry::watch_backoff())
-        .reflect(writer)
-        .filter_map(|event| async move {
-            if let Err(err) = &event {
-                tracing::warn!(error = %err, "acknowledgement Lease watch error; retrying");
-            }
-            matches!(event, Ok(watcher::Event::Apply(_) | watcher::Event::Delete(_) | watcher::Event::InitDone)).then_some(())
-        });
+    let stream = watcher(
+        leases,
+        watcher::Config::default().labels(pivot::ACK_SELECTOR),
+    )
+    .backoff(crate::retry::watch_backoff())
+    .reflect(writer)
+    .filter_map(|event| async move {
+        if let Err(err) = &event {
+            tracing::warn!(error = %err, "acknowledgement Lease watch error; retrying");
+        }
+        matches!(
+            event,
+            Ok(watcher::Event::Apply(_) | watcher::Event::Delete(_) | watcher::Event::InitDone)
+        )
+        .then_some(())
+    });
     (reader, Box::pin(stream))
 }
 

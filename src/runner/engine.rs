@@ -329,7 +329,9 @@ async fn run_step(
 /// they have keeps its time, so their acknowledgements stand), retrying transient errors.
 async fn direct_v2(ctx: &RunnerContext) -> Result<Directive, String> {
     let Some(record) = ctx.store.record() else {
-        return Err("the service keeps no record Lease to direct the registry-pivot agents in".to_owned());
+        return Err(
+            "the service keeps no record Lease to direct the registry-pivot agents in".to_owned(),
+        );
     };
     let mut backoff = crate::retry::Backoff::new();
     loop {

@@ -7,14 +7,14 @@
 
 use super::RunnerContext;
 use super::rollout::{Acks, ack_data, acknowledgements};
-use crate::pivot::{Direction, Directive};
-use k8s_openapi::api::coordination::v1::Lease;
 use crate::contract::registries;
+use crate::pivot::{Direction, Directive};
 use crate::status::model::{Phase, StatusData};
 use crate::status::rollback::{RollbackRecord, RollbackTransition};
 use crate::status::{Rejected, StoreError, rfc3339};
 use futures::{FutureExt, StreamExt};
 use k8s_openapi::api::apps::v1::DaemonSet;
+use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::Api;
 use kube::runtime::WatchStreamExt;

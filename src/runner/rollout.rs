@@ -7,9 +7,9 @@
 
 use crate::contract::{key, registries};
 use crate::pivot::{Directive, ack};
-use k8s_openapi::api::coordination::v1::Lease;
 use crate::status::model::{StatusData, get};
 use k8s_openapi::api::apps::v1::DaemonSet;
+use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Pod;
 use std::borrow::Borrow;
 use std::collections::BTreeSet;

@@ -614,11 +614,11 @@ mod tests {
         let held = told(CutoverRecord::default(), "v2", "T1");
         assert_eq!(CutoverRecord::of(&forged).registries, None);
         let noted = held.merged(&CutoverRecord::of(&forged));
+        assert_eq!(noted.directive().map(|d| d.direction), Some(Direction::V2));
         assert_eq!(
-            noted.directive().map(|d| d.direction),
-            Some(Direction::V2)
+            held.filled(&CutoverRecord::of(&forged)).registries,
+            held.registries
         );
-        assert_eq!(held.filled(&CutoverRecord::of(&forged)).registries, held.registries);
     }
 
     #[test]
@@ -690,7 +690,11 @@ mod tests {
             ("cutoverFinishedAt", "T2"),
             ("registriesYamlActive", "rollback"),
         ]);
-        record = told(record.merged(&CutoverRecord::of(&rolled_back)), "rollback", "T3");
+        record = told(
+            record.merged(&CutoverRecord::of(&rolled_back)),
+            "rollback",
+            "T3",
+        );
         assert_eq!(
             record.merged(&CutoverRecord::of(&initial_data())),
             record,

@@ -60,9 +60,15 @@ pub struct Write {
 /// status held before (which anyone with `edit` may have written) gives none: it is in
 /// `before` and `after` alike. Pure.
 pub fn directed(before: &StatusData, after: &StatusData) -> Option<Direction> {
-    let value = |d: &StatusData| d.get(key::REGISTRIES_YAML_ACTIVE).cloned().unwrap_or_default();
+    let value = |d: &StatusData| {
+        d.get(key::REGISTRIES_YAML_ACTIVE)
+            .cloned()
+            .unwrap_or_default()
+    };
     let now = value(after);
-    (now != value(before)).then(|| Direction::parse(&now)).flatten()
+    (now != value(before))
+        .then(|| Direction::parse(&now))
+        .flatten()
 }
 
 /// The writer of the status ConfigMap.
@@ -409,6 +415,9 @@ mod tests {
         // A value someone wrote into the status is in both sides of every later write.
         assert_eq!(directed(&rollback, &rollback), None);
         assert_eq!(directed(&v2, &v1), None, "v1 is no direction");
-        assert_eq!(directed(&v1, &data_of(&[("registriesYamlActive", "v3")])), None);
+        assert_eq!(
+            directed(&v1, &data_of(&[("registriesYamlActive", "v3")])),
+            None
+        );
     }
 }

@@ -153,10 +153,8 @@ fn selected_name(selector: &str) -> Option<String> {
     selector.split(',').map(str::trim).find_map(|req| {
         let (field, value) = req.split_once("==").or_else(|| req.split_once('='))?;
         let (field, value) = (field.trim(), value.trim());
-        let valid = !value.is_empty()
-            && value != "."
-            && value != ".."
-            && !value.contains(['/', '%']);
+        let valid =
+            !value.is_empty() && value != "." && value != ".." && !value.contains(['/', '%']);
         (field == "metadata.name" && valid).then(|| value.to_owned())
     })
 }
@@ -272,7 +270,12 @@ mod tests {
             let a = attributes(&Method::GET, &leases, watching, Some("metadata.name=rec"));
             assert_eq!(a.name.as_deref(), Some("rec"));
         }
-        for other in ["metadata.name!=rec", "metadata.namespace=ns", "metadata.name=a/b", ""] {
+        for other in [
+            "metadata.name!=rec",
+            "metadata.namespace=ns",
+            "metadata.name=a/b",
+            "",
+        ] {
             let a = attributes(&Method::GET, &leases, true, Some(other));
             assert_eq!(a.name, None, "{other:?}");
         }
