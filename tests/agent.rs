@@ -7,11 +7,11 @@ mod common;
 
 use catalyst_cutover::contract::pivot;
 use catalyst_cutover::pivot::{Direction, Directive, NodePaths, PivotSettings, ack, files};
-use common::TestCluster;
+use common::{TestCluster, eventually};
 use k8s_openapi::api::authorization::v1::ResourceAttributes;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::rbac::v1::{ClusterRole, Role};
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, ListParams};
 use kube_sandbox::access_control::TokenTable;
 use kube_sandbox::api::ApiServerConfig;
 use serde_json::json;
@@ -20,28 +20,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
 
-/// A hang guard, not a speed assertion.
-const GUARD: Duration = Duration::from_secs(60);
 /// The service's record Lease, as the chart names it.
 const RECORD: &str = "catalyst-cutover-record";
 const NODE: &str = "node-a";
-
-/// Polls `check` until it holds; panics naming `what` past [`GUARD`].
-async fn eventually<F, Fut>(what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let waited = tokio::time::timeout(GUARD, async {
-        while !check().await {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    })
-    .await;
-    assert!(waited.is_ok(), "never: {what}");
-}
 
 /// A registry's API root on loopback that answers 401 (asking for credentials, as Harbor
 /// does) and counts the requests.
@@ -66,6 +48,21 @@ async fn registry_standin() -> (String, Arc<AtomicUsize>) {
         }
     });
     (host, hits)
+}
+
+/// The agent's settings for a plain-HTTP registry at `registry` (host:port), for docker.io
+/// and ghcr.io.
+fn loopback_settings(registry: &str) -> PivotSettings {
+    PivotSettings {
+        registry: registry.parse().expect("host"),
+        insecure: true,
+        ca_file: None,
+        upstreams: vec![
+            "docker.io".parse().expect("host"),
+            "ghcr.io".parse().expect("host"),
+        ],
+        pull: None,
+    }
 }
 
 /// The chart's Role of the agent (templates/registry-pivot-rbac.yaml), bound to the
@@ -113,32 +110,9 @@ async fn agent_kubeconfig(cluster: &TestCluster, dir: &Path) -> PathBuf {
     path
 }
 
-/// Sets the record Lease's direction annotation as the service would (`None`: deletes it).
+/// Sets the record Lease's direction as the service would (`None`: deletes the Lease).
 async fn set_record(cluster: &TestCluster, value: Option<(&str, &str)>) {
-    let leases: Api<Lease> = Api::namespaced(cluster.client(), cluster.namespace());
-    let Some((direction, since)) = value else {
-        leases
-            .delete(RECORD, &DeleteParams::default())
-            .await
-            .expect("delete record");
-        return;
-    };
-    let lease = json!({"metadata": {"name": RECORD, "annotations": {
-        pivot::ANNOTATION_DIRECTION: direction,
-        pivot::ANNOTATION_DIRECTION_SINCE: since,
-    }}});
-    if leases.get_opt(RECORD).await.expect("read record").is_some() {
-        leases
-            .patch(RECORD, &PatchParams::default(), &Patch::Merge(&lease))
-            .await
-            .expect("patch record");
-    } else {
-        let lease: Lease = serde_json::from_value(lease).expect("Lease");
-        leases
-            .create(&PostParams::default(), &lease)
-            .await
-            .expect("create record");
-    }
+    common::direct_agents(&cluster.client(), cluster.namespace(), RECORD, value).await;
 }
 
 async fn acked(cluster: &TestCluster, directive: &Directive) -> bool {
@@ -273,16 +247,7 @@ async fn the_agent_follows_only_the_services_lease_with_the_charts_rights() {
     };
     set_record(&cluster, Some(("v2", &v2.since))).await;
     eventually("the pivot is acknowledged", || acked(&cluster, &v2)).await;
-    let settings = PivotSettings {
-        registry: registry.parse().expect("host"),
-        insecure: true,
-        ca_file: None,
-        upstreams: vec![
-            "docker.io".parse().expect("host"),
-            "ghcr.io".parse().expect("host"),
-        ],
-        pull: None,
-    };
+    let settings = loopback_settings(&registry);
     for u in &settings.upstreams {
         assert_eq!(
             std::fs::read_to_string(paths.certs_dir.join(u.as_str()).join("hosts.toml")).ok(),
@@ -522,16 +487,7 @@ async fn the_agents_files_route_a_real_containerd_to_the_local_registry_and_back
 
     // The agent's files for the pivot, on a node whose certs.d is a temporary directory.
     let paths = NodePaths::under(&dir.join("node"));
-    let settings = PivotSettings {
-        registry: registry.parse().expect("host"),
-        insecure: true,
-        ca_file: None,
-        upstreams: vec![
-            "docker.io".parse().expect("host"),
-            "ghcr.io".parse().expect("host"),
-        ],
-        pull: None,
-    };
+    let settings = loopback_settings(&registry);
     files::apply(Direction::V2, &settings, &paths).expect("the pivot's files");
     let hits = |repository: &str| served.said(&format!("/v2/{repository}/manifests/1"));
     for (image, repository) in images {

@@ -630,30 +630,8 @@ async fn nodes_are_added_deleted_and_replaced() {
 
 /// Gives the agents `direction` at `since` in the record Lease, as the service does.
 async fn direct(tc: &TestCluster, direction: Direction, since: &str) -> Directive {
-    let leases: Api<Lease> = Api::namespaced(tc.client(), tc.namespace());
-    let lease = json!({
-        "metadata": {"name": RECORD, "annotations": {
-            pivot::ANNOTATION_DIRECTION: direction.as_str(),
-            pivot::ANNOTATION_DIRECTION_SINCE: since,
-        }},
-    });
-    if leases
-        .get_opt(RECORD)
-        .await
-        .expect("read the record")
-        .is_some()
-    {
-        leases
-            .patch(RECORD, &PatchParams::default(), &Patch::Merge(&lease))
-            .await
-            .expect("direct the agents");
-    } else {
-        let lease: Lease = serde_json::from_value(lease).expect("a Lease");
-        leases
-            .create(&PostParams::default(), &lease)
-            .await
-            .expect("direct the agents");
-    }
+    let value = Some((direction.as_str(), since));
+    common::direct_agents(&tc.client(), tc.namespace(), RECORD, value).await;
     Directive {
         direction,
         since: since.to_owned(),

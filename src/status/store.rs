@@ -71,6 +71,27 @@ pub fn directed(before: &StatusData, after: &StatusData) -> Option<Direction> {
         .flatten()
 }
 
+/// What a write to the record ahead of a status write (`what`, for the log) answered: its
+/// value, `None` when it failed for a reason that passes (the status write waits and starts
+/// again), or the error that stops the status write.
+fn ahead<T>(
+    record: &RecordKeeper,
+    result: Result<T, kube::Error>,
+    what: &str,
+) -> Result<Option<T>, StoreError> {
+    match result {
+        Ok(value) => Ok(Some(value)),
+        Err(err) if is_transient(&err) => {
+            tracing::warn!(record = %record.describe(), error = %err, "cannot {what} before a status write; retrying");
+            Ok(None)
+        }
+        Err(source) => Err(StoreError::Record {
+            record: record.describe(),
+            source,
+        }),
+    }
+}
+
 /// The writer of the status ConfigMap.
 #[derive(Clone)]
 pub struct StatusStore {
@@ -165,39 +186,20 @@ impl StatusStore {
                 return Ok((data, answer));
             }
             if let Some((record, direction)) = self.record.as_ref().zip(directed(&before, &data)) {
-                match record.direct(direction).await {
-                    Ok(directive) => {
-                        tracing::info!(direction = direction.as_str(), since = %directive.since, "gave the registry-pivot agents their direction");
-                    }
-                    Err(err) if is_transient(&err) => {
-                        tracing::warn!(record = %record.describe(), error = %err, "cannot give the agents their direction before a status write; retrying");
-                        backoff.wait().await;
-                        continue;
-                    }
-                    Err(source) => {
-                        return Err(StoreError::Record {
-                            record: record.describe(),
-                            source,
-                        });
-                    }
-                }
+                let given = ahead(record, record.direct(direction).await, "direct the agents")?;
+                let Some(directive) = given else {
+                    backoff.wait().await;
+                    continue;
+                };
+                tracing::info!(direction = direction.as_str(), since = %directive.since, "gave the registry-pivot agents their direction");
             }
             let starts = CutoverRecord::starts(&before, &data);
             let changes = CutoverRecord::changes(&before, &data);
             if let Some(record) = self.record.as_ref().filter(|_| !starts) {
-                match record.note_if_new(&CutoverRecord::of(&data), changes).await {
-                    Ok(()) => {}
-                    Err(err) if is_transient(&err) => {
-                        tracing::warn!(record = %record.describe(), error = %err, "cannot note the cutover in its record before a status write; retrying");
-                        backoff.wait().await;
-                        continue;
-                    }
-                    Err(source) => {
-                        return Err(StoreError::Record {
-                            record: record.describe(),
-                            source,
-                        });
-                    }
+                let noted = record.note_if_new(&CutoverRecord::of(&data), changes).await;
+                if ahead(record, noted, "note the cutover in its record")?.is_none() {
+                    backoff.wait().await;
+                    continue;
                 }
             }
             let mut next = (*current).clone();

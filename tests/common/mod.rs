@@ -423,3 +423,61 @@ pub async fn post_status(base: &str, path: &str) -> u16 {
         .status()
         .as_u16()
 }
+
+/// Polls `check` until it holds; panics naming `what` after a minute (a hang guard, not a
+/// speed assertion).
+pub async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let waited = tokio::time::timeout(std::time::Duration::from_secs(60), async {
+        while !check().await {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    assert!(waited.is_ok(), "never: {what}");
+}
+
+/// Gives the registry-pivot agents of `ns` a direction as the service does: annotations
+/// `direction` and `since` of the record Lease `record` (created if missing); `None`
+/// deletes the Lease.
+pub async fn direct_agents(
+    client: &kube::Client,
+    ns: &str,
+    record: &str,
+    direction: Option<(&str, &str)>,
+) {
+    use k8s_openapi::api::coordination::v1::Lease;
+    use kube::api::{Patch, PatchParams};
+    let leases: Api<Lease> = Api::namespaced(client.clone(), ns);
+    let Some((direction, since)) = direction else {
+        leases
+            .delete(record, &DeleteParams::default())
+            .await
+            .expect("delete the record Lease");
+        return;
+    };
+    let lease = json!({"metadata": {"name": record, "annotations": {
+        contract::pivot::ANNOTATION_DIRECTION: direction,
+        contract::pivot::ANNOTATION_DIRECTION_SINCE: since,
+    }}});
+    if leases
+        .get_opt(record)
+        .await
+        .expect("read the record Lease")
+        .is_some()
+    {
+        leases
+            .patch(record, &PatchParams::default(), &Patch::Merge(&lease))
+            .await
+            .expect("patch the record Lease");
+    } else {
+        let lease: Lease = serde_json::from_value(lease).expect("a Lease");
+        leases
+            .create(&PostParams::default(), &lease)
+            .await
+            .expect("create the record Lease");
+    }
+}
