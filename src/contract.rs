@@ -10,6 +10,15 @@ pub const DEFAULT_STATUS_CONFIGMAP: &str = "self-sovereign-cutover-status";
 /// Environment variable that overrides [`DEFAULT_STATUS_CONFIGMAP`].
 pub const ENV_STATUS_CONFIGMAP: &str = "CATALYST_CUTOVER_STATUS_CONFIGMAP";
 
+/// Default name of the Lease that elects the one runner (`serve --lease-name`).
+pub const DEFAULT_LEASE: &str = "catalyst-cutover";
+
+/// The record Lease of the runner Lease `lease`: the cutover's durable record, and the
+/// direction the registry-pivot agents follow.
+pub fn record_lease(lease: &str) -> String {
+    format!("{lease}-record")
+}
+
 /// `app.kubernetes.io/part-of` value shared by steps, Jobs and the status ConfigMap.
 pub const PART_OF: &str = "self-sovereign-cutover";
 /// Label key `app.kubernetes.io/part-of`.

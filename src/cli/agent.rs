@@ -23,7 +23,8 @@ pub struct AgentArgs {
     #[arg(long, value_name = "NODE", env = "NODE_NAME")]
     node: String,
     /// The service's record Lease, whose annotations give the direction.
-    #[arg(long, value_name = "NAME", default_value = "catalyst-cutover-record")]
+    #[arg(long, value_name = "NAME",
+          default_value_t = crate::contract::record_lease(crate::contract::DEFAULT_LEASE))]
     record_lease: String,
     /// The local Harbor's registry, host[:port].
     #[arg(long, value_name = "HOST")]

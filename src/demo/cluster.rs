@@ -81,7 +81,7 @@ impl Sandbox {
                 daemonset: options.daemonset,
                 record_lease: (
                     options.namespace.clone(),
-                    crate::service::ServiceConfig::new(&options.namespace).record_lease(),
+                    contract::record_lease(contract::DEFAULT_LEASE),
                 ),
                 ack_delay: Duration::from_millis(150),
                 never_ack: Default::default(),

@@ -335,6 +335,21 @@ async fn direct_v2(ctx: &RunnerContext) -> Result<Directive, String> {
     };
     let mut backoff = crate::retry::Backoff::new();
     loop {
+        let held = match record.read().await {
+            Ok(held) => held,
+            Err(err) if crate::retry::is_transient(&err) => {
+                tracing::warn!(record = %record.describe(), error = %err, "cannot read the record before directing the agents; retrying");
+                backoff.wait().await;
+                continue;
+            }
+            Err(err) => {
+                return Err(format!(
+                    "cannot read the record Lease {}: {err}",
+                    record.describe()
+                ));
+            }
+        };
+        held.may_pivot(&record.describe())?;
         match record.direct(Direction::V2).await {
             Ok(directive) => return Ok(directive),
             Err(err) if crate::retry::is_transient(&err) => {

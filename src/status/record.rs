@@ -68,6 +68,12 @@ pub const ANNOTATION_ROLLED_BACK_AT: &str = "cutover.openova.io/rollback-request
 /// 3339); follows the status.
 pub const ANNOTATION_ATTEMPT_STARTED_AT: &str = "cutover.openova.io/attempt-started-at";
 
+/// Annotation of the record Lease: when the service's own transition last started a run of
+/// the cutover (a start or a retry; RFC 3339), noted ahead of that status write and never
+/// taken from a status: a `running` phase someone wrote into the status ConfigMap is no run
+/// the service started, and never pivots a node.
+pub const ANNOTATION_RUN_STARTED_AT: &str = "cutover.openova.io/run-started-at";
+
 /// What the record says.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CutoverRecord {
@@ -79,6 +85,8 @@ pub struct CutoverRecord {
     pub registries: Option<String>,
     /// When that direction was given.
     pub registries_since: Option<String>,
+    /// When the service's own transition last started a run.
+    pub run_started_at: Option<String>,
     /// The status's latest phase other than `idle`.
     pub phase: Option<String>,
     /// When the latest rollback of the registry pivot was asked for.
@@ -102,6 +110,7 @@ impl CutoverRecord {
             // The direction is the service's word, never a status's (see ANNOTATION_REGISTRIES).
             registries: None,
             registries_since: None,
+            run_started_at: None,
             phase: (phase != Phase::Idle).then(|| phase.as_str().to_owned()),
             rolled_back_at: value(KEY_REQUESTED_AT),
             attempt_started_at: (phase != Phase::Idle)
@@ -122,6 +131,7 @@ impl CutoverRecord {
             finished_at: value(ANNOTATION_FINISHED_AT),
             registries: value(ANNOTATION_REGISTRIES),
             registries_since: value(ANNOTATION_REGISTRIES_SINCE),
+            run_started_at: value(ANNOTATION_RUN_STARTED_AT),
             phase: value(ANNOTATION_PHASE),
             rolled_back_at: value(ANNOTATION_ROLLED_BACK_AT),
             attempt_started_at: value(ANNOTATION_ATTEMPT_STARTED_AT),
@@ -138,6 +148,7 @@ impl CutoverRecord {
             finished_at: follow(&self.finished_at, &newer.finished_at),
             registries: follow(&self.registries, &newer.registries),
             registries_since: follow(&self.registries_since, &newer.registries_since),
+            run_started_at: follow(&self.run_started_at, &newer.run_started_at),
             phase: follow(&self.phase, &newer.phase),
             rolled_back_at: follow(&self.rolled_back_at, &newer.rolled_back_at),
             attempt_started_at: follow(&self.attempt_started_at, &newer.attempt_started_at),
@@ -150,6 +161,36 @@ impl CutoverRecord {
             direction: Direction::parse(self.registries.as_deref()?)?,
             since: self.registries_since.clone()?,
         })
+    }
+
+    /// Whether the pivot step may direct the agents to `v2`: only in a run the service itself
+    /// started (a `running` status written by someone else is none), and never over an
+    /// operator's rollback given after that run started. Pure; the error says why, for the
+    /// step's failure reason.
+    pub fn may_pivot(&self, record_name: &str) -> Result<(), String> {
+        let Some(started) = self.run_started_at.as_deref() else {
+            return Err(format!(
+                "no run of the cutover started by the service is on record (Lease \
+                 {record_name}): a running status it did not write pivots no node; start or \
+                 retry the cutover (POST /cutover, POST /cutover/retry)"
+            ));
+        };
+        let Some(rollback) = self
+            .directive()
+            .filter(|d| d.direction == Direction::Rollback)
+        else {
+            return Ok(());
+        };
+        let time = |t: &str| t.parse::<jiff::Timestamp>().ok();
+        match (time(started), time(&rollback.since)) {
+            (Some(run), Some(rolled_back)) if run > rolled_back => Ok(()),
+            _ => Err(format!(
+                "the registry pivot was rolled back at {} and no run of the cutover was started \
+                 since (Lease {record_name}): start the cutover again (POST /cutover) to pivot \
+                 the nodes again",
+                rollback.since
+            )),
+        }
     }
 
     /// The recorded phase, when the record names a known one.
@@ -396,6 +437,19 @@ impl RecordKeeper {
         })
     }
 
+    /// Notes that the service's own transition starts a run now (ahead of its status write).
+    pub async fn note_run_start(&self) -> Result<(), kube::Error> {
+        let at = jiff::Timestamp::now().to_string();
+        let mut known = self.known.lock().await;
+        *known = self
+            .extend(|held| CutoverRecord {
+                run_started_at: Some(at.clone()),
+                ..held.clone()
+            })
+            .await?;
+        Ok(())
+    }
+
     /// The directive the record gives the agents now, read afresh.
     pub async fn directive(&self) -> Result<Option<Directive>, kube::Error> {
         let record = self.read().await?;
@@ -442,6 +496,7 @@ impl RecordKeeper {
                 (ANNOTATION_FINISHED_AT, &wanted.finished_at),
                 (ANNOTATION_REGISTRIES, &wanted.registries),
                 (ANNOTATION_REGISTRIES_SINCE, &wanted.registries_since),
+                (ANNOTATION_RUN_STARTED_AT, &wanted.run_started_at),
                 (ANNOTATION_PHASE, &wanted.phase),
                 (ANNOTATION_ROLLED_BACK_AT, &wanted.rolled_back_at),
                 (ANNOTATION_ATTEMPT_STARTED_AT, &wanted.attempt_started_at),
@@ -602,6 +657,41 @@ mod tests {
             registries_since: Some(since.into()),
             ..record
         }
+    }
+
+    #[test]
+    fn only_a_run_the_service_started_after_the_latest_rollback_may_pivot() {
+        let forged = CutoverRecord::of(&data_of(&[
+            ("cutoverPhase", "running"),
+            ("cutoverStartedAt", "2026-01-01T00:00:00Z"),
+            ("cutoverLastAttemptStartedAt", "2026-01-01T00:00:00Z"),
+        ]));
+        assert_eq!(forged.run_started_at, None, "a status starts no run");
+        assert!(forged.may_pivot("ns/r").unwrap_err().contains("no run"));
+        let started = CutoverRecord {
+            run_started_at: Some("2026-01-01T00:00:01.5Z".into()),
+            ..CutoverRecord::default()
+        };
+        assert_eq!(started.may_pivot("ns/r"), Ok(()));
+        let rolled_back = told(started.clone(), "rollback", "2026-01-01T00:00:02Z");
+        let refused = rolled_back.may_pivot("ns/r").unwrap_err();
+        assert!(
+            refused.contains("rolled back at 2026-01-01T00:00:02Z"),
+            "{refused}"
+        );
+        let again = CutoverRecord {
+            run_started_at: Some("2026-01-01T00:00:02.000001Z".into()),
+            ..rolled_back
+        };
+        assert_eq!(
+            again.may_pivot("ns/r"),
+            Ok(()),
+            "a run started after the rollback"
+        );
+        assert_eq!(
+            told(started, "v2", "2026-01-01T00:00:09Z").may_pivot("r"),
+            Ok(())
+        );
     }
 
     #[test]

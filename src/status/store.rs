@@ -195,6 +195,17 @@ impl StatusStore {
             }
             let starts = CutoverRecord::starts(&before, &data);
             let changes = CutoverRecord::changes(&before, &data);
+            if let Some(record) = self.record.as_ref().filter(|_| starts)
+                && ahead(
+                    record,
+                    record.note_run_start().await,
+                    "note the run's start",
+                )?
+                .is_none()
+            {
+                backoff.wait().await;
+                continue;
+            }
             if let Some(record) = self.record.as_ref().filter(|_| !starts) {
                 let noted = record.note_if_new(&CutoverRecord::of(&data), changes).await;
                 if ahead(record, noted, "note the cutover in its record")?.is_none() {
