@@ -2740,3 +2740,75 @@ async fn configmap_writers_neither_steer_the_nodes_nor_finish_the_wait() {
     service.shutdown().await;
     env.cleanup().await;
 }
+
+/// Issue 27: a `running` status replayed into the ConfigMap after an operator's rollback is
+/// no run the service started: the pivot step refuses to direct `v2`, so no node moves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replayed_running_status_never_pivots_the_nodes_over_a_rollback() {
+    let rbac = ApiServerConfig {
+        tokens: Some(TokenTable::default()),
+        ..ApiServerConfig::default()
+    };
+    let env = Env::start_with(2, rbac).await;
+    env.add_steps(pivot_then_job()).await;
+    let nodes = env.nodes().await;
+    env.agents.set_never_ack(&nodes[1], true);
+    let writer = common::configmap_writer(&env.cluster, "cm-writer").await;
+    let service = env.service("a").await;
+    let base = service.url();
+    ready(&base).await;
+    assert_eq!(post(&base, "/cutover", None).await.0, 202);
+    common::eventually("the first node pivots", || async {
+        let Some(d) = directive(&env).await else {
+            return false;
+        };
+        acked(&env, &d).await.contains(&nodes[0])
+    })
+    .await;
+    // The status while the pivot step waited: what a ConfigMap writer replays later.
+    let running = env.status().await;
+    assert_eq!(running["step.registry-pivot.result"], "running");
+    env.agents.set_never_ack(&nodes[1], false);
+    assert_eq!(
+        env.wait_phase(&["complete", "failed"]).await["cutoverPhase"],
+        "complete"
+    );
+    let (code, _) = post(
+        &base,
+        "/cutover/rollback",
+        Some(rollback_body("harbor down", 60)),
+    )
+    .await;
+    assert_eq!(code, 202);
+    assert_eq!(
+        env.wait_phase(&["rolled-back", "rollback-failed"]).await["cutoverPhase"],
+        "rolled-back"
+    );
+    let rollback = directive(&env).await.expect("a direction");
+    assert_eq!(rollback.direction, Direction::Rollback);
+
+    let as_writer: Api<ConfigMap> = Api::namespaced(writer, env.ns());
+    let mut replayed = as_writer
+        .get(DEFAULT_STATUS_CONFIGMAP)
+        .await
+        .expect("a ConfigMap writer reads the status");
+    replayed.data = Some(running);
+    as_writer
+        .replace(DEFAULT_STATUS_CONFIGMAP, &PostParams::default(), &replayed)
+        .await
+        .expect("a ConfigMap writer replays the running status");
+    let data = env.wait_phase(&["failed", "complete"]).await;
+    assert_eq!(data["cutoverPhase"], "failed", "{data:#?}");
+    assert!(
+        data["lastError"].contains("rolled back at"),
+        "{}",
+        data["lastError"]
+    );
+    assert_eq!(directive(&env).await, Some(rollback), "still the rollback");
+    for node in &nodes {
+        let paths = env.agents.node_paths(node);
+        assert!(!paths.registries_yaml.exists(), "{node} stays rolled back");
+    }
+    service.shutdown().await;
+    env.cleanup().await;
+}
