@@ -77,7 +77,8 @@ pub mod key {
     pub const FAILED_STEP: &str = "failedStep";
     /// A human-readable reason for the failure.
     pub const LAST_ERROR: &str = "lastError";
-    /// `v1` / `v2`: the registry-pivot DaemonSet follows this key.
+    /// `v1` / `v2` / `rollback`: shows the direction the registry-pivot agents follow (the
+    /// record Lease's [`super::pivot::ANNOTATION_DIRECTION`]); no agent reads it.
     pub const REGISTRIES_YAML_ACTIVE: &str = "registriesYamlActive";
     /// The operator whose login was the first ever (recorded once, never overwritten).
     pub const FIRST_OPERATOR_LOGIN: &str = "firstOperatorLogin";
@@ -88,7 +89,8 @@ pub mod key {
     pub fn step(step_name: &str, field: &str) -> String {
         format!("step.{step_name}.{field}")
     }
-    /// `node.<nodeName>.registriesYaml`, written by the DaemonSet's pods.
+    /// `node.<nodeName>.registriesYaml`: shows the node's acknowledgement Lease; the service
+    /// writes it, and counts only the Leases.
     pub fn node_registries_yaml(node_name: &str) -> String {
         format!("node.{node_name}.registriesYaml")
     }
@@ -102,9 +104,10 @@ pub mod key {
     pub const STEP_JOB_NAME: &str = "jobName";
 }
 
-/// The values of the registry-pivot handshake: `registriesYamlActive` tells the agents what
-/// to do, `node.<n>.registriesYaml` is each node's acknowledgement. Missing, empty or unknown
-/// values tell an agent to keep its node as it is.
+/// The values of the registry-pivot handshake: the direction the agents follow (the record
+/// Lease's, shown as `registriesYamlActive`) and each node's acknowledgement (its Lease's,
+/// shown as `node.<n>.registriesYaml`). Missing, empty or unknown values tell an agent to
+/// keep its node as it is.
 pub mod registries {
     /// `registriesYamlActive` as installed: the agents change nothing on any node.
     pub const V1: &str = "v1";
