@@ -17,7 +17,7 @@
 //! `cargo bench --bench cutover` (`-- --runs N`, default 7; `-- --sim-jobs`; `-- --timeline`
 //! also prints the median run's requests with when each was sent and answered).
 
-use catalyst_cutover::contract::{self, DEFAULT_STATUS_CONFIGMAP};
+use catalyst_cutover::contract;
 use catalyst_cutover::demo::{AgentConfig, Agents};
 use catalyst_cutover::metrics::Metrics;
 use catalyst_cutover::metrics::kube_layer::resource_path;
@@ -554,9 +554,10 @@ async fn run_in(
         AgentConfig {
             namespace: Some(ns.to_owned()),
             daemonset: DAEMONSET.to_owned(),
-            status_configmap: (ns.to_owned(), DEFAULT_STATUS_CONFIGMAP.to_owned()),
+            record_lease: (ns.to_owned(), ServiceConfig::new(ns).record_lease()),
             ack_delay: Duration::ZERO,
             never_ack: Default::default(),
+            settings: AgentConfig::demo_settings(),
         },
     );
     let finished: Finished = Finished::default();

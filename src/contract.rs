@@ -10,6 +10,15 @@ pub const DEFAULT_STATUS_CONFIGMAP: &str = "self-sovereign-cutover-status";
 /// Environment variable that overrides [`DEFAULT_STATUS_CONFIGMAP`].
 pub const ENV_STATUS_CONFIGMAP: &str = "CATALYST_CUTOVER_STATUS_CONFIGMAP";
 
+/// Default name of the Lease that elects the one runner (`serve --lease-name`).
+pub const DEFAULT_LEASE: &str = "catalyst-cutover";
+
+/// The record Lease of the runner Lease `lease`: the cutover's durable record, and the
+/// direction the registry-pivot agents follow.
+pub fn record_lease(lease: &str) -> String {
+    format!("{lease}-record")
+}
+
 /// `app.kubernetes.io/part-of` value shared by steps, Jobs and the status ConfigMap.
 pub const PART_OF: &str = "self-sovereign-cutover";
 /// Label key `app.kubernetes.io/part-of`.
@@ -68,7 +77,8 @@ pub mod key {
     pub const FAILED_STEP: &str = "failedStep";
     /// A human-readable reason for the failure.
     pub const LAST_ERROR: &str = "lastError";
-    /// `v1` / `v2`: the registry-pivot DaemonSet follows this key.
+    /// `v1` / `v2` / `rollback`: shows the direction the registry-pivot agents follow (the
+    /// record Lease's [`super::pivot::ANNOTATION_DIRECTION`]); no agent reads it.
     pub const REGISTRIES_YAML_ACTIVE: &str = "registriesYamlActive";
     /// The operator whose login was the first ever (recorded once, never overwritten).
     pub const FIRST_OPERATOR_LOGIN: &str = "firstOperatorLogin";
@@ -79,7 +89,8 @@ pub mod key {
     pub fn step(step_name: &str, field: &str) -> String {
         format!("step.{step_name}.{field}")
     }
-    /// `node.<nodeName>.registriesYaml`, written by the DaemonSet's pods.
+    /// `node.<nodeName>.registriesYaml`: shows the node's acknowledgement Lease; the service
+    /// writes it, and counts only the Leases.
     pub fn node_registries_yaml(node_name: &str) -> String {
         format!("node.{node_name}.registriesYaml")
     }
@@ -93,9 +104,10 @@ pub mod key {
     pub const STEP_JOB_NAME: &str = "jobName";
 }
 
-/// The values of the registry-pivot handshake: `registriesYamlActive` tells the agents what
-/// to do, `node.<n>.registriesYaml` is each node's acknowledgement. Missing, empty or unknown
-/// values tell an agent to keep its node as it is.
+/// The values of the registry-pivot handshake: the direction the agents follow (the record
+/// Lease's, shown as `registriesYamlActive`) and each node's acknowledgement (its Lease's,
+/// shown as `node.<n>.registriesYaml`). Missing, empty or unknown values tell an agent to
+/// keep its node as it is.
 pub mod registries {
     /// `registriesYamlActive` as installed: the agents change nothing on any node.
     pub const V1: &str = "v1";
@@ -124,3 +136,27 @@ pub mod registries {
 /// Label on a Job and its pod template naming the attempt of the step (project-owned, not in
 /// the earlier implementation): a retry is a new attempt and therefore a new Job.
 pub const LABEL_JOB_ATTEMPT: &str = "cutover.openova.io/attempt";
+
+/// The registry-pivot handshake's objects that only service accounts may write: the built-in
+/// `edit` role has no rights on coordination.k8s.io Leases, so whoever may only edit the
+/// namespace (ConfigMaps included) can neither steer the agents nor forge their answers.
+pub mod pivot {
+    /// Annotation of the record Lease (`<lease>-record`) the agents follow: the direction
+    /// the service gave them (`v2` or `rollback`), written only by the service.
+    pub const ANNOTATION_DIRECTION: &str = "cutover.openova.io/registries-yaml-active";
+    /// Annotation of the record Lease: when the direction last changed (RFC 3339); an
+    /// acknowledgement is of one direction given at one time.
+    pub const ANNOTATION_DIRECTION_SINCE: &str = "cutover.openova.io/registries-yaml-since";
+    /// `app.kubernetes.io/component` of a node's acknowledgement Lease.
+    pub const COMPONENT_ACK: &str = "registry-pivot-ack";
+    /// The selector of acknowledgement Leases.
+    pub const ACK_SELECTOR: &str = "app.kubernetes.io/part-of=self-sovereign-cutover,app.kubernetes.io/component=registry-pivot-ack";
+    /// Annotation of an acknowledgement Lease: the node.
+    pub const ANNOTATION_ACK_NODE: &str = "cutover.openova.io/node";
+    /// Annotation of an acknowledgement Lease: what the node acknowledged (`v2`,
+    /// `rolled-back`).
+    pub const ANNOTATION_ACK_VALUE: &str = "cutover.openova.io/registries-yaml";
+    /// Annotation of an acknowledgement Lease: the direction's
+    /// [`ANNOTATION_DIRECTION_SINCE`] it answers.
+    pub const ANNOTATION_ACK_SINCE: &str = "cutover.openova.io/direction-since";
+}

@@ -23,6 +23,8 @@
 //!   migrations of the status ConfigMap (`migrations/`).
 //! - [`status`]: the status ConfigMap, its pure state machine and its store; [`step`]: the
 //!   step model, parsed and validated from step ConfigMaps, and its watch.
+//! - [`pivot`]: the registry-pivot agent (`catalyst-cutover agent`) and its Lease handshake
+//!   with the runner: what it writes on a node, its direction and its acknowledgements.
 //! - [`contract`]: the names the field already depends on (`../shared/CONTRACT.md`);
 //!   [`retry`]: which API errors are retried, and how; [`telemetry`]: logs (JSON in a
 //!   cluster, human on a terminal).
@@ -36,6 +38,7 @@ pub mod events;
 pub mod http;
 pub mod metrics;
 pub mod migrate;
+pub mod pivot;
 pub mod preflight;
 pub mod render;
 pub mod request_timeout;

@@ -12,7 +12,8 @@ use std::future::Future;
 use std::time::Duration;
 
 use common::{
-    TestCluster, api_status, create_service_account, request_token, sleep_until, token_of,
+    TestCluster, api_status, client_with_token, create_service_account, request_token, sleep_until,
+    token_of,
 };
 use k8s_openapi::api::authentication::v1::{TokenReview, TokenReviewSpec, TokenReviewStatus};
 use k8s_openapi::api::authorization::v1::{
@@ -21,7 +22,7 @@ use k8s_openapi::api::authorization::v1::{
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Node, Pod, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject};
 use kube::api::{ListParams, LogParams, PostParams};
-use kube::config::{AuthInfo, KubeConfigOptions};
+use kube::config::KubeConfigOptions;
 use kube::{Api, Client, Config};
 use kube_sandbox::access_control::TokenTable;
 use kube_sandbox::api::ApiServerConfig;
@@ -52,17 +53,6 @@ async fn sandbox_with_tokens() -> Option<TestCluster> {
     eprintln!("skipped: needs the sandbox's token table");
     cluster.cleanup().await;
     None
-}
-
-/// A client of the cluster under test that authenticates with `token` only.
-async fn client_with_token(cluster: &TestCluster, token: &str) -> Client {
-    let mut config = cluster.config().await;
-    config.auth_info = AuthInfo {
-        token: Some(token.to_owned().into()),
-        ..AuthInfo::default()
-    };
-    config.default_retry = false;
-    Client::try_from(config).expect("client")
 }
 
 /// Polls `check` until it holds: a real cluster's RBAC sees new bindings only after its

@@ -39,7 +39,7 @@ use serde_yaml::Value as Yaml;
 const NAMESPACE: &str = "catalyst";
 /// The release name the renders use.
 const RELEASE: &str = "bp-self-sovereign-cutover";
-/// The image the plain files under steps/, daemonset/ and hooks/ name, which the chart swaps
+/// The image the plain files under steps/ and hooks/ name, which the chart swaps
 /// for the one the values choose (templates/_helpers.tpl).
 const SHIPPED_IMAGE: &str = "docker.io/alpine/k8s:1.33.4";
 /// The eight steps, in order.
@@ -217,7 +217,7 @@ fn all_on_values() -> Json {
     values["autoTrigger"]["enabled"] = Json::Bool(true);
     values["credentials"]["create"] = Json::Bool(true);
     values["image"]["digest"] = Json::String(format!("sha256:{}", "a".repeat(64)));
-    for (image, digit) in [("tools", "b"), ("agent", "c"), ("hook", "d")] {
+    for (image, digit) in [("tools", "b"), ("hook", "d")] {
         values["images"][image]["repository"] = Json::from(format!("registry.example/{image}"));
         values["images"][image]["digest"] = Json::String(format!("sha256:{}", digit.repeat(64)));
     }
@@ -1094,10 +1094,14 @@ fn expected_calls() -> (Calls, Calls) {
         .collect();
     let fixed: [(&str, &[&str]); 3] = [
         (
+            // src/pivot/: the record Lease followed by name (watcher::watch_object: a list and
+            // a watch with a metadata.name field selector), acknowledgements created.
             &agent,
             &[
-                "get /configmaps catalyst/self-sovereign-cutover-status",
-                "patch /configmaps catalyst/self-sovereign-cutover-status",
+                "get coordination.k8s.io/leases catalyst/catalyst-cutover-record",
+                "list coordination.k8s.io/leases catalyst/catalyst-cutover-record",
+                "watch coordination.k8s.io/leases catalyst/catalyst-cutover-record",
+                "create coordination.k8s.io/leases catalyst/*",
             ],
         ),
         (
@@ -1130,6 +1134,9 @@ fn expected_calls() -> (Calls, Calls) {
                 "update coordination.k8s.io/leases catalyst/catalyst-cutover",
                 "get coordination.k8s.io/leases catalyst/catalyst-cutover-record",
                 "update coordination.k8s.io/leases catalyst/catalyst-cutover-record",
+                // runner/daemonset.rs: the agents' acknowledgement Leases, by label.
+                "list coordination.k8s.io/leases catalyst/*",
+                "watch coordination.k8s.io/leases catalyst/*",
                 // step/discover.rs: it exists; runner/: its rollout, watched by name.
                 "get apps/daemonsets catalyst/registry-pivot",
                 "list apps/daemonsets catalyst/registry-pivot",
@@ -1179,9 +1186,18 @@ fn expected_calls() -> (Calls, Calls) {
         (
             &agent,
             &[
+                // Nothing of a ConfigMap: its direction and settings are not there.
                 "get /configmaps catalyst/cutover-settings",
+                "get /configmaps catalyst/self-sovereign-cutover-status",
+                "patch /configmaps catalyst/self-sovereign-cutover-status",
                 "update /configmaps catalyst/self-sovereign-cutover-status",
                 "list /configmaps catalyst/*",
+                // It cannot change the service's direction, nor any other Lease.
+                "update coordination.k8s.io/leases catalyst/catalyst-cutover-record",
+                "patch coordination.k8s.io/leases catalyst/catalyst-cutover-record",
+                "delete coordination.k8s.io/leases catalyst/catalyst-cutover-record",
+                "update coordination.k8s.io/leases catalyst/catalyst-cutover",
+                "list coordination.k8s.io/leases catalyst/*",
             ],
         ),
         (
@@ -1196,7 +1212,6 @@ fn expected_calls() -> (Calls, Calls) {
                 "watch /nodes",
                 "create /events catalyst/*",
                 "update coordination.k8s.io/leases catalyst/other",
-                "list coordination.k8s.io/leases catalyst/*",
                 "list apps/daemonsets catalyst/*",
                 "update batch/jobs catalyst/x",
             ],
@@ -1665,10 +1680,9 @@ fn pinned(image: &str) -> bool {
 
 /// The image values a pod spec of the chart takes: the service's, or one of `images`.
 fn image_values<'a>(values: &'a Json, what: &str) -> &'a Json {
-    if what.starts_with("Deployment") {
+    // The registry-pivot agent is `catalyst-cutover agent`, from the service's image.
+    if what.starts_with("Deployment") || what.starts_with("DaemonSet") {
         &values["image"]
-    } else if what.starts_with("DaemonSet") {
-        &values["images"]["agent"]
     } else if what.starts_with("Job") {
         &values["images"]["hook"]
     } else {
@@ -1711,10 +1725,7 @@ fn every_image_comes_from_the_values_and_is_pinned() {
     }
     // The plain files name exactly the image the chart swaps, so none escapes the values.
     let mut files = glob("steps/*.yaml");
-    files.extend([
-        "daemonset/registry-pivot.yaml".to_owned(),
-        "hooks/auto-trigger.yaml".to_owned(),
-    ]);
+    files.push("hooks/auto-trigger.yaml".to_owned());
     for file in files {
         for line in read(&file).lines() {
             if let Some(image) = line.trim().strip_prefix("image:") {
@@ -1794,7 +1805,7 @@ fn helm_refuses_values_off_the_schema() {
         ),
         (
             "short digest",
-            with("images.agent.digest", Json::from("sha256:abc")),
+            with("images.tools.digest", Json::from("sha256:abc")),
         ),
         ("unknown key", unknown),
         ("wrong type", with("replicas", Json::from("two"))),
@@ -1984,8 +1995,8 @@ fn scripts_pass_sh_n_and_shellcheck() {
         .count();
     assert_eq!(
         scripts.len(),
-        steps_with_scripts + 2,
-        "the step scripts, the agent and the trigger: {:?}",
+        steps_with_scripts + 1,
+        "the step scripts and the trigger (the agent is the binary): {:?}",
         scripts.keys()
     );
     let dir = std::env::temp_dir().join(format!("chart-scripts-{}", std::process::id()));

@@ -95,9 +95,10 @@ impl Env {
             AgentConfig {
                 namespace: Some(ns.clone()),
                 daemonset: DAEMONSET.to_owned(),
-                status_configmap: (ns.clone(), DEFAULT_STATUS_CONFIGMAP.to_owned()),
+                record_lease: (ns.clone(), ServiceConfig::new(&ns).record_lease()),
                 ack_delay: Duration::from_millis(20),
                 never_ack: BTreeSet::new(),
+                settings: AgentConfig::demo_settings(),
             },
         );
         let (operators, readers) = (format!("{ns}-operators"), format!("{ns}-readers"));

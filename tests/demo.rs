@@ -53,8 +53,6 @@ fn demo_runs_the_charts_eight_steps_to_completion() {
 fn demo_with_a_broken_chart_starts_nothing_and_names_the_problem() {
     let dir = std::env::temp_dir().join(format!("demo-bad-chart-{}", std::process::id()));
     std::fs::create_dir_all(dir.join("steps")).unwrap();
-    std::fs::create_dir_all(dir.join("daemonset")).unwrap();
-    std::fs::write(dir.join("daemonset/registry-pivot.yaml"), "").unwrap();
     std::fs::write(
         dir.join("steps/01.yaml"),
         "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: cutover-step-01-x\n  labels:\n    app.kubernetes.io/part-of: self-sovereign-cutover\n    app.kubernetes.io/component: cutover-step\n    bp.openova.io/cutover-order: one\ndata:\n  stepName: x\n  podSpec: 'containers: []'\n",

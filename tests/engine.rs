@@ -6,14 +6,18 @@ mod common;
 
 use catalyst_cutover::contract::{self, DEFAULT_STATUS_CONFIGMAP};
 use catalyst_cutover::demo::{AgentConfig, Agents};
+use catalyst_cutover::pivot::{Direction, Directive, ack, files};
 use catalyst_cutover::service::{Service, ServiceConfig};
 use common::{TestCluster, job_step, step_cm};
 use futures::future::join_all;
 use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use kube::config::KubeConfigOptions;
 use kube::runtime::wait::await_condition;
+use kube_sandbox::access_control::TokenTable;
+use kube_sandbox::api::ApiServerConfig;
 use kube_sandbox::sim::{SimConfig, Simulator};
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, BTreeSet};
@@ -33,10 +37,15 @@ struct Env {
 
 impl Env {
     async fn start(nodes: usize) -> Env {
+        Env::start_with(nodes, ApiServerConfig::default()).await
+    }
+
+    /// As [`Env::start`], with `sandbox` configuring the sandbox (unused on a real cluster).
+    async fn start_with(nodes: usize, sandbox: ApiServerConfig) -> Env {
         if std::env::var_os("RUST_LOG").is_some() {
             catalyst_cutover::telemetry::init();
         }
-        let cluster = TestCluster::start().await;
+        let cluster = TestCluster::start_with(sandbox).await;
         let ns = cluster.namespace().to_owned();
         common::create_daemonset(&cluster.client(), &ns, DAEMONSET).await;
         let sim = Simulator::start(
@@ -56,9 +65,10 @@ impl Env {
             AgentConfig {
                 namespace: Some(ns.clone()),
                 daemonset: DAEMONSET.to_owned(),
-                status_configmap: (ns.clone(), DEFAULT_STATUS_CONFIGMAP.to_owned()),
+                record_lease: (ns.clone(), ServiceConfig::new(&ns).record_lease()),
                 ack_delay: Duration::from_millis(20),
                 never_ack: BTreeSet::new(),
+                settings: AgentConfig::demo_settings(),
             },
         );
         Env {
@@ -2524,6 +2534,261 @@ async fn a_status_lost_while_the_cutover_runs_again_after_a_rollback_is_rebuilt_
     assert_eq!(data["cutoverPhase"], "complete", "{data:#?}");
     for node in &nodes {
         assert_eq!(data[&format!("node.{node}.registriesYaml")], "v2");
+    }
+    service.shutdown().await;
+    env.cleanup().await;
+}
+
+/// The directive the service's record Lease gives the agents now.
+async fn directive(env: &Env) -> Option<Directive> {
+    let leases: Api<Lease> = Api::namespaced(env.client(), env.ns());
+    let record = leases
+        .get_opt(&env.service_config("x").record_lease())
+        .await
+        .expect("read the record Lease");
+    Directive::of_lease(record.as_ref())
+}
+
+/// The nodes whose acknowledgement Lease of `directive` exists.
+async fn acked(env: &Env, directive: &Directive) -> BTreeSet<String> {
+    let leases: Api<Lease> = Api::namespaced(env.client(), env.ns());
+    let list = leases
+        .list(&ListParams::default().labels(contract::pivot::ACK_SELECTOR))
+        .await
+        .expect("list acknowledgements");
+    ack::acked_nodes(&list.items, directive)
+}
+
+/// Whether `node`'s files are the pivot's, pointing at the agents' own registry.
+fn pivoted(env: &Env, node: &str) -> bool {
+    let settings = AgentConfig::demo_settings();
+    let paths = env.agents.node_paths(node);
+    settings.upstreams.iter().all(|u| {
+        std::fs::read_to_string(paths.certs_dir.join(u.as_str()).join("hosts.toml")).ok()
+            == Some(files::hosts_toml(&settings, u))
+    }) && std::fs::read_to_string(&paths.registries_yaml).ok()
+        == Some(files::registries_yaml(&settings))
+}
+
+/// Issue 27: whoever may only write ConfigMaps (the built-in `edit` role may) cannot steer
+/// the registry-pivot agents (a `rollback`, a foreign registry) nor forge their
+/// acknowledgements: the agents follow the service's record Lease, the wait counts only
+/// the agents' Leases, and the status ConfigMap only displays both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn configmap_writers_neither_steer_the_nodes_nor_finish_the_wait() {
+    // Authentication and RBAC on, as on a real cluster.
+    let rbac = ApiServerConfig {
+        tokens: Some(TokenTable::default()),
+        ..ApiServerConfig::default()
+    };
+    let env = Env::start_with(2, rbac).await;
+    env.add_steps(pivot_then_job()).await;
+    let nodes = env.nodes().await;
+    let (steady, silent) = (nodes[0].clone(), nodes[1].clone());
+    env.agents.set_never_ack(&silent, true);
+    let writer = common::configmap_writer(&env.cluster, "cm-writer").await;
+    let as_writer: Api<ConfigMap> = Api::namespaced(writer.clone(), env.ns());
+    let forge = |data: Value| {
+        let as_writer = as_writer.clone();
+        async move {
+            as_writer
+                .patch(
+                    DEFAULT_STATUS_CONFIGMAP,
+                    &PatchParams::default(),
+                    &Patch::Merge(json!({ "data": data })),
+                )
+                .await
+                .expect("a ConfigMap writer patches the status");
+        }
+    };
+    // The settings the old agent read its registry from, pointed elsewhere.
+    let settings: ConfigMap = serde_json::from_value(json!({
+        "metadata": {"name": "cutover-settings"},
+        "data": {"HARBOR_REGISTRY": "harbor.attacker.example", "UPSTREAM_REGISTRIES": "docker.io"},
+    }))
+    .unwrap();
+    as_writer
+        .create(&PostParams::default(), &settings)
+        .await
+        .expect("a ConfigMap writer writes the settings");
+    // Neither the direction nor an acknowledgement can be written with ConfigMap rights.
+    let as_writer_leases: Api<Lease> = Api::namespaced(writer.clone(), env.ns());
+    let forged_ack = ack::lease(
+        &silent,
+        &Directive {
+            direction: Direction::V2,
+            since: "2026-01-01T00:00:00Z".into(),
+        },
+    );
+    let refused = as_writer_leases
+        .create(&PostParams::default(), &forged_ack)
+        .await
+        .expect_err("no Lease for a ConfigMap writer");
+    assert_eq!(common::api_status(refused).code, 403);
+
+    let service = env.service("a").await;
+    let base = service.url();
+    ready(&base).await;
+    assert_eq!(post(&base, "/cutover", None).await.0, 202);
+    let v2 = tokio::time::timeout(GUARD, async {
+        loop {
+            if let Some(d) = directive(&env).await
+                && acked(&env, &d).await.contains(&steady)
+            {
+                return d;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("the steady node acknowledges the pivot");
+    assert_eq!(v2.direction, Direction::V2);
+
+    // While the step waits for the silent node: a forged acknowledgement of it, and a
+    // rollback, written into the status ConfigMap.
+    let forged_key = format!("node.{silent}.registriesYaml");
+    forge(json!({ forged_key.clone(): "v2", "registriesYamlActive": "rollback" })).await;
+    // The service shows the truth again (its correction is the proof it looked)...
+    let api: Api<ConfigMap> = Api::namespaced(env.client(), env.ns());
+    let shows_truth = {
+        let forged_key = forged_key.clone();
+        move |cm: Option<&ConfigMap>| {
+            cm.and_then(|c| c.data.as_ref()).is_some_and(|d| {
+                !d.contains_key(&forged_key)
+                    && d.get("registriesYamlActive").map(String::as_str) == Some("v2")
+            })
+        }
+    };
+    tokio::time::timeout(
+        GUARD,
+        await_condition(api.clone(), DEFAULT_STATUS_CONFIGMAP, shows_truth),
+    )
+    .await
+    .expect("the service corrects the display")
+    .expect("watch");
+    // ...and the wait did not finish on the forged acknowledgement.
+    let data = env.status().await;
+    assert_eq!(data["step.registry-pivot.result"], "running", "{data:#?}");
+    assert_eq!(
+        directive(&env).await,
+        Some(v2.clone()),
+        "no rollback was directed"
+    );
+    assert!(pivoted(&env, &steady), "the steady node keeps the pivot");
+    assert!(
+        !env.agents.node_paths(&silent).registries_yaml.exists(),
+        "the silent node's files are untouched"
+    );
+
+    env.agents.set_never_ack(&silent, false);
+    let data = env.wait_phase(&["complete", "failed"]).await;
+    assert_eq!(data["cutoverPhase"], "complete", "{data:#?}");
+    assert!(
+        pivoted(&env, &silent),
+        "the local Harbor, never the ConfigMap's registry"
+    );
+
+    // After the cutover: `rollback` and forged `rolled-back` acknowledgements.
+    forge(json!({
+        "registriesYamlActive": "rollback",
+        format!("node.{steady}.registriesYaml"): "rolled-back",
+        forged_key.clone(): "rolled-back",
+    }))
+    .await;
+    // A node that joins now follows the service's direction: the pivot, not a rollback.
+    let joined = env.sim.replace_node(&steady).await.expect("replace a node");
+    tokio::time::timeout(GUARD, async {
+        while !acked(&env, &v2).await.contains(&joined) {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("the new node pivots");
+    assert!(
+        pivoted(&env, &joined) && pivoted(&env, &silent),
+        "no node rolled back"
+    );
+    let rollback = Directive {
+        direction: Direction::Rollback,
+        since: v2.since.clone(),
+    };
+    assert!(acked(&env, &rollback).await.is_empty());
+    assert_eq!(
+        directive(&env).await,
+        Some(v2),
+        "the direction is still the pivot"
+    );
+    service.shutdown().await;
+    env.cleanup().await;
+}
+
+/// Issue 27: a `running` status replayed into the ConfigMap after an operator's rollback is
+/// no run the service started: the pivot step refuses to direct `v2`, so no node moves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replayed_running_status_never_pivots_the_nodes_over_a_rollback() {
+    let rbac = ApiServerConfig {
+        tokens: Some(TokenTable::default()),
+        ..ApiServerConfig::default()
+    };
+    let env = Env::start_with(2, rbac).await;
+    env.add_steps(pivot_then_job()).await;
+    let nodes = env.nodes().await;
+    env.agents.set_never_ack(&nodes[1], true);
+    let writer = common::configmap_writer(&env.cluster, "cm-writer").await;
+    let service = env.service("a").await;
+    let base = service.url();
+    ready(&base).await;
+    assert_eq!(post(&base, "/cutover", None).await.0, 202);
+    common::eventually("the first node pivots", || async {
+        let Some(d) = directive(&env).await else {
+            return false;
+        };
+        acked(&env, &d).await.contains(&nodes[0])
+    })
+    .await;
+    // The status while the pivot step waited: what a ConfigMap writer replays later.
+    let running = env.status().await;
+    assert_eq!(running["step.registry-pivot.result"], "running");
+    env.agents.set_never_ack(&nodes[1], false);
+    assert_eq!(
+        env.wait_phase(&["complete", "failed"]).await["cutoverPhase"],
+        "complete"
+    );
+    let (code, _) = post(
+        &base,
+        "/cutover/rollback",
+        Some(rollback_body("harbor down", 60)),
+    )
+    .await;
+    assert_eq!(code, 202);
+    assert_eq!(
+        env.wait_phase(&["rolled-back", "rollback-failed"]).await["cutoverPhase"],
+        "rolled-back"
+    );
+    let rollback = directive(&env).await.expect("a direction");
+    assert_eq!(rollback.direction, Direction::Rollback);
+
+    let as_writer: Api<ConfigMap> = Api::namespaced(writer, env.ns());
+    let mut replayed = as_writer
+        .get(DEFAULT_STATUS_CONFIGMAP)
+        .await
+        .expect("a ConfigMap writer reads the status");
+    replayed.data = Some(running);
+    as_writer
+        .replace(DEFAULT_STATUS_CONFIGMAP, &PostParams::default(), &replayed)
+        .await
+        .expect("a ConfigMap writer replays the running status");
+    let data = env.wait_phase(&["failed", "complete"]).await;
+    assert_eq!(data["cutoverPhase"], "failed", "{data:#?}");
+    assert!(
+        data["lastError"].contains("rolled back at"),
+        "{}",
+        data["lastError"]
+    );
+    assert_eq!(directive(&env).await, Some(rollback), "still the rollback");
+    for node in &nodes {
+        let paths = env.agents.node_paths(node);
+        assert!(!paths.registries_yaml.exists(), "{node} stays rolled back");
     }
     service.shutdown().await;
     env.cleanup().await;

@@ -21,6 +21,7 @@ const LAYERS: &[&[&str]] = &[
     &["metrics"],
     &["render", "migrate"],
     &["status", "step"],
+    &["pivot"],
     &["contract", "retry", "telemetry"],
 ];
 

@@ -8,17 +8,19 @@
 
 mod common;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::time::Duration;
 
-use catalyst_cutover::contract::{DEFAULT_STATUS_CONFIGMAP, key, registries};
+use catalyst_cutover::contract::pivot;
 use catalyst_cutover::demo::{AgentConfig, Agents};
+use catalyst_cutover::pivot::{Direction, Directive, ack};
 use common::TestCluster;
 use futures::StreamExt;
 use http::StatusCode;
 use k8s_openapi::api::apps::v1::DaemonSet;
 use k8s_openapi::api::batch::v1::{Job, JobCondition};
-use k8s_openapi::api::core::v1::{ConfigMap, ContainerStateTerminated, Node, Pod};
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{ContainerStateTerminated, Node, Pod};
 use kube::api::{Api, DeleteParams, ListParams, LogParams, Patch, PatchParams, PostParams};
 use kube::config::KubeConfigOptions;
 use kube::runtime::reflector;
@@ -35,6 +37,8 @@ use serde_json::{Value, json};
 /// Guard against a hung test; no assertion depends on it.
 const PATIENCE: Duration = Duration::from_secs(60);
 const AGENT_DS: &str = "registry-pivot";
+/// The service's record Lease, whose annotations direct the agents.
+const RECORD: &str = "catalyst-cutover-record";
 
 async fn start(tc: &TestCluster) -> Simulator {
     let ns = tc.namespace().to_owned();
@@ -62,7 +66,8 @@ fn start_agents(tc: &TestCluster, client: kube::Client, never_ack: &[&str]) -> A
         AgentConfig {
             namespace: Some(ns.clone()),
             daemonset: AGENT_DS.into(),
-            status_configmap: (ns.clone(), DEFAULT_STATUS_CONFIGMAP.into()),
+            record_lease: (ns.clone(), RECORD.into()),
+            settings: AgentConfig::demo_settings(),
             ack_delay: Duration::from_millis(20),
             never_ack: never_ack.iter().map(|n| format!("{ns}-{n}")).collect(),
         },
@@ -615,24 +620,40 @@ async fn nodes_are_added_deleted_and_replaced() {
     finish(sim, tc).await;
 }
 
-fn acks(cm: &ConfigMap) -> BTreeMap<String, String> {
-    cm.data
-        .clone()
-        .unwrap_or_default()
-        .into_iter()
-        .filter(|(k, _)| k.starts_with("node."))
-        .collect()
+/// Gives the agents `direction` at `since` in the record Lease, as the service does.
+async fn direct(tc: &TestCluster, direction: Direction, since: &str) -> Directive {
+    let value = Some((direction.as_str(), since));
+    common::direct_agents(&tc.client(), tc.namespace(), RECORD, value).await;
+    Directive {
+        direction,
+        since: since.to_owned(),
+    }
 }
 
-fn acked(nodes: Vec<String>, value: &'static str) -> impl Condition<ConfigMap> {
-    move |cm: Option<&ConfigMap>| {
-        cm.is_some_and(|cm| {
-            let data = cm.data.clone().unwrap_or_default();
-            nodes
-                .iter()
-                .all(|n| data.get(&key::node_registries_yaml(n)).map(String::as_str) == Some(value))
-        })
-    }
+/// The nodes whose acknowledgement Lease of `directive` exists.
+async fn acked_now(tc: &TestCluster, directive: &Directive) -> BTreeSet<String> {
+    let leases: Api<Lease> = Api::namespaced(tc.client(), tc.namespace());
+    let list = leases
+        .list(&ListParams::default().labels(pivot::ACK_SELECTOR))
+        .await
+        .expect("list acknowledgements");
+    ack::acked_nodes(&list.items, directive)
+}
+
+/// Waits until every node of `nodes` acknowledged `directive`; returns every node that did.
+async fn wait_acked(tc: &TestCluster, nodes: &[String], directive: &Directive) -> BTreeSet<String> {
+    let poll = async {
+        loop {
+            let acked = acked_now(tc, directive).await;
+            if nodes.iter().all(|n| acked.contains(n)) {
+                return acked;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    tokio::time::timeout(PATIENCE, poll)
+        .await
+        .unwrap_or_else(|_| panic!("{nodes:?} never acknowledged {directive:?}"))
 }
 
 #[tokio::test]
@@ -642,13 +663,6 @@ async fn agents_acknowledge_the_flip_and_follow_replaced_nodes() {
     let node = |i: usize| format!("{ns}-{i}");
     let sim = start(&tc).await;
     let agents = start_agents(&tc, tc.client(), &["2"]);
-    let cms: Api<ConfigMap> = Api::namespaced(tc.client(), &ns);
-    let status: ConfigMap = serde_json::from_value(json!({
-        "metadata": {"name": DEFAULT_STATUS_CONFIGMAP},
-        "data": {key::REGISTRIES_YAML_ACTIVE: "v1"}
-    }))
-    .unwrap();
-    cms.create(&PostParams::default(), &status).await.unwrap();
     let dss: Api<DaemonSet> = Api::namespaced(tc.client(), &ns);
     dss.create(
         &PostParams::default(),
@@ -657,63 +671,38 @@ async fn agents_acknowledge_the_flip_and_follow_replaced_nodes() {
     .await
     .unwrap();
     wait_for(&dss, AGENT_DS, settled(3)).await;
+    let hosts = |i: usize| {
+        agents
+            .node_paths(&node(i))
+            .certs_dir
+            .join("docker.io/hosts.toml")
+    };
 
-    let flip = |v: &str| Patch::Merge(json!({"data": {key::REGISTRIES_YAML_ACTIVE: v}}));
-    cms.patch(
-        DEFAULT_STATUS_CONFIGMAP,
-        &PatchParams::default(),
-        &flip("v2"),
-    )
-    .await
-    .unwrap();
-    let cm = wait_for(
-        &cms,
-        DEFAULT_STATUS_CONFIGMAP,
-        acked(vec![node(0), node(1)], "v2"),
-    )
-    .await;
+    let v2 = direct(&tc, Direction::V2, "T1").await;
+    let acked = wait_acked(&tc, &[node(0), node(1)], &v2).await;
     assert!(
-        !acks(&cm).contains_key(&key::node_registries_yaml(&node(2))),
-        "a never-ack node stays silent: {:?}",
-        acks(&cm)
+        !acked.contains(&node(2)),
+        "a never-ack node stays silent: {acked:?}"
     );
+    assert!(hosts(0).exists() && !hosts(2).exists());
     agents.set_never_ack(&node(2), false);
-    wait_for(
-        &cms,
-        DEFAULT_STATUS_CONFIGMAP,
-        acked(vec![node(0), node(1), node(2)], "v2"),
-    )
-    .await;
+    wait_acked(&tc, &[node(0), node(1), node(2)], &v2).await;
+    assert!(
+        hosts(2).exists(),
+        "the agent's own files, under the node's directory"
+    );
 
     let new = sim.replace_node(&node(0)).await.unwrap();
-    let cm = wait_for(
-        &cms,
-        DEFAULT_STATUS_CONFIGMAP,
-        acked(vec![new.clone()], "v2"),
-    )
-    .await;
-    // The replaced node's key is stale, not removed: counting keys would be wrong (defect 4).
-    assert_eq!(
-        acks(&cm)
-            .get(&key::node_registries_yaml(&node(0)))
-            .map(String::as_str),
-        Some("v2")
-    );
+    wait_acked(&tc, std::slice::from_ref(&new), &v2).await;
 
-    // Only an explicit rollback moves the nodes back; each acknowledges it.
-    cms.patch(
-        DEFAULT_STATUS_CONFIGMAP,
-        &PatchParams::default(),
-        &flip(registries::ROLLBACK),
-    )
-    .await
-    .unwrap();
-    wait_for(
-        &cms,
-        DEFAULT_STATUS_CONFIGMAP,
-        acked(vec![node(1), node(2), new], registries::ROLLED_BACK),
-    )
-    .await;
+    // Only the service's rollback direction moves the nodes back; each acknowledges it.
+    let rollback = direct(&tc, Direction::Rollback, "T2").await;
+    let acked = wait_acked(&tc, &[node(1), node(2), new], &rollback).await;
+    assert!(
+        !acked.contains(&node(0)),
+        "the replaced node is gone: {acked:?}"
+    );
+    assert!(!hosts(1).exists(), "the node had none before the pivot");
     agents.shutdown().await;
     finish(sim, tc).await;
 }
@@ -748,13 +737,7 @@ async fn controllers_converge_through_faults() {
     faults.cut_watches_every(Some(Duration::from_millis(200)));
     faults.set_error_rate(0.2, StatusCode::INTERNAL_SERVER_ERROR);
 
-    let cms: Api<ConfigMap> = Api::namespaced(tc.client(), &ns);
-    let status: ConfigMap = serde_json::from_value(json!({
-        "metadata": {"name": DEFAULT_STATUS_CONFIGMAP},
-        "data": {key::REGISTRIES_YAML_ACTIVE: "v2"}
-    }))
-    .unwrap();
-    cms.create(&PostParams::default(), &status).await.unwrap();
+    let v2 = direct(&tc, Direction::V2, "T1").await;
     let dss: Api<DaemonSet> = Api::namespaced(tc.client(), &ns);
     dss.create(
         &PostParams::default(),
@@ -782,7 +765,7 @@ async fn controllers_converge_through_faults() {
     assert_eq!(pods_of(&tc, &job).await.len(), 2, "one pod per attempt");
     wait_for(&dss, AGENT_DS, settled(3)).await;
     let nodes: Vec<String> = (0..3).map(|i| format!("{ns}-{i}")).collect();
-    wait_for(&cms, DEFAULT_STATUS_CONFIGMAP, acked(nodes, "v2")).await;
+    wait_acked(&tc, &nodes, &v2).await;
     faults.clear();
     agents.shutdown().await;
     finish(sim, tc).await;

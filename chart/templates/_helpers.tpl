@@ -7,7 +7,7 @@ pins it and wins over the tag.
 {{- end }}
 
 {{- /*
-cutover.shippedImage: the image the plain files under steps/, daemonset/ and hooks/ name.
+cutover.shippedImage: the image the plain files under steps/ and hooks/ name.
 They stay plain manifests (the service's `plan` and `demo` read them as they are), so the
 chart swaps this exact reference for the one the values choose.
 */}}

@@ -1,6 +1,7 @@
 //! `catalyst-cutover demo`: the whole cutover on one laptop. It starts the sandbox (API
-//! server and simulator), installs the chart's step ConfigMaps and registry-pivot DaemonSet
-//! from the chart's own files, starts the service, triggers the cutover through the
+//! server and simulator), installs the chart's step ConfigMaps from the chart's own files
+//! and a registry-pivot DaemonSet for each daemonset-wait step (its simulated pods run the
+//! agent's own code on temporary directories), starts the service, triggers the cutover through the
 //! service's HTTP API, shows each step live, and prints the final status ConfigMap.
 
 use super::args::{parse_duration, shutdown_signal};
@@ -16,7 +17,7 @@ use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
 use kube::api::{Api, PostParams};
 use kube::runtime::watcher;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -26,8 +27,7 @@ const CHART_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/chart");
 /// Arguments of `demo`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct DemoArgs {
-    /// The chart whose steps/ and daemonset/ files are installed [default: the source
-    /// tree's chart/].
+    /// The chart whose steps/ files are installed [default: the source tree's chart/].
     #[arg(long, value_name = "DIR")]
     chart: Option<PathBuf>,
     /// Simulated nodes.
@@ -51,11 +51,6 @@ pub struct DemoArgs {
 /// Why the demo stopped.
 #[derive(Debug, thiserror::Error)]
 enum DemoError {
-    #[error("cannot read {path}: {source}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
     #[error("{path}: {message}")]
     Manifest { path: PathBuf, message: String },
     #[error(transparent)]
@@ -92,7 +87,6 @@ async fn demo(args: DemoArgs) -> Result<(), DemoError> {
         .clone()
         .unwrap_or_else(|| PathBuf::from(CHART_DIR));
     let steps = crate::step::load_dir(&chart.join("steps"))?;
-    let daemonset_docs = read_docs(&chart.join("daemonset").join("registry-pivot.yaml"))?;
     // Validate before starting anything: a broken chart reports itself, nothing half-done.
     let plan = crate::step::parse_plan(&steps).map_err(|report| DemoError::Manifest {
         path: chart.join("steps"),
@@ -124,7 +118,12 @@ async fn demo(args: DemoArgs) -> Result<(), DemoError> {
         source,
     })?;
     let client = sandbox.api().admin_client().await?;
-    install(&client, &steps, &daemonset_docs).await?;
+    install(
+        &client,
+        &steps,
+        &crate::http::rollback::daemonsets_of(&plan),
+    )
+    .await?;
 
     let kube_config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
         .await
@@ -186,32 +185,11 @@ async fn demo(args: DemoArgs) -> Result<(), DemoError> {
     result
 }
 
-/// Every YAML document of `path`.
-fn read_docs(path: &Path) -> Result<Vec<serde_yaml::Value>, DemoError> {
-    let text = std::fs::read_to_string(path).map_err(|source| DemoError::Read {
-        path: path.to_owned(),
-        source,
-    })?;
-    let mut docs = Vec::new();
-    for doc in serde_yaml::Deserializer::from_str(&text) {
-        let value = serde::Deserialize::deserialize(doc).map_err(|e: serde_yaml::Error| {
-            DemoError::Manifest {
-                path: path.to_owned(),
-                message: e.to_string(),
-            }
-        })?;
-        if !matches!(value, serde_yaml::Value::Null) {
-            docs.push(value);
-        }
-    }
-    Ok(docs)
-}
-
 /// Creates the namespace, the step ConfigMaps and the registry-pivot manifests.
 async fn install(
     client: &kube::Client,
     steps: &[ConfigMap],
-    daemonset_docs: &[serde_yaml::Value],
+    daemonset_names: &[String],
 ) -> Result<(), DemoError> {
     let kube_err = |what: String| move |source| DemoError::Kube { what, source };
     let ns: Namespace =
@@ -233,31 +211,44 @@ async fn install(
             .map_err(kube_err(format!("step ConfigMap {name}")))?;
     }
     let daemonsets: Api<DaemonSet> = Api::namespaced(client.clone(), DEFAULT_NAMESPACE);
-    for doc in daemonset_docs {
-        let kind = doc.get("kind").and_then(|k| k.as_str()).unwrap_or("");
-        let bad = |e: serde_yaml::Error| DemoError::Manifest {
-            path: PathBuf::from("daemonset/registry-pivot.yaml"),
+    for name in daemonset_names {
+        let ds = agent_daemonset(name).map_err(|e| DemoError::Manifest {
+            path: PathBuf::from(format!("DaemonSet {name}")),
             message: e.to_string(),
-        };
-        match kind {
-            "ConfigMap" => {
-                let cm: ConfigMap = serde_yaml::from_value(doc.clone()).map_err(bad)?;
-                configmaps
-                    .create(&PostParams::default(), &cm)
-                    .await
-                    .map_err(kube_err("the registry-pivot agent ConfigMap".to_owned()))?;
-            }
-            "DaemonSet" => {
-                let ds: DaemonSet = serde_yaml::from_value(doc.clone()).map_err(bad)?;
-                daemonsets
-                    .create(&PostParams::default(), &ds)
-                    .await
-                    .map_err(kube_err("the registry-pivot DaemonSet".to_owned()))?;
-            }
-            _ => {}
-        }
+        })?;
+        daemonsets
+            .create(&PostParams::default(), &ds)
+            .await
+            .map_err(kube_err(format!("the registry-pivot DaemonSet {name}")))?;
     }
     Ok(())
+}
+
+/// A registry-pivot DaemonSet as the chart's runs `catalyst-cutover agent`; the simulator
+/// schedules its pods, the demo's agents act for them.
+fn agent_daemonset(name: &str) -> Result<DaemonSet, serde_json::Error> {
+    let labels = serde_json::json!({
+        "app.kubernetes.io/name": name,
+        "app.kubernetes.io/part-of": crate::contract::PART_OF,
+        "app.kubernetes.io/component": "registry-pivot",
+    });
+    serde_json::from_value(serde_json::json!({
+        "metadata": {"name": name, "labels": labels},
+        "spec": {
+            "selector": {"matchLabels": {"app.kubernetes.io/name": name}},
+            "template": {
+                "metadata": {"labels": labels},
+                "spec": {
+                    "serviceAccountName": "registry-pivot",
+                    "containers": [{
+                        "name": "agent",
+                        "image": "ghcr.io/openova-io/catalyst-cutover:demo",
+                        "args": ["agent"],
+                    }],
+                },
+            },
+        },
+    }))
 }
 
 /// `POST /cutover` on the service, as an operator would.

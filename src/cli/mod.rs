@@ -1,5 +1,6 @@
 //! The `catalyst-cutover` command line: one module per subcommand.
 
+mod agent;
 mod args;
 #[cfg(feature = "sandbox")]
 mod demo;
@@ -38,6 +39,12 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run the registry-pivot agent of one node (the registry-pivot DaemonSet's pods).
+    Agent(agent::AgentArgs),
+    /// Whether the agent is ready: its ready file exists (the DaemonSet's readiness probe;
+    /// the image has no shell).
+    #[command(hide = true)]
+    AgentReady(agent::ReadyArgs),
     /// Run the whole cutover on the embedded sandbox and show it live.
     #[cfg(feature = "sandbox")]
     Demo(demo::DemoArgs),
@@ -66,6 +73,8 @@ pub fn main() -> ExitCode {
     match cli.command {
         #[cfg(feature = "sandbox")]
         Command::Demo(args) => demo::run(args),
+        Command::Agent(args) => agent::run(args),
+        Command::AgentReady(args) => agent::ready(&args),
         Command::Plan(args) => plan::run(args),
         Command::Serve(args) => serve::run(*args),
         Command::Migrate(args) => migrate::run(args),

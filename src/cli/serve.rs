@@ -27,7 +27,7 @@ pub struct ServeArgs {
     #[arg(long, value_name = "ID", env = "POD_NAME")]
     identity: Option<String>,
     /// Name of the Lease that elects the one runner.
-    #[arg(long, value_name = "NAME", default_value = "catalyst-cutover")]
+    #[arg(long, value_name = "NAME", default_value = crate::contract::DEFAULT_LEASE)]
     lease_name: String,
     /// How long the leader keeps the Lease without renewing it.
     #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "15s")]

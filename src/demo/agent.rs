@@ -1,14 +1,17 @@
-//! The registry-pivot agents: for each node running a ready pod of the agent DaemonSet,
-//! follow `registriesYamlActive` in the status ConfigMap and, after the configured delay,
-//! acknowledge with a JSON merge patch of `node.<node>.registriesYaml`, as [`due_acks`]
-//! decides. They run beside the sandbox's simulator, as a client of the API like it.
+//! The registry-pivot agents of the simulated nodes: for each node running a ready pod of
+//! the agent DaemonSet, follow the service's directive in its record Lease and, after the
+//! configured delay, do what the real agent does ([`crate::pivot::agent::follow`]: the same
+//! files, written under a temporary directory per node, and the same acknowledgement
+//! Lease), as [`due_acks`] decides. They run beside the sandbox's simulator, as a client of
+//! the API like it.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{ConfigMap, Pod};
-use kube::api::Patch;
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::Pod;
 use kube::runtime::reflector::Store;
 use kube::runtime::watcher;
 use kube::{Api, Client};
@@ -16,13 +19,13 @@ use tokio::sync::{Notify, mpsc, watch};
 use tokio::task::{JoinHandle, JoinSet};
 
 use kube_sandbox::sim::watched::{Watched, pace, watched};
-use kube_sandbox::sim::{SimError, api_error, manager, pod_state, scoped};
+use kube_sandbox::sim::{pod_state, scoped};
 
 use super::ack::due_acks;
-use crate::contract::key;
+use crate::contract::pivot;
+use crate::pivot::agent::{AgentError, follow};
+use crate::pivot::{Directive, NodePaths, PivotSettings, ack};
 
-/// Field manager of the agents' writes.
-const MANAGER: &str = "sandbox-registry-pivot";
 /// Wait before an acknowledgement that failed is tried again.
 const RETRY: Duration = Duration::from_millis(200);
 
@@ -33,18 +36,42 @@ pub struct AgentConfig {
     pub namespace: Option<String>,
     /// Name of the DaemonSet whose ready pods run the agent.
     pub daemonset: String,
-    /// `(namespace, name)` of the status ConfigMap the agents follow.
-    pub status_configmap: (String, String),
-    /// Time between a node seeing `registriesYamlActive` change and its acknowledgement.
+    /// `(namespace, name)` of the service's record Lease the agents follow; their
+    /// acknowledgements go to its namespace.
+    pub record_lease: (String, String),
+    /// Time between a node seeing a new directive and its acknowledgement.
     pub ack_delay: Duration,
-    /// Nodes that never acknowledge.
+    /// Nodes that never acknowledge (nor write their files).
     pub never_ack: BTreeSet<String>,
+    /// What the agents write.
+    pub settings: PivotSettings,
+}
+
+impl AgentConfig {
+    /// The settings of the demo's agents: a local Harbor that only the files name.
+    pub fn demo_settings() -> PivotSettings {
+        let host = |h: &str| {
+            h.parse()
+                .unwrap_or_else(|_| unreachable!("a valid host: {h}"))
+        };
+        PivotSettings {
+            registry: host("harbor.sandbox.local"),
+            insecure: false,
+            ca_file: None,
+            upstreams: ["docker.io", "ghcr.io", "quay.io", "registry.k8s.io"]
+                .into_iter()
+                .map(host)
+                .collect(),
+            pull: None,
+        }
+    }
 }
 
 /// The running agents.
 #[derive(Debug)]
 pub struct Agents {
     never_ack: watch::Sender<BTreeSet<String>>,
+    root: PathBuf,
     task: JoinHandle<()>,
 }
 
@@ -52,15 +79,28 @@ impl Agents {
     /// Starts the agents of every node, writing with `client`.
     pub fn start(client: Client, cfg: AgentConfig) -> Agents {
         let (never_ack, never_ack_rx) = watch::channel(cfg.never_ack);
+        let root =
+            std::env::temp_dir().join(format!("registry-pivot-nodes-{}", uuid::Uuid::new_v4()));
         let task = tokio::spawn(run(AgentParams {
             client,
             namespace: cfg.namespace,
             daemonset: cfg.daemonset,
-            status_configmap: cfg.status_configmap,
+            record_lease: cfg.record_lease,
             ack_delay: cfg.ack_delay,
             never_ack: never_ack_rx,
+            settings: cfg.settings,
+            root: root.clone(),
         }));
-        Agents { never_ack, task }
+        Agents {
+            never_ack,
+            root,
+            task,
+        }
+    }
+
+    /// Where `node`'s files are (a temporary directory of its own).
+    pub fn node_paths(&self, node: &str) -> NodePaths {
+        node_paths(&self.root, node)
     }
 
     /// Makes `node` acknowledge again (`never == false`) or never (`true`).
@@ -74,12 +114,21 @@ impl Agents {
         });
     }
 
-    /// Stops the agents; what they wrote stays in the API.
+    /// Stops the agents and removes the nodes' files; what they wrote stays in the API.
     pub async fn shutdown(self) {
         self.task.abort();
         // An aborted task answers Err(cancelled), which is the expected end here.
         let _ = self.task.await;
+        if let Err(err) = tokio::fs::remove_dir_all(&self.root).await
+            && err.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::warn!(dir = %self.root.display(), error = %err, "cannot remove the simulated nodes' files");
+        }
     }
+}
+
+fn node_paths(root: &Path, node: &str) -> NodePaths {
+    NodePaths::under(&root.join(node))
 }
 
 /// What the agents' loop needs.
@@ -90,29 +139,38 @@ struct AgentParams {
     pub namespace: Option<String>,
     /// Name of the DaemonSet whose ready pods run the agent.
     pub daemonset: String,
-    /// `(namespace, name)` of the status ConfigMap.
-    pub status_configmap: (String, String),
+    /// `(namespace, name)` of the record Lease.
+    pub record_lease: (String, String),
     /// Delay before each acknowledgement.
     pub ack_delay: Duration,
     /// Nodes that never acknowledge, changed at run time.
     pub never_ack: watch::Receiver<BTreeSet<String>>,
+    /// What the agents write.
+    pub settings: PivotSettings,
+    /// Where the nodes' files are.
+    pub root: PathBuf,
 }
 
 /// An acknowledgement whose delay has passed (`done: None`) or whose write finished.
 struct Due {
     node: String,
-    value: String,
-    done: Option<Result<(), SimError>>,
+    value: Directive,
+    done: Option<Result<(), AgentError>>,
 }
 
 /// Runs the agents until the task is aborted.
 async fn run(mut params: AgentParams) {
-    let (cm_ns, cm_name) = params.status_configmap.clone();
-    let cms: Api<ConfigMap> = Api::namespaced(params.client.clone(), &cm_ns);
+    let (lease_ns, lease_name) = params.record_lease.clone();
+    let leases: Api<Lease> = Api::namespaced(params.client.clone(), &lease_ns);
     let changed = Arc::new(Notify::new());
-    let status: Watched<ConfigMap> = watched(
-        cms.clone(),
-        watcher::Config::default().fields(&format!("metadata.name={cm_name}")),
+    let record: Watched<Lease> = watched(
+        leases.clone(),
+        watcher::Config::default().fields(&format!("metadata.name={lease_name}")),
+        changed.clone(),
+    );
+    let acks: Watched<Lease> = watched(
+        leases.clone(),
+        watcher::Config::default().labels(pivot::ACK_SELECTOR),
         changed.clone(),
     );
     let pods: Watched<Pod> = watched(
@@ -120,10 +178,14 @@ async fn run(mut params: AgentParams) {
         watcher::Config::default(),
         changed.clone(),
     );
-    let (cm_store, pod_store) = (&status.store, &pods.store);
+    let stores = Stores {
+        record: &record.store,
+        acks: &acks.store,
+        pods: &pods.store,
+    };
     let (due_tx, mut due_rx) = mpsc::unbounded_channel::<Due>();
-    // Acknowledgements waiting for their delay or being written, by node, with the value.
-    let mut scheduled: HashMap<String, String> = HashMap::new();
+    // Acknowledgements waiting for their delay or being written, by node, with the directive.
+    let mut scheduled: HashMap<String, Directive> = HashMap::new();
     // The delays and writes in flight: dropped with this loop, so none outlives a shutdown.
     let mut tasks = JoinSet::new();
 
@@ -134,7 +196,7 @@ async fn run(mut params: AgentParams) {
             () = changed.notified() => {}
             changed = params.never_ack.changed() => if changed.is_err() { return },
             Some(due) = due_rx.recv() => {
-                let forget = |scheduled: &mut HashMap<String, String>, due: &Due| {
+                let forget = |scheduled: &mut HashMap<String, Directive>, due: &Due| {
                     if scheduled.get(&due.node) == Some(&due.value) {
                         scheduled.remove(&due.node);
                     }
@@ -142,10 +204,11 @@ async fn run(mut params: AgentParams) {
                 match &due.done {
                     None => {
                         // The delay passed: write if the node still owes exactly this.
-                        let still = current_due(cm_store, pod_store, &params, Some(&due.node))
+                        let still = current_due(&stores, &params, Some(&due.node))
                             .contains(&(due.node.clone(), due.value.clone()));
                         if still {
-                            tasks.spawn(acknowledge(cms.clone(), cm_name.clone(), due, due_tx.clone()));
+                            let paths = node_paths(&params.root, &due.node);
+                            tasks.spawn(acknowledge(leases.clone(), params.settings.clone(), paths, due, due_tx.clone()));
                         } else {
                             forget(&mut scheduled, &due);
                         }
@@ -163,7 +226,7 @@ async fn run(mut params: AgentParams) {
         // A look at every node costs the size of the pod store: paced, as the DaemonSet
         // controller's passes are, so one look covers a burst of changes.
         let started = tokio::time::Instant::now();
-        let due = current_due(cm_store, pod_store, &params, None);
+        let due = current_due(&stores, &params, None);
         schedule_due(&mut tasks, &due, &mut scheduled, &params, &due_tx);
         pace(started).await;
     }
@@ -172,8 +235,8 @@ async fn run(mut params: AgentParams) {
 /// Starts the delay of each acknowledgement in `due` not already on its way.
 fn schedule_due(
     tasks: &mut JoinSet<()>,
-    due: &[(String, String)],
-    scheduled: &mut HashMap<String, String>,
+    due: &[(String, Directive)],
+    scheduled: &mut HashMap<String, Directive>,
     params: &AgentParams,
     tx: &mpsc::UnboundedSender<Due>,
 ) {
@@ -190,7 +253,7 @@ fn schedule(
     tasks: &mut JoinSet<()>,
     delay: Duration,
     node: String,
-    value: String,
+    value: Directive,
     tx: &mpsc::UnboundedSender<Due>,
 ) {
     let tx = tx.clone();
@@ -206,25 +269,13 @@ fn schedule(
 }
 
 async fn acknowledge(
-    cms: Api<ConfigMap>,
-    cm_name: String,
+    leases: Api<Lease>,
+    settings: PivotSettings,
+    paths: NodePaths,
     due: Due,
     tx: mpsc::UnboundedSender<Due>,
 ) {
-    let patch = serde_json::json!({
-        "data": { key::node_registries_yaml(&due.node): due.value }
-    });
-    let result = cms
-        .patch(&cm_name, &manager(MANAGER), &Patch::Merge(&patch))
-        .await
-        .map(|_| ())
-        .map_err(api_error(format!(
-            "acknowledge {} for node {} in configmap {cm_name}",
-            due.value, due.node
-        )));
-    if result.is_ok() {
-        tracing::debug!(node = %due.node, value = %due.value, "registry-pivot acknowledged");
-    }
+    let result = follow(&leases, &due.node, &due.value, &settings, &paths, false).await;
     // The loop has gone when this fails.
     let _ = tx.send(Due {
         done: Some(result),
@@ -232,17 +283,30 @@ async fn acknowledge(
     });
 }
 
+/// The agents' view of the API.
+struct Stores<'a> {
+    record: &'a Store<Lease>,
+    acks: &'a Store<Lease>,
+    pods: &'a Store<Pod>,
+}
+
 /// The acknowledgements due now, from the stores; of node `only` if given.
 fn current_due(
-    cm_store: &Store<ConfigMap>,
-    pod_store: &Store<Pod>,
+    stores: &Stores<'_>,
     params: &AgentParams,
     only: Option<&str>,
-) -> Vec<(String, String)> {
-    let (_, cm_name) = &params.status_configmap;
-    let cm = cm_store.find(|cm| cm.metadata.name.as_deref() == Some(cm_name.as_str()));
-    let data: Option<BTreeMap<String, String>> = cm.map(|cm| cm.data.clone().unwrap_or_default());
-    let ready_nodes: BTreeSet<String> = pod_store
+) -> Vec<(String, Directive)> {
+    let (_, lease_name) = &params.record_lease;
+    let lease = stores
+        .record
+        .find(|l| l.metadata.name.as_deref() == Some(lease_name.as_str()));
+    let directive = Directive::of_lease(lease.as_deref());
+    let acked = directive
+        .as_ref()
+        .map(|d| ack::acked_nodes(&stores.acks.state(), d))
+        .unwrap_or_default();
+    let ready_nodes: BTreeSet<String> = stores
+        .pods
         .state()
         .iter()
         .filter(|p| runs_agent(p, &params.daemonset) && pod_state::is_ready(p))
@@ -250,7 +314,18 @@ fn current_due(
         .filter(|p| only.is_none() || pod_state::node_name(p) == only)
         .filter_map(|p| pod_state::node_name(p).map(str::to_owned))
         .collect();
-    due_acks(data.as_ref(), &ready_nodes, &params.never_ack.borrow())
+    let Some(directive) = directive else {
+        return Vec::new();
+    };
+    due_acks(
+        Some(&directive),
+        &ready_nodes,
+        &acked,
+        &params.never_ack.borrow(),
+    )
+    .into_iter()
+    .map(|node| (node, directive.clone()))
+    .collect()
 }
 
 fn runs_agent(pod: &Pod, daemonset: &str) -> bool {

@@ -79,12 +79,13 @@ impl Sandbox {
             AgentConfig {
                 namespace: None,
                 daemonset: options.daemonset,
-                status_configmap: (
-                    options.namespace,
-                    contract::DEFAULT_STATUS_CONFIGMAP.to_owned(),
+                record_lease: (
+                    options.namespace.clone(),
+                    contract::record_lease(contract::DEFAULT_LEASE),
                 ),
                 ack_delay: Duration::from_millis(150),
                 never_ack: Default::default(),
+                settings: AgentConfig::demo_settings(),
             },
         );
         Ok(Sandbox {

@@ -1,14 +1,19 @@
-//! A `daemonset-wait` step: with `registriesYamlActive=v2` written (by the engine, on every
-//! attempt and every resume), evaluate the DaemonSet, its pods and the status ConfigMap,
-//! all followed by watches the run opened before its first step, until [`evaluate`] says
-//! every current node acknowledged. The last acknowledgement is thus seen one watch event
-//! after it is written.
+//! A `daemonset-wait` step: with the agents directed to `v2` (in the record Lease, by the
+//! service only, on every attempt and every resume), evaluate the DaemonSet, its pods and
+//! the nodes' acknowledgement Leases, all followed by watches the run opened before its
+//! first step, until [`evaluate`] says every current node acknowledged this very directive.
+//! The last acknowledgement is thus seen one watch event after it is written. The status
+//! ConfigMap's `node.<n>.registriesYaml` keys only display what the Leases say: what a
+//! ConfigMap writer puts there counts for nothing.
 
 use super::StepOutcome;
-use super::rollout::{Rollout, evaluate};
-use crate::status::StatusCache;
+use super::rollout::{Rollout, ack_data, evaluate, mirror_node_acks};
+use crate::contract::pivot;
+use crate::pivot::Directive;
+use crate::status::StatusStore;
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::DaemonSet;
+use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::Api;
 use kube::core::{ParseExpressionError, Selector};
@@ -19,7 +24,8 @@ use std::pin::Pin;
 use std::sync::Arc;
 use tokio::sync::watch;
 
-type PodStream = Pin<Box<dyn futures::Stream<Item = ()> + Send>>;
+/// A stream that yields once a reflector has taken in a change.
+type Changes = Pin<Box<dyn futures::Stream<Item = ()> + Send>>;
 
 /// A DaemonSet and the pods its selector matches, as the watches hold them now.
 #[derive(Clone, Default)]
@@ -28,28 +34,29 @@ pub struct DaemonSetView {
     pub daemonset: Option<Arc<DaemonSet>>,
     /// The pods matching its selector.
     pub pods: Vec<Arc<Pod>>,
+    /// The nodes' acknowledgement Leases in the namespace.
+    pub acks: Vec<Arc<Lease>>,
 }
 
-/// Waits until the DaemonSet of `view` is rolled out and acknowledged. The caller bounds it
-/// with the step's deadline; `progress` holds why it is still waiting, for the failure
-/// reason.
+/// Waits until the DaemonSet of `view` is rolled out and every current node acknowledged
+/// `directive`, mirroring the acknowledgements into the status for display. The caller
+/// bounds it with the step's deadline; `progress` holds why it is still waiting, for the
+/// failure reason.
 pub async fn wait(
     mut view: watch::Receiver<DaemonSetView>,
-    status: StatusCache,
+    store: &StatusStore,
+    directive: &Directive,
     name: &str,
     progress: &watch::Sender<String>,
 ) -> StepOutcome {
-    let mut status_rx = status.subscribe();
+    let mut status_rx = store.cache().subscribe();
     loop {
         let current = view.borrow_and_update().clone();
-        let data = status_rx
-            .borrow_and_update()
-            .configmap
-            .as_ref()
-            .and_then(|cm| cm.data.clone())
-            .unwrap_or_default();
+        status_rx.borrow_and_update();
+        let acks = ack_data(&current.acks, directive);
+        mirror(store, &acks, directive).await;
         match &current.daemonset {
-            Some(ds) => match evaluate(ds, &current.pods, &data) {
+            Some(ds) => match evaluate(ds, &current.pods, &acks) {
                 Rollout::Done { nodes } => {
                     tracing::info!(daemonset = %name, nodes = nodes.len(), "every node is on registries v2");
                     return StepOutcome::Succeeded;
@@ -81,17 +88,44 @@ pub async fn wait(
     }
 }
 
+/// Shows `directive` and its acknowledgements in the status ConfigMap when it shows
+/// something else; a failed write is shown again at the next change.
+pub async fn mirror(store: &StatusStore, acks: &crate::status::StatusData, directive: &Directive) {
+    let shown = store
+        .cache()
+        .configmap()
+        .and_then(|cm| cm.data.clone())
+        .unwrap_or_default();
+    let mut wanted = shown.clone();
+    mirror_node_acks(&mut wanted, acks, directive);
+    if wanted == shown {
+        return;
+    }
+    let result = store
+        .update(|data| {
+            mirror_node_acks(data, acks, directive);
+            Ok(())
+        })
+        .await;
+    if let Err(err) = result {
+        tracing::warn!(error = %err, "cannot show the nodes' acknowledgements in the status");
+    }
+}
+
 /// Follows DaemonSet `name` and the pods its selector matches (re-selected when the
 /// selector changes) into `view`, until the future is dropped.
 pub async fn follow(
     daemonsets: Api<DaemonSet>,
     pods: Api<Pod>,
+    leases: Api<Lease>,
     name: String,
     view: watch::Sender<DaemonSetView>,
 ) {
     let ds_stream = watcher::watch_object(daemonsets, &name).backoff(crate::retry::watch_backoff());
     futures::pin_mut!(ds_stream);
-    let mut pod_store: Option<(String, Store<Pod>, PodStream)> = None;
+    let (acks, ack_stream) = follow_acks(leases);
+    futures::pin_mut!(ack_stream);
+    let mut pod_store: Option<(String, Store<Pod>, Changes)> = None;
     loop {
         let pod_events = async {
             match pod_store.as_mut() {
@@ -128,6 +162,11 @@ pub async fn follow(
                 None => return,
             },
             _ = pod_events => {},
+            Some(()) = ack_stream.next() => {
+                let acks = acks.state();
+                view.send_modify(|v| v.acks = acks);
+                continue;
+            },
         }
         if let Some((_, store, _)) = &pod_store {
             let pods = store.state();
@@ -148,7 +187,29 @@ fn selector_of(ds: &DaemonSet) -> Result<String, ParseExpressionError> {
     Ok(Selector::try_from(selector)?.to_string())
 }
 
-fn follow_pods(pods: Api<Pod>, selector: String) -> (String, Store<Pod>, PodStream) {
+/// The acknowledgement Leases of the namespace, and the stream that keeps them.
+pub fn follow_acks(leases: Api<Lease>) -> (Store<Lease>, Changes) {
+    let (reader, writer) = reflector::store::<Lease>();
+    let stream = watcher(
+        leases,
+        watcher::Config::default().labels(pivot::ACK_SELECTOR),
+    )
+    .backoff(crate::retry::watch_backoff())
+    .reflect(writer)
+    .filter_map(|event| async move {
+        if let Err(err) = &event {
+            tracing::warn!(error = %err, "acknowledgement Lease watch error; retrying");
+        }
+        matches!(
+            event,
+            Ok(watcher::Event::Apply(_) | watcher::Event::Delete(_) | watcher::Event::InitDone)
+        )
+        .then_some(())
+    });
+    (reader, Box::pin(stream))
+}
+
+fn follow_pods(pods: Api<Pod>, selector: String) -> (String, Store<Pod>, Changes) {
     let (reader, writer) = reflector::store::<Pod>();
     let stream = watcher(pods, watcher::Config::default().labels(&selector))
         .backoff(crate::retry::watch_backoff())

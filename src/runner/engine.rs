@@ -6,6 +6,7 @@ use super::RunnerContext;
 use super::decide::{Next, Record, Stall, act, next, replay};
 use super::watches::RunWatches;
 use super::{StepOutcome, daemonset, job};
+use crate::pivot::{Direction, Directive};
 use crate::status::model::{KEY_CUTOVER_ATTEMPT, Phase, StatusData, StepResult, StepRow, get_u32};
 use crate::status::{StoreError, Transition, now_rfc3339};
 use crate::step::{DiscoverError, Step, StepKind, StepPlan};
@@ -298,12 +299,17 @@ async fn run_step(
         }
         StepKind::DaemonSetWait { daemonset } => {
             let (progress, why) = watch::channel(String::new());
-            let work = daemonset::wait(
-                watches.daemonset(daemonset),
-                ctx.store.cache().clone(),
-                daemonset,
-                &progress,
-            );
+            let view = watches.daemonset(daemonset);
+            let work = async {
+                // Every attempt and every resume: the status may show `v2` (a display) while
+                // the record, the agents' only source, was never told (a lost write).
+                match direct_v2(ctx).await {
+                    Ok(directive) => {
+                        daemonset::wait(view, &ctx.store, &directive, daemonset, &progress).await
+                    }
+                    Err(reason) => StepOutcome::Failed(reason),
+                }
+            };
             let limit = deadline.saturating_sub(elapsed);
             tokio::select! {
                 outcome = tokio::time::timeout(limit, work) => outcome.unwrap_or_else(|_| {
@@ -314,6 +320,47 @@ async fn run_step(
                     ))
                 }),
                 () = cancelled => StepOutcome::Cancelled,
+            }
+        }
+    }
+}
+
+/// Directs the registry-pivot agents to `v2` in the record Lease (idempotent: a direction
+/// they have keeps its time, so their acknowledgements stand), retrying transient errors.
+async fn direct_v2(ctx: &RunnerContext) -> Result<Directive, String> {
+    let Some(record) = ctx.store.record() else {
+        return Err(
+            "the service keeps no record Lease to direct the registry-pivot agents in".to_owned(),
+        );
+    };
+    let mut backoff = crate::retry::Backoff::new();
+    loop {
+        let held = match record.read().await {
+            Ok(held) => held,
+            Err(err) if crate::retry::is_transient(&err) => {
+                tracing::warn!(record = %record.describe(), error = %err, "cannot read the record before directing the agents; retrying");
+                backoff.wait().await;
+                continue;
+            }
+            Err(err) => {
+                return Err(format!(
+                    "cannot read the record Lease {}: {err}",
+                    record.describe()
+                ));
+            }
+        };
+        held.may_pivot(&record.describe())?;
+        match record.direct(Direction::V2).await {
+            Ok(directive) => return Ok(directive),
+            Err(err) if crate::retry::is_transient(&err) => {
+                tracing::warn!(record = %record.describe(), error = %err, "cannot direct the agents to v2; retrying");
+                backoff.wait().await;
+            }
+            Err(err) => {
+                return Err(format!(
+                    "cannot direct the registry-pivot agents to v2 in Lease {}: {err}",
+                    record.describe()
+                ));
             }
         }
     }

@@ -6,13 +6,15 @@
 //! runner that takes over keeps the operator's bound.
 
 use super::RunnerContext;
-use super::rollout::{Acks, acknowledgements};
+use super::rollout::{Acks, ack_data, acknowledgements};
 use crate::contract::registries;
+use crate::pivot::{Direction, Directive};
 use crate::status::model::{Phase, StatusData};
 use crate::status::rollback::{RollbackRecord, RollbackTransition};
 use crate::status::{Rejected, StoreError, rfc3339};
 use futures::{FutureExt, StreamExt};
 use k8s_openapi::api::apps::v1::DaemonSet;
+use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::Api;
 use kube::runtime::WatchStreamExt;
@@ -204,15 +206,26 @@ async fn follow(ctx: &RunnerContext) -> Result<(), StoreError> {
     let (pods, mut pod_events) = reflect(Api::<Pod>::namespaced(ctx.client.clone(), ns));
     // Each DaemonSet as last seen (`None`: absent); a name is missing until its watch spoke.
     let mut seen: BTreeMap<String, Option<DaemonSet>> = BTreeMap::new();
+    let (acks, mut ack_events) =
+        super::daemonset::follow_acks(Api::<Lease>::namespaced(ctx.client.clone(), ns));
     let mut status = ctx.store.cache().subscribe();
     let mut told = String::new();
+    // The rollback the record Lease directs (the status only displays it): read again
+    // whenever the status changes until it is one.
+    let mut directive: Option<Directive> = None;
+    let mut status_changed = true;
     loop {
         status.borrow_and_update();
         let Some(record) = current(ctx) else {
             return Ok(());
         };
-        let synced =
-            is_synced(&pods) && first.daemon_sets.iter().all(|name| seen.contains_key(name));
+        if status_changed && directive.is_none() {
+            directive = rollback_directive(ctx).await;
+        }
+        status_changed = false;
+        let synced = is_synced(&pods)
+            && is_synced(&acks)
+            && first.daemon_sets.iter().all(|name| seen.contains_key(name));
         let by_name: BTreeMap<String, DaemonSet> = seen
             .iter()
             .filter_map(|(name, ds)| Some((name.clone(), ds.clone()?)))
@@ -222,12 +235,14 @@ async fn follow(ctx: &RunnerContext) -> Result<(), StoreError> {
             daemonsets: &by_name,
             pods: &pod_list,
         };
-        let data = ctx
-            .store
-            .cache()
-            .configmap()
-            .and_then(|cm| cm.data.clone())
-            .unwrap_or_default();
+        let data = match &directive {
+            Some(directive) => {
+                let data = ack_data(&acks.state(), directive);
+                super::daemonset::mirror(&ctx.store, &data, directive).await;
+                data
+            }
+            None => StatusData::new(),
+        };
         let decision = decide(
             &record,
             synced.then_some(&observed),
@@ -269,8 +284,30 @@ async fn follow(ctx: &RunnerContext) -> Result<(), StoreError> {
                 seen.insert(name, found);
             },
             _ = pod_events.next() => {},
-            changed = status.changed() => if changed.is_err() { return Ok(()) },
+            _ = ack_events.next() => status_changed = true,
+            changed = status.changed() => {
+                if changed.is_err() { return Ok(()) }
+                status_changed = true;
+            },
             () = tokio::time::sleep(left) => {},
+        }
+    }
+}
+
+/// The rollback the record Lease directs the agents to, `None` while it directs none (a
+/// status that says `rolling-back` without the service's word was written by someone else:
+/// no node moves, and the rollback fails at its deadline).
+async fn rollback_directive(ctx: &RunnerContext) -> Option<Directive> {
+    let record = ctx.store.record()?;
+    match record.directive().await {
+        Ok(Some(d)) if d.direction == Direction::Rollback => Some(d),
+        Ok(_) => {
+            tracing::warn!(record = %record.describe(), "the status says rolling-back but the record directs no rollback: no node is told to move");
+            None
+        }
+        Err(err) => {
+            tracing::warn!(record = %record.describe(), error = %err, "cannot read the agents' direction; trying again at the next status change");
+            None
         }
     }
 }

@@ -6,8 +6,10 @@
 //! (contract defect 4).
 
 use crate::contract::{key, registries};
+use crate::pivot::{Directive, ack};
 use crate::status::model::{StatusData, get};
 use k8s_openapi::api::apps::v1::DaemonSet;
+use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Pod;
 use std::borrow::Borrow;
 use std::collections::BTreeSet;
@@ -48,7 +50,36 @@ pub enum Acks {
     },
 }
 
-/// Evaluates the rollout of `ds` with its `pods` against the status `data`. Pure.
+/// The acknowledgements of `directive` that `leases` hold, as the status keys that display
+/// them (`node.<n>.registriesYaml`): the `data` [`acknowledgements`] counts. Pure.
+pub fn ack_data<L: Borrow<Lease>>(leases: &[L], directive: &Directive) -> StatusData {
+    ack::acked_nodes(leases, directive)
+        .into_iter()
+        .map(|node| {
+            (
+                key::node_registries_yaml(&node),
+                directive.direction.ack_value().to_owned(),
+            )
+        })
+        .collect()
+}
+
+/// Makes the status `data` show `directive` and its acknowledgements `acks` (of
+/// [`ack_data`]): `registriesYamlActive` its direction, each node that acknowledged its
+/// value, and no other node that value (whoever wrote it there). Pure.
+pub fn mirror_node_acks(data: &mut StatusData, acks: &StatusData, directive: &Directive) {
+    let value = directive.direction.ack_value();
+    data.insert(
+        key::REGISTRIES_YAML_ACTIVE.to_owned(),
+        directive.direction.as_str().to_owned(),
+    );
+    data.retain(|k, v| !registries::is_node_ack(k) || v != value || acks.contains_key(k));
+    for (k, v) in acks {
+        data.insert(k.clone(), v.clone());
+    }
+}
+
+/// Evaluates the rollout of `ds` with its `pods` against the acknowledgements `data`. Pure.
 pub fn evaluate<P: Borrow<Pod>>(ds: &DaemonSet, pods: &[P], data: &StatusData) -> Rollout {
     match acknowledgements(ds, pods, data, registries::V2) {
         Acks::Done { nodes } => Rollout::Done { nodes },
@@ -220,6 +251,36 @@ mod tests {
             .iter()
             .map(|n| (format!("node.{n}.registriesYaml"), "v2".to_owned()))
             .collect()
+    }
+
+    #[test]
+    fn only_lease_acknowledgements_of_this_directive_count_and_the_status_shows_them() {
+        use crate::pivot::Direction;
+        let now = Directive {
+            direction: Direction::V2,
+            since: "T3".into(),
+        };
+        let earlier = Directive {
+            since: "T1".into(),
+            ..now.clone()
+        };
+        let leases = [ack::lease("n1", &now), ack::lease("n2", &earlier)];
+        let counted = ack_data(&leases, &now);
+        assert_eq!(counted, acks(&["n1"]), "n2 answered an earlier pivot");
+        let pods = [pod("n1", "2", true), pod("n2", "2", true)];
+        assert_eq!(
+            evaluate(&ds(2, 2, 2, 2, 2), &pods, &counted),
+            Rollout::Waiting("nodes that have not acknowledged registries v2: n2".into())
+        );
+        // Forged keys in the status: shown no longer, counted never.
+        let mut shown = acks(&["n2", "ghost"]);
+        shown.insert("node.n3.registriesYaml".into(), "rolled-back".into());
+        shown.insert("registriesYamlActive".into(), "rollback".into());
+        mirror_node_acks(&mut shown, &counted, &now);
+        let mut expected = acks(&["n1"]);
+        expected.insert("node.n3.registriesYaml".into(), "rolled-back".into());
+        expected.insert("registriesYamlActive".into(), "v2".into());
+        assert_eq!(shown, expected);
     }
 
     #[test]

@@ -11,6 +11,7 @@ use crate::step::{StepKind, StepPlan};
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::DaemonSet;
 use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::Api;
 use kube::runtime::WatchStreamExt;
@@ -110,8 +111,14 @@ impl RunWatches {
         let (tx, rx) = watch::channel(DaemonSetView::default());
         let daemonsets: Api<DaemonSet> = Api::namespaced(self.client.clone(), &self.namespace);
         let pods: Api<Pod> = Api::namespaced(self.client.clone(), &self.namespace);
-        self.tasks
-            .spawn(daemonset::follow(daemonsets, pods, name.to_owned(), tx));
+        let leases: Api<Lease> = Api::namespaced(self.client.clone(), &self.namespace);
+        self.tasks.spawn(daemonset::follow(
+            daemonsets,
+            pods,
+            leases,
+            name.to_owned(),
+            tx,
+        ));
         self.daemonsets.insert(name.to_owned(), rx.clone());
         rx
     }

@@ -54,7 +54,7 @@ impl ServiceConfig {
         ServiceConfig {
             namespace: namespace.to_owned(),
             status_configmap: crate::contract::DEFAULT_STATUS_CONFIGMAP.to_owned(),
-            lease_name: "catalyst-cutover".to_owned(),
+            lease_name: crate::contract::DEFAULT_LEASE.to_owned(),
             identity: format!("catalyst-cutover-{}", uuid::Uuid::new_v4().simple()),
             lease_duration: Duration::from_secs(15),
             render: RenderConfig::default(),
@@ -68,6 +68,12 @@ impl ServiceConfig {
             step_policy: StepPolicy::unrestricted(),
             forward_auth: None,
         }
+    }
+
+    /// The record Lease (`<lease_name>-record`): the cutover's durable record, and the
+    /// direction the registry-pivot agents follow.
+    pub fn record_lease(&self) -> String {
+        crate::contract::record_lease(&self.lease_name)
     }
 
     /// The share of the configuration the HTTP routes read.

@@ -153,10 +153,8 @@ impl Service {
         let renderer = JobRenderer::new(config.render.clone())?;
         let ns = config.namespace.clone();
         let cache = StatusCache::new();
-        let record = RecordKeeper::new(
-            Api::namespaced(client.clone(), &ns),
-            &format!("{}-record", config.lease_name),
-        );
+        let record =
+            RecordKeeper::new(Api::namespaced(client.clone(), &ns), &config.record_lease());
         let store = StatusStore::new(client.clone(), &ns, &config.status_configmap, cache.clone())
             .with_record(record.clone());
         let applied = migrate(&store).await?;

@@ -36,7 +36,8 @@
 use super::model::{KEY_PHASE, Phase, StatusData, get};
 use super::rollback::KEY_REQUESTED_AT;
 use super::store::initial_data;
-use crate::contract::{key, registries};
+use crate::contract::{key, pivot, registries};
+use crate::pivot::{Direction, Directive};
 use crate::retry::{Backoff, is_status};
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -49,9 +50,14 @@ use std::time::Instant;
 pub const ANNOTATION_STARTED_AT: &str = "cutover.openova.io/started-at";
 /// Annotation of the record Lease: when the cutover completed (RFC 3339).
 pub const ANNOTATION_FINISHED_AT: &str = "cutover.openova.io/finished-at";
-/// Annotation of the record Lease: the last direction the agents were told
-/// (`registriesYamlActive` = `v2` or `rollback`); unlike the times, it follows the status.
-pub const ANNOTATION_REGISTRIES: &str = "cutover.openova.io/registries-yaml-active";
+/// Annotation of the record Lease: the direction the registry-pivot agents follow (`v2` or
+/// `rollback`). Never taken from the status ConfigMap (which anyone with `edit` may write):
+/// only the service's own transitions that give a direction write it
+/// ([`RecordKeeper::direct`]), and `registriesYamlActive` displays it.
+pub const ANNOTATION_REGISTRIES: &str = pivot::ANNOTATION_DIRECTION;
+/// Annotation of the record Lease: when the direction last changed; the agents'
+/// acknowledgements answer the direction of that time.
+pub const ANNOTATION_REGISTRIES_SINCE: &str = pivot::ANNOTATION_DIRECTION_SINCE;
 /// Annotation of the record Lease: the status's latest phase other than `idle`; follows the
 /// status.
 pub const ANNOTATION_PHASE: &str = "cutover.openova.io/phase";
@@ -62,6 +68,12 @@ pub const ANNOTATION_ROLLED_BACK_AT: &str = "cutover.openova.io/rollback-request
 /// 3339); follows the status.
 pub const ANNOTATION_ATTEMPT_STARTED_AT: &str = "cutover.openova.io/attempt-started-at";
 
+/// Annotation of the record Lease: when the service's own transition last started a run of
+/// the cutover (a start or a retry; RFC 3339), noted ahead of that status write and never
+/// taken from a status: a `running` phase someone wrote into the status ConfigMap is no run
+/// the service started, and never pivots a node.
+pub const ANNOTATION_RUN_STARTED_AT: &str = "cutover.openova.io/run-started-at";
+
 /// What the record says.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CutoverRecord {
@@ -69,8 +81,12 @@ pub struct CutoverRecord {
     pub started_at: Option<String>,
     /// When the cutover completed.
     pub finished_at: Option<String>,
-    /// The last direction the agents were told: `v2` or `rollback`.
+    /// The direction the agents follow: `v2` or `rollback`.
     pub registries: Option<String>,
+    /// When that direction was given.
+    pub registries_since: Option<String>,
+    /// When the service's own transition last started a run.
+    pub run_started_at: Option<String>,
     /// The status's latest phase other than `idle`.
     pub phase: Option<String>,
     /// When the latest rollback of the registry pivot was asked for.
@@ -91,8 +107,10 @@ impl CutoverRecord {
             finished_at: (phase == Phase::Complete)
                 .then(|| value(key::CUTOVER_FINISHED_AT).or_else(|| value(key::CUTOVER_STARTED_AT)))
                 .flatten(),
-            registries: value(key::REGISTRIES_YAML_ACTIVE)
-                .filter(|v| v == registries::V2 || v == registries::ROLLBACK),
+            // The direction is the service's word, never a status's (see ANNOTATION_REGISTRIES).
+            registries: None,
+            registries_since: None,
+            run_started_at: None,
             phase: (phase != Phase::Idle).then(|| phase.as_str().to_owned()),
             rolled_back_at: value(KEY_REQUESTED_AT),
             attempt_started_at: (phase != Phase::Idle)
@@ -112,6 +130,8 @@ impl CutoverRecord {
             started_at: value(ANNOTATION_STARTED_AT),
             finished_at: value(ANNOTATION_FINISHED_AT),
             registries: value(ANNOTATION_REGISTRIES),
+            registries_since: value(ANNOTATION_REGISTRIES_SINCE),
+            run_started_at: value(ANNOTATION_RUN_STARTED_AT),
             phase: value(ANNOTATION_PHASE),
             rolled_back_at: value(ANNOTATION_ROLLED_BACK_AT),
             attempt_started_at: value(ANNOTATION_ATTEMPT_STARTED_AT),
@@ -127,9 +147,49 @@ impl CutoverRecord {
             started_at: self.started_at.clone().or_else(|| newer.started_at.clone()),
             finished_at: follow(&self.finished_at, &newer.finished_at),
             registries: follow(&self.registries, &newer.registries),
+            registries_since: follow(&self.registries_since, &newer.registries_since),
+            run_started_at: follow(&self.run_started_at, &newer.run_started_at),
             phase: follow(&self.phase, &newer.phase),
             rolled_back_at: follow(&self.rolled_back_at, &newer.rolled_back_at),
             attempt_started_at: follow(&self.attempt_started_at, &newer.attempt_started_at),
+        }
+    }
+
+    /// The directive the agents follow by this record. Pure.
+    pub fn directive(&self) -> Option<Directive> {
+        Some(Directive {
+            direction: Direction::parse(self.registries.as_deref()?)?,
+            since: self.registries_since.clone()?,
+        })
+    }
+
+    /// Whether the pivot step may direct the agents to `v2`: only in a run the service itself
+    /// started (a `running` status written by someone else is none), and never over an
+    /// operator's rollback given after that run started. Pure; the error says why, for the
+    /// step's failure reason.
+    pub fn may_pivot(&self, record_name: &str) -> Result<(), String> {
+        let Some(started) = self.run_started_at.as_deref() else {
+            return Err(format!(
+                "no run of the cutover started by the service is on record (Lease \
+                 {record_name}): a running status it did not write pivots no node; start or \
+                 retry the cutover (POST /cutover, POST /cutover/retry)"
+            ));
+        };
+        let Some(rollback) = self
+            .directive()
+            .filter(|d| d.direction == Direction::Rollback)
+        else {
+            return Ok(());
+        };
+        let time = |t: &str| t.parse::<jiff::Timestamp>().ok();
+        match (time(started), time(&rollback.since)) {
+            (Some(run), Some(rolled_back)) if run > rolled_back => Ok(()),
+            _ => Err(format!(
+                "the registry pivot was rolled back at {} and no run of the cutover was started \
+                 since (Lease {record_name}): start the cutover again (POST /cutover) to pivot \
+                 the nodes again",
+                rollback.since
+            )),
         }
     }
 
@@ -348,6 +408,54 @@ impl RecordKeeper {
         self.extend(|held| held.filled(seen)).await
     }
 
+    /// Gives the registry-pivot agents `direction` (now, unless they have it already) and
+    /// returns the directive they follow now; only the service's own transitions call it.
+    /// The time has the clock's full precision: it tells a pivot from the one before a
+    /// rollback even within a second, so that no acknowledgement of one counts for the other.
+    pub async fn direct(&self, direction: Direction) -> Result<Directive, kube::Error> {
+        let at = jiff::Timestamp::now().to_string();
+        let at = at.as_str();
+        let mut known = self.known.lock().await;
+        let written = self
+            .extend(|held| {
+                if held.registries.as_deref() == Some(direction.as_str())
+                    && held.registries_since.is_some()
+                {
+                    return held.clone();
+                }
+                CutoverRecord {
+                    registries: Some(direction.as_str().to_owned()),
+                    registries_since: Some(at.to_owned()),
+                    ..held.clone()
+                }
+            })
+            .await?;
+        *known = written.clone();
+        Ok(Directive {
+            direction,
+            since: written.registries_since.unwrap_or_else(|| at.to_owned()),
+        })
+    }
+
+    /// Notes that the service's own transition starts a run now (ahead of its status write).
+    pub async fn note_run_start(&self) -> Result<(), kube::Error> {
+        let at = jiff::Timestamp::now().to_string();
+        let mut known = self.known.lock().await;
+        *known = self
+            .extend(|held| CutoverRecord {
+                run_started_at: Some(at.clone()),
+                ..held.clone()
+            })
+            .await?;
+        Ok(())
+    }
+
+    /// The directive the record gives the agents now, read afresh.
+    pub async fn directive(&self) -> Result<Option<Directive>, kube::Error> {
+        let record = self.read().await?;
+        Ok(record.directive())
+    }
+
     /// Writes `wanted(held)` over the record held, retrying conflicts; returns the record
     /// written. Starts from the Lease last seen, read afresh when that turns out stale.
     async fn extend(
@@ -387,6 +495,8 @@ impl RecordKeeper {
                 (ANNOTATION_STARTED_AT, &wanted.started_at),
                 (ANNOTATION_FINISHED_AT, &wanted.finished_at),
                 (ANNOTATION_REGISTRIES, &wanted.registries),
+                (ANNOTATION_REGISTRIES_SINCE, &wanted.registries_since),
+                (ANNOTATION_RUN_STARTED_AT, &wanted.run_started_at),
                 (ANNOTATION_PHASE, &wanted.phase),
                 (ANNOTATION_ROLLED_BACK_AT, &wanted.rolled_back_at),
                 (ANNOTATION_ATTEMPT_STARTED_AT, &wanted.attempt_started_at),
@@ -540,19 +650,86 @@ mod tests {
         );
     }
 
+    /// `record` with the direction the service gave the agents.
+    fn told(record: CutoverRecord, direction: &str, since: &str) -> CutoverRecord {
+        CutoverRecord {
+            registries: Some(direction.into()),
+            registries_since: Some(since.into()),
+            ..record
+        }
+    }
+
     #[test]
-    fn filling_gaps_changes_nothing_the_record_holds() {
-        let held = CutoverRecord::of(&data_of(&[
-            ("cutoverPhase", "rolled-back"),
+    fn only_a_run_the_service_started_after_the_latest_rollback_may_pivot() {
+        let forged = CutoverRecord::of(&data_of(&[
+            ("cutoverPhase", "running"),
+            ("cutoverStartedAt", "2026-01-01T00:00:00Z"),
+            ("cutoverLastAttemptStartedAt", "2026-01-01T00:00:00Z"),
+        ]));
+        assert_eq!(forged.run_started_at, None, "a status starts no run");
+        assert!(forged.may_pivot("ns/r").unwrap_err().contains("no run"));
+        let started = CutoverRecord {
+            run_started_at: Some("2026-01-01T00:00:01.5Z".into()),
+            ..CutoverRecord::default()
+        };
+        assert_eq!(started.may_pivot("ns/r"), Ok(()));
+        let rolled_back = told(started.clone(), "rollback", "2026-01-01T00:00:02Z");
+        let refused = rolled_back.may_pivot("ns/r").unwrap_err();
+        assert!(
+            refused.contains("rolled back at 2026-01-01T00:00:02Z"),
+            "{refused}"
+        );
+        let again = CutoverRecord {
+            run_started_at: Some("2026-01-01T00:00:02.000001Z".into()),
+            ..rolled_back
+        };
+        assert_eq!(
+            again.may_pivot("ns/r"),
+            Ok(()),
+            "a run started after the rollback"
+        );
+        assert_eq!(
+            told(started, "v2", "2026-01-01T00:00:09Z").may_pivot("r"),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn the_direction_is_never_taken_from_a_status() {
+        let forged = data_of(&[
+            ("cutoverPhase", "complete"),
             ("cutoverStartedAt", "T1"),
             ("registriesYamlActive", "rollback"),
-        ]));
-        let older = CutoverRecord::of(&data_of(&[
-            ("cutoverPhase", "complete"),
-            ("cutoverStartedAt", "T0"),
-            ("cutoverFinishedAt", "T2"),
-            ("registriesYamlActive", "v2"),
-        ]));
+        ]);
+        let held = told(CutoverRecord::default(), "v2", "T1");
+        assert_eq!(CutoverRecord::of(&forged).registries, None);
+        let noted = held.merged(&CutoverRecord::of(&forged));
+        assert_eq!(noted.directive().map(|d| d.direction), Some(Direction::V2));
+        assert_eq!(
+            held.filled(&CutoverRecord::of(&forged)).registries,
+            held.registries
+        );
+    }
+
+    #[test]
+    fn filling_gaps_changes_nothing_the_record_holds() {
+        let held = told(
+            CutoverRecord::of(&data_of(&[
+                ("cutoverPhase", "rolled-back"),
+                ("cutoverStartedAt", "T1"),
+            ])),
+            "rollback",
+            "T3",
+        );
+        let older = told(
+            CutoverRecord::of(&data_of(&[
+                ("cutoverPhase", "complete"),
+                ("cutoverStartedAt", "T0"),
+                ("cutoverFinishedAt", "T2"),
+            ])),
+            "v2",
+            "T1",
+        );
         let filled = held.filled(&older);
         assert_eq!(filled.started_at.as_deref(), Some("T1"));
         assert_eq!(filled.finished_at.as_deref(), Some("T2"), "a gap is filled");
@@ -591,7 +768,11 @@ mod tests {
             ("cutoverFinishedAt", "T2"),
             ("registriesYamlActive", "v2"),
         ]);
-        let mut record = CutoverRecord::default().merged(&CutoverRecord::of(&complete));
+        let mut record = told(
+            CutoverRecord::default().merged(&CutoverRecord::of(&complete)),
+            "v2",
+            "T1",
+        );
         assert_eq!(record.registries.as_deref(), Some("v2"));
         let rolled_back = data_of(&[
             ("cutoverPhase", "rolled-back"),
@@ -599,7 +780,11 @@ mod tests {
             ("cutoverFinishedAt", "T2"),
             ("registriesYamlActive", "rollback"),
         ]);
-        record = record.merged(&CutoverRecord::of(&rolled_back));
+        record = told(
+            record.merged(&CutoverRecord::of(&rolled_back)),
+            "rollback",
+            "T3",
+        );
         assert_eq!(
             record.merged(&CutoverRecord::of(&initial_data())),
             record,

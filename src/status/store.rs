@@ -8,6 +8,7 @@ use super::model::{KEY_PHASE, KEY_SCHEMA_VERSION, Phase, SCHEMA_VERSION, StatusD
 use super::record::{CutoverRecord, RecordKeeper};
 use super::transition::{Rejected, Transition};
 use crate::contract::{self, key};
+use crate::pivot::Direction;
 use crate::retry::{Backoff, is_status, is_transient};
 use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -52,6 +53,43 @@ pub struct Write {
     pub before: StatusData,
     /// The data written.
     pub after: StatusData,
+}
+
+/// The direction a status write gives the registry-pivot agents: the one its own
+/// transitions set `registriesYamlActive` to (the pivot, an operator's rollback). What the
+/// status held before (which anyone with `edit` may have written) gives none: it is in
+/// `before` and `after` alike. Pure.
+pub fn directed(before: &StatusData, after: &StatusData) -> Option<Direction> {
+    let value = |d: &StatusData| {
+        d.get(key::REGISTRIES_YAML_ACTIVE)
+            .cloned()
+            .unwrap_or_default()
+    };
+    let now = value(after);
+    (now != value(before))
+        .then(|| Direction::parse(&now))
+        .flatten()
+}
+
+/// What a write to the record ahead of a status write (`what`, for the log) answered: its
+/// value, `None` when it failed for a reason that passes (the status write waits and starts
+/// again), or the error that stops the status write.
+fn ahead<T>(
+    record: &RecordKeeper,
+    result: Result<T, kube::Error>,
+    what: &str,
+) -> Result<Option<T>, StoreError> {
+    match result {
+        Ok(value) => Ok(Some(value)),
+        Err(err) if is_transient(&err) => {
+            tracing::warn!(record = %record.describe(), error = %err, "cannot {what} before a status write; retrying");
+            Ok(None)
+        }
+        Err(source) => Err(StoreError::Record {
+            record: record.describe(),
+            source,
+        }),
+    }
 }
 
 /// The writer of the status ConfigMap.
@@ -147,22 +185,32 @@ impl StatusStore {
             if data == before {
                 return Ok((data, answer));
             }
+            if let Some((record, direction)) = self.record.as_ref().zip(directed(&before, &data)) {
+                let given = ahead(record, record.direct(direction).await, "direct the agents")?;
+                let Some(directive) = given else {
+                    backoff.wait().await;
+                    continue;
+                };
+                tracing::info!(direction = direction.as_str(), since = %directive.since, "gave the registry-pivot agents their direction");
+            }
             let starts = CutoverRecord::starts(&before, &data);
             let changes = CutoverRecord::changes(&before, &data);
+            if let Some(record) = self.record.as_ref().filter(|_| starts)
+                && ahead(
+                    record,
+                    record.note_run_start().await,
+                    "note the run's start",
+                )?
+                .is_none()
+            {
+                backoff.wait().await;
+                continue;
+            }
             if let Some(record) = self.record.as_ref().filter(|_| !starts) {
-                match record.note_if_new(&CutoverRecord::of(&data), changes).await {
-                    Ok(()) => {}
-                    Err(err) if is_transient(&err) => {
-                        tracing::warn!(record = %record.describe(), error = %err, "cannot note the cutover in its record before a status write; retrying");
-                        backoff.wait().await;
-                        continue;
-                    }
-                    Err(source) => {
-                        return Err(StoreError::Record {
-                            record: record.describe(),
-                            source,
-                        });
-                    }
+                let noted = record.note_if_new(&CutoverRecord::of(&data), changes).await;
+                if ahead(record, noted, "note the cutover in its record")?.is_none() {
+                    backoff.wait().await;
+                    continue;
                 }
             }
             let mut next = (*current).clone();
@@ -362,5 +410,27 @@ pub fn initial_configmap(name: &str) -> ConfigMap {
         },
         data: Some(initial_data()),
         ..ConfigMap::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::status::model::data_of;
+
+    #[test]
+    fn only_a_write_that_changes_the_direction_gives_one() {
+        let v1 = data_of(&[("registriesYamlActive", "v1")]);
+        let v2 = data_of(&[("registriesYamlActive", "v2")]);
+        let rollback = data_of(&[("registriesYamlActive", "rollback")]);
+        assert_eq!(directed(&v1, &v2), Some(Direction::V2));
+        assert_eq!(directed(&v2, &rollback), Some(Direction::Rollback));
+        // A value someone wrote into the status is in both sides of every later write.
+        assert_eq!(directed(&rollback, &rollback), None);
+        assert_eq!(directed(&v2, &v1), None, "v1 is no direction");
+        assert_eq!(
+            directed(&v1, &data_of(&[("registriesYamlActive", "v3")])),
+            None
+        );
     }
 }

@@ -432,9 +432,13 @@ async fn the_service_runs_a_cutover_under_the_charts_own_rbac() {
         AgentConfig {
             namespace: Some(ns.clone()),
             daemonset: "registry-pivot".to_owned(),
-            status_configmap: (ns.clone(), DEFAULT_STATUS_CONFIGMAP.to_owned()),
+            record_lease: (
+                ns.clone(),
+                catalyst_cutover::service::ServiceConfig::new(&ns).record_lease(),
+            ),
             ack_delay: Duration::from_millis(20),
             never_ack: Default::default(),
+            settings: AgentConfig::demo_settings(),
         },
     );
     // An operator allowed what the chart's operator role allows.

@@ -224,13 +224,36 @@ pub fn role(name: &str, verbs: &[&str]) -> ClusterRole {
 /// authorizer lets `sa` read cutovers (a real cluster's RBAC follows its informers; every
 /// role granted here includes `get`).
 pub async fn grant(client: &kube::Client, ns: &str, sa: &str, role: ClusterRole) {
+    grant_probed(client, ns, sa, role, cutovers_probe(ns)).await;
+}
+
+/// The SubjectAccessReview attributes of reading cutovers in `ns`: every role the tests grant
+/// includes it, so its answer tells that a binding took effect.
+pub fn cutovers_probe(ns: &str) -> ResourceAttributes {
+    ResourceAttributes {
+        verb: Some("get".to_owned()),
+        group: Some("catalyst.openova.io".to_owned()),
+        resource: Some("cutovers".to_owned()),
+        namespace: Some(ns.to_owned()),
+        ..ResourceAttributes::default()
+    }
+}
+
+/// As [`grant`], waiting until the authorizer allows `probe` (in `ns`) to `sa`.
+pub async fn grant_probed(
+    client: &kube::Client,
+    ns: &str,
+    sa: &str,
+    role: ClusterRole,
+    probe: ResourceAttributes,
+) {
     let subject = json!({"kind": "ServiceAccount", "name": sa, "namespace": ns});
-    bind(client, ns, sa, subject, service_account_member(ns, sa), role).await;
+    bind(client, ns, sa, subject, service_account_member(ns, sa), role, probe).await;
 }
 
 /// Creates `role`, binds it in `ns` to `subject` (a RoleBinding named after the role and
-/// `suffix`), and waits until a SubjectAccessReview for `member` (user, groups) may read
-/// cutovers.
+/// `suffix`), and waits until a SubjectAccessReview for `member` (user, groups) allows
+/// `probe`.
 pub async fn bind(
     client: &kube::Client,
     ns: &str,
@@ -238,6 +261,7 @@ pub async fn bind(
     subject: Value,
     member: (String, Vec<String>),
     role: ClusterRole,
+    probe: ResourceAttributes,
 ) {
     let name = role.metadata.name.clone().unwrap_or_default();
     create_or_replace(&Api::<ClusterRole>::all(client.clone()), &role).await;
@@ -251,15 +275,8 @@ pub async fn bind(
         .create(&PostParams::default(), &binding)
         .await
         .expect("role binding");
-    let cutovers = ResourceAttributes {
-        verb: Some("get".to_owned()),
-        group: Some("catalyst.openova.io".to_owned()),
-        resource: Some("cutovers".to_owned()),
-        namespace: Some(ns.to_owned()),
-        ..ResourceAttributes::default()
-    };
     assert!(
-        member_allowed_within_a_minute(client, member, cutovers).await,
+        member_allowed_within_a_minute(client, member, probe).await,
         "{name} for {suffix} never took effect"
     );
 }
@@ -343,6 +360,41 @@ pub async fn create_daemonset(client: &kube::Client, ns: &str, name: &str) {
         .create(&PostParams::default(), &daemonset(name, "busybox:1.36"))
         .await
         .expect("create DaemonSet");
+}
+
+/// A client of `cluster` that authenticates with `token`.
+pub async fn client_with_token(cluster: &TestCluster, token: &str) -> kube::Client {
+    let mut config = cluster.config().await;
+    config.auth_info = kube::config::AuthInfo {
+        token: Some(token.to_owned().into()),
+        ..kube::config::AuthInfo::default()
+    };
+    config.default_retry = false;
+    kube::Client::try_from(config).expect("client")
+}
+
+/// A client of ServiceAccount `sa` (created now in the test's namespace) whose only rights
+/// are every verb on ConfigMaps there: what whoever may edit the namespace's ConfigMaps can
+/// do, with a TokenRequest token.
+pub async fn configmap_writer(cluster: &TestCluster, sa: &str) -> kube::Client {
+    let (admin, ns) = (cluster.client(), cluster.namespace());
+    create_service_account(&admin, ns, sa).await;
+    let role: ClusterRole = serde_json::from_value(json!({
+        "metadata": {"name": "cutover-test-configmap-writer"},
+        "rules": [{"apiGroups": [""], "resources": ["configmaps"], "verbs": ["*"]}]
+    }))
+    .unwrap();
+    let probe = ResourceAttributes {
+        verb: Some("patch".to_owned()),
+        resource: Some("configmaps".to_owned()),
+        namespace: Some(ns.to_owned()),
+        ..ResourceAttributes::default()
+    };
+    grant_probed(&admin, ns, sa, role, probe).await;
+    let token = request_token(&admin, ns, sa, None)
+        .await
+        .expect("token request");
+    client_with_token(cluster, &token_of(&token)).await
 }
 
 /// A `job` step ConfigMap whose pod behaves as `env` tells the simulator. Its command holds
@@ -450,4 +502,62 @@ pub async fn post_status(base: &str, path: &str) -> u16 {
         .expect("POST")
         .status()
         .as_u16()
+}
+
+/// Polls `check` until it holds; panics naming `what` after a minute (a hang guard, not a
+/// speed assertion).
+pub async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let waited = tokio::time::timeout(std::time::Duration::from_secs(60), async {
+        while !check().await {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    assert!(waited.is_ok(), "never: {what}");
+}
+
+/// Gives the registry-pivot agents of `ns` a direction as the service does: annotations
+/// `direction` and `since` of the record Lease `record` (created if missing); `None`
+/// deletes the Lease.
+pub async fn direct_agents(
+    client: &kube::Client,
+    ns: &str,
+    record: &str,
+    direction: Option<(&str, &str)>,
+) {
+    use k8s_openapi::api::coordination::v1::Lease;
+    use kube::api::{Patch, PatchParams};
+    let leases: Api<Lease> = Api::namespaced(client.clone(), ns);
+    let Some((direction, since)) = direction else {
+        leases
+            .delete(record, &DeleteParams::default())
+            .await
+            .expect("delete the record Lease");
+        return;
+    };
+    let lease = json!({"metadata": {"name": record, "annotations": {
+        contract::pivot::ANNOTATION_DIRECTION: direction,
+        contract::pivot::ANNOTATION_DIRECTION_SINCE: since,
+    }}});
+    if leases
+        .get_opt(record)
+        .await
+        .expect("read the record Lease")
+        .is_some()
+    {
+        leases
+            .patch(record, &PatchParams::default(), &Patch::Merge(&lease))
+            .await
+            .expect("patch the record Lease");
+    } else {
+        let lease: Lease = serde_json::from_value(lease).expect("a Lease");
+        leases
+            .create(&PostParams::default(), &lease)
+            .await
+            .expect("create the record Lease");
+    }
 }
