@@ -142,6 +142,17 @@ pub fn router(ctx: Arc<HttpContext>) -> Router {
         )
 }
 
+/// The probe port's router: `/healthz`, `/readyz` and `/metrics` only, no authentication,
+/// no page. It is served on a listener of its own ([`server::serve`] with
+/// [`server::ServerConfig::probes`]) so that a flood of the API port never fails a probe.
+pub fn probe_router(ctx: Arc<HttpContext>) -> Router {
+    Router::new()
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .route("/metrics", get(metrics::metrics))
+        .with_state(ctx)
+}
+
 /// One line per answered request, in the request's span (method, path, request id).
 fn answered<B>(
     response: &axum::http::Response<B>,
