@@ -94,6 +94,17 @@ pub enum AuthError {
     /// The API server cannot answer: nothing is known about the token.
     #[error("cannot check the bearer token: {0}")]
     Unavailable(String),
+    /// Too many reviews of credentials not known to authenticate ([`super::limits`]):
+    /// nothing is known about this one yet.
+    #[error(
+        "too many requests with credentials this service does not know yet {scope}; retry in {retry_after} s"
+    )]
+    RateLimited {
+        /// Seconds to wait (the `Retry-After` header).
+        retry_after: u64,
+        /// Which bucket ran dry: from this address, or in all.
+        scope: String,
+    },
 }
 
 fn detail_suffix(detail: &str) -> String {
@@ -113,22 +124,28 @@ impl AuthError {
             AuthError::Forbidden { .. } => "forbidden",
             AuthError::UnauthorizedSa { .. } => "unauthorized-sa",
             AuthError::Unavailable(_) => "unavailable",
+            AuthError::RateLimited { .. } => "rate-limited",
         }
     }
 
-    /// The HTTP status: 401, 403, or 503 when the API server could not be asked.
+    /// The HTTP status: 401, 403, 429 past the review limits, or 503 when the API server
+    /// could not be asked.
     pub fn status(&self) -> StatusCode {
         match self {
             AuthError::MissingBearer(_) | AuthError::InvalidToken(_) => StatusCode::UNAUTHORIZED,
             AuthError::Forbidden { .. } | AuthError::UnauthorizedSa { .. } => StatusCode::FORBIDDEN,
             AuthError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            AuthError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
         }
     }
 
     /// Whether the answer may be reused for the same token: every definite answer, never
-    /// an outage.
+    /// an outage or a limit.
     pub fn is_definite(&self) -> bool {
-        !matches!(self, AuthError::Unavailable(_))
+        !matches!(
+            self,
+            AuthError::Unavailable(_) | AuthError::RateLimited { .. }
+        )
     }
 }
 

@@ -7,10 +7,12 @@ pub mod cache;
 pub mod caller;
 pub mod config;
 pub mod decision;
+pub mod limits;
 pub mod review;
 
 pub use cache::{DecisionCache, TokenHash};
 pub use caller::Caller;
 pub use config::{AuthConfig, service_account_username};
 pub use decision::{Action, AuthError, action_for, bearer};
+pub use limits::{ReviewLimits, StreamQuota};
 pub use review::Authenticator;

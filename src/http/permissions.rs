@@ -4,12 +4,12 @@
 //! one the action's route makes.
 
 use super::HttpContext;
-use super::caller::Caller;
+use super::caller::{Caller, ClientAddr};
 use super::error::ApiError;
 use crate::auth::{Action, AuthError};
 use axum::Json;
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode};
 use serde::Serialize;
 use std::sync::Arc;
 
@@ -35,13 +35,13 @@ pub struct Permissions {
 pub async fn permissions(
     State(ctx): State<Arc<HttpContext>>,
     caller: Caller,
+    ClientAddr(source): ClientAddr,
     headers: HeaderMap,
 ) -> Result<Json<Permissions>, ApiError> {
-    let bearer = headers.get(header::AUTHORIZATION);
     let (start, abort, rollback) = tokio::join!(
-        ctx.auth.check(Action::Start, bearer),
-        ctx.auth.check(Action::Abort, bearer),
-        ctx.auth.check(Action::Rollback, bearer),
+        ctx.auth.check(Action::Start, &headers, source),
+        ctx.auth.check(Action::Abort, &headers, source),
+        ctx.auth.check(Action::Rollback, &headers, source),
     );
     let start = granted(start)?;
     Ok(Json(Permissions {

@@ -73,6 +73,9 @@ pub(super) fn offline_context() -> Arc<HttpContext> {
         event_streams: Arc::new(tokio::sync::Semaphore::new(
             ServerConfig::default().max_event_streams,
         )),
+        caller_streams: crate::auth::StreamQuota::new(
+            ServerConfig::default().max_event_streams_per_caller,
+        ),
         handoff,
         preflights: Preflights::new(runner),
         client,

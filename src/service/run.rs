@@ -218,6 +218,7 @@ impl Service {
             metrics,
             bodies: Default::default(),
             event_streams,
+            caller_streams: crate::auth::StreamQuota::new(config.http.max_event_streams_per_caller),
             handoff,
             preflights: Preflights::new(runner),
         });
