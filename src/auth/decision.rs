@@ -26,8 +26,6 @@ pub const OPEN_ROUTES: &[&str] = &["/healthz", "/readyz", "/metrics"];
 /// The live page and its assets: they hold no data, so a browser loads them without a
 /// token; every call the page makes for data goes through the authorized routes.
 pub const PAGE_ROUTES: &[&str] = &["/", "/app.js", "/app.css"];
-/// The route that runs the preflight steps on their own.
-const PREFLIGHT_ROUTE: &str = "/cutover/preflight";
 /// Prefix of the routes only allow-listed service accounts may call.
 const INTERNAL_PREFIX: &str = "/api/v1/internal/";
 
@@ -39,10 +37,6 @@ pub fn action_for(method: &Method, path: &str) -> Option<Action> {
     }
     if path.starts_with(INTERNAL_PREFIX) {
         return Some(Action::Internal);
-    }
-    // A preflight run creates Jobs: asking for one needs what starting the cutover needs.
-    if path == PREFLIGHT_ROUTE {
-        return Some(Action::Start);
     }
     if method == Method::GET || method == Method::HEAD {
         return Some(Action::Read);
@@ -300,9 +294,14 @@ mod tests {
         );
         assert_eq!(action_for(&Method::GET, "/cutover"), Some(Action::Read));
         assert_eq!(
-            action_for(&Method::GET, "/cutover/preflight"),
+            action_for(&Method::POST, "/cutover/preflight"),
             Some(Action::Start),
-            "a preflight run creates Jobs"
+            "a preflight run creates Jobs: it needs what a start needs"
+        );
+        assert_eq!(
+            action_for(&Method::GET, "/cutover/preflight"),
+            Some(Action::Read),
+            "reading the latest result starts nothing"
         );
         assert_eq!(
             action_for(&Method::GET, "/api/v1/sovereign/cutover/events"),

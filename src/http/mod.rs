@@ -46,7 +46,8 @@ fn table() -> Vec<Route> {
         ("/cutover", "post", post(cutover::start)),
         ("/cutover/retry", "post", post(cutover::retry)),
         ("/cutover/abort", "post", post(cutover::abort)),
-        ("/cutover/preflight", "get", get(preflight::preflight)),
+        ("/cutover/preflight", "get", get(preflight::report)),
+        ("/cutover/preflight", "post", post(preflight::run)),
         ("/cutover/steps/{step}/logs", "get", get(logs::logs)),
         ("/cutover/rollback", "post", post(rollback::rollback)),
         (

@@ -100,8 +100,12 @@ function signIn(reason) {
 async function call(method, path, body) {
   for (;;) {
     const init = { method, headers: headers({ Accept: "application/json" }) };
-    if (body !== undefined) {
+    // Every POST declares JSON, a body or none: the service refuses any other (with
+    // authentication off it is what keeps other sites' pages out).
+    if (method !== "GET") {
       init.headers["Content-Type"] = "application/json";
+    }
+    if (body !== undefined) {
       init.body = JSON.stringify(body);
     }
     const response = await fetch(path, init);
