@@ -206,6 +206,12 @@ fn spec_lists_every_error_code() {
         ApiError::Upstream(String::new()),
         ApiError::TooManyConnections { limit: 1 },
         ApiError::TooManyEventStreams { limit: 1 },
+        ApiError::TooManyCallerEventStreams { limit: 1 },
+        ApiError::UnsupportedMediaType { got: String::new() },
+        ApiError::Auth(AuthError::RateLimited {
+            retry_after: 1,
+            scope: String::new(),
+        }),
         ApiError::Auth(AuthError::MissingBearer(String::new())),
         ApiError::Auth(AuthError::InvalidToken(String::new())),
         ApiError::Auth(AuthError::Forbidden {
