@@ -5,9 +5,10 @@
 //!   per request) reads `GET /cutover` 20 times a second and the kubelet's stand-in probes
 //!   `/healthz` on the probe port 10 times a second. Goals: `GET /cutover` ≥ 99% with p99
 //!   under 100 ms, `/healthz` 100%.
-//! - reviews: 20,000 distinct made-up bearer tokens from 16 connections at once (127.0.0.2),
-//!   and 300 requests with 380 KB tokens, while the legitimate client reads with its good
-//!   token. Figures: TokenReviews sent per second (goal ≤ the configured rate, 20/s with a
+//! - reviews: 20,000 distinct made-up bearer tokens from 16 connections at once, each from
+//!   an address of its own (127.0.0.2 to 127.0.0.17, so the replica-wide bucket is what
+//!   holds), and 300 requests with distinct 380 KB tokens, while the legitimate client reads
+//!   with its good token. Figures: TokenReviews sent per second (goal ≤ the configured rate, 20/s with a
 //!   burst of 40), bytes of tokens sent to the API server, the client's success rate.
 //!
 //! `cargo bench --bench floods [connections|reviews]`. Every loop is bounded by a count or a
@@ -282,7 +283,7 @@ async fn reviews() {
     let base = service.url();
     let metrics = service.context().metrics.clone();
     println!(
-        "review flood: {BOGUS_TOKENS} made-up tokens over {FLOOD_CONNECTIONS} connections from 127.0.0.2, then {BIG_TOKENS} tokens of {} KB",
+        "review flood: {BOGUS_TOKENS} made-up tokens over {FLOOD_CONNECTIONS} connections from as many addresses, then {BIG_TOKENS} tokens of {} KB",
         BIG_TOKEN_BYTES / 1024
     );
     // The good token is known before the flood, as the console's is.
@@ -314,7 +315,7 @@ async fn reviews() {
         let (base, statuses) = (base.clone(), statuses.clone());
         async move {
             let http = reqwest::Client::builder()
-                .local_address(attacker().ip())
+                .local_address(std::net::IpAddr::from([127, 0, 0, 2 + worker as u8]))
                 .timeout(Duration::from_secs(10))
                 .build()
                 .expect("client");
@@ -340,10 +341,10 @@ async fn reviews() {
         .timeout(Duration::from_secs(10))
         .build()
         .expect("client");
-    for _ in 0..BIG_TOKENS {
+    for n in 0..BIG_TOKENS {
         let code = attacker_http
             .get(format!("{base}/cutover"))
-            .bearer_auth(&big)
+            .bearer_auth(format!("{n}-{big}"))
             .send()
             .await
             .map_or(0, |r| r.status().as_u16());
