@@ -65,14 +65,15 @@ pub async fn logs(
             step: name.as_str().to_owned(),
         }),
         LogSource::Running { job } => match job_pod(&pods, &job, &name).await? {
-            Some(pod) => pod_log(&pods, &pod, &job, query.follow).await,
-            None => Err(ApiError::StepLogPending {
+            JobPod::Ours(pod) => pod_log(&pods, &pod, &job, query.follow).await,
+            JobPod::Foreign => Err(not_ours(&name, &job)),
+            JobPod::None => Err(ApiError::StepLogPending {
                 step: name.as_str().to_owned(),
                 detail: format!("Job {job} has no pod yet"),
             }),
         },
         LogSource::Finished { job } => {
-            if let Some(pod) = job_pod(&pods, &job, &name).await? {
+            if let JobPod::Ours(pod) = job_pod(&pods, &job, &name).await? {
                 match pod_log(&pods, &pod, &job, query.follow).await {
                     // The pod went between the list and the read: its kept tail answers.
                     Err(ApiError::StepLogNotFound { .. }) => {}
@@ -117,9 +118,16 @@ fn known_step(ctx: &HttpContext, data: &StatusData, raw: &str) -> Result<StepNam
     Ok(name)
 }
 
-/// The newest pod of `job` for `step`, if any; 404 `step-log-not-found` when the Job's
-/// pods lack a label the cutover gives its steps' pods (not the cutover's Job).
-async fn job_pod(pods: &Api<Pod>, job: &str, step: &StepName) -> Result<Option<Pod>, ApiError> {
+/// What holds the log of `job`: its newest pod that carries the cutover's labels for the
+/// step, or only pods that do not (someone else's), or no pod at all.
+enum JobPod {
+    Ours(Pod),
+    Foreign,
+    None,
+}
+
+/// The newest of `job`'s pods that is the cutover's pod of `step`.
+async fn job_pod(pods: &Api<Pod>, job: &str, step: &StepName) -> Result<JobPod, ApiError> {
     let params = ListParams::default().labels(&format!("{}={job}", contract::LABEL_JOB_NAME));
     let list = pods
         .list(&params)
@@ -131,15 +139,22 @@ async fn job_pod(pods: &Api<Pod>, job: &str, step: &StepName) -> Result<Option<P
         .filter(|pod| is_step_pod(pod, step))
         .cloned()
         .collect();
-    if ours.is_empty() && !list.items.is_empty() {
-        return Err(ApiError::StepLogNotFound {
-            step: step.as_str().to_owned(),
-            detail: format!(
-                "the pods of Job {job} are not the cutover's pods of this step (they lack its labels)"
-            ),
-        });
+    Ok(match newest_pod(&ours) {
+        Some(pod) => JobPod::Ours(pod.clone()),
+        None if !list.items.is_empty() => JobPod::Foreign,
+        None => JobPod::None,
+    })
+}
+
+/// 404 for a Job whose pods are not the cutover's pods of `step`: never read.
+fn not_ours(step: &StepName, job: &str) -> ApiError {
+    ApiError::StepLogNotFound {
+        step: step.as_str().to_owned(),
+        detail: format!(
+            "the pods named for Job {job} lack the labels the cutover gives the pods of step {}; they are not read",
+            step.as_str()
+        ),
     }
-    Ok(newest_pod(&ours).cloned())
 }
 
 /// Whether `pod` carries every label the cutover gives the pods of `step`'s Jobs. Pure.
