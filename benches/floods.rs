@@ -106,7 +106,10 @@ async fn setup() -> (ApiServer, Service) {
         .await
         .map_or(true, |r| r.status() != 200)
     {
-        assert!(ready.elapsed() < Duration::from_secs(30), "service not ready");
+        assert!(
+            ready.elapsed() < Duration::from_secs(30),
+            "service not ready"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     (server, service)
@@ -264,7 +267,10 @@ async fn connections() {
         }
     }
     println!("  opened {more} more during the flood");
-    reader.await.expect("reader").report("GET /cutover (API port)");
+    reader
+        .await
+        .expect("reader")
+        .report("GET /cutover (API port)");
     prober.await.expect("prober").report(&format!(
         "GET /healthz ({})",
         if service.probe_addr().is_some() {

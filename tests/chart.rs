@@ -497,10 +497,19 @@ fn the_service_port_is_capped_and_serves_https_from_a_secret_when_given_one() {
     assert_eq!(plain_env["CATALYST_CUTOVER_HEADER_READ_TIMEOUT"], "10s");
     // Safe defaults: only tokens issued for the service, a short first-byte timeout, a
     // per-address and a per-caller cap, streams of a finite lifetime.
-    assert_eq!(plain_env["CATALYST_CUTOVER_AUTH_AUDIENCES"], "catalyst-cutover");
+    assert_eq!(
+        plain_env["CATALYST_CUTOVER_AUTH_AUDIENCES"],
+        "catalyst-cutover"
+    );
     assert_eq!(plain_env["CATALYST_CUTOVER_FIRST_BYTE_TIMEOUT"], "2s");
-    assert_eq!(plain_env["CATALYST_CUTOVER_MAX_CONNECTIONS_PER_SOURCE"], "256");
-    assert_eq!(plain_env["CATALYST_CUTOVER_MAX_EVENT_STREAMS_PER_CALLER"], "8");
+    assert_eq!(
+        plain_env["CATALYST_CUTOVER_MAX_CONNECTIONS_PER_SOURCE"],
+        "256"
+    );
+    assert_eq!(
+        plain_env["CATALYST_CUTOVER_MAX_EVENT_STREAMS_PER_CALLER"],
+        "8"
+    );
     assert_eq!(plain_env["CATALYST_CUTOVER_EVENT_STREAM_LIFETIME"], "30m");
     // The probes have a port of their own, which the service listens on.
     assert_eq!(plain_env["CATALYST_CUTOVER_PROBE_LISTEN"], "0.0.0.0:8081");
@@ -512,8 +521,11 @@ fn the_service_port_is_capped_and_serves_https_from_a_secret_when_given_one() {
     let named = Some(IntOrString::String("probes".to_owned()));
     assert_eq!(probe_ports, [named.clone(), named]);
     assert!(
-        plain.ports.iter().flatten().any(|p| p.name.as_deref() == Some("probes")
-            && p.container_port == 8081),
+        plain
+            .ports
+            .iter()
+            .flatten()
+            .any(|p| p.name.as_deref() == Some("probes") && p.container_port == 8081),
         "{:?}",
         plain.ports
     );

@@ -1542,7 +1542,11 @@ async fn post_preflight_runs_only_the_preflights_apart_from_the_cutover() {
         (Some(2), Some("passed"))
     );
     let (code, latest) = get(&base, "/cutover/preflight").await;
-    assert_eq!((code, &latest), (200, &report), "the GET answers the latest run");
+    assert_eq!(
+        (code, &latest),
+        (200, &report),
+        "the GET answers the latest run"
+    );
     assert_eq!(
         env.status().await["cutoverPhase"],
         status_before["cutoverPhase"]

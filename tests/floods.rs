@@ -230,7 +230,10 @@ async fn big_and_made_up_tokens_cost_few_reviews_and_never_hold_a_known_one_up()
         }
         assert_eq!(get(&base, "/cutover", &reader).await.status(), 200);
     }
-    assert!(limited >= 8, "only {limited} of 12 made-up tokens were limited");
+    assert!(
+        limited >= 8,
+        "only {limited} of 12 made-up tokens were limited"
+    );
     let spent = reviews(&base).await - before;
     assert!(
         spent <= 12.0 - f64::from(limited),

@@ -443,7 +443,11 @@ async fn long_lines_are_cut_and_only_the_steps_own_pods_are_read() {
                 ("CUTOVER_SIM_LOG_REPEAT", "100"),
             ],
         ),
-        job_step(2, "other", &[("CUTOVER_SIM_LOG", "other: the database password\n")]),
+        job_step(
+            2,
+            "other",
+            &[("CUTOVER_SIM_LOG", "other: the database password\n")],
+        ),
     ])
     .await;
     let service = env.service(AuthConfig::disabled()).await;

@@ -80,9 +80,8 @@ pub struct ReviewLimiter {
 impl ReviewLimiter {
     /// Full buckets, nothing known.
     pub fn new(limits: &ReviewLimits) -> Self {
-        let quota = |rate: NonZeroU32, burst: NonZeroU32| {
-            Quota::per_second(rate).allow_burst(burst)
-        };
+        let quota =
+            |rate: NonZeroU32, burst: NonZeroU32| Quota::per_second(rate).allow_burst(burst);
         ReviewLimiter {
             global: DefaultDirectRateLimiter::direct(quota(limits.per_second, limits.burst)),
             per_source: DefaultKeyedRateLimiter::hashmap(quota(

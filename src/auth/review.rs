@@ -75,24 +75,23 @@ impl Authenticator {
         let token = decision::bearer(headers.get(header::AUTHORIZATION))?;
         credential_size(token, self.config.limits.max_credential_bytes)?;
         let hash = TokenHash::of(token);
-        let answer = self
-            .cache
-            .get_or_try((hash, action), || async {
-                // A refusal by the limits is not an answer about the token: not kept.
-                self.limiter.admit(&hash, source)?;
-                // Nothing closes the semaphore; should it ever be, the caller gets a 503,
-                // never an unchecked pass.
-                let _permit =
-                    self.reviews.acquire().await.map_err(|_| {
+        let answer =
+            self.cache
+                .get_or_try((hash, action), || async {
+                    // A refusal by the limits is not an answer about the token: not kept.
+                    self.limiter.admit(&hash, source)?;
+                    // Nothing closes the semaphore; should it ever be, the caller gets a 503,
+                    // never an unchecked pass.
+                    let _permit = self.reviews.acquire().await.map_err(|_| {
                         AuthError::Unavailable("token reviews are closed".to_owned())
                     })?;
-                let _in_flight = self.metrics.auth_review();
-                match self.review(token, &hash, action).await {
-                    Err(err) if !err.is_definite() => Err(err),
-                    answer => Ok(answer),
-                }
-            })
-            .await;
+                    let _in_flight = self.metrics.auth_review();
+                    match self.review(token, &hash, action).await {
+                        Err(err) if !err.is_definite() => Err(err),
+                        answer => Ok(answer),
+                    }
+                })
+                .await;
         answer.and_then(|answer| answer)
     }
 

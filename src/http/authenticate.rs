@@ -30,10 +30,11 @@ pub async fn require(
     let Some(action) = action_for(req.method(), &route) else {
         return next.run(req).await;
     };
-    if !ctx.auth.enabled() && req.method() == Method::POST {
-        if let Err(err) = json_declared(req.headers()) {
-            return err.into_response();
-        }
+    if !ctx.auth.enabled()
+        && req.method() == Method::POST
+        && let Err(err) = json_declared(req.headers())
+    {
+        return err.into_response();
     }
     let ClientAddr(source) = ClientAddr::of(req.extensions());
     let mut response = match ctx.auth.check(action, req.headers(), source).await {
@@ -98,7 +99,10 @@ mod tests {
             Some("application/jsonp"),
         ] {
             let err = with(refused).unwrap_err();
-            assert_eq!((err.code(), err.status().as_u16()), ("unsupported-media-type", 415));
+            assert_eq!(
+                (err.code(), err.status().as_u16()),
+                ("unsupported-media-type", 415)
+            );
         }
     }
 }

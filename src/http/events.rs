@@ -295,7 +295,10 @@ mod tests {
             .await
             .unwrap();
         let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
-        (status, body["error"].as_str().unwrap_or_default().to_owned())
+        (
+            status,
+            body["error"].as_str().unwrap_or_default().to_owned(),
+        )
     }
 
     #[tokio::test]

@@ -121,7 +121,7 @@ fn known_step(ctx: &HttpContext, data: &StatusData, raw: &str) -> Result<StepNam
 /// What holds the log of `job`: its newest pod that carries the cutover's labels for the
 /// step, or only pods that do not (someone else's), or no pod at all.
 enum JobPod {
-    Ours(Pod),
+    Ours(Box<Pod>),
     Foreign,
     None,
 }
@@ -140,7 +140,7 @@ async fn job_pod(pods: &Api<Pod>, job: &str, step: &StepName) -> Result<JobPod, 
         .cloned()
         .collect();
     Ok(match newest_pod(&ours) {
-        Some(pod) => JobPod::Ours(pod.clone()),
+        Some(pod) => JobPod::Ours(Box::new(pod.clone())),
         None if !list.items.is_empty() => JobPod::Foreign,
         None => JobPod::None,
     })

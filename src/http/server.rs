@@ -32,10 +32,10 @@ use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 use tokio_io_timeout::TimeoutStream;
 use tokio_rustls::TlsAcceptor;
-use tower::ServiceExt;
 use tokio_rustls::rustls;
 use tokio_rustls::rustls::pki_types::pem::PemObject;
 use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use tower::ServiceExt;
 
 /// How the HTTP port treats its clients.
 #[derive(Debug, Clone)]
@@ -332,7 +332,11 @@ impl<T: AsyncRead + AsyncWrite + Send + Unpin> Io for T {}
 /// The connection with its `write` timeout, once its first byte came (within
 /// `first_byte`) and after the TLS handshake when there is one (bounded by `handshake`);
 /// `None` when the client sent nothing in time or the handshake failed.
-async fn prepare(tcp: TcpStream, tls: Option<TlsAcceptor>, timeouts: Timeouts) -> Option<Box<dyn Io>> {
+async fn prepare(
+    tcp: TcpStream,
+    tls: Option<TlsAcceptor>,
+    timeouts: Timeouts,
+) -> Option<Box<dyn Io>> {
     // A silent connection holds a slot and a file descriptor for nothing: it goes long
     // before the header timeout would free it. Peeking leaves the byte for hyper or rustls.
     let mut first = [0u8; 1];
@@ -347,7 +351,8 @@ async fn prepare(tcp: TcpStream, tls: Option<TlsAcceptor>, timeouts: Timeouts) -
     let io = Box::pin(io);
     match tls {
         None => Some(Box::new(io)),
-        Some(acceptor) => match tokio::time::timeout(timeouts.handshake, acceptor.accept(io)).await {
+        Some(acceptor) => match tokio::time::timeout(timeouts.handshake, acceptor.accept(io)).await
+        {
             Ok(Ok(stream)) => Some(Box::new(stream)),
             Ok(Err(error)) => {
                 tracing::debug!(%error, "TLS handshake failed");

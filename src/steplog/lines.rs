@@ -112,8 +112,19 @@ mod tests {
 
     #[test]
     fn bytes_that_are_not_utf8_are_replaced_and_the_log_goes_on() {
-        let out = lines(100, &[b"ok \xff\xfe bytes\n", b"\xe2\x82", b"\xac euro\n", b"after\n"]);
-        assert_eq!(out, ["ok \u{fffd}\u{fffd} bytes\n", "\u{20ac} euro\n", "after\n"]);
+        let out = lines(
+            100,
+            &[
+                b"ok \xff\xfe bytes\n",
+                b"\xe2\x82",
+                b"\xac euro\n",
+                b"after\n",
+            ],
+        );
+        assert_eq!(
+            out,
+            ["ok \u{fffd}\u{fffd} bytes\n", "\u{20ac} euro\n", "after\n"]
+        );
         // A cut inside a character.
         let out = lines(4, &["abc\u{20ac}\n".as_bytes()]);
         assert!(out[0].starts_with("abc\u{fffd}"), "{out:?}");
