@@ -11,7 +11,10 @@
 //!   with its good token. Figures: TokenReviews sent per second (goal ≤ the configured rate, 20/s with a
 //!   burst of 40), bytes of tokens sent to the API server, the client's success rate.
 //!
-//! `cargo bench --bench floods [connections|reviews]`. Every loop is bounded by a count or a
+//! - the same connection flood from 50 addresses (`connections-spread`), each under the
+//!   per-address cap, where only the first-byte timeout holds.
+//!
+//! `cargo bench --bench floods [connections|connections-spread|reviews]`. Every loop is bounded by a count or a
 //! deadline, and everything stays on loopback. The connection flood holds ~11,000 sockets
 //! in this one process (both ends of each live connection): it needs `ulimit -n` of 16,384
 //! at least, and says so when the limit is lower.
@@ -137,10 +140,10 @@ async fn legit(
     tally
 }
 
-/// A TCP connection from the attacker's address that will never send a byte.
-async fn silent(to: SocketAddr) -> Option<TcpStream> {
+/// A TCP connection from `from` that will never send a byte.
+async fn silent(from: SocketAddr, to: SocketAddr) -> Option<TcpStream> {
     let socket = TcpSocket::new_v4().ok()?;
-    socket.bind(attacker()).ok()?;
+    socket.bind(from).ok()?;
     tokio::time::timeout(Duration::from_secs(1), socket.connect(to))
         .await
         .ok()?
@@ -162,16 +165,22 @@ fn raise_fd_limit() {
     );
 }
 
-async fn connections() {
+/// The attacker's `n`th connection comes from one of `addresses` addresses, in turn.
+fn source(n: usize, addresses: usize) -> SocketAddr {
+    let k = n % addresses;
+    SocketAddr::from(([127, 0, 1 + (k / 250) as u8, 2 + (k % 250) as u8], 0))
+}
+
+async fn connections(addresses: usize) {
     raise_fd_limit();
     let (server, service) = setup().await;
     let api = service.addr();
     println!(
-        "connection flood: {SILENT} silent connections from 127.0.0.2, then {NEW_PER_SECOND}/s for {FLOOD:?}"
+        "connection flood: {SILENT} silent connections from {addresses} address(es), then {NEW_PER_SECOND}/s for {FLOOD:?}"
     );
     let mut held = VecDeque::new();
     let opened_at = Instant::now();
-    let opened = join_all((0..SILENT).map(|_| silent(api))).await;
+    let opened = join_all((0..SILENT).map(|n| silent(source(n, addresses), api))).await;
     let first_wave = opened.iter().flatten().count();
     held.extend(opened.into_iter().flatten().map(|c| (Instant::now(), c)));
     println!(
@@ -197,7 +206,7 @@ async fn connections() {
     let mut more = 0u64;
     while Instant::now() < until {
         tick.tick().await;
-        if let Some(c) = silent(api).await {
+        if let Some(c) = silent(source(more as usize, addresses), api).await {
             more += 1;
             held.push_back((Instant::now(), c));
         }
@@ -345,6 +354,11 @@ async fn main() {
         reviews().await;
     }
     if wants("connections") {
-        connections().await;
+        connections(1).await;
+    }
+    // The same flood spread over 50 addresses, each under the per-address cap: what holds
+    // then is the first-byte timeout alone.
+    if wants("connections-spread") {
+        connections(50).await;
     }
 }

@@ -504,7 +504,7 @@ fn the_service_port_is_capped_and_serves_https_from_a_secret_when_given_one() {
     assert_eq!(plain_env["CATALYST_CUTOVER_FIRST_BYTE_TIMEOUT"], "2s");
     assert_eq!(
         plain_env["CATALYST_CUTOVER_MAX_CONNECTIONS_PER_SOURCE"],
-        "256"
+        "1024"
     );
     assert_eq!(
         plain_env["CATALYST_CUTOVER_MAX_EVENT_STREAMS_PER_CALLER"],

@@ -2,7 +2,8 @@
 //! `max_connections` connections served at once (past it, a short 503
 //! `too-many-connections`) and `max_connections_per_source` from one address (past it, closed
 //! unanswered), a first byte within `first_byte_timeout` (a connection that sends nothing is
-//! closed long before the header timeout frees it), request headers read within
+//! closed long before the header timeout frees it; when every slot is taken, the oldest such
+//! connection makes way for a new one at once), request headers read within
 //! `header_read_timeout` (idle keep-alive connections included), every write taken within
 //! `write_timeout` (an event-stream client that stops reading is dropped), and HTTPS when
 //! given a certificate. Each request carries its client's address
@@ -20,15 +21,17 @@ use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
+use lru::LruCache;
 use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot, watch};
 use tokio::task::JoinSet;
 use tokio_io_timeout::TimeoutStream;
 use tokio_rustls::TlsAcceptor;
@@ -73,7 +76,7 @@ impl Default for ServerConfig {
             first_byte_timeout: Duration::from_secs(2),
             write_timeout: Duration::from_secs(30),
             max_connections: 2048,
-            max_connections_per_source: 256,
+            max_connections_per_source: 1024,
             max_event_streams: 1024,
             max_event_streams_per_caller: 8,
             event_stream_reauthorize: Duration::from_secs(60),
@@ -193,6 +196,7 @@ pub async fn serve(
     let slots = Arc::new(Semaphore::new(config.max_connections.max(1)));
     let refusals = Arc::new(Semaphore::new(REFUSALS_IN_FLIGHT));
     let sources = SourceSlots::default();
+    let silent = Arc::new(SilentConnections::default());
     let busy = Router::new().fallback(move || async move {
         ApiError::TooManyConnections {
             limit: config.max_connections,
@@ -235,15 +239,19 @@ pub async fn serve(
             );
             continue;
         };
-        let (service, builder, permit) = match slots.clone().try_acquire_owned() {
-            Ok(permit) => (router.clone(), builder.clone(), permit),
+        let (service, builder, slot) = match slots.clone().try_acquire_owned() {
+            Ok(permit) => (router.clone(), builder.clone(), Slot::Held(permit)),
+            // Full, but one connection has sent nothing yet: it makes way for this one.
+            Err(_) if silent.evict_oldest() => {
+                (router.clone(), builder.clone(), Slot::Freed(slots.clone()))
+            }
             Err(_) => match refusals.clone().try_acquire_owned() {
                 Ok(permit) => {
                     tracing::debug!(
                         limit = config.max_connections,
                         "connection refused: too many connections"
                     );
-                    (busy.clone(), refusing.clone(), permit)
+                    (busy.clone(), refusing.clone(), Slot::Refusal(permit))
                 }
                 Err(_) => continue,
             },
@@ -259,8 +267,34 @@ pub async fn serve(
             handshake: config.header_read_timeout,
             write: config.write_timeout,
         };
+        let silent = silent.clone();
         connections.spawn(async move {
+            let (permit, evictable) = match slot {
+                Slot::Held(permit) => (permit, true),
+                Slot::Refusal(permit) => (permit, false),
+                // The evicted connection gives its slot back as its task ends.
+                Slot::Freed(slots) => {
+                    match tokio::time::timeout(timeouts.first_byte, slots.acquire_owned()).await {
+                        Ok(Ok(permit)) => (permit, true),
+                        _ => return,
+                    }
+                }
+            };
             let _slots = (permit, source);
+            let spoke = async {
+                if evictable {
+                    let (_pending, evicted) = silent.register();
+                    tokio::select! {
+                        came = first_byte(&tcp, timeouts.first_byte) => came,
+                        _ = evicted => false,
+                    }
+                } else {
+                    first_byte(&tcp, timeouts.first_byte).await
+                }
+            };
+            if !spoke.await {
+                return;
+            }
             let io = match prepare(tcp, tls, timeouts).await {
                 Some(io) => io,
                 None => return,
@@ -317,6 +351,73 @@ impl Drop for SourceSlot {
     }
 }
 
+/// How a new connection got its slot.
+enum Slot {
+    /// A free one.
+    Held(OwnedSemaphorePermit),
+    /// The one an evicted silent connection gives back.
+    Freed(Arc<Semaphore>),
+    /// None: it is answered 503 on a refusal permit.
+    Refusal(OwnedSemaphorePermit),
+}
+
+/// The served connections that have not sent a byte yet, oldest first. When every slot is
+/// taken, the oldest of them is closed to make way for a new connection: a flood of silent
+/// connections from many addresses then keeps out no client that speaks.
+struct SilentConnections {
+    waiting: Mutex<LruCache<u64, oneshot::Sender<()>>>,
+    next: AtomicU64,
+}
+
+impl SilentConnections {
+    /// Records a connection waiting for its first byte; the receiver resolves if it is
+    /// evicted, and it is forgotten when the [`Pending`] is dropped.
+    fn register(self: &Arc<Self>) -> (Pending, oneshot::Receiver<()>) {
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        let (evict, evicted) = oneshot::channel();
+        self.waiting.lock().put(id, evict);
+        (
+            Pending {
+                silent: self.clone(),
+                id,
+            },
+            evicted,
+        )
+    }
+
+    /// Closes the oldest connection still silent; whether there was one.
+    fn evict_oldest(&self) -> bool {
+        let mut waiting = self.waiting.lock();
+        while let Some((_, evict)) = waiting.pop_lru() {
+            if evict.send(()).is_ok() {
+                return true;
+            }
+        }
+        false
+    }
+}
+
+impl Default for SilentConnections {
+    fn default() -> Self {
+        SilentConnections {
+            waiting: Mutex::new(LruCache::unbounded()),
+            next: AtomicU64::new(0),
+        }
+    }
+}
+
+/// A connection waiting for its first byte, until dropped.
+struct Pending {
+    silent: Arc<SilentConnections>,
+    id: u64,
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        self.silent.waiting.lock().pop(&self.id);
+    }
+}
+
 /// How long a new connection may take for each of its first steps.
 #[derive(Debug, Clone, Copy)]
 struct Timeouts {
@@ -329,21 +430,24 @@ struct Timeouts {
 trait Io: AsyncRead + AsyncWrite + Send + Unpin {}
 impl<T: AsyncRead + AsyncWrite + Send + Unpin> Io for T {}
 
-/// The connection with its `write` timeout, once its first byte came (within
-/// `first_byte`) and after the TLS handshake when there is one (bounded by `handshake`);
-/// `None` when the client sent nothing in time or the handshake failed.
+/// Whether `tcp`'s first byte (of a request or a TLS handshake) comes within `within`. A
+/// silent connection holds a slot and a file descriptor for nothing: it goes long before
+/// the header timeout would free it. Peeking leaves the byte for hyper or rustls.
+async fn first_byte(tcp: &TcpStream, within: Duration) -> bool {
+    let mut first = [0u8; 1];
+    matches!(
+        tokio::time::timeout(within, tcp.peek(&mut first)).await,
+        Ok(Ok(n)) if n > 0
+    )
+}
+
+/// The connection with its `write` timeout, after the TLS handshake when there is one
+/// (bounded by `handshake`); `None` when the handshake failed.
 async fn prepare(
     tcp: TcpStream,
     tls: Option<TlsAcceptor>,
     timeouts: Timeouts,
 ) -> Option<Box<dyn Io>> {
-    // A silent connection holds a slot and a file descriptor for nothing: it goes long
-    // before the header timeout would free it. Peeking leaves the byte for hyper or rustls.
-    let mut first = [0u8; 1];
-    match tokio::time::timeout(timeouts.first_byte, tcp.peek(&mut first)).await {
-        Ok(Ok(n)) if n > 0 => {}
-        _ => return None,
-    }
     // Event-stream frames are small writes that must not wait for a delayed ACK.
     let _ = tcp.set_nodelay(true);
     let mut io = TimeoutStream::new(tcp);
@@ -363,5 +467,29 @@ async fn prepare(
                 None
             }
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_oldest_silent_connection_is_evicted_and_one_that_spoke_never() {
+        let silent = Arc::new(SilentConnections::default());
+        let (first, mut first_evicted) = silent.register();
+        let (spoke, _spoke_evicted) = silent.register();
+        let (_third, mut third_evicted) = silent.register();
+        // The second sends its first byte: no longer silent, never evicted.
+        drop(spoke);
+        assert!(silent.evict_oldest());
+        assert!(first_evicted.try_recv().is_ok(), "the oldest goes first");
+        drop(first);
+        assert!(silent.evict_oldest());
+        assert!(
+            third_evicted.try_recv().is_ok(),
+            "then the next still silent"
+        );
+        assert!(!silent.evict_oldest(), "none left");
     }
 }
