@@ -1,6 +1,6 @@
 //! The HTTP port against floods and hostile defaults, over real TCP on loopback: silent
-//! connections closed after the first-byte timeout and capped per address while the probe
-//! port answers; tokens past 8 KiB refused without a review; reviews of made-up tokens
+//! connections closed after the first-byte timeout, capped per address, and making way for
+//! a client that speaks when every slot is taken, while the probe port answers; tokens past 8 KiB refused without a review; reviews of made-up tokens
 //! rate-limited (429 with Retry-After) while a known token goes on; event streams capped
 //! per caller and closed once their caller's ServiceAccount is deleted; `no-store` on
 //! authenticated answers; with authentication off, POSTs that do not declare JSON refused.
@@ -327,6 +327,35 @@ async fn with_authentication_off_a_post_must_declare_json() {
         .await
         .expect("POST");
     assert_eq!(answer.status(), 409);
+    service.shutdown().await;
+    cluster.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn when_every_slot_is_taken_a_silent_connection_makes_way() {
+    let cluster = TestCluster::start().await;
+    let mut config = ServiceConfig::new(cluster.namespace());
+    config.http.max_connections = 3;
+    config.http.first_byte_timeout = Duration::from_secs(30);
+    let service = start(&cluster, config).await;
+    let api = service.addr();
+    // Every slot held by silent connections, from as many addresses.
+    let mut held = Vec::new();
+    for n in 0..3 {
+        held.push(connect_from([127, 0, 0, 2 + n], api).await);
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // A client that speaks is served at once, long before any first-byte timeout.
+    let mut client = connect_from([127, 0, 0, 1], api).await;
+    let answer = tokio::time::timeout(
+        Duration::from_secs(10),
+        slow_request(&mut client, "/healthz", Duration::ZERO),
+    )
+    .await
+    .expect("served while the silent connections wait");
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    // The oldest silent connection made way.
+    closed_after(&mut held[0]).await;
     service.shutdown().await;
     cluster.cleanup().await;
 }

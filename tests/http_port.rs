@@ -131,10 +131,15 @@ async fn connections_past_the_cap_get_503_too_many_connections() {
     config.http.header_read_timeout = PATIENCE * 2;
     let service = start(&cluster, config).await;
     let addr = service.addr();
-    let held = [
+    // Held by clients that began a request: a connection that has sent nothing would make
+    // way for a new one (tests/floods.rs).
+    let mut held = [
         TcpStream::connect(addr).await.unwrap(),
         TcpStream::connect(addr).await.unwrap(),
     ];
+    for conn in &mut held {
+        conn.write_all(b"GET /healthz HTTP/1.1\r\n").await.unwrap();
+    }
     // The accept loop may still be taking the two held connections: ask until refused.
     let mut refused = String::new();
     for _ in 0..100 {
