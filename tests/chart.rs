@@ -9,6 +9,8 @@
 #[path = "chart/cluster.rs"]
 mod cluster;
 mod common;
+#[path = "chart/live.rs"]
+mod live;
 #[path = "chart/standins.rs"]
 mod standins;
 #[path = "chart/steps.rs"]
@@ -143,10 +145,15 @@ fn helm_with(args: &[&str], values: &Json) -> (bool, String) {
 
 /// `helm template` of the chart with `values`: its output, or why Helm refused.
 fn template(values: &Json) -> Result<String, String> {
+    template_in(values, NAMESPACE)
+}
+
+/// `helm template` of the chart with `values` for release namespace `namespace`.
+fn template_in(values: &Json, namespace: &str) -> Result<String, String> {
     let chart = chart();
     let chart = chart.to_str().expect("utf-8 path");
     let (ok, text) = helm_with(
-        &["template", RELEASE, chart, "--namespace", NAMESPACE],
+        &["template", RELEASE, chart, "--namespace", namespace],
         values,
     );
     if ok { Ok(text) } else { Err(text) }
@@ -154,7 +161,13 @@ fn template(values: &Json) -> Result<String, String> {
 
 /// Every manifest Helm renders with `values`, each with its template (`templates/x.yaml`).
 fn render(values: &Json) -> Vec<(String, Yaml)> {
-    let text = template(values).unwrap_or_else(|e| panic!("helm template failed:\n{e}"));
+    render_in(values, NAMESPACE)
+}
+
+/// Every manifest Helm renders with `values` for release namespace `namespace`.
+fn render_in(values: &Json, namespace: &str) -> Vec<(String, Yaml)> {
+    let text =
+        template_in(values, namespace).unwrap_or_else(|e| panic!("helm template failed:\n{e}"));
     let source_prefix = format!("# Source: {RELEASE}/");
     let mut out = Vec::new();
     for doc in split_documents(&text) {
@@ -320,13 +333,30 @@ fn the_status_configmap_is_created_on_first_install_only() {
     );
 }
 
-/// Namespaced objects Helm puts outside the release's namespace: only 07's Role and its
-/// binding, in the console's namespace.
+/// Namespaced objects Helm puts outside the release's namespace: only the step runner's
+/// Roles and their bindings, in the namespaces the steps touch (Flux's, the console's, the
+/// egress test's, the listed HelmRepositories').
 fn outside_the_release(doc: &Yaml, values: &Json) -> bool {
-    let console = values["catalystApi"]["namespace"].as_str();
+    let mut touched: Vec<&str> = [
+        &values["flux"]["namespace"],
+        &values["catalystApi"]["namespace"],
+        &values["egressBlock"]["watchNamespace"],
+    ]
+    .into_iter()
+    .filter_map(Json::as_str)
+    .collect();
+    touched.extend(
+        values["flux"]["helmRepositories"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|r| r.as_str()?.split_once('/').map(|(ns, _)| ns)),
+    );
     matches!(kind(doc), "Role" | "RoleBinding")
-        && name(doc) == "cutover-runner-console"
-        && doc["metadata"]["namespace"].as_str() == console
+        && name(doc).starts_with("cutover-runner-")
+        && doc["metadata"]["namespace"]
+            .as_str()
+            .is_some_and(|ns| touched.contains(&ns))
 }
 
 #[test]
@@ -875,8 +905,13 @@ fn rbac_values() -> Json {
 /// release's namespace unless the chart names another, plus `alice` bound to the operator
 /// ClusterRole.
 fn installed_rbac() -> RbacRules {
+    installed_rbac_with(&rbac_values())
+}
+
+/// As [`installed_rbac`], rendered with `values`.
+fn installed_rbac_with(values: &Json) -> RbacRules {
     let mut rbac = RbacRules::default();
-    for (_, doc) in render(&rbac_values()) {
+    for (_, doc) in render(values) {
         let namespace = Some(
             doc["metadata"]["namespace"]
                 .as_str()
@@ -975,6 +1010,8 @@ fn step_calls() -> BTreeMap<&'static str, Vec<String>> {
             "helmrepository-patches",
             vec![
                 "list source.toolkit.fluxcd.io/helmrepositories".to_owned(),
+                // kubectl patch reads the object first.
+                "get source.toolkit.fluxcd.io/helmrepositories platform/openova".to_owned(),
                 "patch source.toolkit.fluxcd.io/helmrepositories platform/openova".to_owned(),
                 // annotate: read, then patch.
                 "get source.toolkit.fluxcd.io/gitrepositories flux-system/flux-system".to_owned(),
@@ -1049,14 +1086,17 @@ fn expected_calls() -> (Calls, Calls) {
                 "delete batch/jobs catalyst/cutover-gitea-mirror-a1",
                 "list /pods catalyst/*",
                 "watch /pods catalyst/*",
-                // steplog/: a step's log, and its tail kept (create) and cleaned by label.
+                // steplog/: a step's log, and its tail kept (create), the earlier runs'
+                // tails listed by label and deleted by name.
                 "get /pods/log catalyst/cutover-gitea-mirror-a1-x",
-                "deletecollection /configmaps catalyst/*",
+                "delete /configmaps catalyst/self-sovereign-cutover-status-log-r1-gitea-mirror",
                 "create coordination.k8s.io/leases catalyst/*",
                 "get coordination.k8s.io/leases catalyst/catalyst-cutover",
                 "update coordination.k8s.io/leases catalyst/catalyst-cutover",
                 "get coordination.k8s.io/leases catalyst/catalyst-cutover-record",
                 "update coordination.k8s.io/leases catalyst/catalyst-cutover-record",
+                // step/discover.rs: it exists; runner/: its rollout, watched by name.
+                "get apps/daemonsets catalyst/registry-pivot",
                 "list apps/daemonsets catalyst/registry-pivot",
                 "watch apps/daemonsets catalyst/registry-pivot",
                 "create events.k8s.io/events catalyst/*",
@@ -1115,7 +1155,8 @@ fn expected_calls() -> (Calls, Calls) {
             &[
                 "update /configmaps catalyst/cutover-step-01-gitea-mirror",
                 "patch /configmaps catalyst/self-sovereign-cutover-status",
-                "delete /configmaps catalyst/self-sovereign-cutover-status",
+                // RBAC cannot bound a deletecollection by label.
+                "deletecollection /configmaps catalyst/*",
                 "list /configmaps other/*",
                 "get /secrets catalyst/cutover-credentials",
                 "watch /nodes",
@@ -1247,11 +1288,55 @@ fn each_identity_may_make_exactly_the_calls_its_scripts_and_code_make() {
     }
 }
 
+/// Where the values name the objects, the runner may touch those alone: the HelmRepositories
+/// flux.helmRepositories lists (step 06), the Flux objects of egressBlock.watchNamespace only
+/// (step 08); what no value can name (the workloads 03 lists, the HelmRepositories 06 lists to
+/// find those upstream) stays cluster-wide, as chart/README.md says.
+#[test]
+fn the_runner_is_confined_to_what_the_values_name() {
+    let mut values = rbac_values();
+    values["flux"]["helmRepositories"] = serde_json::json!(["platform/openova", "apps/charts"]);
+    values["egressBlock"]["watchNamespace"] = Json::from("platform");
+    let rbac = installed_rbac_with(&values);
+    let runner = sa("cutover-runner");
+    for call in [
+        "get source.toolkit.fluxcd.io/helmrepositories platform/openova",
+        "patch source.toolkit.fluxcd.io/helmrepositories platform/openova",
+        "patch source.toolkit.fluxcd.io/helmrepositories apps/charts",
+        "list source.toolkit.fluxcd.io/helmrepositories",
+        "list source.toolkit.fluxcd.io/gitrepositories platform/*",
+        "patch source.toolkit.fluxcd.io/gitrepositories platform/platform",
+        "list helm.toolkit.fluxcd.io/helmreleases platform/*",
+        "list kustomize.toolkit.fluxcd.io/kustomizations platform/*",
+        "patch source.toolkit.fluxcd.io/gitrepositories flux-system/flux-system",
+        "list apps/deployments",
+    ] {
+        assert!(allowed(&rbac, &runner, call), "the runner may not `{call}`");
+    }
+    for call in [
+        "patch source.toolkit.fluxcd.io/helmrepositories apps/other",
+        "get source.toolkit.fluxcd.io/helmrepositories apps/other",
+        "patch source.toolkit.fluxcd.io/helmrepositories elsewhere/openova",
+        "patch source.toolkit.fluxcd.io/gitrepositories elsewhere/x",
+        "patch source.toolkit.fluxcd.io/gitrepositories flux-system/other",
+        "list source.toolkit.fluxcd.io/gitrepositories",
+        "list helm.toolkit.fluxcd.io/helmreleases",
+        "list helm.toolkit.fluxcd.io/helmreleases elsewhere/*",
+        "patch helm.toolkit.fluxcd.io/helmreleases platform/x",
+    ] {
+        assert!(
+            !allowed(&rbac, &runner, call),
+            "the runner must not `{call}`"
+        );
+    }
+}
+
 /// The API verbs a kubectl subcommand makes.
 fn kubectl_verbs(command: &str) -> &'static [&'static str] {
     match command {
         "get" => &["get", "list"],
-        "patch" => &["patch"],
+        // kubectl reads the object before it patches it.
+        "patch" => &["get", "patch"],
         "annotate" => &["get", "list", "patch"],
         "create" => &["create"],
         "delete" => &["get", "delete"],
@@ -1451,7 +1536,13 @@ async fn each_identity_passes_subject_access_reviews_through_the_api() {
     let client = cluster.client();
     let create = PostParams::default();
     let rbac = installed_rbac();
-    for namespace in [NAMESPACE, CONSOLE_NAMESPACE] {
+    let namespaces: BTreeSet<&str> = rbac
+        .roles
+        .iter()
+        .filter_map(|r| r.metadata.namespace.as_deref())
+        .chain([NAMESPACE])
+        .collect();
+    for namespace in namespaces {
         let ns: Namespace =
             serde_json::from_value(serde_json::json!({"metadata": {"name": namespace}}))
                 .expect("namespace");

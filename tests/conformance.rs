@@ -2160,3 +2160,168 @@ async fn pod_logs_come_from_the_kubelet_of_the_pods_node() {
     sim.shutdown().await;
     tc.cleanup().await;
 }
+
+/// RBAC on one object (issue 25.4): a Role granting `get, list, watch` on one DaemonSet by
+/// `resourceNames` allows a get of it, and a list or a watch whose field selector requires
+/// exactly its name (RequestInfoFactory takes the name from `metadata.name=`); a list or
+/// watch of all, of another name, or selecting by `!=` is 403. kube-apiserver's answer to a
+/// watch so allowed is 200 and a stream held open. Runs on the sandbox with RBAC on and on a
+/// real cluster, through a ServiceAccount token from the TokenRequest API.
+#[tokio::test]
+async fn a_role_on_one_name_allows_a_list_and_watch_selecting_that_name() {
+    use k8s_openapi::api::apps::v1::DaemonSet;
+    use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
+    use kube_sandbox::access_control::TokenTable;
+    use kube_sandbox::api::ApiServerConfig;
+
+    let tc = TestCluster::start_with(ApiServerConfig {
+        tokens: Some(TokenTable::default()),
+        ..ApiServerConfig::default()
+    })
+    .await;
+    let ns = tc.namespace().to_owned();
+    let admin = tc.client();
+    let admin_ds: Api<DaemonSet> = Api::namespaced(admin.clone(), &ns);
+    for name in ["one", "other"] {
+        admin_ds
+            .create(
+                &PostParams::default(),
+                &common::daemonset(name, "busybox:1.36"),
+            )
+            .await
+            .unwrap();
+    }
+    common::create_service_account(&admin, &ns, "reader").await;
+    let role: Role = serde_json::from_value(json!({"metadata": {"name": "one-daemonset"},
+        "rules": [{"apiGroups": ["apps"], "resources": ["daemonsets"],
+                   "resourceNames": ["one"], "verbs": ["get", "list", "watch"]}]}))
+    .unwrap();
+    Api::<Role>::namespaced(admin.clone(), &ns)
+        .create(&PostParams::default(), &role)
+        .await
+        .unwrap();
+    let binding: RoleBinding = serde_json::from_value(json!({"metadata": {"name": "reader"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "one-daemonset"},
+        "subjects": [{"kind": "ServiceAccount", "name": "reader", "namespace": ns}]}))
+    .unwrap();
+    Api::<RoleBinding>::namespaced(admin.clone(), &ns)
+        .create(&PostParams::default(), &binding)
+        .await
+        .unwrap();
+    let token = common::token_of(
+        &common::request_token(&admin, &ns, "reader", None)
+            .await
+            .unwrap(),
+    );
+    let mut config = tc.config().await;
+    config.auth_info = kube::config::AuthInfo {
+        token: Some(token.into()),
+        ..Default::default()
+    };
+    let reader: Api<DaemonSet> = Api::namespaced(kube::Client::try_from(config).unwrap(), &ns);
+
+    // A real API server's authorizer sees the binding once its informers have it.
+    let settled = tokio::time::timeout(Duration::from_secs(60), async {
+        while reader.get("one").await.is_err() {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+    assert!(settled.is_ok(), "the binding never took effect");
+
+    let by_name = ListParams::default().fields("metadata.name=one");
+    let listed = reader.list(&by_name).await.unwrap();
+    let names: Vec<_> = listed
+        .items
+        .iter()
+        .map(|d| d.metadata.name.clone())
+        .collect();
+    assert_eq!(names, [Some("one".to_owned())]);
+    let double = ListParams::default().fields("metadata.name==one");
+    assert_eq!(reader.list(&double).await.unwrap().items.len(), 1);
+
+    let watch = WatchParams::default()
+        .fields("metadata.name=one")
+        .timeout(30);
+    let rv = listed.metadata.resource_version.clone().unwrap();
+    let mut events = reader.watch(&watch, &rv).await.unwrap().boxed();
+    // The watch is held open: a change made after it started arrives on it.
+    admin_ds
+        .patch(
+            "one",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"labels": {"changed": "yes"}}})),
+        )
+        .await
+        .unwrap();
+    let seen = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match events.try_next().await.unwrap() {
+                Some(WatchEvent::Modified(ds)) => return ds,
+                Some(WatchEvent::Bookmark(_)) => {}
+                other => panic!("unexpected watch event {other:?}"),
+            }
+        }
+    })
+    .await
+    .expect("the change arrives on the open watch");
+    assert_eq!(seen.metadata.name.as_deref(), Some("one"));
+
+    let forbidden = |err: kube::Error, verb: &str, name: Option<&str>| {
+        let status = status_of(err);
+        assert_eq!((status.code, status.reason.as_str()), (403, "Forbidden"));
+        let object = name.map_or_else(
+            || "daemonsets.apps".to_owned(),
+            |n| format!("daemonsets.apps \"{n}\""),
+        );
+        assert!(
+            status
+                .message
+                .starts_with(&format!("{object} is forbidden")),
+            "{}",
+            status.message
+        );
+        assert!(
+            status
+                .message
+                .contains(&format!("cannot {verb} resource \"daemonsets\"")),
+            "{}",
+            status.message
+        );
+    };
+    forbidden(reader.get("other").await.unwrap_err(), "get", Some("other"));
+    forbidden(
+        reader.list(&ListParams::default()).await.unwrap_err(),
+        "list",
+        None,
+    );
+    forbidden(
+        reader
+            .list(&ListParams::default().fields("metadata.name=other"))
+            .await
+            .unwrap_err(),
+        "list",
+        Some("other"),
+    );
+    forbidden(
+        reader
+            .list(&ListParams::default().fields("metadata.name!=other"))
+            .await
+            .unwrap_err(),
+        "list",
+        None,
+    );
+    for selector in ["", "metadata.name=other"] {
+        let params = WatchParams::default().fields(selector).timeout(5);
+        let refused = match reader.watch(&params, "0").await {
+            Err(err) => err,
+            Ok(stream) => match stream.boxed().try_next().await {
+                Err(err) => err,
+                Ok(event) => panic!("a watch selecting {selector:?} was served: {event:?}"),
+            },
+        };
+        let name = selector.strip_prefix("metadata.name=");
+        forbidden(refused, "watch", name);
+    }
+    tc.cleanup().await;
+}

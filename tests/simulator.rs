@@ -451,20 +451,6 @@ async fn deleting_a_job_collects_its_pods() {
     finish(sim, tc).await;
 }
 
-fn daemonset_json(name: &str, image: &str) -> DaemonSet {
-    serde_json::from_value(json!({
-        "metadata": {"name": name},
-        "spec": {
-            "selector": {"matchLabels": {"app": name}},
-            "template": {
-                "metadata": {"labels": {"app": name}},
-                "spec": {"containers": [{"name": "agent", "image": image}]}
-            }
-        }
-    }))
-    .unwrap()
-}
-
 /// The DaemonSet has caught up with its generation and runs a ready, current pod on `n` nodes.
 fn settled(n: i32) -> impl Condition<DaemonSet> {
     move |ds: Option<&DaemonSet>| {
@@ -530,9 +516,12 @@ async fn daemonset_settles_and_rolls_out_a_new_template() {
     let tc = TestCluster::start().await;
     let sim = start(&tc).await;
     let api: Api<DaemonSet> = Api::namespaced(tc.client(), tc.namespace());
-    api.create(&PostParams::default(), &daemonset_json("fleet", "agent:1"))
-        .await
-        .unwrap();
+    api.create(
+        &PostParams::default(),
+        &common::daemonset("fleet", "agent:1"),
+    )
+    .await
+    .unwrap();
     wait_for(&api, "fleet", settled(3)).await;
     let pods = ds_pods(&tc, "fleet").await;
     assert_eq!(pods.len(), 3);
@@ -597,9 +586,12 @@ async fn nodes_are_added_deleted_and_replaced() {
     }
 
     let api: Api<DaemonSet> = Api::namespaced(tc.client(), &ns);
-    api.create(&PostParams::default(), &daemonset_json("fleet", "agent:1"))
-        .await
-        .unwrap();
+    api.create(
+        &PostParams::default(),
+        &common::daemonset("fleet", "agent:1"),
+    )
+    .await
+    .unwrap();
     wait_for(&api, "fleet", settled(3)).await;
 
     let added = sim.add_node().await.unwrap();
@@ -658,9 +650,12 @@ async fn agents_acknowledge_the_flip_and_follow_replaced_nodes() {
     .unwrap();
     cms.create(&PostParams::default(), &status).await.unwrap();
     let dss: Api<DaemonSet> = Api::namespaced(tc.client(), &ns);
-    dss.create(&PostParams::default(), &daemonset_json(AGENT_DS, "pivot:1"))
-        .await
-        .unwrap();
+    dss.create(
+        &PostParams::default(),
+        &common::daemonset(AGENT_DS, "pivot:1"),
+    )
+    .await
+    .unwrap();
     wait_for(&dss, AGENT_DS, settled(3)).await;
 
     let flip = |v: &str| Patch::Merge(json!({"data": {key::REGISTRIES_YAML_ACTIVE: v}}));
@@ -761,9 +756,12 @@ async fn controllers_converge_through_faults() {
     .unwrap();
     cms.create(&PostParams::default(), &status).await.unwrap();
     let dss: Api<DaemonSet> = Api::namespaced(tc.client(), &ns);
-    dss.create(&PostParams::default(), &daemonset_json(AGENT_DS, "pivot:1"))
-        .await
-        .unwrap();
+    dss.create(
+        &PostParams::default(),
+        &common::daemonset(AGENT_DS, "pivot:1"),
+    )
+    .await
+    .unwrap();
     let jobs: Api<Job> = Api::namespaced(tc.client(), &ns);
     jobs.create(
         &PostParams::default(),

@@ -1,8 +1,8 @@
 //! The tail of a step's log kept when the step ends, in a ConfigMap per run and step owned
 //! by the status ConfigMap (so it goes with it), labelled with the run so that a new run
-//! deletes the earlier runs' tails in one call. Saving runs beside the cutover (see
-//! [`super::queue`]): it never delays the next step, and a failed save loses only that tail
-//! (logged), never the cutover.
+//! finds the earlier runs' tails by label and deletes each by name. Saving runs beside the
+//! cutover (see [`super::queue`]): it never delays the next step, and a failed save loses
+//! only that tail (logged), never the cutover.
 
 use super::source::newest_pod;
 use super::tail::{MAX_TAIL_BYTES, Tail};
@@ -13,7 +13,7 @@ use crate::step::StepName;
 use futures::AsyncReadExt;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use kube::api::{Api, DeleteParams, ListParams, LogParams, PostParams};
+use kube::api::{Api, DeleteParams, ListParams, LogParams, PostParams, Preconditions};
 use kube::{Client, Resource, ResourceExt};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
@@ -395,19 +395,15 @@ impl TailKeeper {
     }
 
     /// Deletes the tails of every run but `run`, retrying what may pass: a new run starts
-    /// with only its own logs kept.
+    /// with only its own logs kept. Each is deleted by name, only as it was listed (its UID
+    /// and resourceVersion as preconditions): the service holds no `deletecollection`, and
+    /// a ConfigMap relabelled or replaced since the list is left alone.
     pub async fn clean_retrying(&self, run: u32) {
-        let selector = other_runs_selector(run);
         let mut backoff = Backoff::new();
         for _ in 0..SAVE_TRIES {
-            let params = ListParams::default().labels(&selector);
-            match self
-                .configmaps()
-                .delete_collection(&DeleteParams::default(), &params)
-                .await
-            {
-                Ok(_) => {
-                    tracing::debug!(run, "log tails of earlier runs deleted");
+            match self.clean(run).await {
+                Ok(deleted) => {
+                    tracing::debug!(run, deleted, "log tails of earlier runs deleted");
                     return;
                 }
                 Err(err) if is_transient(&err) => backoff.wait().await,
@@ -417,6 +413,31 @@ impl TailKeeper {
                 }
             }
         }
+    }
+
+    /// One pass of [`Self::clean_retrying`]: how many tails it deleted.
+    async fn clean(&self, run: u32) -> Result<usize, kube::Error> {
+        let api = self.configmaps();
+        let listed = api
+            .list_metadata(&ListParams::default().labels(&other_runs_selector(run)))
+            .await?;
+        let mut deleted = 0;
+        for cm in &listed.items {
+            let params = DeleteParams {
+                preconditions: Some(Preconditions {
+                    uid: cm.metadata.uid.clone(),
+                    resource_version: cm.metadata.resource_version.clone(),
+                }),
+                ..DeleteParams::default()
+            };
+            match api.delete(&cm.name_any(), &params).await {
+                Ok(_) => deleted += 1,
+                // Gone already, or changed since the list (no longer ours to judge).
+                Err(err) if is_status(&err, 404) || is_status(&err, 409) => {}
+                Err(err) => return Err(err),
+            }
+        }
+        Ok(deleted)
     }
 }
 

@@ -17,9 +17,10 @@ pub type Cluster = TestCluster;
 /// update it, while a definition that Flux or Cilium installed is never touched.
 const INSTALLED_BY: &str = "catalyst.openova.io/installed-by-tests";
 
-/// Starts the cluster of one step test, with the Flux and Cilium definitions in place.
+/// Starts the cluster of one step test, with the Flux and Cilium definitions in place and
+/// RBAC on (the scripts run under the chart's own ServiceAccounts).
 pub async fn start() -> Cluster {
-    let cluster = TestCluster::start().await;
+    let cluster = crate::live::start().await;
     install_definitions(&cluster.client()).await;
     cluster
 }

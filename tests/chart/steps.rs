@@ -81,22 +81,44 @@ impl Outcome {
     }
 }
 
-/// A place to run scripts against one cluster: a kubeconfig file and a HOME.
+/// A place to run scripts against one cluster: a kubeconfig file and a HOME, and the
+/// chart's RBAC the scripts run under.
 struct Runner {
     dir: PathBuf,
+    _rbac: Option<crate::live::InstalledRbac>,
 }
 
 impl Runner {
     /// Without a cluster, kubectl finds no kubeconfig and reaches nothing.
     fn new(cluster: Option<&Cluster>) -> Runner {
+        let runner = Runner::in_temp_dir(None);
+        if let Some(cluster) = cluster {
+            crate::live::write_kubeconfig(&runner.dir, "kubeconfig", cluster.kubeconfig());
+        }
+        runner
+    }
+
+    /// Scripts that run as ServiceAccount `sa`: the chart's RBAC installed for `cluster`'s
+    /// namespace, kubectl holding a token of `sa` from the TokenRequest API and nothing else.
+    async fn as_service_account(cluster: &Cluster, sa: &str) -> Runner {
+        let ns = cluster.namespace();
+        let rbac = crate::live::install_rbac(cluster, &crate::live::values_in(ns)).await;
+        // Each identity's first right, as the API server's authorizer sees it.
+        let (verb, resource, name) = match sa {
+            "registry-pivot" => ("get", "/configmaps", "self-sovereign-cutover-status"),
+            _ => ("get", "apps/daemonsets", "registry-pivot"),
+        };
+        crate::live::wait_granted(cluster, sa, verb, resource, Some(ns), Some(name)).await;
+        let runner = Runner::in_temp_dir(Some(rbac));
+        let kubeconfig = crate::live::kubeconfig_of(cluster, sa).await;
+        crate::live::write_kubeconfig(&runner.dir, "kubeconfig", &kubeconfig);
+        runner
+    }
+
+    fn in_temp_dir(rbac: Option<crate::live::InstalledRbac>) -> Runner {
         let dir = std::env::temp_dir().join(format!("chart-steps-{}", uuid::Uuid::new_v4()));
         std::fs::create_dir_all(&dir).expect("temp dir");
-        if let Some(cluster) = cluster {
-            let kubeconfig =
-                serde_yaml::to_string(cluster.kubeconfig()).expect("kubeconfig serializes");
-            std::fs::write(dir.join("kubeconfig"), kubeconfig).expect("write kubeconfig");
-        }
-        Runner { dir }
+        Runner { dir, _rbac: rbac }
     }
 
     /// Runs the script of `chart/steps/<file>`.
@@ -153,13 +175,19 @@ impl Drop for Runner {
     }
 }
 
-/// A cluster with a runner on it; `None` (the test is skipped) without the tools.
+/// A cluster with a runner on it whose scripts run as the chart's step runner
+/// (`cutover-runner`) under the chart's RBAC; `None` (the test is skipped) without the tools.
 async fn on_cluster() -> Option<(Cluster, Runner)> {
+    on_cluster_as("cutover-runner").await
+}
+
+/// As [`on_cluster`], the scripts running as the chart's ServiceAccount `sa`.
+async fn on_cluster_as(sa: &str) -> Option<(Cluster, Runner)> {
     if !tools_present() {
         return None;
     }
     let cluster = crate::cluster::start().await;
-    let runner = Runner::new(Some(&cluster));
+    let runner = Runner::as_service_account(&cluster, sa).await;
     Some((cluster, runner))
 }
 
@@ -1242,7 +1270,7 @@ impl Node {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn registry_pivot_agent_pivots_on_v2_restores_the_exact_files_on_rollback_and_else_keeps_the_node()
  {
-    let Some((cluster, runner)) = on_cluster().await else {
+    let Some((cluster, runner)) = on_cluster_as("registry-pivot").await else {
         return;
     };
     let harbor = standins::harbor(Harbor::default()).await;
@@ -1352,7 +1380,7 @@ async fn registry_pivot_agent_pivots_on_v2_restores_the_exact_files_on_rollback_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn registry_pivot_agent_gives_the_nodes_the_pull_credential_of_private_proxy_caches() {
-    let Some((cluster, runner)) = on_cluster().await else {
+    let Some((cluster, runner)) = on_cluster_as("registry-pivot").await else {
         return;
     };
     let harbor = standins::harbor(Harbor::default()).await;
@@ -1389,7 +1417,7 @@ async fn registry_pivot_agent_gives_the_nodes_the_pull_credential_of_private_pro
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn registry_pivot_agent_refuses_values_that_could_break_out_of_its_quotes() {
-    let Some((cluster, runner)) = on_cluster().await else {
+    let Some((cluster, runner)) = on_cluster_as("registry-pivot").await else {
         return;
     };
     let node = Node::new(&runner);
@@ -1411,7 +1439,7 @@ async fn registry_pivot_agent_refuses_values_that_could_break_out_of_its_quotes(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn registry_pivot_agent_does_not_acknowledge_while_the_registry_is_down() {
-    let Some((cluster, runner)) = on_cluster().await else {
+    let Some((cluster, runner)) = on_cluster_as("registry-pivot").await else {
         return;
     };
     // A port nothing listens on: bound, then released.
@@ -1593,7 +1621,10 @@ fn platform_repository(root: &std::path::Path, namespace: &str) -> PathBuf {
 }
 
 /// What Flux's kustomize-controller does: apply the bootstrap-kit at the repository's HEAD.
-async fn flux_apply(runner: &Runner, url: &str) {
+/// Applies the bootstrap kit of `url` to `cluster` as Flux would: with Flux's rights (the
+/// cluster's admin), not the step runner's.
+async fn flux_apply(cluster: &Cluster, url: &str) {
+    let runner = Runner::new(Some(cluster));
     let apply = format!(
         "set -eu\nd=$(mktemp -d)\ngit clone --quiet \"{url}\" \"$d/repo\"\nkubectl apply -f \"$d/repo/clusters/bootstrap-kit/\"\nrm -rf \"$d\"\n"
     );
@@ -1668,7 +1699,7 @@ async fn helmrepository_patches_pivot_live_and_in_git_so_a_reapply_keeps_them_lo
     let server = GitServer::start(&root).await;
     let url = format!("{}/platform.git", server.url);
     create_git_repository(&cluster, "flux-system", &url).await;
-    flux_apply(&runner, &url).await;
+    flux_apply(&cluster, &url).await;
     let upstream = live_urls(&cluster).await;
     assert_eq!(upstream["openova"], "oci://ghcr.io/openova-io/charts");
 
@@ -1695,7 +1726,7 @@ async fn helmrepository_patches_pivot_live_and_in_git_so_a_reapply_keeps_them_lo
     );
 
     // Flux re-applies what git holds: the pivot stays.
-    flux_apply(&runner, &url).await;
+    flux_apply(&cluster, &url).await;
     assert_eq!(
         live_urls(&cluster).await,
         local,
@@ -1738,7 +1769,7 @@ async fn helmrepository_patches_pushes_to_the_seeded_repository_never_to_the_mir
     let step_01 = mirror_settings(&gitea, &upstream);
     runner.run(STEP_01, &step_01).await.succeeds();
     create_git_repository(&cluster, "flux-system", LOCAL_REPO).await;
-    flux_apply(&runner, upstream.to_str().expect("utf-8")).await;
+    flux_apply(&cluster, upstream.to_str().expect("utf-8")).await;
 
     let mut settings = pivot_settings(&cluster, "");
     settings.insert("GITEA_URL".into(), gitea.url.clone());

@@ -234,6 +234,28 @@ pub async fn grant(client: &kube::Client, ns: &str, sa: &str, role: ClusterRole)
         .create(&PostParams::default(), &binding)
         .await
         .expect("role binding");
+    let cutovers = ResourceAttributes {
+        verb: Some("get".to_owned()),
+        group: Some("catalyst.openova.io".to_owned()),
+        resource: Some("cutovers".to_owned()),
+        namespace: Some(ns.to_owned()),
+        ..ResourceAttributes::default()
+    };
+    assert!(
+        allowed_within_a_minute(client, ns, sa, cutovers).await,
+        "{name} for {sa} never took effect"
+    );
+}
+
+/// Whether ServiceAccount `sa` of `ns` is allowed what `attributes` ask within a minute,
+/// asked with SubjectAccessReviews every 100 ms: a real API server's authorizer sees new
+/// bindings only once its informers have them.
+pub async fn allowed_within_a_minute(
+    client: &kube::Client,
+    ns: &str,
+    sa: &str,
+    attributes: ResourceAttributes,
+) -> bool {
     let review = SubjectAccessReview {
         spec: SubjectAccessReviewSpec {
             user: Some(format!("system:serviceaccount:{ns}:{sa}")),
@@ -242,19 +264,13 @@ pub async fn grant(client: &kube::Client, ns: &str, sa: &str, role: ClusterRole)
                 format!("system:serviceaccounts:{ns}"),
                 "system:authenticated".to_owned(),
             ]),
-            resource_attributes: Some(ResourceAttributes {
-                verb: Some("get".to_owned()),
-                group: Some("catalyst.openova.io".to_owned()),
-                resource: Some("cutovers".to_owned()),
-                namespace: Some(ns.to_owned()),
-                ..ResourceAttributes::default()
-            }),
+            resource_attributes: Some(attributes),
             ..SubjectAccessReviewSpec::default()
         },
         ..SubjectAccessReview::default()
     };
     let reviews = Api::<SubjectAccessReview>::all(client.clone());
-    let granted = tokio::time::timeout(std::time::Duration::from_secs(60), async {
+    tokio::time::timeout(std::time::Duration::from_secs(60), async {
         loop {
             let answer = reviews
                 .create(&PostParams::default(), &review)
@@ -266,8 +282,23 @@ pub async fn grant(client: &kube::Client, ns: &str, sa: &str, role: ClusterRole)
             tokio::time::sleep(std::time::Duration::from_millis(100)).await;
         }
     })
-    .await;
-    assert!(granted.is_ok(), "{name} for {sa} never took effect");
+    .await
+    .is_ok()
+}
+
+/// A DaemonSet `name` of one container running `image`, its pods labelled `app=<name>`.
+pub fn daemonset(name: &str, image: &str) -> k8s_openapi::api::apps::v1::DaemonSet {
+    serde_json::from_value(json!({
+        "metadata": {"name": name},
+        "spec": {
+            "selector": {"matchLabels": {"app": name}},
+            "template": {
+                "metadata": {"labels": {"app": name}},
+                "spec": {"containers": [{"name": "agent", "image": image}]}
+            }
+        }
+    }))
+    .expect("DaemonSet")
 }
 
 /// A `job` step ConfigMap whose pod behaves as `env` tells the simulator. Its command holds

@@ -119,8 +119,14 @@ pub fn verb(method: &Method, rp: &ResourcePath, watching: bool) -> &'static str 
     }
 }
 
-/// The authorization attributes of a resource request.
-pub fn attributes(method: &Method, rp: &ResourcePath, watching: bool) -> Attributes {
+/// The authorization attributes of a resource request whose `fieldSelector` parameter is
+/// `field_selector` (`""` when absent).
+pub fn attributes(
+    method: &Method,
+    rp: &ResourcePath,
+    watching: bool,
+    field_selector: &str,
+) -> Attributes {
     let mut attrs = Attributes::resource(
         verb(method, rp, watching),
         rp.group.clone(),
@@ -132,8 +138,28 @@ pub fn attributes(method: &Method, rp: &ResourcePath, watching: bool) -> Attribu
         attrs.namespace.clone_from(&rp.name);
     }
     attrs.name.clone_from(&rp.name);
+    // A list or watch of a collection that selects one name exactly is authorized for that
+    // name, so a Role with `resourceNames` allows it (RequestInfoFactory, since 1.11).
+    if attrs.name.is_none() && matches!(attrs.verb.as_str(), "list" | "watch") {
+        attrs.name = selected_name(field_selector);
+    }
     attrs.subresource.clone_from(&rp.subresource);
     attrs
+}
+
+/// The name a field selector requires exactly: its first `metadata.name=` or `==` term,
+/// when that name is a valid path segment (fields.Selector's RequiresExactMatch and
+/// path.IsValidPathSegmentName). Pure.
+pub fn selected_name(field_selector: &str) -> Option<String> {
+    let name = field_selector.split(',').find_map(|term| {
+        let (field, value) = term.split_once("==").or_else(|| {
+            term.split_once('=')
+                .filter(|(field, _)| !field.ends_with('!'))
+        })?;
+        (field.trim() == "metadata.name").then(|| value.trim())
+    })?;
+    let valid = !matches!(name, "" | "." | "..") && !name.contains(['/', '%']);
+    valid.then(|| name.to_owned())
 }
 
 fn all_of<T: DeserializeOwned>(store: &Store, group: &str, plural: &str) -> Vec<T> {
@@ -226,13 +252,56 @@ mod tests {
             ),
             "deletecollection"
         );
-        let a = attributes(&Method::GET, &rp("/api/v1/namespaces/ns/pods/p/log"), false);
+        let a = attributes(
+            &Method::GET,
+            &rp("/api/v1/namespaces/ns/pods/p/log"),
+            false,
+            "",
+        );
         assert_eq!(
             (a.namespace.as_deref(), a.subresource.as_deref()),
             (Some("ns"), Some("log"))
         );
-        let ns = attributes(&Method::DELETE, &rp("/api/v1/namespaces/team"), false);
+        let ns = attributes(&Method::DELETE, &rp("/api/v1/namespaces/team"), false, "");
         assert_eq!(ns.namespace.as_deref(), Some("team"));
+    }
+
+    #[test]
+    fn a_list_or_watch_selecting_one_name_is_authorized_for_that_name() {
+        let all = rp("/apis/apps/v1/namespaces/ns/daemonsets");
+        let named = |verb: &Method, watching: bool, selector: &str| {
+            attributes(verb, &all, watching, selector).name
+        };
+        let one = Some("registry-pivot".to_owned());
+        assert_eq!(
+            named(&Method::GET, false, "metadata.name=registry-pivot"),
+            one
+        );
+        assert_eq!(
+            named(&Method::GET, true, "metadata.name==registry-pivot"),
+            one
+        );
+        assert_eq!(
+            named(
+                &Method::GET,
+                true,
+                "metadata.namespace=ns,metadata.name=registry-pivot"
+            ),
+            one
+        );
+        for not_one in [
+            "",
+            "metadata.name!=registry-pivot",
+            "metadata.name=a/b",
+            "metadata.name=..",
+        ] {
+            assert_eq!(named(&Method::GET, false, not_one), None, "{not_one}");
+        }
+        // A deletecollection is never narrowed to a name.
+        assert_eq!(
+            named(&Method::DELETE, false, "metadata.name=registry-pivot"),
+            None
+        );
     }
 
     #[test]
@@ -297,6 +366,7 @@ mod tests {
             &Method::POST,
             &rp("/api/v1/namespaces/ns/serviceaccounts/runner/token"),
             false,
+            "",
         );
         assert_eq!(
             (

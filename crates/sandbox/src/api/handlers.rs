@@ -121,7 +121,8 @@ fn dispatch(
                 .ok_or_else(StatusError::no_route)?;
             let watching = rp.watch || is_true(params, "watch");
             if let Some(user) = user {
-                let attrs = access::attributes(method, &rp, watching);
+                let field_selector = params.get("fieldSelector").map_or("", String::as_str);
+                let attrs = access::attributes(method, &rp, watching, field_selector);
                 if let Decision::Deny { reason } = access::decide(&app.store, user, &attrs) {
                     let (code, body) = access::forbidden(user, &attrs, &reason);
                     return Ok(value_response(code, &body));
