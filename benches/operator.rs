@@ -81,6 +81,10 @@ async fn setup() -> (ApiServer, Simulator, Service) {
     .expect("simulator");
     let mut config = ServiceConfig::new(NS);
     config.auth = AuthConfig::enabled();
+    // The bench's thousand clients are one user at one address: lift the per-caller and
+    // per-address shares so that what is measured is the replica's cost per stream.
+    config.http.max_event_streams_per_caller = SSE_CLIENTS;
+    config.http.max_connections_per_source = 2 * SSE_CLIENTS;
     let service = Service::start(kube_config, config).await.expect("service");
     common::wait_ready(&service.url()).await;
     (server, sim, service)
