@@ -600,6 +600,7 @@ async fn run_in(
     let started = Instant::now();
     let response = http
         .post(format!("{}/cutover", service.url()))
+        .header("content-type", "application/json")
         .send()
         .await?;
     if response.status() != reqwest::StatusCode::ACCEPTED {

@@ -333,7 +333,11 @@ async fn until_complete(timeline: &mut watch::Receiver<Timeline>) -> BenchResult
 
 /// Starts the cutover through the service's own API.
 async fn trigger(http: &reqwest::Client, base: &str) -> BenchResult<()> {
-    let response = http.post(format!("{base}/cutover")).send().await?;
+    let response = http
+        .post(format!("{base}/cutover"))
+        .header("content-type", "application/json")
+        .send()
+        .await?;
     if response.status() != reqwest::StatusCode::ACCEPTED {
         let status = response.status();
         return Err(format!(

@@ -6,17 +6,16 @@
 //!
 //! `cargo bench --bench operator`.
 
+mod common;
+
 use catalyst_cutover::auth::AuthConfig;
 use catalyst_cutover::contract;
 use catalyst_cutover::events::{FramePhase, derive};
 use catalyst_cutover::service::{Service, ServiceConfig};
 use futures::future::join_all;
-use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
-use k8s_openapi::api::rbac::v1::{ClusterRole, RoleBinding};
+use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Api, PostParams};
-use kube::config::KubeConfigOptions;
-use kube_sandbox::access_control::{TokenTable, UserInfo};
-use kube_sandbox::api::{ApiServer, ApiServerConfig};
+use kube_sandbox::api::ApiServer;
 use kube_sandbox::sim::{SimConfig, Simulator};
 use serde_json::json;
 use std::sync::Arc;
@@ -46,41 +45,13 @@ fn rss_kib() -> u64 {
 }
 
 async fn setup() -> (ApiServer, Simulator, Service) {
-    let mut tokens = TokenTable::default();
-    tokens.insert(TOKEN, UserInfo::new("operator", Vec::new()));
-    let server = ApiServer::start(ApiServerConfig {
-        tokens: Some(tokens),
-        ..ApiServerConfig::default()
-    })
-    .await
-    .expect("sandbox");
-    let client = server.admin_client().await.expect("client");
-    let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": NS}})).unwrap();
-    Api::<Namespace>::all(client.clone())
-        .create(&PostParams::default(), &ns)
-        .await
-        .expect("namespace");
-    let role: ClusterRole = serde_json::from_value(json!({
-        "metadata": {"name": "catalyst-cutover-operator"},
-        "rules": [{"apiGroups": ["catalyst.openova.io"], "resources": ["cutovers"],
-                   "verbs": ["get", "create", "delete"]}]
-    }))
-    .unwrap();
-    Api::<ClusterRole>::all(client.clone())
-        .create(&PostParams::default(), &role)
-        .await
-        .expect("role");
-    let binding: RoleBinding = serde_json::from_value(json!({
-        "metadata": {"name": "operator"},
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
-                    "name": "catalyst-cutover-operator"},
-        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "operator"}]
-    }))
-    .unwrap();
-    Api::<RoleBinding>::namespaced(client.clone(), NS)
-        .create(&PostParams::default(), &binding)
-        .await
-        .expect("binding");
+    let (server, client, kube_config) = common::sandbox(
+        NS,
+        TOKEN,
+        "catalyst-cutover-operator",
+        &["get", "create", "delete"],
+    )
+    .await;
     for n in 1..=STEPS {
         let step: ConfigMap = serde_json::from_value(json!({
             "metadata": {"name": format!("cutover-step-0{n}-s{n}"), "labels": {
@@ -108,24 +79,14 @@ async fn setup() -> (ApiServer, Simulator, Service) {
     )
     .await
     .expect("simulator");
-    let kube_config = kube::Config::from_custom_kubeconfig(
-        server.kubeconfig(server.admin_token()),
-        &KubeConfigOptions::default(),
-    )
-    .await
-    .expect("kube config");
     let mut config = ServiceConfig::new(NS);
     config.auth = AuthConfig::enabled();
+    // The bench's thousand clients are one user at one address: lift the per-caller and
+    // per-address shares so that what is measured is the replica's cost per stream.
+    config.http.max_event_streams_per_caller = SSE_CLIENTS;
+    config.http.max_connections_per_source = 2 * SSE_CLIENTS;
     let service = Service::start(kube_config, config).await.expect("service");
-    let http = reqwest::Client::new();
-    while http
-        .get(format!("{}/readyz", service.url()))
-        .send()
-        .await
-        .map_or(true, |r| r.status() != 200)
-    {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    common::wait_ready(&service.url()).await;
     (server, sim, service)
 }
 

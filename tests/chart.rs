@@ -31,6 +31,7 @@ use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ConfigMap, PodSpec, Secret, Service, ServiceAccount};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube_sandbox::access_control::{Attributes, RbacRules, UserInfo, authorize};
 use serde_json::Value as Json;
 use serde_yaml::Value as Yaml;
@@ -524,19 +525,52 @@ fn the_service_port_is_capped_and_serves_https_from_a_secret_when_given_one() {
     assert_eq!(plain_env["CATALYST_CUTOVER_MAX_CONNECTIONS"], "2048");
     assert_eq!(plain_env["CATALYST_CUTOVER_MAX_EVENT_STREAMS"], "1024");
     assert_eq!(plain_env["CATALYST_CUTOVER_HEADER_READ_TIMEOUT"], "10s");
-    assert_eq!(plain_env["CATALYST_CUTOVER_AUTH_AUDIENCES"], "");
+    // Safe defaults: only tokens issued for the service, a short first-byte timeout, a
+    // per-address and a per-caller cap, streams of a finite lifetime.
+    assert_eq!(
+        plain_env["CATALYST_CUTOVER_AUTH_AUDIENCES"],
+        "catalyst-cutover"
+    );
+    assert_eq!(plain_env["CATALYST_CUTOVER_FIRST_BYTE_TIMEOUT"], "2s");
+    assert_eq!(
+        plain_env["CATALYST_CUTOVER_MAX_CONNECTIONS_PER_SOURCE"],
+        "1024"
+    );
+    assert_eq!(
+        plain_env["CATALYST_CUTOVER_MAX_EVENT_STREAMS_PER_CALLER"],
+        "8"
+    );
+    assert_eq!(plain_env["CATALYST_CUTOVER_EVENT_STREAM_LIFETIME"], "30m");
+    // The probes have a port of their own, which the service listens on.
+    assert_eq!(plain_env["CATALYST_CUTOVER_PROBE_LISTEN"], "0.0.0.0:8081");
+    let probe_ports = [&plain.readiness_probe, &plain.liveness_probe].map(|p| {
+        p.as_ref()
+            .and_then(|p| p.http_get.as_ref())
+            .map(|h| h.port.clone())
+    });
+    let named = Some(IntOrString::String("probes".to_owned()));
+    assert_eq!(probe_ports, [named.clone(), named]);
+    assert!(
+        plain
+            .ports
+            .iter()
+            .flatten()
+            .any(|p| p.name.as_deref() == Some("probes") && p.container_port == 8081),
+        "{:?}",
+        plain.ports
+    );
     assert!(!plain_env.contains_key("CATALYST_CUTOVER_TLS_CERT_FILE"));
     assert_eq!(schemes(&plain), [None, None]);
     assert!(volumes.is_empty());
 
     let mut values = default_values();
     values["http"]["tlsSecretName"] = Json::String("cutover-tls".to_owned());
-    values["authAudiences"] = serde_json::json!(["catalyst-cutover"]);
+    values["authAudiences"] = serde_json::json!(["catalyst-cutover", "other"]);
     let (tls, volumes) = container(values);
     let tls_env = env(&tls);
     assert_eq!(
         tls_env["CATALYST_CUTOVER_AUTH_AUDIENCES"],
-        "catalyst-cutover"
+        "catalyst-cutover,other"
     );
     let mount = &tls.volume_mounts.clone().unwrap_or_default()[0];
     assert_eq!(
@@ -561,6 +595,28 @@ fn the_service_port_is_capped_and_serves_https_from_a_secret_when_given_one() {
     );
     let https = Some("HTTPS".to_owned());
     assert_eq!(schemes(&tls), [https.clone(), https]);
+}
+
+#[test]
+fn the_auto_trigger_hook_calls_with_a_token_for_the_services_audience() {
+    let docs = render(&all_on_values());
+    let job: Job = typed(find(&docs, "Job", "catalyst-cutover-trigger"));
+    let pod = job.spec.and_then(|s| s.template.spec).expect("pod spec");
+    let audiences: Vec<String> = pod
+        .volumes
+        .iter()
+        .flatten()
+        .filter_map(|v| v.projected.as_ref())
+        .flat_map(|p| p.sources.iter().flatten())
+        .filter_map(|s| s.service_account_token.as_ref())
+        .map(|t| t.audience.clone().unwrap_or_default())
+        .collect();
+    assert_eq!(audiences, ["catalyst-cutover"]);
+    // A service that would refuse the hook's token is refused at install instead.
+    let mut values = all_on_values();
+    values["authAudiences"] = serde_json::json!([]);
+    let err = template(&values).expect_err("the hook without its audience");
+    assert!(err.contains("authAudiences"), "{err}");
 }
 
 // ---------------------------------------------------------------------------------------

@@ -133,6 +133,18 @@ impl Env {
         }
     }
 
+    /// The names of the Jobs in the test's namespace.
+    async fn job_names(&self) -> BTreeSet<String> {
+        Api::<Job>::namespaced(self.client(), self.ns())
+            .list(&ListParams::default())
+            .await
+            .expect("list Jobs")
+            .items
+            .into_iter()
+            .filter_map(|j| j.metadata.name)
+            .collect()
+    }
+
     async fn status(&self) -> BTreeMap<String, String> {
         let api: Api<ConfigMap> = Api::namespaced(self.client(), self.ns());
         api.get(DEFAULT_STATUS_CONFIGMAP)
@@ -248,7 +260,10 @@ const EIGHT: [&str; 8] = common::CHART_STEPS;
 
 async fn post(base: &str, path: &str, body: Option<Value>) -> (u16, Value) {
     let client = reqwest::Client::new();
-    let mut req = client.post(format!("{base}{path}"));
+    // With authentication off a POST must still declare JSON (see the security model).
+    let mut req = client
+        .post(format!("{base}{path}"))
+        .header("content-type", "application/json");
     if let Some(body) = body {
         req = req.json(&body);
     }
@@ -1419,7 +1434,7 @@ async fn steps_end_is_seen_through_watches_opened_once_per_run() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn get_preflight_runs_only_the_preflights_apart_from_the_cutover() {
+async fn post_preflight_runs_only_the_preflights_apart_from_the_cutover() {
     let env = Env::start(1).await;
     let checks = "preflight: Gitea refuses GITEA_USERNAME: fix the Secret\n\
                   preflight: DaemonSet registry-pivot is not rolled out on every node";
@@ -1442,7 +1457,16 @@ async fn get_preflight_runs_only_the_preflights_apart_from_the_cutover() {
     ready(&base).await;
     let status_before = env.status().await;
 
-    let (code, report) = get(&base, "/cutover/preflight?wait=25").await;
+    // A GET starts nothing: no run yet, no Job.
+    let (code, report) = get(&base, "/cutover/preflight?wait=1").await;
+    assert_eq!(
+        (code, report["run"].as_u64(), report["result"].as_str()),
+        (200, Some(0), Some("none")),
+        "{report}"
+    );
+    assert_eq!(env.job_names().await, BTreeSet::new());
+
+    let (code, report) = post(&base, "/cutover/preflight?wait=25", None).await;
     assert_eq!(code, 200, "{report}");
     assert_eq!(report["run"], 1);
     assert_eq!(report["result"], "failed");
@@ -1471,17 +1495,8 @@ async fn get_preflight_runs_only_the_preflights_apart_from_the_cutover() {
 
     // Recorded apart: the cutover's status is untouched, its steps never ran.
     assert_eq!(env.status().await, status_before);
-    let jobs: Api<Job> = Api::namespaced(env.client(), env.ns());
-    let names: BTreeSet<String> = jobs
-        .list(&ListParams::default())
-        .await
-        .unwrap()
-        .items
-        .into_iter()
-        .filter_map(|j| j.metadata.name)
-        .collect();
     assert_eq!(
-        names,
+        env.job_names().await,
         BTreeSet::from([
             "preflight-creds-r1".to_owned(),
             "preflight-reach-r1".to_owned()
@@ -1495,7 +1510,7 @@ async fn get_preflight_runs_only_the_preflights_apart_from_the_cutover() {
     assert_eq!(recorded.data.unwrap_or_default()["result"], "failed");
 
     // Bad input, and a run that is not the latest.
-    let (code, body) = get(&base, "/cutover/preflight?wait=soon").await;
+    let (code, body) = post(&base, "/cutover/preflight?wait=soon", None).await;
     assert_eq!((code, body["error"].as_str()), (400, Some("invalid-query")));
     let (code, body) = get(&base, "/cutover/preflight?run=7").await;
     assert_eq!(
@@ -1511,11 +1526,17 @@ async fn get_preflight_runs_only_the_preflights_apart_from_the_cutover() {
     api.replace(name, &PostParams::default(), &fixed)
         .await
         .unwrap();
-    let (code, report) = get(&base, "/cutover/preflight?wait=25").await;
+    let (code, report) = post(&base, "/cutover/preflight?wait=25", None).await;
     assert_eq!(code, 200, "{report}");
     assert_eq!(
         (report["run"].as_u64(), report["result"].as_str()),
         (Some(2), Some("passed"))
+    );
+    let (code, latest) = get(&base, "/cutover/preflight").await;
+    assert_eq!(
+        (code, &latest),
+        (200, &report),
+        "the GET answers the latest run"
     );
     assert_eq!(
         env.status().await["cutoverPhase"],
@@ -1527,7 +1548,7 @@ async fn get_preflight_runs_only_the_preflights_apart_from_the_cutover() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn get_preflight_answers_202_while_the_run_goes_on_and_joins_it() {
+async fn post_preflight_answers_202_while_the_run_goes_on_and_joins_it() {
     let env = Env::start(1).await;
     env.add_steps(vec![
         job_step(1, "first", &[]),
@@ -1538,19 +1559,54 @@ async fn get_preflight_answers_202_while_the_run_goes_on_and_joins_it() {
     let base = service.url();
     ready(&base).await;
 
-    let (code, report) = get(&base, "/cutover/preflight?wait=0").await;
+    let (code, report) = post(&base, "/cutover/preflight?wait=0", None).await;
     assert_eq!(code, 202, "{report}");
     assert_eq!(
         (report["run"].as_u64(), report["result"].as_str()),
         (Some(1), Some("running"))
     );
     // A second request joins the run under way instead of beginning another.
-    let (code, report) = get(&base, "/cutover/preflight?wait=0").await;
+    let (code, report) = post(&base, "/cutover/preflight?wait=0", None).await;
     assert_eq!((code, report["run"].as_u64()), (202, Some(1)));
     let (code, report) = get(&base, "/cutover/preflight?run=1&wait=0").await;
     assert_eq!((code, report["result"].as_str()), (202, Some("running")));
     env.wait_preflight_job("preflight-slow-r1").await;
 
+    service.shutdown().await;
+    env.cleanup().await;
+}
+
+/// While a cutover runs, a new preflight run is refused (its Jobs would run beside the
+/// cutover's), and the GET still answers, starting nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_preflight_run_begins_while_a_cutover_runs() {
+    let env = Env::start(1).await;
+    env.add_steps(vec![
+        job_step(1, "stuck", &[("CUTOVER_SIM_OUTCOME", "hang")]),
+        preflight_step(0, "check", &[]),
+    ])
+    .await;
+    let service = env.service("a").await;
+    let base = service.url();
+    ready(&base).await;
+    assert_eq!(post(&base, "/cutover", None).await.0, 202);
+    wait_status_key(&env, "currentStep", "stuck").await;
+    let before = env.job_names().await;
+    let (code, body) = post(&base, "/cutover/preflight?wait=0", None).await;
+    assert_eq!(
+        (code, body["error"].as_str()),
+        (409, Some("cutover-in-progress")),
+        "{body}"
+    );
+    let (code, report) = get(&base, "/cutover/preflight").await;
+    assert_eq!(code, 200, "{report}");
+    assert!(
+        env.job_names()
+            .await
+            .iter()
+            .all(|name| !name.starts_with("preflight-") || before.contains(name)),
+        "no preflight Job made mid-run"
+    );
     service.shutdown().await;
     env.cleanup().await;
 }

@@ -325,6 +325,7 @@ async fn a_leader_whose_lease_and_status_writes_hang_stops_before_another_takes_
     bounded("A's caches syncing", a.ready()).await;
     let started = reqwest::Client::new()
         .post(format!("{}/cutover", a.url()))
+        .header("content-type", "application/json")
         .send()
         .await
         .expect("POST /cutover");

@@ -131,10 +131,15 @@ async fn connections_past_the_cap_get_503_too_many_connections() {
     config.http.header_read_timeout = PATIENCE * 2;
     let service = start(&cluster, config).await;
     let addr = service.addr();
-    let held = [
+    // Held by clients that began a request: a connection that has sent nothing would make
+    // way for a new one (tests/floods.rs).
+    let mut held = [
         TcpStream::connect(addr).await.unwrap(),
         TcpStream::connect(addr).await.unwrap(),
     ];
+    for conn in &mut held {
+        conn.write_all(b"GET /healthz HTTP/1.1\r\n").await.unwrap();
+    }
     // The accept loop may still be taking the two held connections: ask until refused.
     let mut refused = String::new();
     for _ in 0..100 {
@@ -431,8 +436,18 @@ async fn made_up_tokens_are_reviewed_a_few_at_a_time() {
     .await
     .unwrap();
     let mut config = ServiceConfig::new(cluster.namespace());
+    // The rate limits (tests/floods.rs) let the whole flood through here: what is measured
+    // is the bound on reviews in flight.
+    let plenty = std::num::NonZeroU32::new(1000).unwrap();
     config.auth = AuthConfig {
         review_concurrency: 3,
+        limits: catalyst_cutover::auth::ReviewLimits {
+            per_second: plenty,
+            burst: plenty,
+            per_source_per_second: plenty,
+            per_source_burst: plenty,
+            ..Default::default()
+        },
         ..AuthConfig::enabled()
     };
     let service = Arc::new(start_on(proxied, config).await);

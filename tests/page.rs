@@ -565,6 +565,7 @@ async fn the_stream_resumes_with_last_event_id_when_the_service_drops_it() {
     .await;
     let started = reqwest::Client::new()
         .post(format!("{base}/cutover"))
+        .header("content-type", "application/json")
         .send()
         .await
         .expect("start");

@@ -244,6 +244,34 @@ async fn exit_3_while_idle_and_running_then_1_once_failed() {
     env.cleanup(service).await;
 }
 
+/// `catalyst-cutover status | head -0`: the reader is gone before the first line; the
+/// command ends quietly with 0 instead of panicking on the closed pipe.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_closed_pipe_ends_status_quietly() {
+    let env = Env::start(vec![job_step(1, "only", &[])]).await;
+    let service = env.service().await;
+    for args in [&[][..], &["-o", "json"]] {
+        let mut child = env
+            .status(args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("run catalyst-cutover status");
+        // The read end closes before the command has read the status, so its first write
+        // meets a closed pipe.
+        drop(child.stdout.take());
+        let output = tokio::time::timeout(GUARD, child.wait_with_output())
+            .await
+            .expect("status ends in time")
+            .expect("status output");
+        let err = stderr(&output);
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+        assert_eq!(output.status.code(), Some(0), "{args:?}: {err}");
+        assert!(err.is_empty(), "{args:?}: quiet, not {err}");
+    }
+    env.cleanup(service).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unreadable_status_is_a_clear_error_with_exit_4_and_bad_usage_2() {
     let env = Env::start(Vec::new()).await;

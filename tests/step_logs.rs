@@ -426,3 +426,102 @@ async fn following_a_running_steps_log_streams_lines_as_they_come() {
     assert!(rest.is_empty(), "{:?}", String::from_utf8_lossy(&rest));
     env.cleanup(service).await;
 }
+
+/// A line longer than 64 KiB is cut with a marker; a `jobName` pointed at another step's
+/// Job is ignored (the step's own Job is read); pods that carry the Job's name but not the
+/// cutover's labels are never read: 404 `step-log-not-found`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn long_lines_are_cut_and_only_the_steps_own_pods_are_read() {
+    let chunk = "x".repeat(1024);
+    let env = Env::start(vec![
+        // 100 KiB without a newline.
+        job_step(
+            1,
+            "long",
+            &[
+                ("CUTOVER_SIM_LOG", &chunk),
+                ("CUTOVER_SIM_LOG_REPEAT", "100"),
+            ],
+        ),
+        job_step(
+            2,
+            "other",
+            &[("CUTOVER_SIM_LOG", "other: the database password\n")],
+        ),
+    ])
+    .await;
+    let service = env.service(AuthConfig::disabled()).await;
+    let base = service.url();
+    assert_eq!(common::post_status(&base, "/cutover").await, 202);
+    let data = env.wait_phase(&["complete", "failed"]).await;
+    assert_eq!(data["cutoverPhase"], "complete", "{data:#?}");
+
+    let answer = get_log(&base, "/cutover/steps/long/logs", None).await;
+    assert_eq!((answer.status, answer.source.as_str()), (200, "pod"));
+    let cut = "x".repeat(64 * 1024);
+    assert!(answer.body.starts_with(&cut));
+    assert!(
+        answer
+            .body
+            .ends_with(" [catalyst-cutover: line cut at 65536 bytes, 36864 more dropped]\n"),
+        "{}",
+        &answer.body[cut.len()..]
+    );
+
+    // Whoever may edit ConfigMaps points `long`'s jobName at `other`'s Job.
+    let forged = serde_json::json!({"data": {"step.long.jobName": "cutover-other-a1"}});
+    env.configmaps()
+        .patch(
+            DEFAULT_STATUS_CONFIGMAP,
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(&forged),
+        )
+        .await
+        .expect("forge the jobName");
+    tokio::time::timeout(GUARD, async {
+        loop {
+            let status: Value = reqwest::get(format!("{base}/cutover"))
+                .await
+                .expect("GET")
+                .json()
+                .await
+                .expect("JSON");
+            if status["raw"]["step.long.jobName"] == "cutover-other-a1" {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("the service sees the forged status");
+    let answer = get_log(&base, "/cutover/steps/long/logs", None).await;
+    assert_eq!(answer.status, 200);
+    assert!(answer.body.starts_with(&cut), "long's own log");
+    assert!(!answer.body.contains("password"));
+
+    // A pod that carries `long`'s Job name and nothing else of the cutover's, once the
+    // step's own pods and its kept tail are gone.
+    env.delete_jobs_and_pods().await;
+    env.configmaps()
+        .delete(
+            &format!("{DEFAULT_STATUS_CONFIGMAP}-log-r1-long"),
+            &DeleteParams::default(),
+        )
+        .await
+        .expect("delete the kept tail");
+    let impostor: Pod = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "impostor", "labels": {contract::LABEL_JOB_NAME: "cutover-long-a1"}},
+        "spec": {"containers": [{"name": "c", "image": "busybox",
+                 "env": [{"name": "CUTOVER_SIM_LOG", "value": "impostor: the database password\n"}]}]}
+    }))
+    .expect("pod");
+    Api::<Pod>::namespaced(env.cluster.client(), env.ns())
+        .create(&PostParams::default(), &impostor)
+        .await
+        .expect("create the impostor");
+    let answer = get_log(&base, "/cutover/steps/long/logs", None).await;
+    assert_eq!(answer.status, 404, "{}", answer.body);
+    assert_eq!(answer.json()["error"], "step-log-not-found");
+    assert!(!answer.body.contains("password"));
+    env.cleanup(service).await;
+}

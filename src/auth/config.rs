@@ -1,5 +1,6 @@
 //! What the authorization checks ask for, and who may call the internal routes.
 
+use super::limits::ReviewLimits;
 use std::time::Duration;
 
 /// How requests are authenticated and authorized.
@@ -33,6 +34,8 @@ pub struct AuthConfig {
     /// How many TokenReviews and SubjectAccessReviews may be in flight at once, so that a
     /// flood of made-up tokens (each a cache miss) cannot become a flood of reviews.
     pub review_concurrency: usize,
+    /// How many reviews credentials not known to authenticate may cost.
+    pub limits: ReviewLimits,
 }
 
 impl AuthConfig {
@@ -52,6 +55,7 @@ impl AuthConfig {
             cache_ttl: Duration::from_secs(10),
             cache_capacity: 4096,
             review_concurrency: 8,
+            limits: ReviewLimits::default(),
         }
     }
 

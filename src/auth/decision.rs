@@ -26,8 +26,6 @@ pub const OPEN_ROUTES: &[&str] = &["/healthz", "/readyz", "/metrics"];
 /// The live page and its assets: they hold no data, so a browser loads them without a
 /// token; every call the page makes for data goes through the authorized routes.
 pub const PAGE_ROUTES: &[&str] = &["/", "/app.js", "/app.css"];
-/// The route that runs the preflight steps on their own.
-const PREFLIGHT_ROUTE: &str = "/cutover/preflight";
 /// Prefix of the routes only allow-listed service accounts may call.
 const INTERNAL_PREFIX: &str = "/api/v1/internal/";
 
@@ -39,10 +37,6 @@ pub fn action_for(method: &Method, path: &str) -> Option<Action> {
     }
     if path.starts_with(INTERNAL_PREFIX) {
         return Some(Action::Internal);
-    }
-    // A preflight run creates Jobs: asking for one needs what starting the cutover needs.
-    if path == PREFLIGHT_ROUTE {
-        return Some(Action::Start);
     }
     if method == Method::GET || method == Method::HEAD {
         return Some(Action::Read);
@@ -94,6 +88,17 @@ pub enum AuthError {
     /// The API server cannot answer: nothing is known about the token.
     #[error("cannot check the bearer token: {0}")]
     Unavailable(String),
+    /// Too many reviews of credentials not known to authenticate ([`super::limits`]):
+    /// nothing is known about this one yet.
+    #[error(
+        "too many requests with credentials this service does not know yet {scope}; retry in {retry_after} s"
+    )]
+    RateLimited {
+        /// Seconds to wait (the `Retry-After` header).
+        retry_after: u64,
+        /// Which bucket ran dry: from this address, or in all.
+        scope: String,
+    },
 }
 
 fn detail_suffix(detail: &str) -> String {
@@ -113,22 +118,28 @@ impl AuthError {
             AuthError::Forbidden { .. } => "forbidden",
             AuthError::UnauthorizedSa { .. } => "unauthorized-sa",
             AuthError::Unavailable(_) => "unavailable",
+            AuthError::RateLimited { .. } => "rate-limited",
         }
     }
 
-    /// The HTTP status: 401, 403, or 503 when the API server could not be asked.
+    /// The HTTP status: 401, 403, 429 past the review limits, or 503 when the API server
+    /// could not be asked.
     pub fn status(&self) -> StatusCode {
         match self {
             AuthError::MissingBearer(_) | AuthError::InvalidToken(_) => StatusCode::UNAUTHORIZED,
             AuthError::Forbidden { .. } | AuthError::UnauthorizedSa { .. } => StatusCode::FORBIDDEN,
             AuthError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            AuthError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
         }
     }
 
     /// Whether the answer may be reused for the same token: every definite answer, never
-    /// an outage.
+    /// an outage or a limit.
     pub fn is_definite(&self) -> bool {
-        !matches!(self, AuthError::Unavailable(_))
+        !matches!(
+            self,
+            AuthError::Unavailable(_) | AuthError::RateLimited { .. }
+        )
     }
 }
 
@@ -283,9 +294,14 @@ mod tests {
         );
         assert_eq!(action_for(&Method::GET, "/cutover"), Some(Action::Read));
         assert_eq!(
-            action_for(&Method::GET, "/cutover/preflight"),
+            action_for(&Method::POST, "/cutover/preflight"),
             Some(Action::Start),
-            "a preflight run creates Jobs"
+            "a preflight run creates Jobs: it needs what a start needs"
+        );
+        assert_eq!(
+            action_for(&Method::GET, "/cutover/preflight"),
+            Some(Action::Read),
+            "reading the latest result starts nothing"
         );
         assert_eq!(
             action_for(&Method::GET, "/api/v1/sovereign/cutover/events"),

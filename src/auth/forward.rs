@@ -14,6 +14,7 @@ use super::origin::Origin;
 use super::review::Authenticator;
 use axum::http::{HeaderMap, HeaderName, StatusCode};
 use k8s_openapi::api::authentication::v1::UserInfo;
+use std::net::IpAddr;
 use std::time::Duration;
 
 /// Cookie headers longer than this are refused without asking the forward-auth URL.
@@ -104,7 +105,7 @@ impl SessionError {
     }
 
     /// Whether the answer may be reused for the same cookie: every definite one.
-    fn is_definite(&self) -> bool {
+    pub fn is_definite(&self) -> bool {
         match self {
             SessionError::Unavailable(_) => false,
             SessionError::Auth(err) => err.is_definite(),
@@ -150,11 +151,14 @@ impl Authenticator {
             .map(|s| &s.config)
     }
 
-    /// The caller of a request whose `Cookie` header is `cookie` asking for `action`.
+    /// The caller of a request from `source` whose `Cookie` header is `cookie` asking for
+    /// `action`. Checks of sessions not seen to be valid lately are rate-limited as token
+    /// reviews are.
     pub async fn check_session(
         &self,
         action: Action,
         cookie: &str,
+        source: Option<IpAddr>,
     ) -> Result<Caller, SessionError> {
         let Some(sessions) = self.sessions.as_ref().filter(|_| self.enabled()) else {
             return Err(SessionError::Auth(AuthError::MissingBearer(String::new())));
@@ -172,20 +176,31 @@ impl Authenticator {
                 "the Cookie header is longer than {MAX_COOKIE_BYTES} bytes"
             )));
         }
-        let key = (TokenHash::of(cookie), action);
+        let hash = TokenHash::of(cookie);
         let answer = sessions
             .cache
-            .get_or_try(key, || async {
+            .get_or_try((hash, action), || async {
+                // A refusal by the limits is not an answer about the session: not kept.
+                self.limiter
+                    .admit(&hash, source)
+                    .map_err(SessionError::Auth)?;
                 let _permit = self.reviews.acquire().await.map_err(|_| {
                     SessionError::Unavailable("session checks are closed".to_owned())
                 })?;
                 let _in_flight = self.metrics.auth_review();
                 let answer = match sessions.ask(cookie).await {
-                    Ok(user) => self
-                        .authorize(&user, action)
-                        .await
-                        .map_err(SessionError::Auth),
-                    Err(err) => Err(err),
+                    Ok(user) => {
+                        self.limiter.remember(hash);
+                        self.authorize(&user, action)
+                            .await
+                            .map_err(SessionError::Auth)
+                    }
+                    Err(err) => {
+                        if err.is_definite() {
+                            self.limiter.forget(&hash);
+                        }
+                        Err(err)
+                    }
                 };
                 match answer {
                     Err(err) if !err.is_definite() => Err(err),

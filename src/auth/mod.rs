@@ -9,6 +9,7 @@ pub mod config;
 pub mod decision;
 pub mod forward;
 pub mod origin;
+pub mod limits;
 pub mod review;
 
 pub use cache::{DecisionCache, TokenHash};
@@ -16,4 +17,5 @@ pub use caller::Caller;
 pub use config::{AuthConfig, service_account_username};
 pub use decision::{Action, AuthError, action_for, bearer};
 pub use forward::{ForwardAuthConfig, SessionError};
+pub use limits::{ReviewLimits, StreamQuota};
 pub use review::Authenticator;

@@ -2,16 +2,20 @@
 //! service's audiences), a SubjectAccessReview for what they may do, answers cached by
 //! [`DecisionCache`] and at most `review_concurrency` reviews in flight: made-up tokens
 //! each miss the cache, and without the bound each would be one more request to the API
-//! server at once.
+//! server at once. Reviews of tokens not known to authenticate are also rate-limited
+//! ([`ReviewLimiter`]), so a flood of them costs the API server a few reviews a second and
+//! never delays a token that authenticated before.
 
 use super::cache::{DecisionCache, TokenHash};
 use super::caller::Caller;
 use super::config::AuthConfig;
 use super::decision::{self, Action, AuthError};
-use axum::http::HeaderValue;
+use super::limits::{ReviewLimiter, credential_size};
+use axum::http::{HeaderMap, header};
 use k8s_openapi::api::authentication::v1::{TokenReview, TokenReviewSpec, UserInfo};
 use k8s_openapi::api::authorization::v1::{SubjectAccessReview, SubjectAccessReviewSpec};
 use kube::api::{Api, PostParams};
+use std::net::IpAddr;
 use std::sync::Arc;
 use tokio::sync::Semaphore;
 
@@ -25,6 +29,7 @@ pub struct Authenticator {
     namespace: String,
     cache: DecisionCache<Answer>,
     pub(super) reviews: Semaphore,
+    pub(super) limiter: ReviewLimiter,
     pub(super) metrics: Arc<crate::metrics::Metrics>,
     /// Session cookies checked by forward authentication, when it is configured.
     pub(super) sessions: Option<super::forward::Sessions>,
@@ -41,12 +46,14 @@ impl Authenticator {
     ) -> Self {
         let cache = DecisionCache::new(config.cache_ttl, config.cache_capacity);
         let reviews = Semaphore::new(config.review_concurrency.max(1));
+        let limiter = ReviewLimiter::new(&config.limits);
         Authenticator {
             client,
             config,
             namespace: namespace.to_owned(),
             cache,
             reviews,
+            limiter,
             metrics,
             sessions: None,
         }
@@ -57,27 +64,32 @@ impl Authenticator {
         self.config.enabled
     }
 
-    /// The caller of a request with `header` (`Authorization`) asking for `action`.
+    /// The caller of a request with `headers` from `source` (the client's address, when
+    /// known) asking for `action`.
     pub async fn check(
         &self,
         action: Action,
-        header: Option<&HeaderValue>,
+        headers: &HeaderMap,
+        source: Option<IpAddr>,
     ) -> Result<Caller, AuthError> {
         if !self.config.enabled {
             return Ok(Caller::anonymous());
         }
-        let token = decision::bearer(header)?;
-        let key = (TokenHash::of(token), action);
+        let token = decision::bearer(headers.get(header::AUTHORIZATION))?;
+        credential_size(token, self.config.limits.max_credential_bytes)?;
+        let hash = TokenHash::of(token);
         let answer =
             self.cache
-                .get_or_try(key, || async {
+                .get_or_try((hash, action), || async {
+                    // A refusal by the limits is not an answer about the token: not kept.
+                    self.limiter.admit(&hash, source)?;
                     // Nothing closes the semaphore; should it ever be, the caller gets a 503,
                     // never an unchecked pass.
                     let _permit = self.reviews.acquire().await.map_err(|_| {
                         AuthError::Unavailable("token reviews are closed".to_owned())
                     })?;
                     let _in_flight = self.metrics.auth_review();
-                    match self.review(token, action).await {
+                    match self.review(token, &hash, action).await {
                         Err(err) if !err.is_definite() => Err(err),
                         answer => Ok(answer),
                     }
@@ -86,8 +98,19 @@ impl Authenticator {
         answer.and_then(|answer| answer)
     }
 
-    async fn review(&self, token: &str, action: Action) -> Answer {
-        let user = self.authenticate(token).await?;
+    async fn review(&self, token: &str, hash: &TokenHash, action: Action) -> Answer {
+        let user = match self.authenticate(token).await {
+            Ok(user) => {
+                self.limiter.remember(*hash);
+                user
+            }
+            Err(err) => {
+                if err.is_definite() {
+                    self.limiter.forget(hash);
+                }
+                return Err(err);
+            }
+        };
         self.authorize(&user, action).await
     }
 

@@ -260,6 +260,7 @@ async fn trigger(base: &str) -> Result<(), DemoError> {
     };
     let response = reqwest::Client::new()
         .post(&url)
+        .header(reqwest::header::CONTENT_TYPE, "application/json")
         .send()
         .await
         .map_err(|e| err(e.to_string()))?;

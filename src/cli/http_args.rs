@@ -14,6 +14,11 @@ pub struct HttpArgs {
     #[arg(long, value_name = "DURATION", value_parser = parse_duration,
           env = "CATALYST_CUTOVER_HEADER_READ_TIMEOUT", default_value = "10s")]
     pub header_read_timeout: Duration,
+    /// How long a new connection may stay silent before its first byte; a connection that
+    /// sends nothing is closed after it (the rest of the headers get --header-read-timeout).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration,
+          env = "CATALYST_CUTOVER_FIRST_BYTE_TIMEOUT", default_value = "2s")]
+    pub first_byte_timeout: Duration,
     /// How long a write may wait for a client that does not read (an event-stream client
     /// that stopped reading is dropped after it).
     #[arg(long, value_name = "DURATION", value_parser = parse_duration,
@@ -24,11 +29,23 @@ pub struct HttpArgs {
           default_value_t = ServerConfig::default().max_connections,
           value_parser = clap::value_parser!(u32).range(1..).map(|n| n as usize))]
     pub max_connections: usize,
+    /// Connections served at once from one client address; past it, new ones from that
+    /// address are closed unanswered.
+    #[arg(long, value_name = "N", env = "CATALYST_CUTOVER_MAX_CONNECTIONS_PER_SOURCE",
+          default_value_t = ServerConfig::default().max_connections_per_source,
+          value_parser = clap::value_parser!(u32).range(1..).map(|n| n as usize))]
+    pub max_connections_per_source: usize,
     /// Event streams open at once; past it, 503 too-many-event-streams.
     #[arg(long, value_name = "N", env = "CATALYST_CUTOVER_MAX_EVENT_STREAMS",
           default_value_t = ServerConfig::default().max_event_streams,
           value_parser = clap::value_parser!(u32).range(1..).map(|n| n as usize))]
     pub max_event_streams: usize,
+    /// Event streams one caller (a user, a service account) may hold open at once; past
+    /// it, 429 too-many-event-streams for that caller only.
+    #[arg(long, value_name = "N", env = "CATALYST_CUTOVER_MAX_EVENT_STREAMS_PER_CALLER",
+          default_value_t = ServerConfig::default().max_event_streams_per_caller,
+          value_parser = clap::value_parser!(u32).range(1..).map(|n| n as usize))]
+    pub max_event_streams_per_caller: usize,
     /// Close each event stream after this long; its client reconnects with
     /// `Last-Event-ID` and misses nothing, and behind a load balancer long-lived clients
     /// spread over the replicas again [default: until the client leaves].
@@ -59,9 +76,13 @@ impl HttpArgs {
     pub fn config(&self) -> ServerConfig {
         ServerConfig {
             header_read_timeout: self.header_read_timeout,
+            first_byte_timeout: self.first_byte_timeout,
             write_timeout: self.write_timeout,
             max_connections: self.max_connections,
+            max_connections_per_source: self.max_connections_per_source,
             max_event_streams: self.max_event_streams,
+            max_event_streams_per_caller: self.max_event_streams_per_caller,
+            event_stream_reauthorize: ServerConfig::default().event_stream_reauthorize,
             event_stream_lifetime: self.event_stream_lifetime,
             tls: self
                 .tls_cert_file
@@ -96,6 +117,9 @@ mod tests {
             "x",
             "--header-read-timeout=2s",
             "--max-event-streams=7",
+            "--max-event-streams-per-caller=3",
+            "--max-connections-per-source=9",
+            "--first-byte-timeout=1s",
             "--event-stream-lifetime=5m",
             "--tls-cert-file=/tls/tls.crt",
             "--tls-key-file=/tls/tls.key",
@@ -104,6 +128,14 @@ mod tests {
         .config();
         assert_eq!(set.header_read_timeout, Duration::from_secs(2));
         assert_eq!(set.max_event_streams, 7);
+        assert_eq!(
+            (
+                set.max_event_streams_per_caller,
+                set.max_connections_per_source
+            ),
+            (3, 9)
+        );
+        assert_eq!(set.first_byte_timeout, Duration::from_secs(1));
         assert_eq!(set.event_stream_lifetime, Some(Duration::from_secs(300)));
         assert_eq!(set.tls.map(|t| t.key), Some(PathBuf::from("/tls/tls.key")));
         assert!(Cli::try_parse_from(["x", "--tls-key-file=/k"]).is_err());

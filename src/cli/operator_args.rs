@@ -1,9 +1,10 @@
 //! `serve` flags for the operator surface: authentication, the internal callers and the
 //! first-login auto-fire.
 
-use crate::auth::{AuthConfig, service_account_username};
+use crate::auth::{AuthConfig, ReviewLimits, service_account_username};
 use crate::service::ServiceConfig;
 use clap::ArgAction;
+use std::num::NonZeroU32;
 
 /// Who may call the service, and whether the first operator login starts the cutover.
 #[derive(Debug, Clone, clap::Args)]
@@ -38,6 +39,24 @@ pub struct OperatorArgs {
         value_delimiter = ','
     )]
     pub auth_audiences: Vec<String>,
+    /// TokenReviews per second for tokens not seen to authenticate lately, the whole
+    /// replica together; past it (and --review-burst), 429 with Retry-After. Tokens that
+    /// authenticated within the hour are never limited.
+    #[arg(long, value_name = "N", env = "CATALYST_CUTOVER_REVIEW_RATE",
+          default_value_t = ReviewLimits::default().per_second)]
+    pub review_rate: NonZeroU32,
+    /// Reviews of unknown tokens the replica may make at once before --review-rate applies.
+    #[arg(long, value_name = "N", env = "CATALYST_CUTOVER_REVIEW_BURST",
+          default_value_t = ReviewLimits::default().burst)]
+    pub review_burst: NonZeroU32,
+    /// TokenReviews per second for unknown tokens from one client address.
+    #[arg(long, value_name = "N", env = "CATALYST_CUTOVER_REVIEW_RATE_PER_SOURCE",
+          default_value_t = ReviewLimits::default().per_source_per_second)]
+    pub review_rate_per_source: NonZeroU32,
+    /// Reviews of unknown tokens one client address may cause at once.
+    #[arg(long, value_name = "N", env = "CATALYST_CUTOVER_REVIEW_BURST_PER_SOURCE",
+          default_value_t = ReviewLimits::default().per_source_burst)]
+    pub review_burst_per_source: NonZeroU32,
     /// Start an idle cutover on the first operator login.
     #[arg(long, value_name = "BOOL", env = "CATALYST_CUTOVER_AUTO_FIRE", default_value_t = true,
           action = ArgAction::Set)]
@@ -59,6 +78,13 @@ impl OperatorArgs {
             resource: self.auth_resource.clone(),
             internal_service_accounts,
             audiences: non_empty(&self.auth_audiences).map(str::to_owned).collect(),
+            limits: ReviewLimits {
+                per_second: self.review_rate,
+                burst: self.review_burst,
+                per_source_per_second: self.review_rate_per_source,
+                per_source_burst: self.review_burst_per_source,
+                ..ReviewLimits::default()
+            },
             ..AuthConfig::enabled()
         };
         config.auto_fire = self.auto_fire;
@@ -97,6 +123,8 @@ mod tests {
             "system:serviceaccount:a:b, a:c,",
             "--auth-audiences",
             "catalyst-cutover,https://kubernetes.default.svc",
+            "--review-rate=3",
+            "--review-burst-per-source=2",
         ]);
         cli.operator.apply(&mut config).unwrap();
         assert!(!config.auth.enabled && !config.auto_fire);
@@ -104,6 +132,14 @@ mod tests {
             config.auth.internal_service_accounts,
             ["system:serviceaccount:a:b", "system:serviceaccount:a:c"]
         );
+        assert_eq!(
+            (
+                config.auth.limits.per_second.get(),
+                config.auth.limits.per_source_burst.get()
+            ),
+            (3, 2)
+        );
+        assert!(Cli::try_parse_from(["x", "--review-rate=0"]).is_err());
         assert_eq!(
             config.auth.audiences,
             ["catalyst-cutover", "https://kubernetes.default.svc"]

@@ -23,6 +23,15 @@ pub struct ServeArgs {
         default_value = "0.0.0.0:8080"
     )]
     listen: SocketAddr,
+    /// Address the probes (/healthz, /readyz, /metrics) listen on, a port of their own that
+    /// no flood of the API port can starve.
+    #[arg(
+        long,
+        value_name = "ADDR",
+        env = "CATALYST_CUTOVER_PROBE_LISTEN",
+        default_value = "0.0.0.0:8081"
+    )]
+    probe_listen: SocketAddr,
     /// This replica's identity in the Lease [default: $POD_NAME, else a random one].
     #[arg(long, value_name = "ID", env = "POD_NAME")]
     identity: Option<String>,
@@ -54,6 +63,7 @@ impl ServeArgs {
         let mut config = ServiceConfig::new(&self.target.namespace);
         config.status_configmap = self.target.status_configmap.clone();
         config.listen = self.listen;
+        config.probe_listen = Some(self.probe_listen);
         if let Some(identity) = &self.identity {
             config.identity = identity.clone();
         }

@@ -200,7 +200,7 @@ impl Printer {
             Some(display) => display.update(&body),
             None => {
                 let line = serde_json::to_string(&body).map_err(StatusError::Json)?;
-                println!("{line}");
+                super::exit::print_line(&line);
             }
         }
         Ok(Phase::of(data))

@@ -97,7 +97,7 @@ impl Display {
                 _ => bar.finish_with_message(line.clone()),
             }
             if self.bars.is_none() {
-                println!("{line}");
+                super::exit::print_line(&line);
             }
         }
     }
@@ -109,8 +109,8 @@ impl Display {
                 bar.finish();
             }
         }
-        println!();
-        println!("{}", summary(body));
+        super::exit::print_line("");
+        super::exit::print_line(&summary(body));
     }
 }
 

@@ -53,6 +53,8 @@ pub struct HttpContext {
     pub bodies: BodyCache,
     /// One permit per open event stream, `http.max_event_streams` in all.
     pub event_streams: Arc<tokio::sync::Semaphore>,
+    /// The event streams each caller holds, `http.max_event_streams_per_caller` each.
+    pub caller_streams: Arc<crate::auth::StreamQuota>,
     /// The plan a start on this replica validated, for the runner of that attempt.
     pub handoff: Arc<crate::step::PlanHandoff>,
     /// The preflight runs (`GET /cutover/preflight`, the auto-fire's gate).

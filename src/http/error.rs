@@ -2,7 +2,7 @@
 //! person can act on, answered as `{"error": "<code>", "detail": "..."}` (contract).
 
 use axum::Json;
-use axum::http::StatusCode;
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
@@ -185,6 +185,24 @@ pub enum ApiError {
         /// The cap.
         limit: usize,
     },
+    /// The caller holds as many event streams as one caller may; other callers are not
+    /// affected.
+    #[error(
+        "you hold {limit} event streams of this replica already, the most one caller may; close one, or poll GET /cutover (the limit is --max-event-streams-per-caller)"
+    )]
+    TooManyCallerEventStreams {
+        /// The cap per caller.
+        limit: usize,
+    },
+    /// A POST whose body is not declared JSON: with authentication off, the one thing that
+    /// keeps a web page of another site from posting to the service through a browser.
+    #[error(
+        "a POST must carry `Content-Type: application/json` (its body may be empty); got {got:?}"
+    )]
+    UnsupportedMediaType {
+        /// The Content-Type sent, `""` when none.
+        got: String,
+    },
     /// The API server refused a request the service made.
     #[error("the Kubernetes API refused the request: {0}")]
     Upstream(String),
@@ -199,6 +217,16 @@ pub enum ApiError {
 }
 
 impl ApiError {
+    /// Whether this is an authentication or authorization answer that holds (a refusal),
+    /// rather than an outage or a limit that a later try may pass.
+    pub fn is_definite_refusal(&self) -> bool {
+        match self {
+            ApiError::Auth(err) => err.is_definite(),
+            ApiError::Session(err) => err.is_definite(),
+            _ => false,
+        }
+    }
+
     /// A status write that failed for a reason other than its transition: the API server
     /// refused it (502), or the service is stopping (503, another replica answers).
     pub fn store(err: crate::status::StoreError) -> ApiError {
@@ -275,7 +303,10 @@ impl ApiError {
             ApiError::StepLogNotFound { .. } => "step-log-not-found",
             ApiError::Unavailable(_) => "unavailable",
             ApiError::TooManyConnections { .. } => "too-many-connections",
-            ApiError::TooManyEventStreams { .. } => "too-many-event-streams",
+            ApiError::TooManyEventStreams { .. } | ApiError::TooManyCallerEventStreams { .. } => {
+                "too-many-event-streams"
+            }
+            ApiError::UnsupportedMediaType { .. } => "unsupported-media-type",
             ApiError::Upstream(_) => "kubernetes-api-error",
             ApiError::Auth(err) => err.code(),
             ApiError::Session(err) => err.code(),
@@ -311,6 +342,8 @@ impl ApiError {
             ApiError::Unavailable(_)
             | ApiError::TooManyConnections { .. }
             | ApiError::TooManyEventStreams { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::TooManyCallerEventStreams { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::UnsupportedMediaType { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Upstream(_) => StatusCode::BAD_GATEWAY,
             ApiError::Auth(err) => err.status(),
             ApiError::Session(err) => err.status(),
@@ -347,7 +380,17 @@ impl IntoResponse for ApiError {
             observed_version,
             min_chart_version,
         };
-        (self.status(), Json(body)).into_response()
+        let mut response = (self.status(), Json(body)).into_response();
+        if let ApiError::Auth(crate::auth::AuthError::RateLimited { retry_after, .. })
+        | ApiError::Session(crate::auth::SessionError::Auth(
+            crate::auth::AuthError::RateLimited { retry_after, .. },
+        )) = self
+        {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
+        }
+        response
     }
 }
 

@@ -4,14 +4,21 @@
 //! until the client leaves, the service stops or the stream has lasted its lifetime (the
 //! client then resumes with `Last-Event-ID`). A client too slow to keep up gets a final
 //! `cutover-stream-lagged` frame and is closed; nobody waits for it.
+//!
+//! One caller holds at most `max_event_streams_per_caller` streams (past it, 429 for that
+//! caller alone), and each open stream's caller is authorized again every
+//! `event_stream_reauthorize` with the request's own credentials, through the same cache as
+//! every request: a stream ends once its token is revoked or its permission withdrawn.
 
 use super::HttpContext;
+use super::caller::{Caller, ClientAddr};
 use super::cutover::body;
 use super::error::ApiError;
+use crate::auth::Action;
 use crate::events::{Frame, FramePhase, Level, Numbered, Subscription};
 use crate::status::{StatusBody, now_rfc3339};
 use axum::extract::State;
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, Method};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use futures::Stream;
 use serde::Serialize;
@@ -19,12 +26,27 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use tokio::sync::broadcast::error::RecvError;
 
-/// The event stream, or 503 `too-many-event-streams` when the replica has as many open as
-/// it may (each holds a connection and a broadcast receiver for as long as it lasts).
+/// The event stream, or `too-many-event-streams`: 429 when the caller holds as many as one
+/// caller may, 503 when the replica has as many open as it may (each holds a connection
+/// and a broadcast receiver for as long as it lasts).
 pub async fn stream(
     State(ctx): State<Arc<HttpContext>>,
+    caller: Caller,
+    ClientAddr(source): ClientAddr,
     headers: HeaderMap,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+    // With authentication off everyone is the same anonymous caller: tell them apart by
+    // address.
+    let key = match source {
+        Some(ip) if !ctx.auth.enabled() => format!("{}@{ip}", caller.username),
+        _ => caller.username.clone(),
+    };
+    let caller_slot = ctx.caller_streams.take(&key).ok_or_else(|| {
+        tracing::info!(user = %caller.username, "event stream refused: the caller holds its share");
+        ApiError::TooManyCallerEventStreams {
+            limit: ctx.caller_streams.limit(),
+        }
+    })?;
     let slot = ctx.event_streams.clone().try_acquire_owned().map_err(|_| {
         tracing::info!(
             limit = ctx.config.http.max_event_streams,
@@ -52,11 +74,13 @@ pub async fn stream(
     let guard = ctx.metrics.sse_subscriber();
     let keep_alive = ctx.config.events.keep_alive;
     let lifetime = ctx.config.http.event_stream_lifetime;
+    let every = ctx.config.http.event_stream_reauthorize;
     let frames = async_stream::stream! {
         let _guard = guard;
-        let _slot = slot;
+        let _slots = (slot, caller_slot);
         let ends = lifetime_ended(lifetime);
         tokio::pin!(ends);
+        let mut reauthorize = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
         if let Some(snapshot) = snapshot {
             yield Ok(snapshot);
         }
@@ -76,6 +100,15 @@ pub async fn stream(
                 },
                 _ = closed.changed() => break,
                 () = &mut ends => break,
+                _ = reauthorize.tick() => match super::authenticate::check(&ctx, Action::Read, &Method::GET, &headers, source).await {
+                    Ok(_) => {}
+                    Err(err) if err.is_definite_refusal() => {
+                        tracing::info!(user = %caller.username, code = err.code(), reason = %err, "event stream closed: its caller is no longer allowed");
+                        break;
+                    }
+                    // The API server cannot tell: asked again at the next tick.
+                    Err(err) => tracing::warn!(user = %caller.username, reason = %err, "event stream's caller could not be authorized again"),
+                },
             }
         }
     };
@@ -224,33 +257,78 @@ mod tests {
         assert_eq!(events, ["cutover-step-finished"], "{resumed}");
     }
 
+    /// A request to the event stream from `ip`, as the accept loop hands it over.
+    fn from(ip: [u8; 4]) -> Request<Body> {
+        let mut request = Request::builder()
+            .uri("/cutover/events")
+            .body(Body::empty())
+            .unwrap();
+        request
+            .extensions_mut()
+            .insert(axum::extract::ConnectInfo(std::net::SocketAddr::from((
+                ip, 40000,
+            ))));
+        request
+    }
+
+    async fn error_of(response: axum::response::Response) -> (u16, String) {
+        let status = response.status().as_u16();
+        let body = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        (
+            status,
+            body["error"].as_str().unwrap_or_default().to_owned(),
+        )
+    }
+
     #[tokio::test]
     async fn streams_past_the_cap_are_refused_until_one_closes() {
         let ctx = offline_context();
         ctx.events.baseline(StatusData::new());
         let limit = ctx.config.http.max_event_streams;
-        let open = || {
-            router(ctx.clone()).oneshot(
-                Request::builder()
-                    .uri("/cutover/events")
-                    .body(Body::empty())
-                    .unwrap(),
-            )
-        };
+        // Each from an address of its own: with authentication off, callers are told apart
+        // by address, and no one caller reaches its own cap here.
+        let open = |n: usize| router(ctx.clone()).oneshot(from([10, 1, (n / 256) as u8, n as u8]));
         let mut streams = Vec::new();
-        for _ in 0..limit {
-            let response = open().await.unwrap();
+        for n in 0..limit {
+            let response = open(n).await.unwrap();
             assert_eq!(response.status(), 200);
             streams.push(response);
         }
-        let refused = open().await.unwrap();
-        assert_eq!(refused.status(), 503);
-        let body = axum::body::to_bytes(refused.into_body(), usize::MAX)
-            .await
-            .unwrap();
-        let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
-        assert_eq!(body["error"], "too-many-event-streams");
+        let refused = open(limit).await.unwrap();
+        assert_eq!(
+            error_of(refused).await,
+            (503, "too-many-event-streams".to_owned())
+        );
         drop(streams.pop());
-        assert_eq!(open().await.unwrap().status(), 200);
+        assert_eq!(open(limit).await.unwrap().status(), 200);
+    }
+
+    #[tokio::test]
+    async fn one_caller_holds_its_share_of_streams_and_no_more() {
+        let ctx = offline_context();
+        ctx.events.baseline(StatusData::new());
+        let share = ctx.config.http.max_event_streams_per_caller;
+        let open = |ip| router(ctx.clone()).oneshot(from(ip));
+        let mut streams = Vec::new();
+        for _ in 0..share {
+            let response = open([10, 0, 0, 1]).await.unwrap();
+            assert_eq!(response.status(), 200);
+            streams.push(response);
+        }
+        let refused = open([10, 0, 0, 1]).await.unwrap();
+        assert_eq!(
+            error_of(refused).await,
+            (429, "too-many-event-streams".to_owned())
+        );
+        assert_eq!(
+            open([10, 0, 0, 2]).await.unwrap().status(),
+            200,
+            "another caller is not affected"
+        );
+        drop(streams.pop());
+        assert_eq!(open([10, 0, 0, 1]).await.unwrap().status(), 200);
     }
 }

@@ -3,6 +3,12 @@
 //! the pod while it exists, then from the tail kept when the step ended. The headers say
 //! which: `X-Log-Source` (`pod` or `kept`), `X-Log-Pod`, and for a kept tail
 //! `X-Log-Truncated`.
+//!
+//! The Job read is the one the step and its attempt determine (a `jobName` written into the
+//! status by hand is ignored, as the abort ignores it), and only its pods that carry every
+//! label the cutover gives its Jobs' pods: whoever may edit ConfigMaps cannot point a reader
+//! at another pod's log. A live log is sent line by line, each line capped at
+//! [`MAX_LINE_BYTES`], bytes that are not UTF-8 replaced.
 
 use super::HttpContext;
 use super::error::ApiError;
@@ -11,13 +17,13 @@ use crate::retry::is_status;
 use crate::status::model::{KEY_CUTOVER_ATTEMPT, StatusData, StepRow, get, get_u32};
 use crate::step::{StepKind, StepName};
 use crate::steplog::kept::first_container;
-use crate::steplog::{LogSource, TailKeeper, newest_pod, source};
+use crate::steplog::{CappedLines, LogSource, MAX_LINE_BYTES, TailKeeper, newest_pod, source};
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderName, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
-use futures::{AsyncBufReadExt, StreamExt};
+use futures::{AsyncBufRead, AsyncBufReadExt};
 use k8s_openapi::api::core::v1::Pod;
 use kube::ResourceExt;
 use kube::api::{Api, ListParams, LogParams};
@@ -49,21 +55,25 @@ pub async fn logs(
     let Query(query) = query.map_err(|e| ApiError::InvalidQuery(e.body_text()))?;
     let data = super::cutover::cached_data(&ctx)?;
     let name = known_step(&ctx, &data, &step)?;
-    let row = StepRow::read(&data, name.as_str());
+    let mut row = StepRow::read(&data, name.as_str());
+    if !row.job_name.is_empty() && !crate::runner::decide::may_name(name.as_str(), &row) {
+        row.job_name = crate::render::job_name(&name, row.attempt);
+    }
     let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &ctx.config.namespace);
     match source(&row) {
         LogSource::NotStarted => Err(ApiError::StepNotStarted {
             step: name.as_str().to_owned(),
         }),
-        LogSource::Running { job } => match job_pod(&pods, &job).await? {
-            Some(pod) => pod_log(&pods, &pod, &job, query.follow).await,
-            None => Err(ApiError::StepLogPending {
+        LogSource::Running { job } => match job_pod(&pods, &job, &name).await? {
+            JobPod::Ours(pod) => pod_log(&pods, &pod, &job, query.follow).await,
+            JobPod::Foreign => Err(not_ours(&name, &job)),
+            JobPod::None => Err(ApiError::StepLogPending {
                 step: name.as_str().to_owned(),
                 detail: format!("Job {job} has no pod yet"),
             }),
         },
         LogSource::Finished { job } => {
-            if let Some(pod) = job_pod(&pods, &job).await? {
+            if let JobPod::Ours(pod) = job_pod(&pods, &job, &name).await? {
                 match pod_log(&pods, &pod, &job, query.follow).await {
                     // The pod went between the list and the read: its kept tail answers.
                     Err(ApiError::StepLogNotFound { .. }) => {}
@@ -108,14 +118,52 @@ fn known_step(ctx: &HttpContext, data: &StatusData, raw: &str) -> Result<StepNam
     Ok(name)
 }
 
-/// The newest pod of `job`, if any.
-async fn job_pod(pods: &Api<Pod>, job: &str) -> Result<Option<Pod>, ApiError> {
+/// What holds the log of `job`: its newest pod that carries the cutover's labels for the
+/// step, or only pods that do not (someone else's), or no pod at all.
+enum JobPod {
+    Ours(Box<Pod>),
+    Foreign,
+    None,
+}
+
+/// The newest of `job`'s pods that is the cutover's pod of `step`.
+async fn job_pod(pods: &Api<Pod>, job: &str, step: &StepName) -> Result<JobPod, ApiError> {
     let params = ListParams::default().labels(&format!("{}={job}", contract::LABEL_JOB_NAME));
     let list = pods
         .list(&params)
         .await
         .map_err(|e| ApiError::Upstream(format!("cannot list the pods of Job {job}: {e}")))?;
-    Ok(newest_pod(&list.items).cloned())
+    let ours: Vec<Pod> = list
+        .items
+        .iter()
+        .filter(|pod| is_step_pod(pod, step))
+        .cloned()
+        .collect();
+    Ok(match newest_pod(&ours) {
+        Some(pod) => JobPod::Ours(Box::new(pod.clone())),
+        None if !list.items.is_empty() => JobPod::Foreign,
+        None => JobPod::None,
+    })
+}
+
+/// 404 for a Job whose pods are not the cutover's pods of `step`: never read.
+fn not_ours(step: &StepName, job: &str) -> ApiError {
+    ApiError::StepLogNotFound {
+        step: step.as_str().to_owned(),
+        detail: format!(
+            "the pods named for Job {job} lack the labels the cutover gives the pods of step {}; they are not read",
+            step.as_str()
+        ),
+    }
+}
+
+/// Whether `pod` carries every label the cutover gives the pods of `step`'s Jobs. Pure.
+fn is_step_pod(pod: &Pod, step: &StepName) -> bool {
+    let labels = pod.labels();
+    let label = |key: &str| labels.get(key).map(String::as_str);
+    label(contract::LABEL_PART_OF) == Some(contract::PART_OF)
+        && label(contract::LABEL_COMPONENT) == Some(contract::COMPONENT_JOB)
+        && label(contract::LABEL_JOB_STEP) == Some(step.as_str())
 }
 
 /// The log of `pod`'s step container, streamed line by line.
@@ -164,12 +212,34 @@ async fn pod_log(
             )));
         }
     };
-    let lines = reader
-        .lines()
-        .map(|line| line.map(|l| Bytes::from(l + "\n")));
-    let mut response = Body::from_stream(lines).into_response();
+    let mut response = Body::from_stream(capped_lines(reader)).into_response();
     text_headers(&mut response, "pod", &name);
     Ok(response)
+}
+
+/// The lines of `reader`, each capped at [`MAX_LINE_BYTES`], bytes that are not UTF-8
+/// replaced; only a failed read ends them early.
+fn capped_lines(
+    reader: impl AsyncBufRead + Send + Unpin + 'static,
+) -> impl futures::Stream<Item = std::io::Result<Bytes>> + Send {
+    async_stream::try_stream! {
+        let mut reader = reader;
+        let mut lines = CappedLines::new(MAX_LINE_BYTES);
+        loop {
+            let chunk = reader.fill_buf().await?;
+            if chunk.is_empty() {
+                break;
+            }
+            let (line, used) = lines.feed(chunk);
+            reader.consume_unpin(used);
+            if let Some(line) = line {
+                yield Bytes::from(line);
+            }
+        }
+        if let Some(line) = lines.finish() {
+            yield Bytes::from(line);
+        }
+    }
 }
 
 /// The tail kept when the step ended, else 404 `step-log-not-found`.

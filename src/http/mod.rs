@@ -46,7 +46,8 @@ fn table() -> Vec<Route> {
         ("/cutover", "post", post(cutover::start)),
         ("/cutover/retry", "post", post(cutover::retry)),
         ("/cutover/abort", "post", post(cutover::abort)),
-        ("/cutover/preflight", "get", get(preflight::preflight)),
+        ("/cutover/preflight", "get", get(preflight::report)),
+        ("/cutover/preflight", "post", post(preflight::run)),
         ("/cutover/steps/{step}/logs", "get", get(logs::logs)),
         ("/cutover/rollback", "post", post(rollback::rollback)),
         (
@@ -140,6 +141,17 @@ pub fn router(ctx: Arc<HttpContext>) -> Router {
                     timeout,
                 )),
         )
+}
+
+/// The probe port's router: `/healthz`, `/readyz` and `/metrics` only, no authentication,
+/// no page. It is served on a listener of its own ([`server::serve`] with
+/// [`server::ServerConfig::probes`]) so that a flood of the API port never fails a probe.
+pub fn probe_router(ctx: Arc<HttpContext>) -> Router {
+    Router::new()
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .route("/metrics", get(metrics::metrics))
+        .with_state(ctx)
 }
 
 /// One line per answered request, in the request's span (method, path, request id).

@@ -4,7 +4,7 @@
 //! one the action's route makes.
 
 use super::HttpContext;
-use super::caller::Caller;
+use super::caller::{Caller, ClientAddr};
 use super::error::ApiError;
 use crate::auth::Action;
 use axum::Json;
@@ -35,10 +35,12 @@ pub struct Permissions {
 pub async fn permissions(
     State(ctx): State<Arc<HttpContext>>,
     caller: Caller,
+    ClientAddr(source): ClientAddr,
     headers: HeaderMap,
 ) -> Result<Json<Permissions>, ApiError> {
     // Asked as reads: what the caller could do, not a request to do it from this origin.
-    let check = |action| super::authenticate::check(&ctx, action, &Method::GET, &headers);
+    let check =
+        |action| super::authenticate::check(&ctx, action, &Method::GET, &headers, source);
     let (start, abort, rollback) = tokio::join!(
         check(Action::Start),
         check(Action::Abort),

@@ -73,6 +73,9 @@ pub(super) fn offline_context() -> Arc<HttpContext> {
         event_streams: Arc::new(tokio::sync::Semaphore::new(
             ServerConfig::default().max_event_streams,
         )),
+        caller_streams: crate::auth::StreamQuota::new(
+            ServerConfig::default().max_event_streams_per_caller,
+        ),
         handoff,
         preflights: Preflights::new(runner),
         client,
@@ -209,6 +212,12 @@ fn spec_lists_every_error_code() {
         ApiError::Upstream(String::new()),
         ApiError::TooManyConnections { limit: 1 },
         ApiError::TooManyEventStreams { limit: 1 },
+        ApiError::TooManyCallerEventStreams { limit: 1 },
+        ApiError::UnsupportedMediaType { got: String::new() },
+        ApiError::Auth(AuthError::RateLimited {
+            retry_after: 1,
+            scope: String::new(),
+        }),
         ApiError::Auth(AuthError::MissingBearer(String::new())),
         ApiError::Auth(AuthError::InvalidToken(String::new())),
         ApiError::Auth(AuthError::Forbidden {

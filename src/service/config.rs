@@ -27,6 +27,9 @@ pub struct ServiceConfig {
     pub render: RenderConfig,
     /// Address the HTTP API listens on.
     pub listen: SocketAddr,
+    /// Address the probes (`/healthz`, `/readyz`, `/metrics`) listen on besides the API's;
+    /// `None`: the API port only.
+    pub probe_listen: Option<SocketAddr>,
     /// How long one HTTP request may take.
     pub request_timeout: Duration,
     /// How long one request to the Kubernetes API may take (watches excepted).
@@ -59,6 +62,7 @@ impl ServiceConfig {
             lease_duration: Duration::from_secs(15),
             render: RenderConfig::default(),
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            probe_listen: None,
             request_timeout: Duration::from_secs(30),
             kube_request_timeout: crate::request_timeout::DEFAULT_REQUEST_TIMEOUT,
             http: ServerConfig::default(),

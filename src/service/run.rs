@@ -58,6 +58,8 @@ pub struct Service {
     addr: SocketAddr,
     tasks: JoinSet<()>,
     http: tokio::task::JoinHandle<()>,
+    /// The probe port's server and address, when it has one.
+    probes: Option<(tokio::task::JoinHandle<()>, SocketAddr)>,
     stop_http: watch::Sender<bool>,
     lease_api: Api<Lease>,
     lease: lease::LeaseConfig,
@@ -195,16 +197,11 @@ impl Service {
             .as_ref()
             .map(crate::http::server::TlsFiles::acceptor)
             .transpose()?;
-        let listener = tokio::net::TcpListener::bind(config.listen)
-            .await
-            .map_err(|source| StartError::Listen {
-                addr: config.listen,
-                source,
-            })?;
-        let addr = listener.local_addr().map_err(|source| StartError::Listen {
-            addr: config.listen,
-            source,
-        })?;
+        let (listener, addr) = bind(config.listen).await?;
+        let probe_listener = match config.probe_listen {
+            Some(probe) => Some(bind(probe).await?),
+            None => None,
+        };
 
         let events = EventHub::new(config.events.replay, config.events.lag, metrics.clone());
         tasks.spawn(events.clone().follow(cache.clone(), steps.clone()));
@@ -244,6 +241,7 @@ impl Service {
             metrics,
             bodies: Default::default(),
             event_streams,
+            caller_streams: crate::auth::StreamQuota::new(config.http.max_event_streams_per_caller),
             handoff,
             preflights: Preflights::new(runner),
         });
@@ -255,10 +253,21 @@ impl Service {
         let http = tokio::spawn(crate::http::server::serve(
             listener,
             app,
-            tls,
+            tls.clone(),
             config.http.clone(),
-            stop_rx,
+            stop_rx.clone(),
         ));
+        let probes = probe_listener.map(|(listener, probe_addr)| {
+            tracing::info!(%probe_addr, "probes are served on a port of their own");
+            let probes = tokio::spawn(crate::http::server::serve(
+                listener,
+                crate::http::probe_router(ctx.clone()),
+                tls,
+                config.http.probes(),
+                stop_rx,
+            ));
+            (probes, probe_addr)
+        });
         tracing::info!(%addr, namespace = %config.namespace, identity = %config.identity, "catalyst-cutover is serving");
         Ok(Service {
             ctx,
@@ -266,6 +275,7 @@ impl Service {
             addr,
             tasks,
             http,
+            probes,
             stop_http,
             lease_api,
             lease: lease_cfg,
@@ -276,6 +286,11 @@ impl Service {
     /// The HTTP API's address.
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The probe port's address, when the service has one.
+    pub fn probe_addr(&self) -> Option<SocketAddr> {
+        self.probes.as_ref().map(|(_, addr)| *addr)
     }
 
     /// The HTTP API's base URL (`https` when serving a certificate).
@@ -315,6 +330,11 @@ impl Service {
         if tokio::time::timeout(grace, &mut self.http).await.is_err() {
             self.http.abort();
         }
+        if let Some((probes, _)) = &mut self.probes
+            && tokio::time::timeout(grace, &mut *probes).await.is_err()
+        {
+            probes.abort();
+        }
         self.tasks.abort_all();
         lease::release(&self.lease_api, &self.lease, None).await;
     }
@@ -331,8 +351,21 @@ impl Service {
     /// Stops at once, as a crash would: no request finished, no Lease released.
     pub fn kill(mut self) {
         self.http.abort();
+        if let Some((probes, _)) = &self.probes {
+            probes.abort();
+        }
         self.tasks.abort_all();
     }
+}
+
+/// A listener on `addr` and the address it got (port 0 picks a free one).
+async fn bind(addr: SocketAddr) -> Result<(tokio::net::TcpListener, SocketAddr), StartError> {
+    let listen_error = |source| StartError::Listen { addr, source };
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(listen_error)?;
+    let local = listener.local_addr().map_err(listen_error)?;
+    Ok((listener, local))
 }
 
 #[cfg(test)]

@@ -264,6 +264,7 @@ impl Served {
             .arg(kubeconfig)
             .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .env("CATALYST_CUTOVER_LISTEN", "127.0.0.1:0")
+            .env("CATALYST_CUTOVER_PROBE_LISTEN", "127.0.0.1:0")
             .env("RUST_LOG", "info")
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::piped())
@@ -447,8 +448,24 @@ async fn the_service_runs_a_cutover_under_the_charts_own_rbac() {
     let operator_role_name = cluster_name("catalyst-cutover-operator", &ns);
     operator_role.metadata.name = Some(operator_role_name.clone());
     common::grant(&admin, &ns, "operator", operator_role).await;
+    // Issued for the audiences the chart's service accepts (`authAudiences`), as
+    // `kubectl create token operator --audience catalyst-cutover` does.
+    let env = deployment_env(&docs, "catalyst-cutover", &ns, "catalyst-cutover-0");
+    let audiences: Vec<String> = env
+        .iter()
+        .find(|(key, _)| key == "CATALYST_CUTOVER_AUTH_AUDIENCES")
+        .map(|(_, value)| value.split(',').map(str::to_owned).collect())
+        .unwrap_or_default();
+    let request = k8s_openapi::api::authentication::v1::TokenRequest {
+        spec: k8s_openapi::api::authentication::v1::TokenRequestSpec {
+            audiences,
+            ..Default::default()
+        },
+        ..Default::default()
+    };
     let operator = common::token_of(
-        &common::request_token(&admin, &ns, "operator", None)
+        &Api::<k8s_openapi::api::core::v1::ServiceAccount>::namespaced(admin.clone(), &ns)
+            .create_token_request("operator", &PostParams::default(), &request)
             .await
             .expect("operator token"),
     );
@@ -479,11 +496,7 @@ async fn the_service_runs_a_cutover_under_the_charts_own_rbac() {
         "service",
         &kubeconfig_of(&cluster, "catalyst-cutover").await,
     );
-    let served = Served::start(
-        &deployment_env(&docs, "catalyst-cutover", &ns, "catalyst-cutover-0"),
-        &kubeconfig,
-    )
-    .await;
+    let served = Served::start(&env, &kubeconfig).await;
     let http = reqwest::Client::new();
     let post = |path: &str| {
         http.post(format!("{}{path}", served.url))

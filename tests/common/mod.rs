@@ -493,10 +493,12 @@ pub fn chart_operator_role() -> ClusterRole {
         .expect("the chart ships ClusterRole catalyst-cutover-operator")
 }
 
-/// POSTs `path` of the service at `base` with no body; the answer's status code.
+/// POSTs `path` of the service at `base` with no body (declared JSON, as a POST must be);
+/// the answer's status code.
 pub async fn post_status(base: &str, path: &str) -> u16 {
     reqwest::Client::new()
         .post(format!("{base}{path}"))
+        .header("content-type", "application/json")
         .send()
         .await
         .expect("POST")
