@@ -25,7 +25,7 @@
 //!   step model, parsed and validated from step ConfigMaps, and its watch.
 //! - [`contract`]: the names the field already depends on (`../shared/CONTRACT.md`);
 //!   [`retry`]: which API errors are retried, and how; [`telemetry`]: logs (JSON in a
-//!   cluster, human on a terminal).
+//!   cluster, human on a terminal); [`sanitize`]: outside text made safe for terminals.
 
 pub mod auth;
 pub mod cli;
@@ -41,6 +41,7 @@ pub mod render;
 pub mod request_timeout;
 pub mod retry;
 pub mod runner;
+pub mod sanitize;
 pub mod service;
 pub mod status;
 pub mod step;

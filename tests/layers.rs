@@ -21,7 +21,7 @@ const LAYERS: &[&[&str]] = &[
     &["metrics"],
     &["render", "migrate"],
     &["status", "step"],
-    &["contract", "retry", "telemetry"],
+    &["contract", "retry", "telemetry", "sanitize"],
 ];
 
 /// One use of a module by another that the table forbids.
