@@ -12,6 +12,7 @@ use crate::status::StepOutputs;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, DeleteParams, ListParams, PostParams, Preconditions, PropagationPolicy};
+use std::time::Duration;
 
 /// Where a Job stands, read from its conditions.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -143,7 +144,7 @@ pub async fn follow(jobs: &JobWatch, pods: &Api<Pod>, name: &str) -> StepOutcome
                 match job_state(&job) {
                     JobState::Running => {}
                     JobState::Succeeded => {
-                        return StepOutcome::Succeeded(outputs_of(pods, &job).await);
+                        return StepOutcome::Succeeded(outputs_of(jobs, pods, &job).await);
                     }
                     JobState::Failed { reason, message } => {
                         let pod_message = failed_pod_message(pods, name).await;
@@ -177,29 +178,39 @@ pub fn explain(job: &str, reason: &str, message: &str, pod: Option<(String, Stri
     sanitize::recorded(&text, Lines::Keep).into_owned()
 }
 
-/// Tries at listing a succeeded Job's pods for its outputs before recording none.
-const OUTPUT_LIST_TRIES: u32 = 3;
+/// How long the pod watch may trail the Job watch: the Job controller counts a pod as
+/// succeeded only once its status says so, so the pod's end is at the API server already.
+const POD_WATCH_LAG: Duration = Duration::from_secs(5);
 
-/// What the succeeded Job `job` reported: the outputs in its pod's termination message
-/// (see [`reported_message`]); none, with a warning, when they cannot be read or are not
+/// What the succeeded Job `job` reported: the outputs in its own pod's termination message
+/// (see [`reporting_pod`]), read from the pod watch, or from one list when the watch has
+/// not shown that pod in time; none, with a warning, when they cannot be read or are not
 /// outputs. The step succeeded either way: its outputs are a report, not its work.
-async fn outputs_of(pods: &Api<Pod>, job: &Job) -> StepOutputs {
+async fn outputs_of(jobs: &JobWatch, pods: &Api<Pod>, job: &Job) -> StepOutputs {
     let name = job.metadata.name.as_deref().unwrap_or_default();
-    let params = ListParams::default().labels(&format!("{}={name}", contract::LABEL_JOB_NAME));
-    let mut backoff = Backoff::new();
-    let mut tries = 0;
-    let list = loop {
-        tries += 1;
-        match pods.list(&params).await {
-            Ok(list) => break list,
-            Err(err) if is_transient(&err) && tries < OUTPUT_LIST_TRIES => backoff.wait().await,
-            Err(err) => {
-                tracing::warn!(job = name, error = %err, "could not list the Job's pods; its outputs are not recorded");
-                return StepOutputs::default();
+    let mut changes = jobs.pod_changes();
+    let lag = tokio::time::sleep(POD_WATCH_LAG);
+    tokio::pin!(lag);
+    let message = loop {
+        changes.borrow_and_update();
+        if let Some(pod) = reporting_pod(job, &jobs.pods_of(name)) {
+            break termination_message(&pod);
+        }
+        tokio::select! {
+            changed = changes.changed() => if changed.is_err() { lag.as_mut().await },
+            () = &mut lag => {
+                let params = ListParams::default().labels(&format!("{}={name}", contract::LABEL_JOB_NAME));
+                match pods.list(&params).await {
+                    Ok(list) => break reporting_pod(job, &list.items).and_then(|pod| termination_message(&pod)),
+                    Err(err) => {
+                        tracing::warn!(job = name, error = %err, "could not list the Job's pods; its outputs are not recorded");
+                        return StepOutputs::default();
+                    }
+                }
             }
         }
     };
-    let Some(message) = reported_message(job, &list.items) else {
+    let Some(message) = message else {
         return StepOutputs::default();
     };
     StepOutputs::parse(&message).unwrap_or_else(|err| {
@@ -208,15 +219,17 @@ async fn outputs_of(pods: &Api<Pod>, job: &Job) -> StepOutputs {
     })
 }
 
-/// The termination message of the step container (the PodSpec's first) of the newest
-/// succeeded pod that is `job`'s own: labelled with its name, its step and the cutover,
-/// and controlled by its UID. Anyone who may create pods could label one like the Job's;
-/// only the Job controller's pods point at the Job as their controller. Pure.
-pub fn reported_message(job: &Job, pods: &[Pod]) -> Option<String> {
+/// The newest succeeded pod that is `job`'s own: labelled with its name, its step and the
+/// cutover, and controlled by its UID. Anyone who may create pods could label one like the
+/// Job's; only the Job controller's pods point at the Job as their controller. Pure.
+pub fn reporting_pod(job: &Job, pods: &[Pod]) -> Option<Pod> {
     let name = job.metadata.name.as_deref()?;
     let uid = job.metadata.uid.as_deref()?;
-    let job_labels = job.metadata.labels.as_ref()?;
-    let step = job_labels.get(contract::LABEL_JOB_STEP)?;
+    let step = job
+        .metadata
+        .labels
+        .as_ref()?
+        .get(contract::LABEL_JOB_STEP)?;
     let own = |pod: &&Pod| {
         let labels = pod.metadata.labels.as_ref();
         let label = |key: &str| labels.and_then(|l| l.get(key)).map(String::as_str);
@@ -230,7 +243,11 @@ pub fn reported_message(job: &Job, pods: &[Pod]) -> Option<String> {
             && pod.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Succeeded")
     };
     let mine: Vec<Pod> = pods.iter().filter(own).cloned().collect();
-    let pod = crate::steplog::newest_pod(&mine)?;
+    crate::steplog::newest_pod(&mine).cloned()
+}
+
+/// The termination message of `pod`'s step container (its PodSpec's first). Pure.
+pub fn termination_message(pod: &Pod) -> Option<String> {
     let container = &pod.spec.as_ref()?.containers.first()?.name;
     let status = pod
         .status
@@ -457,12 +474,16 @@ mod tests {
         pod
     }
 
+    fn reported(job: &Job, pods: &[Pod]) -> Option<String> {
+        termination_message(&reporting_pod(job, pods)?)
+    }
+
     #[test]
     fn outputs_are_read_only_from_the_step_container_of_the_jobs_own_succeeded_pod() {
         let job = step_job();
         let good = job_pod("p1", "2026-01-01T00:00:01Z", "Succeeded", "{\"a\":\"1\"}");
         assert_eq!(
-            reported_message(&job, std::slice::from_ref(&good)).as_deref(),
+            reported(&job, std::slice::from_ref(&good)).as_deref(),
             Some("{\"a\":\"1\"}")
         );
         // Newer pods that are not the Job's own are never read.
@@ -513,21 +534,21 @@ mod tests {
         ));
         for impostor in &impostors {
             assert_eq!(
-                reported_message(&job, &[good.clone(), impostor.clone()]).as_deref(),
+                reported(&job, &[good.clone(), impostor.clone()]).as_deref(),
                 Some("{\"a\":\"1\"}"),
                 "{:?}",
                 impostor.metadata.name
             );
-            assert_eq!(reported_message(&job, std::slice::from_ref(impostor)), None);
+            assert_eq!(reported(&job, std::slice::from_ref(impostor)), None);
         }
         let newer = job_pod("p7", "2026-01-01T00:00:05Z", "Succeeded", "{\"a\":\"2\"}");
         assert_eq!(
-            reported_message(&job, &[good, newer]).as_deref(),
+            reported(&job, &[good, newer]).as_deref(),
             Some("{\"a\":\"2\"}")
         );
         let mut no_uid = step_job();
         no_uid.metadata.uid = None;
-        assert_eq!(reported_message(&no_uid, &impostors), None);
+        assert_eq!(reported(&no_uid, &impostors), None);
     }
 
     #[test]
