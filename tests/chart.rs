@@ -9,6 +9,8 @@
 #[path = "chart/cluster.rs"]
 mod cluster;
 mod common;
+#[path = "chart/later_steps.rs"]
+mod later_steps;
 #[path = "chart/standins.rs"]
 mod standins;
 #[path = "chart/steps.rs"]
