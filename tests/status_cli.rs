@@ -95,6 +95,25 @@ impl Env {
             .expect("run catalyst-cutover status")
     }
 
+    /// `status --watch` as a table and as JSON, both started on the idle status, then a
+    /// start: what each printed once the run ended.
+    async fn watch_a_run(&self, service: &Service) -> (Output, Output) {
+        let table = self.status(&["--watch"]).output();
+        let json = self.status(&["--watch", "-o", "json"]).output();
+        let watchers = tokio::spawn(async move {
+            let both = async { tokio::join!(table, json) };
+            tokio::time::timeout(GUARD, both).await
+        });
+        // The watchers' first read happens before the start or after it: both must end.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(common::post_status(&service.url(), "/cutover").await, 202);
+        let (table, json) = watchers
+            .await
+            .expect("watchers")
+            .expect("the watchers end with the run");
+        (table.expect("table"), json.expect("json"))
+    }
+
     async fn wait_result(&self, step: &str, result: &str) {
         let api: Api<ConfigMap> = Api::namespaced(self.cluster.client(), self.ns());
         let key = format!("step.{step}.result");
@@ -149,21 +168,7 @@ async fn watch_follows_a_run_to_its_end_and_exits_0() {
     ])
     .await;
     let service = env.service().await;
-    // Both watchers start on the idle status, before the run.
-    let table = env.status(&["--watch"]).output();
-    let json = env.status(&["--watch", "-o", "json"]).output();
-    let watchers = tokio::spawn(async move {
-        let both = async { tokio::join!(table, json) };
-        tokio::time::timeout(GUARD, both).await
-    });
-    // The watchers' first read happens before the start or after it: both must end.
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(common::post_status(&service.url(), "/cutover").await, 202);
-    let (table, json) = watchers
-        .await
-        .expect("watchers")
-        .expect("the watchers end with the run");
-    let (table, json) = (table.expect("table"), json.expect("json"));
+    let (table, json) = env.watch_a_run(&service).await;
 
     assert_eq!(table.status.code(), Some(0), "{}", stderr(&table));
     let text = stdout(&table);
@@ -325,19 +330,7 @@ async fn a_termination_message_with_escape_sequences_cannot_make_watch_lie() {
     ])
     .await;
     let service = env.service().await;
-    let table = env.status(&["--watch"]).output();
-    let json = env.status(&["--watch", "-o", "json"]).output();
-    let watchers = tokio::spawn(async move {
-        let both = async { tokio::join!(table, json) };
-        tokio::time::timeout(GUARD, both).await
-    });
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(common::post_status(&service.url(), "/cutover").await, 202);
-    let (table, json) = watchers
-        .await
-        .expect("watchers")
-        .expect("the watchers end with the run");
-    let (table, json) = (table.expect("table"), json.expect("json"));
+    let (table, json) = env.watch_a_run(&service).await;
 
     assert_eq!(table.status.code(), Some(1), "{}", stderr(&table));
     let text = stdout(&table);
