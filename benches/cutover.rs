@@ -2,7 +2,7 @@
 //!
 //! Against `CUTOVER_TEST_KUBECONFIG` when it is set (a real kube-apiserver), else against
 //! the embedded sandbox API server. Each run gets a namespace of its own holding the chart's
-//! eight steps (seven `job` steps and the `daemonset-wait` step `registry-pivot` fourth), a
+//! eleven steps (ten `job` steps and the `daemonset-wait` step `registry-pivot` fourth), a
 //! fresh service, and the sandbox's simulator as an API client for three nodes whose
 //! registry-pivot agents acknowledge at once. Each Job is finished at once by a stand-in
 //! acting through the API: one status write as soon as its watch sees the Job (the
@@ -55,7 +55,7 @@ const DAEMONSET: &str = "registry-pivot";
 /// Simulated nodes acknowledging the registry flip.
 const NODES: usize = 3;
 /// The chart's steps in order; `true` marks the `daemonset-wait` step.
-const STEPS: [(&str, bool); 8] = [
+const STEPS: [(&str, bool); 11] = [
     ("gitea-mirror", false),
     ("harbor-projects", false),
     ("harbor-prewarm", false),
@@ -64,6 +64,9 @@ const STEPS: [(&str, bool); 8] = [
     ("helmrepository-patches", false),
     ("catalyst-api-env-patch", false),
     ("egress-block-test", false),
+    ("gitea-token-mint", false),
+    ("vcluster-registry-pivot", false),
+    ("crossplane-provider-pivot", false),
 ];
 /// The whole-run target of the issue.
 const TARGET: Duration = Duration::from_millis(150);

@@ -84,6 +84,10 @@ pub mod key {
     pub const FIRST_OPERATOR_LOGIN: &str = "firstOperatorLogin";
     /// When the first operator login happened.
     pub const FIRST_OPERATOR_LOGIN_AT: &str = "firstOperatorLoginAt";
+    /// The console's figure: the commit the local Gitea mirrored (reported by gitea-mirror).
+    pub const MIRRORED_COMMIT_SHA: &str = "mirroredCommitSHA";
+    /// The console's figure: the proxy-cache projects in Harbor (reported by harbor-projects).
+    pub const HARBOR_PROJECT_COUNT: &str = "harborProjectCount";
 
     /// `step.<stepName>.<field>`.
     pub fn step(step_name: &str, field: &str) -> String {

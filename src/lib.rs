@@ -27,7 +27,7 @@
 //!   with the runner: what it writes on a node, its direction and its acknowledgements.
 //! - [`contract`]: the names the field already depends on (`../shared/CONTRACT.md`);
 //!   [`retry`]: which API errors are retried, and how; [`telemetry`]: logs (JSON in a
-//!   cluster, human on a terminal).
+//!   cluster, human on a terminal); [`sanitize`]: outside text made safe for terminals.
 
 pub mod auth;
 pub mod cli;
@@ -44,6 +44,7 @@ pub mod render;
 pub mod request_timeout;
 pub mod retry;
 pub mod runner;
+pub mod sanitize;
 pub mod service;
 pub mod status;
 pub mod step;

@@ -11,6 +11,8 @@ mod cluster;
 mod common;
 #[path = "chart/live.rs"]
 mod live;
+#[path = "chart/later_steps.rs"]
+mod later_steps;
 #[path = "chart/standins.rs"]
 mod standins;
 #[path = "chart/steps.rs"]
@@ -43,8 +45,8 @@ const RELEASE: &str = "bp-self-sovereign-cutover";
 /// The image the plain files under steps/ and hooks/ name, which the chart swaps
 /// for the one the values choose (templates/_helpers.tpl).
 const SHIPPED_IMAGE: &str = "docker.io/alpine/k8s:1.33.4";
-/// The eight steps, in order.
-const STEPS: [&str; 8] = common::CHART_STEPS;
+/// The eleven steps, in order.
+const STEPS: [&str; 11] = common::CHART_STEPS;
 
 fn chart() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("chart")
@@ -223,6 +225,11 @@ fn all_on_values() -> Json {
         values["images"][image]["digest"] = Json::String(format!("sha256:{}", digit.repeat(64)));
     }
     values["harbor"]["proxyCachePublic"] = Json::Bool(true);
+    values["vclusterPivot"]["helmReleases"] = Json::from(vec![
+        format!("{VCLUSTER_NAMESPACE}/team-a"),
+        format!("{VCLUSTER_NAMESPACE}/team-b"),
+    ]);
+    values["crossplanePivot"]["packagePullSecret"] = Json::from("harbor-pull");
     values
 }
 
@@ -335,7 +342,8 @@ fn the_status_configmap_is_created_on_first_install_only() {
 
 /// Namespaced objects Helm puts outside the release's namespace: only the step runner's
 /// Roles and their bindings, in the namespaces the steps touch (Flux's, the console's, the
-/// egress test's, the listed HelmRepositories').
+/// egress test's, the listed HelmRepositories', the gitea token Secret's, the listed
+/// vcluster HelmReleases').
 fn outside_the_release(doc: &Yaml, values: &Json) -> bool {
     let mut touched: Vec<&str> = [
         &values["flux"]["namespace"],
@@ -347,6 +355,14 @@ fn outside_the_release(doc: &Yaml, values: &Json) -> bool {
     .collect();
     touched.extend(
         values["flux"]["helmRepositories"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|r| r.as_str()?.split_once('/').map(|(ns, _)| ns)),
+    );
+    touched.extend(values["giteaToken"]["secretNamespace"].as_str());
+    touched.extend(
+        values["vclusterPivot"]["helmReleases"]
             .as_array()
             .into_iter()
             .flatten()
@@ -624,18 +640,18 @@ fn the_auto_trigger_hook_calls_with_a_token_for_the_services_audience() {
 // ---------------------------------------------------------------------------------------
 
 #[test]
-fn eight_step_configmaps_follow_the_contract() {
+fn eleven_step_configmaps_follow_the_contract() {
     let docs = default_docs();
     let steps = step_configmaps(&docs);
     assert_eq!(
         steps.len(),
         STEPS.len() + 1,
-        "the preflight and eight step ConfigMaps"
+        "the preflight and eleven step ConfigMaps"
     );
     let settings = find(&docs, "ConfigMap", "cutover-settings");
 
     for (index, cm) in steps.iter().enumerate() {
-        // The preflight is step 00; the eight follow from 01.
+        // The preflight is step 00; the eleven follow from 01.
         let order = index;
         let slug = index
             .checked_sub(1)
@@ -823,7 +839,7 @@ fn the_status_configmap_is_kept_and_seeded_with_the_contract_keys() {
 }
 
 #[test]
-fn the_engine_reads_the_chart_steps_as_the_eight_step_plan() {
+fn the_engine_reads_the_chart_steps_as_the_eleven_step_plan() {
     let configmaps = load_dir(&chart().join("steps")).expect("the step files load");
     let plan = parse_plan(&configmaps).unwrap_or_else(|report| panic!("{report}"));
     let names: Vec<&str> = plan.iter().map(|step| step.name.as_str()).collect();
@@ -982,11 +998,17 @@ fn no_rbac_rule_combines_create_with_resource_names() {
 /// The console's namespace in the RBAC renders: not the release's, so a grant that is not
 /// scoped to it shows.
 const CONSOLE_NAMESPACE: &str = "console";
+/// The namespace of the provisioning's git token Secret (step 09) in the RBAC renders.
+const TOKEN_NAMESPACE: &str = "provisioning";
+/// The namespace of the vclusters' HelmReleases (step 10) when every option is on.
+const VCLUSTER_NAMESPACE: &str = "tenants";
 
-/// The values of the RBAC renders: every option on, the console in its own namespace.
+/// The values of the RBAC renders: every option on, the console and the token's Secret in
+/// namespaces of their own.
 fn rbac_values() -> Json {
     let mut values = all_on_values();
     values["catalystApi"]["namespace"] = Json::from(CONSOLE_NAMESPACE);
+    values["giteaToken"]["secretNamespace"] = Json::from(TOKEN_NAMESPACE);
     values
 }
 
@@ -1069,12 +1091,22 @@ fn sa(name: &str) -> String {
 /// scripts by [`each_step_declares_the_calls_its_kubectl_commands_make`]).
 fn step_calls() -> BTreeMap<&'static str, Vec<String>> {
     let console = |verb: &str| format!("{verb} apps/deployments {CONSOLE_NAMESPACE}/catalyst-api");
+    let token = |verb: &str| format!("{verb} /secrets {TOKEN_NAMESPACE}/catalyst-git-token");
+    let vcluster = |verb: &str, name: &str| {
+        format!("{verb} helm.toolkit.fluxcd.io/helmreleases {VCLUSTER_NAMESPACE}/{name}")
+    };
     BTreeMap::from([
         (
             "preflight",
             vec![
                 "get source.toolkit.fluxcd.io/gitrepositories flux-system/openova".to_owned(),
                 format!("get apps/daemonsets {NAMESPACE}/registry-pivot"),
+                token("get"),
+                vcluster("get", "team-a"),
+                vcluster("get", "team-b"),
+                "list apps/statefulsets".to_owned(),
+                "list apps/deployments".to_owned(),
+                "list pkg.crossplane.io/providers".to_owned(),
             ],
         ),
         ("gitea-mirror", vec![]),
@@ -1131,6 +1163,25 @@ fn step_calls() -> BTreeMap<&'static str, Vec<String>> {
                 "create cilium.io/ciliumclusterwidenetworkpolicies".to_owned(),
                 "get cilium.io/ciliumclusterwidenetworkpolicies cutover-egress-block".to_owned(),
                 "delete cilium.io/ciliumclusterwidenetworkpolicies cutover-egress-block".to_owned(),
+            ],
+        ),
+        ("gitea-token-mint", vec![token("get"), token("patch")]),
+        (
+            "vcluster-registry-pivot",
+            vec![
+                "list apps/statefulsets".to_owned(),
+                "list apps/deployments".to_owned(),
+                vcluster("get", "team-a"),
+                vcluster("patch", "team-a"),
+                vcluster("get", "team-b"),
+                vcluster("patch", "team-b"),
+            ],
+        ),
+        (
+            "crossplane-provider-pivot",
+            vec![
+                "list pkg.crossplane.io/providers".to_owned(),
+                "patch pkg.crossplane.io/providers provider-aws-s3".to_owned(),
             ],
         ),
     ])
@@ -1237,6 +1288,20 @@ fn expected_calls() -> (Calls, Calls) {
                 "patch helm.toolkit.fluxcd.io/helmreleases flux-system/x",
                 "get /secrets catalyst/cutover-credentials",
                 "list /nodes",
+                // 09: the one Secret, in its namespace only, never read wholesale.
+                "get /secrets provisioning/other",
+                "get /secrets catalyst/catalyst-git-token",
+                "list /secrets provisioning/*",
+                "create /secrets provisioning/*",
+                // 10: only the listed vcluster HelmReleases.
+                "patch helm.toolkit.fluxcd.io/helmreleases tenants/other",
+                "patch helm.toolkit.fluxcd.io/helmreleases flux-system/team-a",
+                "watch apps/statefulsets",
+                "patch apps/statefulsets tenants/team-a",
+                // 11: Providers are only pivoted, never made or removed.
+                "create pkg.crossplane.io/providers",
+                "delete pkg.crossplane.io/providers provider-aws-s3",
+                "patch pkg.crossplane.io/configurations x",
             ],
         ),
         (
@@ -2165,6 +2230,9 @@ fn network_policies_let_each_pod_reach_only_what_it_calls() {
         ("helmrepository-patches", &["gitea"]),
         ("catalyst-api-env-patch", &[]),
         ("egress-block-test", &[]),
+        ("gitea-token-mint", &["gitea"]),
+        ("vcluster-registry-pivot", &[]),
+        ("crossplane-provider-pivot", &[]),
     ]);
     for cm in step_configmaps(&docs) {
         let data = cm.data.clone().unwrap_or_default();

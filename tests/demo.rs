@@ -1,4 +1,4 @@
-//! `catalyst-cutover demo`, as a newcomer runs it: the chart's eight steps on the embedded
+//! `catalyst-cutover demo`, as a newcomer runs it: the chart's eleven steps on the embedded
 //! sandbox, triggered through the service's HTTP API, exit 0 on completion.
 
 mod common;
@@ -6,7 +6,7 @@ mod common;
 use std::process::Command;
 
 #[test]
-fn demo_runs_the_charts_eight_steps_to_completion() {
+fn demo_runs_the_charts_eleven_steps_to_completion() {
     let kubeconfig =
         std::env::temp_dir().join(format!("demo-test-{}.kubeconfig", std::process::id()));
     let output = Command::new(env!("CARGO_BIN_EXE_catalyst-cutover"))
@@ -28,7 +28,10 @@ fn demo_runs_the_charts_eight_steps_to_completion() {
         "stdout:\n{stdout}\nstderr:\n{stderr}"
     );
     assert!(
-        stdout.contains("cutover complete: 9 steps, 100% (state sovereign)"),
+        stdout.contains(&format!(
+            "cutover complete: {} steps, 100% (state sovereign)",
+            common::CHART_STEPS.len() + 1
+        )),
         "{stdout}"
     );
     // The preflight is shown first, before the first changing step starts.

@@ -242,21 +242,37 @@ fn daemonset_step(order: u32, name: &str) -> ConfigMap {
     cm
 }
 
-/// The chart's eight steps, with the simulator's default behaviour for every Job.
-fn eight_steps() -> Vec<ConfigMap> {
+/// What the simulated gitea-mirror reports in its termination message.
+const MIRROR_OUTPUT: &str =
+    r#"{"mirroredCommitSHA": "4f2a9c0d1e3b5a7968f0e1d2c3b4a5968778695a", "branches": "3"}"#;
+/// What the simulated harbor-projects reports in its termination message.
+const PROJECTS_OUTPUT: &str = r#"{"harborProjectCount": "4"}"#;
+
+/// The chart's eleven steps, with the simulator's default behaviour for every Job; steps 01
+/// and 02 report what the chart's scripts report.
+fn chart_steps() -> Vec<ConfigMap> {
     vec![
-        job_step(1, "gitea-mirror", &[]),
-        job_step(2, "harbor-projects", &[]),
+        job_step(1, "gitea-mirror", &[("CUTOVER_SIM_OUTPUT", MIRROR_OUTPUT)]),
+        job_step(
+            2,
+            "harbor-projects",
+            &[("CUTOVER_SIM_OUTPUT", PROJECTS_OUTPUT)],
+        ),
         job_step(3, "harbor-prewarm", &[]),
         daemonset_step(4, "registry-pivot"),
         job_step(5, "flux-gitrepository-patch", &[]),
         job_step(6, "helmrepository-patches", &[]),
         job_step(7, "catalyst-api-env-patch", &[]),
         job_step(8, "egress-block-test", &[]),
+        job_step(9, "gitea-token-mint", &[]),
+        job_step(10, "vcluster-registry-pivot", &[]),
+        job_step(11, "crossplane-provider-pivot", &[]),
     ]
 }
 
-const EIGHT: [&str; 8] = common::CHART_STEPS;
+const STEPS: [&str; 11] = common::CHART_STEPS;
+/// The Job steps among them: all but the daemonset-wait registry-pivot.
+const JOB_STEPS: usize = STEPS.len() - 1;
 
 async fn post(base: &str, path: &str, body: Option<Value>) -> (u16, Value) {
     let client = reqwest::Client::new();
@@ -284,9 +300,9 @@ async fn ready(base: &str) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn happy_path_runs_eight_steps_and_records_every_key() {
+async fn happy_path_runs_the_charts_eleven_steps_and_records_every_key_and_output() {
     let env = Env::start(3).await;
-    env.add_steps(eight_steps()).await;
+    env.add_steps(chart_steps()).await;
     let service = env.service("a").await;
     let base = service.url();
     ready(&base).await;
@@ -299,7 +315,7 @@ async fn happy_path_runs_eight_steps_and_records_every_key() {
     assert_eq!(data["cutoverPhase"], "complete", "{data:#?}");
     assert_eq!(data["cutoverComplete"], "true");
     assert_eq!(data["progressPercent"], "100");
-    assert_eq!(data["totalSteps"], "8");
+    assert_eq!(data["totalSteps"], "11");
     assert_eq!(data["currentStep"], "");
     assert_eq!(data["failedStep"], "");
     assert_eq!(data["lastError"], "");
@@ -315,7 +331,7 @@ async fn happy_path_runs_eight_steps_and_records_every_key() {
             data[key]
         );
     }
-    for step in EIGHT {
+    for step in STEPS {
         assert_eq!(data[&format!("step.{step}.result")], "success", "{step}");
         assert_eq!(data[&format!("step.{step}.attempt")], "1", "{step}");
         assert!(!data[&format!("step.{step}.startedAt")].is_empty());
@@ -327,8 +343,17 @@ async fn happy_path_runs_eight_steps_and_records_every_key() {
         assert_eq!(data[&format!("node.{node}.registriesYaml")], "v2", "{node}");
     }
     let jobs = env.jobs_by_step().await;
-    assert_eq!(jobs.len(), 7, "{jobs:?}");
+    assert_eq!(jobs.len(), JOB_STEPS, "{jobs:?}");
     assert!(jobs.values().all(|j| j.len() == 1), "{jobs:?}");
+    // What steps 01 and 02 reported, under each step and, for the console, at the top.
+    let sha = "4f2a9c0d1e3b5a7968f0e1d2c3b4a5968778695a";
+    assert_eq!(data["step.gitea-mirror.output.mirroredCommitSHA"], sha);
+    assert_eq!(data["step.gitea-mirror.output.branches"], "3");
+    assert_eq!(data["step.harbor-projects.output.harborProjectCount"], "4");
+    assert_eq!(data["mirroredCommitSHA"], sha);
+    assert_eq!(data["harborProjectCount"], "4");
+    let outputs = data.keys().filter(|k| k.contains(".output.")).count();
+    assert_eq!(outputs, 3, "only what was reported: {data:#?}");
 
     let (code, body) = get(&base, "/cutover").await;
     assert_eq!(code, 200);
@@ -339,7 +364,10 @@ async fn happy_path_runs_eight_steps_and_records_every_key() {
         .iter()
         .map(|s| s["name"].as_str().unwrap())
         .collect();
-    assert_eq!(names, EIGHT, "steps in execution order");
+    assert_eq!(names, STEPS, "steps in execution order");
+    assert_eq!(body["mirroredCommitSHA"], sha);
+    assert_eq!(body["harborProjectCount"], 4);
+    assert_eq!(body["raw"]["mirroredCommitSHA"], sha);
 
     let (code, body) = post(&base, "/cutover", None).await;
     assert_eq!(code, 200);
@@ -516,9 +544,88 @@ async fn a_hundred_concurrent_posts_start_exactly_one_run() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_termination_messages_are_bounded_and_recorded_without_control_characters() {
+    let env = Env::start(1).await;
+    let crowd: Vec<String> = (0..=16).map(|i| format!("\"k{i}\": \"v\"")).collect();
+    let crowd = format!("{{{}}}", crowd.join(", "));
+    let lie = "\u{1b}[2K\r\u{1b}[1Acutover complete: 5 steps, 100% (state sovereign) \u{202e}";
+    env.add_steps(vec![
+        job_step(
+            1,
+            "escapes",
+            &[(
+                "CUTOVER_SIM_OUTPUT",
+                r#"{"note": "ok\u001b[2K\rcutover complete\u202e"}"#,
+            )],
+        ),
+        job_step(2, "prose", &[("CUTOVER_SIM_OUTPUT", "all done\n")]),
+        job_step(3, "crowd", &[("CUTOVER_SIM_OUTPUT", &crowd)]),
+        job_step(
+            4,
+            "forger",
+            &[("CUTOVER_SIM_OUTPUT", r#"{"mirroredCommitSHA": "forged"}"#)],
+        ),
+        job_step(
+            5,
+            "liar",
+            &[
+                ("CUTOVER_SIM_OUTCOME", "fail"),
+                ("CUTOVER_SIM_MESSAGE", lie),
+            ],
+        ),
+    ])
+    .await;
+    let service = env.service("a").await;
+    ready(&service.url()).await;
+    assert_eq!(post(&service.url(), "/cutover", None).await.0, 202);
+    let data = env.wait_phase(&["complete", "failed"]).await;
+    assert_eq!(data["cutoverPhase"], "failed", "{data:#?}");
+    for step in ["escapes", "prose", "crowd", "forger"] {
+        assert_eq!(
+            data[&format!("step.{step}.result")],
+            "success",
+            "{step}: a report never fails a step"
+        );
+    }
+    assert_eq!(
+        data["step.escapes.output.note"],
+        "ok\u{fffd}[2K\u{fffd}cutover complete\u{fffd}"
+    );
+    for step in ["prose", "crowd"] {
+        let prefix = format!("step.{step}.output.");
+        assert!(
+            !data.keys().any(|k| k.starts_with(&prefix)),
+            "{step}: a message that is not outputs records nothing: {data:#?}"
+        );
+    }
+    assert_eq!(data["step.forger.output.mirroredCommitSHA"], "forged");
+    assert_eq!(
+        data.get("mirroredCommitSHA"),
+        None,
+        "only gitea-mirror sets the console's figure"
+    );
+    assert_eq!(data["failedStep"], "liar");
+    let last_error = &data["lastError"];
+    assert!(
+        last_error.contains("\u{fffd}[2K\u{fffd}\u{fffd}[1Acutover complete"),
+        "{last_error:?}"
+    );
+    for (key, value) in &data {
+        assert!(
+            !value
+                .chars()
+                .any(|c| c != '\n' && catalyst_cutover::sanitize::is_unsafe(c)),
+            "{key} = {value:?}"
+        );
+    }
+    service.shutdown().await;
+    env.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_and_restart_at_any_point_never_duplicates_a_job() {
     let env = Env::start(2).await;
-    env.add_steps(eight_steps()).await;
+    env.add_steps(chart_steps()).await;
     let mut service = env.service("first").await;
     ready(&service.url()).await;
     assert_eq!(post(&service.url(), "/cutover", None).await.0, 202);
@@ -539,14 +646,18 @@ async fn kill_and_restart_at_any_point_never_duplicates_a_job() {
     let data = env.wait_phase(&["complete", "failed"]).await;
     assert_eq!(data["cutoverPhase"], "complete", "{data:#?}");
     let jobs = env.jobs_by_step().await;
-    assert_eq!(jobs.len(), 7, "{jobs:?}");
+    assert_eq!(jobs.len(), JOB_STEPS, "{jobs:?}");
     for (step, names) in &jobs {
         assert_eq!(names.len(), 1, "step {step} ran more than once: {names:?}");
     }
-    for step in EIGHT {
+    for step in STEPS {
         assert_eq!(data[&format!("step.{step}.result")], "success", "{step}");
         assert_eq!(data[&format!("step.{step}.attempt")], "1", "{step}");
     }
+    assert_eq!(
+        data["mirroredCommitSHA"], "4f2a9c0d1e3b5a7968f0e1d2c3b4a5968778695a",
+        "a resumed run still records what each step reported"
+    );
     service.shutdown().await;
     env.cleanup().await;
 }
@@ -1398,7 +1509,7 @@ fn requests_with_verb(service: &Service, verb: &str) -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn steps_end_is_seen_through_watches_opened_once_per_run() {
     let env = Env::start(3).await;
-    env.add_steps(eight_steps()).await;
+    env.add_steps(chart_steps()).await;
     let service = env.service("a").await;
     let base = service.url();
     ready(&base).await;
@@ -1415,7 +1526,7 @@ async fn steps_end_is_seen_through_watches_opened_once_per_run() {
     // from those, keeping each ended Job step's log tail lists that Job's pods once, off the
     // runner's path (spawned, so some may not have happened yet). A runner listing the plan
     // the start has just validated would list it twice.
-    let job_steps = EIGHT.len() - 1;
+    let job_steps = JOB_STEPS;
     let followed = lists.saturating_sub(job_steps as u64);
     assert!(
         followed < job_steps as u64,

@@ -22,7 +22,7 @@ const LAYERS: &[&[&str]] = &[
     &["render", "migrate"],
     &["status", "step"],
     &["pivot"],
-    &["contract", "retry", "telemetry"],
+    &["contract", "retry", "telemetry", "sanitize"],
 ];
 
 /// One use of a module by another that the table forbids.

@@ -133,7 +133,7 @@ struct Env {
 }
 
 impl Env {
-    /// A cluster with the chart's eight steps as simulated Jobs (`FAILING` fails its first
+    /// A cluster with the chart's eleven steps as simulated Jobs (`FAILING` fails its first
     /// attempt), the simulator and a browser.
     async fn start() -> Env {
         if std::env::var_os("RUST_LOG").is_some() {
@@ -326,7 +326,8 @@ async fn focused(browser: &Client) -> String {
 fn all_rows(result: &str) -> String {
     format!(
         "const rows = [...document.querySelectorAll('#step-rows tr')]; \
-         return rows.length === 8 && rows.every(r => r.dataset.result === '{result}')"
+         return rows.length === {} && rows.every(r => r.dataset.result === '{result}')",
+        CHART_STEPS.len()
     )
 }
 
@@ -356,7 +357,7 @@ async fn the_page_follows_a_run_shows_the_failure_and_retry_resumes_it() {
 
     // Authentication is on: the page asks for a token and keeps it in this tab only.
     sign_in(b, &alice).await;
-    until(b, "the eight steps, none started", &all_rows("pending")).await;
+    until(b, "the eleven steps, none started", &all_rows("pending")).await;
     let names: Vec<String> = rows(b).await.into_iter().map(|r| r.0).collect();
     assert_eq!(names, CHART_STEPS, "steps in execution order");
     let stored = eval(
@@ -436,19 +437,9 @@ async fn the_page_follows_a_run_shows_the_failure_and_retry_resumes_it() {
          td.firstChild.textContent + td.childNodes[1].textContent)",
     )
     .await;
-    assert_eq!(
-        states,
-        json!([
-            "✔ succeeded",
-            "✔ succeeded",
-            "✘ failed",
-            "○ pending",
-            "○ pending",
-            "○ pending",
-            "○ pending",
-            "○ pending"
-        ])
-    );
+    let mut expected = vec!["✔ succeeded", "✔ succeeded", "✘ failed"];
+    expected.resize(CHART_STEPS.len(), "○ pending");
+    assert_eq!(states, json!(expected));
     let live = eval(
         b,
         "return ['summary', 'events', 'action-result'] \
@@ -556,7 +547,7 @@ async fn the_stream_resumes_with_last_event_id_when_the_service_drops_it() {
     let base = service.url();
     let b = &env.browser;
     b.goto(&format!("{base}/")).await.expect("open the page");
-    until(b, "the eight steps", &all_rows("pending")).await;
+    until(b, "the eleven steps", &all_rows("pending")).await;
     until(
         b,
         "a live stream",
@@ -602,7 +593,7 @@ async fn the_stream_resumes_with_last_event_id_when_the_service_drops_it() {
         .iter()
         .filter(|e| *e == "cutover-step-finished")
         .count();
-    assert_eq!(finished, 8, "{events:?}");
+    assert_eq!(finished, CHART_STEPS.len(), "{events:?}");
     assert_eq!(events.last().map(String::as_str), Some("cutover-completed"));
 
     env.stop(service).await;
@@ -673,7 +664,7 @@ async fn buttons_follow_what_the_caller_may_do() {
     let b = &env.browser;
     b.goto(&format!("{base}/")).await.expect("open the page");
     sign_in(b, &reader).await;
-    until(b, "the eight steps", &all_rows("pending")).await;
+    until(b, "the eleven steps", &all_rows("pending")).await;
     until(
         b,
         "the permissions applied",
@@ -700,7 +691,7 @@ async fn abort_is_confirmed_and_stops_the_running_step() {
     let b = &env.browser;
     b.goto(&format!("{base}/")).await.expect("open the page");
     sign_in(b, &alice).await;
-    until(b, "the eight steps", &all_rows("pending")).await;
+    until(b, "the eleven steps", &all_rows("pending")).await;
     let started = reqwest::Client::new()
         .post(format!("{base}/cutover"))
         .bearer_auth(&alice)

@@ -95,6 +95,25 @@ impl Env {
             .expect("run catalyst-cutover status")
     }
 
+    /// `status --watch` as a table and as JSON, both started on the idle status, then a
+    /// start: what each printed once the run ended.
+    async fn watch_a_run(&self, service: &Service) -> (Output, Output) {
+        let table = self.status(&["--watch"]).output();
+        let json = self.status(&["--watch", "-o", "json"]).output();
+        let watchers = tokio::spawn(async move {
+            let both = async { tokio::join!(table, json) };
+            tokio::time::timeout(GUARD, both).await
+        });
+        // The watchers' first read happens before the start or after it: both must end.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(common::post_status(&service.url(), "/cutover").await, 202);
+        let (table, json) = watchers
+            .await
+            .expect("watchers")
+            .expect("the watchers end with the run");
+        (table.expect("table"), json.expect("json"))
+    }
+
     async fn wait_result(&self, step: &str, result: &str) {
         let api: Api<ConfigMap> = Api::namespaced(self.cluster.client(), self.ns());
         let key = format!("step.{step}.result");
@@ -149,21 +168,7 @@ async fn watch_follows_a_run_to_its_end_and_exits_0() {
     ])
     .await;
     let service = env.service().await;
-    // Both watchers start on the idle status, before the run.
-    let table = env.status(&["--watch"]).output();
-    let json = env.status(&["--watch", "-o", "json"]).output();
-    let watchers = tokio::spawn(async move {
-        let both = async { tokio::join!(table, json) };
-        tokio::time::timeout(GUARD, both).await
-    });
-    // The watchers' first read happens before the start or after it: both must end.
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(common::post_status(&service.url(), "/cutover").await, 202);
-    let (table, json) = watchers
-        .await
-        .expect("watchers")
-        .expect("the watchers end with the run");
-    let (table, json) = (table.expect("table"), json.expect("json"));
+    let (table, json) = env.watch_a_run(&service).await;
 
     assert_eq!(table.status.code(), Some(0), "{}", stderr(&table));
     let text = stdout(&table);
@@ -327,4 +332,92 @@ async fn an_unreadable_status_is_a_clear_error_with_exit_4_and_bad_usage_2() {
     let _ = std::fs::remove_file(&env.kubeconfig);
     env.sim.shutdown().await;
     env.cluster.cleanup().await;
+}
+
+/// What a terminal would act on in `text`: anything unsafe but the line breaks.
+fn terminal_controls(text: &str) -> Vec<char> {
+    text.chars()
+        .filter(|c| *c != '\n' && catalyst_cutover::sanitize::is_unsafe(*c))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_termination_message_with_escape_sequences_cannot_make_watch_lie() {
+    // Erase the line, go up one and print a success over the failure, then reverse the rest.
+    let lie = "\u{1b}[2K\r\u{1b}[1Acutover complete: 2 steps, 100% (state sovereign)\u{202e} x";
+    let env = Env::start(vec![
+        job_step(1, "first", &[]),
+        job_step(
+            2,
+            "evil",
+            &[
+                ("CUTOVER_SIM_OUTCOME", "fail"),
+                ("CUTOVER_SIM_MESSAGE", lie),
+            ],
+        ),
+    ])
+    .await;
+    let service = env.service().await;
+    let (table, json) = env.watch_a_run(&service).await;
+
+    assert_eq!(table.status.code(), Some(1), "{}", stderr(&table));
+    let text = stdout(&table);
+    assert_eq!(terminal_controls(&text), Vec::<char>::new(), "{text:?}");
+    let last = text
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("");
+    assert!(last.starts_with("cutover failed at evil: "), "{text:?}");
+    assert!(
+        !text.lines().any(|l| l.starts_with("cutover complete")),
+        "no line claims success: {text:?}"
+    );
+    assert_eq!(json.status.code(), Some(1), "{}", stderr(&json));
+    assert_eq!(
+        terminal_controls(&stdout(&json)),
+        Vec::<char>::new(),
+        "{}",
+        stdout(&json)
+    );
+    let last = json_lines(&json).pop().expect("a document");
+    assert_eq!(last["phase"], "failed");
+    assert_eq!(
+        terminal_controls(last["lastError"].as_str().unwrap_or("")),
+        Vec::<char>::new()
+    );
+
+    // Whatever else writes the ConfigMap (the edit role can), the CLI escapes it.
+    let api: Api<ConfigMap> = Api::namespaced(env.cluster.client(), env.ns());
+    let patch = serde_json::json!({"data": {"lastError": lie, "failedStep": "evil\u{202e}"}});
+    api.patch(
+        DEFAULT_STATUS_CONFIGMAP,
+        &kube::api::PatchParams::default(),
+        &kube::api::Patch::Merge(&patch),
+    )
+    .await
+    .expect("patch the status");
+    let shown = env.run(&[]).await;
+    assert_eq!(shown.status.code(), Some(1), "{}", stderr(&shown));
+    let text = stdout(&shown);
+    assert_eq!(terminal_controls(&text), Vec::<char>::new(), "{text:?}");
+    assert!(
+        text.contains(
+            "cutover failed at evil\\u{202e}: \\e[2K\\r\\e[1Acutover complete: 2 steps, 100% (state sovereign)\\u{202e} x"
+        ),
+        "escaped, on one line: {text:?}"
+    );
+    let shown = env.run(&["-o", "json"]).await;
+    assert_eq!(
+        terminal_controls(&stdout(&shown)),
+        Vec::<char>::new(),
+        "{}",
+        stdout(&shown)
+    );
+    assert_eq!(
+        json_lines(&shown)[0]["lastError"],
+        lie,
+        "the JSON still says it all"
+    );
+    env.cleanup(service).await;
 }

@@ -5,6 +5,7 @@
 
 use super::args::{TargetArgs, connect};
 use super::table::Display;
+use crate::sanitize::is_unsafe;
 use crate::status::StatusBody;
 use crate::status::model::{Phase, StatusData};
 use crate::step::{StepPolicy, discover};
@@ -199,7 +200,7 @@ impl Printer {
         match &mut self.display {
             Some(display) => display.update(&body),
             None => {
-                let line = serde_json::to_string(&body).map_err(StatusError::Json)?;
+                let line = terminal_json(&body).map_err(StatusError::Json)?;
                 super::exit::print_line(&line);
             }
         }
@@ -215,9 +216,62 @@ impl Printer {
     }
 }
 
+/// `value` as one line of JSON that is safe on a terminal: serde_json already escapes the
+/// control characters, and this writes the invisible and bidirectional-formatting ones
+/// (which JSON may carry raw) as `\uXXXX` too, so a step name or a reason read from the
+/// ConfigMap cannot reorder or hide what the line shows.
+fn terminal_json<T: serde::Serialize>(value: &T) -> Result<String, serde_json::Error> {
+    let mut out = Vec::new();
+    let mut ser = serde_json::Serializer::with_formatter(&mut out, TerminalSafe);
+    value.serialize(&mut ser)?;
+    // The serializer writes only what it was given as `&str` and its own ASCII.
+    Ok(String::from_utf8_lossy(&out).into_owned())
+}
+
+/// serde_json's compact output with every unsafe character of a string escaped.
+struct TerminalSafe;
+
+impl serde_json::ser::Formatter for TerminalSafe {
+    fn write_string_fragment<W: ?Sized + std::io::Write>(
+        &mut self,
+        writer: &mut W,
+        fragment: &str,
+    ) -> std::io::Result<()> {
+        let mut rest = fragment;
+        while let Some((at, c)) = rest.char_indices().find(|(_, c)| is_unsafe(*c)) {
+            writer.write_all(&rest.as_bytes()[..at])?;
+            let mut units = [0u16; 2];
+            for unit in c.encode_utf16(&mut units) {
+                write!(writer, "\\u{unit:04x}")?;
+            }
+            rest = &rest[at + c.len_utf8()..];
+        }
+        writer.write_all(rest.as_bytes())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn json_lines_carry_no_character_a_terminal_acts_on_and_still_parse() {
+        let data: StatusData = [
+            (
+                "lastError".to_owned(),
+                "a\u{1b}[2K\u{202e}b\u{200b}\u{feff}\n".to_owned(),
+            ),
+            ("failedStep".to_owned(), "é中".to_owned()),
+        ]
+        .into();
+        let body = StatusBody::build(&data, None);
+        let line = terminal_json(&body).unwrap();
+        assert!(!line.chars().any(is_unsafe), "{line}");
+        assert!(line.contains(r"a\u001b[2K\u202eb\u200b\ufeff\n"), "{line}");
+        let back: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(back["lastError"], "a\u{1b}[2K\u{202e}b\u{200b}\u{feff}\n");
+        assert_eq!(back["failedStep"], "é中");
+    }
 
     #[test]
     fn each_phase_has_its_exit_code_and_only_an_ended_cutover_ends_the_watch() {

@@ -1,7 +1,11 @@
 //! The cutover's table on a terminal, shared by `demo` and `status`: one line per step
 //! (name, result, Job) as the step moves, and a closing line saying where the cutover
-//! stands. Progress spinners on a terminal, plain lines otherwise.
+//! stands. Progress spinners on a terminal, plain lines otherwise. Everything printed from
+//! the status ConfigMap (which anyone who may edit ConfigMaps can write) is escaped: no
+//! control or bidirectional-formatting character reaches the terminal, and each line stays
+//! one line.
 
+use crate::sanitize::{Lines, escaped};
 use crate::status::{StatusBody, StepResult};
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use std::io::IsTerminal;
@@ -9,6 +13,7 @@ use std::time::Duration;
 
 /// One step's line: its name, its result and its Job (or DaemonSet). Pure.
 pub fn step_line(name: &str, result: StepResult, job: &str) -> String {
+    let (name, job) = (escaped(name, Lines::One), escaped(job, Lines::One));
     match result {
         StepResult::Running => format!("{name:<28} running   {job}"),
         StepResult::Success => format!("{name:<28} success   {job}"),
@@ -20,6 +25,7 @@ pub fn step_line(name: &str, result: StepResult, job: &str) -> String {
 
 /// The closing line: where the cutover stands. Pure.
 pub fn summary(body: &StatusBody) -> String {
+    let shown = |text: &str| escaped(text, Lines::One).into_owned();
     match body.phase {
         "complete" => format!(
             "cutover complete: {} steps, {}% (state {})",
@@ -27,11 +33,12 @@ pub fn summary(body: &StatusBody) -> String {
         ),
         "failed" => format!(
             "cutover failed at {}: {}",
-            body.failed_step, body.last_error
+            shown(&body.failed_step),
+            shown(&body.last_error)
         ),
         "running" => format!(
             "cutover running: step {} ({} of {}), {}%",
-            body.current_step,
+            shown(&body.current_step),
             body.current_step_index.saturating_add(1),
             body.total_steps,
             body.progress_percent
@@ -159,5 +166,27 @@ mod tests {
             summary(&failed),
             "cutover failed at b: Job cutover-b-a1 failed"
         );
+    }
+
+    #[test]
+    fn what_the_status_holds_is_printed_escaped_on_one_line() {
+        let lying = StatusBody::build(
+            &data_of(&[
+                ("cutoverPhase", "failed"),
+                ("failedStep", "b\u{202e}"),
+                (
+                    "lastError",
+                    "boom\u{1b}[2K\r\ncutover complete: 11 steps, 100% (state sovereign)",
+                ),
+            ]),
+            Some(&["a", "b"]),
+        );
+        assert_eq!(
+            summary(&lying),
+            "cutover failed at b\\u{202e}: boom\\e[2K\\r\\ncutover complete: 11 steps, 100% (state sovereign)"
+        );
+        let line = step_line("x\u{1b}]0;t\u{7}", StepResult::Running, "j\u{9b}");
+        assert!(!line.chars().any(crate::sanitize::is_unsafe), "{line:?}");
+        assert!(line.contains("x\\e]0;t\\u{7}"), "{line:?}");
     }
 }

@@ -4,6 +4,7 @@
 //! written by exactly one replica, so each is told exactly once, leader or not.
 
 use super::frames::{Frame, FramePhase, Level, derive};
+use crate::sanitize::{self, Lines};
 use crate::status::store::Write;
 use crate::status::{StatusStore, now_rfc3339};
 use crate::step::StepSource;
@@ -44,10 +45,12 @@ pub fn reason_and_action(phase: FramePhase) -> (&'static str, &'static str) {
 }
 
 /// The Event telling `frame`; `job` references the step's Job so that two steps' Events
-/// are never merged into one series.
+/// are never merged into one series. Its note carries no control or bidirectional-formatting
+/// character (the frame may quote the status, which anyone who may edit ConfigMaps can
+/// write), since `kubectl describe` prints it to a terminal.
 pub fn event_of(frame: &Frame, job: Option<ObjectReference>) -> Event {
     let (reason, action) = reason_and_action(frame.phase);
-    let mut note = frame.message.clone();
+    let mut note = sanitize::recorded(&frame.message, Lines::Keep).into_owned();
     if note.len() > NOTE_LIMIT {
         let mut cut = NOTE_LIMIT - 3;
         while !note.is_char_boundary(cut) {
@@ -179,5 +182,19 @@ mod tests {
             "done".into(),
         );
         assert_eq!(event_of(&ok, None).type_, EventType::Normal);
+    }
+
+    #[test]
+    fn event_notes_carry_no_control_or_bidi_character() {
+        let frame = Frame::cutover(
+            "t",
+            FramePhase::CutoverStepFailed,
+            Level::Error,
+            "boom\u{1b}[2K\rcutover complete \u{202e}\u{200b}\nnext".into(),
+        );
+        assert_eq!(
+            event_of(&frame, None).note.unwrap(),
+            "boom\u{fffd}[2K\u{fffd}cutover complete \u{fffd}\u{fffd}\nnext"
+        );
     }
 }

@@ -8,6 +8,7 @@ use super::caller::Caller;
 use super::cutover::{body, cached_data, rejected};
 use super::error::ApiError;
 use crate::contract::{key, registries};
+use crate::sanitize::{self, Lines};
 use crate::status::model::{Phase, StatusData, get};
 use crate::status::rollback::{
     CONFIRMATION, DEFAULT_TIMEOUT, MAX_TIMEOUT, RollbackOutcome, RollbackRecord, RollbackRefused,
@@ -76,11 +77,14 @@ pub fn validate(request: &RollbackRequest) -> Result<Validated, ApiError> {
             "reason is {chars} characters long, more than {MAX_REASON_CHARS}"
         )));
     }
-    // Escape sequences would reach the terminals of whoever reads the status or the Events.
-    if reason.chars().any(|c| c.is_control() && c != '\n') {
-        return Err(ApiError::RollbackReasonRequired(
-            "reason contains control characters other than newlines".to_owned(),
-        ));
+    // Escape sequences and bidirectional overrides would reach the terminals of whoever
+    // reads the status or the Events.
+    if let Some((at, c)) = sanitize::first_unsafe(reason, Lines::Keep) {
+        return Err(ApiError::RollbackReasonRequired(format!(
+            "reason holds the control or formatting character {} at character {at}; only \
+             printable text and newlines are recorded",
+            sanitize::code_point(c)
+        )));
     }
     let timeout = match &request.timeout_seconds {
         None => DEFAULT_TIMEOUT,
@@ -270,10 +274,22 @@ mod tests {
             Some("   "),
             Some(long.as_str()),
             Some("a\u{0}b"),
+            Some("a\u{1b}[2Jb"),
+            Some("a\rb"),
+            Some("a\u{85}b"),
+            Some("evil \u{202e}txt.exe"),
+            Some("line\u{2028}separator"),
+            Some("zero\u{200b}width"),
+            Some("isolate \u{2066}x\u{2069}"),
         ] {
             let err = validate(&request(Some(CONFIRMATION), reason, None)).unwrap_err();
             assert_eq!(err.code(), "rollback-reason-required", "{reason:?}");
         }
+        let err = validate(&request(Some(CONFIRMATION), Some("ab\u{202e}"), None)).unwrap_err();
+        assert!(
+            err.to_string().contains("U+202E at character 2"),
+            "the refusal says which and where: {err}"
+        );
         let ok = validate(&request(Some(CONFIRMATION), Some("  harbor down\n"), None)).unwrap();
         assert_eq!(ok.reason, "harbor down");
         let wide = "é".repeat(MAX_REASON_CHARS);

@@ -150,7 +150,7 @@ async fn drive(
             return;
         }
         let message = match run_step(&ctx, watches.jobs(), step, run, &job_name).await {
-            StepOutcome::Succeeded => String::new(),
+            StepOutcome::Succeeded(_) => String::new(),
             StepOutcome::Failed(reason) => reason,
             StepOutcome::Cancelled => format!("Job {job_name} was stopped before it finished"),
         };

@@ -59,7 +59,7 @@ pub async fn wait(
             Some(ds) => match evaluate(ds, &current.pods, &acks) {
                 Rollout::Done { nodes } => {
                     tracing::info!(daemonset = %name, nodes = nodes.len(), "every node is on registries v2");
-                    return StepOutcome::Succeeded;
+                    return StepOutcome::Succeeded(crate::status::StepOutputs::default());
                 }
                 Rollout::Waiting(reason) => {
                     progress.send_if_modified(|p| {

@@ -169,11 +169,12 @@ impl StepAttempt {
     /// How `outcome` of this attempt at `at` is recorded.
     pub fn record(&self, outcome: StepOutcome, at: &str) -> Record {
         match outcome {
-            StepOutcome::Succeeded => Record::HoldBack(Transition::StepSucceeded {
+            StepOutcome::Succeeded(outputs) => Record::HoldBack(Transition::StepSucceeded {
                 step: self.step.clone(),
                 index: self.index,
                 total_steps: self.total_steps,
                 attempt: self.attempt,
+                outputs,
                 at: at.to_owned(),
             }),
             StepOutcome::Failed(reason) => Record::Write(Transition::StepFailed {
@@ -283,6 +284,7 @@ fn of_this_attempt(data: &StatusData, step: &str) -> bool {
 mod tests {
     use super::*;
     use crate::contract;
+    use crate::status::StepOutputs;
     use crate::status::fixtures::{T0, T1, start, started, succeeded};
     use k8s_openapi::api::core::v1::ConfigMap;
 
@@ -422,12 +424,13 @@ mod tests {
             .run
             .unwrap();
         assert_eq!(
-            attempt.record(StepOutcome::Succeeded, T1),
+            attempt.record(StepOutcome::Succeeded(StepOutputs::default()), T1),
             Record::HoldBack(Transition::StepSucceeded {
                 step: "mirror".into(),
                 index: 0,
                 total_steps: 2,
                 attempt: 1,
+                outputs: StepOutputs::default(),
                 at: T1.into(),
             })
         );

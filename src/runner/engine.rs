@@ -166,7 +166,9 @@ async fn drive(ctx: &RunnerContext) -> Result<(), StoreError> {
             );
         }
         match &outcome {
-            StepOutcome::Succeeded => tracing::info!(parent: &span, "step succeeded"),
+            StepOutcome::Succeeded(outputs) => {
+                tracing::info!(parent: &span, outputs = ?outputs, "step succeeded");
+            }
             StepOutcome::Failed(reason) => tracing::warn!(parent: &span, %reason, "step failed"),
             StepOutcome::Cancelled => {
                 tracing::warn!(parent: &span, "step stopped: the cutover is no longer running it");

@@ -18,8 +18,8 @@ pub use context::{RunnerConfig, RunnerContext};
 /// How one attempt of a step ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StepOutcome {
-    /// It did what it should.
-    Succeeded,
+    /// It did what it should, and reported these outputs (none for a daemonset-wait step).
+    Succeeded(crate::status::StepOutputs),
     /// It failed, with a reason a person can act on.
     Failed(String),
     /// The status stopped showing it as running (an abort): nothing more to record.

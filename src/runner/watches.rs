@@ -1,7 +1,8 @@
 //! The watches a step's end is seen through, open before the step starts, never a
-//! list-then-watch per step: the cutover's Jobs, watched for the replica's whole life (so a
-//! run's first step does not wait for a list either, and a run costs the API server no
-//! request for it), and the DaemonSet of each `daemonset-wait` step with its pods, watched
+//! list-then-watch per step: the cutover's Jobs and their pods (whose termination messages
+//! hold a step's outputs), watched for the replica's whole life (so a run's first step does
+//! not wait for a list either, and a run costs the API server no request for it), and the
+//! DaemonSet of each `daemonset-wait` step with its pods, watched
 //! from before a run's first step until the [`RunWatches`] is dropped (the run stops, or
 //! the Lease is lost).
 
@@ -22,11 +23,13 @@ use std::sync::Arc;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
-/// The cutover's Jobs in the namespace, as one reflector sees them.
+/// The cutover's Jobs and their pods in the namespace, as two reflectors see them.
 #[derive(Clone)]
 pub struct JobWatch {
     store: Store<Job>,
     changes: watch::Receiver<()>,
+    pods: Store<Pod>,
+    pod_changes: watch::Receiver<()>,
     namespace: String,
 }
 
@@ -42,13 +45,24 @@ impl JobWatch {
     ) {
         let (store, writer) = reflector::store::<Job>();
         let (tx, changes) = watch::channel(());
+        let (pods, pod_writer) = reflector::store::<Pod>();
+        let (pod_tx, pod_changes) = watch::channel(());
         let api: Api<Job> = Api::namespaced(client.clone(), namespace);
+        let pod_api: Api<Pod> = Api::namespaced(client.clone(), namespace);
         let watch = JobWatch {
             store,
             changes,
+            pods,
+            pod_changes,
             namespace: namespace.to_owned(),
         };
-        (watch, follow_jobs(api, writer, tx))
+        let follow = async move {
+            tokio::join!(
+                follow_labelled(api, writer, tx),
+                follow_labelled(pod_api, pod_writer, pod_tx)
+            );
+        };
+        (watch, follow)
     }
 
     /// Job `name` as the watch holds it now.
@@ -60,6 +74,28 @@ impl JobWatch {
     /// A receiver woken after every change of the held Jobs.
     pub fn changes(&self) -> watch::Receiver<()> {
         self.changes.clone()
+    }
+
+    /// The held pods labelled with Job `name`'s name (whether they are its own is the
+    /// reader's to check).
+    pub fn pods_of(&self, name: &str) -> Vec<Pod> {
+        self.pods
+            .state()
+            .into_iter()
+            .filter(|pod| {
+                pod.metadata
+                    .labels
+                    .as_ref()
+                    .and_then(|l| l.get(contract::LABEL_JOB_NAME))
+                    .is_some_and(|job| job == name)
+            })
+            .map(|pod| (*pod).clone())
+            .collect()
+    }
+
+    /// A receiver woken after every change of the held pods.
+    pub fn pod_changes(&self) -> watch::Receiver<()> {
+        self.pod_changes.clone()
     }
 }
 
@@ -124,10 +160,19 @@ impl RunWatches {
     }
 }
 
-/// Feeds the Job reflector with every Job labelled with a step (whatever else a template
-/// sets, a Job the runner creates or adopts carries that label), and wakes followers once
-/// each change is in the store.
-async fn follow_jobs(api: Api<Job>, writer: reflector::store::Writer<Job>, tx: watch::Sender<()>) {
+/// Feeds a reflector with every Job (or pod) labelled with a step (whatever else a template
+/// sets, a Job the runner creates or adopts, and its pod template, carry that label), and
+/// wakes followers once each change is in the store.
+async fn follow_labelled<K>(api: Api<K>, writer: reflector::store::Writer<K>, tx: watch::Sender<()>)
+where
+    K: kube::Resource<DynamicType = ()>
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned
+        + Send
+        + Sync
+        + 'static,
+{
     let config = watcher::Config::default().labels(contract::LABEL_JOB_STEP);
     let stream = watcher(api, config)
         .backoff(crate::retry::watch_backoff())
@@ -138,7 +183,9 @@ async fn follow_jobs(api: Api<Job>, writer: reflector::store::Writer<Job>, tx: w
             // A (re)list is swapped into the store at once on InitDone.
             Ok(watcher::Event::Init | watcher::Event::InitApply(_)) => {}
             Ok(_) => tx.send_replace(()),
-            Err(err) => tracing::warn!(error = %err, "Job watch error; retrying"),
+            Err(err) => {
+                tracing::warn!(kind = K::kind(&()).as_ref(), error = %err, "watch error; retrying");
+            }
         }
     }
 }

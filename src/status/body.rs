@@ -39,6 +39,13 @@ pub struct StatusBody {
     pub last_error: String,
     /// Every step, in execution order.
     pub steps: Vec<StepBody>,
+    /// The commit the local Gitea mirrored, as gitea-mirror reported it; absent until then.
+    #[serde(rename = "mirroredCommitSHA", skip_serializing_if = "Option::is_none")]
+    pub mirrored_commit_sha: Option<String>,
+    /// The proxy-cache projects in Harbor, as harbor-projects reported them; absent until
+    /// then (or when the report is not a count).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub harbor_project_count: Option<u32>,
     /// The latest rollback of the registry pivot, absent when there never was one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rollback: Option<RollbackRecord>,
@@ -110,6 +117,10 @@ impl StatusBody {
                     }
                 })
                 .collect(),
+            mirrored_commit_sha: Some(get(data, key::MIRRORED_COMMIT_SHA))
+                .filter(|sha| !sha.is_empty())
+                .map(str::to_owned),
+            harbor_project_count: get(data, key::HARBOR_PROJECT_COUNT).parse().ok(),
             rollback: RollbackRecord::read(data),
             raw: data.clone(),
         }
@@ -170,6 +181,24 @@ mod tests {
         assert_eq!(json["progressPercent"], 100);
         assert_eq!(json["currentStepIndex"], 7);
         assert_eq!(json["raw"]["cutoverComplete"], "true");
+    }
+
+    #[test]
+    fn the_consoles_figures_are_at_the_top_level_once_reported() {
+        let none = serde_json::to_value(StatusBody::build(&data(&[]), Some(&[]))).unwrap();
+        assert!(none.get("mirroredCommitSHA").is_none());
+        assert!(none.get("harborProjectCount").is_none());
+        let d = data(&[
+            ("mirroredCommitSHA", "0123abc"),
+            ("harborProjectCount", "4"),
+        ]);
+        let json = serde_json::to_value(StatusBody::build(&d, Some(&[]))).unwrap();
+        assert_eq!(json["mirroredCommitSHA"], "0123abc");
+        assert_eq!(json["harborProjectCount"], 4);
+        assert_eq!(json["raw"]["harborProjectCount"], "4");
+        let bad = data(&[("harborProjectCount", "many")]);
+        let json = serde_json::to_value(StatusBody::build(&bad, Some(&[]))).unwrap();
+        assert!(json.get("harborProjectCount").is_none());
     }
 
     #[test]

@@ -39,6 +39,7 @@ pub fn succeeded(step: &str, index: usize, attempt: u32) -> Transition {
         index,
         total_steps: 2,
         attempt,
+        outputs: crate::status::StepOutputs::default(),
         at: T1.into(),
     }
 }

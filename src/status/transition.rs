@@ -6,8 +6,10 @@ use super::model::{
     KEY_CUTOVER_ATTEMPT, KEY_PHASE, KEY_TRIGGER, KEY_TRIGGERED_BY, Phase, STEP_ATTEMPT, StatusData,
     StepResult, StepRow, get, get_u32,
 };
+use super::output::{FIGURES, StepOutputs, output_key, output_prefix};
 use super::rollback::{KEY_REQUESTED_AT, KEY_REQUESTED_BY, RollbackRefused, forget_node_acks};
 use crate::contract::{key, registries};
+use crate::sanitize::{self, Lines};
 
 /// How `lastError` of an aborted step begins, followed by who aborted it.
 pub const ABORTED_BY_PREFIX: &str = "aborted by ";
@@ -80,6 +82,8 @@ pub enum Transition {
         total_steps: usize,
         /// The attempt that succeeded.
         attempt: u32,
+        /// What it reported (its termination message), recorded as `step.<name>.output.*`.
+        outputs: StepOutputs,
         /// RFC 3339 time.
         at: String,
     },
@@ -249,7 +253,7 @@ impl Transition {
                 set(data, key::CURRENT_STEP, "");
                 set(data, key::TOTAL_STEPS, &total_steps.to_string());
                 set(data, KEY_TRIGGER, trigger.as_str());
-                set(data, KEY_TRIGGERED_BY, by);
+                set(data, KEY_TRIGGERED_BY, &one_line(by));
                 Ok(())
             }
             Transition::StepStarted {
@@ -279,6 +283,8 @@ impl Transition {
                 set_step(data, step, STEP_ATTEMPT, &attempt.to_string());
                 let cutover_attempt = get(data, KEY_CUTOVER_ATTEMPT).to_owned();
                 set_step(data, step, KEY_CUTOVER_ATTEMPT, &cutover_attempt);
+                // Outputs belong to the attempt that reported them.
+                clear_outputs(data, step);
                 Ok(())
             }
             Transition::RegistriesV2 => {
@@ -296,11 +302,13 @@ impl Transition {
                 index,
                 total_steps,
                 attempt,
+                outputs,
                 at,
             } => {
                 if ends(data, phase, step, *attempt, StepResult::Success)? {
                     return Ok(());
                 }
+                record_outputs(data, step, outputs);
                 set_step(data, step, key::STEP_RESULT, StepResult::Success.as_str());
                 set_step(data, step, key::STEP_FINISHED_AT, at);
                 set(data, key::CURRENT_STEP, "");
@@ -326,7 +334,7 @@ impl Transition {
             }
             Transition::Abort { step, by, at } => {
                 require_running(phase)?;
-                let reason = format!("{ABORTED_BY_PREFIX}{by}");
+                let reason = format!("{ABORTED_BY_PREFIX}{}", one_line(by));
                 fail(data, step, &reason, at);
                 Ok(())
             }
@@ -345,7 +353,7 @@ impl Transition {
             }
             Transition::FirstOperatorLogin { operator, at } => {
                 if get(data, key::FIRST_OPERATOR_LOGIN).is_empty() {
-                    set(data, key::FIRST_OPERATOR_LOGIN, operator);
+                    set(data, key::FIRST_OPERATOR_LOGIN, &one_line(operator));
                     set(data, key::FIRST_OPERATOR_LOGIN_AT, at);
                 }
                 Ok(())
@@ -437,10 +445,38 @@ fn percent(done: usize, total: usize) -> String {
     (done.saturating_mul(100).checked_div(total).unwrap_or(0)).to_string()
 }
 
-/// Sets `key` to `value`, leaving the map untouched when it already holds it.
+/// Replaces `step`'s outputs with `outputs`, and sets the console's figures the step is
+/// the source of (a figure it did not report this time is left as it was).
+fn record_outputs(data: &mut StatusData, step: &str, outputs: &StepOutputs) {
+    clear_outputs(data, step);
+    for (name, value) in outputs.iter() {
+        set(data, &output_key(step, name), value);
+    }
+    for (source, name, top) in FIGURES {
+        if let (true, Some(value)) = (source == step, outputs.get(name)) {
+            set(data, top, value);
+        }
+    }
+}
+
+fn clear_outputs(data: &mut StatusData, step: &str) {
+    let prefix = output_prefix(step);
+    data.retain(|k, _| !k.starts_with(&prefix));
+}
+
+/// A name (of a caller, an operator) as recorded: one line, nothing a terminal acts on.
+fn one_line(name: &str) -> String {
+    sanitize::recorded(name, Lines::One).into_owned()
+}
+
+/// Sets `key` to `value`, leaving the map untouched when it already holds it. Every value
+/// the state machine records passes here, so none carries a control or
+/// bidirectional-formatting character (a failed pod's words in `lastError`, a caller's name)
+/// to whoever reads the status on a terminal; line breaks stay (multi-line reasons).
 pub(super) fn set(data: &mut StatusData, key: &str, value: &str) {
-    if data.get(key).map(String::as_str) != Some(value) {
-        data.insert(key.to_owned(), value.to_owned());
+    let value = sanitize::recorded(value, Lines::Keep);
+    if data.get(key).map(String::as_str) != Some(value.as_ref()) {
+        data.insert(key.to_owned(), value.into_owned());
     }
 }
 
@@ -487,6 +523,131 @@ mod tests {
         assert_eq!(get(&d, "step.a.result"), "success");
         assert_eq!(get(&d, "step.b.jobName"), "cutover-b-a1");
         assert_eq!(get(&d, "currentStep"), "");
+    }
+
+    fn succeeded_with(step: &str, index: usize, attempt: u32, message: &str) -> Transition {
+        Transition::StepSucceeded {
+            step: step.into(),
+            index,
+            total_steps: 2,
+            attempt,
+            outputs: StepOutputs::parse(message).unwrap(),
+            at: T1.into(),
+        }
+    }
+
+    #[test]
+    fn outputs_are_recorded_under_the_step_and_figures_only_from_their_source() {
+        let mut d = StatusData::new();
+        run(
+            &mut d,
+            &[
+                start(false),
+                started("gitea-mirror", 0, 1),
+                succeeded_with(
+                    "gitea-mirror",
+                    0,
+                    1,
+                    r#"{"mirroredCommitSHA": "abc123", "branches": "2"}"#,
+                ),
+                started("other", 1, 1),
+                // Another step cannot set the console's figures.
+                succeeded_with(
+                    "other",
+                    1,
+                    1,
+                    r#"{"mirroredCommitSHA": "forged", "harborProjectCount": "99"}"#,
+                ),
+            ],
+        );
+        assert_eq!(
+            get(&d, "step.gitea-mirror.output.mirroredCommitSHA"),
+            "abc123"
+        );
+        assert_eq!(get(&d, "step.gitea-mirror.output.branches"), "2");
+        assert_eq!(get(&d, "mirroredCommitSHA"), "abc123");
+        assert_eq!(get(&d, "step.other.output.mirroredCommitSHA"), "forged");
+        assert_eq!(get(&d, "harborProjectCount"), "");
+    }
+
+    #[test]
+    fn a_new_attempt_drops_the_outputs_of_the_last_and_keeps_the_figure_until_replaced() {
+        let mut d = StatusData::new();
+        run(
+            &mut d,
+            &[
+                start(false),
+                started("gitea-mirror", 0, 1),
+                succeeded_with(
+                    "gitea-mirror",
+                    0,
+                    1,
+                    r#"{"mirroredCommitSHA": "a1", "x": "1"}"#,
+                ),
+                started("b", 1, 1),
+                failed("b", 1),
+            ],
+        );
+        let before = d.clone();
+        run(&mut d, &[succeeded_with("gitea-mirror", 0, 1, "{}")]);
+        assert_eq!(before, d, "a replayed success changes nothing");
+        d.insert("step.gitea-mirror.attempt".into(), "1".into());
+        d.insert("step.gitea-mirror.result".into(), "failed".into());
+        run(&mut d, &[start(true), started("gitea-mirror", 0, 2)]);
+        assert_eq!(get(&d, "step.gitea-mirror.output.x"), "");
+        assert_eq!(get(&d, "mirroredCommitSHA"), "a1");
+        run(
+            &mut d,
+            &[succeeded_with(
+                "gitea-mirror",
+                0,
+                2,
+                r#"{"mirroredCommitSHA": "b2"}"#,
+            )],
+        );
+        assert_eq!(get(&d, "mirroredCommitSHA"), "b2");
+        assert_eq!(get(&d, "step.gitea-mirror.output.x"), "");
+    }
+
+    #[test]
+    fn what_is_recorded_carries_no_control_or_bidi_character() {
+        let ansi = "boom\u{1b}[2K\r\u{1b}[1Acutover complete\u{202e}";
+        let mut d = StatusData::new();
+        run(
+            &mut d,
+            &[
+                Transition::FirstOperatorLogin {
+                    operator: "eve\u{202e}nimda\n".into(),
+                    at: T0.into(),
+                },
+                Transition::Start {
+                    at: T0.into(),
+                    trigger: Trigger::Api,
+                    by: "mallory\u{1b}[8m".into(),
+                    total_steps: 2,
+                    retry: false,
+                },
+                started("a", 0, 1),
+                Transition::StepFailed {
+                    step: "a".into(),
+                    attempt: 1,
+                    reason: format!("{ansi}\nsecond line"),
+                    at: T1.into(),
+                },
+            ],
+        );
+        for (k, v) in &d {
+            assert!(
+                !v.chars().any(|c| c != '\n' && sanitize::is_unsafe(c)),
+                "{k} = {v:?}"
+            );
+        }
+        assert_eq!(get(&d, "firstOperatorLogin"), "eve\u{fffd}nimda\u{fffd}");
+        assert_eq!(get(&d, "cutoverTriggeredBy"), "mallory\u{fffd}[8m");
+        assert!(
+            get(&d, "lastError").ends_with("\u{fffd}\nsecond line"),
+            "lines stay"
+        );
     }
 
     #[test]

@@ -116,8 +116,25 @@ pub struct Gitea {
     /// Gitea has no mirror record for it (no `mirror_interval`; PATCH answers 500 and
     /// mirror-sync 400).
     pub half_made: BTreeSet<String>,
+    /// The access tokens of [`USER`], in minting order.
+    pub tokens: Vec<AccessToken>,
+    /// Tokens minted so far (ids and values derive from it).
+    pub minted: u64,
     /// Where the repositories live.
     pub git: GitRoot,
+}
+
+/// An access token as Gitea keeps it: its value is shown once, when it is minted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccessToken {
+    /// Gitea's id.
+    pub id: u64,
+    /// Unique per user.
+    pub name: String,
+    /// The secret value (`sha1` in the API).
+    pub value: String,
+    /// Its scopes.
+    pub scopes: Vec<String>,
 }
 
 impl Gitea {
@@ -304,6 +321,14 @@ pub async fn gitea(state: Gitea) -> Server<Gitea> {
         .route("/api/v1/orgs/{org}/repos", post(gitea_create_in_org))
         .route("/api/v1/user/repos", post(gitea_create_for_user))
         .route("/api/v1/user", get(gitea_user))
+        .route(
+            "/api/v1/users/{user}/tokens",
+            get(gitea_list_tokens).post(gitea_mint_token),
+        )
+        .route(
+            "/api/v1/users/{user}/tokens/{token}",
+            axum::routing::delete(gitea_delete_token),
+        )
         .fallback(gitea_git);
     serve(state, router).await
 }
@@ -328,12 +353,137 @@ fn not_found() -> Response {
     )
 }
 
-/// `GET /user`: who the credentials are (the preflight's first Gitea call).
+/// `GET /user`: who the credentials are (the preflight's first Gitea call), by basic auth
+/// or, as Gitea takes it, `Authorization: token <value>` of a token it minted.
 async fn gitea_user(state: GiteaState, headers: HeaderMap) -> Response {
+    let presented = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("token "))
+        .map(str::to_owned);
+    if let Some(value) = presented {
+        let mut gitea = state.lock().expect("lock");
+        if !gitea.tokens.iter().any(|t| t.value == value) {
+            return answer(
+                StatusCode::UNAUTHORIZED,
+                json!({"message": "invalid username, password or token"}),
+            );
+        }
+        gitea.calls.push("GET /user (token)".to_owned());
+        return answer(StatusCode::OK, json!({"login": USER}));
+    }
     if let Some(denied) = gitea_call(&state, &headers, "GET /user".to_owned()) {
         return denied;
     }
     answer(StatusCode::OK, json!({"login": USER}))
+}
+
+/// The tokens of `user`, which must be the one who asks (Gitea: 403 for another user).
+fn own_tokens(user: &str) -> Option<Response> {
+    (user != USER).then(|| {
+        answer(
+            StatusCode::FORBIDDEN,
+            json!({"message": "user should be the same as the one authenticated"}),
+        )
+    })
+}
+
+/// `GET /users/{user}/tokens`: the tokens, without their values (basic auth only).
+async fn gitea_list_tokens(
+    state: GiteaState,
+    headers: HeaderMap,
+    Path(user): Path<String>,
+) -> Response {
+    if let Some(denied) = gitea_call(&state, &headers, format!("GET /users/{user}/tokens")) {
+        return denied;
+    }
+    if let Some(refused) = own_tokens(&user) {
+        return refused;
+    }
+    let gitea = state.lock().expect("lock");
+    let listed: Vec<Json> = gitea
+        .tokens
+        .iter()
+        .map(|t| {
+            json!({"id": t.id, "name": t.name, "sha1": "", "scopes": t.scopes,
+                   "token_last_eight": &t.value[t.value.len() - 8..]})
+        })
+        .collect();
+    answer(StatusCode::OK, Json::from(listed))
+}
+
+/// `POST /users/{user}/tokens`: mints a token, whose value only this answer carries; a name
+/// in use is refused as Gitea refuses it (400).
+async fn gitea_mint_token(
+    state: GiteaState,
+    headers: HeaderMap,
+    Path(user): Path<String>,
+    axum::Json(body): axum::Json<Json>,
+) -> Response {
+    if let Some(denied) = gitea_call(&state, &headers, format!("POST /users/{user}/tokens")) {
+        return denied;
+    }
+    if let Some(refused) = own_tokens(&user) {
+        return refused;
+    }
+    let name = body["name"].as_str().unwrap_or_default().to_owned();
+    let scopes: Vec<String> = body["scopes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|s| s.as_str().map(str::to_owned))
+        .collect();
+    if name.is_empty() || scopes.is_empty() {
+        return answer(
+            StatusCode::BAD_REQUEST,
+            json!({"message": "access token must have a name and a scope"}),
+        );
+    }
+    let mut gitea = state.lock().expect("lock");
+    if gitea.tokens.iter().any(|t| t.name == name) {
+        return answer(
+            StatusCode::BAD_REQUEST,
+            json!({"message": "access token name has been used already"}),
+        );
+    }
+    gitea.minted += 1;
+    let id = gitea.minted;
+    let value = format!("{}{id:08x}", uuid::Uuid::new_v4().simple());
+    gitea.tokens.push(AccessToken {
+        id,
+        name: name.clone(),
+        value: value.clone(),
+        scopes: scopes.clone(),
+    });
+    answer(
+        StatusCode::CREATED,
+        json!({"id": id, "name": name, "sha1": value, "scopes": scopes,
+               "token_last_eight": &value[value.len() - 8..]}),
+    )
+}
+
+/// `DELETE /users/{user}/tokens/{token}`: by id or by name.
+async fn gitea_delete_token(
+    state: GiteaState,
+    headers: HeaderMap,
+    Path((user, token)): Path<(String, String)>,
+) -> Response {
+    let call = format!("DELETE /users/{user}/tokens/{token}");
+    if let Some(denied) = gitea_call(&state, &headers, call) {
+        return denied;
+    }
+    if let Some(refused) = own_tokens(&user) {
+        return refused;
+    }
+    let mut gitea = state.lock().expect("lock");
+    let before = gitea.tokens.len();
+    gitea
+        .tokens
+        .retain(|t| t.id.to_string() != token && t.name != token);
+    if gitea.tokens.len() == before {
+        return not_found();
+    }
+    StatusCode::NO_CONTENT.into_response()
 }
 
 async fn gitea_get(

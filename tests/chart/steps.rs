@@ -20,7 +20,7 @@ use serde_json::{Value as Json, json};
 const TOOLS: [&str; 5] = ["sh", "kubectl", "jq", "curl", "git"];
 
 /// Whether the tools are here; without them the behaviour tests are skipped, except in CI.
-fn tools_present() -> bool {
+pub(crate) fn tools_present() -> bool {
     let missing: Vec<&str> = TOOLS
         .into_iter()
         .filter(|tool| {
@@ -54,25 +54,25 @@ fn script(rel: &str, key: &str) -> String {
 }
 
 /// What one run of a script printed and how it ended.
-struct Outcome {
+pub(crate) struct Outcome {
     success: bool,
-    output: String,
+    pub(crate) output: String,
 }
 
 impl Outcome {
     /// The script succeeded (else the test fails showing its output).
-    fn succeeds(&self) {
+    pub(crate) fn succeeds(&self) {
         assert!(self.success, "{}", self.output);
     }
 
     /// The script failed and said `text`.
-    fn fails_with(&self, text: &str) {
+    pub(crate) fn fails_with(&self, text: &str) {
         assert!(!self.success, "succeeded:\n{}", self.output);
         self.says(text);
     }
 
     /// The script said `text`.
-    fn says(&self, text: &str) {
+    pub(crate) fn says(&self, text: &str) {
         assert!(
             self.output.contains(text),
             "`{text}` not in:\n{}",
@@ -83,14 +83,14 @@ impl Outcome {
 
 /// A place to run scripts against one cluster: a kubeconfig file and a HOME, and the
 /// chart's RBAC the scripts run under.
-struct Runner {
-    dir: PathBuf,
+pub(crate) struct Runner {
+    pub(crate) dir: PathBuf,
     _rbac: Option<crate::live::InstalledRbac>,
 }
 
 impl Runner {
     /// Without a cluster, kubectl finds no kubeconfig and reaches nothing.
-    fn new(cluster: Option<&Cluster>) -> Runner {
+    pub(crate) fn new(cluster: Option<&Cluster>) -> Runner {
         let runner = Runner::in_temp_dir(None);
         if let Some(cluster) = cluster {
             crate::live::write_kubeconfig(&runner.dir, "kubeconfig", cluster.kubeconfig());
@@ -122,7 +122,7 @@ impl Runner {
     }
 
     /// Runs the script of `chart/steps/<file>`.
-    async fn run(&self, file: &str, env: &BTreeMap<String, String>) -> Outcome {
+    pub(crate) async fn run(&self, file: &str, env: &BTreeMap<String, String>) -> Outcome {
         self.run_script(&script(&format!("steps/{file}"), "run.sh"), env)
             .await
     }
@@ -177,7 +177,7 @@ impl Drop for Runner {
 
 /// A cluster with a runner on it whose scripts run as the chart's step runner
 /// (`cutover-runner`) under the chart's RBAC; `None` (the test is skipped) without the tools.
-async fn on_cluster() -> Option<(Cluster, Runner)> {
+pub(crate) async fn on_cluster() -> Option<(Cluster, Runner)> {
     on_cluster_as("cutover-runner").await
 }
 
@@ -191,7 +191,7 @@ async fn on_cluster_as(sa: &str) -> Option<(Cluster, Runner)> {
     Some((cluster, runner))
 }
 
-fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+pub(crate) fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
     pairs
         .iter()
         .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
@@ -207,7 +207,7 @@ fn git_repository_api(cluster: &Cluster) -> Api<DynamicObject> {
     )
 }
 
-async fn create_git_repository(cluster: &Cluster, name: &str, url: &str) {
+pub(crate) async fn create_git_repository(cluster: &Cluster, name: &str, url: &str) {
     let object: DynamicObject = serde_json::from_value(json!({
         "apiVersion": "source.toolkit.fluxcd.io/v1",
         "kind": "GitRepository",
@@ -223,7 +223,7 @@ async fn create_git_repository(cluster: &Cluster, name: &str, url: &str) {
 }
 
 const LOCAL_REPO: &str = "https://gitea.sovereign.test/openova/platform.git";
-const UPSTREAM_REPO: &str = "https://github.com/openova-io/openova.git";
+pub(crate) const UPSTREAM_REPO: &str = "https://github.com/openova-io/openova.git";
 
 fn gitea_settings(cluster: &Cluster) -> BTreeMap<String, String> {
     env(&[
@@ -544,12 +544,12 @@ async fn catalyst_api_env_patch_fails_clearly_on_a_missing_deployment_or_contain
 // 01 gitea-mirror (the Gitea stand-in serves real git repositories)
 // ---------------------------------------------------------------------------------------
 
-const STEP_01: &str = "01-gitea-mirror.yaml";
+pub(crate) const STEP_01: &str = "01-gitea-mirror.yaml";
 const MIRROR: &str = "openova/platform-upstream";
 const RUN_FROM: &str = "openova/platform";
 
 /// A Gitea stand-in with the organisation `openova`.
-async fn gitea_with_org() -> standins::Server<Gitea> {
+pub(crate) async fn gitea_with_org() -> standins::Server<Gitea> {
     standins::gitea(Gitea {
         orgs: ["openova".to_owned()].into(),
         ..Gitea::default()
@@ -571,13 +571,13 @@ async fn gitea_and_upstream() -> Option<(standins::Server<Gitea>, Runner, PathBu
 
 /// An upstream platform repository (branches `main` and `release-1.0`, tag `v1.0.0`;
 /// HelmRepositories in `namespace`) in the runner's directory, by path.
-fn upstream_repository(runner: &Runner, namespace: &str) -> PathBuf {
+pub(crate) fn upstream_repository(runner: &Runner, namespace: &str) -> PathBuf {
     let root = runner.dir.join("upstream");
     std::fs::create_dir_all(&root).expect("upstream root");
     platform_repository(&root, namespace)
 }
 
-fn mirror_settings(
+pub(crate) fn mirror_settings(
     gitea: &standins::Server<Gitea>,
     upstream: &std::path::Path,
 ) -> BTreeMap<String, String> {
@@ -596,7 +596,7 @@ fn mirror_settings(
     ])
 }
 
-fn gitea_calls(gitea: &standins::Server<Gitea>) -> Vec<String> {
+pub(crate) fn gitea_calls(gitea: &standins::Server<Gitea>) -> Vec<String> {
     std::mem::take(&mut gitea.state.lock().expect("lock").calls)
 }
 
@@ -1011,10 +1011,10 @@ async fn gitea_mirror_fails_with_the_reason() {
 // 02 harbor-projects (HTTP only)
 // ---------------------------------------------------------------------------------------
 
-const STEP_02: &str = "02-harbor-projects.yaml";
+pub(crate) const STEP_02: &str = "02-harbor-projects.yaml";
 const REGISTRIES: &str = "docker.io ghcr.io registry.k8s.io";
 
-fn harbor_settings(harbor: &standins::Server<Harbor>) -> BTreeMap<String, String> {
+pub(crate) fn harbor_settings(harbor: &standins::Server<Harbor>) -> BTreeMap<String, String> {
     env(&[
         ("HARBOR_URL", &harbor.url),
         ("HARBOR_REGISTRY", &harbor.host),
@@ -2221,12 +2221,15 @@ async fn the_api_server_accepts_every_manifest_the_chart_installs() {
 // 00 preflight
 // ---------------------------------------------------------------------------------------
 
-const STEP_00: &str = "00-preflight.yaml";
+pub(crate) const STEP_00: &str = "00-preflight.yaml";
 const FLUX_KINDS: &str = "gitrepositories.source.toolkit.fluxcd.io helmrepositories.source.toolkit.fluxcd.io helmreleases.helm.toolkit.fluxcd.io kustomizations.kustomize.toolkit.fluxcd.io";
 
 /// A registry-pivot DaemonSet on one simulated node of the test's own pool, rolled out
 /// when `rolled_out` (the simulator runs its pod), else left without a node to run on.
-async fn pivot_daemonset(cluster: &Cluster, rolled_out: bool) -> kube_sandbox::sim::Simulator {
+pub(crate) async fn pivot_daemonset(
+    cluster: &Cluster,
+    rolled_out: bool,
+) -> kube_sandbox::sim::Simulator {
     use k8s_openapi::api::apps::v1::DaemonSet;
     use kube_sandbox::sim::{LABEL_POOL, SimConfig, Simulator};
     let ns = cluster.namespace().to_owned();
@@ -2280,7 +2283,7 @@ async fn pivot_daemonset(cluster: &Cluster, rolled_out: bool) -> kube_sandbox::s
 }
 
 /// Everything the preflight reads, pointing at the stand-ins and the test's namespace.
-fn preflight_settings(
+pub(crate) fn preflight_settings(
     cluster: &Cluster,
     gitea: &standins::Server<Gitea>,
     harbor: &standins::Server<Harbor>,
@@ -2299,7 +2302,7 @@ fn preflight_settings(
 }
 
 /// The lines of the checks that failed, in the order the script ran them.
-fn failed_checks(outcome: &Outcome) -> Vec<&str> {
+pub(crate) fn failed_checks(outcome: &Outcome) -> Vec<&str> {
     outcome
         .output
         .lines()

@@ -23,8 +23,8 @@ use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::fmt::Display;
 
-/// The chart's eight steps, in execution order.
-pub const CHART_STEPS: [&str; 8] = [
+/// The chart's eleven steps, in execution order: the console's eleven rows.
+pub const CHART_STEPS: [&str; 11] = [
     "gitea-mirror",
     "harbor-projects",
     "harbor-prewarm",
@@ -33,9 +33,12 @@ pub const CHART_STEPS: [&str; 8] = [
     "helmrepository-patches",
     "catalyst-api-env-patch",
     "egress-block-test",
+    "gitea-token-mint",
+    "vcluster-registry-pivot",
+    "crossplane-provider-pivot",
 ];
 
-/// The chart's preflight step (mode `preflight`, order 0), which runs before the eight.
+/// The chart's preflight step (mode `preflight`, order 0), which runs before the eleven.
 pub const CHART_PREFLIGHT: &str = "preflight";
 
 /// Environment variable naming a kubeconfig of a real cluster to test against.

@@ -12,6 +12,9 @@ pub const ENV_OUTCOME: &str = "CUTOVER_SIM_OUTCOME";
 pub const ENV_FAIL_ATTEMPTS: &str = "CUTOVER_SIM_FAIL_ATTEMPTS";
 /// Env var: the termination message of a failing container.
 pub const ENV_MESSAGE: &str = "CUTOVER_SIM_MESSAGE";
+/// Env var: the termination message of a succeeding container (what a step reports, as the
+/// chart's steps write their outputs on success and their reason on failure).
+pub const ENV_OUTPUT: &str = "CUTOVER_SIM_OUTPUT";
 /// Env var: the text the container "prints" (served by the pod `/log` endpoint).
 pub const ENV_LOG: &str = "CUTOVER_SIM_LOG";
 /// Env var: the container prints its log text this many times (a long log from a PodSpec
@@ -40,6 +43,8 @@ pub struct Behaviour {
     pub fail_attempts: u32,
     /// Termination message of a failed attempt.
     pub message: Option<String>,
+    /// Termination message of a successful attempt.
+    pub output: Option<String>,
     /// Log text of the container.
     pub log: Option<String>,
 }
@@ -100,6 +105,7 @@ impl Behaviour {
             outcome,
             fail_attempts,
             message: env(ENV_MESSAGE),
+            output: env(ENV_OUTPUT),
             log: env(ENV_LOG).map(|log| log.repeat(repeat)),
         };
         (behaviour, problems)
@@ -157,6 +163,7 @@ mod tests {
             (ENV_OUTCOME, "fail"),
             (ENV_FAIL_ATTEMPTS, "2"),
             (ENV_MESSAGE, "boom"),
+            (ENV_OUTPUT, r#"{"done":"yes"}"#),
             (ENV_LOG, "line 1\nline 2"),
         ]);
         let (b, problems) = Behaviour::from_spec(Some(&s), Duration::ZERO);
@@ -164,6 +171,7 @@ mod tests {
         assert_eq!(b.run, Duration::from_millis(120));
         assert_eq!(b.outcome, Outcome::Fail);
         assert_eq!(b.message.as_deref(), Some("boom"));
+        assert_eq!(b.output.as_deref(), Some(r#"{"done":"yes"}"#));
         assert_eq!(b.log.as_deref(), Some("line 1\nline 2"));
         let repeated = spec(&[(ENV_LOG, "ab\n"), (ENV_LOG_REPEAT, "3")]);
         let (b, _) = Behaviour::from_spec(Some(&repeated), Duration::ZERO);

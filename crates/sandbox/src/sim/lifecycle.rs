@@ -200,7 +200,11 @@ fn terminated_state(pod: &Pod, code: i32, behaviour: &Behaviour, now: Timestamp)
         terminated: Some(ContainerStateTerminated {
             exit_code: code,
             reason: Some(if code == 0 { "Completed" } else { "Error" }.into()),
-            message: (code != 0).then(|| behaviour.message.clone()).flatten(),
+            message: if code == 0 {
+                behaviour.output.clone()
+            } else {
+                behaviour.message.clone()
+            },
             started_at: running_since(pod).map(Time),
             finished_at: Some(Time(now)),
             ..Default::default()
@@ -284,6 +288,7 @@ mod tests {
             outcome,
             fail_attempts,
             message: Some("boom".into()),
+            output: Some(r#"{"figure":"7"}"#.into()),
             log: None,
         }
     }
@@ -324,7 +329,11 @@ mod tests {
             (term.exit_code, term.reason.as_deref()),
             (0, Some("Completed"))
         );
-        assert_eq!(term.message, None);
+        assert_eq!(
+            term.message.as_deref(),
+            Some(r#"{"figure":"7"}"#),
+            "a succeeding container's termination message is its output, not the failure's"
+        );
         assert_eq!(step(&mut p, &b, t(0), t(200)), KubeletStep::Idle);
     }
 
