@@ -1157,8 +1157,12 @@ fn step_calls() -> BTreeMap<&'static str, Vec<String>> {
                 "list source.toolkit.fluxcd.io/helmcharts".to_owned(),
                 "list helm.toolkit.fluxcd.io/helmreleases".to_owned(),
                 "list kustomize.toolkit.fluxcd.io/kustomizations".to_owned(),
+                // kubectl patch reads each object first.
+                "get source.toolkit.fluxcd.io/gitrepositories platform/openova".to_owned(),
                 "patch source.toolkit.fluxcd.io/gitrepositories platform/openova".to_owned(),
+                "get source.toolkit.fluxcd.io/helmrepositories platform/openova".to_owned(),
                 "patch source.toolkit.fluxcd.io/helmrepositories platform/openova".to_owned(),
+                "get source.toolkit.fluxcd.io/helmcharts platform/platform-openova".to_owned(),
                 "patch source.toolkit.fluxcd.io/helmcharts platform/platform-openova".to_owned(),
                 "create cilium.io/ciliumclusterwidenetworkpolicies".to_owned(),
                 "get cilium.io/ciliumclusterwidenetworkpolicies cutover-egress-block".to_owned(),
@@ -1181,6 +1185,7 @@ fn step_calls() -> BTreeMap<&'static str, Vec<String>> {
             "crossplane-provider-pivot",
             vec![
                 "list pkg.crossplane.io/providers".to_owned(),
+                "get pkg.crossplane.io/providers provider-aws-s3".to_owned(),
                 "patch pkg.crossplane.io/providers provider-aws-s3".to_owned(),
             ],
         ),
@@ -1282,7 +1287,6 @@ fn expected_calls() -> (Calls, Calls) {
                 "get apps/deployments catalyst/x",
                 "delete cilium.io/ciliumclusterwidenetworkpolicies other",
                 "patch cilium.io/ciliumclusterwidenetworkpolicies cutover-egress-block",
-                "get source.toolkit.fluxcd.io/gitrepositories flux-system/other",
                 "patch source.toolkit.fluxcd.io/ocirepositories flux-system/x",
                 "patch source.toolkit.fluxcd.io/buckets flux-system/x",
                 "patch helm.toolkit.fluxcd.io/helmreleases flux-system/x",
@@ -1478,7 +1482,7 @@ fn the_runner_is_confined_to_what_the_values_name() {
         "patch source.toolkit.fluxcd.io/gitrepositories platform/platform",
         "list helm.toolkit.fluxcd.io/helmreleases platform/*",
         "list kustomize.toolkit.fluxcd.io/kustomizations platform/*",
-        "patch source.toolkit.fluxcd.io/gitrepositories flux-system/flux-system",
+        "patch source.toolkit.fluxcd.io/gitrepositories flux-system/openova",
         "list apps/deployments",
     ] {
         assert!(allowed(&rbac, &runner, call), "the runner may not `{call}`");

@@ -41,6 +41,12 @@ pub fn values_in(namespace: &str) -> Json {
     values["internalCallers"] = Json::Array(Vec::new());
     // Step 08's Flux rights then are a Role in this namespace, the narrower form.
     values["egressBlock"]["watchNamespace"] = Json::from(namespace);
+    // Step 09's Secret and step 10's HelmReleases, as the later steps' tests make them.
+    values["giteaToken"]["secretNamespace"] = Json::from(namespace);
+    values["vclusterPivot"]["helmReleases"] = ["team-a", "team-b", "ingress", "missing"]
+        .iter()
+        .map(|name| Json::from(format!("{namespace}/{name}")))
+        .collect();
     values
 }
 
