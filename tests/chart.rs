@@ -9,10 +9,10 @@
 #[path = "chart/cluster.rs"]
 mod cluster;
 mod common;
-#[path = "chart/live.rs"]
-mod live;
 #[path = "chart/later_steps.rs"]
 mod later_steps;
+#[path = "chart/live.rs"]
+mod live;
 #[path = "chart/standins.rs"]
 mod standins;
 #[path = "chart/steps.rs"]

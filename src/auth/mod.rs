@@ -8,8 +8,8 @@ pub mod caller;
 pub mod config;
 pub mod decision;
 pub mod forward;
-pub mod origin;
 pub mod limits;
+pub mod origin;
 pub mod review;
 
 pub use cache::{DecisionCache, TokenHash};

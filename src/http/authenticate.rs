@@ -79,38 +79,6 @@ fn json_declared(headers: &HeaderMap) -> Result<(), ApiError> {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn only_a_json_body_is_declared() {
-        let with = |value: Option<&str>| {
-            let mut headers = HeaderMap::new();
-            if let Some(value) = value {
-                headers.insert(header::CONTENT_TYPE, HeaderValue::from_str(value).unwrap());
-            }
-            json_declared(&headers)
-        };
-        for ok in ["application/json", "Application/JSON; charset=utf-8"] {
-            assert!(with(Some(ok)).is_ok(), "{ok}");
-        }
-        for refused in [
-            None,
-            Some("text/plain"),
-            Some("application/x-www-form-urlencoded"),
-            Some("multipart/form-data; boundary=x"),
-            Some("application/jsonp"),
-        ] {
-            let err = with(refused).unwrap_err();
-            assert_eq!(
-                (err.code(), err.status().as_u16()),
-                ("unsupported-media-type", 415)
-            );
-        }
-    }
-}
-
 /// The caller of a request from `source` with `method` and `headers` asking for `action`:
 /// by its bearer token when it has one (or when no session can be checked), else by its
 /// session cookie, which a request that changes something may only use from an allowed
@@ -144,4 +112,36 @@ fn cookie(headers: &HeaderMap) -> Result<String, String> {
         .collect::<Result<Vec<_>, _>>()
         .map_err(|_| "the Cookie header is not visible ASCII".to_owned())?;
     Ok(parts.join("; "))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_json_body_is_declared() {
+        let with = |value: Option<&str>| {
+            let mut headers = HeaderMap::new();
+            if let Some(value) = value {
+                headers.insert(header::CONTENT_TYPE, HeaderValue::from_str(value).unwrap());
+            }
+            json_declared(&headers)
+        };
+        for ok in ["application/json", "Application/JSON; charset=utf-8"] {
+            assert!(with(Some(ok)).is_ok(), "{ok}");
+        }
+        for refused in [
+            None,
+            Some("text/plain"),
+            Some("application/x-www-form-urlencoded"),
+            Some("multipart/form-data; boundary=x"),
+            Some("application/jsonp"),
+        ] {
+            let err = with(refused).unwrap_err();
+            assert_eq!(
+                (err.code(), err.status().as_u16()),
+                ("unsupported-media-type", 415)
+            );
+        }
+    }
 }

@@ -39,8 +39,7 @@ pub async fn permissions(
     headers: HeaderMap,
 ) -> Result<Json<Permissions>, ApiError> {
     // Asked as reads: what the caller could do, not a request to do it from this origin.
-    let check =
-        |action| super::authenticate::check(&ctx, action, &Method::GET, &headers, source);
+    let check = |action| super::authenticate::check(&ctx, action, &Method::GET, &headers, source);
     let (start, abort, rollback) = tokio::join!(
         check(Action::Start),
         check(Action::Abort),

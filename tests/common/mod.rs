@@ -251,7 +251,16 @@ pub async fn grant_probed(
     probe: ResourceAttributes,
 ) {
     let subject = json!({"kind": "ServiceAccount", "name": sa, "namespace": ns});
-    bind(client, ns, sa, subject, service_account_member(ns, sa), role, probe).await;
+    bind(
+        client,
+        ns,
+        sa,
+        subject,
+        service_account_member(ns, sa),
+        role,
+        probe,
+    )
+    .await;
 }
 
 /// Creates `role`, binds it in `ns` to `subject` (a RoleBinding named after the role and

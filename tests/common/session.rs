@@ -88,5 +88,14 @@ impl Drop for Backend {
 pub async fn grant_group(client: &kube::Client, ns: &str, group: &str, role: ClusterRole) {
     let subject = json!({"apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": group});
     let member = ("console:probe".to_owned(), vec![group.to_owned()]);
-    super::bind(client, ns, group, subject, member, role, super::cutovers_probe(ns)).await;
+    super::bind(
+        client,
+        ns,
+        group,
+        subject,
+        member,
+        role,
+        super::cutovers_probe(ns),
+    )
+    .await;
 }
