@@ -1228,28 +1228,29 @@ async fn tokens_and_rbac_decide_access() {
     server.shutdown().await;
 }
 
-/// Runs kubectl against the cluster under test; `None` when kubectl is not installed.
+/// Runs kubectl against the cluster under test (kubectl must be installed).
 struct Kubectl {
     kubeconfig: std::path::PathBuf,
     namespace: String,
 }
 
 impl Kubectl {
-    fn new(tc: &TestCluster) -> Option<Kubectl> {
+    fn new(tc: &TestCluster) -> Kubectl {
         let found = std::process::Command::new("kubectl")
             .args(["version", "--client"])
             .output()
             .is_ok_and(|o| o.status.success());
-        if !found {
-            eprintln!("skipped: kubectl is not installed");
-            return None;
-        }
+        assert!(
+            found,
+            "kubectl is not installed: `apt-get install -y kubernetes-client`, or run \
+             `scripts/test`, which installs it"
+        );
         let kubeconfig = std::env::temp_dir().join(format!("{}.kubeconfig", tc.namespace()));
         std::fs::write(&kubeconfig, serde_yaml::to_string(tc.kubeconfig()).unwrap()).unwrap();
-        Some(Kubectl {
+        Kubectl {
             kubeconfig,
             namespace: tc.namespace().to_string(),
-        })
+        }
     }
 
     fn command(&self, args: &[&str]) -> std::process::Command {
@@ -1318,7 +1319,7 @@ data:
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kubectl_get_apply_patch_wait_delete() {
     let tc = TestCluster::start().await;
-    let Some(k) = Kubectl::new(&tc) else { return };
+    let k = Kubectl::new(&tc);
     assert!(
         k.apply(APPLIED_CM, &[])
             .contains("configmap/applied created")
@@ -1406,7 +1407,7 @@ async fn kubectl_get_apply_patch_wait_delete() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kubectl_typed_create_and_auth() {
     let tc = TestCluster::start().await;
-    let Some(k) = Kubectl::new(&tc) else { return };
+    let k = Kubectl::new(&tc);
     k.run(&[
         "create",
         "configmap",
@@ -1464,7 +1465,7 @@ async fn kubectl_typed_create_and_auth() {
 async fn kubectl_watch_sees_changes() {
     use std::io::BufRead;
     let tc = TestCluster::start().await;
-    let Some(k) = Kubectl::new(&tc) else { return };
+    let k = Kubectl::new(&tc);
     let mut child = k
         .command(&["get", "configmaps", "-w", "-o", "name"])
         .stdout(std::process::Stdio::piped())
@@ -1498,7 +1499,7 @@ async fn kubectl_waits_for_job_condition() {
         eprintln!("skipped: sandbox-only behaviour");
         return;
     }
-    let Some(k) = Kubectl::new(&tc) else { return };
+    let k = Kubectl::new(&tc);
     let jobs: Api<Job> = Api::namespaced(tc.client(), tc.namespace());
     jobs.create(&PostParams::default(), &job("done", "Never"))
         .await

@@ -11,7 +11,7 @@ use crate::standins::{self, AccessToken, Gitea, Harbor, PASSWORD, USER};
 use crate::steps::{
     Outcome, Runner, STEP_00, STEP_01, STEP_02, UPSTREAM_REPO, create_git_repository, env,
     failed_checks, gitea_calls, gitea_with_org, harbor_settings, mirror_settings, on_cluster,
-    pivot_daemonset, preflight_settings, tools_present, upstream_repository,
+    pivot_daemonset, preflight_settings, require_tools, upstream_repository,
 };
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::Secret;
@@ -104,9 +104,7 @@ async fn run_reporting(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gitea_mirror_and_harbor_projects_report_the_consoles_figures() {
-    if !tools_present() {
-        return;
-    }
+    require_tools();
     let runner = Runner::new(None);
     let gitea = gitea_with_org().await;
     let upstream = upstream_repository(&runner, "flux-system");
@@ -190,9 +188,7 @@ fn tokens(gitea: &standins::Server<Gitea>) -> Vec<AccessToken> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gitea_token_mint_replaces_the_github_token_once_and_keeps_a_working_one() {
-    let Some((cluster, runner)) = on_cluster().await else {
-        return;
-    };
+    let (cluster, runner) = on_cluster().await;
     provisioning_secret(&cluster).await;
     let gitea = standins::gitea(Gitea::default()).await;
     let settings = token_settings(&cluster, &gitea);
@@ -240,9 +236,7 @@ async fn gitea_token_mint_replaces_the_github_token_once_and_keeps_a_working_one
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gitea_token_mint_replaces_a_token_whose_value_was_lost_or_is_short_of_a_scope() {
-    let Some((cluster, runner)) = on_cluster().await else {
-        return;
-    };
+    let (cluster, runner) = on_cluster().await;
     provisioning_secret(&cluster).await;
     // A token of that name exists already (a run that crashed before storing it), so its
     // name is taken and its value is lost.
@@ -291,9 +285,7 @@ async fn gitea_token_mint_replaces_a_token_whose_value_was_lost_or_is_short_of_a
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gitea_token_mint_fails_clearly_and_mints_nothing_it_cannot_store() {
-    let Some((cluster, runner)) = on_cluster().await else {
-        return;
-    };
+    let (cluster, runner) = on_cluster().await;
     let gitea = standins::gitea(Gitea::default()).await;
     let settings = token_settings(&cluster, &gitea);
 
@@ -399,9 +391,7 @@ async fn vcluster_statefulset(cluster: &Cluster, release: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn vcluster_registry_pivot_without_vclusters_succeeds_saying_so() {
-    let Some((cluster, runner)) = on_cluster().await else {
-        return;
-    };
+    let (cluster, runner) = on_cluster().await;
     let _turn = cluster_wide_turn(&cluster).await;
     let (run, log) = run_reporting(&runner, STEP_10, &vcluster_settings("")).await;
     run.succeeds();
@@ -412,9 +402,7 @@ async fn vcluster_registry_pivot_without_vclusters_succeeds_saying_so() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn vcluster_registry_pivot_points_each_listed_vcluster_at_harbor_once() {
-    let Some((cluster, runner)) = on_cluster().await else {
-        return;
-    };
+    let (cluster, runner) = on_cluster().await;
     let _turn = cluster_wide_turn(&cluster).await;
     let ns = cluster.namespace().to_owned();
     helm_release(&cluster, "team-a", "vcluster").await;
@@ -467,9 +455,7 @@ async fn vcluster_registry_pivot_points_each_listed_vcluster_at_harbor_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn vcluster_registry_pivot_changes_nothing_while_a_vcluster_is_not_listed() {
-    let Some((cluster, runner)) = on_cluster().await else {
-        return;
-    };
+    let (cluster, runner) = on_cluster().await;
     let _turn = cluster_wide_turn(&cluster).await;
     let ns = cluster.namespace().to_owned();
     helm_release(&cluster, "team-a", "vcluster").await;
@@ -624,9 +610,7 @@ async fn delete_provider(cluster: &Cluster, name: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn crossplane_provider_pivot_without_crossplane_succeeds_saying_so() {
-    let Some((cluster, runner)) = on_cluster().await else {
-        return;
-    };
+    let (cluster, runner) = on_cluster().await;
     let _turn = cluster_wide_turn(&cluster).await;
     without_crossplane(&cluster).await;
     let (run, log) = run_reporting(&runner, STEP_11, &crossplane_settings()).await;
@@ -638,9 +622,7 @@ async fn crossplane_provider_pivot_without_crossplane_succeeds_saying_so() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn crossplane_provider_pivot_rewrites_each_upbound_package_once() {
-    let Some((cluster, runner)) = on_cluster().await else {
-        return;
-    };
+    let (cluster, runner) = on_cluster().await;
     let _turn = cluster_wide_turn(&cluster).await;
     install_crossplane(&cluster).await;
     let upbound = provider(
@@ -745,9 +727,7 @@ fn later_steps_settings(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn preflight_checks_what_steps_09_to_11_need() {
-    let Some((cluster, runner)) = on_cluster().await else {
-        return;
-    };
+    let (cluster, runner) = on_cluster().await;
     let _turn = cluster_wide_turn(&cluster).await;
     let ns = cluster.namespace().to_owned();
     let sim = pivot_daemonset(&cluster, true).await;

@@ -19,8 +19,9 @@ use serde_json::{Value as Json, json};
 /// The tools the scripts call; the image of the steps has them all.
 const TOOLS: [&str; 5] = ["sh", "kubectl", "jq", "curl", "git"];
 
-/// Whether the tools are here; without them the behaviour tests are skipped, except in CI.
-pub(crate) fn tools_present() -> bool {
+/// Fails, naming how to install them, unless the tools the scripts call are here: no test
+/// of a step's behaviour passes without running it.
+pub(crate) fn require_tools() {
     let missing: Vec<&str> = TOOLS
         .into_iter()
         .filter(|tool| {
@@ -30,15 +31,12 @@ pub(crate) fn tools_present() -> bool {
                 .map_or(true, |o| !o.status.success())
         })
         .collect();
-    if missing.is_empty() {
-        return true;
-    }
     assert!(
-        std::env::var("CI").as_deref() != Ok("true"),
-        "CI lacks {missing:?}"
+        missing.is_empty(),
+        "the step scripts' tests need {missing:?} on PATH: `apt-get install -y jq curl git` \
+         and kubectl (`apt-get install -y kubernetes-client`), or run `scripts/test`, which \
+         installs them"
     );
-    eprintln!("note: {missing:?} not on PATH; step behaviour tests skipped");
-    false
 }
 
 /// The script `key` of the first ConfigMap in chart file `rel`.
@@ -98,16 +96,14 @@ impl Runner {
         runner
     }
 
-    /// Scripts that run as ServiceAccount `sa`: the chart's RBAC installed for `cluster`'s
-    /// namespace, kubectl holding a token of `sa` from the TokenRequest API and nothing else.
-    async fn as_service_account(cluster: &Cluster, sa: &str) -> Runner {
-        let ns = cluster.namespace();
+    /// Scripts that run as the step runner: the chart's RBAC installed for `cluster`'s
+    /// namespace, kubectl holding a token of `cutover-runner` from the TokenRequest API and
+    /// nothing else.
+    async fn as_step_runner(cluster: &Cluster) -> Runner {
+        let (ns, sa) = (cluster.namespace(), "cutover-runner");
         let rbac = crate::live::install_rbac(cluster, &crate::live::values_in(ns)).await;
-        // Each identity's first right, as the API server's authorizer sees it.
-        let (verb, resource, name) = match sa {
-            "registry-pivot" => ("get", "/configmaps", "self-sovereign-cutover-status"),
-            _ => ("get", "apps/daemonsets", "registry-pivot"),
-        };
+        // The runner's first right, as the API server's authorizer sees it.
+        let (verb, resource, name) = ("get", "apps/daemonsets", "registry-pivot");
         crate::live::wait_granted(cluster, sa, verb, resource, Some(ns), Some(name)).await;
         let runner = Runner::in_temp_dir(Some(rbac));
         let kubeconfig = crate::live::kubeconfig_of(cluster, sa).await;
@@ -176,19 +172,12 @@ impl Drop for Runner {
 }
 
 /// A cluster with a runner on it whose scripts run as the chart's step runner
-/// (`cutover-runner`) under the chart's RBAC; `None` (the test is skipped) without the tools.
-pub(crate) async fn on_cluster() -> Option<(Cluster, Runner)> {
-    on_cluster_as("cutover-runner").await
-}
-
-/// As [`on_cluster`], the scripts running as the chart's ServiceAccount `sa`.
-async fn on_cluster_as(sa: &str) -> Option<(Cluster, Runner)> {
-    if !tools_present() {
-        return None;
-    }
+/// (`cutover-runner`) under the chart's RBAC.
+pub(crate) async fn on_cluster() -> (Cluster, Runner) {
+    require_tools();
     let cluster = crate::cluster::start().await;
-    let runner = Runner::as_service_account(&cluster, sa).await;
-    Some((cluster, runner))
+    let runner = Runner::as_step_runner(&cluster).await;
+    (cluster, runner)
 }
 
 pub(crate) fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
@@ -246,9 +235,7 @@ const STEP_05: &str = "05-flux-gitrepository-patch.yaml";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn flux_gitrepository_patch_points_flux_at_gitea_and_is_idempotent() {
-    let Some((cluster, runner)) = on_cluster().await else {
-        return;
-    };
+    let (cluster, runner) = on_cluster().await;
     create_git_repository(&cluster, "flux-system", UPSTREAM_REPO).await;
     let settings = gitea_settings(&cluster);
 
@@ -302,9 +289,7 @@ async fn flux_gitrepository_patch_points_flux_at_gitea_and_is_idempotent() {
 /// tag, semver, name or commit of upstream's (which Flux would prefer) taken off.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn flux_gitrepository_patch_sets_the_branch_the_sovereign_follows() {
-    let Some((cluster, runner)) = on_cluster().await else {
-        return;
-    };
+    let (cluster, runner) = on_cluster().await;
     create_git_repository(&cluster, "flux-system", UPSTREAM_REPO).await;
     git_repository_api(&cluster)
         .patch(
@@ -341,9 +326,7 @@ async fn flux_gitrepository_patch_sets_the_branch_the_sovereign_follows() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn flux_gitrepository_patch_fails_clearly_without_its_gitrepository_or_settings() {
-    let Some((cluster, runner)) = on_cluster().await else {
-        return;
-    };
+    let (cluster, runner) = on_cluster().await;
     let settings = gitea_settings(&cluster);
 
     let missing = runner.run(STEP_05, &settings).await;
@@ -387,9 +370,7 @@ async fn play_source_controller(api: Api<DynamicObject>, name: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn flux_gitrepository_patch_waits_until_flux_has_fetched_from_gitea() {
-    let Some((cluster, runner)) = on_cluster().await else {
-        return;
-    };
+    let (cluster, runner) = on_cluster().await;
     create_git_repository(&cluster, "flux-system", UPSTREAM_REPO).await;
     let mut settings = gitea_settings(&cluster);
     settings.insert("FLUX_READY_TIMEOUT_SECONDS".into(), "120".into());
@@ -458,9 +439,7 @@ async fn console_env(cluster: &Cluster) -> (Json, Option<i64>) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn catalyst_api_env_patch_sets_the_repository_url_once() {
-    let Some((cluster, runner)) = on_cluster().await else {
-        return;
-    };
+    let (cluster, runner) = on_cluster().await;
     create_console_backend(
         &cluster,
         json!([
@@ -499,9 +478,7 @@ async fn catalyst_api_env_patch_sets_the_repository_url_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn catalyst_api_env_patch_adds_the_variable_to_the_first_container() {
-    let Some((cluster, runner)) = on_cluster().await else {
-        return;
-    };
+    let (cluster, runner) = on_cluster().await;
     create_console_backend(
         &cluster,
         json!([{"name": "api", "image": "catalyst-api:1.0"}]),
@@ -520,9 +497,7 @@ async fn catalyst_api_env_patch_adds_the_variable_to_the_first_container() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn catalyst_api_env_patch_fails_clearly_on_a_missing_deployment_or_container() {
-    let Some((cluster, runner)) = on_cluster().await else {
-        return;
-    };
+    let (cluster, runner) = on_cluster().await;
     let settings = console_settings(&cluster);
 
     let missing = runner.run(STEP_07, &settings).await;
@@ -558,15 +533,13 @@ pub(crate) async fn gitea_with_org() -> standins::Server<Gitea> {
 }
 
 /// A Gitea stand-in with the organisation `openova`, a runner and an upstream platform
-/// repository; `None` (the test is skipped) without the tools.
-async fn gitea_and_upstream() -> Option<(standins::Server<Gitea>, Runner, PathBuf)> {
-    if !tools_present() {
-        return None;
-    }
+/// repository.
+async fn gitea_and_upstream() -> (standins::Server<Gitea>, Runner, PathBuf) {
+    require_tools();
     let gitea = gitea_with_org().await;
     let runner = Runner::new(None);
     let upstream = upstream_repository(&runner, "flux-system");
-    Some((gitea, runner, upstream))
+    (gitea, runner, upstream)
 }
 
 /// An upstream platform repository (branches `main` and `release-1.0`, tag `v1.0.0`;
@@ -641,9 +614,7 @@ fn commit_to(repo: &std::path::Path, file: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gitea_mirror_mirrors_upstream_and_seeds_the_repository_the_sovereign_runs_from() {
-    let Some((gitea, runner, upstream)) = gitea_and_upstream().await else {
-        return;
-    };
+    let (gitea, runner, upstream) = gitea_and_upstream().await;
     let settings = mirror_settings(&gitea, &upstream);
 
     let first = runner.run(STEP_01, &settings).await;
@@ -745,9 +716,7 @@ async fn gitea_mirror_mirrors_upstream_and_seeds_the_repository_the_sovereign_ru
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gitea_mirror_passes_credentials_and_creates_a_user_repository() {
-    if !tools_present() {
-        return;
-    }
+    require_tools();
     // No organisations: the owner is the user the step authenticates as.
     let gitea = standins::gitea(Gitea::default()).await;
     let runner = Runner::new(None);
@@ -794,9 +763,7 @@ async fn gitea_mirror_passes_credentials_and_creates_a_user_repository() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gitea_mirror_adopts_an_upstream_already_migrated_and_an_empty_repository() {
-    let Some((gitea, runner, upstream)) = gitea_and_upstream().await else {
-        return;
-    };
+    let (gitea, runner, upstream) = gitea_and_upstream().await;
     let upstream_url = upstream.to_str().expect("utf-8");
     gitea.add_repo("openova", "platform-upstream", Some(upstream_url), "8h0m0s");
     // Created by a run that stopped before seeding it.
@@ -827,9 +794,7 @@ async fn gitea_mirror_adopts_an_upstream_already_migrated_and_an_empty_repositor
 /// which means "absent". The step creates `platform` (the redirect goes) and seeds it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gitea_mirror_takes_a_redirect_left_by_a_rename_as_absent() {
-    let Some((gitea, runner, upstream)) = gitea_and_upstream().await else {
-        return;
-    };
+    let (gitea, runner, upstream) = gitea_and_upstream().await;
     let upstream_url = upstream.to_str().expect("utf-8");
     gitea.add_repo("openova", "platform", Some(upstream_url), "10m0s");
     gitea.rename("openova", "platform", "platform-upstream");
@@ -855,9 +820,7 @@ async fn gitea_mirror_takes_a_redirect_left_by_a_rename_as_absent() {
 /// a mirror, no mirror record: PATCH 500, mirror-sync 400): a rerun makes it again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gitea_mirror_waits_for_a_long_migration_and_remakes_a_half_made_mirror() {
-    let Some((gitea, runner, upstream)) = gitea_and_upstream().await else {
-        return;
-    };
+    let (gitea, runner, upstream) = gitea_and_upstream().await;
     gitea.state.lock().expect("lock").migrate_takes = std::time::Duration::from_secs(3);
     let mut settings = mirror_settings(&gitea, &upstream);
     settings.insert("HTTP_TIMEOUT_SECONDS".into(), "1".into());
@@ -891,9 +854,7 @@ async fn gitea_mirror_waits_for_a_long_migration_and_remakes_a_half_made_mirror(
 /// compares durations and changes nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gitea_mirror_compares_intervals_as_durations() {
-    let Some((gitea, runner, upstream)) = gitea_and_upstream().await else {
-        return;
-    };
+    let (gitea, runner, upstream) = gitea_and_upstream().await;
     let mut settings = mirror_settings(&gitea, &upstream);
     settings.insert("GITEA_MIRROR_INTERVAL".into(), "1h".into());
     runner.run(STEP_01, &settings).await.succeeds();
@@ -919,9 +880,7 @@ async fn gitea_mirror_compares_intervals_as_durations() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gitea_mirror_refuses_to_run_from_a_mirror() {
-    let Some((gitea, runner, upstream)) = gitea_and_upstream().await else {
-        return;
-    };
+    let (gitea, runner, upstream) = gitea_and_upstream().await;
     // The earlier chart's layout: the repository Flux follows is the pull mirror itself.
     gitea.add_repo(
         "openova",
@@ -948,9 +907,7 @@ async fn gitea_mirror_refuses_to_run_from_a_mirror() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gitea_mirror_fails_with_the_reason() {
-    if !tools_present() {
-        return;
-    }
+    require_tools();
     let runner = Runner::new(None);
     let upstream = upstream_repository(&runner, "flux-system");
     let failing = standins::gitea(Gitea {
@@ -1037,9 +994,7 @@ fn harbor_writes(harbor: &standins::Server<Harbor>) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn harbor_projects_creates_endpoints_then_proxy_cache_projects_once() {
-    if !tools_present() {
-        return;
-    }
+    require_tools();
     let harbor = standins::harbor(Harbor::default()).await;
     let runner = Runner::new(None);
     let settings = harbor_settings(&harbor);
@@ -1116,9 +1071,7 @@ async fn harbor_projects_creates_endpoints_then_proxy_cache_projects_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_step_stops_at_once_on_term_even_while_a_command_runs() {
-    if !tools_present() {
-        return;
-    }
+    require_tools();
     // A Harbor that accepts connections and never answers: step 02's first call hangs.
     let silent = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let url = format!("http://{}", silent.local_addr().expect("addr"));
@@ -1146,9 +1099,7 @@ async fn a_step_stops_at_once_on_term_even_while_a_command_runs() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn harbor_projects_fails_with_the_reason() {
-    if !tools_present() {
-        return;
-    }
+    require_tools();
     let runner = Runner::new(None);
     let failing = standins::harbor(Harbor {
         fail_projects: Some(500),
@@ -1209,9 +1160,7 @@ static PREWARM: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn harbor_prewarm_pulls_every_platform_image_through_the_cache() {
     let _one_at_a_time = PREWARM.lock().await;
-    let Some((cluster, runner)) = on_cluster().await else {
-        return;
-    };
+    let (cluster, runner) = on_cluster().await;
     let state = Harbor {
         images: [
             "docker.io/library/nginx-multi:1.27",
@@ -1326,9 +1275,7 @@ async fn harbor_prewarm_pulls_every_platform_image_through_the_cache() {
 /// time, and names what never got stored. Layers get a limit of their own.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn harbor_prewarm_confirms_harbor_stored_each_image_and_gives_layers_time() {
-    let Some((cluster, runner)) = on_cluster().await else {
-        return;
-    };
+    let (cluster, runner) = on_cluster().await;
     // Step 03 lists the platform's workloads in every namespace: on a shared cluster the
     // other step 03 test's may still be there, so the stand-in serves their images as well.
     let _one_at_a_time = PREWARM.lock().await;
@@ -1616,9 +1563,7 @@ async fn platform_applied(cluster: &Cluster, runner: &Runner) -> (PathBuf, GitSe
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn helmrepository_patches_pivot_live_and_in_git_so_a_reapply_keeps_them_local() {
     let _one_at_a_time = HELM_REPOSITORIES.lock().await;
-    let Some((cluster, runner)) = on_cluster().await else {
-        return;
-    };
+    let (cluster, runner) = on_cluster().await;
     let (bare, _server, url) = platform_applied(&cluster, &runner).await;
     let upstream = live_urls(&cluster).await;
     assert_eq!(upstream["openova"], "oci://ghcr.io/openova-io/charts");
@@ -1680,9 +1625,7 @@ async fn helmrepository_patches_pivot_live_and_in_git_so_a_reapply_keeps_them_lo
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn helmrepository_patches_marks_an_insecure_harbor_live_and_in_git() {
     let _one_at_a_time = HELM_REPOSITORIES.lock().await;
-    let Some((cluster, runner)) = on_cluster().await else {
-        return;
-    };
+    let (cluster, runner) = on_cluster().await;
     let (bare, _server, url) = platform_applied(&cluster, &runner).await;
 
     let mut settings = pivot_settings(&cluster, &url);
@@ -1740,9 +1683,7 @@ async fn helmrepository_patches_marks_an_insecure_harbor_live_and_in_git() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn helmrepository_patches_pushes_to_the_seeded_repository_never_to_the_mirror() {
     let _one_at_a_time = HELM_REPOSITORIES.lock().await;
-    let Some((cluster, runner)) = on_cluster().await else {
-        return;
-    };
+    let (cluster, runner) = on_cluster().await;
     let gitea = gitea_with_org().await;
     let upstream = upstream_repository(&runner, cluster.namespace());
     let upstream_head = git(&upstream, &["rev-parse", "main"]);
@@ -1933,9 +1874,7 @@ async fn policy_exists(cluster: &Cluster) -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn egress_block_holds_while_flux_stays_ready_and_always_lifts() {
     let _one_block = EGRESS_BLOCK.lock().await;
-    let Some((cluster, runner)) = on_cluster().await else {
-        return;
-    };
+    let (cluster, runner) = on_cluster().await;
     flux_object(
         &cluster,
         "source.toolkit.fluxcd.io/v1",
@@ -2018,9 +1957,7 @@ async fn egress_block_holds_while_flux_stays_ready_and_always_lifts() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn egress_block_treats_oci_helm_repositories_as_static_and_checks_what_pulls_through_them() {
     let _one_block = EGRESS_BLOCK.lock().await;
-    let Some((cluster, runner)) = on_cluster().await else {
-        return;
-    };
+    let (cluster, runner) = on_cluster().await;
     let source = "source.toolkit.fluxcd.io/v1";
     // Created with the Ready condition an older source-controller left on it.
     flux_object(&cluster, source, "HelmRepository", CHARTS, "True").await;
@@ -2093,9 +2030,7 @@ async fn egress_block_treats_oci_helm_repositories_as_static_and_checks_what_pul
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn egress_block_is_lifted_when_the_step_is_terminated() {
     let _one_block = EGRESS_BLOCK.lock().await;
-    let Some((cluster, runner)) = on_cluster().await else {
-        return;
-    };
+    let (cluster, runner) = on_cluster().await;
     let mut settings = egress_settings(&cluster);
     settings.insert("EGRESS_HOLD_SECONDS".into(), "600".into());
     let child = runner.spawn(&script(&format!("steps/{STEP_08}"), "run.sh"), &settings);
@@ -2122,9 +2057,7 @@ async fn egress_block_is_lifted_when_the_step_is_terminated() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn egress_block_left_by_a_killed_step_is_removed_by_the_next_run() {
     let _one_block = EGRESS_BLOCK.lock().await;
-    let Some((cluster, runner)) = on_cluster().await else {
-        return;
-    };
+    let (cluster, runner) = on_cluster().await;
     let mut settings = egress_settings(&cluster);
     settings.insert("EGRESS_HOLD_SECONDS".into(), "600".into());
     let child = runner.spawn(&script(&format!("steps/{STEP_08}"), "run.sh"), &settings);
@@ -2312,9 +2245,7 @@ pub(crate) fn failed_checks(outcome: &Outcome) -> Vec<&str> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn preflight_passes_when_everything_is_in_place_and_changes_nothing() {
-    let Some((cluster, runner)) = on_cluster().await else {
-        return;
-    };
+    let (cluster, runner) = on_cluster().await;
     let sim = pivot_daemonset(&cluster, true).await;
     create_git_repository(&cluster, "flux-system", UPSTREAM_REPO).await;
     let gitea = gitea_with_org().await;
@@ -2350,9 +2281,7 @@ async fn preflight_passes_when_everything_is_in_place_and_changes_nothing() {
 /// preflight reads that as "absent" (step 01 creates it), not as a repository that is there.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn preflight_takes_a_redirect_left_by_a_rename_as_absent() {
-    let Some((cluster, runner)) = on_cluster().await else {
-        return;
-    };
+    let (cluster, runner) = on_cluster().await;
     let sim = pivot_daemonset(&cluster, true).await;
     create_git_repository(&cluster, "flux-system", UPSTREAM_REPO).await;
     let gitea = gitea_with_org().await;
@@ -2376,9 +2305,7 @@ async fn preflight_takes_a_redirect_left_by_a_rename_as_absent() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn preflight_names_each_failed_check_and_runs_them_all() {
-    let Some((cluster, runner)) = on_cluster().await else {
-        return;
-    };
+    let (cluster, runner) = on_cluster().await;
     let sim = pivot_daemonset(&cluster, false).await;
     let gitea = gitea_with_org().await;
     let harbor = standins::harbor(Harbor::default()).await;
@@ -2496,9 +2423,7 @@ async fn preflight_names_each_failed_check_and_runs_them_all() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn preflight_names_missing_flux_and_cilium_kinds() {
-    if !tools_present() {
-        return;
-    }
+    require_tools();
     if std::env::var(crate::common::ENV_KUBECONFIG).is_ok_and(|v| !v.is_empty()) {
         eprintln!("note: the cluster under test serves Flux and Cilium; kinds check skipped");
         return;
