@@ -34,7 +34,7 @@ use kube::runtime::WatchStreamExt;
 use kube::runtime::wait::await_condition;
 use kube::runtime::watcher;
 use kube_sandbox::api::{ApiServer, ApiServerConfig};
-use kube_sandbox::sim::{SimConfig, Simulator};
+use kube_sandbox::sim::{Controllers, SimConfig, Simulator};
 use serde_json::json;
 use std::collections::BTreeMap;
 use std::process::ExitCode;
@@ -335,7 +335,13 @@ fn main() -> ExitCode {
         .and_then(|n| n.parse::<usize>().ok())
         .unwrap_or(7)
         .max(5);
-    let sim_jobs = args.iter().any(|a| a == "--sim-jobs");
+    let sim_jobs = if args.iter().any(|a| a == "--real-controllers") {
+        JobsBy::Controllers
+    } else if args.iter().any(|a| a == "--sim-jobs") {
+        JobsBy::Simulator
+    } else {
+        JobsBy::StandIn
+    };
     let timeline = args.iter().any(|a| a == "--timeline");
     let recorder = Recorder::default();
     let filter = tracing_subscriber::filter::Targets::new()
@@ -371,7 +377,7 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run(runs: usize, sim_jobs: bool, timeline: bool, recorder: &Recorder) -> BenchResult<()> {
+async fn run(runs: usize, sim_jobs: JobsBy, timeline: bool, recorder: &Recorder) -> BenchResult<()> {
     let cluster = Cluster::start().await?;
     println!(
         "cutover bench: {} steps (7 job + 1 daemonset-wait) against {}, {NODES} acknowledging nodes \
@@ -379,10 +385,11 @@ async fn run(runs: usize, sim_jobs: bool, timeline: bool, recorder: &Recorder) -
          namespace and service each",
         STEPS.len(),
         cluster.name(),
-        if sim_jobs {
-            "the simulator's Job controller and kubelet (run time zero)"
-        } else {
-            "an instant stand-in (one status write per Job)"
+        match sim_jobs {
+            JobsBy::Simulator => "the simulator's Job controller and kubelet (run time zero)",
+            JobsBy::Controllers =>
+                "the cluster's Job and DaemonSet controllers, the simulator playing the nodes (run time zero)",
+            JobsBy::StandIn => "an instant stand-in (one status write per Job)",
         }
     );
     let mut totals = Vec::with_capacity(runs);
@@ -478,6 +485,18 @@ async fn run(runs: usize, sim_jobs: bool, timeline: bool, recorder: &Recorder) -
     Ok(())
 }
 
+/// Who finishes the Jobs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum JobsBy {
+    /// A stand-in writing each Job's completion at once.
+    StandIn,
+    /// The simulator's own Job controller and kubelet (`--sim-jobs`).
+    Simulator,
+    /// The cluster's real Job and DaemonSet controllers, the simulator playing only the
+    /// nodes (`--real-controllers`, on a plane started with `K8S_CONTROLLERS`).
+    Controllers,
+}
+
 /// What one run measured.
 struct Run {
     /// POST sent -> the status cache shows the cutover complete.
@@ -494,7 +513,7 @@ struct Run {
 }
 
 /// One cutover in a namespace of its own; returns the whole run and the per-step figures.
-async fn one_run(cluster: &Cluster, sim_jobs: bool, recorder: &Recorder) -> BenchResult<Run> {
+async fn one_run(cluster: &Cluster, sim_jobs: JobsBy, recorder: &Recorder) -> BenchResult<Run> {
     let ns = format!("cb-{}", &uuid::Uuid::new_v4().simple().to_string()[..10]);
     let namespace: Namespace = serde_json::from_value(json!({"metadata": {"name": ns}}))?;
     let namespaces: Api<Namespace> = Api::all(cluster.client.clone());
@@ -522,7 +541,7 @@ async fn one_run(cluster: &Cluster, sim_jobs: bool, recorder: &Recorder) -> Benc
 
 async fn run_in(
     cluster: &Cluster,
-    sim_jobs: bool,
+    sim_jobs: JobsBy,
     recorder: &Recorder,
     ns: &str,
 ) -> BenchResult<Run> {
@@ -545,7 +564,11 @@ async fn run_in(
             pool: ns.to_owned(),
             default_run: Duration::ZERO,
             // The instant stand-in is the only one to act on the Jobs, so no pod is made.
-            job_controller: sim_jobs,
+            controllers: match sim_jobs {
+                JobsBy::StandIn => Controllers::DaemonSets,
+                JobsBy::Simulator => Controllers::All,
+                JobsBy::Controllers => Controllers::NodesOnly,
+            },
         },
     )
     .await?;
@@ -560,7 +583,7 @@ async fn run_in(
         },
     );
     let finished: Finished = Finished::default();
-    let stand_in = if sim_jobs {
+    let stand_in = if sim_jobs != JobsBy::StandIn {
         None
     } else {
         let (tx, rx) = tokio::sync::oneshot::channel();

@@ -2042,7 +2042,7 @@ async fn pod_logs_come_from_the_kubelet_of_the_pods_node() {
             nodes: 1,
             pool: ns.clone(),
             default_run: Duration::from_millis(50),
-            job_controller: true,
+            controllers: common::controllers(),
         },
     )
     .await

@@ -47,7 +47,7 @@ impl Env {
                 nodes,
                 pool: ns.clone(),
                 default_run: Duration::from_millis(20),
-                job_controller: true,
+                controllers: common::controllers(),
             },
         )
         .await

@@ -46,7 +46,7 @@ async fn start(tc: &TestCluster) -> Simulator {
             // A pool per test keeps tests apart on a shared real cluster.
             pool: ns.clone(),
             default_run: Duration::from_millis(20),
-            job_controller: true,
+            controllers: common::controllers(),
         },
     )
     .await
@@ -738,7 +738,7 @@ async fn controllers_converge_through_faults() {
             nodes: 3,
             pool: ns.clone(),
             default_run: Duration::from_millis(100),
-            job_controller: true,
+            controllers: common::controllers(),
         },
     )
     .await

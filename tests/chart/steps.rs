@@ -2136,6 +2136,7 @@ async fn pivot_daemonset(cluster: &Cluster, rolled_out: bool) -> kube_sandbox::s
             namespace: Some(ns.clone()),
             nodes: 1,
             pool: ns.clone(),
+            controllers: crate::common::controllers(),
             ..SimConfig::default()
         },
     )

@@ -16,7 +16,7 @@ use k8s_openapi::api::rbac::v1::{ClusterRole, RoleBinding};
 use kube::api::{Api, DeleteParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube_sandbox::api::{ApiServer, ApiServerConfig};
-use kube_sandbox::sim::{SimConfig, Simulator};
+use kube_sandbox::sim::{Controllers, SimConfig, Simulator};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::fmt::Display;
@@ -38,6 +38,26 @@ pub const CHART_PREFLIGHT: &str = "preflight";
 
 /// Environment variable naming a kubeconfig of a real cluster to test against.
 pub const ENV_KUBECONFIG: &str = "CUTOVER_TEST_KUBECONFIG";
+
+/// Environment variable: `1` when the cluster under test runs the real Job and DaemonSet
+/// controllers (kube-controller-manager with `job,daemonset,ttl-after-finished`), so the
+/// simulator must play only the nodes.
+pub const ENV_REAL_CONTROLLERS: &str = "CUTOVER_TEST_REAL_CONTROLLERS";
+
+/// Whether the cluster under test runs the real Job and DaemonSet controllers.
+pub fn real_controllers() -> bool {
+    std::env::var(ENV_REAL_CONTROLLERS).is_ok_and(|v| v == "1")
+}
+
+/// The controllers a test's simulator runs: its own on the sandbox or a bare API server, the
+/// nodes only where the cluster's real controllers run ([`ENV_REAL_CONTROLLERS`]).
+pub fn controllers() -> Controllers {
+    if real_controllers() {
+        Controllers::NodesOnly
+    } else {
+        Controllers::All
+    }
+}
 
 /// A cluster for one test, with a namespace of its own.
 pub struct TestCluster {
@@ -358,7 +378,7 @@ pub async fn steps_on_one_node(cluster: &TestCluster, steps: &[ConfigMap]) -> Si
             nodes: 1,
             pool: ns,
             default_run: std::time::Duration::from_millis(20),
-            job_controller: true,
+            controllers: controllers(),
         },
     )
     .await
