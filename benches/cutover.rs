@@ -548,7 +548,7 @@ async fn run_in(
     let client = cluster.client.clone();
     let daemonsets: Api<DaemonSet> = Api::namespaced(client.clone(), ns);
     daemonsets
-        .create(&PostParams::default(), &daemonset()?)
+        .create(&PostParams::default(), &daemonset(ns)?)
         .await?;
     let configmaps: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
     for (i, (name, wait)) in STEPS.iter().enumerate() {
@@ -787,15 +787,19 @@ fn short_path(path: &str) -> String {
     resource_path(path).map_or_else(|| path.to_owned(), |rest| rest.join("/"))
 }
 
-/// The registry-pivot DaemonSet the `daemonset-wait` step follows.
-fn daemonset() -> BenchResult<DaemonSet> {
+/// The registry-pivot DaemonSet the `daemonset-wait` step follows, on the nodes of pool `ns`.
+fn daemonset(ns: &str) -> BenchResult<DaemonSet> {
     Ok(serde_json::from_value(json!({
         "metadata": {"name": DAEMONSET},
         "spec": {
             "selector": {"matchLabels": {"app": DAEMONSET}},
             "template": {
                 "metadata": {"labels": {"app": DAEMONSET}},
-                "spec": {"containers": [{"name": "agent", "image": "busybox:1.36"}]}
+                "spec": {
+                    // On the nodes of this run's own pool (named after its namespace).
+                    "nodeSelector": {kube_sandbox::sim::LABEL_POOL: ns},
+                    "containers": [{"name": "agent", "image": "busybox:1.36"}]
+                }
             }
         }
     }))?)

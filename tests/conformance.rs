@@ -2186,7 +2186,7 @@ async fn a_role_on_one_name_allows_a_list_and_watch_selecting_that_name() {
         admin_ds
             .create(
                 &PostParams::default(),
-                &common::daemonset(name, "busybox:1.36"),
+                &common::daemonset(name, "busybox:1.36", &ns),
             )
             .await
             .unwrap();

@@ -106,6 +106,9 @@ impl Env {
         let mut config = ServiceConfig::new(self.ns());
         config.identity = identity.to_owned();
         config.lease_duration = Duration::from_secs(2);
+        // A failing step fails after two pods: a real Job controller backs off 10 s before
+        // the second (and 20, 40 s before more), which the tests need not wait for.
+        config.render.backoff_limit = 1;
         config
     }
 
@@ -219,7 +222,11 @@ async fn create_daemonset(client: &kube::Client, ns: &str) {
             "selector": {"matchLabels": {"app": DAEMONSET}},
             "template": {
                 "metadata": {"labels": {"app": DAEMONSET}},
-                "spec": {"containers": [{"name": "agent", "image": "busybox:1.36"}]}
+                "spec": {
+                    // On the nodes of this run's own pool (named after its namespace).
+                    "nodeSelector": {kube_sandbox::sim::LABEL_POOL: ns},
+                    "containers": [{"name": "agent", "image": "busybox:1.36"}]
+                }
             }
         }
     }))

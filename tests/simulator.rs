@@ -518,7 +518,7 @@ async fn daemonset_settles_and_rolls_out_a_new_template() {
     let api: Api<DaemonSet> = Api::namespaced(tc.client(), tc.namespace());
     api.create(
         &PostParams::default(),
-        &common::daemonset("fleet", "agent:1"),
+        &common::daemonset("fleet", "agent:1", tc.namespace()),
     )
     .await
     .unwrap();
@@ -588,7 +588,7 @@ async fn nodes_are_added_deleted_and_replaced() {
     let api: Api<DaemonSet> = Api::namespaced(tc.client(), &ns);
     api.create(
         &PostParams::default(),
-        &common::daemonset("fleet", "agent:1"),
+        &common::daemonset("fleet", "agent:1", tc.namespace()),
     )
     .await
     .unwrap();
@@ -652,7 +652,7 @@ async fn agents_acknowledge_the_flip_and_follow_replaced_nodes() {
     let dss: Api<DaemonSet> = Api::namespaced(tc.client(), &ns);
     dss.create(
         &PostParams::default(),
-        &common::daemonset(AGENT_DS, "pivot:1"),
+        &common::daemonset(AGENT_DS, "pivot:1", &ns),
     )
     .await
     .unwrap();
@@ -758,7 +758,7 @@ async fn controllers_converge_through_faults() {
     let dss: Api<DaemonSet> = Api::namespaced(tc.client(), &ns);
     dss.create(
         &PostParams::default(),
-        &common::daemonset(AGENT_DS, "pivot:1"),
+        &common::daemonset(AGENT_DS, "pivot:1", &ns),
     )
     .await
     .unwrap();

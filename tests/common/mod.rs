@@ -150,6 +150,17 @@ impl TestCluster {
         let _ = Api::<Namespace>::all(self.client.clone())
             .delete(&self.namespace, &DeleteParams::default())
             .await;
+        // Nodes outlive namespaces: a simulator's pool is named after its test's namespace.
+        let _ = Api::<k8s_openapi::api::core::v1::Node>::all(self.client.clone())
+            .delete_collection(
+                &DeleteParams::default(),
+                &kube::api::ListParams::default().labels(&format!(
+                    "{}={}",
+                    kube_sandbox::sim::LABEL_POOL,
+                    self.namespace
+                )),
+            )
+            .await;
         if let Some(server) = self.server {
             server.shutdown().await;
         }
@@ -306,15 +317,20 @@ pub async fn allowed_within_a_minute(
     .is_ok()
 }
 
-/// A DaemonSet `name` of one container running `image`, its pods labelled `app=<name>`.
-pub fn daemonset(name: &str, image: &str) -> k8s_openapi::api::apps::v1::DaemonSet {
+/// A DaemonSet `name` of one container running `image`, its pods labelled `app=<name>`, on
+/// the nodes of the simulator's `pool` (a DaemonSet runs on every node of the cluster that
+/// its node selector admits: on a cluster shared by tests, that is the test's own pool).
+pub fn daemonset(name: &str, image: &str, pool: &str) -> k8s_openapi::api::apps::v1::DaemonSet {
     serde_json::from_value(json!({
         "metadata": {"name": name},
         "spec": {
             "selector": {"matchLabels": {"app": name}},
             "template": {
                 "metadata": {"labels": {"app": name}},
-                "spec": {"containers": [{"name": "agent", "image": image}]}
+                "spec": {
+                    "nodeSelector": {kube_sandbox::sim::LABEL_POOL: pool},
+                    "containers": [{"name": "agent", "image": image}]
+                }
             }
         }
     }))
