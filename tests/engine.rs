@@ -62,6 +62,22 @@ impl Env {
                 never_ack: BTreeSet::new(),
             },
         );
+        // Rolled out before any cutover, as on a cluster the chart installed (real
+        // controllers take a moment to create, and the simulator to bind and run, the pods).
+        let want = i32::try_from(nodes).expect("node count");
+        let rolled_out = move |ds: Option<&DaemonSet>| {
+            want == 0
+                || ds.and_then(|d| d.status.as_ref()).is_some_and(|s| {
+                    s.desired_number_scheduled == want
+                        && s.updated_number_scheduled == Some(want)
+                        && s.number_ready == want
+                })
+        };
+        let daemonsets: Api<DaemonSet> = Api::namespaced(cluster.client(), &ns);
+        tokio::time::timeout(GUARD, await_condition(daemonsets, DAEMONSET, rolled_out))
+            .await
+            .expect("the DaemonSet rolls out")
+            .expect("watch the DaemonSet");
         Env {
             cluster,
             sim,
