@@ -14,7 +14,11 @@
 //! critical path as its own trace events stamp it: the status write, the Job create and the
 //! completion seen, with the Kubernetes API requests the service made during the step.
 //!
-//! `cargo bench --bench cutover` (`-- --runs N`, default 7; `-- --sim-jobs`; `-- --timeline`
+//! With `--real-controllers` (a plane started with `K8S_CONTROLLERS=job,daemonset`), the
+//! cluster's own Job and DaemonSet controllers move the Jobs and the simulator plays only the
+//! nodes; it then also prints, per Job step, where the time goes (controller, pod, service).
+//!
+//! `cargo bench --bench cutover` (`-- --runs N`, default 7; `-- --sim-jobs`; `-- --real-controllers`; `-- --timeline`
 //! also prints the median run's requests with when each was sent and answered).
 
 use catalyst_cutover::contract::{self, DEFAULT_STATUS_CONFIGMAP};
@@ -84,6 +88,65 @@ struct Mark {
 
 /// When the instant stand-in's write finishing each step's Job returned.
 type Finished = Arc<Mutex<BTreeMap<String, Instant>>>;
+
+/// When the bench's own watches first saw each step's pod made, its pod ended and its Job
+/// `Complete`, by step: where a Job step's time goes when controllers and a kubelet move it.
+#[derive(Debug, Clone, Copy, Default)]
+struct Seen {
+    pod_made: Option<Instant>,
+    pod_ended: Option<Instant>,
+    complete: Option<Instant>,
+}
+
+/// [`Seen`] of every step of a run.
+type Observed = Arc<Mutex<BTreeMap<String, Seen>>>;
+
+/// Watches the namespace's pods and Jobs and stamps in `observed` when each step's pod shows
+/// up, when it has `Succeeded`, and when its Job is `Complete` (and, as the step's end, in
+/// `finished`), until aborted.
+async fn observe(client: kube::Client, ns: String, observed: Observed, finished: Finished) {
+    let step_of = |labels: Option<&BTreeMap<String, String>>| {
+        labels
+            .and_then(|l| l.get(contract::LABEL_JOB_STEP))
+            .cloned()
+    };
+    let pods = watcher(Api::<Pod>::namespaced(client.clone(), &ns), watcher::Config::default())
+        .default_backoff()
+        .applied_objects()
+        .for_each(|pod| {
+            if let Ok(pod) = pod
+                && let Some(step) = step_of(pod.metadata.labels.as_ref())
+                && let Ok(mut observed) = observed.lock()
+            {
+                let seen = observed.entry(step).or_default();
+                seen.pod_made.get_or_insert_with(Instant::now);
+                let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
+                if phase == Some("Succeeded") {
+                    seen.pod_ended.get_or_insert_with(Instant::now);
+                }
+            }
+            futures::future::ready(())
+        });
+    let jobs = watcher(Api::<Job>::namespaced(client, &ns), watcher::Config::default())
+        .default_backoff()
+        .applied_objects()
+        .for_each(|job| {
+            if let Ok(job) = job
+                && job_state(&job) == JobState::Succeeded
+                && let Some(step) = step_of(job.metadata.labels.as_ref())
+            {
+                let now = Instant::now();
+                if let Ok(mut observed) = observed.lock() {
+                    observed.entry(step.clone()).or_default().complete.get_or_insert(now);
+                }
+                if let Ok(mut finished) = finished.lock() {
+                    finished.entry(step).or_insert(now);
+                }
+            }
+            futures::future::ready(())
+        });
+    futures::join!(pods, jobs);
+}
 
 /// Finishes every Job of `api`'s namespace with one status write as soon as the watch sees
 /// it, and stamps the write's return in `finished`; sends on `synced` once listed.
@@ -324,6 +387,12 @@ struct StepFigures {
     requests: u64,
     /// The requests the service sent in that span, in order (shortened).
     sent: Vec<String>,
+    /// Job create returned -> the bench's watch saw the step's pod (the Job controller).
+    pod_made: Option<Duration>,
+    /// Pod seen -> seen `Succeeded` (binding and the kubelet's run).
+    pod_ran: Option<Duration>,
+    /// Pod seen `Succeeded` -> its Job seen `Complete` (the Job controller counting it).
+    counted: Option<Duration>,
 }
 
 fn main() -> ExitCode {
@@ -461,6 +530,9 @@ async fn run(runs: usize, sim_jobs: JobsBy, timeline: bool, recorder: &Recorder)
             delivery,
             requests.get(requests.len() / 2).copied().unwrap_or(0)
         );
+    }
+    if sim_jobs != JobsBy::StandIn {
+        print_controllers_share(&per_step);
     }
     all_runs.sort_by_key(|r| r.total);
     if let Some(run) = all_runs.get(all_runs.len() / 2) {
@@ -617,6 +689,15 @@ async fn run_in(
     }
     let mut status = service.context().store.cache().subscribe();
     let acks = tokio::spawn(last_ack(status.clone(), finished.clone()));
+    let observed = Observed::default();
+    let observer = (sim_jobs != JobsBy::StandIn).then(|| {
+        tokio::spawn(observe(
+            client.clone(),
+            ns.to_owned(),
+            observed.clone(),
+            finished.clone(),
+        ))
+    });
     let http = reqwest::Client::new();
     let requests_before = service.context().metrics.kube_requests_total();
     let started = Instant::now();
@@ -666,7 +747,11 @@ async fn run_in(
     if let Some(task) = stand_in {
         task.abort();
     }
+    if let Some(task) = observer {
+        task.abort();
+    }
     let finished = finished.lock().map(|f| f.clone()).unwrap_or_default();
+    let observed = observed.lock().map(|o| o.clone()).unwrap_or_default();
     let last = marks
         .iter()
         .filter(|m| m.what == What::Succeeded)
@@ -675,7 +760,7 @@ async fn run_in(
         .unwrap_or(started);
     Ok(Run {
         total,
-        steps: figures(&marks, &finished, started, requests_before)?,
+        steps: figures(&marks, &finished, &observed, started, requests_before)?,
         tail: ended_at.saturating_duration_since(last),
         tail_sent: sent_between(&marks, last, ended_at),
         marks,
@@ -711,10 +796,59 @@ async fn last_ack(
     }
 }
 
+/// Per Job step, the median of where its time went while controllers and the kubelet moved
+/// it, and the service's own share: its status write, its Job create and its delivery (the
+/// Job seen `Complete` by the bench -> the runner recording success), the rest being waits
+/// on a controller or a pod.
+fn print_controllers_share(per_step: &[Vec<StepFigures>]) {
+    println!(
+        "\nper Job step, median over the runs, where the time goes (pod made: Job create returned -> \
+         the Job's pod seen; pod ran: -> seen Succeeded (binding and the simulated run); counted: -> \
+         the Job seen Complete (the Job controller); service's own: status write + Job create + \
+         Job seen Complete -> success recorded)"
+    );
+    println!(
+        "   {:<26} {:>10} {:>10} {:>10} {:>15} {:>10}",
+        "step", "pod made", "pod ran", "counted", "service's own", "whole"
+    );
+    let median_of = |v: Vec<Option<Duration>>| {
+        let mut v: Vec<Duration> = v.into_iter().flatten().collect();
+        v.sort();
+        v.get(v.len() / 2).copied()
+    };
+    let show = |d: Option<Duration>| d.map_or_else(|| "-".to_owned(), ms);
+    for (i, (name, wait)) in STEPS.iter().enumerate() {
+        if *wait {
+            continue;
+        }
+        let f = &per_step[i];
+        let own = median_of(
+            f.iter()
+                .map(|f| Some(f.write + f.create.unwrap_or_default() + f.delivery?))
+                .collect(),
+        );
+        let whole = median_of(
+            f.iter()
+                .map(|f| Some(f.write + f.create.unwrap_or_default() + f.seen))
+                .collect(),
+        );
+        println!(
+            "   {:<26} {:>10} {:>10} {:>10} {:>15} {:>10}",
+            name,
+            show(median_of(f.iter().map(|f| f.pod_made).collect())),
+            show(median_of(f.iter().map(|f| f.pod_ran).collect())),
+            show(median_of(f.iter().map(|f| f.counted).collect())),
+            show(own),
+            show(whole),
+        );
+    }
+}
+
 /// The per-step figures of one run's marks.
 fn figures(
     marks: &[Mark],
     finished: &BTreeMap<String, Instant>,
+    observed: &BTreeMap<String, Seen>,
     started: Instant,
     requests: u64,
 ) -> BenchResult<Vec<StepFigures>> {
@@ -733,6 +867,10 @@ fn figures(
         let succeeded = find(What::Succeeded).ok_or_else(|| format!("no success of {name}"))?;
         let created = find(What::Created);
         let after_write = created.as_ref().map_or(recorded.at, |c| c.at);
+        let seen = observed.get(name).copied().unwrap_or_default();
+        let span = |from: Option<Instant>, to: Option<Instant>| {
+            Some(to?.saturating_duration_since(from?))
+        };
         out.push(StepFigures {
             write: recorded.at.saturating_duration_since(previous_end),
             create: created
@@ -744,6 +882,9 @@ fn figures(
                 .map(|f| succeeded.at.saturating_duration_since(*f)),
             requests: succeeded.requests.saturating_sub(previous_requests),
             sent: sent_between(marks, previous_end, succeeded.at),
+            pod_made: span(created.as_ref().map(|c| c.at), seen.pod_made),
+            pod_ran: span(seen.pod_made, seen.pod_ended),
+            counted: span(seen.pod_ended, seen.complete),
         });
         previous_end = succeeded.at;
         previous_requests = succeeded.requests;
