@@ -110,41 +110,51 @@ async fn observe(client: kube::Client, ns: String, observed: Observed, finished:
             .and_then(|l| l.get(contract::LABEL_JOB_STEP))
             .cloned()
     };
-    let pods = watcher(Api::<Pod>::namespaced(client.clone(), &ns), watcher::Config::default())
-        .default_backoff()
-        .applied_objects()
-        .for_each(|pod| {
-            if let Ok(pod) = pod
-                && let Some(step) = step_of(pod.metadata.labels.as_ref())
-                && let Ok(mut observed) = observed.lock()
-            {
-                let seen = observed.entry(step).or_default();
-                seen.pod_made.get_or_insert_with(Instant::now);
-                let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
-                if phase == Some("Succeeded") {
-                    seen.pod_ended.get_or_insert_with(Instant::now);
-                }
+    let pods = watcher(
+        Api::<Pod>::namespaced(client.clone(), &ns),
+        watcher::Config::default(),
+    )
+    .default_backoff()
+    .applied_objects()
+    .for_each(|pod| {
+        if let Ok(pod) = pod
+            && let Some(step) = step_of(pod.metadata.labels.as_ref())
+            && let Ok(mut observed) = observed.lock()
+        {
+            let seen = observed.entry(step).or_default();
+            seen.pod_made.get_or_insert_with(Instant::now);
+            let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
+            if phase == Some("Succeeded") {
+                seen.pod_ended.get_or_insert_with(Instant::now);
             }
-            futures::future::ready(())
-        });
-    let jobs = watcher(Api::<Job>::namespaced(client, &ns), watcher::Config::default())
-        .default_backoff()
-        .applied_objects()
-        .for_each(|job| {
-            if let Ok(job) = job
-                && job_state(&job) == JobState::Succeeded
-                && let Some(step) = step_of(job.metadata.labels.as_ref())
-            {
-                let now = Instant::now();
-                if let Ok(mut observed) = observed.lock() {
-                    observed.entry(step.clone()).or_default().complete.get_or_insert(now);
-                }
-                if let Ok(mut finished) = finished.lock() {
-                    finished.entry(step).or_insert(now);
-                }
+        }
+        futures::future::ready(())
+    });
+    let jobs = watcher(
+        Api::<Job>::namespaced(client, &ns),
+        watcher::Config::default(),
+    )
+    .default_backoff()
+    .applied_objects()
+    .for_each(|job| {
+        if let Ok(job) = job
+            && job_state(&job) == JobState::Succeeded
+            && let Some(step) = step_of(job.metadata.labels.as_ref())
+        {
+            let now = Instant::now();
+            if let Ok(mut observed) = observed.lock() {
+                observed
+                    .entry(step.clone())
+                    .or_default()
+                    .complete
+                    .get_or_insert(now);
             }
-            futures::future::ready(())
-        });
+            if let Ok(mut finished) = finished.lock() {
+                finished.entry(step).or_insert(now);
+            }
+        }
+        futures::future::ready(())
+    });
     futures::join!(pods, jobs);
 }
 
@@ -446,7 +456,12 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run(runs: usize, sim_jobs: JobsBy, timeline: bool, recorder: &Recorder) -> BenchResult<()> {
+async fn run(
+    runs: usize,
+    sim_jobs: JobsBy,
+    timeline: bool,
+    recorder: &Recorder,
+) -> BenchResult<()> {
     let cluster = Cluster::start().await?;
     println!(
         "cutover bench: {} steps (7 job + 1 daemonset-wait) against {}, {NODES} acknowledging nodes \
@@ -868,9 +883,8 @@ fn figures(
         let created = find(What::Created);
         let after_write = created.as_ref().map_or(recorded.at, |c| c.at);
         let seen = observed.get(name).copied().unwrap_or_default();
-        let span = |from: Option<Instant>, to: Option<Instant>| {
-            Some(to?.saturating_duration_since(from?))
-        };
+        let span =
+            |from: Option<Instant>, to: Option<Instant>| Some(to?.saturating_duration_since(from?));
         out.push(StepFigures {
             write: recorded.at.saturating_duration_since(previous_end),
             create: created

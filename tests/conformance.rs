@@ -2420,7 +2420,10 @@ mod controllers {
         let job = wait(jobs, "fails", failed, "the Job never failed").await;
         let (reason, _) = condition(job.as_ref(), "Failed").unwrap();
         assert_eq!(reason, "BackoffLimitExceeded");
-        assert_eq!(job.as_ref().and_then(|j| j.status.as_ref()?.failed), Some(2));
+        assert_eq!(
+            job.as_ref().and_then(|j| j.status.as_ref()?.failed),
+            Some(2)
+        );
         assert!(condition(job.as_ref(), "Complete").is_none());
         let pods: Api<Pod> = Api::namespaced(tc.client(), tc.namespace());
         let listed = pods.list(&job_pods("fails")).await.unwrap().items;
@@ -2456,9 +2459,10 @@ mod controllers {
         let running = tokio::time::timeout(PATIENCE, async {
             loop {
                 let listed = pods.list(&job_pods("slow")).await.unwrap().items;
-                if listed.iter().any(|p| {
-                    p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")
-                }) {
+                if listed
+                    .iter()
+                    .any(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"))
+                {
                     return;
                 }
                 tokio::time::sleep(Duration::from_millis(50)).await;
@@ -2509,7 +2513,10 @@ mod controllers {
         assert!(finalizers.iter().any(|f| f == TRACKING), "{finalizers:?}");
         let complete = |j: Option<&Job>| condition(j, "Complete").is_some();
         let job = wait(jobs, "tracked", complete, "the Job never completed").await;
-        assert_eq!(job.as_ref().and_then(|j| j.status.as_ref()?.succeeded), Some(1));
+        assert_eq!(
+            job.as_ref().and_then(|j| j.status.as_ref()?.succeeded),
+            Some(1)
+        );
         let name = pod.metadata.name.clone().unwrap();
         let released = |p: Option<&Pod>| {
             p.is_some_and(|p| {
@@ -2588,21 +2595,30 @@ mod controllers {
             .unwrap();
         wait(api.clone(), "agents", rolled_out(3), "never rolled out").await;
         let seen = tokio::spawn(
-            watcher(api.clone(), watcher::Config::default().fields("metadata.name=agents"))
-                .applied_objects()
-                .take_while(|ds| {
-                    let done = ds.as_ref().is_ok_and(|ds| {
-                        let (generation, observed, _, updated, ready, _) = rolling(ds);
-                        generation > 1 && observed == generation && updated == 3 && ready == 3
-                    });
-                    futures::future::ready(!done)
-                })
-                .filter_map(|ds| futures::future::ready(ds.ok()))
-                .map(|ds| rolling(&ds))
-                .collect::<Vec<_>>(),
+            watcher(
+                api.clone(),
+                watcher::Config::default().fields("metadata.name=agents"),
+            )
+            .applied_objects()
+            .take_while(|ds| {
+                let done = ds.as_ref().is_ok_and(|ds| {
+                    let (generation, observed, _, updated, ready, _) = rolling(ds);
+                    generation > 1 && observed == generation && updated == 3 && ready == 3
+                });
+                futures::future::ready(!done)
+            })
+            .filter_map(|ds| futures::future::ready(ds.ok()))
+            .map(|ds| rolling(&ds))
+            .collect::<Vec<_>>(),
         );
         update_image(&api, "agent:2").await;
-        wait(api.clone(), "agents", rolled_out(3), "the update never rolled out").await;
+        wait(
+            api.clone(),
+            "agents",
+            rolled_out(3),
+            "the update never rolled out",
+        )
+        .await;
         let seen = tokio::time::timeout(PATIENCE, seen)
             .await
             .expect("the watch ended")
@@ -2617,7 +2633,10 @@ mod controllers {
             "updatedNumberScheduled went back: {seen:?}"
         );
         for step in [1, 2] {
-            assert!(updates.contains(&step), "no status at {step} updated: {seen:?}");
+            assert!(
+                updates.contains(&step),
+                "no status at {step} updated: {seen:?}"
+            );
         }
         assert!(
             seen.iter()
@@ -2652,8 +2671,13 @@ mod controllers {
         // The last node in name order: the controller has not reached it yet, or is on it.
         let last = format!("{ns}-2");
         sim.delete_node(&last).await.unwrap();
-        wait(api.clone(), "agents", rolled_out(2), "the rollout never completed on two nodes")
-            .await;
+        wait(
+            api.clone(),
+            "agents",
+            rolled_out(2),
+            "the rollout never completed on two nodes",
+        )
+        .await;
         let left = pods.list(&ListParams::default()).await.unwrap().items;
         assert!(
             left.iter()

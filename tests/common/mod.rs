@@ -138,12 +138,18 @@ impl TestCluster {
     /// on a real API server no kubelet is left to finish their graceful deletion, which would
     /// keep the namespace terminating, and its controller retrying, for good.
     pub async fn cleanup(self) {
-        let pods =
-            Api::<k8s_openapi::api::core::v1::Pod>::namespaced(self.client.clone(), &self.namespace);
+        let pods = Api::<k8s_openapi::api::core::v1::Pod>::namespaced(
+            self.client.clone(),
+            &self.namespace,
+        );
         // A Job controller gone with its test (the simulator's) leaves its tracking finalizer
         // on the pods it had not counted: taken off here, as it would for orphans.
         if let Ok(list) = pods.list(&Default::default()).await {
-            for pod in list.items.iter().filter(|p| p.metadata.finalizers.is_some()) {
+            for pod in list
+                .items
+                .iter()
+                .filter(|p| p.metadata.finalizers.is_some())
+            {
                 let name = pod.metadata.name.as_deref().unwrap_or_default();
                 let patch = json!({"metadata": {"finalizers": null}});
                 let _ = pods
@@ -152,11 +158,11 @@ impl TestCluster {
             }
         }
         let _ = pods
-        .delete_collection(
-            &DeleteParams::default().grace_period(0),
-            &Default::default(),
-        )
-        .await;
+            .delete_collection(
+                &DeleteParams::default().grace_period(0),
+                &Default::default(),
+            )
+            .await;
         let _ = Api::<Namespace>::all(self.client.clone())
             .delete(&self.namespace, &DeleteParams::default())
             .await;

@@ -119,12 +119,18 @@ async fn release(api: &Api<Pod>, pod: &Pod) -> Result<(), SimError> {
         "resourceVersion": pod.metadata.resource_version,
     }});
     match api
-        .patch(name, &super::manager("sandbox-job-controller"), &Patch::Merge(&patch))
+        .patch(
+            name,
+            &super::manager("sandbox-job-controller"),
+            &Patch::Merge(&patch),
+        )
         .await
     {
         Ok(_) => Ok(()),
         Err(e) if is_not_found(&e) => Ok(()),
-        Err(e) => Err(api_error(format!("remove the tracking finalizer of pod {name}"))(e)),
+        Err(e) => Err(api_error(format!(
+            "remove the tracking finalizer of pod {name}"
+        ))(e)),
     }
 }
 

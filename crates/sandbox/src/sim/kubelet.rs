@@ -190,7 +190,11 @@ async fn with_attempt(api: &Api<Pod>, pod: Arc<Pod>) -> Result<Arc<Pod>, SimErro
 }
 
 fn attempt_of(pod: &Pod) -> Option<String> {
-    pod.metadata.annotations.as_ref()?.get(ANNOTATION_ATTEMPT).cloned()
+    pod.metadata
+        .annotations
+        .as_ref()?
+        .get(ANNOTATION_ATTEMPT)
+        .cloned()
 }
 
 /// Writes the container's log text where the sandbox's `/log` reads it.

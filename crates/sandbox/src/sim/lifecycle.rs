@@ -65,7 +65,9 @@ pub fn next_step(
 fn deadline_left(pod: &Pod, now: Timestamp) -> Option<Duration> {
     let seconds = pod.spec.as_ref()?.active_deadline_seconds?;
     let start = pod.status.as_ref()?.start_time.as_ref()?.0;
-    let ends = start.checked_add(jiff::SignedDuration::from_secs(seconds)).ok()?;
+    let ends = start
+        .checked_add(jiff::SignedDuration::from_secs(seconds))
+        .ok()?;
     Some(Duration::try_from(ends.duration_since(now)).unwrap_or(Duration::ZERO))
 }
 

@@ -291,7 +291,9 @@ impl NodeManager {
                     .map_err(api_error(format!("read node {name}")))?;
                 Box::pin(self.clear_not_ready(&fresh)).await
             }
-            Err(e) => Err(api_error(format!("remove the not-ready taint of node {name}"))(e)),
+            Err(e) => Err(api_error(format!(
+                "remove the not-ready taint of node {name}"
+            ))(e)),
         }
     }
 

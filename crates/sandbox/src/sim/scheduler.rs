@@ -72,7 +72,10 @@ pub fn fits(pod: &Pod, node: &Candidate) -> bool {
         .affinity
         .as_ref()
         .and_then(|a| a.node_affinity.as_ref())
-        .and_then(|a| a.required_during_scheduling_ignored_during_execution.as_ref())
+        .and_then(|a| {
+            a.required_during_scheduling_ignored_during_execution
+                .as_ref()
+        })
         .map(|r| r.node_selector_terms.as_slice());
     // Terms are ORed; an empty list of terms matches nothing, as in kube-scheduler.
     let affinity_ok = terms.is_none_or(|terms| terms.iter().any(|t| term_matches(t, node)));
@@ -112,11 +115,17 @@ fn requirement_matches(r: &NodeSelectorRequirement, value: Option<&str>) -> bool
         "Exists" => value.is_some(),
         "DoesNotExist" => value.is_none(),
         "Gt" | "Lt" => {
-            let (Some(v), Some(bound)) = (value.and_then(number), values.first().and_then(|b| number(b)))
-            else {
+            let (Some(v), Some(bound)) = (
+                value.and_then(number),
+                values.first().and_then(|b| number(b)),
+            ) else {
                 return false;
             };
-            if r.operator == "Gt" { v > bound } else { v < bound }
+            if r.operator == "Gt" {
+                v > bound
+            } else {
+                v < bound
+            }
         }
         _ => false,
     }
@@ -154,7 +163,8 @@ struct Ctx {
 pub async fn run(client: Client, namespace: Option<String>, registry: Arc<NodeRegistry>) {
     let node_api: Api<Node> = Api::all(client.clone());
     let (nodes, writer) = reflector::store();
-    let pool_nodes = watcher::Config::default().labels(&format!("{LABEL_POOL}={}", registry.pool()));
+    let pool_nodes =
+        watcher::Config::default().labels(&format!("{LABEL_POOL}={}", registry.pool()));
     let node_watch = reflector(writer, watcher(node_api, pool_nodes))
         .default_backoff()
         .touched_objects()
@@ -221,7 +231,9 @@ async fn reconcile(pod: Arc<Pod>, ctx: Arc<Ctx>) -> Result<Action, SimError> {
         }
         // Bound meanwhile (409) or gone (404): the watch brings the pod's new state.
         Err(kube::Error::Api(s)) if s.code == 409 || s.code == 404 => Ok(Action::await_change()),
-        Err(e) => Err(api_error(format!("bind pod {ns}/{name} to {}", node.name))(e)),
+        Err(e) => Err(api_error(format!("bind pod {ns}/{name} to {}", node.name))(
+            e,
+        )),
     }
 }
 
@@ -257,16 +269,20 @@ mod tests {
         assert!(!fits(&pod(json!({"nodeSelector": {"zone": "b"}})), &n));
         // The term the DaemonSet controller writes: the node by name.
         let by_name = |name: &str| {
-            pod(json!({"affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
-                "nodeSelectorTerms": [{"matchFields": [{"key": "metadata.name", "operator": "In", "values": [name]}]}]
-            }}}}))
+            pod(
+                json!({"affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
+                    "nodeSelectorTerms": [{"matchFields": [{"key": "metadata.name", "operator": "In", "values": [name]}]}]
+                }}}}),
+            )
         };
         assert!(fits(&by_name("n1"), &n));
         assert!(!fits(&by_name("n2"), &n));
         let expr = |op: &str| {
-            pod(json!({"affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
-                "nodeSelectorTerms": [{"matchExpressions": [{"key": "zone", "operator": op, "values": ["a"]}]}]
-            }}}}))
+            pod(
+                json!({"affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
+                    "nodeSelectorTerms": [{"matchExpressions": [{"key": "zone", "operator": op, "values": ["a"]}]}]
+                }}}}),
+            )
         };
         assert!(fits(&expr("In"), &n));
         assert!(!fits(&expr("NotIn"), &n));
@@ -288,11 +304,23 @@ mod tests {
             {"key": "node.kubernetes.io/not-ready", "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 300}
         ]}));
         assert!(!fits(&no_execute, &tainted));
-        assert!(fits(&pod(json!({"tolerations": [{"operator": "Exists"}]})), &tainted));
+        assert!(fits(
+            &pod(json!({"tolerations": [{"operator": "Exists"}]})),
+            &tainted
+        ));
         let soft = node("n2", json!([{"key": "k", "effect": "PreferNoSchedule"}]));
         assert!(fits(&pod(json!({})), &soft));
-        let valued = node("n3", json!([{"key": "k", "value": "v", "effect": "NoSchedule"}]));
-        assert!(fits(&pod(json!({"tolerations": [{"key": "k", "value": "v"}]})), &valued));
-        assert!(!fits(&pod(json!({"tolerations": [{"key": "k", "value": "w"}]})), &valued));
+        let valued = node(
+            "n3",
+            json!([{"key": "k", "value": "v", "effect": "NoSchedule"}]),
+        );
+        assert!(fits(
+            &pod(json!({"tolerations": [{"key": "k", "value": "v"}]})),
+            &valued
+        ));
+        assert!(!fits(
+            &pod(json!({"tolerations": [{"key": "k", "value": "w"}]})),
+            &valued
+        ));
     }
 }
