@@ -128,7 +128,11 @@ fn job_json(name: &str, restart: &str, env: &[(&str, &str)], extra: Value) -> Jo
 /// `FailureTarget` before `Complete` / `Failed`, as kube-controller-manager does from 1.31 on
 /// (the sandbox models 1.31+; the plane in ../shared/k8s runs 1.28).
 async fn interim_conditions(tc: &TestCluster) -> bool {
-    let version = tc.client().apiserver_version().await.expect("server version");
+    let version = tc
+        .client()
+        .apiserver_version()
+        .await
+        .expect("server version");
     let minor: u32 = version
         .minor
         .trim_end_matches('+')
@@ -196,7 +200,10 @@ async fn job_succeeds_with_labelled_owned_pod_and_log() {
     let types: Vec<&str> = conds.iter().map(|c| c.type_.as_str()).collect();
     // 1.31 added the interim condition and the reason of `Complete`.
     let (want, reason) = if interim_conditions(&tc).await {
-        (&["SuccessCriteriaMet", "Complete"][..], Some("CompletionsReached"))
+        (
+            &["SuccessCriteriaMet", "Complete"][..],
+            Some("CompletionsReached"),
+        )
     } else {
         (&["Complete"][..], None)
     };
@@ -826,7 +833,12 @@ async fn a_restarted_simulator_adopts_nodes_and_finishes_running_jobs() {
     let jobs: Api<Job> = Api::namespaced(tc.client(), &ns);
     jobs.create(
         &PostParams::default(),
-        &job_json("long", "Never", &[("CUTOVER_SIM_RUN_MS", "1000")], json!({})),
+        &job_json(
+            "long",
+            "Never",
+            &[("CUTOVER_SIM_RUN_MS", "1000")],
+            json!({}),
+        ),
     )
     .await
     .unwrap();

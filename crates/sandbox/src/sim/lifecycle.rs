@@ -113,18 +113,7 @@ fn deadline_exceeded(pod: &Pod, now: Timestamp) -> PodStatus {
     PodStatus {
         reason: Some("DeadlineExceeded".into()),
         message: Some("Pod was active on the node longer than the specified deadline".into()),
-        container_statuses: Some(container_statuses(pod, |name, image, prev| {
-            ContainerStatus {
-                name: name.into(),
-                image: image.into(),
-                ready: false,
-                started: Some(false),
-                restart_count: prev.map_or(0, |p| p.restart_count),
-                state: Some(killed.clone()),
-                ..Default::default()
-            }
-        })),
-        ..base_status(pod, "Failed", false, Some("PodFailed"), now)
+        ..ended(pod, "Failed", "PodFailed", &killed, now)
     }
 }
 
@@ -340,6 +329,17 @@ fn log_tail(log: &str, lines: usize, bytes: usize) -> &str {
 fn terminated(pod: &Pod, code: i32, behaviour: &Behaviour, now: Timestamp) -> PodStatus {
     let phase = if code == 0 { "Succeeded" } else { "Failed" };
     let state = terminated_state(pod, code, behaviour, now);
+    ended(pod, phase, "PodCompleted", &state, now)
+}
+
+/// The status of a pod that has ended in `phase`, every container in `state`.
+fn ended(
+    pod: &Pod,
+    phase: &str,
+    reason: &str,
+    state: &ContainerState,
+    now: Timestamp,
+) -> PodStatus {
     PodStatus {
         container_statuses: Some(container_statuses(pod, |name, image, prev| {
             ContainerStatus {
@@ -352,7 +352,7 @@ fn terminated(pod: &Pod, code: i32, behaviour: &Behaviour, now: Timestamp) -> Po
                 ..Default::default()
             }
         })),
-        ..base_status(pod, phase, false, Some("PodCompleted"), now)
+        ..base_status(pod, phase, false, Some(reason), now)
     }
 }
 
