@@ -14,7 +14,11 @@
 //! critical path as its own trace events stamp it: the status write, the Job create and the
 //! completion seen, with the Kubernetes API requests the service made during the step.
 //!
-//! `cargo bench --bench cutover` (`-- --runs N`, default 7; `-- --sim-jobs`; `-- --timeline`
+//! With `--real-controllers` (a plane started with `K8S_CONTROLLERS=job,daemonset`), the
+//! cluster's own Job and DaemonSet controllers move the Jobs and the simulator plays only the
+//! nodes; it then also prints, per Job step, where the time goes (controller, pod, service).
+//!
+//! `cargo bench --bench cutover` (`-- --runs N`, default 7; `-- --sim-jobs`; `-- --real-controllers`; `-- --timeline`
 //! also prints the median run's requests with when each was sent and answered).
 
 use catalyst_cutover::contract;
@@ -34,7 +38,7 @@ use kube::runtime::WatchStreamExt;
 use kube::runtime::wait::await_condition;
 use kube::runtime::watcher;
 use kube_sandbox::api::{ApiServer, ApiServerConfig};
-use kube_sandbox::sim::{SimConfig, Simulator};
+use kube_sandbox::sim::{Controllers, SimConfig, Simulator};
 use serde_json::json;
 use std::collections::BTreeMap;
 use std::process::ExitCode;
@@ -87,6 +91,75 @@ struct Mark {
 
 /// When the instant stand-in's write finishing each step's Job returned.
 type Finished = Arc<Mutex<BTreeMap<String, Instant>>>;
+
+/// When the bench's own watches first saw each step's pod made, its pod ended and its Job
+/// `Complete`, by step: where a Job step's time goes when controllers and a kubelet move it.
+#[derive(Debug, Clone, Copy, Default)]
+struct Seen {
+    pod_made: Option<Instant>,
+    pod_ended: Option<Instant>,
+    complete: Option<Instant>,
+}
+
+/// [`Seen`] of every step of a run.
+type Observed = Arc<Mutex<BTreeMap<String, Seen>>>;
+
+/// Watches the namespace's pods and Jobs and stamps in `observed` when each step's pod shows
+/// up, when it has `Succeeded`, and when its Job is `Complete` (and, as the step's end, in
+/// `finished`), until aborted.
+async fn observe(client: kube::Client, ns: String, observed: Observed, finished: Finished) {
+    let step_of = |labels: Option<&BTreeMap<String, String>>| {
+        labels
+            .and_then(|l| l.get(contract::LABEL_JOB_STEP))
+            .cloned()
+    };
+    let pods = watcher(
+        Api::<Pod>::namespaced(client.clone(), &ns),
+        watcher::Config::default(),
+    )
+    .default_backoff()
+    .applied_objects()
+    .for_each(|pod| {
+        if let Ok(pod) = pod
+            && let Some(step) = step_of(pod.metadata.labels.as_ref())
+            && let Ok(mut observed) = observed.lock()
+        {
+            let seen = observed.entry(step).or_default();
+            seen.pod_made.get_or_insert_with(Instant::now);
+            let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
+            if phase == Some("Succeeded") {
+                seen.pod_ended.get_or_insert_with(Instant::now);
+            }
+        }
+        futures::future::ready(())
+    });
+    let jobs = watcher(
+        Api::<Job>::namespaced(client, &ns),
+        watcher::Config::default(),
+    )
+    .default_backoff()
+    .applied_objects()
+    .for_each(|job| {
+        if let Ok(job) = job
+            && job_state(&job) == JobState::Succeeded
+            && let Some(step) = step_of(job.metadata.labels.as_ref())
+        {
+            let now = Instant::now();
+            if let Ok(mut observed) = observed.lock() {
+                observed
+                    .entry(step.clone())
+                    .or_default()
+                    .complete
+                    .get_or_insert(now);
+            }
+            if let Ok(mut finished) = finished.lock() {
+                finished.entry(step).or_insert(now);
+            }
+        }
+        futures::future::ready(())
+    });
+    futures::join!(pods, jobs);
+}
 
 /// Finishes every Job of `api`'s namespace with one status write as soon as the watch sees
 /// it, and stamps the write's return in `finished`; sends on `synced` once listed.
@@ -327,6 +400,12 @@ struct StepFigures {
     requests: u64,
     /// The requests the service sent in that span, in order (shortened).
     sent: Vec<String>,
+    /// Job create returned -> the bench's watch saw the step's pod (the Job controller).
+    pod_made: Option<Duration>,
+    /// Pod seen -> seen `Succeeded` (binding and the kubelet's run).
+    pod_ran: Option<Duration>,
+    /// Pod seen `Succeeded` -> its Job seen `Complete` (the Job controller counting it).
+    counted: Option<Duration>,
 }
 
 fn main() -> ExitCode {
@@ -338,7 +417,13 @@ fn main() -> ExitCode {
         .and_then(|n| n.parse::<usize>().ok())
         .unwrap_or(7)
         .max(5);
-    let sim_jobs = args.iter().any(|a| a == "--sim-jobs");
+    let sim_jobs = if args.iter().any(|a| a == "--real-controllers") {
+        JobsBy::Controllers
+    } else if args.iter().any(|a| a == "--sim-jobs") {
+        JobsBy::Simulator
+    } else {
+        JobsBy::StandIn
+    };
     let timeline = args.iter().any(|a| a == "--timeline");
     let recorder = Recorder::default();
     let filter = tracing_subscriber::filter::Targets::new()
@@ -374,7 +459,12 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run(runs: usize, sim_jobs: bool, timeline: bool, recorder: &Recorder) -> BenchResult<()> {
+async fn run(
+    runs: usize,
+    sim_jobs: JobsBy,
+    timeline: bool,
+    recorder: &Recorder,
+) -> BenchResult<()> {
     let cluster = Cluster::start().await?;
     println!(
         "cutover bench: {} steps (7 job + 1 daemonset-wait) against {}, {NODES} acknowledging nodes \
@@ -382,10 +472,11 @@ async fn run(runs: usize, sim_jobs: bool, timeline: bool, recorder: &Recorder) -
          namespace and service each",
         STEPS.len(),
         cluster.name(),
-        if sim_jobs {
-            "the simulator's Job controller and kubelet (run time zero)"
-        } else {
-            "an instant stand-in (one status write per Job)"
+        match sim_jobs {
+            JobsBy::Simulator => "the simulator's Job controller and kubelet (run time zero)",
+            JobsBy::Controllers =>
+                "the cluster's Job and DaemonSet controllers, the simulator playing the nodes (run time zero)",
+            JobsBy::StandIn => "an instant stand-in (one status write per Job)",
         }
     );
     let mut totals = Vec::with_capacity(runs);
@@ -458,6 +549,9 @@ async fn run(runs: usize, sim_jobs: bool, timeline: bool, recorder: &Recorder) -
             requests.get(requests.len() / 2).copied().unwrap_or(0)
         );
     }
+    if sim_jobs != JobsBy::StandIn {
+        print_controllers_share(&per_step);
+    }
     all_runs.sort_by_key(|r| r.total);
     if let Some(run) = all_runs.get(all_runs.len() / 2) {
         println!(
@@ -481,6 +575,18 @@ async fn run(runs: usize, sim_jobs: bool, timeline: bool, recorder: &Recorder) -
     Ok(())
 }
 
+/// Who finishes the Jobs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum JobsBy {
+    /// A stand-in writing each Job's completion at once.
+    StandIn,
+    /// The simulator's own Job controller and kubelet (`--sim-jobs`).
+    Simulator,
+    /// The cluster's real Job and DaemonSet controllers, the simulator playing only the
+    /// nodes (`--real-controllers`, on a plane started with `K8S_CONTROLLERS`).
+    Controllers,
+}
+
 /// What one run measured.
 struct Run {
     /// POST sent -> the status cache shows the cutover complete.
@@ -497,7 +603,7 @@ struct Run {
 }
 
 /// One cutover in a namespace of its own; returns the whole run and the per-step figures.
-async fn one_run(cluster: &Cluster, sim_jobs: bool, recorder: &Recorder) -> BenchResult<Run> {
+async fn one_run(cluster: &Cluster, sim_jobs: JobsBy, recorder: &Recorder) -> BenchResult<Run> {
     let ns = format!("cb-{}", &uuid::Uuid::new_v4().simple().to_string()[..10]);
     let namespace: Namespace = serde_json::from_value(json!({"metadata": {"name": ns}}))?;
     let namespaces: Api<Namespace> = Api::all(cluster.client.clone());
@@ -525,14 +631,14 @@ async fn one_run(cluster: &Cluster, sim_jobs: bool, recorder: &Recorder) -> Benc
 
 async fn run_in(
     cluster: &Cluster,
-    sim_jobs: bool,
+    sim_jobs: JobsBy,
     recorder: &Recorder,
     ns: &str,
 ) -> BenchResult<Run> {
     let client = cluster.client.clone();
     let daemonsets: Api<DaemonSet> = Api::namespaced(client.clone(), ns);
     daemonsets
-        .create(&PostParams::default(), &daemonset()?)
+        .create(&PostParams::default(), &daemonset(ns)?)
         .await?;
     let configmaps: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
     for (i, (name, wait)) in STEPS.iter().enumerate() {
@@ -548,7 +654,11 @@ async fn run_in(
             pool: ns.to_owned(),
             default_run: Duration::ZERO,
             // The instant stand-in is the only one to act on the Jobs, so no pod is made.
-            job_controller: sim_jobs,
+            controllers: match sim_jobs {
+                JobsBy::StandIn => Controllers::DaemonSets,
+                JobsBy::Simulator => Controllers::All,
+                JobsBy::Controllers => Controllers::NodesOnly,
+            },
         },
     )
     .await?;
@@ -564,7 +674,7 @@ async fn run_in(
         },
     );
     let finished: Finished = Finished::default();
-    let stand_in = if sim_jobs {
+    let stand_in = if sim_jobs != JobsBy::StandIn {
         None
     } else {
         let (tx, rx) = tokio::sync::oneshot::channel();
@@ -598,6 +708,15 @@ async fn run_in(
     }
     let mut status = service.context().store.cache().subscribe();
     let acks = tokio::spawn(last_ack(status.clone(), finished.clone()));
+    let observed = Observed::default();
+    let observer = (sim_jobs != JobsBy::StandIn).then(|| {
+        tokio::spawn(observe(
+            client.clone(),
+            ns.to_owned(),
+            observed.clone(),
+            finished.clone(),
+        ))
+    });
     let http = reqwest::Client::new();
     let requests_before = service.context().metrics.kube_requests_total();
     let started = Instant::now();
@@ -648,7 +767,11 @@ async fn run_in(
     if let Some(task) = stand_in {
         task.abort();
     }
+    if let Some(task) = observer {
+        task.abort();
+    }
     let finished = finished.lock().map(|f| f.clone()).unwrap_or_default();
+    let observed = observed.lock().map(|o| o.clone()).unwrap_or_default();
     let last = marks
         .iter()
         .filter(|m| m.what == What::Succeeded)
@@ -657,7 +780,7 @@ async fn run_in(
         .unwrap_or(started);
     Ok(Run {
         total,
-        steps: figures(&marks, &finished, started, requests_before)?,
+        steps: figures(&marks, &finished, &observed, started, requests_before)?,
         tail: ended_at.saturating_duration_since(last),
         tail_sent: sent_between(&marks, last, ended_at),
         marks,
@@ -693,10 +816,59 @@ async fn last_ack(
     }
 }
 
+/// Per Job step, the median of where its time went while controllers and the kubelet moved
+/// it, and the service's own share: its status write, its Job create and its delivery (the
+/// Job seen `Complete` by the bench -> the runner recording success), the rest being waits
+/// on a controller or a pod.
+fn print_controllers_share(per_step: &[Vec<StepFigures>]) {
+    println!(
+        "\nper Job step, median over the runs, where the time goes (pod made: Job create returned -> \
+         the Job's pod seen; pod ran: -> seen Succeeded (binding and the simulated run); counted: -> \
+         the Job seen Complete (the Job controller); service's own: status write + Job create + \
+         Job seen Complete -> success recorded)"
+    );
+    println!(
+        "   {:<26} {:>10} {:>10} {:>10} {:>15} {:>10}",
+        "step", "pod made", "pod ran", "counted", "service's own", "whole"
+    );
+    let median_of = |v: Vec<Option<Duration>>| {
+        let mut v: Vec<Duration> = v.into_iter().flatten().collect();
+        v.sort();
+        v.get(v.len() / 2).copied()
+    };
+    let show = |d: Option<Duration>| d.map_or_else(|| "-".to_owned(), ms);
+    for (i, (name, wait)) in STEPS.iter().enumerate() {
+        if *wait {
+            continue;
+        }
+        let f = &per_step[i];
+        let own = median_of(
+            f.iter()
+                .map(|f| Some(f.write + f.create.unwrap_or_default() + f.delivery?))
+                .collect(),
+        );
+        let whole = median_of(
+            f.iter()
+                .map(|f| Some(f.write + f.create.unwrap_or_default() + f.seen))
+                .collect(),
+        );
+        println!(
+            "   {:<26} {:>10} {:>10} {:>10} {:>15} {:>10}",
+            name,
+            show(median_of(f.iter().map(|f| f.pod_made).collect())),
+            show(median_of(f.iter().map(|f| f.pod_ran).collect())),
+            show(median_of(f.iter().map(|f| f.counted).collect())),
+            show(own),
+            show(whole),
+        );
+    }
+}
+
 /// The per-step figures of one run's marks.
 fn figures(
     marks: &[Mark],
     finished: &BTreeMap<String, Instant>,
+    observed: &BTreeMap<String, Seen>,
     started: Instant,
     requests: u64,
 ) -> BenchResult<Vec<StepFigures>> {
@@ -715,6 +887,9 @@ fn figures(
         let succeeded = find(What::Succeeded).ok_or_else(|| format!("no success of {name}"))?;
         let created = find(What::Created);
         let after_write = created.as_ref().map_or(recorded.at, |c| c.at);
+        let seen = observed.get(name).copied().unwrap_or_default();
+        let span =
+            |from: Option<Instant>, to: Option<Instant>| Some(to?.saturating_duration_since(from?));
         out.push(StepFigures {
             write: recorded.at.saturating_duration_since(previous_end),
             create: created
@@ -726,6 +901,9 @@ fn figures(
                 .map(|f| succeeded.at.saturating_duration_since(*f)),
             requests: succeeded.requests.saturating_sub(previous_requests),
             sent: sent_between(marks, previous_end, succeeded.at),
+            pod_made: span(created.as_ref().map(|c| c.at), seen.pod_made),
+            pod_ran: span(seen.pod_made, seen.pod_ended),
+            counted: span(seen.pod_ended, seen.complete),
         });
         previous_end = succeeded.at;
         previous_requests = succeeded.requests;
@@ -769,15 +947,19 @@ fn short_path(path: &str) -> String {
     resource_path(path).map_or_else(|| path.to_owned(), |rest| rest.join("/"))
 }
 
-/// The registry-pivot DaemonSet the `daemonset-wait` step follows.
-fn daemonset() -> BenchResult<DaemonSet> {
+/// The registry-pivot DaemonSet the `daemonset-wait` step follows, on the nodes of pool `ns`.
+fn daemonset(ns: &str) -> BenchResult<DaemonSet> {
     Ok(serde_json::from_value(json!({
         "metadata": {"name": DAEMONSET},
         "spec": {
             "selector": {"matchLabels": {"app": DAEMONSET}},
             "template": {
                 "metadata": {"labels": {"app": DAEMONSET}},
-                "spec": {"containers": [{"name": "agent", "image": "busybox:1.36"}]}
+                "spec": {
+                    // On the nodes of this run's own pool (named after its namespace).
+                    "nodeSelector": {kube_sandbox::sim::LABEL_POOL: ns},
+                    "containers": [{"name": "agent", "image": "busybox:1.36"}]
+                }
             }
         }
     }))?)

@@ -74,7 +74,7 @@ async fn setup() -> (ApiServer, Simulator, Service) {
             nodes: 1,
             pool: NS.to_owned(),
             default_run: Duration::from_millis(50),
-            job_controller: true,
+            controllers: kube_sandbox::sim::Controllers::All,
         },
     )
     .await

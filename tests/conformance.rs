@@ -2043,7 +2043,7 @@ async fn pod_logs_come_from_the_kubelet_of_the_pods_node() {
             nodes: 1,
             pool: ns.clone(),
             default_run: Duration::from_millis(50),
-            job_controller: true,
+            controllers: common::controllers(),
         },
     )
     .await
@@ -2187,7 +2187,7 @@ async fn a_role_on_one_name_allows_a_list_and_watch_selecting_that_name() {
         admin_ds
             .create(
                 &PostParams::default(),
-                &common::daemonset(name, "busybox:1.36"),
+                &common::daemonset(name, "busybox:1.36", &ns),
             )
             .await
             .unwrap();
@@ -2325,4 +2325,368 @@ async fn a_role_on_one_name_allows_a_list_and_watch_selecting_that_name() {
         forbidden(refused, "watch", name);
     }
     tc.cleanup().await;
+}
+
+/// The Job and DaemonSet behaviours the engine depends on, as the controllers that move them
+/// show them: the sandbox's own (its simulator's), or a cluster's real ones with the
+/// simulator playing the nodes (`CUTOVER_TEST_REAL_CONTROLLERS=1`).
+mod controllers {
+    use super::common::{self, TestCluster};
+    use futures::StreamExt;
+    use k8s_openapi::api::apps::v1::DaemonSet;
+    use k8s_openapi::api::batch::v1::Job;
+    use k8s_openapi::api::core::v1::Pod;
+    use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+    use kube::runtime::wait::{Condition, await_condition};
+    use kube::runtime::{WatchStreamExt, watcher};
+    use kube_sandbox::sim::{SimConfig, Simulator};
+    use serde_json::json;
+    use std::time::Duration;
+
+    /// Hang guard: a failing pod's replacement waits 10 s behind a real Job controller.
+    const PATIENCE: Duration = Duration::from_secs(90);
+
+    async fn simulator(tc: &TestCluster, nodes: usize) -> Simulator {
+        let ns = tc.namespace().to_owned();
+        Simulator::start(
+            tc.client(),
+            SimConfig {
+                namespace: Some(ns.clone()),
+                nodes,
+                pool: ns,
+                default_run: Duration::from_millis(50),
+                controllers: common::controllers(),
+            },
+        )
+        .await
+        .expect("start simulator")
+    }
+
+    /// A Job of one pod that behaves as `env` tells the simulator.
+    fn job(name: &str, spec: serde_json::Value, env: serde_json::Value) -> Job {
+        let mut spec = spec;
+        spec["template"] = json!({"spec": {
+            "restartPolicy": "Never",
+            "containers": [{"name": "main", "image": "busybox:1.36", "env": env}]
+        }});
+        serde_json::from_value(json!({"metadata": {"name": name}, "spec": spec})).expect("Job")
+    }
+
+    fn condition(job: Option<&Job>, ty: &str) -> Option<(String, String)> {
+        let c = job?
+            .status
+            .as_ref()?
+            .conditions
+            .as_ref()?
+            .iter()
+            .find(|c| c.type_ == ty && c.status == "True")?;
+        Some((
+            c.reason.clone().unwrap_or_default(),
+            c.message.clone().unwrap_or_default(),
+        ))
+    }
+
+    async fn wait<K, C>(api: Api<K>, name: &str, cond: C, what: &str) -> Option<K>
+    where
+        K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + 'static,
+        K::DynamicType: Default + Eq + std::hash::Hash + Clone,
+        C: Condition<K>,
+    {
+        tokio::time::timeout(PATIENCE, await_condition(api, name, cond))
+            .await
+            .unwrap_or_else(|_| panic!("{what}"))
+            .expect("watch")
+    }
+
+    fn job_pods(name: &str) -> ListParams {
+        ListParams::default().labels(&format!("batch.kubernetes.io/job-name={name}"))
+    }
+
+    /// backoffLimit 1: the first failed pod is replaced, the second fails the Job with
+    /// `BackoffLimitExceeded`; two pods in all, both Failed, and `status.failed` 2.
+    #[tokio::test]
+    async fn a_job_failing_twice_with_backoff_limit_one_fails_after_two_pods() {
+        let tc = TestCluster::start().await;
+        let sim = simulator(&tc, 1).await;
+        let jobs: Api<Job> = Api::namespaced(tc.client(), tc.namespace());
+        let env = json!([{"name": "CUTOVER_SIM_OUTCOME", "value": "fail"},
+                         {"name": "CUTOVER_SIM_MESSAGE", "value": "boom"}]);
+        jobs.create(
+            &PostParams::default(),
+            &job("fails", json!({"backoffLimit": 1}), env),
+        )
+        .await
+        .unwrap();
+        let failed = |j: Option<&Job>| condition(j, "Failed").is_some();
+        let job = wait(jobs, "fails", failed, "the Job never failed").await;
+        let (reason, _) = condition(job.as_ref(), "Failed").unwrap();
+        assert_eq!(reason, "BackoffLimitExceeded");
+        assert_eq!(
+            job.as_ref().and_then(|j| j.status.as_ref()?.failed),
+            Some(2)
+        );
+        assert!(condition(job.as_ref(), "Complete").is_none());
+        let pods: Api<Pod> = Api::namespaced(tc.client(), tc.namespace());
+        let listed = pods.list(&job_pods("fails")).await.unwrap().items;
+        assert_eq!(listed.len(), 2, "one pod per attempt");
+        for pod in &listed {
+            let status = pod.status.as_ref().unwrap();
+            assert_eq!(status.phase.as_deref(), Some("Failed"));
+            let state = &status.container_statuses.as_ref().unwrap()[0];
+            let terminated = state.state.as_ref().unwrap().terminated.as_ref().unwrap();
+            assert_eq!(terminated.exit_code, 1);
+            assert_eq!(terminated.message.as_deref(), Some("boom"));
+        }
+        sim.shutdown().await;
+        tc.cleanup().await;
+    }
+
+    /// activeDeadlineSeconds: the Job fails with `DeadlineExceeded` and its running pod is
+    /// deleted.
+    #[tokio::test]
+    async fn an_active_deadline_fails_the_job_and_deletes_its_running_pod() {
+        let tc = TestCluster::start().await;
+        let sim = simulator(&tc, 1).await;
+        let jobs: Api<Job> = Api::namespaced(tc.client(), tc.namespace());
+        let pods: Api<Pod> = Api::namespaced(tc.client(), tc.namespace());
+        let env = json!([{"name": "CUTOVER_SIM_OUTCOME", "value": "hang"}]);
+        jobs.create(
+            &PostParams::default(),
+            &job("slow", json!({"activeDeadlineSeconds": 2}), env),
+        )
+        .await
+        .unwrap();
+        // The pod runs first: the deadline then ends a running pod.
+        let running = tokio::time::timeout(PATIENCE, async {
+            loop {
+                let listed = pods.list(&job_pods("slow")).await.unwrap().items;
+                if listed
+                    .iter()
+                    .any(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"))
+                {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        });
+        running.await.expect("the Job's pod never ran");
+        let failed = |j: Option<&Job>| condition(j, "Failed").is_some();
+        let job = wait(jobs, "slow", failed, "the Job never failed").await;
+        let (reason, _) = condition(job.as_ref(), "Failed").unwrap();
+        assert_eq!(reason, "DeadlineExceeded");
+        let gone = tokio::time::timeout(PATIENCE, async {
+            loop {
+                if pods.list(&job_pods("slow")).await.unwrap().items.is_empty() {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        });
+        gone.await.expect("the running pod was not deleted");
+        sim.shutdown().await;
+        tc.cleanup().await;
+    }
+
+    const TRACKING: &str = "batch.kubernetes.io/job-tracking";
+
+    /// Each pod carries the job-tracking finalizer until the Job's status counts it.
+    #[tokio::test]
+    async fn job_pods_carry_the_tracking_finalizer_until_counted() {
+        let tc = TestCluster::start().await;
+        let sim = simulator(&tc, 1).await;
+        let jobs: Api<Job> = Api::namespaced(tc.client(), tc.namespace());
+        let pods: Api<Pod> = Api::namespaced(tc.client(), tc.namespace());
+        let env = json!([{"name": "CUTOVER_SIM_RUN_MS", "value": "1500"}]);
+        jobs.create(&PostParams::default(), &job("tracked", json!({}), env))
+            .await
+            .unwrap();
+        // While the pod runs, it carries the finalizer.
+        let made = tokio::time::timeout(PATIENCE, async {
+            loop {
+                if let Some(pod) = pods.list(&job_pods("tracked")).await.unwrap().items.pop() {
+                    return pod;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        });
+        let pod = made.await.expect("the Job made no pod");
+        let finalizers = pod.metadata.finalizers.clone().unwrap_or_default();
+        assert!(finalizers.iter().any(|f| f == TRACKING), "{finalizers:?}");
+        let complete = |j: Option<&Job>| condition(j, "Complete").is_some();
+        let job = wait(jobs, "tracked", complete, "the Job never completed").await;
+        assert_eq!(
+            job.as_ref().and_then(|j| j.status.as_ref()?.succeeded),
+            Some(1)
+        );
+        let name = pod.metadata.name.clone().unwrap();
+        let released = |p: Option<&Pod>| {
+            p.is_some_and(|p| {
+                !p.metadata
+                    .finalizers
+                    .iter()
+                    .flatten()
+                    .any(|f| f == TRACKING)
+            })
+        };
+        let pod = wait(pods, &name, released, "the counted pod kept its finalizer").await;
+        assert_eq!(
+            pod.and_then(|p| p.status?.phase).as_deref(),
+            Some("Succeeded")
+        );
+        sim.shutdown().await;
+        tc.cleanup().await;
+    }
+
+    fn rolling(ds: &DaemonSet) -> (i64, i64, i32, i32, i32, i32) {
+        let s = ds.status.clone().unwrap_or_default();
+        (
+            ds.metadata.generation.unwrap_or_default(),
+            s.observed_generation.unwrap_or_default(),
+            s.desired_number_scheduled,
+            s.updated_number_scheduled.unwrap_or_default(),
+            s.number_ready,
+            s.number_available.unwrap_or_default(),
+        )
+    }
+
+    fn rolled_out(nodes: i32) -> impl Condition<DaemonSet> {
+        move |ds: Option<&DaemonSet>| {
+            ds.is_some_and(|ds| {
+                let (generation, observed, desired, updated, ready, available) = rolling(ds);
+                observed == generation
+                    && desired == nodes
+                    && updated == nodes
+                    && ready == nodes
+                    && available == nodes
+            })
+        }
+    }
+
+    /// A DaemonSet of pods that take `run_ms` to become ready, on the test's nodes.
+    fn slow_daemonset(ns: &str, run_ms: &str) -> DaemonSet {
+        let mut ds = common::daemonset("agents", "agent:1", ns);
+        if let Some(spec) = ds.spec.as_mut().and_then(|s| s.template.spec.as_mut()) {
+            spec.containers[0].env = Some(vec![k8s_openapi::api::core::v1::EnvVar {
+                name: "CUTOVER_SIM_RUN_MS".into(),
+                value: Some(run_ms.into()),
+                ..Default::default()
+            }]);
+        }
+        ds
+    }
+
+    async fn update_image(api: &Api<DaemonSet>, image: &str) {
+        let patch = json!({"spec": {"template": {"spec": {"containers": [{"name": "agent", "image": image}]}}}});
+        api.patch("agents", &PatchParams::default(), &Patch::Strategic(&patch))
+            .await
+            .unwrap();
+    }
+
+    /// A template update rolls the pods one node at a time (maxUnavailable 1): the status's
+    /// `updatedNumberScheduled` climbs 0 → 3 through every value between, and no more than
+    /// one node is without an available pod at any moment.
+    #[tokio::test]
+    async fn a_daemonset_update_rolls_node_by_node() {
+        let tc = TestCluster::start().await;
+        let ns = tc.namespace().to_owned();
+        let sim = simulator(&tc, 3).await;
+        let api: Api<DaemonSet> = Api::namespaced(tc.client(), &ns);
+        api.create(&PostParams::default(), &slow_daemonset(&ns, "300"))
+            .await
+            .unwrap();
+        wait(api.clone(), "agents", rolled_out(3), "never rolled out").await;
+        let seen = tokio::spawn(
+            watcher(
+                api.clone(),
+                watcher::Config::default().fields("metadata.name=agents"),
+            )
+            .applied_objects()
+            .take_while(|ds| {
+                let done = ds.as_ref().is_ok_and(|ds| {
+                    let (generation, observed, _, updated, ready, _) = rolling(ds);
+                    generation > 1 && observed == generation && updated == 3 && ready == 3
+                });
+                futures::future::ready(!done)
+            })
+            .filter_map(|ds| futures::future::ready(ds.ok()))
+            .map(|ds| rolling(&ds))
+            .collect::<Vec<_>>(),
+        );
+        update_image(&api, "agent:2").await;
+        wait(
+            api.clone(),
+            "agents",
+            rolled_out(3),
+            "the update never rolled out",
+        )
+        .await;
+        let seen = tokio::time::timeout(PATIENCE, seen)
+            .await
+            .expect("the watch ended")
+            .unwrap();
+        let updates: Vec<i32> = seen
+            .iter()
+            .filter(|(generation, observed, ..)| *generation > 1 && observed == generation)
+            .map(|&(_, _, _, updated, _, _)| updated)
+            .collect();
+        assert!(
+            updates.windows(2).all(|w| w[0] <= w[1]),
+            "updatedNumberScheduled went back: {seen:?}"
+        );
+        for step in [1, 2] {
+            assert!(
+                updates.contains(&step),
+                "no status at {step} updated: {seen:?}"
+            );
+        }
+        assert!(
+            seen.iter()
+                .filter(|(generation, observed, ..)| *generation > 1 && observed == generation)
+                .all(|&(_, _, _, _, _, available)| available >= 2),
+            "more than one node unavailable: {seen:?}"
+        );
+        sim.shutdown().await;
+        tc.cleanup().await;
+    }
+
+    /// A node removed mid-rollout leaves the rollout complete on the nodes that remain.
+    #[tokio::test]
+    async fn a_node_removed_mid_rollout_leaves_the_rollout_complete_without_it() {
+        let tc = TestCluster::start().await;
+        let ns = tc.namespace().to_owned();
+        let sim = simulator(&tc, 3).await;
+        let api: Api<DaemonSet> = Api::namespaced(tc.client(), &ns);
+        api.create(&PostParams::default(), &slow_daemonset(&ns, "500"))
+            .await
+            .unwrap();
+        wait(api.clone(), "agents", rolled_out(3), "never rolled out").await;
+        update_image(&api, "agent:2").await;
+        let started = |ds: Option<&DaemonSet>| {
+            ds.is_some_and(|ds| {
+                let (generation, observed, _, updated, _, _) = rolling(ds);
+                observed == generation && generation > 1 && updated >= 1
+            })
+        };
+        wait(api.clone(), "agents", started, "the update never started").await;
+        let pods: Api<Pod> = Api::namespaced(tc.client(), &ns);
+        // The last node in name order: the controller has not reached it yet, or is on it.
+        let last = format!("{ns}-2");
+        sim.delete_node(&last).await.unwrap();
+        wait(
+            api.clone(),
+            "agents",
+            rolled_out(2),
+            "the rollout never completed on two nodes",
+        )
+        .await;
+        let left = pods.list(&ListParams::default()).await.unwrap().items;
+        assert!(
+            left.iter()
+                .filter(|p| p.metadata.deletion_timestamp.is_none())
+                .all(|p| p.spec.as_ref().and_then(|s| s.node_name.as_deref()) != Some(&last)),
+            "a pod is left on the removed node"
+        );
+        sim.shutdown().await;
+        tc.cleanup().await;
+    }
 }

@@ -85,7 +85,7 @@ impl Env {
                 nodes: 2,
                 pool: ns.clone(),
                 default_run: Duration::from_millis(20),
-                job_controller: true,
+                controllers: common::controllers(),
             },
         )
         .await

@@ -10,6 +10,7 @@ use catalyst_cutover::pivot::{Direction, Directive, ack, files};
 use catalyst_cutover::service::{Service, ServiceConfig};
 use common::{TestCluster, job_step, step_cm};
 use futures::future::join_all;
+use k8s_openapi::api::apps::v1::DaemonSet;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::ConfigMap;
@@ -55,7 +56,7 @@ impl Env {
                 nodes,
                 pool: ns.clone(),
                 default_run: Duration::from_millis(20),
-                job_controller: true,
+                controllers: common::controllers(),
             },
         )
         .await
@@ -71,6 +72,22 @@ impl Env {
                 settings: AgentConfig::demo_settings(),
             },
         );
+        // Rolled out before any cutover, as on a cluster the chart installed (real
+        // controllers take a moment to create, and the simulator to bind and run, the pods).
+        let want = i32::try_from(nodes).expect("node count");
+        let rolled_out = move |ds: Option<&DaemonSet>| {
+            want == 0
+                || ds.and_then(|d| d.status.as_ref()).is_some_and(|s| {
+                    s.desired_number_scheduled == want
+                        && s.updated_number_scheduled == Some(want)
+                        && s.number_ready == want
+                })
+        };
+        let daemonsets: Api<DaemonSet> = Api::namespaced(cluster.client(), &ns);
+        tokio::time::timeout(GUARD, await_condition(daemonsets, DAEMONSET, rolled_out))
+            .await
+            .expect("the DaemonSet rolls out")
+            .expect("watch the DaemonSet");
         Env {
             cluster,
             sim,
@@ -115,6 +132,9 @@ impl Env {
         let mut config = ServiceConfig::new(self.ns());
         config.identity = identity.to_owned();
         config.lease_duration = Duration::from_secs(2);
+        // A failing step fails after two pods: a real Job controller backs off 10 s before
+        // the second (and 20, 40 s before more), which the tests need not wait for.
+        config.render.backoff_limit = 1;
         config
     }
 

@@ -301,6 +301,7 @@ async fn a_leader_whose_lease_and_status_writes_hang_stops_before_another_takes_
             namespace: Some(ns.clone()),
             nodes: 1,
             pool: ns.clone(),
+            controllers: common::controllers(),
             ..SimConfig::default()
         },
     )

@@ -349,6 +349,9 @@ async fn the_page_follows_a_run_shows_the_failure_and_retry_resumes_it() {
     let alice = env.user("alice", Some(common::chart_operator_role())).await;
     let mut config = ServiceConfig::new(env.ns());
     config.auth = AuthConfig::enabled();
+    // The failing step fails after two pods: a real Job controller backs off 10 s before
+    // the second (and 20, 40 s before more).
+    config.render.backoff_limit = 1;
     config.lease_duration = Duration::from_secs(2);
     let service = env.service(config).await;
     let base = service.url();

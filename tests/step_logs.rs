@@ -53,6 +53,9 @@ impl Env {
     async fn service(&self, auth: AuthConfig) -> Service {
         let mut config = ServiceConfig::new(self.ns());
         config.lease_duration = Duration::from_secs(2);
+        // The failing step fails after two pods: a real Job controller backs off 10 s before
+        // the second (and 20, 40 s before more).
+        config.render.backoff_limit = 1;
         config.auth = auth;
         let service = Service::start(self.cluster.config().await, config)
             .await

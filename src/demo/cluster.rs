@@ -70,7 +70,7 @@ impl Sandbox {
                 nodes: options.nodes,
                 pool: "sandbox".to_owned(),
                 default_run: options.default_run,
-                job_controller: true,
+                controllers: kube_sandbox::sim::Controllers::All,
             },
         )
         .await?;

@@ -429,7 +429,7 @@ async fn the_service_runs_a_cutover_under_the_charts_own_rbac() {
     Api::<DaemonSet>::namespaced(admin.clone(), &ns)
         .create(
             &PostParams::default(),
-            &common::daemonset("registry-pivot", "busybox:1.36"),
+            &common::daemonset("registry-pivot", "busybox:1.36", &ns),
         )
         .await
         .expect("create DaemonSet");

@@ -2172,6 +2172,7 @@ pub(crate) async fn pivot_daemonset(
             namespace: Some(ns.clone()),
             nodes: 1,
             pool: ns.clone(),
+            controllers: crate::common::controllers(),
             ..SimConfig::default()
         },
     )

@@ -18,7 +18,7 @@ use k8s_openapi::api::rbac::v1::{ClusterRole, RoleBinding};
 use kube::api::{Api, DeleteParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube_sandbox::api::{ApiServer, ApiServerConfig};
-use kube_sandbox::sim::{SimConfig, Simulator};
+use kube_sandbox::sim::{Controllers, SimConfig, Simulator};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::fmt::Display;
@@ -43,6 +43,26 @@ pub const CHART_PREFLIGHT: &str = "preflight";
 
 /// Environment variable naming a kubeconfig of a real cluster to test against.
 pub const ENV_KUBECONFIG: &str = "CUTOVER_TEST_KUBECONFIG";
+
+/// Environment variable: `1` when the cluster under test runs the real Job and DaemonSet
+/// controllers (kube-controller-manager with `job,daemonset,ttl-after-finished`), so the
+/// simulator must play only the nodes.
+pub const ENV_REAL_CONTROLLERS: &str = "CUTOVER_TEST_REAL_CONTROLLERS";
+
+/// Whether the cluster under test runs the real Job and DaemonSet controllers.
+pub fn real_controllers() -> bool {
+    std::env::var(ENV_REAL_CONTROLLERS).is_ok_and(|v| v == "1")
+}
+
+/// The controllers a test's simulator runs: its own on the sandbox or a bare API server, the
+/// nodes only where the cluster's real controllers run ([`ENV_REAL_CONTROLLERS`]).
+pub fn controllers() -> Controllers {
+    if real_controllers() {
+        Controllers::NodesOnly
+    } else {
+        Controllers::All
+    }
+}
 
 /// A cluster for one test, with a namespace of its own.
 pub struct TestCluster {
@@ -123,17 +143,44 @@ impl TestCluster {
     /// on a real API server no kubelet is left to finish their graceful deletion, which would
     /// keep the namespace terminating, and its controller retrying, for good.
     pub async fn cleanup(self) {
-        let _ = Api::<k8s_openapi::api::core::v1::Pod>::namespaced(
+        let pods = Api::<k8s_openapi::api::core::v1::Pod>::namespaced(
             self.client.clone(),
             &self.namespace,
-        )
-        .delete_collection(
-            &DeleteParams::default().grace_period(0),
-            &Default::default(),
-        )
-        .await;
+        );
+        // A Job controller gone with its test (the simulator's) leaves its tracking finalizer
+        // on the pods it had not counted: taken off here, as it would for orphans.
+        if let Ok(list) = pods.list(&Default::default()).await {
+            for pod in list
+                .items
+                .iter()
+                .filter(|p| p.metadata.finalizers.is_some())
+            {
+                let name = pod.metadata.name.as_deref().unwrap_or_default();
+                let patch = json!({"metadata": {"finalizers": null}});
+                let _ = pods
+                    .patch(name, &Default::default(), &kube::api::Patch::Merge(&patch))
+                    .await;
+            }
+        }
+        let _ = pods
+            .delete_collection(
+                &DeleteParams::default().grace_period(0),
+                &Default::default(),
+            )
+            .await;
         let _ = Api::<Namespace>::all(self.client.clone())
             .delete(&self.namespace, &DeleteParams::default())
+            .await;
+        // Nodes outlive namespaces: a simulator's pool is named after its test's namespace.
+        let _ = Api::<k8s_openapi::api::core::v1::Node>::all(self.client.clone())
+            .delete_collection(
+                &DeleteParams::default(),
+                &kube::api::ListParams::default().labels(&format!(
+                    "{}={}",
+                    kube_sandbox::sim::LABEL_POOL,
+                    self.namespace
+                )),
+            )
             .await;
         if let Some(server) = self.server {
             server.shutdown().await;
@@ -350,26 +397,31 @@ pub async fn member_allowed_within_a_minute(
     .is_ok()
 }
 
-/// A DaemonSet `name` of one container running `image`, its pods labelled `app=<name>`.
-pub fn daemonset(name: &str, image: &str) -> k8s_openapi::api::apps::v1::DaemonSet {
+/// A DaemonSet `name` of one container running `image`, its pods labelled `app=<name>`, on
+/// the nodes of the simulator's `pool` (a DaemonSet runs on every node of the cluster that
+/// its node selector admits: on a cluster shared by tests, that is the test's own pool).
+pub fn daemonset(name: &str, image: &str, pool: &str) -> k8s_openapi::api::apps::v1::DaemonSet {
     serde_json::from_value(json!({
         "metadata": {"name": name},
         "spec": {
             "selector": {"matchLabels": {"app": name}},
             "template": {
                 "metadata": {"labels": {"app": name}},
-                "spec": {"containers": [{"name": "agent", "image": image}]}
+                "spec": {
+                    "nodeSelector": {kube_sandbox::sim::LABEL_POOL: pool},
+                    "containers": [{"name": "agent", "image": image}]
+                }
             }
         }
     }))
     .expect("DaemonSet")
 }
 
-/// Creates the DaemonSet `name` in `ns` (one busybox container), for the simulator to roll
-/// out and daemonset-wait steps to wait for.
+/// Creates the DaemonSet `name` in `ns` (one busybox container) on the nodes of the pool
+/// named after `ns`, for the simulator to roll out and daemonset-wait steps to wait for.
 pub async fn create_daemonset(client: &kube::Client, ns: &str, name: &str) {
     Api::<k8s_openapi::api::apps::v1::DaemonSet>::namespaced(client.clone(), ns)
-        .create(&PostParams::default(), &daemonset(name, "busybox:1.36"))
+        .create(&PostParams::default(), &daemonset(name, "busybox:1.36", ns))
         .await
         .expect("create DaemonSet");
 }
@@ -466,7 +518,7 @@ pub async fn steps_on_one_node(cluster: &TestCluster, steps: &[ConfigMap]) -> Si
             nodes: 1,
             pool: ns,
             default_run: std::time::Duration::from_millis(20),
-            job_controller: true,
+            controllers: controllers(),
         },
     )
     .await

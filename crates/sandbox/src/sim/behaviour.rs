@@ -10,7 +10,8 @@ pub const ENV_RUN_MS: &str = "CUTOVER_SIM_RUN_MS";
 pub const ENV_OUTCOME: &str = "CUTOVER_SIM_OUTCOME";
 /// Env var: the first N attempts fail, whatever the outcome says.
 pub const ENV_FAIL_ATTEMPTS: &str = "CUTOVER_SIM_FAIL_ATTEMPTS";
-/// Env var: the termination message of a failing container.
+/// Env var: the termination message the container writes (to its `terminationMessagePath`),
+/// reported whatever its exit code, as a kubelet reports it.
 pub const ENV_MESSAGE: &str = "CUTOVER_SIM_MESSAGE";
 /// Env var: the termination message of a succeeding container (what a step reports, as the
 /// chart's steps write their outputs on success and their reason on failure).
@@ -41,7 +42,7 @@ pub struct Behaviour {
     pub outcome: Outcome,
     /// Attempts `0..fail_attempts` fail whatever `outcome` says.
     pub fail_attempts: u32,
-    /// Termination message of a failed attempt.
+    /// Termination message of an attempt.
     pub message: Option<String>,
     /// Termination message of a successful attempt.
     pub output: Option<String>,

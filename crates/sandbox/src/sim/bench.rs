@@ -52,7 +52,7 @@ pub async fn daemonset_settle(
             nodes,
             pool: "bench".into(),
             default_run: Duration::ZERO,
-            job_controller: true,
+            controllers: crate::sim::Controllers::All,
         },
     )
     .await?;

@@ -3,8 +3,9 @@
 //! Modelled on the kube-controller-manager Job controller (pkg/controller/job/job_controller.go,
 //! Kubernetes 1.31+) for the case the cutover uses: parallelism 1, completions 1, NonIndexed.
 //! Simplifications, each because the cutover never depends on the difference:
-//! - no `batch.kubernetes.io/job-tracking` finalizer: `status.failed`/`succeeded` never go
-//!   down, so a terminated pod deleted by someone else is still counted once it was seen;
+//! - the `batch.kubernetes.io/job-tracking` finalizer is put on every pod and taken off once
+//!   a pass has counted the pod (no `uncountedTerminatedPods` bookkeeping:
+//!   `status.failed`/`succeeded` never go down, so a counted pod stays counted);
 //! - no exponential back-off delay before a failed pod is replaced (the real controller
 //!   waits 10 s, 20 s, ...): the simulator exists to make runs fast;
 //! - no pod failure policy, success policy, `ttlSecondsAfterFinished` or `status.terminating`.
@@ -22,6 +23,10 @@ use super::pod_state::{self, PodState};
 /// Pod annotation: the 0-based attempt a Job pod stands for, read by the simulated kubelet to
 /// apply `CUTOVER_SIM_FAIL_ATTEMPTS`.
 pub const ANNOTATION_ATTEMPT: &str = "sandbox.catalyst.openova.io/attempt";
+
+/// Finalizer the Job controller puts on its pods until their end is counted in the Job's
+/// status.
+pub const FINALIZER_TRACKING: &str = "batch.kubernetes.io/job-tracking";
 
 /// Label keys the real Job controller puts on its pods.
 pub const LABEL_JOB_NAME: &str = "batch.kubernetes.io/job-name";
@@ -292,6 +297,7 @@ fn pod_for(job: &Job, attempt: i32) -> Pod {
                 controller: Some(true),
                 block_owner_deletion: Some(true),
             }]),
+            finalizers: Some(vec![FINALIZER_TRACKING.into()]),
             ..Default::default()
         },
         spec: template.spec,

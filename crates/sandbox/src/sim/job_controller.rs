@@ -8,15 +8,15 @@ use futures::StreamExt;
 use jiff::Timestamp;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
-use kube::api::{DeleteParams, ListParams, PostParams};
+use kube::api::{DeleteParams, ListParams, Patch, PostParams};
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::watcher;
+use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client};
 
-use super::job::{JobAction, LABEL_CONTROLLER_UID, reconcile_job};
+use super::job::{FINALIZER_TRACKING, JobAction, LABEL_CONTROLLER_UID, reconcile_job};
 use super::nodes::NodeRegistry;
 use super::watched::QuickBackoff;
-use super::{SimError, api_error, is_not_found, scoped};
+use super::{SimError, api_error, is_not_found, pod_state, scoped};
 
 /// Characters of generated name suffixes, as the API server's `generateName` uses.
 const SUFFIX_ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
@@ -30,13 +30,14 @@ struct Ctx {
 pub async fn run(client: Client, namespace: Option<String>, nodes: Arc<NodeRegistry>) {
     let jobs: Api<Job> = scoped(&client, namespace.as_deref());
     let pods: Api<Pod> = scoped(&client, namespace.as_deref());
+    let orphans = release_orphans(client.clone(), namespace.clone());
     let ctx = Arc::new(Ctx { client, nodes });
-    Controller::new(jobs, watcher::Config::default())
+    let controller = Controller::new(jobs, watcher::Config::default())
         .trigger_backoff(QuickBackoff::default())
         .owns(pods, watcher::Config::default())
         .run(reconcile, error_policy, ctx)
-        .for_each(|_| futures::future::ready(()))
-        .await;
+        .for_each(|_| futures::future::ready(()));
+    tokio::join!(controller, orphans);
 }
 
 async fn reconcile(job: Arc<Job>, ctx: Arc<Ctx>) -> Result<Action, SimError> {
@@ -88,7 +89,98 @@ async fn reconcile(job: Arc<Job>, ctx: Arc<Ctx>) -> Result<Action, SimError> {
             JobAction::RequeueAfter(d) => next = Action::requeue(d),
         }
     }
+    // The status now counts every pod that has ended or is going: they are let go.
+    for pod in pods.iter().filter(|p| is_done(p)) {
+        release(&pods_api, pod).await?;
+    }
     Ok(next)
+}
+
+/// Whether the pod has ended or is being deleted, so its Job counts it once and for all.
+fn is_done(pod: &Pod) -> bool {
+    pod.metadata.deletion_timestamp.is_some()
+        || matches!(pod_state::phase(pod), "Succeeded" | "Failed")
+}
+
+/// Takes the tracking finalizer off `pod`, if it has it; a pod gone meanwhile is fine.
+async fn release(api: &Api<Pod>, pod: &Pod) -> Result<(), SimError> {
+    let finalizers = pod.metadata.finalizers.as_deref().unwrap_or_default();
+    if !finalizers.iter().any(|f| f == FINALIZER_TRACKING) {
+        return Ok(());
+    }
+    let kept: Vec<&String> = finalizers
+        .iter()
+        .filter(|f| *f != FINALIZER_TRACKING)
+        .collect();
+    let name = pod_state::name(pod);
+    // The resourceVersion makes it a compare-and-swap: a finalizer added meanwhile stays.
+    let patch = serde_json::json!({"metadata": {
+        "finalizers": kept,
+        "resourceVersion": pod.metadata.resource_version,
+    }});
+    match api
+        .patch(
+            name,
+            &super::manager("sandbox-job-controller"),
+            &Patch::Merge(&patch),
+        )
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(e) if is_not_found(&e) => Ok(()),
+        Err(e) => Err(api_error(format!(
+            "remove the tracking finalizer of pod {name}"
+        ))(e)),
+    }
+}
+
+/// Lets go of the pods of Jobs that are gone (deleted with their pods, or orphaning them),
+/// as the real controller does for orphaned pods, until the task is aborted.
+async fn release_orphans(client: Client, namespace: Option<String>) {
+    let pods: Api<Pod> = scoped(&client, namespace.as_deref());
+    let mut events = std::pin::pin!(
+        watcher(pods, watcher::Config::default())
+            .default_backoff()
+            .applied_objects()
+    );
+    while let Some(event) = events.next().await {
+        let Ok(pod) = event else { continue };
+        let tracked = pod
+            .metadata
+            .finalizers
+            .iter()
+            .flatten()
+            .any(|f| f == FINALIZER_TRACKING);
+        if !tracked || !is_done(&pod) {
+            continue;
+        }
+        let Some(owner) = pod_state::controller_uid(&pod).map(str::to_owned) else {
+            continue;
+        };
+        let ns = pod.metadata.namespace.as_deref().unwrap_or_default();
+        let job_name = pod
+            .metadata
+            .owner_references
+            .iter()
+            .flatten()
+            .find(|o| o.uid == owner)
+            .map(|o| o.name.clone())
+            .unwrap_or_default();
+        let jobs: Api<Job> = Api::namespaced(client.clone(), ns);
+        let orphaned = match jobs.get_opt(&job_name).await {
+            Ok(job) => job.is_none_or(|j| j.metadata.uid.as_deref() != Some(owner.as_str())),
+            Err(error) => {
+                tracing::debug!(%error, "job controller could not read a pod's Job");
+                false
+            }
+        };
+        if orphaned {
+            let api: Api<Pod> = Api::namespaced(client.clone(), ns);
+            if let Err(error) = release(&api, &pod).await {
+                tracing::debug!(%error, "job controller retries an orphan's release later");
+            }
+        }
+    }
 }
 
 /// `<job>-<5 random characters>`, the job name cut so the whole stays a valid name.

@@ -8,12 +8,13 @@ use std::time::Duration;
 use futures::StreamExt;
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Pod;
-use kube::api::{DeleteParams, Patch};
+use kube::api::{DeleteParams, ListParams, Patch};
 use kube::runtime::controller::{self, Action, Controller};
 use kube::runtime::watcher;
 use kube::{Api, Client};
 
 use super::behaviour::Behaviour;
+use super::job::{ANNOTATION_ATTEMPT, LABEL_CONTROLLER_UID};
 use super::lifecycle::{KubeletStep, next_step};
 use super::nodes::NodeRegistry;
 use super::watched::QuickBackoff;
@@ -77,7 +78,11 @@ async fn reconcile(pod: Arc<Pod>, ctx: Arc<Kubelet>) -> Result<Action, SimError>
     }
     let api: Api<Pod> = Api::namespaced(ctx.client.clone(), ns);
     let (behaviour, problems) = Behaviour::from_spec(pod.spec.as_ref(), ctx.default_run);
-    let mut current = pod.clone();
+    let mut current = if behaviour.fail_attempts > 0 {
+        with_attempt(&api, pod.clone()).await?
+    } else {
+        pod.clone()
+    };
     loop {
         let known = ctx.runs().get(&uid).copied();
         let now = Timestamp::now();
@@ -107,6 +112,16 @@ async fn reconcile(pod: Arc<Pod>, ctx: Arc<Kubelet>) -> Result<Action, SimError>
                     // Nothing to wait for: go on from the object just written rather than
                     // from a cache that does not show the write yet.
                     Some(d) if d.is_zero() => {
+                        let mut written = written;
+                        // Keep the attempt number worked out above (not in the API).
+                        if let Some(attempt) = attempt_of(&current) {
+                            written
+                                .metadata
+                                .annotations
+                                .get_or_insert_with(Default::default)
+                                .entry(ANNOTATION_ATTEMPT.to_owned())
+                                .or_insert(attempt);
+                        }
                         current = Arc::new(written);
                         continue;
                     }
@@ -133,6 +148,53 @@ async fn reconcile(pod: Arc<Pod>, ctx: Arc<Kubelet>) -> Result<Action, SimError>
         };
         return Ok(action);
     }
+}
+
+/// `pod`, with its attempt number among its Job's pods when the Job controller that made it
+/// did not write one (a cluster's own controller): the count of the Job's pods that failed.
+/// A pod of no Job, or one that has ended, is left as it is.
+async fn with_attempt(api: &Api<Pod>, pod: Arc<Pod>) -> Result<Arc<Pod>, SimError> {
+    let annotated = pod
+        .metadata
+        .annotations
+        .as_ref()
+        .is_some_and(|a| a.contains_key(ANNOTATION_ATTEMPT));
+    let job = pod
+        .metadata
+        .owner_references
+        .iter()
+        .flatten()
+        .find(|o| o.controller == Some(true) && o.kind == "Job");
+    let (false, Some(job)) = (annotated, job) else {
+        return Ok(pod);
+    };
+    if matches!(pod_state::phase(&pod), "Succeeded" | "Failed") {
+        return Ok(pod);
+    }
+    let siblings = api
+        .list(&ListParams::default().labels(&format!("{LABEL_CONTROLLER_UID}={}", job.uid)))
+        .await
+        .map_err(api_error(format!("list the pods of job {}", job.name)))?;
+    let failed = siblings
+        .items
+        .iter()
+        .filter(|p| p.metadata.uid != pod.metadata.uid && pod_state::phase(p) == "Failed")
+        .count();
+    let mut annotated = (*pod).clone();
+    annotated
+        .metadata
+        .annotations
+        .get_or_insert_with(Default::default)
+        .insert(ANNOTATION_ATTEMPT.to_owned(), failed.to_string());
+    Ok(Arc::new(annotated))
+}
+
+fn attempt_of(pod: &Pod) -> Option<String> {
+    pod.metadata
+        .annotations
+        .as_ref()?
+        .get(ANNOTATION_ATTEMPT)
+        .cloned()
 }
 
 /// Writes the container's log text where the sandbox's `/log` reads it.

@@ -50,6 +50,80 @@ pub fn next_step(
     if pod.metadata.deletion_timestamp.is_some() {
         return KubeletStep::Remove;
     }
+    if matches!(pod_state::phase(pod), "Succeeded" | "Failed") {
+        return KubeletStep::Idle;
+    }
+    match deadline_left(pod, now) {
+        None => lifecycle_step(pod, behaviour, run_started, now),
+        Some(left) if left.is_zero() => write(deadline_exceeded(pod, now), None),
+        Some(left) => within(lifecycle_step(pod, behaviour, run_started, now), left),
+    }
+}
+
+/// What is left of the pod's `activeDeadlineSeconds`, counted from `status.startTime` as a
+/// kubelet counts it; `None` without a deadline or before the pod started.
+fn deadline_left(pod: &Pod, now: Timestamp) -> Option<Duration> {
+    let seconds = pod.spec.as_ref()?.active_deadline_seconds?;
+    let start = pod.status.as_ref()?.start_time.as_ref()?.0;
+    let ends = start
+        .checked_add(jiff::SignedDuration::from_secs(seconds))
+        .ok()?;
+    Some(Duration::try_from(ends.duration_since(now)).unwrap_or(Duration::ZERO))
+}
+
+/// `step`, looking at the pod again no later than `left` from now unless it has ended.
+fn within(step: KubeletStep, left: Duration) -> KubeletStep {
+    match step {
+        KubeletStep::Wait(d) => KubeletStep::Wait(d.min(left)),
+        KubeletStep::Idle => KubeletStep::Wait(left),
+        KubeletStep::Write {
+            status,
+            then,
+            starts_run,
+        } => {
+            let ended = matches!(status.phase.as_deref(), Some("Succeeded" | "Failed"));
+            let then = if ended {
+                then
+            } else {
+                Some(then.map_or(left, |d| d.min(left)))
+            };
+            KubeletStep::Write {
+                status,
+                then,
+                starts_run,
+            }
+        }
+        KubeletStep::Remove => KubeletStep::Remove,
+    }
+}
+
+/// The status a kubelet writes when a pod outlives its `activeDeadlineSeconds`: its
+/// containers killed, the pod Failed with reason `DeadlineExceeded`.
+fn deadline_exceeded(pod: &Pod, now: Timestamp) -> PodStatus {
+    let killed = ContainerState {
+        terminated: Some(ContainerStateTerminated {
+            exit_code: 137,
+            reason: Some("Error".into()),
+            started_at: running_since(pod).map(Time),
+            finished_at: Some(Time(now)),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    PodStatus {
+        reason: Some("DeadlineExceeded".into()),
+        message: Some("Pod was active on the node longer than the specified deadline".into()),
+        ..ended(pod, "Failed", "PodFailed", &killed, now)
+    }
+}
+
+/// The next step of a pod that has neither ended nor outlived its deadline.
+fn lifecycle_step(
+    pod: &Pod,
+    behaviour: &Behaviour,
+    run_started: Option<Timestamp>,
+    now: Timestamp,
+) -> KubeletStep {
     let restart_policy = pod
         .spec
         .as_ref()
@@ -200,11 +274,7 @@ fn terminated_state(pod: &Pod, code: i32, behaviour: &Behaviour, now: Timestamp)
         terminated: Some(ContainerStateTerminated {
             exit_code: code,
             reason: Some(if code == 0 { "Completed" } else { "Error" }.into()),
-            message: if code == 0 {
-                behaviour.output.clone()
-            } else {
-                behaviour.message.clone()
-            },
+            message: termination_message(pod, code, behaviour),
             started_at: running_since(pod).map(Time),
             finished_at: Some(Time(now)),
             ..Default::default()
@@ -213,9 +283,68 @@ fn terminated_state(pod: &Pod, code: i32, behaviour: &Behaviour, now: Timestamp)
     }
 }
 
+/// The most a kubelet keeps of a log as a termination message (`FallbackToLogsOnError`).
+const FALLBACK_LINES: usize = 80;
+/// The most bytes of it.
+const FALLBACK_BYTES: usize = 2048;
+
+/// What a kubelet reports as the container's termination message: what the container wrote
+/// to its `terminationMessagePath` (any exit code: its output when it succeeds, else its
+/// message), else, on a failure under `terminationMessagePolicy: FallbackToLogsOnError`, the
+/// tail of its log.
+fn termination_message(pod: &Pod, code: i32, behaviour: &Behaviour) -> Option<String> {
+    let written = match code {
+        0 => behaviour.output.as_ref().or(behaviour.message.as_ref()),
+        _ => behaviour.message.as_ref(),
+    };
+    if let Some(written) = written {
+        return Some(written.clone());
+    }
+    let fallback = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.containers.first())
+        .and_then(|c| c.termination_message_policy.as_deref())
+        == Some("FallbackToLogsOnError");
+    if code == 0 || !fallback {
+        return None;
+    }
+    let log = behaviour.log.as_deref().filter(|l| !l.is_empty())?;
+    Some(log_tail(log, FALLBACK_LINES, FALLBACK_BYTES).to_owned())
+}
+
+/// The last `lines` lines of `log`, cut to its last `bytes` bytes (at a character boundary).
+fn log_tail(log: &str, lines: usize, bytes: usize) -> &str {
+    let trimmed = log.strip_suffix('\n').unwrap_or(log);
+    let start = trimmed
+        .rmatch_indices('\n')
+        .nth(lines.saturating_sub(1))
+        .map_or(0, |(i, _)| i + 1);
+    let mut tail = &log[start..];
+    if tail.len() > bytes {
+        let mut cut = tail.len() - bytes;
+        while !tail.is_char_boundary(cut) {
+            cut += 1;
+        }
+        tail = &tail[cut..];
+    }
+    tail
+}
+
 fn terminated(pod: &Pod, code: i32, behaviour: &Behaviour, now: Timestamp) -> PodStatus {
     let phase = if code == 0 { "Succeeded" } else { "Failed" };
     let state = terminated_state(pod, code, behaviour, now);
+    ended(pod, phase, "PodCompleted", &state, now)
+}
+
+/// The status of a pod that has ended in `phase`, every container in `state`.
+fn ended(
+    pod: &Pod,
+    phase: &str,
+    reason: &str,
+    state: &ContainerState,
+    now: Timestamp,
+) -> PodStatus {
     PodStatus {
         container_statuses: Some(container_statuses(pod, |name, image, prev| {
             ContainerStatus {
@@ -228,7 +357,7 @@ fn terminated(pod: &Pod, code: i32, behaviour: &Behaviour, now: Timestamp) -> Po
                 ..Default::default()
             }
         })),
-        ..base_status(pod, phase, false, Some("PodCompleted"), now)
+        ..base_status(pod, phase, false, Some(reason), now)
     }
 }
 
@@ -335,6 +464,42 @@ mod tests {
             "a succeeding container's termination message is its output, not the failure's"
         );
         assert_eq!(step(&mut p, &b, t(0), t(200)), KubeletStep::Idle);
+    }
+
+    #[test]
+    fn active_deadline_fails_the_pod_as_a_kubelet_does() {
+        let mut p = pod("Never");
+        p.spec.as_mut().unwrap().active_deadline_seconds = Some(1);
+        let b = behaviour(Outcome::Hang, 0);
+        // The start's own write brings the pod back; from then on the deadline counts.
+        step(&mut p, &b, t(0), t(0));
+        assert_eq!(
+            step(&mut p, &b, t(0), t(400)),
+            KubeletStep::Wait(Duration::from_millis(600))
+        );
+        step(&mut p, &b, t(0), t(1000));
+        assert_eq!(pod_state::phase(&p), "Failed");
+        let status = p.status.as_ref().unwrap();
+        assert_eq!(status.reason.as_deref(), Some("DeadlineExceeded"));
+        assert_eq!(terminated_of(&p).exit_code, 137);
+        assert_eq!(step(&mut p, &b, t(0), t(2000)), KubeletStep::Idle);
+    }
+
+    #[test]
+    fn failed_container_falls_back_to_its_log_when_asked() {
+        let mut p = pod("Never");
+        p.spec.as_mut().unwrap().containers[0].termination_message_policy =
+            Some("FallbackToLogsOnError".into());
+        let mut b = behaviour(Outcome::Fail, 0);
+        b.message = None;
+        b.log = Some("one\ntwo\n".into());
+        step(&mut p, &b, t(0), t(0));
+        step(&mut p, &b, t(0), t(100));
+        assert_eq!(terminated_of(&p).message.as_deref(), Some("one\ntwo\n"));
+        let long: String = (0..100).map(|i| format!("line {i}\n")).collect();
+        assert_eq!(log_tail(&long, 80, 2048).lines().count(), 80);
+        assert!(log_tail(&long, 80, 2048).starts_with("line 20\n"));
+        assert_eq!(log_tail(&long, 80, 10), "8\nline 99\n");
     }
 
     #[test]

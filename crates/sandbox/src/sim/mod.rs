@@ -6,6 +6,8 @@
 //!   decides, [`behaviour`] reads what the pod's template asks for);
 //! - `nodes` keeps the simulated Node objects;
 //! - `daemonset_controller` runs one pod per node per DaemonSet ([`daemonset`] decides);
+//! - [`scheduler`] binds pending pods to the simulated nodes, in the node-only mode where
+//!   a cluster's own Job and DaemonSet controllers create the pods ([`Controllers`]);
 //! - [`watched`] is the paced watch every controller reads through, open to controllers of
 //!   the system under test (such as a node agent) that run beside these.
 
@@ -20,6 +22,7 @@ pub mod kubelet_http;
 pub mod lifecycle;
 mod nodes;
 pub mod pod_state;
+pub mod scheduler;
 pub mod watched;
 
 use std::fmt::Debug;
@@ -33,7 +36,24 @@ use tokio::task::JoinHandle;
 use kubelet_http::KubeletEndpoint;
 use nodes::{NodeManager, NodeRegistry};
 
-pub use nodes::LABEL_POOL;
+pub use nodes::{LABEL_POOL, TAINT_NOT_READY};
+
+/// Which controllers the simulator runs besides its nodes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Controllers {
+    /// Its own Job and DaemonSet controllers, which create their pods already bound to a
+    /// simulated node (an API server with no controller-manager, such as the sandbox).
+    #[default]
+    All,
+    /// Its DaemonSet controller only: something else, acting through the API, finishes the
+    /// Jobs and no Job pod is made.
+    DaemonSets,
+    /// The nodes only, on a cluster whose own Job and DaemonSet controllers create the pods:
+    /// the simulator binds them (as the scheduler does), runs them (as kubelets do), keeps
+    /// its Nodes' heartbeats and removes their `not-ready` taint once Ready (as the node
+    /// lifecycle controller does). It writes no Job or DaemonSet status.
+    NodesOnly,
+}
 
 /// What the simulator runs.
 #[derive(Debug, Clone)]
@@ -47,9 +67,8 @@ pub struct SimConfig {
     pub pool: String,
     /// Run time of a pod whose template does not say.
     pub default_run: Duration,
-    /// Whether the Job controller runs: it gives each Job a pod and follows it to its end.
-    /// Off when something else, acting through the API, finishes the Jobs.
-    pub job_controller: bool,
+    /// The controllers that run besides the nodes.
+    pub controllers: Controllers,
 }
 
 impl Default for SimConfig {
@@ -59,7 +78,7 @@ impl Default for SimConfig {
             nodes: 3,
             pool: "sim".into(),
             default_run: Duration::from_millis(50),
-            job_controller: true,
+            controllers: Controllers::All,
         }
     }
 }
@@ -125,20 +144,27 @@ impl Simulator {
             return Err(err);
         }
         let ns = cfg.namespace.clone();
-        let mut tasks = vec![
-            tokio::spawn(kubelet::run(
+        let mut tasks = vec![tokio::spawn(kubelet::run(
+            client.clone(),
+            ns.clone(),
+            registry.clone(),
+            cfg.default_run,
+        ))];
+        if cfg.controllers == Controllers::NodesOnly {
+            tasks.push(tokio::spawn(scheduler::run(
                 client.clone(),
                 ns.clone(),
                 registry.clone(),
-                cfg.default_run,
-            )),
-            tokio::spawn(daemonset_controller::run(
+            )));
+            tasks.push(tokio::spawn(nodes.clone().heartbeat()));
+        } else {
+            tasks.push(tokio::spawn(daemonset_controller::run(
                 client.clone(),
                 ns.clone(),
                 registry.clone(),
-            )),
-        ];
-        if cfg.job_controller {
+            )));
+        }
+        if cfg.controllers == Controllers::All {
             tasks.push(tokio::spawn(job_controller::run(
                 client.clone(),
                 ns.clone(),

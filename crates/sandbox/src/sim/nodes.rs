@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
 use futures::{StreamExt, stream};
 use k8s_openapi::api::core::v1::{
@@ -23,6 +24,11 @@ use super::{SimError, api_error, is_not_found, scoped};
 pub const LABEL_POOL: &str = "sandbox.catalyst.openova.io/pool";
 /// Node creations in flight at once when a pool is created.
 const PARALLEL_CREATES: usize = 32;
+/// The taint a node is registered with until it is Ready (kube-apiserver's
+/// TaintNodesByCondition admission adds it; the node lifecycle controller removes it).
+pub const TAINT_NOT_READY: &str = "node.kubernetes.io/not-ready";
+/// How often each node reports its Ready condition, as a kubelet's status update does.
+const HEARTBEAT_EVERY: Duration = Duration::from_secs(10);
 /// Standard node label carrying the node's name.
 const LABEL_HOSTNAME: &str = "kubernetes.io/hostname";
 
@@ -84,6 +90,21 @@ impl NodeRegistry {
         }
         let i = self.round_robin.fetch_add(1, Ordering::Relaxed) % nodes.by_name.len();
         nodes.by_name.keys().nth(i).cloned()
+    }
+
+    /// The pool's name.
+    pub fn pool(&self) -> &str {
+        &self.pool
+    }
+
+    /// A counter that moves on at every call, to take candidates in turn.
+    pub fn turn(&self) -> usize {
+        self.round_robin.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// The names of the simulated nodes.
+    pub fn names(&self) -> Vec<String> {
+        self.lock().by_name.keys().cloned().collect()
     }
 
     /// A receiver told about every change of the node set.
@@ -183,10 +204,11 @@ impl NodeManager {
             }
             // An adopted node points at this simulator's kubelet endpoint, not the last one's.
             let patch = serde_json::json!({ "status": ready_status(self.kubelet_port) });
-            nodes
+            let current = nodes
                 .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
                 .await
                 .map_err(api_error(format!("write the status of node {name}")))?;
+            self.clear_not_ready(&current).await?;
             self.registry.insert(&name);
         }
         let missing = count.saturating_sub(existing.items.len());
@@ -224,18 +246,76 @@ impl NodeManager {
             .as_ref()
             .and_then(|s| s.conditions.as_ref())
             .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
-        if !ready {
+        let current = if ready {
+            created
+        } else {
             // A server that drops status on create (as kube-apiserver may) gets it through
             // nodes/status, the way a kubelet reports it.
             let patch = serde_json::json!({ "status": ready_status(self.kubelet_port) });
             nodes
                 .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
                 .await
-                .map_err(api_error(format!("write the status of node {name}")))?;
-        }
+                .map_err(api_error(format!("write the status of node {name}")))?
+        };
+        self.clear_not_ready(&current).await?;
         self.registry.insert(&name);
         tracing::debug!(node = %name, "simulated node added");
         Ok(name)
+    }
+
+    /// Removes the `not-ready` taint from a node that is Ready, as the node lifecycle
+    /// controller does: without that, no pod but those tolerating it is scheduled there, and
+    /// the DaemonSet controller places no pod. A node without the taint costs no call.
+    async fn clear_not_ready(&self, node: &Node) -> Result<(), SimError> {
+        let taints = node.spec.as_ref().and_then(|s| s.taints.as_ref());
+        let Some(taints) = taints.filter(|t| t.iter().any(|t| t.key == TAINT_NOT_READY)) else {
+            return Ok(());
+        };
+        let name = node.metadata.name.as_deref().unwrap_or_default();
+        let kept: Vec<_> = taints.iter().filter(|t| t.key != TAINT_NOT_READY).collect();
+        // The resourceVersion makes this a compare-and-swap: a taint added meanwhile is kept.
+        let patch = serde_json::json!({
+            "metadata": { "resourceVersion": node.metadata.resource_version },
+            "spec": { "taints": kept },
+        });
+        let nodes: Api<Node> = Api::all(self.client.clone());
+        match nodes
+            .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) if is_conflict(&e) => {
+                let fresh = nodes
+                    .get(name)
+                    .await
+                    .map_err(api_error(format!("read node {name}")))?;
+                Box::pin(self.clear_not_ready(&fresh)).await
+            }
+            Err(e) => Err(api_error(format!(
+                "remove the not-ready taint of node {name}"
+            ))(e)),
+        }
+    }
+
+    /// Reports every simulated node Ready every ten seconds, as kubelets post their status,
+    /// until the task is aborted. A failed report is tried again at the next beat.
+    pub async fn heartbeat(self) {
+        let nodes: Api<Node> = Api::all(self.client.clone());
+        let mut beat = tokio::time::interval(HEARTBEAT_EVERY);
+        beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        beat.tick().await;
+        loop {
+            beat.tick().await;
+            for name in self.registry.names() {
+                let patch = serde_json::json!({ "status": ready_status(self.kubelet_port) });
+                if let Err(error) = nodes
+                    .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
+                    .await
+                {
+                    tracing::debug!(node = %name, %error, "node heartbeat failed");
+                }
+            }
+        }
     }
 
     /// Deletes a simulated node and, as the pod garbage collector does, the pods bound to it.
