@@ -27,8 +27,14 @@ use std::sync::{Arc, Mutex, PoisonError};
 pub struct StartRequest {
     /// Resume a failed cutover from its failed step instead of answering 409; absent: no
     /// on `POST /cutover`, yes on the console's start route.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "present_bool")]
     pub retry: Option<bool>,
+}
+
+/// A boolean that, when the key is there, must be one: `"retry": null` is refused like any
+/// other value that is not `true` or `false` (absent is [`None`] through `default`).
+fn present_bool<'de, D: serde::Deserializer<'de>>(value: D) -> Result<Option<bool>, D::Error> {
+    bool::deserialize(value).map(Some)
 }
 
 /// The answer of start and retry: what happened, and the status after it.
@@ -446,6 +452,21 @@ mod tests {
     use crate::contract;
     use std::cell::Cell;
     use std::convert::Infallible;
+
+    #[test]
+    fn a_start_body_takes_retry_as_a_boolean_or_not_at_all() {
+        let parse = |body: &str| serde_json::from_str::<StartRequest>(body).map(|r| r.retry);
+        assert_eq!(parse("{}").unwrap(), None);
+        assert_eq!(parse(r#"{"retry": true}"#).unwrap(), Some(true));
+        assert_eq!(parse(r#"{"retry": false}"#).unwrap(), Some(false));
+        for refused in [
+            r#"{"retry": null}"#,
+            r#"{"retry": "yes"}"#,
+            r#"{"other": 1}"#,
+        ] {
+            assert!(parse(refused).is_err(), "{refused}");
+        }
+    }
 
     fn plan(step: &str) -> Arc<StepPlan> {
         let cm: ConfigMap = serde_json::from_value(serde_json::json!({
