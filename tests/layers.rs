@@ -2,7 +2,7 @@
 //! layers below its own: the graph reads downward and has no circles. This test derives the
 //! graph from `src/` (every `crate::<module>` path, in code, `use` trees and macro input
 //! alike, and `super::` paths that climb out of a top-level module) and checks it against
-//! [`LAYERS`], the table the README's "How it works" explains.
+//! [`LAYERS`], the table `docs/architecture.md` explains.
 
 use proc_macro2::{Delimiter, TokenStream, TokenTree};
 use std::collections::BTreeSet;
@@ -227,7 +227,7 @@ fn the_product_crate_uses_only_the_layers_below_each_module() {
     let violations = check(LAYERS, &files).unwrap();
     assert!(
         violations.is_empty(),
-        "the layer order (tests/layers.rs LAYERS, README \"How it works\") is broken:\n{violations:#?}"
+        "the layer order (tests/layers.rs LAYERS, docs/architecture.md) is broken:\n{violations:#?}"
     );
 }
 
