@@ -621,6 +621,9 @@ async fn memory(bench: &Bench) -> BenchResult<()> {
             "serve",
             "--listen",
             &format!("127.0.0.1:{port}"),
+            // Beside other services on this machine: the probe port on any free one.
+            "--probe-listen",
+            "127.0.0.1:0",
             "--namespace",
             &ns,
             // As the in-process service of the other figures: no bearer token to bring.

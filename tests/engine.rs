@@ -1259,7 +1259,14 @@ async fn serve_logs_json_lines_naming_the_step_and_the_request() {
     );
     let kubeconfig = env.kubeconfig_file();
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_catalyst-cutover"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--namespace"])
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--probe-listen",
+            "127.0.0.1:0",
+        ])
+        .arg("--namespace")
         .arg(env.ns())
         .arg("--kubeconfig")
         .arg(&kubeconfig)
@@ -2520,7 +2527,14 @@ fn serve_process(
     tokio::sync::mpsc::UnboundedReceiver<String>,
 ) {
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_catalyst-cutover"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--lease-duration", "2s"])
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--probe-listen",
+            "127.0.0.1:0",
+        ])
+        .args(["--lease-duration", "2s"])
         // Who may call it is the operator suite's business; this one is about the process.
         .arg("--auth=false")
         .arg("--namespace")
