@@ -53,6 +53,9 @@ impl Env {
     async fn service(&self) -> Service {
         let mut config = ServiceConfig::new(self.ns());
         config.lease_duration = Duration::from_secs(2);
+        // A failing step fails after two pods: a real Job controller backs off 10 s before
+        // the second (and 20, 40 s before more).
+        config.render.backoff_limit = 1;
         config.auth = AuthConfig::disabled();
         let service = Service::start(self.cluster.config().await, config)
             .await

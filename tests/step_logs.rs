@@ -408,7 +408,11 @@ async fn following_a_running_steps_log_streams_lines_as_they_come() {
     // The container never ends: every line arrives while the response is still open.
     tokio::time::timeout(GUARD, async {
         while received != lines {
-            let chunk = stream.next().await.expect("open").expect("chunk");
+            let chunk = stream
+                .next()
+                .await
+                .unwrap_or_else(|| panic!("the stream ended after {received:?}"))
+                .expect("chunk");
             received.push_str(std::str::from_utf8(&chunk).expect("UTF-8"));
             assert!(lines.starts_with(&received), "{received:?}");
         }

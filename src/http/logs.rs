@@ -23,7 +23,7 @@ use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderName, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
-use futures::{AsyncBufRead, AsyncBufReadExt};
+use futures::{AsyncBufRead, AsyncBufReadExt, AsyncReadExt};
 use k8s_openapi::api::core::v1::Pod;
 use kube::ResourceExt;
 use kube::api::{Api, ListParams, LogParams};
@@ -218,22 +218,31 @@ async fn pod_log(
 }
 
 /// The lines of `reader`, each capped at [`MAX_LINE_BYTES`], bytes that are not UTF-8
-/// replaced; only a failed read ends them early.
+/// replaced; only a failed read ends them early. Read a line's worth at a time
+/// (`read_until` through a `take`), so that a line without end costs no more memory.
 fn capped_lines(
     reader: impl AsyncBufRead + Send + Unpin + 'static,
 ) -> impl futures::Stream<Item = std::io::Result<Bytes>> + Send {
     async_stream::try_stream! {
         let mut reader = reader;
         let mut lines = CappedLines::new(MAX_LINE_BYTES);
+        let mut piece = Vec::new();
         loop {
-            let chunk = reader.fill_buf().await?;
-            if chunk.is_empty() {
+            piece.clear();
+            let read = (&mut reader)
+                .take(MAX_LINE_BYTES as u64 + 1)
+                .read_until(b'\n', &mut piece)
+                .await?;
+            if read == 0 {
                 break;
             }
-            let (line, used) = lines.feed(chunk);
-            reader.consume_unpin(used);
-            if let Some(line) = line {
-                yield Bytes::from(line);
+            let mut rest = piece.as_slice();
+            while !rest.is_empty() {
+                let (line, used) = lines.feed(rest);
+                rest = &rest[used..];
+                if let Some(line) = line {
+                    yield Bytes::from(line);
+                }
             }
         }
         if let Some(line) = lines.finish() {
