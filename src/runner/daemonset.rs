@@ -54,28 +54,27 @@ pub async fn wait(
         let current = view.borrow_and_update().clone();
         status_rx.borrow_and_update();
         let acks = ack_data(&current.acks, directive);
+        // Why it still waits is known before the mirror's write, which a loaded API server
+        // may hold until the deadline: the failure must name the nodes, not say nothing.
+        let rollout = match &current.daemonset {
+            Some(ds) => evaluate(ds, &current.pods, &acks),
+            None => Rollout::Waiting(format!("DaemonSet {name} not found")),
+        };
+        if let Rollout::Waiting(reason) = &rollout {
+            progress.send_if_modified(|p| {
+                if p == reason {
+                    false
+                } else {
+                    tracing::debug!(daemonset = %name, %reason, "waiting");
+                    reason.clone_into(p);
+                    true
+                }
+            });
+        }
         mirror(store, &acks, directive).await;
-        match &current.daemonset {
-            Some(ds) => match evaluate(ds, &current.pods, &acks) {
-                Rollout::Done { nodes } => {
-                    tracing::info!(daemonset = %name, nodes = nodes.len(), "every node is on registries v2");
-                    return StepOutcome::Succeeded(crate::status::StepOutputs::default());
-                }
-                Rollout::Waiting(reason) => {
-                    progress.send_if_modified(|p| {
-                        if *p == reason {
-                            false
-                        } else {
-                            tracing::debug!(daemonset = %name, %reason, "waiting");
-                            *p = reason;
-                            true
-                        }
-                    });
-                }
-            },
-            None => {
-                progress.send_replace(format!("DaemonSet {name} not found"));
-            }
+        if let Rollout::Done { nodes } = rollout {
+            tracing::info!(daemonset = %name, nodes = nodes.len(), "every node is on registries v2");
+            return StepOutcome::Succeeded(crate::status::StepOutputs::default());
         }
         tokio::select! {
             changed = view.changed() => if changed.is_err() {

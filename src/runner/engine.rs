@@ -300,7 +300,8 @@ async fn run_step(
             outcome
         }
         StepKind::DaemonSetWait { daemonset } => {
-            let (progress, why) = watch::channel(String::new());
+            let (progress, why) =
+                watch::channel("the agents were not yet directed to v2 in the record".to_owned());
             let view = watches.daemonset(daemonset);
             let work = async {
                 // Every attempt and every resume: the status may show `v2` (a display) while
