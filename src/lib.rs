@@ -17,7 +17,8 @@
 //! - [`steplog`]: every step's log: where it is read from, and the tail kept after it.
 //! - [`events`]: live event frames, their broadcaster and the Kubernetes Events;
 //!   [`auth`]: who may call it (TokenReview, SubjectAccessReview);
-//!   [`request_timeout`]: the kube client's per-request deadline.
+//!   [`request_timeout`]: the kube client's per-request deadline; [`tethers`]: what still
+//!   points upstream.
 //! - [`metrics`]: the Prometheus metrics.
 //! - [`render`]: the Job renderer (handlebars, strict mode); [`migrate`]: the declarative
 //!   migrations of the status ConfigMap (`migrations/`).
@@ -50,3 +51,4 @@ pub mod status;
 pub mod step;
 pub mod steplog;
 pub mod telemetry;
+pub mod tethers;

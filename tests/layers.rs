@@ -17,7 +17,7 @@ const LAYERS: &[&[&str]] = &[
     &["http"],
     &["preflight"],
     &["runner"],
-    &["events", "auth", "request_timeout", "steplog"],
+    &["events", "auth", "request_timeout", "steplog", "tethers"],
     &["metrics"],
     &["render", "migrate"],
     &["status", "step"],
