@@ -57,13 +57,13 @@ pub async fn run(
 ) -> Result<(StatusCode, Json<Report>), ApiError> {
     let Query(query) = query.map_err(|e| ApiError::InvalidQuery(e.body_text()))?;
     let wait = checked_wait(query.wait, DEFAULT_WAIT, ctx.config.request_timeout)?;
-    let data = super::cutover::cached_data(&ctx)?;
+    let data = super::status::cached_data(&ctx)?;
     if Phase::of(&data) == Phase::Running {
         return Err(ApiError::InProgress {
             current_step: get(&data, contract::key::CURRENT_STEP).to_owned(),
         });
     }
-    let plan = super::cutover::validated_plan(&ctx).await?;
+    let plan = ctx.starts.plan().await?;
     if plan.preflight_count() == 0 {
         return Ok((StatusCode::OK, Json(no_preflight())));
     }

@@ -76,7 +76,15 @@ pub(super) fn offline_context() -> Arc<HttpContext> {
         caller_streams: crate::auth::StreamQuota::new(
             ServerConfig::default().max_event_streams_per_caller,
         ),
-        handoff,
+        starts: crate::preflight::Starts::new(
+            client.clone(),
+            "ns",
+            StepPolicy::unrestricted(),
+            "catalyst-cutover-record",
+            store.clone(),
+            handoff,
+        ),
+        auto_fire: crate::preflight::AutoFire::channel().0,
         preflights: Preflights::new(runner),
         client,
         config: HttpConfig {

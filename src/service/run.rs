@@ -6,7 +6,7 @@ use crate::auth::Authenticator;
 use crate::events::EventHub;
 use crate::http::HttpContext;
 use crate::metrics::Metrics;
-use crate::preflight::Preflights;
+use crate::preflight::{AutoFire, Gates, Preflights, Starts};
 use crate::render::{JobRenderer, RenderError};
 use crate::runner::{RunnerContext, engine, lease, rollback};
 use crate::status::{RecordKeeper, StatusCache, StatusStore, StoreError};
@@ -231,6 +231,26 @@ impl Service {
         });
         tasks.spawn(engine::lead(runner.clone()));
         tasks.spawn(rollback::lead(runner.clone()));
+        let starts = Starts::new(
+            client.clone(),
+            &ns,
+            config.step_policy.clone(),
+            &config.record_lease(),
+            store.clone(),
+            handoff,
+        );
+        let preflights = Preflights::new(runner);
+        let (auto_fire, auto_fire_requests) = AutoFire::channel();
+        // With the service's other tasks: its shutdown ends a gate under way (the status keeps
+        // `autoFire=preflight`, and the next login tries again).
+        tasks.spawn(crate::preflight::auto_fire::serve(
+            Gates {
+                preflights: preflights.clone(),
+                starts: starts.clone(),
+                store: store.clone(),
+            },
+            auto_fire_requests,
+        ));
         let ctx = Arc::new(HttpContext {
             auth: authenticator(&client, &config, &ns, &metrics)?,
             client,
@@ -242,8 +262,9 @@ impl Service {
             bodies: Default::default(),
             event_streams,
             caller_streams: crate::auth::StreamQuota::new(config.http.max_event_streams_per_caller),
-            handoff,
-            preflights: Preflights::new(runner),
+            starts,
+            auto_fire,
+            preflights,
         });
 
         let (stop_http, stop_rx) = watch::channel(false);
