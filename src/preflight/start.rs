@@ -445,3 +445,110 @@ fn start_of(request: &StartRequest, at: &str, total_steps: usize) -> Transition 
         retry: request.retry,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::status::model::data_of;
+
+    const T0: &str = "2026-11-23T10:00:00Z";
+
+    fn start(trigger: Trigger, retry: bool) -> Transition {
+        let request = StartRequest {
+            trigger,
+            by: "alice".to_owned(),
+            retry,
+        };
+        start_of(&request, T0, 3)
+    }
+
+    #[test]
+    fn the_transition_decides_and_counts_the_attempt() {
+        let idle = StatusData::new();
+        assert_eq!(
+            decide(&idle, &start(Trigger::Api, false)),
+            Ok(Decision::Start { attempt: 1 })
+        );
+        let failed = data_of(&[
+            ("cutoverPhase", "failed"),
+            ("cutoverAttempt", "4"),
+            ("failedStep", "b"),
+            ("step.b.result", "failed"),
+        ]);
+        assert_eq!(
+            decide(&failed, &start(Trigger::Retry, true)),
+            Ok(Decision::Start { attempt: 5 }),
+            "the attempt the write will make, counted by the transition alone"
+        );
+        assert!(matches!(
+            decide(&failed, &start(Trigger::Api, false)),
+            Err(Rejected::Failed { step, .. }) if step == "b"
+        ));
+        let mut written = failed.clone();
+        start(Trigger::Retry, true).apply(&mut written).unwrap();
+        assert_eq!(attempt_of(&written), 5, "the dry run and the write agree");
+        assert!(resumed(true, &written));
+        assert!(!resumed(false, &written));
+        assert!(!resumed(true, &idle));
+    }
+
+    #[test]
+    fn every_caller_meets_the_same_refusals() {
+        let complete = data_of(&[("cutoverPhase", "complete")]);
+        let running = data_of(&[("cutoverPhase", "running"), ("currentStep", "a")]);
+        let rolled_back = data_of(&[("cutoverPhase", "rolled-back")]);
+        for trigger in [
+            Trigger::Api,
+            Trigger::InternalTrigger,
+            Trigger::FirstLogin,
+            Trigger::Retry,
+        ] {
+            let t = start(trigger, false);
+            assert_eq!(decide(&complete, &t), Ok(Decision::AlreadyComplete));
+            assert!(
+                matches!(decide(&running, &t), Err(Rejected::InProgress { current_step }) if current_step == "a")
+            );
+            // After a rollback, only an operator's start runs the cutover again.
+            let operator = matches!(trigger, Trigger::Api | Trigger::Retry);
+            assert_eq!(
+                decide(&rolled_back, &t).is_ok(),
+                operator,
+                "{}",
+                trigger.as_str()
+            );
+        }
+    }
+
+    #[test]
+    fn only_a_status_that_shows_no_cutover_can_be_a_lost_one() {
+        assert!(may_be_lost(&StatusData::new()));
+        for phase in ["running", "failed", "complete", "rolled-back"] {
+            assert!(
+                !may_be_lost(&data_of(&[("cutoverPhase", phase)])),
+                "{phase}"
+            );
+        }
+    }
+
+    #[test]
+    fn outages_are_not_refusals() {
+        let lost = StartError::StatusLost(StatusLost {
+            record: "catalyst/r".to_owned(),
+            namespace: "catalyst".to_owned(),
+            name: "r".to_owned(),
+            started_at: T0.to_owned(),
+            finished_at: None,
+        });
+        assert!(lost.is_refusal());
+        assert!(lost.to_string().contains("kubectl -n catalyst get lease r"));
+        assert!(StartError::Rejected(Rejected::AlreadyComplete).is_refusal());
+        assert!(!StartError::NotSynced.is_refusal());
+        assert!(!StartError::Store(StoreError::Interrupted).is_refusal());
+        let invalid = crate::step::parse_plan(&[]).expect_err("no steps is a report");
+        let steps = StartError::Steps {
+            namespace: "catalyst".to_owned(),
+            source: Arc::new(DiscoverError::Invalid(invalid)),
+        };
+        assert!(steps.is_refusal());
+    }
+}
