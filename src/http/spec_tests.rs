@@ -7,7 +7,6 @@ use super::{OPENAPI, router, routes};
 use crate::events::EventsConfig;
 use crate::preflight::Preflights;
 use crate::render::{JobRenderer, RenderConfig};
-use crate::runner::{RunnerConfig, RunnerContext};
 use crate::status::{StatusCache, StatusStore};
 use crate::step::{StepPolicy, StepSource};
 use axum::body::Body;
@@ -43,23 +42,11 @@ pub(super) fn offline_context() -> Arc<HttpContext> {
     let config = kube::Config::new("http://127.0.0.1:9".parse().unwrap());
     let client = kube::Client::try_from(config).unwrap();
     let (steps, _driver) = StepSource::follow(client.clone(), "ns");
-    let (_tx, leading) = tokio::sync::watch::channel(false);
     let store = StatusStore::new(client.clone(), "ns", "status", StatusCache::new());
     let metrics = Arc::new(crate::metrics::Metrics::new());
     let handoff = Arc::new(crate::step::PlanHandoff::default());
-    let runner = Arc::new(RunnerContext {
-        client: client.clone(),
-        config: RunnerConfig {
-            namespace: "ns".to_owned(),
-            step_policy: StepPolicy::unrestricted(),
-        },
-        store: store.clone(),
-        renderer: JobRenderer::new(RenderConfig::default()).unwrap(),
-        leading,
-        metrics: metrics.clone(),
-        handoff: handoff.clone(),
-        jobs: crate::runner::watches::JobWatch::follow(&client, "ns").0,
-    });
+    let renderer = Arc::new(JobRenderer::new(RenderConfig::default()).unwrap());
+    let jobs = crate::runner::watches::JobWatch::follow(&client, "ns").0;
     Arc::new(HttpContext {
         auth: crate::auth::Authenticator::new(
             client.clone(),
@@ -85,7 +72,7 @@ pub(super) fn offline_context() -> Arc<HttpContext> {
             handoff,
         ),
         auto_fire: crate::preflight::AutoFire::channel().0,
-        preflights: Preflights::new(runner),
+        preflights: Preflights::new(client.clone(), "ns", renderer, jobs),
         client,
         config: HttpConfig {
             namespace: "ns".to_owned(),

@@ -8,7 +8,7 @@ use super::store::{PreflightStore, StoreError};
 use super::{COMPONENT, CONFIGMAP};
 use crate::contract;
 use crate::render::preflight_job_name;
-use crate::runner::RunnerContext;
+use crate::render::JobRenderer;
 use crate::runner::watches::{JobWatch, RunWatches};
 use crate::runner::{StepOutcome, job};
 use crate::status::model::{get, get_u32};
@@ -41,17 +41,38 @@ impl Started {
     }
 }
 
+/// What a preflight run's Jobs need of the runner's share, and nothing more: not its Lease
+/// signal, its plan hand-off or its metrics (the routes hold [`Preflights`]).
+struct Runs {
+    client: kube::Client,
+    namespace: String,
+    renderer: Arc<JobRenderer>,
+    jobs: JobWatch,
+}
+
 /// Preflight runs in the service's namespace.
 #[derive(Clone)]
 pub struct Preflights {
-    ctx: Arc<RunnerContext>,
+    ctx: Arc<Runs>,
     store: PreflightStore,
 }
 
 impl Preflights {
-    /// Preflight runs with the runner's context `ctx`.
-    pub fn new(ctx: Arc<RunnerContext>) -> Self {
-        let store = PreflightStore::new(ctx.client.clone(), &ctx.config.namespace);
+    /// Preflight runs in `namespace`, their Jobs rendered by the runner's `renderer` and
+    /// followed through its Job watch `jobs`.
+    pub fn new(
+        client: kube::Client,
+        namespace: &str,
+        renderer: Arc<JobRenderer>,
+        jobs: JobWatch,
+    ) -> Self {
+        let store = PreflightStore::new(client.clone(), namespace);
+        let ctx = Arc::new(Runs {
+            client,
+            namespace: namespace.to_owned(),
+            renderer,
+            jobs,
+        });
         Preflights { ctx, store }
     }
 
@@ -79,7 +100,7 @@ impl Preflights {
                 // The run's Job watch, opened once (it also follows the plan's DaemonSets).
                 let watches = RunWatches::open(
                     &self.ctx.client,
-                    &self.ctx.config.namespace,
+                    &self.ctx.namespace,
                     plan,
                     &self.ctx.jobs,
                 );
@@ -108,7 +129,7 @@ impl Preflights {
     /// The latest run's report once run `run` has ended, or as it stands after `wait`.
     pub async fn report_after(&self, run: u32, wait: Duration) -> Result<Report, StoreError> {
         let api: Api<ConfigMap> =
-            Api::namespaced(self.ctx.client.clone(), &self.ctx.config.namespace);
+            Api::namespaced(self.ctx.client.clone(), &self.ctx.namespace);
         let ended = move |cm: Option<&ConfigMap>| {
             cm.and_then(|cm| cm.data.as_ref()).is_none_or(|d| {
                 get_u32(d, KEY_RUN) != run || get(d, KEY_RESULT) != RunResult::Running.as_str()
@@ -132,7 +153,7 @@ impl Preflights {
 
 /// Runs every step of `run` and records each outcome, then the run's.
 async fn drive(
-    ctx: Arc<RunnerContext>,
+    ctx: Arc<Runs>,
     store: PreflightStore,
     watches: RunWatches,
     steps: Vec<Step>,
@@ -188,13 +209,13 @@ async fn record(store: &PreflightStore, change: &Change) -> bool {
 
 /// Runs one preflight step's Job of `run` to its end or its deadline.
 async fn run_step(
-    ctx: &RunnerContext,
+    ctx: &Runs,
     watched: &JobWatch,
     step: &Step,
     run: u32,
     job_name: &str,
 ) -> StepOutcome {
-    let ns = &ctx.config.namespace;
+    let ns = &ctx.namespace;
     let mut rendered = match ctx.renderer.render(step, run, ns) {
         Ok(job) => job,
         Err(err) => return StepOutcome::Failed(format!("could not render the Job: {err}")),

@@ -219,6 +219,8 @@ impl Service {
         let handoff = Arc::new(crate::step::PlanHandoff::default());
         let (jobs, follow_jobs) = crate::runner::watches::JobWatch::follow(&client, &ns);
         tasks.spawn(follow_jobs);
+        let renderer = Arc::new(renderer);
+        let preflights = Preflights::new(client.clone(), &ns, renderer.clone(), jobs.clone());
         let runner = Arc::new(RunnerContext {
             client: client.clone(),
             config: config.runner_config(),
@@ -239,7 +241,6 @@ impl Service {
             store.clone(),
             handoff,
         );
-        let preflights = Preflights::new(runner);
         let (auto_fire, auto_fire_requests) = AutoFire::channel();
         // With the service's other tasks: its shutdown ends a gate under way (the status keeps
         // `autoFire=preflight`, and the next login tries again).
