@@ -448,7 +448,7 @@ fn main() -> ExitCode {
     let recorder = Recorder::default();
     let filter = tracing_subscriber::filter::Targets::new()
         .with_target("catalyst_cutover::runner", tracing::Level::DEBUG)
-        .with_target("catalyst_cutover::http::cutover", tracing::Level::INFO)
+        .with_target("catalyst_cutover::preflight::start", tracing::Level::INFO)
         .with_target("catalyst_cutover::metrics", tracing::Level::TRACE)
         .with_target("catalyst_cutover::demo", tracing::Level::DEBUG);
     let subscriber = tracing_subscriber::registry().with(tracing_subscriber::Layer::with_filter(
