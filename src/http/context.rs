@@ -19,8 +19,6 @@ use std::time::Duration;
 pub struct HttpConfig {
     /// Namespace of the steps, the status ConfigMap and the Jobs.
     pub namespace: String,
-    /// Name of the Lease that elects the runner (the cutover's record is `<name>-record`).
-    pub lease_name: String,
     /// What a step's PodSpec may ask for.
     pub step_policy: StepPolicy,
     /// How long one HTTP request may take.

@@ -47,6 +47,7 @@ pub(super) fn offline_context() -> Arc<HttpContext> {
     let handoff = Arc::new(crate::step::PlanHandoff::default());
     let renderer = Arc::new(JobRenderer::new(RenderConfig::default()).unwrap());
     let jobs = crate::runner::watches::JobWatch::follow(&client, "ns").0;
+    let (work, _) = crate::preflight::work_channel();
     Arc::new(HttpContext {
         auth: crate::auth::Authenticator::new(
             client.clone(),
@@ -71,12 +72,11 @@ pub(super) fn offline_context() -> Arc<HttpContext> {
             store.clone(),
             handoff,
         ),
-        auto_fire: crate::preflight::AutoFire::channel().0,
-        preflights: Preflights::new(client.clone(), "ns", renderer, jobs),
+        auto_fire: crate::preflight::AutoFire::new(work.clone()),
+        preflights: Preflights::new(client.clone(), "ns", renderer, jobs, work),
         client,
         config: HttpConfig {
             namespace: "ns".to_owned(),
-            lease_name: "catalyst-cutover".to_owned(),
             step_policy: StepPolicy::unrestricted(),
             request_timeout: std::time::Duration::from_millis(200),
             auto_fire: true,

@@ -1,9 +1,11 @@
-//! The auto-fire's gate at work: a login that asked for it ([`super::gate::request`]) hands
-//! the operator to [`AutoFire::request`], and the service's task [`serve`] runs the gate:
+//! The auto-fire's gate at work, and the preflight layer's background work: a login that
+//! asked for the gate ([`super::gate::request`]) hands the operator to [`AutoFire::request`],
+//! and the service's task [`serve`] runs the gate:
 //! a preflight run of the preflight steps the cluster holds now (not the cached plan, which
 //! may lag an operator's fix), then the cutover's start for that operator when it passed,
-//! through the one start ([`Starts`]), or the auto-fire held with the reason. Each gate runs
-//! in a task of [`serve`]'s, so the service's shutdown ends them with it.
+//! through the one start ([`Starts`]), or the auto-fire held with the reason. Each gate, and
+//! each preflight run's drive, runs in a task of [`serve`]'s, so the service's shutdown ends
+//! them with it.
 
 use super::gate;
 use super::record::RunResult;
@@ -11,6 +13,8 @@ use super::run::Preflights;
 use super::start::{Prepared, StartError, StartOutcome, StartRequest, Starts, Then};
 use crate::status::model::Phase;
 use crate::status::{StatusStore, Trigger};
+use std::future::Future;
+use std::pin::Pin;
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
@@ -18,28 +22,43 @@ use tokio::task::JoinSet;
 /// How long the gate waits for a report at a time.
 const GATE_POLL: Duration = Duration::from_secs(60);
 
-/// Asks the service's gate task to run the auto-fire's gate for a login.
-#[derive(Debug, Clone)]
-pub struct AutoFire {
-    requests: mpsc::UnboundedSender<String>,
+/// Background work of the preflight layer, which the service's task [`serve`] runs so that
+/// the service's shutdown ends it with the rest.
+pub enum Work {
+    /// The auto-fire's gate for a login of this operator.
+    Gate(String),
+    /// A preflight run's drive ([`Preflights::start_or_join`]).
+    Run(Pin<Box<dyn Future<Output = ()> + Send>>),
 }
 
-/// The gate task's end of [`AutoFire`].
-pub type AutoFireRequests = mpsc::UnboundedReceiver<String>;
+/// Where the preflight layer sends its [`Work`].
+pub type WorkSender = mpsc::UnboundedSender<Work>;
+/// [`serve`]'s end of a [`WorkSender`].
+pub type WorkReceiver = mpsc::UnboundedReceiver<Work>;
+
+/// A channel for [`Work`]. Unbounded: a gate is asked for only by a login of an allow-listed
+/// service account whose write set `autoFire=preflight`, a run only by a request that began
+/// one (the preflight ConfigMap admits one run at a time).
+pub fn work_channel() -> (WorkSender, WorkReceiver) {
+    mpsc::unbounded_channel()
+}
+
+/// Asks the service's task for the auto-fire's gate of a login.
+#[derive(Clone)]
+pub struct AutoFire {
+    work: WorkSender,
+}
 
 impl AutoFire {
-    /// A handle, and the requests [`serve`] takes. Unbounded: a request is made only by a
-    /// login of an allow-listed service account whose write set `autoFire=preflight`, and
-    /// the gates of one plan join one preflight run.
-    pub fn channel() -> (AutoFire, AutoFireRequests) {
-        let (requests, taken) = mpsc::unbounded_channel();
-        (AutoFire { requests }, taken)
+    /// A handle that sends gates to `work`.
+    pub fn new(work: WorkSender) -> Self {
+        AutoFire { work }
     }
 
     /// Asks for the gate of `operator`'s login; false when the service is stopping (the
     /// status keeps `autoFire=preflight`, and the next login tries again).
     pub fn request(&self, operator: &str) -> bool {
-        self.requests.send(operator.to_owned()).is_ok()
+        self.work.send(Work::Gate(operator.to_owned())).is_ok()
     }
 }
 
@@ -54,16 +73,20 @@ pub struct Gates {
     pub store: StatusStore,
 }
 
-/// Runs each requested gate in a task of its own, for the service's life: dropping (or
-/// aborting) this future aborts the gates under way with it. Ends once every [`AutoFire`]
-/// is gone and the last gate has ended.
-pub async fn serve(gates: Gates, mut requests: AutoFireRequests) {
+/// Runs each piece of `work` (gates, preflight runs) in a task of its own, for the service's
+/// life: aborting this future (the service's shutdown) aborts the work under way with it.
+/// `gates` holds a sender itself (its preflight runs drive through it), so it runs until
+/// aborted.
+pub async fn serve(gates: Gates, mut work: WorkReceiver) {
     let mut running = JoinSet::new();
     loop {
         tokio::select! {
-            request = requests.recv() => match request {
-                Some(operator) => {
+            next = work.recv() => match next {
+                Some(Work::Gate(operator)) => {
                     running.spawn(gates.clone().run(operator));
+                }
+                Some(Work::Run(run)) => {
+                    running.spawn(run);
                 }
                 None => break,
             },
@@ -71,12 +94,11 @@ pub async fn serve(gates: Gates, mut requests: AutoFireRequests) {
                 if let Err(err) = ended
                     && err.is_panic()
                 {
-                    tracing::error!(error = %err, "an auto-fire gate panicked; the next login tries again");
+                    tracing::error!(error = %err, "a preflight task panicked");
                 }
             }
         }
     }
-    while running.join_next().await.is_some() {}
 }
 
 impl Gates {
@@ -174,5 +196,57 @@ impl Gates {
         if let Err(err) = held {
             tracing::warn!(error = %err, "could not record why the auto-fire is held; a later login tries again");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::render::{JobRenderer, RenderConfig};
+    use crate::status::StatusCache;
+    use crate::step::StepPolicy;
+    use std::sync::Arc;
+    use tokio::sync::oneshot;
+
+    /// Gates whose API server is unreachable: the task's life is tested, not the cluster.
+    fn offline_gates(work: &WorkSender) -> Gates {
+        let config = kube::Config::new("http://127.0.0.1:9".parse().unwrap());
+        let client = kube::Client::try_from(config).unwrap();
+        let store = StatusStore::new(client.clone(), "ns", "status", StatusCache::new());
+        let renderer = Arc::new(JobRenderer::new(RenderConfig::default()).unwrap());
+        let jobs = crate::runner::watches::JobWatch::follow(&client, "ns").0;
+        Gates {
+            preflights: Preflights::new(client.clone(), "ns", renderer, jobs, work.clone()),
+            starts: Starts::new(
+                client,
+                "ns",
+                StepPolicy::unrestricted(),
+                "catalyst-cutover-record",
+                store.clone(),
+                Arc::default(),
+            ),
+            store,
+        }
+    }
+
+    #[tokio::test]
+    async fn the_work_under_way_ends_with_the_task() {
+        let (work, taken) = work_channel();
+        let served = tokio::spawn(serve(offline_gates(&work), taken));
+        let (began, running) = oneshot::channel::<()>();
+        let (alive, ended) = oneshot::channel::<()>();
+        let piece = async move {
+            let _alive = alive;
+            let _ = began.send(());
+            std::future::pending::<()>().await
+        };
+        assert!(work.send(Work::Run(Box::pin(piece))).is_ok());
+        running.await.unwrap();
+        served.abort();
+        let ended = tokio::time::timeout(Duration::from_secs(5), ended).await;
+        assert!(
+            matches!(ended, Ok(Err(_))),
+            "the piece was dropped with the task, not left running"
+        );
     }
 }

@@ -16,7 +16,7 @@ pub mod run;
 pub mod start;
 pub mod store;
 
-pub use auto_fire::{AutoFire, AutoFireRequests, Gates};
+pub use auto_fire::{AutoFire, Gates, Work, WorkReceiver, WorkSender, work_channel};
 pub use record::{Change, Refused, Report, RunResult, StepReport};
 pub use run::{Preflights, Started};
 pub use start::{Prepared, StartError, StartOutcome, StartRequest, Starts, StatusLost, Then};

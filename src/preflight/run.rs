@@ -3,12 +3,13 @@
 //! check does not hide the next step's), each outcome recorded as it comes. The run goes on
 //! in its own task when the request that began it has been answered.
 
+use super::auto_fire::{Work, WorkSender};
 use super::record::{Change, KEY_RESULT, KEY_RUN, Refused, Report, RunResult};
 use super::store::{PreflightStore, StoreError};
 use super::{COMPONENT, CONFIGMAP};
 use crate::contract;
-use crate::render::preflight_job_name;
 use crate::render::JobRenderer;
+use crate::render::preflight_job_name;
 use crate::runner::watches::{JobWatch, RunWatches};
 use crate::runner::{StepOutcome, job};
 use crate::status::model::{get, get_u32};
@@ -48,6 +49,8 @@ struct Runs {
     namespace: String,
     renderer: Arc<JobRenderer>,
     jobs: JobWatch,
+    /// Where a run's drive goes: a task of the service's.
+    work: WorkSender,
 }
 
 /// Preflight runs in the service's namespace.
@@ -59,12 +62,13 @@ pub struct Preflights {
 
 impl Preflights {
     /// Preflight runs in `namespace`, their Jobs rendered by the runner's `renderer` and
-    /// followed through its Job watch `jobs`.
+    /// followed through its Job watch `jobs`, each run driven by a task `work` takes.
     pub fn new(
         client: kube::Client,
         namespace: &str,
         renderer: Arc<JobRenderer>,
         jobs: JobWatch,
+        work: WorkSender,
     ) -> Self {
         let store = PreflightStore::new(client.clone(), namespace);
         let ctx = Arc::new(Runs {
@@ -72,6 +76,7 @@ impl Preflights {
             namespace: namespace.to_owned(),
             renderer,
             jobs,
+            work,
         });
         Preflights { ctx, store }
     }
@@ -98,19 +103,23 @@ impl Preflights {
                 let run = get_u32(&data, KEY_RUN);
                 tracing::info!(run, by, steps = steps.len(), "preflight run began");
                 // The run's Job watch, opened once (it also follows the plan's DaemonSets).
-                let watches = RunWatches::open(
-                    &self.ctx.client,
-                    &self.ctx.namespace,
-                    plan,
-                    &self.ctx.jobs,
-                );
-                tokio::spawn(drive(
+                let watches =
+                    RunWatches::open(&self.ctx.client, &self.ctx.namespace, plan, &self.ctx.jobs);
+                let driven = self.ctx.work.send(Work::Run(Box::pin(drive(
                     self.ctx.clone(),
                     self.store.clone(),
                     watches,
                     steps,
                     run,
-                ));
+                ))));
+                if driven.is_err() {
+                    // The run stays `running` until it goes stale; a later request then
+                    // begins another.
+                    tracing::warn!(
+                        run,
+                        "the service is stopping; preflight run {run} is not driven"
+                    );
+                }
                 Ok(Started::New(run))
             }
             Err(StoreError::Refused(Refused::Running { run })) => Ok(Started::Joined(run)),
@@ -128,8 +137,7 @@ impl Preflights {
 
     /// The latest run's report once run `run` has ended, or as it stands after `wait`.
     pub async fn report_after(&self, run: u32, wait: Duration) -> Result<Report, StoreError> {
-        let api: Api<ConfigMap> =
-            Api::namespaced(self.ctx.client.clone(), &self.ctx.namespace);
+        let api: Api<ConfigMap> = Api::namespaced(self.ctx.client.clone(), &self.ctx.namespace);
         let ended = move |cm: Option<&ConfigMap>| {
             cm.and_then(|cm| cm.data.as_ref()).is_none_or(|d| {
                 get_u32(d, KEY_RUN) != run || get(d, KEY_RESULT) != RunResult::Running.as_str()

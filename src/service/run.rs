@@ -220,7 +220,14 @@ impl Service {
         let (jobs, follow_jobs) = crate::runner::watches::JobWatch::follow(&client, &ns);
         tasks.spawn(follow_jobs);
         let renderer = Arc::new(renderer);
-        let preflights = Preflights::new(client.clone(), &ns, renderer.clone(), jobs.clone());
+        let (work, work_taken) = crate::preflight::work_channel();
+        let preflights = Preflights::new(
+            client.clone(),
+            &ns,
+            renderer.clone(),
+            jobs.clone(),
+            work.clone(),
+        );
         let runner = Arc::new(RunnerContext {
             client: client.clone(),
             config: config.runner_config(),
@@ -241,16 +248,15 @@ impl Service {
             store.clone(),
             handoff,
         );
-        let (auto_fire, auto_fire_requests) = AutoFire::channel();
-        // With the service's other tasks: its shutdown ends a gate under way (the status keeps
-        // `autoFire=preflight`, and the next login tries again).
+        // With the service's other tasks: its shutdown ends a gate or a preflight run under
+        // way (the status keeps `autoFire=preflight`, and the next login tries again).
         tasks.spawn(crate::preflight::auto_fire::serve(
             Gates {
                 preflights: preflights.clone(),
                 starts: starts.clone(),
                 store: store.clone(),
             },
-            auto_fire_requests,
+            work_taken,
         ));
         let ctx = Arc::new(HttpContext {
             auth: authenticator(&client, &config, &ns, &metrics)?,
@@ -264,7 +270,7 @@ impl Service {
             event_streams,
             caller_streams: crate::auth::StreamQuota::new(config.http.max_event_streams_per_caller),
             starts,
-            auto_fire,
+            auto_fire: AutoFire::new(work),
             preflights,
         });
 
