@@ -277,6 +277,15 @@ impl From<crate::status::rollback::RollbackRefused> for ApiError {
     }
 }
 
+/// A preflight run's record that could not be written or read. The routes only begin runs
+/// (one under way is joined, not refused) and read them, so this is the API server's error,
+/// answered 502 as before.
+impl From<crate::preflight::StoreError> for ApiError {
+    fn from(err: crate::preflight::StoreError) -> Self {
+        ApiError::Upstream(err.to_string())
+    }
+}
+
 /// A start that did not happen: every caller's refusals answer alike.
 impl From<crate::preflight::StartError> for ApiError {
     fn from(err: crate::preflight::StartError) -> Self {
