@@ -11,37 +11,14 @@ use super::gate;
 use super::record::RunResult;
 use super::run::Preflights;
 use super::start::{Prepared, StartError, StartOutcome, StartRequest, Starts, Then};
+use super::work::{Work, WorkReceiver, WorkSender};
 use crate::status::model::Phase;
 use crate::status::{StatusStore, Trigger};
-use std::future::Future;
-use std::pin::Pin;
 use std::time::Duration;
-use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
 /// How long the gate waits for a report at a time.
 const GATE_POLL: Duration = Duration::from_secs(60);
-
-/// Background work of the preflight layer, which the service's task [`serve`] runs so that
-/// the service's shutdown ends it with the rest.
-pub enum Work {
-    /// The auto-fire's gate for a login of this operator.
-    Gate(String),
-    /// A preflight run's drive ([`Preflights::start_or_join`]).
-    Run(Pin<Box<dyn Future<Output = ()> + Send>>),
-}
-
-/// Where the preflight layer sends its [`Work`].
-pub type WorkSender = mpsc::UnboundedSender<Work>;
-/// [`serve`]'s end of a [`WorkSender`].
-pub type WorkReceiver = mpsc::UnboundedReceiver<Work>;
-
-/// A channel for [`Work`]. Unbounded: a gate is asked for only by a login of an allow-listed
-/// service account whose write set `autoFire=preflight`, a run only by a request that began
-/// one (the preflight ConfigMap admits one run at a time).
-pub fn work_channel() -> (WorkSender, WorkReceiver) {
-    mpsc::unbounded_channel()
-}
 
 /// Asks the service's task for the auto-fire's gate of a login.
 #[derive(Clone)]
@@ -202,6 +179,7 @@ impl Gates {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::preflight::work_channel;
     use crate::render::{JobRenderer, RenderConfig};
     use crate::status::StatusCache;
     use crate::step::StepPolicy;
