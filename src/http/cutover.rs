@@ -116,6 +116,7 @@ pub async fn begin(
         StartOutcome::AlreadyComplete { data } => {
             (StatusCode::OK, "cutover-already-complete", data)
         }
+        // A plain start keeps nothing out of its write: no such answer exists.
         StartOutcome::Skipped { answer, .. } => match answer {},
     };
     Ok((

@@ -481,4 +481,46 @@ mod tests {
             "{invalid}"
         );
     }
+
+    #[test]
+    fn every_start_refusal_has_one_answer() {
+        use crate::preflight::{StartError, StatusLost};
+        use crate::status::{Rejected, StoreError};
+        use std::sync::Arc;
+        let answer = |err: StartError| {
+            let api = ApiError::from(err);
+            (api.status().as_u16(), api.code())
+        };
+        let lost = StatusLost {
+            record: "catalyst/catalyst-cutover-record".to_owned(),
+            namespace: "catalyst".to_owned(),
+            name: "catalyst-cutover-record".to_owned(),
+            started_at: "2026-11-23T10:00:00Z".to_owned(),
+            finished_at: None,
+        };
+        assert_eq!(answer(StartError::StatusLost(lost)), (409, "status-lost"));
+        let failed = Rejected::Failed {
+            step: "a".to_owned(),
+            error: "e".to_owned(),
+        };
+        assert_eq!(
+            answer(StartError::Rejected(failed.clone())),
+            (409, "cutover-failed")
+        );
+        assert_eq!(
+            ApiError::from(StoreError::Rejected(failed)).code(),
+            "cutover-failed",
+            "a refusal met in the write answers as one met before it"
+        );
+        let steps = StartError::Steps {
+            namespace: "catalyst".to_owned(),
+            source: Arc::new(crate::step::DiscoverError::Invalid(report_of(&[]))),
+        };
+        assert_eq!(answer(steps), (424, "no-steps-found"));
+        assert_eq!(answer(StartError::NotSynced), (503, "unavailable"));
+        assert_eq!(
+            answer(StartError::Store(StoreError::Interrupted)),
+            (503, "unavailable")
+        );
+    }
 }
