@@ -1,135 +1,14 @@
-//! The event-stream frames (contract: `event: <phase>` + `data: {time, phase, level,
-//! message, step?, jobName?}`), derived from two successive states of the status ConfigMap.
-//! Pure: a watch may coalesce several writes into one change, so the derivation compares
+//! The event-stream frames ([`Frame`]) derived from two successive states of the status
+//! ConfigMap. Pure: a watch may coalesce several writes into one change, so the derivation compares
 //! whole rows and emits every frame the difference implies, in execution order. A change
 //! that ends or changes a run (its phase or its attempt) ends with a `cutover-status`
 //! snapshot, the one frame the admin console reads the run's outcome from.
 
+use super::frame::{Frame, FramePhase, Level};
 use crate::contract::key;
 use crate::status::StatusBody;
 use crate::status::model::{Phase, StatusData, StepResult, StepRow, get};
 use crate::status::transition::ABORTED_BY_PREFIX;
-use serde::Serialize;
-
-/// The kind of a frame: its `event:` line and its `phase` field.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum FramePhase {
-    /// A first attempt of the cutover began.
-    CutoverStarted,
-    /// A failed cutover was retried.
-    CutoverRetried,
-    /// A step's attempt began.
-    CutoverStepStarted,
-    /// A step's attempt succeeded (or was skipped).
-    CutoverStepFinished,
-    /// A step's attempt failed.
-    CutoverStepFailed,
-    /// Someone aborted the cutover.
-    CutoverAborted,
-    /// The cutover cannot go on, with no step to blame.
-    CutoverFailed,
-    /// Every step succeeded.
-    CutoverCompleted,
-    /// An operator asked to roll the registry pivot back.
-    CutoverRollbackStarted,
-    /// Every current node rolled the registry pivot back.
-    CutoverRolledBack,
-    /// The rollback's deadline passed before every current node acknowledged it.
-    CutoverRollbackFailed,
-    /// The status snapshot: sent on connect and after every change that ends or changes a
-    /// run.
-    CutoverStatus,
-    /// The last frame to a client too slow to keep up; the stream closes after it.
-    CutoverStreamLagged,
-}
-
-impl FramePhase {
-    /// The kebab-case name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            FramePhase::CutoverStarted => "cutover-started",
-            FramePhase::CutoverRetried => "cutover-retried",
-            FramePhase::CutoverStepStarted => "cutover-step-started",
-            FramePhase::CutoverStepFinished => "cutover-step-finished",
-            FramePhase::CutoverStepFailed => "cutover-step-failed",
-            FramePhase::CutoverAborted => "cutover-aborted",
-            FramePhase::CutoverFailed => "cutover-failed",
-            FramePhase::CutoverCompleted => "cutover-completed",
-            FramePhase::CutoverRollbackStarted => "cutover-rollback-started",
-            FramePhase::CutoverRolledBack => "cutover-rolled-back",
-            FramePhase::CutoverRollbackFailed => "cutover-rollback-failed",
-            FramePhase::CutoverStatus => "cutover-status",
-            FramePhase::CutoverStreamLagged => "cutover-stream-lagged",
-        }
-    }
-}
-
-/// How serious a frame is: `info`, `warn` or `error`, the levels the admin console knows.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Level {
-    /// Progress.
-    Info,
-    /// Needs attention (an abort, a lagging client).
-    Warn,
-    /// A failure.
-    Error,
-}
-
-/// One frame's data.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Frame {
-    /// RFC 3339 time of the transition.
-    pub time: String,
-    /// The kind.
-    pub phase: FramePhase,
-    /// How serious.
-    pub level: Level,
-    /// What happened, for a person; on a `cutover-status` frame, the status ConfigMap's
-    /// data as a JSON object of strings (the admin console parses it).
-    pub message: String,
-    /// The step concerned.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub step: Option<String>,
-    /// The step's Job (or DaemonSet).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub job_name: Option<String>,
-    /// The status body, steps in execution order: on `cutover-status` frames only.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub status: Option<Box<StatusBody>>,
-}
-
-impl Frame {
-    /// A frame about the cutover as a whole.
-    pub fn cutover(time: &str, phase: FramePhase, level: Level, message: String) -> Frame {
-        Frame {
-            time: time.to_owned(),
-            phase,
-            level,
-            message,
-            step: None,
-            job_name: None,
-            status: None,
-        }
-    }
-
-    /// The `cutover-status` snapshot of `status`: its `message` is the status ConfigMap's
-    /// data (`status.raw`) as JSON, its level that of the phase.
-    pub fn snapshot(time: &str, status: StatusBody) -> Frame {
-        let level = match Phase::of(&status.raw) {
-            Phase::Failed | Phase::RollbackFailed => Level::Error,
-            _ => Level::Info,
-        };
-        // A map of strings always serializes; the fallback only keeps the frame valid JSON.
-        let message = serde_json::to_string(&status.raw).unwrap_or_else(|_| "{}".to_owned());
-        Frame {
-            status: Some(Box::new(status)),
-            ..Frame::cutover(time, FramePhase::CutoverStatus, level, message)
-        }
-    }
-}
 
 /// The frames that lead from `prev` to `next`: cutover start first, then each step in
 /// `order` (steps only found in the data follow), then the cutover's end. `now` dates

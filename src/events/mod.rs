@@ -1,14 +1,16 @@
-//! Live events: the contract's event-stream frames, derived purely from successive status
-//! snapshots ([`frames`]), so every replica sees every transition whoever wrote it; a
+//! Live events: the contract's event-stream frames ([`frame`]), derived purely from
+//! successive status snapshots ([`frames`]), so every replica sees every transition whoever wrote it; a
 //! broadcaster with ids and a replay buffer ([`hub`]); and the Kubernetes Events the leader
 //! records on the status ConfigMap ([`recorder`]).
 
+pub mod frame;
 pub mod frames;
 pub mod hub;
 pub mod recorder;
 pub mod rollback;
 
-pub use frames::{Frame, FramePhase, Level, derive};
+pub use frame::{Frame, FramePhase, Level};
+pub use frames::derive;
 pub use hub::{EventHub, Numbered, Subscription};
 
 use std::time::Duration;

@@ -1,7 +1,7 @@
 //! The frames of a registry-pivot rollback (`cutover-rollback-started`,
 //! `cutover-rolled-back`, `cutover-rollback-failed`), from the status it reached. Pure.
 
-use super::frames::{Frame, FramePhase, Level};
+use super::frame::{Frame, FramePhase, Level};
 use crate::status::model::{Phase, StatusData};
 use crate::status::rollback::{LEAVES_ALONE, RollbackRecord};
 
@@ -43,16 +43,6 @@ pub fn frame(phase: Phase, data: &StatusData, now: &str) -> Option<Frame> {
         Phase::Idle | Phase::Running | Phase::Failed | Phase::Complete => return None,
     };
     Some(frame)
-}
-
-/// The `result` label of the rollback counter a frame of `phase` counts under, if any.
-pub fn metric_result(phase: FramePhase) -> Option<&'static str> {
-    match phase {
-        FramePhase::CutoverRollbackStarted => Some("requested"),
-        FramePhase::CutoverRolledBack => Some("rolled-back"),
-        FramePhase::CutoverRollbackFailed => Some("failed"),
-        _ => None,
-    }
 }
 
 #[cfg(test)]
