@@ -25,8 +25,7 @@ use std::process::Command;
 use std::sync::OnceLock;
 
 use catalyst_cutover::contract::{self, key};
-use catalyst_cutover::status::model::KEY_SCHEMA_VERSION;
-use catalyst_cutover::status::store::initial_data;
+use catalyst_cutover::status::model::{KEY_SCHEMA_VERSION, initial_data};
 use catalyst_cutover::step::{StepKind, load_dir, parse_plan};
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
 use k8s_openapi::api::batch::v1::Job;

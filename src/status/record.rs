@@ -33,9 +33,8 @@
 //! lost while the cutover ran again after a rollback comes back failed, saying so (never
 //! complete on the strength of the run the rollback undid).
 
-use super::model::{KEY_PHASE, Phase, StatusData, get};
+use super::model::{KEY_PHASE, Phase, StatusData, get, initial_data};
 use super::rollback::KEY_REQUESTED_AT;
-use super::store::initial_data;
 use crate::contract::{key, pivot, registries};
 use crate::pivot::{Direction, Directive};
 use crate::retry::{Backoff, is_status};

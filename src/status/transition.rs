@@ -4,7 +4,7 @@
 
 use super::model::{
     KEY_CUTOVER_ATTEMPT, KEY_PHASE, KEY_TRIGGER, KEY_TRIGGERED_BY, Phase, STEP_ATTEMPT, StatusData,
-    StepResult, StepRow, get, get_u32,
+    StepResult, StepRow, get, get_u32, set,
 };
 use super::output::{FIGURES, StepOutputs, output_key, output_prefix};
 use super::rollback::{KEY_REQUESTED_AT, KEY_REQUESTED_BY, RollbackRefused, forget_node_acks};
@@ -467,17 +467,6 @@ fn clear_outputs(data: &mut StatusData, step: &str) {
 /// A name (of a caller, an operator) as recorded: one line, nothing a terminal acts on.
 fn one_line(name: &str) -> String {
     sanitize::recorded(name, Lines::One).into_owned()
-}
-
-/// Sets `key` to `value`, leaving the map untouched when it already holds it. Every value
-/// the state machine records passes here, so none carries a control or
-/// bidirectional-formatting character (a failed pod's words in `lastError`, a caller's name)
-/// to whoever reads the status on a terminal; line breaks stay (multi-line reasons).
-pub(super) fn set(data: &mut StatusData, key: &str, value: &str) {
-    let value = sanitize::recorded(value, Lines::Keep);
-    if data.get(key).map(String::as_str) != Some(value.as_ref()) {
-        data.insert(key.to_owned(), value.into_owned());
-    }
 }
 
 fn set_step(data: &mut StatusData, step: &str, field: &str, value: &str) {
