@@ -3,8 +3,8 @@
 //! channel. Sending never waits for a receiver, so a slow client cannot stall the engine
 //! or the other clients: it lags, and its stream is closed.
 
+use super::derive::derive;
 use super::frame::Frame;
-use super::frames::derive;
 use crate::metrics::Metrics;
 use crate::status::model::{Phase, StatusData, StepRow};
 use crate::status::{StatusCache, StepResult, now_rfc3339};
@@ -117,7 +117,7 @@ impl EventHub {
         self.metrics.set_phase(Phase::of(next));
         for frame in frames {
             if let Some(result) = frame.phase.rollback_result() {
-                let pending = crate::status::rollback::RollbackRecord::read(next)
+                let pending = crate::status::rollback_transition::RollbackRecord::read(next)
                     .map_or(0, |r| r.pending_nodes.len());
                 self.metrics.rollback(result, pending);
             }

@@ -41,7 +41,7 @@ pub enum Phase {
     /// Every step succeeded.
     Complete,
     /// An operator asked to undo the registry pivot; the runner follows the nodes'
-    /// acknowledgements (see [`super::rollback`]).
+    /// acknowledgements (see [`super::rollback_transition`]).
     RollingBack,
     /// Every current node acknowledged the rollback of the registry pivot.
     RolledBack,

@@ -7,7 +7,9 @@ use super::model::{
     StepResult, StepRow, get, get_u32, set,
 };
 use super::output::{FIGURES, StepOutputs, output_key, output_prefix};
-use super::rollback::{KEY_REQUESTED_AT, KEY_REQUESTED_BY, RollbackRefused, forget_node_acks};
+use super::rollback_transition::{
+    KEY_REQUESTED_AT, KEY_REQUESTED_BY, RollbackRefused, forget_node_acks,
+};
 use crate::contract::{key, registries};
 use crate::sanitize::{self, Lines};
 
@@ -788,7 +790,7 @@ mod tests {
 
     /// A complete two-step cutover whose registry pivot carol is rolling back.
     fn rolling_back() -> StatusData {
-        use crate::status::rollback::RollbackTransition;
+        use crate::status::rollback_transition::RollbackTransition;
         let mut d = StatusData::new();
         run(
             &mut d,
@@ -820,7 +822,7 @@ mod tests {
 
     /// A complete two-step cutover whose registry pivot was then rolled back.
     fn rolled_back() -> StatusData {
-        use crate::status::rollback::RollbackTransition;
+        use crate::status::rollback_transition::RollbackTransition;
         let mut d = rolling_back();
         d.insert("node.n1.registriesYaml".into(), "rolled-back".into());
         RollbackTransition::Finished {

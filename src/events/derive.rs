@@ -75,7 +75,7 @@ pub fn derive(prev: &StatusData, next: &StatusData, order: &[String], now: &str)
                 format!("cutover failed: {last_error}"),
             )),
             phase if phase.is_rollback() => {
-                frames.extend(super::rollback::frame(phase, next, now));
+                frames.extend(super::rollback_frames::frame(phase, next, now));
             }
             _ => {}
         }

@@ -3,8 +3,8 @@
 //! transitions it wrote itself (a start on any replica, the steps on the leader): each is
 //! written by exactly one replica, so each is told exactly once, leader or not.
 
+use super::derive::derive;
 use super::frame::{Frame, FramePhase, Level};
-use super::frames::derive;
 use crate::sanitize::{self, Lines};
 use crate::status::store::Write;
 use crate::status::{StatusStore, now_rfc3339};

@@ -3,7 +3,7 @@
 
 use super::frame::{Frame, FramePhase, Level};
 use crate::status::model::{Phase, StatusData};
-use crate::status::rollback::{LEAVES_ALONE, RollbackRecord};
+use crate::status::rollback_transition::{LEAVES_ALONE, RollbackRecord};
 
 /// The frame telling that the status reached rollback `phase`; `None` for other phases or a
 /// status that records no rollback request.
@@ -51,7 +51,7 @@ mod tests {
     use crate::status::Transition;
     use crate::status::fixtures::{applied, completed, start, started, succeeded};
     use crate::status::model::StatusData;
-    use crate::status::rollback::RollbackTransition;
+    use crate::status::rollback_transition::RollbackTransition;
 
     const NOW: &str = "2026-11-28T12:00:00Z";
     const AT: &str = "2026-11-28T11:00:00Z";

@@ -34,7 +34,7 @@
 //! complete on the strength of the run the rollback undid).
 
 use super::model::{KEY_PHASE, Phase, StatusData, get, initial_data};
-use super::rollback::KEY_REQUESTED_AT;
+use super::rollback_transition::KEY_REQUESTED_AT;
 use crate::contract::{key, pivot, registries};
 use crate::pivot::{Direction, Directive};
 use crate::retry::{Backoff, is_status};
