@@ -1,10 +1,10 @@
 //! The event-stream frames ([`Frame`]) derived from two successive states of the status
-//! ConfigMap. Pure: a watch may coalesce several writes into one change, so the derivation compares
-//! whole rows and emits every frame the difference implies, in execution order. A change
-//! that ends or changes a run (its phase or its attempt) ends with a `cutover-status`
+//! ConfigMap. Pure: a watch may coalesce several writes into one change, so the derivation
+//! compares whole rows and emits every frame the difference implies, in execution order. A
+//! change that ends or changes a run (its phase or its attempt) ends with a `cutover-status`
 //! snapshot, the one frame the admin console reads the run's outcome from.
 
-use super::frame::{Frame, FramePhase, Level};
+use super::frames::{Frame, FramePhase, Level};
 use crate::contract::key;
 use crate::status::StatusBody;
 use crate::status::model::{Phase, StatusData, StepResult, StepRow, get};

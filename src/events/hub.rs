@@ -4,7 +4,7 @@
 //! or the other clients: it lags, and its stream is closed.
 
 use super::derive::derive;
-use super::frame::Frame;
+use super::frames::Frame;
 use crate::metrics::Metrics;
 use crate::status::model::{Phase, StatusData, StepRow};
 use crate::status::{StatusCache, StepResult, now_rfc3339};
@@ -113,7 +113,7 @@ impl EventHub {
     }
 
     fn observe(&self, prev: &StatusData, next: &StatusData, frames: &[Frame]) {
-        use super::frame::FramePhase;
+        use super::frames::FramePhase;
         self.metrics.set_phase(Phase::of(next));
         for frame in frames {
             if let Some(result) = frame.phase.rollback_result() {

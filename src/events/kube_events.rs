@@ -4,7 +4,7 @@
 //! written by exactly one replica, so each is told exactly once, leader or not.
 
 use super::derive::derive;
-use super::frame::{Frame, FramePhase, Level};
+use super::frames::{Frame, FramePhase, Level};
 use crate::sanitize::{self, Lines};
 use crate::status::store::Write;
 use crate::status::{StatusStore, now_rfc3339};

@@ -1,7 +1,7 @@
 //! The frames of a registry-pivot rollback (`cutover-rollback-started`,
 //! `cutover-rolled-back`, `cutover-rollback-failed`), from the status it reached. Pure.
 
-use super::frame::{Frame, FramePhase, Level};
+use super::frames::{Frame, FramePhase, Level};
 use crate::status::model::{Phase, StatusData};
 use crate::status::rollback_transition::{LEAVES_ALONE, RollbackRecord};
 
