@@ -1219,7 +1219,7 @@ fn expected_calls() -> (Calls, Calls) {
             // src/: step, status and preflight ConfigMaps (service/steps.rs,
             // status/cache.rs, status/store.rs, preflight/store.rs), Jobs (runner/job.rs),
             // pods (runner/job.rs, runner/daemonset.rs), the Lease (runner/lease.rs) and the
-            // record (status/record_lease.rs), the DaemonSet
+            // record (status/cutover_record.rs), the DaemonSet
             // (runner/daemonset.rs), Events (events/kube_events.rs), reviews (auth/review.rs).
             &service,
             &[

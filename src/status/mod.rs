@@ -10,7 +10,7 @@ pub mod fixtures;
 pub mod login;
 pub mod model;
 pub mod output;
-pub mod record_lease;
+pub mod cutover_record;
 pub mod rollback_transition;
 pub mod store;
 pub mod transition;
@@ -20,7 +20,7 @@ pub use cache::StatusCache;
 pub use login::{LoginOutcome, login_transitions};
 pub use model::{Phase, StatusData, StepResult, StepRow};
 pub use output::{OutputError, StepOutputs};
-pub use record_lease::{CutoverRecord, RecordKeeper};
+pub use cutover_record::{CutoverRecord, RecordKeeper};
 pub use store::{StatusStore, StoreError};
 pub use transition::{Rejected, Transition, Trigger};
 

@@ -5,7 +5,7 @@
 
 use super::cache::StatusCache;
 use super::model::{StatusData, initial_data};
-use super::record_lease::{CutoverRecord, RecordKeeper};
+use super::cutover_record::{CutoverRecord, RecordKeeper};
 use super::transition::{Rejected, Transition};
 use crate::contract::{self, key};
 use crate::pivot::Direction;
