@@ -5,22 +5,24 @@
 
 pub mod body;
 pub mod cache;
+pub mod cutover_record;
 #[cfg(test)]
 pub mod fixtures;
 pub mod login;
 pub mod model;
 pub mod output;
-pub mod cutover_record;
+pub mod record_lease;
 pub mod rollback_transition;
 pub mod store;
 pub mod transition;
 
 pub use body::StatusBody;
 pub use cache::StatusCache;
+pub use cutover_record::CutoverRecord;
 pub use login::{LoginOutcome, login_transitions};
 pub use model::{Phase, StatusData, StepResult, StepRow};
 pub use output::{OutputError, StepOutputs};
-pub use cutover_record::{CutoverRecord, RecordKeeper};
+pub use record_lease::RecordKeeper;
 pub use store::{StatusStore, StoreError};
 pub use transition::{Rejected, Transition, Trigger};
 

@@ -4,8 +4,9 @@
 //! so a write whose answer was lost is applied again safely.
 
 use super::cache::StatusCache;
+use super::cutover_record::CutoverRecord;
 use super::model::{StatusData, initial_data};
-use super::cutover_record::{CutoverRecord, RecordKeeper};
+use super::record_lease::RecordKeeper;
 use super::transition::{Rejected, Transition};
 use crate::contract::{self, key};
 use crate::pivot::Direction;
