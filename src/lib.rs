@@ -2,8 +2,8 @@
 //! onto its own Harbor and Gitea, one step Job at a time, with every transition recorded in
 //! the `self-sovereign-cutover-status` ConfigMap.
 //!
-//! The modules form layers, listed here top to bottom; each uses only the layers below it
-//! (`tests/layers.rs` keeps it so):
+//! The modules form layers, listed here top to bottom; each uses only the layers below it,
+//! and no two files import each other (`tests/layers.rs` keeps both so):
 //! - [`cli`]: the `catalyst-cutover` subcommands.
 //! - [`service`]: one replica's wiring: configuration, start-up and shutdown; it gives the
 //!   HTTP layer and the runner each a narrow context of their own;

@@ -25,8 +25,7 @@ use std::process::Command;
 use std::sync::OnceLock;
 
 use catalyst_cutover::contract::{self, key};
-use catalyst_cutover::status::model::KEY_SCHEMA_VERSION;
-use catalyst_cutover::status::store::initial_data;
+use catalyst_cutover::status::model::{KEY_SCHEMA_VERSION, initial_data};
 use catalyst_cutover::step::{StepKind, load_dir, parse_plan};
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
 use k8s_openapi::api::batch::v1::Job;
@@ -1220,8 +1219,8 @@ fn expected_calls() -> (Calls, Calls) {
             // src/: step, status and preflight ConfigMaps (service/steps.rs,
             // status/cache.rs, status/store.rs, preflight/store.rs), Jobs (runner/job.rs),
             // pods (runner/job.rs, runner/daemonset.rs), the Lease (runner/lease.rs) and the
-            // record (status/record.rs), the DaemonSet
-            // (runner/daemonset.rs), Events (events/recorder.rs), reviews (auth/review.rs).
+            // record (status/cutover_record.rs), the DaemonSet
+            // (runner/daemonset.rs), Events (events/kube_events.rs), reviews (auth/review.rs).
             &service,
             &[
                 "list /configmaps catalyst/*",

@@ -1,6 +1,7 @@
-//! What the authorization checks ask for, and who may call the internal routes.
+//! What the authorization checks ask for, who may call the internal routes, and how many
+//! reviews unknown credentials may cost.
 
-use super::limits::ReviewLimits;
+use std::num::NonZeroU32;
 use std::time::Duration;
 
 /// How requests are authenticated and authorized.
@@ -111,6 +112,41 @@ fn is_dns_label(s: &str) -> bool {
 /// A service account name: an RFC 1123 subdomain.
 fn is_dns_subdomain(s: &str) -> bool {
     s.len() <= 253 && s.split('.').all(is_dns_label)
+}
+
+/// How many reviews unknown credentials may cost.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReviewLimits {
+    /// The longest credential reviewed; a longer one is 401 without a review (a
+    /// service-account token is ~1 KiB; the API server would take megabytes).
+    pub max_credential_bytes: usize,
+    /// Reviews of unknown credentials per second, the whole replica together.
+    pub per_second: NonZeroU32,
+    /// Reviews of unknown credentials at once before the rate applies.
+    pub burst: NonZeroU32,
+    /// Reviews of unknown credentials per second from one client address.
+    pub per_source_per_second: NonZeroU32,
+    /// Reviews of unknown credentials at once from one client address.
+    pub per_source_burst: NonZeroU32,
+    /// How long a credential that authenticated stays known, its reviews never limited.
+    pub known_for: Duration,
+    /// How many known credentials are kept at most; past it the least recently used goes.
+    pub known_capacity: usize,
+}
+
+impl Default for ReviewLimits {
+    fn default() -> Self {
+        let n = |n: u32| NonZeroU32::new(n).unwrap_or(NonZeroU32::MIN);
+        ReviewLimits {
+            max_credential_bytes: 8 * 1024,
+            per_second: n(20),
+            burst: n(40),
+            per_source_per_second: n(5),
+            per_source_burst: n(10),
+            known_for: Duration::from_secs(3600),
+            known_capacity: 4096,
+        }
+    }
 }
 
 #[cfg(test)]

@@ -7,14 +7,12 @@
 //! calls share the bound on reviews in flight with the token reviews. The cookie is never
 //! logged, kept or shown.
 
-use super::cache::{DecisionCache, TokenHash};
+use super::cache::DecisionCache;
 use super::caller::Caller;
-use super::decision::{Action, AuthError};
+use super::decision::AuthError;
 use super::origin::Origin;
-use super::review::Authenticator;
 use axum::http::{HeaderMap, HeaderName, StatusCode};
 use k8s_openapi::api::authentication::v1::UserInfo;
-use std::net::IpAddr;
 use std::time::Duration;
 
 /// Cookie headers longer than this are refused without asking the forward-auth URL.
@@ -114,16 +112,19 @@ impl SessionError {
     }
 }
 
-/// The session checker an [`Authenticator`] holds when forward authentication is on.
+/// The session checker an [`Authenticator`](super::Authenticator) holds when forward authentication is on.
 pub struct Sessions {
-    config: ForwardAuthConfig,
+    pub(super) config: ForwardAuthConfig,
     http: reqwest::Client,
-    cache: DecisionCache<Result<Caller, SessionError>>,
+    pub(super) cache: DecisionCache<Result<Caller, SessionError>>,
 }
 
-impl Authenticator {
-    /// This authenticator, also checking session cookies as `config` says.
-    pub fn with_sessions(mut self, config: ForwardAuthConfig) -> Result<Self, String> {
+impl Sessions {
+    /// The checker of `config`'s sessions, keeping its answers in `cache`.
+    pub fn new(
+        config: ForwardAuthConfig,
+        cache: DecisionCache<Result<Caller, SessionError>>,
+    ) -> Result<Sessions, String> {
         let http = reqwest::Client::builder()
             // A login redirect is an answer (not signed in), never a page to fetch; a proxy
             // from the environment must not see the cookie.
@@ -133,88 +134,15 @@ impl Authenticator {
             .connect_timeout(config.timeout)
             .build()
             .map_err(|e| format!("cannot build the forward-auth client: {e}"))?;
-        // Cached as briefly, and as many, as token answers.
-        let cache = DecisionCache::new(self.config.cache_ttl, self.config.cache_capacity);
-        self.sessions = Some(Sessions {
+        Ok(Sessions {
             config,
             http,
             cache,
-        });
-        Ok(self)
+        })
     }
 
-    /// The forward authentication's settings, when it is on and requests need checking.
-    pub fn sessions(&self) -> Option<&ForwardAuthConfig> {
-        self.sessions
-            .as_ref()
-            .filter(|_| self.enabled())
-            .map(|s| &s.config)
-    }
-
-    /// The caller of a request from `source` whose `Cookie` header is `cookie` asking for
-    /// `action`. Checks of sessions not seen to be valid lately are rate-limited as token
-    /// reviews are.
-    pub async fn check_session(
-        &self,
-        action: Action,
-        cookie: &str,
-        source: Option<IpAddr>,
-    ) -> Result<Caller, SessionError> {
-        let Some(sessions) = self.sessions.as_ref().filter(|_| self.enabled()) else {
-            return Err(SessionError::Auth(AuthError::MissingBearer(String::new())));
-        };
-        if action == Action::Internal {
-            // The allow list names service accounts; a session names whoever the console
-            // says, so it never stands for one.
-            return Err(SessionError::Auth(AuthError::MissingBearer(
-                "the internal routes take a service account's bearer token, never a session"
-                    .to_owned(),
-            )));
-        }
-        if cookie.len() > MAX_COOKIE_BYTES {
-            return Err(SessionError::InvalidSession(format!(
-                "the Cookie header is longer than {MAX_COOKIE_BYTES} bytes"
-            )));
-        }
-        let hash = TokenHash::of(cookie);
-        let answer = sessions
-            .cache
-            .get_or_try((hash, action), || async {
-                // A refusal by the limits is not an answer about the session: not kept.
-                self.limiter
-                    .admit(&hash, source)
-                    .map_err(SessionError::Auth)?;
-                let _permit = self.reviews.acquire().await.map_err(|_| {
-                    SessionError::Unavailable("session checks are closed".to_owned())
-                })?;
-                let _in_flight = self.metrics.auth_review();
-                let answer = match sessions.ask(cookie).await {
-                    Ok(user) => {
-                        self.limiter.remember(hash);
-                        self.authorize(&user, action)
-                            .await
-                            .map_err(SessionError::Auth)
-                    }
-                    Err(err) => {
-                        if err.is_definite() {
-                            self.limiter.forget(&hash);
-                        }
-                        Err(err)
-                    }
-                };
-                match answer {
-                    Err(err) if !err.is_definite() => Err(err),
-                    answer => Ok(answer),
-                }
-            })
-            .await;
-        answer.and_then(|answer| answer)
-    }
-}
-
-impl Sessions {
     /// Asks the forward-auth URL about `cookie`.
-    async fn ask(&self, cookie: &str) -> Result<UserInfo, SessionError> {
+    pub(super) async fn ask(&self, cookie: &str) -> Result<UserInfo, SessionError> {
         let url = &self.config.url;
         let answer = self
             .http

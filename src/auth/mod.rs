@@ -14,8 +14,8 @@ pub mod review;
 
 pub use cache::{DecisionCache, TokenHash};
 pub use caller::Caller;
-pub use config::{AuthConfig, service_account_username};
+pub use config::{AuthConfig, ReviewLimits, service_account_username};
 pub use decision::{Action, AuthError, action_for, bearer};
 pub use forward::{ForwardAuthConfig, SessionError};
-pub use limits::{ReviewLimits, StreamQuota};
+pub use limits::StreamQuota;
 pub use review::Authenticator;

@@ -10,6 +10,7 @@ use super::cache::{DecisionCache, TokenHash};
 use super::caller::Caller;
 use super::config::AuthConfig;
 use super::decision::{self, Action, AuthError};
+use super::forward::{ForwardAuthConfig, MAX_COOKIE_BYTES, SessionError, Sessions};
 use super::limits::{ReviewLimiter, credential_size};
 use axum::http::{HeaderMap, header};
 use k8s_openapi::api::authentication::v1::{TokenReview, TokenReviewSpec, UserInfo};
@@ -25,14 +26,14 @@ type Answer = Result<Caller, AuthError>;
 /// Authenticates and authorizes requests with the service's own client.
 pub struct Authenticator {
     client: kube::Client,
-    pub(super) config: AuthConfig,
+    config: AuthConfig,
     namespace: String,
     cache: DecisionCache<Answer>,
-    pub(super) reviews: Semaphore,
-    pub(super) limiter: ReviewLimiter,
-    pub(super) metrics: Arc<crate::metrics::Metrics>,
+    reviews: Semaphore,
+    limiter: ReviewLimiter,
+    metrics: Arc<crate::metrics::Metrics>,
     /// Session cookies checked by forward authentication, when it is configured.
-    pub(super) sessions: Option<super::forward::Sessions>,
+    sessions: Option<Sessions>,
 }
 
 impl Authenticator {
@@ -116,7 +117,7 @@ impl Authenticator {
 
     /// What `user` (authenticated by a token or a session) may do: the SubjectAccessReview
     /// of `action`, or the allow list for the internal routes.
-    pub(super) async fn authorize(&self, user: &UserInfo, action: Action) -> Answer {
+    async fn authorize(&self, user: &UserInfo, action: Action) -> Answer {
         let username = user.username.clone().unwrap_or_default();
         match decision::attributes(&self.config, action, &self.namespace) {
             None => decision::internal_caller(&username, &self.config.internal_service_accounts)?,
@@ -157,6 +158,84 @@ impl Authenticator {
             .await
             .map_err(|err| unavailable("TokenReview", &err))?;
         decision::authenticated(answer.status.as_ref(), &self.config.audiences)
+    }
+}
+
+impl Authenticator {
+    /// This authenticator, also checking session cookies as `config` says.
+    pub fn with_sessions(mut self, config: ForwardAuthConfig) -> Result<Self, String> {
+        // Cached as briefly, and as many, as token answers.
+        let cache = DecisionCache::new(self.config.cache_ttl, self.config.cache_capacity);
+        self.sessions = Some(Sessions::new(config, cache)?);
+        Ok(self)
+    }
+
+    /// The forward authentication's settings, when it is on and requests need checking.
+    pub fn sessions(&self) -> Option<&ForwardAuthConfig> {
+        self.sessions
+            .as_ref()
+            .filter(|_| self.enabled())
+            .map(|s| &s.config)
+    }
+
+    /// The caller of a request from `source` whose `Cookie` header is `cookie` asking for
+    /// `action`. Checks of sessions not seen to be valid lately are rate-limited as token
+    /// reviews are.
+    pub async fn check_session(
+        &self,
+        action: Action,
+        cookie: &str,
+        source: Option<IpAddr>,
+    ) -> Result<Caller, SessionError> {
+        let Some(sessions) = self.sessions.as_ref().filter(|_| self.enabled()) else {
+            return Err(SessionError::Auth(AuthError::MissingBearer(String::new())));
+        };
+        if action == Action::Internal {
+            // The allow list names service accounts; a session names whoever the console
+            // says, so it never stands for one.
+            return Err(SessionError::Auth(AuthError::MissingBearer(
+                "the internal routes take a service account's bearer token, never a session"
+                    .to_owned(),
+            )));
+        }
+        if cookie.len() > MAX_COOKIE_BYTES {
+            return Err(SessionError::InvalidSession(format!(
+                "the Cookie header is longer than {MAX_COOKIE_BYTES} bytes"
+            )));
+        }
+        let hash = TokenHash::of(cookie);
+        let answer = sessions
+            .cache
+            .get_or_try((hash, action), || async {
+                // A refusal by the limits is not an answer about the session: not kept.
+                self.limiter
+                    .admit(&hash, source)
+                    .map_err(SessionError::Auth)?;
+                let _permit = self.reviews.acquire().await.map_err(|_| {
+                    SessionError::Unavailable("session checks are closed".to_owned())
+                })?;
+                let _in_flight = self.metrics.auth_review();
+                let answer = match sessions.ask(cookie).await {
+                    Ok(user) => {
+                        self.limiter.remember(hash);
+                        self.authorize(&user, action)
+                            .await
+                            .map_err(SessionError::Auth)
+                    }
+                    Err(err) => {
+                        if err.is_definite() {
+                            self.limiter.forget(&hash);
+                        }
+                        Err(err)
+                    }
+                };
+                match answer {
+                    Err(err) if !err.is_definite() => Err(err),
+                    answer => Ok(answer),
+                }
+            })
+            .await;
+        answer.and_then(|answer| answer)
     }
 }
 

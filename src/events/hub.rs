@@ -3,7 +3,8 @@
 //! channel. Sending never waits for a receiver, so a slow client cannot stall the engine
 //! or the other clients: it lags, and its stream is closed.
 
-use super::frames::{Frame, derive};
+use super::derive::derive;
+use super::frames::Frame;
 use crate::metrics::Metrics;
 use crate::status::model::{Phase, StatusData, StepRow};
 use crate::status::{StatusCache, StepResult, now_rfc3339};
@@ -115,8 +116,8 @@ impl EventHub {
         use super::frames::FramePhase;
         self.metrics.set_phase(Phase::of(next));
         for frame in frames {
-            if let Some(result) = super::rollback::metric_result(frame.phase) {
-                let pending = crate::status::rollback::RollbackRecord::read(next)
+            if let Some(result) = frame.phase.rollback_result() {
+                let pending = crate::status::rollback_transition::RollbackRecord::read(next)
                     .map_or(0, |r| r.pending_nodes.len());
                 self.metrics.rollback(result, pending);
             }

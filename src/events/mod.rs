@@ -1,14 +1,17 @@
-//! Live events: the contract's event-stream frames, derived purely from successive status
-//! snapshots ([`frames`]), so every replica sees every transition whoever wrote it; a
-//! broadcaster with ids and a replay buffer ([`hub`]); and the Kubernetes Events the leader
-//! records on the status ConfigMap ([`recorder`]).
+//! Live events: the contract's event-stream frames ([`frames`]), derived purely from
+//! successive status snapshots ([`derive`], a rollback's in [`rollback_frames`]), so every
+//! replica sees every transition whoever wrote it; a broadcaster with ids and a replay buffer
+//! ([`hub`]); and the Kubernetes Events the leader records on the status ConfigMap
+//! ([`kube_events`]).
 
+pub mod derive;
 pub mod frames;
 pub mod hub;
-pub mod recorder;
-pub mod rollback;
+pub mod kube_events;
+pub mod rollback_frames;
 
-pub use frames::{Frame, FramePhase, Level, derive};
+pub use derive::derive;
+pub use frames::{Frame, FramePhase, Level};
 pub use hub::{EventHub, Numbered, Subscription};
 
 use std::time::Duration;

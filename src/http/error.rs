@@ -262,9 +262,9 @@ impl From<crate::status::Rejected> for ApiError {
 }
 
 /// A rollback transition that does not apply.
-impl From<crate::status::rollback::RollbackRefused> for ApiError {
-    fn from(refused: crate::status::rollback::RollbackRefused) -> Self {
-        use crate::status::rollback::RollbackRefused;
+impl From<crate::status::rollback_transition::RollbackRefused> for ApiError {
+    fn from(refused: crate::status::rollback_transition::RollbackRefused) -> Self {
+        use crate::status::rollback_transition::RollbackRefused;
         match refused {
             RollbackRefused::CutoverRunning { current_step } => {
                 ApiError::InProgress { current_step }

@@ -1,7 +1,7 @@
 //! `POST /cutover/rollback` (and the console's `/api/v1/sovereign/cutover/rollback`): an
 //! explicit, confirmed and recorded way back for the registry pivot. The request is checked
 //! here and written as a [`RollbackTransition`]; the runner then follows the nodes'
-//! acknowledgements ([`crate::runner::rollback`]). Only the registry pivot is undone.
+//! acknowledgements ([`crate::runner::rollback_follower`]). Only the registry pivot is undone.
 
 use super::HttpContext;
 use super::caller::Caller;
@@ -10,7 +10,7 @@ use super::status::{body, cached_data};
 use crate::contract::{key, registries};
 use crate::sanitize::{self, Lines};
 use crate::status::model::{Phase, StatusData, get};
-use crate::status::rollback::{
+use crate::status::rollback_transition::{
     CONFIRMATION, DEFAULT_TIMEOUT, MAX_TIMEOUT, RollbackOutcome, RollbackRecord, RollbackTransition,
 };
 use crate::status::{StatusBody, rfc3339};

@@ -218,7 +218,7 @@ mod tests {
 
     #[test]
     fn the_initial_configmap_is_already_migrated() {
-        let mut data = crate::status::store::initial_data();
+        let mut data = crate::status::model::initial_data();
         let before = data.clone();
         assert!(migrate(&mut data).unwrap().is_empty());
         assert_eq!(before, data);

@@ -8,7 +8,7 @@
 //! them with it.
 
 use super::gate;
-use super::record::RunResult;
+use super::report::RunResult;
 use super::run::Preflights;
 use super::start::{Prepared, StartError, StartOutcome, StartRequest, Starts, Then};
 use super::work::{Work, WorkReceiver, WorkSender};

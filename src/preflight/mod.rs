@@ -2,7 +2,7 @@
 //! Jobs and are recorded in a ConfigMap of their own, apart from the cutover's status, so an
 //! operator can ask "would the cutover work now?" without starting it.
 //!
-//! [`record`] is the pure model of that ConfigMap and its changes, [`store`] writes them with
+//! [`report`] is the pure model of that ConfigMap and its changes, [`store`] writes them with
 //! optimistic concurrency, [`run`] drives a run and waits for its end; [`gate`] holds the
 //! first login's auto-fire until a preflight run passes, and [`auto_fire`] runs that gate;
 //! [`work`] carries the gates and the runs' drives to the service's task set.
@@ -12,14 +12,14 @@
 
 pub mod auto_fire;
 pub mod gate;
-pub mod record;
+pub mod report;
 pub mod run;
 pub mod start;
 pub mod store;
 pub mod work;
 
 pub use auto_fire::{AutoFire, Gates};
-pub use record::{Change, Refused, Report, RunResult, StepReport};
+pub use report::{Change, Refused, Report, RunResult, StepReport};
 pub use run::{Preflights, Started};
 pub use start::{Prepared, StartError, StartOutcome, StartRequest, Starts, StatusLost, Then};
 pub use store::{PreflightStore, StoreError};

@@ -3,7 +3,7 @@
 //! check does not hide the next step's), each outcome recorded as it comes. The run goes on
 //! in its own task when the request that began it has been answered.
 
-use super::record::{Change, KEY_RESULT, KEY_RUN, Refused, Report, RunResult};
+use super::report::{Change, KEY_RESULT, KEY_RUN, Refused, Report, RunResult};
 use super::store::{PreflightStore, StoreError};
 use super::work::{Work, WorkSender};
 use super::{COMPONENT, CONFIGMAP};

@@ -3,7 +3,7 @@
 //! ConfigMap is created on first use; it holds no contract key and no cache follows it (it
 //! is read only when a preflight is asked for).
 
-use super::record::{Change, Refused};
+use super::report::{Change, Refused};
 use super::{COMPONENT, CONFIGMAP};
 use crate::contract;
 use crate::retry::{Backoff, is_status, is_transient};

@@ -9,7 +9,7 @@ pub mod engine;
 pub mod fault_hook;
 pub mod job;
 pub mod lease;
-pub mod rollback;
+pub mod rollback_follower;
 pub mod rollout;
 pub mod watches;
 

@@ -8,7 +8,7 @@ use crate::http::HttpContext;
 use crate::metrics::Metrics;
 use crate::preflight::{AutoFire, Gates, Preflights, Starts};
 use crate::render::{JobRenderer, RenderError};
-use crate::runner::{RunnerContext, engine, lease, rollback};
+use crate::runner::{RunnerContext, engine, lease, rollback_follower};
 use crate::status::{RecordKeeper, StatusCache, StatusStore, StoreError};
 use crate::step::{PlanState, StepSource};
 use k8s_openapi::api::coordination::v1::Lease;
@@ -206,7 +206,7 @@ impl Service {
         let events = EventHub::new(config.events.replay, config.events.lag, metrics.clone());
         tasks.spawn(events.clone().follow(cache.clone(), steps.clone()));
         if config.events.kubernetes_events {
-            tasks.spawn(crate::events::recorder::record(
+            tasks.spawn(crate::events::kube_events::record(
                 store.clone(),
                 steps.clone(),
                 client.clone(),
@@ -239,7 +239,7 @@ impl Service {
             jobs,
         });
         tasks.spawn(engine::lead(runner.clone()));
-        tasks.spawn(rollback::lead(runner.clone()));
+        tasks.spawn(rollback_follower::lead(runner.clone()));
         let starts = Starts::new(
             client.clone(),
             &ns,

@@ -2,7 +2,7 @@
 //! fields"), built from the status data and the steps in execution order. Pure.
 
 use super::model::{Phase, StatusData, StepRow, get, get_u32};
-use super::rollback::RollbackRecord;
+use super::rollback_transition::RollbackRecord;
 use crate::contract::key;
 use serde::Serialize;
 

@@ -2,6 +2,7 @@
 //! once from the strings the contract fixes.
 
 use crate::contract::key;
+use crate::sanitize::{self, Lines};
 use std::collections::BTreeMap;
 use std::fmt;
 
@@ -40,7 +41,7 @@ pub enum Phase {
     /// Every step succeeded.
     Complete,
     /// An operator asked to undo the registry pivot; the runner follows the nodes'
-    /// acknowledgements (see [`super::rollback`]).
+    /// acknowledgements (see [`super::rollback_transition`]).
     RollingBack,
     /// Every current node acknowledged the rollback of the registry pivot.
     RolledBack,
@@ -233,6 +234,41 @@ pub fn get_u32(data: &StatusData, key: &str) -> u32 {
 }
 
 /// A data map from literal pairs, for tests.
+/// Sets `key` to `value`, leaving the map untouched when it already holds it. Every value
+/// the state machine records passes here, so none carries a control or
+/// bidirectional-formatting character (a failed pod's words in `lastError`, a caller's name)
+/// to whoever reads the status on a terminal; line breaks stay (multi-line reasons).
+pub(super) fn set(data: &mut StatusData, key: &str, value: &str) {
+    let value = sanitize::recorded(value, Lines::Keep);
+    if data.get(key).map(String::as_str) != Some(value.as_ref()) {
+        data.insert(key.to_owned(), value.into_owned());
+    }
+}
+
+/// The status data the chart installs: every contract key with its initial value.
+pub fn initial_data() -> StatusData {
+    let pairs = [
+        (key::CUTOVER_COMPLETE, "false"),
+        (key::CUTOVER_STARTED_AT, ""),
+        (key::CUTOVER_FINISHED_AT, ""),
+        (key::CUTOVER_LAST_ATTEMPT_STARTED_AT, ""),
+        (key::CURRENT_STEP, ""),
+        (key::CURRENT_STEP_INDEX, "0"),
+        (key::TOTAL_STEPS, "0"),
+        (key::PROGRESS_PERCENT, "0"),
+        (key::FAILED_STEP, ""),
+        (key::LAST_ERROR, ""),
+        (key::REGISTRIES_YAML_ACTIVE, "v1"),
+        (KEY_PHASE, Phase::Idle.as_str()),
+    ];
+    let mut data: StatusData = pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+    data.insert(KEY_SCHEMA_VERSION.to_owned(), SCHEMA_VERSION.to_string());
+    data
+}
+
 #[cfg(test)]
 pub fn data_of(pairs: &[(&str, &str)]) -> StatusData {
     pairs

@@ -4,8 +4,9 @@
 //! so a write whose answer was lost is applied again safely.
 
 use super::cache::StatusCache;
-use super::model::{KEY_PHASE, KEY_SCHEMA_VERSION, Phase, SCHEMA_VERSION, StatusData};
-use super::record::{CutoverRecord, RecordKeeper};
+use super::cutover_record::CutoverRecord;
+use super::model::{StatusData, initial_data};
+use super::record_lease::RecordKeeper;
 use super::transition::{Rejected, Transition};
 use crate::contract::{self, key};
 use crate::pivot::Direction;
@@ -361,30 +362,6 @@ impl StatusStore {
             source,
         }
     }
-}
-
-/// The status data the chart installs: every contract key with its initial value.
-pub fn initial_data() -> StatusData {
-    let pairs = [
-        (key::CUTOVER_COMPLETE, "false"),
-        (key::CUTOVER_STARTED_AT, ""),
-        (key::CUTOVER_FINISHED_AT, ""),
-        (key::CUTOVER_LAST_ATTEMPT_STARTED_AT, ""),
-        (key::CURRENT_STEP, ""),
-        (key::CURRENT_STEP_INDEX, "0"),
-        (key::TOTAL_STEPS, "0"),
-        (key::PROGRESS_PERCENT, "0"),
-        (key::FAILED_STEP, ""),
-        (key::LAST_ERROR, ""),
-        (key::REGISTRIES_YAML_ACTIVE, "v1"),
-        (KEY_PHASE, Phase::Idle.as_str()),
-    ];
-    let mut data: StatusData = pairs
-        .iter()
-        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-        .collect();
-    data.insert(KEY_SCHEMA_VERSION.to_owned(), SCHEMA_VERSION.to_string());
-    data
 }
 
 /// The status ConfigMap as the chart creates it.

@@ -4,10 +4,12 @@
 
 use super::model::{
     KEY_CUTOVER_ATTEMPT, KEY_PHASE, KEY_TRIGGER, KEY_TRIGGERED_BY, Phase, STEP_ATTEMPT, StatusData,
-    StepResult, StepRow, get, get_u32,
+    StepResult, StepRow, get, get_u32, set,
 };
 use super::output::{FIGURES, StepOutputs, output_key, output_prefix};
-use super::rollback::{KEY_REQUESTED_AT, KEY_REQUESTED_BY, RollbackRefused, forget_node_acks};
+use super::rollback_transition::{
+    KEY_REQUESTED_AT, KEY_REQUESTED_BY, RollbackRefused, forget_node_acks,
+};
 use crate::contract::{key, registries};
 use crate::sanitize::{self, Lines};
 
@@ -469,17 +471,6 @@ fn one_line(name: &str) -> String {
     sanitize::recorded(name, Lines::One).into_owned()
 }
 
-/// Sets `key` to `value`, leaving the map untouched when it already holds it. Every value
-/// the state machine records passes here, so none carries a control or
-/// bidirectional-formatting character (a failed pod's words in `lastError`, a caller's name)
-/// to whoever reads the status on a terminal; line breaks stay (multi-line reasons).
-pub(super) fn set(data: &mut StatusData, key: &str, value: &str) {
-    let value = sanitize::recorded(value, Lines::Keep);
-    if data.get(key).map(String::as_str) != Some(value.as_ref()) {
-        data.insert(key.to_owned(), value.into_owned());
-    }
-}
-
 fn set_step(data: &mut StatusData, step: &str, field: &str, value: &str) {
     set(data, &key::step(step, field), value);
 }
@@ -799,7 +790,7 @@ mod tests {
 
     /// A complete two-step cutover whose registry pivot carol is rolling back.
     fn rolling_back() -> StatusData {
-        use crate::status::rollback::RollbackTransition;
+        use crate::status::rollback_transition::RollbackTransition;
         let mut d = StatusData::new();
         run(
             &mut d,
@@ -831,7 +822,7 @@ mod tests {
 
     /// A complete two-step cutover whose registry pivot was then rolled back.
     fn rolled_back() -> StatusData {
-        use crate::status::rollback::RollbackTransition;
+        use crate::status::rollback_transition::RollbackTransition;
         let mut d = rolling_back();
         d.insert("node.n1.registriesYaml".into(), "rolled-back".into());
         RollbackTransition::Finished {

@@ -10,7 +10,7 @@ use super::rollout::{Acks, ack_data, acknowledgements};
 use crate::contract::registries;
 use crate::pivot::{Direction, Directive};
 use crate::status::model::{Phase, StatusData};
-use crate::status::rollback::{RollbackRecord, RollbackTransition};
+use crate::status::rollback_transition::{RollbackRecord, RollbackTransition};
 use crate::status::{Rejected, StoreError, rfc3339};
 use futures::{FutureExt, StreamExt};
 use k8s_openapi::api::apps::v1::DaemonSet;
@@ -135,7 +135,7 @@ fn deadline_of(record: &RollbackRecord) -> jiff::Timestamp {
             .parse::<jiff::Timestamp>()
             .ok()
             .and_then(|at| {
-                at.checked_add(crate::status::rollback::DEFAULT_TIMEOUT)
+                at.checked_add(crate::status::rollback_transition::DEFAULT_TIMEOUT)
                     .ok()
             })
             .unwrap_or(jiff::Timestamp::UNIX_EPOCH)

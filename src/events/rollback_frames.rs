@@ -3,7 +3,7 @@
 
 use super::frames::{Frame, FramePhase, Level};
 use crate::status::model::{Phase, StatusData};
-use crate::status::rollback::{LEAVES_ALONE, RollbackRecord};
+use crate::status::rollback_transition::{LEAVES_ALONE, RollbackRecord};
 
 /// The frame telling that the status reached rollback `phase`; `None` for other phases or a
 /// status that records no rollback request.
@@ -45,23 +45,13 @@ pub fn frame(phase: Phase, data: &StatusData, now: &str) -> Option<Frame> {
     Some(frame)
 }
 
-/// The `result` label of the rollback counter a frame of `phase` counts under, if any.
-pub fn metric_result(phase: FramePhase) -> Option<&'static str> {
-    match phase {
-        FramePhase::CutoverRollbackStarted => Some("requested"),
-        FramePhase::CutoverRolledBack => Some("rolled-back"),
-        FramePhase::CutoverRollbackFailed => Some("failed"),
-        _ => None,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use crate::events::derive;
     use crate::status::Transition;
     use crate::status::fixtures::{applied, completed, start, started, succeeded};
     use crate::status::model::StatusData;
-    use crate::status::rollback::RollbackTransition;
+    use crate::status::rollback_transition::RollbackTransition;
 
     const NOW: &str = "2026-11-28T12:00:00Z";
     const AT: &str = "2026-11-28T11:00:00Z";

@@ -6,8 +6,7 @@
 //! Every key is a project-owned extension of the contract's status table: all strings,
 //! written with the same optimistic concurrency as [`super::Transition`]s.
 
-use super::model::{KEY_PHASE, Phase, StatusData, get};
-use super::transition::set;
+use super::model::{KEY_PHASE, Phase, StatusData, get, set};
 use crate::contract::{key, registries};
 
 /// Who asked for the latest rollback (the Kubernetes username).

@@ -3,7 +3,8 @@
 //! transitions it wrote itself (a start on any replica, the steps on the leader): each is
 //! written by exactly one replica, so each is told exactly once, leader or not.
 
-use super::frames::{Frame, FramePhase, Level, derive};
+use super::derive::derive;
+use super::frames::{Frame, FramePhase, Level};
 use crate::sanitize::{self, Lines};
 use crate::status::store::Write;
 use crate::status::{StatusStore, now_rfc3339};
