@@ -6,7 +6,7 @@
 //! snapshot, the one frame the admin console reads the run's outcome from.
 
 use crate::contract::key;
-use crate::status::StatusBody;
+use crate::status::{StatusBody, TetherCount};
 use crate::status::model::{Phase, StatusData, StepResult, StepRow, get};
 use crate::status::transition::ABORTED_BY_PREFIX;
 use serde::Serialize;
@@ -42,6 +42,9 @@ pub enum FramePhase {
     CutoverStatus,
     /// The last frame to a client too slow to keep up; the stream closes after it.
     CutoverStreamLagged,
+    /// The number of tethers (references to upstream hosts) changed, or the report
+    /// synced: not derived from the status, and not for the admin console.
+    CutoverTethers,
 }
 
 impl FramePhase {
@@ -61,6 +64,7 @@ impl FramePhase {
             FramePhase::CutoverRollbackFailed => "cutover-rollback-failed",
             FramePhase::CutoverStatus => "cutover-status",
             FramePhase::CutoverStreamLagged => "cutover-stream-lagged",
+            FramePhase::CutoverTethers => "cutover-tethers",
         }
     }
 }
@@ -99,6 +103,9 @@ pub struct Frame {
     /// The status body, steps in execution order: on `cutover-status` frames only.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub status: Option<Box<StatusBody>>,
+    /// The tether report's figures: on `cutover-tethers` frames only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tethers: Option<TetherCount>,
 }
 
 impl Frame {
@@ -112,6 +119,41 @@ impl Frame {
             step: None,
             job_name: None,
             status: None,
+            tethers: None,
+        }
+    }
+
+    /// The `cutover-tethers` frame of `now`'s figures; `before`, the count of the previous
+    /// frame, when there was one. A warning while any tether gates completion.
+    pub fn tethers(time: &str, now: TetherCount, before: Option<usize>) -> Frame {
+        let level = if now.gating > 0 {
+            Level::Warn
+        } else {
+            Level::Info
+        };
+        let mut message = match now.count {
+            0 => "no tethers to upstream hosts".to_owned(),
+            1 => "1 tether to an upstream host".to_owned(),
+            n => format!("{n} tethers to upstream hosts"),
+        };
+        if now.count > 0 {
+            message.push_str(&format!(" ({} gating completion)", now.gating));
+        }
+        if let Some(before) = before.filter(|b| *b != now.count) {
+            message.push_str(&format!(", was {before}"));
+        }
+        if !now.synced {
+            message.push_str("; not every source has listed yet");
+        }
+        if now.unseen_sources > 0 {
+            message.push_str(&format!(
+                "; {} sources cannot be seen",
+                now.unseen_sources
+            ));
+        }
+        Frame {
+            tethers: Some(now),
+            ..Frame::cutover(time, FramePhase::CutoverTethers, level, message)
         }
     }
 
@@ -221,6 +263,7 @@ fn step_frames(step: &str, prev: &StatusData, next: &StatusData, now: &str) -> V
         step: Some(step.to_owned()),
         job_name: Some(n.job_name.clone()).filter(|j| !j.is_empty()),
         status: None,
+        tethers: None,
     };
     let mut frames = Vec::new();
     let began = n.attempt > p.attempt || n.started_at != p.started_at;
@@ -452,5 +495,45 @@ mod tests {
         let start_frame = &derive(&StatusData::new(), &running, &order(), NOW)[0];
         let json = serde_json::to_value(start_frame).unwrap();
         assert!(json.get("step").is_none() && json.get("jobName").is_none());
+    }
+
+    #[test]
+    fn a_tether_frame_says_the_count_and_what_changed_in_the_contract_shape() {
+        let count = |count, gating| TetherCount {
+            count,
+            gating,
+            synced: true,
+            unseen_sources: 0,
+        };
+        let frame = Frame::tethers(NOW, count(3, 2), Some(1));
+        assert_eq!(frame.level, Level::Warn);
+        assert_eq!(
+            frame.message,
+            "3 tethers to upstream hosts (2 gating completion), was 1"
+        );
+        let json = serde_json::to_value(&frame).unwrap();
+        assert_eq!(json["phase"], "cutover-tethers");
+        assert_eq!(json["tethers"]["count"], 3);
+        assert!(json.get("status").is_none() && json.get("step").is_none());
+        let cleared = Frame::tethers(NOW, count(0, 0), Some(3));
+        assert_eq!(cleared.level, Level::Info);
+        assert_eq!(cleared.message, "no tethers to upstream hosts, was 3");
+        let ungated = Frame::tethers(NOW, count(1, 0), None);
+        assert_eq!(ungated.level, Level::Info);
+        let blind = Frame::tethers(
+            NOW,
+            TetherCount {
+                synced: false,
+                unseen_sources: 2,
+                ..count(0, 0)
+            },
+            None,
+        );
+        assert_eq!(
+            blind.message,
+            "no tethers to upstream hosts; not every source has listed yet; 2 sources cannot be seen"
+        );
+        let step = &derive(&StatusData::new(), &apply(&StatusData::new(), &[start(false)]), &order(), NOW)[0];
+        assert!(serde_json::to_value(step).unwrap().get("tethers").is_none());
     }
 }

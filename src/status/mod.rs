@@ -14,7 +14,7 @@ pub mod rollback;
 pub mod store;
 pub mod transition;
 
-pub use body::StatusBody;
+pub use body::{StatusBody, TetherCount};
 pub use cache::StatusCache;
 pub use login::{LoginOutcome, login_transitions};
 pub use model::{Phase, StatusData, StepResult, StepRow};
