@@ -16,6 +16,7 @@ mod serve;
 mod session_args;
 mod status;
 mod table;
+mod tethers;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;

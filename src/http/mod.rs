@@ -17,6 +17,7 @@ pub mod permissions;
 pub mod preflight;
 pub mod rollback;
 pub mod server;
+pub mod tether_signals;
 
 use axum::Router;
 use axum::http::{HeaderName, StatusCode};
