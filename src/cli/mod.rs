@@ -58,6 +58,9 @@ enum Command {
     /// Print the cutover's status from its status ConfigMap (no service needed); the exit
     /// code says where it stands.
     Status(status::StatusArgs),
+    /// List every reference the cluster still holds to an upstream host (no service
+    /// needed); the exit code says whether any are left.
+    Tethers(tethers::TethersArgs),
     /// Run the embedded Kubernetes API server until interrupted.
     #[cfg(feature = "sandbox")]
     Sandbox(sandbox::SandboxArgs),
@@ -80,6 +83,7 @@ pub fn main() -> ExitCode {
         Command::Serve(args) => serve::run(*args),
         Command::Migrate(args) => migrate::run(args),
         Command::Status(args) => status::run(args),
+        Command::Tethers(args) => tethers::run(args),
         #[cfg(feature = "sandbox")]
         Command::Sandbox(args) => sandbox::main(args),
     }

@@ -3,8 +3,14 @@
 //! grouped by kind or as the JSON of `GET /cutover/tethers`. The exit code says whether the
 //! cluster is free of them, and a source it cannot see is never taken for "none".
 
+use super::args::connect;
+use super::status::terminal_json;
+use super::tether_args::TetherArgs;
+use crate::contract::{DEFAULT_LEASE, DEFAULT_NAMESPACE, ENV_NAMESPACE};
 use crate::sanitize::{Lines, escaped};
-use crate::tethers::{Tether, TetherKind, TetherReport};
+use crate::tethers::{Tether, TetherConfig, TetherError, TetherKind, TetherReport};
+use std::path::PathBuf;
+use std::process::ExitCode;
 
 /// No tether, and every source seen.
 pub const EXIT_NONE: u8 = 0;
@@ -23,7 +29,86 @@ Exit codes:
   1  some tethers (listed)
   2  usage error
   3  no tethers seen, but some sources cannot be seen (listed): none cannot be told
-  4  nothing could be read: kubeconfig or Kubernetes API";
+  4  nothing could be read: kubeconfig, Kubernetes API, or no upstream host given";
+
+/// How the report is printed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Output {
+    /// Grouped by kind, one line per tether, then the summary and the sources not seen.
+    Table,
+    /// The body of `GET /cutover/tethers`, on one line.
+    Json,
+}
+
+/// Arguments of `tethers`.
+#[derive(Debug, Clone, clap::Args)]
+#[command(after_help = EXIT_CODES)]
+pub struct TethersArgs {
+    /// Kubeconfig of the cluster [default: $KUBECONFIG, ~/.kube/config or the in-cluster
+    /// service account].
+    #[arg(long, value_name = "FILE")]
+    kubeconfig: Option<PathBuf>,
+    /// Namespace of the cutover (its record Lease and the agents' acknowledgements).
+    #[arg(short = 'n', long, value_name = "NS", env = ENV_NAMESPACE, default_value = DEFAULT_NAMESPACE)]
+    namespace: String,
+    /// Name of the Lease that elects the runner (the record Lease is `<name>-record`).
+    #[arg(long, value_name = "NAME", default_value = DEFAULT_LEASE)]
+    lease_name: String,
+    #[command(flatten)]
+    report: TetherArgs,
+    /// Output format.
+    #[arg(short = 'o', long, value_enum, default_value_t = Output::Table)]
+    output: Output,
+}
+
+impl TethersArgs {
+    fn config(&self) -> TetherConfig {
+        self.report.config(
+            &self.namespace,
+            &crate::contract::record_lease(&self.lease_name),
+        )
+    }
+}
+
+/// Why nothing could be read.
+#[derive(Debug, thiserror::Error)]
+enum TethersError {
+    #[error("no cluster to talk to: {0}")]
+    Config(String),
+    #[error(transparent)]
+    Report(#[from] TetherError),
+    #[error("cannot write the report as JSON: {0}")]
+    Json(serde_json::Error),
+}
+
+impl super::exit::Failure for TethersError {
+    fn exit_code(&self) -> ExitCode {
+        ExitCode::from(EXIT_UNREADABLE)
+    }
+}
+
+/// Runs `tethers`; its exit code says whether any are left (see `--help`).
+pub fn run(args: TethersArgs) -> ExitCode {
+    super::exit::run("tethers", async { tethers(&args).await.map(ExitCode::from) })
+}
+
+async fn tethers(args: &TethersArgs) -> Result<u8, TethersError> {
+    let client = connect(args.kubeconfig.as_deref())
+        .await
+        .map_err(TethersError::Config)?;
+    let report = crate::tethers::snapshot(client, &args.config()).await?;
+    match args.output {
+        Output::Table => {
+            for line in table(&report) {
+                super::exit::print_line(&line);
+            }
+        }
+        Output::Json => {
+            super::exit::print_line(&terminal_json(&report).map_err(TethersError::Json)?)
+        }
+    }
+    Ok(exit_code(&report))
+}
 
 /// The exit code of `report`. Pure.
 pub fn exit_code(report: &TetherReport) -> u8 {

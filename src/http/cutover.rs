@@ -8,7 +8,10 @@ use super::caller::Caller;
 use super::error::ApiError;
 use crate::runner::job;
 use crate::status::model::{Phase, StatusData};
-use crate::status::{Rejected, StatusBody, StoreError, Transition, Trigger, now_rfc3339};
+use super::tether_signals::count_of;
+use crate::status::{
+    Rejected, StatusBody, StoreError, TetherCount, Transition, Trigger, now_rfc3339,
+};
 use crate::step::{DiscoverError, PlanState, StepPlan};
 use axum::Json;
 use axum::body::Bytes;
@@ -270,7 +273,8 @@ pub async fn abort(
 }
 
 /// `GET /cutover` (and the console's status route): from the cache, no API request, and
-/// serialized only when the status or the plan changed since the last GET.
+/// serialized only when the status, the plan or the tether figures changed since the last
+/// GET.
 pub async fn status(State(ctx): State<Arc<HttpContext>>) -> Result<Response, ApiError> {
     if !ctx.store.cache().synced() {
         return Err(not_synced());
@@ -279,19 +283,21 @@ pub async fn status(State(ctx): State<Arc<HttpContext>>) -> Result<Response, Api
         return Ok(Json(body(&ctx, &StatusData::default())).into_response());
     };
     let plan = ready_plan(&ctx);
+    let tethers = count_of(&ctx.tethers.report());
     let json = ctx
         .bodies
-        .get_or_build(&configmap, plan.as_ref(), || {
+        .get_or_build(&configmap, plan.as_ref(), tethers, || {
             let data = configmap.data.clone().unwrap_or_default();
-            serde_json::to_vec(&body_with(&data, plan.as_deref())).map(Bytes::from)
+            let body = body_with(&data, plan.as_deref()).with_tethers(tethers);
+            serde_json::to_vec(&body).map(Bytes::from)
         })
         .map_err(|e| ApiError::Unavailable(format!("cannot serialize the status body: {e}")))?;
     Ok(([(header::CONTENT_TYPE, "application/json")], json).into_response())
 }
 
-/// The status body for `data` with the steps in execution order.
+/// The status body for `data` with the steps in execution order and the tether figures.
 pub fn body(ctx: &HttpContext, data: &StatusData) -> StatusBody {
-    body_with(data, ready_plan(ctx).as_deref())
+    body_with(data, ready_plan(ctx).as_deref()).with_tethers(count_of(&ctx.tethers.report()))
 }
 
 fn body_with(data: &StatusData, plan: Option<&StepPlan>) -> StatusBody {
@@ -307,9 +313,11 @@ pub(crate) fn ready_plan(ctx: &HttpContext) -> Option<Arc<StepPlan>> {
 }
 
 /// The last serialized status body, keyed by the identity of the cached status ConfigMap
-/// and of the plan it was built with. The status cache and the step source publish a new
-/// `Arc` for every change, so identity stands for version; holding both `Arc`s keeps their
-/// addresses from being reused by a later version.
+/// and of the plan it was built with, and by the tether figures it carries. The status
+/// cache and the step source publish a new `Arc` for every change, so identity stands for
+/// version; holding both `Arc`s keeps their addresses from being reused by a later version.
+/// The figures are compared by value: a report that changed without changing them (a
+/// tether's value edited) leaves the body as it was.
 pub struct BodyCache {
     last: Mutex<Option<CachedBody>>,
 }
@@ -317,12 +325,19 @@ pub struct BodyCache {
 struct CachedBody {
     configmap: Arc<ConfigMap>,
     plan: Option<Arc<StepPlan>>,
+    tethers: TetherCount,
     json: Bytes,
 }
 
 impl CachedBody {
-    fn is_for(&self, configmap: &Arc<ConfigMap>, plan: Option<&Arc<StepPlan>>) -> bool {
+    fn is_for(
+        &self,
+        configmap: &Arc<ConfigMap>,
+        plan: Option<&Arc<StepPlan>>,
+        tethers: TetherCount,
+    ) -> bool {
         Arc::ptr_eq(&self.configmap, configmap)
+            && self.tethers == tethers
             && match (&self.plan, plan) {
                 (Some(held), Some(plan)) => Arc::ptr_eq(held, plan),
                 (None, None) => true,
@@ -339,16 +354,17 @@ impl BodyCache {
         }
     }
 
-    /// The body of `configmap` and `plan`: the cached one when it is theirs, else `build`'s,
-    /// which is cached in its place. `build` runs without the lock held.
+    /// The body of `configmap`, `plan` and `tethers`: the cached one when it is theirs,
+    /// else `build`'s, which is cached in its place. `build` runs without the lock held.
     pub fn get_or_build<E>(
         &self,
         configmap: &Arc<ConfigMap>,
         plan: Option<&Arc<StepPlan>>,
+        tethers: TetherCount,
         build: impl FnOnce() -> Result<Bytes, E>,
     ) -> Result<Bytes, E> {
         if let Some(cached) = self.lock().as_ref()
-            && cached.is_for(configmap, plan)
+            && cached.is_for(configmap, plan, tethers)
         {
             return Ok(cached.json.clone());
         }
@@ -356,6 +372,7 @@ impl BodyCache {
         *self.lock() = Some(CachedBody {
             configmap: configmap.clone(),
             plan: plan.cloned(),
+            tethers,
             json: json.clone(),
         });
         Ok(json)
@@ -489,7 +506,7 @@ mod tests {
         let builds = Cell::new(0);
         let get = |cm: &Arc<ConfigMap>, plan: Option<&Arc<StepPlan>>| {
             cache
-                .get_or_build(cm, plan, || {
+                .get_or_build(cm, plan, no_tethers(), || {
                     builds.set(builds.get() + 1);
                     Ok::<_, Infallible>(Bytes::from(builds.get().to_string()))
                 })
@@ -512,6 +529,42 @@ mod tests {
         assert_eq!(builds.get(), 5);
     }
 
+    fn no_tethers() -> TetherCount {
+        TetherCount {
+            count: 0,
+            gating: 0,
+            synced: true,
+            unseen_sources: 0,
+        }
+    }
+
+    #[test]
+    fn a_changed_tether_count_is_never_served_stale() {
+        let cache = BodyCache::new();
+        let cm = Arc::new(ConfigMap::default());
+        let get = |tethers: TetherCount, body: &'static str| {
+            cache
+                .get_or_build(&cm, None, tethers, || {
+                    Ok::<_, Infallible>(Bytes::from_static(body.as_bytes()))
+                })
+                .unwrap()
+        };
+        let planted = TetherCount {
+            count: 1,
+            gating: 1,
+            ..no_tethers()
+        };
+        assert_eq!(get(no_tethers(), "none"), "none");
+        assert_eq!(get(planted, "one"), "one");
+        assert_eq!(get(planted, "rebuilt"), "one", "the same figures: cached");
+        assert_eq!(get(no_tethers(), "none again"), "none again");
+        let blind = TetherCount {
+            unseen_sources: 1,
+            ..no_tethers()
+        };
+        assert_eq!(get(blind, "blind"), "blind");
+    }
+
     #[test]
     fn only_a_failed_step_row_makes_a_start_a_retry() {
         let data = |pairs: &[(&str, &str)]| crate::status::model::data_of(pairs);
@@ -528,8 +581,10 @@ mod tests {
     fn a_failed_build_caches_nothing() {
         let cache = BodyCache::new();
         let cm = Arc::new(ConfigMap::default());
-        assert!(cache.get_or_build(&cm, None, || Err("no")).is_err());
-        let built = cache.get_or_build(&cm, None, || Ok::<_, &str>(Bytes::from_static(b"{}")));
+        assert!(cache.get_or_build(&cm, None, no_tethers(), || Err("no")).is_err());
+        let built = cache.get_or_build(&cm, None, no_tethers(), || {
+            Ok::<_, &str>(Bytes::from_static(b"{}"))
+        });
         assert_eq!(built.unwrap(), "{}");
     }
 }

@@ -30,6 +30,19 @@ const PHASES = {
   "rollback-failed": { symbol: "✘", text: "Rollback failed" },
 };
 
+// The kinds of tether, in the report's order: what each is, for a person.
+const TETHER_KINDS = {
+  "git-repository": "Flux GitRepositories",
+  "helm-repository": "Flux HelmRepositories",
+  "oci-repository": "Flux OCIRepositories",
+  "helm-release": "Flux HelmReleases with an upstream chart",
+  image: "Images from an upstream registry no mirror covers",
+  "container-url": "Container env values and args naming an upstream",
+  "crossplane-provider": "Crossplane Provider packages",
+  vcluster: "vcluster registry settings",
+  "unacked-node": "Nodes whose agent has not acknowledged the pivot",
+};
+
 const page = {
   status: null,
   permissions: null,
@@ -38,6 +51,8 @@ const page = {
   resumed: 0,
   refreshing: null,
   refreshAgain: false,
+  tethersLoading: null,
+  tethersAgain: false,
   signingIn: null,
   // The step rows by step name: step names are data, so they never become element ids
   // (a step named "rows" would otherwise be found as the table's own body).
@@ -255,6 +270,81 @@ function render(status) {
   renderActions();
 }
 
+// The figures of the tether report (the status body's `tethers`, a cutover-tethers
+// frame's): the summary line, until the list itself is read.
+function tetherSummary(figures) {
+  const node = $("tether-summary");
+  let text;
+  if (!figures.synced) text = "The tether report is still listing the cluster…";
+  else if (figures.count === 0) text = "No tethers: nothing the report sees points to an upstream host.";
+  else {
+    text = figures.count + (figures.count === 1 ? " tether" : " tethers") + " to upstream hosts";
+    text += typeof figures.gating === "number" ? " (" + figures.gating + " gating completion)." : ".";
+  }
+  const unseen = figures.unseenSources || 0;
+  if (unseen) text += " " + unseen + (unseen === 1 ? " source cannot" : " sources cannot") + " be seen: none cannot be told.";
+  node.textContent = text;
+  node.dataset.count = String(figures.count);
+  node.dataset.state = !figures.synced || (figures.count === 0 && unseen) ? "blind"
+    : figures.count === 0 ? "none" : "tethered";
+}
+
+function tetherRow(tether) {
+  const object = tether.namespace ? tether.namespace + "/" + tether.name : tether.name;
+  return el("tr", { class: "tether", "data-object": object, "data-field": tether.field },
+    el("th", { scope: "row", text: object }),
+    el("td", {}, el("code", { text: tether.field })),
+    el("td", {}, el("code", { text: tether.value })),
+    el("td", { text: tether.host }),
+    el("td", {}, time(tether.since)));
+}
+
+// The whole report: the summary, the sources it cannot see, and per kind a table.
+function renderTethers(report) {
+  tetherSummary({
+    count: report.tethers.length,
+    gating: report.gating,
+    synced: report.synced,
+    unseenSources: report.unseen.length,
+  });
+  $("tether-unseen").replaceChildren(...report.unseen.map((u) =>
+    el("li", { "data-source": u.source }, "Not seen: ", el("code", { text: u.source }), ": " + u.reason)));
+  const groups = [];
+  for (const [kind, title] of Object.entries(TETHER_KINDS)) {
+    const tethers = report.tethers.filter((t) => t.kind === kind);
+    if (!tethers.length) continue;
+    const head = el("tr", {}, ...["Object", "Field", "Value", "Host", "Since"].map((h) => el("th", { scope: "col", text: h })));
+    groups.push(el("section", { class: "tether-group", "data-kind": kind },
+      el("h3", { text: title + " (" + kind + "): " + tethers.length }),
+      el("table", {}, el("thead", {}, head), el("tbody", {}, ...tethers.map(tetherRow)))));
+  }
+  const known = new Set(Object.keys(TETHER_KINDS));
+  const others = report.tethers.filter((t) => !known.has(t.kind));
+  if (others.length) {
+    groups.push(el("section", { class: "tether-group", "data-kind": "other" },
+      el("h3", { text: "Other kinds: " + others.length }),
+      el("table", {}, el("tbody", {}, ...others.map(tetherRow)))));
+  }
+  $("tether-groups").replaceChildren(...groups);
+}
+
+// Reads the report again: one read at a time, and one more if frames came in meanwhile.
+async function refreshTethers() {
+  if (page.tethersLoading) {
+    page.tethersAgain = true;
+    return page.tethersLoading;
+  }
+  page.tethersLoading = (async () => {
+    do {
+      page.tethersAgain = false;
+      const { status, body } = await call("GET", "/cutover/tethers");
+      if (status === 200) renderTethers(body);
+      else $("tether-summary").textContent = "Cannot read the tether report (HTTP " + status + "): " + refusal(body, "");
+    } while (page.tethersAgain);
+  })().finally(() => { page.tethersLoading = null; });
+  return page.tethersLoading;
+}
+
 function renderActions() {
   const status = page.status;
   const may = page.permissions || {};
@@ -318,8 +408,16 @@ function onFrame(id, name, data, first) {
     // Its message is the status ConfigMap as JSON, for the admin console; a person reads
     // the phase.
     render(frame.status);
+    // A snapshot on (re)connect: tether frames may have been missed meanwhile.
+    if (first) refreshTethers().catch(() => {});
     showEvent(id, name, { ...frame, message: "cutover is " + frame.status.phase +
       " (" + frame.status.progressPercent + "% done)" });
+    return;
+  }
+  if (name === "cutover-tethers") {
+    if (frame.tethers) tetherSummary(frame.tethers);
+    showEvent(id, name, frame);
+    refreshTethers().catch(() => {});
     return;
   }
   if (first && page.reconnects > 0) {
@@ -489,6 +587,7 @@ async function main() {
     const { status, body } = await call("GET", "/cutover");
     if (status === 200) render(body);
     else $("summary").textContent = "Cannot read the status (HTTP " + status + "): " + refusal(body, "");
+    await refreshTethers();
   } catch (error) {
     $("summary").textContent = "Cannot reach the service: " + error.message;
   }
