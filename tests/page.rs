@@ -19,9 +19,10 @@ use common::{
 use fantoccini::actions::{InputSource, KeyAction, KeyActions};
 use fantoccini::key::Key;
 use fantoccini::{Client, ClientBuilder, Locator};
-use k8s_openapi::api::core::v1::ConfigMap;
+use catalyst_cutover::tethers::TetherConfig;
+use k8s_openapi::api::core::v1::{ConfigMap, Pod};
 use k8s_openapi::api::rbac::v1::ClusterRole;
-use kube::api::{Api, PostParams};
+use kube::api::{Api, DeleteParams, PostParams};
 use kube_sandbox::sim::Simulator;
 use serde_json::{Value, json};
 use std::path::PathBuf;
@@ -914,4 +915,70 @@ async fn steps_named_after_the_pages_ids_keep_their_rows_under_a_console_session
     service.shutdown().await;
     sim.shutdown().await;
     cluster.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_planted_tether_appears_live_grouped_by_kind_and_goes_when_fixed() {
+    let env = Env::start().await;
+    // A host of this test's own: other tests' objects on a shared cluster are no tethers.
+    let host = format!("{}.upstream.test", env.ns());
+    let mut config = ServiceConfig::new(env.ns());
+    let mut tethers = TetherConfig::new(env.ns(), &config.record_lease());
+    tethers.upstream_hosts = vec![host.clone()];
+    config.tethers = Some(tethers);
+    let service = env.service(config).await;
+    let b = &env.browser;
+    b.goto(&format!("{}/", service.url()))
+        .await
+        .expect("open the page");
+    let count_is = |n: usize| {
+        format!("return document.getElementById('tether-summary').dataset.count === '{n}'")
+    };
+    until(b, "a tether report with none", &count_is(0)).await;
+    until(
+        b,
+        "a live stream",
+        "return document.getElementById('connection').dataset.state === 'live'",
+    )
+    .await;
+
+    // A value that would be markup if the page built markup from it.
+    let value = format!("https://{host}/openova/platform?<img src=x id=planted-markup>");
+    let pod: Pod = serde_json::from_value(json!({
+        "metadata": {"name": "console-backend"},
+        "spec": {"containers": [{"name": "app", "image": "registry.local/app:1",
+                                 "env": [{"name": "REPO", "value": value}]}]}
+    }))
+    .expect("pod");
+    let pods: Api<Pod> = Api::namespaced(env.cluster.client(), env.ns());
+    pods.create(&PostParams::default(), &pod)
+        .await
+        .expect("plant");
+    let object = format!("{}/console-backend", env.ns());
+    let row = format!(
+        "document.querySelector('.tether-group[data-kind=\"container-url\"] tr.tether[data-object=\"{object}\"]')"
+    );
+    until(b, "the planted tether", &format!("return !!{row}")).await;
+    until(b, "a count of one", &count_is(1)).await;
+    let shown = eval(
+        b,
+        &format!(
+            "const r = {row}; return {{cells: [...r.children].map(c => c.textContent), \
+             markup: !!document.getElementById('planted-markup'), \
+             frames: [...document.querySelectorAll('#events li')].filter(li => li.dataset.event === 'cutover-tethers').length}}"
+        ),
+    )
+    .await;
+    assert_eq!(shown["cells"][0], object.as_str(), "{shown}");
+    assert_eq!(shown["cells"][2], value.as_str(), "{shown}");
+    assert_eq!(shown["cells"][3], host.as_str(), "{shown}");
+    assert_eq!(shown["markup"], false, "the value is text, never markup");
+    assert!(shown["frames"].as_u64().unwrap_or(0) >= 1, "{shown}");
+
+    pods.delete("console-backend", &DeleteParams::default().grace_period(0))
+        .await
+        .expect("fix");
+    until(b, "the tether gone", &format!("return !{row}")).await;
+    until(b, "a count of zero again", &count_is(0)).await;
+    env.stop(service).await;
 }
