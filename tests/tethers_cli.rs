@@ -8,6 +8,8 @@
 mod common;
 
 use common::TestCluster;
+use kube_sandbox::access_control::TokenTable;
+use kube_sandbox::api::ApiServerConfig;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, DeleteParams, PostParams};
 use serde_json::{Value, json};
@@ -27,8 +29,13 @@ struct Env {
 }
 
 impl Env {
+    /// A cluster whose API server checks tokens and RBAC (as a real one does).
     async fn start() -> Env {
-        let cluster = TestCluster::start().await;
+        let cluster = TestCluster::start_with(ApiServerConfig {
+            tokens: Some(TokenTable::default()),
+            ..ApiServerConfig::default()
+        })
+        .await;
         let ns = cluster.namespace().to_owned();
         let kubeconfig = write_kubeconfig(&ns, "admin", cluster.kubeconfig());
         Env {
@@ -120,11 +127,12 @@ async fn a_planted_tether_is_listed_with_exit_1_and_fixed_it_is_0() {
     let stdout = text(&table.stdout);
     assert_eq!(code(&table), 1, "{stdout}{}", text(&table.stderr));
     assert!(stdout.contains("container-url (1)"), "{stdout}");
-    let object = format!("{}/api", env.ns());
+    // The object is the pod's owner, or the pod itself (`<ns>/pod/api`) when it has none.
+    let object = format!("{}/", env.ns());
     let line = stdout
         .lines()
-        .find(|l| l.contains(&object))
-        .unwrap_or_else(|| panic!("no line of {object}:\n{stdout}"));
+        .find(|l| l.trim_start().starts_with(&object) && l.contains("api"))
+        .unwrap_or_else(|| panic!("no line of the pod:\n{stdout}"));
     assert!(line.contains(&format!("https://{}/openova/platform", env.host)), "{line}");
     assert!(line.trim_end().ends_with(&env.host), "{line}");
     assert!(stdout.contains("1 tether to an upstream host"), "{stdout}");

@@ -25,7 +25,8 @@ pub const EXIT_UNREADABLE: u8 = 4;
 /// The exit codes, as `--help` prints them; 2, a wrong command line, is clap's own.
 pub const EXIT_CODES: &str = "\
 Exit codes:
-  0  no tethers: nothing the report can see points to an upstream host
+  0  no tethers: nothing in the cluster points to an upstream host (kinds not installed
+     hold none)
   1  some tethers (listed)
   2  usage error
   3  no tethers seen, but some sources cannot be seen (listed): none cannot be told
@@ -114,7 +115,7 @@ async fn tethers(args: &TethersArgs) -> Result<u8, TethersError> {
 pub fn exit_code(report: &TetherReport) -> u8 {
     if !report.tethers.is_empty() {
         EXIT_SOME
-    } else if !report.unseen.is_empty() || !report.synced {
+    } else if report.blind_spots().next().is_some() || !report.synced {
         EXIT_BLIND
     } else {
         EXIT_NONE
@@ -173,11 +174,23 @@ pub fn table(report: &TetherReport) -> Vec<String> {
         lines.push(String::new());
     }
     lines.push(summary(report));
-    for unseen in &report.unseen {
+    for unseen in report.blind_spots() {
         lines.push(format!(
             "  not seen: {}: {}",
             shown(&unseen.source),
             shown(&unseen.reason)
+        ));
+    }
+    let absent: Vec<String> = report
+        .unseen
+        .iter()
+        .filter(|u| u.is_not_installed())
+        .map(|u| shown(&u.source))
+        .collect();
+    if !absent.is_empty() {
+        lines.push(format!(
+            "not installed in this cluster (nothing to see): {}",
+            absent.join(", ")
         ));
     }
     lines
@@ -195,7 +208,7 @@ fn object(tether: &Tether) -> String {
 fn summary(report: &TetherReport) -> String {
     let count = report.tethers.len();
     let gating = report.gating().count();
-    let blind = match (report.synced, report.unseen.len()) {
+    let blind = match (report.synced, report.blind_spots().count()) {
         (false, _) => ", but the report has not listed every source".to_owned(),
         (true, 0) => String::new(),
         (true, 1) => ", but 1 source cannot be seen:".to_owned(),
@@ -254,6 +267,12 @@ mod tests {
             EXIT_BLIND
         );
         assert_eq!(exit_code(&TetherReport::default()), EXIT_BLIND, "unsynced");
+        let absent = UnseenSource::not_installed("providers.pkg.crossplane.io");
+        assert_eq!(
+            exit_code(&report(Vec::new(), vec![absent])),
+            EXIT_NONE,
+            "a kind not installed hides nothing"
+        );
         for code in [EXIT_NONE, EXIT_SOME, 2, EXIT_BLIND, EXIT_UNREADABLE] {
             assert!(EXIT_CODES.contains(&format!("\n  {code}  ")), "{code}");
         }
@@ -304,6 +323,19 @@ mod tests {
         assert_eq!(
             table(&TetherReport::default()),
             ["no tethers seen, but the report has not listed every source"]
+        );
+        assert_eq!(
+            table(&report(
+                Vec::new(),
+                vec![
+                    UnseenSource::not_installed("a.example.io"),
+                    UnseenSource::not_installed("b.example.io")
+                ]
+            )),
+            [
+                "no tethers: nothing in the cluster points to an upstream host",
+                "not installed in this cluster (nothing to see): a.example.io, b.example.io"
+            ]
         );
     }
 

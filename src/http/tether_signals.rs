@@ -21,7 +21,7 @@ pub fn count_of(report: &TetherReport) -> TetherCount {
         count: report.tethers.len(),
         gating: report.gating().count(),
         synced: report.synced,
-        unseen_sources: report.unseen.len(),
+        unseen_sources: report.blind_spots().count(),
     }
 }
 
@@ -55,7 +55,8 @@ pub async fn follow(
     let mut last = None;
     loop {
         let report = reports.borrow_and_update().clone();
-        metrics.set_tethers(per_kind(&report), report.synced, report.unseen.len());
+        let blind = report.blind_spots().count();
+        metrics.set_tethers(per_kind(&report), report.synced, blind);
         let now = count_of(&report);
         if let Some(frame) = news(last, now, &now_rfc3339()) {
             events.publish_frame(frame);
@@ -136,6 +137,15 @@ mod tests {
         assert!(
             news(Some(fixed), count_of(&blind), "t").is_some(),
             "a source lost is news even at the same count"
+        );
+        let mut absent = report(Vec::new());
+        absent
+            .unseen
+            .push(UnseenSource::not_installed("providers.pkg.crossplane.io"));
+        assert_eq!(
+            count_of(&absent).unseen_sources,
+            0,
+            "a kind not installed hides nothing"
         );
     }
 

@@ -69,7 +69,8 @@ pub struct TetherCount {
     pub gating: usize,
     /// Whether every source has listed once: before that, the counts mean "not known yet".
     pub synced: bool,
-    /// The sources the report cannot see (their tethers are not counted).
+    /// The sources the report cannot see (no rights, a failing list): their tethers are
+    /// not counted. Kinds the cluster does not serve are not among them.
     pub unseen_sources: usize,
 }
 

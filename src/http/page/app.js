@@ -255,6 +255,7 @@ function render(status) {
     times.append("; this attempt started ", time(status.cutoverLastAttemptStartedAt));
   }
   if (status.cutoverFinishedAt) times.append("; finished ", time(status.cutoverFinishedAt));
+  if (status.tethers) tetherSummary(status.tethers);
   const failed = status.phase === "failed" && status.failedStep;
   $("failure").hidden = !failed;
   $("failed-step").textContent = failed ? status.failedStep : "";
@@ -271,16 +272,14 @@ function render(status) {
 }
 
 // The figures of the tether report (the status body's `tethers`, a cutover-tethers
-// frame's): the summary line, until the list itself is read.
+// frame's): the summary line. `unseenSources` leaves out kinds that are not installed.
 function tetherSummary(figures) {
   const node = $("tether-summary");
   let text;
   if (!figures.synced) text = "The tether report is still listing the cluster…";
   else if (figures.count === 0) text = "No tethers: nothing the report sees points to an upstream host.";
-  else {
-    text = figures.count + (figures.count === 1 ? " tether" : " tethers") + " to upstream hosts";
-    text += typeof figures.gating === "number" ? " (" + figures.gating + " gating completion)." : ".";
-  }
+  else text = (figures.count === 1 ? "1 tether to an upstream host" : figures.count + " tethers to upstream hosts") +
+    " (" + figures.gating + " gating completion).";
   const unseen = figures.unseenSources || 0;
   if (unseen) text += " " + unseen + (unseen === 1 ? " source cannot" : " sources cannot") + " be seen: none cannot be told.";
   node.textContent = text;
@@ -299,16 +298,11 @@ function tetherRow(tether) {
     el("td", {}, time(tether.since)));
 }
 
-// The whole report: the summary, the sources it cannot see, and per kind a table.
+// The report's list: the sources it cannot see (or that are not installed), and per kind
+// a table. The summary comes from the figures the service computes (status body, frames).
 function renderTethers(report) {
-  tetherSummary({
-    count: report.tethers.length,
-    gating: report.gating,
-    synced: report.synced,
-    unseenSources: report.unseen.length,
-  });
   $("tether-unseen").replaceChildren(...report.unseen.map((u) =>
-    el("li", { "data-source": u.source }, "Not seen: ", el("code", { text: u.source }), ": " + u.reason)));
+    el("li", { "data-source": u.source }, el("code", { text: u.source }), ": " + u.reason)));
   const groups = [];
   for (const [kind, title] of Object.entries(TETHER_KINDS)) {
     const tethers = report.tethers.filter((t) => t.kind === kind);
