@@ -63,7 +63,13 @@ async fn cluster() -> Cluster {
     let out = std::env::temp_dir().join(format!("tether-bench-{}.kubeconfig", std::process::id()));
     let _ = std::fs::remove_file(&out);
     let child = Command::new(env!("CARGO_BIN_EXE_catalyst-cutover"))
-        .args(["sandbox", "--no-simulator", "--nodes", "0", "--kubeconfig-out"])
+        .args([
+            "sandbox",
+            "--no-simulator",
+            "--nodes",
+            "0",
+            "--kubeconfig-out",
+        ])
         .arg(&out)
         .env("RUST_LOG", "warn")
         .kill_on_drop(true)
@@ -101,14 +107,24 @@ fn flux(kind: &str) -> ApiResource {
 
 fn flux_object(kind: &str, name: &str, upstream: bool) -> DynamicObject {
     let ar = flux(kind);
-    let host = if upstream { "github.com" } else { "gitea.catalyst.local" };
+    let host = if upstream {
+        "github.com"
+    } else {
+        "gitea.catalyst.local"
+    };
     let spec = match kind {
-        "GitRepository" => json!({"url": format!("https://{host}/openova/{name}"), "interval": "10m",
-                                  "ref": {"branch": "main"}}),
-        "HelmRepository" => json!({"url": format!("https://{}/charts", if upstream { "ghcr.io" } else { "harbor.catalyst.local" }),
-                                   "interval": "10m"}),
-        "OCIRepository" => json!({"url": format!("oci://{}/openova/{name}", if upstream { "ghcr.io" } else { "harbor.catalyst.local" }),
-                                  "interval": "10m", "ref": {"tag": "latest"}}),
+        "GitRepository" => {
+            json!({"url": format!("https://{host}/openova/{name}"), "interval": "10m",
+                                  "ref": {"branch": "main"}})
+        }
+        "HelmRepository" => {
+            json!({"url": format!("https://{}/charts", if upstream { "ghcr.io" } else { "harbor.catalyst.local" }),
+                                   "interval": "10m"})
+        }
+        "OCIRepository" => {
+            json!({"url": format!("oci://{}/openova/{name}", if upstream { "ghcr.io" } else { "harbor.catalyst.local" }),
+                                  "interval": "10m", "ref": {"tag": "latest"}})
+        }
         _ => json!({"interval": "10m", "chart": {"spec": {"chart": name, "sourceRef":
                     {"kind": "HelmRepository", "name": if upstream { "h0" } else { "h1" }}}}}),
     };
@@ -159,7 +175,8 @@ async fn populate(cluster: &Cluster) {
     let started = Instant::now();
     futures::stream::iter(0..PODS)
         .map(|n| {
-            let api: Api<Pod> = Api::namespaced(client.clone(), &namespace(cluster, n % NAMESPACES));
+            let api: Api<Pod> =
+                Api::namespaced(client.clone(), &namespace(cluster, n % NAMESPACES));
             async move {
                 api.create(&PostParams::default(), &pod(&format!("p{n}"), n))
                     .await
@@ -190,9 +207,12 @@ async fn populate(cluster: &Cluster) {
                 format!("{}-{n}", kind.to_lowercase())
             };
             async move {
-                api.create(&PostParams::default(), &flux_object(kind, &name, n % 2 == 0))
-                    .await
-                    .unwrap_or_else(|e| panic!("{kind} {name}: {e}"));
+                api.create(
+                    &PostParams::default(),
+                    &flux_object(kind, &name, n % 2 == 0),
+                )
+                .await
+                .unwrap_or_else(|e| panic!("{kind} {name}: {e}"));
             }
         })
         .buffer_unordered(PARALLEL)
@@ -238,7 +258,10 @@ async fn until(
 }
 
 fn has(report: &TetherReport, kind: TetherKind, name: &str) -> bool {
-    report.tethers.iter().any(|t| t.kind == kind && t.name == name)
+    report
+        .tethers
+        .iter()
+        .any(|t| t.kind == kind && t.name == name)
 }
 
 fn summary(label: &str, mut times: Vec<Duration>) {
@@ -250,7 +273,11 @@ fn summary(label: &str, mut times: Vec<Duration>) {
         ms(at(0.5)),
         ms(at(0.95)),
         ms(at(1.0)),
-        if at(1.0) < Duration::from_secs(1) { "met" } else { "MISSED" }
+        if at(1.0) < Duration::from_secs(1) {
+            "met"
+        } else {
+            "MISSED"
+        }
     );
 }
 
@@ -264,12 +291,16 @@ async fn latencies(cluster: &Cluster, tethers: &Tethers) {
     for round in 0..ROUNDS {
         let name = format!("planted-{round}");
         let at = Instant::now();
-        git.create(&PostParams::default(), &flux_object("GitRepository", &name, true))
-            .await
-            .expect("plant");
+        git.create(
+            &PostParams::default(),
+            &flux_object("GitRepository", &name, true),
+        )
+        .await
+        .expect("plant");
         planted.push(until(tethers, at, |r| has(r, TetherKind::GitRepository, &name)).await);
         let at = Instant::now();
-        let local = json!({"spec": {"url": format!("https://gitea.catalyst.local/openova/{name}")}});
+        let local =
+            json!({"spec": {"url": format!("https://gitea.catalyst.local/openova/{name}")}});
         git.patch(&name, &PatchParams::default(), &Patch::Merge(&local))
             .await
             .expect("fix");
@@ -282,12 +313,29 @@ async fn latencies(cluster: &Cluster, tethers: &Tethers) {
         }
         let at = Instant::now();
         pods.create(&PostParams::default(), &p).await.expect("pod");
-        pod_planted.push(until(tethers, at, |r| r.tethers.iter().any(|t| t.kind == TetherKind::Image && t.name.contains(&owner[..owner.len() - 5]))).await);
+        pod_planted.push(
+            until(tethers, at, |r| {
+                r.tethers.iter().any(|t| {
+                    t.kind == TetherKind::Image && t.name.contains(&owner[..owner.len() - 5])
+                })
+            })
+            .await,
+        );
         let at = Instant::now();
-        pods.delete(&format!("bench-{round}"), &DeleteParams::default().grace_period(0))
-            .await
-            .expect("delete");
-        pod_fixed.push(until(tethers, at, |r| !r.tethers.iter().any(|t| t.kind == TetherKind::Image && t.name.contains(&owner[..owner.len() - 5]))).await);
+        pods.delete(
+            &format!("bench-{round}"),
+            &DeleteParams::default().grace_period(0),
+        )
+        .await
+        .expect("delete");
+        pod_fixed.push(
+            until(tethers, at, |r| {
+                !r.tethers.iter().any(|t| {
+                    t.kind == TetherKind::Image && t.name.contains(&owner[..owner.len() - 5])
+                })
+            })
+            .await,
+        );
     }
     println!("-- latency, from the API call to the report ({ROUNDS} rounds)");
     summary("GitRepository planted (created)", planted);
@@ -353,7 +401,11 @@ async fn main() {
         mib(before),
         mib(after),
         mib(added),
-        if added < 64 * 1024 * 1024 { "met" } else { "MISSED" },
+        if added < 64 * 1024 * 1024 {
+            "met"
+        } else {
+            "MISSED"
+        },
         mib(peak),
         mib(peak.saturating_sub(before)),
     );

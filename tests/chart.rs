@@ -1257,6 +1257,22 @@ fn expected_calls() -> (Calls, Calls) {
                 "patch events.k8s.io/events catalyst/x.123",
                 "create authentication.k8s.io/tokenreviews",
                 "create authorization.k8s.io/subjectaccessreviews",
+                // tethers/sources.rs: the tether report's cluster-wide watches
+                // (tethers.clusterWide), each a list and a watch.
+                "list /pods",
+                "watch /pods",
+                "list /nodes",
+                "watch /nodes",
+                "list source.toolkit.fluxcd.io/gitrepositories",
+                "watch source.toolkit.fluxcd.io/gitrepositories",
+                "list source.toolkit.fluxcd.io/helmrepositories",
+                "watch source.toolkit.fluxcd.io/helmrepositories",
+                "list source.toolkit.fluxcd.io/ocirepositories",
+                "watch source.toolkit.fluxcd.io/ocirepositories",
+                "list helm.toolkit.fluxcd.io/helmreleases",
+                "watch helm.toolkit.fluxcd.io/helmreleases",
+                "list pkg.crossplane.io/providers",
+                "watch pkg.crossplane.io/providers",
             ],
         ),
         (
@@ -1334,7 +1350,12 @@ fn expected_calls() -> (Calls, Calls) {
                 "deletecollection /configmaps catalyst/*",
                 "list /configmaps other/*",
                 "get /secrets catalyst/cutover-credentials",
-                "watch /nodes",
+                // The tether report reads, never gets one by name nor writes.
+                "get /nodes n1",
+                "get /pods other/x",
+                "patch source.toolkit.fluxcd.io/gitrepositories flux-system/x",
+                "get helm.toolkit.fluxcd.io/helmreleases flux-system/x",
+                "patch pkg.crossplane.io/providers x",
                 "create /events catalyst/*",
                 "update coordination.k8s.io/leases catalyst/other",
                 "list apps/daemonsets catalyst/*",
@@ -1633,6 +1654,7 @@ fn service_resources() -> BTreeSet<String> {
         "TokenReview" => "tokenreviews",
         "SubjectAccessReview" => "subjectaccessreviews",
         "Recorder" => "events",
+        "Node" => "nodes",
         other => panic!("the service uses Api<{other}>: add it here and to the chart's RBAC"),
     };
     let mut out = BTreeSet::new();
@@ -1657,6 +1679,16 @@ fn service_resources() -> BTreeSet<String> {
             {
                 out.insert(resource_of(&kind).to_owned());
             }
+        }
+        // The tether report's custom kinds, watched as DynamicObjects found by discovery.
+        if code.contains("Api::all_with(") && file.ends_with("tethers/sources.rs") {
+            out.extend(
+                catalyst_cutover::tethers::index::Source::ALL
+                    .iter()
+                    .filter(|s| s.custom().is_some())
+                    .filter_map(|s| s.name().split('.').next())
+                    .map(str::to_owned),
+            );
         }
         if code.contains("Recorder::new") {
             out.insert(resource_of("Recorder").to_owned());

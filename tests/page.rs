@@ -11,6 +11,7 @@ mod common;
 
 use catalyst_cutover::auth::{AuthConfig, ForwardAuthConfig};
 use catalyst_cutover::service::{Service, ServiceConfig};
+use catalyst_cutover::tethers::TetherConfig;
 use common::session::{Answer, Backend, grant_group};
 use common::{
     CHART_STEPS, TestCluster, create_service_account, grant, job_step, request_token,
@@ -19,7 +20,6 @@ use common::{
 use fantoccini::actions::{InputSource, KeyAction, KeyActions};
 use fantoccini::key::Key;
 use fantoccini::{Client, ClientBuilder, Locator};
-use catalyst_cutover::tethers::TetherConfig;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod};
 use k8s_openapi::api::rbac::v1::ClusterRole;
 use kube::api::{Api, DeleteParams, PostParams};

@@ -8,10 +8,10 @@
 mod common;
 
 use common::TestCluster;
-use kube_sandbox::access_control::TokenTable;
-use kube_sandbox::api::ApiServerConfig;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, DeleteParams, PostParams};
+use kube_sandbox::access_control::TokenTable;
+use kube_sandbox::api::ApiServerConfig;
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
 use std::process::Output;
@@ -101,8 +101,11 @@ impl Env {
 
 fn write_kubeconfig(ns: &str, who: &str, kubeconfig: &kube::config::Kubeconfig) -> PathBuf {
     let path = std::env::temp_dir().join(format!("{ns}.{who}.tethers.kubeconfig"));
-    std::fs::write(&path, serde_yaml::to_string(kubeconfig).expect("kubeconfig"))
-        .expect("write kubeconfig");
+    std::fs::write(
+        &path,
+        serde_yaml::to_string(kubeconfig).expect("kubeconfig"),
+    )
+    .expect("write kubeconfig");
     path
 }
 
@@ -133,7 +136,10 @@ async fn a_planted_tether_is_listed_with_exit_1_and_fixed_it_is_0() {
         .lines()
         .find(|l| l.trim_start().starts_with(&object) && l.contains("api"))
         .unwrap_or_else(|| panic!("no line of the pod:\n{stdout}"));
-    assert!(line.contains(&format!("https://{}/openova/platform", env.host)), "{line}");
+    assert!(
+        line.contains(&format!("https://{}/openova/platform", env.host)),
+        "{line}"
+    );
     assert!(line.trim_end().ends_with(&env.host), "{line}");
     assert!(stdout.contains("1 tether to an upstream host"), "{stdout}");
 
@@ -173,7 +179,9 @@ async fn what_the_cluster_holds_reaches_the_terminal_escaped() {
         assert_eq!(code(&output), 1, "{args:?}: {}", text(&output.stdout));
         let stdout = text(&output.stdout);
         assert!(
-            !stdout.chars().any(|c| c != '\n' && (c.is_control() || ('\u{202a}'..='\u{202e}').contains(&c))),
+            !stdout
+                .chars()
+                .any(|c| c != '\n' && (c.is_control() || ('\u{202a}'..='\u{202e}').contains(&c))),
             "{args:?}: {stdout:?}"
         );
     }
@@ -219,6 +227,10 @@ async fn without_cluster_wide_rights_it_is_blind_not_clean_and_unreadable_is_4()
         .await
         .expect("run");
     assert_eq!(code(&usage), 4, "no upstream host: nothing to report");
-    assert!(text(&usage.stderr).contains("upstream"), "{}", text(&usage.stderr));
+    assert!(
+        text(&usage.stderr).contains("upstream"),
+        "{}",
+        text(&usage.stderr)
+    );
     env.cluster.cleanup().await;
 }

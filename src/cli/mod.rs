@@ -16,6 +16,7 @@ mod serve;
 mod session_args;
 mod status;
 mod table;
+mod tether_args;
 mod tethers;
 
 use clap::{Parser, Subcommand};

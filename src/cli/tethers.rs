@@ -90,7 +90,9 @@ impl super::exit::Failure for TethersError {
 
 /// Runs `tethers`; its exit code says whether any are left (see `--help`).
 pub fn run(args: TethersArgs) -> ExitCode {
-    super::exit::run("tethers", async { tethers(&args).await.map(ExitCode::from) })
+    super::exit::run("tethers", async {
+        tethers(&args).await.map(ExitCode::from)
+    })
 }
 
 async fn tethers(args: &TethersArgs) -> Result<u8, TethersError> {
@@ -215,8 +217,9 @@ fn summary(report: &TetherReport) -> String {
         (true, n) => format!(", but {n} sources cannot be seen:"),
     };
     match count {
-        0 if blind.is_empty() => "no tethers: nothing in the cluster points to an upstream host"
-            .to_owned(),
+        0 if blind.is_empty() => {
+            "no tethers: nothing in the cluster points to an upstream host".to_owned()
+        }
         0 => format!("no tethers seen{blind}"),
         1 => format!("1 tether to an upstream host ({gating} gating completion){blind}"),
         n => format!("{n} tethers to upstream hosts ({gating} gating completion){blind}"),
@@ -289,7 +292,12 @@ mod tests {
                     "https://github.com/openova/platform",
                 ),
                 tether(TetherKind::UnackedNode, None, "node-1", "v1"),
-                tether(TetherKind::GitRepository, Some("a"), "b", "ssh://github.com/x"),
+                tether(
+                    TetherKind::GitRepository,
+                    Some("a"),
+                    "b",
+                    "ssh://github.com/x",
+                ),
                 tether(TetherKind::Vcluster, Some("v"), "tenant", "docker.io"),
             ],
             Vec::new(),

@@ -6,9 +6,9 @@
 //! snapshot, the one frame the admin console reads the run's outcome from.
 
 use crate::contract::key;
-use crate::status::{StatusBody, TetherCount};
 use crate::status::model::{Phase, StatusData, StepResult, StepRow, get};
 use crate::status::transition::ABORTED_BY_PREFIX;
+use crate::status::{StatusBody, TetherCount};
 use serde::Serialize;
 
 /// The kind of a frame: its `event:` line and its `phase` field.
@@ -146,10 +146,7 @@ impl Frame {
             message.push_str("; not every source has listed yet");
         }
         if now.unseen_sources > 0 {
-            message.push_str(&format!(
-                "; {} sources cannot be seen",
-                now.unseen_sources
-            ));
+            message.push_str(&format!("; {} sources cannot be seen", now.unseen_sources));
         }
         Frame {
             tethers: Some(now),
@@ -533,7 +530,12 @@ mod tests {
             blind.message,
             "no tethers to upstream hosts; not every source has listed yet; 2 sources cannot be seen"
         );
-        let step = &derive(&StatusData::new(), &apply(&StatusData::new(), &[start(false)]), &order(), NOW)[0];
+        let step = &derive(
+            &StatusData::new(),
+            &apply(&StatusData::new(), &[start(false)]),
+            &order(),
+            NOW,
+        )[0];
         assert!(serde_json::to_value(step).unwrap().get("tethers").is_none());
     }
 }

@@ -59,4 +59,6 @@ pub struct HttpContext {
     pub handoff: Arc<crate::step::PlanHandoff>,
     /// The preflight runs (`GET /cutover/preflight`, the auto-fire's gate).
     pub preflights: Preflights,
+    /// The tether report (`GET /cutover/tethers`).
+    pub tethers: crate::tethers::Tethers,
 }

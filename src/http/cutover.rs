@@ -6,9 +6,9 @@
 use super::HttpContext;
 use super::caller::Caller;
 use super::error::ApiError;
+use super::tether_signals::count_of;
 use crate::runner::job;
 use crate::status::model::{Phase, StatusData};
-use super::tether_signals::count_of;
 use crate::status::{
     Rejected, StatusBody, StoreError, TetherCount, Transition, Trigger, now_rfc3339,
 };
@@ -581,7 +581,11 @@ mod tests {
     fn a_failed_build_caches_nothing() {
         let cache = BodyCache::new();
         let cm = Arc::new(ConfigMap::default());
-        assert!(cache.get_or_build(&cm, None, no_tethers(), || Err("no")).is_err());
+        assert!(
+            cache
+                .get_or_build(&cm, None, no_tethers(), || Err("no"))
+                .is_err()
+        );
         let built = cache.get_or_build(&cm, None, no_tethers(), || {
             Ok::<_, &str>(Bytes::from_static(b"{}"))
         });

@@ -18,6 +18,7 @@ pub mod preflight;
 pub mod rollback;
 pub mod server;
 pub mod tether_signals;
+pub mod tethers;
 
 use axum::Router;
 use axum::http::{HeaderName, StatusCode};
@@ -48,6 +49,7 @@ fn table() -> Vec<Route> {
         ("/cutover/retry", "post", post(cutover::retry)),
         ("/cutover/abort", "post", post(cutover::abort)),
         ("/cutover/preflight", "get", get(preflight::report)),
+        ("/cutover/tethers", "get", get(tethers::report)),
         ("/cutover/preflight", "post", post(preflight::run)),
         ("/cutover/steps/{step}/logs", "get", get(logs::logs)),
         ("/cutover/rollback", "post", post(rollback::rollback)),

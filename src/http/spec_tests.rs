@@ -59,6 +59,7 @@ pub(super) fn offline_context() -> Arc<HttpContext> {
         metrics: metrics.clone(),
         handoff: handoff.clone(),
         jobs: crate::runner::watches::JobWatch::follow(&client, "ns").0,
+        completion: crate::tethers::CompletionGate::open(),
     });
     Arc::new(HttpContext {
         auth: crate::auth::Authenticator::new(
@@ -78,6 +79,7 @@ pub(super) fn offline_context() -> Arc<HttpContext> {
         ),
         handoff,
         preflights: Preflights::new(runner),
+        tethers: crate::tethers::Tethers::disabled("offline"),
         client,
         config: HttpConfig {
             namespace: "ns".to_owned(),

@@ -158,7 +158,10 @@ mod tests {
         let follower = tokio::spawn(follow(rx, events.clone(), metrics.clone()));
         // The follower has taken its baseline once the gauges exist.
         tokio::time::timeout(Duration::from_secs(10), async {
-            while !metrics.encode().contains("catalyst_cutover_tethers{kind=\"image\"} 0") {
+            while !metrics
+                .encode()
+                .contains("catalyst_cutover_tethers{kind=\"image\"} 0")
+            {
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
         })
@@ -171,7 +174,10 @@ mod tests {
             .expect("a frame");
         assert_eq!(frame.frame.phase.as_str(), "cutover-tethers");
         let text = metrics.encode();
-        assert!(text.contains("catalyst_cutover_tethers{kind=\"image\"} 1"), "{text}");
+        assert!(
+            text.contains("catalyst_cutover_tethers{kind=\"image\"} 1"),
+            "{text}"
+        );
         assert!(text.contains("catalyst_cutover_tethers{kind=\"vcluster\"} 0"));
         assert!(text.contains("catalyst_cutover_tethers_synced 1"));
         drop(tx);

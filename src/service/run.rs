@@ -219,6 +219,20 @@ impl Service {
         let handoff = Arc::new(crate::step::PlanHandoff::default());
         let (jobs, follow_jobs) = crate::runner::watches::JobWatch::follow(&client, &ns);
         tasks.spawn(follow_jobs);
+        let tethers = match config.tethers.clone() {
+            Some(tether_config) => {
+                let (tethers, follow_tethers) =
+                    crate::tethers::start(client.clone(), tether_config);
+                tasks.spawn(follow_tethers);
+                tethers
+            }
+            None => crate::tethers::Tethers::disabled("the tether report is off in this replica"),
+        };
+        tasks.spawn(crate::http::tether_signals::follow(
+            tethers.subscribe(),
+            events.clone(),
+            metrics.clone(),
+        ));
         let runner = Arc::new(RunnerContext {
             client: client.clone(),
             config: config.runner_config(),
@@ -228,6 +242,10 @@ impl Service {
             metrics: metrics.clone(),
             handoff: handoff.clone(),
             jobs,
+            completion: crate::tethers::CompletionGate::new(
+                tethers.clone(),
+                config.require_no_tethers,
+            ),
         });
         tasks.spawn(engine::lead(runner.clone()));
         tasks.spawn(rollback::lead(runner.clone()));
@@ -244,6 +262,7 @@ impl Service {
             caller_streams: crate::auth::StreamQuota::new(config.http.max_event_streams_per_caller),
             handoff,
             preflights: Preflights::new(runner),
+            tethers,
         });
 
         let (stop_http, stop_rx) = watch::channel(false);

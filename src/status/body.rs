@@ -277,7 +277,10 @@ mod tests {
             json["tethers"],
             serde_json::json!({"count": 3, "gating": 2, "synced": true, "unseenSources": 1})
         );
-        assert_eq!(json["state"], "sovereign", "state stays the contract's two words");
+        assert_eq!(
+            json["state"], "sovereign",
+            "state stays the contract's two words"
+        );
         json.as_object_mut().unwrap().remove("tethers");
         assert_eq!(json, plain);
     }
