@@ -17,10 +17,11 @@
 use catalyst_cutover::tethers::{self, TetherConfig, TetherKind, TetherReport, Tethers};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Namespace, Pod};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams, PostParams};
 use kube::core::{ApiResource, GroupVersionKind};
 use serde_json::json;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::process::{Child, Command};
@@ -87,7 +88,7 @@ async fn cluster() -> Cluster {
     }
 }
 
-async fn client_of(path: &PathBuf) -> kube::Client {
+async fn client_of(path: &Path) -> kube::Client {
     let kubeconfig = kube::config::Kubeconfig::read_from(path).expect("kubeconfig");
     let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
         .await
@@ -99,7 +100,7 @@ fn flux(kind: &str) -> ApiResource {
     let (group, version, plural) = match kind {
         "GitRepository" => ("source.toolkit.fluxcd.io", "v1", "gitrepositories"),
         "HelmRepository" => ("source.toolkit.fluxcd.io", "v1", "helmrepositories"),
-        "OCIRepository" => ("source.toolkit.fluxcd.io", "v1beta2", "ocirepositories"),
+        "OCIRepository" => ("source.toolkit.fluxcd.io", "v1", "ocirepositories"),
         _ => ("helm.toolkit.fluxcd.io", "v2", "helmreleases"),
     };
     ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(group, version, kind), plural)
@@ -162,8 +163,46 @@ fn namespace(cluster: &Cluster, n: usize) -> String {
     format!("{}-{n}", cluster.prefix)
 }
 
+/// The Flux definitions the objects need, from `../shared/crds/flux-latest` (the real ones),
+/// unless the cluster has them.
+async fn flux_definitions(client: &kube::Client) {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/crds/flux-latest");
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    for plural in [
+        "gitrepositories",
+        "helmrepositories",
+        "ocirepositories",
+        "helmreleases",
+    ] {
+        let path = dir.join(format!("{plural}.yaml"));
+        let text =
+            std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let crd: CustomResourceDefinition = serde_yaml::from_str(&text).expect("a definition");
+        match crds.create(&PostParams::default(), &crd).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(status)) if status.code == 409 => {}
+            Err(err) => panic!("{plural}: {err}"),
+        }
+    }
+    // A definition is served once established: the first list answers.
+    for kind in [
+        "GitRepository",
+        "HelmRepository",
+        "OCIRepository",
+        "HelmRelease",
+    ] {
+        let api: Api<DynamicObject> = Api::all_with(client.clone(), &flux(kind));
+        let started = Instant::now();
+        while api.list(&Default::default()).await.is_err() {
+            assert!(started.elapsed() < GUARD, "{kind} is never served");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
 async fn populate(cluster: &Cluster) {
     let client = &cluster.client;
+    flux_definitions(client).await;
     for n in 0..NAMESPACES {
         let ns: Namespace =
             serde_json::from_value(json!({"metadata": {"name": namespace(cluster, n)}})).unwrap();
