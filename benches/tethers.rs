@@ -138,7 +138,7 @@ fn flux_object(kind: &str, name: &str, upstream: bool) -> DynamicObject {
 }
 
 fn pod(name: &str, n: usize) -> Pod {
-    let image = if n % TETHERED_EVERY == 0 {
+    let image = if n.is_multiple_of(TETHERED_EVERY) {
         format!("ghcr.io/openova/app-{}:1.0", n % 50)
     } else {
         format!("harbor.catalyst.local/library/app-{}:1.0", n % 50)

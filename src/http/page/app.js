@@ -49,10 +49,6 @@ const page = {
   lastEventId: null,
   reconnects: 0,
   resumed: 0,
-  refreshing: null,
-  refreshAgain: false,
-  tethersLoading: null,
-  tethersAgain: false,
   signingIn: null,
   // The step rows by step name: step names are data, so they never become element ids
   // (a step named "rows" would otherwise be found as the table's own body).
@@ -322,22 +318,12 @@ function renderTethers(report) {
   $("tether-groups").replaceChildren(...groups);
 }
 
-// Reads the report again: one read at a time, and one more if frames came in meanwhile.
-async function refreshTethers() {
-  if (page.tethersLoading) {
-    page.tethersAgain = true;
-    return page.tethersLoading;
-  }
-  page.tethersLoading = (async () => {
-    do {
-      page.tethersAgain = false;
-      const { status, body } = await call("GET", "/cutover/tethers");
-      if (status === 200) renderTethers(body);
-      else $("tether-summary").textContent = "Cannot read the tether report (HTTP " + status + "): " + refusal(body, "");
-    } while (page.tethersAgain);
-  })().finally(() => { page.tethersLoading = null; });
-  return page.tethersLoading;
-}
+// Reads the tether report's list again.
+const refreshTethers = coalesced(async () => {
+  const { status, body } = await call("GET", "/cutover/tethers");
+  if (status === 200) renderTethers(body);
+  else $("tether-summary").textContent = "Cannot read the tether report (HTTP " + status + "): " + refusal(body, "");
+});
 
 function renderActions() {
   const status = page.status;
@@ -373,22 +359,31 @@ function showEvent(id, name, frame) {
   list.scrollTop = list.scrollHeight;
 }
 
-// Brings the whole status up to date after a frame: one read at a time, and one more if
-// frames came in meanwhile.
-async function refresh() {
-  if (page.refreshing) {
-    page.refreshAgain = true;
-    return page.refreshing;
-  }
-  page.refreshing = (async () => {
-    do {
-      page.refreshAgain = false;
-      const { status, body } = await call("GET", "/cutover");
-      if (status === 200) render(body);
-    } while (page.refreshAgain);
-  })().finally(() => { page.refreshing = null; });
-  return page.refreshing;
+// `read`, made to run one at a time: asked again while it runs, it runs once more after,
+// however many frames asked meanwhile.
+function coalesced(read) {
+  let running = null;
+  let again = false;
+  return () => {
+    if (running) {
+      again = true;
+      return running;
+    }
+    running = (async () => {
+      do {
+        again = false;
+        await read();
+      } while (again);
+    })().finally(() => { running = null; });
+    return running;
+  };
 }
+
+// Brings the whole status up to date after a frame.
+const refresh = coalesced(async () => {
+  const { status, body } = await call("GET", "/cutover");
+  if (status === 200) render(body);
+});
 
 function onFrame(id, name, data, first) {
   if (id) page.lastEventId = id;
