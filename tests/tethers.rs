@@ -193,13 +193,13 @@ async fn delete(client: &kube::Client, resource: &ApiResource, ns: Option<&str>,
 }
 
 /// A pod `name` of one container `image` (with `env` and `args`), owned by the ReplicaSet
-/// `<deployment>-abc12` when `deployment` is given, on `node` when given.
+/// `owner` (name and UID, of [`replicaset`]) when given, on `node` when given.
 fn pod(
     name: &str,
     image: &str,
     env: &[(&str, &str)],
     args: &[&str],
-    deployment: Option<&str>,
+    owner: Option<&(String, String)>,
     node: Option<&str>,
 ) -> Pod {
     let env: Vec<Value> = env
@@ -207,11 +207,11 @@ fn pod(
         .map(|(k, v)| json!({"name": k, "value": v}))
         .collect();
     let mut metadata = json!({"name": name});
-    if let Some(deployment) = deployment {
+    if let Some((replicaset, uid)) = owner {
         metadata["labels"] = json!({"pod-template-hash": "abc12"});
         metadata["ownerReferences"] = json!([{
-            "apiVersion": "apps/v1", "kind": "ReplicaSet", "name": format!("{deployment}-abc12"),
-            "uid": "00000000-0000-0000-0000-000000000001", "controller": true
+            "apiVersion": "apps/v1", "kind": "ReplicaSet", "name": replicaset,
+            "uid": uid, "controller": true
         }]);
     }
     let mut spec =
@@ -222,6 +222,24 @@ fn pod(
         spec["schedulerName"] = json!("no-such-scheduler");
     }
     serde_json::from_value(json!({"metadata": metadata, "spec": spec})).expect("a Pod")
+}
+
+/// Creates the ReplicaSet `<deployment>-abc12` (no replicas: no controller acts on it) that
+/// pods name as their owner, so that a garbage collector keeps them; its name and UID.
+async fn replicaset(client: &kube::Client, ns: &str, deployment: &str) -> (String, String) {
+    let name = format!("{deployment}-abc12");
+    let rs: k8s_openapi::api::apps::v1::ReplicaSet = serde_json::from_value(json!({
+        "metadata": {"name": name},
+        "spec": {"replicas": 0, "selector": {"matchLabels": {"app": deployment}},
+                 "template": {"metadata": {"labels": {"app": deployment}},
+                              "spec": {"containers": [{"name": "app", "image": "harbor.local/x:1"}]}}}
+    }))
+    .expect("a ReplicaSet");
+    let made = Api::namespaced(client.clone(), ns)
+        .create(&PostParams::default(), &rs)
+        .await
+        .expect("create the ReplicaSet");
+    (name, made.metadata.uid.expect("a UID"))
 }
 
 /// A node of this test's pool (cluster-scoped, named after the namespace).
@@ -313,6 +331,7 @@ async fn each_kind_of_tether_is_reported_then_cleared_when_fixed() {
         "spec": {"package": format!("{up}/crossplane-contrib/provider-aws:v1")}}),
     )
     .await;
+    let owner = replicaset(&client, &ns, "api").await;
     let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
     pods.create(
         &PostParams::default(),
@@ -321,7 +340,7 @@ async fn each_kind_of_tether_is_reported_then_cleared_when_fixed() {
             &format!("{up}/org/api:1"),
             &[("GITOPS_REPO", &format!("https://{up}/org/platform.git"))],
             &["--verbose"],
-            Some("api"),
+            Some(&owner),
             None,
         ),
     )
@@ -334,7 +353,7 @@ async fn each_kind_of_tether_is_reported_then_cleared_when_fixed() {
             &format!("{up}/org/api:1"),
             &[],
             &[],
-            Some("api"),
+            Some(&owner),
             None,
         ),
     )
