@@ -31,6 +31,14 @@ pub struct TetherArgs {
     #[arg(long, value_name = "BOOL", env = "CATALYST_CUTOVER_TETHERS_CLUSTER_WIDE",
           default_value_t = true, action = ArgAction::Set)]
     pub tethers_cluster_wide: bool,
+    /// The nodes whose registry-pivot agents must acknowledge the pivot, as a label
+    /// selector (the agent DaemonSet's nodes) [default: every node].
+    #[arg(
+        long,
+        value_name = "SELECTOR",
+        env = "CATALYST_CUTOVER_TETHER_NODE_SELECTOR"
+    )]
+    pub tether_node_selector: Option<String>,
     /// Where a vcluster's images come from when its HelmRelease sets no
     /// defaultImageRegistry (the chart's vclusterPivot.registry).
     #[arg(long, value_name = "HOST", env = "CATALYST_CUTOVER_VCLUSTER_REGISTRY")]
@@ -44,6 +52,10 @@ impl TetherArgs {
             upstream_hosts: self.upstream_hosts.clone(),
             mirrored_registries: self.mirrored_registries.clone(),
             cluster_wide: self.tethers_cluster_wide,
+            node_selector: self
+                .tether_node_selector
+                .clone()
+                .filter(|s| !s.trim().is_empty()),
             vcluster_registry: self
                 .vcluster_registry
                 .clone()

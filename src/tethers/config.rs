@@ -18,6 +18,9 @@ pub struct TetherConfig {
     pub namespace: String,
     /// Name of the record Lease, whose annotations hold the current pivot directive.
     pub record_lease: String,
+    /// The nodes whose agents must acknowledge the pivot, as a label selector (the
+    /// registry-pivot DaemonSet's nodes); `None`: every node.
+    pub node_selector: Option<String>,
     /// Where a vcluster's images come from when its HelmRelease sets no
     /// `defaultImageRegistry` (`vclusterPivot.registry`).
     pub vcluster_registry: Option<String>,
@@ -33,6 +36,7 @@ impl TetherConfig {
             cluster_wide: true,
             namespace: namespace.to_owned(),
             record_lease: record_lease.to_owned(),
+            node_selector: None,
             vcluster_registry: None,
         }
     }

@@ -113,22 +113,26 @@ pub async fn feed(
     match source {
         Source::Leases => {
             let api: Api<Lease> = Api::namespaced(client, &recorder.config.namespace);
-            run(api, source, shared, mode, |l| recorder.lease(l)).await;
+            run(api, source, shared, mode, None, |l| recorder.lease(l)).await;
         }
         Source::Nodes => {
             let api: Api<Node> = Api::all(client);
-            run(api, source, shared, mode, |_| Some(Entry::Node)).await;
+            let selector = recorder.config.node_selector.clone();
+            run(api, source, shared, mode, selector, |_| Some(Entry::Node)).await;
         }
         Source::Pods => {
             let api: Api<Pod> = Api::all(client);
             let hosts = recorder.hosts.clone();
-            run(api, source, shared, mode, |p| records::pod(p, &hosts)).await;
+            run(api, source, shared, mode, None, |p| records::pod(p, &hosts)).await;
         }
         _ => loop {
             match discover(&client, source).await {
                 Ok(resource) => {
                     let api: Api<DynamicObject> = Api::all_with(client.clone(), &resource);
-                    run(api, source, shared, mode, |o| recorder.dynamic(source, o)).await;
+                    run(api, source, shared, mode, None, |o| {
+                        recorder.dynamic(source, o)
+                    })
+                    .await;
                 }
                 Err(state) => shared.update(|i| i.set_state(source, state)),
             }
@@ -195,11 +199,16 @@ async fn run<K>(
     source: Source,
     shared: &Shared,
     mode: Mode,
+    labels: Option<String>,
     record: impl Fn(&K) -> Option<Entry>,
 ) where
     K: Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + 'static,
 {
-    let stream = watcher(api, watcher::Config::default());
+    let config = match &labels {
+        Some(selector) => watcher::Config::default().labels(selector),
+        None => watcher::Config::default(),
+    };
+    let stream = watcher(api, config);
     match mode {
         Mode::Follow => {
             consume(
