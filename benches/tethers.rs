@@ -10,14 +10,18 @@
 //!   report that shows it, as its watch delivers it. Goal: under 1 s.
 //!
 //! `cargo bench --bench tethers` (`--profile dev` for a debug build). With
-//! `CUTOVER_TEST_KUBECONFIG` it runs against that cluster instead (its Flux CRDs must be
-//! installed: `kubectl apply -f ../shared/crds/flux-latest`), in namespaces of its own
-//! that it deletes at the end.
+//! `CUTOVER_TEST_KUBECONFIG` it runs against that cluster instead, in namespaces of its own
+//! that it deletes at the end. Either way the real Flux definitions are installed first
+//! when missing (`../shared/crds`, the set `CUTOVER_TEST_CRDS` names, as the tests do).
+
+// The tests' installer of the real definitions; the bench uses only part of it.
+#[allow(dead_code)]
+#[path = "../tests/common/crds.rs"]
+mod crds;
 
 use catalyst_cutover::tethers::{self, TetherConfig, TetherKind, TetherReport, Tethers};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Namespace, Pod};
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams, PostParams};
 use kube::core::{ApiResource, GroupVersionKind};
 use serde_json::json;
@@ -163,46 +167,10 @@ fn namespace(cluster: &Cluster, n: usize) -> String {
     format!("{}-{n}", cluster.prefix)
 }
 
-/// The Flux definitions the objects need, from `../shared/crds/flux-latest` (the real ones),
-/// unless the cluster has them.
-async fn flux_definitions(client: &kube::Client) {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/crds/flux-latest");
-    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    for plural in [
-        "gitrepositories",
-        "helmrepositories",
-        "ocirepositories",
-        "helmreleases",
-    ] {
-        let path = dir.join(format!("{plural}.yaml"));
-        let text =
-            std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-        let crd: CustomResourceDefinition = serde_yaml::from_str(&text).expect("a definition");
-        match crds.create(&PostParams::default(), &crd).await {
-            Ok(_) => {}
-            Err(kube::Error::Api(status)) if status.code == 409 => {}
-            Err(err) => panic!("{plural}: {err}"),
-        }
-    }
-    // A definition is served once established: the first list answers.
-    for kind in [
-        "GitRepository",
-        "HelmRepository",
-        "OCIRepository",
-        "HelmRelease",
-    ] {
-        let api: Api<DynamicObject> = Api::all_with(client.clone(), &flux(kind));
-        let started = Instant::now();
-        while api.list(&Default::default()).await.is_err() {
-            assert!(started.elapsed() < GUARD, "{kind} is never served");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-}
-
 async fn populate(cluster: &Cluster) {
     let client = &cluster.client;
-    flux_definitions(client).await;
+    // The real Flux definitions (the tests' set, `CUTOVER_TEST_CRDS`), unless installed.
+    crds::install_definitions(client).await;
     for n in 0..NAMESPACES {
         let ns: Namespace =
             serde_json::from_value(json!({"metadata": {"name": namespace(cluster, n)}})).unwrap();

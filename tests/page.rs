@@ -991,6 +991,31 @@ async fn a_planted_tether_appears_live_grouped_by_kind_and_goes_when_fixed() {
     assert_eq!(shown["cells"][3], host.as_str(), "{shown}");
     assert_eq!(shown["markup"], false, "the value is text, never markup");
     assert!(shown["frames"].as_u64().unwrap_or(0) >= 1, "{shown}");
+    // The same count in the status body, and the gauge of its kind on /metrics.
+    let http = reqwest::Client::new();
+    let body: Value = http
+        .get(format!("{}/cutover", service.url()))
+        .send()
+        .await
+        .expect("status")
+        .json()
+        .await
+        .expect("a status body");
+    assert_eq!(body["tethers"]["count"], before + 1, "{}", body["tethers"]);
+    assert_eq!(body["state"], "tethered");
+    let metrics = http
+        .get(format!("{}/metrics", service.url()))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("exposition");
+    assert!(
+        metrics.contains("catalyst_cutover_tethers{kind=\"container-url\"} 1"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("catalyst_cutover_tethers_synced 1"));
 
     pods.delete("console-backend", &DeleteParams::default().grace_period(0))
         .await
