@@ -351,11 +351,29 @@ async fn latencies(cluster: &Cluster, tethers: &Tethers) {
     summary("pod from ghcr.io fixed (deleted)", pod_fixed);
 }
 
+/// On a real cluster: the objects first (a plane without a kubelet or a namespace
+/// controller would keep them, and the next run would list them too), then the namespaces.
 async fn cleanup(cluster: Cluster) {
     if cluster.sandbox.is_none() {
+        let client = &cluster.client;
         for n in 0..NAMESPACES {
-            let _ = Api::<Namespace>::all(cluster.client.clone())
-                .delete(&namespace(&cluster, n), &DeleteParams::default())
+            let ns = namespace(&cluster, n);
+            let now = DeleteParams::default().grace_period(0);
+            let _ = Api::<Pod>::namespaced(client.clone(), &ns)
+                .delete_collection(&now, &Default::default())
+                .await;
+            for kind in [
+                "GitRepository",
+                "HelmRepository",
+                "OCIRepository",
+                "HelmRelease",
+            ] {
+                let _ = Api::<DynamicObject>::namespaced_with(client.clone(), &ns, &flux(kind))
+                    .delete_collection(&now, &Default::default())
+                    .await;
+            }
+            let _ = Api::<Namespace>::all(client.clone())
+                .delete(&ns, &DeleteParams::default())
                 .await;
         }
     }
@@ -393,11 +411,12 @@ async fn main() {
     let peak = proc_status("VmHWM");
     println!("-- memory (VmRSS of the bench process; the API server is not in it)");
     println!(
-        "   report synced in {:.2} s: {} tethers ({} gating), {} sources unseen",
+        "   report synced in {:.2} s: {} tethers ({} gating), unseen sources: {} ({} more not installed)",
         synced.as_secs_f64(),
         report.count,
         report.gating().count(),
-        report.unseen.len()
+        report.blind_spots().count(),
+        report.unseen.len() - report.blind_spots().count()
     );
     for u in &report.unseen {
         println!("     unseen: {}: {}", u.source, u.reason);
