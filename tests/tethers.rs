@@ -26,6 +26,8 @@ struct Env {
     upstream: String,
     /// An upstream registry the agents mirror.
     mirrored: String,
+    /// The report's settings.
+    tethers: TetherConfig,
 }
 
 impl Env {
@@ -46,7 +48,7 @@ impl Env {
         tethers.node_selector = Some(format!("{}={ns}", kube_sandbox::sim::LABEL_POOL));
         tethers.vcluster_registry = Some(upstream.clone());
         tune(&mut tethers);
-        config.tethers = Some(tethers);
+        config.tethers = Some(tethers.clone());
         config.require_no_tethers = gate;
         config.render.backoff_limit = 1;
         let kube_config = kube::Config::from_custom_kubeconfig(
@@ -63,6 +65,7 @@ impl Env {
             service,
             upstream,
             mirrored,
+            tethers,
         }
     }
 
@@ -401,6 +404,18 @@ async fn each_kind_of_tether_is_reported_then_cleared_when_fixed() {
         ),
     ];
     assert_eq!(seen, expected, "one entry per reference, ordered by kind");
+    // The one-off snapshot (the CLI's, no service needed) lists the same.
+    let snapshot = catalyst_cutover::tethers::snapshot(client.clone(), &env.tethers)
+        .await
+        .expect("a snapshot");
+    assert!(snapshot.synced);
+    let listed: Vec<(String, String)> = snapshot
+        .tethers
+        .iter()
+        .filter(|t| t.host.contains(&ns))
+        .map(|t| (t.name.clone(), t.value.clone()))
+        .collect();
+    assert_eq!(listed.len(), expected.len(), "{listed:#?}");
     let report = env.report().await;
     let first = &report["tethers"]
         .as_array()
