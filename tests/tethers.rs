@@ -748,3 +748,68 @@ async fn odd_and_huge_values_are_bounded_and_hostile_strings_kept_as_data() {
     assert!(!has(&seen, "dangling"));
     env.finish().await;
 }
+
+/// Without the tethers ClusterRole (only the Leases of its namespace readable), a report
+/// that is meant to read cluster-wide names each source it is refused, and never syncs: the
+/// completion gate then waits rather than take "nothing seen" for "nothing there".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_source_is_named_as_forbidden_and_keeps_the_report_unsynced() {
+    let cluster = TestCluster::start_with(kube_sandbox::api::ApiServerConfig {
+        tokens: Some(kube_sandbox::access_control::TokenTable::default()),
+        ..kube_sandbox::api::ApiServerConfig::default()
+    })
+    .await;
+    let (admin, ns) = (cluster.client(), cluster.namespace().to_owned());
+    common::crds::install_definitions(&admin).await;
+    common::create_service_account(&admin, &ns, "reader").await;
+    let role: k8s_openapi::api::rbac::v1::ClusterRole = serde_json::from_value(json!({
+        "metadata": {"name": format!("{ns}-leases")},
+        "rules": [{"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["list", "watch"]}]
+    }))
+    .expect("a ClusterRole");
+    let probe = k8s_openapi::api::authorization::v1::ResourceAttributes {
+        verb: Some("list".to_owned()),
+        group: Some("coordination.k8s.io".to_owned()),
+        resource: Some("leases".to_owned()),
+        namespace: Some(ns.clone()),
+        ..Default::default()
+    };
+    common::grant_probed(&admin, &ns, "reader", role, probe).await;
+    let token = common::token_of(
+        &common::request_token(&admin, &ns, "reader", None)
+            .await
+            .expect("a token"),
+    );
+    let reader = common::client_with_token(&cluster, &token).await;
+    let mut config = TetherConfig::new(&ns, &ServiceConfig::new(&ns).record_lease());
+    config.upstream_hosts = vec![format!("{ns}.upstream.test")];
+    let report = catalyst_cutover::tethers::snapshot(reader, &config)
+        .await
+        .expect("a snapshot");
+    assert!(!report.synced, "{report:?}");
+    let reason = |source: &str| {
+        report
+            .unseen
+            .iter()
+            .find(|u| u.source == source)
+            .map(|u| u.reason.clone())
+            .unwrap_or_default()
+    };
+    for source in ["pods", "nodes", "gitrepositories.source.toolkit.fluxcd.io"] {
+        let why = reason(source);
+        assert!(
+            why.contains("forbidden") && why.contains("tethers.clusterWide"),
+            "{source}: {why:?}"
+        );
+    }
+    assert_eq!(
+        reason("leases.coordination.k8s.io"),
+        "",
+        "its own namespace's Leases are seen"
+    );
+    assert!(matches!(
+        catalyst_cutover::tethers::gate::decide(&report),
+        catalyst_cutover::tethers::gate::Verdict::Unsynced(_)
+    ));
+    cluster.cleanup().await;
+}
