@@ -286,54 +286,47 @@ async fn each_kind_of_tether_is_reported_then_cleared_when_fixed() {
     let env = Env::start(|_| {}, false).await;
     let (ns, client, up) = (env.ns().to_owned(), env.client(), env.upstream.clone());
     let n1 = node(&env, "n1").await;
-    create(
-        &client,
-        &git_repositories(),
-        Some(&ns),
-        json!({"metadata": {"name": "platform"},
-        "spec": {"interval": "1m", "url": format!("ssh://git@{up}/org/platform")}}),
-    )
-    .await;
-    create(
-        &client,
-        &helm_repositories(),
-        Some(&ns),
-        json!({"metadata": {"name": "charts"},
-        "spec": {"interval": "1m", "type": "oci", "url": format!("oci://{up}/charts")}}),
-    )
-    .await;
-    create(
-        &client,
-        &oci_repositories(),
-        Some(&ns),
-        json!({"metadata": {"name": "manifests"},
-        "spec": {"interval": "1m", "url": format!("oci://{up}/manifests")}}),
-    )
-    .await;
-    create(
-        &client,
-        &helm_repositories(),
-        Some(&ns),
-        json!({"metadata": {"name": "local"},
-        "spec": {"interval": "1m", "url": "https://harbor.local/chartrepo/x"}}),
-    )
-    .await;
-    create(&client, &helm_releases(), Some(&ns), json!({"metadata": {"name": "web"},
-        "spec": {"interval": "1m", "chart": {"spec": {"chart": "web", "sourceRef": {"kind": "HelmRepository", "name": "charts"}}}}})).await;
-    create(&client, &helm_releases(), Some(&ns), json!({"metadata": {"name": "quiet"},
-        "spec": {"interval": "1m", "chart": {"spec": {"chart": "quiet", "sourceRef": {"kind": "HelmRepository", "name": "local"}}}}})).await;
-    create(&client, &helm_releases(), Some(&ns), json!({"metadata": {"name": "team-a"},
-        "spec": {"interval": "1m", "chart": {"spec": {"chart": "vcluster", "sourceRef": {"kind": "HelmRepository", "name": "local"}}},
-                 "values": {"controlPlane": {"advanced": {"defaultImageRegistry": format!("{up}/loft-sh")}}}}})).await;
     let provider = format!("{ns}-aws");
-    create(
-        &client,
-        &providers(),
-        None,
-        json!({"metadata": {"name": provider},
-        "spec": {"package": format!("{up}/crossplane-contrib/provider-aws:v1")}}),
-    )
-    .await;
+    let hr = |name: &str, chart: &str, source: &str| {
+        json!({"metadata": {"name": name}, "spec": {"interval": "1m",
+            "chart": {"spec": {"chart": chart, "sourceRef": {"kind": "HelmRepository", "name": source}}}}})
+    };
+    let mut vcluster = hr("team-a", "vcluster", "local");
+    vcluster["spec"]["values"] =
+        json!({"controlPlane": {"advanced": {"defaultImageRegistry": format!("{up}/loft-sh")}}});
+    let source = |name: &str, url: String| json!({"metadata": {"name": name}, "spec": {"interval": "1m", "url": url}});
+    let mut oci_charts = source("charts", format!("oci://{up}/charts"));
+    oci_charts["spec"]["type"] = json!("oci");
+    let objects = [
+        (
+            git_repositories(),
+            Some(ns.as_str()),
+            source("platform", format!("ssh://git@{up}/org/platform")),
+        ),
+        (helm_repositories(), Some(&ns), oci_charts),
+        (
+            oci_repositories(),
+            Some(&ns),
+            source("manifests", format!("oci://{up}/manifests")),
+        ),
+        (
+            helm_repositories(),
+            Some(&ns),
+            source("local", "https://harbor.local/chartrepo/x".to_owned()),
+        ),
+        (helm_releases(), Some(&ns), hr("web", "web", "charts")),
+        (helm_releases(), Some(&ns), hr("quiet", "quiet", "local")),
+        (helm_releases(), Some(&ns), vcluster),
+        (
+            providers(),
+            None,
+            json!({"metadata": {"name": provider},
+            "spec": {"package": format!("{up}/crossplane-contrib/provider-aws:v1")}}),
+        ),
+    ];
+    for (resource, namespace, object) in objects {
+        create(&client, &resource, namespace, object).await;
+    }
     let owner = replicaset(&client, &ns, "api").await;
     let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
     pods.create(
