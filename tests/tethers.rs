@@ -26,6 +26,8 @@ struct Env {
     upstream: String,
     /// An upstream registry the agents mirror.
     mirrored: String,
+    /// The report's settings.
+    tethers: TetherConfig,
 }
 
 impl Env {
@@ -46,7 +48,7 @@ impl Env {
         tethers.node_selector = Some(format!("{}={ns}", kube_sandbox::sim::LABEL_POOL));
         tethers.vcluster_registry = Some(upstream.clone());
         tune(&mut tethers);
-        config.tethers = Some(tethers);
+        config.tethers = Some(tethers.clone());
         config.require_no_tethers = gate;
         config.render.backoff_limit = 1;
         let kube_config = kube::Config::from_custom_kubeconfig(
@@ -63,6 +65,7 @@ impl Env {
             service,
             upstream,
             mirrored,
+            tethers,
         }
     }
 
@@ -283,54 +286,47 @@ async fn each_kind_of_tether_is_reported_then_cleared_when_fixed() {
     let env = Env::start(|_| {}, false).await;
     let (ns, client, up) = (env.ns().to_owned(), env.client(), env.upstream.clone());
     let n1 = node(&env, "n1").await;
-    create(
-        &client,
-        &git_repositories(),
-        Some(&ns),
-        json!({"metadata": {"name": "platform"},
-        "spec": {"interval": "1m", "url": format!("ssh://git@{up}/org/platform")}}),
-    )
-    .await;
-    create(
-        &client,
-        &helm_repositories(),
-        Some(&ns),
-        json!({"metadata": {"name": "charts"},
-        "spec": {"interval": "1m", "type": "oci", "url": format!("oci://{up}/charts")}}),
-    )
-    .await;
-    create(
-        &client,
-        &oci_repositories(),
-        Some(&ns),
-        json!({"metadata": {"name": "manifests"},
-        "spec": {"interval": "1m", "url": format!("oci://{up}/manifests")}}),
-    )
-    .await;
-    create(
-        &client,
-        &helm_repositories(),
-        Some(&ns),
-        json!({"metadata": {"name": "local"},
-        "spec": {"interval": "1m", "url": "https://harbor.local/chartrepo/x"}}),
-    )
-    .await;
-    create(&client, &helm_releases(), Some(&ns), json!({"metadata": {"name": "web"},
-        "spec": {"interval": "1m", "chart": {"spec": {"chart": "web", "sourceRef": {"kind": "HelmRepository", "name": "charts"}}}}})).await;
-    create(&client, &helm_releases(), Some(&ns), json!({"metadata": {"name": "quiet"},
-        "spec": {"interval": "1m", "chart": {"spec": {"chart": "quiet", "sourceRef": {"kind": "HelmRepository", "name": "local"}}}}})).await;
-    create(&client, &helm_releases(), Some(&ns), json!({"metadata": {"name": "team-a"},
-        "spec": {"interval": "1m", "chart": {"spec": {"chart": "vcluster", "sourceRef": {"kind": "HelmRepository", "name": "local"}}},
-                 "values": {"controlPlane": {"advanced": {"defaultImageRegistry": format!("{up}/loft-sh")}}}}})).await;
     let provider = format!("{ns}-aws");
-    create(
-        &client,
-        &providers(),
-        None,
-        json!({"metadata": {"name": provider},
-        "spec": {"package": format!("{up}/crossplane-contrib/provider-aws:v1")}}),
-    )
-    .await;
+    let hr = |name: &str, chart: &str, source: &str| {
+        json!({"metadata": {"name": name}, "spec": {"interval": "1m",
+            "chart": {"spec": {"chart": chart, "sourceRef": {"kind": "HelmRepository", "name": source}}}}})
+    };
+    let mut vcluster = hr("team-a", "vcluster", "local");
+    vcluster["spec"]["values"] =
+        json!({"controlPlane": {"advanced": {"defaultImageRegistry": format!("{up}/loft-sh")}}});
+    let source = |name: &str, url: String| json!({"metadata": {"name": name}, "spec": {"interval": "1m", "url": url}});
+    let mut oci_charts = source("charts", format!("oci://{up}/charts"));
+    oci_charts["spec"]["type"] = json!("oci");
+    let objects = [
+        (
+            git_repositories(),
+            Some(ns.as_str()),
+            source("platform", format!("ssh://git@{up}/org/platform")),
+        ),
+        (helm_repositories(), Some(&ns), oci_charts),
+        (
+            oci_repositories(),
+            Some(&ns),
+            source("manifests", format!("oci://{up}/manifests")),
+        ),
+        (
+            helm_repositories(),
+            Some(&ns),
+            source("local", "https://harbor.local/chartrepo/x".to_owned()),
+        ),
+        (helm_releases(), Some(&ns), hr("web", "web", "charts")),
+        (helm_releases(), Some(&ns), hr("quiet", "quiet", "local")),
+        (helm_releases(), Some(&ns), vcluster),
+        (
+            providers(),
+            None,
+            json!({"metadata": {"name": provider},
+            "spec": {"package": format!("{up}/crossplane-contrib/provider-aws:v1")}}),
+        ),
+    ];
+    for (resource, namespace, object) in objects {
+        create(&client, &resource, namespace, object).await;
+    }
     let owner = replicaset(&client, &ns, "api").await;
     let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
     pods.create(
@@ -401,6 +397,18 @@ async fn each_kind_of_tether_is_reported_then_cleared_when_fixed() {
         ),
     ];
     assert_eq!(seen, expected, "one entry per reference, ordered by kind");
+    // The one-off snapshot (the CLI's, no service needed) lists the same.
+    let snapshot = catalyst_cutover::tethers::snapshot(client.clone(), &env.tethers)
+        .await
+        .expect("a snapshot");
+    assert!(snapshot.synced);
+    let listed: Vec<(String, String)> = snapshot
+        .tethers
+        .iter()
+        .filter(|t| t.host.contains(&ns))
+        .map(|t| (t.name.clone(), t.value.clone()))
+        .collect();
+    assert_eq!(listed.len(), expected.len(), "{listed:#?}");
     let report = env.report().await;
     let first = &report["tethers"]
         .as_array()
@@ -732,4 +740,69 @@ async fn odd_and_huge_values_are_bounded_and_hostile_strings_kept_as_data() {
     ));
     assert!(!has(&seen, "dangling"));
     env.finish().await;
+}
+
+/// Without the tethers ClusterRole (only the Leases of its namespace readable), a report
+/// that is meant to read cluster-wide names each source it is refused, and never syncs: the
+/// completion gate then waits rather than take "nothing seen" for "nothing there".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_source_is_named_as_forbidden_and_keeps_the_report_unsynced() {
+    let cluster = TestCluster::start_with(kube_sandbox::api::ApiServerConfig {
+        tokens: Some(kube_sandbox::access_control::TokenTable::default()),
+        ..kube_sandbox::api::ApiServerConfig::default()
+    })
+    .await;
+    let (admin, ns) = (cluster.client(), cluster.namespace().to_owned());
+    common::crds::install_definitions(&admin).await;
+    common::create_service_account(&admin, &ns, "reader").await;
+    let role: k8s_openapi::api::rbac::v1::ClusterRole = serde_json::from_value(json!({
+        "metadata": {"name": format!("{ns}-leases")},
+        "rules": [{"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["list", "watch"]}]
+    }))
+    .expect("a ClusterRole");
+    let probe = k8s_openapi::api::authorization::v1::ResourceAttributes {
+        verb: Some("list".to_owned()),
+        group: Some("coordination.k8s.io".to_owned()),
+        resource: Some("leases".to_owned()),
+        namespace: Some(ns.clone()),
+        ..Default::default()
+    };
+    common::grant_probed(&admin, &ns, "reader", role, probe).await;
+    let token = common::token_of(
+        &common::request_token(&admin, &ns, "reader", None)
+            .await
+            .expect("a token"),
+    );
+    let reader = common::client_with_token(&cluster, &token).await;
+    let mut config = TetherConfig::new(&ns, &ServiceConfig::new(&ns).record_lease());
+    config.upstream_hosts = vec![format!("{ns}.upstream.test")];
+    let report = catalyst_cutover::tethers::snapshot(reader, &config)
+        .await
+        .expect("a snapshot");
+    assert!(!report.synced, "{report:?}");
+    let reason = |source: &str| {
+        report
+            .unseen
+            .iter()
+            .find(|u| u.source == source)
+            .map(|u| u.reason.clone())
+            .unwrap_or_default()
+    };
+    for source in ["pods", "nodes", "gitrepositories.source.toolkit.fluxcd.io"] {
+        let why = reason(source);
+        assert!(
+            why.contains("forbidden") && why.contains("tethers.clusterWide"),
+            "{source}: {why:?}"
+        );
+    }
+    assert_eq!(
+        reason("leases.coordination.k8s.io"),
+        "",
+        "its own namespace's Leases are seen"
+    );
+    assert!(matches!(
+        catalyst_cutover::tethers::gate::decide(&report),
+        catalyst_cutover::tethers::gate::Verdict::Unsynced(_)
+    ));
+    cluster.cleanup().await;
 }
