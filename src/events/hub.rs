@@ -1,6 +1,6 @@
-//! The broadcaster: follows the status cache, derives frames from each change, numbers
-//! them, keeps the latest in a bounded replay buffer and fans them out on a broadcast
-//! channel. Sending never waits for a receiver, so a slow client cannot stall the engine
+//! The broadcaster: follows the status cache, derives frames from each change (and takes
+//! the frames no status change derives, the tether report's), numbers them, keeps the
+//! latest in a bounded replay buffer and fans them out on a broadcast channel. Sending never waits for a receiver, so a slow client cannot stall the engine
 //! or the other clients: it lags, and its stream is closed.
 
 use super::frames::{Frame, derive};

@@ -1,5 +1,6 @@
 //! Live events: the contract's event-stream frames, derived purely from successive status
-//! snapshots ([`frames`]), so every replica sees every transition whoever wrote it; a
+//! snapshots ([`frames`]), so every replica sees every transition whoever wrote it (and the
+//! tether report's `cutover-tethers` frames, which each replica derives from its own report); a
 //! broadcaster with ids and a replay buffer ([`hub`]); and the Kubernetes Events the leader
 //! records on the status ConfigMap ([`recorder`]).
 

@@ -403,17 +403,16 @@ function onFrame(id, name, data, first) {
       " (" + frame.status.progressPercent + "% done)" });
     return;
   }
-  if (name === "cutover-tethers") {
-    if (frame.tethers) tetherSummary(frame.tethers);
-    showEvent(id, name, frame);
-    refreshTethers().catch(() => {});
-    return;
-  }
   if (first && page.reconnects > 0) {
     page.resumed += 1;
     $("connection").dataset.resumed = String(page.resumed);
   }
   showEvent(id, name, frame);
+  if (name === "cutover-tethers") {
+    if (frame.tethers) tetherSummary(frame.tethers);
+    refreshTethers().catch(() => {});
+    return;
+  }
   refresh().catch(() => {});
 }
 
