@@ -2387,3 +2387,61 @@ fn the_service_image_is_the_app_version_unless_a_tag_or_digest_is_set() {
     pinned_by_digest["image"]["digest"] = Json::from(digest.clone());
     assert_eq!(image(pinned_by_digest), format!("{repository}@{digest}"));
 }
+
+/// The tether report's values reach `serve` (hosts, the mirrored registries, the cluster-wide
+/// switch, vcluster's registry, the completion gate), and `tethers.clusterWide: false`
+/// removes its ClusterRole and binding.
+#[test]
+fn the_tether_report_and_its_gate_are_configured_from_the_values() {
+    let env_of = |docs: &[(String, Yaml)]| -> BTreeMap<String, String> {
+        live::deployment_env(docs, "catalyst-cutover", NAMESPACE, "catalyst-cutover-0")
+            .into_iter()
+            .collect()
+    };
+    let docs = default_docs();
+    let env = env_of(&docs);
+    assert_eq!(
+        env["CATALYST_CUTOVER_TETHER_UPSTREAM_HOSTS"],
+        "github.com,ghcr.io,harbor.openova.io,docker.io,xpkg.upbound.io"
+    );
+    assert_eq!(
+        env["CATALYST_CUTOVER_MIRRORED_REGISTRIES"],
+        "docker.io,ghcr.io,quay.io,registry.k8s.io"
+    );
+    assert_eq!(env["CATALYST_CUTOVER_TETHERS_CLUSTER_WIDE"], "true");
+    assert_eq!(env["CATALYST_CUTOVER_VCLUSTER_REGISTRY"], "ghcr.io");
+    assert_eq!(env["CATALYST_CUTOVER_REQUIRE_NO_TETHERS"], "true");
+    let role: ClusterRole = typed(find(&docs, "ClusterRole", "catalyst-cutover-tethers"));
+    let verbs: BTreeSet<&str> = role
+        .rules
+        .iter()
+        .flatten()
+        .flat_map(|r| r.verbs.iter().map(String::as_str))
+        .collect();
+    assert_eq!(verbs, BTreeSet::from(["list", "watch"]), "reads only");
+    find(&docs, "ClusterRoleBinding", "catalyst-cutover-tethers");
+
+    let mut values = default_values();
+    values["tethers"]["clusterWide"] = Json::Bool(false);
+    values["completion"]["requireNoTethers"] = Json::Bool(false);
+    let docs = render(&values);
+    let env = env_of(&docs);
+    assert_eq!(env["CATALYST_CUTOVER_TETHERS_CLUSTER_WIDE"], "false");
+    assert_eq!(env["CATALYST_CUTOVER_REQUIRE_NO_TETHERS"], "false");
+    assert!(
+        !docs
+            .iter()
+            .any(|(_, d)| name(d) == "catalyst-cutover-tethers"),
+        "no cluster-wide reads"
+    );
+    for bad in [
+        serde_json::json!({"tethers": {"upstreamHosts": ["not a host"], "clusterWide": true}}),
+        serde_json::json!({"completion": {"requireNoTethers": "yes"}}),
+    ] {
+        let mut values = default_values();
+        for (k, v) in bad.as_object().expect("an object") {
+            values[k] = v.clone();
+        }
+        assert!(template(&values).is_err(), "the schema refuses {bad}");
+    }
+}

@@ -188,21 +188,27 @@ impl Index {
     }
 
     /// An object of `source` was added or changed; `entry` `None`: it holds nothing the
-    /// report needs (any record of it is dropped).
-    pub fn apply(&mut self, source: Source, key: ObjectKey, entry: Option<Entry>) {
+    /// report needs (any record of it is dropped). Whether the index changed: a pod's
+    /// status update or a Lease's renewal changes no record.
+    pub fn apply(&mut self, source: Source, key: ObjectKey, entry: Option<Entry>) -> bool {
         match entry {
             Some(entry) => {
-                self.entries.entry(source).or_default().insert(key, entry);
+                let objects = self.entries.entry(source).or_default();
+                if objects.get(&key) == Some(&entry) {
+                    return false;
+                }
+                objects.insert(key, entry);
+                true
             }
             None => self.delete(source, &key),
         }
     }
 
-    /// An object of `source` was deleted.
-    pub fn delete(&mut self, source: Source, key: &ObjectKey) {
-        if let Some(objects) = self.entries.get_mut(&source) {
-            objects.remove(key);
-        }
+    /// An object of `source` was deleted; whether the index held a record of it.
+    pub fn delete(&mut self, source: Source, key: &ObjectKey) -> bool {
+        self.entries
+            .get_mut(&source)
+            .is_some_and(|objects| objects.remove(key).is_some())
     }
 
     /// `source` was listed anew: `objects` are all it holds now.
@@ -653,6 +659,23 @@ mod tests {
             &key(Some("flux-system"), "charts"),
         );
         assert_eq!(index.report("T1").count, 0);
+    }
+
+    #[test]
+    fn only_a_changed_record_changes_the_index() {
+        let mut index = listed();
+        let node = || Some(Entry::Node);
+        assert!(index.apply(Source::Nodes, key(None, "n1"), node()));
+        assert!(
+            !index.apply(Source::Nodes, key(None, "n1"), node()),
+            "a status update"
+        );
+        assert!(
+            !index.apply(Source::Leases, key(Some("c"), "runner"), None),
+            "a renewal"
+        );
+        assert!(index.delete(Source::Nodes, &key(None, "n1")));
+        assert!(!index.delete(Source::Nodes, &key(None, "n1")));
     }
 
     #[test]

@@ -37,13 +37,19 @@ impl Shared {
     }
 
     /// Changes the index and signals it.
-    pub fn update<T>(&self, change: impl FnOnce(&mut Index) -> T) -> T {
-        let out = {
-            let mut index = self.index.lock().unwrap_or_else(|p| p.into_inner());
-            change(&mut index)
-        };
-        self.changed.notify_one();
-        out
+    pub fn update(&self, change: impl FnOnce(&mut Index)) {
+        self.change(|index| {
+            change(index);
+            true
+        });
+    }
+
+    /// Changes the index, and signals it when `change` says it changed anything.
+    pub fn change(&self, change: impl FnOnce(&mut Index) -> bool) {
+        let changed = change(&mut self.index.lock().unwrap_or_else(|p| p.into_inner()));
+        if changed {
+            self.changed.notify_one();
+        }
     }
 
     /// Resolves after the next change (or at once, if one came since the last wait).
@@ -251,12 +257,12 @@ async fn consume<K: Resource>(
             Ok(watcher::Event::Apply(obj)) => {
                 if let Some(key) = ObjectKey::of(obj.meta()) {
                     let entry = record(&obj);
-                    shared.update(|i| i.apply(source, key, entry));
+                    shared.change(|i| i.apply(source, key, entry));
                 }
             }
             Ok(watcher::Event::Delete(obj)) => {
                 if let Some(key) = ObjectKey::of(obj.meta()) {
-                    shared.update(|i| i.delete(source, &key));
+                    shared.change(|i| i.delete(source, &key));
                 }
             }
             Err(err) => {
