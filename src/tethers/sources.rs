@@ -20,6 +20,8 @@ use tokio::sync::Notify;
 
 /// How often a kind that is not installed is looked for again (a CRD installed later).
 const REDISCOVER: Duration = Duration::from_secs(60);
+/// How soon a discovery that failed (the API server unreachable) is tried again.
+const RETRY_DISCOVERY: Duration = Duration::from_secs(5);
 
 /// The index the sources feed, and the signal that it changed.
 pub struct Shared {
@@ -132,20 +134,29 @@ pub async fn feed(
             run(api, source, shared, mode, None, |p| records::pod(p, &hosts)).await;
         }
         _ => loop {
-            match discover(&client, source).await {
+            let pause = match discover(&client, source).await {
                 Ok(resource) => {
                     let api: Api<DynamicObject> = Api::all_with(client.clone(), &resource);
                     run(api, source, shared, mode, None, |o| {
                         recorder.dynamic(source, o)
                     })
                     .await;
+                    REDISCOVER
                 }
-                Err(state) => shared.update(|i| i.set_state(source, state)),
-            }
+                Err(state) => {
+                    let pause = if state == SourceState::NotInstalled {
+                        REDISCOVER
+                    } else {
+                        RETRY_DISCOVERY
+                    };
+                    shared.update(|i| i.set_state(source, state));
+                    pause
+                }
+            };
             if mode == Mode::Once {
                 return;
             }
-            tokio::time::sleep(REDISCOVER).await;
+            tokio::time::sleep(pause).await;
         },
     }
 }
