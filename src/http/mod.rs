@@ -14,9 +14,10 @@ pub mod logs;
 pub mod metrics;
 pub mod page;
 pub mod permissions;
+pub mod pivot_rollback;
 pub mod preflight;
-pub mod rollback;
 pub mod server;
+pub mod status;
 pub mod tethers;
 
 use axum::Router;
@@ -42,7 +43,7 @@ fn table() -> Vec<Route> {
         ("/", "get", get(page::index)),
         ("/app.js", "get", get(page::script)),
         ("/app.css", "get", get(page::stylesheet)),
-        ("/cutover", "get", get(cutover::status)),
+        ("/cutover", "get", get(status::status)),
         ("/cutover/permissions", "get", get(permissions::permissions)),
         ("/cutover", "post", post(cutover::start)),
         ("/cutover/retry", "post", post(cutover::retry)),
@@ -51,11 +52,11 @@ fn table() -> Vec<Route> {
         ("/cutover/tethers", "get", get(tethers::report)),
         ("/cutover/preflight", "post", post(preflight::run)),
         ("/cutover/steps/{step}/logs", "get", get(logs::logs)),
-        ("/cutover/rollback", "post", post(rollback::rollback)),
+        ("/cutover/rollback", "post", post(pivot_rollback::rollback)),
         (
             "/api/v1/sovereign/cutover/rollback",
             "post",
-            post(rollback::rollback),
+            post(pivot_rollback::rollback),
         ),
         (
             "/api/v1/sovereign/cutover/start",
@@ -65,7 +66,7 @@ fn table() -> Vec<Route> {
         (
             "/api/v1/sovereign/cutover/status",
             "get",
-            get(cutover::status),
+            get(status::status),
         ),
         ("/cutover/events", "get", get(events::stream)),
         (
