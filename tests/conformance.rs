@@ -2050,8 +2050,8 @@ async fn pod_logs_come_from_the_kubelet_of_the_pods_node() {
     .unwrap();
     let pods: Api<Pod> = Api::namespaced(tc.client(), &ns);
     let env = json!([
-        {"name": "CUTOVER_SIM_LOG", "value": "one\ntwo\nthree\n"},
-        {"name": "CUTOVER_SIM_RUN_MS", "value": "50"}
+        {"name": "SANDBOX_SIM_LOG", "value": "one\ntwo\nthree\n"},
+        {"name": "SANDBOX_SIM_RUN_MS", "value": "50"}
     ]);
     let pod: Pod = serde_json::from_value(json!({
         "metadata": {"name": "logger"},
@@ -2409,8 +2409,8 @@ mod controllers {
         let tc = TestCluster::start().await;
         let sim = simulator(&tc, 1).await;
         let jobs: Api<Job> = Api::namespaced(tc.client(), tc.namespace());
-        let env = json!([{"name": "CUTOVER_SIM_OUTCOME", "value": "fail"},
-                         {"name": "CUTOVER_SIM_MESSAGE", "value": "boom"}]);
+        let env = json!([{"name": "SANDBOX_SIM_OUTCOME", "value": "fail"},
+                         {"name": "SANDBOX_SIM_MESSAGE", "value": "boom"}]);
         jobs.create(
             &PostParams::default(),
             &job("fails", json!({"backoffLimit": 1}), env),
@@ -2449,7 +2449,7 @@ mod controllers {
         let sim = simulator(&tc, 1).await;
         let jobs: Api<Job> = Api::namespaced(tc.client(), tc.namespace());
         let pods: Api<Pod> = Api::namespaced(tc.client(), tc.namespace());
-        let env = json!([{"name": "CUTOVER_SIM_OUTCOME", "value": "hang"}]);
+        let env = json!([{"name": "SANDBOX_SIM_OUTCOME", "value": "hang"}]);
         jobs.create(
             &PostParams::default(),
             &job("slow", json!({"activeDeadlineSeconds": 2}), env),
@@ -2496,7 +2496,7 @@ mod controllers {
         let sim = simulator(&tc, 1).await;
         let jobs: Api<Job> = Api::namespaced(tc.client(), tc.namespace());
         let pods: Api<Pod> = Api::namespaced(tc.client(), tc.namespace());
-        let env = json!([{"name": "CUTOVER_SIM_RUN_MS", "value": "1500"}]);
+        let env = json!([{"name": "SANDBOX_SIM_RUN_MS", "value": "1500"}]);
         jobs.create(&PostParams::default(), &job("tracked", json!({}), env))
             .await
             .unwrap();
@@ -2567,7 +2567,7 @@ mod controllers {
         let mut ds = common::daemonset("agents", "agent:1", ns);
         if let Some(spec) = ds.spec.as_mut().and_then(|s| s.template.spec.as_mut()) {
             spec.containers[0].env = Some(vec![k8s_openapi::api::core::v1::EnvVar {
-                name: "CUTOVER_SIM_RUN_MS".into(),
+                name: "SANDBOX_SIM_RUN_MS".into(),
                 value: Some(run_ms.into()),
                 ..Default::default()
             }]);

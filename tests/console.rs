@@ -59,10 +59,10 @@ impl Env {
         let client = cluster.client();
         common::create_daemonset(&client, &ns, DAEMONSET).await;
         let fail = [
-            ("CUTOVER_SIM_OUTCOME", "fail"),
-            ("CUTOVER_SIM_FAIL_ATTEMPTS", "99"),
+            ("SANDBOX_SIM_OUTCOME", "fail"),
+            ("SANDBOX_SIM_FAIL_ATTEMPTS", "99"),
             (
-                "CUTOVER_SIM_MESSAGE",
+                "SANDBOX_SIM_MESSAGE",
                 "the GitRepository is owned by another controller",
             ),
         ];

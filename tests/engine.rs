@@ -272,11 +272,11 @@ const PROJECTS_OUTPUT: &str = r#"{"harborProjectCount": "4"}"#;
 /// and 02 report what the chart's scripts report.
 fn chart_steps() -> Vec<ConfigMap> {
     vec![
-        job_step(1, "gitea-mirror", &[("CUTOVER_SIM_OUTPUT", MIRROR_OUTPUT)]),
+        job_step(1, "gitea-mirror", &[("SANDBOX_SIM_OUTPUT", MIRROR_OUTPUT)]),
         job_step(
             2,
             "harbor-projects",
-            &[("CUTOVER_SIM_OUTPUT", PROJECTS_OUTPUT)],
+            &[("SANDBOX_SIM_OUTPUT", PROJECTS_OUTPUT)],
         ),
         job_step(3, "harbor-prewarm", &[]),
         daemonset_step(4, "registry-pivot"),
@@ -406,10 +406,10 @@ async fn a_failing_step_stays_failed_with_its_reason_until_retried() {
             2,
             "second",
             &[
-                ("CUTOVER_SIM_OUTCOME", "fail"),
-                ("CUTOVER_SIM_FAIL_ATTEMPTS", "4"),
+                ("SANDBOX_SIM_OUTCOME", "fail"),
+                ("SANDBOX_SIM_FAIL_ATTEMPTS", "4"),
                 (
-                    "CUTOVER_SIM_MESSAGE",
+                    "SANDBOX_SIM_MESSAGE",
                     "harbor answered 503 for library/nginx",
                 ),
             ],
@@ -480,7 +480,7 @@ async fn a_failing_step_stays_failed_with_its_reason_until_retried() {
 async fn abort_deletes_the_running_job_and_names_who_aborted() {
     let env = Env::start(1).await;
     env.add_steps(vec![
-        job_step(1, "stuck", &[("CUTOVER_SIM_OUTCOME", "hang")]),
+        job_step(1, "stuck", &[("SANDBOX_SIM_OUTCOME", "hang")]),
         job_step(2, "never", &[]),
     ])
     .await;
@@ -536,7 +536,7 @@ async fn abort_deletes_the_running_job_and_names_who_aborted() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hundred_concurrent_posts_start_exactly_one_run() {
     let env = Env::start(1).await;
-    env.add_steps(vec![job_step(1, "only", &[("CUTOVER_SIM_RUN_MS", "300")])])
+    env.add_steps(vec![job_step(1, "only", &[("SANDBOX_SIM_RUN_MS", "300")])])
         .await;
     let service = env.service("a").await;
     let base = service.url();
@@ -574,23 +574,23 @@ async fn hostile_termination_messages_are_bounded_and_recorded_without_control_c
             1,
             "escapes",
             &[(
-                "CUTOVER_SIM_OUTPUT",
+                "SANDBOX_SIM_OUTPUT",
                 r#"{"note": "ok\u001b[2K\rcutover complete\u202e"}"#,
             )],
         ),
-        job_step(2, "prose", &[("CUTOVER_SIM_OUTPUT", "all done\n")]),
-        job_step(3, "crowd", &[("CUTOVER_SIM_OUTPUT", &crowd)]),
+        job_step(2, "prose", &[("SANDBOX_SIM_OUTPUT", "all done\n")]),
+        job_step(3, "crowd", &[("SANDBOX_SIM_OUTPUT", &crowd)]),
         job_step(
             4,
             "forger",
-            &[("CUTOVER_SIM_OUTPUT", r#"{"mirroredCommitSHA": "forged"}"#)],
+            &[("SANDBOX_SIM_OUTPUT", r#"{"mirroredCommitSHA": "forged"}"#)],
         ),
         job_step(
             5,
             "liar",
             &[
-                ("CUTOVER_SIM_OUTCOME", "fail"),
-                ("CUTOVER_SIM_MESSAGE", lie),
+                ("SANDBOX_SIM_OUTCOME", "fail"),
+                ("SANDBOX_SIM_MESSAGE", lie),
             ],
         ),
     ])
@@ -686,7 +686,7 @@ async fn kill_and_restart_at_any_point_never_duplicates_a_job() {
 async fn a_job_that_finished_while_the_service_was_down_is_recorded() {
     let env = Env::start(1).await;
     env.add_steps(vec![
-        job_step(1, "slow", &[("CUTOVER_SIM_RUN_MS", "400")]),
+        job_step(1, "slow", &[("SANDBOX_SIM_RUN_MS", "400")]),
         job_step(2, "after", &[]),
     ])
     .await;
@@ -735,7 +735,7 @@ async fn a_job_that_finished_while_the_service_was_down_is_recorded() {
 async fn two_replicas_run_one_runner_and_fail_over() {
     let env = Env::start(1).await;
     let steps: Vec<ConfigMap> = (1..=4)
-        .map(|i| job_step(i, &format!("s{i}"), &[("CUTOVER_SIM_RUN_MS", "150")]))
+        .map(|i| job_step(i, &format!("s{i}"), &[("SANDBOX_SIM_RUN_MS", "150")]))
         .collect();
     env.add_steps(steps).await;
     let a = env.service("replica-a").await;
@@ -1027,11 +1027,11 @@ async fn cut_watches_and_an_api_server_restart_mid_step_do_not_derail_the_run() 
     use kube_sandbox::faults::FaultProxy;
     let env = Env::start(2).await;
     let mut steps = vec![
-        job_step(1, "before", &[("CUTOVER_SIM_RUN_MS", "300")]),
-        job_step(2, "during", &[("CUTOVER_SIM_RUN_MS", "1500")]),
+        job_step(1, "before", &[("SANDBOX_SIM_RUN_MS", "300")]),
+        job_step(2, "during", &[("SANDBOX_SIM_RUN_MS", "1500")]),
     ];
     steps.push(daemonset_step(3, "registry-pivot"));
-    steps.push(job_step(4, "after", &[("CUTOVER_SIM_RUN_MS", "300")]));
+    steps.push(job_step(4, "after", &[("SANDBOX_SIM_RUN_MS", "300")]));
     env.add_steps(steps).await;
     let proxy = FaultProxy::start(env.kube_config().await)
         .await
@@ -1157,7 +1157,7 @@ async fn every_step_has_a_deadline() {
     env.add_steps(vec![job_step(
         1,
         "hangs",
-        &[("CUTOVER_SIM_OUTCOME", "hang")],
+        &[("SANDBOX_SIM_OUTCOME", "hang")],
     )])
     .await;
     let mut config = env.service_config("a");
@@ -1445,9 +1445,9 @@ async fn a_failing_preflight_starts_no_changing_step_and_a_retry_runs_every_pref
             9,
             "reach",
             &[
-                ("CUTOVER_SIM_OUTCOME", "fail"),
-                ("CUTOVER_SIM_FAIL_ATTEMPTS", "4"),
-                ("CUTOVER_SIM_MESSAGE", checks),
+                ("SANDBOX_SIM_OUTCOME", "fail"),
+                ("SANDBOX_SIM_FAIL_ATTEMPTS", "4"),
+                ("SANDBOX_SIM_MESSAGE", checks),
             ],
         ),
         preflight_step(0, "creds", &[]),
@@ -1586,9 +1586,9 @@ async fn post_preflight_runs_only_the_preflights_apart_from_the_cutover() {
             9,
             "reach",
             &[
-                ("CUTOVER_SIM_OUTCOME", "fail"),
-                ("CUTOVER_SIM_FAIL_ATTEMPTS", "4"),
-                ("CUTOVER_SIM_MESSAGE", checks),
+                ("SANDBOX_SIM_OUTCOME", "fail"),
+                ("SANDBOX_SIM_FAIL_ATTEMPTS", "4"),
+                ("SANDBOX_SIM_MESSAGE", checks),
             ],
         ),
     ])
@@ -1693,7 +1693,7 @@ async fn post_preflight_answers_202_while_the_run_goes_on_and_joins_it() {
     let env = Env::start(1).await;
     env.add_steps(vec![
         job_step(1, "first", &[]),
-        preflight_step(0, "slow", &[("CUTOVER_SIM_OUTCOME", "hang")]),
+        preflight_step(0, "slow", &[("SANDBOX_SIM_OUTCOME", "hang")]),
     ])
     .await;
     let service = env.service("a").await;
@@ -1723,7 +1723,7 @@ async fn post_preflight_answers_202_while_the_run_goes_on_and_joins_it() {
 async fn no_preflight_run_begins_while_a_cutover_runs() {
     let env = Env::start(1).await;
     env.add_steps(vec![
-        job_step(1, "stuck", &[("CUTOVER_SIM_OUTCOME", "hang")]),
+        job_step(1, "stuck", &[("SANDBOX_SIM_OUTCOME", "hang")]),
         preflight_step(0, "check", &[]),
     ])
     .await;
@@ -1779,9 +1779,9 @@ fn held_steps() -> Vec<ConfigMap> {
             0,
             "reach",
             &[
-                ("CUTOVER_SIM_OUTCOME", "fail"),
-                ("CUTOVER_SIM_FAIL_ATTEMPTS", "4"),
-                ("CUTOVER_SIM_MESSAGE", HELD_CHECK),
+                ("SANDBOX_SIM_OUTCOME", "fail"),
+                ("SANDBOX_SIM_FAIL_ATTEMPTS", "4"),
+                ("SANDBOX_SIM_MESSAGE", HELD_CHECK),
             ],
         ),
     ]
@@ -1945,7 +1945,7 @@ async fn alias_bombs_and_pod_specs_beyond_the_policy_start_nothing() {
 async fn hand_edited_rows_neither_loop_nor_reach_other_jobs() {
     let env = Env::start(1).await;
     env.add_steps(vec![
-        job_step(1, "stuck", &[("CUTOVER_SIM_OUTCOME", "hang")]),
+        job_step(1, "stuck", &[("SANDBOX_SIM_OUTCOME", "hang")]),
         job_step(2, "never", &[]),
     ])
     .await;
@@ -2348,7 +2348,7 @@ async fn rollback_is_refused_while_a_cutover_runs_and_undoes_a_failed_one() {
     let env = Env::start(1).await;
     env.add_steps(vec![
         daemonset_step(1, "registry-pivot"),
-        job_step(2, "stuck", &[("CUTOVER_SIM_OUTCOME", "hang")]),
+        job_step(2, "stuck", &[("SANDBOX_SIM_OUTCOME", "hang")]),
     ])
     .await;
     let service = env.service("a").await;

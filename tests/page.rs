@@ -145,12 +145,12 @@ impl Env {
             .iter()
             .enumerate()
             .map(|(index, name)| {
-                let mut env = vec![("CUTOVER_SIM_RUN_MS", "400")];
+                let mut env = vec![("SANDBOX_SIM_RUN_MS", "400")];
                 if *name == FAILING {
                     env.extend([
-                        ("CUTOVER_SIM_OUTCOME", "fail"),
-                        ("CUTOVER_SIM_FAIL_ATTEMPTS", "4"),
-                        ("CUTOVER_SIM_MESSAGE", FAILURE),
+                        ("SANDBOX_SIM_OUTCOME", "fail"),
+                        ("SANDBOX_SIM_FAIL_ATTEMPTS", "4"),
+                        ("SANDBOX_SIM_MESSAGE", FAILURE),
                     ]);
                 }
                 job_step(index + 1, name, &env)
@@ -194,7 +194,7 @@ impl Env {
 
     /// Replaces step `name` by one that succeeds, as an operator fixing the cause would.
     async fn fix_step(&self, name: &str) {
-        self.replace_step(name, &[("CUTOVER_SIM_RUN_MS", "2000")])
+        self.replace_step(name, &[("SANDBOX_SIM_RUN_MS", "2000")])
             .await;
     }
 
@@ -684,7 +684,7 @@ async fn buttons_follow_what_the_caller_may_do() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn abort_is_confirmed_and_stops_the_running_step() {
     let env = Env::start().await;
-    env.replace_step(CHART_STEPS[0], &[("CUTOVER_SIM_OUTCOME", "hang")])
+    env.replace_step(CHART_STEPS[0], &[("SANDBOX_SIM_OUTCOME", "hang")])
         .await;
     let alice = env.user("alice", Some(common::chart_operator_role())).await;
     let mut config = ServiceConfig::new(env.ns());
@@ -819,7 +819,7 @@ async fn steps_named_after_the_pages_ids_keep_their_rows_under_a_console_session
         .enumerate()
         .map(|(index, name)| {
             let env: &[(&str, &str)] = if index == 0 {
-                &[("CUTOVER_SIM_OUTCOME", "hang")]
+                &[("SANDBOX_SIM_OUTCOME", "hang")]
             } else {
                 &[]
             };

@@ -164,7 +164,7 @@ fn json_lines(output: &Output) -> Vec<Value> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn watch_follows_a_run_to_its_end_and_exits_0() {
-    let slow = [("CUTOVER_SIM_RUN_MS", "300")];
+    let slow = [("SANDBOX_SIM_RUN_MS", "300")];
     let env = Env::start(vec![
         job_step(1, "first", &slow),
         job_step(2, "second", &slow),
@@ -203,7 +203,7 @@ async fn watch_follows_a_run_to_its_end_and_exits_0() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exit_3_while_idle_and_running_then_1_once_failed() {
     let env = Env::start(vec![
-        job_step(1, "stuck", &[("CUTOVER_SIM_OUTCOME", "hang")]),
+        job_step(1, "stuck", &[("SANDBOX_SIM_OUTCOME", "hang")]),
         job_step(2, "never", &[]),
     ])
     .await;
@@ -354,8 +354,8 @@ async fn a_termination_message_with_escape_sequences_cannot_make_watch_lie() {
             2,
             "evil",
             &[
-                ("CUTOVER_SIM_OUTCOME", "fail"),
-                ("CUTOVER_SIM_MESSAGE", lie),
+                ("SANDBOX_SIM_OUTCOME", "fail"),
+                ("SANDBOX_SIM_MESSAGE", lie),
             ],
         ),
     ])

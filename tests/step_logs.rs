@@ -210,18 +210,18 @@ async fn a_steps_log_tail_survives_its_jobs_and_pods_deletion_until_a_new_run() 
     let log = BLOCK.repeat(REPEAT);
     assert!(log.len() > MAX_TAIL_BYTES);
     let failing = [
-        ("CUTOVER_SIM_OUTCOME", "fail"),
-        ("CUTOVER_SIM_FAIL_ATTEMPTS", "99"),
-        ("CUTOVER_SIM_MESSAGE", "harbor answered 503"),
-        ("CUTOVER_SIM_LOG", "second: harbor answered 503\n"),
+        ("SANDBOX_SIM_OUTCOME", "fail"),
+        ("SANDBOX_SIM_FAIL_ATTEMPTS", "99"),
+        ("SANDBOX_SIM_MESSAGE", "harbor answered 503"),
+        ("SANDBOX_SIM_LOG", "second: harbor answered 503\n"),
     ];
     let env = Env::start(vec![
         job_step(
             1,
             "first",
             &[
-                ("CUTOVER_SIM_LOG", BLOCK),
-                ("CUTOVER_SIM_LOG_REPEAT", &REPEAT.to_string()),
+                ("SANDBOX_SIM_LOG", BLOCK),
+                ("SANDBOX_SIM_LOG_REPEAT", &REPEAT.to_string()),
             ],
         ),
         job_step(2, "second", &failing),
@@ -276,7 +276,7 @@ async fn a_steps_log_tail_survives_its_jobs_and_pods_deletion_until_a_new_run() 
 
     // A retry is a new run: the first run's tails go, the retried step's new tail comes.
     let api = env.configmaps();
-    let mut fixed = job_step(2, "second", &[("CUTOVER_SIM_LOG", "second: done\n")]);
+    let mut fixed = job_step(2, "second", &[("SANDBOX_SIM_LOG", "second: done\n")]);
     fixed.metadata.resource_version = api
         .get("cutover-step-02-second")
         .await
@@ -372,9 +372,9 @@ async fn following_a_running_steps_log_streams_lines_as_they_come() {
         1,
         "stuck",
         &[
-            ("CUTOVER_SIM_OUTCOME", "hang"),
-            ("CUTOVER_SIM_RUN_MS", "600"),
-            ("CUTOVER_SIM_LOG", lines),
+            ("SANDBOX_SIM_OUTCOME", "hang"),
+            ("SANDBOX_SIM_RUN_MS", "600"),
+            ("SANDBOX_SIM_LOG", lines),
         ],
     )])
     .await;
@@ -446,14 +446,14 @@ async fn long_lines_are_cut_and_only_the_steps_own_pods_are_read() {
             1,
             "long",
             &[
-                ("CUTOVER_SIM_LOG", &chunk),
-                ("CUTOVER_SIM_LOG_REPEAT", "100"),
+                ("SANDBOX_SIM_LOG", &chunk),
+                ("SANDBOX_SIM_LOG_REPEAT", "100"),
             ],
         ),
         job_step(
             2,
             "other",
-            &[("CUTOVER_SIM_LOG", "other: the database password\n")],
+            &[("SANDBOX_SIM_LOG", "other: the database password\n")],
         ),
     ])
     .await;
@@ -519,7 +519,7 @@ async fn long_lines_are_cut_and_only_the_steps_own_pods_are_read() {
     let impostor: Pod = serde_json::from_value(serde_json::json!({
         "metadata": {"name": "impostor", "labels": {contract::LABEL_JOB_NAME: "cutover-long-a1"}},
         "spec": {"containers": [{"name": "c", "image": "busybox",
-                 "env": [{"name": "CUTOVER_SIM_LOG", "value": "impostor: the database password\n"}]}]}
+                 "env": [{"name": "SANDBOX_SIM_LOG", "value": "impostor: the database password\n"}]}]}
     }))
     .expect("pod");
     Api::<Pod>::namespaced(env.cluster.client(), env.ns())
