@@ -5,12 +5,11 @@
 mod common;
 
 use catalyst_cutover::contract::{self, DEFAULT_STATUS_CONFIGMAP};
-use catalyst_cutover::demo::{AgentConfig, Agents};
+use catalyst_cutover::demo::AgentConfig;
 use catalyst_cutover::pivot::{Direction, Directive, ack, files};
 use catalyst_cutover::service::{Service, ServiceConfig};
-use common::{TestCluster, job_step, step_cm};
+use common::{Env, EnvBuilder, daemonset_step, job_step, step_cm};
 use futures::future::join_all;
-use k8s_openapi::api::apps::v1::DaemonSet;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::ConfigMap;
@@ -19,82 +18,22 @@ use kube::config::KubeConfigOptions;
 use kube::runtime::wait::await_condition;
 use kube_sandbox::access_control::TokenTable;
 use kube_sandbox::api::ApiServerConfig;
-use kube_sandbox::sim::{SimConfig, Simulator};
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 /// Upper bound for one cutover in these tests: a hang guard, not a speed assertion.
 const GUARD: Duration = Duration::from_secs(60);
-const DAEMONSET: &str = "registry-pivot";
+const DAEMONSET: &str = common::REGISTRY_PIVOT;
 
-/// A cluster, its simulator, the registry-pivot agents and helpers to run the service
-/// against it.
-struct Env {
-    cluster: TestCluster,
-    sim: Simulator,
-    agents: Agents,
+/// The engine's environment: `nodes` simulated nodes with the registry-pivot DaemonSet
+/// rolled out on them and its agents.
+fn engine_env(nodes: usize) -> EnvBuilder {
+    Env::builder().nodes(nodes).registry_pivot()
 }
 
+/// What the engine's tests ask of their environment.
 impl Env {
-    async fn start(nodes: usize) -> Env {
-        Env::start_with(nodes, ApiServerConfig::default()).await
-    }
-
-    /// As [`Env::start`], with `sandbox` configuring the sandbox (unused on a real cluster).
-    async fn start_with(nodes: usize, sandbox: ApiServerConfig) -> Env {
-        if std::env::var_os("RUST_LOG").is_some() {
-            catalyst_cutover::telemetry::init();
-        }
-        let cluster = TestCluster::start_with(sandbox).await;
-        let ns = cluster.namespace().to_owned();
-        common::create_daemonset(&cluster.client(), &ns, DAEMONSET).await;
-        let sim = Simulator::start(
-            cluster.client(),
-            SimConfig {
-                namespace: Some(ns.clone()),
-                nodes,
-                pool: ns.clone(),
-                default_run: Duration::from_millis(20),
-                controllers: common::controllers(),
-            },
-        )
-        .await
-        .expect("start simulator");
-        let agents = Agents::start(
-            cluster.client(),
-            AgentConfig {
-                namespace: Some(ns.clone()),
-                daemonset: DAEMONSET.to_owned(),
-                record_lease: (ns.clone(), ServiceConfig::new(&ns).record_lease()),
-                ack_delay: Duration::from_millis(20),
-                never_ack: BTreeSet::new(),
-                settings: AgentConfig::demo_settings(),
-            },
-        );
-        // Rolled out before any cutover, as on a cluster the chart installed (real
-        // controllers take a moment to create, and the simulator to bind and run, the pods).
-        let want = i32::try_from(nodes).expect("node count");
-        let rolled_out = move |ds: Option<&DaemonSet>| {
-            want == 0
-                || ds.and_then(|d| d.status.as_ref()).is_some_and(|s| {
-                    s.desired_number_scheduled == want
-                        && s.updated_number_scheduled == Some(want)
-                        && s.number_ready == want
-                })
-        };
-        let daemonsets: Api<DaemonSet> = Api::namespaced(cluster.client(), &ns);
-        tokio::time::timeout(GUARD, await_condition(daemonsets, DAEMONSET, rolled_out))
-            .await
-            .expect("the DaemonSet rolls out")
-            .expect("watch the DaemonSet");
-        Env {
-            cluster,
-            sim,
-            agents,
-        }
-    }
-
     /// The simulated nodes of this test, as the API lists them.
     async fn nodes(&self) -> Vec<String> {
         let api: Api<k8s_openapi::api::core::v1::Node> = Api::all(self.client());
@@ -111,27 +50,9 @@ impl Env {
         names
     }
 
-    fn ns(&self) -> &str {
-        self.cluster.namespace()
-    }
-
-    fn client(&self) -> kube::Client {
-        self.cluster.client()
-    }
-
-    async fn kube_config(&self) -> kube::Config {
-        kube::Config::from_custom_kubeconfig(
-            self.cluster.kubeconfig().clone(),
-            &KubeConfigOptions::default(),
-        )
-        .await
-        .expect("kube config")
-    }
-
-    fn service_config(&self, identity: &str) -> ServiceConfig {
-        let mut config = ServiceConfig::new(self.ns());
+    fn config_for(&self, identity: &str) -> ServiceConfig {
+        let mut config = self.service_config();
         config.identity = identity.to_owned();
-        config.lease_duration = Duration::from_secs(2);
         // A failing step fails after two pods: a real Job controller backs off 10 s before
         // the second (and 20, 40 s before more), which the tests need not wait for.
         config.render.backoff_limit = 1;
@@ -139,18 +60,7 @@ impl Env {
     }
 
     async fn service(&self, identity: &str) -> Service {
-        Service::start(self.kube_config().await, self.service_config(identity))
-            .await
-            .expect("start service")
-    }
-
-    async fn add_steps(&self, steps: Vec<ConfigMap>) {
-        let api: Api<ConfigMap> = Api::namespaced(self.client(), self.ns());
-        for cm in steps {
-            api.create(&PostParams::default(), &cm)
-                .await
-                .expect("create step");
-        }
+        self.start_service(self.config_for(identity)).await
     }
 
     /// The names of the Jobs in the test's namespace.
@@ -163,47 +73,6 @@ impl Env {
             .into_iter()
             .filter_map(|j| j.metadata.name)
             .collect()
-    }
-
-    async fn status(&self) -> BTreeMap<String, String> {
-        let api: Api<ConfigMap> = Api::namespaced(self.client(), self.ns());
-        api.get(DEFAULT_STATUS_CONFIGMAP)
-            .await
-            .expect("status ConfigMap")
-            .data
-            .unwrap_or_default()
-    }
-
-    /// Waits (through a watch) until the status ConfigMap's phase is one of `phases`.
-    async fn wait_phase(&self, phases: &[&str]) -> BTreeMap<String, String> {
-        let api: Api<ConfigMap> = Api::namespaced(self.client(), self.ns());
-        let phases: Vec<String> = phases.iter().map(|p| (*p).to_owned()).collect();
-        let cond = move |cm: Option<&ConfigMap>| {
-            cm.and_then(|cm| cm.data.as_ref())
-                .and_then(|d| d.get("cutoverPhase"))
-                .is_some_and(|p| phases.contains(p))
-        };
-        tokio::time::timeout(GUARD, await_condition(api, DEFAULT_STATUS_CONFIGMAP, cond))
-            .await
-            .expect("cutover reached the phase in time")
-            .expect("watch");
-        self.status().await
-    }
-
-    /// Waits until step `step`'s row says `result`.
-    async fn wait_step(&self, step: &str, result: &str) {
-        let api: Api<ConfigMap> = Api::namespaced(self.client(), self.ns());
-        let key = format!("step.{step}.result");
-        let result = result.to_owned();
-        let cond = move |cm: Option<&ConfigMap>| {
-            cm.and_then(|cm| cm.data.as_ref())
-                .and_then(|d| d.get(&key))
-                .is_some_and(|r| *r == result)
-        };
-        tokio::time::timeout(GUARD, await_condition(api, DEFAULT_STATUS_CONFIGMAP, cond))
-            .await
-            .expect("step reached the result in time")
-            .expect("watch");
     }
 
     /// Waits until Job `name` exists.
@@ -234,32 +103,6 @@ impl Env {
         }
         out
     }
-
-    /// The cluster's kubeconfig in a file, for the binary's `--kubeconfig`.
-    fn kubeconfig_file(&self) -> std::path::PathBuf {
-        let path = std::env::temp_dir().join(format!("{}.kubeconfig", self.ns()));
-        std::fs::write(
-            &path,
-            serde_yaml::to_string(self.cluster.kubeconfig()).unwrap(),
-        )
-        .unwrap();
-        path
-    }
-
-    async fn cleanup(self) {
-        self.agents.shutdown().await;
-        self.sim.shutdown().await;
-        self.cluster.cleanup().await;
-    }
-}
-
-fn daemonset_step(order: u32, name: &str) -> ConfigMap {
-    let mut cm = step_cm(order, name, "daemonset-wait", None);
-    cm.metadata.labels.get_or_insert_default().insert(
-        contract::LABEL_STEP_DAEMONSET.to_owned(),
-        DAEMONSET.to_owned(),
-    );
-    cm
 }
 
 /// What the simulated gitea-mirror reports in its termination message.
@@ -321,7 +164,7 @@ async fn ready(base: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn happy_path_runs_the_charts_eleven_steps_and_records_every_key_and_output() {
-    let env = Env::start(3).await;
+    let env = engine_env(3).start().await;
     env.add_steps(chart_steps()).await;
     let service = env.service("a").await;
     let base = service.url();
@@ -399,7 +242,7 @@ async fn happy_path_runs_the_charts_eleven_steps_and_records_every_key_and_outpu
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_step_stays_failed_with_its_reason_until_retried() {
-    let env = Env::start(1).await;
+    let env = engine_env(1).start().await;
     env.add_steps(vec![
         job_step(1, "first", &[]),
         job_step(
@@ -478,7 +321,7 @@ async fn a_failing_step_stays_failed_with_its_reason_until_retried() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn abort_deletes_the_running_job_and_names_who_aborted() {
-    let env = Env::start(1).await;
+    let env = engine_env(1).start().await;
     env.add_steps(vec![
         job_step(1, "stuck", &[("SANDBOX_SIM_OUTCOME", "hang")]),
         job_step(2, "never", &[]),
@@ -535,7 +378,7 @@ async fn abort_deletes_the_running_job_and_names_who_aborted() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hundred_concurrent_posts_start_exactly_one_run() {
-    let env = Env::start(1).await;
+    let env = engine_env(1).start().await;
     env.add_steps(vec![job_step(1, "only", &[("SANDBOX_SIM_RUN_MS", "300")])])
         .await;
     let service = env.service("a").await;
@@ -565,7 +408,7 @@ async fn a_hundred_concurrent_posts_start_exactly_one_run() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_termination_messages_are_bounded_and_recorded_without_control_characters() {
-    let env = Env::start(1).await;
+    let env = engine_env(1).start().await;
     let crowd: Vec<String> = (0..=16).map(|i| format!("\"k{i}\": \"v\"")).collect();
     let crowd = format!("{{{}}}", crowd.join(", "));
     let lie = "\u{1b}[2K\r\u{1b}[1Acutover complete: 5 steps, 100% (state sovereign) \u{202e}";
@@ -644,7 +487,7 @@ async fn hostile_termination_messages_are_bounded_and_recorded_without_control_c
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_and_restart_at_any_point_never_duplicates_a_job() {
-    let env = Env::start(2).await;
+    let env = engine_env(2).start().await;
     env.add_steps(chart_steps()).await;
     let mut service = env.service("first").await;
     ready(&service.url()).await;
@@ -684,7 +527,7 @@ async fn kill_and_restart_at_any_point_never_duplicates_a_job() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_that_finished_while_the_service_was_down_is_recorded() {
-    let env = Env::start(1).await;
+    let env = engine_env(1).start().await;
     env.add_steps(vec![
         job_step(1, "slow", &[("SANDBOX_SIM_RUN_MS", "400")]),
         job_step(2, "after", &[]),
@@ -733,7 +576,7 @@ async fn a_job_that_finished_while_the_service_was_down_is_recorded() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_replicas_run_one_runner_and_fail_over() {
-    let env = Env::start(1).await;
+    let env = engine_env(1).start().await;
     let steps: Vec<ConfigMap> = (1..=4)
         .map(|i| job_step(i, &format!("s{i}"), &[("SANDBOX_SIM_RUN_MS", "150")]))
         .collect();
@@ -794,7 +637,7 @@ async fn two_replicas_run_one_runner_and_fail_over() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_conflicting_writer_loses_no_transition_and_no_key_of_its_own() {
-    let env = Env::start(1).await;
+    let env = engine_env(1).start().await;
     let steps: Vec<ConfigMap> = (1..=5)
         .map(|i| job_step(i, &format!("s{i}"), &[]))
         .collect();
@@ -839,7 +682,7 @@ async fn a_conflicting_writer_loses_no_transition_and_no_key_of_its_own() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn daemonset_wait_ignores_stale_acks_and_follows_a_replaced_node() {
-    let env = Env::start(2).await;
+    let env = engine_env(2).start().await;
     env.add_steps(vec![
         daemonset_step(1, "registry-pivot"),
         job_step(2, "after", &[]),
@@ -847,7 +690,7 @@ async fn daemonset_wait_ignores_stale_acks_and_follows_a_replaced_node() {
     .await;
     let nodes = env.nodes().await;
     let stuck = nodes[0].clone();
-    env.agents.set_never_ack(&stuck, true);
+    env.agents().set_never_ack(&stuck, true);
     // A stale acknowledgement of a node that no longer exists must not count.
     let api: Api<ConfigMap> = Api::namespaced(env.client(), env.ns());
     let service = env.service("a").await;
@@ -898,7 +741,7 @@ async fn daemonset_wait_ignores_stale_acks_and_follows_a_replaced_node() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invalid_steps_start_nothing_and_every_problem_is_reported() {
-    let env = Env::start(1).await;
+    let env = engine_env(1).start().await;
     let service = env.service("a").await;
     let base = service.url();
     ready(&base).await;
@@ -1025,7 +868,7 @@ async fn invalid_steps_start_nothing_and_every_problem_is_reported() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cut_watches_and_an_api_server_restart_mid_step_do_not_derail_the_run() {
     use kube_sandbox::faults::FaultProxy;
-    let env = Env::start(2).await;
+    let env = engine_env(2).start().await;
     let mut steps = vec![
         job_step(1, "before", &[("SANDBOX_SIM_RUN_MS", "300")]),
         job_step(2, "during", &[("SANDBOX_SIM_RUN_MS", "1500")]),
@@ -1033,7 +876,7 @@ async fn cut_watches_and_an_api_server_restart_mid_step_do_not_derail_the_run() 
     steps.push(daemonset_step(3, "registry-pivot"));
     steps.push(job_step(4, "after", &[("SANDBOX_SIM_RUN_MS", "300")]));
     env.add_steps(steps).await;
-    let proxy = FaultProxy::start(env.kube_config().await)
+    let proxy = FaultProxy::start(env.cluster.config().await)
         .await
         .expect("proxy");
     let faults = proxy.faults();
@@ -1041,7 +884,7 @@ async fn cut_watches_and_an_api_server_restart_mid_step_do_not_derail_the_run() 
         kube::Config::from_custom_kubeconfig(proxy.kubeconfig(), &KubeConfigOptions::default())
             .await
             .expect("proxy kube config");
-    let service = Service::start(through_proxy, env.service_config("a"))
+    let service = Service::start(through_proxy, env.config_for("a"))
         .await
         .expect("service");
     ready(&service.url()).await;
@@ -1067,7 +910,7 @@ async fn cut_watches_and_an_api_server_restart_mid_step_do_not_derail_the_run() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn adopts_the_earlier_implementations_status_and_resumes_it() {
-    let env = Env::start(1).await;
+    let env = engine_env(1).start().await;
     env.add_steps(vec![
         job_step(1, "gitea-mirror", &[]),
         job_step(2, "harbor-projects", &[]),
@@ -1153,16 +996,16 @@ async fn adopts_the_earlier_implementations_status_and_resumes_it() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_step_has_a_deadline() {
-    let env = Env::start(2).await;
+    let env = engine_env(2).start().await;
     env.add_steps(vec![job_step(
         1,
         "hangs",
         &[("SANDBOX_SIM_OUTCOME", "hang")],
     )])
     .await;
-    let mut config = env.service_config("a");
+    let mut config = env.config_for("a");
     config.render.step_deadline = Duration::from_secs(1);
-    let service = Service::start(env.kube_config().await, config.clone())
+    let service = Service::start(env.cluster.config().await, config.clone())
         .await
         .unwrap();
     ready(&service.url()).await;
@@ -1198,11 +1041,11 @@ async fn every_step_has_a_deadline() {
     env.add_steps(vec![daemonset_step(1, "registry-pivot")])
         .await;
     let silent = env.nodes().await[0].clone();
-    env.agents.set_never_ack(&silent, true);
+    env.agents().set_never_ack(&silent, true);
     // Long enough that a loaded machine (CI: 2 cores, every suite at once) has seen the
     // nodes before it passes; the reason must then name the silent one.
     config.render.step_deadline = Duration::from_secs(3);
-    let service = Service::start(env.kube_config().await, config)
+    let service = Service::start(env.cluster.config().await, config)
         .await
         .unwrap();
     ready(&service.url()).await;
@@ -1244,7 +1087,7 @@ async fn log_until(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_logs_json_lines_naming_the_step_and_the_request() {
     const BAD_TOKEN: &str = "a-bearer-token-that-must-not-be-logged";
-    let env = Env::start(1).await;
+    let env = engine_env(1).start().await;
     env.add_steps(vec![job_step(1, "logged", &[]), daemonset_step(2, "pivot")])
         .await;
     common::create_service_account(&env.client(), env.ns(), "operator").await;
@@ -1433,7 +1276,7 @@ fn body_step_names(body: &Value) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_preflight_starts_no_changing_step_and_a_retry_runs_every_preflight_anew() {
-    let env = Env::start(1).await;
+    let env = engine_env(1).start().await;
     let checks = "preflight: Gitea at https://gitea.example answered 401: fix GITEA_USERNAME/GITEA_PASSWORD\n\
                   preflight: Harbor at https://harbor.example answered 403: give HARBOR_USERNAME the project admin role";
     env.add_steps(vec![
@@ -1538,7 +1381,7 @@ fn requests_with_verb(service: &Service, verb: &str) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn steps_end_is_seen_through_watches_opened_once_per_run() {
-    let env = Env::start(3).await;
+    let env = engine_env(3).start().await;
     env.add_steps(chart_steps()).await;
     let service = env.service("a").await;
     let base = service.url();
@@ -1576,7 +1419,7 @@ async fn steps_end_is_seen_through_watches_opened_once_per_run() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn post_preflight_runs_only_the_preflights_apart_from_the_cutover() {
-    let env = Env::start(1).await;
+    let env = engine_env(1).start().await;
     let checks = "preflight: Gitea refuses GITEA_USERNAME: fix the Secret\n\
                   preflight: DaemonSet registry-pivot is not rolled out on every node";
     env.add_steps(vec![
@@ -1690,7 +1533,7 @@ async fn post_preflight_runs_only_the_preflights_apart_from_the_cutover() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn post_preflight_answers_202_while_the_run_goes_on_and_joins_it() {
-    let env = Env::start(1).await;
+    let env = engine_env(1).start().await;
     env.add_steps(vec![
         job_step(1, "first", &[]),
         preflight_step(0, "slow", &[("SANDBOX_SIM_OUTCOME", "hang")]),
@@ -1721,7 +1564,7 @@ async fn post_preflight_answers_202_while_the_run_goes_on_and_joins_it() {
 /// cutover's), and the GET still answers, starting nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_preflight_run_begins_while_a_cutover_runs() {
-    let env = Env::start(1).await;
+    let env = engine_env(1).start().await;
     env.add_steps(vec![
         job_step(1, "stuck", &[("SANDBOX_SIM_OUTCOME", "hang")]),
         preflight_step(0, "check", &[]),
@@ -1789,7 +1632,7 @@ fn held_steps() -> Vec<ConfigMap> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn auto_fire_holds_on_a_failed_preflight_and_a_later_login_tries_again() {
-    let env = Env::start(1).await;
+    let env = engine_env(1).start().await;
     env.add_steps(held_steps()).await;
     let service = env.service("a").await;
     let base = service.url();
@@ -1846,7 +1689,7 @@ async fn auto_fire_holds_on_a_failed_preflight_and_a_later_login_tries_again() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_explicit_start_after_a_held_auto_fire_starts_and_runs_the_preflight_first() {
-    let env = Env::start(1).await;
+    let env = engine_env(1).start().await;
     env.add_steps(held_steps()).await;
     let service = env.service("a").await;
     let base = service.url();
@@ -1895,7 +1738,7 @@ fn alias_bomb() -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn alias_bombs_and_pod_specs_beyond_the_policy_start_nothing() {
-    let env = Env::start(1).await;
+    let env = engine_env(1).start().await;
     let bomb = step_cm(1, "bomb", "job", Some(alias_bomb()));
     let privileged = step_cm(
         2,
@@ -1912,9 +1755,9 @@ async fn alias_bombs_and_pod_specs_beyond_the_policy_start_nothing() {
         Some("a: &a [lol, lol, lol, lol, lol, lol, lol, lol, lol]\nb: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a]\ncontainers: [{name: main, image: alpine}]\n".to_owned()),
     );
     env.add_steps(vec![bomb, privileged, small_bomb]).await;
-    let mut config = env.service_config("a");
+    let mut config = env.config_for("a");
     config.step_policy = catalyst_cutover::step::StepPolicy::default();
-    let service = Service::start(env.kube_config().await, config)
+    let service = Service::start(env.cluster.config().await, config)
         .await
         .expect("start service");
     let base = service.url();
@@ -1943,7 +1786,7 @@ async fn alias_bombs_and_pod_specs_beyond_the_policy_start_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hand_edited_rows_neither_loop_nor_reach_other_jobs() {
-    let env = Env::start(1).await;
+    let env = engine_env(1).start().await;
     env.add_steps(vec![
         job_step(1, "stuck", &[("SANDBOX_SIM_OUTCOME", "hang")]),
         job_step(2, "never", &[]),
@@ -2043,7 +1886,7 @@ async fn hand_edited_rows_neither_loop_nor_reach_other_jobs() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_deleted_status_never_starts_the_cutover_over() {
-    let env = Env::start(1).await;
+    let env = engine_env(1).start().await;
     env.add_steps(vec![job_step(1, "only", &[])]).await;
     let service = env.service("a").await;
     let base = service.url();
@@ -2095,7 +1938,7 @@ async fn a_deleted_status_never_starts_the_cutover_over() {
     // The new run is noted in the record, so losing its status is caught again.
     let leases: Api<k8s_openapi::api::coordination::v1::Lease> =
         Api::namespaced(env.client(), env.ns());
-    let record = format!("{}-record", env.service_config("b").lease_name);
+    let record = format!("{}-record", env.config_for("b").lease_name);
     leases.delete(&record, &Default::default()).await.unwrap();
     status
         .delete(DEFAULT_STATUS_CONFIGMAP, &Default::default())
@@ -2163,7 +2006,7 @@ async fn has_event(env: &Env, reason: &str) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rollback_of_a_complete_cutover_waits_for_every_node_and_records_who_when_why() {
-    let env = Env::start(2).await;
+    let env = engine_env(2).start().await;
     env.add_steps(pivot_then_job()).await;
     let nodes = env.nodes().await;
     let service = env.service("a").await;
@@ -2284,7 +2127,7 @@ async fn rollback_of_a_complete_cutover_waits_for_every_node_and_records_who_whe
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_that_never_acknowledges_the_rollback_is_named_and_a_second_request_finishes_it() {
-    let env = Env::start(2).await;
+    let env = engine_env(2).start().await;
     env.add_steps(pivot_then_job()).await;
     let nodes = env.nodes().await;
     let silent = nodes[1].clone();
@@ -2297,7 +2140,7 @@ async fn a_node_that_never_acknowledges_the_rollback_is_named_and_a_second_reque
         "complete"
     );
 
-    env.agents.set_never_ack(&silent, true);
+    env.agents().set_never_ack(&silent, true);
     let (code, body) = post(
         &base,
         "/cutover/rollback",
@@ -2323,7 +2166,7 @@ async fn a_node_that_never_acknowledges_the_rollback_is_named_and_a_second_reque
     .await;
 
     // The node is fixed: asking again waits for it, keeping the other node's acknowledgement.
-    env.agents.set_never_ack(&silent, false);
+    env.agents().set_never_ack(&silent, false);
     let (code, body) = post(
         &base,
         "/cutover/rollback",
@@ -2345,7 +2188,7 @@ async fn a_node_that_never_acknowledges_the_rollback_is_named_and_a_second_reque
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rollback_is_refused_while_a_cutover_runs_and_undoes_a_failed_one() {
-    let env = Env::start(1).await;
+    let env = engine_env(1).start().await;
     env.add_steps(vec![
         daemonset_step(1, "registry-pivot"),
         job_step(2, "stuck", &[("SANDBOX_SIM_OUTCOME", "hang")]),
@@ -2398,7 +2241,7 @@ async fn rollback_is_refused_while_a_cutover_runs_and_undoes_a_failed_one() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cutover_again_after_a_rollback_pivots_again_and_counts_only_fresh_acks() {
-    let env = Env::start(2).await;
+    let env = engine_env(2).start().await;
     env.add_steps(pivot_then_job()).await;
     let nodes = env.nodes().await;
     let silent = nodes[1].clone();
@@ -2423,7 +2266,7 @@ async fn cutover_again_after_a_rollback_pivots_again_and_counts_only_fresh_acks(
     );
 
     // A stale `v2` (a late write from before the rollback) must not count for the new pivot.
-    env.agents.set_never_ack(&silent, true);
+    env.agents().set_never_ack(&silent, true);
     let api: Api<ConfigMap> = Api::namespaced(env.client(), env.ns());
     let stale_key = format!("node.{silent}.registriesYaml");
     api.patch(
@@ -2458,7 +2301,7 @@ async fn cutover_again_after_a_rollback_pivots_again_and_counts_only_fresh_acks(
     assert_eq!(data["step.registry-pivot.attempt"], "2");
     assert_eq!(data.get(&stale_key), None, "the stale v2 was forgotten");
 
-    env.agents.set_never_ack(&silent, false);
+    env.agents().set_never_ack(&silent, false);
     let data = env.wait_phase(&["complete", "failed"]).await;
     assert_eq!(data["cutoverPhase"], "complete", "{data:#?}");
     for node in &nodes {
@@ -2478,7 +2321,7 @@ async fn cutover_again_after_a_rollback_pivots_again_and_counts_only_fresh_acks(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rollback_whose_runner_dies_is_finished_by_the_next_one() {
-    let env = Env::start(2).await;
+    let env = engine_env(2).start().await;
     env.add_steps(pivot_then_job()).await;
     let nodes = env.nodes().await;
     let a = env.service("a").await;
@@ -2488,7 +2331,7 @@ async fn a_rollback_whose_runner_dies_is_finished_by_the_next_one() {
         env.wait_phase(&["complete", "failed"]).await["cutoverPhase"],
         "complete"
     );
-    env.agents.set_never_ack(&nodes[0], true);
+    env.agents().set_never_ack(&nodes[0], true);
     let (code, _) = post(
         &a.url(),
         "/cutover/rollback",
@@ -2511,7 +2354,7 @@ async fn a_rollback_whose_runner_dies_is_finished_by_the_next_one() {
 
     let b = env.service("b").await;
     ready(&b.url()).await;
-    env.agents.set_never_ack(&nodes[0], false);
+    env.agents().set_never_ack(&nodes[0], false);
     let data = env.wait_phase(&["rolled-back", "rollback-failed"]).await;
     assert_eq!(data["cutoverPhase"], "rolled-back", "{data:#?}");
     assert_eq!(data["rollbackAcknowledgedNodes"], nodes.join(","));
@@ -2594,7 +2437,7 @@ async fn serving_url(rx: &mut tokio::sync::mpsc::UnboundedReceiver<String>) -> S
 /// the restarted process takes over and completes the cutover with one Job per step.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_exits_non_zero_when_its_runner_dies_and_its_restart_completes_the_run() {
-    let env = Env::start(1).await;
+    let env = engine_env(1).start().await;
     env.add_steps(vec![job_step(1, "first", &[]), job_step(2, "doomed", &[])])
         .await;
     let kubeconfig = env.kubeconfig_file();
@@ -2658,7 +2501,7 @@ async fn serve_exits_non_zero_when_its_runner_dies_and_its_restart_completes_the
 /// strength of the run the rollback undid. A retry then pivots the nodes again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_status_lost_while_the_cutover_runs_again_after_a_rollback_is_rebuilt_failed() {
-    let env = Env::start(2).await;
+    let env = engine_env(2).start().await;
     env.add_steps(pivot_then_job()).await;
     let nodes = env.nodes().await;
     let service = env.service("a").await;
@@ -2679,7 +2522,7 @@ async fn a_status_lost_while_the_cutover_runs_again_after_a_rollback_is_rebuilt_
     let rolled_back = env.wait_phase(&["rolled-back", "rollback-failed"]).await;
     assert_eq!(rolled_back["cutoverPhase"], "rolled-back");
     // One node stays silent, so the second pivot is still waiting when the status goes.
-    env.agents.set_never_ack(&nodes[1], true);
+    env.agents().set_never_ack(&nodes[1], true);
     assert_eq!(post(&base, "/cutover", None).await.0, 202);
     env.wait_step("registry-pivot", "running").await;
     let leases: Api<k8s_openapi::api::coordination::v1::Lease> =
@@ -2732,7 +2575,7 @@ async fn a_status_lost_while_the_cutover_runs_again_after_a_rollback_is_rebuilt_
         "{body}"
     );
 
-    env.agents.set_never_ack(&nodes[1], false);
+    env.agents().set_never_ack(&nodes[1], false);
     assert_eq!(post(&base, "/cutover/retry", None).await.0, 202);
     let data = env.wait_phase(&["complete", "failed"]).await;
     assert_eq!(data["cutoverPhase"], "complete", "{data:#?}");
@@ -2747,7 +2590,7 @@ async fn a_status_lost_while_the_cutover_runs_again_after_a_rollback_is_rebuilt_
 async fn directive(env: &Env) -> Option<Directive> {
     let leases: Api<Lease> = Api::namespaced(env.client(), env.ns());
     let record = leases
-        .get_opt(&env.service_config("x").record_lease())
+        .get_opt(&env.config_for("x").record_lease())
         .await
         .expect("read the record Lease");
     Directive::of_lease(record.as_ref())
@@ -2766,7 +2609,7 @@ async fn acked(env: &Env, directive: &Directive) -> BTreeSet<String> {
 /// Whether `node`'s files are the pivot's, pointing at the agents' own registry.
 fn pivoted(env: &Env, node: &str) -> bool {
     let settings = AgentConfig::demo_settings();
-    let paths = env.agents.node_paths(node);
+    let paths = env.agents().node_paths(node);
     settings.upstreams.iter().all(|u| {
         std::fs::read_to_string(paths.certs_dir.join(u.as_str()).join("hosts.toml")).ok()
             == Some(files::hosts_toml(&settings, u))
@@ -2785,11 +2628,11 @@ async fn configmap_writers_neither_steer_the_nodes_nor_finish_the_wait() {
         tokens: Some(TokenTable::default()),
         ..ApiServerConfig::default()
     };
-    let env = Env::start_with(2, rbac).await;
+    let env = engine_env(2).sandbox(rbac).start().await;
     env.add_steps(pivot_then_job()).await;
     let nodes = env.nodes().await;
     let (steady, silent) = (nodes[0].clone(), nodes[1].clone());
-    env.agents.set_never_ack(&silent, true);
+    env.agents().set_never_ack(&silent, true);
     let writer = common::configmap_writer(&env.cluster, "cm-writer").await;
     let as_writer: Api<ConfigMap> = Api::namespaced(writer.clone(), env.ns());
     let forge = |data: Value| {
@@ -2880,11 +2723,11 @@ async fn configmap_writers_neither_steer_the_nodes_nor_finish_the_wait() {
     );
     assert!(pivoted(&env, &steady), "the steady node keeps the pivot");
     assert!(
-        !env.agents.node_paths(&silent).registries_yaml.exists(),
+        !env.agents().node_paths(&silent).registries_yaml.exists(),
         "the silent node's files are untouched"
     );
 
-    env.agents.set_never_ack(&silent, false);
+    env.agents().set_never_ack(&silent, false);
     let data = env.wait_phase(&["complete", "failed"]).await;
     assert_eq!(data["cutoverPhase"], "complete", "{data:#?}");
     assert!(
@@ -2934,10 +2777,10 @@ async fn a_replayed_running_status_never_pivots_the_nodes_over_a_rollback() {
         tokens: Some(TokenTable::default()),
         ..ApiServerConfig::default()
     };
-    let env = Env::start_with(2, rbac).await;
+    let env = engine_env(2).sandbox(rbac).start().await;
     env.add_steps(pivot_then_job()).await;
     let nodes = env.nodes().await;
-    env.agents.set_never_ack(&nodes[1], true);
+    env.agents().set_never_ack(&nodes[1], true);
     let writer = common::configmap_writer(&env.cluster, "cm-writer").await;
     let service = env.service("a").await;
     let base = service.url();
@@ -2953,7 +2796,7 @@ async fn a_replayed_running_status_never_pivots_the_nodes_over_a_rollback() {
     // The status while the pivot step waited: what a ConfigMap writer replays later.
     let running = env.status().await;
     assert_eq!(running["step.registry-pivot.result"], "running");
-    env.agents.set_never_ack(&nodes[1], false);
+    env.agents().set_never_ack(&nodes[1], false);
     assert_eq!(
         env.wait_phase(&["complete", "failed"]).await["cutoverPhase"],
         "complete"
@@ -2991,7 +2834,7 @@ async fn a_replayed_running_status_never_pivots_the_nodes_over_a_rollback() {
     );
     assert_eq!(directive(&env).await, Some(rollback), "still the rollback");
     for node in &nodes {
-        let paths = env.agents.node_paths(node);
+        let paths = env.agents().node_paths(node);
         assert!(!paths.registries_yaml.exists(), "{node} stays rolled back");
     }
     service.shutdown().await;

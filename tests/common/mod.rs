@@ -8,7 +8,12 @@
 
 #![allow(dead_code)]
 
+pub mod env;
 pub mod session;
+
+// Each suite uses some of these.
+#[allow(unused_imports)]
+pub use env::{Env, EnvBuilder, REGISTRY_PIVOT, daemonset_step, steps_on_one_node};
 
 use catalyst_cutover::contract;
 use k8s_openapi::api::authorization::v1::{
@@ -17,7 +22,7 @@ use k8s_openapi::api::authorization::v1::{
 use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::api::rbac::v1::{ClusterRole, RoleBinding};
 use kube::api::{Api, DeleteParams, PostParams};
-use kube_sandbox::sim::{SimConfig, Simulator};
+#[allow(unused_imports)]
 pub use kube_sandbox::testing::*;
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
@@ -270,30 +275,6 @@ pub fn step_cm(order: impl Display, name: &str, mode: &str, pod_spec: Option<Str
         "data": data,
     }))
     .expect("step ConfigMap")
-}
-
-/// Creates `steps` in the test's namespace, then starts the simulator there with one node,
-/// its Jobs finishing after 20 ms unless a step's env says otherwise.
-pub async fn steps_on_one_node(cluster: &TestCluster, steps: &[ConfigMap]) -> Simulator {
-    let ns = cluster.namespace().to_owned();
-    let api: Api<ConfigMap> = Api::namespaced(cluster.client(), &ns);
-    for cm in steps {
-        api.create(&PostParams::default(), cm)
-            .await
-            .expect("create step");
-    }
-    Simulator::start(
-        cluster.client(),
-        SimConfig {
-            namespace: Some(ns.clone()),
-            nodes: 1,
-            pool: ns,
-            default_run: std::time::Duration::from_millis(20),
-            controllers: controllers(),
-        },
-    )
-    .await
-    .expect("start simulator")
 }
 
 /// Waits until the service at `base` answers `/readyz` with 200 (its caches are synced);
