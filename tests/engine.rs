@@ -10,6 +10,7 @@ use catalyst_cutover::pivot::{Direction, Directive, ack, files};
 use catalyst_cutover::service::{Service, ServiceConfig};
 use common::{Env, EnvBuilder, daemonset_step, job_step, step_cm};
 use futures::future::join_all;
+use k8s_openapi::api::apps::v1::DaemonSet;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::ConfigMap;
@@ -1597,18 +1598,11 @@ async fn no_preflight_run_begins_while_a_cutover_runs() {
 
 /// Waits until the status says `key` is `value`.
 async fn wait_status_key(env: &Env, key: &str, value: &str) -> BTreeMap<String, String> {
-    let api: Api<ConfigMap> = Api::namespaced(env.client(), env.ns());
-    let (key, value) = (key.to_owned(), value.to_owned());
-    let cond = move |cm: Option<&ConfigMap>| {
-        cm.and_then(|cm| cm.data.as_ref())
-            .and_then(|d| d.get(&key))
-            .is_some_and(|v| *v == value)
-    };
-    tokio::time::timeout(GUARD, await_condition(api, DEFAULT_STATUS_CONFIGMAP, cond))
-        .await
-        .expect("the status key in time")
-        .expect("watch");
-    env.status().await
+    let (k, v) = (key.to_owned(), value.to_owned());
+    env.wait_status(&format!("{key} = {value}"), move |d| {
+        d.get(&k).is_some_and(|x| *x == v)
+    })
+    .await
 }
 
 const LOGIN: &str = "/api/v1/internal/cutover/operator-login";
@@ -1734,9 +1728,9 @@ async fn an_explicit_start_after_a_held_auto_fire_starts_and_runs_the_preflight_
 /// report, and cannot be refused) hold the auto-fire with it as the reason, word for word.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_start_meets_a_missing_registry_pivot_daemonset_with_the_same_rule() {
-    let env = Env::start(1).await;
+    let env = engine_env(1).start().await;
     env.add_steps(vec![
-        preflight_step(0, "reach", &[("CUTOVER_SIM_RUN_MS", "2000")]),
+        preflight_step(0, "reach", &[("SANDBOX_SIM_RUN_MS", "2000")]),
         job_step(1, "first", &[]),
         daemonset_step(2, "registry-pivot"),
     ])

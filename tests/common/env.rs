@@ -227,7 +227,7 @@ impl Env {
 
     /// Waits (through a watch) until the status ConfigMap's data satisfies `check`; what
     /// it then holds.
-    async fn wait_status(
+    pub async fn wait_status(
         &self,
         what: &str,
         check: impl Fn(&BTreeMap<String, String>) -> bool + Send + 'static,
