@@ -378,7 +378,7 @@ async fn each_kind_of_tether_is_reported_then_cleared_when_fixed() {
             "helm-release {ns}/web spec.chart.spec.sourceRef = HelmRepository/{ns}/charts (oci://{up}/charts)"
         ),
         format!(
-            "image {ns}/deployment/api spec.template.spec.containers[app].image = {up}/org/api:1"
+            "unmirrored-image {ns}/deployment/api spec.template.spec.containers[app].image = {up}/org/api:1"
         ),
         format!(
             "container-url {ns}/deployment/api spec.template.spec.containers[app].env[GITOPS_REPO] = https://{up}/org/platform.git"
@@ -458,7 +458,7 @@ async fn each_kind_of_tether_is_reported_then_cleared_when_fixed() {
         left,
         [
             format!(
-                "image {ns}/deployment/api spec.template.spec.containers[app].image = {up}/org/api:1"
+                "unmirrored-image {ns}/deployment/api spec.template.spec.containers[app].image = {up}/org/api:1"
             ),
             format!(
                 "container-url {ns}/pod/tool spec.containers[app].args[0] = --pull=git@{up}:org/tools.git"
@@ -533,7 +533,7 @@ async fn images_are_no_tethers_on_nodes_that_acknowledged_the_pivot_to_a_mirror(
     assert_eq!(
         done,
         [format!(
-            "image {ns}/pod/c spec.containers[app].image = {up}/org/c:1"
+            "unmirrored-image {ns}/pod/c spec.containers[app].image = {up}/org/c:1"
         )],
         "a host no mirror covers stays a tether on a pivoted node"
     );

@@ -314,16 +314,20 @@ impl Index {
             let Entry::Pod(pod) = entry else { continue };
             let on_acked_node = pod.node.as_ref().is_some_and(|n| acked.contains(n));
             for image in &pod.images {
-                let mirrored = on_acked_node
-                    && image_registry(&image.value)
-                        .is_some_and(|r| self.settings.mirrored.contains(&r));
-                if !mirrored {
-                    add(
-                        TetherKind::Image,
-                        key.namespace.clone(),
-                        pod.owner.clone(),
-                        image,
-                    );
+                let mirrorable = image_registry(&image.value)
+                    .is_some_and(|r| self.settings.mirrored.contains(&r));
+                // Only what the pivot mirrors can gate: an image from an upstream no mirror
+                // covers is the operator's to move, and the cutover's success does not hinge
+                // on it.
+                let kind = if !mirrorable {
+                    Some(TetherKind::UnmirroredImage)
+                } else if !on_acked_node {
+                    Some(TetherKind::Image)
+                } else {
+                    None
+                };
+                if let Some(kind) = kind {
+                    add(kind, key.namespace.clone(), pod.owner.clone(), image);
                 }
             }
             for url in &pod.urls {
@@ -545,7 +549,7 @@ mod tests {
             kinds(&before),
             [
                 (TetherKind::Image, "deployment/api"),
-                (TetherKind::Image, "pod/x"),
+                (TetherKind::UnmirroredImage, "pod/x"),
                 (TetherKind::UnackedNode, "n1"),
                 (TetherKind::UnackedNode, "n2"),
             ],
@@ -569,7 +573,7 @@ mod tests {
             kinds(&half),
             [
                 (TetherKind::Image, "deployment/api"),
-                (TetherKind::Image, "pod/x"),
+                (TetherKind::UnmirroredImage, "pod/x"),
                 (TetherKind::UnackedNode, "n2"),
             ]
         );
@@ -596,8 +600,8 @@ mod tests {
         let done = index.report("T2");
         assert_eq!(
             kinds(&done),
-            [(TetherKind::Image, "pod/x")],
-            "harbor.openova.io has no mirror: its image stays a tether"
+            [(TetherKind::UnmirroredImage, "pod/x")],
+            "harbor.openova.io has no mirror: its image stays a tether, of a kind that does not gate"
         );
         index.apply(
             Source::Leases,

@@ -16,8 +16,12 @@ pub enum TetherKind {
     OciRepository,
     /// A Flux `HelmRelease` whose chart comes from an upstream source.
     HelmRelease,
-    /// A workload's container image from an upstream registry no node mirror covers.
+    /// A workload's container image from a registry the agents mirror, on a node whose
+    /// agent has not acknowledged the current pivot (so the node still pulls upstream).
     Image,
+    /// A workload's container image from an upstream host that no mirror covers: the
+    /// cutover does not pivot it, so it is reported, never gating.
+    UnmirroredImage,
     /// A container's env value or argument holding an upstream git or registry URL.
     ContainerUrl,
     /// A Crossplane `Provider`'s package.
@@ -30,12 +34,13 @@ pub enum TetherKind {
 
 impl TetherKind {
     /// Every kind, in the order reports, pages and metrics list them.
-    pub const ALL: [TetherKind; 9] = [
+    pub const ALL: [TetherKind; 10] = [
         TetherKind::GitRepository,
         TetherKind::HelmRepository,
         TetherKind::OciRepository,
         TetherKind::HelmRelease,
         TetherKind::Image,
+        TetherKind::UnmirroredImage,
         TetherKind::ContainerUrl,
         TetherKind::CrossplaneProvider,
         TetherKind::Vcluster,
@@ -50,6 +55,7 @@ impl TetherKind {
             TetherKind::OciRepository => "oci-repository",
             TetherKind::HelmRelease => "helm-release",
             TetherKind::Image => "image",
+            TetherKind::UnmirroredImage => "unmirrored-image",
             TetherKind::ContainerUrl => "container-url",
             TetherKind::CrossplaneProvider => "crossplane-provider",
             TetherKind::Vcluster => "vcluster",
