@@ -161,8 +161,11 @@ async fn observe(client: kube::Client, ns: String, observed: Observed, finished:
     futures::join!(pods, jobs);
 }
 
-/// Finishes every Job of `api`'s namespace with one status write as soon as the watch sees
-/// it, and stamps the write's return in `finished`; sends on `synced` once listed.
+/// Finishes every Job of `api`'s namespace as soon as the watch sees it, as a Job controller
+/// that counts at once would: its pod (controlled by the Job, labelled as the controller
+/// labels it) created and set `Succeeded`, then the Job's status `Complete` in one write;
+/// stamps that write's return in `finished`; sends on `synced` once listed. Without the pod
+/// the runner would wait for its outputs until it gives up on them.
 async fn finish_jobs(api: Api<Job>, finished: Finished, synced: tokio::sync::oneshot::Sender<()>) {
     let stream = watcher(api.clone(), watcher::Config::default()).default_backoff();
     futures::pin_mut!(stream);
@@ -191,10 +194,18 @@ async fn finish_jobs(api: Api<Job>, finished: Finished, synced: tokio::sync::one
             .cloned()
             .unwrap_or_default();
         let (api, finished) = (api.clone(), finished.clone());
+        let pods: Api<Pod> = Api::namespaced(
+            api.clone().into_client(),
+            job.metadata.namespace.as_deref().unwrap_or_default(),
+        );
         tokio::spawn(async move {
             let now = jiff::Timestamp::now()
                 .strftime("%Y-%m-%dT%H:%M:%SZ")
                 .to_string();
+            if let Err(err) = succeeded_pod(&pods, &job, &now).await {
+                eprintln!("the instant stand-in could not run Job {name}'s pod: {err}");
+                return;
+            }
             let patch = json!({"status": {
                 "startTime": now, "completionTime": now, "succeeded": 1,
                 "conditions": [{"type": "Complete", "status": "True", "lastProbeTime": now, "lastTransitionTime": now}]
@@ -228,6 +239,10 @@ enum What {
     Response,
     /// A simulated registry-pivot agent's acknowledgement write returned.
     Ack,
+    /// The start's status write returned (the 202 goes out).
+    Started,
+    /// The runner took the election Lease.
+    Leader,
 }
 
 /// Collects the runner's [`Mark`]s; the metrics slot names the service of the current run.
@@ -301,6 +316,8 @@ where
             "kube request sent" => What::Request,
             "kube response received" => What::Response,
             "registry-pivot acknowledged" => What::Ack,
+            "cutover started" => What::Started,
+            "became the leader" => What::Leader,
             _ => return,
         };
         let request = matches!(what, What::Request | What::Response).then(|| {
@@ -322,7 +339,10 @@ where
             .unwrap_or(0);
         // A request belongs to the step whose span it falls in by time, not by trace scope:
         // the status writes run in tasks of their own.
-        let step = if matches!(what, What::Request | What::Response) {
+        let step = if matches!(
+            what,
+            What::Request | What::Response | What::Started | What::Leader
+        ) {
             Some(step.unwrap_or_default())
         } else {
             step
@@ -428,6 +448,7 @@ fn main() -> ExitCode {
     let recorder = Recorder::default();
     let filter = tracing_subscriber::filter::Targets::new()
         .with_target("catalyst_cutover::runner", tracing::Level::DEBUG)
+        .with_target("catalyst_cutover::preflight::start", tracing::Level::INFO)
         .with_target("catalyst_cutover::metrics", tracing::Level::TRACE)
         .with_target("catalyst_cutover::demo", tracing::Level::DEBUG);
     let subscriber = tracing_subscriber::registry().with(tracing_subscriber::Layer::with_filter(
@@ -509,8 +530,21 @@ async fn run(
             "MISS"
         }
     );
+    let median_of = |pick: fn(&Run) -> Option<Duration>| {
+        let mut v: Vec<Duration> = all_runs.iter().filter_map(pick).collect();
+        v.sort();
+        v.get(v.len() / 2).copied()
+    };
+    let show = |d: Option<Duration>| d.map_or_else(|| "-".to_owned(), ms);
     println!(
-        "\nper step, median over the runs (status write: previous step's end seen -> the write recording \
+        "\nstart, median over the runs: POST /cutover sent -> the start's status write returned (202): {}; \
+         -> the runner holds the election Lease: {} (in the first step's status write below)",
+        show(median_of(|r| r.start)),
+        show(median_of(|r| r.lease)),
+    );
+    println!(
+        "\nper step, median over the runs (status write: previous step's end seen (the first step: the \
+         start's write returned) -> the write recording \
          this step as running returned; Job create: -> the create returned; completion seen: -> the runner \
          saw the step succeed; end -> seen: of that, from the instant stand-in's write finishing the Job \
          returning, or from the service's status cache holding the last node acknowledgement; requests: \
@@ -600,6 +634,10 @@ struct Run {
     /// Every mark of the run, and when the POST was sent.
     marks: Vec<Mark>,
     started: Instant,
+    /// POST sent -> the start's status write returned (discovery, checks, the write).
+    start: Option<Duration>,
+    /// The start's write returned -> the runner holds the election Lease.
+    lease: Option<Duration>,
 }
 
 /// One cutover in a namespace of its own; returns the whole run and the per-step figures.
@@ -778,14 +816,80 @@ async fn run_in(
         .map(|m| m.at)
         .max()
         .unwrap_or(started);
+    let mark_at = |what: What| marks.iter().find(|m| m.what == what).map(|m| m.at);
+    let start_written = mark_at(What::Started);
+    let leader = mark_at(What::Leader);
     Ok(Run {
         total,
-        steps: figures(&marks, &finished, &observed, started, requests_before)?,
+        start: start_written.map(|at| at.saturating_duration_since(started)),
+        lease: start_written
+            .zip(leader)
+            .map(|(from, to)| to.saturating_duration_since(from)),
+        // The first step's figures begin where the start's write returned: what comes
+        // before is the start, printed on its own line.
+        steps: figures(
+            &marks,
+            &finished,
+            &observed,
+            start_written.unwrap_or(started),
+            requests_before,
+        )?,
         tail: ended_at.saturating_duration_since(last),
         tail_sent: sent_between(&marks, last, ended_at),
         marks,
         started,
     })
+}
+
+/// Creates Job `job`'s pod, its step container terminated with exit code 0, as the Job
+/// controller and a kubelet would leave it.
+async fn succeeded_pod(pods: &Api<Pod>, job: &Job, now: &str) -> kube::Result<()> {
+    let name = job.metadata.name.clone().unwrap_or_default();
+    let template = job
+        .spec
+        .as_ref()
+        .map(|s| s.template.clone())
+        .unwrap_or_default();
+    let mut labels = template
+        .metadata
+        .as_ref()
+        .and_then(|m| m.labels.clone())
+        .unwrap_or_default();
+    labels.insert(contract::LABEL_JOB_NAME.to_owned(), name.clone());
+    let container = template
+        .spec
+        .as_ref()
+        .and_then(|s| s.containers.first())
+        .map(|c| c.name.clone())
+        .unwrap_or_default();
+    let pod: Pod = serde_json::from_value(json!({
+        "metadata": {
+            "name": format!("{name}-p"),
+            "labels": labels,
+            "ownerReferences": [{
+                "apiVersion": "batch/v1", "kind": "Job", "name": name,
+                "uid": job.metadata.uid, "controller": true, "blockOwnerDeletion": true
+            }]
+        },
+        "spec": template.spec,
+    }))
+    .map_err(kube::Error::SerdeError)?;
+    let pod_name = pods
+        .create(&PostParams::default(), &pod)
+        .await?
+        .metadata
+        .name
+        .unwrap_or_default();
+    let status = json!({"status": {
+        "phase": "Succeeded",
+        "containerStatuses": [{
+            "name": container, "image": "stand-in", "imageID": "", "ready": false, "restartCount": 0,
+            "state": {"terminated": {"exitCode": 0, "reason": "Completed", "message": "", "startedAt": now, "finishedAt": now}}
+        }]
+    }});
+    pods.patch_status(&pod_name, &PatchParams::default(), &Patch::Merge(&status))
+        .await
+        .map(drop)
 }
 
 /// Stamps in `finished`, under the `daemonset-wait` step's name, when the service's status
@@ -922,6 +1026,8 @@ fn print_timeline(which: &str, run: &Run) {
             What::Created => format!("{} Job created", mark.step),
             What::Succeeded => format!("{} succeeded", mark.step),
             What::Ack => format!("  (a node acknowledged {})", mark.step),
+            What::Started => "cutover started (the start's status write returned)".to_owned(),
+            What::Leader => "the runner holds the election Lease".to_owned(),
             What::Request => format!("  -> {}", mark.request.as_deref().unwrap_or("?")),
             What::Response => format!(
                 "  <- {} ({})",

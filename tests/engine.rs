@@ -1884,6 +1884,79 @@ async fn an_explicit_start_after_a_held_auto_fire_starts_and_runs_the_preflight_
     env.cleanup().await;
 }
 
+/// Every start meets the same refusal by the same rule, whoever asks: here the registry-pivot
+/// DaemonSet a daemonset-wait step waits for is gone. The auto-fire's gate (whose preflight
+/// passed while the DaemonSet went), `POST /cutover`, the chart's trigger and a later login
+/// all refuse to start; the routes answer the refusal, and the gate and the login (which
+/// report, and cannot be refused) hold the auto-fire with it as the reason, word for word.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_start_meets_a_missing_registry_pivot_daemonset_with_the_same_rule() {
+    let env = Env::start(1).await;
+    env.add_steps(vec![
+        preflight_step(0, "reach", &[("CUTOVER_SIM_RUN_MS", "2000")]),
+        job_step(1, "first", &[]),
+        daemonset_step(2, "registry-pivot"),
+    ])
+    .await;
+    let service = env.service("a").await;
+    let base = service.url();
+    ready(&base).await;
+
+    let (code, body) = post(&base, LOGIN, Some(json!({"operator": "alice"}))).await;
+    assert_eq!(
+        (code, body["outcome"].as_str()),
+        (202, Some("auto-fire-preflight-started")),
+        "{body}"
+    );
+    // The gate listed the steps (the DaemonSet was there) and its preflight runs: now the
+    // DaemonSet goes, and the gate's start, once the preflight passed, meets its absence.
+    env.wait_preflight_job("preflight-reach-r1").await;
+    Api::<DaemonSet>::namespaced(env.client(), env.ns())
+        .delete(DAEMONSET, &Default::default())
+        .await
+        .expect("someone deletes the DaemonSet");
+    let data = wait_status_key(&env, "autoFire", "held").await;
+    let reason = data["autoFireReason"].clone();
+    let missing = format!("DaemonSet {DAEMONSET} does not exist");
+    assert!(reason.contains(&missing), "{reason}");
+    assert_eq!(data["cutoverPhase"], "idle", "{data:#?}");
+
+    for route in ["/cutover", "/api/v1/internal/cutover/trigger"] {
+        let (code, body) = post(&base, route, None).await;
+        assert_eq!(
+            (code, body["error"].as_str()),
+            (422, Some("invalid-steps")),
+            "{route}: {body}"
+        );
+        let detail = body["detail"].as_str().unwrap_or_default();
+        assert!(detail.contains(reason.trim()), "{route}: {detail}");
+    }
+
+    // A later login tries the held auto-fire again, and meets the same refusal before any
+    // preflight runs: the login is answered, the auto-fire held with the same reason.
+    let (code, body) = post(&base, LOGIN, Some(json!({"operator": "bob"}))).await;
+    assert_eq!(
+        (code, body["outcome"].as_str()),
+        (200, Some("auto-fire-held")),
+        "{body}"
+    );
+    let data = env.status().await;
+    assert_eq!(data["autoFire"], "held");
+    assert_eq!(
+        data["autoFireReason"], reason,
+        "the same rule, the same words"
+    );
+    assert_eq!(data["cutoverPhase"], "idle");
+    assert_eq!(data["firstOperatorLogin"], "alice", "recorded once");
+    assert_eq!(
+        env.jobs_by_step().await.keys().collect::<Vec<_>>(),
+        ["reach"],
+        "only the first preflight ran"
+    );
+    service.shutdown().await;
+    env.cleanup().await;
+}
+
 // ---- Hostile input: step and status ConfigMaps anyone with `edit` writes.
 
 /// A podSpec of about 210 KB whose aliases expand to about 400 MB.

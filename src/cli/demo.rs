@@ -121,7 +121,7 @@ async fn demo(args: DemoArgs) -> Result<(), DemoError> {
     install(
         &client,
         &steps,
-        &crate::http::rollback::daemonsets_of(&plan),
+        &crate::http::pivot_rollback::daemonsets_of(&plan),
     )
     .await?;
 

@@ -1,13 +1,14 @@
 //! What the routes work with: the client and the caches they answer from, who may call, the
-//! live event hub and the preflight runs. The runner's Lease signal and Job renderer are not
-//! in it; the routes reach the runner only through the status ConfigMap.
+//! live event hub, the one start and the preflight runs. The runner's context is not in it:
+//! the routes reach the runner through the status ConfigMap, and through narrow handles
+//! (the start's plan hand-off, the auto-fire's requests) that carry nothing else of it.
 
-use super::cutover::BodyCache;
 use super::server::ServerConfig;
+use super::status::BodyCache;
 use crate::auth::Authenticator;
 use crate::events::{EventHub, EventsConfig};
 use crate::metrics::Metrics;
-use crate::preflight::Preflights;
+use crate::preflight::{AutoFire, Preflights, Starts};
 use crate::status::StatusStore;
 use crate::step::{StepPolicy, StepSource};
 use std::sync::Arc;
@@ -18,8 +19,6 @@ use std::time::Duration;
 pub struct HttpConfig {
     /// Namespace of the steps, the status ConfigMap and the Jobs.
     pub namespace: String,
-    /// Name of the Lease that elects the runner (the cutover's record is `<name>-record`).
-    pub lease_name: String,
     /// What a step's PodSpec may ask for.
     pub step_policy: StepPolicy,
     /// How long one HTTP request may take.
@@ -55,8 +54,10 @@ pub struct HttpContext {
     pub event_streams: Arc<tokio::sync::Semaphore>,
     /// The event streams each caller holds, `http.max_event_streams_per_caller` each.
     pub caller_streams: Arc<crate::auth::StreamQuota>,
-    /// The plan a start on this replica validated, for the runner of that attempt.
-    pub handoff: Arc<crate::step::PlanHandoff>,
-    /// The preflight runs (`GET /cutover/preflight`, the auto-fire's gate).
+    /// The one start, which every start route and the login's auto-fire go through.
+    pub starts: Starts,
+    /// Asks the service's task for a login's auto-fire gate.
+    pub auto_fire: AutoFire,
+    /// The preflight runs (`GET /cutover/preflight`).
     pub preflights: Preflights,
 }

@@ -27,25 +27,8 @@ pub enum ApiError {
     },
     /// The status ConfigMap shows no cutover, but the durable record says one started: the
     /// status was deleted or recreated, and the service will not start over on its own.
-    #[error(
-        "the status ConfigMap shows no cutover, but the record (Lease {record}) says one started at {started_at}{}; \
-         the status was deleted or recreated, and the cutover is not run again on its own. \
-         Confirm with `kubectl -n {namespace} get lease {name} -o yaml`; only if every step must really run \
-         again, delete that Lease (`kubectl -n {namespace} delete lease {name}`, beyond the edit role) and start again",
-        finished_at.as_deref().map(|f| format!(" and finished at {f}")).unwrap_or_default()
-    )]
-    StatusLost {
-        /// `namespace/name` of the record Lease.
-        record: String,
-        /// Its namespace.
-        namespace: String,
-        /// Its name.
-        name: String,
-        /// When the recorded cutover started.
-        started_at: String,
-        /// When it finished, if it did.
-        finished_at: Option<String>,
-    },
+    #[error(transparent)]
+    StatusLost(crate::preflight::StatusLost),
     /// Retry asked for a cutover that has not failed.
     #[error("the cutover is {phase}; only a failed cutover can be retried")]
     NotFailed {
@@ -227,15 +210,6 @@ impl ApiError {
         }
     }
 
-    /// A status write that failed for a reason other than its transition: the API server
-    /// refused it (502), or the service is stopping (503, another replica answers).
-    pub fn store(err: crate::status::StoreError) -> ApiError {
-        match err {
-            crate::status::StoreError::Interrupted => ApiError::Unavailable(err.to_string()),
-            other => ApiError::Upstream(other.to_string()),
-        }
-    }
-
     /// Why the step ConfigMaps of `namespace` start nothing: none found (424), or the
     /// problems of `report` (422).
     pub fn invalid_plan(report: &crate::step::StepReport, namespace: &str) -> ApiError {
@@ -247,6 +221,87 @@ impl ApiError {
         } else {
             ApiError::InvalidSteps {
                 report: report.to_string(),
+            }
+        }
+    }
+}
+
+/// A status write: a transition that does not apply is answered as such; otherwise the API
+/// server refused it (502), or the service is stopping (503, another replica answers).
+impl From<crate::status::StoreError> for ApiError {
+    fn from(err: crate::status::StoreError) -> Self {
+        match err {
+            crate::status::StoreError::Rejected(rejected) => rejected.into(),
+            crate::status::StoreError::Interrupted => ApiError::Unavailable(err.to_string()),
+            other => ApiError::Upstream(other.to_string()),
+        }
+    }
+}
+
+/// A transition that does not apply to the status.
+impl From<crate::status::Rejected> for ApiError {
+    fn from(rejected: crate::status::Rejected) -> Self {
+        use crate::status::Rejected;
+        match rejected {
+            Rejected::InProgress { current_step } => ApiError::InProgress { current_step },
+            Rejected::Failed { step, error } => ApiError::Failed {
+                step,
+                reason: error,
+            },
+            Rejected::NotRunning { phase } => ApiError::NotRunning {
+                phase: phase.as_str(),
+            },
+            Rejected::RolledBack { .. } => ApiError::RolledBack(rejected.to_string()),
+            Rejected::RollingBack { by, at } => ApiError::RollbackInProgress { by, at },
+            Rejected::Rollback(refused) => refused.into(),
+            Rejected::AlreadyComplete | Rejected::StaleAttempt { .. } => ApiError::InProgress {
+                current_step: String::new(),
+            },
+        }
+    }
+}
+
+/// A rollback transition that does not apply.
+impl From<crate::status::rollback_transition::RollbackRefused> for ApiError {
+    fn from(refused: crate::status::rollback_transition::RollbackRefused) -> Self {
+        use crate::status::rollback_transition::RollbackRefused;
+        match refused {
+            RollbackRefused::CutoverRunning { current_step } => {
+                ApiError::InProgress { current_step }
+            }
+            other @ (RollbackRefused::NothingToRollBack { .. }
+            | RollbackRefused::NotRollingBack { .. }) => {
+                ApiError::NothingToRollBack(other.to_string())
+            }
+        }
+    }
+}
+
+/// A preflight run's record that could not be written or read. The routes only begin runs
+/// (one under way is joined, not refused) and read them, so this is the API server's error,
+/// answered 502 as before.
+impl From<crate::preflight::StoreError> for ApiError {
+    fn from(err: crate::preflight::StoreError) -> Self {
+        ApiError::Upstream(err.to_string())
+    }
+}
+
+/// A start that did not happen: every caller's refusals answer alike.
+impl From<crate::preflight::StartError> for ApiError {
+    fn from(err: crate::preflight::StartError) -> Self {
+        use crate::preflight::StartError;
+        use crate::step::DiscoverError;
+        match err {
+            StartError::Rejected(rejected) => rejected.into(),
+            StartError::StatusLost(lost) => ApiError::StatusLost(lost),
+            StartError::Store(err) => err.into(),
+            StartError::Steps { namespace, source } => match &*source {
+                DiscoverError::Invalid(report) => ApiError::invalid_plan(report, &namespace),
+                DiscoverError::BelowFloor(floor) => ApiError::ChartBelowFloor(floor.clone()),
+                DiscoverError::Kube { .. } => ApiError::Unavailable(source.to_string()),
+            },
+            StartError::NotSynced | StartError::Record { .. } | StartError::Status { .. } => {
+                ApiError::Unavailable(err.to_string())
             }
         }
     }
@@ -283,7 +338,7 @@ impl ApiError {
             ApiError::InProgress { .. } => "cutover-in-progress",
             ApiError::Failed { .. } => "cutover-failed",
             ApiError::NotFailed { .. } => "cutover-not-failed",
-            ApiError::StatusLost { .. } => "status-lost",
+            ApiError::StatusLost(_) => "status-lost",
             ApiError::NotRunning { .. } => "cutover-not-running",
             ApiError::RolledBack(_) => "cutover-rolled-back",
             ApiError::RollbackInProgress { .. } => "rollback-in-progress",
@@ -319,7 +374,7 @@ impl ApiError {
             ApiError::InProgress { .. }
             | ApiError::Failed { .. }
             | ApiError::NotFailed { .. }
-            | ApiError::StatusLost { .. }
+            | ApiError::StatusLost(_)
             | ApiError::NotRunning { .. }
             | ApiError::RolledBack(_)
             | ApiError::RollbackInProgress { .. }
@@ -424,6 +479,48 @@ mod tests {
         assert!(
             invalid.to_string().contains("cutover-step-01-a"),
             "{invalid}"
+        );
+    }
+
+    #[test]
+    fn every_start_refusal_has_one_answer() {
+        use crate::preflight::{StartError, StatusLost};
+        use crate::status::{Rejected, StoreError};
+        use std::sync::Arc;
+        let answer = |err: StartError| {
+            let api = ApiError::from(err);
+            (api.status().as_u16(), api.code())
+        };
+        let lost = StatusLost {
+            record: "catalyst/catalyst-cutover-record".to_owned(),
+            namespace: "catalyst".to_owned(),
+            name: "catalyst-cutover-record".to_owned(),
+            started_at: "2026-11-23T10:00:00Z".to_owned(),
+            finished_at: None,
+        };
+        assert_eq!(answer(StartError::StatusLost(lost)), (409, "status-lost"));
+        let failed = Rejected::Failed {
+            step: "a".to_owned(),
+            error: "e".to_owned(),
+        };
+        assert_eq!(
+            answer(StartError::Rejected(failed.clone())),
+            (409, "cutover-failed")
+        );
+        assert_eq!(
+            ApiError::from(StoreError::Rejected(failed)).code(),
+            "cutover-failed",
+            "a refusal met in the write answers as one met before it"
+        );
+        let steps = StartError::Steps {
+            namespace: "catalyst".to_owned(),
+            source: Arc::new(crate::step::DiscoverError::Invalid(report_of(&[]))),
+        };
+        assert_eq!(answer(steps), (424, "no-steps-found"));
+        assert_eq!(answer(StartError::NotSynced), (503, "unavailable"));
+        assert_eq!(
+            answer(StartError::Store(StoreError::Interrupted)),
+            (503, "unavailable")
         );
     }
 }

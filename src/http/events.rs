@@ -12,8 +12,8 @@
 
 use super::HttpContext;
 use super::caller::{Caller, ClientAddr};
-use super::cutover::body;
 use super::error::ApiError;
+use super::status::body;
 use crate::auth::Action;
 use crate::events::{Frame, FramePhase, Level, Numbered, Subscription};
 use crate::status::{StatusBody, now_rfc3339};

@@ -4,15 +4,13 @@
 
 use super::HttpContext;
 use super::caller::Caller;
-use super::cutover::{StartResponse, begin, body, cached_data};
+use super::cutover::{StartResponse, begin};
 use super::error::ApiError;
+use super::status::{body, cached_data};
 use crate::contract::key;
-use crate::preflight::gate;
+use crate::preflight::{Prepared, StartError, StartOutcome, StartRequest as Start, Then, gate};
 use crate::status::model::{Phase, StatusData, get};
-use crate::status::{
-    LoginOutcome, StatusBody, StoreError, Trigger, login_transitions, now_rfc3339,
-};
-use crate::step::{PlanState, StepPlan};
+use crate::status::{LoginOutcome, StatusBody, Trigger, now_rfc3339};
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::State;
@@ -71,63 +69,119 @@ pub async fn operator_login(
     if !get(&cached, key::FIRST_OPERATOR_LOGIN).is_empty() && !held {
         return Ok(answer(&ctx, LoginOutcome::AlreadyRecorded, &cached));
     }
-    // A status recreated as new after a cutover (the record says one started) is never
-    // fired by a login.
-    let auto_fire = ctx.config.auto_fire
-        && Phase::of(&cached) == Phase::Idle
-        && super::cutover::refuse_lost_status(&ctx).await.is_ok();
-    let plan = if auto_fire {
-        Some(current_plan(&ctx)?)
-    } else {
-        None
+    let at = now_rfc3339();
+    if !ctx.config.auto_fire || Phase::of(&cached) != Phase::Idle {
+        let (data, login) = ctx
+            .store
+            .update(|data| gate::login(data, operator, &at))
+            .await?;
+        return Ok(answer(&ctx, recorded(login), &data));
+    }
+    let request = Start {
+        trigger: Trigger::FirstLogin,
+        by: operator.to_owned(),
+        retry: false,
     };
-    if plan.as_ref().is_some_and(|p| p.preflight_count() > 0) {
+    let ready = match ctx.starts.prepare(&cached, request).await {
+        Ok(Prepared::Ready(ready)) => ready,
+        Ok(Prepared::AlreadyComplete) => {
+            let (data, login) = ctx
+                .store
+                .update(|data| gate::login(data, operator, &at))
+                .await?;
+            return Ok(answer(&ctx, recorded(login), &data));
+        }
+        // The login differs from the other starts in its answer only: it reports something
+        // that happened, which is recorded whatever the start's fate, and its caller (the
+        // console backend) cannot act on a refusal. A refused start (the same refusal any
+        // start meets) is held in the status with its reason, where the console and an
+        // operator see it, and the next login or an explicit start tries again. An outage
+        // records nothing and answers as the other starts do, so the login is reported again.
+        Err(err) if err.is_refusal() => return held_back(&ctx, &caller, operator, &err).await,
+        Err(err) => return Err(err.into()),
+    };
+    if ready.plan().preflight_count() > 0 {
         return gated_fire(&ctx, &caller, operator).await;
     }
-    let total_steps = plan.map(|p| p.len());
-    let at = now_rfc3339();
-    let result = ctx
-        .store
-        .update(|data| {
-            let (outcome, ts) = login_transitions(data, operator, &at, auto_fire, total_steps);
-            for t in &ts {
-                t.apply(data)?;
-            }
-            Ok(outcome)
+    let started = ctx
+        .starts
+        .commit(ready, |data| {
+            let login = gate::login(data, operator, &at)?;
+            Ok(if login.fires {
+                Then::Start(login)
+            } else {
+                Then::Skip(login)
+            })
         })
-        .await;
-    let (data, outcome) = match result {
-        Ok(written) => written,
-        Err(StoreError::Rejected(r)) => return Err(ApiError::Unavailable(r.to_string())),
-        Err(err) => return Err(ApiError::store(err)),
+        .await?;
+    let (outcome, data) = match started {
+        StartOutcome::Started { data, .. } => (LoginOutcome::FirstLoginStartedCutover, data),
+        StartOutcome::Skipped { data, answer } => (recorded(answer), data),
+        StartOutcome::AlreadyComplete { data } => (LoginOutcome::FirstLoginRecorded, data),
     };
     tracing::info!(operator, by = %caller.username, ?outcome, "operator login reported");
     Ok(answer(&ctx, outcome, &data))
 }
 
+/// What a login that started nothing answers.
+fn recorded(login: gate::Login) -> LoginOutcome {
+    if login.first {
+        LoginOutcome::FirstLoginRecorded
+    } else {
+        LoginOutcome::AlreadyRecorded
+    }
+}
+
+/// A login whose auto-fire's start was refused: the login is recorded and the auto-fire held
+/// with the refusal, in one write.
+async fn held_back(
+    ctx: &HttpContext,
+    caller: &Caller,
+    operator: &str,
+    refusal: &StartError,
+) -> Result<(StatusCode, Json<LoginResponse>), ApiError> {
+    let at = now_rfc3339();
+    let reason = refusal.to_string();
+    let (data, ()) = ctx
+        .store
+        .update(|data| {
+            gate::request(data, operator, &at)?;
+            gate::hold(data, &reason);
+            Ok(())
+        })
+        .await?;
+    let outcome = if gate::waiting(&data) {
+        LoginOutcome::AutoFireHeld
+    } else {
+        // The cutover left idle between the read and the write: nothing to hold.
+        LoginOutcome::FirstLoginRecorded
+    };
+    tracing::warn!(operator, by = %caller.username, %reason, "operator login: the auto-fire's start was refused; held");
+    Ok(answer(ctx, outcome, &data))
+}
+
 /// A login's auto-fire when the plan has preflight steps: record the login and the request,
-/// then let the gate run the preflight and start (or hold) the cutover in its own task.
+/// then let the service's gate task run the preflight and start (or hold) the cutover.
 async fn gated_fire(
     ctx: &Arc<HttpContext>,
     caller: &Caller,
     operator: &str,
 ) -> Result<(StatusCode, Json<LoginResponse>), ApiError> {
     let at = now_rfc3339();
-    let data = match ctx
+    let (data, ()) = ctx
         .store
         .update(|data| gate::request(data, operator, &at))
-        .await
-    {
-        Ok((data, ())) => data,
-        Err(StoreError::Rejected(r)) => return Err(ApiError::Unavailable(r.to_string())),
-        Err(err) => return Err(ApiError::store(err)),
-    };
+        .await?;
     if !gate::waiting(&data) {
         // The cutover left idle between the read and the write: nothing to fire.
         return Ok(answer(ctx, LoginOutcome::FirstLoginRecorded, &data));
     }
+    if !ctx.auto_fire.request(operator) {
+        return Err(ApiError::Unavailable(
+            "the service is stopping; the auto-fire waits for the next login".to_owned(),
+        ));
+    }
     tracing::info!(operator, by = %caller.username, "operator login: the auto-fire waits for the preflight");
-    tokio::spawn(ctx.preflights.clone().gate_auto_fire(operator.to_owned()));
     Ok(answer(ctx, LoginOutcome::AutoFirePreflightStarted, &data))
 }
 
@@ -151,15 +205,4 @@ fn answer(
             status: body(ctx, data),
         }),
     )
-}
-
-/// The watch-fed plan, or why the cutover cannot start.
-fn current_plan(ctx: &HttpContext) -> Result<Arc<StepPlan>, ApiError> {
-    match ctx.steps.current() {
-        PlanState::Ready(plan) => Ok(plan),
-        PlanState::Invalid(report) => Err(ApiError::invalid_plan(&report, &ctx.config.namespace)),
-        PlanState::Unsynced => Err(ApiError::Unavailable(
-            "the step ConfigMaps are not synced yet; retry in a moment".to_owned(),
-        )),
-    }
 }

@@ -53,7 +53,7 @@ pub async fn logs(
     query: Result<Query<LogQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let Query(query) = query.map_err(|e| ApiError::InvalidQuery(e.body_text()))?;
-    let data = super::cutover::cached_data(&ctx)?;
+    let data = super::status::cached_data(&ctx)?;
     let name = known_step(&ctx, &data, &step)?;
     let mut row = StepRow::read(&data, name.as_str());
     if !row.job_name.is_empty() && !crate::runner::decide::may_name(name.as_str(), &row) {
@@ -88,7 +88,7 @@ pub async fn logs(
 /// The step named `raw` if the plan or the status knows it, else 404 `step-not-found`. A
 /// daemonset-wait step has no pod of its own: 404 `step-log-not-found`, saying where to look.
 fn known_step(ctx: &HttpContext, data: &StatusData, raw: &str) -> Result<StepName, ApiError> {
-    let plan = super::cutover::ready_plan(ctx);
+    let plan = super::status::ready_plan(ctx);
     let not_found = || ApiError::StepNotFound {
         step: raw.to_owned(),
         known: plan

@@ -14,9 +14,10 @@ pub mod logs;
 pub mod metrics;
 pub mod page;
 pub mod permissions;
+pub mod pivot_rollback;
 pub mod preflight;
-pub mod rollback;
 pub mod server;
+pub mod status;
 
 use axum::Router;
 use axum::http::{HeaderName, StatusCode};
@@ -41,7 +42,7 @@ fn table() -> Vec<Route> {
         ("/", "get", get(page::index)),
         ("/app.js", "get", get(page::script)),
         ("/app.css", "get", get(page::stylesheet)),
-        ("/cutover", "get", get(cutover::status)),
+        ("/cutover", "get", get(status::status)),
         ("/cutover/permissions", "get", get(permissions::permissions)),
         ("/cutover", "post", post(cutover::start)),
         ("/cutover/retry", "post", post(cutover::retry)),
@@ -49,11 +50,11 @@ fn table() -> Vec<Route> {
         ("/cutover/preflight", "get", get(preflight::report)),
         ("/cutover/preflight", "post", post(preflight::run)),
         ("/cutover/steps/{step}/logs", "get", get(logs::logs)),
-        ("/cutover/rollback", "post", post(rollback::rollback)),
+        ("/cutover/rollback", "post", post(pivot_rollback::rollback)),
         (
             "/api/v1/sovereign/cutover/rollback",
             "post",
-            post(rollback::rollback),
+            post(pivot_rollback::rollback),
         ),
         (
             "/api/v1/sovereign/cutover/start",
@@ -63,7 +64,7 @@ fn table() -> Vec<Route> {
         (
             "/api/v1/sovereign/cutover/status",
             "get",
-            get(cutover::status),
+            get(status::status),
         ),
         ("/cutover/events", "get", get(events::stream)),
         (

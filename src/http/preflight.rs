@@ -13,7 +13,7 @@ use super::HttpContext;
 use super::caller::Caller;
 use super::error::ApiError;
 use crate::contract;
-use crate::preflight::{Report, RunResult, StoreError};
+use crate::preflight::{Report, RunResult};
 use crate::status::model::{Phase, get};
 use axum::Json;
 use axum::extract::rejection::QueryRejection;
@@ -57,21 +57,20 @@ pub async fn run(
 ) -> Result<(StatusCode, Json<Report>), ApiError> {
     let Query(query) = query.map_err(|e| ApiError::InvalidQuery(e.body_text()))?;
     let wait = checked_wait(query.wait, DEFAULT_WAIT, ctx.config.request_timeout)?;
-    let data = super::cutover::cached_data(&ctx)?;
+    let data = super::status::cached_data(&ctx)?;
     if Phase::of(&data) == Phase::Running {
         return Err(ApiError::InProgress {
             current_step: get(&data, contract::key::CURRENT_STEP).to_owned(),
         });
     }
-    let plan = super::cutover::validated_plan(&ctx).await?;
+    let plan = ctx.starts.plan().await?;
     if plan.preflight_count() == 0 {
         return Ok((StatusCode::OK, Json(no_preflight())));
     }
     let run = ctx
         .preflights
         .start_or_join(&plan, &caller.username)
-        .await
-        .map_err(store_error)?
+        .await?
         .run();
     answer(&ctx, run, wait).await
 }
@@ -86,7 +85,7 @@ pub async fn report(
     let run = match query.run {
         Some(run) => run.get(),
         None => {
-            let latest = ctx.preflights.latest().await.map_err(store_error)?;
+            let latest = ctx.preflights.latest().await?;
             if latest.run == 0 || wait.is_zero() {
                 return Ok((code_of(&latest), Json(latest)));
             }
@@ -103,11 +102,7 @@ async fn answer(
     run: u32,
     wait: Duration,
 ) -> Result<(StatusCode, Json<Report>), ApiError> {
-    let report = ctx
-        .preflights
-        .report_after(run, wait)
-        .await
-        .map_err(store_error)?;
+    let report = ctx.preflights.report_after(run, wait).await?;
     if report.run != run {
         return Err(ApiError::PreflightRunNotFound {
             asked: run,
@@ -155,10 +150,6 @@ fn no_preflight() -> Report {
         triggered_by: String::new(),
         steps: Vec::new(),
     }
-}
-
-fn store_error(err: StoreError) -> ApiError {
-    ApiError::Upstream(err.to_string())
 }
 
 #[cfg(test)]

@@ -7,7 +7,6 @@ use super::{OPENAPI, router, routes};
 use crate::events::EventsConfig;
 use crate::preflight::Preflights;
 use crate::render::{JobRenderer, RenderConfig};
-use crate::runner::{RunnerConfig, RunnerContext};
 use crate::status::{StatusCache, StatusStore};
 use crate::step::{StepPolicy, StepSource};
 use axum::body::Body;
@@ -43,23 +42,12 @@ pub(super) fn offline_context() -> Arc<HttpContext> {
     let config = kube::Config::new("http://127.0.0.1:9".parse().unwrap());
     let client = kube::Client::try_from(config).unwrap();
     let (steps, _driver) = StepSource::follow(client.clone(), "ns");
-    let (_tx, leading) = tokio::sync::watch::channel(false);
     let store = StatusStore::new(client.clone(), "ns", "status", StatusCache::new());
     let metrics = Arc::new(crate::metrics::Metrics::new());
     let handoff = Arc::new(crate::step::PlanHandoff::default());
-    let runner = Arc::new(RunnerContext {
-        client: client.clone(),
-        config: RunnerConfig {
-            namespace: "ns".to_owned(),
-            step_policy: StepPolicy::unrestricted(),
-        },
-        store: store.clone(),
-        renderer: JobRenderer::new(RenderConfig::default()).unwrap(),
-        leading,
-        metrics: metrics.clone(),
-        handoff: handoff.clone(),
-        jobs: crate::runner::watches::JobWatch::follow(&client, "ns").0,
-    });
+    let renderer = Arc::new(JobRenderer::new(RenderConfig::default()).unwrap());
+    let jobs = crate::runner::watches::JobWatch::follow(&client, "ns").0;
+    let (work, _) = crate::preflight::work_channel();
     Arc::new(HttpContext {
         auth: crate::auth::Authenticator::new(
             client.clone(),
@@ -76,12 +64,19 @@ pub(super) fn offline_context() -> Arc<HttpContext> {
         caller_streams: crate::auth::StreamQuota::new(
             ServerConfig::default().max_event_streams_per_caller,
         ),
-        handoff,
-        preflights: Preflights::new(runner),
+        starts: crate::preflight::Starts::new(
+            client.clone(),
+            "ns",
+            StepPolicy::unrestricted(),
+            "catalyst-cutover-record",
+            store.clone(),
+            handoff,
+        ),
+        auto_fire: crate::preflight::AutoFire::new(work.clone()),
+        preflights: Preflights::new(client.clone(), "ns", renderer, jobs, work),
         client,
         config: HttpConfig {
             namespace: "ns".to_owned(),
-            lease_name: "catalyst-cutover".to_owned(),
             step_policy: StepPolicy::unrestricted(),
             request_timeout: std::time::Duration::from_millis(200),
             auto_fire: true,

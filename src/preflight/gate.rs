@@ -36,14 +36,39 @@ pub fn request(data: &mut StatusData, operator: &str, at: &str) -> Result<(), Re
     Ok(())
 }
 
-/// The preflight passed: `start` applies if the cutover is still idle and the auto-fire still
-/// waits (nobody started it meanwhile); the gate's keys go either way.
-pub fn fire(data: &mut StatusData, start: &Transition) -> Result<(), Rejected> {
-    if Phase::of(data) == Phase::Idle && waiting(data) {
-        start.apply(data)?;
-    }
+/// The preflight passed: whether the start still goes in this write (the cutover is idle
+/// and the auto-fire still waits: nobody started it meanwhile); the gate's keys go either way.
+pub fn fire(data: &mut StatusData) -> bool {
+    let go = Phase::of(data) == Phase::Idle && waiting(data);
     clear(data);
-    Ok(())
+    go
+}
+
+/// What a login report's write did, before the auto-fire's start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Login {
+    /// It recorded the first operator login ever.
+    pub first: bool,
+    /// The auto-fire's start goes in the same write: the cutover is idle, and this is the
+    /// first login or an auto-fire held earlier is tried again.
+    pub fires: bool,
+}
+
+/// A login report: records the first operator login (once), and says whether the
+/// auto-fire's start may go in the same write, so concurrent reports fire exactly one run.
+/// A cutover that has started or finished is never fired by a login.
+pub fn login(data: &mut StatusData, operator: &str, at: &str) -> Result<Login, Rejected> {
+    let first = get(data, crate::contract::key::FIRST_OPERATOR_LOGIN).is_empty();
+    let tried_again = waiting(data);
+    Transition::FirstOperatorLogin {
+        operator: operator.to_owned(),
+        at: at.to_owned(),
+    }
+    .apply(data)?;
+    Ok(Login {
+        first,
+        fires: (first || tried_again) && Phase::of(data) == Phase::Idle,
+    })
 }
 
 /// The preflight failed: the auto-fire is held with `reason`, unless the cutover started
@@ -90,10 +115,8 @@ mod tests {
         request(&mut d, "bob", T0).unwrap();
         assert_eq!(get(&d, "firstOperatorLogin"), "alice", "recorded once");
         assert_eq!(get(&d, KEY_AUTO_FIRE_REASON), "", "trying again");
-        fire(&mut d, &start("bob")).unwrap();
-        assert_eq!(Phase::of(&d), Phase::Running);
-        assert_eq!(get(&d, "cutoverTriggeredBy"), "bob");
-        assert!(!waiting(&d));
+        assert!(fire(&mut d), "the start goes in");
+        assert!(!waiting(&d), "the gate's keys go with it");
     }
 
     #[test]
@@ -104,8 +127,50 @@ mod tests {
         let running = d.clone();
         hold(&mut d, "late failure");
         assert_eq!(d, running);
-        fire(&mut d, &start("alice")).unwrap();
+        assert!(!fire(&mut d), "no second start");
         assert_eq!(get(&d, "cutoverTriggeredBy"), "carol");
         assert!(!waiting(&d));
+    }
+
+    #[test]
+    fn only_the_first_login_or_a_held_auto_fire_fires_an_idle_cutover() {
+        let mut d = StatusData::new();
+        let first = login(&mut d, "alice", T0).unwrap();
+        assert_eq!(
+            first,
+            Login {
+                first: true,
+                fires: true
+            }
+        );
+        assert_eq!(get(&d, "firstOperatorLoginAt"), T0);
+        let again = login(&mut d, "bob", T0).unwrap();
+        assert_eq!(
+            again,
+            Login {
+                first: false,
+                fires: false
+            }
+        );
+        assert_eq!(get(&d, "firstOperatorLogin"), "alice", "recorded once");
+
+        hold(&mut d, "x");
+        assert_eq!(get(&d, KEY_AUTO_FIRE), "", "nothing waited: nothing held");
+        request(&mut d, "bob", T0).unwrap();
+        hold(&mut d, "the DaemonSet is missing");
+        assert!(
+            login(&mut d, "carol", T0).unwrap().fires,
+            "a held one is tried again"
+        );
+    }
+
+    #[test]
+    fn a_started_or_finished_cutover_is_never_fired_by_a_login() {
+        for phase in ["running", "failed", "complete", "rolled-back"] {
+            let mut d: StatusData = [("cutoverPhase".to_owned(), phase.to_owned())].into();
+            let login = login(&mut d, "alice", T0).unwrap();
+            assert!(login.first && !login.fires, "{phase}");
+            assert_eq!(get(&d, "firstOperatorLogin"), "alice", "{phase}");
+        }
     }
 }

@@ -4,16 +4,26 @@
 //!
 //! [`report`] is the pure model of that ConfigMap and its changes, [`store`] writes them with
 //! optimistic concurrency, [`run`] drives a run and waits for its end; [`gate`] holds the
-//! first login's auto-fire until a preflight run passes.
+//! first login's auto-fire until a preflight run passes, and [`auto_fire`] runs that gate;
+//! [`work`] carries the gates and the runs' drives to the service's task set.
+//!
+//! [`start`] is the one way a cutover starts, for every caller (the HTTP routes, a login's
+//! auto-fire, the gate): it lives here, below `http`, because the gate calls it too.
 
+pub mod auto_fire;
 pub mod gate;
 pub mod report;
 pub mod run;
+pub mod start;
 pub mod store;
+pub mod work;
 
+pub use auto_fire::{AutoFire, Gates};
 pub use report::{Change, Refused, Report, RunResult, StepReport};
 pub use run::{Preflights, Started};
+pub use start::{Prepared, StartError, StartOutcome, StartRequest, Starts, StatusLost, Then};
 pub use store::{PreflightStore, StoreError};
+pub use work::{Work, WorkReceiver, WorkSender, work_channel};
 
 /// Name of the ConfigMap that records the latest preflight run.
 pub const CONFIGMAP: &str = "self-sovereign-cutover-preflight";

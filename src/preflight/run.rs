@@ -5,10 +5,11 @@
 
 use super::report::{Change, KEY_RESULT, KEY_RUN, Refused, Report, RunResult};
 use super::store::{PreflightStore, StoreError};
+use super::work::{Work, WorkSender};
 use super::{COMPONENT, CONFIGMAP};
 use crate::contract;
+use crate::render::JobRenderer;
 use crate::render::preflight_job_name;
-use crate::runner::RunnerContext;
 use crate::runner::watches::{JobWatch, RunWatches};
 use crate::runner::{StepOutcome, job};
 use crate::status::model::{get, get_u32};
@@ -41,17 +42,42 @@ impl Started {
     }
 }
 
+/// What a preflight run's Jobs need of the runner's share, and nothing more: not its Lease
+/// signal, its plan hand-off or its metrics (the routes hold [`Preflights`]).
+struct Runs {
+    client: kube::Client,
+    namespace: String,
+    renderer: Arc<JobRenderer>,
+    jobs: JobWatch,
+    /// Where a run's drive goes: a task of the service's.
+    work: WorkSender,
+}
+
 /// Preflight runs in the service's namespace.
 #[derive(Clone)]
 pub struct Preflights {
-    ctx: Arc<RunnerContext>,
+    ctx: Arc<Runs>,
     store: PreflightStore,
 }
 
 impl Preflights {
-    /// Preflight runs with the runner's context `ctx`.
-    pub fn new(ctx: Arc<RunnerContext>) -> Self {
-        let store = PreflightStore::new(ctx.client.clone(), &ctx.config.namespace);
+    /// Preflight runs in `namespace`, their Jobs rendered by the runner's `renderer` and
+    /// followed through its Job watch `jobs`, each run driven by a task `work` takes.
+    pub fn new(
+        client: kube::Client,
+        namespace: &str,
+        renderer: Arc<JobRenderer>,
+        jobs: JobWatch,
+        work: WorkSender,
+    ) -> Self {
+        let store = PreflightStore::new(client.clone(), namespace);
+        let ctx = Arc::new(Runs {
+            client,
+            namespace: namespace.to_owned(),
+            renderer,
+            jobs,
+            work,
+        });
         Preflights { ctx, store }
     }
 
@@ -77,19 +103,23 @@ impl Preflights {
                 let run = get_u32(&data, KEY_RUN);
                 tracing::info!(run, by, steps = steps.len(), "preflight run began");
                 // The run's Job watch, opened once (it also follows the plan's DaemonSets).
-                let watches = RunWatches::open(
-                    &self.ctx.client,
-                    &self.ctx.config.namespace,
-                    plan,
-                    &self.ctx.jobs,
-                );
-                tokio::spawn(drive(
+                let watches =
+                    RunWatches::open(&self.ctx.client, &self.ctx.namespace, plan, &self.ctx.jobs);
+                let driven = self.ctx.work.send(Work::Run(Box::pin(drive(
                     self.ctx.clone(),
                     self.store.clone(),
                     watches,
                     steps,
                     run,
-                ));
+                ))));
+                if driven.is_err() {
+                    // The run stays `running` until it goes stale; a later request then
+                    // begins another.
+                    tracing::warn!(
+                        run,
+                        "the service is stopping; preflight run {run} is not driven"
+                    );
+                }
                 Ok(Started::New(run))
             }
             Err(StoreError::Refused(Refused::Running { run })) => Ok(Started::Joined(run)),
@@ -107,8 +137,7 @@ impl Preflights {
 
     /// The latest run's report once run `run` has ended, or as it stands after `wait`.
     pub async fn report_after(&self, run: u32, wait: Duration) -> Result<Report, StoreError> {
-        let api: Api<ConfigMap> =
-            Api::namespaced(self.ctx.client.clone(), &self.ctx.config.namespace);
+        let api: Api<ConfigMap> = Api::namespaced(self.ctx.client.clone(), &self.ctx.namespace);
         let ended = move |cm: Option<&ConfigMap>| {
             cm.and_then(|cm| cm.data.as_ref()).is_none_or(|d| {
                 get_u32(d, KEY_RUN) != run || get(d, KEY_RESULT) != RunResult::Running.as_str()
@@ -132,7 +161,7 @@ impl Preflights {
 
 /// Runs every step of `run` and records each outcome, then the run's.
 async fn drive(
-    ctx: Arc<RunnerContext>,
+    ctx: Arc<Runs>,
     store: PreflightStore,
     watches: RunWatches,
     steps: Vec<Step>,
@@ -188,13 +217,13 @@ async fn record(store: &PreflightStore, change: &Change) -> bool {
 
 /// Runs one preflight step's Job of `run` to its end or its deadline.
 async fn run_step(
-    ctx: &RunnerContext,
+    ctx: &Runs,
     watched: &JobWatch,
     step: &Step,
     run: u32,
     job_name: &str,
 ) -> StepOutcome {
-    let ns = &ctx.config.namespace;
+    let ns = &ctx.namespace;
     let mut rendered = match ctx.renderer.render(step, run, ns) {
         Ok(job) => job,
         Err(err) => return StepOutcome::Failed(format!("could not render the Job: {err}")),
@@ -230,102 +259,6 @@ async fn run_step(
                 "Job {job_name} did not finish within the step deadline of {}s",
                 deadline.as_secs()
             ))
-        }
-    }
-}
-
-/// How long the auto-fire's gate waits for a report at a time.
-const GATE_POLL: Duration = Duration::from_secs(60);
-
-impl Preflights {
-    /// The auto-fire's gate, after a login asked for it ([`super::gate::request`]): runs (or
-    /// joins) a preflight run of the preflight steps the cluster holds now (not the cached
-    /// plan, which may lag an operator's fix), then starts the cutover for `operator` when it
-    /// passed, or holds the auto-fire with the failed checks.
-    pub async fn gate_auto_fire(self, operator: String) {
-        let plan = match crate::step::discover(
-            &self.ctx.client,
-            &self.ctx.config.namespace,
-            &self.ctx.config.step_policy,
-        )
-        .await
-        {
-            Ok(plan) => plan,
-            Err(err) => {
-                self.hold(&operator, &format!("the steps cannot be read: {err}"))
-                    .await;
-                return;
-            }
-        };
-        let steps: Vec<Step> = plan.iter().filter(|s| s.is_preflight()).cloned().collect();
-        let limit = self.time_limit(&steps) + GATE_POLL;
-        let began = tokio::time::Instant::now();
-        let outcome = match self
-            .start_or_join(&plan, &format!("first login of {operator}"))
-            .await
-        {
-            Ok(started) => loop {
-                match self.report_after(started.run(), GATE_POLL).await {
-                    Ok(report)
-                        if report.run == started.run()
-                            && report.result == RunResult::Running
-                            && began.elapsed() < limit => {}
-                    Ok(report) => break Ok(report),
-                    Err(err) => break Err(err.to_string()),
-                }
-            },
-            Err(err) => Err(err.to_string()),
-        };
-        let at = now_rfc3339();
-        match outcome {
-            Ok(report) if report.result == RunResult::Passed => {
-                let start = crate::status::Transition::Start {
-                    at,
-                    trigger: crate::status::Trigger::FirstLogin,
-                    by: operator.clone(),
-                    total_steps: plan.len(),
-                    retry: false,
-                };
-                tracing::info!(%operator, run = report.run, "preflight passed; the auto-fire starts the cutover");
-                let fired = self
-                    .ctx
-                    .store
-                    .update(|data| super::gate::fire(data, &start))
-                    .await;
-                if let Err(err) = fired {
-                    tracing::warn!(error = %err, "could not start the cutover; a later login tries again");
-                }
-            }
-            outcome => {
-                let reason = match outcome {
-                    Ok(report) if report.result == RunResult::Failed => {
-                        report.failed_checks().join("\n")
-                    }
-                    Ok(report) => format!(
-                        "preflight run {} did not end in time ({})",
-                        report.run,
-                        report.result.as_str()
-                    ),
-                    Err(err) => format!("the preflight could not run: {err}"),
-                };
-                self.hold(&operator, &reason).await;
-            }
-        }
-    }
-
-    /// Holds the auto-fire with `reason` in the status.
-    async fn hold(&self, operator: &str, reason: &str) {
-        tracing::warn!(%operator, %reason, "preflight failed; the auto-fire is held until a later login or a start");
-        let held = self
-            .ctx
-            .store
-            .update(|data| {
-                super::gate::hold(data, reason);
-                Ok(())
-            })
-            .await;
-        if let Err(err) = held {
-            tracing::warn!(error = %err, "could not record why the auto-fire is held; a later login tries again");
         }
     }
 }

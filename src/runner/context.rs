@@ -26,8 +26,8 @@ pub struct RunnerContext {
     pub config: RunnerConfig,
     /// The status ConfigMap's store (and, through it, its cache).
     pub store: StatusStore,
-    /// The Job renderer, which also holds the step deadlines.
-    pub renderer: JobRenderer,
+    /// The Job renderer, which also holds the step deadlines (shared with the preflight runs).
+    pub renderer: Arc<JobRenderer>,
     /// Whether this replica holds the Lease.
     pub leading: watch::Receiver<bool>,
     /// The Prometheus metrics the runner counts into.

@@ -84,7 +84,6 @@ impl ServiceConfig {
     pub fn http_config(&self) -> HttpConfig {
         HttpConfig {
             namespace: self.namespace.clone(),
-            lease_name: self.lease_name.clone(),
             step_policy: self.step_policy.clone(),
             request_timeout: self.request_timeout,
             auto_fire: self.auto_fire,

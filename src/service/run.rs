@@ -6,7 +6,7 @@ use crate::auth::Authenticator;
 use crate::events::EventHub;
 use crate::http::HttpContext;
 use crate::metrics::Metrics;
-use crate::preflight::Preflights;
+use crate::preflight::{AutoFire, Gates, Preflights, Starts};
 use crate::render::{JobRenderer, RenderError};
 use crate::runner::{RunnerContext, engine, lease, rollback_follower};
 use crate::status::{RecordKeeper, StatusCache, StatusStore, StoreError};
@@ -219,6 +219,15 @@ impl Service {
         let handoff = Arc::new(crate::step::PlanHandoff::default());
         let (jobs, follow_jobs) = crate::runner::watches::JobWatch::follow(&client, &ns);
         tasks.spawn(follow_jobs);
+        let renderer = Arc::new(renderer);
+        let (work, work_taken) = crate::preflight::work_channel();
+        let preflights = Preflights::new(
+            client.clone(),
+            &ns,
+            renderer.clone(),
+            jobs.clone(),
+            work.clone(),
+        );
         let runner = Arc::new(RunnerContext {
             client: client.clone(),
             config: config.runner_config(),
@@ -231,6 +240,24 @@ impl Service {
         });
         tasks.spawn(engine::lead(runner.clone()));
         tasks.spawn(rollback_follower::lead(runner.clone()));
+        let starts = Starts::new(
+            client.clone(),
+            &ns,
+            config.step_policy.clone(),
+            &config.record_lease(),
+            store.clone(),
+            handoff,
+        );
+        // With the service's other tasks: its shutdown ends a gate or a preflight run under
+        // way (the status keeps `autoFire=preflight`, and the next login tries again).
+        tasks.spawn(crate::preflight::auto_fire::serve(
+            Gates {
+                preflights: preflights.clone(),
+                starts: starts.clone(),
+                store: store.clone(),
+            },
+            work_taken,
+        ));
         let ctx = Arc::new(HttpContext {
             auth: authenticator(&client, &config, &ns, &metrics)?,
             client,
@@ -242,8 +269,9 @@ impl Service {
             bodies: Default::default(),
             event_streams,
             caller_streams: crate::auth::StreamQuota::new(config.http.max_event_streams_per_caller),
-            handoff,
-            preflights: Preflights::new(runner),
+            starts,
+            auto_fire: AutoFire::new(work),
+            preflights,
         });
 
         let (stop_http, stop_rx) = watch::channel(false);

@@ -19,7 +19,7 @@ pub mod transition;
 pub use body::StatusBody;
 pub use cache::StatusCache;
 pub use cutover_record::CutoverRecord;
-pub use login::{LoginOutcome, login_transitions};
+pub use login::LoginOutcome;
 pub use model::{Phase, StatusData, StepResult, StepRow};
 pub use output::{OutputError, StepOutputs};
 pub use record_lease::RecordKeeper;

@@ -5,16 +5,15 @@
 
 use super::HttpContext;
 use super::caller::Caller;
-use super::cutover::{body, cached_data, rejected};
 use super::error::ApiError;
+use super::status::{body, cached_data};
 use crate::contract::{key, registries};
 use crate::sanitize::{self, Lines};
 use crate::status::model::{Phase, StatusData, get};
 use crate::status::rollback_transition::{
-    CONFIRMATION, DEFAULT_TIMEOUT, MAX_TIMEOUT, RollbackOutcome, RollbackRecord, RollbackRefused,
-    RollbackTransition,
+    CONFIRMATION, DEFAULT_TIMEOUT, MAX_TIMEOUT, RollbackOutcome, RollbackRecord, RollbackTransition,
 };
-use crate::status::{Rejected, StatusBody, StoreError, rfc3339};
+use crate::status::{StatusBody, rfc3339};
 use crate::step::{DiscoverError, PlanState, StepKind, StepPlan};
 use axum::Json;
 use axum::body::Bytes;
@@ -148,13 +147,7 @@ pub async fn rollback(
         deadline: rfc3339(deadline),
         daemonsets,
     };
-    let result = ctx.store.update(|data| Ok(transition.apply(data)?)).await;
-    let (data, outcome) = match result {
-        Ok(written) => written,
-        Err(StoreError::Rejected(Rejected::Rollback(r))) => return Err(refused(r)),
-        Err(StoreError::Rejected(r)) => return Err(rejected(r)),
-        Err(err) => return Err(ApiError::store(err)),
-    };
+    let (data, outcome) = ctx.store.update(|data| Ok(transition.apply(data)?)).await?;
     tracing::warn!(
         by = %caller.username,
         reason = %valid.reason,
@@ -228,15 +221,6 @@ pub fn daemonsets_of(plan: &StepPlan) -> Vec<String> {
         }
     }
     names
-}
-
-/// The answer to a refused rollback transition.
-pub fn refused(r: RollbackRefused) -> ApiError {
-    match r {
-        RollbackRefused::CutoverRunning { current_step } => ApiError::InProgress { current_step },
-        other @ (RollbackRefused::NothingToRollBack { .. }
-        | RollbackRefused::NotRollingBack { .. }) => ApiError::NothingToRollBack(other.to_string()),
-    }
 }
 
 #[cfg(test)]
