@@ -3,6 +3,7 @@
 
 pub mod authenticate;
 pub mod body;
+pub mod body_cache;
 pub mod caller;
 pub mod context;
 pub mod cutover;
