@@ -1256,6 +1256,22 @@ fn expected_calls() -> (Calls, Calls) {
                 "patch events.k8s.io/events catalyst/x.123",
                 "create authentication.k8s.io/tokenreviews",
                 "create authorization.k8s.io/subjectaccessreviews",
+                // tethers/sources.rs: the tether report's cluster-wide watches
+                // (tethers.clusterWide), each a list and a watch.
+                "list /pods",
+                "watch /pods",
+                "list /nodes",
+                "watch /nodes",
+                "list source.toolkit.fluxcd.io/gitrepositories",
+                "watch source.toolkit.fluxcd.io/gitrepositories",
+                "list source.toolkit.fluxcd.io/helmrepositories",
+                "watch source.toolkit.fluxcd.io/helmrepositories",
+                "list source.toolkit.fluxcd.io/ocirepositories",
+                "watch source.toolkit.fluxcd.io/ocirepositories",
+                "list helm.toolkit.fluxcd.io/helmreleases",
+                "watch helm.toolkit.fluxcd.io/helmreleases",
+                "list pkg.crossplane.io/providers",
+                "watch pkg.crossplane.io/providers",
             ],
         ),
         (
@@ -1333,7 +1349,12 @@ fn expected_calls() -> (Calls, Calls) {
                 "deletecollection /configmaps catalyst/*",
                 "list /configmaps other/*",
                 "get /secrets catalyst/cutover-credentials",
-                "watch /nodes",
+                // The tether report reads, never gets one by name nor writes.
+                "get /nodes n1",
+                "get /pods other/x",
+                "patch source.toolkit.fluxcd.io/gitrepositories flux-system/x",
+                "get helm.toolkit.fluxcd.io/helmreleases flux-system/x",
+                "patch pkg.crossplane.io/providers x",
                 "create /events catalyst/*",
                 "update coordination.k8s.io/leases catalyst/other",
                 "list apps/daemonsets catalyst/*",
@@ -1632,6 +1653,7 @@ fn service_resources() -> BTreeSet<String> {
         "TokenReview" => "tokenreviews",
         "SubjectAccessReview" => "subjectaccessreviews",
         "Recorder" => "events",
+        "Node" => "nodes",
         other => panic!("the service uses Api<{other}>: add it here and to the chart's RBAC"),
     };
     let mut out = BTreeSet::new();
@@ -1656,6 +1678,16 @@ fn service_resources() -> BTreeSet<String> {
             {
                 out.insert(resource_of(&kind).to_owned());
             }
+        }
+        // The tether report's custom kinds, watched as DynamicObjects found by discovery.
+        if code.contains("Api::all_with(") && file.ends_with("tethers/sources.rs") {
+            out.extend(
+                catalyst_cutover::tethers::index::Source::ALL
+                    .iter()
+                    .filter(|s| s.custom().is_some())
+                    .filter_map(|s| s.name().split('.').next())
+                    .map(str::to_owned),
+            );
         }
         if code.contains("Recorder::new") {
             out.insert(resource_of("Recorder").to_owned());
@@ -2353,4 +2385,62 @@ fn the_service_image_is_the_app_version_unless_a_tag_or_digest_is_set() {
     pinned_by_digest["image"]["tag"] = Json::from("0.9.1");
     pinned_by_digest["image"]["digest"] = Json::from(digest.clone());
     assert_eq!(image(pinned_by_digest), format!("{repository}@{digest}"));
+}
+
+/// The tether report's values reach `serve` (hosts, the mirrored registries, the cluster-wide
+/// switch, vcluster's registry, the completion gate), and `tethers.clusterWide: false`
+/// removes its ClusterRole and binding.
+#[test]
+fn the_tether_report_and_its_gate_are_configured_from_the_values() {
+    let env_of = |docs: &[(String, Yaml)]| -> BTreeMap<String, String> {
+        live::deployment_env(docs, "catalyst-cutover", NAMESPACE, "catalyst-cutover-0")
+            .into_iter()
+            .collect()
+    };
+    let docs = default_docs();
+    let env = env_of(&docs);
+    assert_eq!(
+        env["CATALYST_CUTOVER_TETHER_UPSTREAM_HOSTS"],
+        "github.com,ghcr.io,harbor.openova.io,docker.io,xpkg.upbound.io"
+    );
+    assert_eq!(
+        env["CATALYST_CUTOVER_MIRRORED_REGISTRIES"],
+        "docker.io,ghcr.io,quay.io,registry.k8s.io"
+    );
+    assert_eq!(env["CATALYST_CUTOVER_TETHERS_CLUSTER_WIDE"], "true");
+    assert_eq!(env["CATALYST_CUTOVER_VCLUSTER_REGISTRY"], "ghcr.io");
+    assert_eq!(env["CATALYST_CUTOVER_REQUIRE_NO_TETHERS"], "true");
+    let role: ClusterRole = typed(find(&docs, "ClusterRole", "catalyst-cutover-tethers"));
+    let verbs: BTreeSet<&str> = role
+        .rules
+        .iter()
+        .flatten()
+        .flat_map(|r| r.verbs.iter().map(String::as_str))
+        .collect();
+    assert_eq!(verbs, BTreeSet::from(["list", "watch"]), "reads only");
+    find(&docs, "ClusterRoleBinding", "catalyst-cutover-tethers");
+
+    let mut values = default_values();
+    values["tethers"]["clusterWide"] = Json::Bool(false);
+    values["completion"]["requireNoTethers"] = Json::Bool(false);
+    let docs = render(&values);
+    let env = env_of(&docs);
+    assert_eq!(env["CATALYST_CUTOVER_TETHERS_CLUSTER_WIDE"], "false");
+    assert_eq!(env["CATALYST_CUTOVER_REQUIRE_NO_TETHERS"], "false");
+    assert!(
+        !docs
+            .iter()
+            .any(|(_, d)| name(d) == "catalyst-cutover-tethers"),
+        "no cluster-wide reads"
+    );
+    for bad in [
+        serde_json::json!({"tethers": {"upstreamHosts": ["not a host"], "clusterWide": true}}),
+        serde_json::json!({"completion": {"requireNoTethers": "yes"}}),
+    ] {
+        let mut values = default_values();
+        for (k, v) in bad.as_object().expect("an object") {
+            values[k] = v.clone();
+        }
+        assert!(template(&values).is_err(), "the schema refuses {bad}");
+    }
 }

@@ -11,6 +11,7 @@ mod common;
 
 use catalyst_cutover::auth::{AuthConfig, ForwardAuthConfig};
 use catalyst_cutover::service::{Service, ServiceConfig};
+use catalyst_cutover::tethers::TetherConfig;
 use common::session::{Answer, Backend, grant_group};
 use common::{
     CHART_STEPS, TestCluster, create_service_account, grant, job_step, request_token,
@@ -19,9 +20,9 @@ use common::{
 use fantoccini::actions::{InputSource, KeyAction, KeyActions};
 use fantoccini::key::Key;
 use fantoccini::{Client, ClientBuilder, Locator};
-use k8s_openapi::api::core::v1::ConfigMap;
+use k8s_openapi::api::core::v1::{ConfigMap, Pod};
 use k8s_openapi::api::rbac::v1::ClusterRole;
-use kube::api::{Api, PostParams};
+use kube::api::{Api, DeleteParams, PostParams};
 use kube_sandbox::sim::Simulator;
 use serde_json::{Value, json};
 use std::path::PathBuf;
@@ -250,7 +251,8 @@ async fn until(browser: &Client, what: &str, script: &str) {
             browser,
             "return document.getElementById('summary').textContent + ' | ' + \
              document.getElementById('connection').textContent + ' | ' + \
-             document.getElementById('action-result').textContent",
+             document.getElementById('action-result').textContent + ' | ' + \
+             document.getElementById('tether-summary').textContent",
         )
         .await;
         panic!("the page never showed {what}; it shows: {seen}");
@@ -914,4 +916,111 @@ async fn steps_named_after_the_pages_ids_keep_their_rows_under_a_console_session
     service.shutdown().await;
     sim.shutdown().await;
     cluster.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_planted_tether_appears_live_grouped_by_kind_and_goes_when_fixed() {
+    let env = Env::start().await;
+    // A host of this test's own: other tests' objects on a shared cluster are no tethers.
+    let host = format!("{}.upstream.test", env.ns());
+    let mut config = ServiceConfig::new(env.ns());
+    let mut tethers = TetherConfig::new(env.ns(), &config.record_lease());
+    tethers.upstream_hosts = vec![host.clone()];
+    config.tethers = Some(tethers);
+    let service = env.service(config).await;
+    let b = &env.browser;
+    b.goto(&format!("{}/", service.url()))
+        .await
+        .expect("open the page");
+    let count_is = |n: u64| {
+        format!("return document.getElementById('tether-summary').dataset.count === '{n}'")
+    };
+    until(
+        b,
+        "a synced tether report",
+        "return ['none', 'tethered'].includes(document.getElementById('tether-summary').dataset.state)",
+    )
+    .await;
+    // Whatever else the cluster holds (its nodes' agents, say) stays as it is.
+    let before = eval(
+        b,
+        "return Number(document.getElementById('tether-summary').dataset.count)",
+    )
+    .await
+    .as_u64()
+    .expect("a count");
+    until(
+        b,
+        "a live stream",
+        "return document.getElementById('connection').dataset.state === 'live'",
+    )
+    .await;
+
+    // A value that would be markup if the page built markup from it.
+    let value = format!("https://{host}/openova/platform?<img src=x id=planted-markup>");
+    let pod: Pod = serde_json::from_value(json!({
+        "metadata": {"name": "console-backend"},
+        "spec": {"containers": [{"name": "app", "image": "registry.local/app:1",
+                                 "env": [{"name": "REPO", "value": value}]}]}
+    }))
+    .expect("pod");
+    let pods: Api<Pod> = Api::namespaced(env.cluster.client(), env.ns());
+    pods.create(&PostParams::default(), &pod)
+        .await
+        .expect("plant");
+    // The object is the pod's owner, or the pod itself when it has none.
+    let ns = env.ns();
+    let row = format!(
+        "[...document.querySelectorAll('.tether-group[data-kind=\"container-url\"] tr.tether')] \
+         .find(r => r.dataset.object.startsWith('{ns}/') && r.dataset.object.endsWith('console-backend'))"
+    );
+    until(b, "the planted tether", &format!("return !!{row}")).await;
+    until(b, "the count grown by one", &count_is(before + 1)).await;
+    let shown = eval(
+        b,
+        &format!(
+            "const r = {row}; return {{cells: [...r.children].map(c => c.textContent), \
+             markup: !!document.getElementById('planted-markup'), \
+             frames: [...document.querySelectorAll('#events li')].filter(li => li.dataset.event === 'cutover-tethers').length}}"
+        ),
+    )
+    .await;
+    let object = shown["cells"][0].as_str().unwrap_or_default();
+    assert!(object.starts_with(&format!("{ns}/")), "{shown}");
+    assert_eq!(shown["cells"][2], value.as_str(), "{shown}");
+    assert_eq!(shown["cells"][3], host.as_str(), "{shown}");
+    assert_eq!(shown["markup"], false, "the value is text, never markup");
+    assert!(shown["frames"].as_u64().unwrap_or(0) >= 1, "{shown}");
+    // The same count in the status body, and the gauge of its kind on /metrics.
+    let http = reqwest::Client::new();
+    let body: Value = http
+        .get(format!("{}/cutover", service.url()))
+        .send()
+        .await
+        .expect("status")
+        .json()
+        .await
+        .expect("a status body");
+    assert_eq!(body["tethers"]["count"], before + 1, "{}", body["tethers"]);
+    assert_eq!(body["state"], "tethered");
+    let metrics = http
+        .get(format!("{}/metrics", service.url()))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("exposition");
+    assert!(
+        metrics.contains("catalyst_cutover_tethers{kind=\"container-url\"} 1"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("catalyst_cutover_tethers_synced 1"));
+
+    pods.delete("console-backend", &DeleteParams::default().grace_period(0))
+        .await
+        .expect("fix");
+    until(b, "the tether gone", &format!("return !{row}")).await;
+    until(b, "the count as it was", &count_is(before)).await;
+    env.stop(service).await;
 }

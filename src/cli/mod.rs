@@ -16,6 +16,8 @@ mod serve;
 mod session_args;
 mod status;
 mod table;
+mod tether_args;
+mod tethers;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -57,6 +59,9 @@ enum Command {
     /// Print the cutover's status from its status ConfigMap (no service needed); the exit
     /// code says where it stands.
     Status(status::StatusArgs),
+    /// List every reference the cluster still holds to an upstream host (no service
+    /// needed); the exit code says whether any are left.
+    Tethers(tethers::TethersArgs),
     /// Run the embedded Kubernetes API server until interrupted.
     #[cfg(feature = "sandbox")]
     Sandbox(sandbox::SandboxArgs),
@@ -79,6 +84,7 @@ pub fn main() -> ExitCode {
         Command::Serve(args) => serve::run(*args),
         Command::Migrate(args) => migrate::run(args),
         Command::Status(args) => status::run(args),
+        Command::Tethers(args) => tethers::run(args),
         #[cfg(feature = "sandbox")]
         Command::Sandbox(args) => sandbox::main(args),
     }

@@ -5,7 +5,9 @@ use super::http_args::HttpArgs;
 use super::operator_args::OperatorArgs;
 use super::policy_args::StepPolicyArgs;
 use super::session_args::SessionArgs;
+use super::tether_args::TetherArgs;
 use crate::service::{Service, ServiceConfig};
+use clap::ArgAction;
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -55,6 +57,14 @@ pub struct ServeArgs {
     http: HttpArgs,
     #[command(flatten)]
     session: SessionArgs,
+    #[command(flatten)]
+    tethers: TetherArgs,
+    /// Complete the cutover only on a synced tether report with no tether of a kind the
+    /// cutover pivots (the chart's completion.requireNoTethers); else the last step fails
+    /// naming them.
+    #[arg(long, value_name = "BOOL", env = "CATALYST_CUTOVER_REQUIRE_NO_TETHERS",
+          default_value_t = false, action = ArgAction::Set)]
+    require_no_tethers: bool,
 }
 
 impl ServeArgs {
@@ -75,6 +85,22 @@ impl ServeArgs {
         config.http = self.http.config();
         config.step_policy = self.policy.policy();
         config.forward_auth = self.session.config()?;
+        config.tethers = Some(
+            self.tethers
+                .config(&config.namespace, &config.record_lease()),
+        );
+        config.require_no_tethers = self.require_no_tethers;
+        if self.require_no_tethers
+            && self
+                .tethers
+                .upstream_hosts
+                .iter()
+                .all(|h| h.trim().is_empty())
+        {
+            return Err(
+                "--require-no-tethers needs the upstream hosts (--tether-upstream-host): without them nothing is a tether".to_owned(),
+            );
+        }
         Ok(config)
     }
 }

@@ -220,7 +220,7 @@ impl Printer {
 /// control characters, and this writes the invisible and bidirectional-formatting ones
 /// (which JSON may carry raw) as `\uXXXX` too, so a step name or a reason read from the
 /// ConfigMap cannot reorder or hide what the line shows.
-fn terminal_json<T: serde::Serialize>(value: &T) -> Result<String, serde_json::Error> {
+pub(super) fn terminal_json<T: serde::Serialize>(value: &T) -> Result<String, serde_json::Error> {
     let mut out = Vec::new();
     let mut ser = serde_json::Serializer::with_formatter(&mut out, TerminalSafe);
     value.serialize(&mut ser)?;

@@ -100,6 +100,7 @@ fn step_frames(step: &str, prev: &StatusData, next: &StatusData, now: &str) -> V
         step: Some(step.to_owned()),
         job_name: Some(n.job_name.clone()).filter(|j| !j.is_empty()),
         status: None,
+        tethers: None,
     };
     let mut frames = Vec::new();
     let began = n.attempt > p.attempt || n.started_at != p.started_at;

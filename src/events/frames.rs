@@ -1,8 +1,8 @@
 //! The event-stream frame (contract: `event: <phase>` + `data: {time, phase, level,
 //! message, step?, jobName?}`): its kinds, its levels and its data.
 
-use crate::status::StatusBody;
 use crate::status::model::Phase;
+use crate::status::{StatusBody, TetherCount};
 use serde::Serialize;
 
 /// The kind of a frame: its `event:` line and its `phase` field.
@@ -36,6 +36,9 @@ pub enum FramePhase {
     CutoverStatus,
     /// The last frame to a client too slow to keep up; the stream closes after it.
     CutoverStreamLagged,
+    /// The number of tethers (references to upstream hosts) changed, or the report
+    /// synced: not derived from the status, and not for the admin console.
+    CutoverTethers,
 }
 
 impl FramePhase {
@@ -55,6 +58,7 @@ impl FramePhase {
             FramePhase::CutoverRollbackFailed => "cutover-rollback-failed",
             FramePhase::CutoverStatus => "cutover-status",
             FramePhase::CutoverStreamLagged => "cutover-stream-lagged",
+            FramePhase::CutoverTethers => "cutover-tethers",
         }
     }
 
@@ -103,6 +107,9 @@ pub struct Frame {
     /// The status body, steps in execution order: on `cutover-status` frames only.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub status: Option<Box<StatusBody>>,
+    /// The tether report's figures: on `cutover-tethers` frames only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tethers: Option<TetherCount>,
 }
 
 impl Frame {
@@ -116,6 +123,38 @@ impl Frame {
             step: None,
             job_name: None,
             status: None,
+            tethers: None,
+        }
+    }
+
+    /// The `cutover-tethers` frame of `now`'s figures; `before`, the count of the previous
+    /// frame, when there was one. A warning while any tether gates completion.
+    pub fn tethers(time: &str, now: TetherCount, before: Option<usize>) -> Frame {
+        let level = if now.gating > 0 {
+            Level::Warn
+        } else {
+            Level::Info
+        };
+        let mut message = match now.count {
+            0 => "no tethers to upstream hosts".to_owned(),
+            1 => "1 tether to an upstream host".to_owned(),
+            n => format!("{n} tethers to upstream hosts"),
+        };
+        if now.count > 0 {
+            message.push_str(&format!(" ({} gating completion)", now.gating));
+        }
+        if let Some(before) = before.filter(|b| *b != now.count) {
+            message.push_str(&format!(", was {before}"));
+        }
+        if !now.synced {
+            message.push_str("; not every source has listed yet");
+        }
+        if now.unseen_sources > 0 {
+            message.push_str(&format!("; {} sources cannot be seen", now.unseen_sources));
+        }
+        Frame {
+            tethers: Some(now),
+            ..Frame::cutover(time, FramePhase::CutoverTethers, level, message)
         }
     }
 

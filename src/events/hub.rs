@@ -1,6 +1,6 @@
-//! The broadcaster: follows the status cache, derives frames from each change, numbers
-//! them, keeps the latest in a bounded replay buffer and fans them out on a broadcast
-//! channel. Sending never waits for a receiver, so a slow client cannot stall the engine
+//! The broadcaster: follows the status cache, derives frames from each change (and takes
+//! the frames no status change derives, the tether report's), numbers them, keeps the
+//! latest in a bounded replay buffer and fans them out on a broadcast channel. Sending never waits for a receiver, so a slow client cannot stall the engine
 //! or the other clients: it lags, and its stream is closed.
 
 use super::derive::derive;
@@ -92,24 +92,35 @@ impl EventHub {
         let mut state = self.lock();
         let frames = derive(&state.last, &next, order, &now_rfc3339());
         self.observe(&state.last, &next, &frames);
-        let mut sent = Vec::with_capacity(frames.len());
-        for frame in frames {
-            let json = serde_json::to_string(&frame).unwrap_or_else(|_| "{}".to_owned());
-            let numbered = Arc::new(Numbered {
-                id: state.next_id,
-                frame,
-                json,
-            });
-            state.next_id += 1;
-            if state.replay.len() == self.replay_capacity {
-                state.replay.pop_front();
-            }
-            state.replay.push_back(numbered.clone());
-            let _ = self.tx.send(numbered.clone());
-            sent.push(numbered);
-        }
+        let sent = frames
+            .into_iter()
+            .map(|frame| self.send(&mut state, frame))
+            .collect();
         state.last = next;
         sent
+    }
+
+    /// Numbers and sends a frame that no status change derives (the tether report's), in
+    /// the same sequence, so that a reconnecting client gets it replayed too.
+    pub fn publish_frame(&self, frame: Frame) -> Arc<Numbered> {
+        let mut state = self.lock();
+        self.send(&mut state, frame)
+    }
+
+    fn send(&self, state: &mut State, frame: Frame) -> Arc<Numbered> {
+        let json = serde_json::to_string(&frame).unwrap_or_else(|_| "{}".to_owned());
+        let numbered = Arc::new(Numbered {
+            id: state.next_id,
+            frame,
+            json,
+        });
+        state.next_id += 1;
+        if state.replay.len() == self.replay_capacity {
+            state.replay.pop_front();
+        }
+        state.replay.push_back(numbered.clone());
+        let _ = self.tx.send(numbered.clone());
+        numbered
     }
 
     fn observe(&self, prev: &StatusData, next: &StatusData, frames: &[Frame]) {
@@ -264,6 +275,27 @@ mod tests {
             hub.subscribe(Some(99)).replay.is_none(),
             "an id from another replica gets a snapshot"
         );
+    }
+
+    #[test]
+    fn a_published_frame_shares_the_sequence_and_is_replayed() {
+        let hub = hub(16);
+        hub.baseline(StatusData::new());
+        let mut rx = hub.subscribe(None).receiver;
+        let tethers = crate::status::TetherCount {
+            count: 1,
+            gating: 1,
+            synced: true,
+            unseen_sources: 0,
+        };
+        let sent = hub.publish_frame(Frame::tethers("2026-11-23T12:00:00Z", tethers, None));
+        assert_eq!(sent.id, 1);
+        assert_eq!(rx.try_recv().unwrap().id, 1);
+        hub.publish(states()[0].clone(), &["a".to_owned()]);
+        let replayed = hub.subscribe(Some(0)).replay.unwrap();
+        let ids: Vec<u64> = replayed.iter().map(|n| n.id).collect();
+        assert_eq!(ids, [1, 2, 3]);
+        assert!(replayed[0].json.contains("\"cutover-tethers\""));
     }
 
     #[test]

@@ -42,6 +42,7 @@ pub fn reason_and_action(phase: FramePhase) -> (&'static str, &'static str) {
         FramePhase::CutoverRollbackFailed => ("RegistryRollbackFailed", "Rollback"),
         FramePhase::CutoverStatus => ("CutoverStatus", "Report"),
         FramePhase::CutoverStreamLagged => ("StreamLagged", "Report"),
+        FramePhase::CutoverTethers => ("TethersChanged", "Report"),
     }
 }
 

@@ -1,8 +1,9 @@
 //! Live events: the contract's event-stream frames ([`frames`]), derived purely from
 //! successive status snapshots ([`derive`], a rollback's in [`rollback_frames`]), so every
-//! replica sees every transition whoever wrote it; a broadcaster with ids and a replay buffer
-//! ([`hub`]); and the Kubernetes Events the leader records on the status ConfigMap
-//! ([`kube_events`]).
+//! replica sees every transition whoever wrote it (and the tether report's `cutover-tethers`
+//! frames, which each replica derives from its own report); a broadcaster with ids and a
+//! replay buffer ([`hub`]); and the Kubernetes Events the leader records on the status
+//! ConfigMap ([`kube_events`]).
 
 pub mod derive;
 pub mod frames;

@@ -3,8 +3,8 @@
 //! the routes reach the runner through the status ConfigMap, and through narrow handles
 //! (the start's plan hand-off, the auto-fire's requests) that carry nothing else of it.
 
-use super::body_cache::BodyCache;
 use super::server::ServerConfig;
+use super::body_cache::BodyCache;
 use crate::auth::Authenticator;
 use crate::events::{EventHub, EventsConfig};
 use crate::metrics::Metrics;
@@ -60,4 +60,6 @@ pub struct HttpContext {
     pub auto_fire: AutoFire,
     /// The preflight runs (`GET /cutover/preflight`).
     pub preflights: Preflights,
+    /// The tether report (`GET /cutover/tethers`).
+    pub tethers: crate::tethers::Tethers,
 }

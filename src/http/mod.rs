@@ -19,6 +19,8 @@ pub mod pivot_rollback;
 pub mod preflight;
 pub mod server;
 pub mod status;
+pub mod tether_signals;
+pub mod tethers;
 
 use axum::Router;
 use axum::http::{HeaderName, StatusCode};
@@ -49,6 +51,7 @@ fn table() -> Vec<Route> {
         ("/cutover/retry", "post", post(cutover::retry)),
         ("/cutover/abort", "post", post(cutover::abort)),
         ("/cutover/preflight", "get", get(preflight::report)),
+        ("/cutover/tethers", "get", get(tethers::report)),
         ("/cutover/preflight", "post", post(preflight::run)),
         ("/cutover/steps/{step}/logs", "get", get(logs::logs)),
         ("/cutover/rollback", "post", post(pivot_rollback::rollback)),

@@ -74,6 +74,7 @@ pub(super) fn offline_context() -> Arc<HttpContext> {
         ),
         auto_fire: crate::preflight::AutoFire::new(work.clone()),
         preflights: Preflights::new(client.clone(), "ns", renderer, jobs, work),
+        tethers: crate::tethers::Tethers::disabled("offline"),
         client,
         config: HttpConfig {
             namespace: "ns".to_owned(),

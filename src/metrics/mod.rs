@@ -1,7 +1,8 @@
 //! The service's Prometheus metrics, served at `/metrics` in the text exposition format:
 //! the cutover's phase and steps (derived from status changes, see [`crate::events`]),
 //! orchestration overhead (from the runner), Kubernetes API requests (a layer on the
-//! service's client, [`kube_layer`]), HTTP requests and event-stream subscribers.
+//! service's client, [`kube_layer`]), HTTP requests, event-stream subscribers and the
+//! tether report (set from the report's watch, never by a scrape).
 
 pub mod kube_layer;
 
@@ -41,6 +42,13 @@ pub struct StepResultLabels {
     pub step: String,
     /// `success`, `failed` or `skipped`.
     pub result: String,
+}
+
+/// Label `kind` of a tether.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct KindLabels {
+    /// The tether kind's name, e.g. `image`.
+    pub kind: String,
 }
 
 /// Label `step`.
@@ -134,6 +142,9 @@ pub struct Metrics {
     rollbacks: Family<RollbackLabels, Counter>,
     rollback_pending_nodes: Gauge,
     auth_reviews: Gauge,
+    tethers: Family<KindLabels, Gauge>,
+    tethers_synced: Gauge,
+    tether_sources_unseen: Gauge,
 }
 
 impl Default for Metrics {
@@ -162,6 +173,9 @@ impl Metrics {
             rollbacks: Family::default(),
             rollback_pending_nodes: Gauge::default(),
             auth_reviews: Gauge::default(),
+            tethers: Family::default(),
+            tethers_synced: Gauge::default(),
+            tether_sources_unseen: Gauge::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -229,6 +243,21 @@ impl Metrics {
             "TokenReviews and SubjectAccessReviews waiting for the API server",
             m.auth_reviews.clone(),
         );
+        registry.register(
+            "tethers",
+            "References the cluster still holds to an upstream host, by kind",
+            m.tethers.clone(),
+        );
+        registry.register(
+            "tethers_synced",
+            "1 once every source of the tether report has listed once (before that the counts mean 'not known yet')",
+            m.tethers_synced.clone(),
+        );
+        registry.register(
+            "tether_sources_unseen",
+            "Sources of the tether report it cannot see (no rights, kind not installed): their tethers are not counted",
+            m.tether_sources_unseen.clone(),
+        );
         Metrics { registry, ..m }
     }
 
@@ -252,6 +281,27 @@ impl Metrics {
                 })
                 .set(value);
         }
+    }
+
+    /// Sets the tether gauges: `counts` names every kind (those with none at 0, so that
+    /// each kind's series exists from the first report), `synced` whether every source has
+    /// listed, `unseen` the sources the report cannot see.
+    pub fn set_tethers<'k>(
+        &self,
+        counts: impl IntoIterator<Item = (&'k str, usize)>,
+        synced: bool,
+        unseen: usize,
+    ) {
+        for (kind, count) in counts {
+            self.tethers
+                .get_or_create(&KindLabels {
+                    kind: kind.to_owned(),
+                })
+                .set(i64::try_from(count).unwrap_or(i64::MAX));
+        }
+        self.tethers_synced.set(i64::from(synced));
+        self.tether_sources_unseen
+            .set(i64::try_from(unseen).unwrap_or(i64::MAX));
     }
 
     /// A rollback of the registry pivot was requested or ended (`result`), with `pending`
@@ -389,6 +439,7 @@ mod tests {
         m.http_request("/cutover", "GET", 200, Duration::from_millis(2));
         let guard = m.sse_subscriber();
         m.rollback("failed", 2);
+        m.set_tethers([("image", 3), ("vcluster", 0)], true, 1);
         let text = m.encode();
         for name in [
             "catalyst_cutover_phase{phase=\"running\"} 1",
@@ -403,6 +454,10 @@ mod tests {
             "catalyst_cutover_phase{phase=\"rolled-back\"} 0",
             "catalyst_cutover_rollbacks_total{result=\"failed\"} 1",
             "catalyst_cutover_rollback_pending_nodes 2",
+            "catalyst_cutover_tethers{kind=\"image\"} 3",
+            "catalyst_cutover_tethers{kind=\"vcluster\"} 0",
+            "catalyst_cutover_tethers_synced 1",
+            "catalyst_cutover_tether_sources_unseen 1",
         ] {
             assert!(text.contains(name), "{name} missing from:\n{text}");
         }

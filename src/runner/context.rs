@@ -36,4 +36,6 @@ pub struct RunnerContext {
     pub handoff: Arc<crate::step::PlanHandoff>,
     /// The cutover's Jobs, watched for the replica's life.
     pub jobs: super::watches::JobWatch,
+    /// Whether the last step's success may complete the cutover (the tether report).
+    pub completion: crate::tethers::CompletionGate,
 }

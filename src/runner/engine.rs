@@ -157,6 +157,14 @@ async fn drive(ctx: &RunnerContext) -> Result<(), StoreError> {
         )
         .instrument(span.clone())
         .await;
+        let last = attempt.index + 1 == current.plan.steps().len();
+        let outcome = if last && matches!(outcome, StepOutcome::Succeeded(_)) {
+            complete_gate(ctx, step, attempt.attempt, outcome)
+                .instrument(span.clone())
+                .await
+        } else {
+            outcome
+        };
         ctx.metrics.step_terminal_seen();
         if step.pod_spec().is_some() {
             current.tails.keep(
@@ -251,17 +259,7 @@ async fn run_step(
     let ns = &ctx.config.namespace;
     let step_name = step.name.as_str();
     let deadline = ctx.renderer.config().deadline_for(step);
-    let started = ctx
-        .store
-        .cache()
-        .configmap()
-        .and_then(|cm| cm.data.clone())
-        .map(|d| StepRow::read(&d, step_name).started_at)
-        .and_then(|s| s.parse::<jiff::Timestamp>().ok())
-        .unwrap_or_else(jiff::Timestamp::now);
-    let elapsed = jiff::Timestamp::now()
-        .duration_since(started)
-        .unsigned_abs();
+    let elapsed = elapsed(ctx, step_name);
     let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), ns);
     let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), ns);
     let cancelled = cancelled(ctx, step_name, attempt);
@@ -325,6 +323,47 @@ async fn run_step(
                 () = cancelled => StepOutcome::Cancelled,
             }
         }
+    }
+}
+
+/// How long `step` has run, by its recorded start (none recorded: from now).
+fn elapsed(ctx: &RunnerContext, step: &str) -> Duration {
+    let started = ctx
+        .store
+        .cache()
+        .configmap()
+        .and_then(|cm| cm.data.clone())
+        .map(|d| StepRow::read(&d, step).started_at)
+        .and_then(|s| s.parse::<jiff::Timestamp>().ok())
+        .unwrap_or_else(jiff::Timestamp::now);
+    jiff::Timestamp::now()
+        .duration_since(started)
+        .unsigned_abs()
+}
+
+/// The last step's `outcome` (a success) as the completion gate lets it stand: failed,
+/// naming the tethers, when gating ones remain; asked again on every retry of the step.
+/// It waits for an unsynced report within what is left of the step's deadline.
+async fn complete_gate(
+    ctx: &RunnerContext,
+    step: &Step,
+    attempt: u32,
+    outcome: StepOutcome,
+) -> StepOutcome {
+    let left = ctx
+        .renderer
+        .config()
+        .deadline_for(step)
+        .saturating_sub(elapsed(ctx, step.name.as_str()));
+    tokio::select! {
+        verdict = ctx.completion.check(left) => match verdict {
+            Ok(()) => outcome,
+            Err(why) => {
+                tracing::warn!(reason = %why, "the completion gate holds the cutover");
+                StepOutcome::Failed(format!("the cutover cannot complete: {why}"))
+            }
+        },
+        () = cancelled(ctx, step.name.as_str(), attempt) => StepOutcome::Cancelled,
     }
 }
 

@@ -49,6 +49,12 @@ pub struct ServiceConfig {
     pub step_policy: StepPolicy,
     /// Forward authentication of the console's session cookie; `None`: bearer tokens only.
     pub forward_auth: Option<crate::auth::ForwardAuthConfig>,
+    /// The tether report's settings; `None` (in [`ServiceConfig::new`]): no report, the
+    /// route answers that it is off.
+    pub tethers: Option<crate::tethers::TetherConfig>,
+    /// Whether the last step's success needs a synced report without gating tethers
+    /// (`completion.requireNoTethers`); off in [`ServiceConfig::new`].
+    pub require_no_tethers: bool,
 }
 
 impl ServiceConfig {
@@ -71,6 +77,8 @@ impl ServiceConfig {
             events: EventsConfig::default(),
             step_policy: StepPolicy::unrestricted(),
             forward_auth: None,
+            tethers: None,
+            require_no_tethers: false,
         }
     }
 

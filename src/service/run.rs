@@ -228,6 +228,20 @@ impl Service {
             jobs.clone(),
             work.clone(),
         );
+        let tethers = match config.tethers.clone() {
+            Some(tether_config) => {
+                let (tethers, follow_tethers) =
+                    crate::tethers::start(client.clone(), tether_config);
+                tasks.spawn(follow_tethers);
+                tethers
+            }
+            None => crate::tethers::Tethers::disabled("the tether report is off in this replica"),
+        };
+        tasks.spawn(crate::http::tether_signals::follow(
+            tethers.subscribe(),
+            events.clone(),
+            metrics.clone(),
+        ));
         let runner = Arc::new(RunnerContext {
             client: client.clone(),
             config: config.runner_config(),
@@ -237,6 +251,10 @@ impl Service {
             metrics: metrics.clone(),
             handoff: handoff.clone(),
             jobs,
+            completion: crate::tethers::CompletionGate::new(
+                tethers.clone(),
+                config.require_no_tethers,
+            ),
         });
         tasks.spawn(engine::lead(runner.clone()));
         tasks.spawn(rollback_follower::lead(runner.clone()));
@@ -272,6 +290,7 @@ impl Service {
             starts,
             auto_fire: AutoFire::new(work),
             preflights,
+            tethers,
         });
 
         let (stop_http, stop_rx) = watch::channel(false);

@@ -49,8 +49,39 @@ pub struct StatusBody {
     /// The latest rollback of the registry pivot, absent when there never was one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rollback: Option<RollbackRecord>,
+    /// How many references to upstream hosts the cluster still holds (the service's tether
+    /// report); absent where no report is kept (the `status` command, the snapshots derived
+    /// from status changes).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tethers: Option<TetherCount>,
     /// The whole status map.
     pub raw: StatusData,
+}
+
+/// The tether report's figures, as the status body carries them. Plain numbers: the status
+/// layer knows nothing of the report itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TetherCount {
+    /// Every tether.
+    pub count: usize,
+    /// The tethers of kinds that gate the cutover's completion.
+    pub gating: usize,
+    /// Whether every source has listed once: before that, the counts mean "not known yet".
+    pub synced: bool,
+    /// The sources the report cannot see (no rights, a failing list): their tethers are
+    /// not counted. Kinds the cluster does not serve are not among them.
+    pub unseen_sources: usize,
+}
+
+impl StatusBody {
+    /// The body with the tether report's figures.
+    pub fn with_tethers(self, tethers: TetherCount) -> StatusBody {
+        StatusBody {
+            tethers: Some(tethers),
+            ..self
+        }
+    }
 }
 
 /// One step of the status body.
@@ -122,6 +153,7 @@ impl StatusBody {
                 .map(str::to_owned),
             harbor_project_count: get(data, key::HARBOR_PROJECT_COUNT).parse().ok(),
             rollback: RollbackRecord::read(data),
+            tethers: None,
             raw: data.clone(),
         }
     }
@@ -227,5 +259,29 @@ mod tests {
         }
         let none = serde_json::to_value(StatusBody::build(&data(&[]), Some(&[]))).unwrap();
         assert!(none.get("rollback").is_none());
+    }
+
+    #[test]
+    fn the_tether_count_is_an_added_field_that_changes_nothing_else() {
+        let d = data(&[("cutoverComplete", "true")]);
+        let plain = serde_json::to_value(StatusBody::build(&d, Some(&[]))).unwrap();
+        assert!(plain.get("tethers").is_none());
+        let counted = StatusBody::build(&d, Some(&[])).with_tethers(TetherCount {
+            count: 3,
+            gating: 2,
+            synced: true,
+            unseen_sources: 1,
+        });
+        let mut json = serde_json::to_value(counted).unwrap();
+        assert_eq!(
+            json["tethers"],
+            serde_json::json!({"count": 3, "gating": 2, "synced": true, "unseenSources": 1})
+        );
+        assert_eq!(
+            json["state"], "sovereign",
+            "state stays the contract's two words"
+        );
+        json.as_object_mut().unwrap().remove("tethers");
+        assert_eq!(json, plain);
     }
 }

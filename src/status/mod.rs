@@ -16,7 +16,7 @@ pub mod rollback_transition;
 pub mod store;
 pub mod transition;
 
-pub use body::StatusBody;
+pub use body::{StatusBody, TetherCount};
 pub use cache::StatusCache;
 pub use cutover_record::CutoverRecord;
 pub use login::LoginOutcome;

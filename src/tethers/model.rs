@@ -106,6 +106,24 @@ pub struct UnseenSource {
     pub reason: String,
 }
 
+impl UnseenSource {
+    /// The entry of a source whose kind the cluster does not serve (its CRD is not
+    /// installed).
+    pub fn not_installed(source: &str) -> UnseenSource {
+        UnseenSource {
+            source: source.to_owned(),
+            reason: format!("{source} is not served by this cluster (not installed)"),
+        }
+    }
+
+    /// Whether the source is unseen only because its kind is not installed: nothing of it
+    /// can exist, so it hides no tether (the surfaces say so, and do not count it as
+    /// blindness).
+    pub fn is_not_installed(&self) -> bool {
+        *self == UnseenSource::not_installed(&self.source)
+    }
+}
+
 /// Every tether the cluster holds now, as `GET /cutover/tethers` serves it.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -130,5 +148,11 @@ impl TetherReport {
     /// The tethers that gate completion.
     pub fn gating(&self) -> impl Iterator<Item = &Tether> {
         self.tethers.iter().filter(|t| t.kind.gates())
+    }
+
+    /// The sources that may hold tethers the report cannot see (no rights, a failing
+    /// list), leaving out the kinds that are not installed.
+    pub fn blind_spots(&self) -> impl Iterator<Item = &UnseenSource> {
+        self.unseen.iter().filter(|u| !u.is_not_installed())
     }
 }

@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use crate::cluster::Cluster;
+use crate::common::crds::{PROVIDERS_CRD, install_crossplane, providers_served};
 use crate::standins::{self, AccessToken, Gitea, Harbor, PASSWORD, USER};
 use crate::steps::{
     Outcome, Runner, STEP_00, STEP_01, STEP_02, UPSTREAM_REPO, create_git_repository, env,
@@ -502,7 +503,6 @@ async fn vcluster_registry_pivot_changes_nothing_while_a_vcluster_is_not_listed(
 // ---------------------------------------------------------------------------------------
 
 const STEP_11: &str = "11-crossplane-provider-pivot.yaml";
-const PROVIDERS_CRD: &str = "providers.pkg.crossplane.io";
 
 fn crossplane_settings() -> BTreeMap<String, String> {
     env(&[
@@ -513,61 +513,6 @@ fn crossplane_settings() -> BTreeMap<String, String> {
     ])
 }
 
-/// Crossplane's Provider kind (pkg.crossplane.io/v1, cluster-scoped): the part of its
-/// schema the step touches, the rest kept as Crossplane keeps it.
-fn providers_crd() -> CustomResourceDefinition {
-    serde_json::from_value(json!({
-        "metadata": {"name": PROVIDERS_CRD},
-        "spec": {
-            "group": "pkg.crossplane.io",
-            "scope": "Cluster",
-            "names": {"kind": "Provider", "listKind": "ProviderList",
-                      "plural": "providers", "singular": "provider"},
-            "versions": [{
-                "name": "v1", "served": true, "storage": true,
-                "schema": {"openAPIV3Schema": {"type": "object", "properties": {
-                    "spec": {"type": "object", "required": ["package"], "properties": {
-                        "package": {"type": "string"},
-                        "packagePullPolicy": {"type": "string"},
-                        "packagePullSecrets": {"type": "array", "items": {
-                            "type": "object", "properties": {"name": {"type": "string"}}}},
-                        "revisionActivationPolicy": {"type": "string"}}},
-                    "status": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}}}},
-            }],
-        },
-    }))
-    .expect("CustomResourceDefinition")
-}
-
-/// Waits until discovery does (`served`) or does not list the Providers.
-async fn providers_served(cluster: &Cluster, served: bool) {
-    let client = cluster.client();
-    let found = tokio::time::timeout(Duration::from_secs(60), async {
-        loop {
-            let listed = client
-                .list_api_group_resources("pkg.crossplane.io/v1")
-                .await
-                .is_ok_and(|l| l.resources.iter().any(|r| r.name == "providers"));
-            if listed == served {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    })
-    .await;
-    assert!(found.is_ok(), "Providers served: never {served}");
-}
-
-async fn install_crossplane(cluster: &Cluster) {
-    let api: Api<CustomResourceDefinition> = Api::all(cluster.client());
-    match api.create(&PostParams::default(), &providers_crd()).await {
-        Ok(_) => {}
-        Err(kube::Error::Api(s)) if s.code == 409 => {}
-        Err(e) => panic!("create {PROVIDERS_CRD}: {e}"),
-    }
-    providers_served(cluster, true).await;
-}
-
 /// A cluster without Crossplane: a shared one may have this suite's definition left.
 async fn without_crossplane(cluster: &Cluster) {
     let api: Api<CustomResourceDefinition> = Api::all(cluster.client());
@@ -576,7 +521,7 @@ async fn without_crossplane(cluster: &Cluster) {
         Err(kube::Error::Api(s)) if s.code == 404 => {}
         Err(e) => panic!("delete {PROVIDERS_CRD}: {e}"),
     }
-    providers_served(cluster, false).await;
+    providers_served(&cluster.client(), false).await;
 }
 
 fn provider_api(cluster: &Cluster) -> Api<DynamicObject> {
@@ -624,7 +569,7 @@ async fn crossplane_provider_pivot_without_crossplane_succeeds_saying_so() {
 async fn crossplane_provider_pivot_rewrites_each_upbound_package_once() {
     let (cluster, runner) = on_cluster().await;
     let _turn = cluster_wide_turn(&cluster).await;
-    install_crossplane(&cluster).await;
+    install_crossplane(&cluster.client()).await;
     let upbound = provider(
         &cluster,
         "aws-s3",
@@ -758,7 +703,7 @@ async fn preflight_checks_what_steps_09_to_11_need() {
         .await
         .expect("delete Secret");
     vcluster_statefulset(&cluster, "by-hand").await;
-    install_crossplane(&cluster).await;
+    install_crossplane(&cluster.client()).await;
     let upbound = provider(
         &cluster,
         "aws",

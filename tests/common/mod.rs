@@ -5,6 +5,7 @@
 
 #![allow(dead_code)]
 
+pub mod crds;
 pub mod session;
 
 use catalyst_cutover::contract;

@@ -30,14 +30,25 @@ const PHASES = {
   "rollback-failed": { symbol: "✘", text: "Rollback failed" },
 };
 
+// The kinds of tether, in the report's order: what each is, for a person.
+const TETHER_KINDS = {
+  "git-repository": "Flux GitRepositories",
+  "helm-repository": "Flux HelmRepositories",
+  "oci-repository": "Flux OCIRepositories",
+  "helm-release": "Flux HelmReleases with an upstream chart",
+  image: "Images from an upstream registry no mirror covers",
+  "container-url": "Container env values and args naming an upstream",
+  "crossplane-provider": "Crossplane Provider packages",
+  vcluster: "vcluster registry settings",
+  "unacked-node": "Nodes whose agent has not acknowledged the pivot",
+};
+
 const page = {
   status: null,
   permissions: null,
   lastEventId: null,
   reconnects: 0,
   resumed: 0,
-  refreshing: null,
-  refreshAgain: false,
   signingIn: null,
   // The step rows by step name: step names are data, so they never become element ids
   // (a step named "rows" would otherwise be found as the table's own body).
@@ -240,6 +251,7 @@ function render(status) {
     times.append("; this attempt started ", time(status.cutoverLastAttemptStartedAt));
   }
   if (status.cutoverFinishedAt) times.append("; finished ", time(status.cutoverFinishedAt));
+  if (status.tethers) tetherSummary(status.tethers);
   const failed = status.phase === "failed" && status.failedStep;
   $("failure").hidden = !failed;
   $("failed-step").textContent = failed ? status.failedStep : "";
@@ -254,6 +266,64 @@ function render(status) {
   for (const name of page.rows.keys()) if (!shown.has(name)) page.rows.delete(name);
   renderActions();
 }
+
+// The figures of the tether report (the status body's `tethers`, a cutover-tethers
+// frame's): the summary line. `unseenSources` leaves out kinds that are not installed.
+function tetherSummary(figures) {
+  const node = $("tether-summary");
+  let text;
+  if (!figures.synced) text = "The tether report is still listing the cluster…";
+  else if (figures.count === 0) text = "No tethers: nothing the report sees points to an upstream host.";
+  else text = (figures.count === 1 ? "1 tether to an upstream host" : figures.count + " tethers to upstream hosts") +
+    " (" + figures.gating + " gating completion).";
+  const unseen = figures.unseenSources || 0;
+  if (unseen) text += " " + unseen + (unseen === 1 ? " source cannot" : " sources cannot") + " be seen: none cannot be told.";
+  node.textContent = text;
+  node.dataset.count = String(figures.count);
+  node.dataset.state = !figures.synced || (figures.count === 0 && unseen) ? "blind"
+    : figures.count === 0 ? "none" : "tethered";
+}
+
+function tetherRow(tether) {
+  const object = tether.namespace ? tether.namespace + "/" + tether.name : tether.name;
+  return el("tr", { class: "tether", "data-object": object, "data-field": tether.field },
+    el("th", { scope: "row", text: object }),
+    el("td", {}, el("code", { text: tether.field })),
+    el("td", {}, el("code", { text: tether.value })),
+    el("td", { text: tether.host }),
+    el("td", {}, time(tether.since)));
+}
+
+// The report's list: the sources it cannot see (or that are not installed), and per kind
+// a table. The summary comes from the figures the service computes (status body, frames).
+function renderTethers(report) {
+  $("tether-unseen").replaceChildren(...report.unseen.map((u) =>
+    el("li", { "data-source": u.source }, el("code", { text: u.source }), ": " + u.reason)));
+  const groups = [];
+  for (const [kind, title] of Object.entries(TETHER_KINDS)) {
+    const tethers = report.tethers.filter((t) => t.kind === kind);
+    if (!tethers.length) continue;
+    const head = el("tr", {}, ...["Object", "Field", "Value", "Host", "Since"].map((h) => el("th", { scope: "col", text: h })));
+    groups.push(el("section", { class: "tether-group", "data-kind": kind },
+      el("h3", { text: title + " (" + kind + "): " + tethers.length }),
+      el("table", {}, el("thead", {}, head), el("tbody", {}, ...tethers.map(tetherRow)))));
+  }
+  const known = new Set(Object.keys(TETHER_KINDS));
+  const others = report.tethers.filter((t) => !known.has(t.kind));
+  if (others.length) {
+    groups.push(el("section", { class: "tether-group", "data-kind": "other" },
+      el("h3", { text: "Other kinds: " + others.length }),
+      el("table", {}, el("tbody", {}, ...others.map(tetherRow)))));
+  }
+  $("tether-groups").replaceChildren(...groups);
+}
+
+// Reads the tether report's list again.
+const refreshTethers = coalesced(async () => {
+  const { status, body } = await call("GET", "/cutover/tethers");
+  if (status === 200) renderTethers(body);
+  else $("tether-summary").textContent = "Cannot read the tether report (HTTP " + status + "): " + refusal(body, "");
+});
 
 function renderActions() {
   const status = page.status;
@@ -289,22 +359,31 @@ function showEvent(id, name, frame) {
   list.scrollTop = list.scrollHeight;
 }
 
-// Brings the whole status up to date after a frame: one read at a time, and one more if
-// frames came in meanwhile.
-async function refresh() {
-  if (page.refreshing) {
-    page.refreshAgain = true;
-    return page.refreshing;
-  }
-  page.refreshing = (async () => {
-    do {
-      page.refreshAgain = false;
-      const { status, body } = await call("GET", "/cutover");
-      if (status === 200) render(body);
-    } while (page.refreshAgain);
-  })().finally(() => { page.refreshing = null; });
-  return page.refreshing;
+// `read`, made to run one at a time: asked again while it runs, it runs once more after,
+// however many frames asked meanwhile.
+function coalesced(read) {
+  let running = null;
+  let again = false;
+  return () => {
+    if (running) {
+      again = true;
+      return running;
+    }
+    running = (async () => {
+      do {
+        again = false;
+        await read();
+      } while (again);
+    })().finally(() => { running = null; });
+    return running;
+  };
 }
+
+// Brings the whole status up to date after a frame.
+const refresh = coalesced(async () => {
+  const { status, body } = await call("GET", "/cutover");
+  if (status === 200) render(body);
+});
 
 function onFrame(id, name, data, first) {
   if (id) page.lastEventId = id;
@@ -318,6 +397,8 @@ function onFrame(id, name, data, first) {
     // Its message is the status ConfigMap as JSON, for the admin console; a person reads
     // the phase.
     render(frame.status);
+    // A snapshot on (re)connect: tether frames may have been missed meanwhile.
+    if (first) refreshTethers().catch(() => {});
     showEvent(id, name, { ...frame, message: "cutover is " + frame.status.phase +
       " (" + frame.status.progressPercent + "% done)" });
     return;
@@ -327,6 +408,11 @@ function onFrame(id, name, data, first) {
     $("connection").dataset.resumed = String(page.resumed);
   }
   showEvent(id, name, frame);
+  if (name === "cutover-tethers") {
+    if (frame.tethers) tetherSummary(frame.tethers);
+    refreshTethers().catch(() => {});
+    return;
+  }
   refresh().catch(() => {});
 }
 
@@ -489,6 +575,7 @@ async function main() {
     const { status, body } = await call("GET", "/cutover");
     if (status === 200) render(body);
     else $("summary").textContent = "Cannot read the status (HTTP " + status + "): " + refusal(body, "");
+    await refreshTethers();
   } catch (error) {
     $("summary").textContent = "Cannot reach the service: " + error.message;
   }

@@ -151,7 +151,7 @@ fn always(kind: &KindInfo) -> &'static [(&'static str, Always)] {
 fn pod_spec_paths(kind: &KindInfo) -> &'static [&'static str] {
     match (kind.group.as_str(), kind.kind.as_str()) {
         ("", "Pod") => &["spec"],
-        ("batch", "Job") | ("apps", "DaemonSet" | "Deployment" | "StatefulSet") => {
+        ("batch", "Job") | ("apps", "DaemonSet" | "Deployment" | "ReplicaSet" | "StatefulSet") => {
             &["spec.template.spec"]
         }
         ("batch", "CronJob") => &["spec.jobTemplate.spec.template.spec"],

@@ -168,6 +168,7 @@ const BUILTINS: &[Builtin] = &[
     builtin("", "Service", "services", true, true, NoGen, &["svc"]),
     builtin("apps", "DaemonSet", "daemonsets", true, true, Spec, &["ds"]),
     builtin("apps", "Deployment", "deployments", true, true, Spec, &["deploy"]),
+    builtin("apps", "ReplicaSet", "replicasets", true, true, Spec, &["rs"]),
     builtin("apps", "StatefulSet", "statefulsets", true, true, Spec, &["sts"]),
     builtin("batch", "Job", "jobs", true, true, Spec, &[]),
     builtin("batch", "CronJob", "cronjobs", true, true, Spec, &["cj"]),
