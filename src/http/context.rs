@@ -3,8 +3,8 @@
 //! the routes reach the runner through the status ConfigMap, and through narrow handles
 //! (the start's plan hand-off, the auto-fire's requests) that carry nothing else of it.
 
-use super::server::ServerConfig;
 use super::body_cache::BodyCache;
+use super::server::ServerConfig;
 use crate::auth::Authenticator;
 use crate::events::{EventHub, EventsConfig};
 use crate::metrics::Metrics;
