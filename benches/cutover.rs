@@ -50,8 +50,6 @@ use tracing_subscriber::registry::LookupSpan;
 
 type BenchResult<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
 
-/// Environment variable naming a kubeconfig of a real cluster to run against.
-const ENV_KUBECONFIG: &str = "CUTOVER_TEST_KUBECONFIG";
 /// Hang guard for one run; not a speed target.
 const GUARD: Duration = Duration::from_secs(60);
 /// The registry-pivot DaemonSet of the `daemonset-wait` step.
@@ -369,7 +367,7 @@ struct Cluster {
 
 impl Cluster {
     async fn start() -> BenchResult<Cluster> {
-        let (sandbox, kubeconfig) = match std::env::var(ENV_KUBECONFIG) {
+        let (sandbox, kubeconfig) = match std::env::var(kube_sandbox::testing::ENV_KUBECONFIG) {
             Ok(path) if !path.is_empty() => (None, Kubeconfig::read_from(&path)?),
             _ => {
                 let server = ApiServer::start(ApiServerConfig::default()).await?;
@@ -676,7 +674,11 @@ async fn run_in(
     let client = cluster.client.clone();
     let daemonsets: Api<DaemonSet> = Api::namespaced(client.clone(), ns);
     daemonsets
-        .create(&PostParams::default(), &daemonset(ns)?)
+        .create(
+            &PostParams::default(),
+            // On the nodes of this run's own pool (named after its namespace).
+            &kube_sandbox::testing::daemonset(DAEMONSET, "busybox:1.36", ns),
+        )
         .await?;
     let configmaps: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
     for (i, (name, wait)) in STEPS.iter().enumerate() {
@@ -1051,24 +1053,6 @@ fn sent_between(marks: &[Mark], from: Instant, to: Instant) -> Vec<String> {
 /// `verb path` without the API prefix and namespace: `update configmaps/<name>`.
 fn short_path(path: &str) -> String {
     resource_path(path).map_or_else(|| path.to_owned(), |rest| rest.join("/"))
-}
-
-/// The registry-pivot DaemonSet the `daemonset-wait` step follows, on the nodes of pool `ns`.
-fn daemonset(ns: &str) -> BenchResult<DaemonSet> {
-    Ok(serde_json::from_value(json!({
-        "metadata": {"name": DAEMONSET},
-        "spec": {
-            "selector": {"matchLabels": {"app": DAEMONSET}},
-            "template": {
-                "metadata": {"labels": {"app": DAEMONSET}},
-                "spec": {
-                    // On the nodes of this run's own pool (named after its namespace).
-                    "nodeSelector": {kube_sandbox::sim::LABEL_POOL: ns},
-                    "containers": [{"name": "agent", "image": "busybox:1.36"}]
-                }
-            }
-        }
-    }))?)
 }
 
 /// Step ConfigMap `order` named `name`: a `job` step whose pod the simulator completes at

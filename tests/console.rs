@@ -10,14 +10,12 @@ mod common;
 
 use catalyst_cutover::auth::{AuthConfig, ForwardAuthConfig};
 use catalyst_cutover::contract::DEFAULT_STATUS_CONFIGMAP;
-use catalyst_cutover::demo::{AgentConfig, Agents};
 use catalyst_cutover::service::{Service, ServiceConfig};
 use common::session::{Answer, Backend, grant_group};
-use common::{TestCluster, job_step, step_cm};
+use common::{Env, REGISTRY_PIVOT, TestCluster, daemonset_step, job_step};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Api, PostParams};
-use kube_sandbox::sim::{SimConfig, Simulator};
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -26,7 +24,6 @@ use tokio::sync::mpsc;
 /// A hang guard for one wait, not a speed assertion.
 const GUARD: Duration = Duration::from_secs(90);
 const READY_GUARD: Duration = Duration::from_secs(12);
-const DAEMONSET: &str = "registry-pivot";
 /// The step that fails until the operator fixes it.
 const FAILING: &str = "flux-gitrepository-patch";
 /// The console's session cookies, as the stand-in backend knows them.
@@ -39,120 +36,72 @@ const BROKEN: &str = "catalyst_session=backend-bug";
 
 // --- the cluster ------------------------------------------------------------------------
 
-/// The test's cluster, simulator, registry-pivot agents and the stand-in backend.
-struct Env {
-    cluster: TestCluster,
-    sim: Simulator,
-    agents: Agents,
-    backend: Backend,
-}
-
-impl Env {
-    /// Four steps (two Jobs, the registry pivot, `FAILING` failing), the operators' group
-    /// granted the chart's operator role and the readers' group `get` only.
-    async fn start() -> Env {
-        if std::env::var_os("RUST_LOG").is_some() {
-            catalyst_cutover::telemetry::init();
-        }
-        let cluster = TestCluster::start().await;
-        let ns = cluster.namespace().to_owned();
-        let client = cluster.client();
-        common::create_daemonset(&client, &ns, DAEMONSET).await;
-        let fail = [
-            ("CUTOVER_SIM_OUTCOME", "fail"),
-            ("CUTOVER_SIM_FAIL_ATTEMPTS", "99"),
-            (
-                "CUTOVER_SIM_MESSAGE",
-                "the GitRepository is owned by another controller",
-            ),
-        ];
-        let steps = [
+/// Four steps (two Jobs, the registry pivot, `FAILING` failing) on two nodes with the
+/// registry-pivot agents, the operators' group granted the chart's operator role and the
+/// readers' group `get` only; the stand-in backend that names them.
+async fn console_env() -> (Env, Backend) {
+    let fail = [
+        ("SANDBOX_SIM_OUTCOME", "fail"),
+        ("SANDBOX_SIM_FAIL_ATTEMPTS", "99"),
+        (
+            "SANDBOX_SIM_MESSAGE",
+            "the GitRepository is owned by another controller",
+        ),
+    ];
+    let env = Env::builder()
+        .nodes(2)
+        .registry_pivot()
+        .steps([
             job_step(1, "gitea-mirror", &[]),
             job_step(2, "harbor-projects", &[]),
-            pivot_step(3),
+            daemonset_step(3, REGISTRY_PIVOT),
             job_step(4, FAILING, &fail),
-        ];
-        let api: Api<ConfigMap> = Api::namespaced(client.clone(), &ns);
-        for cm in &steps {
-            api.create(&PostParams::default(), cm)
-                .await
-                .expect("create step");
-        }
-        let sim = Simulator::start(
-            client.clone(),
-            SimConfig {
-                namespace: Some(ns.clone()),
-                nodes: 2,
-                pool: ns.clone(),
-                default_run: Duration::from_millis(20),
-                controllers: common::controllers(),
-            },
-        )
-        .await
-        .expect("start simulator");
-        let agents = Agents::start(
-            client.clone(),
-            AgentConfig {
-                namespace: Some(ns.clone()),
-                daemonset: DAEMONSET.to_owned(),
-                record_lease: (ns.clone(), ServiceConfig::new(&ns).record_lease()),
-                ack_delay: Duration::from_millis(20),
-                never_ack: BTreeSet::new(),
-                settings: AgentConfig::demo_settings(),
-            },
-        );
-        let (operators, readers) = (format!("{ns}-operators"), format!("{ns}-readers"));
-        let backend = Backend::start(vec![
-            (
-                OPERATOR.to_owned(),
-                Answer::User("console:alice".to_owned(), format!("{operators},everyone")),
-            ),
-            (
-                READER.to_owned(),
-                Answer::User("console:rita".to_owned(), readers.clone()),
-            ),
-            (
-                STRANGER.to_owned(),
-                Answer::User("console:sam".to_owned(), String::new()),
-            ),
-            (BROKEN.to_owned(), Answer::Status(500)),
         ])
+        .start()
         .await;
-        grant_group(
-            &client,
-            &ns,
-            &format!("{ns}-operators"),
-            common::chart_operator_role(),
-        )
-        .await;
-        grant_group(
-            &client,
-            &ns,
-            &format!("{ns}-readers"),
-            common::role("cutover-reader", &["get"]),
-        )
-        .await;
-        Env {
-            cluster,
-            sim,
-            agents,
-            backend,
-        }
-    }
+    let (client, ns) = (env.client(), env.ns().to_owned());
+    let (operators, readers) = (format!("{ns}-operators"), format!("{ns}-readers"));
+    let backend = Backend::start(vec![
+        (
+            OPERATOR.to_owned(),
+            Answer::User("console:alice".to_owned(), format!("{operators},everyone")),
+        ),
+        (
+            READER.to_owned(),
+            Answer::User("console:rita".to_owned(), readers.clone()),
+        ),
+        (
+            STRANGER.to_owned(),
+            Answer::User("console:sam".to_owned(), String::new()),
+        ),
+        (BROKEN.to_owned(), Answer::Status(500)),
+    ])
+    .await;
+    grant_group(
+        &client,
+        &ns,
+        &format!("{ns}-operators"),
+        common::chart_operator_role(),
+    )
+    .await;
+    grant_group(
+        &client,
+        &ns,
+        &format!("{ns}-readers"),
+        common::role("cutover-reader", &["get"]),
+    )
+    .await;
+    (env, backend)
+}
 
-    fn ns(&self) -> &str {
-        self.cluster.namespace()
-    }
-
+/// What the console's tests ask of their environment.
+impl Env {
     /// The service, authenticating bearer tokens and, through the stand-in, sessions.
     async fn service(&self, forward_auth_url: &str) -> Service {
-        let mut config = ServiceConfig::new(self.ns());
-        config.lease_duration = Duration::from_secs(2);
+        let mut config = self.service_config();
         config.auth = AuthConfig::enabled();
         config.forward_auth = Some(ForwardAuthConfig::new(forward_auth_url).expect("the URL"));
-        let service = Service::start(self.cluster.config().await, config)
-            .await
-            .expect("start service");
+        let service = self.start_service(config).await;
         common::wait_ready(&service.url(), READY_GUARD).await;
         service
     }
@@ -168,22 +117,6 @@ impl Env {
             .await
             .expect("replace the step");
     }
-
-    async fn stop(self, service: Service) {
-        service.shutdown().await;
-        self.agents.shutdown().await;
-        self.sim.shutdown().await;
-        self.cluster.cleanup().await;
-    }
-}
-
-fn pivot_step(order: u32) -> ConfigMap {
-    let mut cm = step_cm(order, DAEMONSET, "daemonset-wait", None);
-    cm.metadata.labels.get_or_insert_default().insert(
-        catalyst_cutover::contract::LABEL_STEP_DAEMONSET.to_owned(),
-        DAEMONSET.to_owned(),
-    );
-    cm
 }
 
 // --- the console's calls ----------------------------------------------------------------
@@ -317,8 +250,8 @@ fn names(events: &[Sse]) -> Vec<&str> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_console_card_runs_the_whole_cutover_with_its_session_cookie_only() {
-    let env = Env::start().await;
-    let service = env.service(&env.backend.url).await;
+    let (env, backend) = console_env().await;
+    let service = env.service(&backend.url).await;
     let base = service.url();
 
     // On mount: the status, tethered.
@@ -430,7 +363,7 @@ async fn the_console_card_runs_the_whole_cutover_with_its_session_cookie_only() 
     );
 
     // The session check saw the cookie and nothing else of the browser's requests.
-    let calls = env.backend.calls();
+    let calls = backend.calls();
     assert!(!calls.is_empty());
     for call in &calls {
         let sent: BTreeSet<&str> = call.keys().map(String::as_str).collect();
@@ -450,18 +383,18 @@ async fn the_console_card_runs_the_whole_cutover_with_its_session_cookie_only() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sessions_are_checked_cached_and_authorized_and_cross_site_writes_refused() {
-    let env = Env::start().await;
-    let service = env.service(&env.backend.url).await;
+    let (env, backend) = console_env().await;
+    let service = env.service(&backend.url).await;
     let base = service.url();
     let status = "/api/v1/sovereign/cutover/status";
     let start = "/api/v1/sovereign/cutover/start";
 
     // A good session: answered, and cached (one check for many requests).
-    let before = env.backend.calls().len();
+    let before = backend.calls().len();
     for _ in 0..5 {
         assert_eq!(get(&base, status, OPERATOR).await.0, 200);
     }
-    assert_eq!(env.backend.calls().len() - before, 1, "answers are cached");
+    assert_eq!(backend.calls().len() - before, 1, "answers are cached");
 
     // Signed out: 401 invalid-session; an oversized cookie is refused without a call.
     let (code, body) = get(&base, status, SIGNED_OUT).await;
@@ -470,7 +403,7 @@ async fn sessions_are_checked_cached_and_authorized_and_cross_site_writes_refuse
         (401, &json!("invalid-session")),
         "{body}"
     );
-    let before = env.backend.calls().len();
+    let before = backend.calls().len();
     let huge = format!("catalyst_session={}", "x".repeat(9000));
     let (code, body) = get(&base, status, &huge).await;
     assert_eq!(
@@ -479,7 +412,7 @@ async fn sessions_are_checked_cached_and_authorized_and_cross_site_writes_refuse
         "{body}"
     );
     assert_eq!(
-        env.backend.calls().len(),
+        backend.calls().len(),
         before,
         "no call for an oversized cookie"
     );

@@ -5,10 +5,10 @@
 mod common;
 
 use catalyst_cutover::contract::{self, DEFAULT_STATUS_CONFIGMAP};
-use catalyst_cutover::demo::{AgentConfig, Agents};
+use catalyst_cutover::demo::AgentConfig;
 use catalyst_cutover::pivot::{Direction, Directive, ack, files};
 use catalyst_cutover::service::{Service, ServiceConfig};
-use common::{TestCluster, job_step, step_cm};
+use common::{Env, EnvBuilder, daemonset_step, job_step, step_cm};
 use futures::future::join_all;
 use k8s_openapi::api::apps::v1::DaemonSet;
 use k8s_openapi::api::batch::v1::Job;
@@ -19,82 +19,22 @@ use kube::config::KubeConfigOptions;
 use kube::runtime::wait::await_condition;
 use kube_sandbox::access_control::TokenTable;
 use kube_sandbox::api::ApiServerConfig;
-use kube_sandbox::sim::{SimConfig, Simulator};
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 /// Upper bound for one cutover in these tests: a hang guard, not a speed assertion.
 const GUARD: Duration = Duration::from_secs(60);
-const DAEMONSET: &str = "registry-pivot";
+const DAEMONSET: &str = common::REGISTRY_PIVOT;
 
-/// A cluster, its simulator, the registry-pivot agents and helpers to run the service
-/// against it.
-struct Env {
-    cluster: TestCluster,
-    sim: Simulator,
-    agents: Agents,
+/// The engine's environment: `nodes` simulated nodes with the registry-pivot DaemonSet
+/// rolled out on them and its agents.
+fn engine_env(nodes: usize) -> EnvBuilder {
+    Env::builder().nodes(nodes).registry_pivot()
 }
 
+/// What the engine's tests ask of their environment.
 impl Env {
-    async fn start(nodes: usize) -> Env {
-        Env::start_with(nodes, ApiServerConfig::default()).await
-    }
-
-    /// As [`Env::start`], with `sandbox` configuring the sandbox (unused on a real cluster).
-    async fn start_with(nodes: usize, sandbox: ApiServerConfig) -> Env {
-        if std::env::var_os("RUST_LOG").is_some() {
-            catalyst_cutover::telemetry::init();
-        }
-        let cluster = TestCluster::start_with(sandbox).await;
-        let ns = cluster.namespace().to_owned();
-        common::create_daemonset(&cluster.client(), &ns, DAEMONSET).await;
-        let sim = Simulator::start(
-            cluster.client(),
-            SimConfig {
-                namespace: Some(ns.clone()),
-                nodes,
-                pool: ns.clone(),
-                default_run: Duration::from_millis(20),
-                controllers: common::controllers(),
-            },
-        )
-        .await
-        .expect("start simulator");
-        let agents = Agents::start(
-            cluster.client(),
-            AgentConfig {
-                namespace: Some(ns.clone()),
-                daemonset: DAEMONSET.to_owned(),
-                record_lease: (ns.clone(), ServiceConfig::new(&ns).record_lease()),
-                ack_delay: Duration::from_millis(20),
-                never_ack: BTreeSet::new(),
-                settings: AgentConfig::demo_settings(),
-            },
-        );
-        // Rolled out before any cutover, as on a cluster the chart installed (real
-        // controllers take a moment to create, and the simulator to bind and run, the pods).
-        let want = i32::try_from(nodes).expect("node count");
-        let rolled_out = move |ds: Option<&DaemonSet>| {
-            want == 0
-                || ds.and_then(|d| d.status.as_ref()).is_some_and(|s| {
-                    s.desired_number_scheduled == want
-                        && s.updated_number_scheduled == Some(want)
-                        && s.number_ready == want
-                })
-        };
-        let daemonsets: Api<DaemonSet> = Api::namespaced(cluster.client(), &ns);
-        tokio::time::timeout(GUARD, await_condition(daemonsets, DAEMONSET, rolled_out))
-            .await
-            .expect("the DaemonSet rolls out")
-            .expect("watch the DaemonSet");
-        Env {
-            cluster,
-            sim,
-            agents,
-        }
-    }
-
     /// The simulated nodes of this test, as the API lists them.
     async fn nodes(&self) -> Vec<String> {
         let api: Api<k8s_openapi::api::core::v1::Node> = Api::all(self.client());
@@ -111,27 +51,9 @@ impl Env {
         names
     }
 
-    fn ns(&self) -> &str {
-        self.cluster.namespace()
-    }
-
-    fn client(&self) -> kube::Client {
-        self.cluster.client()
-    }
-
-    async fn kube_config(&self) -> kube::Config {
-        kube::Config::from_custom_kubeconfig(
-            self.cluster.kubeconfig().clone(),
-            &KubeConfigOptions::default(),
-        )
-        .await
-        .expect("kube config")
-    }
-
-    fn service_config(&self, identity: &str) -> ServiceConfig {
-        let mut config = ServiceConfig::new(self.ns());
+    fn config_for(&self, identity: &str) -> ServiceConfig {
+        let mut config = self.service_config();
         config.identity = identity.to_owned();
-        config.lease_duration = Duration::from_secs(2);
         // A failing step fails after two pods: a real Job controller backs off 10 s before
         // the second (and 20, 40 s before more), which the tests need not wait for.
         config.render.backoff_limit = 1;
@@ -139,18 +61,7 @@ impl Env {
     }
 
     async fn service(&self, identity: &str) -> Service {
-        Service::start(self.kube_config().await, self.service_config(identity))
-            .await
-            .expect("start service")
-    }
-
-    async fn add_steps(&self, steps: Vec<ConfigMap>) {
-        let api: Api<ConfigMap> = Api::namespaced(self.client(), self.ns());
-        for cm in steps {
-            api.create(&PostParams::default(), &cm)
-                .await
-                .expect("create step");
-        }
+        self.start_service(self.config_for(identity)).await
     }
 
     /// The names of the Jobs in the test's namespace.
@@ -163,47 +74,6 @@ impl Env {
             .into_iter()
             .filter_map(|j| j.metadata.name)
             .collect()
-    }
-
-    async fn status(&self) -> BTreeMap<String, String> {
-        let api: Api<ConfigMap> = Api::namespaced(self.client(), self.ns());
-        api.get(DEFAULT_STATUS_CONFIGMAP)
-            .await
-            .expect("status ConfigMap")
-            .data
-            .unwrap_or_default()
-    }
-
-    /// Waits (through a watch) until the status ConfigMap's phase is one of `phases`.
-    async fn wait_phase(&self, phases: &[&str]) -> BTreeMap<String, String> {
-        let api: Api<ConfigMap> = Api::namespaced(self.client(), self.ns());
-        let phases: Vec<String> = phases.iter().map(|p| (*p).to_owned()).collect();
-        let cond = move |cm: Option<&ConfigMap>| {
-            cm.and_then(|cm| cm.data.as_ref())
-                .and_then(|d| d.get("cutoverPhase"))
-                .is_some_and(|p| phases.contains(p))
-        };
-        tokio::time::timeout(GUARD, await_condition(api, DEFAULT_STATUS_CONFIGMAP, cond))
-            .await
-            .expect("cutover reached the phase in time")
-            .expect("watch");
-        self.status().await
-    }
-
-    /// Waits until step `step`'s row says `result`.
-    async fn wait_step(&self, step: &str, result: &str) {
-        let api: Api<ConfigMap> = Api::namespaced(self.client(), self.ns());
-        let key = format!("step.{step}.result");
-        let result = result.to_owned();
-        let cond = move |cm: Option<&ConfigMap>| {
-            cm.and_then(|cm| cm.data.as_ref())
-                .and_then(|d| d.get(&key))
-                .is_some_and(|r| *r == result)
-        };
-        tokio::time::timeout(GUARD, await_condition(api, DEFAULT_STATUS_CONFIGMAP, cond))
-            .await
-            .expect("step reached the result in time")
-            .expect("watch");
     }
 
     /// Waits until Job `name` exists.
@@ -234,32 +104,6 @@ impl Env {
         }
         out
     }
-
-    /// The cluster's kubeconfig in a file, for the binary's `--kubeconfig`.
-    fn kubeconfig_file(&self) -> std::path::PathBuf {
-        let path = std::env::temp_dir().join(format!("{}.kubeconfig", self.ns()));
-        std::fs::write(
-            &path,
-            serde_yaml::to_string(self.cluster.kubeconfig()).unwrap(),
-        )
-        .unwrap();
-        path
-    }
-
-    async fn cleanup(self) {
-        self.agents.shutdown().await;
-        self.sim.shutdown().await;
-        self.cluster.cleanup().await;
-    }
-}
-
-fn daemonset_step(order: u32, name: &str) -> ConfigMap {
-    let mut cm = step_cm(order, name, "daemonset-wait", None);
-    cm.metadata.labels.get_or_insert_default().insert(
-        contract::LABEL_STEP_DAEMONSET.to_owned(),
-        DAEMONSET.to_owned(),
-    );
-    cm
 }
 
 /// What the simulated gitea-mirror reports in its termination message.
@@ -272,11 +116,11 @@ const PROJECTS_OUTPUT: &str = r#"{"harborProjectCount": "4"}"#;
 /// and 02 report what the chart's scripts report.
 fn chart_steps() -> Vec<ConfigMap> {
     vec![
-        job_step(1, "gitea-mirror", &[("CUTOVER_SIM_OUTPUT", MIRROR_OUTPUT)]),
+        job_step(1, "gitea-mirror", &[("SANDBOX_SIM_OUTPUT", MIRROR_OUTPUT)]),
         job_step(
             2,
             "harbor-projects",
-            &[("CUTOVER_SIM_OUTPUT", PROJECTS_OUTPUT)],
+            &[("SANDBOX_SIM_OUTPUT", PROJECTS_OUTPUT)],
         ),
         job_step(3, "harbor-prewarm", &[]),
         daemonset_step(4, "registry-pivot"),
@@ -321,7 +165,7 @@ async fn ready(base: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn happy_path_runs_the_charts_eleven_steps_and_records_every_key_and_output() {
-    let env = Env::start(3).await;
+    let env = engine_env(3).start().await;
     env.add_steps(chart_steps()).await;
     let service = env.service("a").await;
     let base = service.url();
@@ -399,17 +243,17 @@ async fn happy_path_runs_the_charts_eleven_steps_and_records_every_key_and_outpu
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_step_stays_failed_with_its_reason_until_retried() {
-    let env = Env::start(1).await;
+    let env = engine_env(1).start().await;
     env.add_steps(vec![
         job_step(1, "first", &[]),
         job_step(
             2,
             "second",
             &[
-                ("CUTOVER_SIM_OUTCOME", "fail"),
-                ("CUTOVER_SIM_FAIL_ATTEMPTS", "4"),
+                ("SANDBOX_SIM_OUTCOME", "fail"),
+                ("SANDBOX_SIM_FAIL_ATTEMPTS", "4"),
                 (
-                    "CUTOVER_SIM_MESSAGE",
+                    "SANDBOX_SIM_MESSAGE",
                     "harbor answered 503 for library/nginx",
                 ),
             ],
@@ -478,9 +322,9 @@ async fn a_failing_step_stays_failed_with_its_reason_until_retried() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn abort_deletes_the_running_job_and_names_who_aborted() {
-    let env = Env::start(1).await;
+    let env = engine_env(1).start().await;
     env.add_steps(vec![
-        job_step(1, "stuck", &[("CUTOVER_SIM_OUTCOME", "hang")]),
+        job_step(1, "stuck", &[("SANDBOX_SIM_OUTCOME", "hang")]),
         job_step(2, "never", &[]),
     ])
     .await;
@@ -535,8 +379,8 @@ async fn abort_deletes_the_running_job_and_names_who_aborted() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hundred_concurrent_posts_start_exactly_one_run() {
-    let env = Env::start(1).await;
-    env.add_steps(vec![job_step(1, "only", &[("CUTOVER_SIM_RUN_MS", "300")])])
+    let env = engine_env(1).start().await;
+    env.add_steps(vec![job_step(1, "only", &[("SANDBOX_SIM_RUN_MS", "300")])])
         .await;
     let service = env.service("a").await;
     let base = service.url();
@@ -565,7 +409,7 @@ async fn a_hundred_concurrent_posts_start_exactly_one_run() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_termination_messages_are_bounded_and_recorded_without_control_characters() {
-    let env = Env::start(1).await;
+    let env = engine_env(1).start().await;
     let crowd: Vec<String> = (0..=16).map(|i| format!("\"k{i}\": \"v\"")).collect();
     let crowd = format!("{{{}}}", crowd.join(", "));
     let lie = "\u{1b}[2K\r\u{1b}[1Acutover complete: 5 steps, 100% (state sovereign) \u{202e}";
@@ -574,23 +418,23 @@ async fn hostile_termination_messages_are_bounded_and_recorded_without_control_c
             1,
             "escapes",
             &[(
-                "CUTOVER_SIM_OUTPUT",
+                "SANDBOX_SIM_OUTPUT",
                 r#"{"note": "ok\u001b[2K\rcutover complete\u202e"}"#,
             )],
         ),
-        job_step(2, "prose", &[("CUTOVER_SIM_OUTPUT", "all done\n")]),
-        job_step(3, "crowd", &[("CUTOVER_SIM_OUTPUT", &crowd)]),
+        job_step(2, "prose", &[("SANDBOX_SIM_OUTPUT", "all done\n")]),
+        job_step(3, "crowd", &[("SANDBOX_SIM_OUTPUT", &crowd)]),
         job_step(
             4,
             "forger",
-            &[("CUTOVER_SIM_OUTPUT", r#"{"mirroredCommitSHA": "forged"}"#)],
+            &[("SANDBOX_SIM_OUTPUT", r#"{"mirroredCommitSHA": "forged"}"#)],
         ),
         job_step(
             5,
             "liar",
             &[
-                ("CUTOVER_SIM_OUTCOME", "fail"),
-                ("CUTOVER_SIM_MESSAGE", lie),
+                ("SANDBOX_SIM_OUTCOME", "fail"),
+                ("SANDBOX_SIM_MESSAGE", lie),
             ],
         ),
     ])
@@ -644,7 +488,7 @@ async fn hostile_termination_messages_are_bounded_and_recorded_without_control_c
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_and_restart_at_any_point_never_duplicates_a_job() {
-    let env = Env::start(2).await;
+    let env = engine_env(2).start().await;
     env.add_steps(chart_steps()).await;
     let mut service = env.service("first").await;
     ready(&service.url()).await;
@@ -684,9 +528,9 @@ async fn kill_and_restart_at_any_point_never_duplicates_a_job() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_that_finished_while_the_service_was_down_is_recorded() {
-    let env = Env::start(1).await;
+    let env = engine_env(1).start().await;
     env.add_steps(vec![
-        job_step(1, "slow", &[("CUTOVER_SIM_RUN_MS", "400")]),
+        job_step(1, "slow", &[("SANDBOX_SIM_RUN_MS", "400")]),
         job_step(2, "after", &[]),
     ])
     .await;
@@ -733,9 +577,9 @@ async fn a_job_that_finished_while_the_service_was_down_is_recorded() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_replicas_run_one_runner_and_fail_over() {
-    let env = Env::start(1).await;
+    let env = engine_env(1).start().await;
     let steps: Vec<ConfigMap> = (1..=4)
-        .map(|i| job_step(i, &format!("s{i}"), &[("CUTOVER_SIM_RUN_MS", "150")]))
+        .map(|i| job_step(i, &format!("s{i}"), &[("SANDBOX_SIM_RUN_MS", "150")]))
         .collect();
     env.add_steps(steps).await;
     let a = env.service("replica-a").await;
@@ -794,7 +638,7 @@ async fn two_replicas_run_one_runner_and_fail_over() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_conflicting_writer_loses_no_transition_and_no_key_of_its_own() {
-    let env = Env::start(1).await;
+    let env = engine_env(1).start().await;
     let steps: Vec<ConfigMap> = (1..=5)
         .map(|i| job_step(i, &format!("s{i}"), &[]))
         .collect();
@@ -839,7 +683,7 @@ async fn a_conflicting_writer_loses_no_transition_and_no_key_of_its_own() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn daemonset_wait_ignores_stale_acks_and_follows_a_replaced_node() {
-    let env = Env::start(2).await;
+    let env = engine_env(2).start().await;
     env.add_steps(vec![
         daemonset_step(1, "registry-pivot"),
         job_step(2, "after", &[]),
@@ -847,7 +691,7 @@ async fn daemonset_wait_ignores_stale_acks_and_follows_a_replaced_node() {
     .await;
     let nodes = env.nodes().await;
     let stuck = nodes[0].clone();
-    env.agents.set_never_ack(&stuck, true);
+    env.agents().set_never_ack(&stuck, true);
     // A stale acknowledgement of a node that no longer exists must not count.
     let api: Api<ConfigMap> = Api::namespaced(env.client(), env.ns());
     let service = env.service("a").await;
@@ -898,7 +742,7 @@ async fn daemonset_wait_ignores_stale_acks_and_follows_a_replaced_node() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invalid_steps_start_nothing_and_every_problem_is_reported() {
-    let env = Env::start(1).await;
+    let env = engine_env(1).start().await;
     let service = env.service("a").await;
     let base = service.url();
     ready(&base).await;
@@ -1025,15 +869,15 @@ async fn invalid_steps_start_nothing_and_every_problem_is_reported() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cut_watches_and_an_api_server_restart_mid_step_do_not_derail_the_run() {
     use kube_sandbox::faults::FaultProxy;
-    let env = Env::start(2).await;
+    let env = engine_env(2).start().await;
     let mut steps = vec![
-        job_step(1, "before", &[("CUTOVER_SIM_RUN_MS", "300")]),
-        job_step(2, "during", &[("CUTOVER_SIM_RUN_MS", "1500")]),
+        job_step(1, "before", &[("SANDBOX_SIM_RUN_MS", "300")]),
+        job_step(2, "during", &[("SANDBOX_SIM_RUN_MS", "1500")]),
     ];
     steps.push(daemonset_step(3, "registry-pivot"));
-    steps.push(job_step(4, "after", &[("CUTOVER_SIM_RUN_MS", "300")]));
+    steps.push(job_step(4, "after", &[("SANDBOX_SIM_RUN_MS", "300")]));
     env.add_steps(steps).await;
-    let proxy = FaultProxy::start(env.kube_config().await)
+    let proxy = FaultProxy::start(env.cluster.config().await)
         .await
         .expect("proxy");
     let faults = proxy.faults();
@@ -1041,7 +885,7 @@ async fn cut_watches_and_an_api_server_restart_mid_step_do_not_derail_the_run() 
         kube::Config::from_custom_kubeconfig(proxy.kubeconfig(), &KubeConfigOptions::default())
             .await
             .expect("proxy kube config");
-    let service = Service::start(through_proxy, env.service_config("a"))
+    let service = Service::start(through_proxy, env.config_for("a"))
         .await
         .expect("service");
     ready(&service.url()).await;
@@ -1067,7 +911,7 @@ async fn cut_watches_and_an_api_server_restart_mid_step_do_not_derail_the_run() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn adopts_the_earlier_implementations_status_and_resumes_it() {
-    let env = Env::start(1).await;
+    let env = engine_env(1).start().await;
     env.add_steps(vec![
         job_step(1, "gitea-mirror", &[]),
         job_step(2, "harbor-projects", &[]),
@@ -1153,16 +997,16 @@ async fn adopts_the_earlier_implementations_status_and_resumes_it() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_step_has_a_deadline() {
-    let env = Env::start(2).await;
+    let env = engine_env(2).start().await;
     env.add_steps(vec![job_step(
         1,
         "hangs",
-        &[("CUTOVER_SIM_OUTCOME", "hang")],
+        &[("SANDBOX_SIM_OUTCOME", "hang")],
     )])
     .await;
-    let mut config = env.service_config("a");
+    let mut config = env.config_for("a");
     config.render.step_deadline = Duration::from_secs(1);
-    let service = Service::start(env.kube_config().await, config.clone())
+    let service = Service::start(env.cluster.config().await, config.clone())
         .await
         .unwrap();
     ready(&service.url()).await;
@@ -1198,11 +1042,11 @@ async fn every_step_has_a_deadline() {
     env.add_steps(vec![daemonset_step(1, "registry-pivot")])
         .await;
     let silent = env.nodes().await[0].clone();
-    env.agents.set_never_ack(&silent, true);
+    env.agents().set_never_ack(&silent, true);
     // Long enough that a loaded machine (CI: 2 cores, every suite at once) has seen the
     // nodes before it passes; the reason must then name the silent one.
     config.render.step_deadline = Duration::from_secs(3);
-    let service = Service::start(env.kube_config().await, config)
+    let service = Service::start(env.cluster.config().await, config)
         .await
         .unwrap();
     ready(&service.url()).await;
@@ -1244,7 +1088,7 @@ async fn log_until(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_logs_json_lines_naming_the_step_and_the_request() {
     const BAD_TOKEN: &str = "a-bearer-token-that-must-not-be-logged";
-    let env = Env::start(1).await;
+    let env = engine_env(1).start().await;
     env.add_steps(vec![job_step(1, "logged", &[]), daemonset_step(2, "pivot")])
         .await;
     common::create_service_account(&env.client(), env.ns(), "operator").await;
@@ -1433,7 +1277,7 @@ fn body_step_names(body: &Value) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_preflight_starts_no_changing_step_and_a_retry_runs_every_preflight_anew() {
-    let env = Env::start(1).await;
+    let env = engine_env(1).start().await;
     let checks = "preflight: Gitea at https://gitea.example answered 401: fix GITEA_USERNAME/GITEA_PASSWORD\n\
                   preflight: Harbor at https://harbor.example answered 403: give HARBOR_USERNAME the project admin role";
     env.add_steps(vec![
@@ -1445,9 +1289,9 @@ async fn a_failing_preflight_starts_no_changing_step_and_a_retry_runs_every_pref
             9,
             "reach",
             &[
-                ("CUTOVER_SIM_OUTCOME", "fail"),
-                ("CUTOVER_SIM_FAIL_ATTEMPTS", "4"),
-                ("CUTOVER_SIM_MESSAGE", checks),
+                ("SANDBOX_SIM_OUTCOME", "fail"),
+                ("SANDBOX_SIM_FAIL_ATTEMPTS", "4"),
+                ("SANDBOX_SIM_MESSAGE", checks),
             ],
         ),
         preflight_step(0, "creds", &[]),
@@ -1538,7 +1382,7 @@ fn requests_with_verb(service: &Service, verb: &str) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn steps_end_is_seen_through_watches_opened_once_per_run() {
-    let env = Env::start(3).await;
+    let env = engine_env(3).start().await;
     env.add_steps(chart_steps()).await;
     let service = env.service("a").await;
     let base = service.url();
@@ -1576,7 +1420,7 @@ async fn steps_end_is_seen_through_watches_opened_once_per_run() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn post_preflight_runs_only_the_preflights_apart_from_the_cutover() {
-    let env = Env::start(1).await;
+    let env = engine_env(1).start().await;
     let checks = "preflight: Gitea refuses GITEA_USERNAME: fix the Secret\n\
                   preflight: DaemonSet registry-pivot is not rolled out on every node";
     env.add_steps(vec![
@@ -1586,9 +1430,9 @@ async fn post_preflight_runs_only_the_preflights_apart_from_the_cutover() {
             9,
             "reach",
             &[
-                ("CUTOVER_SIM_OUTCOME", "fail"),
-                ("CUTOVER_SIM_FAIL_ATTEMPTS", "4"),
-                ("CUTOVER_SIM_MESSAGE", checks),
+                ("SANDBOX_SIM_OUTCOME", "fail"),
+                ("SANDBOX_SIM_FAIL_ATTEMPTS", "4"),
+                ("SANDBOX_SIM_MESSAGE", checks),
             ],
         ),
     ])
@@ -1690,10 +1534,10 @@ async fn post_preflight_runs_only_the_preflights_apart_from_the_cutover() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn post_preflight_answers_202_while_the_run_goes_on_and_joins_it() {
-    let env = Env::start(1).await;
+    let env = engine_env(1).start().await;
     env.add_steps(vec![
         job_step(1, "first", &[]),
-        preflight_step(0, "slow", &[("CUTOVER_SIM_OUTCOME", "hang")]),
+        preflight_step(0, "slow", &[("SANDBOX_SIM_OUTCOME", "hang")]),
     ])
     .await;
     let service = env.service("a").await;
@@ -1721,9 +1565,9 @@ async fn post_preflight_answers_202_while_the_run_goes_on_and_joins_it() {
 /// cutover's), and the GET still answers, starting nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_preflight_run_begins_while_a_cutover_runs() {
-    let env = Env::start(1).await;
+    let env = engine_env(1).start().await;
     env.add_steps(vec![
-        job_step(1, "stuck", &[("CUTOVER_SIM_OUTCOME", "hang")]),
+        job_step(1, "stuck", &[("SANDBOX_SIM_OUTCOME", "hang")]),
         preflight_step(0, "check", &[]),
     ])
     .await;
@@ -1754,18 +1598,11 @@ async fn no_preflight_run_begins_while_a_cutover_runs() {
 
 /// Waits until the status says `key` is `value`.
 async fn wait_status_key(env: &Env, key: &str, value: &str) -> BTreeMap<String, String> {
-    let api: Api<ConfigMap> = Api::namespaced(env.client(), env.ns());
-    let (key, value) = (key.to_owned(), value.to_owned());
-    let cond = move |cm: Option<&ConfigMap>| {
-        cm.and_then(|cm| cm.data.as_ref())
-            .and_then(|d| d.get(&key))
-            .is_some_and(|v| *v == value)
-    };
-    tokio::time::timeout(GUARD, await_condition(api, DEFAULT_STATUS_CONFIGMAP, cond))
-        .await
-        .expect("the status key in time")
-        .expect("watch");
-    env.status().await
+    let (k, v) = (key.to_owned(), value.to_owned());
+    env.wait_status(&format!("{key} = {value}"), move |d| {
+        d.get(&k).is_some_and(|x| *x == v)
+    })
+    .await
 }
 
 const LOGIN: &str = "/api/v1/internal/cutover/operator-login";
@@ -1779,9 +1616,9 @@ fn held_steps() -> Vec<ConfigMap> {
             0,
             "reach",
             &[
-                ("CUTOVER_SIM_OUTCOME", "fail"),
-                ("CUTOVER_SIM_FAIL_ATTEMPTS", "4"),
-                ("CUTOVER_SIM_MESSAGE", HELD_CHECK),
+                ("SANDBOX_SIM_OUTCOME", "fail"),
+                ("SANDBOX_SIM_FAIL_ATTEMPTS", "4"),
+                ("SANDBOX_SIM_MESSAGE", HELD_CHECK),
             ],
         ),
     ]
@@ -1789,7 +1626,7 @@ fn held_steps() -> Vec<ConfigMap> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn auto_fire_holds_on_a_failed_preflight_and_a_later_login_tries_again() {
-    let env = Env::start(1).await;
+    let env = engine_env(1).start().await;
     env.add_steps(held_steps()).await;
     let service = env.service("a").await;
     let base = service.url();
@@ -1846,7 +1683,7 @@ async fn auto_fire_holds_on_a_failed_preflight_and_a_later_login_tries_again() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_explicit_start_after_a_held_auto_fire_starts_and_runs_the_preflight_first() {
-    let env = Env::start(1).await;
+    let env = engine_env(1).start().await;
     env.add_steps(held_steps()).await;
     let service = env.service("a").await;
     let base = service.url();
@@ -1891,9 +1728,9 @@ async fn an_explicit_start_after_a_held_auto_fire_starts_and_runs_the_preflight_
 /// report, and cannot be refused) hold the auto-fire with it as the reason, word for word.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_start_meets_a_missing_registry_pivot_daemonset_with_the_same_rule() {
-    let env = Env::start(1).await;
+    let env = engine_env(1).start().await;
     env.add_steps(vec![
-        preflight_step(0, "reach", &[("CUTOVER_SIM_RUN_MS", "2000")]),
+        preflight_step(0, "reach", &[("SANDBOX_SIM_RUN_MS", "2000")]),
         job_step(1, "first", &[]),
         daemonset_step(2, "registry-pivot"),
     ])
@@ -1968,7 +1805,7 @@ fn alias_bomb() -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn alias_bombs_and_pod_specs_beyond_the_policy_start_nothing() {
-    let env = Env::start(1).await;
+    let env = engine_env(1).start().await;
     let bomb = step_cm(1, "bomb", "job", Some(alias_bomb()));
     let privileged = step_cm(
         2,
@@ -1985,9 +1822,9 @@ async fn alias_bombs_and_pod_specs_beyond_the_policy_start_nothing() {
         Some("a: &a [lol, lol, lol, lol, lol, lol, lol, lol, lol]\nb: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a]\ncontainers: [{name: main, image: alpine}]\n".to_owned()),
     );
     env.add_steps(vec![bomb, privileged, small_bomb]).await;
-    let mut config = env.service_config("a");
+    let mut config = env.config_for("a");
     config.step_policy = catalyst_cutover::step::StepPolicy::default();
-    let service = Service::start(env.kube_config().await, config)
+    let service = Service::start(env.cluster.config().await, config)
         .await
         .expect("start service");
     let base = service.url();
@@ -2016,9 +1853,9 @@ async fn alias_bombs_and_pod_specs_beyond_the_policy_start_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hand_edited_rows_neither_loop_nor_reach_other_jobs() {
-    let env = Env::start(1).await;
+    let env = engine_env(1).start().await;
     env.add_steps(vec![
-        job_step(1, "stuck", &[("CUTOVER_SIM_OUTCOME", "hang")]),
+        job_step(1, "stuck", &[("SANDBOX_SIM_OUTCOME", "hang")]),
         job_step(2, "never", &[]),
     ])
     .await;
@@ -2116,7 +1953,7 @@ async fn hand_edited_rows_neither_loop_nor_reach_other_jobs() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_deleted_status_never_starts_the_cutover_over() {
-    let env = Env::start(1).await;
+    let env = engine_env(1).start().await;
     env.add_steps(vec![job_step(1, "only", &[])]).await;
     let service = env.service("a").await;
     let base = service.url();
@@ -2168,7 +2005,7 @@ async fn a_deleted_status_never_starts_the_cutover_over() {
     // The new run is noted in the record, so losing its status is caught again.
     let leases: Api<k8s_openapi::api::coordination::v1::Lease> =
         Api::namespaced(env.client(), env.ns());
-    let record = format!("{}-record", env.service_config("b").lease_name);
+    let record = format!("{}-record", env.config_for("b").lease_name);
     leases.delete(&record, &Default::default()).await.unwrap();
     status
         .delete(DEFAULT_STATUS_CONFIGMAP, &Default::default())
@@ -2236,7 +2073,7 @@ async fn has_event(env: &Env, reason: &str) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rollback_of_a_complete_cutover_waits_for_every_node_and_records_who_when_why() {
-    let env = Env::start(2).await;
+    let env = engine_env(2).start().await;
     env.add_steps(pivot_then_job()).await;
     let nodes = env.nodes().await;
     let service = env.service("a").await;
@@ -2357,7 +2194,7 @@ async fn rollback_of_a_complete_cutover_waits_for_every_node_and_records_who_whe
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_that_never_acknowledges_the_rollback_is_named_and_a_second_request_finishes_it() {
-    let env = Env::start(2).await;
+    let env = engine_env(2).start().await;
     env.add_steps(pivot_then_job()).await;
     let nodes = env.nodes().await;
     let silent = nodes[1].clone();
@@ -2370,7 +2207,7 @@ async fn a_node_that_never_acknowledges_the_rollback_is_named_and_a_second_reque
         "complete"
     );
 
-    env.agents.set_never_ack(&silent, true);
+    env.agents().set_never_ack(&silent, true);
     let (code, body) = post(
         &base,
         "/cutover/rollback",
@@ -2396,7 +2233,7 @@ async fn a_node_that_never_acknowledges_the_rollback_is_named_and_a_second_reque
     .await;
 
     // The node is fixed: asking again waits for it, keeping the other node's acknowledgement.
-    env.agents.set_never_ack(&silent, false);
+    env.agents().set_never_ack(&silent, false);
     let (code, body) = post(
         &base,
         "/cutover/rollback",
@@ -2418,10 +2255,10 @@ async fn a_node_that_never_acknowledges_the_rollback_is_named_and_a_second_reque
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rollback_is_refused_while_a_cutover_runs_and_undoes_a_failed_one() {
-    let env = Env::start(1).await;
+    let env = engine_env(1).start().await;
     env.add_steps(vec![
         daemonset_step(1, "registry-pivot"),
-        job_step(2, "stuck", &[("CUTOVER_SIM_OUTCOME", "hang")]),
+        job_step(2, "stuck", &[("SANDBOX_SIM_OUTCOME", "hang")]),
     ])
     .await;
     let service = env.service("a").await;
@@ -2471,7 +2308,7 @@ async fn rollback_is_refused_while_a_cutover_runs_and_undoes_a_failed_one() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cutover_again_after_a_rollback_pivots_again_and_counts_only_fresh_acks() {
-    let env = Env::start(2).await;
+    let env = engine_env(2).start().await;
     env.add_steps(pivot_then_job()).await;
     let nodes = env.nodes().await;
     let silent = nodes[1].clone();
@@ -2496,7 +2333,7 @@ async fn cutover_again_after_a_rollback_pivots_again_and_counts_only_fresh_acks(
     );
 
     // A stale `v2` (a late write from before the rollback) must not count for the new pivot.
-    env.agents.set_never_ack(&silent, true);
+    env.agents().set_never_ack(&silent, true);
     let api: Api<ConfigMap> = Api::namespaced(env.client(), env.ns());
     let stale_key = format!("node.{silent}.registriesYaml");
     api.patch(
@@ -2531,7 +2368,7 @@ async fn cutover_again_after_a_rollback_pivots_again_and_counts_only_fresh_acks(
     assert_eq!(data["step.registry-pivot.attempt"], "2");
     assert_eq!(data.get(&stale_key), None, "the stale v2 was forgotten");
 
-    env.agents.set_never_ack(&silent, false);
+    env.agents().set_never_ack(&silent, false);
     let data = env.wait_phase(&["complete", "failed"]).await;
     assert_eq!(data["cutoverPhase"], "complete", "{data:#?}");
     for node in &nodes {
@@ -2551,7 +2388,7 @@ async fn cutover_again_after_a_rollback_pivots_again_and_counts_only_fresh_acks(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rollback_whose_runner_dies_is_finished_by_the_next_one() {
-    let env = Env::start(2).await;
+    let env = engine_env(2).start().await;
     env.add_steps(pivot_then_job()).await;
     let nodes = env.nodes().await;
     let a = env.service("a").await;
@@ -2561,7 +2398,7 @@ async fn a_rollback_whose_runner_dies_is_finished_by_the_next_one() {
         env.wait_phase(&["complete", "failed"]).await["cutoverPhase"],
         "complete"
     );
-    env.agents.set_never_ack(&nodes[0], true);
+    env.agents().set_never_ack(&nodes[0], true);
     let (code, _) = post(
         &a.url(),
         "/cutover/rollback",
@@ -2584,7 +2421,7 @@ async fn a_rollback_whose_runner_dies_is_finished_by_the_next_one() {
 
     let b = env.service("b").await;
     ready(&b.url()).await;
-    env.agents.set_never_ack(&nodes[0], false);
+    env.agents().set_never_ack(&nodes[0], false);
     let data = env.wait_phase(&["rolled-back", "rollback-failed"]).await;
     assert_eq!(data["cutoverPhase"], "rolled-back", "{data:#?}");
     assert_eq!(data["rollbackAcknowledgedNodes"], nodes.join(","));
@@ -2667,7 +2504,7 @@ async fn serving_url(rx: &mut tokio::sync::mpsc::UnboundedReceiver<String>) -> S
 /// the restarted process takes over and completes the cutover with one Job per step.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_exits_non_zero_when_its_runner_dies_and_its_restart_completes_the_run() {
-    let env = Env::start(1).await;
+    let env = engine_env(1).start().await;
     env.add_steps(vec![job_step(1, "first", &[]), job_step(2, "doomed", &[])])
         .await;
     let kubeconfig = env.kubeconfig_file();
@@ -2731,7 +2568,7 @@ async fn serve_exits_non_zero_when_its_runner_dies_and_its_restart_completes_the
 /// strength of the run the rollback undid. A retry then pivots the nodes again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_status_lost_while_the_cutover_runs_again_after_a_rollback_is_rebuilt_failed() {
-    let env = Env::start(2).await;
+    let env = engine_env(2).start().await;
     env.add_steps(pivot_then_job()).await;
     let nodes = env.nodes().await;
     let service = env.service("a").await;
@@ -2752,7 +2589,7 @@ async fn a_status_lost_while_the_cutover_runs_again_after_a_rollback_is_rebuilt_
     let rolled_back = env.wait_phase(&["rolled-back", "rollback-failed"]).await;
     assert_eq!(rolled_back["cutoverPhase"], "rolled-back");
     // One node stays silent, so the second pivot is still waiting when the status goes.
-    env.agents.set_never_ack(&nodes[1], true);
+    env.agents().set_never_ack(&nodes[1], true);
     assert_eq!(post(&base, "/cutover", None).await.0, 202);
     env.wait_step("registry-pivot", "running").await;
     let leases: Api<k8s_openapi::api::coordination::v1::Lease> =
@@ -2805,7 +2642,7 @@ async fn a_status_lost_while_the_cutover_runs_again_after_a_rollback_is_rebuilt_
         "{body}"
     );
 
-    env.agents.set_never_ack(&nodes[1], false);
+    env.agents().set_never_ack(&nodes[1], false);
     assert_eq!(post(&base, "/cutover/retry", None).await.0, 202);
     let data = env.wait_phase(&["complete", "failed"]).await;
     assert_eq!(data["cutoverPhase"], "complete", "{data:#?}");
@@ -2820,7 +2657,7 @@ async fn a_status_lost_while_the_cutover_runs_again_after_a_rollback_is_rebuilt_
 async fn directive(env: &Env) -> Option<Directive> {
     let leases: Api<Lease> = Api::namespaced(env.client(), env.ns());
     let record = leases
-        .get_opt(&env.service_config("x").record_lease())
+        .get_opt(&env.config_for("x").record_lease())
         .await
         .expect("read the record Lease");
     Directive::of_lease(record.as_ref())
@@ -2839,7 +2676,7 @@ async fn acked(env: &Env, directive: &Directive) -> BTreeSet<String> {
 /// Whether `node`'s files are the pivot's, pointing at the agents' own registry.
 fn pivoted(env: &Env, node: &str) -> bool {
     let settings = AgentConfig::demo_settings();
-    let paths = env.agents.node_paths(node);
+    let paths = env.agents().node_paths(node);
     settings.upstreams.iter().all(|u| {
         std::fs::read_to_string(paths.certs_dir.join(u.as_str()).join("hosts.toml")).ok()
             == Some(files::hosts_toml(&settings, u))
@@ -2858,11 +2695,11 @@ async fn configmap_writers_neither_steer_the_nodes_nor_finish_the_wait() {
         tokens: Some(TokenTable::default()),
         ..ApiServerConfig::default()
     };
-    let env = Env::start_with(2, rbac).await;
+    let env = engine_env(2).sandbox(rbac).start().await;
     env.add_steps(pivot_then_job()).await;
     let nodes = env.nodes().await;
     let (steady, silent) = (nodes[0].clone(), nodes[1].clone());
-    env.agents.set_never_ack(&silent, true);
+    env.agents().set_never_ack(&silent, true);
     let writer = common::configmap_writer(&env.cluster, "cm-writer").await;
     let as_writer: Api<ConfigMap> = Api::namespaced(writer.clone(), env.ns());
     let forge = |data: Value| {
@@ -2953,11 +2790,11 @@ async fn configmap_writers_neither_steer_the_nodes_nor_finish_the_wait() {
     );
     assert!(pivoted(&env, &steady), "the steady node keeps the pivot");
     assert!(
-        !env.agents.node_paths(&silent).registries_yaml.exists(),
+        !env.agents().node_paths(&silent).registries_yaml.exists(),
         "the silent node's files are untouched"
     );
 
-    env.agents.set_never_ack(&silent, false);
+    env.agents().set_never_ack(&silent, false);
     let data = env.wait_phase(&["complete", "failed"]).await;
     assert_eq!(data["cutoverPhase"], "complete", "{data:#?}");
     assert!(
@@ -3007,10 +2844,10 @@ async fn a_replayed_running_status_never_pivots_the_nodes_over_a_rollback() {
         tokens: Some(TokenTable::default()),
         ..ApiServerConfig::default()
     };
-    let env = Env::start_with(2, rbac).await;
+    let env = engine_env(2).sandbox(rbac).start().await;
     env.add_steps(pivot_then_job()).await;
     let nodes = env.nodes().await;
-    env.agents.set_never_ack(&nodes[1], true);
+    env.agents().set_never_ack(&nodes[1], true);
     let writer = common::configmap_writer(&env.cluster, "cm-writer").await;
     let service = env.service("a").await;
     let base = service.url();
@@ -3026,7 +2863,7 @@ async fn a_replayed_running_status_never_pivots_the_nodes_over_a_rollback() {
     // The status while the pivot step waited: what a ConfigMap writer replays later.
     let running = env.status().await;
     assert_eq!(running["step.registry-pivot.result"], "running");
-    env.agents.set_never_ack(&nodes[1], false);
+    env.agents().set_never_ack(&nodes[1], false);
     assert_eq!(
         env.wait_phase(&["complete", "failed"]).await["cutoverPhase"],
         "complete"
@@ -3064,7 +2901,7 @@ async fn a_replayed_running_status_never_pivots_the_nodes_over_a_rollback() {
     );
     assert_eq!(directive(&env).await, Some(rollback), "still the rollback");
     for node in &nodes {
-        let paths = env.agents.node_paths(node);
+        let paths = env.agents().node_paths(node);
         assert!(!paths.registries_yaml.exists(), "{node} stays rolled back");
     }
     service.shutdown().await;

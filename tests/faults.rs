@@ -312,7 +312,7 @@ async fn a_leader_whose_lease_and_status_writes_hang_stops_before_another_takes_
     for (i, step) in (1..).zip(steps) {
         cms.create(
             &PostParams::default(),
-            &job_step(i, step, &[("CUTOVER_SIM_RUN_MS", "400")]),
+            &job_step(i, step, &[("SANDBOX_SIM_RUN_MS", "400")]),
         )
         .await
         .expect("create step");

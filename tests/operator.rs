@@ -15,20 +15,16 @@ use catalyst_cutover::auth::AuthConfig;
 use catalyst_cutover::contract::DEFAULT_STATUS_CONFIGMAP;
 use catalyst_cutover::service::{Service, ServiceConfig};
 use common::{
-    TestCluster, create_service_account, grant, job_step, request_token, role, sleep_until,
-    token_of,
+    Env, create_service_account, grant, job_step, request_token, role, sleep_until, token_of,
 };
 use futures::StreamExt;
 use futures::future::join_all;
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::api::events::v1::Event;
-use kube::api::{Api, ListParams, PostParams};
+use kube::api::{Api, ListParams};
 use kube::config::KubeConfigOptions;
-use kube::runtime::wait::await_condition;
 use kube_sandbox::api::ApiServerConfig;
 use kube_sandbox::faults::FaultProxy;
-use kube_sandbox::sim::{SimConfig, Simulator};
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -51,84 +47,41 @@ struct Tokens {
     other: String,
 }
 
-struct Env {
-    cluster: TestCluster,
-    sim: Simulator,
-    tokens: Tokens,
+/// A cluster with service accounts alice (operator role), bob (no role), reader (get only),
+/// console and other, `steps` job steps in the test's namespace, and the simulator; the
+/// service accounts' tokens.
+async fn operator_env(steps: usize, sandbox: ApiServerConfig) -> (Env, Tokens) {
+    let env = Env::builder()
+        .sandbox(sandbox)
+        .steps((1..=steps).map(|order| job_step(order, &format!("step-{order}"), &[])))
+        .start()
+        .await;
+    let (client, ns) = (env.client(), env.ns().to_owned());
+    let mut issued = Vec::new();
+    for name in ["alice", "bob", "reader", "console", "other"] {
+        create_service_account(&client, &ns, name).await;
+        let answer = request_token(&client, &ns, name, None)
+            .await
+            .expect("token request");
+        issued.push(token_of(&answer));
+    }
+    let [alice, bob, reader, console, other] = <[String; 5]>::try_from(issued).unwrap();
+    grant(&client, &ns, "alice", common::chart_operator_role()).await;
+    grant(&client, &ns, "reader", role("cutover-reader", &["get"])).await;
+    let tokens = Tokens {
+        alice,
+        bob,
+        reader,
+        console,
+        other,
+    };
+    (env, tokens)
 }
 
+/// What the operator surface's tests ask of their environment.
 impl Env {
-    /// A cluster with service accounts alice (operator role), bob (no role), reader (get
-    /// only), console and other, `steps` job steps in the test's namespace, and the
-    /// simulator.
-    async fn start(steps: usize) -> Env {
-        Self::start_with(steps, ApiServerConfig::default()).await
-    }
-
-    /// As [`Env::start`], with `sandbox` configuring the sandbox (unused on a real cluster).
-    async fn start_with(steps: usize, sandbox: ApiServerConfig) -> Env {
-        if std::env::var_os("RUST_LOG").is_some() {
-            catalyst_cutover::telemetry::init();
-        }
-        let cluster = TestCluster::start_with(sandbox).await;
-        let client = cluster.client();
-        let ns = cluster.namespace().to_owned();
-        let mut issued = Vec::new();
-        for name in ["alice", "bob", "reader", "console", "other"] {
-            create_service_account(&client, &ns, name).await;
-            let answer = request_token(&client, &ns, name, None)
-                .await
-                .expect("token request");
-            issued.push(token_of(&answer));
-        }
-        let [alice, bob, reader, console, other] = <[String; 5]>::try_from(issued).unwrap();
-        grant(&client, &ns, "alice", common::chart_operator_role()).await;
-        grant(&client, &ns, "reader", role("cutover-reader", &["get"])).await;
-        let api: Api<ConfigMap> = Api::namespaced(client.clone(), &ns);
-        for order in 1..=steps {
-            api.create(
-                &PostParams::default(),
-                &job_step(order, &format!("step-{order}"), &[]),
-            )
-            .await
-            .expect("step");
-        }
-        let sim = Simulator::start(
-            client,
-            SimConfig {
-                namespace: Some(ns.clone()),
-                nodes: 1,
-                pool: ns.clone(),
-                default_run: Duration::from_millis(20),
-                controllers: common::controllers(),
-            },
-        )
-        .await
-        .expect("simulator");
-        Env {
-            cluster,
-            sim,
-            tokens: Tokens {
-                alice,
-                bob,
-                reader,
-                console,
-                other,
-            },
-        }
-    }
-
-    fn ns(&self) -> &str {
-        self.cluster.namespace()
-    }
-
-    fn client(&self) -> kube::Client {
-        self.cluster.client()
-    }
-
     fn config(&self) -> ServiceConfig {
-        let mut config = ServiceConfig::new(self.ns());
-        config.lease_duration = Duration::from_secs(2);
+        let mut config = self.service_config();
         config.auth = AuthConfig {
             internal_service_accounts: vec![format!("system:serviceaccount:{}:console", self.ns())],
             ..AuthConfig::enabled()
@@ -150,28 +103,6 @@ impl Env {
         service
     }
 
-    async fn wait_phase(&self, phase: &str) -> BTreeMap<String, String> {
-        let api: Api<ConfigMap> = Api::namespaced(self.client(), self.ns());
-        let want = phase.to_owned();
-        let cond = move |cm: Option<&ConfigMap>| {
-            cm.and_then(|cm| cm.data.as_ref())
-                .and_then(|d| d.get("cutoverPhase"))
-                .is_some_and(|p| *p == want)
-        };
-        tokio::time::timeout(
-            GUARD,
-            await_condition(api.clone(), DEFAULT_STATUS_CONFIGMAP, cond),
-        )
-        .await
-        .expect("phase reached in time")
-        .expect("watch");
-        api.get(DEFAULT_STATUS_CONFIGMAP)
-            .await
-            .expect("status")
-            .data
-            .unwrap_or_default()
-    }
-
     async fn job_count(&self) -> usize {
         Api::<Job>::namespaced(self.client(), self.ns())
             .list(&ListParams::default())
@@ -179,12 +110,6 @@ impl Env {
             .expect("jobs")
             .items
             .len()
-    }
-
-    async fn stop(self, service: Service) {
-        service.shutdown().await;
-        self.sim.shutdown().await;
-        self.cluster.cleanup().await;
     }
 }
 
@@ -291,8 +216,7 @@ fn sum(samples: &BTreeMap<String, f64>, prefix: &str) -> f64 {
 
 #[tokio::test]
 async fn tokens_are_authenticated_and_authorized() {
-    let env = Env::start(1).await;
-    let t = &env.tokens;
+    let (env, t) = operator_env(1, ApiServerConfig::default()).await;
     let service = env.service(env.config()).await;
     let base = service.url();
     let http = reqwest::Client::new();
@@ -372,7 +296,7 @@ async fn tokens_are_authenticated_and_authorized() {
     )
     .await;
     assert_eq!(code, 202, "{body}");
-    let data = env.wait_phase("complete").await;
+    let data = env.wait_phase(&["complete"]).await;
     assert_eq!(data["cutoverTrigger"], "internal-trigger");
     assert!(data["cutoverTriggeredBy"].ends_with(":console"));
     let (code, body) = post(&base, "/cutover", Some(&t.alice), None).await;
@@ -412,8 +336,7 @@ async fn tokens_are_authenticated_and_authorized() {
 
 #[tokio::test]
 async fn the_api_server_unreachable_is_503_never_a_verdict() {
-    let env = Env::start(1).await;
-    let t = &env.tokens;
+    let (env, t) = operator_env(1, ApiServerConfig::default()).await;
     // The service reaches the API server through a proxy, which then goes away.
     let proxy = FaultProxy::start(env.cluster.config().await)
         .await
@@ -433,16 +356,14 @@ async fn the_api_server_unreachable_is_503_never_a_verdict() {
     );
     assert_eq!(get(&base, "/cutover", None).await.0, 401);
     service.kill();
-    let Env { cluster, sim, .. } = env;
-    sim.shutdown().await;
-    cluster.cleanup().await;
+    env.cleanup().await;
 }
 
 /// A token good when issued is refused once it has expired, never later than the service's
 /// auth-cache TTL after its expiration, however busily it was used until then.
 #[tokio::test]
 async fn an_expired_token_is_refused_once_the_cache_lets_it_go() {
-    let env = Env::start_with(
+    let (env, _) = operator_env(
         1,
         ApiServerConfig {
             min_token_expiration: Duration::from_secs(1),
@@ -506,8 +427,7 @@ async fn an_expired_token_is_refused_once_the_cache_lets_it_go() {
 
 #[tokio::test]
 async fn a_thousand_concurrent_first_logins_fire_exactly_one_cutover() {
-    let env = Env::start(2).await;
-    let t = &env.tokens;
+    let (env, t) = operator_env(2, ApiServerConfig::default()).await;
     let service = env.service(env.config()).await;
     let base = service.url();
     let http = reqwest::Client::new();
@@ -566,7 +486,7 @@ async fn a_thousand_concurrent_first_logins_fire_exactly_one_cutover() {
             .all(|(_, b)| b["firstOperatorLogin"] == first.as_str())
     );
 
-    let data = env.wait_phase("complete").await;
+    let data = env.wait_phase(&["complete"]).await;
     assert_eq!(data["firstOperatorLogin"], first);
     assert_eq!(data["cutoverTrigger"], "first-login");
     assert_eq!(env.job_count().await, 2, "one run: one Job per step");
@@ -583,7 +503,7 @@ async fn a_thousand_concurrent_first_logins_fire_exactly_one_cutover() {
         (200, Some("already-recorded"))
     );
     assert_eq!(
-        env.wait_phase("complete").await,
+        env.wait_phase(&["complete"]).await,
         data,
         "a later login changes nothing"
     );
@@ -592,12 +512,11 @@ async fn a_thousand_concurrent_first_logins_fire_exactly_one_cutover() {
 
 #[tokio::test]
 async fn a_first_login_after_completion_fires_nothing() {
-    let env = Env::start(1).await;
-    let t = &env.tokens;
+    let (env, t) = operator_env(1, ApiServerConfig::default()).await;
     let service = env.service(env.config()).await;
     let base = service.url();
     assert_eq!(post(&base, "/cutover", Some(&t.alice), None).await.0, 202);
-    let before = env.wait_phase("complete").await;
+    let before = env.wait_phase(&["complete"]).await;
     let (code, body) = post(
         &base,
         "/api/v1/internal/cutover/operator-login",
@@ -610,7 +529,7 @@ async fn a_first_login_after_completion_fires_nothing() {
         (200, Some("first-login-recorded")),
         "{body}"
     );
-    let after = env.wait_phase("complete").await;
+    let after = env.wait_phase(&["complete"]).await;
     assert_eq!(after["firstOperatorLogin"], "alice");
     assert_eq!(
         after["cutoverLastAttemptStartedAt"],
@@ -694,8 +613,7 @@ async fn open_stream(
 
 #[tokio::test]
 async fn a_run_is_streamed_recorded_and_measured() {
-    let env = Env::start(3).await;
-    let t = &env.tokens;
+    let (env, t) = operator_env(3, ApiServerConfig::default()).await;
     let service = env.service(env.config()).await;
     let base = service.url();
     let metrics_before = metrics(&base).await;
@@ -857,8 +775,7 @@ async fn schemathesis_finds_no_server_error_and_no_spec_violation() {
         "schemathesis (`st`) is not installed: `python3 -m pip install schemathesis`, or run \
          `scripts/test`, which installs it"
     );
-    let env = Env::start(2).await;
-    let t = &env.tokens;
+    let (env, t) = operator_env(2, ApiServerConfig::default()).await;
     let service = env.service(env.config()).await;
     // The operator's routes as alice; the internal ones as the allow-listed service account.
     // The event streams never end; their frames are covered above.
@@ -919,7 +836,7 @@ async fn event_reasons(env: &Env) -> BTreeSet<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rollback_needs_its_own_verb() {
-    let env = Env::start(1).await;
+    let (env, t) = operator_env(1, ApiServerConfig::default()).await;
     let client = env.client();
     create_service_account(&client, env.ns(), "aborter").await;
     let aborter = token_of(
@@ -950,7 +867,7 @@ async fn a_rollback_needs_its_own_verb() {
             "{detail}"
         );
         // The chart's operator role grants it: alice gets past authorization.
-        let (code, answer) = post(&base, path, Some(&env.tokens.alice), Some(body.clone())).await;
+        let (code, answer) = post(&base, path, Some(&t.alice), Some(body.clone())).await;
         assert_eq!(
             (code, answer["error"].as_str()),
             (409, Some("nothing-to-roll-back")),

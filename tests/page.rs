@@ -13,17 +13,13 @@ use catalyst_cutover::auth::{AuthConfig, ForwardAuthConfig};
 use catalyst_cutover::service::{Service, ServiceConfig};
 use catalyst_cutover::tethers::TetherConfig;
 use common::session::{Answer, Backend, grant_group};
-use common::{
-    CHART_STEPS, TestCluster, create_service_account, grant, job_step, request_token,
-    steps_on_one_node, token_of,
-};
+use common::{CHART_STEPS, Env, create_service_account, grant, job_step, request_token, token_of};
 use fantoccini::actions::{InputSource, KeyAction, KeyActions};
 use fantoccini::key::Key;
 use fantoccini::{Client, ClientBuilder, Locator};
 use k8s_openapi::api::core::v1::{ConfigMap, Pod};
 use k8s_openapi::api::rbac::v1::ClusterRole;
 use kube::api::{Api, DeleteParams, PostParams};
-use kube_sandbox::sim::Simulator;
 use serde_json::{Value, json};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -125,52 +121,38 @@ async fn browser(driver: &Driver) -> Client {
         .unwrap_or_else(|e| panic!("no chromium session ({e}); is chromium installed? `{INSTALL}`"))
 }
 
-/// The test's cluster, simulator, browser and, with authentication, its users' tokens.
-struct Env {
-    cluster: TestCluster,
-    sim: Simulator,
+/// The browser of a test, and the chromedriver it drives.
+struct Page {
     _driver: Driver,
     browser: Client,
 }
 
+/// A cluster with the chart's eleven steps as simulated Jobs (`FAILING` fails its first
+/// attempts), the simulator, and a browser.
+async fn page_env() -> (Env, Page) {
+    let driver = start_driver().await;
+    let steps = CHART_STEPS.iter().enumerate().map(|(index, name)| {
+        let mut env = vec![("SANDBOX_SIM_RUN_MS", "400")];
+        if *name == FAILING {
+            env.extend([
+                ("SANDBOX_SIM_OUTCOME", "fail"),
+                ("SANDBOX_SIM_FAIL_ATTEMPTS", "4"),
+                ("SANDBOX_SIM_MESSAGE", FAILURE),
+            ]);
+        }
+        job_step(index + 1, name, &env)
+    });
+    let env = Env::builder().steps(steps).start().await;
+    let browser = browser(&driver).await;
+    let page = Page {
+        _driver: driver,
+        browser,
+    };
+    (env, page)
+}
+
+/// What the page's tests ask of their environment.
 impl Env {
-    /// A cluster with the chart's eleven steps as simulated Jobs (`FAILING` fails its first
-    /// attempt), the simulator and a browser.
-    async fn start() -> Env {
-        if std::env::var_os("RUST_LOG").is_some() {
-            catalyst_cutover::telemetry::init();
-        }
-        let driver = start_driver().await;
-        let cluster = TestCluster::start().await;
-        let steps: Vec<ConfigMap> = CHART_STEPS
-            .iter()
-            .enumerate()
-            .map(|(index, name)| {
-                let mut env = vec![("CUTOVER_SIM_RUN_MS", "400")];
-                if *name == FAILING {
-                    env.extend([
-                        ("CUTOVER_SIM_OUTCOME", "fail"),
-                        ("CUTOVER_SIM_FAIL_ATTEMPTS", "4"),
-                        ("CUTOVER_SIM_MESSAGE", FAILURE),
-                    ]);
-                }
-                job_step(index + 1, name, &env)
-            })
-            .collect();
-        let sim = steps_on_one_node(&cluster, &steps).await;
-        let browser = browser(&driver).await;
-        Env {
-            cluster,
-            sim,
-            _driver: driver,
-            browser,
-        }
-    }
-
-    fn ns(&self) -> &str {
-        self.cluster.namespace()
-    }
-
     /// A ServiceAccount `name`, bound to `role` when given, and its token.
     async fn user(&self, name: &str, role: Option<ClusterRole>) -> String {
         let client = self.cluster.client();
@@ -186,16 +168,14 @@ impl Env {
     }
 
     async fn service(&self, config: ServiceConfig) -> Service {
-        let service = Service::start(self.cluster.config().await, config)
-            .await
-            .expect("start service");
+        let service = self.start_service(config).await;
         common::wait_ready(&service.url(), READY_GUARD).await;
         service
     }
 
     /// Replaces step `name` by one that succeeds, as an operator fixing the cause would.
     async fn fix_step(&self, name: &str) {
-        self.replace_step(name, &[("CUTOVER_SIM_RUN_MS", "2000")])
+        self.replace_step(name, &[("SANDBOX_SIM_RUN_MS", "2000")])
             .await;
     }
 
@@ -218,11 +198,10 @@ impl Env {
         .expect("replace step");
     }
 
-    async fn stop(self, service: Service) {
-        let _ = self.browser.close().await;
-        service.shutdown().await;
-        self.sim.shutdown().await;
-        self.cluster.cleanup().await;
+    /// Closes the browser, then stops `service` and the environment.
+    async fn close(self, tab: Page, service: Service) {
+        let _ = tab.browser.close().await;
+        self.stop(service).await;
     }
 }
 
@@ -347,7 +326,7 @@ fn row_is(step: &str, result: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_page_follows_a_run_shows_the_failure_and_retry_resumes_it() {
-    let env = Env::start().await;
+    let (env, tab) = page_env().await;
     let alice = env.user("alice", Some(common::chart_operator_role())).await;
     let mut config = ServiceConfig::new(env.ns());
     config.auth = AuthConfig::enabled();
@@ -357,7 +336,7 @@ async fn the_page_follows_a_run_shows_the_failure_and_retry_resumes_it() {
     config.lease_duration = Duration::from_secs(2);
     let service = env.service(config).await;
     let base = service.url();
-    let b = &env.browser;
+    let b = &tab.browser;
     b.goto(&format!("{base}/")).await.expect("open the page");
 
     // Authentication is on: the page asks for a token and keeps it in this tab only.
@@ -536,12 +515,12 @@ async fn the_page_follows_a_run_shows_the_failure_and_retry_resumes_it() {
     }
     assert_eq!(page.headers()["x-content-type-options"], "nosniff");
 
-    env.stop(service).await;
+    env.close(tab, service).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_stream_resumes_with_last_event_id_when_the_service_drops_it() {
-    let env = Env::start().await;
+    let (env, tab) = page_env().await;
     env.fix_step(FAILING).await;
     let mut config = ServiceConfig::new(env.ns());
     config.lease_duration = Duration::from_secs(2);
@@ -550,7 +529,7 @@ async fn the_stream_resumes_with_last_event_id_when_the_service_drops_it() {
     config.http.event_stream_lifetime = Some(Duration::from_secs(1));
     let service = env.service(config).await;
     let base = service.url();
-    let b = &env.browser;
+    let b = &tab.browser;
     b.goto(&format!("{base}/")).await.expect("open the page");
     until(b, "the eleven steps", &all_rows("pending")).await;
     until(
@@ -601,12 +580,12 @@ async fn the_stream_resumes_with_last_event_id_when_the_service_drops_it() {
     assert_eq!(finished, CHART_STEPS.len(), "{events:?}");
     assert_eq!(events.last().map(String::as_str), Some("cutover-completed"));
 
-    env.stop(service).await;
+    env.close(tab, service).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn buttons_follow_what_the_caller_may_do() {
-    let env = Env::start().await;
+    let (env, tab) = page_env().await;
     let alice = env.user("alice", Some(common::chart_operator_role())).await;
     let reader = env
         .user("reader", Some(common::role("cutover-reader", &["get"])))
@@ -666,7 +645,7 @@ async fn buttons_follow_what_the_caller_may_do() {
     assert_eq!((status, &body["error"]), (401, &json!("invalid-token")));
 
     // A reader sees the steps and no action at all.
-    let b = &env.browser;
+    let b = &tab.browser;
     b.goto(&format!("{base}/")).await.expect("open the page");
     sign_in(b, &reader).await;
     until(b, "the eleven steps", &all_rows("pending")).await;
@@ -680,20 +659,20 @@ async fn buttons_follow_what_the_caller_may_do() {
         assert!(!shown(b, button).await, "{button} shown to a reader");
     }
 
-    env.stop(service).await;
+    env.close(tab, service).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn abort_is_confirmed_and_stops_the_running_step() {
-    let env = Env::start().await;
-    env.replace_step(CHART_STEPS[0], &[("CUTOVER_SIM_OUTCOME", "hang")])
+    let (env, tab) = page_env().await;
+    env.replace_step(CHART_STEPS[0], &[("SANDBOX_SIM_OUTCOME", "hang")])
         .await;
     let alice = env.user("alice", Some(common::chart_operator_role())).await;
     let mut config = ServiceConfig::new(env.ns());
     config.auth = AuthConfig::enabled();
     let service = env.service(config).await;
     let base = service.url();
-    let b = &env.browser;
+    let b = &tab.browser;
     b.goto(&format!("{base}/")).await.expect("open the page");
     sign_in(b, &alice).await;
     until(b, "the eleven steps", &all_rows("pending")).await;
@@ -783,7 +762,7 @@ async fn abort_is_confirmed_and_stops_the_running_step() {
     assert!(!shown(b, "abort").await);
     assert!(shown(b, "retry").await);
 
-    env.stop(service).await;
+    env.close(tab, service).await;
 }
 
 /// Clicks the button `id`, then confirms in the dialog.
@@ -813,22 +792,17 @@ async fn click_and_confirm(browser: &Client, id: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn steps_named_after_the_pages_ids_keep_their_rows_under_a_console_session() {
     let driver = start_driver().await;
-    let cluster = TestCluster::start().await;
-    let ns = cluster.namespace().to_owned();
     let names = ["rows", "step-rows", "summary", "abort", "events"];
-    let steps: Vec<ConfigMap> = names
-        .iter()
-        .enumerate()
-        .map(|(index, name)| {
-            let env: &[(&str, &str)] = if index == 0 {
-                &[("CUTOVER_SIM_OUTCOME", "hang")]
-            } else {
-                &[]
-            };
-            job_step(index + 1, name, env)
-        })
-        .collect();
-    let sim = steps_on_one_node(&cluster, &steps).await;
+    let steps = names.iter().enumerate().map(|(index, name)| {
+        let env: &[(&str, &str)] = if index == 0 {
+            &[("SANDBOX_SIM_OUTCOME", "hang")]
+        } else {
+            &[]
+        };
+        job_step(index + 1, name, env)
+    });
+    let env = Env::builder().steps(steps).start().await;
+    let ns = env.ns().to_owned();
     let operators = format!("{ns}-operators");
     let cookie = "catalyst_session=page-operator";
     let backend = Backend::start(vec![(
@@ -837,7 +811,7 @@ async fn steps_named_after_the_pages_ids_keep_their_rows_under_a_console_session
     )])
     .await;
     grant_group(
-        &cluster.client(),
+        &env.client(),
         &ns,
         &operators,
         common::chart_operator_role(),
@@ -846,10 +820,7 @@ async fn steps_named_after_the_pages_ids_keep_their_rows_under_a_console_session
     let mut config = ServiceConfig::new(&ns);
     config.auth = AuthConfig::enabled();
     config.forward_auth = Some(ForwardAuthConfig::new(&backend.url).expect("URL"));
-    let service = Service::start(cluster.config().await, config)
-        .await
-        .expect("start service");
-    common::wait_ready(&service.url(), READY_GUARD).await;
+    let service = env.service(config).await;
     let base = service.url();
     let b = &browser(&driver).await;
 
@@ -913,14 +884,12 @@ async fn steps_named_after_the_pages_ids_keep_their_rows_under_a_console_session
     );
 
     let _ = b.clone().close().await;
-    service.shutdown().await;
-    sim.shutdown().await;
-    cluster.cleanup().await;
+    env.stop(service).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_planted_tether_appears_live_grouped_by_kind_and_goes_when_fixed() {
-    let env = Env::start().await;
+    let (env, tab) = page_env().await;
     // A host of this test's own: other tests' objects on a shared cluster are no tethers.
     let host = format!("{}.upstream.test", env.ns());
     let mut config = ServiceConfig::new(env.ns());
@@ -928,7 +897,7 @@ async fn a_planted_tether_appears_live_grouped_by_kind_and_goes_when_fixed() {
     tethers.upstream_hosts = vec![host.clone()];
     config.tethers = Some(tethers);
     let service = env.service(config).await;
-    let b = &env.browser;
+    let b = &tab.browser;
     b.goto(&format!("{}/", service.url()))
         .await
         .expect("open the page");
@@ -964,7 +933,7 @@ async fn a_planted_tether_appears_live_grouped_by_kind_and_goes_when_fixed() {
                                  "env": [{"name": "REPO", "value": value}]}]}
     }))
     .expect("pod");
-    let pods: Api<Pod> = Api::namespaced(env.cluster.client(), env.ns());
+    let pods: Api<Pod> = Api::namespaced(env.client(), env.ns());
     pods.create(&PostParams::default(), &pod)
         .await
         .expect("plant");
@@ -1022,5 +991,5 @@ async fn a_planted_tether_appears_live_grouped_by_kind_and_goes_when_fixed() {
         .expect("fix");
     until(b, "the tether gone", &format!("return !{row}")).await;
     until(b, "the count as it was", &count_is(before)).await;
-    env.stop(service).await;
+    env.close(tab, service).await;
 }

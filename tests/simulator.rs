@@ -200,7 +200,7 @@ async fn job_succeeds_with_labelled_owned_pod_and_log() {
     let log = "mirroring gitea\ndone";
     jobs.create(
         &PostParams::default(),
-        &job_json("ok", "Never", &[("CUTOVER_SIM_LOG", log)], json!({})),
+        &job_json("ok", "Never", &[("SANDBOX_SIM_LOG", log)], json!({})),
     )
     .await
     .unwrap();
@@ -283,8 +283,8 @@ async fn failing_job_reaches_backoff_limit_with_termination_message() {
     let sim = start(&tc).await;
     let jobs: Api<Job> = Api::namespaced(tc.client(), tc.namespace());
     let env = [
-        ("CUTOVER_SIM_OUTCOME", "fail"),
-        ("CUTOVER_SIM_MESSAGE", "harbor unreachable"),
+        ("SANDBOX_SIM_OUTCOME", "fail"),
+        ("SANDBOX_SIM_MESSAGE", "harbor unreachable"),
     ];
     jobs.create(
         &PostParams::default(),
@@ -339,7 +339,7 @@ async fn first_attempts_fail_then_the_job_succeeds() {
     let tc = TestCluster::start().await;
     let sim = start(&tc).await;
     let jobs: Api<Job> = Api::namespaced(tc.client(), tc.namespace());
-    let env = [("CUTOVER_SIM_FAIL_ATTEMPTS", "2")];
+    let env = [("SANDBOX_SIM_FAIL_ATTEMPTS", "2")];
     jobs.create(
         &PostParams::default(),
         &job_json("retry", "Never", &env, json!({"backoffLimit": 3})),
@@ -363,7 +363,7 @@ async fn first_attempts_fail_then_the_job_succeeds() {
         &job_json(
             "restart",
             "OnFailure",
-            &[("CUTOVER_SIM_FAIL_ATTEMPTS", "1")],
+            &[("SANDBOX_SIM_FAIL_ATTEMPTS", "1")],
             json!({"backoffLimit": 3}),
         ),
     )
@@ -393,7 +393,7 @@ async fn hanging_job_fails_at_its_deadline() {
         &job_json(
             "stuck",
             "Never",
-            &[("CUTOVER_SIM_OUTCOME", "hang")],
+            &[("SANDBOX_SIM_OUTCOME", "hang")],
             json!({"activeDeadlineSeconds": 1}),
         ),
     )
@@ -463,7 +463,7 @@ async fn deleting_a_job_collects_its_pods() {
         &job_json(
             "gone",
             "Never",
-            &[("CUTOVER_SIM_OUTCOME", "hang")],
+            &[("SANDBOX_SIM_OUTCOME", "hang")],
             json!({}),
         ),
     )
@@ -789,7 +789,7 @@ async fn controllers_converge_through_faults() {
         &job_json(
             "flaky",
             "Never",
-            &[("CUTOVER_SIM_FAIL_ATTEMPTS", "1")],
+            &[("SANDBOX_SIM_FAIL_ATTEMPTS", "1")],
             json!({"backoffLimit": 3}),
         ),
     )
@@ -823,7 +823,7 @@ async fn a_restarted_simulator_adopts_nodes_and_finishes_running_jobs() {
         &job_json(
             "long",
             "Never",
-            &[("CUTOVER_SIM_RUN_MS", "1000")],
+            &[("SANDBOX_SIM_RUN_MS", "1000")],
             json!({}),
         ),
     )

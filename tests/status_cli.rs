@@ -7,14 +7,12 @@ mod common;
 
 use catalyst_cutover::auth::AuthConfig;
 use catalyst_cutover::contract::DEFAULT_STATUS_CONFIGMAP;
-use catalyst_cutover::service::{Service, ServiceConfig};
-use common::{TestCluster, job_step, steps_on_one_node};
+use catalyst_cutover::service::Service;
+use common::{Env, job_step};
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::Api;
 use kube::runtime::wait::await_condition;
-use kube_sandbox::sim::Simulator;
 use serde_json::Value;
-use std::path::PathBuf;
 use std::process::Output;
 use std::time::Duration;
 use tokio::process::Command;
@@ -22,52 +20,20 @@ use tokio::process::Command;
 /// Hang guard for one wait, not a speed assertion.
 const GUARD: Duration = Duration::from_secs(60);
 
-struct Env {
-    cluster: TestCluster,
-    sim: Simulator,
-    kubeconfig: PathBuf,
-}
-
+/// What the status CLI's tests ask of their environment.
 impl Env {
-    async fn start(steps: Vec<ConfigMap>) -> Env {
-        let cluster = TestCluster::start().await;
-        let ns = cluster.namespace().to_owned();
-        let sim = steps_on_one_node(&cluster, &steps).await;
-        let kubeconfig = std::env::temp_dir().join(format!("{ns}.status.kubeconfig"));
-        std::fs::write(
-            &kubeconfig,
-            serde_yaml::to_string(cluster.kubeconfig()).expect("kubeconfig"),
-        )
-        .expect("write kubeconfig");
-        Env {
-            cluster,
-            sim,
-            kubeconfig,
-        }
-    }
-
-    fn ns(&self) -> &str {
-        self.cluster.namespace()
-    }
-
     async fn service(&self) -> Service {
-        let mut config = ServiceConfig::new(self.ns());
-        config.lease_duration = Duration::from_secs(2);
+        let mut config = self.service_config();
         // A failing step fails after two pods: a real Job controller backs off 10 s before
         // the second (and 20, 40 s before more).
         config.render.backoff_limit = 1;
         config.auth = AuthConfig::disabled();
-        let service = Service::start(self.cluster.config().await, config)
-            .await
-            .expect("start service");
-        common::wait_ready(&service.url(), GUARD).await;
+        let service = self.ready_service(config).await;
         // The service creates the status ConfigMap as it starts; the CLI reads it.
-        let api: Api<ConfigMap> = Api::namespaced(self.cluster.client(), self.ns());
+        let has_status = |cm: Option<&ConfigMap>| cm.is_some();
         tokio::time::timeout(
             GUARD,
-            await_condition(api, DEFAULT_STATUS_CONFIGMAP, |cm: Option<&ConfigMap>| {
-                cm.is_some()
-            }),
+            await_condition(self.configmaps(), DEFAULT_STATUS_CONFIGMAP, has_status),
         )
         .await
         .expect("status ConfigMap in time")
@@ -76,12 +42,12 @@ impl Env {
     }
 
     /// `catalyst-cutover status --kubeconfig <test's> -n <test's namespace> <args>`.
-    fn status(&self, args: &[&str]) -> Command {
+    fn status_command(&self, args: &[&str]) -> Command {
         let mut command = Command::new(env!("CARGO_BIN_EXE_catalyst-cutover"));
         command
             .arg("status")
             .arg("--kubeconfig")
-            .arg(&self.kubeconfig)
+            .arg(self.kubeconfig_file())
             .args(["-n", self.ns()])
             .args(args)
             .env_remove("KUBECONFIG")
@@ -92,7 +58,7 @@ impl Env {
     }
 
     async fn run(&self, args: &[&str]) -> Output {
-        tokio::time::timeout(GUARD, self.status(args).output())
+        tokio::time::timeout(GUARD, self.status_command(args).output())
             .await
             .expect("status ends in time")
             .expect("run catalyst-cutover status")
@@ -101,8 +67,8 @@ impl Env {
     /// `status --watch` as a table and as JSON, both started on the idle status, then a
     /// start: what each printed once the run ended.
     async fn watch_a_run(&self, service: &Service) -> (Output, Output) {
-        let table = self.status(&["--watch"]).output();
-        let json = self.status(&["--watch", "-o", "json"]).output();
+        let table = self.status_command(&["--watch"]).output();
+        let json = self.status_command(&["--watch", "-o", "json"]).output();
         let watchers = tokio::spawn(async move {
             let both = async { tokio::join!(table, json) };
             tokio::time::timeout(GUARD, both).await
@@ -115,34 +81,6 @@ impl Env {
             .expect("watchers")
             .expect("the watchers end with the run");
         (table.expect("table"), json.expect("json"))
-    }
-
-    async fn wait_result(&self, step: &str, result: &str) {
-        let api: Api<ConfigMap> = Api::namespaced(self.cluster.client(), self.ns());
-        let key = format!("step.{step}.result");
-        let result = result.to_owned();
-        tokio::time::timeout(
-            GUARD,
-            await_condition(
-                api,
-                DEFAULT_STATUS_CONFIGMAP,
-                move |cm: Option<&ConfigMap>| {
-                    cm.and_then(|cm| cm.data.as_ref())
-                        .and_then(|d| d.get(&key))
-                        .is_some_and(|r| *r == result)
-                },
-            ),
-        )
-        .await
-        .expect("step result in time")
-        .expect("watch");
-    }
-
-    async fn cleanup(self, service: Service) {
-        let _ = std::fs::remove_file(&self.kubeconfig);
-        service.shutdown().await;
-        self.sim.shutdown().await;
-        self.cluster.cleanup().await;
     }
 }
 
@@ -164,12 +102,14 @@ fn json_lines(output: &Output) -> Vec<Value> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn watch_follows_a_run_to_its_end_and_exits_0() {
-    let slow = [("CUTOVER_SIM_RUN_MS", "300")];
-    let env = Env::start(vec![
-        job_step(1, "first", &slow),
-        job_step(2, "second", &slow),
-    ])
-    .await;
+    let slow = [("SANDBOX_SIM_RUN_MS", "300")];
+    let env = Env::builder()
+        .steps(vec![
+            job_step(1, "first", &slow),
+            job_step(2, "second", &slow),
+        ])
+        .start()
+        .await;
     let service = env.service().await;
     let (table, json) = env.watch_a_run(&service).await;
 
@@ -197,16 +137,18 @@ async fn watch_follows_a_run_to_its_end_and_exits_0() {
         .filter_map(|s| s["name"].as_str())
         .collect();
     assert_eq!(names, ["first", "second"], "execution order");
-    env.cleanup(service).await;
+    env.stop(service).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exit_3_while_idle_and_running_then_1_once_failed() {
-    let env = Env::start(vec![
-        job_step(1, "stuck", &[("CUTOVER_SIM_OUTCOME", "hang")]),
-        job_step(2, "never", &[]),
-    ])
-    .await;
+    let env = Env::builder()
+        .steps(vec![
+            job_step(1, "stuck", &[("SANDBOX_SIM_OUTCOME", "hang")]),
+            job_step(2, "never", &[]),
+        ])
+        .start()
+        .await;
     let service = env.service().await;
     let base = service.url();
 
@@ -218,7 +160,7 @@ async fn exit_3_while_idle_and_running_then_1_once_failed() {
     assert!(text.contains("no cutover has started"), "{text}");
 
     assert_eq!(common::post_status(&base, "/cutover").await, 202);
-    env.wait_result("stuck", "running").await;
+    env.wait_step("stuck", "running").await;
     let running = env.run(&[]).await;
     assert_eq!(running.status.code(), Some(3), "{}", stderr(&running));
     let text = stdout(&running);
@@ -238,7 +180,7 @@ async fn exit_3_while_idle_and_running_then_1_once_failed() {
     assert_eq!(documents[0]["currentStep"], "stuck");
 
     assert_eq!(common::post_status(&base, "/cutover/abort").await, 200);
-    env.wait_result("stuck", "failed").await;
+    env.wait_step("stuck", "failed").await;
     let failed = env.run(&["--watch"]).await;
     assert_eq!(failed.status.code(), Some(1), "{}", stderr(&failed));
     let text = stdout(&failed);
@@ -249,18 +191,21 @@ async fn exit_3_while_idle_and_running_then_1_once_failed() {
     let failed = env.run(&["-o", "json"]).await;
     assert_eq!(failed.status.code(), Some(1));
     assert_eq!(json_lines(&failed)[0]["failedStep"], "stuck");
-    env.cleanup(service).await;
+    env.stop(service).await;
 }
 
 /// `catalyst-cutover status | head -0`: the reader is gone before the first line; the
 /// command ends quietly with 0 instead of panicking on the closed pipe.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_closed_pipe_ends_status_quietly() {
-    let env = Env::start(vec![job_step(1, "only", &[])]).await;
+    let env = Env::builder()
+        .steps(vec![job_step(1, "only", &[])])
+        .start()
+        .await;
     let service = env.service().await;
     for args in [&[][..], &["-o", "json"]] {
         let mut child = env
-            .status(args)
+            .status_command(args)
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
             .spawn()
@@ -277,12 +222,12 @@ async fn a_closed_pipe_ends_status_quietly() {
         assert_eq!(output.status.code(), Some(0), "{args:?}: {err}");
         assert!(err.is_empty(), "{args:?}: quiet, not {err}");
     }
-    env.cleanup(service).await;
+    env.stop(service).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unreadable_status_is_a_clear_error_with_exit_4_and_bad_usage_2() {
-    let env = Env::start(Vec::new()).await;
+    let env = Env::builder().steps(Vec::new()).start().await;
 
     // No service has run in this namespace: no status ConfigMap.
     let missing = env.run(&[]).await;
@@ -332,9 +277,7 @@ async fn an_unreadable_status_is_a_clear_error_with_exit_4_and_bad_usage_2() {
     assert_eq!(usage.status.code(), Some(2));
     assert!(stderr(&usage).contains("yaml"), "{}", stderr(&usage));
 
-    let _ = std::fs::remove_file(&env.kubeconfig);
-    env.sim.shutdown().await;
-    env.cluster.cleanup().await;
+    env.cleanup().await;
 }
 
 /// What a terminal would act on in `text`: anything unsafe but the line breaks.
@@ -348,18 +291,20 @@ fn terminal_controls(text: &str) -> Vec<char> {
 async fn a_termination_message_with_escape_sequences_cannot_make_watch_lie() {
     // Erase the line, go up one and print a success over the failure, then reverse the rest.
     let lie = "\u{1b}[2K\r\u{1b}[1Acutover complete: 2 steps, 100% (state sovereign)\u{202e} x";
-    let env = Env::start(vec![
-        job_step(1, "first", &[]),
-        job_step(
-            2,
-            "evil",
-            &[
-                ("CUTOVER_SIM_OUTCOME", "fail"),
-                ("CUTOVER_SIM_MESSAGE", lie),
-            ],
-        ),
-    ])
-    .await;
+    let env = Env::builder()
+        .steps(vec![
+            job_step(1, "first", &[]),
+            job_step(
+                2,
+                "evil",
+                &[
+                    ("SANDBOX_SIM_OUTCOME", "fail"),
+                    ("SANDBOX_SIM_MESSAGE", lie),
+                ],
+            ),
+        ])
+        .start()
+        .await;
     let service = env.service().await;
     let (table, json) = env.watch_a_run(&service).await;
 
@@ -422,5 +367,5 @@ async fn a_termination_message_with_escape_sequences_cannot_make_watch_lie() {
         lie,
         "the JSON still says it all"
     );
-    env.cleanup(service).await;
+    env.stop(service).await;
 }

@@ -8,83 +8,29 @@ mod common;
 
 use catalyst_cutover::auth::AuthConfig;
 use catalyst_cutover::contract::{self, DEFAULT_STATUS_CONFIGMAP};
-use catalyst_cutover::service::{Service, ServiceConfig};
+use catalyst_cutover::service::Service;
 use catalyst_cutover::steplog::MAX_TAIL_BYTES;
 use catalyst_cutover::steplog::kept::{COMPONENT_STEP_LOG, LABEL_RUN};
-use common::{
-    TestCluster, create_service_account, grant, job_step, request_token, role, steps_on_one_node,
-    token_of,
-};
+use common::{Env, create_service_account, grant, job_step, request_token, role, token_of};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod};
 use kube::api::{Api, DeleteParams, ListParams, PostParams, PropagationPolicy};
 use kube::runtime::wait::await_condition;
-use kube_sandbox::sim::Simulator;
 use serde_json::Value;
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 /// Hang guard for one wait, not a speed assertion.
 const GUARD: Duration = Duration::from_secs(60);
 
-struct Env {
-    cluster: TestCluster,
-    sim: Simulator,
-}
-
+/// What the step-log tests ask of their environment.
 impl Env {
-    async fn start(steps: Vec<ConfigMap>) -> Env {
-        if std::env::var_os("RUST_LOG").is_some() {
-            catalyst_cutover::telemetry::init();
-        }
-        let cluster = TestCluster::start().await;
-        let sim = steps_on_one_node(&cluster, &steps).await;
-        Env { cluster, sim }
-    }
-
-    fn ns(&self) -> &str {
-        self.cluster.namespace()
-    }
-
-    fn configmaps(&self) -> Api<ConfigMap> {
-        Api::namespaced(self.cluster.client(), self.ns())
-    }
-
     async fn service(&self, auth: AuthConfig) -> Service {
-        let mut config = ServiceConfig::new(self.ns());
-        config.lease_duration = Duration::from_secs(2);
+        let mut config = self.service_config();
         // The failing step fails after two pods: a real Job controller backs off 10 s before
         // the second (and 20, 40 s before more).
         config.render.backoff_limit = 1;
         config.auth = auth;
-        let service = Service::start(self.cluster.config().await, config)
-            .await
-            .expect("start service");
-        ready(&service.url()).await;
-        service
-    }
-
-    /// Waits until the status ConfigMap's phase is one of `phases`.
-    async fn wait_phase(&self, phases: &[&str]) -> BTreeMap<String, String> {
-        let phases: Vec<String> = phases.iter().map(|p| (*p).to_owned()).collect();
-        let cond = move |cm: Option<&ConfigMap>| {
-            cm.and_then(|cm| cm.data.as_ref())
-                .and_then(|d| d.get("cutoverPhase"))
-                .is_some_and(|p| phases.contains(p))
-        };
-        tokio::time::timeout(
-            GUARD,
-            await_condition(self.configmaps(), DEFAULT_STATUS_CONFIGMAP, cond),
-        )
-        .await
-        .expect("phase reached in time")
-        .expect("watch");
-        self.configmaps()
-            .get(DEFAULT_STATUS_CONFIGMAP)
-            .await
-            .expect("status")
-            .data
-            .unwrap_or_default()
+        self.ready_service(config).await
     }
 
     /// Waits until ConfigMap `name` exists, and returns it.
@@ -147,16 +93,6 @@ impl Env {
         .await
         .expect("the pods go in time");
     }
-
-    async fn cleanup(self, service: Service) {
-        service.shutdown().await;
-        self.sim.shutdown().await;
-        self.cluster.cleanup().await;
-    }
-}
-
-async fn ready(base: &str) {
-    common::wait_ready(base, GUARD).await;
 }
 
 /// A log answer: status, the `X-Log-*` headers, and the body.
@@ -210,23 +146,25 @@ async fn a_steps_log_tail_survives_its_jobs_and_pods_deletion_until_a_new_run() 
     let log = BLOCK.repeat(REPEAT);
     assert!(log.len() > MAX_TAIL_BYTES);
     let failing = [
-        ("CUTOVER_SIM_OUTCOME", "fail"),
-        ("CUTOVER_SIM_FAIL_ATTEMPTS", "99"),
-        ("CUTOVER_SIM_MESSAGE", "harbor answered 503"),
-        ("CUTOVER_SIM_LOG", "second: harbor answered 503\n"),
+        ("SANDBOX_SIM_OUTCOME", "fail"),
+        ("SANDBOX_SIM_FAIL_ATTEMPTS", "99"),
+        ("SANDBOX_SIM_MESSAGE", "harbor answered 503"),
+        ("SANDBOX_SIM_LOG", "second: harbor answered 503\n"),
     ];
-    let env = Env::start(vec![
-        job_step(
-            1,
-            "first",
-            &[
-                ("CUTOVER_SIM_LOG", BLOCK),
-                ("CUTOVER_SIM_LOG_REPEAT", &REPEAT.to_string()),
-            ],
-        ),
-        job_step(2, "second", &failing),
-    ])
-    .await;
+    let env = Env::builder()
+        .steps(vec![
+            job_step(
+                1,
+                "first",
+                &[
+                    ("SANDBOX_SIM_LOG", BLOCK),
+                    ("SANDBOX_SIM_LOG_REPEAT", &REPEAT.to_string()),
+                ],
+            ),
+            job_step(2, "second", &failing),
+        ])
+        .start()
+        .await;
     let service = env.service(AuthConfig::disabled()).await;
     let base = service.url();
     assert_eq!(common::post_status(&base, "/cutover").await, 202);
@@ -276,7 +214,7 @@ async fn a_steps_log_tail_survives_its_jobs_and_pods_deletion_until_a_new_run() 
 
     // A retry is a new run: the first run's tails go, the retried step's new tail comes.
     let api = env.configmaps();
-    let mut fixed = job_step(2, "second", &[("CUTOVER_SIM_LOG", "second: done\n")]);
+    let mut fixed = job_step(2, "second", &[("SANDBOX_SIM_LOG", "second: done\n")]);
     fixed.metadata.resource_version = api
         .get("cutover-step-02-second")
         .await
@@ -307,12 +245,15 @@ async fn a_steps_log_tail_survives_its_jobs_and_pods_deletion_until_a_new_run() 
     assert_eq!(answer.status, 404, "{}", answer.body);
     assert_eq!(answer.json()["error"], "step-log-not-found");
 
-    env.cleanup(service).await;
+    env.stop(service).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unknown_step_is_404_and_a_step_not_run_yet_409() {
-    let env = Env::start(vec![job_step(1, "only", &[])]).await;
+    let env = Env::builder()
+        .steps(vec![job_step(1, "only", &[])])
+        .start()
+        .await;
     let service = env.service(AuthConfig::disabled()).await;
     let base = service.url();
     for step in ["nope", "Not%20A%20Name", "only-not"] {
@@ -331,12 +272,15 @@ async fn an_unknown_step_is_404_and_a_step_not_run_yet_409() {
     let answer = get_log(&base, "/cutover/steps/only/logs?follow=maybe", None).await;
     assert_eq!(answer.status, 400, "{}", answer.body);
     assert_eq!(answer.json()["error"], "invalid-query");
-    env.cleanup(service).await;
+    env.stop(service).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn logs_are_authorized_like_get_cutover() {
-    let env = Env::start(vec![job_step(1, "only", &[])]).await;
+    let env = Env::builder()
+        .steps(vec![job_step(1, "only", &[])])
+        .start()
+        .await;
     let client = env.cluster.client();
     let ns = env.ns().to_owned();
     let mut tokens = Vec::new();
@@ -361,23 +305,25 @@ async fn logs_are_authorized_like_get_cutover() {
     let answer = get_log(&base, path, Some(&tokens[0])).await;
     assert_eq!(answer.status, 409, "{}", answer.body);
     assert_eq!(answer.json()["error"], "step-not-started");
-    env.cleanup(service).await;
+    env.stop(service).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn following_a_running_steps_log_streams_lines_as_they_come() {
     use futures::StreamExt;
     let lines = "pulling library/nginx\npushed 12 layers\nwaiting for harbor\n";
-    let env = Env::start(vec![job_step(
-        1,
-        "stuck",
-        &[
-            ("CUTOVER_SIM_OUTCOME", "hang"),
-            ("CUTOVER_SIM_RUN_MS", "600"),
-            ("CUTOVER_SIM_LOG", lines),
-        ],
-    )])
-    .await;
+    let env = Env::builder()
+        .steps(vec![job_step(
+            1,
+            "stuck",
+            &[
+                ("SANDBOX_SIM_OUTCOME", "hang"),
+                ("SANDBOX_SIM_RUN_MS", "600"),
+                ("SANDBOX_SIM_LOG", lines),
+            ],
+        )])
+        .start()
+        .await;
     let service = env.service(AuthConfig::disabled()).await;
     let base = service.url();
     assert_eq!(common::post_status(&base, "/cutover").await, 202);
@@ -431,7 +377,7 @@ async fn following_a_running_steps_log_streams_lines_as_they_come() {
     .await
     .expect("the stream ends with the pod");
     assert!(rest.is_empty(), "{:?}", String::from_utf8_lossy(&rest));
-    env.cleanup(service).await;
+    env.stop(service).await;
 }
 
 /// A line longer than 64 KiB is cut with a marker; a `jobName` pointed at another step's
@@ -440,23 +386,25 @@ async fn following_a_running_steps_log_streams_lines_as_they_come() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn long_lines_are_cut_and_only_the_steps_own_pods_are_read() {
     let chunk = "x".repeat(1024);
-    let env = Env::start(vec![
-        // 100 KiB without a newline.
-        job_step(
-            1,
-            "long",
-            &[
-                ("CUTOVER_SIM_LOG", &chunk),
-                ("CUTOVER_SIM_LOG_REPEAT", "100"),
-            ],
-        ),
-        job_step(
-            2,
-            "other",
-            &[("CUTOVER_SIM_LOG", "other: the database password\n")],
-        ),
-    ])
-    .await;
+    let env = Env::builder()
+        .steps(vec![
+            // 100 KiB without a newline.
+            job_step(
+                1,
+                "long",
+                &[
+                    ("SANDBOX_SIM_LOG", &chunk),
+                    ("SANDBOX_SIM_LOG_REPEAT", "100"),
+                ],
+            ),
+            job_step(
+                2,
+                "other",
+                &[("SANDBOX_SIM_LOG", "other: the database password\n")],
+            ),
+        ])
+        .start()
+        .await;
     let service = env.service(AuthConfig::disabled()).await;
     let base = service.url();
     assert_eq!(common::post_status(&base, "/cutover").await, 202);
@@ -519,7 +467,7 @@ async fn long_lines_are_cut_and_only_the_steps_own_pods_are_read() {
     let impostor: Pod = serde_json::from_value(serde_json::json!({
         "metadata": {"name": "impostor", "labels": {contract::LABEL_JOB_NAME: "cutover-long-a1"}},
         "spec": {"containers": [{"name": "c", "image": "busybox",
-                 "env": [{"name": "CUTOVER_SIM_LOG", "value": "impostor: the database password\n"}]}]}
+                 "env": [{"name": "SANDBOX_SIM_LOG", "value": "impostor: the database password\n"}]}]}
     }))
     .expect("pod");
     Api::<Pod>::namespaced(env.cluster.client(), env.ns())
@@ -530,5 +478,5 @@ async fn long_lines_are_cut_and_only_the_steps_own_pods_are_read() {
     assert_eq!(answer.status, 404, "{}", answer.body);
     assert_eq!(answer.json()["error"], "step-log-not-found");
     assert!(!answer.body.contains("password"));
-    env.cleanup(service).await;
+    env.stop(service).await;
 }

@@ -365,7 +365,7 @@ async fn wait_phase(
         .unwrap_or_default()
 }
 
-/// The step ConfigMap `cm` with `CUTOVER_SIM_OUTCOME=<outcome>` on its first container (the
+/// The step ConfigMap `cm` with `SANDBOX_SIM_OUTCOME=<outcome>` on its first container (the
 /// simulator's pods then end that way), or without it when `outcome` is `None`.
 fn with_outcome(
     mut cm: k8s_openapi::api::core::v1::ConfigMap,

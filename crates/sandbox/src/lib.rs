@@ -7,8 +7,13 @@
 //!
 //! It knows nothing of what is tested against it: controllers of a product (such as an
 //! agent on each node) run beside the simulator as clients of the API like any other.
+//!
+//! Feature `testing` adds [`testing`]: the integration-test harness (a cluster per test, on
+//! this sandbox or on a real one) that this crate's suites and its users' suites share.
 
 pub mod access_control;
 pub mod api;
 pub mod faults;
 pub mod sim;
+#[cfg(feature = "testing")]
+pub mod testing;

@@ -5,22 +5,22 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::PodSpec;
 
 /// Env var: how long the container runs, in milliseconds.
-pub const ENV_RUN_MS: &str = "CUTOVER_SIM_RUN_MS";
+pub const ENV_RUN_MS: &str = "SANDBOX_SIM_RUN_MS";
 /// Env var: `succeed`, `fail` or `hang`.
-pub const ENV_OUTCOME: &str = "CUTOVER_SIM_OUTCOME";
+pub const ENV_OUTCOME: &str = "SANDBOX_SIM_OUTCOME";
 /// Env var: the first N attempts fail, whatever the outcome says.
-pub const ENV_FAIL_ATTEMPTS: &str = "CUTOVER_SIM_FAIL_ATTEMPTS";
+pub const ENV_FAIL_ATTEMPTS: &str = "SANDBOX_SIM_FAIL_ATTEMPTS";
 /// Env var: the termination message the container writes (to its `terminationMessagePath`),
 /// reported whatever its exit code, as a kubelet reports it.
-pub const ENV_MESSAGE: &str = "CUTOVER_SIM_MESSAGE";
+pub const ENV_MESSAGE: &str = "SANDBOX_SIM_MESSAGE";
 /// Env var: the termination message of a succeeding container (what a step reports, as the
 /// chart's steps write their outputs on success and their reason on failure).
-pub const ENV_OUTPUT: &str = "CUTOVER_SIM_OUTPUT";
+pub const ENV_OUTPUT: &str = "SANDBOX_SIM_OUTPUT";
 /// Env var: the text the container "prints" (served by the pod `/log` endpoint).
-pub const ENV_LOG: &str = "CUTOVER_SIM_LOG";
+pub const ENV_LOG: &str = "SANDBOX_SIM_LOG";
 /// Env var: the container prints its log text this many times (a long log from a PodSpec
 /// that must stay small).
-pub const ENV_LOG_REPEAT: &str = "CUTOVER_SIM_LOG_REPEAT";
+pub const ENV_LOG_REPEAT: &str = "SANDBOX_SIM_LOG_REPEAT";
 
 /// How an attempt ends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -21,7 +21,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference,
 use super::pod_state::{self, PodState};
 
 /// Pod annotation: the 0-based attempt a Job pod stands for, read by the simulated kubelet to
-/// apply `CUTOVER_SIM_FAIL_ATTEMPTS`.
+/// apply `SANDBOX_SIM_FAIL_ATTEMPTS`.
 pub const ANNOTATION_ATTEMPT: &str = "sandbox.catalyst.openova.io/attempt";
 
 /// Finalizer the Job controller puts on its pods until their end is counted in the Job's

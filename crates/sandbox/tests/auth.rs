@@ -6,15 +6,9 @@
 //! Against a real cluster (CUTOVER_TEST_KUBECONFIG) the parts that need a user's bearer token
 //! from the sandbox's token table are skipped; the rest runs unchanged.
 
-mod common;
-
 use std::future::Future;
 use std::time::Duration;
 
-use common::{
-    TestCluster, api_status, client_with_token, create_service_account, request_token, sleep_until,
-    token_of,
-};
 use k8s_openapi::api::authentication::v1::{TokenReview, TokenReviewSpec, TokenReviewStatus};
 use k8s_openapi::api::authorization::v1::{
     NonResourceAttributes, ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec,
@@ -27,6 +21,10 @@ use kube::{Api, Client, Config};
 use kube_sandbox::access_control::TokenTable;
 use kube_sandbox::api::ApiServerConfig;
 use kube_sandbox::faults::FaultProxy;
+use kube_sandbox::testing::{
+    TestCluster, api_status, client_with_token, create_service_account, request_token, sleep_until,
+    token_of,
+};
 
 /// The users of the token table the sandbox starts with.
 const TOKENS: &str = "alice-token=alice:team-a,runner-token=system:serviceaccount:auth-ns:runner";

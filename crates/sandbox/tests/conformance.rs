@@ -5,9 +5,6 @@
 //! k8s.io/apimachinery/pkg/api/errors/errors.go (Status bodies) and the API concepts page
 //! (https://kubernetes.io/docs/reference/using-api/api-concepts/).
 
-mod common;
-
-use common::TestCluster;
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
@@ -17,6 +14,7 @@ use kube::api::{
 };
 use kube::core::Status;
 use kube::runtime::watcher;
+use kube_sandbox::testing::{self, TestCluster};
 use serde_json::json;
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -2043,15 +2041,15 @@ async fn pod_logs_come_from_the_kubelet_of_the_pods_node() {
             nodes: 1,
             pool: ns.clone(),
             default_run: Duration::from_millis(50),
-            controllers: common::controllers(),
+            controllers: testing::controllers(),
         },
     )
     .await
     .unwrap();
     let pods: Api<Pod> = Api::namespaced(tc.client(), &ns);
     let env = json!([
-        {"name": "CUTOVER_SIM_LOG", "value": "one\ntwo\nthree\n"},
-        {"name": "CUTOVER_SIM_RUN_MS", "value": "50"}
+        {"name": "SANDBOX_SIM_LOG", "value": "one\ntwo\nthree\n"},
+        {"name": "SANDBOX_SIM_RUN_MS", "value": "50"}
     ]);
     let pod: Pod = serde_json::from_value(json!({
         "metadata": {"name": "logger"},
@@ -2187,12 +2185,12 @@ async fn a_role_on_one_name_allows_a_list_and_watch_selecting_that_name() {
         admin_ds
             .create(
                 &PostParams::default(),
-                &common::daemonset(name, "busybox:1.36", &ns),
+                &testing::daemonset(name, "busybox:1.36", &ns),
             )
             .await
             .unwrap();
     }
-    common::create_service_account(&admin, &ns, "reader").await;
+    testing::create_service_account(&admin, &ns, "reader").await;
     let role: Role = serde_json::from_value(json!({"metadata": {"name": "one-daemonset"},
         "rules": [{"apiGroups": ["apps"], "resources": ["daemonsets"],
                    "resourceNames": ["one"], "verbs": ["get", "list", "watch"]}]}))
@@ -2209,8 +2207,8 @@ async fn a_role_on_one_name_allows_a_list_and_watch_selecting_that_name() {
         .create(&PostParams::default(), &binding)
         .await
         .unwrap();
-    let token = common::token_of(
-        &common::request_token(&admin, &ns, "reader", None)
+    let token = testing::token_of(
+        &testing::request_token(&admin, &ns, "reader", None)
             .await
             .unwrap(),
     );
@@ -2331,7 +2329,6 @@ async fn a_role_on_one_name_allows_a_list_and_watch_selecting_that_name() {
 /// show them: the sandbox's own (its simulator's), or a cluster's real ones with the
 /// simulator playing the nodes (`CUTOVER_TEST_REAL_CONTROLLERS=1`).
 mod controllers {
-    use super::common::{self, TestCluster};
     use futures::StreamExt;
     use k8s_openapi::api::apps::v1::DaemonSet;
     use k8s_openapi::api::batch::v1::Job;
@@ -2340,6 +2337,7 @@ mod controllers {
     use kube::runtime::wait::{Condition, await_condition};
     use kube::runtime::{WatchStreamExt, watcher};
     use kube_sandbox::sim::{SimConfig, Simulator};
+    use kube_sandbox::testing::{self, TestCluster};
     use serde_json::json;
     use std::time::Duration;
 
@@ -2355,7 +2353,7 @@ mod controllers {
                 nodes,
                 pool: ns,
                 default_run: Duration::from_millis(50),
-                controllers: common::controllers(),
+                controllers: testing::controllers(),
             },
         )
         .await
@@ -2409,8 +2407,8 @@ mod controllers {
         let tc = TestCluster::start().await;
         let sim = simulator(&tc, 1).await;
         let jobs: Api<Job> = Api::namespaced(tc.client(), tc.namespace());
-        let env = json!([{"name": "CUTOVER_SIM_OUTCOME", "value": "fail"},
-                         {"name": "CUTOVER_SIM_MESSAGE", "value": "boom"}]);
+        let env = json!([{"name": "SANDBOX_SIM_OUTCOME", "value": "fail"},
+                         {"name": "SANDBOX_SIM_MESSAGE", "value": "boom"}]);
         jobs.create(
             &PostParams::default(),
             &job("fails", json!({"backoffLimit": 1}), env),
@@ -2449,7 +2447,7 @@ mod controllers {
         let sim = simulator(&tc, 1).await;
         let jobs: Api<Job> = Api::namespaced(tc.client(), tc.namespace());
         let pods: Api<Pod> = Api::namespaced(tc.client(), tc.namespace());
-        let env = json!([{"name": "CUTOVER_SIM_OUTCOME", "value": "hang"}]);
+        let env = json!([{"name": "SANDBOX_SIM_OUTCOME", "value": "hang"}]);
         jobs.create(
             &PostParams::default(),
             &job("slow", json!({"activeDeadlineSeconds": 2}), env),
@@ -2496,7 +2494,7 @@ mod controllers {
         let sim = simulator(&tc, 1).await;
         let jobs: Api<Job> = Api::namespaced(tc.client(), tc.namespace());
         let pods: Api<Pod> = Api::namespaced(tc.client(), tc.namespace());
-        let env = json!([{"name": "CUTOVER_SIM_RUN_MS", "value": "1500"}]);
+        let env = json!([{"name": "SANDBOX_SIM_RUN_MS", "value": "1500"}]);
         jobs.create(&PostParams::default(), &job("tracked", json!({}), env))
             .await
             .unwrap();
@@ -2564,10 +2562,10 @@ mod controllers {
 
     /// A DaemonSet of pods that take `run_ms` to become ready, on the test's nodes.
     fn slow_daemonset(ns: &str, run_ms: &str) -> DaemonSet {
-        let mut ds = common::daemonset("agents", "agent:1", ns);
+        let mut ds = testing::daemonset("agents", "agent:1", ns);
         if let Some(spec) = ds.spec.as_mut().and_then(|s| s.template.spec.as_mut()) {
             spec.containers[0].env = Some(vec![k8s_openapi::api::core::v1::EnvVar {
-                name: "CUTOVER_SIM_RUN_MS".into(),
+                name: "SANDBOX_SIM_RUN_MS".into(),
                 value: Some(run_ms.into()),
                 ..Default::default()
             }]);
