@@ -235,18 +235,6 @@ fn the_product_crate_uses_only_the_layers_below_each_module() {
     );
 }
 
-/// Cycles among the files of `src/` that another branch breaks, each as [`circles`] reports
-/// it. The test fails when one listed is no longer found, so an entry cannot outlive its
-/// cycle: remove it then.
-// Both are in files the one-start branch rewrites (#23, points 1 and 4): http/rollback.rs
-// uses http/cutover.rs's body helpers and cutover.rs maps rollback refusals through it;
-// http/context.rs holds http/cutover.rs's BodyCache (which belongs in a module of its own)
-// while cutover.rs uses HttpContext.
-const KNOWN_CIRCLES: &[&[&str]] = &[
-    &["http/context.rs", "http/cutover.rs"],
-    &["http/cutover.rs", "http/rollback.rs"],
-];
-
 /// The module a file of `src/` defines, as its path below the crate root (`status/store.rs`:
 /// `status::store`; `status/mod.rs`: `status`; `lib.rs`: the root), or `None` for `main.rs`
 /// (the binary, another crate).
@@ -561,29 +549,15 @@ fn no_two_files_of_the_product_crate_import_each_other() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
     let mut files = Vec::new();
     sources(&root, &root, &mut files);
-    let found = circles(&files).unwrap();
-    let known: Vec<Vec<String>> = KNOWN_CIRCLES
+    let found: String = circles(&files)
+        .unwrap()
         .iter()
-        .map(|c| c.iter().map(|f| (*f).to_owned()).collect())
+        .map(|c| format!("  {} -> {}\n", c.join(" -> "), c[0]))
         .collect();
-    let show = |cycles: &[&Vec<String>]| {
-        cycles
-            .iter()
-            .map(|c| format!("  {} -> {}\n", c.join(" -> "), c[0]))
-            .collect::<String>()
-    };
-    let new: Vec<&Vec<String>> = found.iter().filter(|c| !known.contains(c)).collect();
     assert!(
-        new.is_empty(),
+        found.is_empty(),
         "files of src/ that import each other (move what they share into the module it \
-         belongs to):\n{}",
-        show(&new)
-    );
-    let gone: Vec<&Vec<String>> = known.iter().filter(|c| !found.contains(c)).collect();
-    assert!(
-        gone.is_empty(),
-        "tests/layers.rs KNOWN_CIRCLES lists cycles that no longer exist; remove them:\n{}",
-        show(&gone)
+         belongs to):\n{found}"
     );
 }
 
