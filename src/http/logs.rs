@@ -180,6 +180,19 @@ async fn pod_log(
             .cloned()
             .unwrap_or_default()
     };
+    // kube-apiserver answers a pod on no node yet with an empty log and 200, not an error:
+    // followed, that would be a stream that ends at once, before the pod ever ran.
+    if pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.node_name.as_deref())
+        .is_none_or(str::is_empty)
+    {
+        return Err(ApiError::StepLogPending {
+            step: step(),
+            detail: format!("pod {name} of Job {job} is not on a node yet"),
+        });
+    }
     let Some(container) = first_container(pod) else {
         return Err(ApiError::StepLogPending {
             step: step(),
