@@ -486,16 +486,18 @@ async fn run(
 ) -> BenchResult<()> {
     let cluster = Cluster::start().await?;
     println!(
-        "cutover bench: {} steps (7 job + 1 daemonset-wait) against {}, {NODES} acknowledging nodes \
+        "cutover bench: {} steps ({} job + {} daemonset-wait) against {}, {NODES} acknowledging nodes \
          from the sandbox's simulator as an API client, Jobs finished by {}; {runs} runs, a fresh \
          namespace and service each",
         STEPS.len(),
+        STEPS.iter().filter(|(_, wait)| !*wait).count(),
+        STEPS.iter().filter(|(_, wait)| *wait).count(),
         cluster.name(),
         match sim_jobs {
             JobsBy::Simulator => "the simulator's Job controller and kubelet (run time zero)",
             JobsBy::Controllers =>
                 "the cluster's Job and DaemonSet controllers, the simulator playing the nodes (run time zero)",
-            JobsBy::StandIn => "an instant stand-in (one status write per Job)",
+            JobsBy::StandIn => "an instant stand-in (its succeeded pod, then one status write per Job)",
         }
     );
     let mut totals = Vec::with_capacity(runs);
