@@ -497,7 +497,8 @@ async fn run(
             JobsBy::Simulator => "the simulator's Job controller and kubelet (run time zero)",
             JobsBy::Controllers =>
                 "the cluster's Job and DaemonSet controllers, the simulator playing the nodes (run time zero)",
-            JobsBy::StandIn => "an instant stand-in (its succeeded pod, then one status write per Job)",
+            JobsBy::StandIn =>
+                "an instant stand-in (its succeeded pod, then one status write per Job)",
         }
     );
     let mut totals = Vec::with_capacity(runs);
