@@ -1406,10 +1406,13 @@ async fn steps_end_is_seen_through_watches_opened_once_per_run() {
         followed < job_steps as u64,
         "{lists} lists for {job_steps} job steps: each step re-lists what it follows"
     );
+    // The plan, the DaemonSet, its pods and the acknowledgement Leases: four lists; one more
+    // is allowed for a watch the API server ends early (kube-runtime's watcher lists again,
+    // as it must), seen once in a full suite on the plane with the real controllers.
     assert!(
-        followed <= 4,
-        "{lists} lists: the plan, the Jobs, the DaemonSet and its pods, each listed once, and \
-         at most one pod list per Job step's log tail"
+        followed <= 5,
+        "{lists} lists: the plan, the DaemonSet, its pods and the acknowledgement Leases, \
+         each listed once (one re-list allowed), and at most one pod list per Job step's log tail"
     );
     let jobs = env.jobs_by_step().await;
     assert!(jobs.values().all(|j| j.len() == 1), "{jobs:?}");
