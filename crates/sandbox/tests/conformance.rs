@@ -1953,6 +1953,16 @@ async fn zero_values_and_empty_fields_are_written_as_kube_apiserver_writes_them(
     let tc = TestCluster::start().await;
     let mut wrong = Vec::new();
     for (what, mut body, status, fields) in zero_value_cases() {
+        // A real Job or DaemonSet controller writes a new object's status itself (startTime,
+        // observedGeneration) while the case writes it: what comes back is then partly the
+        // controller's, not the API server's encoding of the case's write. The bare plane
+        // and the sandbox check those cases.
+        if testing::real_controllers()
+            && (body["kind"] == "Job" || body["kind"] == "DaemonSet")
+            && status.is_some()
+        {
+            continue;
+        }
         if let Some(involved) = body.get_mut("involvedObject") {
             involved["namespace"] = json!(tc.namespace());
         }
